@@ -1,0 +1,1 @@
+"""The labq node agent and its GPU backends (NVML on real nodes, simulated elsewhere)."""

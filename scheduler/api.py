@@ -1,0 +1,239 @@
+"""The coordinator's HTTP API, served on a Unix socket so the caller's uid is known.
+
+Routes (JSON): see `OPENAPI` below, also served at GET /openapi.json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from scheduler.config import Settings
+from scheduler.identity import Caller, caller_for_uid, peer_uid
+from scheduler.launcher import RayLauncher
+from scheduler.model import Job, JobState
+from scheduler.store import Store, new_token
+from scheduler.validation import InputError, array_size, build_spec, check_user_name
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except InputError as exc:
+        return _error(400, str(exc))
+    except ApiError as exc:
+        return _error(exc.status, str(exc))
+    except json.JSONDecodeError:
+        return _error(400, "request body is not valid JSON")
+
+
+class Api:
+    def __init__(self, store: Store, launcher: RayLauncher, settings: Settings,
+                 kick: Callable[[], None]) -> None:
+        self.store = store
+        self.launcher = launcher
+        self.settings = settings
+        self.kick = kick
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[errors_middleware], client_max_size=16 << 20)
+        app.add_routes([
+            web.get("/v1/whoami", self.whoami),
+            web.post("/v1/jobs", self.submit),
+            web.get("/v1/jobs", self.queue),
+            web.get("/v1/jobs/{id}", self.show),
+            web.post("/v1/jobs/{id}/cancel", self.cancel),
+            web.get("/v1/jobs/{id}/logs", self.logs),
+            web.get("/v1/nodes", self.nodes),
+            web.get("/v1/quota", self.quota),
+            web.get("/openapi.json", self.openapi),
+        ])
+        return app
+
+    def caller(self, request: web.Request) -> Caller:
+        sock = request.transport.get_extra_info("socket") if request.transport else None
+        if sock is None or sock.family != 1:  # AF_UNIX only: a TCP peer has no uid to trust
+            raise ApiError(401, "this API only answers on its Unix socket")
+        return caller_for_uid(peer_uid(sock), self.settings)
+
+    async def whoami(self, request: web.Request) -> web.Response:
+        caller = self.caller(request)
+        return web.json_response({"user": caller.user, "uid": caller.uid,
+                                  "admin": caller.is_admin})
+
+    async def submit(self, request: web.Request) -> web.Response:
+        caller = self.caller(request)
+        body = await request.json()
+        if not isinstance(body, dict):
+            raise InputError("request body must be a JSON object")
+        user = caller.user
+        if body.get("as_user"):
+            if not caller.is_admin:
+                raise ApiError(403, f"--as {body['as_user']}: only admins may submit for "
+                                    f"another user ({caller.user} is not an admin)")
+            user = check_user_name(str(body["as_user"]))
+        spec = build_spec(body, user, await self.store.nodes(), self.settings)
+        spec.submitter = caller.user
+        count = array_size(body)
+        token = str(body.get("token") or new_token())
+        ids = await self.store.submit([spec] * count, token, time.time())
+        self.kick()
+        if body.get("return_jobs"):
+            jobs = await self.store.get_jobs(ids)
+            return web.json_response({"ids": ids, "jobs": [public(j) for j in jobs]})
+        return web.json_response({"ids": ids})
+
+    async def queue(self, request: web.Request) -> web.Response:
+        caller = self.caller(request)
+        show_all = request.query.get("all") == "1"
+        user = request.query.get("user") or (None if show_all else caller.user)
+        jobs = await self.store.active_jobs() + await self.store.waiting_jobs()
+        if request.query.get("done") == "1":
+            jobs += await self.store.done_jobs(int(request.query.get("limit", "50")))
+        if user:
+            jobs = [j for j in jobs if j.user == user]
+        return web.json_response([public(j) for j in jobs])
+
+    async def _job(self, request: web.Request) -> Job:
+        job_id = request.match_info["id"]
+        job = await self.store.get_job(job_id)
+        if job is None:
+            raise ApiError(404, f"no job {job_id}: see `labq queue --all` for job ids")
+        return job
+
+    async def show(self, request: web.Request) -> web.Response:
+        self.caller(request)
+        return web.json_response(public(await self._job(request)))
+
+    async def cancel(self, request: web.Request) -> web.Response:
+        caller = self.caller(request)
+        job_id = request.match_info["id"]
+        result = await self.store.cancel(job_id, caller.user, caller.is_admin, time.time())
+        if result == "NO_SUCH_JOB":
+            raise ApiError(404, f"no job {job_id}: see `labq queue` for your job ids")
+        if result == "FORBIDDEN":
+            job = await self.store.get_job(job_id)
+            owner = job.user if job else "another user"
+            raise ApiError(403, f"job {job_id} belongs to {owner}: you may cancel only your "
+                                "own jobs (admins may cancel any)")
+        self.kick()
+        return web.json_response({"id": job_id, "result": result})
+
+    async def logs(self, request: web.Request) -> web.Response:
+        self.caller(request)
+        job = await self._job(request)
+        text: str | None = None
+        if job.state.holds_gpus():
+            text = await _in_thread(self.launcher.logs, job.id)
+        if text is None:
+            text = await self.store.get_log(job.id)
+        if text is None and job.state.is_terminal():
+            text = await _in_thread(self.launcher.logs, job.id)
+        offset = int(request.query.get("offset", "0"))
+        text = text or ""
+        return web.json_response({"id": job.id, "state": job.state.value,
+                                  "text": text[offset:], "offset": len(text),
+                                  "done": job.state.is_terminal()})
+
+    async def nodes(self, request: web.Request) -> web.Response:
+        self.caller(request)
+        return web.json_response([n.to_dict() for n in await self.store.nodes()])
+
+    async def quota(self, request: web.Request) -> web.Response:
+        caller = self.caller(request)
+        user = request.query.get("user") or caller.user
+        usage = await self.store.usage()
+        mine = usage["user"].get(user, {"billed": 0.0, "gpu_s": 0.0})
+        jobs = [j for j in await self.store.active_jobs() + await self.store.waiting_jobs()
+                if j.user == user]
+        accounts = sorted({j.account for j in jobs} | {
+            name for name in usage["account"] if name == self.settings.default_account})
+        return web.json_response({
+            "user": user,
+            "billed_units": mine["billed"],
+            "gpu_seconds": mine["gpu_s"],
+            "running_jobs": sum(1 for j in jobs if j.state.holds_gpus()),
+            "running_gpus": sum(j.gpus for j in jobs if j.state.holds_gpus()),
+            "pending_jobs": sum(1 for j in jobs if j.state.is_waiting()),
+            "accounts": {a: usage["account"].get(a, {"billed": 0.0, "gpu_s": 0.0})
+                         for a in accounts},
+            "billing_weights": self.settings.billing_weights,
+        })
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.json_response(OPENAPI)
+
+
+async def _in_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    return await asyncio.to_thread(fn, *args)
+
+
+PUBLIC_FIELDS = (
+    "id", "user", "account", "state", "gpus", "gpu_type", "node", "gpu_indices", "submitted_at",
+    "started_at", "ended_at", "time_limit_s", "reason", "reasons", "exit_code", "name", "qos",
+    "command", "workdir", "requeue", "submitter", "billed", "gpu_seconds", "restarts",
+    "stop_request",
+)
+
+
+def public(job: Job) -> dict[str, Any]:
+    data = job.to_dict()
+    out = {k: data[k] for k in PUBLIC_FIELDS}
+    out["env"] = sorted(job.env)  # names only: values may be secrets
+    if job.state == JobState.RUNNING and job.started_at:
+        out["run_time_s"] = time.time() - job.started_at
+    return out
+
+
+def _job_schema() -> dict[str, Any]:
+    return {"type": "object", "properties": {k: {} for k in PUBLIC_FIELDS}}
+
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.0.3",
+    "info": {"title": "labq coordinator API", "version": "1"},
+    "paths": {
+        "/v1/whoami": {"get": {"summary": "The caller as the coordinator sees it (peer uid)"}},
+        "/v1/jobs": {
+            "post": {"summary": "Submit a job (or an array: `array` copies)",
+                     "requestBody": {"content": {"application/json": {"schema": {
+                         "type": "object", "required": ["command"],
+                         "properties": {
+                             "command": {"type": "array", "items": {"type": "string"}},
+                             "gpus": {"type": "integer", "minimum": 1},
+                             "gpu_type": {"type": "string"}, "time": {"type": "string"},
+                             "account": {"type": "string"}, "qos": {"type": "string"},
+                             "name": {"type": "string"}, "workdir": {"type": "string"},
+                             "env": {"type": "object"}, "as_user": {"type": "string"},
+                             "array": {"type": "integer"}, "token": {"type": "string"},
+                             "requeue": {"type": "boolean"},
+                         }}}}}},
+            "get": {"summary": "The queue (?all=1, ?user=U, ?done=1)",
+                    "responses": {"200": {"content": {"application/json": {
+                        "schema": {"type": "array", "items": _job_schema()}}}}}},
+        },
+        "/v1/jobs/{id}": {"get": {"summary": "One job"}},
+        "/v1/jobs/{id}/cancel": {"post": {"summary": "Cancel a job of yours"}},
+        "/v1/jobs/{id}/logs": {"get": {"summary": "A job's output (?offset=N)"}},
+        "/v1/nodes": {"get": {"summary": "Nodes and their GPUs"}},
+        "/v1/quota": {"get": {"summary": "Usage of the caller (?user=U)"}},
+    },
+}

@@ -1,0 +1,368 @@
+"""The `labq` command. A thin click layer over the coordinator API; heavy imports are lazy."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import uuid
+from typing import Any, NoReturn
+
+import click
+
+from scheduler.client import Client, ClientError
+from scheduler.config import ConfigError, Settings
+from scheduler.timeparse import format_duration
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.load()
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(f"labq: error: {message}", err=True)
+    sys.exit(1)
+
+
+def _client() -> Client:
+    return Client(_settings().socket)
+
+
+def _call(method: str, path: str, body: Any = None) -> Any:
+    try:
+        return _client().request(method, path, body)
+    except ClientError as exc:
+        _fail(str(exc))
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="labq")
+def main() -> None:
+    """labq: a fair-share GPU queue for a lab's shared cluster."""
+
+
+# ---------------------------------------------------------------------------- submit
+
+
+def _parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
+    env = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            _fail(f"--env {pair!r}: write it as NAME=value")
+        env[key] = value
+    return env
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("--gpus", "-G", default=1, show_default=True, type=int, help="GPUs, all on one node")
+@click.option("--gpu-type", default=None, help="GPU model or family, e.g. A100")
+@click.option("--time", "-t", "time_limit", default=None,
+              help="time limit: 30s, 10m, 2h, 1d or HH:MM:SS (default 1h)")
+@click.option("--account", "-A", default=None, help="account to charge")
+@click.option("--qos", default=None, help="quality of service: normal or scavenger")
+@click.option("--name", "-J", default=None, help="a name for the job")
+@click.option("--workdir", "-D", default=None, help="directory to run in (default: here)")
+@click.option("--env", "env_pairs", multiple=True, help="NAME=value for the job (repeatable)")
+@click.option("--array", default=1, type=int, help="submit N copies at once")
+@click.option("--requeue", is_flag=True, help="requeue instead of failing if the node is lost")
+@click.option("--as", "as_user", default=None, help="admins: submit for this user")
+@click.option("--json", "as_json", is_flag=True, help="print the job record(s) as JSON")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def submit(gpus: int, gpu_type: str | None, time_limit: str | None, account: str | None,
+           qos: str | None, name: str | None, workdir: str | None, env_pairs: tuple[str, ...],
+           array: int, requeue: bool, as_user: str | None, as_json: bool,
+           command: tuple[str, ...]) -> None:
+    """Queue COMMAND; prints the new job id.  Example: labq submit --gpus 2 -- python train.py"""
+    body = {
+        "command": list(command), "gpus": gpus, "gpu_type": gpu_type, "time": time_limit,
+        "account": account, "qos": qos, "name": name,
+        "workdir": os.path.abspath(workdir) if workdir else os.getcwd(),
+        "env": _parse_env(env_pairs), "array": array, "requeue": requeue, "as_user": as_user,
+        "token": uuid.uuid4().hex, "return_jobs": as_json,
+    }
+    result = _call("POST", "/v1/jobs", body)
+    if as_json:
+        jobs = result["jobs"]
+        _print_json(jobs[0] if len(jobs) == 1 else jobs)
+    else:
+        click.echo("\n".join(result["ids"]))
+
+
+# ---------------------------------------------------------------------------- queue, show
+
+
+def _age(job: dict[str, Any], now: float) -> str:
+    if job["state"] in ("RUNNING", "STARTING") and job.get("started_at"):
+        return format_duration(now - job["started_at"])
+    if job.get("ended_at"):
+        return format_duration((job["ended_at"] or now) - (job["started_at"] or job["ended_at"]))
+    return format_duration(now - job["submitted_at"])
+
+
+def _where(job: dict[str, Any]) -> str:
+    if not job.get("node"):
+        return "-"
+    return f"{job['node']}:{','.join(str(i) for i in job['gpu_indices'])}"
+
+
+def _reason_text(job: dict[str, Any]) -> str:
+    if job["state"] in ("PENDING", "HELD") and job.get("reasons"):
+        return "; ".join(f"{r['code']}: {r['detail']}" for r in job["reasons"])
+    return job.get("reason") or ""
+
+
+@main.command()
+@click.option("--all", "-a", "show_all", is_flag=True, help="every user's jobs")
+@click.option("--user", "-u", default=None, help="one user's jobs")
+@click.option("--done", is_flag=True, help="include recently finished jobs")
+@click.option("--json", "as_json", is_flag=True)
+def queue(show_all: bool, user: str | None, done: bool, as_json: bool) -> None:
+    """Queued and running jobs (yours, or --all), like squeue."""
+    query = "&".join(p for p in ("all=1" if show_all else "", f"user={user}" if user else "",
+                                 "done=1" if done else "") if p)
+    jobs = _call("GET", f"/v1/jobs?{query}")
+    if as_json:
+        _print_json(jobs)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    now = time.time()
+    table = Table(box=None, header_style="bold")
+    for col in ("JOBID", "NAME", "USER", "ACCOUNT", "STATE", "GPUS", "NODE:GPUS", "TIME",
+                "REASON"):
+        table.add_column(col)
+    for job in jobs:
+        gpus = f"{job['gpus']}{':' + job['gpu_type'] if job.get('gpu_type') else ''}"
+        table.add_row(job["id"], job["name"] or "-", job["user"], job["account"], job["state"],
+                      gpus, _where(job), _age(job, now), _reason_text(job))
+    Console().print(table)
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True)
+def show(job_id: str, as_json: bool) -> None:
+    """Everything about one job."""
+    job = _call("GET", f"/v1/jobs/{job_id}")
+    if as_json:
+        _print_json(job)
+        return
+    now = time.time()
+    for key in ("id", "name", "user", "account", "qos", "state", "reason", "gpus", "gpu_type",
+                "node", "gpu_indices", "command", "workdir", "time_limit_s", "exit_code",
+                "gpu_seconds", "billed", "restarts"):
+        value = job.get(key)
+        if key == "command":
+            value = " ".join(value)
+        click.echo(f"{key:>14}: {'-' if value in (None, '', []) else value}")
+    for key in ("submitted_at", "started_at", "ended_at"):
+        stamp = job.get(key)
+        text = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp)) if stamp else "-"
+        click.echo(f"{key:>14}: {text}")
+    click.echo(f"{'time':>14}: {_age(job, now)}")
+    for reason in job.get("reasons") or []:
+        click.echo(f"{'waiting':>14}: {reason['code']}: {reason['detail']}")
+
+
+@main.command()
+@click.argument("job_ids", nargs=-1, required=True)
+@click.option("--no-wait", is_flag=True, help="return without waiting for running jobs to stop")
+def cancel(job_ids: tuple[str, ...], no_wait: bool) -> None:
+    """Cancel jobs of yours (pending or running)."""
+    client = _client()
+    failed = False
+    for job_id in job_ids:
+        try:
+            result = client.request("POST", f"/v1/jobs/{job_id}/cancel", {})
+        except ClientError as exc:
+            click.echo(f"labq: error: {exc}", err=True)
+            failed = True
+            continue
+        if result["result"] == "ALREADY_DONE":
+            click.echo(f"job {job_id} had already ended")
+        elif result["result"] == "STOPPING" and not no_wait:
+            state = _wait_terminal(client, job_id, 30.0)
+            click.echo(f"job {job_id} {state.lower() if state else 'is stopping'}")
+        else:
+            done = result["result"] == "CANCELLED"
+            click.echo(f"job {job_id} {'cancelled' if done else 'is stopping'}")
+    if failed:
+        sys.exit(1)
+
+
+def _wait_terminal(client: Client, job_id: str, timeout: float) -> str | None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.request("GET", f"/v1/jobs/{job_id}")
+        if job["state"] in ("SUCCEEDED", "FAILED", "CANCELLED", "TIMEOUT"):
+            return str(job["state"])
+        time.sleep(0.2)
+    return None
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--follow", "-f", is_flag=True, help="keep printing until the job ends")
+def logs(job_id: str, follow: bool) -> None:
+    """A job's output, also after it ended."""
+    client = _client()
+    offset = 0
+    while True:
+        try:
+            data = client.request("GET", f"/v1/jobs/{job_id}/logs?offset={offset}")
+        except ClientError as exc:
+            _fail(str(exc))
+        if data["text"]:
+            click.echo(data["text"], nl=False)
+        offset = data["offset"]
+        if not follow or data["done"]:
+            return
+        time.sleep(0.5)
+
+
+# ---------------------------------------------------------------------------- nodes, quota
+
+
+def _gib(value: int | None) -> str:
+    return "-" if value is None else f"{value / 2**30:.1f}"
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+def nodes(as_json: bool) -> None:
+    """Nodes and their GPUs, like sinfo."""
+    data = _call("GET", "/v1/nodes")
+    if as_json:
+        _print_json(data)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    now = time.time()
+    table = Table(box=None, header_style="bold")
+    for col in ("NODE", "STATE", "GPU", "MODEL", "JOB", "UTIL", "MEM GiB", "POWER W", "TEMP C",
+                "HEALTH", "HEARTBEAT"):
+        table.add_column(col)
+    for node in data:
+        beat = f"{now - node['last_heartbeat']:.0f}s ago"
+        sim = " (simulated)" if node.get("simulated") else ""
+        for gpu in node["gpus"]:
+            util = "-" if gpu["utilization"] is None else f"{gpu['utilization'] * 100:.0f}%"
+            job = node["allocations"].get(str(gpu["index"]), "-")
+            foreign = [p for p in gpu["processes"] if not p.get("labq_job")]
+            if foreign:
+                job += f" +{len(foreign)} not labq"
+            memory = f"{_gib(gpu['memory_used_bytes'])}/{_gib(gpu['memory_total_bytes'])}"
+            table.add_row(node["name"], node["state"] + sim, str(gpu["index"]), gpu["model"], job,
+                          util, memory,
+                          "-" if gpu["power_watts"] is None else f"{gpu['power_watts']:.0f}",
+                          "-" if gpu["temperature_c"] is None else f"{gpu['temperature_c']:.0f}",
+                          gpu["health"], beat)
+    Console().print(table)
+    for node in data:
+        for proc in node.get("foreign_processes", []):
+            click.echo(f"note: {node['name']} GPU {proc['gpu']}: pid {proc['pid']} "
+                       f"({proc['name']}) was not started by labq")
+
+
+@main.command()
+@click.option("--user", "-u", default=None, help="another user's usage")
+@click.option("--json", "as_json", is_flag=True)
+def quota(user: str | None, as_json: bool) -> None:
+    """Your usage: GPU-seconds and billing units, running and pending jobs."""
+    data = _call("GET", f"/v1/quota{'?user=' + user if user else ''}")
+    if as_json:
+        _print_json(data)
+        return
+    click.echo(f"user {data['user']}: {data['gpu_seconds'] / 3600:.2f} GPU-hours, "
+               f"{data['billed_units'] / 3600:.2f} billed GPU-hours")
+    click.echo(f"running: {data['running_jobs']} job(s) on {data['running_gpus']} GPU(s); "
+               f"pending: {data['pending_jobs']}")
+    for account, usage in data["accounts"].items():
+        click.echo(f"account {account}: {usage['billed'] / 3600:.2f} billed GPU-hours")
+
+
+@main.command()
+def whoami() -> None:
+    """Who the coordinator thinks you are."""
+    data = _call("GET", "/v1/whoami")
+    click.echo(f"{data['user']} (uid {data['uid']}){' admin' if data['admin'] else ''}")
+
+
+# ---------------------------------------------------------------------------- daemons
+
+
+@main.command()
+@click.option("--simulate", default=None, metavar="SPEC",
+              help="simulated GPUs, NODESxGPUS[:MODEL], e.g. 2x4:A100-80GB")
+@click.option("--metrics-port", default=None, type=int, help="port of /metrics (default 9464)")
+@click.option("--demo", is_flag=True, help="also submit a small demo workload from several users")
+def up(simulate: str | None, metrics_port: int | None, demo: bool) -> None:
+    """Run the whole single-machine stack in the foreground (Ctrl-C stops it all)."""
+    from scheduler.up import UpError, run_up
+
+    try:
+        run_up(_settings(), simulate=simulate, metrics_port=metrics_port, demo=demo)
+    except UpError as exc:
+        _fail(str(exc))
+
+
+@main.command()
+@click.option("--metrics-port", default=None, type=int)
+@click.option("--log-level", default="INFO")
+def coordinator(metrics_port: int | None, log_level: str) -> None:
+    """The coordinator daemon (API, scheduler, metrics). Needs LABQ_REDIS_URL, LABQ_RAY_ADDRESS."""
+    import asyncio
+
+    from scheduler.daemon import DaemonError, run_coordinator, setup_logging
+
+    setup_logging(log_level)
+    settings = Settings.load(metrics_port=metrics_port)
+    try:
+        asyncio.run(run_coordinator(settings))
+    except DaemonError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        pass
+
+
+@main.command()
+@click.option("--node", default=None, help="node name (default: this host's name)")
+@click.option("--simulate", "sim", default=None, metavar="GPUS[:MODEL]",
+              help="SIMULATED GPUs instead of NVML, e.g. 4:A100-80GB")
+@click.option("--log-level", default="INFO")
+def agent(node: str | None, sim: str | None, log_level: str) -> None:
+    """The node agent: reports this node's GPUs to the store. Needs LABQ_REDIS_URL."""
+    import asyncio
+    import socket
+
+    from scheduler.daemon import DaemonError, run_agent, setup_logging
+
+    setup_logging(log_level)
+    kind, gpus, model = "nvml", 0, ""
+    if sim:
+        count, _, model = sim.partition(":")
+        if not count.isdigit() or not 1 <= int(count) <= 16:
+            _fail(f"--simulate {sim!r}: write GPUS[:MODEL], e.g. 4:A100-80GB")
+        kind, gpus = "simulated", int(count)
+    try:
+        asyncio.run(run_agent(Settings.load(), node or socket.gethostname(), kind, gpus,
+                              model or "SIM-GPU"))
+    except (DaemonError, ValueError) as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

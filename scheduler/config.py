@@ -1,0 +1,108 @@
+"""Settings: flags > environment (`LABQ_*`) > `$LABQ_HOME/config.toml` > defaults."""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Billing weight per GPU family: how many billing units one GPU-second costs.
+DEFAULT_BILLING_WEIGHTS: dict[str, float] = {
+    "B200": 6.0, "H200": 5.0, "H100": 4.0, "A100": 3.0, "L40S": 2.5, "A6000": 2.0,
+    "L40": 2.0, "A40": 2.0, "V100": 1.5, "RTX4090": 1.5, "RTX3090": 1.0, "A10": 1.0,
+    "L4": 1.0, "T4": 0.5,
+}
+_FAMILY = re.compile(r"(B200|H200|H100|A100|L40S|L40|A6000|A40|A10|V100|L4|T4|RTX\s?\d{4})", re.I)
+
+
+def gpu_family(model: str) -> str:
+    """`NVIDIA A100-SXM4-80GB` -> `A100`; `GeForce RTX 3090` -> `RTX3090`; else the model."""
+    match = _FAMILY.search(model)
+    return match.group(1).upper().replace(" ", "") if match else model.upper()
+
+
+def gpu_type_matches(requested: str, model: str) -> bool:
+    """A requested type matches a model by exact name or by family (`a100` fits `A100-80GB`)."""
+    req = requested.strip().upper().replace(" ", "")
+    return req in (model.upper().replace(" ", ""), gpu_family(model))
+
+
+@dataclass
+class Settings:
+    home: Path
+    redis_url: str | None = None
+    redis_prefix: str = "labq:"
+    ray_address: str | None = None  # the Ray dashboard (Jobs API) address, http://host:port
+    socket_path: Path | None = None
+    api_host: str = "127.0.0.1"
+    metrics_port: int = 9464
+    heartbeat_interval_s: float = 2.0
+    node_timeout_s: float = 15.0
+    cycle_interval_s: float = 1.0
+    charge_interval_s: float = 5.0
+    default_time_limit_s: int = 3600
+    max_time_limit_s: int = 7 * 86400
+    default_account: str = "default"
+    admins: list[str] = field(default_factory=list)
+    billing_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_BILLING_WEIGHTS))
+    qos_names: tuple[str, ...] = ("normal", "scavenger")
+
+    @property
+    def socket(self) -> Path:
+        return self.socket_path or self.home / "labq.sock"
+
+    @property
+    def run_file(self) -> Path:
+        """Written by `labq up`: where its Redis, Ray and API are."""
+        return self.home / "run.json"
+
+    def billing_weight(self, model: str) -> float:
+        family = gpu_family(model)
+        weights = {k.upper(): v for k, v in self.billing_weights.items()}
+        return weights.get(model.upper(), weights.get(family, 1.0))
+
+    @classmethod
+    def load(cls, home: str | Path | None = None, **overrides: Any) -> Settings:
+        env = os.environ
+        home_path = Path(home or env.get("LABQ_HOME") or Path.home() / ".labq").expanduser()
+        values: dict[str, Any] = {}
+        config_file = home_path / "config.toml"
+        if config_file.exists():
+            try:
+                values.update(tomllib.loads(config_file.read_text()))
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"{config_file}: {exc}; fix or remove that file") from exc
+        for key, env_name, conv in _ENV:
+            if env.get(env_name):
+                values[key] = conv(env[env_name])
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown setting(s) {', '.join(unknown)} in {config_file}")
+        if "socket_path" in values and values["socket_path"]:
+            values["socket_path"] = Path(values["socket_path"])
+        if "billing_weights" in values:
+            values["billing_weights"] = {**DEFAULT_BILLING_WEIGHTS, **values["billing_weights"]}
+        if "qos_names" in values:
+            values["qos_names"] = tuple(values["qos_names"])
+        return cls(home=home_path, **values)
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used as written."""
+
+
+_ENV: list[tuple[str, str, Any]] = [
+    ("redis_url", "LABQ_REDIS_URL", str),
+    ("redis_prefix", "LABQ_REDIS_PREFIX", str),
+    ("ray_address", "LABQ_RAY_ADDRESS", str),
+    ("socket_path", "LABQ_SOCKET", str),
+    ("metrics_port", "LABQ_METRICS_PORT", int),
+    ("node_timeout_s", "LABQ_NODE_TIMEOUT", float),
+    ("heartbeat_interval_s", "LABQ_HEARTBEAT_INTERVAL", float),
+    ("admins", "LABQ_ADMINS", lambda s: [x.strip() for x in s.split(",") if x.strip()]),
+]

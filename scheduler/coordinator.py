@@ -1,0 +1,241 @@
+"""The coordinator: leader lease, then a loop of scheduling cycles that are functions of `now`.
+
+A cycle, when this coordinator leads:
+  1. nodes   — mark nodes whose heartbeats stopped DOWN; their jobs end NodeLost or requeue
+  2. watch   — bring STARTING/RUNNING jobs in line with Ray; stop timed-out and cancelled ones
+  3. charge  — bill running jobs for the GPU time used since the last charge
+  4. decide  — snapshot → policy.schedule() → start decisions (assume, write, then launch)
+  5. explain — write every waiting job's reasons
+Every write is a fenced store script, so a deposed leader's late writes are refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections.abc import Sequence
+
+from scheduler.config import Settings
+from scheduler.launcher import LaunchError, RayLauncher, RayStatus
+from scheduler.model import Job, JobState, Node, NodeState
+from scheduler.policy import NodeView, PendingJob, Snapshot, schedule
+from scheduler.store import Store
+
+log = logging.getLogger(__name__)
+
+LEASE_TTL_MS = 5000
+STARTING_POLL_S = 0.1
+RUNNING_POLL_S = 1.0
+STOP_RETRY_S = 5.0
+MAX_LAUNCH_ATTEMPTS = 3
+
+
+class Coordinator:
+    def __init__(self, store: Store, launcher: RayLauncher, settings: Settings) -> None:
+        self.store = store
+        self.launcher = launcher
+        self.settings = settings
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{time.time():.0f}"
+        self.epoch = 0
+        self.kick = asyncio.Event()
+        self.last_cycle_s = 0.0
+        self.cycles = 0
+        self._last_charge = 0.0
+        self._last_running_poll = 0.0
+        self._last_stop_sent: dict[str, float] = {}
+        self._launch_failures: dict[str, int] = {}
+
+    @property
+    def is_leader(self) -> bool:
+        return self.epoch > 0
+
+    # ------------------------------------------------------------------ loops
+
+    async def lease_loop(self) -> None:
+        while True:
+            try:
+                epoch = await self.store.lease(self.id, LEASE_TTL_MS)
+                if epoch and not self.epoch:
+                    log.info("leading with epoch %s", epoch)
+                    self.kick.set()
+                self.epoch = epoch
+            except Exception:
+                log.exception("leader lease failed; not leading until it works again")
+                self.epoch = 0
+            await asyncio.sleep(LEASE_TTL_MS / 5000)
+
+    async def cycle_loop(self) -> None:
+        while True:
+            has_starting = False
+            if self.is_leader:
+                try:
+                    has_starting = await self.cycle(time.time())
+                except Exception:
+                    log.exception("scheduling cycle failed; retrying")
+            timeout = STARTING_POLL_S if has_starting else self.settings.cycle_interval_s
+            try:
+                await asyncio.wait_for(self.kick.wait(), timeout)
+            except TimeoutError:
+                pass
+            self.kick.clear()
+
+    # ------------------------------------------------------------------ one cycle
+
+    async def cycle(self, now: float) -> bool:
+        """One pass. Returns whether jobs are still STARTING (so the runner polls sooner)."""
+        began = time.perf_counter()
+        epoch = self.epoch
+        nodes = await self.store.nodes()
+        active = await self.store.active_jobs()
+        await self._check_nodes(epoch, nodes, active, now)
+        active = await self.store.active_jobs()
+        await self._watch(epoch, active, now)
+        if now - self._last_charge >= self.settings.charge_interval_s:
+            await self.store.charge(epoch, [j.id for j in active], now)
+            self._last_charge = now
+        await self._decide(epoch, now)
+        self.last_cycle_s = time.perf_counter() - began
+        self.cycles += 1
+        return any(j.state == JobState.STARTING for j in await self.store.active_jobs())
+
+    async def _check_nodes(
+        self, epoch: int, nodes: Sequence[Node], active: Sequence[Job], now: float
+    ) -> None:
+        cutoff = now - self.settings.node_timeout_s
+        down = {n.name for n in nodes if n.state == NodeState.DOWN}
+        for node in nodes:
+            if node.state != NodeState.DOWN and node.last_heartbeat < cutoff:
+                if await self.store.node_down(epoch, node.name, cutoff) == "DOWN":
+                    log.warning("node %s missed heartbeats since %.0f: DOWN", node.name,
+                                node.last_heartbeat)
+                    down.add(node.name)
+        for job in active:
+            if job.node in down:
+                await asyncio.to_thread(self.launcher.stop, job.id)
+                await self._end_or_requeue(epoch, job, "NodeLost", now)
+
+    async def _end_or_requeue(self, epoch: int, job: Job, reason: str, now: float) -> None:
+        if job.requeue:
+            await self.store.requeue(epoch, job, reason, now)
+        else:
+            await self._save_logs(job.id)
+            await self.store.finish(epoch, job, JobState.FAILED, None, reason, now)
+
+    async def _watch(self, epoch: int, active: Sequence[Job], now: float) -> None:
+        poll_running = now - self._last_running_poll >= RUNNING_POLL_S
+        if poll_running:
+            self._last_running_poll = now
+        watched = [j for j in active
+                   if j.state == JobState.STARTING or poll_running or j.stop_request]
+        statuses = await asyncio.gather(
+            *(asyncio.to_thread(self.launcher.status, j.id) for j in watched),
+            return_exceptions=True,
+        )
+        for job, status in zip(watched, statuses, strict=True):
+            if isinstance(status, BaseException):
+                log.warning("cannot read Ray status of job %s: %s", job.id, status)
+                continue
+            await self._follow(epoch, job, status, now)
+
+    async def _follow(self, epoch: int, job: Job, status: RayStatus | None, now: float) -> None:
+        if status is None:
+            if job.state == JobState.STARTING and not job.stop_request:
+                # Allocated but never reached Ray (a coordinator died in between): launch again.
+                await self._launch(epoch, job, job.node or "", job.gpu_indices)
+            else:
+                # Ray forgot a job it ran: the Ray cluster was restarted under us.
+                await self._end_or_requeue(epoch, job, "RayLost", now)
+            return
+        if status.terminal:
+            await self._save_logs(job.id)
+            state, reason = _final_state(job, status)
+            await self.store.finish(epoch, job, state, status.exit_code, reason, now)
+            self._last_stop_sent.pop(job.id, None)
+            self.kick.set()
+            return
+        if status.state == "RUNNING" and job.state == JobState.STARTING:
+            await self.store.mark_running(epoch, job.id, now)
+            job.started_at = now
+        if (not job.stop_request and job.started_at is not None
+                and now >= job.started_at + job.time_limit_s):
+            await self.store.request_stop(epoch, job.id, JobState.TIMEOUT, now)
+            job.stop_request = JobState.TIMEOUT.value
+        if job.stop_request and now - self._last_stop_sent.get(job.id, 0) >= STOP_RETRY_S:
+            self._last_stop_sent[job.id] = now
+            await asyncio.to_thread(self.launcher.stop, job.id)
+
+    async def _save_logs(self, job_id: str) -> None:
+        text = await asyncio.to_thread(self.launcher.logs, job_id)
+        if text is not None:
+            await self.store.save_log(job_id, text)
+
+    async def _decide(self, epoch: int, now: float) -> None:
+        waiting = await self.store.waiting_jobs()
+        if not waiting:
+            return
+        nodes = await self.store.nodes()
+        snapshot = Snapshot(
+            nodes=tuple(_node_view(n) for n in nodes),
+            pending=tuple(_pending_view(j) for j in waiting if j.state == JobState.PENDING),
+            now=now,
+        )
+        decisions = schedule(snapshot)
+        by_id = {j.id: j for j in waiting}
+        models = {n.name: n.gpu_model for n in nodes}
+        launches = []
+        for start in decisions.starts:
+            weight = self.settings.billing_weight(models[start.node])
+            result = await self.store.start(epoch, start.job_id, start.node, start.indices,
+                                            weight, now)
+            if result == "OK":
+                launches.append(self._launch(epoch, by_id[start.job_id], start.node,
+                                             start.indices))
+            else:
+                log.info("start of job %s refused: %s", start.job_id, result)
+        await asyncio.gather(*launches)
+        await self.store.set_reasons(
+            {job_id: [r.to_dict() for r in reasons]
+             for job_id, reasons in decisions.reasons.items()}
+        )
+
+    async def _launch(self, epoch: int, job: Job, node: str, indices: Sequence[int]) -> None:
+        try:
+            await asyncio.to_thread(self.launcher.launch, job, node, indices)
+            self._launch_failures.pop(job.id, None)
+        except LaunchError as exc:
+            failures = self._launch_failures.get(job.id, 0) + 1
+            self._launch_failures[job.id] = failures
+            log.warning("launch of job %s failed (%d/%d): %s", job.id, failures,
+                        MAX_LAUNCH_ATTEMPTS, exc)
+            job.node = node
+            job.gpu_indices = list(indices)
+            if failures >= MAX_LAUNCH_ATTEMPTS:
+                await self.store.save_log(job.id, f"labq: Ray refused the job: {exc}\n")
+                await self.store.finish(epoch, job, JobState.FAILED, None, "LaunchFailed",
+                                        time.time())
+            else:
+                await self.store.requeue(epoch, job, "LaunchFailed", time.time())
+
+
+def _final_state(job: Job, status: RayStatus) -> tuple[JobState, str]:
+    if status.state == "SUCCEEDED":
+        return JobState.SUCCEEDED, "Completed"
+    if status.state == "STOPPED" or job.stop_request:
+        requested = JobState(job.stop_request) if job.stop_request else JobState.CANCELLED
+        reason = "TimeLimit" if requested == JobState.TIMEOUT else "Cancelled"
+        return requested, reason
+    code = status.exit_code
+    return JobState.FAILED, f"NonZeroExitCode {code}" if code is not None else "Failed"
+
+
+def _node_view(node: Node) -> NodeView:
+    return NodeView(node.name, node.gpu_model, node.gpus_total, tuple(node.free_indices()),
+                    up=node.state == NodeState.UP)
+
+
+def _pending_view(job: Job) -> PendingJob:
+    return PendingJob(job.id, job.user, job.account, job.gpus, job.submitted_at, job.gpu_type,
+                      job.qos, job.time_limit_s)

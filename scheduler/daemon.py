@@ -1,0 +1,94 @@
+"""Process entry points: `labq coordinator` and `labq agent`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from pathlib import Path
+
+from aiohttp import web
+
+from scheduler.api import Api
+from scheduler.config import Settings
+from scheduler.coordinator import Coordinator
+from scheduler.launcher import RayLauncher
+from scheduler.metrics import render
+from scheduler.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class DaemonError(RuntimeError):
+    """A daemon cannot start as configured."""
+
+
+def setup_logging(level: str = "INFO") -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+async def run_coordinator(settings: Settings) -> None:
+    if not settings.redis_url:
+        raise DaemonError("no Redis: set LABQ_REDIS_URL (e.g. redis://host:6379/0) "
+                          "or use `labq up`")
+    if not settings.ray_address:
+        raise DaemonError("no Ray: set LABQ_RAY_ADDRESS to the Ray dashboard, "
+                          "e.g. http://head:8265, or use `labq up`")
+    store = Store.from_url(settings.redis_url, settings.redis_prefix)
+    await store.ping()
+    launcher = RayLauncher(settings.ray_address)
+    coordinator = Coordinator(store, launcher, settings)
+    api = Api(store, launcher, settings, coordinator.kick.set)
+
+    runner = web.AppRunner(api.app(), access_log=None)
+    await runner.setup()
+    sock_path = settings.socket
+    sock_path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        sock_path.unlink()
+    await web.UnixSite(runner, str(sock_path)).start()
+    os.chmod(sock_path, 0o666)  # every local user may connect; the peer uid says who they are
+
+    metrics_app = web.Application()
+
+    async def metrics(_: web.Request) -> web.Response:
+        body = await render(store, coordinator.last_cycle_s, coordinator.is_leader)
+        return web.Response(body=body, content_type="text/plain", charset="utf-8")
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"ok": True, "leader": coordinator.is_leader})
+
+    metrics_app.add_routes([web.get("/metrics", metrics), web.get("/healthz", healthz)])
+    metrics_runner = web.AppRunner(metrics_app, access_log=None)
+    await metrics_runner.setup()
+    await web.TCPSite(metrics_runner, settings.api_host, settings.metrics_port).start()
+    log.info("coordinator %s: API on %s, metrics on http://%s:%d/metrics", coordinator.id,
+             sock_path, settings.api_host, settings.metrics_port)
+    try:
+        await asyncio.gather(coordinator.lease_loop(), coordinator.cycle_loop())
+    finally:
+        await runner.cleanup()
+        await metrics_runner.cleanup()
+        await store.close()
+
+
+async def run_agent(settings: Settings, node: str, backend_kind: str, sim_gpus: int,
+                    sim_model: str) -> None:
+    from agents.agent import Agent
+    from agents.backends import make_backend
+
+    if not settings.redis_url:
+        raise DaemonError("no Redis: set LABQ_REDIS_URL (e.g. redis://host:6379/0)")
+    backend = make_backend(backend_kind, node_name=node, sim_gpus=sim_gpus, sim_model=sim_model)
+    store = Store.from_url(settings.redis_url, settings.redis_prefix)
+    try:
+        await store.ping()
+        await Agent(store, backend, node, settings.heartbeat_interval_s).run()
+    finally:
+        backend.close()
+        await store.close()
+
+
+def socket_exists(path: Path) -> bool:
+    return path.is_socket()

@@ -1,0 +1,79 @@
+"""The Redis key schema, written down in one place.
+
+Every key labq uses is built here and passed to scripts in KEYS, never built inside Lua.
+
+    {p}ids                      string   last job id handed out (INCRBY in blocks)
+    {p}job:{id}                 hash     one job (fields: see model.Job.to_fields)
+    {p}jobs:waiting             zset     PENDING/HELD job ids, score = submitted_at
+    {p}jobs:active              set      STARTING/RUNNING job ids (they hold GPUs)
+    {p}jobs:done                zset     terminal job ids, score = ended_at
+    {p}submit:{token}           string   ids made by one submit request (idempotent retries)
+    {p}nodes                    set      node names ever seen
+    {p}node:{name}              hash     node state and its last heartbeat report
+    {p}node:{name}:alloc        hash     gpu index -> job id holding it
+    {p}heartbeats               zset     node name -> last heartbeat time
+    {p}usage                    hash     user:{u}:billed, user:{u}:gpu_s, account:{a}:... totals
+    {p}log:{id}                 string   a finished job's captured output (capped)
+    {p}leader                   string   coordinator id holding the leader lease (PX ttl)
+    {p}epoch                    string   fencing epoch, incremented on every new lease
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = "labq:"
+
+    @property
+    def ids(self) -> str:
+        return f"{self.prefix}ids"
+
+    def job(self, job_id: str) -> str:
+        return f"{self.prefix}job:{job_id}"
+
+    @property
+    def waiting(self) -> str:
+        return f"{self.prefix}jobs:waiting"
+
+    @property
+    def active(self) -> str:
+        return f"{self.prefix}jobs:active"
+
+    @property
+    def done(self) -> str:
+        return f"{self.prefix}jobs:done"
+
+    def submit_token(self, token: str) -> str:
+        return f"{self.prefix}submit:{token}"
+
+    @property
+    def nodes(self) -> str:
+        return f"{self.prefix}nodes"
+
+    def node(self, name: str) -> str:
+        return f"{self.prefix}node:{name}"
+
+    def node_alloc(self, name: str) -> str:
+        return f"{self.prefix}node:{name}:alloc"
+
+    @property
+    def heartbeats(self) -> str:
+        return f"{self.prefix}heartbeats"
+
+    @property
+    def usage(self) -> str:
+        return f"{self.prefix}usage"
+
+    def log(self, job_id: str) -> str:
+        return f"{self.prefix}log:{job_id}"
+
+    @property
+    def leader(self) -> str:
+        return f"{self.prefix}leader"
+
+    @property
+    def epoch(self) -> str:
+        return f"{self.prefix}epoch"

@@ -1,0 +1,116 @@
+"""The only module that talks to Ray: submit a job pinned to its node and GPUs, watch, stop.
+
+Pinning: each Ray node carries the label `labq-node=<name>` and one custom resource
+`labq_gpu_<i>` per GPU index. A job asks for exactly the `labq_gpu_<i>` it was given, with a
+label selector for its node, and gets `CUDA_VISIBLE_DEVICES` set to those indices. labq only
+submits jobs whose GPUs it has just allocated, so Ray never holds them pending.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from scheduler.model import Job
+
+NODE_LABEL = "labq-node"
+log = logging.getLogger(__name__)
+
+
+def gpu_resource(index: int) -> str:
+    return f"labq_gpu_{index}"
+
+
+def node_resources(gpu_count: int) -> dict[str, float]:
+    """The custom resources a labq GPU node registers with Ray (`ray start --resources`)."""
+    return {gpu_resource(i): 1.0 for i in range(gpu_count)}
+
+
+def entrypoint_for(job: Job, indices: Sequence[int]) -> str:
+    """The shell line Ray runs. One argument is taken as a shell command, several are quoted."""
+    command = job.command[0] if len(job.command) == 1 else shlex.join(job.command)
+    visible = ",".join(str(i) for i in indices)
+    return f"export CUDA_VISIBLE_DEVICES={visible}; cd {shlex.quote(job.workdir)} && {command}"
+
+
+@dataclass(frozen=True)
+class RayStatus:
+    state: str  # PENDING, RUNNING, STOPPED, SUCCEEDED, FAILED
+    exit_code: int | None
+    message: str
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in ("STOPPED", "SUCCEEDED", "FAILED")
+
+
+class LaunchError(RuntimeError):
+    """Ray did not accept a job."""
+
+
+class RayLauncher:
+    """Blocking calls to Ray's Job Submission API; the coordinator runs them in threads."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            from ray.job_submission import JobSubmissionClient
+
+            self._client = JobSubmissionClient(self.address)
+        return self._client
+
+    def launch(self, job: Job, node: str, indices: Sequence[int]) -> None:
+        """Submit `job` with `submission_id` = its id. A retry of an accepted launch is a no-op."""
+        env = {
+            **job.env,
+            "CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in indices),
+            "LABQ_JOB_ID": job.id,
+            "LABQ_NODE": node,
+            "LABQ_USER": job.user,
+        }
+        try:
+            self.client.submit_job(
+                entrypoint=entrypoint_for(job, indices),
+                submission_id=job.id,
+                runtime_env={"env_vars": env},
+                entrypoint_resources={gpu_resource(i): 1.0 for i in indices},
+                entrypoint_label_selector={NODE_LABEL: node},
+                metadata={"labq_user": job.user, "labq_account": job.account,
+                          "labq_name": job.name[:100]},
+            )
+        except Exception as exc:
+            if self.status(job.id) is not None:
+                return  # an earlier attempt got through: same submission_id, nothing to do
+            raise LaunchError(f"Ray refused job {job.id}: {exc}") from exc
+
+    def status(self, job_id: str) -> RayStatus | None:
+        """Ray's view of a job, or None if Ray does not know it (never launched, or forgotten)."""
+        try:
+            info = self.client.get_job_info(job_id)
+        except Exception as exc:
+            if "does not exist" in str(exc) or "404" in str(exc):
+                return None
+            raise
+        exit_code = getattr(info, "driver_exit_code", None)
+        return RayStatus(str(info.status.value), exit_code, info.message or "")
+
+    def stop(self, job_id: str) -> bool:
+        try:
+            return bool(self.client.stop_job(job_id))
+        except Exception as exc:
+            log.warning("stopping Ray job %s failed: %s", job_id, exc)
+            return False
+
+    def logs(self, job_id: str) -> str | None:
+        try:
+            return str(self.client.get_job_logs(job_id))
+        except Exception as exc:
+            log.info("no logs from Ray for job %s: %s", job_id, exc)
+            return None

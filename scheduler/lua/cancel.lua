@@ -1,0 +1,22 @@
+-- A user's cancel: a waiting job ends CANCELLED at once; a running one is marked for stopping
+-- (the leader stops it on Ray, then finishes it CANCELLED and frees its GPUs).
+-- KEYS[1] job hash  KEYS[2] waiting zset  KEYS[3] done zset
+-- ARGV[1] job id  ARGV[2] caller  ARGV[3] caller is admin ('1'/'')  ARGV[4] now
+-- Returns NO_SUCH_JOB, FORBIDDEN, ALREADY_DONE, CANCELLED or STOPPING.
+local fields = redis.call('HMGET', KEYS[1], 'state', 'user')
+local state, owner = fields[1], fields[2]
+if not state then return 'NO_SUCH_JOB' end
+if owner ~= ARGV[2] and ARGV[3] ~= '1' then return 'FORBIDDEN' end
+if is_terminal(state) then return 'ALREADY_DONE' end
+if state == 'PENDING' or state == 'HELD' or state == 'PREEMPTED' then
+  redis.call('HSET', KEYS[1], 'state', 'CANCELLED', 'ended_at', ARGV[4], 'reason', 'Cancelled',
+    'reasons', '[]')
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
+  return 'CANCELLED'
+end
+local current = redis.call('HGET', KEYS[1], 'stop_request')
+if not current or current == '' then
+  redis.call('HSET', KEYS[1], 'stop_request', 'CANCELLED', 'stop_requested_at', ARGV[4])
+end
+return 'STOPPING'

@@ -1,0 +1,19 @@
+-- STARTING|RUNNING -> a terminal state: final charge, free the GPUs (once), record the end.
+-- KEYS[1] job hash  KEYS[2] active set  KEYS[3] done zset  KEYS[4] node alloc hash
+-- KEYS[5] usage hash  KEYS[6] epoch
+-- ARGV[1] epoch  ARGV[2] job id  ARGV[3] final state  ARGV[4] exit code ('' = none)
+-- ARGV[5] reason  ARGV[6] now
+-- Returns 'OK', STALE_EPOCH, ALREADY_DONE or NOT_ACTIVE.
+if not fenced(KEYS[6], ARGV[1]) then return 'STALE_EPOCH' end
+local state = redis.call('HGET', KEYS[1], 'state')
+if is_terminal(state) then return 'ALREADY_DONE' end
+if state ~= 'STARTING' and state ~= 'RUNNING' then return 'NOT_ACTIVE' end
+local now = tonumber(ARGV[6])
+charge(KEYS[1], KEYS[5], now)
+free_gpus(KEYS[1], KEYS[4], ARGV[2])
+redis.call('HSET', KEYS[1], 'state', ARGV[3], 'ended_at', ARGV[6], 'exit_code', ARGV[4],
+  'reason', ARGV[5], 'reasons', '[]')
+if state == 'STARTING' then redis.call('HSET', KEYS[1], 'started_at', '') end
+redis.call('SREM', KEYS[2], ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[6], ARGV[2])
+return 'OK'

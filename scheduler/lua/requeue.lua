@@ -1,0 +1,17 @@
+-- STARTING|RUNNING -> PENDING (node lost, launch failed): charge, free the GPUs, queue again.
+-- KEYS[1] job hash  KEYS[2] active set  KEYS[3] waiting zset  KEYS[4] node alloc hash
+-- KEYS[5] usage hash  KEYS[6] epoch
+-- ARGV[1] epoch  ARGV[2] job id  ARGV[3] reason  ARGV[4] now
+-- Returns 'OK', STALE_EPOCH or NOT_ACTIVE.
+if not fenced(KEYS[6], ARGV[1]) then return 'STALE_EPOCH' end
+local state = redis.call('HGET', KEYS[1], 'state')
+if state ~= 'STARTING' and state ~= 'RUNNING' then return 'NOT_ACTIVE' end
+charge(KEYS[1], KEYS[5], tonumber(ARGV[4]))
+free_gpus(KEYS[1], KEYS[4], ARGV[2])
+redis.call('HSET', KEYS[1], 'state', 'PENDING', 'node', '', 'gpu_indices', '[]', 'started_at', '',
+  'charged_until', '', 'stop_request', '', 'reason', ARGV[3],
+  'reasons', cjson.encode({{code = ARGV[3], detail = 'requeued after ' .. ARGV[3]}}))
+redis.call('HINCRBY', KEYS[1], 'restarts', 1)
+redis.call('SREM', KEYS[2], ARGV[2])
+redis.call('ZADD', KEYS[3], redis.call('HGET', KEYS[1], 'submitted_at'), ARGV[2])
+return 'OK'

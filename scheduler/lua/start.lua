@@ -1,0 +1,22 @@
+-- PENDING -> STARTING: allocate exactly the given GPU indices of a node to a job.
+-- KEYS[1] job hash  KEYS[2] waiting zset  KEYS[3] active set  KEYS[4] node hash
+-- KEYS[5] node alloc hash  KEYS[6] epoch
+-- ARGV[1] epoch  ARGV[2] job id  ARGV[3] node name  ARGV[4] indices (JSON list)
+-- ARGV[5] now  ARGV[6] billing weight of the node's GPU model
+-- Returns 'OK' or why not: STALE_EPOCH, NOT_PENDING, NODE_NOT_UP, WRONG_COUNT, GPU_OUT_OF_RANGE, GPU_BUSY
+if not fenced(KEYS[6], ARGV[1]) then return 'STALE_EPOCH' end
+if redis.call('HGET', KEYS[1], 'state') ~= 'PENDING' then return 'NOT_PENDING' end
+if redis.call('HGET', KEYS[4], 'state') ~= 'UP' then return 'NODE_NOT_UP' end
+local total = tonumber(redis.call('HGET', KEYS[4], 'gpus_total') or '0')
+local indices = cjson.decode(ARGV[4])
+if #indices ~= tonumber(redis.call('HGET', KEYS[1], 'gpus')) then return 'WRONG_COUNT' end
+for _, idx in ipairs(indices) do
+  if idx < 0 or idx >= total then return 'GPU_OUT_OF_RANGE' end
+  if redis.call('HEXISTS', KEYS[5], tostring(idx)) == 1 then return 'GPU_BUSY' end
+end
+for _, idx in ipairs(indices) do redis.call('HSET', KEYS[5], tostring(idx), ARGV[2]) end
+redis.call('HSET', KEYS[1], 'state', 'STARTING', 'node', ARGV[3], 'gpu_indices', ARGV[4],
+  'starting_at', ARGV[5], 'billing_weight', ARGV[6], 'reason', '', 'reasons', '[]')
+redis.call('ZREM', KEYS[2], ARGV[2])
+redis.call('SADD', KEYS[3], ARGV[2])
+return 'OK'

@@ -1,0 +1,259 @@
+"""The records labq keeps: jobs, nodes and GPUs, and the job state machine."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class JobState(StrEnum):
+    """Where a job is in its life. `is_terminal` says whether it can still change."""
+
+    PENDING = "PENDING"
+    HELD = "HELD"
+    STARTING = "STARTING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    TIMEOUT = "TIMEOUT"
+    PREEMPTED = "PREEMPTED"
+
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+    def holds_gpus(self) -> bool:
+        return self in (JobState.STARTING, JobState.RUNNING)
+
+    def is_waiting(self) -> bool:
+        return self in (JobState.PENDING, JobState.HELD, JobState.PREEMPTED)
+
+
+TERMINAL_STATES = frozenset(
+    {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.TIMEOUT}
+)
+
+
+class NodeState(StrEnum):
+    UP = "UP"
+    DOWN = "DOWN"
+    DRAIN = "DRAIN"
+
+
+@dataclass(frozen=True)
+class Reason:
+    """One reason a job waits: a short code (as squeue shows) and words for a person."""
+
+    code: str
+    detail: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"code": self.code, "detail": self.detail}
+
+
+@dataclass
+class JobSpec:
+    """What a user asked for; validated by `scheduler.validation` before it is stored."""
+
+    user: str
+    account: str
+    command: list[str]
+    gpus: int = 1
+    gpu_type: str | None = None
+    time_limit_s: int = 3600
+    qos: str = "normal"
+    name: str = ""
+    workdir: str = "/"
+    env: dict[str, str] = field(default_factory=dict)
+    requeue: bool = False
+    submitter: str = ""
+
+
+# Job hash fields that hold JSON rather than plain strings.
+_JSON_FIELDS = ("command", "env", "gpu_indices", "reasons")
+_INT_FIELDS = ("gpus", "time_limit_s", "restarts")
+_FLOAT_FIELDS = ("submitted_at", "started_at", "ended_at", "charged_until", "billed", "gpu_seconds")
+
+
+@dataclass
+class Job:
+    """A job as stored. Times are Unix seconds; `None` where not reached yet."""
+
+    id: str
+    user: str
+    account: str
+    state: JobState
+    gpus: int
+    command: list[str]
+    submitted_at: float
+    time_limit_s: int
+    gpu_type: str | None = None
+    qos: str = "normal"
+    name: str = ""
+    workdir: str = "/"
+    env: dict[str, str] = field(default_factory=dict)
+    requeue: bool = False
+    submitter: str = ""
+    node: str | None = None
+    gpu_indices: list[int] = field(default_factory=list)
+    started_at: float | None = None
+    ended_at: float | None = None
+    reason: str = ""
+    reasons: list[dict[str, str]] = field(default_factory=list)
+    exit_code: int | None = None
+    stop_request: str = ""
+    charged_until: float | None = None
+    billed: float = 0.0
+    gpu_seconds: float = 0.0
+    restarts: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["state"] = self.state.value
+        return data
+
+    def to_fields(self) -> dict[str, str]:
+        """Flat string fields for a Redis hash (empty string = not set)."""
+        fields: dict[str, str] = {}
+        for key, value in self.to_dict().items():
+            if key in _JSON_FIELDS:
+                fields[key] = json.dumps(value)
+            elif value is None:
+                fields[key] = ""
+            elif isinstance(value, bool):
+                fields[key] = "1" if value else ""
+            else:
+                fields[key] = str(value)
+        return fields
+
+    @classmethod
+    def from_fields(cls, raw: dict[str, str]) -> Job:
+        def opt_float(key: str) -> float | None:
+            text = raw.get(key, "")
+            return float(text) if text else None
+
+        exit_text = raw.get("exit_code", "")
+        return cls(
+            id=raw["id"],
+            user=raw["user"],
+            account=raw.get("account", ""),
+            state=JobState(raw["state"]),
+            gpus=int(raw.get("gpus", "0") or 0),
+            command=json.loads(raw.get("command") or "[]"),
+            submitted_at=float(raw.get("submitted_at") or 0),
+            time_limit_s=int(raw.get("time_limit_s") or 0),
+            gpu_type=raw.get("gpu_type") or None,
+            qos=raw.get("qos") or "normal",
+            name=raw.get("name", ""),
+            workdir=raw.get("workdir") or "/",
+            env=json.loads(raw.get("env") or "{}"),
+            requeue=bool(raw.get("requeue")),
+            submitter=raw.get("submitter", ""),
+            node=raw.get("node") or None,
+            gpu_indices=json.loads(raw.get("gpu_indices") or "[]"),
+            started_at=opt_float("started_at"),
+            ended_at=opt_float("ended_at"),
+            reason=raw.get("reason", ""),
+            reasons=json.loads(raw.get("reasons") or "[]"),
+            exit_code=int(exit_text) if exit_text not in ("", None) else None,
+            stop_request=raw.get("stop_request", ""),
+            charged_until=opt_float("charged_until"),
+            billed=float(raw.get("billed") or 0),
+            gpu_seconds=float(raw.get("gpu_seconds") or 0),
+            restarts=int(raw.get("restarts") or 0),
+        )
+
+
+@dataclass
+class GpuProcess:
+    pid: int
+    used_memory_bytes: int | None
+    name: str = ""
+    labq_job: str | None = None
+
+
+@dataclass
+class GpuInfo:
+    """One GPU as an agent last saw it. A field the backend could not read is `None`."""
+
+    index: int
+    uuid: str
+    model: str
+    memory_total_bytes: int | None
+    memory_used_bytes: int | None
+    utilization: float | None  # ratio 0..1
+    power_watts: float | None = None
+    temperature_c: float | None = None
+    health: str = "OK"
+    processes: list[GpuProcess] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GpuInfo:
+        procs = [GpuProcess(**p) for p in data.get("processes", [])]
+        fields = {k: v for k, v in data.items() if k != "processes"}
+        return cls(**fields, processes=procs)
+
+
+@dataclass
+class NodeReport:
+    """What an agent sends each heartbeat."""
+
+    name: str
+    gpus: list[GpuInfo]
+    simulated: bool = False
+    hostname: str = ""
+    agent_pid: int = 0
+
+    @property
+    def gpu_model(self) -> str:
+        models = sorted({g.model for g in self.gpus})
+        return ",".join(models)
+
+
+@dataclass
+class Node:
+    name: str
+    state: NodeState
+    gpus_total: int
+    gpu_model: str
+    last_heartbeat: float
+    gpus: list[GpuInfo]
+    allocations: dict[int, str]  # gpu index -> job id
+    simulated: bool = False
+    hostname: str = ""
+
+    @property
+    def gpus_allocated(self) -> int:
+        return len(self.allocations)
+
+    def free_indices(self) -> list[int]:
+        return [i for i in range(self.gpus_total) if i not in self.allocations]
+
+    def foreign_processes(self) -> list[dict[str, Any]]:
+        """GPU processes labq did not start (no labq job in their environment)."""
+        found = []
+        for gpu in self.gpus:
+            for proc in gpu.processes:
+                if not proc.labq_job:
+                    found.append({"gpu": gpu.index, "pid": proc.pid, "name": proc.name})
+        return found
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "state": self.state.value,
+            "gpus_total": self.gpus_total,
+            "gpus_allocated": self.gpus_allocated,
+            "gpu_model": self.gpu_model,
+            "last_heartbeat": self.last_heartbeat,
+            "simulated": self.simulated,
+            "hostname": self.hostname,
+            "allocations": {str(k): v for k, v in sorted(self.allocations.items())},
+            "foreign_processes": self.foreign_processes(),
+            "gpus": [g.to_dict() for g in self.gpus],
+        }

