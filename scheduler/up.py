@@ -60,7 +60,12 @@ class Child:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def terminate(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            _signal_group(self.proc.pid, signal.SIGTERM)
+
     def stop(self, grace: float) -> None:
+        """SIGTERM, wait up to `grace`, then SIGKILL whatever is left in the child's group."""
         if self.proc is None:
             return
         if self.proc.poll() is None:
@@ -231,9 +236,19 @@ class Stack:
             child.start()
 
     def stop(self) -> None:
+        """Stop newest first, in waves: daemons, then every Ray node together, then Valkey."""
         self.stopping = True
-        for child in reversed(self.children):
-            child.stop(STOP_GRACE_S if child.name.startswith("ray") else 10.0)
+        waves = [
+            [c for c in self.children if not c.name.startswith(("ray", "valkey"))],
+            [c for c in self.children if c.name.startswith("ray-") and c.name != "ray-head"],
+            [c for c in self.children if c.name == "ray-head"],
+            [c for c in self.children if c.name == "valkey"],
+        ]
+        for wave in waves:
+            for child in wave:
+                child.terminate()
+            for child in wave:
+                child.stop(STOP_GRACE_S)
         with_suppress_unlink(self.settings.run_file)
 
 
