@@ -15,7 +15,9 @@ DEFAULT_BILLING_WEIGHTS: dict[str, float] = {
     "L40": 2.0, "A40": 2.0, "V100": 1.5, "RTX4090": 1.5, "RTX3090": 1.0, "A10": 1.0,
     "L4": 1.0, "T4": 0.5,
 }
-_FAMILY = re.compile(r"(B200|H200|H100|A100|L40S|L40|A6000|A40|A10|V100|L4|T4|RTX\s?\d{4})", re.I)
+_FAMILY = re.compile(
+    r"(?<![A-Z0-9])(B200|H200|H100|A100|L40S|L40|A6000|A40|A10|V100|L4|T4|RTX\s?\d{4})(?!\d)", re.I
+)
 
 
 def gpu_family(model: str) -> str:

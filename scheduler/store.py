@@ -129,14 +129,15 @@ class Store:
             self.keys.node_alloc(job.node or ""), self.keys.usage, self.keys.epoch,
         ]
         code = "" if exit_code is None else str(exit_code)
-        return str(await self._run("finish", keys, [epoch, job.id, state.value, code, reason, now]))
+        args = [epoch, job.id, state.value, code, reason, now, job.node or ""]
+        return str(await self._run("finish", keys, args))
 
     async def requeue(self, epoch: int, job: Job, reason: str, now: float) -> str:
         keys = [
             self.keys.job(job.id), self.keys.active, self.keys.waiting,
             self.keys.node_alloc(job.node or ""), self.keys.usage, self.keys.epoch,
         ]
-        return str(await self._run("requeue", keys, [epoch, job.id, reason, now]))
+        return str(await self._run("requeue", keys, [epoch, job.id, reason, now, job.node or ""]))
 
     async def request_stop(self, epoch: int, job_id: str, reason: JobState, now: float) -> str:
         keys = [self.keys.job(job_id), self.keys.epoch]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_SUFFIXED = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$", re.IGNORECASE)
+_SUFFIXED = re.compile(r"^\s*([0-9]{1,9}(?:\.[0-9]{1,6})?)\s*([smhd])\s*$", re.IGNORECASE)
+_DIGITS = re.compile(r"^[0-9]{1,9}$")
 
 
 class TimeLimitError(ValueError):
@@ -25,13 +26,14 @@ def parse_duration(text: str) -> int:
     match = _SUFFIXED.match(raw)
     if match:
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()]
-    elif raw.isdigit():
+    elif _DIGITS.match(raw):
         seconds = int(raw) * 60
     else:
         seconds = _parse_clock(raw)
-    if seconds <= 0:
-        raise TimeLimitError(f"time limit {text!r} must be more than zero")
-    return int(round(seconds))
+    whole = int(round(seconds))
+    if whole <= 0:
+        raise TimeLimitError(f"time limit {text!r} must be at least one second")
+    return whole
 
 
 def _parse_clock(raw: str) -> int:
@@ -39,11 +41,11 @@ def _parse_clock(raw: str) -> int:
     clock = raw
     if "-" in raw:
         day_text, clock = raw.split("-", 1)
-        if not day_text.isdigit():
+        if not _DIGITS.match(day_text):
             raise _bad(raw)
         days = int(day_text)
     parts = clock.split(":")
-    if not 2 <= len(parts) <= 3 or not all(p.isdigit() for p in parts):
+    if not 2 <= len(parts) <= 3 or not all(_DIGITS.match(p) for p in parts):
         raise _bad(raw)
     numbers = [int(p) for p in parts]
     if len(numbers) == 2:

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,10 +146,11 @@ class Stack:
         self.redis_url = f"redis://127.0.0.1:{self.redis_port}/0"
         self.ray_address = f"http://127.0.0.1:{self.dashboard_port}"
         self.stopping = False
+        self.up_id = uuid.uuid4().hex  # marks every process this stack starts, and their children
 
     def _env(self, **extra: str) -> dict[str, str]:
         env = dict(os.environ)
-        env.update(LABQ_HOME=str(self.home), LABQ_REDIS_URL=self.redis_url,
+        env.update(LABQ_UP_ID=self.up_id, LABQ_HOME=str(self.home), LABQ_REDIS_URL=self.redis_url,
                    LABQ_RAY_ADDRESS=self.ray_address, LABQ_METRICS_PORT=str(self.metrics_port),
                    RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1")
         env.update(extra)
@@ -247,7 +249,35 @@ class Stack:
                 child.terminate()
             for child in wave:
                 child.stop(STOP_GRACE_S)
+        sweep(f"LABQ_UP_ID={self.up_id}".encode(), grace=5.0)
         with_suppress_unlink(self.settings.run_file)
+
+
+def marked_pids(marker: bytes) -> list[int]:
+    """Live processes whose environment holds `marker` (Ray workers leave their groups)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if marker not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                continue
+        except OSError:
+            continue
+        found.append(int(entry.name))
+    return found
+
+
+def sweep(marker: bytes, grace: float) -> None:
+    """Give stragglers `grace` seconds to exit on their own, then SIGKILL them."""
+    deadline = time.monotonic() + grace
+    while marked_pids(marker) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid in marked_pids(marker):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def with_suppress_unlink(path: Path) -> None:

@@ -102,8 +102,8 @@ def _check_fits(gpus: int, gpu_type: str | None, nodes: Sequence[Node]) -> None:
 
 
 def _int(value: Any, flag: str) -> int:
-    if isinstance(value, bool):
-        raise InputError(f"{flag} must be a whole number")
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise InputError(f"{flag} {value!r} must be a whole number")
     try:
         return int(value)
     except (TypeError, ValueError):

@@ -100,6 +100,19 @@ class Stack:
             time.sleep(0.3)
         raise AssertionError(f"timed out waiting for {what}")
 
+    def leftovers(self) -> list[str]:
+        """Command lines of this stack's processes that are still alive."""
+        found = []
+        for pid in self.pids():
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if state != "Z":
+                found.append(f"{pid}: {cmd}")
+        return found
+
     def pids(self, cmdline_part: str = "") -> list[int]:
         """Processes of this stack (their environment names this LABQ_HOME)."""
         marker = f"LABQ_HOME={self.home}".encode()

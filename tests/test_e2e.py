@@ -299,7 +299,7 @@ def test_restart_on_the_same_home_keeps_queued_and_finished_jobs() -> None:
         assert first.job(queued)["state"] == "PENDING"
     finally:
         assert first.stop() == 0
-    assert first.pids() == []  # nothing left behind: Valkey, Ray, coordinator, agents all gone
+    assert first.leftovers() == []  # nothing left behind: Valkey, Ray, coordinator, agents all gone
 
     second = Stack("1x1:RTX3090", home=first.home).start()
     try:

@@ -156,7 +156,7 @@ CASES: dict[str, Case] = {
         nodes=[],
         jobs=[job("1", 1)],
         starts=[],
-        reasons={"1": ["GpuTypeUnavailable"]},
+        reasons={"1": ["Resources"]},
     ),
     "empty queue decides nothing": Case(nodes=[node("n", 4)], jobs=[], starts=[]),
 }
@@ -202,11 +202,6 @@ def test_unknown_type_reason_names_the_type() -> None:
     assert reason == Reason("GpuTypeUnavailable", "no node has GPUs of type v100")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: with no nodes registered, a job with no GPU type is told "
-    "'no node has GPUs of type None' (code GpuTypeUnavailable though no type was asked)",
-)
 def test_untyped_job_with_no_nodes_is_not_told_type_none() -> None:
     (reason,) = schedule(snap([], [job("1")])).reasons["1"]
     assert "None" not in reason.detail

@@ -256,11 +256,6 @@ async def test_concurrent_starts_never_share_an_index(store: Store) -> None:
     assert await store.job_counts() == {"waiting": 8, "active": 4, "done": 0}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: start.lua accepts repeated indices: a 2-GPU job started on [0, 0] gets OK, "
-    "holds only GPU 0 in the alloc hash but records gpu_indices [0, 0] (and is billed for 2)",
-)
 async def test_start_refuses_repeated_indices(store: Store) -> None:
     epoch = await lead(store)
     await store.heartbeat(report("n1", gpus=4), now=T0)
@@ -345,12 +340,6 @@ async def test_second_finish_is_already_done_and_leaves_reallocated_gpu_alone(
     assert await store.r.zscore(store.keys.done, first) == T0 + 10
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: finish.lua frees GPUs in the alloc hash of the node named by the caller's Job "
-    "object, not the stored node: finishing with a stale view (job requeued from n1 and "
-    "restarted on n2) returns OK, ends the job, and leaves n2's GPU allocated to it forever",
-)
 async def test_finish_with_stale_job_view_still_frees_the_gpus_it_holds(store: Store) -> None:
     epoch = await lead(store)
     await store.heartbeat(report("n1", gpus=2), now=T0)

@@ -69,30 +69,16 @@ def test_parse_duration_error_names_the_bad_text_and_shows_good_forms() -> None:
         parse_duration("1:99:00")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: '0.4s' rounds to 0 after the > 0 check, so a zero time limit is accepted",
-)
 def test_parse_duration_never_returns_zero_for_sub_half_second() -> None:
     with pytest.raises(TimeLimitError):
         parse_duration("0.4s")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a huge suffixed number overflows float to inf; OverflowError escapes "
-    "instead of TimeLimitError",
-)
 def test_parse_duration_huge_number_raises_time_limit_error() -> None:
     with pytest.raises(TimeLimitError):
         parse_duration("9" * 400 + "s")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: str.isdigit() accepts '²' but int('²') fails; a bare ValueError escapes "
-    "instead of TimeLimitError",
-)
 def test_parse_duration_superscript_digit_raises_time_limit_error() -> None:
     with pytest.raises(TimeLimitError):
         parse_duration("²")

@@ -3,11 +3,13 @@
 -- KEYS[5] usage hash  KEYS[6] epoch
 -- ARGV[1] epoch  ARGV[2] job id  ARGV[3] final state  ARGV[4] exit code ('' = none)
 -- ARGV[5] reason  ARGV[6] now
--- Returns 'OK', STALE_EPOCH, ALREADY_DONE or NOT_ACTIVE.
+-- ARGV[7] the node the caller read for the job: its alloc hash is KEYS[4]
+-- Returns 'OK', STALE_VIEW (the job moved: read it again), STALE_EPOCH, ALREADY_DONE or NOT_ACTIVE.
 if not fenced(KEYS[6], ARGV[1]) then return 'STALE_EPOCH' end
 local state = redis.call('HGET', KEYS[1], 'state')
 if is_terminal(state) then return 'ALREADY_DONE' end
 if state ~= 'STARTING' and state ~= 'RUNNING' then return 'NOT_ACTIVE' end
+if (redis.call('HGET', KEYS[1], 'node') or '') ~= ARGV[7] then return 'STALE_VIEW' end
 local now = tonumber(ARGV[6])
 charge(KEYS[1], KEYS[5], now)
 free_gpus(KEYS[1], KEYS[4], ARGV[2])

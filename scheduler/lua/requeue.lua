@@ -2,10 +2,12 @@
 -- KEYS[1] job hash  KEYS[2] active set  KEYS[3] waiting zset  KEYS[4] node alloc hash
 -- KEYS[5] usage hash  KEYS[6] epoch
 -- ARGV[1] epoch  ARGV[2] job id  ARGV[3] reason  ARGV[4] now
--- Returns 'OK', STALE_EPOCH or NOT_ACTIVE.
+-- ARGV[5] the node the caller read for the job: its alloc hash is KEYS[4]
+-- Returns 'OK', STALE_VIEW (the job moved: read it again), STALE_EPOCH or NOT_ACTIVE.
 if not fenced(KEYS[6], ARGV[1]) then return 'STALE_EPOCH' end
 local state = redis.call('HGET', KEYS[1], 'state')
 if state ~= 'STARTING' and state ~= 'RUNNING' then return 'NOT_ACTIVE' end
+if (redis.call('HGET', KEYS[1], 'node') or '') ~= ARGV[5] then return 'STALE_VIEW' end
 charge(KEYS[1], KEYS[5], tonumber(ARGV[4]))
 free_gpus(KEYS[1], KEYS[4], ARGV[2])
 redis.call('HSET', KEYS[1], 'state', 'PENDING', 'node', '', 'gpu_indices', '[]', 'started_at', '',

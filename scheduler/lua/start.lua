@@ -3,15 +3,19 @@
 -- KEYS[5] node alloc hash  KEYS[6] epoch
 -- ARGV[1] epoch  ARGV[2] job id  ARGV[3] node name  ARGV[4] indices (JSON list)
 -- ARGV[5] now  ARGV[6] billing weight of the node's GPU model
--- Returns 'OK' or why not: STALE_EPOCH, NOT_PENDING, NODE_NOT_UP, WRONG_COUNT, GPU_OUT_OF_RANGE, GPU_BUSY
+-- Returns 'OK' or why not: STALE_EPOCH, NOT_PENDING, NODE_NOT_UP, WRONG_COUNT (also for a
+-- repeated index), GPU_OUT_OF_RANGE, GPU_BUSY
 if not fenced(KEYS[6], ARGV[1]) then return 'STALE_EPOCH' end
 if redis.call('HGET', KEYS[1], 'state') ~= 'PENDING' then return 'NOT_PENDING' end
 if redis.call('HGET', KEYS[4], 'state') ~= 'UP' then return 'NODE_NOT_UP' end
 local total = tonumber(redis.call('HGET', KEYS[4], 'gpus_total') or '0')
 local indices = cjson.decode(ARGV[4])
 if #indices ~= tonumber(redis.call('HGET', KEYS[1], 'gpus')) then return 'WRONG_COUNT' end
+local seen = {}
 for _, idx in ipairs(indices) do
-  if idx < 0 or idx >= total then return 'GPU_OUT_OF_RANGE' end
+  if idx < 0 or idx >= total or idx % 1 ~= 0 then return 'GPU_OUT_OF_RANGE' end
+  if seen[idx] then return 'WRONG_COUNT' end
+  seen[idx] = true
   if redis.call('HEXISTS', KEYS[5], tostring(idx)) == 1 then return 'GPU_BUSY' end
 end
 for _, idx in ipairs(indices) do redis.call('HSET', KEYS[5], tostring(idx), ARGV[2]) end

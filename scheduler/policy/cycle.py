@@ -66,9 +66,13 @@ def _why_waiting(
     typed = [n for n in all_nodes if fits_type(job, n)]
     kind = job.gpu_type or "any type"
     if not typed:
+        if job.gpu_type is None:
+            return [Reason("Resources", "no GPU node has registered yet")]
         return [Reason("GpuTypeUnavailable", f"no node has GPUs of type {job.gpu_type}")]
     up = [n for n in typed if n.up]
     if not up:
+        if job.gpu_type is None:
+            return [Reason("Resources", "every GPU node is down")]
         return [Reason("GpuTypeUnavailable", f"every node with {kind} GPUs is down")]
     if max(n.gpus_total for n in up) < job.gpus:
         return [Reason("Resources", f"needs {job.gpus} GPUs ({kind}) on one node; "
