@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 from scheduler.config import Settings
 from scheduler.launcher import LaunchError, RayLauncher, RayStatus
-from scheduler.model import Job, JobState, Node, NodeState
+from scheduler.model import Job, JobState, Node, NodeState, Reason
 from scheduler.policy import NodeView, PendingJob, Snapshot, schedule
 from scheduler.store import Store
 
@@ -47,6 +47,7 @@ class Coordinator:
         self._last_running_poll = 0.0
         self._last_stop_sent: dict[str, float] = {}
         self._launch_failures: dict[str, int] = {}
+        self._written_reasons: dict[str, tuple[Reason, ...]] = {}
 
     @property
     def is_leader(self) -> bool:
@@ -196,10 +197,19 @@ class Coordinator:
             else:
                 log.info("start of job %s refused: %s", start.job_id, result)
         await asyncio.gather(*launches)
-        await self.store.set_reasons(
-            {job_id: [r.to_dict() for r in reasons]
-             for job_id, reasons in decisions.reasons.items()}
-        )
+        await self._write_reasons(decisions.reasons)
+
+    async def _write_reasons(self, reasons: dict[str, list[Reason]]) -> None:
+        """Write only reasons that changed since this coordinator last wrote them."""
+        changed = {}
+        for job_id, items in reasons.items():
+            key = tuple(items)
+            if self._written_reasons.get(job_id) != key:
+                changed[job_id] = [r.to_dict() for r in items]
+                self._written_reasons[job_id] = key
+        for job_id in set(self._written_reasons) - set(reasons):
+            del self._written_reasons[job_id]  # started, cancelled or gone
+        await self.store.set_reasons(changed)
 
     async def _launch(self, epoch: int, job: Job, node: str, indices: Sequence[int]) -> None:
         try:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from scheduler.model import Reason
-from scheduler.policy.placement import Placement, best_fit, fits_type
+from scheduler.policy.placement import FreePool, fits_type
 from scheduler.policy.snapshot import NodeView, PendingJob, Snapshot
 
 QOS_RANK = {"normal": 0, "scavenger": 1}
@@ -34,52 +33,65 @@ def schedule(snapshot: Snapshot) -> Decisions:
     """Decide which pending jobs start now and where, and why every other one waits.
 
     1. order the queue; 2. for each job, best-fit it on the GPUs still free; a job that fits
-    starts (its GPUs are taken from the local view); 3. a job that does not fit gets every
-    reason it waits: the resources it lacks, or that no node has its GPU type, and its place
-    in line behind the jobs ahead of it that also wait.
+    starts (its GPUs leave the pool); 3. a job that does not fit gets every reason it waits:
+    the resources it lacks, or that no node has its GPU type, and its place in line behind the
+    jobs ahead of it that also wait.
     """
-    nodes = {n.name: n for n in snapshot.nodes}
+    pool = FreePool(snapshot.nodes)
     decisions = Decisions()
-    blocked_ahead = 0
+    blocked: list[PendingJob] = []
+    smallest_blocked: dict[str | None, int] = {}  # free GPUs only shrink within a cycle
     for job in order_queue(snapshot.pending):
-        placement = best_fit(job, nodes.values())
-        if placement is not None:
-            decisions.starts.append(Start(job.id, placement.node, placement.indices))
-            nodes[placement.node] = _take(nodes[placement.node], placement)
+        placement = None
+        if job.gpus < smallest_blocked.get(job.gpu_type, job.gpus + 1):
+            placement = pool.best_fit(job.gpus, job.gpu_type)
+        if placement is None:
+            smallest_blocked[job.gpu_type] = min(job.gpus,
+                                                 smallest_blocked.get(job.gpu_type, job.gpus))
+            blocked.append(job)
             continue
-        reasons = _why_waiting(job, snapshot.nodes, nodes.values())
-        if blocked_ahead:
-            reasons.append(Reason("Priority", f"{blocked_ahead} job(s) ahead in line also wait"))
+        decisions.starts.append(Start(job.id, placement.node, placement.indices))
+        pool.take(placement)
+    explain = _Explainer(snapshot.nodes, pool)
+    for place, job in enumerate(blocked):
+        reasons = list(explain.resources(job))
+        if place:
+            reasons.append(Reason("Priority", f"{place} job(s) ahead in line also wait"))
         decisions.reasons[job.id] = reasons
-        blocked_ahead += 1
     return decisions
 
 
-def _take(node: NodeView, placement: Placement) -> NodeView:
-    taken = set(placement.indices)
-    return replace(node, free=tuple(i for i in node.free if i not in taken))
+class _Explainer:
+    """Why a job does not fit, from the pool as the cycle left it; cached per (type, GPUs)."""
 
+    def __init__(self, nodes: tuple[NodeView, ...], pool: FreePool) -> None:
+        self.nodes = nodes
+        self.pool = pool
+        self._cache: dict[tuple[str | None, int], tuple[Reason, ...]] = {}
 
-def _why_waiting(
-    job: PendingJob, all_nodes: tuple[NodeView, ...], free_now: Iterable[NodeView]
-) -> list[Reason]:
-    typed = [n for n in all_nodes if fits_type(job, n)]
-    kind = job.gpu_type or "any type"
-    if not typed:
-        if job.gpu_type is None:
-            return [Reason("Resources", "no GPU node has registered yet")]
-        return [Reason("GpuTypeUnavailable", f"no node has GPUs of type {job.gpu_type}")]
-    up = [n for n in typed if n.up]
-    if not up:
-        if job.gpu_type is None:
-            return [Reason("Resources", "every GPU node is down")]
-        return [Reason("GpuTypeUnavailable", f"every node with {kind} GPUs is down")]
-    if max(n.gpus_total for n in up) < job.gpus:
-        return [Reason("Resources", f"needs {job.gpus} GPUs ({kind}) on one node; "
-                                    f"no node that is up has that many")]
-    most_free = max((len(n.free) for n in free_now if n.up and fits_type(job, n)), default=0)
-    return [Reason("Resources", f"needs {job.gpus} GPUs ({kind}) on one node; "
-                                f"at most {most_free} free now")]
+    def resources(self, job: PendingJob) -> tuple[Reason, ...]:
+        key = (job.gpu_type, job.gpus)
+        if key not in self._cache:
+            self._cache[key] = (self._why(job),)
+        return self._cache[key]
+
+    def _why(self, job: PendingJob) -> Reason:
+        typed = [n for n in self.nodes if fits_type(job, n)]
+        kind = job.gpu_type or "any type"
+        if not typed:
+            if job.gpu_type is None:
+                return Reason("Resources", "no GPU node has registered yet")
+            return Reason("GpuTypeUnavailable", f"no node has GPUs of type {job.gpu_type}")
+        up = [n for n in typed if n.up]
+        if not up:
+            if job.gpu_type is None:
+                return Reason("Resources", "every GPU node is down")
+            return Reason("GpuTypeUnavailable", f"every node with {kind} GPUs is down")
+        if max(n.gpus_total for n in up) < job.gpus:
+            return Reason("Resources", f"needs {job.gpus} GPUs ({kind}) on one node; "
+                                       "no node that is up has that many")
+        return Reason("Resources", f"needs {job.gpus} GPUs ({kind}) on one node; "
+                                   f"at most {self.pool.most_free(job.gpu_type)} free now")
 
 
 def _id_key(job_id: str) -> tuple[int, str]:

@@ -1,0 +1,30 @@
+"""Helpers shared by the benchmarks: a real labq stack, medians, machine description."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.e2e_stack import Stack  # noqa: E402 - reuse the tests' stack runner
+
+
+def machine() -> str:
+    cpus = os.cpu_count()
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{platform.system()} {platform.machine()}, {cpus} cores, {mem:.0f} GiB, " \
+           f"Python {platform.python_version()}"
+
+
+def summary(values: list[float]) -> str:
+    ordered = sorted(values)
+    p90 = ordered[int(0.9 * (len(ordered) - 1))]
+    return (f"median {statistics.median(values):.3f}  p90 {p90:.3f}  "
+            f"min {ordered[0]:.3f}  max {ordered[-1]:.3f}  (n={len(values)})")
+
+
+__all__ = ["Stack", "machine", "summary"]
