@@ -69,9 +69,13 @@ def main() -> None:
     stack = Stack("1x4:A100-80GB").start()
     try:
         stack.wait_state(stack.submit("--", "true"), {"SUCCEEDED"})  # warm Ray's worker pool
-        labq, cli = labq_submit_to_running(stack, args.runs)
         address = json.loads((stack.home / "run.json").read_text())["ray_address"]
-        ray = ray_submit_to_running(address, args.runs)
+        labq, cli, ray = [], [], []
+        for _ in range(args.runs):  # interleaved, so both see the same machine state
+            one, wall = labq_submit_to_running(stack, 1)
+            labq += one
+            cli += wall
+            ray += ray_submit_to_running(address, 1)
         bare = []
         for _ in range(args.runs):  # the CLI alone: a submit that is refused by validation
             began = time.perf_counter()

@@ -16,11 +16,14 @@ from aiohttp import web
 from scheduler.config import Settings
 from scheduler.identity import Caller, caller_for_uid, peer_uid
 from scheduler.launcher import RayLauncher
-from scheduler.model import Job, JobState
+from scheduler.model import Job, JobState, Node
 from scheduler.store import Store, new_token
 from scheduler.validation import InputError, array_size, build_spec, check_user_name
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+NODE_CACHE_S = 1.0
 
 
 class ApiError(Exception):
@@ -47,11 +50,13 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 class Api:
     def __init__(self, store: Store, launcher: RayLauncher, settings: Settings,
-                 kick: Callable[[], None]) -> None:
+                 kick: Callable[[], None], submitted: Callable[[], None] | None = None) -> None:
         self.store = store
         self.launcher = launcher
         self.settings = settings
         self.kick = kick
+        self.submitted = submitted or kick
+        self._nodes: tuple[float, list[Node]] | None = None
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[errors_middleware], client_max_size=16 << 20)
@@ -67,6 +72,13 @@ class Api:
             web.get("/openapi.json", self.openapi),
         ])
         return app
+
+    async def _nodes_cached(self) -> list[Node]:
+        """Nodes for validating submissions; a second old at most (they change slowly)."""
+        now = time.monotonic()
+        if self._nodes is None or now - self._nodes[0] > NODE_CACHE_S:
+            self._nodes = (now, await self.store.nodes())
+        return self._nodes[1]
 
     def caller(self, request: web.Request) -> Caller:
         sock = request.transport.get_extra_info("socket") if request.transport else None
@@ -90,12 +102,12 @@ class Api:
                 raise ApiError(403, f"--as {body['as_user']}: only admins may submit for "
                                     f"another user ({caller.user} is not an admin)")
             user = check_user_name(str(body["as_user"]))
-        spec = build_spec(body, user, await self.store.nodes(), self.settings)
+        spec = build_spec(body, user, await self._nodes_cached(), self.settings)
         spec.submitter = caller.user
         count = array_size(body)
         token = str(body.get("token") or new_token())
         ids = await self.store.submit([spec] * count, token, time.time())
-        self.kick()
+        self.submitted()
         if body.get("return_jobs"):
             jobs = await self.store.get_jobs(ids)
             return web.json_response({"ids": ids, "jobs": [public(j) for j in jobs]})

@@ -31,6 +31,7 @@ STARTING_POLL_S = 0.1
 RUNNING_POLL_S = 1.0
 STOP_RETRY_S = 5.0
 MAX_LAUNCH_ATTEMPTS = 3
+MIN_CYCLE_GAP_S = 0.05
 
 
 class Coordinator:
@@ -48,6 +49,13 @@ class Coordinator:
         self._last_stop_sent: dict[str, float] = {}
         self._launch_failures: dict[str, int] = {}
         self._written_reasons: dict[str, tuple[Reason, ...]] = {}
+        self._waiting_cache: dict[str, tuple[Job, PendingJob]] = {}
+        self.free_gpus = -1  # unknown until a cycle has placed jobs
+
+    def job_submitted(self) -> None:
+        """A new job can start at once only if some GPU was free after the last cycle."""
+        if self.free_gpus != 0:
+            self.kick.set()
 
     @property
     def is_leader(self) -> bool:
@@ -71,11 +79,15 @@ class Coordinator:
     async def cycle_loop(self) -> None:
         while True:
             has_starting = False
+            began = time.monotonic()
             if self.is_leader:
                 try:
                     has_starting = await self.cycle(time.time())
                 except Exception:
                     log.exception("scheduling cycle failed; retrying")
+            # Under a stream of submissions, leave the API at least twice a cycle's time.
+            spent = time.monotonic() - began
+            await asyncio.sleep(max(MIN_CYCLE_GAP_S - spent, 2 * spent))
             timeout = STARTING_POLL_S if has_starting else self.settings.cycle_interval_s
             try:
                 await asyncio.wait_for(self.kick.wait(), timeout)
@@ -173,18 +185,36 @@ class Coordinator:
         if text is not None:
             await self.store.save_log(job_id, text)
 
+    async def _waiting_jobs(self) -> list[tuple[Job, PendingJob]]:
+        """The waiting queue, reading from Redis only the jobs this process has not seen.
+
+        What the policy and the launcher use of a waiting job (its request) never changes
+        while it waits; every state change is still checked by the store scripts.
+        """
+        ids = await self.store.waiting_ids()
+        missing = [job_id for job_id in ids if job_id not in self._waiting_cache]
+        for job in await self.store.get_jobs(missing):
+            self._waiting_cache[job.id] = (job, _pending_view(job))
+        current = set(ids)
+        for job_id in [j for j in self._waiting_cache if j not in current]:
+            del self._waiting_cache[job_id]
+        return [self._waiting_cache[j] for j in ids if j in self._waiting_cache]
+
     async def _decide(self, epoch: int, now: float) -> None:
-        waiting = await self.store.waiting_jobs()
+        waiting = await self._waiting_jobs()
         if not waiting:
+            self.free_gpus = -1
             return
         nodes = await self.store.nodes()
         snapshot = Snapshot(
             nodes=tuple(_node_view(n) for n in nodes),
-            pending=tuple(_pending_view(j) for j in waiting if j.state == JobState.PENDING),
+            pending=tuple(view for job, view in waiting if job.state == JobState.PENDING),
             now=now,
         )
         decisions = schedule(snapshot)
-        by_id = {j.id: j for j in waiting}
+        self.free_gpus = sum(len(n.free) for n in snapshot.nodes if n.up) - sum(
+            len(st.indices) for st in decisions.starts)
+        by_id = {job.id: job for job, _ in waiting}
         models = {n.name: n.gpu_model for n in nodes}
         launches = []
         for start in decisions.starts:

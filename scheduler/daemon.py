@@ -39,7 +39,7 @@ async def run_coordinator(settings: Settings) -> None:
     await store.ping()
     launcher = RayLauncher(settings.ray_address)
     coordinator = Coordinator(store, launcher, settings)
-    api = Api(store, launcher, settings, coordinator.kick.set)
+    api = Api(store, launcher, settings, coordinator.kick.set, coordinator.job_submitted)
 
     runner = web.AppRunner(api.app(), access_log=None)
     await runner.setup()

@@ -117,13 +117,16 @@ class Job:
     def to_fields(self) -> dict[str, str]:
         """Flat string fields for a Redis hash (empty string = not set)."""
         fields: dict[str, str] = {}
-        for key, value in self.to_dict().items():
+        for key in _FIELD_NAMES:
+            value = getattr(self, key)
             if key in _JSON_FIELDS:
                 fields[key] = json.dumps(value)
-            elif value is None:
+            elif value is None or value is False:
                 fields[key] = ""
-            elif isinstance(value, bool):
-                fields[key] = "1" if value else ""
+            elif value is True:
+                fields[key] = "1"
+            elif isinstance(value, JobState):
+                fields[key] = value.value
             else:
                 fields[key] = str(value)
         return fields
@@ -164,6 +167,9 @@ class Job:
             gpu_seconds=float(raw.get("gpu_seconds") or 0),
             restarts=int(raw.get("restarts") or 0),
         )
+
+
+_FIELD_NAMES = tuple(Job.__dataclass_fields__)
 
 
 @dataclass

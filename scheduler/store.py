@@ -175,8 +175,11 @@ class Store:
             rows = await pipe.execute()
         return [Job.from_fields(raw) for raw in rows if raw]
 
+    async def waiting_ids(self) -> list[str]:
+        return list(await self.r.zrange(self.keys.waiting, 0, -1))
+
     async def waiting_jobs(self) -> list[Job]:
-        return await self.get_jobs(await self.r.zrange(self.keys.waiting, 0, -1))
+        return await self.get_jobs(await self.waiting_ids())
 
     async def active_jobs(self) -> list[Job]:
         return await self.get_jobs(sorted(await self.r.smembers(self.keys.active), key=_id_key))
