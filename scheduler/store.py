@@ -94,11 +94,8 @@ class Store:
                 name=spec.name, workdir=spec.workdir, env=spec.env, requeue=spec.requeue,
                 submitter=spec.submitter or spec.user, reason="Submitted",
             )
-            fields = job.to_fields()
             keys.append(self.keys.job(job_id))
-            args += [job_id, now, len(fields)]
-            for field_name, value in fields.items():
-                args += [field_name, value]
+            args += [job_id, now, json.dumps(job.to_fields())]
         result = await self._run("submit", keys, args)
         return [str(x) for x in result]
 

@@ -1,7 +1,7 @@
 -- Store new jobs as PENDING, all or none; a repeated token returns the first call's ids.
 -- KEYS[1] waiting zset   KEYS[2] submit token key   KEYS[3..] one job hash per job
 -- ARGV[1] token ttl (s)  ARGV[2] job count
---   then per job: id, submitted_at, field count F, F pairs of field, value
+--   then per job: id, submitted_at, the job's hash fields as one JSON object
 -- Returns the list of job ids.
 local seen = redis.call('GET', KEYS[2])
 if seen then return cjson.decode(seen) end
@@ -11,14 +11,15 @@ for i = 1, count do
     return redis.error_reply('DUPLICATE job key ' .. KEYS[2 + i])
   end
 end
-local pos = 3
 local ids = {}
 for i = 1, count do
-  local id, score, nfields = ARGV[pos], ARGV[pos + 1], tonumber(ARGV[pos + 2])
-  pos = pos + 3
+  local pos = 3 * i
+  local id, score = ARGV[pos], ARGV[pos + 1]
   local args = {}
-  for j = 0, 2 * nfields - 1 do args[#args + 1] = ARGV[pos + j] end
-  pos = pos + 2 * nfields
+  for name, value in pairs(cjson.decode(ARGV[pos + 2])) do
+    args[#args + 1] = name
+    args[#args + 1] = value
+  end
   redis.call('HSET', KEYS[2 + i], unpack(args))
   redis.call('ZADD', KEYS[1], score, id)
   ids[#ids + 1] = id
