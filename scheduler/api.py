@@ -154,11 +154,11 @@ class Api:
         job = await self._job(request)
         text: str | None = None
         if job.state.holds_gpus():
-            text = await _in_thread(self.launcher.logs, job.id)
+            text = await _in_thread(self.launcher.logs, job)
         if text is None:
             text = await self.store.get_log(job.id)
         if text is None and job.state.is_terminal():
-            text = await _in_thread(self.launcher.logs, job.id)
+            text = await _in_thread(self.launcher.logs, job)
         offset = int(request.query.get("offset", "0"))
         text = text or ""
         return web.json_response({"id": job.id, "state": job.state.value,

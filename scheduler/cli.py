@@ -336,6 +336,35 @@ def coordinator(metrics_port: int | None, log_level: str) -> None:
         pass
 
 
+@main.command("ray-args")
+@click.option("--node", default=None, help="node name (default: this host's name)")
+@click.option("--gpus", default=None, type=int, help="GPU count (default: what NVML finds)")
+def ray_args(node: str | None, gpus: int | None) -> None:
+    """Print the `ray start` flags that make this machine a labq GPU node."""
+    import shlex
+    import socket
+
+    from scheduler.launcher import NODE_LABEL, node_resources
+
+    if gpus is None:
+        from agents.backends import detect_nvidia
+
+        if not detect_nvidia():
+            _fail("no NVIDIA GPU found here; give the count with --gpus N")
+        from agents.backends.nvml import NvmlBackend
+
+        backend = NvmlBackend()
+        try:
+            gpus = len(backend.read())
+        finally:
+            backend.close()
+    if gpus < 1:
+        _fail(f"--gpus {gpus}: a GPU node has at least one GPU")
+    name = node or socket.gethostname()
+    click.echo(f"--num-gpus {gpus} --labels {NODE_LABEL}={shlex.quote(name)} "
+               f"--resources {shlex.quote(json.dumps(node_resources(gpus)))}")
+
+
 @main.command()
 @click.option("--node", default=None, help="node name (default: this host's name)")
 @click.option("--simulate", "sim", default=None, metavar="GPUS[:MODEL]",

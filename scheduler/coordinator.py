@@ -127,14 +127,14 @@ class Coordinator:
                     down.add(node.name)
         for job in active:
             if job.node in down:
-                await asyncio.to_thread(self.launcher.stop, job.id)
+                await asyncio.to_thread(self.launcher.stop, job)
                 await self._end_or_requeue(epoch, job, "NodeLost", now)
 
     async def _end_or_requeue(self, epoch: int, job: Job, reason: str, now: float) -> None:
+        await self._save_logs(job)
         if job.requeue:
             await self.store.requeue(epoch, job, reason, now)
         else:
-            await self._save_logs(job.id)
             await self.store.finish(epoch, job, JobState.FAILED, None, reason, now)
 
     async def _watch(self, epoch: int, active: Sequence[Job], now: float) -> None:
@@ -144,7 +144,7 @@ class Coordinator:
         watched = [j for j in active
                    if j.state == JobState.STARTING or poll_running or j.stop_request]
         statuses = await asyncio.gather(
-            *(asyncio.to_thread(self.launcher.status, j.id) for j in watched),
+            *(asyncio.to_thread(self.launcher.status, j) for j in watched),
             return_exceptions=True,
         )
         for job, status in zip(watched, statuses, strict=True):
@@ -163,9 +163,15 @@ class Coordinator:
                 await self._end_or_requeue(epoch, job, "RayLost", now)
             return
         if status.terminal:
-            await self._save_logs(job.id)
+            await self._save_logs(job)
+            ended = min(now, status.end_time or now)
+            if job.state == JobState.STARTING and status.state in ("SUCCEEDED", "FAILED"):
+                # It ran and ended between two polls: it ran from when Ray took it.
+                started = min(ended, status.start_time or ended)
+                await self.store.mark_running(epoch, job.id, started)
             state, reason = _final_state(job, status)
-            await self.store.finish(epoch, job, state, status.exit_code, reason, now)
+            await self.store.finish(epoch, job, state, status.exit_code, reason,
+                                    max(ended, job.started_at or ended))
             self._last_stop_sent.pop(job.id, None)
             self.kick.set()
             return
@@ -178,12 +184,17 @@ class Coordinator:
             job.stop_request = JobState.TIMEOUT.value
         if job.stop_request and now - self._last_stop_sent.get(job.id, 0) >= STOP_RETRY_S:
             self._last_stop_sent[job.id] = now
-            await asyncio.to_thread(self.launcher.stop, job.id)
+            await asyncio.to_thread(self.launcher.stop, job)
 
-    async def _save_logs(self, job_id: str) -> None:
-        text = await asyncio.to_thread(self.launcher.logs, job_id)
-        if text is not None:
-            await self.store.save_log(job_id, text)
+    async def _save_logs(self, job: Job) -> None:
+        """Keep the attempt's output; a requeued job's earlier attempts come first."""
+        text = await asyncio.to_thread(self.launcher.logs, job)
+        if text is None:
+            return
+        if job.restarts:
+            earlier = await self.store.get_log(job.id) or ""
+            text = f"{earlier}\n[labq: attempt {job.restarts + 1}]\n{text}"
+        await self.store.save_log(job.id, text)
 
     async def _waiting_jobs(self) -> list[tuple[Job, PendingJob]]:
         """The waiting queue, reading from Redis only the jobs this process has not seen.
@@ -214,16 +225,19 @@ class Coordinator:
         decisions = schedule(snapshot)
         self.free_gpus = sum(len(n.free) for n in snapshot.nodes if n.up) - sum(
             len(st.indices) for st in decisions.starts)
-        by_id = {job.id: job for job, _ in waiting}
+        # Launch from fresh records: a cached request is stale if the job was requeued since.
+        fresh = {j.id: j for j in await self.store.get_jobs([st.job_id for st in decisions.starts])}
         models = {n.name: n.gpu_model for n in nodes}
         launches = []
         for start in decisions.starts:
+            job = fresh.get(start.job_id)
+            if job is None or job.state != JobState.PENDING:
+                continue
             weight = self.settings.billing_weight(models[start.node])
             result = await self.store.start(epoch, start.job_id, start.node, start.indices,
                                             weight, now)
             if result == "OK":
-                launches.append(self._launch(epoch, by_id[start.job_id], start.node,
-                                             start.indices))
+                launches.append(self._launch(epoch, job, start.node, start.indices))
             else:
                 log.info("start of job %s refused: %s", start.job_id, result)
         await asyncio.gather(*launches)

@@ -29,6 +29,12 @@ def node_resources(gpu_count: int) -> dict[str, float]:
     return {gpu_resource(i): 1.0 for i in range(gpu_count)}
 
 
+def submission_id(job: Job) -> str:
+    """Ray's id for the job's current attempt: the labq job id; `<id>.<n>` once requeued n times
+    (Ray keeps ids forever, and a requeued job must start a new Ray job)."""
+    return job.id if job.restarts == 0 else f"{job.id}.{job.restarts}"
+
+
 def entrypoint_for(job: Job, indices: Sequence[int]) -> str:
     """The shell line Ray runs. One argument is taken as a shell command, several are quoted."""
     command = job.command[0] if len(job.command) == 1 else shlex.join(job.command)
@@ -41,6 +47,8 @@ class RayStatus:
     state: str  # PENDING, RUNNING, STOPPED, SUCCEEDED, FAILED
     exit_code: int | None
     message: str
+    start_time: float | None = None  # Unix seconds, when Ray accepted the job
+    end_time: float | None = None  # Unix seconds, when it ended
 
     @property
     def terminal(self) -> bool:
@@ -78,7 +86,7 @@ class RayLauncher:
         try:
             self.client.submit_job(
                 entrypoint=entrypoint_for(job, indices),
-                submission_id=job.id,
+                submission_id=submission_id(job),
                 runtime_env={"env_vars": env},
                 entrypoint_resources={gpu_resource(i): 1.0 for i in indices},
                 entrypoint_label_selector={NODE_LABEL: node},
@@ -86,31 +94,33 @@ class RayLauncher:
                           "labq_name": job.name[:100]},
             )
         except Exception as exc:
-            if self.status(job.id) is not None:
-                return  # an earlier attempt got through: same submission_id, nothing to do
+            if self.status(job) is not None:
+                return  # an earlier try got through: same submission_id, nothing to do
             raise LaunchError(f"Ray refused job {job.id}: {exc}") from exc
 
-    def status(self, job_id: str) -> RayStatus | None:
+    def status(self, job: Job) -> RayStatus | None:
         """Ray's view of a job, or None if Ray does not know it (never launched, or forgotten)."""
         try:
-            info = self.client.get_job_info(job_id)
+            info = self.client.get_job_info(submission_id(job))
         except Exception as exc:
             if "does not exist" in str(exc) or "404" in str(exc):
                 return None
             raise
         exit_code = getattr(info, "driver_exit_code", None)
-        return RayStatus(str(info.status.value), exit_code, info.message or "")
+        start = info.start_time / 1000 if info.start_time else None
+        end = info.end_time / 1000 if info.end_time else None
+        return RayStatus(str(info.status.value), exit_code, info.message or "", start, end)
 
-    def stop(self, job_id: str) -> bool:
+    def stop(self, job: Job) -> bool:
         try:
-            return bool(self.client.stop_job(job_id))
+            return bool(self.client.stop_job(submission_id(job)))
         except Exception as exc:
-            log.warning("stopping Ray job %s failed: %s", job_id, exc)
+            log.warning("stopping Ray job %s failed: %s", submission_id(job), exc)
             return False
 
-    def logs(self, job_id: str) -> str | None:
+    def logs(self, job: Job) -> str | None:
         try:
-            return str(self.client.get_job_logs(job_id))
+            return str(self.client.get_job_logs(submission_id(job)))
         except Exception as exc:
-            log.info("no logs from Ray for job %s: %s", job_id, exc)
+            log.info("no logs from Ray for job %s: %s", submission_id(job), exc)
             return None

@@ -260,21 +260,26 @@ def test_supervisor_restarts_a_crashed_coordinator(stack: Stack) -> None:
 
 
 def test_node_whose_heartbeats_stop_goes_down_and_its_jobs_end_node_lost(stack: Stack) -> None:
-    job_id = stack.submit("--gpus", "2", "--", "sleep", "300")
-    job = stack.wait_state(job_id, {"RUNNING"})
-    requeued = stack.submit("--gpus", "2", "--requeue", "--", "sleep", "300")
-    other = stack.wait_state(requeued, {"RUNNING"})
-    assert other["node"] != job["node"]
-    agents = {n: stack.pids(f"agent --node {n}") for n in ("sim-0", "sim-1")}
-    frozen = agents[job["node"]]
+    stack.wait(lambda: all(n["gpus_allocated"] == 0 for n in stack.labq_json("nodes")),
+               timeout=60, what="an idle cluster")
+    plain = stack.submit("--", "sleep", "300")
+    job = stack.wait_state(plain, {"RUNNING"})
+    requeued = stack.submit("--requeue", "--", "sleep", "300")
+    assert stack.wait_state(requeued, {"RUNNING"})["node"] == job["node"]  # best fit: same node
+    lost_node = job["node"]
+    frozen = stack.pids(f"agent --node {lost_node}")
+    assert frozen
     for pid in frozen:
         os.kill(pid, signal.SIGSTOP)  # alive to the supervisor, silent to the coordinator
     try:
-        lost = stack.wait_state(job_id, {"FAILED"}, timeout=40)
+        lost = stack.wait_state(plain, {"FAILED"}, timeout=40)
         assert lost["reason"] == "NodeLost"
-        node = next(n for n in stack.labq_json("nodes") if n["name"] == job["node"])
-        assert node["state"] == "DOWN"
-        # New work avoids the DOWN node: it waits for the healthy node instead.
+        node = next(n for n in stack.labq_json("nodes") if n["name"] == lost_node)
+        assert node["state"] == "DOWN" and node["gpus_allocated"] == 0
+        # The --requeue job is queued again and runs on the node that is still up.
+        again = stack.wait_state(requeued, {"RUNNING"}, timeout=40)
+        assert again["node"] != lost_node and again["restarts"] == 1
+        # New work avoids the DOWN node: it waits rather than go there.
         waiting = stack.submit("--gpus", "2", "--", "true")
         time.sleep(2)
         assert stack.job(waiting)["state"] == "PENDING"
@@ -282,9 +287,9 @@ def test_node_whose_heartbeats_stop_goes_down_and_its_jobs_end_node_lost(stack: 
         for pid in frozen:
             os.kill(pid, signal.SIGCONT)
     stack.wait(lambda: next(n for n in stack.labq_json("nodes")
-                            if n["name"] == job["node"])["state"] == "UP", timeout=20,
+                            if n["name"] == lost_node)["state"] == "UP", timeout=20,
                what="node back UP")
-    assert stack.wait_state(waiting, {"SUCCEEDED"}, timeout=60)["node"] is not None
+    assert stack.wait_state(waiting, {"SUCCEEDED"}, timeout=60)["node"] == lost_node
     stack.labq("cancel", requeued)
 
 
