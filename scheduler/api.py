@@ -9,10 +9,13 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict, replace
 from typing import Any
 
 from aiohttp import web
 
+from scheduler.accounts import Accounts, AccountsError
+from scheduler.admin import account_changes
 from scheduler.config import Settings
 from scheduler.identity import Caller, caller_for_uid, peer_uid
 from scheduler.launcher import RayLauncher
@@ -57,6 +60,7 @@ class Api:
         self.kick = kick
         self.submitted = submitted or kick
         self._nodes: tuple[float, list[Node]] | None = None
+        self._accounts: tuple[float, Accounts] | None = None
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[errors_middleware], client_max_size=16 << 20)
@@ -69,6 +73,8 @@ class Api:
             web.get("/v1/jobs/{id}/logs", self.logs),
             web.get("/v1/nodes", self.nodes),
             web.get("/v1/quota", self.quota),
+            web.get("/v1/accounts", self.accounts_list),
+            web.post("/v1/admin/accounts", self.accounts_change),
             web.get("/openapi.json", self.openapi),
         ])
         return app
@@ -80,11 +86,22 @@ class Api:
             self._nodes = (now, await self.store.nodes())
         return self._nodes[1]
 
+    async def _accounts_cached(self) -> Accounts:
+        now = time.monotonic()
+        if self._accounts is None or now - self._accounts[0] > NODE_CACHE_S:
+            self._accounts = (now, await self.store.accounts())
+        return self._accounts[1]
+
     def caller(self, request: web.Request) -> Caller:
         sock = request.transport.get_extra_info("socket") if request.transport else None
         if sock is None or sock.family != 1:  # AF_UNIX only: a TCP peer has no uid to trust
             raise ApiError(401, "this API only answers on its Unix socket")
-        return caller_for_uid(peer_uid(sock), self.settings)
+        caller = caller_for_uid(peer_uid(sock), self.settings)
+        if not caller.is_admin and self._accounts is not None:
+            user = self._accounts[1].users.get(caller.user)
+            if user is not None and user.admin:
+                caller = replace(caller, is_admin=True)
+        return caller
 
     async def whoami(self, request: web.Request) -> web.Response:
         caller = self.caller(request)
@@ -92,7 +109,8 @@ class Api:
                                   "admin": caller.is_admin})
 
     async def submit(self, request: web.Request) -> web.Response:
-        caller = self.caller(request)
+        accounts = await self._accounts_cached()
+        caller = self.caller(request)  # after the accounts: the admin role may come from them
         body = await request.json()
         if not isinstance(body, dict):
             raise InputError("request body must be a JSON object")
@@ -102,6 +120,11 @@ class Api:
                 raise ApiError(403, f"--as {body['as_user']}: only admins may submit for "
                                     f"another user ({caller.user} is not an admin)")
             user = check_user_name(str(body["as_user"]))
+        try:
+            body["account"] = accounts.account_for(user, body.get("account") or None,
+                                                   self.settings.default_account)
+        except AccountsError as exc:
+            raise InputError(str(exc)) from None
         spec = build_spec(body, user, await self._nodes_cached(), self.settings)
         spec.submitter = caller.user
         count = array_size(body)
@@ -189,6 +212,32 @@ class Api:
                          for a in accounts},
             "billing_weights": self.settings.billing_weights,
         })
+
+    async def accounts_list(self, request: web.Request) -> web.Response:
+        self.caller(request)
+        state = await self.store.accounts()
+        return web.json_response({
+            "accounts": [asdict(a) for _, a in sorted(state.accounts.items())],
+            "users": [asdict(u) for _, u in sorted(state.users.items())],
+        })
+
+    async def accounts_change(self, request: web.Request) -> web.Response:
+        await self._accounts_cached()
+        caller = self.caller(request)
+        if not caller.is_admin:
+            raise ApiError(403, f"only admins change accounts and users ({caller.user} is not "
+                                "an admin)")
+        body = await request.json()
+        for _attempt in range(10):
+            state = await self.store.accounts()
+            try:
+                changes = account_changes(state, body)
+            except (AccountsError, KeyError, TypeError, ValueError) as exc:
+                raise InputError(str(exc).strip("'\"")) from None
+            if await self.store.put_accounts(state.version, changes):
+                self._accounts = None
+                return web.json_response({"changed": [[k, n] for k, n, _ in changes]})
+        raise ApiError(409, "accounts kept changing under this request; try again")
 
     async def openapi(self, request: web.Request) -> web.Response:
         return web.json_response(OPENAPI)

@@ -12,8 +12,12 @@ Every key labq uses is built here and passed to scripts in KEYS, never built ins
     {p}node:{name}              hash     node state and its last heartbeat report
     {p}node:{name}:alloc        hash     gpu index -> job id holding it
     {p}heartbeats               zset     node name -> last heartbeat time
-    {p}usage                    hash     user:{u}:billed, user:{u}:gpu_s, account:{a}:... totals
+    {p}usage                    hash     user:{u}:billed, user:{u}:gpu_s, account:{a}:... totals;
+                                         decayed:{a}|{u}, decayed_t:{a}|{u}, half_life_s
     {p}log:{id}                 string   a finished job's captured output (capped)
+    {p}accounts                 hash     account name -> AccountConfig JSON
+    {p}users                    hash     user name -> UserConfig JSON
+    {p}accounts:version         string   bumped by every account/user change (compare-and-set)
     {p}leader                   string   coordinator id holding the leader lease (PX ttl)
     {p}epoch                    string   fencing epoch, incremented on every new lease
 """
@@ -69,6 +73,18 @@ class Keys:
 
     def log(self, job_id: str) -> str:
         return f"{self.prefix}log:{job_id}"
+
+    @property
+    def accounts(self) -> str:
+        return f"{self.prefix}accounts"
+
+    @property
+    def users(self) -> str:
+        return f"{self.prefix}users"
+
+    @property
+    def accounts_version(self) -> str:
+        return f"{self.prefix}accounts:version"
 
     @property
     def leader(self) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
+from scheduler.accounts import Accounts
 from scheduler.keys import Keys
 from scheduler.model import GpuInfo, Job, JobSpec, JobState, Node, NodeReport, NodeState
 
@@ -25,7 +26,7 @@ LOG_CAP_BYTES = 1 << 20
 
 _SCRIPTS = (
     "submit", "start", "mark_running", "finish", "requeue", "cancel", "request_stop",
-    "charge", "set_reasons", "heartbeat", "node_down", "lease",
+    "charge", "set_reasons", "heartbeat", "node_down", "lease", "config_put",
 )
 
 
@@ -244,8 +245,26 @@ class Store:
 
     # ---------------------------------------------------------------- usage, leadership
 
+    async def set_half_life(self, seconds: float) -> None:
+        """The usage half-life the charging scripts decay with (a setting, not job state)."""
+        await self.r.hset(self.keys.usage, "half_life_s", seconds)
+
+    async def decayed_usage(self, now: float) -> dict[tuple[str, str], float]:
+        """(account, user) -> billed usage decayed to `now`."""
+        raw = await self.r.hgetall(self.keys.usage)
+        half_life = float(raw.get("half_life_s") or 604800)
+        out: dict[tuple[str, str], float] = {}
+        for field_name, value in raw.items():
+            if not field_name.startswith("decayed:"):
+                continue
+            assoc = field_name[len("decayed:"):]
+            since = float(raw.get(f"decayed_t:{assoc}") or now)
+            account, _, user = assoc.partition("|")
+            out[(account, user)] = float(value) * 2 ** (-max(0.0, now - since) / half_life)
+        return out
+
     async def usage(self) -> dict[str, dict[str, dict[str, float]]]:
-        """{"user": {name: {"billed": x, "gpu_s": y}}, "account": {...}}."""
+        """{"user": {name: {"billed": x, "gpu_s": y}}, "account": {...}} (totals, not decayed)."""
         raw = await self.r.hgetall(self.keys.usage)
         out: dict[str, dict[str, dict[str, float]]] = {"user": {}, "account": {}}
         for field_name, value in raw.items():
@@ -254,6 +273,24 @@ class Store:
             if kind in out and name:
                 out[kind].setdefault(name, {"billed": 0.0, "gpu_s": 0.0})[metric] = float(value)
         return out
+
+    async def accounts(self) -> Accounts:
+        async with self.r.pipeline(transaction=True) as pipe:
+            pipe.hgetall(self.keys.accounts)
+            pipe.hgetall(self.keys.users)
+            pipe.get(self.keys.accounts_version)
+            accounts, users, version = await pipe.execute()
+        return Accounts.from_raw(accounts, users, int(version or 0))
+
+    async def put_accounts(
+        self, read_version: int, changes: Sequence[tuple[str, str, str]]
+    ) -> bool:
+        """Write (kind, name, JSON or '' to delete) changes; False if someone else wrote first."""
+        args: list[Any] = [read_version]
+        for kind, name, value in changes:
+            args += [kind, name, value]
+        keys = [self.keys.accounts_version, self.keys.accounts, self.keys.users]
+        return int(await self._run("config_put", keys, args)) >= 0
 
     async def lease(self, holder: str, ttl_ms: int) -> int:
         return int(await self._run("lease", [self.keys.leader, self.keys.epoch], [holder, ttl_ms]))

@@ -8,8 +8,21 @@ local function fenced(epoch_key, epoch)
   return redis.call('GET', epoch_key) == epoch
 end
 
+-- Add to an association's decayed usage: decay what it had to `now` (half-life from the usage
+-- hash's 'half_life_s' field, 7 days by default), then add.
+local function add_decayed(usage_key, assoc, amount, now)
+  local half_life = tonumber(redis.call('HGET', usage_key, 'half_life_s') or '') or 604800
+  local fields = redis.call('HMGET', usage_key, 'decayed:' .. assoc, 'decayed_t:' .. assoc)
+  local value = tonumber(fields[1]) or 0
+  local since = tonumber(fields[2]) or now
+  if now > since then value = value * math.pow(2, -(now - since) / half_life) end
+  redis.call('HSET', usage_key, 'decayed:' .. assoc, value + amount,
+    'decayed_t:' .. assoc, math.max(now, since))
+end
+
 -- Charge a RUNNING job for GPU time since charged_until: GPU-seconds and billed units
--- (GPU-seconds x the billing weight fixed at start), per job, user and account.
+-- (GPU-seconds x the billing weight fixed at start), per job, user and account, and the
+-- association's decayed usage that fair share reads.
 local function charge(job_key, usage_key, now)
   local fields = redis.call('HMGET', job_key, 'charged_until', 'gpus', 'billing_weight', 'user', 'account')
   local since = tonumber(fields[1])
@@ -20,6 +33,7 @@ local function charge(job_key, usage_key, now)
   redis.call('HINCRBYFLOAT', usage_key, 'user:' .. fields[4] .. ':billed', billed)
   redis.call('HINCRBYFLOAT', usage_key, 'account:' .. fields[5] .. ':gpu_s', gpu_s)
   redis.call('HINCRBYFLOAT', usage_key, 'account:' .. fields[5] .. ':billed', billed)
+  add_decayed(usage_key, fields[5] .. '|' .. fields[4], billed, now)
   redis.call('HINCRBYFLOAT', job_key, 'gpu_seconds', gpu_s)
   redis.call('HINCRBYFLOAT', job_key, 'billed', billed)
   redis.call('HSET', job_key, 'charged_until', now)
