@@ -128,6 +128,7 @@ class Api:
         spec = build_spec(body, user, await self._nodes_cached(), self.settings)
         spec.submitter = caller.user
         count = array_size(body)
+        await self._check_job_cap(accounts, user, count)
         token = str(body.get("token") or new_token())
         ids = await self.store.submit([spec] * count, token, time.time())
         self.submitted()
@@ -135,6 +136,15 @@ class Api:
             jobs = await self.store.get_jobs(ids)
             return web.json_response({"ids": ids, "jobs": [public(j) for j in jobs]})
         return web.json_response({"ids": ids})
+
+    async def _check_job_cap(self, accounts: Accounts, user: str, adding: int) -> None:
+        config = accounts.users.get(user)
+        if config is None or config.max_jobs is None:
+            return
+        has = await self.store.count_user_jobs(user)
+        if has + adding > config.max_jobs:
+            raise ApiError(429, f"{user} may have {config.max_jobs} pending and running jobs "
+                                f"and has {has}: wait for some to end, or cancel some")
 
     async def queue(self, request: web.Request) -> web.Response:
         caller = self.caller(request)

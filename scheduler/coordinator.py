@@ -18,10 +18,11 @@ import socket
 import time
 from collections.abc import Sequence
 
+from scheduler.accounts import Accounts
 from scheduler.config import Settings
 from scheduler.launcher import LaunchError, RayLauncher, RayStatus
 from scheduler.model import Job, JobState, Node, NodeState, Reason
-from scheduler.policy import NodeView, PendingJob, Snapshot, schedule
+from scheduler.policy import Limits, NodeView, PendingJob, RunningJob, Snapshot, schedule
 from scheduler.store import Store
 
 log = logging.getLogger(__name__)
@@ -217,10 +218,14 @@ class Coordinator:
             self.free_gpus = -1
             return
         nodes = await self.store.nodes()
+        accounts = await self.store.accounts()
         snapshot = Snapshot(
             nodes=tuple(_node_view(n) for n in nodes),
             pending=tuple(view for job, view in waiting if job.state == JobState.PENDING),
             now=now,
+            running=tuple(RunningJob(j.id, j.user, j.account, j.gpus, j.node or "")
+                          for j in await self.store.active_jobs()),
+            limits=_limits(accounts),
         )
         decisions = schedule(snapshot)
         self.free_gpus = sum(len(n.free) for n in snapshot.nodes if n.up) - sum(
@@ -283,6 +288,16 @@ def _final_state(job: Job, status: RayStatus) -> tuple[JobState, str]:
         return requested, reason
     code = status.exit_code
     return JobState.FAILED, f"NonZeroExitCode {code}" if code is not None else "Failed"
+
+
+def _limits(accounts: Accounts) -> Limits:
+    return Limits(
+        user_gpus={u.name: u.max_running_gpus for u in accounts.users.values()
+                   if u.max_running_gpus is not None},
+        account_gpus={a.name: a.max_running_gpus for a in accounts.accounts.values()
+                      if a.max_running_gpus is not None},
+        account_parent={a.name: a.parent for a in accounts.accounts.values()},
+    )
 
 
 def _node_view(node: Node) -> NodeView:

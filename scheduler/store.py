@@ -182,6 +182,15 @@ class Store:
     async def active_jobs(self) -> list[Job]:
         return await self.get_jobs(sorted(await self.r.smembers(self.keys.active), key=_id_key))
 
+    async def count_user_jobs(self, user: str) -> int:
+        """A user's waiting and active jobs (reads the whole queue: call only for capped users)."""
+        ids = await self.waiting_ids() + list(await self.r.smembers(self.keys.active))
+        async with self.r.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hget(self.keys.job(job_id), "user")
+            owners = await pipe.execute()
+        return sum(1 for owner in owners if owner == user)
+
     async def done_jobs(self, limit: int = 100) -> list[Job]:
         ids = await self.r.zrevrange(self.keys.done, 0, max(0, limit - 1))
         return await self.get_jobs(ids)

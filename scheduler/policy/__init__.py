@@ -4,6 +4,7 @@ The coordinator, the simulator and the property tests all call `schedule()`.
 """
 
 from scheduler.policy.cycle import Decisions, Start, schedule
-from scheduler.policy.snapshot import NodeView, PendingJob, Snapshot
+from scheduler.policy.snapshot import Limits, NodeView, PendingJob, RunningJob, Snapshot
 
-__all__ = ["Decisions", "NodeView", "PendingJob", "Snapshot", "Start", "schedule"]
+__all__ = ["Decisions", "Limits", "NodeView", "PendingJob", "RunningJob", "Snapshot", "Start",
+           "schedule"]

@@ -40,8 +40,15 @@ def schedule(snapshot: Snapshot) -> Decisions:
     pool = FreePool(snapshot.nodes)
     decisions = Decisions()
     blocked: list[PendingJob] = []
+    limited: dict[str, Reason] = {}
+    held = _Held(snapshot)
     smallest_blocked: dict[str | None, int] = {}  # free GPUs only shrink within a cycle
     for job in order_queue(snapshot.pending):
+        over = held.over_limit(job)
+        if over is not None:
+            limited[job.id] = over
+            blocked.append(job)
+            continue
         placement = None
         if job.gpus < smallest_blocked.get(job.gpu_type, job.gpus + 1):
             placement = pool.best_fit(job.gpus, job.gpu_type)
@@ -52,13 +59,54 @@ def schedule(snapshot: Snapshot) -> Decisions:
             continue
         decisions.starts.append(Start(job.id, placement.node, placement.indices))
         pool.take(placement)
+        held.add(job)
     explain = _Explainer(snapshot.nodes, pool)
-    for place, job in enumerate(blocked):
-        reasons = list(explain.resources(job))
-        if place:
-            reasons.append(Reason("Priority", f"{place} job(s) ahead in line also wait"))
+    ahead = 0  # jobs ahead in line that wait for GPUs (a job held by a cap blocks nobody)
+    for job in blocked:
+        reasons = [limited[job.id]] if job.id in limited else []
+        if job.id not in limited or not _fits_now(job, pool):
+            reasons += explain.resources(job)
+        if ahead:
+            reasons.append(Reason("Priority", f"{ahead} job(s) ahead in line also wait"))
+        if job.id not in limited:
+            ahead += 1
         decisions.reasons[job.id] = reasons
     return decisions
+
+
+def _fits_now(job: PendingJob, pool: FreePool) -> bool:
+    return pool.best_fit(job.gpus, job.gpu_type) is not None
+
+
+class _Held:
+    """GPUs held per user and per account (with its ancestors), against their caps."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.limits = snapshot.limits
+        self.user: dict[str, int] = {}
+        self.account: dict[str, int] = {}
+        for job in snapshot.running:
+            self._count(job.user, job.account, job.gpus)
+
+    def _count(self, user: str, account: str, gpus: int) -> None:
+        self.user[user] = self.user.get(user, 0) + gpus
+        for name in self.limits.account_chain(account):
+            self.account[name] = self.account.get(name, 0) + gpus
+
+    def add(self, job: PendingJob) -> None:
+        self._count(job.user, job.account, job.gpus)
+
+    def over_limit(self, job: PendingJob) -> Reason | None:
+        cap = self.limits.user_gpus.get(job.user)
+        if cap is not None and self.user.get(job.user, 0) + job.gpus > cap:
+            return Reason("UserGpuLimit", f"{job.user} may hold {cap} GPUs at once and holds "
+                                          f"{self.user.get(job.user, 0)}")
+        for name in self.limits.account_chain(job.account):
+            cap = self.limits.account_gpus.get(name)
+            if cap is not None and self.account.get(name, 0) + job.gpus > cap:
+                return Reason("AccountGpuLimit", f"account {name} may hold {cap} GPUs at once "
+                                                 f"and holds {self.account.get(name, 0)}")
+        return None
 
 
 class _Explainer:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,39 @@ class PendingJob:
 
 
 @dataclass(frozen=True)
+class RunningJob:
+    """A job that holds GPUs now (STARTING or RUNNING)."""
+
+    id: str
+    user: str
+    account: str
+    gpus: int
+    node: str
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Caps on GPUs held at once. An account's cap covers its sub-accounts' jobs too."""
+
+    user_gpus: Mapping[str, int] = field(default_factory=dict)
+    account_gpus: Mapping[str, int] = field(default_factory=dict)
+    account_parent: Mapping[str, str] = field(default_factory=dict)
+
+    def account_chain(self, account: str) -> list[str]:
+        """The account and its ancestors, nearest first (stops at the root or a loop)."""
+        chain, seen = [], set()
+        walk: str | None = account
+        while walk and walk not in seen:
+            chain.append(walk)
+            seen.add(walk)
+            walk = self.account_parent.get(walk)
+        return chain
+
+
+@dataclass(frozen=True)
 class Snapshot:
     nodes: tuple[NodeView, ...]
     pending: tuple[PendingJob, ...]
     now: float
+    running: tuple[RunningJob, ...] = ()
+    limits: Limits = field(default_factory=Limits)
