@@ -20,6 +20,10 @@ from scheduler.config import Settings
 from scheduler.identity import Caller, caller_for_uid, peer_uid
 from scheduler.launcher import RayLauncher
 from scheduler.model import Job, JobState, Node
+from scheduler.policy import Decisions, NodeView, PendingJob, Snapshot
+from scheduler.policy.cycle import priorities
+from scheduler.policy.fairshare import FairShareTable
+from scheduler.shares import share_inputs
 from scheduler.store import Store, new_token
 from scheduler.validation import InputError, array_size, build_spec, check_user_name
 
@@ -73,6 +77,7 @@ class Api:
             web.get("/v1/jobs/{id}/logs", self.logs),
             web.get("/v1/nodes", self.nodes),
             web.get("/v1/quota", self.quota),
+            web.get("/v1/priority", self.priority),
             web.get("/v1/accounts", self.accounts_list),
             web.post("/v1/admin/accounts", self.accounts_change),
             web.get("/openapi.json", self.openapi),
@@ -202,26 +207,75 @@ class Api:
         self.caller(request)
         return web.json_response([n.to_dict() for n in await self.store.nodes()])
 
+    async def _ranking(self, waiting: list[Job]) -> tuple[FairShareTable, Decisions]:
+        """Fair share and priorities as the scheduler sees them now (a pure policy call)."""
+        now = time.time()
+        accounts = await self.store.accounts()
+        inputs = share_inputs(accounts, await self.store.decayed_usage(now), self.settings,
+                              {(j.account, j.user) for j in waiting})
+        nodes = await self._nodes_cached()
+        snapshot = Snapshot(
+            nodes=tuple(NodeView(n.name, n.gpu_model, n.gpus_total, (), True) for n in nodes),
+            pending=tuple(PendingJob(j.id, j.user, j.account, j.gpus, j.submitted_at,
+                                     j.gpu_type, j.qos, j.time_limit_s) for j in waiting),
+            now=now, shares=inputs)
+        table, ranked = priorities(snapshot)
+        assert table is not None
+        return table, Decisions(priorities=ranked)
+
     async def quota(self, request: web.Request) -> web.Response:
         caller = self.caller(request)
         user = request.query.get("user") or caller.user
+        account_filter = request.query.get("account")
         usage = await self.store.usage()
         mine = usage["user"].get(user, {"billed": 0.0, "gpu_s": 0.0})
         jobs = [j for j in await self.store.active_jobs() + await self.store.waiting_jobs()
                 if j.user == user]
-        accounts = sorted({j.account for j in jobs} | {
-            name for name in usage["account"] if name == self.settings.default_account})
+        table, _ = await self._ranking([j for j in jobs if j.state.is_waiting()])
+        rows = [asdict(r) for r in table.rows
+                if (r.user == user or (r.user is None and request.query.get("all") == "1")
+                    or (r.user is None and _has_member(table, r.account, user)))
+                and (account_filter is None or r.account == account_filter)]
+        for row in rows:
+            if row["level_fs"] == float("inf"):
+                row["level_fs"] = None  # JSON has no infinity: no usage yet
         return web.json_response({
             "user": user,
+            "algorithm": table.algorithm,
             "billed_units": mine["billed"],
             "gpu_seconds": mine["gpu_s"],
             "running_jobs": sum(1 for j in jobs if j.state.holds_gpus()),
             "running_gpus": sum(j.gpus for j in jobs if j.state.holds_gpus()),
             "pending_jobs": sum(1 for j in jobs if j.state.is_waiting()),
-            "accounts": {a: usage["account"].get(a, {"billed": 0.0, "gpu_s": 0.0})
-                         for a in accounts},
+            "shares": rows,
+            "half_life_s": self.settings.usage_half_life_s,
             "billing_weights": self.settings.billing_weights,
         })
+
+    async def priority(self, request: web.Request) -> web.Response:
+        caller = self.caller(request)
+        waiting = [j for j in await self.store.waiting_jobs() if j.state == JobState.PENDING]
+        _, decisions = await self._ranking(waiting)
+        wanted = request.query.get("job")
+        if wanted and wanted not in {j.id for j in waiting}:
+            job = await self.store.get_job(wanted)
+            if job is None:
+                raise ApiError(404, f"no job {wanted}: see `labq queue --all` for job ids")
+            raise ApiError(400, f"job {wanted} is {job.state.value}, not pending: only "
+                                "pending jobs have a priority")
+        show_all = request.query.get("all") == "1"
+        out = []
+        for job in waiting:
+            if wanted and job.id != wanted:
+                continue
+            if not wanted and not show_all and job.user != caller.user:
+                continue
+            prio = decisions.priorities[job.id]
+            out.append({"id": job.id, "user": job.user, "account": job.account,
+                        "priority": prio.total, "factors": prio.factors,
+                        "weighted": prio.weighted})
+        out.sort(key=lambda row: -float(row["priority"]))  # type: ignore[arg-type]
+        return web.json_response(out)
 
     async def accounts_list(self, request: web.Request) -> web.Response:
         self.caller(request)
@@ -272,6 +326,11 @@ def public(job: Job) -> dict[str, Any]:
     if job.state == JobState.RUNNING and job.started_at:
         out["run_time_s"] = time.time() - job.started_at
     return out
+
+
+def _has_member(table: FairShareTable, account: str, user: str) -> bool:
+    """Whether `user` has an association in `account`."""
+    return any(r.user == user and r.account == account for r in table.rows)
 
 
 def _job_schema() -> dict[str, Any]:

@@ -277,19 +277,67 @@ def nodes(as_json: bool) -> None:
 
 @main.command()
 @click.option("--user", "-u", default=None, help="another user's usage")
+@click.option("--account", "-A", default=None, help="only this account's rows")
+@click.option("--all", "-a", "show_all", is_flag=True, help="every account's row too")
 @click.option("--json", "as_json", is_flag=True)
-def quota(user: str | None, as_json: bool) -> None:
-    """Your usage: GPU-seconds and billing units, running and pending jobs."""
-    data = _call("GET", f"/v1/quota{'?user=' + user if user else ''}")
+def quota(user: str | None, account: str | None, show_all: bool, as_json: bool) -> None:
+    """Your usage and fair share, like sshare -l."""
+    query = "&".join(p for p in (f"user={user}" if user else "",
+                                 f"account={account}" if account else "",
+                                 "all=1" if show_all else "") if p)
+    data = _call("GET", f"/v1/quota?{query}")
     if as_json:
         _print_json(data)
         return
     click.echo(f"user {data['user']}: {data['gpu_seconds'] / 3600:.2f} GPU-hours, "
-               f"{data['billed_units'] / 3600:.2f} billed GPU-hours")
+               f"{data['billed_units'] / 3600:.2f} billed GPU-hours in all")
     click.echo(f"running: {data['running_jobs']} job(s) on {data['running_gpus']} GPU(s); "
                f"pending: {data['pending_jobs']}")
-    for account, usage in data["accounts"].items():
-        click.echo(f"account {account}: {usage['billed'] / 3600:.2f} billed GPU-hours")
+    from rich.console import Console
+    from rich.table import Table
+
+    half_life = data["half_life_s"] / 86400
+    table = Table(box=None, header_style="bold",
+                  title=f"fair share ({data['algorithm']}, usage half-life {half_life:g} days)")
+    for col in ("ACCOUNT", "USER", "RAW SHARES", "NORM SHARES", "RAW USAGE", "EFFECTV USAGE",
+                "LEVEL FS", "FAIRSHARE", "RANK"):
+        table.add_column(col)
+    for row in data["shares"]:
+        level = "inf" if row["level_fs"] is None else f"{row['level_fs']:.3f}"
+        table.add_row(row["account"], row["user"] or "", f"{row['raw_shares']:g}",
+                      f"{row['norm_shares']:.3f}", f"{row['raw_usage']:.0f}",
+                      f"{row['effective_usage']:.3f}", level,
+                      f"{row['fairshare']:.3f}" if row["user"] else "",
+                      str(row["rank"] or ""))
+    Console().print(table)
+
+
+@main.command()
+@click.argument("job_id", required=False)
+@click.option("--all", "-a", "show_all", is_flag=True, help="every user's pending jobs")
+@click.option("--json", "as_json", is_flag=True)
+def priority(job_id: str | None, show_all: bool, as_json: bool) -> None:
+    """Why pending jobs are in the order they are, like sprio: each factor and weight."""
+    query = f"job={job_id}" if job_id else ("all=1" if show_all else "")
+    data = _call("GET", f"/v1/priority?{query}")
+    if as_json:
+        _print_json(data)
+        return
+    if not data:
+        click.echo("no pending jobs")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for col in ("JOBID", "USER", "ACCOUNT", "PRIORITY", "FAIRSHARE", "AGE", "SIZE", "QOS"):
+        table.add_column(col, justify="right" if col not in ("USER", "ACCOUNT") else "left")
+    for row in data:
+        cells = [f"{row['weighted'][k]:.0f} ({row['factors'][k]:.2f})"
+                 for k in ("fairshare", "age", "size", "qos")]
+        table.add_row(row["id"], row["user"], row["account"], f"{row['priority']:.0f}", *cells)
+    Console().print(table)
+    click.echo("each factor: weighted (factor 0..1); priority = the sum of the weighted factors")
 
 
 @main.command()

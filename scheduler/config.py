@@ -51,6 +51,12 @@ class Settings:
     admins: list[str] = field(default_factory=list)
     billing_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_BILLING_WEIGHTS))
     qos_names: tuple[str, ...] = ("normal", "scavenger")
+    fairshare_algorithm: str = "fair_tree"  # or "classic"
+    usage_half_life_s: float = 7 * 86400.0
+    # keys: fairshare, age, size, qos, max_age_s (see policy.priority.PriorityWeights)
+    priority_weights: dict[str, float] = field(default_factory=dict)
+    qos_factors: dict[str, float] = field(
+        default_factory=lambda: {"normal": 0.5, "scavenger": 0.0})
 
     @property
     def socket(self) -> Path:
@@ -105,6 +111,8 @@ _ENV: list[tuple[str, str, Any]] = [
     ("socket_path", "LABQ_SOCKET", str),
     ("metrics_port", "LABQ_METRICS_PORT", int),
     ("node_timeout_s", "LABQ_NODE_TIMEOUT", float),
+    ("fairshare_algorithm", "LABQ_FAIRSHARE", str),
+    ("usage_half_life_s", "LABQ_HALF_LIFE", float),
     ("heartbeat_interval_s", "LABQ_HEARTBEAT_INTERVAL", float),
     ("admins", "LABQ_ADMINS", lambda s: [x.strip() for x in s.split(",") if x.strip()]),
 ]

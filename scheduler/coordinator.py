@@ -23,6 +23,7 @@ from scheduler.config import Settings
 from scheduler.launcher import LaunchError, RayLauncher, RayStatus
 from scheduler.model import Job, JobState, Node, NodeState, Reason
 from scheduler.policy import Limits, NodeView, PendingJob, RunningJob, Snapshot, schedule
+from scheduler.shares import share_inputs
 from scheduler.store import Store
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ class Coordinator:
                 epoch = await self.store.lease(self.id, LEASE_TTL_MS)
                 if epoch and not self.epoch:
                     log.info("leading with epoch %s", epoch)
+                    await self.store.set_half_life(self.settings.usage_half_life_s)
                     self.kick.set()
                 self.epoch = epoch
             except Exception:
@@ -226,6 +228,8 @@ class Coordinator:
             running=tuple(RunningJob(j.id, j.user, j.account, j.gpus, j.node or "")
                           for j in await self.store.active_jobs()),
             limits=_limits(accounts),
+            shares=share_inputs(accounts, await self.store.decayed_usage(now), self.settings,
+                                {(view.account, view.user) for _, view in waiting}),
         )
         decisions = schedule(snapshot)
         self.free_gpus = sum(len(n.free) for n in snapshot.nodes if n.up) - sum(

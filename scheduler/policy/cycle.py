@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from scheduler.model import Reason
+from scheduler.policy.fairshare import FairShareTable, compute_fairshare
 from scheduler.policy.placement import FreePool, fits_type
+from scheduler.policy.priority import Priority, job_priority
 from scheduler.policy.snapshot import NodeView, PendingJob, Snapshot
 
 QOS_RANK = {"normal": 0, "scavenger": 1}
@@ -22,18 +24,51 @@ class Start:
 class Decisions:
     starts: list[Start] = field(default_factory=list)
     reasons: dict[str, list[Reason]] = field(default_factory=dict)
+    priorities: dict[str, Priority] = field(default_factory=dict)
 
 
-def order_queue(pending: tuple[PendingJob, ...]) -> list[PendingJob]:
-    """Priority order. First come, first served within a QOS (fair share replaces this)."""
-    return sorted(pending, key=lambda j: (QOS_RANK.get(j.qos, 0), j.submitted_at, _id_key(j.id)))
+def priorities(snapshot: Snapshot) -> tuple[FairShareTable | None, dict[str, Priority]]:
+    """Each pending job's priority: fair share (of its association), age, size and QOS."""
+    inputs = snapshot.shares
+    if inputs is None:
+        return None, {}
+    table = compute_fairshare(inputs.accounts, inputs.assocs, inputs.usage, inputs.algorithm)
+    largest = max((n.gpus_total for n in snapshot.nodes), default=1)
+    factors: dict[tuple[str, str], float] = {}
+    result = {}
+    for job in snapshot.pending:
+        key = (job.account, job.user)
+        if key not in factors:
+            factors[key] = table.factor(job.account, job.user)
+        result[job.id] = job_priority(
+            fairshare=factors[key], submitted_at=job.submitted_at, gpus=job.gpus, qos=job.qos,
+            now=snapshot.now, largest_node_gpus=largest, weights=inputs.weights,
+            qos_factors=inputs.qos_factors)
+    return table, result
+
+
+def order_queue(
+    pending: tuple[PendingJob, ...], ranked: dict[str, Priority] | None = None
+) -> list[PendingJob]:
+    """Priority order: normal QOS before scavenger, then highest priority, then oldest.
+
+    Without priorities (no fair-share inputs), first come, first served within a QOS.
+    """
+    ranked = ranked or {}
+
+    def key(job: PendingJob) -> tuple[int, float, float, tuple[int, str]]:
+        total = ranked[job.id].total if job.id in ranked else 0.0
+        return (QOS_RANK.get(job.qos, 0), -total, job.submitted_at, _id_key(job.id))
+
+    return sorted(pending, key=key)
 
 
 def schedule(snapshot: Snapshot) -> Decisions:
     """Decide which pending jobs start now and where, and why every other one waits.
 
     1. order the queue; 2. for each job, best-fit it on the GPUs still free; a job that fits
-    starts (its GPUs leave the pool); 3. a job that does not fit gets every reason it waits:
+    starts (its GPUs leave the pool), unless a cap on GPUs held by its user or account stops
+    it; 3. a job that does not start gets every reason it waits: the cap,
     the resources it lacks, or that no node has its GPU type, and its place in line behind the
     jobs ahead of it that also wait.
     """
@@ -43,7 +78,8 @@ def schedule(snapshot: Snapshot) -> Decisions:
     limited: dict[str, Reason] = {}
     held = _Held(snapshot)
     smallest_blocked: dict[str | None, int] = {}  # free GPUs only shrink within a cycle
-    for job in order_queue(snapshot.pending):
+    _table, decisions.priorities = priorities(snapshot)
+    for job in order_queue(snapshot.pending, decisions.priorities):
         over = held.over_limit(job)
         if over is not None:
             limited[job.id] = over

@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from scheduler.policy.fairshare import FAIR_TREE, Account, Assoc
+from scheduler.policy.priority import DEFAULT_QOS_FACTORS, PriorityWeights
+
 
 @dataclass(frozen=True)
 class NodeView:
@@ -58,9 +61,22 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class ShareInputs:
+    """What fair share and priority need: the tree, its users, their decayed usage, weights."""
+
+    accounts: tuple[Account, ...] = ()
+    assocs: tuple[Assoc, ...] = ()
+    usage: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    algorithm: str = FAIR_TREE
+    weights: PriorityWeights = field(default_factory=PriorityWeights)
+    qos_factors: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_QOS_FACTORS))
+
+
+@dataclass(frozen=True)
 class Snapshot:
     nodes: tuple[NodeView, ...]
     pending: tuple[PendingJob, ...]
     now: float
     running: tuple[RunningJob, ...] = ()
     limits: Limits = field(default_factory=Limits)
+    shares: ShareInputs | None = None  # None: first come, first served
