@@ -225,8 +225,7 @@ class Coordinator:
             nodes=tuple(_node_view(n) for n in nodes),
             pending=tuple(view for job, view in waiting if job.state == JobState.PENDING),
             now=now,
-            running=tuple(RunningJob(j.id, j.user, j.account, j.gpus, j.node or "")
-                          for j in await self.store.active_jobs()),
+            running=tuple(_running_view(j, now) for j in await self.store.active_jobs()),
             limits=_limits(accounts),
             shares=share_inputs(accounts, await self.store.decayed_usage(now), self.settings,
                                 {(view.account, view.user) for _, view in waiting}),
@@ -302,6 +301,12 @@ def _limits(accounts: Accounts) -> Limits:
                       if a.max_running_gpus is not None},
         account_parent={a.name: a.parent for a in accounts.accounts.values()},
     )
+
+
+def _running_view(job: Job, now: float) -> RunningJob:
+    started = job.started_at or now  # STARTING: counts from now
+    return RunningJob(job.id, job.user, job.account, job.gpus, job.node or "",
+                      tuple(job.gpu_indices), started + job.time_limit_s, job.qos)
 
 
 def _node_view(node: Node) -> NodeView:

@@ -39,6 +39,9 @@ class RunningJob:
     account: str
     gpus: int
     node: str
+    indices: tuple[int, ...] = ()
+    ends_at: float = float("inf")  # start + time limit: when its GPUs are free at the latest
+    qos: str = "normal"
 
 
 @dataclass(frozen=True)
