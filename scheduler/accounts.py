@@ -45,18 +45,49 @@ class UserConfig:
 
 
 @dataclass(frozen=True)
+class BudgetConfig:
+    """A budget in billed GPU-hours per period; top-ups count for the period they were made in."""
+
+    scope: str  # "account" or "user"
+    name: str
+    limit_hours: float
+    period: str = "month"  # month, semester or YYYY-MM-DD:YYYY-MM-DD
+    topups: dict[str, float] = field(default_factory=dict)  # period start (Unix s) -> hours
+
+    @property
+    def key(self) -> str:
+        return f"{self.scope}:{self.name}"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+
+@dataclass(frozen=True)
 class Accounts:
     accounts: dict[str, AccountConfig]
     users: dict[str, UserConfig]
     version: int = 0
+    budgets: dict[str, BudgetConfig] = field(default_factory=dict)
 
     @classmethod
-    def from_raw(cls, accounts: dict[str, str], users: dict[str, str], version: int) -> Accounts:
+    def from_raw(cls, accounts: dict[str, str], users: dict[str, str], version: int,
+                 budgets: dict[str, str] | None = None) -> Accounts:
         return cls(
             {k: AccountConfig(**json.loads(v)) for k, v in accounts.items()},
             {k: UserConfig(**json.loads(v)) for k, v in users.items()},
             version,
+            {k: BudgetConfig(**json.loads(v)) for k, v in (budgets or {}).items()},
         )
+
+    def subtree(self, account: str) -> set[str]:
+        """The account and every account below it."""
+        found, todo = {account}, [account]
+        while todo:
+            for child in self.children(todo.pop()):
+                if child not in found:
+                    found.add(child)
+                    todo.append(child)
+        return found
 
     def children(self, name: str) -> list[str]:
         return sorted(a.name for a in self.accounts.values() if a.parent == name)

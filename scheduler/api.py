@@ -16,16 +16,18 @@ from aiohttp import web
 
 from scheduler.accounts import Accounts, AccountsError
 from scheduler.admin import account_changes
+from scheduler.budgets import budget_state
 from scheduler.config import Settings
 from scheduler.identity import Caller, caller_for_uid, peer_uid
 from scheduler.launcher import RayLauncher
 from scheduler.model import Job, JobState, Node
-from scheduler.policy import Decisions, NodeView, PendingJob, Snapshot
+from scheduler.policy import Decisions, NodeView, Snapshot
 from scheduler.policy.cycle import priorities
 from scheduler.policy.fairshare import FairShareTable
 from scheduler.shares import share_inputs
 from scheduler.store import Store, new_token
 from scheduler.validation import InputError, array_size, build_spec, check_user_name
+from scheduler.views import pending_view, running_view
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -137,10 +139,18 @@ class Api:
         token = str(body.get("token") or new_token())
         ids = await self.store.submit([spec] * count, token, time.time())
         self.submitted()
+        warnings = [
+            f"{row['scope']} {row['name']} has used {row['used_ratio']:.0%} of its "
+            f"{row['period']} budget: {max(0.0, row['left_hours']):.1f} billed GPU-hours left"
+            for row in (await self._budget_rows(accounts, {("user", spec.user), ("account",
+                                                                         spec.account)})
+                        if accounts.budgets else [])
+            if row["warning"]]
         if body.get("return_jobs"):
             jobs = await self.store.get_jobs(ids)
-            return web.json_response({"ids": ids, "jobs": [public(j) for j in jobs]})
-        return web.json_response({"ids": ids})
+            return web.json_response({"ids": ids, "jobs": [public(j) for j in jobs],
+                                      "warnings": warnings})
+        return web.json_response({"ids": ids, "warnings": warnings})
 
     async def _check_job_cap(self, accounts: Accounts, user: str, adding: int) -> None:
         config = accounts.users.get(user)
@@ -216,8 +226,7 @@ class Api:
         nodes = await self._nodes_cached()
         snapshot = Snapshot(
             nodes=tuple(NodeView(n.name, n.gpu_model, n.gpus_total, (), True) for n in nodes),
-            pending=tuple(PendingJob(j.id, j.user, j.account, j.gpus, j.submitted_at,
-                                     j.gpu_type, j.qos, j.time_limit_s) for j in waiting),
+            pending=tuple(pending_view(j) for j in waiting),
             now=now, shares=inputs)
         table, ranked = priorities(snapshot)
         assert table is not None
@@ -248,6 +257,9 @@ class Api:
             "running_gpus": sum(j.gpus for j in jobs if j.state.holds_gpus()),
             "pending_jobs": sum(1 for j in jobs if j.state.is_waiting()),
             "shares": rows,
+            "budgets": await self._budget_rows(
+                await self.store.accounts(),
+                {("user", user)} | {("account", r["account"]) for r in rows}),
             "half_life_s": self.settings.usage_half_life_s,
             "billing_weights": self.settings.billing_weights,
         })
@@ -283,7 +295,32 @@ class Api:
         return web.json_response({
             "accounts": [asdict(a) for _, a in sorted(state.accounts.items())],
             "users": [asdict(u) for _, u in sorted(state.users.items())],
+            "budgets": await self._budget_rows(state),
         })
+
+    async def _budget_rows(self, state: Accounts, scopes: set[tuple[str, str]] | None = None
+                           ) -> list[dict[str, Any]]:
+        """Each budget in force: limit, spent, committed and left in billed GPU-hours."""
+        now = time.time()
+        running = [running_view(j, now) for j in await self.store.active_jobs()]
+        budget = budget_state(state, await self.store.daily_usage(), running, now,
+                              self.settings.semesters)
+        rows = []
+        for b in budget.budgets:
+            if scopes is not None and (b.scope, b.name) not in scopes:
+                continue
+            spent = budget.spent.get((b.scope, b.name), 0.0)
+            committed = budget.committed.get((b.scope, b.name), 0.0)
+            used = (spent + committed) / b.limit if b.limit else 1.0
+            rows.append({
+                "scope": b.scope, "name": b.name, "period": b.period,
+                "period_start": b.start, "period_end": b.end,
+                "limit_hours": b.limit / 3600, "spent_hours": spent / 3600,
+                "committed_hours": committed / 3600,
+                "left_hours": (b.limit - spent - committed) / 3600, "used_ratio": used,
+                "warning": "100%" if used >= 1.0 else "80%" if used >= 0.8 else None,
+            })
+        return rows
 
     async def accounts_change(self, request: web.Request) -> web.Response:
         await self._accounts_cached()
@@ -295,7 +332,7 @@ class Api:
         for _attempt in range(10):
             state = await self.store.accounts()
             try:
-                changes = account_changes(state, body)
+                changes = account_changes(state, body, time.time(), self.settings.semesters)
             except (AccountsError, KeyError, TypeError, ValueError) as exc:
                 raise InputError(str(exc).strip("'\"")) from None
             if await self.store.put_accounts(state.version, changes):

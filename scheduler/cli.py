@@ -90,6 +90,8 @@ def submit(gpus: int, gpu_type: str | None, time_limit: str | None, account: str
         "token": uuid.uuid4().hex, "return_jobs": as_json,
     }
     result = _call("POST", "/v1/jobs", body)
+    for warning in result.get("warnings", []):
+        click.echo(f"labq: warning: {warning}", err=True)
     if as_json:
         jobs = result["jobs"]
         _print_json(jobs[0] if len(jobs) == 1 else jobs)
@@ -310,6 +312,7 @@ def quota(user: str | None, account: str | None, show_all: bool, as_json: bool) 
                       f"{row['fairshare']:.3f}" if row["user"] else "",
                       str(row["rank"] or ""))
     Console().print(table)
+    _print_budgets(data.get("budgets", []))
 
 
 @main.command()
@@ -371,6 +374,68 @@ def _admin(target: str, op: str, name: str, **fields: Any) -> None:
     result = _call("POST", "/v1/admin/accounts", body)
     for kind, changed in result["changed"]:
         click.echo(f"{kind} {changed}: {'removed' if op == 'rm' else 'saved'}")
+
+
+@admin.group()
+def budget() -> None:
+    """Cost budgets in billed GPU-hours (GPU-hours x the GPU model's billing weight)."""
+
+
+def _scope(account: str | None, user: str | None) -> tuple[str, str]:
+    if bool(account) == bool(user):
+        _fail("say whose budget: --account A or --user U (one of them)")
+    return ("account", account) if account else ("user", user or "")
+
+
+@budget.command("set")
+@click.option("--account", "-A", default=None)
+@click.option("--user", "-u", default=None)
+@click.option("--limit", required=True, type=float, help="billed GPU-hours per period")
+@click.option("--period", default=None, help="month (default), semester or YYYY-MM-DD:YYYY-MM-DD")
+def budget_set(account: str | None, user: str | None, limit: float, period: str | None) -> None:
+    """Set a budget. Jobs that would overrun it wait HELD; running jobs are never stopped."""
+    scope, name = _scope(account, user)
+    _admin("budget", "set", name, scope=scope, limit=limit, period=period)
+
+
+@budget.command("topup")
+@click.option("--account", "-A", default=None)
+@click.option("--user", "-u", default=None)
+@click.option("--add", "add", required=True, type=float, help="billed GPU-hours to add")
+def budget_topup(account: str | None, user: str | None, add: float) -> None:
+    """Add to a budget for its current period."""
+    scope, name = _scope(account, user)
+    _admin("budget", "topup", name, scope=scope, add=add)
+
+
+@budget.command("rm")
+@click.option("--account", "-A", default=None)
+@click.option("--user", "-u", default=None)
+def budget_rm(account: str | None, user: str | None) -> None:
+    """Remove a budget."""
+    scope, name = _scope(account, user)
+    _admin("budget", "rm", name, scope=scope)
+
+
+@budget.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def budget_list(as_json: bool) -> None:
+    """Budgets in force: limit, spent, committed by running jobs, and what is left."""
+    rows = _call("GET", "/v1/accounts")["budgets"]
+    if as_json:
+        _print_json(rows)
+        return
+    _print_budgets(rows)
+
+
+def _print_budgets(rows: list[dict[str, Any]]) -> None:
+    for row in rows:
+        until = time.strftime("%Y-%m-%d", time.gmtime(row["period_end"] - 1))
+        warn = f"  WARNING: {row['warning']} used" if row["warning"] else ""
+        click.echo(f"{row['scope']} {row['name']}: {row['left_hours']:.1f} of "
+                   f"{row['limit_hours']:.1f} billed GPU-hours left ({row['period']} to {until}; "
+                   f"spent {row['spent_hours']:.1f}, committed {row['committed_hours']:.1f})"
+                   f"{warn}")
 
 
 @account.command("add")

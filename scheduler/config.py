@@ -52,6 +52,8 @@ class Settings:
     billing_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_BILLING_WEIGHTS))
     qos_names: tuple[str, ...] = ("normal", "scavenger")
     fairshare_algorithm: str = "fair_tree"  # or "classic"
+    semesters: list[list[str]] = field(default_factory=list)  # [["2026-09-01", "2027-01-31"]]
+    scavenger_billing_factor: float = 0.0  # scavenger jobs run free on idle GPUs
     usage_half_life_s: float = 7 * 86400.0
     # keys: fairshare, age, size, qos, max_age_s (see policy.priority.PriorityWeights)
     priority_weights: dict[str, float] = field(default_factory=dict)

@@ -22,9 +22,10 @@ from scheduler.accounts import Accounts
 from scheduler.config import Settings
 from scheduler.launcher import LaunchError, RayLauncher, RayStatus
 from scheduler.model import Job, JobState, Node, NodeState, Reason
-from scheduler.policy import Limits, NodeView, PendingJob, RunningJob, Snapshot, schedule
+from scheduler.policy import Limits, PendingJob, Snapshot, schedule
 from scheduler.shares import share_inputs
 from scheduler.store import Store
+from scheduler.views import node_view, pending_view, running_view
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +209,7 @@ class Coordinator:
         ids = await self.store.waiting_ids()
         missing = [job_id for job_id in ids if job_id not in self._waiting_cache]
         for job in await self.store.get_jobs(missing):
-            self._waiting_cache[job.id] = (job, _pending_view(job))
+            self._waiting_cache[job.id] = (job, pending_view(job))
         current = set(ids)
         for job_id in [j for j in self._waiting_cache if j not in current]:
             del self._waiting_cache[job_id]
@@ -222,10 +223,10 @@ class Coordinator:
         nodes = await self.store.nodes()
         accounts = await self.store.accounts()
         snapshot = Snapshot(
-            nodes=tuple(_node_view(n) for n in nodes),
+            nodes=tuple(node_view(n, self.settings.billing_weight(n.gpu_model)) for n in nodes),
             pending=tuple(view for job, view in waiting if job.state == JobState.PENDING),
             now=now,
-            running=tuple(_running_view(j, now) for j in await self.store.active_jobs()),
+            running=tuple(running_view(j, now) for j in await self.store.active_jobs()),
             limits=_limits(accounts),
             shares=share_inputs(accounts, await self.store.decayed_usage(now), self.settings,
                                 {(view.account, view.user) for _, view in waiting}),
@@ -301,19 +302,3 @@ def _limits(accounts: Accounts) -> Limits:
                       if a.max_running_gpus is not None},
         account_parent={a.name: a.parent for a in accounts.accounts.values()},
     )
-
-
-def _running_view(job: Job, now: float) -> RunningJob:
-    started = job.started_at or now  # STARTING: counts from now
-    return RunningJob(job.id, job.user, job.account, job.gpus, job.node or "",
-                      tuple(job.gpu_indices), started + job.time_limit_s, job.qos)
-
-
-def _node_view(node: Node) -> NodeView:
-    return NodeView(node.name, node.gpu_model, node.gpus_total, tuple(node.free_indices()),
-                    up=node.state == NodeState.UP)
-
-
-def _pending_view(job: Job) -> PendingJob:
-    return PendingJob(job.id, job.user, job.account, job.gpus, job.submitted_at, job.gpu_type,
-                      job.qos, job.time_limit_s)

@@ -13,10 +13,12 @@ Every key labq uses is built here and passed to scripts in KEYS, never built ins
     {p}node:{name}:alloc        hash     gpu index -> job id holding it
     {p}heartbeats               zset     node name -> last heartbeat time
     {p}usage                    hash     user:{u}:billed, user:{u}:gpu_s, account:{a}:... totals;
-                                         decayed:{a}|{u}, decayed_t:{a}|{u}, half_life_s
+                                         decayed:{a}|{u}, decayed_t:{a}|{u}, half_life_s;
+                                         day:{unix day}:{a}|{u} billed that UTC day
     {p}log:{id}                 string   a finished job's captured output (capped)
     {p}accounts                 hash     account name -> AccountConfig JSON
     {p}users                    hash     user name -> UserConfig JSON
+    {p}budgets                  hash     "account:{a}" / "user:{u}" -> BudgetConfig JSON
     {p}accounts:version         string   bumped by every account/user change (compare-and-set)
     {p}leader                   string   coordinator id holding the leader lease (PX ttl)
     {p}epoch                    string   fencing epoch, incremented on every new lease
@@ -81,6 +83,10 @@ class Keys:
     @property
     def users(self) -> str:
         return f"{self.prefix}users"
+
+    @property
+    def budgets(self) -> str:
+        return f"{self.prefix}budgets"
 
     @property
     def accounts_version(self) -> str:

@@ -108,6 +108,7 @@ class Job:
     billed: float = 0.0
     gpu_seconds: float = 0.0
     restarts: int = 0
+    billing_weight: float = 1.0  # of the node's GPU model, fixed when the job starts
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -166,6 +167,7 @@ class Job:
             billed=float(raw.get("billed") or 0),
             gpu_seconds=float(raw.get("gpu_seconds") or 0),
             restarts=int(raw.get("restarts") or 0),
+            billing_weight=float(raw.get("billing_weight") or 1.0),
         )
 
 

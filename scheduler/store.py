@@ -288,8 +288,9 @@ class Store:
             pipe.hgetall(self.keys.accounts)
             pipe.hgetall(self.keys.users)
             pipe.get(self.keys.accounts_version)
-            accounts, users, version = await pipe.execute()
-        return Accounts.from_raw(accounts, users, int(version or 0))
+            pipe.hgetall(self.keys.budgets)
+            accounts, users, version, budgets = await pipe.execute()
+        return Accounts.from_raw(accounts, users, int(version or 0), budgets)
 
     async def put_accounts(
         self, read_version: int, changes: Sequence[tuple[str, str, str]]
@@ -298,8 +299,20 @@ class Store:
         args: list[Any] = [read_version]
         for kind, name, value in changes:
             args += [kind, name, value]
-        keys = [self.keys.accounts_version, self.keys.accounts, self.keys.users]
+        keys = [self.keys.accounts_version, self.keys.accounts, self.keys.users,
+                self.keys.budgets]
         return int(await self._run("config_put", keys, args)) >= 0
+
+    async def daily_usage(self) -> list[tuple[int, str, str, float]]:
+        """(UTC day number, account, user, billed) for every day with usage."""
+        raw = await self.r.hgetall(self.keys.usage)
+        out = []
+        for field_name, value in raw.items():
+            if field_name.startswith("day:"):
+                _, day, assoc = field_name.split(":", 2)
+                account, _, user = assoc.partition("|")
+                out.append((int(day), account, user, float(value)))
+        return out
 
     async def lease(self, holder: str, ttl_ms: int) -> int:
         return int(await self._run("lease", [self.keys.leader, self.keys.epoch], [holder, ttl_ms]))

@@ -34,6 +34,9 @@ local function charge(job_key, usage_key, now)
   redis.call('HINCRBYFLOAT', usage_key, 'account:' .. fields[5] .. ':gpu_s', gpu_s)
   redis.call('HINCRBYFLOAT', usage_key, 'account:' .. fields[5] .. ':billed', billed)
   add_decayed(usage_key, fields[5] .. '|' .. fields[4], billed, now)
+  -- per UTC day, for budgets over any period
+  redis.call('HINCRBYFLOAT', usage_key,
+    'day:' .. math.floor(now / 86400) .. ':' .. fields[5] .. '|' .. fields[4], billed)
   redis.call('HINCRBYFLOAT', job_key, 'gpu_seconds', gpu_s)
   redis.call('HINCRBYFLOAT', job_key, 'billed', billed)
   redis.call('HSET', job_key, 'charged_until', now)

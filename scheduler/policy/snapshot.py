@@ -16,6 +16,7 @@ class NodeView:
     gpus_total: int
     free: tuple[int, ...]  # free GPU indices, ascending
     up: bool = True
+    billing_weight: float = 1.0  # billing units per GPU-second of this node's GPU model
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class RunningJob:
     indices: tuple[int, ...] = ()
     ends_at: float = float("inf")  # start + time limit: when its GPUs are free at the latest
     qos: str = "normal"
+    rate: float = 0.0  # billed units per second (GPUs x billing weight)
 
 
 @dataclass(frozen=True)

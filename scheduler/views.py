@@ -1,0 +1,23 @@
+"""Stored records -> the policy's snapshot views (no I/O)."""
+
+from __future__ import annotations
+
+from scheduler.model import Job, Node, NodeState
+from scheduler.policy import NodeView, PendingJob, RunningJob
+
+
+def running_view(job: Job, now: float) -> RunningJob:
+    started = job.started_at or now  # STARTING: counts from now
+    return RunningJob(job.id, job.user, job.account, job.gpus, job.node or "",
+                      tuple(job.gpu_indices), started + job.time_limit_s, job.qos,
+                      job.gpus * job.billing_weight)
+
+
+def node_view(node: Node, billing_weight: float = 1.0) -> NodeView:
+    return NodeView(node.name, node.gpu_model, node.gpus_total, tuple(node.free_indices()),
+                    up=node.state == NodeState.UP, billing_weight=billing_weight)
+
+
+def pending_view(job: Job) -> PendingJob:
+    return PendingJob(job.id, job.user, job.account, job.gpus, job.submitted_at, job.gpu_type,
+                      job.qos, job.time_limit_s)
