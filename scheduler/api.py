@@ -76,6 +76,8 @@ class Api:
             web.get("/v1/jobs", self.queue),
             web.get("/v1/jobs/{id}", self.show),
             web.post("/v1/jobs/{id}/cancel", self.cancel),
+            web.post("/v1/jobs/{id}/hold", self.hold),
+            web.post("/v1/jobs/{id}/release", self.release),
             web.get("/v1/jobs/{id}/logs", self.logs),
             web.get("/v1/nodes", self.nodes),
             web.get("/v1/quota", self.quota),
@@ -194,6 +196,29 @@ class Api:
             owner = job.user if job else "another user"
             raise ApiError(403, f"job {job_id} belongs to {owner}: you may cancel only your "
                                 "own jobs (admins may cancel any)")
+        self.kick()
+        return web.json_response({"id": job_id, "result": result})
+
+    async def hold(self, request: web.Request) -> web.Response:
+        return await self._hold(request, release=False)
+
+    async def release(self, request: web.Request) -> web.Response:
+        return await self._hold(request, release=True)
+
+    async def _hold(self, request: web.Request, release: bool) -> web.Response:
+        await self._accounts_cached()
+        caller = self.caller(request)
+        job_id = request.match_info["id"]
+        result = await self.store.hold(job_id, caller.user, caller.is_admin, release)
+        verb = "release" if release else "hold"
+        if result == "NO_SUCH_JOB":
+            raise ApiError(404, f"no job {job_id}: see `labq queue` for your job ids")
+        if result == "FORBIDDEN":
+            raise ApiError(403, f"you may {verb} only your own jobs, and only admins release "
+                                "what an admin held")
+        if result == "NOT_WAITING":
+            raise ApiError(409, f"job {job_id} is not waiting: only pending jobs can be "
+                                f"{'released' if release else 'held'}")
         self.kick()
         return web.json_response({"id": job_id, "result": result})
 

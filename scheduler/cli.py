@@ -202,6 +202,26 @@ def cancel(job_ids: tuple[str, ...], no_wait: bool) -> None:
         sys.exit(1)
 
 
+@main.command()
+@click.argument("job_ids", nargs=-1, required=True)
+def hold(job_ids: tuple[str, ...]) -> None:
+    """Keep pending jobs from starting until released (admins: anyone's)."""
+    for job_id in job_ids:
+        result = _call("POST", f"/v1/jobs/{job_id}/hold", {})
+        done = "was already held" if result["result"] == "ALREADY" else "held"
+        click.echo(f"job {job_id} {done}")
+
+
+@main.command()
+@click.argument("job_ids", nargs=-1, required=True)
+def release(job_ids: tuple[str, ...]) -> None:
+    """Let held jobs run again."""
+    for job_id in job_ids:
+        result = _call("POST", f"/v1/jobs/{job_id}/release", {})
+        done = "was not held" if result["result"] == "ALREADY" else "released"
+        click.echo(f"job {job_id} {done}")
+
+
 def _wait_terminal(client: Client, job_id: str, timeout: float) -> str | None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

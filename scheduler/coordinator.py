@@ -35,6 +35,7 @@ RUNNING_POLL_S = 1.0
 STOP_RETRY_S = 5.0
 MAX_LAUNCH_ATTEMPTS = 3
 MIN_CYCLE_GAP_S = 0.05
+HOLDING_REASONS = frozenset({"BudgetExhausted"})  # a job waiting for these is HELD, not PENDING
 
 
 class Coordinator:
@@ -224,7 +225,7 @@ class Coordinator:
         accounts = await self.store.accounts()
         snapshot = Snapshot(
             nodes=tuple(node_view(n, self.settings.billing_weight(n.gpu_model)) for n in nodes),
-            pending=tuple(view for job, view in waiting if job.state == JobState.PENDING),
+            pending=tuple(view for _, view in waiting),  # held-by-a-person jobs are not here
             now=now,
             running=tuple(running_view(j, now) for j in await self.store.active_jobs()),
             limits=_limits(accounts),
@@ -240,9 +241,11 @@ class Coordinator:
         launches = []
         for start in decisions.starts:
             job = fresh.get(start.job_id)
-            if job is None or job.state != JobState.PENDING:
+            if job is None or job.state not in (JobState.PENDING, JobState.HELD) or job.hold:
                 continue
             weight = self.settings.billing_weight(models[start.node])
+            if job.qos == "scavenger":
+                weight *= self.settings.scavenger_billing_factor
             result = await self.store.start(epoch, start.job_id, start.node, start.indices,
                                             weight, now)
             if result == "OK":
@@ -262,7 +265,9 @@ class Coordinator:
                 self._written_reasons[job_id] = key
         for job_id in set(self._written_reasons) - set(reasons):
             del self._written_reasons[job_id]  # started, cancelled or gone
-        await self.store.set_reasons(changed)
+        held = {job_id for job_id in changed if reasons[job_id]
+                and reasons[job_id][0].code in HOLDING_REASONS}
+        await self.store.set_reasons(changed, held)
 
     async def _launch(self, epoch: int, job: Job, node: str, indices: Sequence[int]) -> None:
         try:

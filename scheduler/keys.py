@@ -4,7 +4,8 @@ Every key labq uses is built here and passed to scripts in KEYS, never built ins
 
     {p}ids                      string   last job id handed out (INCRBY in blocks)
     {p}job:{id}                 hash     one job (fields: see model.Job.to_fields)
-    {p}jobs:waiting             zset     PENDING/HELD job ids, score = submitted_at
+    {p}jobs:waiting             zset     PENDING/budget-HELD job ids, score = submitted_at
+    {p}jobs:held                zset     jobs a person holds (not scheduled), score = submitted_at
     {p}jobs:active              set      STARTING/RUNNING job ids (they hold GPUs)
     {p}jobs:done                zset     terminal job ids, score = ended_at
     {p}submit:{token}           string   ids made by one submit request (idempotent retries)
@@ -43,6 +44,10 @@ class Keys:
     @property
     def waiting(self) -> str:
         return f"{self.prefix}jobs:waiting"
+
+    @property
+    def held(self) -> str:
+        return f"{self.prefix}jobs:held"
 
     @property
     def active(self) -> str:

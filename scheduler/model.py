@@ -109,6 +109,7 @@ class Job:
     gpu_seconds: float = 0.0
     restarts: int = 0
     billing_weight: float = 1.0  # of the node's GPU model, fixed when the job starts
+    hold: str = ""  # "user" or "admin" while a person holds the job
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -168,6 +169,7 @@ class Job:
             gpu_seconds=float(raw.get("gpu_seconds") or 0),
             restarts=int(raw.get("restarts") or 0),
             billing_weight=float(raw.get("billing_weight") or 1.0),
+            hold=raw.get("hold", ""),
         )
 
 

@@ -26,7 +26,7 @@ LOG_CAP_BYTES = 1 << 20
 
 _SCRIPTS = (
     "submit", "start", "mark_running", "finish", "requeue", "cancel", "request_stop",
-    "charge", "set_reasons", "heartbeat", "node_down", "lease", "config_put",
+    "charge", "set_reasons", "heartbeat", "node_down", "lease", "config_put", "hold",
 )
 
 
@@ -101,8 +101,13 @@ class Store:
         return [str(x) for x in result]
 
     async def cancel(self, job_id: str, caller: str, is_admin: bool, now: float) -> str:
-        keys = [self.keys.job(job_id), self.keys.waiting, self.keys.done]
+        keys = [self.keys.job(job_id), self.keys.waiting, self.keys.done, self.keys.held]
         return str(await self._run("cancel", keys, [job_id, caller, "1" if is_admin else "", now]))
+
+    async def hold(self, job_id: str, caller: str, is_admin: bool, release: bool) -> str:
+        keys = [self.keys.job(job_id), self.keys.waiting, self.keys.held]
+        args = [job_id, caller, "1" if is_admin else "", "release" if release else "hold"]
+        return str(await self._run("hold", keys, args))
 
     async def start(
         self, epoch: int, job_id: str, node: str, indices: Sequence[int], weight: float, now: float
@@ -148,14 +153,18 @@ class Store:
             return 0.0
         return float(result)
 
-    async def set_reasons(self, reasons: dict[str, list[dict[str, str]]]) -> int:
-        """Write each waiting job's reasons (first one is the short `reason`)."""
+    async def set_reasons(self, reasons: dict[str, list[dict[str, str]]],
+                          held: Iterable[str] = ()) -> int:
+        """Write each waiting job's reasons (first one is the short `reason`); jobs in `held`
+        become HELD (a budget holds them), the others PENDING."""
         if not reasons:
             return 0
+        held = set(held)
         keys, args = [], []
         for job_id, items in reasons.items():
             keys.append(self.keys.job(job_id))
-            args += [items[0]["code"] if items else "", json.dumps(items)]
+            args += [items[0]["code"] if items else "", json.dumps(items),
+                     "HELD" if job_id in held else "PENDING"]
         return int(await self._run("set_reasons", keys, args))
 
     # ---------------------------------------------------------------- jobs: reads
@@ -177,14 +186,17 @@ class Store:
         return list(await self.r.zrange(self.keys.waiting, 0, -1))
 
     async def waiting_jobs(self) -> list[Job]:
-        return await self.get_jobs(await self.waiting_ids())
+        """Queued jobs: those the scheduler considers, then those a person put on hold."""
+        held = list(await self.r.zrange(self.keys.held, 0, -1))
+        return await self.get_jobs(await self.waiting_ids() + held)
 
     async def active_jobs(self) -> list[Job]:
         return await self.get_jobs(sorted(await self.r.smembers(self.keys.active), key=_id_key))
 
     async def count_user_jobs(self, user: str) -> int:
         """A user's waiting and active jobs (reads the whole queue: call only for capped users)."""
-        ids = await self.waiting_ids() + list(await self.r.smembers(self.keys.active))
+        ids = (await self.waiting_ids() + list(await self.r.zrange(self.keys.held, 0, -1))
+               + list(await self.r.smembers(self.keys.active)))
         async with self.r.pipeline(transaction=False) as pipe:
             for job_id in ids:
                 pipe.hget(self.keys.job(job_id), "user")

@@ -1,6 +1,6 @@
 -- A user's cancel: a waiting job ends CANCELLED at once; a running one is marked for stopping
 -- (the leader stops it on Ray, then finishes it CANCELLED and frees its GPUs).
--- KEYS[1] job hash  KEYS[2] waiting zset  KEYS[3] done zset
+-- KEYS[1] job hash  KEYS[2] waiting zset  KEYS[3] done zset  KEYS[4] held zset
 -- ARGV[1] job id  ARGV[2] caller  ARGV[3] caller is admin ('1'/'')  ARGV[4] now
 -- Returns NO_SUCH_JOB, FORBIDDEN, ALREADY_DONE, CANCELLED or STOPPING.
 local fields = redis.call('HMGET', KEYS[1], 'state', 'user')
@@ -12,6 +12,7 @@ if state == 'PENDING' or state == 'HELD' or state == 'PREEMPTED' then
   redis.call('HSET', KEYS[1], 'state', 'CANCELLED', 'ended_at', ARGV[4], 'reason', 'Cancelled',
     'reasons', '[]')
   redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('ZREM', KEYS[4], ARGV[1])
   redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
   return 'CANCELLED'
 end

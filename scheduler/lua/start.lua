@@ -1,4 +1,4 @@
--- PENDING -> STARTING: allocate exactly the given GPU indices of a node to a job.
+-- PENDING (or budget-HELD) -> STARTING: allocate exactly the given GPU indices of a node to a job.
 -- KEYS[1] job hash  KEYS[2] waiting zset  KEYS[3] active set  KEYS[4] node hash
 -- KEYS[5] node alloc hash  KEYS[6] epoch
 -- ARGV[1] epoch  ARGV[2] job id  ARGV[3] node name  ARGV[4] indices (JSON list)
@@ -6,7 +6,11 @@
 -- Returns 'OK' or why not: STALE_EPOCH, NOT_PENDING, NODE_NOT_UP, WRONG_COUNT (also for a
 -- repeated index), GPU_OUT_OF_RANGE, GPU_BUSY
 if not fenced(KEYS[6], ARGV[1]) then return 'STALE_EPOCH' end
-if redis.call('HGET', KEYS[1], 'state') ~= 'PENDING' then return 'NOT_PENDING' end
+local current = redis.call('HMGET', KEYS[1], 'state', 'hold')
+-- HELD without a person's hold means a budget held it; the policy found it fits again.
+if not (current[1] == 'PENDING' or (current[1] == 'HELD' and (current[2] or '') == '')) then
+  return 'NOT_PENDING'
+end
 if redis.call('HGET', KEYS[4], 'state') ~= 'UP' then return 'NODE_NOT_UP' end
 local total = tonumber(redis.call('HGET', KEYS[4], 'gpus_total') or '0')
 local indices = cjson.decode(ARGV[4])

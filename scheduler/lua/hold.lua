@@ -1,0 +1,26 @@
+-- Put a waiting job on hold (it leaves the queue the scheduler reads) or release it.
+-- KEYS[1] job hash  KEYS[2] waiting zset  KEYS[3] held zset
+-- ARGV[1] job id  ARGV[2] caller  ARGV[3] caller is admin ('1'/'')  ARGV[4] 'hold'|'release'
+-- Returns NO_SUCH_JOB, FORBIDDEN, NOT_WAITING, ALREADY, or OK.
+local fields = redis.call('HMGET', KEYS[1], 'state', 'user', 'hold', 'submitted_at')
+local state, owner, hold, submitted = fields[1], fields[2], fields[3] or '', fields[4]
+if not state then return 'NO_SUCH_JOB' end
+if owner ~= ARGV[2] and ARGV[3] ~= '1' then return 'FORBIDDEN' end
+if state ~= 'PENDING' and state ~= 'HELD' then return 'NOT_WAITING' end
+if ARGV[4] == 'hold' then
+  if hold ~= '' then return 'ALREADY' end
+  local kind = 'user'
+  local code = 'UserHold'
+  if ARGV[3] == '1' then kind = 'admin'; code = 'AdminHold' end
+  redis.call('HSET', KEYS[1], 'state', 'HELD', 'hold', kind, 'reason', code, 'reasons',
+    cjson.encode({{code = code, detail = 'held by ' .. ARGV[2] .. '; `labq release` lets it run'}}))
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('ZADD', KEYS[3], submitted, ARGV[1])
+  return 'OK'
+end
+if hold == '' then return 'ALREADY' end
+if hold == 'admin' and ARGV[3] ~= '1' then return 'FORBIDDEN' end
+redis.call('HSET', KEYS[1], 'state', 'PENDING', 'hold', '', 'reason', 'Released', 'reasons', '[]')
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('ZADD', KEYS[2], submitted, ARGV[1])
+return 'OK'
