@@ -1,0 +1,66 @@
+"""Preemption: scavenger jobs run on idle GPUs and give them back when normal work needs them.
+
+Pure. After placement, each normal-QOS job still blocked for GPUs (in priority order) may claim
+the GPUs of running scavenger jobs: on the UP node of its type where the fewest scavenger GPUs
+must be freed (youngest scavenger jobs first), if free + scavenger GPUs there are enough. Each
+scavenger job is preempted for at most one waiting job per cycle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from scheduler.policy.placement import fits_type
+from scheduler.policy.snapshot import NodeView, PendingJob, RunningJob
+
+SCAVENGER = "scavenger"
+
+
+@dataclass(frozen=True)
+class Preemption:
+    for_job: str
+    node: str
+    victims: tuple[str, ...]  # running scavenger job ids to stop and requeue
+
+
+def plan_preemptions(blocked: Iterable[PendingJob], nodes: Sequence[NodeView],
+                     free_after: dict[str, int], running: Sequence[RunningJob]
+                     ) -> list[Preemption]:
+    """`blocked`: jobs blocked for GPUs, in priority order; `free_after`: free GPUs per node
+    once this cycle's starts are placed."""
+    by_node: dict[str, list[RunningJob]] = {}
+    for held in running:
+        if held.qos == SCAVENGER:
+            by_node.setdefault(held.node, []).append(held)
+    for victims in by_node.values():  # youngest first: they lose the least work
+        victims.sort(key=lambda j: -j.ends_at)
+    taken: set[str] = set()
+    plans = []
+    free = dict(free_after)
+    for job in blocked:
+        if job.qos == SCAVENGER:
+            continue
+        best: tuple[int, str, list[RunningJob]] | None = None
+        for node in nodes:
+            if not node.up or node.gpus_total < job.gpus or not fits_type(job, node):
+                continue
+            need = job.gpus - free.get(node.name, 0)
+            if need <= 0:
+                continue  # it fits already: placement or a reservation decides
+            chosen, got = [], 0
+            for victim in by_node.get(node.name, []):
+                if got >= need:
+                    break
+                if victim.id not in taken:
+                    chosen.append(victim)
+                    got += victim.gpus
+            if got >= need and (best is None or (got, node.name) < (best[0], best[1])):
+                best = (got, node.name, chosen)
+        if best is None:
+            continue
+        got, node_name, chosen = best
+        taken.update(v.id for v in chosen)
+        free[node_name] = free.get(node_name, 0) + got - job.gpus  # what is left over
+        plans.append(Preemption(job.id, node_name, tuple(v.id for v in chosen)))
+    return plans
