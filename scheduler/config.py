@@ -54,6 +54,7 @@ class Settings:
     fairshare_algorithm: str = "fair_tree"  # or "classic"
     semesters: list[list[str]] = field(default_factory=list)  # [["2026-09-01", "2027-01-31"]]
     scavenger_billing_factor: float = 0.0  # scavenger jobs run free on idle GPUs
+    stop_grace_s: int = 10  # SIGTERM, then SIGKILL this much later (cancel, timeout, preempt)
     usage_half_life_s: float = 7 * 86400.0
     # keys: fairshare, age, size, qos, max_age_s (see policy.priority.PriorityWeights)
     priority_weights: dict[str, float] = field(default_factory=dict)

@@ -174,9 +174,12 @@ class Coordinator:
                 # It ran and ended between two polls: it ran from when Ray took it.
                 started = min(ended, status.start_time or ended)
                 await self.store.mark_running(epoch, job.id, started)
-            state, reason = _final_state(job, status)
-            await self.store.finish(epoch, job, state, status.exit_code, reason,
-                                    max(ended, job.started_at or ended))
+            if job.stop_request == JobState.PREEMPTED.value and status.state == "STOPPED":
+                await self.store.requeue(epoch, job, "Preempted", ended)  # back in the queue
+            else:
+                state, reason = _final_state(job, status)
+                await self.store.finish(epoch, job, state, status.exit_code, reason,
+                                        max(ended, job.started_at or ended))
             self._last_stop_sent.pop(job.id, None)
             self.kick.set()
             return
@@ -293,6 +296,8 @@ def _final_state(job: Job, status: RayStatus) -> tuple[JobState, str]:
         return JobState.SUCCEEDED, "Completed"
     if status.state == "STOPPED" or job.stop_request:
         requested = JobState(job.stop_request) if job.stop_request else JobState.CANCELLED
+        if requested == JobState.PREEMPTED:
+            requested = JobState.FAILED  # it failed on its own while being preempted
         reason = "TimeLimit" if requested == JobState.TIMEOUT else "Cancelled"
         return requested, reason
     code = status.exit_code

@@ -37,7 +37,7 @@ async def run_coordinator(settings: Settings) -> None:
                           "e.g. http://head:8265, or use `labq up`")
     store = Store.from_url(settings.redis_url, settings.redis_prefix)
     await store.ping()
-    launcher = RayLauncher(settings.ray_address)
+    launcher = RayLauncher(settings.ray_address, settings.stop_grace_s)
     coordinator = Coordinator(store, launcher, settings)
     api = Api(store, launcher, settings, coordinator.kick.set, coordinator.job_submitted)
 

@@ -62,8 +62,9 @@ class LaunchError(RuntimeError):
 class RayLauncher:
     """Blocking calls to Ray's Job Submission API; the coordinator runs them in threads."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, stop_grace_s: int = 10) -> None:
         self.address = address
+        self.stop_grace_s = stop_grace_s
         self._client: Any = None
 
     @property
@@ -82,6 +83,9 @@ class RayLauncher:
             "LABQ_JOB_ID": job.id,
             "LABQ_NODE": node,
             "LABQ_USER": job.user,
+            # Ray's job supervisor: SIGTERM on stop (cancel, time limit, preemption), then
+            # SIGKILL after this grace period.
+            "RAY_JOB_STOP_WAIT_TIME_S": str(self.stop_grace_s),
         }
         try:
             self.client.submit_job(
