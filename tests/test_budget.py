@@ -60,7 +60,7 @@ def test_gate_admits_only_what_fits_spent_plus_committed_plus_cost() -> None:
     assert g.check("alice", "vision", 3 * H) is None
     reason = g.check("alice", "vision", 3.5 * H)
     assert reason is not None and reason.code == "BudgetExhausted"
-    assert "3.0 of 10.0 billed GPU-hours left" in reason.detail
+    assert "3.00 of 10.00 billed GPU-hours left" in reason.detail
     g.commit("alice", "vision", 2 * H)
     assert g.check("alice", "vision", 1.5 * H) is not None  # only 1 h left now
     assert g.check("bob", "other", 100 * H) is None  # no budget on that account

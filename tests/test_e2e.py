@@ -316,3 +316,70 @@ def test_restart_on_the_same_home_keeps_queued_and_finished_jobs() -> None:
         assert second.job(blocker)["state"] in ("FAILED", "PENDING", "RUNNING", "SUCCEEDED")
     finally:
         second.stop()
+
+
+def idle(stack: Stack) -> None:
+    stack.wait(lambda: all(n["gpus_allocated"] == 0 for n in stack.labq_json("nodes")),
+               timeout=90, what="an idle cluster")
+
+
+def test_budget_holds_a_job_until_an_admin_tops_it_up(stack: Stack) -> None:
+    stack.labq("admin", "account", "add", "budgeted")
+    stack.labq("admin", "user", "add", "bud", "--account", "budgeted")
+    stack.labq("admin", "budget", "set", "--account", "budgeted", "--limit", "0.01")
+    # 1 A100 (weight 3) x 60 s = 180 billed GPU-seconds = 0.05 billed GPU-hours > 0.01
+    job_id = stack.submit("--as", "bud", "--time", "1m", "--", "sh", "-c", "sleep 2")
+    held = stack.wait_state(job_id, {"HELD"}, timeout=30)
+    assert held["reason"] == "BudgetExhausted"
+    assert "account budgeted's month budget has 0.01 of 0.01 billed GPU-hours left" in \
+        held["reasons"][0]["detail"]
+    stack.labq("admin", "budget", "topup", "--account", "budgeted", "--add", "0.05")
+    done = stack.wait_state(job_id, {"SUCCEEDED"}, timeout=60)
+    assert done["billed"] == pytest.approx(done["gpu_seconds"] * 3.0)
+    rows = stack.labq_json("admin", "budget", "list")
+    [row] = [r for r in rows if r["name"] == "budgeted"]
+    assert row["limit_hours"] == pytest.approx(0.06)
+    assert row["spent_hours"] == pytest.approx(done["billed"] / 3600, abs=1e-4)
+    # Past 80 %, a submit warns (and still queues the job).
+    stack.labq("admin", "budget", "set", "--account", "budgeted", "--limit", "0.0001")
+    result = stack.labq("submit", "--as", "bud", "--time", "10s", "--", "true")
+    assert "warning: account budgeted has used" in result.stderr
+    stack.labq("cancel", result.stdout.strip())
+
+
+def test_scavenger_jobs_fill_idle_gpus_and_are_preempted_for_normal_work(stack: Stack) -> None:
+    idle(stack)
+    scavengers = [stack.submit("--qos", "scavenger", "--as", "sc", "--", "sleep", "300")
+                  for _ in range(4)]
+    for job_id in scavengers:
+        stack.wait_state(job_id, {"RUNNING"})
+    extra = stack.submit("--qos", "scavenger", "--as", "sc", "--", "sleep", "300")
+    assert stack.labq("hold", extra).returncode == 0
+    assert stack.job(extra)["reason"] == "AdminHold"  # held by root, an admin
+    assert stack.job(extra)["state"] == "HELD"
+    normal = stack.submit("--gpus", "2", "--", "sh", "-c", "echo normal work")
+    assert stack.wait_state(normal, {"SUCCEEDED"}, timeout=90)["exit_code"] == 0
+    jobs = [stack.job(j) for j in scavengers]
+    preempted = [j for j in jobs if j["restarts"] >= 1]
+    assert len(preempted) == 2  # exactly the two GPUs the normal job needed
+    assert all(j["state"] in ("PENDING", "STARTING", "RUNNING") for j in jobs)
+    assert stack.job(scavengers[0])["billed"] == 0.0  # scavenger runs free
+    stack.labq("release", extra)
+    assert stack.job(extra)["state"] in ("PENDING", "HELD", "STARTING", "RUNNING")
+    stack.labq("cancel", extra, *scavengers)
+
+
+def test_priority_and_quota_show_fair_share_factors(stack: Stack) -> None:
+    idle(stack)
+    blocker = stack.submit("--gpus", "2", "--", "sleep", "30")
+    other = stack.submit("--gpus", "2", "--", "sleep", "30")
+    stack.wait_state(blocker, {"RUNNING"})
+    stack.wait_state(other, {"RUNNING"})
+    waiting = stack.submit("--as", "newcomer", "--", "true")
+    [row] = stack.labq_json("priority", waiting)
+    assert set(row["factors"]) == {"fairshare", "age", "size", "qos"}
+    assert row["priority"] == pytest.approx(sum(row["weighted"].values()))
+    quota = stack.labq_json("quota", "--user", "newcomer")
+    assert quota["algorithm"] == "fair_tree"
+    assert any(r["user"] == "newcomer" for r in quota["shares"])
+    stack.labq("cancel", blocker, other, waiting)

@@ -128,8 +128,8 @@ class BudgetGate:
                 budget = self.by_scope[scope]
                 return Reason("BudgetExhausted", (
                     f"{scope[0]} {scope[1]}'s {budget.period} budget has "
-                    f"{max(0.0, left) / 3600:.1f} of {budget.limit / 3600:.1f} billed GPU-hours "
-                    f"left (after spent and committed); this job may cost {cost / 3600:.1f}"))
+                    f"{max(0.0, left) / 3600:.2f} of {budget.limit / 3600:.2f} billed GPU-hours "
+                    f"left (after spent and committed); this job may cost {cost / 3600:.2f}"))
         return None
 
     def commit(self, user: str, account: str, cost: float) -> None:
