@@ -377,7 +377,7 @@ PUBLIC_FIELDS = (
     "id", "user", "account", "state", "gpus", "gpu_type", "node", "gpu_indices", "submitted_at",
     "started_at", "ended_at", "time_limit_s", "reason", "reasons", "exit_code", "name", "qos",
     "command", "workdir", "requeue", "submitter", "billed", "gpu_seconds", "restarts",
-    "stop_request",
+    "stop_request", "est_start", "hold",
 )
 
 

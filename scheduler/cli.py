@@ -116,6 +116,15 @@ def _where(job: dict[str, Any]) -> str:
     return f"{job['node']}:{','.join(str(i) for i in job['gpu_indices'])}"
 
 
+def _when(stamp: float | None) -> str:
+    """A local time, with the date only when it is not today; '-' if unknown."""
+    if not stamp:
+        return "-"
+    fmt = "%H:%M:%S" if time.strftime("%F") == time.strftime("%F", time.localtime(stamp)) \
+        else "%F %H:%M"
+    return time.strftime(fmt, time.localtime(stamp))
+
+
 def _reason_text(job: dict[str, Any]) -> str:
     if job["state"] in ("PENDING", "HELD") and job.get("reasons"):
         return "; ".join(f"{r['code']}: {r['detail']}" for r in job["reasons"])
@@ -126,8 +135,9 @@ def _reason_text(job: dict[str, Any]) -> str:
 @click.option("--all", "-a", "show_all", is_flag=True, help="every user's jobs")
 @click.option("--user", "-u", default=None, help="one user's jobs")
 @click.option("--done", is_flag=True, help="include recently finished jobs")
+@click.option("--start", "with_start", is_flag=True, help="estimated start of waiting jobs")
 @click.option("--json", "as_json", is_flag=True)
-def queue(show_all: bool, user: str | None, done: bool, as_json: bool) -> None:
+def queue(show_all: bool, user: str | None, done: bool, with_start: bool, as_json: bool) -> None:
     """Queued and running jobs (yours, or --all), like squeue."""
     query = "&".join(p for p in ("all=1" if show_all else "", f"user={user}" if user else "",
                                  "done=1" if done else "") if p)
@@ -140,13 +150,14 @@ def queue(show_all: bool, user: str | None, done: bool, as_json: bool) -> None:
 
     now = time.time()
     table = Table(box=None, header_style="bold")
-    for col in ("JOBID", "NAME", "USER", "ACCOUNT", "STATE", "GPUS", "NODE:GPUS", "TIME",
-                "REASON"):
+    columns = ["JOBID", "NAME", "USER", "ACCOUNT", "STATE", "GPUS", "NODE:GPUS", "TIME"]
+    for col in [*columns, *(["START"] if with_start else []), "REASON"]:
         table.add_column(col)
     for job in jobs:
         gpus = f"{job['gpus']}{':' + job['gpu_type'] if job.get('gpu_type') else ''}"
+        start = [_when(job.get("est_start"))] if with_start else []
         table.add_row(job["id"], job["name"] or "-", job["user"], job["account"], job["state"],
-                      gpus, _where(job), _age(job, now), _reason_text(job))
+                      gpus, _where(job), _age(job, now), *start, _reason_text(job))
     Console().print(table)
 
 
@@ -172,6 +183,9 @@ def show(job_id: str, as_json: bool) -> None:
         text = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp)) if stamp else "-"
         click.echo(f"{key:>14}: {text}")
     click.echo(f"{'time':>14}: {_age(job, now)}")
+    if job.get("est_start") and job["state"] in ("PENDING", "HELD"):
+        expected = _when(job["est_start"])
+        click.echo(f"{'expected start':>14}: {expected} (if running jobs use their whole limits)")
     for reason in job.get("reasons") or []:
         click.echo(f"{'waiting':>14}: {reason['code']}: {reason['detail']}")
 

@@ -19,10 +19,12 @@ import time
 from collections.abc import Sequence
 
 from scheduler.accounts import Accounts
+from scheduler.budgets import budget_state
 from scheduler.config import Settings
 from scheduler.launcher import LaunchError, RayLauncher, RayStatus
 from scheduler.model import Job, JobState, Node, NodeState, Reason
 from scheduler.policy import Limits, PendingJob, Snapshot, schedule
+from scheduler.policy.preemption import Preemption
 from scheduler.shares import share_inputs
 from scheduler.store import Store
 from scheduler.views import node_view, pending_view, running_view
@@ -52,7 +54,7 @@ class Coordinator:
         self._last_running_poll = 0.0
         self._last_stop_sent: dict[str, float] = {}
         self._launch_failures: dict[str, int] = {}
-        self._written_reasons: dict[str, tuple[Reason, ...]] = {}
+        self._written_reasons: dict[str, tuple[object, ...]] = {}
         self._waiting_cache: dict[str, tuple[Job, PendingJob]] = {}
         self.free_gpus = -1  # unknown until a cycle has placed jobs
 
@@ -226,14 +228,18 @@ class Coordinator:
             return
         nodes = await self.store.nodes()
         accounts = await self.store.accounts()
+        active = await self.store.active_jobs()
+        running = tuple(running_view(j, now) for j in active)
         snapshot = Snapshot(
             nodes=tuple(node_view(n, self.settings.billing_weight(n.gpu_model)) for n in nodes),
             pending=tuple(view for _, view in waiting),  # held-by-a-person jobs are not here
             now=now,
-            running=tuple(running_view(j, now) for j in await self.store.active_jobs()),
+            running=running,
             limits=_limits(accounts),
             shares=share_inputs(accounts, await self.store.decayed_usage(now), self.settings,
                                 {(view.account, view.user) for _, view in waiting}),
+            budgets=budget_state(accounts, await self.store.daily_usage(), running, now,
+                                 self.settings.semesters) if accounts.budgets else None,
         )
         decisions = schedule(snapshot)
         self.free_gpus = sum(len(n.free) for n in snapshot.nodes if n.up) - sum(
@@ -256,13 +262,25 @@ class Coordinator:
             else:
                 log.info("start of job %s refused: %s", start.job_id, result)
         await asyncio.gather(*launches)
-        await self._write_reasons(decisions.reasons)
+        await self._preempt(epoch, decisions.preemptions, {j.id: j for j in active}, now)
+        await self._write_reasons(decisions.reasons, decisions.estimates)
 
-    async def _write_reasons(self, reasons: dict[str, list[Reason]]) -> None:
-        """Write only reasons that changed since this coordinator last wrote them."""
+    async def _preempt(self, epoch: int, plans: Sequence[Preemption], active: dict[str, Job],
+                       now: float) -> None:
+        """Ask Ray to stop the victims (SIGTERM, grace, SIGKILL); `_follow` requeues them."""
+        for plan in plans:
+            for victim in plan.victims:
+                if await self.store.request_stop(epoch, victim, JobState.PREEMPTED, now) == "OK":
+                    log.info("preempting scavenger job %s for job %s", victim, plan.for_job)
+                    self._last_stop_sent[victim] = now
+                    await asyncio.to_thread(self.launcher.stop, active[victim])
+
+    async def _write_reasons(self, reasons: dict[str, list[Reason]],
+                             estimates: dict[str, float]) -> None:
+        """Write only reasons (and estimates) that changed since this coordinator wrote them."""
         changed = {}
         for job_id, items in reasons.items():
-            key = tuple(items)
+            key = (*items, round(estimates.get(job_id, 0.0)))
             if self._written_reasons.get(job_id) != key:
                 changed[job_id] = [r.to_dict() for r in items]
                 self._written_reasons[job_id] = key
@@ -270,7 +288,7 @@ class Coordinator:
             del self._written_reasons[job_id]  # started, cancelled or gone
         held = {job_id for job_id in changed if reasons[job_id]
                 and reasons[job_id][0].code in HOLDING_REASONS}
-        await self.store.set_reasons(changed, held)
+        await self.store.set_reasons(changed, held, estimates)
 
     async def _launch(self, epoch: int, job: Job, node: str, indices: Sequence[int]) -> None:
         try:

@@ -74,7 +74,8 @@ class JobSpec:
 # Job hash fields that hold JSON rather than plain strings.
 _JSON_FIELDS = ("command", "env", "gpu_indices", "reasons")
 _INT_FIELDS = ("gpus", "time_limit_s", "restarts")
-_FLOAT_FIELDS = ("submitted_at", "started_at", "ended_at", "charged_until", "billed", "gpu_seconds")
+_FLOAT_FIELDS = ("submitted_at", "started_at", "ended_at", "charged_until", "billed", "gpu_seconds",
+                 "est_start")
 
 
 @dataclass
@@ -110,6 +111,7 @@ class Job:
     restarts: int = 0
     billing_weight: float = 1.0  # of the node's GPU model, fixed when the job starts
     hold: str = ""  # "user" or "admin" while a person holds the job
+    est_start: float | None = None  # when a waiting job is expected to start (backfill plan)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -170,6 +172,7 @@ class Job:
             restarts=int(raw.get("restarts") or 0),
             billing_weight=float(raw.get("billing_weight") or 1.0),
             hold=raw.get("hold", ""),
+            est_start=opt_float("est_start"),
         )
 
 

@@ -154,17 +154,19 @@ class Store:
         return float(result)
 
     async def set_reasons(self, reasons: dict[str, list[dict[str, str]]],
-                          held: Iterable[str] = ()) -> int:
-        """Write each waiting job's reasons (first one is the short `reason`); jobs in `held`
-        become HELD (a budget holds them), the others PENDING."""
+                          held: Iterable[str] = (),
+                          estimates: dict[str, float] | None = None) -> int:
+        """Write each waiting job's reasons (first one is the short `reason`) and estimated
+        start; jobs in `held` become HELD (a budget holds them), the others PENDING."""
         if not reasons:
             return 0
         held = set(held)
+        estimates = estimates or {}
         keys, args = [], []
         for job_id, items in reasons.items():
             keys.append(self.keys.job(job_id))
             args += [items[0]["code"] if items else "", json.dumps(items),
-                     "HELD" if job_id in held else "PENDING"]
+                     "HELD" if job_id in held else "PENDING", estimates.get(job_id, "")]
         return int(await self._run("set_reasons", keys, args))
 
     # ---------------------------------------------------------------- jobs: reads

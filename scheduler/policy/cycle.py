@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from scheduler.model import Reason
+from scheduler.policy.backfill import MAX_ESTIMATES, Backfill, Reservation, utc
+from scheduler.policy.budget import BudgetGate
 from scheduler.policy.fairshare import FairShareTable, compute_fairshare
-from scheduler.policy.placement import FreePool, fits_type
+from scheduler.policy.placement import FreePool, Placement, fits_type, type_matches
+from scheduler.policy.preemption import SCAVENGER, Preemption, plan_preemptions
 from scheduler.policy.priority import Priority, job_priority
 from scheduler.policy.snapshot import NodeView, PendingJob, Snapshot
 
@@ -25,6 +29,9 @@ class Decisions:
     starts: list[Start] = field(default_factory=list)
     reasons: dict[str, list[Reason]] = field(default_factory=dict)
     priorities: dict[str, Priority] = field(default_factory=dict)
+    preemptions: list[Preemption] = field(default_factory=list)
+    estimates: dict[str, float] = field(default_factory=dict)  # job id -> Unix time
+    reservation: Reservation | None = None
 
 
 def priorities(snapshot: Snapshot) -> tuple[FairShareTable | None, dict[str, Priority]]:
@@ -63,55 +70,122 @@ def order_queue(
     return sorted(pending, key=key)
 
 
-def schedule(snapshot: Snapshot) -> Decisions:
+def schedule(snapshot: Snapshot, max_estimates: int = MAX_ESTIMATES) -> Decisions:
     """Decide which pending jobs start now and where, and why every other one waits.
 
     1. order the queue; 2. for each job, best-fit it on the GPUs still free; a job that fits
     starts (its GPUs leave the pool), unless a cap on GPUs held by its user or account stops
-    it; 3. a job that does not start gets every reason it waits: the cap,
-    the resources it lacks, or that no node has its GPU type, and its place in line behind the
-    jobs ahead of it that also wait.
+    it; the first job blocked for GPUs that can start at some known time gets a reservation,
+    and lower jobs start only where they do not delay it (backfill, see `backfill`);
+    3. a job that does not start gets every reason it waits: the cap, the resources it lacks,
+    that no node has its GPU type, or the reservation it would delay, and its place in line
+    behind the jobs ahead of it that also wait; 4. the first `max_estimates` waiting jobs not
+    held by a cap get an estimated start time.
     """
     pool = FreePool(snapshot.nodes)
+    backfill = Backfill(snapshot)
     decisions = Decisions()
     blocked: list[PendingJob] = []
     limited: dict[str, Reason] = {}
+    delayed: dict[str, Reason] = {}
     held = _Held(snapshot)
+    budget = BudgetGate(snapshot.budgets, snapshot.limits.account_chain)
+    weights = _Weights(snapshot.nodes)
     smallest_blocked: dict[str | None, int] = {}  # free GPUs only shrink within a cycle
     _table, decisions.priorities = priorities(snapshot)
     for job in order_queue(snapshot.pending, decisions.priorities):
         over = held.over_limit(job)
+        if over is None and job.qos != SCAVENGER:  # scavengers run outside budgets
+            # On its cheapest possible node first; the node it gets is checked below.
+            over = budget.check(job.user, job.account, job.gpus * job.time_limit_s
+                                * weights.cheapest(job.gpu_type))
         if over is not None:
             limited[job.id] = over
             blocked.append(job)
             continue
-        placement = None
+        placement: Placement | Reason | None = None
         if job.gpus < smallest_blocked.get(job.gpu_type, job.gpus + 1):
-            placement = pool.best_fit(job.gpus, job.gpu_type)
+            placement = backfill.place(job, pool)
+        if isinstance(placement, Reason):  # it fits, but would delay the reserved job
+            delayed[job.id] = placement
+            blocked.append(job)
+            continue
         if placement is None:
             smallest_blocked[job.gpu_type] = min(job.gpus,
                                                  smallest_blocked.get(job.gpu_type, job.gpus))
             blocked.append(job)
+            if backfill.reservation is None:
+                backfill.reserve(job, pool)
             continue
+        if job.qos != SCAVENGER:
+            cost = job.gpus * job.time_limit_s * weights.of(placement.node)
+            over = budget.check(job.user, job.account, cost)
+            if over is not None:  # only a dearer node than the cheapest is free now
+                limited[job.id] = over
+                blocked.append(job)
+                continue
+            budget.commit(job.user, job.account, cost)
         decisions.starts.append(Start(job.id, placement.node, placement.indices))
         pool.take(placement)
         held.add(job)
-    explain = _Explainer(snapshot.nodes, pool)
+        backfill.started(job, placement)
+    decisions.reservation = backfill.reservation
+    decisions.reasons = _reasons(blocked, limited, delayed, _Explainer(snapshot.nodes, pool),
+                                 backfill.reservation)
+    decisions.estimates = backfill.estimates(
+        [job for job in blocked if job.id not in limited], max_estimates)
+    wanting = [job for job in blocked if job.id not in limited and job.id not in delayed]
+    decisions.preemptions = plan_preemptions(
+        wanting, snapshot.nodes, {n.name: len(pool.free_on(n.name)) for n in snapshot.nodes
+                                  if n.up}, snapshot.running)
+    for plan in decisions.preemptions:
+        decisions.reasons[plan.for_job].append(Reason(
+            "Preempting", f"stopping scavenger job(s) {', '.join(plan.victims)} on {plan.node} "
+                          "to make room"))
+    return decisions
+
+
+class _Weights:
+    """Billing weight per node, and the cheapest weight among nodes of a GPU type."""
+
+    def __init__(self, nodes: Sequence[NodeView]) -> None:
+        self.nodes = nodes
+        self.by_node = {n.name: n.billing_weight for n in nodes}
+        self._cheapest: dict[str | None, float] = {}
+
+    def of(self, node: str) -> float:
+        return self.by_node.get(node, 1.0)
+
+    def cheapest(self, gpu_type: str | None) -> float:
+        if gpu_type not in self._cheapest:
+            typed = [n.billing_weight for n in self.nodes if type_matches(gpu_type, n.gpu_model)]
+            self._cheapest[gpu_type] = min(typed, default=1.0)
+        return self._cheapest[gpu_type]
+
+
+def _reasons(
+    blocked: list[PendingJob], limited: dict[str, Reason], delayed: dict[str, Reason],
+    explain: _Explainer, reservation: Reservation | None,
+) -> dict[str, list[Reason]]:
+    """Every reason each waiting job waits, in priority order (see `schedule`)."""
+    result = {}
     ahead = 0  # jobs ahead in line that wait for GPUs (a job held by a cap blocks nobody)
     for job in blocked:
         reasons = [limited[job.id]] if job.id in limited else []
-        if job.id not in limited or not _fits_now(job, pool):
+        if job.id in delayed:
+            reasons.append(delayed[job.id])
+        elif reservation is not None and job.id == reservation.job_id:
+            (lack,) = explain.resources(job)
+            reasons.append(Reason(lack.code, f"{lack.detail}; GPUs reserved from "
+                                             f"{utc(reservation.start)} on {reservation.node}"))
+        elif job.id not in limited or not explain.pool.fits(job.gpus, job.gpu_type):
             reasons += explain.resources(job)
         if ahead:
             reasons.append(Reason("Priority", f"{ahead} job(s) ahead in line also wait"))
         if job.id not in limited:
             ahead += 1
-        decisions.reasons[job.id] = reasons
-    return decisions
-
-
-def _fits_now(job: PendingJob, pool: FreePool) -> bool:
-    return pool.best_fit(job.gpus, job.gpu_type) is not None
+        result[job.id] = reasons
+    return result
 
 
 class _Held:

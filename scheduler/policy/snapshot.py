@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from scheduler.policy.budget import BudgetState
 from scheduler.policy.fairshare import FAIR_TREE, Account, Assoc
 from scheduler.policy.priority import DEFAULT_QOS_FACTORS, PriorityWeights
 
@@ -85,3 +86,4 @@ class Snapshot:
     running: tuple[RunningJob, ...] = ()
     limits: Limits = field(default_factory=Limits)
     shares: ShareInputs | None = None  # None: first come, first served
+    budgets: BudgetState | None = None  # None: no budgets
