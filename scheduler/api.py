@@ -21,9 +21,10 @@ from scheduler.config import Settings
 from scheduler.identity import Caller, caller_for_uid, peer_uid
 from scheduler.launcher import RayLauncher
 from scheduler.model import Job, JobState, Node
-from scheduler.policy import Decisions, NodeView, Snapshot
+from scheduler.policy import NodeView, Snapshot
 from scheduler.policy.cycle import priorities
 from scheduler.policy.fairshare import FairShareTable
+from scheduler.policy.priority import Priority
 from scheduler.shares import share_inputs
 from scheduler.store import Store, new_token
 from scheduler.validation import InputError, array_size, build_spec, check_user_name
@@ -242,7 +243,7 @@ class Api:
         self.caller(request)
         return web.json_response([n.to_dict() for n in await self.store.nodes()])
 
-    async def _ranking(self, waiting: list[Job]) -> tuple[FairShareTable, Decisions]:
+    async def _ranking(self, waiting: list[Job]) -> tuple[FairShareTable, dict[str, Priority]]:
         """Fair share and priorities as the scheduler sees them now (a pure policy call)."""
         now = time.time()
         accounts = await self.store.accounts()
@@ -255,7 +256,7 @@ class Api:
             now=now, shares=inputs)
         table, ranked = priorities(snapshot)
         assert table is not None
-        return table, Decisions(priorities=ranked)
+        return table, ranked
 
     async def quota(self, request: web.Request) -> web.Response:
         caller = self.caller(request)
@@ -292,7 +293,7 @@ class Api:
     async def priority(self, request: web.Request) -> web.Response:
         caller = self.caller(request)
         waiting = [j for j in await self.store.waiting_jobs() if j.state == JobState.PENDING]
-        _, decisions = await self._ranking(waiting)
+        _, ranked = await self._ranking(waiting)
         wanted = request.query.get("job")
         if wanted and wanted not in {j.id for j in waiting}:
             job = await self.store.get_job(wanted)
@@ -307,7 +308,7 @@ class Api:
                 continue
             if not wanted and not show_all and job.user != caller.user:
                 continue
-            prio = decisions.priorities[job.id]
+            prio = ranked[job.id]
             out.append({"id": job.id, "user": job.user, "account": job.account,
                         "priority": prio.total, "factors": prio.factors,
                         "weighted": prio.weighted})

@@ -340,8 +340,9 @@ def test_budget_holds_a_job_until_an_admin_tops_it_up(stack: Stack) -> None:
     [row] = [r for r in rows if r["name"] == "budgeted"]
     assert row["limit_hours"] == pytest.approx(0.06)
     assert row["spent_hours"] == pytest.approx(done["billed"] / 3600, abs=1e-4)
-    # Past 80 %, a submit warns (and still queues the job).
-    stack.labq("admin", "budget", "set", "--account", "budgeted", "--limit", "0.0001")
+    # Past 80 %, a submit warns (and still queues the job). A new budget has no top-ups.
+    stack.labq("admin", "budget", "rm", "--account", "budgeted")
+    stack.labq("admin", "budget", "set", "--account", "budgeted", "--limit", "0.001")
     result = stack.labq("submit", "--as", "bud", "--time", "10s", "--", "true")
     assert "warning: account budgeted has used" in result.stderr
     stack.labq("cancel", result.stdout.strip())

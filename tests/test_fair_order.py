@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scheduler.policy import NodeView, PendingJob, Snapshot, schedule
+from scheduler.policy.cycle import priorities
 from scheduler.policy.fairshare import Account, Assoc
 from scheduler.policy.snapshot import ShareInputs
 
@@ -21,11 +22,12 @@ def inputs(usage: dict[tuple[str, str], float]) -> ShareInputs:
 def test_new_user_runs_before_a_heavy_user_who_queued_first() -> None:
     node = NodeView("n1", "A100-80GB", 2, (0,))  # one GPU free
     pending = (PendingJob("1", "heavy", "lab", 1, 100.0), PendingJob("2", "light", "lab", 1, 200.0))
-    decisions = schedule(Snapshot((node,), pending, 300.0,
-                                  shares=inputs({("lab", "heavy"): 5000.0})))
+    snapshot = Snapshot((node,), pending, 300.0, shares=inputs({("lab", "heavy"): 5000.0}))
+    decisions = schedule(snapshot)
+    _, ranked = priorities(snapshot)
     assert [s.job_id for s in decisions.starts] == ["2"]
-    assert decisions.priorities["2"].total > decisions.priorities["1"].total
-    assert decisions.priorities["2"].factors["fairshare"] == 1.0
+    assert ranked["2"].total > ranked["1"].total
+    assert ranked["2"].factors["fairshare"] == 1.0
     assert [r.code for r in decisions.reasons["1"]] == ["Resources"]
 
 
@@ -57,8 +59,9 @@ def test_priority_order_is_respected_among_jobs_that_fit(
     shares = ShareInputs(accounts=(Account("lab", "root"),),
                          assocs=tuple(Assoc(u, "lab") for u in ("heavy", "light", "mid")),
                          usage={("lab", "heavy"): heavy, ("lab", "mid"): mid})
-    decisions = schedule(Snapshot((node,), pending, 2000.0, shares=shares))
-    prio = {j: p.total for j, p in decisions.priorities.items()}
+    snapshot = Snapshot((node,), pending, 2000.0, shares=shares)
+    decisions = schedule(snapshot)
+    prio = {j: p.total for j, p in priorities(snapshot)[1].items()}
     started = {s.job_id for s in decisions.starts}
     used = sum(len(s.indices) for s in decisions.starts)
     assert used <= free

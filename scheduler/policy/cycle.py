@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from scheduler.model import Reason
@@ -11,7 +11,7 @@ from scheduler.policy.budget import BudgetGate
 from scheduler.policy.fairshare import FairShareTable, compute_fairshare
 from scheduler.policy.placement import FreePool, Placement, fits_type, type_matches
 from scheduler.policy.preemption import SCAVENGER, Preemption, plan_preemptions
-from scheduler.policy.priority import Priority, job_priority
+from scheduler.policy.priority import Priority, job_priority, priority_total
 from scheduler.policy.snapshot import NodeView, PendingJob, Snapshot
 
 QOS_RANK = {"normal": 0, "scavenger": 1}
@@ -28,44 +28,59 @@ class Start:
 class Decisions:
     starts: list[Start] = field(default_factory=list)
     reasons: dict[str, list[Reason]] = field(default_factory=dict)
-    priorities: dict[str, Priority] = field(default_factory=dict)
     preemptions: list[Preemption] = field(default_factory=list)
     estimates: dict[str, float] = field(default_factory=dict)  # job id -> Unix time
     reservation: Reservation | None = None
 
 
 def priorities(snapshot: Snapshot) -> tuple[FairShareTable | None, dict[str, Priority]]:
-    """Each pending job's priority: fair share (of its association), age, size and QOS."""
+    """Each pending job's priority with its factors: fair share, age, size and QOS."""
+    table, factors, largest = _fairshare(snapshot)
+    inputs = snapshot.shares
+    if table is None or inputs is None:
+        return None, {}
+    return table, {job.id: job_priority(
+        fairshare=factors[(job.account, job.user)], submitted_at=job.submitted_at,
+        gpus=job.gpus, qos=job.qos, now=snapshot.now, largest_node_gpus=largest,
+        weights=inputs.weights, qos_factors=inputs.qos_factors) for job in snapshot.pending}
+
+
+def priority_totals(snapshot: Snapshot) -> dict[str, float]:
+    """The same priorities as `priorities`, totals only: what ordering the queue needs."""
+    table, factors, largest = _fairshare(snapshot)
+    inputs = snapshot.shares
+    if table is None or inputs is None:
+        return {}
+    return {job.id: priority_total(
+        fairshare=factors[(job.account, job.user)], submitted_at=job.submitted_at,
+        gpus=job.gpus, qos=job.qos, now=snapshot.now, largest_node_gpus=largest,
+        weights=inputs.weights, qos_factors=inputs.qos_factors) for job in snapshot.pending}
+
+
+def _fairshare(snapshot: Snapshot
+               ) -> tuple[FairShareTable | None, dict[tuple[str, str], float], int]:
     inputs = snapshot.shares
     if inputs is None:
-        return None, {}
+        return None, {}, 0
     table = compute_fairshare(inputs.accounts, inputs.assocs, inputs.usage, inputs.algorithm)
     largest = max((n.gpus_total for n in snapshot.nodes), default=1)
-    factors: dict[tuple[str, str], float] = {}
-    result = {}
-    for job in snapshot.pending:
-        key = (job.account, job.user)
-        if key not in factors:
-            factors[key] = table.factor(job.account, job.user)
-        result[job.id] = job_priority(
-            fairshare=factors[key], submitted_at=job.submitted_at, gpus=job.gpus, qos=job.qos,
-            now=snapshot.now, largest_node_gpus=largest, weights=inputs.weights,
-            qos_factors=inputs.qos_factors)
-    return table, result
+    factors = {key: table.factor(*key)
+               for key in {(job.account, job.user) for job in snapshot.pending}}
+    return table, factors, largest
 
 
 def order_queue(
-    pending: tuple[PendingJob, ...], ranked: dict[str, Priority] | None = None
+    pending: tuple[PendingJob, ...], ranked: Mapping[str, Priority | float] | None = None
 ) -> list[PendingJob]:
     """Priority order: normal QOS before scavenger, then highest priority, then oldest.
 
     Without priorities (no fair-share inputs), first come, first served within a QOS.
     """
-    ranked = ranked or {}
+    totals = {k: (v.total if isinstance(v, Priority) else v) for k, v in (ranked or {}).items()}
 
     def key(job: PendingJob) -> tuple[int, float, float, tuple[int, str]]:
-        total = ranked[job.id].total if job.id in ranked else 0.0
-        return (QOS_RANK.get(job.qos, 0), -total, job.submitted_at, _id_key(job.id))
+        return (QOS_RANK.get(job.qos, 0), -totals.get(job.id, 0.0), job.submitted_at,
+                _id_key(job.id))
 
     return sorted(pending, key=key)
 
@@ -92,8 +107,7 @@ def schedule(snapshot: Snapshot, max_estimates: int = MAX_ESTIMATES) -> Decision
     budget = BudgetGate(snapshot.budgets, snapshot.limits.account_chain)
     weights = _Weights(snapshot.nodes)
     smallest_blocked: dict[str | None, int] = {}  # free GPUs only shrink within a cycle
-    _table, decisions.priorities = priorities(snapshot)
-    for job in order_queue(snapshot.pending, decisions.priorities):
+    for job in order_queue(snapshot.pending, priority_totals(snapshot)):
         over = held.over_limit(job)
         if over is None and job.qos != SCAVENGER:  # scavengers run outside budgets
             # On its cheapest possible node first; the node it gets is checked below.

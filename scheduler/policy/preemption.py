@@ -38,18 +38,23 @@ def plan_preemptions(blocked: Iterable[PendingJob], nodes: Sequence[NodeView],
     taken: set[str] = set()
     plans = []
     free = dict(free_after)
+    candidates = sorted((n for n in nodes if n.up and n.name in by_node), key=lambda n: n.name)
+    untaken = sum(len(v) for v in by_node.values())
+    smallest_failed: dict[str | None, int] = {}  # victims only get fewer: bigger jobs fail too
     for job in blocked:
-        if job.qos == SCAVENGER:
+        if untaken == 0:
+            break
+        if job.qos == SCAVENGER or job.gpus >= smallest_failed.get(job.gpu_type, job.gpus + 1):
             continue
         best: tuple[int, str, list[RunningJob]] | None = None
-        for node in nodes:
-            if not node.up or node.gpus_total < job.gpus or not fits_type(job, node):
+        for node in candidates:
+            if node.gpus_total < job.gpus or not fits_type(job, node):
                 continue
             need = job.gpus - free.get(node.name, 0)
             if need <= 0:
                 continue  # it fits already: placement or a reservation decides
             chosen, got = [], 0
-            for victim in by_node.get(node.name, []):
+            for victim in by_node[node.name]:
                 if got >= need:
                     break
                 if victim.id not in taken:
@@ -57,10 +62,14 @@ def plan_preemptions(blocked: Iterable[PendingJob], nodes: Sequence[NodeView],
                     got += victim.gpus
             if got >= need and (best is None or (got, node.name) < (best[0], best[1])):
                 best = (got, node.name, chosen)
+                if got == need:
+                    break  # nothing frees fewer GPUs, and later nodes sort after this one
         if best is None:
+            smallest_failed[job.gpu_type] = job.gpus
             continue
         got, node_name, chosen = best
         taken.update(v.id for v in chosen)
+        untaken -= len(chosen)
         free[node_name] = free.get(node_name, 0) + got - job.gpus  # what is left over
         plans.append(Preemption(job.id, node_name, tuple(v.id for v in chosen)))
     return plans

@@ -77,3 +77,15 @@ def _unit(x: float) -> float:
     if math.isnan(x):
         return 0.0
     return min(1.0, max(0.0, x))
+
+
+def priority_total(
+    *, fairshare: float, submitted_at: float, gpus: int, qos: str, now: float,
+    largest_node_gpus: int, weights: PriorityWeights = DEFAULT_WEIGHTS,
+    qos_factors: Mapping[str, float] = DEFAULT_QOS_FACTORS,
+) -> float:
+    """`job_priority(...).total` without building the breakdown (the cycle's hot path)."""
+    return (weights.fairshare * _unit(fairshare)
+            + weights.age * age_factor(submitted_at, now, weights.max_age_s)
+            + weights.size * size_factor(gpus, largest_node_gpus)
+            + weights.qos * _unit(qos_factors.get(qos, 0.0)))
