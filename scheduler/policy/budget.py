@@ -112,10 +112,14 @@ class BudgetGate:
         self.spent = dict(state.spent) if state else {}
         self.committed = dict(state.committed) if state else {}
         self.chain = account_chain
+        self._scope_cache: dict[tuple[str, str], list[tuple[str, str]]] = {}
 
     def _scopes(self, user: str, account: str) -> list[tuple[str, str]]:
-        scopes = [("user", user)] + [("account", a) for a in self.chain(account)]
-        return [s for s in scopes if s in self.by_scope]
+        key = (user, account)
+        if key not in self._scope_cache:
+            scopes = [("user", user)] + [("account", a) for a in self.chain(account)]
+            self._scope_cache[key] = [s for s in scopes if s in self.by_scope]
+        return self._scope_cache[key]
 
     def left(self, scope: tuple[str, str]) -> float:
         budget = self.by_scope[scope]

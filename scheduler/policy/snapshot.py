@@ -57,6 +57,12 @@ class Limits:
 
     def account_chain(self, account: str) -> list[str]:
         """The account and its ancestors, nearest first (stops at the root or a loop)."""
+        cache: dict[str, list[str]] = self.__dict__.setdefault("_chains", {})
+        if account not in cache:
+            cache[account] = self._walk(account)
+        return cache[account]
+
+    def _walk(self, account: str) -> list[str]:
         chain, seen = [], set()
         walk: str | None = account
         while walk and walk not in seen:
