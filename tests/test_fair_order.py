@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -71,3 +72,19 @@ def test_priority_order_is_respected_among_jobs_that_fit(
                 # It was considered first and did not fit in what was free then.
                 assert waiting.gpus > free - sum(
                     j.gpus for j in pending if j.id in started and prio[j.id] >= prio[waiting.id])
+
+
+@settings(max_examples=100, deadline=None)
+@given(jobs=jobs_strategy, heavy=st.floats(0, 1e6), now=st.floats(0, 2e6))
+def test_fast_totals_equal_the_full_priorities(jobs: list[tuple[str, int, float]], heavy: float,
+                                               now: float) -> None:
+    from scheduler.policy.cycle import priority_totals
+
+    pending = tuple(PendingJob(str(i), u, "lab", g, at) for i, (u, g, at) in enumerate(jobs))
+    snapshot = Snapshot((NodeView("n1", "A100-80GB", 8, ()),), pending, now,
+                        shares=inputs({("lab", "heavy"): heavy}))
+    full = priorities(snapshot)[1]
+    fast = priority_totals(snapshot)
+    assert fast.keys() == full.keys()
+    for job_id, total in fast.items():
+        assert total == pytest.approx(full[job_id].total)

@@ -46,15 +46,28 @@ def priorities(snapshot: Snapshot) -> tuple[FairShareTable | None, dict[str, Pri
 
 
 def priority_totals(snapshot: Snapshot) -> dict[str, float]:
-    """The same priorities as `priorities`, totals only: what ordering the queue needs."""
+    """The same totals as `priorities` (see `priority.priority_total`), computed inline: this
+    runs over the whole queue every cycle."""
     table, factors, largest = _fairshare(snapshot)
     inputs = snapshot.shares
     if table is None or inputs is None:
         return {}
-    return {job.id: priority_total(
-        fairshare=factors[(job.account, job.user)], submitted_at=job.submitted_at,
-        gpus=job.gpus, qos=job.qos, now=snapshot.now, largest_node_gpus=largest,
-        weights=inputs.weights, qos_factors=inputs.qos_factors) for job in snapshot.pending}
+    w = inputs.weights
+    if w.max_age_s <= 0:  # the rare setting: keep the reference formula
+        return {job.id: priority_total(
+            fairshare=factors[(job.account, job.user)], submitted_at=job.submitted_at,
+            gpus=job.gpus, qos=job.qos, now=snapshot.now, largest_node_gpus=largest,
+            weights=w, qos_factors=inputs.qos_factors) for job in snapshot.pending}
+    now, width = snapshot.now, max(1, largest)
+    fs = {key: w.fairshare * min(1.0, max(0.0, f)) for key, f in factors.items()}
+    qos = {name: w.qos * min(1.0, max(0.0, f)) for name, f in inputs.qos_factors.items()}
+    totals = {}
+    for job in snapshot.pending:
+        age = min(1.0, max(0.0, now - job.submitted_at) / w.max_age_s)
+        totals[job.id] = (fs[(job.account, job.user)] + w.age * age
+                          + w.size * min(1.0, max(0.0, job.gpus / width))
+                          + qos.get(job.qos, 0.0))
+    return totals
 
 
 def _fairshare(snapshot: Snapshot
