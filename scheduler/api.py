@@ -18,6 +18,7 @@ from scheduler.accounts import Accounts, AccountsError
 from scheduler.admin import account_changes
 from scheduler.budgets import budget_state
 from scheduler.config import Settings
+from scheduler.coordinator import fairshare_usage
 from scheduler.identity import Caller, caller_for_uid, peer_uid
 from scheduler.launcher import RayLauncher
 from scheduler.model import Job, JobState, Node
@@ -247,7 +248,8 @@ class Api:
         """Fair share and priorities as the scheduler sees them now (a pure policy call)."""
         now = time.time()
         accounts = await self.store.accounts()
-        inputs = share_inputs(accounts, await self.store.decayed_usage(now), self.settings,
+        inputs = share_inputs(accounts, await fairshare_usage(self.store, self.settings, now),
+                              self.settings,
                               {(j.account, j.user) for j in waiting})
         nodes = await self._nodes_cached()
         snapshot = Snapshot(

@@ -56,6 +56,7 @@ class Settings:
     scavenger_billing_factor: float = 0.0  # scavenger jobs run free on idle GPUs
     stop_grace_s: int = 10  # SIGTERM, then SIGKILL this much later (cancel, timeout, preempt)
     usage_half_life_s: float = 7 * 86400.0
+    usage_reset: str = "none"  # or month, semester: fair share forgets usage of past periods
     # keys: fairshare, age, size, qos, max_age_s (see policy.priority.PriorityWeights)
     priority_weights: dict[str, float] = field(default_factory=dict)
     qos_factors: dict[str, float] = field(

@@ -25,7 +25,7 @@ from scheduler.launcher import LaunchError, RayLauncher, RayStatus
 from scheduler.model import Job, JobState, Node, NodeState, Reason
 from scheduler.policy import Limits, PendingJob, Snapshot, schedule
 from scheduler.policy.preemption import Preemption
-from scheduler.shares import share_inputs
+from scheduler.shares import share_inputs, usage_since_reset
 from scheduler.store import Store
 from scheduler.views import node_view, pending_view, running_view
 
@@ -236,7 +236,8 @@ class Coordinator:
             now=now,
             running=running,
             limits=_limits(accounts),
-            shares=share_inputs(accounts, await self.store.decayed_usage(now), self.settings,
+            shares=share_inputs(accounts, await fairshare_usage(self.store, self.settings, now),
+                                self.settings,
                                 {(view.account, view.user) for _, view in waiting}),
             budgets=budget_state(accounts, await self.store.daily_usage(), running, now,
                                  self.settings.semesters) if accounts.budgets else None,
@@ -307,6 +308,15 @@ class Coordinator:
                                         time.time())
             else:
                 await self.store.requeue(epoch, job, "LaunchFailed", time.time())
+
+
+async def fairshare_usage(store: Store, settings: Settings,
+                          now: float) -> dict[tuple[str, str], float]:
+    """Decayed usage per (account, user) as fair share sees it (maybe reset each period)."""
+    if settings.usage_reset == "none":
+        return await store.decayed_usage(now)
+    return usage_since_reset(await store.daily_usage(), now, settings.usage_half_life_s,
+                             settings.usage_reset, settings.semesters)
 
 
 def _final_state(job: Job, status: RayStatus) -> tuple[JobState, str]:

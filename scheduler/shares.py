@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from scheduler.accounts import Accounts
 from scheduler.config import Settings
+from scheduler.policy.budget import DAY, period_bounds
 from scheduler.policy.fairshare import Account, Assoc
 from scheduler.policy.priority import PriorityWeights
 from scheduler.policy.snapshot import ShareInputs
+
+
+def usage_since_reset(daily: Iterable[tuple[int, str, str, float]], now: float,
+                      half_life_s: float, reset: str,
+                      semesters: Sequence[Sequence[str]] = ()) -> dict[tuple[str, str], float]:
+    """Decayed usage per (account, user) counting only the days of the current `reset` period
+    (each day's usage decays from that day's end)."""
+    bounds = period_bounds(reset, now, [(a, b) for a, b in semesters])
+    first = int(bounds[0] // DAY) if bounds else 0
+    out: dict[tuple[str, str], float] = {}
+    for day, account, user, billed in daily:
+        if day < first:
+            continue
+        age = max(0.0, now - (day + 1) * DAY)
+        out[(account, user)] = out.get((account, user), 0.0) + billed * 2 ** (-age / half_life_s)
+    return out
 
 
 def share_inputs(

@@ -115,3 +115,16 @@ def test_bad_budget_requests(body: dict[str, object], message: str) -> None:
     state = Accounts({"lab": AccountConfig("lab")}, {}, 0)
     with pytest.raises(ValueError, match=message):
         account_changes(state, {"target": "budget", **body}, NOW)
+
+
+def test_usage_reset_each_month_forgets_last_months_usage() -> None:
+    from scheduler.shares import usage_since_reset
+
+    today = int(NOW // 86400)
+    daily = [(today, "lab", "alice", 100.0), (today - 30, "lab", "alice", 1e6),
+             (today - 1, "lab", "bob", 50.0)]
+    usage = usage_since_reset(daily, NOW, half_life_s=86400.0, reset="month")
+    # Only November counts; today's usage decays from today's end (no decay yet), and
+    # yesterday's from yesterday's end, 12 hours ago: 2^-0.5.
+    assert usage == {("lab", "alice"): pytest.approx(100.0),
+                     ("lab", "bob"): pytest.approx(50.0 * 2 ** -0.5)}
