@@ -101,6 +101,8 @@ class Settings:
             values["billing_weights"] = {**DEFAULT_BILLING_WEIGHTS, **values["billing_weights"]}
         if "qos_names" in values:
             values["qos_names"] = tuple(values["qos_names"])
+        elif "qos_factors" in values:
+            values["qos_names"] = tuple(values["qos_factors"])
         return cls(home=home_path, **values)
 
 
