@@ -7,46 +7,24 @@ import os
 import sys
 import time
 import uuid
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
+from scheduler.cli_admin import admin
+from scheduler.cli_common import call, client, fail, print_budgets, print_json, settings
 from scheduler.client import Client, ClientError
-from scheduler.config import ConfigError, Settings
+from scheduler.config import Settings
 from scheduler.timeparse import format_duration
-
-
-def _settings() -> Settings:
-    try:
-        return Settings.load()
-    except ConfigError as exc:
-        _fail(str(exc))
-
-
-def _fail(message: str) -> NoReturn:
-    click.echo(f"labq: error: {message}", err=True)
-    sys.exit(1)
-
-
-def _client() -> Client:
-    return Client(_settings().socket)
-
-
-def _call(method: str, path: str, body: Any = None) -> Any:
-    try:
-        return _client().request(method, path, body)
-    except ClientError as exc:
-        _fail(str(exc))
-
-
-def _print_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=True))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="labq")
 def main() -> None:
     """labq: a fair-share GPU queue for a lab's shared cluster."""
+
+
+main.add_command(admin)
 
 
 # ---------------------------------------------------------------------------- submit
@@ -57,7 +35,7 @@ def _parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            _fail(f"--env {pair!r}: write it as NAME=value")
+            fail(f"--env {pair!r}: write it as NAME=value")
         env[key] = value
     return env
 
@@ -89,12 +67,12 @@ def submit(gpus: int, gpu_type: str | None, time_limit: str | None, account: str
         "env": _parse_env(env_pairs), "array": array, "requeue": requeue, "as_user": as_user,
         "token": uuid.uuid4().hex, "return_jobs": as_json,
     }
-    result = _call("POST", "/v1/jobs", body)
+    result = call("POST", "/v1/jobs", body)
     for warning in result.get("warnings", []):
         click.echo(f"labq: warning: {warning}", err=True)
     if as_json:
         jobs = result["jobs"]
-        _print_json(jobs[0] if len(jobs) == 1 else jobs)
+        print_json(jobs[0] if len(jobs) == 1 else jobs)
     else:
         click.echo("\n".join(result["ids"]))
 
@@ -141,9 +119,9 @@ def queue(show_all: bool, user: str | None, done: bool, with_start: bool, as_jso
     """Queued and running jobs (yours, or --all), like squeue."""
     query = "&".join(p for p in ("all=1" if show_all else "", f"user={user}" if user else "",
                                  "done=1" if done else "") if p)
-    jobs = _call("GET", f"/v1/jobs?{query}")
+    jobs = call("GET", f"/v1/jobs?{query}")
     if as_json:
-        _print_json(jobs)
+        print_json(jobs)
         return
     from rich.console import Console
     from rich.table import Table
@@ -166,9 +144,9 @@ def queue(show_all: bool, user: str | None, done: bool, with_start: bool, as_jso
 @click.option("--json", "as_json", is_flag=True)
 def show(job_id: str, as_json: bool) -> None:
     """Everything about one job."""
-    job = _call("GET", f"/v1/jobs/{job_id}")
+    job = call("GET", f"/v1/jobs/{job_id}")
     if as_json:
-        _print_json(job)
+        print_json(job)
         return
     now = time.time()
     for key in ("id", "name", "user", "account", "qos", "state", "reason", "gpus", "gpu_type",
@@ -195,11 +173,11 @@ def show(job_id: str, as_json: bool) -> None:
 @click.option("--no-wait", is_flag=True, help="return without waiting for running jobs to stop")
 def cancel(job_ids: tuple[str, ...], no_wait: bool) -> None:
     """Cancel jobs of yours (pending or running)."""
-    client = _client()
+    api = client()
     failed = False
     for job_id in job_ids:
         try:
-            result = client.request("POST", f"/v1/jobs/{job_id}/cancel", {})
+            result = api.request("POST", f"/v1/jobs/{job_id}/cancel", {})
         except ClientError as exc:
             click.echo(f"labq: error: {exc}", err=True)
             failed = True
@@ -207,7 +185,7 @@ def cancel(job_ids: tuple[str, ...], no_wait: bool) -> None:
         if result["result"] == "ALREADY_DONE":
             click.echo(f"job {job_id} had already ended")
         elif result["result"] == "STOPPING" and not no_wait:
-            state = _wait_terminal(client, job_id, 30.0)
+            state = _wait_terminal(api, job_id, 30.0)
             click.echo(f"job {job_id} {state.lower() if state else 'is stopping'}")
         else:
             done = result["result"] == "CANCELLED"
@@ -221,7 +199,7 @@ def cancel(job_ids: tuple[str, ...], no_wait: bool) -> None:
 def hold(job_ids: tuple[str, ...]) -> None:
     """Keep pending jobs from starting until released (admins: anyone's)."""
     for job_id in job_ids:
-        result = _call("POST", f"/v1/jobs/{job_id}/hold", {})
+        result = call("POST", f"/v1/jobs/{job_id}/hold", {})
         done = "was already held" if result["result"] == "ALREADY" else "held"
         click.echo(f"job {job_id} {done}")
 
@@ -231,15 +209,15 @@ def hold(job_ids: tuple[str, ...]) -> None:
 def release(job_ids: tuple[str, ...]) -> None:
     """Let held jobs run again."""
     for job_id in job_ids:
-        result = _call("POST", f"/v1/jobs/{job_id}/release", {})
+        result = call("POST", f"/v1/jobs/{job_id}/release", {})
         done = "was not held" if result["result"] == "ALREADY" else "released"
         click.echo(f"job {job_id} {done}")
 
 
-def _wait_terminal(client: Client, job_id: str, timeout: float) -> str | None:
+def _wait_terminal(api: Client, job_id: str, timeout: float) -> str | None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        job = client.request("GET", f"/v1/jobs/{job_id}")
+        job = api.request("GET", f"/v1/jobs/{job_id}")
         if job["state"] in ("SUCCEEDED", "FAILED", "CANCELLED", "TIMEOUT"):
             return str(job["state"])
         time.sleep(0.2)
@@ -251,13 +229,13 @@ def _wait_terminal(client: Client, job_id: str, timeout: float) -> str | None:
 @click.option("--follow", "-f", is_flag=True, help="keep printing until the job ends")
 def logs(job_id: str, follow: bool) -> None:
     """A job's output, also after it ended."""
-    client = _client()
+    api = client()
     offset = 0
     while True:
         try:
-            data = client.request("GET", f"/v1/jobs/{job_id}/logs?offset={offset}")
+            data = api.request("GET", f"/v1/jobs/{job_id}/logs?offset={offset}")
         except ClientError as exc:
-            _fail(str(exc))
+            fail(str(exc))
         if data["text"]:
             click.echo(data["text"], nl=False)
         offset = data["offset"]
@@ -277,9 +255,9 @@ def _gib(value: int | None) -> str:
 @click.option("--json", "as_json", is_flag=True)
 def nodes(as_json: bool) -> None:
     """Nodes and their GPUs, like sinfo."""
-    data = _call("GET", "/v1/nodes")
+    data = call("GET", "/v1/nodes")
     if as_json:
-        _print_json(data)
+        print_json(data)
         return
     from rich.console import Console
     from rich.table import Table
@@ -321,9 +299,9 @@ def quota(user: str | None, account: str | None, show_all: bool, as_json: bool) 
     query = "&".join(p for p in (f"user={user}" if user else "",
                                  f"account={account}" if account else "",
                                  "all=1" if show_all else "") if p)
-    data = _call("GET", f"/v1/quota?{query}")
+    data = call("GET", f"/v1/quota?{query}")
     if as_json:
-        _print_json(data)
+        print_json(data)
         return
     click.echo(f"user {data['user']}: {data['gpu_seconds'] / 3600:.2f} GPU-hours, "
                f"{data['billed_units'] / 3600:.2f} billed GPU-hours in all")
@@ -346,7 +324,7 @@ def quota(user: str | None, account: str | None, show_all: bool, as_json: bool) 
                       f"{row['fairshare']:.3f}" if row["user"] else "",
                       str(row["rank"] or ""))
     Console().print(table)
-    _print_budgets(data.get("budgets", []))
+    print_budgets(data.get("budgets", []))
 
 
 @main.command()
@@ -356,9 +334,9 @@ def quota(user: str | None, account: str | None, show_all: bool, as_json: bool) 
 def priority(job_id: str | None, show_all: bool, as_json: bool) -> None:
     """Why pending jobs are in the order they are, like sprio: each factor and weight."""
     query = f"job={job_id}" if job_id else ("all=1" if show_all else "")
-    data = _call("GET", f"/v1/priority?{query}")
+    data = call("GET", f"/v1/priority?{query}")
     if as_json:
-        _print_json(data)
+        print_json(data)
         return
     if not data:
         click.echo("no pending jobs")
@@ -380,203 +358,8 @@ def priority(job_id: str | None, show_all: bool, as_json: bool) -> None:
 @main.command()
 def whoami() -> None:
     """Who the coordinator thinks you are."""
-    data = _call("GET", "/v1/whoami")
+    data = call("GET", "/v1/whoami")
     click.echo(f"{data['user']} (uid {data['uid']}){' admin' if data['admin'] else ''}")
-
-
-# ---------------------------------------------------------------------------- admin
-
-
-@main.group()
-def admin() -> None:
-    """Admins: accounts, users and their shares and limits."""
-
-
-@admin.group()
-def account() -> None:
-    """The account tree: lab -> groups or projects, each with shares."""
-
-
-@admin.group()
-def user() -> None:
-    """Users in accounts, with shares, a default account, limits and the admin role."""
-
-
-def _admin(target: str, op: str, name: str, **fields: Any) -> None:
-    body = {"target": target, "op": op, "name": name,
-            **{k: v for k, v in fields.items() if v is not None}}
-    result = _call("POST", "/v1/admin/accounts", body)
-    for kind, changed in result["changed"]:
-        click.echo(f"{kind} {changed}: {'removed' if op == 'rm' else 'saved'}")
-
-
-@admin.group()
-def budget() -> None:
-    """Cost budgets in billed GPU-hours (GPU-hours x the GPU model's billing weight)."""
-
-
-def _scope(account: str | None, user: str | None) -> tuple[str, str]:
-    if bool(account) == bool(user):
-        _fail("say whose budget: --account A or --user U (one of them)")
-    return ("account", account) if account else ("user", user or "")
-
-
-@budget.command("set")
-@click.option("--account", "-A", default=None)
-@click.option("--user", "-u", default=None)
-@click.option("--limit", required=True, type=float, help="billed GPU-hours per period")
-@click.option("--period", default=None, help="month (default), semester or YYYY-MM-DD:YYYY-MM-DD")
-def budget_set(account: str | None, user: str | None, limit: float, period: str | None) -> None:
-    """Set a budget. Jobs that would overrun it wait HELD; running jobs are never stopped."""
-    scope, name = _scope(account, user)
-    _admin("budget", "set", name, scope=scope, limit=limit, period=period)
-
-
-@budget.command("topup")
-@click.option("--account", "-A", default=None)
-@click.option("--user", "-u", default=None)
-@click.option("--add", "add", required=True, type=float, help="billed GPU-hours to add")
-def budget_topup(account: str | None, user: str | None, add: float) -> None:
-    """Add to a budget for its current period."""
-    scope, name = _scope(account, user)
-    _admin("budget", "topup", name, scope=scope, add=add)
-
-
-@budget.command("rm")
-@click.option("--account", "-A", default=None)
-@click.option("--user", "-u", default=None)
-def budget_rm(account: str | None, user: str | None) -> None:
-    """Remove a budget."""
-    scope, name = _scope(account, user)
-    _admin("budget", "rm", name, scope=scope)
-
-
-@budget.command("list")
-@click.option("--json", "as_json", is_flag=True)
-def budget_list(as_json: bool) -> None:
-    """Budgets in force: limit, spent, committed by running jobs, and what is left."""
-    rows = _call("GET", "/v1/accounts")["budgets"]
-    if as_json:
-        _print_json(rows)
-        return
-    _print_budgets(rows)
-
-
-def _print_budgets(rows: list[dict[str, Any]]) -> None:
-    for row in rows:
-        until = time.strftime("%Y-%m-%d", time.gmtime(row["period_end"] - 1))
-        warn = f"  WARNING: {row['warning']} used" if row["warning"] else ""
-        click.echo(f"{row['scope']} {row['name']}: {row['left_hours']:.1f} of "
-                   f"{row['limit_hours']:.1f} billed GPU-hours left ({row['period']} to {until}; "
-                   f"spent {row['spent_hours']:.1f}, committed {row['committed_hours']:.1f})"
-                   f"{warn}")
-
-
-@account.command("add")
-@click.argument("name")
-@click.option("--parent", default=None, help="parent account (default: root)")
-@click.option("--shares", default=None, type=float, help="shares among its siblings (default 1)")
-def account_add(name: str, parent: str | None, shares: float | None) -> None:
-    """Add an account."""
-    _admin("account", "add", name, parent=parent, shares=shares)
-
-
-@account.command("set")
-@click.argument("name")
-@click.option("--parent", default=None, help="move under this account")
-@click.option("--shares", default=None, type=float)
-@click.option("--max-running-gpus", default=None, help="a number, or 'none'")
-def account_set(name: str, parent: str | None, shares: float | None,
-                max_running_gpus: str | None) -> None:
-    """Change an account's shares, parent or limits."""
-    _admin("account", "set", name, parent=parent, shares=shares,
-           max_running_gpus=max_running_gpus)
-
-
-@account.command("rm")
-@click.argument("name")
-def account_rm(name: str) -> None:
-    """Remove an account that has no sub-accounts and no users."""
-    _admin("account", "rm", name)
-
-
-@account.command("list")
-@click.option("--json", "as_json", is_flag=True)
-def account_list(as_json: bool) -> None:
-    """The account tree with its users."""
-    data = _call("GET", "/v1/accounts")
-    if as_json:
-        _print_json(data)
-        return
-    children: dict[str, list[dict[str, Any]]] = {}
-    for acct in data["accounts"]:
-        children.setdefault(acct["parent"], []).append(acct)
-    members: dict[str, list[str]] = {}
-    for usr in data["users"]:
-        for name, shares in usr["accounts"].items():
-            mark = "*" if usr["default_account"] == name else ""
-            members.setdefault(name, []).append(f"{usr['name']}{mark} ({shares:g})")
-
-    def walk(parent: str, depth: int) -> None:
-        for acct in children.get(parent, []):
-            limit = acct.get("max_running_gpus")
-            extra = f", max {limit} running GPUs" if limit is not None else ""
-            click.echo(f"{'  ' * depth}{acct['name']} (shares {acct['shares']:g}{extra})")
-            if members.get(acct["name"]):
-                click.echo(f"{'  ' * (depth + 1)}users: {', '.join(members[acct['name']])}")
-            walk(acct["name"], depth + 1)
-
-    click.echo("root")
-    walk("root", 1)
-
-
-@user.command("add")
-@click.argument("name")
-@click.option("--account", "-A", required=True, help="an account the user may charge")
-@click.option("--shares", default=None, type=float, help="shares in that account (default 1)")
-def user_add(name: str, account: str, shares: float | None) -> None:
-    """Add a user to an account (again for each further account)."""
-    _admin("user", "add", name, account=account, shares=shares)
-
-
-@user.command("set")
-@click.argument("name")
-@click.option("--account", "-A", default=None, help="the account --shares applies to")
-@click.option("--shares", default=None, type=float)
-@click.option("--default-account", default=None)
-@click.option("--admin/--no-admin", "is_admin", default=None, help="the admin role")
-@click.option("--max-running-gpus", default=None, help="a number, or 'none'")
-@click.option("--max-jobs", default=None, help="pending + running jobs; a number, or 'none'")
-def user_set(name: str, account: str | None, shares: float | None, default_account: str | None,
-             is_admin: bool | None, max_running_gpus: str | None, max_jobs: str | None) -> None:
-    """Change a user's shares, default account, admin role or limits."""
-    _admin("user", "set", name, account=account, shares=shares, default_account=default_account,
-           admin=is_admin, max_running_gpus=max_running_gpus, max_jobs=max_jobs)
-
-
-@user.command("rm")
-@click.argument("name")
-@click.option("--account", "-A", default=None, help="only from this account")
-def user_rm(name: str, account: str | None) -> None:
-    """Remove a user (or only their membership of one account)."""
-    _admin("user", "rm", name, account=account)
-
-
-@user.command("list")
-@click.option("--json", "as_json", is_flag=True)
-def user_list(as_json: bool) -> None:
-    """Users, their accounts (default marked *), roles and limits."""
-    data = _call("GET", "/v1/accounts")
-    if as_json:
-        _print_json(data["users"])
-        return
-    for usr in data["users"]:
-        accts = ", ".join(f"{a}{'*' if a == usr['default_account'] else ''} ({s:g})"
-                          for a, s in sorted(usr["accounts"].items()))
-        limits = [f"{k.replace('_', ' ')} {usr[k]}" for k in ("max_running_gpus", "max_jobs")
-                  if usr.get(k) is not None]
-        role = " admin" if usr["admin"] else ""
-        click.echo(f"{usr['name']}{role}: {accts}{'; ' + ', '.join(limits) if limits else ''}")
 
 
 # ---------------------------------------------------------------------------- daemons
@@ -592,9 +375,9 @@ def up(simulate: str | None, metrics_port: int | None, demo: bool) -> None:
     from scheduler.up import UpError, run_up
 
     try:
-        run_up(_settings(), simulate=simulate, metrics_port=metrics_port, demo=demo)
+        run_up(settings(), simulate=simulate, metrics_port=metrics_port, demo=demo)
     except UpError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 @main.command()
@@ -611,7 +394,7 @@ def coordinator(metrics_port: int | None, log_level: str) -> None:
     try:
         asyncio.run(run_coordinator(settings))
     except DaemonError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except KeyboardInterrupt:
         pass
 
@@ -630,7 +413,7 @@ def ray_args(node: str | None, gpus: int | None) -> None:
         from agents.backends import detect_nvidia
 
         if not detect_nvidia():
-            _fail("no NVIDIA GPU found here; give the count with --gpus N")
+            fail("no NVIDIA GPU found here; give the count with --gpus N")
         from agents.backends.nvml import NvmlBackend
 
         backend = NvmlBackend()
@@ -639,7 +422,7 @@ def ray_args(node: str | None, gpus: int | None) -> None:
         finally:
             backend.close()
     if gpus < 1:
-        _fail(f"--gpus {gpus}: a GPU node has at least one GPU")
+        fail(f"--gpus {gpus}: a GPU node has at least one GPU")
     name = node or socket.gethostname()
     click.echo(f"--num-gpus {gpus} --labels {NODE_LABEL}={shlex.quote(name)} "
                f"--resources {shlex.quote(json.dumps(node_resources(gpus)))}")
@@ -662,13 +445,13 @@ def agent(node: str | None, sim: str | None, log_level: str) -> None:
     if sim:
         count, _, model = sim.partition(":")
         if not count.isdigit() or not 1 <= int(count) <= 16:
-            _fail(f"--simulate {sim!r}: write GPUS[:MODEL], e.g. 4:A100-80GB")
+            fail(f"--simulate {sim!r}: write GPUS[:MODEL], e.g. 4:A100-80GB")
         kind, gpus = "simulated", int(count)
     try:
         asyncio.run(run_agent(Settings.load(), node or socket.gethostname(), kind, gpus,
                               model or "SIM-GPU"))
     except (DaemonError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except KeyboardInterrupt:
         pass
 
