@@ -91,9 +91,10 @@ def order_queue(
     """
     totals = {k: (v.total if isinstance(v, Priority) else v) for k, v in (ranked or {}).items()}
 
-    def key(job: PendingJob) -> tuple[int, float, float, tuple[int, str]]:
+    def key(job: PendingJob) -> tuple[int, float, float, int, str]:
+        # Ids are numbers as strings: shorter first, then by text, is numeric order.
         return (QOS_RANK.get(job.qos, 0), -totals.get(job.id, 0.0), job.submitted_at,
-                _id_key(job.id))
+                len(job.id), job.id)
 
     return sorted(pending, key=key)
 
@@ -277,7 +278,3 @@ class _Explainer:
                                        "no node that is up has that many")
         return Reason("Resources", f"needs {job.gpus} GPUs ({kind}) on one node; "
                                    f"at most {self.pool.most_free(job.gpu_type)} free now")
-
-
-def _id_key(job_id: str) -> tuple[int, str]:
-    return (int(job_id), job_id) if job_id.isdigit() else (1 << 62, job_id)
