@@ -81,7 +81,7 @@ def submit(gpus: int, gpu_type: str | None, time_limit: str | None, account: str
 
 
 def _age(job: dict[str, Any], now: float) -> str:
-    if job["state"] in ("RUNNING", "STARTING") and job.get("started_at"):
+    if job["state"] in ("RUNNING", "STARTING", "PREEMPTED") and job.get("started_at"):
         return format_duration(now - job["started_at"])
     if job.get("ended_at"):
         return format_duration((job["ended_at"] or now) - (job["started_at"] or job["ended_at"]))

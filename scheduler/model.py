@@ -25,10 +25,11 @@ class JobState(StrEnum):
         return self in TERMINAL_STATES
 
     def holds_gpus(self) -> bool:
-        return self in (JobState.STARTING, JobState.RUNNING)
+        """STARTING, RUNNING, or PREEMPTED: being stopped, its GPUs not given back yet."""
+        return self in (JobState.STARTING, JobState.RUNNING, JobState.PREEMPTED)
 
     def is_waiting(self) -> bool:
-        return self in (JobState.PENDING, JobState.HELD, JobState.PREEMPTED)
+        return self in (JobState.PENDING, JobState.HELD)
 
 
 TERMINAL_STATES = frozenset(

@@ -4,6 +4,11 @@ local function is_terminal(state)
   return state == 'SUCCEEDED' or state == 'FAILED' or state == 'CANCELLED' or state == 'TIMEOUT'
 end
 
+-- STARTING, RUNNING, or PREEMPTED (stopping, its GPUs not yet given back).
+local function holds_gpus(state)
+  return state == 'STARTING' or state == 'RUNNING' or state == 'PREEMPTED'
+end
+
 local function fenced(epoch_key, epoch)
   return redis.call('GET', epoch_key) == epoch
 end

@@ -8,7 +8,7 @@ local state, owner = fields[1], fields[2]
 if not state then return 'NO_SUCH_JOB' end
 if owner ~= ARGV[2] and ARGV[3] ~= '1' then return 'FORBIDDEN' end
 if is_terminal(state) then return 'ALREADY_DONE' end
-if state == 'PENDING' or state == 'HELD' or state == 'PREEMPTED' then
+if state == 'PENDING' or state == 'HELD' then
   redis.call('HSET', KEYS[1], 'state', 'CANCELLED', 'ended_at', ARGV[4], 'reason', 'Cancelled',
     'reasons', '[]')
   redis.call('ZREM', KEYS[2], ARGV[1])
@@ -17,7 +17,8 @@ if state == 'PENDING' or state == 'HELD' or state == 'PREEMPTED' then
   return 'CANCELLED'
 end
 local current = redis.call('HGET', KEYS[1], 'stop_request')
-if not current or current == '' then
+-- A cancel overrides a preemption: the job then ends CANCELLED instead of being queued again.
+if not current or current == '' or current == 'PREEMPTED' then
   redis.call('HSET', KEYS[1], 'stop_request', 'CANCELLED', 'stop_requested_at', ARGV[4])
 end
 return 'STOPPING'

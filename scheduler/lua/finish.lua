@@ -1,4 +1,4 @@
--- STARTING|RUNNING -> a terminal state: final charge, free the GPUs (once), record the end.
+-- STARTING|RUNNING|PREEMPTED -> a terminal state: final charge, free the GPUs (once), record the end.
 -- KEYS[1] job hash  KEYS[2] active set  KEYS[3] done zset  KEYS[4] node alloc hash
 -- KEYS[5] usage hash  KEYS[6] epoch
 -- ARGV[1] epoch  ARGV[2] job id  ARGV[3] final state  ARGV[4] exit code ('' = none)
@@ -8,7 +8,7 @@
 if not fenced(KEYS[6], ARGV[1]) then return 'STALE_EPOCH' end
 local state = redis.call('HGET', KEYS[1], 'state')
 if is_terminal(state) then return 'ALREADY_DONE' end
-if state ~= 'STARTING' and state ~= 'RUNNING' then return 'NOT_ACTIVE' end
+if not holds_gpus(state) then return 'NOT_ACTIVE' end
 if (redis.call('HGET', KEYS[1], 'node') or '') ~= ARGV[7] then return 'STALE_VIEW' end
 local now = tonumber(ARGV[6])
 charge(KEYS[1], KEYS[5], now)

@@ -1,4 +1,4 @@
--- STARTING|RUNNING -> PENDING (node lost, launch failed): charge, free the GPUs, queue again.
+-- STARTING|RUNNING|PREEMPTED -> PENDING (node lost, launch failed): charge, free the GPUs, queue again.
 -- KEYS[1] job hash  KEYS[2] active set  KEYS[3] waiting zset  KEYS[4] node alloc hash
 -- KEYS[5] usage hash  KEYS[6] epoch
 -- ARGV[1] epoch  ARGV[2] job id  ARGV[3] reason  ARGV[4] now
@@ -6,7 +6,7 @@
 -- Returns 'OK', STALE_VIEW (the job moved: read it again), STALE_EPOCH or NOT_ACTIVE.
 if not fenced(KEYS[6], ARGV[1]) then return 'STALE_EPOCH' end
 local state = redis.call('HGET', KEYS[1], 'state')
-if state ~= 'STARTING' and state ~= 'RUNNING' then return 'NOT_ACTIVE' end
+if not holds_gpus(state) then return 'NOT_ACTIVE' end
 if (redis.call('HGET', KEYS[1], 'node') or '') ~= ARGV[5] then return 'STALE_VIEW' end
 charge(KEYS[1], KEYS[5], tonumber(ARGV[4]))
 free_gpus(KEYS[1], KEYS[4], ARGV[2])
