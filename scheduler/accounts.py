@@ -96,9 +96,14 @@ class Accounts:
         return sorted(u.name for u in self.users.values() if account in u.accounts)
 
     def account_for(self, user: str, requested: str | None, fallback: str) -> str:
-        """The account a job is charged to; a configured user may use only their accounts."""
+        """The account a job is charged to. A configured user may use only their accounts; a
+        user not configured may use the fallback or any account that is not configured (so a
+        lab that has set nothing up can still label work), never a configured one."""
         config = self.users.get(user)
         if config is None or not config.accounts:
+            if requested and requested in self.accounts:
+                raise AccountsError(f"{user} is not in account {requested!r}; an admin can add "
+                                    f"it: labq admin user add {user} --account {requested}")
             return requested or fallback
         if requested is None:
             return config.default_account or sorted(config.accounts)[0]

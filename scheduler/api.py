@@ -103,25 +103,27 @@ class Api:
             self._accounts = (now, await self.store.accounts())
         return self._accounts[1]
 
-    def caller(self, request: web.Request) -> Caller:
+    async def caller(self, request: web.Request) -> Caller:
+        """The peer's uid, as a user; admin if root, the daemon's uid, configured, or given
+        the role in the account tree (read at most a second ago)."""
         sock = request.transport.get_extra_info("socket") if request.transport else None
         if sock is None or sock.family != 1:  # AF_UNIX only: a TCP peer has no uid to trust
             raise ApiError(401, "this API only answers on its Unix socket")
         caller = caller_for_uid(peer_uid(sock), self.settings)
-        if not caller.is_admin and self._accounts is not None:
-            user = self._accounts[1].users.get(caller.user)
+        if not caller.is_admin:
+            user = (await self._accounts_cached()).users.get(caller.user)
             if user is not None and user.admin:
                 caller = replace(caller, is_admin=True)
         return caller
 
     async def whoami(self, request: web.Request) -> web.Response:
-        caller = self.caller(request)
+        caller = await self.caller(request)
         return web.json_response({"user": caller.user, "uid": caller.uid,
                                   "admin": caller.is_admin})
 
     async def submit(self, request: web.Request) -> web.Response:
+        caller = await self.caller(request)
         accounts = await self._accounts_cached()
-        caller = self.caller(request)  # after the accounts: the admin role may come from them
         body = await request.json()
         if not isinstance(body, dict):
             raise InputError("request body must be a JSON object")
@@ -166,14 +168,16 @@ class Api:
                                 f"and has {has}: wait for some to end, or cancel some")
 
     async def queue(self, request: web.Request) -> web.Response:
-        caller = self.caller(request)
+        caller = await self.caller(request)
         show_all = request.query.get("all") == "1"
         user = request.query.get("user") or (None if show_all else caller.user)
         jobs = await self.store.active_jobs() + await self.store.waiting_jobs()
-        if request.query.get("done") == "1":
-            jobs += await self.store.done_jobs(int(request.query.get("limit", "50")))
         if user:
             jobs = [j for j in jobs if j.user == user]
+        if request.query.get("done") == "1":
+            limit = _int_query(request, "limit", 50)
+            done = await self.store.done_jobs(limit if not user else max(limit * 20, 1000))
+            jobs += [j for j in done if not user or j.user == user][:limit]
         return web.json_response([public(j) for j in jobs])
 
     async def _job(self, request: web.Request) -> Job:
@@ -184,11 +188,11 @@ class Api:
         return job
 
     async def show(self, request: web.Request) -> web.Response:
-        self.caller(request)
+        await self.caller(request)
         return web.json_response(public(await self._job(request)))
 
     async def cancel(self, request: web.Request) -> web.Response:
-        caller = self.caller(request)
+        caller = await self.caller(request)
         job_id = request.match_info["id"]
         result = await self.store.cancel(job_id, caller.user, caller.is_admin, time.time())
         if result == "NO_SUCH_JOB":
@@ -208,8 +212,7 @@ class Api:
         return await self._hold(request, release=True)
 
     async def _hold(self, request: web.Request, release: bool) -> web.Response:
-        await self._accounts_cached()
-        caller = self.caller(request)
+        caller = await self.caller(request)
         job_id = request.match_info["id"]
         result = await self.store.hold(job_id, caller.user, caller.is_admin, release)
         verb = "release" if release else "hold"
@@ -225,8 +228,11 @@ class Api:
         return web.json_response({"id": job_id, "result": result})
 
     async def logs(self, request: web.Request) -> web.Response:
-        self.caller(request)
+        caller = await self.caller(request)
         job = await self._job(request)
+        if job.user != caller.user and not caller.is_admin:
+            raise ApiError(403, f"job {job.id} belongs to {job.user}: only its owner and admins "
+                                "may read its output")
         text: str | None = None
         if job.state.holds_gpus():
             text = await _in_thread(self.launcher.logs, job)
@@ -234,14 +240,14 @@ class Api:
             text = await self.store.get_log(job.id)
         if text is None and job.state.is_terminal():
             text = await _in_thread(self.launcher.logs, job)
-        offset = int(request.query.get("offset", "0"))
+        offset = _int_query(request, "offset", 0)
         text = text or ""
         return web.json_response({"id": job.id, "state": job.state.value,
                                   "text": text[offset:], "offset": len(text),
                                   "done": job.state.is_terminal()})
 
     async def nodes(self, request: web.Request) -> web.Response:
-        self.caller(request)
+        await self.caller(request)
         return web.json_response([n.to_dict() for n in await self.store.nodes()])
 
     async def _ranking(self, waiting: list[Job]) -> tuple[FairShareTable, dict[str, Priority]]:
@@ -261,7 +267,7 @@ class Api:
         return table, ranked
 
     async def quota(self, request: web.Request) -> web.Response:
-        caller = self.caller(request)
+        caller = await self.caller(request)
         user = request.query.get("user") or caller.user
         account_filter = request.query.get("account")
         usage = await self.store.usage()
@@ -293,7 +299,7 @@ class Api:
         })
 
     async def priority(self, request: web.Request) -> web.Response:
-        caller = self.caller(request)
+        caller = await self.caller(request)
         waiting = [j for j in await self.store.waiting_jobs() if j.state == JobState.PENDING]
         _, ranked = await self._ranking(waiting)
         wanted = request.query.get("job")
@@ -318,7 +324,7 @@ class Api:
         return web.json_response(out)
 
     async def accounts_list(self, request: web.Request) -> web.Response:
-        self.caller(request)
+        await self.caller(request)
         state = await self.store.accounts()
         return web.json_response({
             "accounts": [asdict(a) for _, a in sorted(state.accounts.items())],
@@ -351,12 +357,13 @@ class Api:
         return rows
 
     async def accounts_change(self, request: web.Request) -> web.Response:
-        await self._accounts_cached()
-        caller = self.caller(request)
+        caller = await self.caller(request)
         if not caller.is_admin:
             raise ApiError(403, f"only admins change accounts and users ({caller.user} is not "
                                 "an admin)")
         body = await request.json()
+        if not isinstance(body, dict):
+            raise InputError("request body must be a JSON object")
         for _attempt in range(10):
             state = await self.store.accounts()
             try:
@@ -391,6 +398,16 @@ def public(job: Job) -> dict[str, Any]:
     if job.state == JobState.RUNNING and job.started_at:
         out["run_time_s"] = time.time() - job.started_at
     return out
+
+
+def _int_query(request: web.Request, name: str, default: int) -> int:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    try:
+        return max(0, int(text))
+    except ValueError:
+        raise InputError(f"?{name}={text!r} must be a whole number") from None
 
 
 def _has_member(table: FairShareTable, account: str, user: str) -> bool:
@@ -428,7 +445,23 @@ OPENAPI: dict[str, Any] = {
         "/v1/jobs/{id}": {"get": {"summary": "One job"}},
         "/v1/jobs/{id}/cancel": {"post": {"summary": "Cancel a job of yours"}},
         "/v1/jobs/{id}/logs": {"get": {"summary": "A job's output (?offset=N)"}},
+        "/v1/jobs/{id}/hold": {"post": {"summary": "Hold a pending job (UserHold/AdminHold)"}},
+        "/v1/jobs/{id}/release": {"post": {"summary": "Release a held job"}},
         "/v1/nodes": {"get": {"summary": "Nodes and their GPUs"}},
-        "/v1/quota": {"get": {"summary": "Usage of the caller (?user=U)"}},
+        "/v1/quota": {"get": {"summary": "Usage, fair share, budgets (?user=U&account=A&all=1)"}},
+        "/v1/priority": {"get": {"summary": "Pending jobs' priority factors (?job=ID | ?all=1)"}},
+        "/v1/accounts": {"get": {"summary": "The account tree, users and budgets in force"}},
+        "/v1/admin/accounts": {"post": {
+            "summary": "Admins: change accounts, users or budgets",
+            "requestBody": {"content": {"application/json": {"schema": {
+                "type": "object", "required": ["target", "op"],
+                "properties": {
+                    "target": {"enum": ["account", "user", "budget"]},
+                    "op": {"enum": ["add", "set", "rm", "topup"]},
+                    "name": {"type": "string"}, "parent": {"type": "string"},
+                    "shares": {"type": "number"}, "account": {"type": "string"},
+                    "scope": {"enum": ["account", "user"]}, "limit": {"type": "number"},
+                    "add": {"type": "number"}, "period": {"type": "string"},
+                }}}}}}},
     },
 }

@@ -37,6 +37,7 @@ RUNNING_POLL_S = 1.0
 STOP_RETRY_S = 5.0
 MAX_LAUNCH_ATTEMPTS = 3
 MIN_CYCLE_GAP_S = 0.05
+REASONS_REFRESH_S = 30.0  # rewrite every waiting job's reasons at least this often
 HOLDING_REASONS = frozenset({"BudgetExhausted"})  # a job waiting for these is HELD, not PENDING
 
 
@@ -55,6 +56,7 @@ class Coordinator:
         self._last_stop_sent: dict[str, float] = {}
         self._launch_failures: dict[str, int] = {}
         self._written_reasons: dict[str, tuple[object, ...]] = {}
+        self._reasons_refreshed = time.monotonic()
         self._waiting_cache: dict[str, tuple[Job, PendingJob]] = {}
         self.free_gpus = -1  # unknown until a cycle has placed jobs
 
@@ -73,6 +75,10 @@ class Coordinator:
         while True:
             try:
                 epoch = await self.store.lease(self.id, LEASE_TTL_MS)
+                if epoch != self.epoch:
+                    # Another leader may have written meanwhile: forget what we believed.
+                    self._written_reasons.clear()
+                    self._waiting_cache.clear()
                 if epoch and not self.epoch:
                     log.info("leading with epoch %s", epoch)
                     await self.store.set_half_life(self.settings.usage_half_life_s)
@@ -162,7 +168,13 @@ class Coordinator:
 
     async def _follow(self, epoch: int, job: Job, status: RayStatus | None, now: float) -> None:
         if status is None:
-            if job.state == JobState.STARTING and not job.stop_request:
+            if job.stop_request and job.stop_request != JobState.PREEMPTED.value:
+                # Stopped before Ray ever had it (or Ray forgot it): end as asked.
+                requested = JobState(job.stop_request)
+                await self.store.finish(epoch, job, requested, None,
+                                        "TimeLimit" if requested == JobState.TIMEOUT
+                                        else "Cancelled", now)
+            elif job.state == JobState.STARTING and not job.stop_request:
                 # Allocated but never reached Ray (a coordinator died in between): launch again.
                 await self._launch(epoch, job, job.node or "", job.gpu_indices)
             else:
@@ -172,7 +184,7 @@ class Coordinator:
         if status.terminal:
             await self._save_logs(job)
             ended = min(now, status.end_time or now)
-            if job.state == JobState.STARTING and status.state in ("SUCCEEDED", "FAILED"):
+            if job.started_at is None and status.state in ("SUCCEEDED", "FAILED"):
                 # It ran and ended between two polls: it ran from when Ray took it.
                 started = min(ended, status.start_time or ended)
                 await self.store.mark_running(epoch, job.id, started)
@@ -185,7 +197,7 @@ class Coordinator:
             self._last_stop_sent.pop(job.id, None)
             self.kick.set()
             return
-        if status.state == "RUNNING" and job.state == JobState.STARTING:
+        if status.state == "RUNNING" and job.started_at is None:
             await self.store.mark_running(epoch, job.id, now)
             job.started_at = now
         if (not job.stop_request and job.started_at is not None
@@ -279,17 +291,22 @@ class Coordinator:
     async def _write_reasons(self, reasons: dict[str, list[Reason]],
                              estimates: dict[str, float]) -> None:
         """Write only reasons (and estimates) that changed since this coordinator wrote them."""
-        changed = {}
+        if time.monotonic() - self._reasons_refreshed > REASONS_REFRESH_S:
+            # A hold and release between two cycles, or another writer, is corrected here.
+            self._written_reasons.clear()
+            self._reasons_refreshed = time.monotonic()
+        changed, keys = {}, {}
         for job_id, items in reasons.items():
             key = (*items, round(estimates.get(job_id, 0.0)))
             if self._written_reasons.get(job_id) != key:
                 changed[job_id] = [r.to_dict() for r in items]
-                self._written_reasons[job_id] = key
+                keys[job_id] = key
         for job_id in set(self._written_reasons) - set(reasons):
             del self._written_reasons[job_id]  # started, cancelled or gone
         held = {job_id for job_id in changed if reasons[job_id]
                 and reasons[job_id][0].code in HOLDING_REASONS}
         await self.store.set_reasons(changed, held, estimates)
+        self._written_reasons.update(keys)  # only once written
 
     async def _launch(self, epoch: int, job: Job, node: str, indices: Sequence[int]) -> None:
         try:
@@ -322,10 +339,8 @@ async def fairshare_usage(store: Store, settings: Settings,
 def _final_state(job: Job, status: RayStatus) -> tuple[JobState, str]:
     if status.state == "SUCCEEDED":
         return JobState.SUCCEEDED, "Completed"
-    if status.state == "STOPPED" or job.stop_request:
+    if status.state == "STOPPED":
         requested = JobState(job.stop_request) if job.stop_request else JobState.CANCELLED
-        if requested == JobState.PREEMPTED:
-            requested = JobState.FAILED  # it failed on its own while being preempted
         reason = "TimeLimit" if requested == JobState.TIMEOUT else "Cancelled"
         return requested, reason
     code = status.exit_code

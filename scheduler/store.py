@@ -139,6 +139,7 @@ class Store:
         keys = [
             self.keys.job(job.id), self.keys.active, self.keys.waiting,
             self.keys.node_alloc(job.node or ""), self.keys.usage, self.keys.epoch,
+            self.keys.done,
         ]
         return str(await self._run("requeue", keys, [epoch, job.id, reason, now, job.node or ""]))
 

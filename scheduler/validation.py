@@ -34,6 +34,8 @@ def build_spec(
     if gpus < 1:
         raise InputError(f"--gpus {gpus}: a job needs at least 1 GPU")
     gpu_type = body.get("gpu_type") or None
+    if gpu_type is not None and not isinstance(gpu_type, str):
+        raise InputError("--gpu-type must be a name such as A100")
     _check_fits(gpus, gpu_type, nodes)
     time_text = body.get("time")
     try:
@@ -49,7 +51,9 @@ def build_spec(
     account = body.get("account") or settings.default_account
     if not _NAME.match(str(account)):
         raise InputError(f"bad --account {account!r}: use letters, digits, '_', '.', '-'")
-    name = str(body.get("name") or "")
+    name = body.get("name") or ""
+    if not isinstance(name, str):
+        raise InputError("--name must be text")
     if len(name) > 128 or "\n" in name:
         raise InputError("--name must be one line of at most 128 characters")
     workdir = str(body.get("workdir") or "/")
@@ -66,7 +70,7 @@ def build_spec(
     return JobSpec(
         user=user, account=str(account), command=list(command), gpus=gpus, gpu_type=gpu_type,
         time_limit_s=limit, qos=qos, name=name, workdir=workdir, env=dict(env),
-        requeue=bool(body.get("requeue")), submitter=user,
+        requeue=_flag(body.get("requeue"), "--requeue"), submitter=user,
     )
 
 
@@ -99,6 +103,12 @@ def _check_fits(gpus: int, gpu_type: str | None, nodes: Sequence[Node]) -> None:
         kind = f" of type {gpu_type}" if gpu_type else ""
         raise InputError(f"--gpus {gpus}: the largest node{kind} has {most} GPUs; "
                          f"a job's GPUs must all be on one node")
+
+
+def _flag(value: Any, flag: str) -> bool:
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    raise InputError(f"{flag} must be true or false")
 
 
 def _int(value: Any, flag: str) -> int:

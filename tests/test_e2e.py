@@ -189,6 +189,10 @@ def test_identity_comes_from_the_socket_and_users_cancel_only_their_own(stack: S
     assert stack.job(alice)["user"] == "alice"
     refused = _as_nobody(socket_path, "POST", f"/v1/jobs/{alice}/cancel", {})
     assert "belongs to alice" in refused["error"]
+    assert "only its owner and admins" in _as_nobody(socket_path, "GET",
+                                                     f"/v1/jobs/{alice}/logs")["error"]
+    assert "only your own" in _as_nobody(socket_path, "POST", f"/v1/jobs/{alice}/hold",
+                                         {})["error"]
     assert stack.job(alice)["state"] != "CANCELLED"
     claimed = _as_nobody(socket_path, "POST", "/v1/jobs",
                          {"command": ["true"], "as_user": "alice", "workdir": "/"})
@@ -200,6 +204,15 @@ def test_identity_comes_from_the_socket_and_users_cancel_only_their_own(stack: S
     assert _as_nobody(socket_path, "POST", f"/v1/jobs/{job_id}/cancel", {})["ok"]["result"] in (
         "CANCELLED", "STOPPING")
     stack.wait_state(job_id, {"CANCELLED"})
+    # The admin role given in the account tree counts at once, and is taken back at once.
+    stack.labq("admin", "account", "add", "staff")
+    stack.labq("admin", "user", "add", "nobody", "--account", "staff")
+    stack.labq("admin", "user", "set", "nobody", "--admin")
+    assert _as_nobody(socket_path, "GET", "/v1/whoami")["ok"]["admin"] is True
+    other = stack.submit("--as", "alice", "--", "sleep", "30")
+    assert _as_nobody(socket_path, "POST", f"/v1/jobs/{other}/cancel", {})["ok"]
+    stack.labq("admin", "user", "set", "nobody", "--no-admin")
+    assert _as_nobody(socket_path, "GET", "/v1/whoami")["ok"]["admin"] is False
 
 
 def test_usage_is_charged_while_the_job_runs(stack: Stack) -> None:

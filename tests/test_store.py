@@ -480,12 +480,27 @@ async def test_charge_skips_jobs_not_running_and_refuses_stale_epoch(store: Stor
 # ------------------------------------------------------------------------------ requeue
 
 
+@pytest.mark.parametrize("stop", [JobState.CANCELLED, JobState.TIMEOUT])
+async def test_requeue_of_a_cancelled_or_timed_out_job_ends_it_instead(
+    store: Store, stop: JobState
+) -> None:
+    epoch = await lead(store)
+    await store.heartbeat(report("n1", gpus=4), now=T0)
+    job_id = await started(store, epoch, [1], weight=1.0)
+    assert await store.request_stop(epoch, job_id, stop, T0 + 1) == "OK"
+    assert await store.requeue(epoch, await job_of(store, job_id), "NodeLost", T0 + 10) == "ENDED"
+    job = await job_of(store, job_id)
+    assert job.state is stop and job.ended_at == T0 + 10 and job.restarts == 0
+    assert await alloc(store) == {} and job_id in await done_ids(store)
+    assert job_id not in await waiting_ids(store) and job_id not in await active_ids(store)
+
+
 async def test_requeue_puts_job_back_to_pending_with_gpus_freed(store: Store) -> None:
     epoch = await lead(store)
     await store.heartbeat(report("n1", gpus=4), now=T0)
     job_id = await started(store, epoch, [1, 2], weight=1.0)
     submitted_at = (await job_of(store, job_id)).submitted_at
-    assert await store.request_stop(epoch, job_id, JobState.TIMEOUT, T0 + 1) == "OK"
+    assert await store.request_stop(epoch, job_id, JobState.PREEMPTED, T0 + 1) == "OK"
 
     assert await store.requeue(epoch, await job_of(store, job_id), "NodeLost", T0 + 10) == "OK"
 
