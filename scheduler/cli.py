@@ -13,6 +13,7 @@ import click
 
 from scheduler.cli_admin import admin
 from scheduler.cli_common import call, client, fail, print_budgets, print_json, settings
+from scheduler.cli_sim import sim
 from scheduler.client import Client, ClientError
 from scheduler.config import Settings
 from scheduler.timeparse import format_duration
@@ -25,6 +26,7 @@ def main() -> None:
 
 
 main.add_command(admin)
+main.add_command(sim)
 
 
 # ---------------------------------------------------------------------------- submit

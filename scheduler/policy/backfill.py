@@ -268,11 +268,13 @@ class Backfill:
                   ) -> dict[str, float]:
         """Estimated start times of the first `limit` of `waiting` (priority order, no capped
         jobs), after the cycle's starts; the reserved job's is its reservation's start."""
+        res, reserved_job = self.reservation, self._reserved_job
         if not waiting:
             return {}
+        if limit <= 0:  # only the reserved job's, which needs no timeline
+            return {res.job_id: res.start} if res is not None else {}
         timeline = self.timeline
         result: dict[str, float] = {}
-        res, reserved_job = self.reservation, self._reserved_job
         if res is not None and reserved_job is not None:
             result[res.job_id] = res.start
             timeline.occupy(res.node, res.indices, res.start + reserved_job.time_limit_s)

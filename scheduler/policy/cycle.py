@@ -75,7 +75,8 @@ def _fairshare(snapshot: Snapshot
     inputs = snapshot.shares
     if inputs is None:
         return None, {}, 0
-    table = compute_fairshare(inputs.accounts, inputs.assocs, inputs.usage, inputs.algorithm)
+    table = inputs.table or compute_fairshare(inputs.accounts, inputs.assocs, inputs.usage,
+                                              inputs.algorithm)
     largest = max((n.gpus_total for n in snapshot.nodes), default=1)
     factors = {key: table.factor(*key)
                for key in {(job.account, job.user) for job in snapshot.pending}}

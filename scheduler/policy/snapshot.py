@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from scheduler.policy.budget import BudgetState
-from scheduler.policy.fairshare import FAIR_TREE, Account, Assoc
+from scheduler.policy.fairshare import FAIR_TREE, Account, Assoc, FairShareTable
 from scheduler.policy.priority import DEFAULT_QOS_FACTORS, PriorityWeights
 
 
@@ -82,6 +82,9 @@ class ShareInputs:
     algorithm: str = FAIR_TREE
     weights: PriorityWeights = field(default_factory=PriorityWeights)
     qos_factors: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_QOS_FACTORS))
+    # The fair-share table of exactly these inputs, when the caller already has it (the
+    # simulator refreshes usage every minute of virtual time but schedules far more often).
+    table: FairShareTable | None = None
 
 
 @dataclass(frozen=True)

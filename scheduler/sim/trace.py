@@ -1,0 +1,197 @@
+"""Job traces for the simulator: the Philly table and a generic CSV.
+
+Philly (see ``shared/traces/README.md``): one row per job with ``timestamp, duration, num_gpus,
+gpu_time, cluster``. The tenant (account) is the virtual cluster. Philly has **no users**, so
+each virtual cluster is split into ``users_per_tenant`` synthetic users, each job given to one
+of them at random with a seeded RNG (``<vc>-u<k>``): per-user fair share in these replays is
+therefore over synthetic users, not real people.
+
+Generic CSV: a header with ``job_id,submit_time,user,account,gpus,duration`` and optionally
+``gpu_type,time_limit``; ``submit_time`` is seconds (any origin) or ``YYYY-MM-DD HH:MM:SS``.
+
+Times are shifted so that the first kept submission is at 0. A job without a time limit gets
+``ceil(duration * limit_factor)`` (the "rounded-up" estimate users give), at least 60 s.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import math
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+PHILLY_COLUMNS = ("timestamp", "duration", "num_gpus", "cluster")
+CSV_COLUMNS = ("job_id", "submit_time", "user", "account", "gpus", "duration")
+DEFAULT_LIMIT_FACTOR = 1.5
+
+
+class TraceError(ValueError):
+    """A trace that cannot be read; the message says where and what to do."""
+
+
+@dataclass(frozen=True)
+class SimJob:
+    id: str
+    account: str  # the tenant
+    user: str
+    gpus: int
+    submit: float  # seconds from the start of the replay
+    duration: float  # true run time, seconds
+    time_limit: int  # what the policy is told, seconds
+    gpu_type: str | None = None
+
+
+def default_limit(duration: float, factor: float = DEFAULT_LIMIT_FACTOR) -> int:
+    return max(60, math.ceil(duration * factor))
+
+
+def _open_rows(path: Path, required: Iterable[str]) -> tuple[list[dict[str, str]], int]:
+    if not path.is_file():
+        raise TraceError(f"trace file {path} not found: give an existing CSV with --trace")
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        header = reader.fieldnames or []
+        missing = [c for c in required if c not in header]
+        if missing:
+            raise TraceError(f"{path}: header lacks column(s) {', '.join(missing)}; the header "
+                             f"must name {', '.join(required)} (see --format)")
+        return list(reader), 2  # data rows start on line 2
+
+
+def _stamp(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return dt.datetime.fromisoformat(text.strip()).replace(tzinfo=dt.UTC).timestamp()
+    except ValueError:
+        raise ValueError(f"bad time {text!r}: use seconds or YYYY-MM-DD HH:MM:SS") from None
+
+
+def _number(text: str | None, what: str, positive: bool = False) -> float:
+    try:
+        value = float(text or "")
+    except ValueError:
+        raise ValueError(f"bad {what} {text!r}: expected a number") from None
+    if not math.isfinite(value) or value < 0 or (positive and value <= 0):
+        raise ValueError(f"bad {what} {text!r}: expected a finite number "
+                         f"{'> 0' if positive else '>= 0'}")
+    return value
+
+
+def _gpus(text: str | None) -> int:
+    value = _number(text, "GPU count", positive=True)
+    if value != int(value):
+        raise ValueError(f"bad GPU count {text!r}: expected a whole number")
+    return int(value)
+
+
+def load_philly(path: str | Path, *, min_duration: float = 60.0, window_hours: float | None = None,
+                sample: float | None = None, seed: int = 0, users_per_tenant: int = 4,
+                limit_factor: float = DEFAULT_LIMIT_FACTOR, max_rows: int | None = None
+                ) -> list[SimJob]:
+    """The Philly table as jobs, filtered as Pollux/Sia do (see the module docstring).
+
+    `min_duration`: drop jobs shorter than this. `window_hours`: keep only the jobs submitted
+    in the busiest window of that length (most GPU-seconds submitted). `sample`: keep each job
+    with this probability (seeded). `max_rows`: read only the first rows (tests, smoke runs).
+    """
+    path = Path(path)
+    rows, first = _open_rows(path, PHILLY_COLUMNS)
+    if max_rows is not None:
+        rows = rows[:max_rows]
+    rng = random.Random(seed)
+    jobs = []
+    for n, row in enumerate(rows, start=first):
+        try:
+            submit = _stamp(row["timestamp"])
+            duration = _number(row["duration"], "duration")
+            gpus = _gpus(row["num_gpus"])
+            vc = (row["cluster"] or "").strip()
+            if not vc:
+                raise ValueError("empty cluster")
+        except ValueError as e:
+            raise TraceError(f"{path}, line {n}: {e}; fix or delete that row") from None
+        user = f"{vc}-u{rng.randrange(users_per_tenant)}"  # drawn for every row: stable users
+        if duration < min_duration:
+            continue
+        jobs.append(SimJob(str(n - 1), vc, user, gpus, submit, duration,
+                           default_limit(duration, limit_factor)))
+    return _finish(jobs, window_hours, sample, rng)
+
+
+def load_csv(path: str | Path, *, min_duration: float = 0.0, window_hours: float | None = None,
+             sample: float | None = None, seed: int = 0,
+             limit_factor: float = DEFAULT_LIMIT_FACTOR) -> list[SimJob]:
+    """A generic CSV trace (see the module docstring)."""
+    path = Path(path)
+    rows, first = _open_rows(path, CSV_COLUMNS)
+    jobs, seen = [], set()
+    for n, row in enumerate(rows, start=first):
+        try:
+            job_id = (row["job_id"] or "").strip()
+            if not job_id or job_id in seen:
+                raise ValueError(f"job_id {job_id!r} is empty or repeated")
+            seen.add(job_id)
+            user, account = (row["user"] or "").strip(), (row["account"] or "").strip()
+            if not user or not account:
+                raise ValueError("empty user or account")
+            duration = _number(row["duration"], "duration")
+            limit_text = (row.get("time_limit") or "").strip()
+            limit = (math.ceil(_number(limit_text, "time_limit", positive=True)) if limit_text
+                     else default_limit(duration, limit_factor))
+            job = SimJob(job_id, account, user, _gpus(row["gpus"]),
+                         _stamp(row["submit_time"] or ""), duration, limit,
+                         (row.get("gpu_type") or "").strip() or None)
+        except ValueError as e:
+            raise TraceError(f"{path}, line {n}: {e}; fix or delete that row") from None
+        if duration >= min_duration:
+            jobs.append(job)
+    return _finish(jobs, window_hours, sample, random.Random(seed))
+
+
+def load_trace(path: str | Path, fmt: str = "philly", **kw: object) -> list[SimJob]:
+    if fmt == "philly":
+        return load_philly(path, **kw)  # type: ignore[arg-type]
+    if fmt == "csv":
+        kw.pop("users_per_tenant", None)
+        kw.pop("max_rows", None)
+        return load_csv(path, **kw)  # type: ignore[arg-type]
+    raise TraceError(f"unknown trace format {fmt!r}: use philly or csv")
+
+
+def busiest_window(jobs: list[SimJob], hours: float) -> list[SimJob]:
+    """The jobs submitted in the `hours`-long window with the most GPU-seconds submitted."""
+    width = hours * 3600.0
+    ordered = sorted(jobs, key=lambda j: j.submit)
+    best, best_at, demand, lo = -1.0, 0, 0.0, 0
+    for job in ordered:
+        demand += job.gpus * job.duration
+        while ordered[lo].submit <= job.submit - width:
+            demand -= ordered[lo].gpus * ordered[lo].duration
+            lo += 1
+        if demand > best:
+            best, best_at = demand, lo
+    start = ordered[best_at].submit if ordered else 0.0
+    return [j for j in ordered if start <= j.submit < start + width]
+
+
+def _finish(jobs: list[SimJob], window_hours: float | None, sample: float | None,
+            rng: random.Random) -> list[SimJob]:
+    if window_hours is not None:
+        if window_hours <= 0:
+            raise TraceError("--window-hours must be > 0")
+        jobs = busiest_window(jobs, window_hours)
+    if sample is not None:
+        if not 0 < sample <= 1:
+            raise TraceError("the sample fraction must be in (0, 1]")
+        jobs = [j for j in jobs if rng.random() < sample]
+    if not jobs:
+        return []
+    origin = min(j.submit for j in jobs)
+    return sorted((replace(j, submit=j.submit - origin) for j in jobs),
+                  key=lambda j: (j.submit, len(j.id), j.id))

@@ -1,0 +1,144 @@
+"""The trace simulator: loaders, hand-checked replays, outputs, a Philly smoke run."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from scheduler.cli_sim import sim
+from scheduler.sim import Cluster, TraceError, load_csv, load_philly, simulate
+from scheduler.sim.policies import get_policy
+from scheduler.sim.report import JOB_COLUMNS, write_outputs
+
+PHILLY = Path("/work/shared/traces/philly.csv")
+HEADER = "job_id,submit_time,user,account,gpus,duration,time_limit\n"
+
+
+def _trace(tmp_path: Path, rows: str) -> Path:
+    path = tmp_path / "t.csv"
+    path.write_text(HEADER + rows)
+    return path
+
+
+def _waits(path: Path, policy: str, cluster: str = "1x2") -> dict[str, float]:
+    result = simulate(load_csv(path), Cluster.parse(cluster), get_policy(policy), calc_period=0)
+    return {r.job.id: r.start - r.job.submit for r in result.runs}
+
+
+# One node with 2 GPUs. Job 1 (alice) holds both GPUs 0..100. At t=10 alice submits job 2
+# (2 GPUs, 100 s), at t=20 bob submits job 3 (1 GPU, 100 s) and job 4 (1 GPU, 100 s).
+HEAVY = ("1,0,alice,a,2,100,100\n2,10,alice,a,2,100,100\n"
+         "3,20,bob,b,1,100,100\n4,20,bob,b,1,100,100\n")
+
+
+def test_fifo_runs_in_submit_order(tmp_path: Path) -> None:
+    waits = _waits(_trace(tmp_path, HEAVY), "fifo")
+    # job 2 starts at 100 (wait 90); jobs 3 and 4 after it, at 200 (wait 180).
+    assert waits == {"1": 0, "2": 90, "3": 180, "4": 180}
+
+
+def test_labq_fair_share_lets_bob_first(tmp_path: Path) -> None:
+    waits = _waits(_trace(tmp_path, HEAVY), "labq")
+    # alice has used 200 GPU-seconds by t=100, bob none: bob's jobs go first (wait 80),
+    # alice's job 2 after them at 200 (wait 190).
+    assert waits == {"1": 0, "3": 80, "4": 80, "2": 190}
+
+
+def test_fifo_backfill_fills_a_gap(tmp_path: Path) -> None:
+    # Job 1 holds 1 GPU until 100; job 2 needs 2 GPUs (reserved at 100); job 3 (1 GPU, 50 s)
+    # fits before that, so backfill starts it at once; strict fifo does not.
+    rows = "1,0,a,a,1,100,100\n2,1,b,b,2,100,100\n3,2,c,c,1,50,50\n"
+    path = _trace(tmp_path, rows)
+    assert _waits(path, "fifo-backfill") == {"1": 0, "2": 99, "3": 0}
+    assert _waits(path, "fifo") == {"1": 0, "2": 99, "3": 198}
+
+
+def test_too_large_jobs_are_skipped(tmp_path: Path) -> None:
+    path = _trace(tmp_path, "1,0,a,a,4,10,10\n2,0,a,a,1,10,10\n")
+    result = simulate(load_csv(path), Cluster.parse("1x2"), get_policy("labq"))
+    assert [j.id for j in result.skipped] == ["1"]
+    assert [r.job.id for r in result.runs] == ["2"]
+
+
+def test_loader_errors(tmp_path: Path) -> None:
+    with pytest.raises(TraceError, match="not found"):
+        load_csv(tmp_path / "missing.csv")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("job_id,submit_time,user\n1,0,a\n")
+    with pytest.raises(TraceError, match="lacks column"):
+        load_csv(bad)
+    with pytest.raises(TraceError, match="line 3: bad GPU count"):
+        load_csv(_trace(tmp_path, "1,0,a,a,1,10,\n2,0,a,a,x,10,\n"))
+    philly = tmp_path / "p.csv"
+    philly.write_text("timestamp,duration,num_gpus,gpu_time,cluster\n"
+                      "2017-10-09 07:01:55,66.0,1,66.0,vc1\nnot-a-time,1,1,1,vc1\n")
+    with pytest.raises(TraceError, match="line 3: bad time"):
+        load_philly(philly)
+
+
+def test_philly_loader_filters_and_users(tmp_path: Path) -> None:
+    philly = tmp_path / "p.csv"
+    philly.write_text("timestamp,duration,num_gpus,gpu_time,cluster\n"
+                      "2017-10-09 07:00:00,600,1,600,vc1\n"
+                      "2017-10-09 07:00:10,30,1,30,vc1\n"  # too short
+                      "2017-10-09 09:00:00,600,2,1200,vc2\n"
+                      "2017-10-10 09:00:00,60000,8,480000,vc2\n")
+    jobs = load_philly(philly)
+    assert [j.id for j in jobs] == ["1", "3", "4"]
+    assert jobs[0].submit == 0 and jobs[1].submit == 7200
+    assert all(j.user.startswith(j.account + "-u") for j in jobs)
+    assert jobs[0].time_limit == 900
+    busiest = load_philly(philly, window_hours=1)
+    assert [j.id for j in busiest] == ["4"]
+
+
+def test_outputs_and_cli(tmp_path: Path) -> None:
+    path = _trace(tmp_path, HEAVY)
+    result = simulate(load_csv(path), Cluster.parse("1x2"), get_policy("labq"))
+    summary = write_outputs(result, tmp_path / "out")
+    with (tmp_path / "out" / "jobs.csv").open() as f:
+        rows = list(csv.reader(f))
+    assert tuple(rows[0]) == JOB_COLUMNS
+    assert rows[1] == ["1", "a", "alice", "2", "0", "0", "100", "n0", "0;1"]
+    data = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert data == json.loads(json.dumps(summary))
+    for key in ("wait_avg_s", "wait_p50_s", "wait_p99_s", "jct_avg_s", "jct_p99_s",
+                "makespan_s", "gpu_utilization", "jain_index", "sim_wall_s"):
+        assert key in data
+    assert data["makespan_s"] == 300
+    assert data["gpu_utilization"] == pytest.approx(600 / 600)
+    out = CliRunner().invoke(sim, ["--trace", str(path), "--format", "csv", "--cluster", "1x2",
+                                   "--compare", "fifo,labq", "--min-duration", "0",
+                                   "--out", str(tmp_path / "cmp")])
+    assert out.exit_code == 0, out.output
+    assert "avg wait" in out.output
+    assert (tmp_path / "cmp" / "fifo" / "jobs.csv").exists()
+    bad = CliRunner().invoke(sim, ["--trace", str(tmp_path / "nope.csv"), "--cluster", "1x2"])
+    assert bad.exit_code != 0 and "not found" in bad.output
+
+
+@pytest.mark.skipif(not PHILLY.is_file(), reason="the Philly trace is not here")
+@pytest.mark.parametrize("policy", ["labq", "fifo", "slurm-classic", "drf"])
+def test_philly_smoke(policy: str) -> None:
+    jobs = load_philly(PHILLY, max_rows=2000)
+    result = simulate(jobs, Cluster.parse("8x8"), get_policy(policy))
+    finished = {r.job.id for r in result.runs if not r.preempted}
+    assert finished == {j.id for j in result.jobs}
+    busy: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    for r in result.runs:
+        for i in r.indices:
+            busy.setdefault((r.node, i), []).append((r.start, r.end))
+    for spans in busy.values():  # no GPU is given to two runs at once
+        spans.sort()
+        assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False))
+
+
+def test_cli_names_every_simulator_policy() -> None:
+    from scheduler.cli_sim import POLICY_NAMES
+    from scheduler.sim.policies import POLICIES
+
+    assert set(POLICY_NAMES) == set(POLICIES)
