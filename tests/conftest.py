@@ -1,4 +1,4 @@
-"""Shared fixtures: a real Valkey server started for the test session (never fakeredis)."""
+"""Shared fixtures: a real Valkey server started for the test session, on a free port."""
 
 from __future__ import annotations
 
