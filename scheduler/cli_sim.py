@@ -12,7 +12,9 @@ POLICY_NAMES = ("labq", "slurm-classic", "fifo-backfill", "fifo", "drf")  # see 
 
 _ROWS = (("wait_avg_s", "avg wait"), ("wait_p50_s", "p50 wait"), ("wait_p99_s", "p99 wait"),
          ("jct_avg_s", "avg JCT"), ("jct_p99_s", "p99 JCT"), ("makespan_s", "makespan"),
-         ("gpu_utilization", "GPU util"), ("jain_index", "Jain"), ("sim_wall_s", "sim wall s"))
+         ("gpu_utilization", "GPU util"), ("jain_index", "Jain"),
+         ("share_deviation", "share dev"), ("rho_max", "max rho"),
+         ("rho_frac_above_1", "rho>1 frac"), ("sim_wall_s", "sim wall s"))
 
 
 @click.command("sim")
@@ -24,6 +26,8 @@ _ROWS = (("wait_avg_s", "avg wait"), ("wait_p50_s", "p50 wait"), ("wait_p99_s", 
 @click.option("--policy", default="labq", show_default=True,
               help=f"one of {', '.join(POLICY_NAMES)}")
 @click.option("--compare", default=None, help="several policies, comma separated: P1,P2,...")
+@click.option("--accounts", "accounts_path", type=click.Path(path_type=Path), default=None,
+              help="CSV of tenant,shares for the fair-share tree (default: equal shares)")
 @click.option("--min-duration", type=float, default=60.0, show_default=True,
               help="drop jobs shorter than this many seconds")
 @click.option("--window-hours", type=float, default=None,
@@ -31,22 +35,24 @@ _ROWS = (("wait_avg_s", "avg wait"), ("wait_p50_s", "p50 wait"), ("wait_p99_s", 
 @click.option("--sample", type=float, default=None, help="keep this fraction of jobs (seeded)")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
-              help="write DIR/jobs.csv and DIR/summary.json (DIR/POLICY/ with --compare)")
+              help="write DIR/jobs.csv and DIR/summary.json (DIR/POLICY/ with --compare, "
+                   "and PNG plots in DIR)")
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
 def sim(trace_path: Path, fmt: str, cluster_text: str, policy: str, compare: str | None,
-        min_duration: float, window_hours: float | None, sample: float | None, seed: int,
-        out_dir: Path | None, as_json: bool) -> None:
+        accounts_path: Path | None, min_duration: float, window_hours: float | None,
+        sample: float | None, seed: int, out_dir: Path | None, as_json: bool) -> None:
     """Replay a job trace in virtual time through labq's own scheduling policy."""
     # Imported here: `labq submit` must not pay for the simulator's imports.
     from scheduler.sim.engine import Cluster, simulate
     from scheduler.sim.policies import get_policy
-    from scheduler.sim.report import summarize, write_outputs
-    from scheduler.sim.trace import TraceError, load_trace
+    from scheduler.sim.report import summarize, write_outputs, write_plots
+    from scheduler.sim.trace import TraceError, load_accounts, load_trace
 
     try:
         cluster = Cluster.parse(cluster_text)
         names = [p.strip() for p in (compare or policy).split(",") if p.strip()]
         policies = [get_policy(n) for n in names]
+        shares = load_accounts(accounts_path) if accounts_path is not None else None
         jobs = load_trace(trace_path, fmt, min_duration=min_duration,
                           window_hours=window_hours, sample=sample, seed=seed)
     except (TraceError, ValueError) as e:
@@ -55,12 +61,17 @@ def sim(trace_path: Path, fmt: str, cluster_text: str, policy: str, compare: str
         raise click.ClickException("no job left after the filters; loosen --min-duration or "
                                    "--window-hours")
     summaries: list[dict[str, Any]] = []
+    results = []
     for p in policies:
-        result = simulate(jobs, cluster, p)
+        result = simulate(jobs, cluster, p, tenant_shares=shares)
         if out_dir is not None:
             summaries.append(write_outputs(result, out_dir / p.name if compare else out_dir))
         else:
             summaries.append(summarize(result))
+        if compare and out_dir is not None:
+            results.append(result)
+    if results and out_dir is not None:
+        write_plots(results, out_dir)
     if as_json:
         click.echo(json.dumps(summaries if compare else summaries[0], indent=2))
         return
@@ -80,7 +91,8 @@ def _table(summaries: list[dict[str, Any]]) -> None:
 
 
 def _fmt(key: str, value: float) -> str:
-    if key in ("gpu_utilization", "jain_index"):
+    if key in ("gpu_utilization", "jain_index", "share_deviation", "rho_max",
+               "rho_frac_above_1"):
         return f"{value:.3f}"
     if key == "sim_wall_s":
         return f"{value:.1f}"

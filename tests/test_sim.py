@@ -10,9 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 from scheduler.cli_sim import sim
-from scheduler.sim import Cluster, TraceError, load_csv, load_philly, simulate
+from scheduler.sim import Cluster, TraceError, load_accounts, load_csv, load_philly, simulate
 from scheduler.sim.policies import get_policy
-from scheduler.sim.report import JOB_COLUMNS, write_outputs
+from scheduler.sim.report import JOB_COLUMNS, summarize, write_outputs
 
 PHILLY = Path("/work/shared/traces/philly.csv")
 HEADER = "job_id,submit_time,user,account,gpus,duration,time_limit\n"
@@ -117,6 +117,9 @@ def test_outputs_and_cli(tmp_path: Path) -> None:
     assert out.exit_code == 0, out.output
     assert "avg wait" in out.output
     assert (tmp_path / "cmp" / "fifo" / "jobs.csv").exists()
+    for name in ("share_over_time.png", "queue_length.png", "wait_cdf.png"):
+        png = (tmp_path / "cmp" / name).read_bytes()
+        assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 1000, name
     bad = CliRunner().invoke(sim, ["--trace", str(tmp_path / "nope.csv"), "--cluster", "1x2"])
     assert bad.exit_code != 0 and "not found" in bad.output
 
@@ -142,3 +145,77 @@ def test_cli_names_every_simulator_policy() -> None:
     from scheduler.sim.policies import POLICIES
 
     assert set(POLICY_NAMES) == set(POLICIES)
+
+
+def test_fairness_formulas_by_hand(tmp_path: Path) -> None:
+    # 1x2 cluster, tenants a and b, equal shares: each is entitled to 1 GPU (1/2 of it).
+    # a: job 1, 2 GPUs, 100 s at t=0 (alone: on 1 GPU, 2 x slower: 200 s; JCT 100: rho 0.5).
+    # b: job 2, 1 GPU, 100 s at t=0 (waits for job 1: runs 100..200; JCT 200: rho 2).
+    path = _trace(tmp_path, "1,0,x,a,2,100,100\n2,0,y,b,1,100,100\n")
+    result = simulate(load_csv(path), Cluster.parse("1x2"), get_policy("fifo"))
+    s = summarize(result, window_s=100)
+    assert s["rho_max"] == pytest.approx(2.0)
+    assert s["rho_frac_above_1"] == pytest.approx(0.5)
+    # window 0 (0..100): both present; a got 200/200 = 1 of the GPUs, b 0; entitled 1/2 each:
+    #   |1 - .5| + |0 - .5|; Jain on x = (2, 0): 4 / (2 * 4) = 0.5.
+    # window 1 (100..200): only b is present, got 100/200 = .5, entitled 1: |.5 - 1|;
+    #   Jain on (0.5,) = 1.  Deviation: (.5 + .5 + .5) / 3 = .5; Jain (0.5 + 1) / 2.
+    assert s["share_deviation"] == pytest.approx(0.5)
+    assert s["jain_index"] == pytest.approx(0.75)
+    # With shares a=3, b=1, a is entitled to 1.5 GPUs: alone 100 * 2 / 1.5 s; b to 0.5 GPU.
+    weighted = simulate(load_csv(path), Cluster.parse("1x2"), get_policy("fifo"),
+                        tenant_shares={"a": 3, "b": 1})
+    w = summarize(weighted, window_s=100)
+    assert w["rho_max"] == pytest.approx(200 / 200)  # b: 1 GPU > 0.5 entitled: alone 200 s
+    # window 0: |1 - .75| + |0 - .25|; window 1: b alone, |.5 - 1|: (.25 + .25 + .5) / 3.
+    assert w["share_deviation"] == pytest.approx(1 / 3)
+
+
+# Two tenants, one node of 2 GPUs, equal usage so far: a1 and b1 (1 GPU, 100 s each) run
+# 0..100; a2 (2 GPUs) is submitted at 10, b2 (2 GPUs) at 20. With equal shares a2 (older)
+# goes first at 100; give b three times a's shares and b2 goes first.
+SHARED = ("a1,0,x,a,1,100,100\nb1,0,y,b,1,100,100\n"
+          "a2,10,x,a,2,100,100\nb2,20,y,b,2,100,100\n")
+
+
+def test_accounts_file_changes_order(tmp_path: Path) -> None:
+    path = _trace(tmp_path, SHARED)
+    equal = _waits(path, "labq")
+    assert equal["a2"] == 90 and equal["b2"] == 180
+    accounts = tmp_path / "acc.csv"
+    accounts.write_text("tenant,shares\na,1\nb,3\n")
+    shares = load_accounts(accounts)
+    assert shares == {"a": 1.0, "b": 3.0}
+    result = simulate(load_csv(path), Cluster.parse("1x2"), get_policy("labq"), calc_period=0,
+                      tenant_shares=shares)
+    waits = {r.job.id: r.start - r.job.submit for r in result.runs}
+    assert waits["b2"] == 80 and waits["a2"] == 190
+    out = CliRunner().invoke(sim, ["--trace", str(path), "--format", "csv", "--cluster", "1x2",
+                                   "--min-duration", "0", "--accounts", str(accounts), "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)["tenant_shares"] == {"a": 1.0, "b": 3.0}
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("a,1\nb\n", "line 2: expected 'tenant,shares'"),
+    ("a,1\nb,zero\n", "line 2: bad shares 'zero'"),
+    ("a,1\nb,0\n", "line 2: bad shares '0'"),
+    ("a,1\na,2\n", "line 2: tenant 'a' is listed twice"),
+    ("tenant,shares\n", "no tenant,shares rows"),
+])
+def test_accounts_file_errors(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "acc.csv"
+    path.write_text(text)
+    with pytest.raises(TraceError, match=message):
+        load_accounts(path)
+    with pytest.raises(TraceError, match="not found"):
+        load_accounts(tmp_path / "none.csv")
+
+
+def test_fifo_with_many_jobs_at_one_time(tmp_path: Path) -> None:
+    # More jobs of one class share a submit time than the snapshot holds (class_depth 4):
+    # strict fifo must still run them all (it once stopped at the cut).
+    rows = "".join(f"{i},0,u,a,1,10,10\n" for i in range(1, 13))
+    result = simulate(load_csv(_trace(tmp_path, rows)), Cluster.parse("1x2"),
+                      get_policy("fifo"))
+    assert len([r for r in result.runs if not r.preempted]) == 12

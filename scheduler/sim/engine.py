@@ -28,7 +28,7 @@ import math
 import re
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from scheduler.policy.cycle import schedule
@@ -82,6 +82,7 @@ class SimResult:
     wall_s: float = 0.0
     policy_calls: int = 0
     queue_samples: list[tuple[float, int]] = field(default_factory=list)  # (time, pending)
+    tenant_shares: dict[str, float] = field(default_factory=dict)  # every tenant's shares
 
 
 class _Usage:
@@ -131,7 +132,8 @@ class _Usage:
 
 class _Replay:
     def __init__(self, jobs: Sequence[SimJob], cluster: Cluster, policy: SimPolicy,
-                 half_life: float, class_depth: int, calc_period: float) -> None:
+                 half_life: float, class_depth: int, calc_period: float,
+                 tenant_shares: Mapping[str, float] | None = None) -> None:
         self.cluster, self.policy, self.depth = cluster, policy, max(1, class_depth)
         width = len(str(cluster.nodes - 1))
         self.names = [f"n{i:0{width}d}" for i in range(cluster.nodes)]
@@ -151,9 +153,11 @@ class _Replay:
         self.ends: list[tuple[float, int, str]] = []  # (end, run number, job id)
         self.runs: list[Run] = []
         self.usage = _Usage(half_life)
-        self.shares = ShareBuilder(policy, [(j.account, j.user) for j in fits])
-        tenants = {j.account for j in fits}
-        self.entitled = cluster.gpus / max(1, len(tenants))
+        self.shares = ShareBuilder(policy, [(j.account, j.user) for j in fits], tenant_shares)
+        self.tenant_shares = tenant_weights({j.account for j in fits}, tenant_shares)
+        total = sum(self.tenant_shares.values()) or 1.0
+        # each tenant's entitled GPUs (drf): its shares' part of the cluster
+        self.entitled = {t: cluster.gpus * w / total for t, w in self.tenant_shares.items()}
         self.held: dict[str, int] = {}  # GPUs held per tenant (drf)
         self.pending_views: dict[str, PendingJob] = {}
         self.calls = 0
@@ -181,7 +185,8 @@ class _Replay:
     def _pending_view(self, job: SimJob) -> PendingJob:
         if self.policy.drf:
             return PendingJob(job.id, job.user, job.account, job.gpus,
-                              drf_key(job.submit, self.held.get(job.account, 0), self.entitled),
+                              drf_key(job.submit, self.held.get(job.account, 0),
+                                      self.entitled[job.account]),
                               job.gpu_type, time_limit_s=job.time_limit)
         view = self.pending_views.get(job.id)
         if view is None:
@@ -203,11 +208,12 @@ class _Replay:
             if not self._can_start():
                 return
             pending: list[PendingJob] = []
-            cutoff = math.inf
+            cutoff: tuple[float, int, str] | None = None  # queue order of the first job left out
             for q in self.classes.values():
                 for i, (_, job) in enumerate(q):
                     if i == self.depth:
-                        cutoff = min(cutoff, job.submit)
+                        key = (job.submit, len(job.id), job.id)
+                        cutoff = key if cutoff is None else min(cutoff, key)
                         break
                     pending.append(self._pending_view(job))
             if now - self._usage_at >= self.calc_period:
@@ -224,7 +230,7 @@ class _Replay:
             for plan in decisions.preemptions:
                 for victim in plan.victims:
                     self._stop(victim, now, preempted=True)
-            if not decisions.preemptions and (not decisions.starts or cutoff == math.inf):
+            if not decisions.preemptions and (not decisions.starts or cutoff is None):
                 return
 
     def _start(self, job: SimJob, node: str, indices: tuple[int, ...], now: float) -> None:
@@ -283,15 +289,26 @@ class _Replay:
 
 def simulate(jobs: Sequence[SimJob], cluster: Cluster, policy: SimPolicy, *,
              half_life: float = 7 * 86400.0, class_depth: int = 4,
-             calc_period: float = 60.0) -> SimResult:
+             calc_period: float = 60.0,
+             tenant_shares: Mapping[str, float] | None = None) -> SimResult:
     """Replay `jobs` (sorted by submit time) on `cluster` under `policy`.
 
     `calc_period`: how often (virtual seconds) the fair-share usage is refreshed, like
     Slurm's PriorityCalcPeriod (default there 5 min); 0: on every call.
+    `tenant_shares`: each tenant's fair-share shares (``--accounts``); a tenant not named
+    gets 1, so the default is equal shares.
     """
     began = time.perf_counter()
     replay = _Replay(sorted(jobs, key=lambda j: j.submit), cluster, policy, half_life,
-                     class_depth, calc_period)
+                     class_depth, calc_period, tenant_shares)
     replay.run()
     return SimResult(policy.name, cluster, replay.jobs, replay.runs, replay.skipped,
-                     time.perf_counter() - began, replay.calls, replay.queue_samples)
+                     time.perf_counter() - began, replay.calls, replay.queue_samples,
+                     replay.tenant_shares)
+
+
+def tenant_weights(tenants: Iterable[str],
+                   shares: Mapping[str, float] | None = None) -> dict[str, float]:
+    """Every tenant's shares: from `shares`, 1 for a tenant it does not name."""
+    given = shares or {}
+    return {t: float(given.get(t, 1.0)) for t in sorted(tenants)}

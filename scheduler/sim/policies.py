@@ -51,12 +51,15 @@ def get_policy(name: str) -> SimPolicy:
 
 
 class ShareBuilder:
-    """A flat tree: each tenant under root with equal shares, each user with shares 1."""
+    """A flat tree: each tenant under root with its shares (`tenant_shares`, default 1 each),
+    each user with shares 1."""
 
-    def __init__(self, policy: SimPolicy, users: Sequence[tuple[str, str]]) -> None:
+    def __init__(self, policy: SimPolicy, users: Sequence[tuple[str, str]],
+                 tenant_shares: Mapping[str, float] | None = None) -> None:
         self.policy = policy
         tenants = sorted({account for account, _ in users})
-        self.accounts = tuple(Account(t, "root", 1.0) for t in tenants)
+        weights = tenant_shares or {}
+        self.accounts = tuple(Account(t, "root", float(weights.get(t, 1.0))) for t in tenants)
         self.assocs = tuple(Assoc(u, a, 1.0) for a, u in sorted(set(users)))
         self._cached: tuple[Mapping[tuple[str, str], float], ShareInputs] | None = None
 
@@ -76,16 +79,19 @@ def drf_key(submit: float, held: int, entitled: float) -> float:
     return min(held / max(entitled, 1e-9), 1e6) * DRF_SCALE + submit
 
 
-def fifo_prefix(decisions: Decisions, pending: Sequence[PendingJob], cutoff: float) -> None:
+def fifo_prefix(decisions: Decisions, pending: Sequence[PendingJob],
+                cutoff: tuple[float, int, str] | None) -> None:
     """Keep only the starts before the first job (in submit order) that does not start.
 
-    `cutoff`: the submit time of the oldest job not in the snapshot; nothing at or after it
-    may start in this call (the engine calls again once the snapshot is refilled).
+    `cutoff`: the queue order ``(submit, len(id), id)`` of the first job not in the snapshot
+    (None: all are in it); nothing at or after it may start in this call (the engine calls
+    again once the snapshot is refilled). A key, not a time: many jobs share a submit time.
     """
     started = {s.job_id for s in decisions.starts}
     allowed = set()
     for job in sorted(pending, key=lambda j: (j.submitted_at, len(j.id), j.id)):
-        if job.id not in started or job.submitted_at >= cutoff:
+        key = (job.submitted_at, len(job.id), job.id)
+        if job.id not in started or (cutoff is not None and key >= cutoff):
             break
         allowed.add(job.id)
     decisions.starts = [s for s in decisions.starts if s.job_id in allowed]

@@ -33,9 +33,17 @@ def jain(values: list[float]) -> float:
 def summarize(result: SimResult, window_s: float = 3600.0) -> dict[str, Any]:
     """Waits (first start - submit), JCT (final end - submit), utilization, fairness.
 
-    Jain's index: per window of `window_s`, each tenant with work in the system (pending or
-    running) gets x = GPU-seconds received / its entitled GPU-seconds (capacity × window /
-    tenants with work); the index is averaged over windows that have any such tenant.
+    Fairness over windows of `window_s`: in each window, the tenants with work in the system
+    (pending or running) are *present*; a present tenant's entitled share is its shares over
+    the present tenants' shares (equal by default), its received share the GPU-seconds it got
+    over capacity × window. Jain's index is taken on x = received / entitled per window and
+    averaged over windows with any present tenant; ``share_deviation`` is the mean of
+    |received share - entitled share| over all (window, present tenant) pairs.
+
+    Finish-time fairness (Themis): ρ = JCT / JCT alone on the tenant's entitled part of the
+    cluster (capacity × its shares / all tenants' shares, i.e. 1/N_tenants by default). Alone
+    there, a job that fits runs for its duration; a bigger one is taken to slow down in
+    proportion (duration × GPUs / entitled GPUs). ρ > 1: the job did worse than with its share.
     """
     first_start: dict[str, float] = {}
     last_end: dict[str, float] = {}
@@ -51,6 +59,8 @@ def summarize(result: SimResult, window_s: float = 3600.0) -> dict[str, Any]:
     makespan = max(last_end.values(), default=origin) - origin
     capacity = result.cluster.gpus
     used = sum(r.job.gpus * (r.end - r.start) for r in result.runs)
+    jain_index, deviation = _window_fairness(result, window_s, last_end)
+    rhos = finish_time_fairness(result, last_end)
     return {
         "policy": result.policy,
         "cluster": {"nodes": result.cluster.nodes, "gpus_per_node": result.cluster.gpus_per_node,
@@ -65,17 +75,46 @@ def summarize(result: SimResult, window_s: float = 3600.0) -> dict[str, Any]:
         "jct_p99_s": percentile(jcts, 99),
         "makespan_s": makespan,
         "gpu_utilization": used / (capacity * makespan) if makespan > 0 else 0.0,
-        "jain_index": _windowed_jain(result, window_s, first_start, last_end),
+        "jain_index": jain_index,
+        "share_deviation": deviation,
         "jain_window_s": window_s,
+        "rho_max": max(rhos.values(), default=0.0),
+        "rho_frac_above_1": (sum(1 for r in rhos.values() if r > 1 + 1e-9) / len(rhos)
+                             if rhos else 0.0),
+        "tenant_shares": _tenant_shares(result),
         "sim_wall_s": result.wall_s,
         "policy_calls": result.policy_calls,
     }
 
 
-def _windowed_jain(result: SimResult, window_s: float, first_start: dict[str, float],
-                   last_end: dict[str, float]) -> float:
+def _tenant_shares(result: SimResult) -> dict[str, float]:
+    return result.tenant_shares or {t: 1.0 for t in sorted({j.account for j in result.jobs})}
+
+
+def finish_time_fairness(result: SimResult, last_end: dict[str, float] | None = None
+                         ) -> dict[str, float]:
+    """ρ per finished job (see `summarize`)."""
+    if last_end is None:
+        last_end = {r.job.id: r.end for r in result.runs if not r.preempted}
+    shares = _tenant_shares(result)
+    total = sum(shares.values()) or 1.0
+    rhos = {}
+    for job in result.jobs:
+        if job.id not in last_end:
+            continue
+        entitled_gpus = result.cluster.gpus * shares.get(job.account, 1.0) / total
+        alone = job.duration * max(1.0, job.gpus / entitled_gpus)
+        if alone > 0:
+            rhos[job.id] = (last_end[job.id] - job.submit) / alone
+    return rhos
+
+
+def _window_fairness(result: SimResult, window_s: float, last_end: dict[str, float]
+                     ) -> tuple[float, float]:
+    """(mean Jain's index, share deviation) over windows (see `summarize`)."""
     if not result.runs:
-        return 1.0
+        return 1.0, 0.0
+    shares = _tenant_shares(result)
     end = max(r.end for r in result.runs)
     windows = max(1, math.ceil(end / window_s))
     received: dict[str, list[float]] = defaultdict(lambda: [0.0] * windows)
@@ -96,7 +135,9 @@ def _windowed_jain(result: SimResult, window_s: float, first_start: dict[str, fl
         marks[lo] += 1
         marks[hi + 1] -= 1
     running = {t: 0 for t in active}
-    scores = []
+    scores: list[float] = []
+    deviations: list[float] = []
+    window_gpu_s = result.cluster.gpus * window_s
     for w in range(windows):
         present = []
         for tenant, marks in active.items():
@@ -105,10 +146,97 @@ def _windowed_jain(result: SimResult, window_s: float, first_start: dict[str, fl
                 present.append(tenant)
         if not present:
             continue
-        entitled = result.cluster.gpus * window_s / len(present)
-        scores.append(jain([received[t][w] / entitled if t in received else 0.0
-                            for t in present]))
-    return sum(scores) / len(scores) if scores else 1.0
+        total = sum(shares.get(t, 1.0) for t in present)
+        xs = []
+        for t in present:
+            entitled = shares.get(t, 1.0) / total
+            share = (received[t][w] if t in received else 0.0) / window_gpu_s
+            xs.append(share / entitled)
+            deviations.append(abs(share - entitled))
+        scores.append(jain(xs))
+    return (sum(scores) / len(scores) if scores else 1.0,
+            sum(deviations) / len(deviations) if deviations else 0.0)
+
+
+def share_series(result: SimResult, bins: int = 200
+                 ) -> tuple[list[float], dict[str, list[float]]]:
+    """Bin starts (s) and each tenant's share of the cluster's GPUs in each bin."""
+    end = max((r.end for r in result.runs), default=0.0)
+    width = max(end / bins, 1e-9)
+    series: dict[str, list[float]] = defaultdict(lambda: [0.0] * bins)
+    for run in result.runs:
+        got = series[run.job.account]
+        b = min(bins - 1, int(run.start // width))
+        while b < bins and b * width < run.end:
+            lo, hi = max(run.start, b * width), min(run.end, (b + 1) * width)
+            got[b] += run.job.gpus * max(0.0, hi - lo) / (result.cluster.gpus * width)
+            b += 1
+    return [b * width for b in range(bins)], dict(sorted(series.items()))
+
+
+def job_waits(result: SimResult) -> list[float]:
+    """Each finished job's wait (first start - submit)."""
+    first: dict[str, float] = {}
+    for run in result.runs:
+        first[run.job.id] = min(first.get(run.job.id, math.inf), run.start)
+    return [first[j.id] - j.submit for j in result.jobs if j.id in first]
+
+
+def write_plots(results: list[SimResult], out_dir: str | Path) -> list[Path]:
+    """PNG plots comparing policies: per-tenant GPU share over time (a panel per policy),
+    pending queue length over time, and the CDF of waits. Returns the files written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+
+    fig, axes = plt.subplots(len(results), 1, figsize=(9, 2.6 * len(results)), sharex=True,
+                             squeeze=False)
+    for ax, result in zip(axes[:, 0], results, strict=True):
+        times, series = share_series(result)
+        hours = [t / 3600 for t in times]
+        if series:
+            ax.stackplot(hours, *series.values(), labels=list(series), step="post")
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("GPU share")
+        ax.set_title(result.policy, fontsize=10)
+    axes[-1, 0].set_xlabel("hours from the start of the replay")
+    fig.tight_layout()
+    written.append(out / "share_over_time.png")
+    fig.savefig(written[-1], dpi=100)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(9, 4))
+    for result in results:
+        samples = result.queue_samples
+        ax.step([t / 3600 for t, _ in samples], [n for _, n in samples], where="post",
+                label=result.policy)
+    ax.set_xlabel("hours from the start of the replay")
+    ax.set_ylabel("pending jobs")
+    ax.legend()
+    fig.tight_layout()
+    written.append(out / "queue_length.png")
+    fig.savefig(written[-1], dpi=100)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for result in results:
+        waits = sorted(w / 3600 for w in job_waits(result))
+        n = len(waits)
+        ax.step(waits, [(i + 1) / n for i in range(n)], where="post", label=result.policy)
+    ax.set_xscale("symlog", linthresh=0.01)
+    ax.set_xlabel("wait (hours)")
+    ax.set_ylabel("fraction of jobs")
+    ax.legend()
+    fig.tight_layout()
+    written.append(out / "wait_cdf.png")
+    fig.savefig(written[-1], dpi=100)
+    plt.close(fig)
+    return written
 
 
 def write_jobs_csv(result: SimResult, path: Path) -> None:

@@ -97,7 +97,7 @@ def load_philly(path: str | Path, *, min_duration: float = 60.0, window_hours: f
     """The Philly table as jobs, filtered as Pollux/Sia do (see the module docstring).
 
     `min_duration`: drop jobs shorter than this. `window_hours`: keep only the jobs submitted
-    in the busiest window of that length (most GPU-seconds submitted). `sample`: keep each job
+    in the busiest window of that length (most submissions). `sample`: keep each job
     with this probability (seeded). `max_rows`: read only the first rows (tests, smoke runs).
     """
     path = Path(path)
@@ -154,6 +154,36 @@ def load_csv(path: str | Path, *, min_duration: float = 0.0, window_hours: float
     return _finish(jobs, window_hours, sample, random.Random(seed))
 
 
+def load_accounts(path: str | Path) -> dict[str, float]:
+    """``--accounts``: a CSV of ``tenant,shares`` rows (an optional header ``tenant,shares``,
+    blank lines and ``#`` comments skipped). Shares are numbers > 0; a tenant appears once."""
+    path = Path(path)
+    if not path.is_file():
+        raise TraceError(f"accounts file {path} not found: give a CSV of tenant,shares rows")
+    shares: dict[str, float] = {}
+    with path.open(newline="") as f:
+        for n, row in enumerate(csv.reader(f), start=1):
+            cells = [c.strip() for c in row]
+            if not any(cells) or cells[0].startswith("#"):
+                continue
+            if n == 1 and [c.lower() for c in cells] == ["tenant", "shares"]:
+                continue
+            where = f"{path}, line {n}"
+            if len(cells) != 2 or not cells[0]:
+                raise TraceError(f"{where}: expected 'tenant,shares' (2 columns), got {row!r}")
+            tenant, text = cells
+            try:
+                value = _number(text, "shares", positive=True)
+            except ValueError as e:
+                raise TraceError(f"{where}: {e} for tenant {tenant!r}") from None
+            if tenant in shares:
+                raise TraceError(f"{where}: tenant {tenant!r} is listed twice")
+            shares[tenant] = value
+    if not shares:
+        raise TraceError(f"{path}: no tenant,shares rows")
+    return shares
+
+
 def load_trace(path: str | Path, fmt: str = "philly", **kw: object) -> list[SimJob]:
     if fmt == "philly":
         return load_philly(path, **kw)  # type: ignore[arg-type]
@@ -165,17 +195,20 @@ def load_trace(path: str | Path, fmt: str = "philly", **kw: object) -> list[SimJ
 
 
 def busiest_window(jobs: list[SimJob], hours: float) -> list[SimJob]:
-    """The jobs submitted in the `hours`-long window with the most GPU-seconds submitted."""
+    """The jobs submitted in the busiest `hours`-long window: the most submissions, as Pollux
+    and Sia pick it (ties: the most GPU-seconds submitted). By GPU-seconds alone a handful of
+    month-long jobs would win and leave a near-empty replay."""
     width = hours * 3600.0
     ordered = sorted(jobs, key=lambda j: j.submit)
-    best, best_at, demand, lo = -1.0, 0, 0.0, 0
-    for job in ordered:
+    best: tuple[int, float] = (-1, -1.0)
+    best_at, demand, lo = 0, 0.0, 0
+    for hi, job in enumerate(ordered):
         demand += job.gpus * job.duration
         while ordered[lo].submit <= job.submit - width:
             demand -= ordered[lo].gpus * ordered[lo].duration
             lo += 1
-        if demand > best:
-            best, best_at = demand, lo
+        if (hi - lo + 1, demand) > best:
+            best, best_at = (hi - lo + 1, demand), lo
     start = ordered[best_at].submit if ordered else 0.0
     return [j for j in ordered if start <= j.submit < start + width]
 
