@@ -135,7 +135,8 @@ def queue(show_all: bool, user: str | None, done: bool, with_start: bool, as_jso
         table.add_column(col)
     for job in jobs:
         gpus = f"{job['gpus']}{':' + job['gpu_type'] if job.get('gpu_type') else ''}"
-        start = [_when(job.get("est_start"))] if with_start else []
+        waiting = job["state"] in ("PENDING", "HELD")
+        start = [_when(job.get("est_start") if waiting else None)] if with_start else []
         table.add_row(job["id"], job["name"] or "-", job["user"], job["account"], job["state"],
                       gpus, _where(job), _age(job, now), *start, _reason_text(job))
     Console().print(table)

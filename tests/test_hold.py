@@ -48,3 +48,14 @@ async def test_budget_held_job_can_start_when_it_fits_again(store: Store) -> Non
     await store.set_reasons({job_id: [{"code": "BudgetExhausted", "detail": "x"}]}, {job_id})
     assert (await job_of(store, job_id)).state.value == "HELD"
     assert await store.start(epoch, job_id, "n1", [0], 1.0, T0) == "OK"
+
+
+async def test_a_started_job_forgets_its_estimated_start(store: Store) -> None:
+    epoch = await lead(store)
+    await store.heartbeat(report("n1", gpus=2), now=T0)
+    job_id = await submit_one(store, user="alice")
+    await store.set_reasons({job_id: [{"code": "Resources", "detail": "x"}]}, (),
+                            {job_id: T0 + 60})
+    assert (await job_of(store, job_id)).est_start == T0 + 60
+    assert await store.start(epoch, job_id, "n1", [0], 1.0, T0) == "OK"
+    assert (await job_of(store, job_id)).est_start is None

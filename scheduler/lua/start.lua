@@ -24,7 +24,8 @@ for _, idx in ipairs(indices) do
 end
 for _, idx in ipairs(indices) do redis.call('HSET', KEYS[5], tostring(idx), ARGV[2]) end
 redis.call('HSET', KEYS[1], 'state', 'STARTING', 'node', ARGV[3], 'gpu_indices', ARGV[4],
-  'starting_at', ARGV[5], 'billing_weight', ARGV[6], 'reason', '', 'reasons', '[]')
+  'starting_at', ARGV[5], 'billing_weight', ARGV[6], 'reason', '', 'reasons', '[]',
+  'est_start', '')
 redis.call('ZREM', KEYS[2], ARGV[2])
 redis.call('SADD', KEYS[3], ARGV[2])
 return 'OK'
