@@ -22,14 +22,14 @@ from scheduler.coordinator import fairshare_usage
 from scheduler.identity import Caller, caller_for_uid, peer_uid
 from scheduler.launcher import RayLauncher
 from scheduler.model import Job, JobState, Node
-from scheduler.policy import NodeView, Snapshot
+from scheduler.policy import Snapshot
 from scheduler.policy.cycle import priorities
 from scheduler.policy.fairshare import FairShareTable
 from scheduler.policy.priority import Priority
 from scheduler.shares import share_inputs
 from scheduler.store import Store, new_token
 from scheduler.validation import InputError, array_size, build_spec, check_user_name
-from scheduler.views import pending_view, running_view
+from scheduler.views import node_view, pending_view, running_view
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -250,16 +250,17 @@ class Api:
         await self.caller(request)
         return web.json_response([n.to_dict() for n in await self.store.nodes()])
 
-    async def _ranking(self, waiting: list[Job]) -> tuple[FairShareTable, dict[str, Priority]]:
+    async def _ranking(self, waiting: list[Job], accounts: Accounts | None = None
+                       ) -> tuple[FairShareTable, dict[str, Priority]]:
         """Fair share and priorities as the scheduler sees them now (a pure policy call)."""
         now = time.time()
-        accounts = await self.store.accounts()
+        accounts = accounts or await self.store.accounts()
         inputs = share_inputs(accounts, await fairshare_usage(self.store, self.settings, now),
                               self.settings,
                               {(j.account, j.user) for j in waiting})
         nodes = await self._nodes_cached()
         snapshot = Snapshot(
-            nodes=tuple(NodeView(n.name, n.gpu_model, n.gpus_total, (), True) for n in nodes),
+            nodes=tuple(node_view(n) for n in nodes),
             pending=tuple(pending_view(j) for j in waiting),
             now=now, shares=inputs)
         table, ranked = priorities(snapshot)
@@ -274,7 +275,8 @@ class Api:
         mine = usage["user"].get(user, {"billed": 0.0, "gpu_s": 0.0})
         jobs = [j for j in await self.store.active_jobs() + await self.store.waiting_jobs()
                 if j.user == user]
-        table, _ = await self._ranking([j for j in jobs if j.state.is_waiting()])
+        accounts = await self.store.accounts()
+        table, _ = await self._ranking([j for j in jobs if j.state.is_waiting()], accounts)
         rows = [asdict(r) for r in table.rows
                 if (r.user == user or (r.user is None and request.query.get("all") == "1")
                     or (r.user is None and _has_member(table, r.account, user)))
@@ -292,7 +294,7 @@ class Api:
             "pending_jobs": sum(1 for j in jobs if j.state.is_waiting()),
             "shares": rows,
             "budgets": await self._budget_rows(
-                await self.store.accounts(),
+                accounts,
                 {("user", user)} | {("account", r["account"]) for r in rows}),
             "half_life_s": self.settings.usage_half_life_s,
             "billing_weights": self.settings.billing_weights,

@@ -201,20 +201,20 @@ def cancel(job_ids: tuple[str, ...], no_wait: bool) -> None:
 @click.argument("job_ids", nargs=-1, required=True)
 def hold(job_ids: tuple[str, ...]) -> None:
     """Keep pending jobs from starting until released (admins: anyone's)."""
-    for job_id in job_ids:
-        result = call("POST", f"/v1/jobs/{job_id}/hold", {})
-        done = "was already held" if result["result"] == "ALREADY" else "held"
-        click.echo(f"job {job_id} {done}")
+    _hold_or_release(job_ids, "hold", done="held", already="was already held")
 
 
 @main.command()
 @click.argument("job_ids", nargs=-1, required=True)
 def release(job_ids: tuple[str, ...]) -> None:
     """Let held jobs run again."""
+    _hold_or_release(job_ids, "release", done="released", already="was not held")
+
+
+def _hold_or_release(job_ids: tuple[str, ...], verb: str, done: str, already: str) -> None:
     for job_id in job_ids:
-        result = call("POST", f"/v1/jobs/{job_id}/release", {})
-        done = "was not held" if result["result"] == "ALREADY" else "released"
-        click.echo(f"job {job_id} {done}")
+        result = call("POST", f"/v1/jobs/{job_id}/{verb}", {})
+        click.echo(f"job {job_id} {already if result['result'] == 'ALREADY' else done}")
 
 
 def _wait_terminal(api: Client, job_id: str, timeout: float) -> str | None:

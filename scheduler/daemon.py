@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import os
-from pathlib import Path
 
 from aiohttp import web
 
@@ -88,7 +87,3 @@ async def run_agent(settings: Settings, node: str, backend_kind: str, sim_gpus: 
     finally:
         backend.close()
         await store.close()
-
-
-def socket_exists(path: Path) -> bool:
-    return path.is_socket()

@@ -74,9 +74,6 @@ class JobSpec:
 
 # Job hash fields that hold JSON rather than plain strings.
 _JSON_FIELDS = ("command", "env", "gpu_indices", "reasons")
-_INT_FIELDS = ("gpus", "time_limit_s", "restarts")
-_FLOAT_FIELDS = ("submitted_at", "started_at", "ended_at", "charged_until", "billed", "gpu_seconds",
-                 "est_start")
 
 
 @dataclass

@@ -205,10 +205,7 @@ def write_plots(results: list[SimResult], out_dir: str | Path) -> list[Path]:
         ax.set_ylabel("GPU share")
         ax.set_title(result.policy, fontsize=10)
     axes[-1, 0].set_xlabel("hours from the start of the replay")
-    fig.tight_layout()
-    written.append(out / "share_over_time.png")
-    fig.savefig(written[-1], dpi=100)
-    plt.close(fig)
+    written.append(_save(plt, fig, out / "share_over_time.png"))
 
     fig, ax = plt.subplots(figsize=(9, 4))
     for result in results:
@@ -218,10 +215,7 @@ def write_plots(results: list[SimResult], out_dir: str | Path) -> list[Path]:
     ax.set_xlabel("hours from the start of the replay")
     ax.set_ylabel("pending jobs")
     ax.legend()
-    fig.tight_layout()
-    written.append(out / "queue_length.png")
-    fig.savefig(written[-1], dpi=100)
-    plt.close(fig)
+    written.append(_save(plt, fig, out / "queue_length.png"))
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for result in results:
@@ -232,10 +226,7 @@ def write_plots(results: list[SimResult], out_dir: str | Path) -> list[Path]:
     ax.set_xlabel("wait (hours)")
     ax.set_ylabel("fraction of jobs")
     ax.legend()
-    fig.tight_layout()
-    written.append(out / "wait_cdf.png")
-    fig.savefig(written[-1], dpi=100)
-    plt.close(fig)
+    written.append(_save(plt, fig, out / "wait_cdf.png"))
     return written
 
 
@@ -262,3 +253,10 @@ def write_outputs(result: SimResult, out_dir: str | Path) -> dict[str, Any]:
     summary = summarize(result)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _save(plt: Any, fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
