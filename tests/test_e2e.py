@@ -393,7 +393,27 @@ def test_priority_and_quota_show_fair_share_factors(stack: Stack) -> None:
     [row] = stack.labq_json("priority", waiting)
     assert set(row["factors"]) == {"fairshare", "age", "size", "qos"}
     assert row["priority"] == pytest.approx(sum(row["weighted"].values()))
+    job = stack.wait(lambda: (j := stack.job(waiting))["est_start"] and j, timeout=20,
+                     what="an estimated start")
+    assert job["est_start"] >= job["submitted_at"]
+    assert "START" in stack.labq("queue", "--all", "--start").stdout
+    assert "expected start" in stack.labq("show", waiting).stdout
     quota = stack.labq_json("quota", "--user", "newcomer")
     assert quota["algorithm"] == "fair_tree"
     assert any(r["user"] == "newcomer" for r in quota["shares"])
     stack.labq("cancel", blocker, other, waiting)
+
+
+def test_a_retried_launch_does_not_start_a_second_ray_job(stack: Stack) -> None:
+    from scheduler.launcher import RayLauncher
+    from scheduler.model import Job, JobState
+
+    client, address = ray_client(stack)
+    job = Job(id="retry-probe", user="root", account="default", state=JobState.STARTING, gpus=1,
+              command=["true"], submitted_at=time.time(), time_limit_s=60)
+    launcher = RayLauncher(address)
+    launcher.launch(job, "sim-0", [0])
+    launcher.launch(job, "sim-0", [0])  # as after a lost reply: same submission_id, no error
+    assert [j.submission_id for j in client.list_jobs()].count("retry-probe") == 1
+    stack.wait(lambda: launcher.status(job) and launcher.status(job).terminal, timeout=60,
+               what="the probe to end")
