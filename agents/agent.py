@@ -24,14 +24,18 @@ class Agent:
         self.backend = backend
         self.node_name = node_name
         self.interval_s = interval_s
+        # (when, report) of the latest GPU read, served by the optional exporter (dcgm_exporter)
+        self.last_snapshot: tuple[float, NodeReport] | None = None
 
     def report(self) -> NodeReport:
         gpus = self.backend.read()
         tag_processes(gpus)
-        return NodeReport(
+        report = NodeReport(
             name=self.node_name, gpus=gpus, simulated=self.backend.simulated,
             hostname=socket.gethostname(), agent_pid=os.getpid(),
         )
+        self.last_snapshot = (time.time(), report)
+        return report
 
     async def beat_once(self, now: float) -> str:
         report = await asyncio.to_thread(self.report)

@@ -436,7 +436,13 @@ def ray_args(node: str | None, gpus: int | None) -> None:
 @click.option("--simulate", "sim", default=None, metavar="GPUS[:MODEL]",
               help="SIMULATED GPUs instead of NVML, e.g. 4:A100-80GB")
 @click.option("--log-level", default="INFO")
-def agent(node: str | None, sim: str | None, log_level: str) -> None:
+@click.option("--exporter-port", type=click.IntRange(0, 65535), default=None,
+              envvar="LABQ_EXPORTER_PORT", help="serve GPU metrics with NVIDIA dcgm-exporter "
+              "names on this port, e.g. 9400 (default: off)")
+@click.option("--exporter-host", default="0.0.0.0", show_default=True,
+              envvar="LABQ_EXPORTER_HOST", help="address the exporter listens on")
+def agent(node: str | None, sim: str | None, log_level: str, exporter_port: int | None,
+          exporter_host: str) -> None:
     """The node agent: reports this node's GPUs to the store. Needs LABQ_REDIS_URL."""
     import asyncio
     import socket
@@ -452,7 +458,8 @@ def agent(node: str | None, sim: str | None, log_level: str) -> None:
         kind, gpus = "simulated", int(count)
     try:
         asyncio.run(run_agent(Settings.load(), node or socket.gethostname(), kind, gpus,
-                              model or "SIM-GPU"))
+                              model or "SIM-GPU", None if exporter_port is None
+                              else (exporter_host, exporter_port)))
     except (DaemonError, ValueError) as exc:
         fail(str(exc))
     except KeyboardInterrupt:

@@ -73,9 +73,10 @@ async def run_coordinator(settings: Settings) -> None:
 
 
 async def run_agent(settings: Settings, node: str, backend_kind: str, sim_gpus: int,
-                    sim_model: str) -> None:
+                    sim_model: str, exporter: tuple[str, int] | None = None) -> None:
     from agents.agent import Agent
     from agents.backends import make_backend
+    from agents.dcgm_exporter import serving_agent
 
     if not settings.redis_url:
         raise DaemonError("no Redis: set LABQ_REDIS_URL (e.g. redis://host:6379/0)")
@@ -83,7 +84,9 @@ async def run_agent(settings: Settings, node: str, backend_kind: str, sim_gpus: 
     store = Store.from_url(settings.redis_url, settings.redis_prefix)
     try:
         await store.ping()
-        await Agent(store, backend, node, settings.heartbeat_interval_s).run()
+        agent = Agent(store, backend, node, settings.heartbeat_interval_s)
+        with serving_agent(agent, exporter):  # exporter = (host, port), or None: not served
+            await agent.run()
     finally:
         backend.close()
         await store.close()
