@@ -1,0 +1,1 @@
+"""labq's Grafana dashboards (generated JSON in dashboards/, provisioning in provisioning/)."""
