@@ -14,6 +14,7 @@ import click
 from scheduler.cli_admin import admin
 from scheduler.cli_common import call, client, fail, print_budgets, print_json, settings
 from scheduler.cli_sim import sim
+from scheduler.cli_top import top
 from scheduler.client import Client, ClientError
 from scheduler.config import Settings
 from scheduler.timeparse import format_duration
@@ -27,6 +28,7 @@ def main() -> None:
 
 main.add_command(admin)
 main.add_command(sim)
+main.add_command(top)
 
 
 # ---------------------------------------------------------------------------- submit
