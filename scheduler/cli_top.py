@@ -11,6 +11,7 @@ with `main.add_command`.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -280,7 +281,10 @@ def top(interval: float, once: bool, rows: int) -> None:
             data = fetch(client)
         except ClientError as exc:
             fail(str(exc))
-        Console().print(render(data, time.time(), queue_rows=rows))
+        console = Console()
+        if not console.is_terminal and "COLUMNS" not in os.environ:
+            console = Console(width=200)  # piped: no terminal to fit, keep rows on one line
+        console.print(render(data, time.time(), queue_rows=rows))
         return
     try:
         run_live(lambda: fetch(client), interval, rows)

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    s = Stack("2x2:A100-80GB", LABQ_HEARTBEAT_INTERVAL="1", COLUMNS="220").start()
+    s = Stack("2x2:A100-80GB", LABQ_HEARTBEAT_INTERVAL="1").start()
     yield s
     s.stop()
 
