@@ -20,6 +20,7 @@ from scheduler.budgets import budget_state
 from scheduler.config import Settings
 from scheduler.coordinator import fairshare_usage
 from scheduler.identity import Caller, caller_for_uid, peer_uid
+from scheduler.idle import IdlePolicy, annotate_nodes, job_idle
 from scheduler.launcher import RayLauncher
 from scheduler.model import Job, JobState, Node
 from scheduler.policy import Snapshot
@@ -189,7 +190,9 @@ class Api:
 
     async def show(self, request: web.Request) -> web.Response:
         await self.caller(request)
-        return web.json_response(public(await self._job(request)))
+        job = await self._job(request)
+        idle = job_idle(job, IdlePolicy.from_settings(self.settings), time.time())
+        return web.json_response({**public(job), "idle": idle})
 
     async def cancel(self, request: web.Request) -> web.Response:
         caller = await self.caller(request)
@@ -248,7 +251,10 @@ class Api:
 
     async def nodes(self, request: web.Request) -> web.Response:
         await self.caller(request)
-        return web.json_response([n.to_dict() for n in await self.store.nodes()])
+        nodes = [n.to_dict() for n in await self.store.nodes()]
+        annotate_nodes(nodes, await self.store.active_jobs(),
+                       IdlePolicy.from_settings(self.settings), time.time())
+        return web.json_response(nodes)
 
     async def _ranking(self, waiting: list[Job], accounts: Accounts | None = None
                        ) -> tuple[FairShareTable, dict[str, Priority]]:

@@ -171,6 +171,8 @@ def show(job_id: str, as_json: bool) -> None:
         click.echo(f"{'expected start':>14}: {expected} (if running jobs use their whole limits)")
     for reason in job.get("reasons") or []:
         click.echo(f"{'waiting':>14}: {reason['code']}: {reason['detail']}")
+    if job.get("idle"):
+        click.echo(f"{'idle':>14}: {job['idle']['text']}")
 
 
 @main.command()
@@ -269,8 +271,8 @@ def nodes(as_json: bool) -> None:
 
     now = time.time()
     table = Table(box=None, header_style="bold")
-    for col in ("NODE", "STATE", "GPU", "MODEL", "JOB", "UTIL", "MEM GiB", "POWER W", "TEMP C",
-                "HEALTH", "HEARTBEAT"):
+    for col in ("NODE", "STATE", "GPU", "MODEL", "JOB", "UTIL", "IDLE", "MEM GiB", "POWER W",
+                "TEMP C", "HEALTH", "HEARTBEAT"):
         table.add_column(col)
     for node in data:
         beat = f"{now - node['last_heartbeat']:.0f}s ago"
@@ -282,8 +284,9 @@ def nodes(as_json: bool) -> None:
             if foreign:
                 job += f" +{len(foreign)} not labq"
             memory = f"{_gib(gpu['memory_used_bytes'])}/{_gib(gpu['memory_total_bytes'])}"
+            idle = f"IDLE {format_duration(gpu['idle_s'])}" if gpu.get("idle") else "-"
             table.add_row(node["name"], node["state"] + sim, str(gpu["index"]), gpu["model"], job,
-                          util, memory,
+                          util, idle, memory,
                           "-" if gpu["power_watts"] is None else f"{gpu['power_watts']:.0f}",
                           "-" if gpu["temperature_c"] is None else f"{gpu['temperature_c']:.0f}",
                           gpu["health"], beat)

@@ -61,6 +61,15 @@ class Settings:
     priority_weights: dict[str, float] = field(default_factory=dict)
     qos_factors: dict[str, float] = field(
         default_factory=lambda: {"normal": 0.5, "scavenger": 0.0})
+    # Idle GPUs (see scheduler.idle): allocated GPUs below this utilization for this long.
+    idle_gpu_threshold: float = 0.05
+    idle_gpu_after_s: float = 1800.0
+    idle_gpu_policy: str = "warn"  # "off" | "warn" (show, notify) | "stop" (also stop the job)
+    idle_gpu_stop_after_s: float = 3600.0  # under "stop": idle this long, the job is stopped
+    # An admin's command line (`sh -c`), run by the leader on idle events; the event's data
+    # reaches it only as LABQ_NOTIFY_* environment variables, never inside the command text.
+    notify_command: str = ""
+    notify_timeout_s: float = 30.0
 
     @property
     def socket(self) -> Path:
@@ -89,7 +98,11 @@ class Settings:
                 raise ConfigError(f"{config_file}: {exc}; fix or remove that file") from exc
         for key, env_name, conv in _ENV:
             if env.get(env_name):
-                values[key] = conv(env[env_name])
+                try:
+                    values[key] = conv(env[env_name])
+                except ValueError:
+                    raise ConfigError(f"{env_name}={env[env_name]!r} is not a valid {key}: "
+                                      "fix or unset that environment variable") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(values) - known)
@@ -103,11 +116,34 @@ class Settings:
             values["qos_names"] = tuple(values["qos_names"])
         elif "qos_factors" in values:
             values["qos_names"] = tuple(values["qos_factors"])
-        return cls(home=home_path, **values)
+        settings = cls(home=home_path, **values)
+        _check_idle(settings)
+        return settings
 
 
 class ConfigError(ValueError):
     """The configuration cannot be used as written."""
+
+
+IDLE_POLICIES = ("off", "warn", "stop")
+
+
+def _check_idle(s: Settings) -> None:
+    where = "(config.toml or LABQ_IDLE_GPU_* / LABQ_NOTIFY_COMMAND)"
+    if s.idle_gpu_policy not in IDLE_POLICIES:
+        raise ConfigError(f"idle_gpu_policy = {s.idle_gpu_policy!r} {where}: use one of "
+                          f"{', '.join(IDLE_POLICIES)}")
+    if not 0.0 <= s.idle_gpu_threshold <= 1.0:
+        raise ConfigError(f"idle_gpu_threshold = {s.idle_gpu_threshold} {where}: a utilization "
+                          "ratio between 0 and 1, e.g. 0.05 for 5%")
+    if s.idle_gpu_after_s <= 0:
+        raise ConfigError(f"idle_gpu_after_s = {s.idle_gpu_after_s} {where}: give seconds > 0")
+    if s.idle_gpu_stop_after_s < s.idle_gpu_after_s:
+        raise ConfigError(f"idle_gpu_stop_after_s = {s.idle_gpu_stop_after_s} {where} must be at "
+                          f"least idle_gpu_after_s = {s.idle_gpu_after_s}: a job is stopped only "
+                          "after its GPUs have been reported idle")
+    if s.notify_timeout_s <= 0:
+        raise ConfigError(f"notify_timeout_s = {s.notify_timeout_s} {where}: give seconds > 0")
 
 
 _ENV: list[tuple[str, str, Any]] = [
@@ -120,5 +156,10 @@ _ENV: list[tuple[str, str, Any]] = [
     ("fairshare_algorithm", "LABQ_FAIRSHARE", str),
     ("usage_half_life_s", "LABQ_HALF_LIFE", float),
     ("heartbeat_interval_s", "LABQ_HEARTBEAT_INTERVAL", float),
+    ("idle_gpu_policy", "LABQ_IDLE_GPU_POLICY", str),
+    ("idle_gpu_threshold", "LABQ_IDLE_GPU_THRESHOLD", float),
+    ("idle_gpu_after_s", "LABQ_IDLE_GPU_AFTER", float),
+    ("idle_gpu_stop_after_s", "LABQ_IDLE_GPU_STOP_AFTER", float),
+    ("notify_command", "LABQ_NOTIFY_COMMAND", str),
     ("admins", "LABQ_ADMINS", lambda s: [x.strip() for x in s.split(",") if x.strip()]),
 ]

@@ -4,8 +4,9 @@ A cycle, when this coordinator leads:
   1. nodes   — mark nodes whose heartbeats stopped DOWN; their jobs end NodeLost or requeue
   2. watch   — bring STARTING/RUNNING jobs in line with Ray; stop timed-out and cancelled ones
   3. charge  — bill running jobs for the GPU time used since the last charge
-  4. decide  — snapshot → policy.schedule() → start decisions (assume, write, then launch)
-  5. explain — write every waiting job's reasons
+  4. idle    — track GPUs running jobs leave idle; warn, notify, or stop them (scheduler.idle)
+  5. decide  — snapshot → policy.schedule() → start decisions (assume, write, then launch)
+  6. explain — write every waiting job's reasons
 Every write is a fenced store script, so a deposed leader's late writes are refused.
 """
 
@@ -21,12 +22,25 @@ from collections.abc import Sequence
 from scheduler.accounts import Accounts
 from scheduler.budgets import budget_state
 from scheduler.config import Settings
+from scheduler.idle import (
+    EVENT_IDLE,
+    EVENT_STOPPED,
+    IDLE_REASON,
+    IdleDecision,
+    IdlePolicy,
+    check_idle,
+    fresh_readings,
+    notify_message,
+    running_gpus,
+)
 from scheduler.launcher import LaunchError, RayLauncher, RayStatus
+from scheduler.metrics_hist import CYCLE_BUCKETS, LocalHistogram
 from scheduler.model import Job, JobState, Node, NodeState, Reason
+from scheduler.notify import run_notify
 from scheduler.policy import Limits, PendingJob, Snapshot, schedule
 from scheduler.policy.preemption import Preemption
 from scheduler.shares import share_inputs, usage_since_reset
-from scheduler.store import Store
+from scheduler.store import Store, parse_daily, parse_decayed
 from scheduler.views import node_view, pending_view, running_view
 
 log = logging.getLogger(__name__)
@@ -50,6 +64,9 @@ class Coordinator:
         self.epoch = 0
         self.kick = asyncio.Event()
         self.last_cycle_s = 0.0
+        self.cycle_durations = LocalHistogram(CYCLE_BUCKETS)
+        self.idle_policy = IdlePolicy.from_settings(settings)
+        self._notifications: set[asyncio.Task[bool]] = set()
         self.cycles = 0
         self._last_charge = 0.0
         self._last_running_poll = 0.0
@@ -122,8 +139,10 @@ class Coordinator:
         if now - self._last_charge >= self.settings.charge_interval_s:
             await self.store.charge(epoch, [j.id for j in active], now)
             self._last_charge = now
+        await self._check_idle(epoch, nodes, active, now)
         await self._decide(epoch, now)
         self.last_cycle_s = time.perf_counter() - began
+        self.cycle_durations.observe(self.last_cycle_s)
         self.cycles += 1
         return any(j.state == JobState.STARTING for j in await self.store.active_jobs())
 
@@ -170,10 +189,8 @@ class Coordinator:
         if status is None:
             if job.stop_request and job.stop_request != JobState.PREEMPTED.value:
                 # Stopped before Ray ever had it (or Ray forgot it): end as asked.
-                requested = JobState(job.stop_request)
-                await self.store.finish(epoch, job, requested, None,
-                                        "TimeLimit" if requested == JobState.TIMEOUT
-                                        else "Cancelled", now)
+                await self.store.finish(epoch, job, JobState(job.stop_request), None,
+                                        _stop_reason(job), now)
             elif job.state == JobState.STARTING and not job.stop_request:
                 # Allocated but never reached Ray (a coordinator died in between): launch again.
                 await self._launch(epoch, job, job.node or "", job.gpu_indices)
@@ -207,6 +224,41 @@ class Coordinator:
         if job.stop_request and now - self._last_stop_sent.get(job.id, 0) >= STOP_RETRY_S:
             self._last_stop_sent[job.id] = now
             await asyncio.to_thread(self.launcher.stop, job)
+
+    async def _check_idle(self, epoch: int, nodes: Sequence[Node], active: Sequence[Job],
+                          now: float) -> None:
+        """Track idle GPUs of running jobs (state in the store), notify, stop under "stop"."""
+        running = [j for j in active if j.state == JobState.RUNNING]
+        readings = fresh_readings(nodes, now - self.settings.node_timeout_s)
+        decisions = check_idle((running_gpus(j) for j in running), readings, self.idle_policy,
+                               now)
+        writes = {d.job_id: (d.idle_since, d.notified) for d in decisions if d.write}
+        if writes and await self.store.set_idle(epoch, writes) == "STALE_EPOCH":
+            return
+        jobs = {j.id: j for j in running}
+        for decision in decisions:
+            job = jobs[decision.job_id]
+            if decision.stop:
+                if await self.store.request_stop(epoch, job.id, JobState.CANCELLED, now,
+                                                 IDLE_REASON) == "OK":
+                    log.info("stopping job %s: GPUs %s idle for %.0f s", job.id,
+                             decision.idle_gpus, decision.idle_for_s)
+                    self._last_stop_sent[job.id] = now
+                    await asyncio.to_thread(self.launcher.stop, job)
+                    self._notify(EVENT_STOPPED, job, decision)
+            elif decision.notify:
+                self._notify(EVENT_IDLE, job, decision)
+
+    def _notify(self, event: str, job: Job, decision: IdleDecision) -> None:
+        """Run notify_command in the background: a slow mail server never holds the cycle."""
+        message = notify_message(event, job, decision, self.idle_policy)
+        log.info("%s: %s", event, message)
+        if not self.settings.notify_command:
+            return
+        task = asyncio.create_task(run_notify(self.settings.notify_command, job.user, job.id,
+                                              event, message, self.settings.notify_timeout_s))
+        self._notifications.add(task)
+        task.add_done_callback(self._notifications.discard)
 
     async def _save_logs(self, job: Job) -> None:
         """Keep the attempt's output; a requeued job's earlier attempts come first."""
@@ -330,9 +382,15 @@ class Coordinator:
 async def fairshare_usage(store: Store, settings: Settings,
                           now: float) -> dict[tuple[str, str], float]:
     """Decayed usage per (account, user) as fair share sees it (maybe reset each period)."""
+    return fairshare_usage_of(await store.usage_hash(), settings, now)
+
+
+def fairshare_usage_of(usage: dict[str, str], settings: Settings,
+                       now: float) -> dict[tuple[str, str], float]:
+    """`fairshare_usage` from the usage hash already read."""
     if settings.usage_reset == "none":
-        return await store.decayed_usage(now)
-    return usage_since_reset(await store.daily_usage(), now, settings.usage_half_life_s,
+        return parse_decayed(usage, now)
+    return usage_since_reset(parse_daily(usage), now, settings.usage_half_life_s,
                              settings.usage_reset, settings.semesters)
 
 
@@ -341,10 +399,16 @@ def _final_state(job: Job, status: RayStatus) -> tuple[JobState, str]:
         return JobState.SUCCEEDED, "Completed"
     if status.state == "STOPPED":
         requested = JobState(job.stop_request) if job.stop_request else JobState.CANCELLED
-        reason = "TimeLimit" if requested == JobState.TIMEOUT else "Cancelled"
-        return requested, reason
+        return requested, _stop_reason(job)
     code = status.exit_code
     return JobState.FAILED, f"NonZeroExitCode {code}" if code is not None else "Failed"
+
+
+def _stop_reason(job: Job) -> str:
+    """The end reason of a job labq stopped: as recorded with the stop, else the usual one."""
+    if job.stop_reason:
+        return job.stop_reason
+    return "TimeLimit" if job.stop_request == JobState.TIMEOUT.value else "Cancelled"
 
 
 def _limits(accounts: Accounts) -> Limits:

@@ -52,7 +52,7 @@ async def run_coordinator(settings: Settings) -> None:
     metrics_app = web.Application()
 
     async def metrics(_: web.Request) -> web.Response:
-        body = await render(store, coordinator.last_cycle_s, coordinator.is_leader)
+        body = await render(store, coordinator)
         return web.Response(body=body, content_type="text/plain", charset="utf-8")
 
     async def healthz(_: web.Request) -> web.Response:

@@ -16,6 +16,10 @@ Every key labq uses is built here and passed to scripts in KEYS, never built ins
     {p}usage                    hash     user:{u}:billed, user:{u}:gpu_s, account:{a}:... totals;
                                          decayed:{a}|{u}, decayed_t:{a}|{u}, half_life_s;
                                          day:{unix day}:{a}|{u} billed that UTC day
+    {p}stats                    hash     persisted metric counters (see metrics_store):
+                                         admissions|{a}, preemptions|{a}, evictions|{a}|{reason},
+                                         wait|{a}|{le} (admission wait histogram bucket, not
+                                         cumulative; le = bound or +Inf), wait_sum|{a}
     {p}log:{id}                 string   a finished job's captured output (capped)
     {p}accounts                 hash     account name -> AccountConfig JSON
     {p}users                    hash     user name -> UserConfig JSON
@@ -77,6 +81,10 @@ class Keys:
     @property
     def usage(self) -> str:
         return f"{self.prefix}usage"
+
+    @property
+    def stats(self) -> str:
+        return f"{self.prefix}stats"
 
     def log(self, job_id: str) -> str:
         return f"{self.prefix}log:{job_id}"

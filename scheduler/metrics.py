@@ -1,99 +1,116 @@
-"""`/metrics`: a collector built fresh at each scrape from the store (no stale series)."""
+"""`/metrics`: a collector built fresh at each scrape from the store (no stale series).
+
+Every coordinator serves it, leader or not; what it shows comes from the store (read once per
+scrape: nodes, active and waiting jobs, the usage hash, the stats hash, the accounts), except
+the scheduling cycle figures, which are this process's own. docs/metrics.md is the contract:
+names, types and labels as written there.
+"""
 
 from __future__ import annotations
 
+import logging
 import time
-from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from scheduler.model import Job, JobState, Node
+from scheduler.accounts import Accounts
+from scheduler.config import Settings
+from scheduler.idle import IdlePolicy
+from scheduler.metrics_families import (
+    counter_families,
+    gpu_families,
+    job_families,
+    share_families,
+    usage_families,
+    wait_family,
+)
+from scheduler.metrics_hist import LocalHistogram
+from scheduler.model import Job, Node
 from scheduler.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class MetricsSource(Protocol):
+    """What the serving coordinator tells about itself (`Coordinator` is one)."""
+
+    settings: Settings
+    last_cycle_s: float
+    cycle_durations: LocalHistogram
+
+    @property
+    def is_leader(self) -> bool: ...
 
 
 @dataclass
 class ClusterView:
-    nodes: list[Node]
-    jobs: list[Job]
-    usage: dict[str, dict[str, dict[str, float]]]
-    last_cycle_s: float
-    is_leader: bool
+    """Everything one scrape shows, read from the store once."""
+
     now: float
+    nodes: list[Node]
+    active: list[Job]
+    waiting: list[Job]  # PENDING and HELD (budget or a person)
+    usage: dict[str, str]  # the raw usage hash
+    stats: dict[str, str]  # the raw stats hash (persisted counters)
+    accounts: Accounts
+    settings: Settings
+
+    @property
+    def idle_policy(self) -> IdlePolicy:
+        return IdlePolicy.from_settings(self.settings)
+
+
+async def read_view(store: Store, settings: Settings, now: float) -> ClusterView:
+    return ClusterView(
+        now=now, nodes=await store.nodes(), active=await store.active_jobs(),
+        waiting=await store.waiting_jobs(), usage=await store.usage_hash(),
+        stats=await store.stats(), accounts=await store.accounts(), settings=settings)
 
 
 class ClusterCollector(Collector):
-    def __init__(self, view: ClusterView) -> None:
+    def __init__(self, view: ClusterView, source: MetricsSource) -> None:
         self.view = view
+        self.source = source
 
-    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         v = self.view
-        total = GaugeMetricFamily("labq_gpus_total", "GPUs on the node", labels=["node", "model"])
-        alloc = GaugeMetricFamily("labq_gpus_allocated", "GPUs held by labq jobs",
-                                  labels=["node", "model"])
-        idle = GaugeMetricFamily("labq_gpus_idle", "GPUs free for labq jobs",
-                                 labels=["node", "model"])
-        util = GaugeMetricFamily("labq_gpu_utilization_ratio", "GPU utilization (0-1)",
-                                 labels=["node", "gpu", "model"])
-        mem = GaugeMetricFamily("labq_gpu_memory_used_bytes", "GPU memory used",
-                                labels=["node", "gpu", "model"])
-        hb = GaugeMetricFamily("labq_node_heartbeat_age_seconds",
-                               "Seconds since the node's agent last reported", labels=["node"])
-        up = GaugeMetricFamily("labq_node_up", "1 if the node is UP", labels=["node"])
-        for node in v.nodes:
-            total.add_metric([node.name, node.gpu_model], node.gpus_total)
-            alloc.add_metric([node.name, node.gpu_model], node.gpus_allocated)
-            idle.add_metric([node.name, node.gpu_model], node.gpus_total - node.gpus_allocated)
-            hb.add_metric([node.name], max(0.0, v.now - node.last_heartbeat))
-            up.add_metric([node.name], 1.0 if node.state.value == "UP" else 0.0)
-            for gpu in node.gpus:
-                if gpu.utilization is not None:
-                    util.add_metric([node.name, str(gpu.index), gpu.model], gpu.utilization)
-                if gpu.memory_used_bytes is not None:
-                    mem.add_metric([node.name, str(gpu.index), gpu.model], gpu.memory_used_bytes)
-        yield from (total, alloc, idle, util, mem, hb, up)
-
-        jobs = GaugeMetricFamily("labq_jobs", "Jobs by state (queued and running)",
-                                 labels=["state"])
-        counts = Counter(j.state for j in v.jobs)
-        for state in JobState:
-            if not state.is_terminal():
-                jobs.add_metric([state.value], counts.get(state, 0))
-        yield jobs
-        pending = GaugeMetricFamily("labq_pending_jobs", "Waiting jobs by account and user",
-                                    labels=["account", "user"])
-        for (account, user), n in Counter(
-            (j.account, j.user) for j in v.jobs if j.state.is_waiting()
-        ).items():
-            pending.add_metric([account, user], n)
-        yield pending
-
-        for kind in ("user", "account"):
-            billed = CounterMetricFamily(f"labq_{kind}_billed_units",
-                                         f"Billing units charged per {kind}", labels=[kind])
-            gpu_s = CounterMetricFamily(f"labq_{kind}_gpu_seconds",
-                                        f"GPU-seconds used per {kind}", labels=[kind])
-            for name, values in v.usage[kind].items():
-                billed.add_metric([name], values.get("billed", 0.0))
-                gpu_s.add_metric([name], values.get("gpu_s", 0.0))
-            yield billed
-            yield gpu_s
-        cycle = GaugeMetricFamily("labq_scheduling_cycle_last_seconds",
-                                  "Duration of the last scheduling cycle")
-        cycle.add_metric([], v.last_cycle_s)
-        yield cycle
-        leader = GaugeMetricFamily("labq_coordinator_leader", "1 if this coordinator leads")
-        leader.add_metric([], 1.0 if v.is_leader else 0.0)
-        yield leader
+        groups: list[tuple[str, Callable[[], Iterable[Metric]]]] = [
+            ("GPUs", lambda: gpu_families(v.nodes, v.active, v.idle_policy, v.now)),
+            ("jobs", lambda: job_families(v.active, v.waiting, v.now)),
+            ("admission waits", lambda: [wait_family(v.stats)]),
+            ("counters", lambda: counter_families(v.stats)),
+            ("usage", lambda: usage_families(v.usage)),
+            ("fair share and budgets", lambda: share_families(
+                v.accounts, v.usage, v.waiting, v.settings, v.now)),
+        ]
+        for what, build in groups:
+            # One broken group (say, a bad priority_weights setting) must not blank the rest.
+            try:
+                yield from list(build())
+            except Exception:
+                log.exception("metrics: cannot build the %s series; the others are served", what)
+        s = self.source
+        yield s.cycle_durations.family("labq_scheduling_cycle_duration_seconds",
+                                       "Duration of each scheduling cycle of this coordinator")
+        yield _gauge("labq_scheduling_cycle_last_seconds", "Duration of the last scheduling cycle",
+                     s.last_cycle_s)
+        yield _gauge("labq_coordinator_leader", "1 if this coordinator leads",
+                     1.0 if s.is_leader else 0.0)
 
 
-async def render(store: Store, last_cycle_s: float, is_leader: bool) -> bytes:
-    jobs = await store.active_jobs() + await store.waiting_jobs()
-    view = ClusterView(await store.nodes(), jobs, await store.usage(), last_cycle_s, is_leader,
-                       time.time())
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, documentation)
+    family.add_metric([], value)
+    return family
+
+
+async def render(store: Store, source: MetricsSource, now: float | None = None) -> bytes:
+    view = await read_view(store, source.settings, time.time() if now is None else now)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ClusterCollector(view))
+    registry.register(ClusterCollector(view, source))
     return generate_latest(registry)

@@ -73,7 +73,7 @@ class JobSpec:
 
 
 # Job hash fields that hold JSON rather than plain strings.
-_JSON_FIELDS = ("command", "env", "gpu_indices", "reasons")
+_JSON_FIELDS = ("command", "env", "gpu_indices", "reasons", "gpu_idle_since")
 
 
 @dataclass
@@ -110,6 +110,16 @@ class Job:
     billing_weight: float = 1.0  # of the node's GPU model, fixed when the job starts
     hold: str = ""  # "user" or "admin" while a person holds the job
     est_start: float | None = None  # when a waiting job is expected to start (backfill plan)
+    queued_at: float | None = None  # last requeue (None: never requeued, waits since submit)
+    stop_reason: str = ""  # why labq stops it, when not the stop_request's own (e.g. IdleGpu)
+    # GPU index -> since when its utilization has stayed below the idle threshold (running jobs)
+    gpu_idle_since: dict[int, float] = field(default_factory=dict)
+    idle_notified: bool = False  # the owner was told its GPUs are idle (this idle spell)
+
+    @property
+    def waiting_since(self) -> float:
+        """Start of the current wait: the submit, or the last requeue."""
+        return self.queued_at if self.queued_at is not None else self.submitted_at
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -171,6 +181,11 @@ class Job:
             billing_weight=float(raw.get("billing_weight") or 1.0),
             hold=raw.get("hold", ""),
             est_start=opt_float("est_start"),
+            queued_at=opt_float("queued_at"),
+            stop_reason=raw.get("stop_reason", ""),
+            gpu_idle_since={int(k): float(v) for k, v in
+                            json.loads(raw.get("gpu_idle_since") or "{}").items()},
+            idle_notified=bool(raw.get("idle_notified")),
         )
 
 

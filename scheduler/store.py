@@ -27,7 +27,11 @@ LOG_CAP_BYTES = 1 << 20
 _SCRIPTS = (
     "submit", "start", "mark_running", "finish", "requeue", "cancel", "request_stop",
     "charge", "set_reasons", "heartbeat", "node_down", "lease", "config_put", "hold",
+    "set_idle",
 )
+# Admission wait histogram bounds (seconds), as docs/metrics.md fixes them; +Inf is implicit.
+WAIT_BUCKETS: tuple[float, ...] = (1, 5, 15, 30, 60, 300, 900, 1800, 3600, 7200, 14400, 28800,
+                                   86400, 259200)
 
 
 class StoreError(RuntimeError):
@@ -114,9 +118,10 @@ class Store:
     ) -> str:
         keys = [
             self.keys.job(job_id), self.keys.waiting, self.keys.active, self.keys.node(node),
-            self.keys.node_alloc(node), self.keys.epoch,
+            self.keys.node_alloc(node), self.keys.epoch, self.keys.stats,
         ]
-        args = [epoch, job_id, node, json.dumps(list(indices)), now, weight]
+        bounds = ",".join(f"{b:g}" for b in WAIT_BUCKETS)
+        args = [epoch, job_id, node, json.dumps(list(indices)), now, weight, bounds]
         return str(await self._run("start", keys, args))
 
     async def mark_running(self, epoch: int, job_id: str, now: float) -> str:
@@ -130,6 +135,7 @@ class Store:
         keys = [
             self.keys.job(job.id), self.keys.active, self.keys.done,
             self.keys.node_alloc(job.node or ""), self.keys.usage, self.keys.epoch,
+            self.keys.stats,
         ]
         code = "" if exit_code is None else str(exit_code)
         args = [epoch, job.id, state.value, code, reason, now, job.node or ""]
@@ -139,13 +145,26 @@ class Store:
         keys = [
             self.keys.job(job.id), self.keys.active, self.keys.waiting,
             self.keys.node_alloc(job.node or ""), self.keys.usage, self.keys.epoch,
-            self.keys.done,
+            self.keys.done, self.keys.stats,
         ]
         return str(await self._run("requeue", keys, [epoch, job.id, reason, now, job.node or ""]))
 
-    async def request_stop(self, epoch: int, job_id: str, reason: JobState, now: float) -> str:
-        keys = [self.keys.job(job_id), self.keys.epoch]
-        return str(await self._run("request_stop", keys, [epoch, reason.value, now]))
+    async def request_stop(self, epoch: int, job_id: str, reason: JobState, now: float,
+                           end_reason: str = "") -> str:
+        """Ask for an active job to stop, ending in `reason` (or requeued if PREEMPTED), with
+        `end_reason` as its recorded reason when not the state's usual one (e.g. IdleGpu)."""
+        keys = [self.keys.job(job_id), self.keys.epoch, self.keys.stats]
+        return str(await self._run("request_stop", keys, [epoch, reason.value, now, end_reason]))
+
+    async def set_idle(self, epoch: int, states: dict[str, tuple[dict[int, float], bool]]) -> str:
+        """Write running jobs' idle-GPU state: job id -> (GPU index -> idle since, notified)."""
+        if not states:
+            return "0"
+        keys = [self.keys.epoch] + [self.keys.job(j) for j in states]
+        args: list[Any] = [epoch]
+        for since, notified in states.values():
+            args += [json.dumps({str(k): v for k, v in since.items()}), "1" if notified else ""]
+        return str(await self._run("set_idle", keys, args))
 
     async def charge(self, epoch: int, job_ids: Iterable[str], now: float) -> float:
         keys = [self.keys.usage, self.keys.epoch] + [self.keys.job(j) for j in job_ids]
@@ -273,30 +292,17 @@ class Store:
         """The usage half-life the charging scripts decay with (a setting, not job state)."""
         await self.r.hset(self.keys.usage, "half_life_s", seconds)
 
+    async def usage_hash(self) -> dict[str, str]:
+        """The whole usage hash, for a caller that needs several views of it at once."""
+        return dict(await self.r.hgetall(self.keys.usage))
+
     async def decayed_usage(self, now: float) -> dict[tuple[str, str], float]:
         """(account, user) -> billed usage decayed to `now`."""
-        raw = await self.r.hgetall(self.keys.usage)
-        half_life = float(raw.get("half_life_s") or 604800)
-        out: dict[tuple[str, str], float] = {}
-        for field_name, value in raw.items():
-            if not field_name.startswith("decayed:"):
-                continue
-            assoc = field_name[len("decayed:"):]
-            since = float(raw.get(f"decayed_t:{assoc}") or now)
-            account, _, user = assoc.partition("|")
-            out[(account, user)] = float(value) * 2 ** (-max(0.0, now - since) / half_life)
-        return out
+        return parse_decayed(await self.usage_hash(), now)
 
     async def usage(self) -> dict[str, dict[str, dict[str, float]]]:
         """{"user": {name: {"billed": x, "gpu_s": y}}, "account": {...}} (totals, not decayed)."""
-        raw = await self.r.hgetall(self.keys.usage)
-        out: dict[str, dict[str, dict[str, float]]] = {"user": {}, "account": {}}
-        for field_name, value in raw.items():
-            kind, _, rest = field_name.partition(":")
-            name, _, metric = rest.rpartition(":")
-            if kind in out and name:
-                out[kind].setdefault(name, {"billed": 0.0, "gpu_s": 0.0})[metric] = float(value)
-        return out
+        return parse_totals(await self.usage_hash())
 
     async def accounts(self) -> Accounts:
         async with self.r.pipeline(transaction=True) as pipe:
@@ -320,14 +326,11 @@ class Store:
 
     async def daily_usage(self) -> list[tuple[int, str, str, float]]:
         """(UTC day number, account, user, billed) for every day with usage."""
-        raw = await self.r.hgetall(self.keys.usage)
-        out = []
-        for field_name, value in raw.items():
-            if field_name.startswith("day:"):
-                _, day, assoc = field_name.split(":", 2)
-                account, _, user = assoc.partition("|")
-                out.append((int(day), account, user, float(value)))
-        return out
+        return parse_daily(await self.usage_hash())
+
+    async def stats(self) -> dict[str, str]:
+        """The persisted metric counters (keys.py documents the fields)."""
+        return dict(await self.r.hgetall(self.keys.stats))
 
     async def lease(self, holder: str, ttl_ms: int) -> int:
         return int(await self._run("lease", [self.keys.leader, self.keys.epoch], [holder, ttl_ms]))
@@ -335,6 +338,42 @@ class Store:
     async def leader(self) -> str | None:
         value = await self.r.get(self.keys.leader)
         return None if value is None else str(value)
+
+
+def parse_decayed(raw: dict[str, str], now: float) -> dict[tuple[str, str], float]:
+    """(account, user) -> billed usage decayed to `now`, from the usage hash."""
+    half_life = float(raw.get("half_life_s") or 604800)
+    out: dict[tuple[str, str], float] = {}
+    for field_name, value in raw.items():
+        if not field_name.startswith("decayed:"):
+            continue
+        assoc = field_name[len("decayed:"):]
+        since = float(raw.get(f"decayed_t:{assoc}") or now)
+        account, _, user = assoc.partition("|")
+        out[(account, user)] = float(value) * 2 ** (-max(0.0, now - since) / half_life)
+    return out
+
+
+def parse_totals(raw: dict[str, str]) -> dict[str, dict[str, dict[str, float]]]:
+    """Usage totals per user and per account, from the usage hash (see `Store.usage`)."""
+    out: dict[str, dict[str, dict[str, float]]] = {"user": {}, "account": {}}
+    for field_name, value in raw.items():
+        kind, _, rest = field_name.partition(":")
+        name, _, metric = rest.rpartition(":")
+        if kind in out and name:
+            out[kind].setdefault(name, {"billed": 0.0, "gpu_s": 0.0})[metric] = float(value)
+    return out
+
+
+def parse_daily(raw: dict[str, str]) -> list[tuple[int, str, str, float]]:
+    """(UTC day number, account, user, billed) for every day with usage, from the usage hash."""
+    out = []
+    for field_name, value in raw.items():
+        if field_name.startswith("day:"):
+            _, day, assoc = field_name.split(":", 2)
+            account, _, user = assoc.partition("|")
+            out.append((int(day), account, user, float(value)))
+    return out
 
 
 def new_token() -> str:

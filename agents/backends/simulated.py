@@ -2,16 +2,20 @@
 
 Nothing here touches a GPU. Each simulated GPU is labelled as such: its uuid is
 `SIM-<node>-<index>` and the agent reports the node as simulated. So that the scheduler, the
-metrics and the dashboards can be exercised end to end, a simulated GPU looks busy while a real
-process on this machine "uses" it: a process whose environment has `LABQ_NODE=<node name>` and
-whose `CUDA_VISIBLE_DEVICES` lists the GPU's index (labq's launcher sets both for every job).
-The numbers such a GPU reports are made up, deterministic given the clock, and within plausible
-ranges; they are not measurements.
+metrics, idle-GPU detection and the dashboards can be exercised end to end, a simulated GPU is
+"used" by the real processes on this machine whose environment has `LABQ_NODE=<node name>` and
+whose `CUDA_VISIBLE_DEVICES` lists the GPU's index (labq's launcher sets both for every job),
+and its utilization follows those processes' CPU use: the CPU-seconds they (and the children
+they waited for) used since the previous read, per second, capped at 1 (on a process's first
+read, its average over its life so far, at least a second). So a job that sleeps leaves its
+GPUs near 0 and a busy loop drives them near 1. Ray's own processes (titled `ray::...`, e.g.
+the job supervisor) are not the job's work and do not count. Memory, power and temperature
+are made up from that utilization, within plausible ranges. None of these numbers are GPU
+measurements.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import time
@@ -44,11 +48,12 @@ _SIZE_IN_NAME = re.compile(r"(\d+)\s*GI?B", re.IGNORECASE)
 _SPEC = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*(?::\s*(\S.*?))?\s*$")
 
 _BUSY_MEMORY_FRACTION = 0.30
-_UTIL_MIN, _UTIL_MAX = 0.55, 0.98
 _POWER_MIN, _POWER_MAX = 70.0, 400.0
 _IDLE_POWER = 25.0
 _TEMP_MIN, _TEMP_MAX = 35.0, 80.0
 _IDLE_TEMP = 30.0
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_RAY_TITLE = b"ray::"
 
 
 def memory_gib_for(model: str) -> int:
@@ -73,6 +78,28 @@ def parse_sim_spec(text: str) -> tuple[int, int, str]:
     if not 1 <= nodes <= MAX_NODES or not 1 <= gpus <= MAX_GPUS:
         raise ValueError(f"bad simulation spec {text!r}: {hint}")
     return nodes, gpus, match.group(3) or DEFAULT_MODEL
+
+
+def cpu_seconds(pid: int, proc_root: str = "/proc") -> tuple[float, float] | None:
+    """(CPU-seconds used by `pid` and its waited-for children, seconds since it started), or
+    None if it is gone or unreadable."""
+    try:
+        with open(os.path.join(proc_root, str(pid), "stat"), "rb") as handle:
+            fields = handle.read().rsplit(b")", 1)[1].split()
+        with open(os.path.join(proc_root, "uptime"), "rb") as handle:
+            uptime = float(handle.read().split()[0])
+        ticks = sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+        return ticks / _CLOCK_TICKS, max(0.0, uptime - int(fields[19]) / _CLOCK_TICKS)
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _is_ray_process(pid: int, proc_root: str) -> bool:
+    try:
+        with open(os.path.join(proc_root, str(pid), "cmdline"), "rb") as handle:
+            return handle.read(len(_RAY_TITLE)) == _RAY_TITLE
+    except OSError:
+        return False
 
 
 def visible_indices(value: str) -> set[int]:
@@ -110,11 +137,13 @@ class SimulatedBackend:
         self.memory_total_bytes = memory_gib_for(self.model) * GIB
         self._proc_root = proc_root
         self._clock = clock
+        self._cpu_seen: dict[int, tuple[float, float]] = {}  # pid -> (CPU-seconds, read at)
 
     def read(self) -> list[GpuInfo]:
         users = self._users()
-        now = self._clock()
-        return [self._gpu(index, sorted(users.get(index, [])), now) for index in range(self.gpus)]
+        rates = self._cpu_rates({pid for pids in users.values() for pid in pids})
+        return [self._gpu(index, sorted(users.get(index, [])), rates)
+                for index in range(self.gpus)]
 
     def close(self) -> None:
         """Nothing to release."""
@@ -138,7 +167,28 @@ class SimulatedBackend:
                     users.setdefault(index, []).append(int(entry))
         return users
 
-    def _gpu(self, index: int, pids: list[int], now: float) -> GpuInfo:
+    def _cpu_rates(self, pids: set[int]) -> dict[int, float]:
+        """CPU-seconds per second of each pid since the last read (its life's average on its
+        first read); Ray's own processes count 0."""
+        now = self._clock()
+        rates: dict[int, float] = {}
+        seen: dict[int, tuple[float, float]] = {}
+        for pid in pids:
+            sample = cpu_seconds(pid, self._proc_root)
+            if sample is None or _is_ray_process(pid, self._proc_root):
+                rates[pid] = 0.0
+                continue
+            used, age = sample
+            previous = self._cpu_seen.get(pid)
+            if previous is not None and now > previous[1] and used >= previous[0]:
+                rates[pid] = (used - previous[0]) / (now - previous[1])
+            else:
+                rates[pid] = used / max(age, 1.0)  # a just-started process: not noise
+            seen[pid] = (used, now)
+        self._cpu_seen = seen
+        return rates
+
+    def _gpu(self, index: int, pids: list[int], rates: dict[int, float]) -> GpuInfo:
         total = self.memory_total_bytes
         uuid = f"SIM-{self.node_name}-{index}"
         if not pids:
@@ -153,9 +203,7 @@ class SimulatedBackend:
                 temperature_c=_IDLE_TEMP + index % 6,
             )
         per_process = int(total * _BUSY_MEMORY_FRACTION) // len(pids)
-        # A slow wave per GPU, phase from the first pid: varies over time, fixed given the clock.
-        wave = 0.5 + 0.5 * math.sin(now / 20.0 + pids[0] * 0.7 + index)
-        util = _UTIL_MIN + (_UTIL_MAX - _UTIL_MIN) * wave
+        util = min(1.0, sum(rates.get(pid, 0.0) for pid in pids))
         return GpuInfo(
             index=index,
             uuid=uuid,

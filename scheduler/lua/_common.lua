@@ -61,3 +61,10 @@ local function free_gpus(job_key, alloc_key, job_id)
   end
   return freed
 end
+
+-- Persisted metric counters live in the stats hash (keys.py documents its fields), written by
+-- the same script that makes the transition they count, so they survive restarts and leader
+-- changes and count each transition once.
+local function count_eviction(stats_key, account, reason)
+  redis.call('HINCRBY', stats_key, 'evictions|' .. account .. '|' .. reason, 1)
+end

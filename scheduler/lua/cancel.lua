@@ -19,6 +19,7 @@ end
 local current = redis.call('HGET', KEYS[1], 'stop_request')
 -- A cancel overrides a preemption: the job then ends CANCELLED instead of being queued again.
 if not current or current == '' or current == 'PREEMPTED' then
-  redis.call('HSET', KEYS[1], 'stop_request', 'CANCELLED', 'stop_requested_at', ARGV[4])
+  redis.call('HSET', KEYS[1], 'stop_request', 'CANCELLED', 'stop_requested_at', ARGV[4],
+    'stop_reason', '')
 end
 return 'STOPPING'

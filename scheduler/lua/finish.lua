@@ -1,9 +1,10 @@
 -- STARTING|RUNNING|PREEMPTED -> a terminal state: final charge, free the GPUs (once), record the end.
 -- KEYS[1] job hash  KEYS[2] active set  KEYS[3] done zset  KEYS[4] node alloc hash
--- KEYS[5] usage hash  KEYS[6] epoch
+-- KEYS[5] usage hash  KEYS[6] epoch  KEYS[7] stats hash
 -- ARGV[1] epoch  ARGV[2] job id  ARGV[3] final state  ARGV[4] exit code ('' = none)
 -- ARGV[5] reason  ARGV[6] now
 -- ARGV[7] the node the caller read for the job: its alloc hash is KEYS[4]
+-- Ending with reason NodeLost counts an eviction (unless a stop was already asked: counted then).
 -- Returns 'OK', STALE_VIEW (the job moved: read it again), STALE_EPOCH, ALREADY_DONE or NOT_ACTIVE.
 if not fenced(KEYS[6], ARGV[1]) then return 'STALE_EPOCH' end
 local state = redis.call('HGET', KEYS[1], 'state')
@@ -11,6 +12,10 @@ if is_terminal(state) then return 'ALREADY_DONE' end
 if not holds_gpus(state) then return 'NOT_ACTIVE' end
 if (redis.call('HGET', KEYS[1], 'node') or '') ~= ARGV[7] then return 'STALE_VIEW' end
 local now = tonumber(ARGV[6])
+local info = redis.call('HMGET', KEYS[1], 'account', 'stop_request')
+if ARGV[5] == 'NodeLost' and (info[2] or '') == '' then
+  count_eviction(KEYS[7], info[1] or '', 'NodeLost')
+end
 charge(KEYS[1], KEYS[5], now)
 free_gpus(KEYS[1], KEYS[4], ARGV[2])
 redis.call('HSET', KEYS[1], 'state', ARGV[3], 'ended_at', ARGV[6], 'exit_code', ARGV[4],

@@ -1,9 +1,11 @@
 -- STARTING|RUNNING|PREEMPTED -> PENDING (node lost, launch failed): charge, free the GPUs, queue again.
 -- KEYS[1] job hash  KEYS[2] active set  KEYS[3] waiting zset  KEYS[4] node alloc hash
--- KEYS[5] usage hash  KEYS[6] epoch  KEYS[7] done zset
+-- KEYS[5] usage hash  KEYS[6] epoch  KEYS[7] done zset  KEYS[8] stats hash
 -- ARGV[1] epoch  ARGV[2] job id  ARGV[3] reason  ARGV[4] now
 -- ARGV[5] the node the caller read for the job: its alloc hash is KEYS[4]
--- A job a person cancelled, or that ran out of time, is not queued again: it ends in that state.
+-- A job a person cancelled, or that ran out of time, is not queued again: it ends in that state
+-- (with the stop's recorded reason, e.g. IdleGpu). Requeued for NodeLost counts an eviction.
+-- The requeued job waits from now (queued_at), and forgets its idle-GPU state.
 -- Returns 'OK', ENDED (it ended instead), STALE_VIEW (the job moved: read it again),
 -- STALE_EPOCH or NOT_ACTIVE.
 if not fenced(KEYS[6], ARGV[1]) then return 'STALE_EPOCH' end
@@ -14,16 +16,23 @@ charge(KEYS[1], KEYS[5], tonumber(ARGV[4]))
 free_gpus(KEYS[1], KEYS[4], ARGV[2])
 local stop = redis.call('HGET', KEYS[1], 'stop_request') or ''
 if stop == 'CANCELLED' or stop == 'TIMEOUT' then
-  local why = 'Cancelled'
-  if stop == 'TIMEOUT' then why = 'TimeLimit' end
+  local why = redis.call('HGET', KEYS[1], 'stop_reason') or ''
+  if why == '' then
+    why = 'Cancelled'
+    if stop == 'TIMEOUT' then why = 'TimeLimit' end
+  end
   redis.call('HSET', KEYS[1], 'state', stop, 'ended_at', ARGV[4], 'reason', why, 'reasons', '[]')
   redis.call('SREM', KEYS[2], ARGV[2])
   redis.call('ZADD', KEYS[7], ARGV[4], ARGV[2])
   return 'ENDED'
 end
+if ARGV[3] == 'NodeLost' and stop == '' then
+  count_eviction(KEYS[8], redis.call('HGET', KEYS[1], 'account') or '', 'NodeLost')
+end
 redis.call('HSET', KEYS[1], 'state', 'PENDING', 'node', '', 'gpu_indices', '[]', 'started_at', '',
-  'charged_until', '', 'stop_request', '', 'reason', ARGV[3],
-  'reasons', cjson.encode({{code = ARGV[3], detail = 'requeued after ' .. ARGV[3]}}))
+  'charged_until', '', 'stop_request', '', 'stop_reason', '', 'reason', ARGV[3],
+  'reasons', cjson.encode({{code = ARGV[3], detail = 'requeued after ' .. ARGV[3]}}),
+  'queued_at', ARGV[4], 'gpu_idle_since', '{}', 'idle_notified', '')
 redis.call('HINCRBY', KEYS[1], 'restarts', 1)
 redis.call('SREM', KEYS[2], ARGV[2])
 redis.call('ZADD', KEYS[3], redis.call('HGET', KEYS[1], 'submitted_at'), ARGV[2])

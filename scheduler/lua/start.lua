@@ -1,8 +1,11 @@
 -- PENDING (or budget-HELD) -> STARTING: allocate exactly the given GPU indices of a node to a job.
 -- KEYS[1] job hash  KEYS[2] waiting zset  KEYS[3] active set  KEYS[4] node hash
--- KEYS[5] node alloc hash  KEYS[6] epoch
+-- KEYS[5] node alloc hash  KEYS[6] epoch  KEYS[7] stats hash
 -- ARGV[1] epoch  ARGV[2] job id  ARGV[3] node name  ARGV[4] indices (JSON list)
 -- ARGV[5] now  ARGV[6] billing weight of the node's GPU model
+-- ARGV[7] admission wait histogram bounds in seconds, ascending, comma-separated
+-- Counts the admission (admissions|{account}) and its wait since the submit or the last
+-- requeue (wait|{account}|{le} for the first bound >= the wait, else +Inf; wait_sum|{account}).
 -- Returns 'OK' or why not: STALE_EPOCH, NOT_PENDING, NODE_NOT_UP, WRONG_COUNT (also for a
 -- repeated index), GPU_OUT_OF_RANGE, GPU_BUSY
 if not fenced(KEYS[6], ARGV[1]) then return 'STALE_EPOCH' end
@@ -28,4 +31,16 @@ redis.call('HSET', KEYS[1], 'state', 'STARTING', 'node', ARGV[3], 'gpu_indices',
   'est_start', '')
 redis.call('ZREM', KEYS[2], ARGV[2])
 redis.call('SADD', KEYS[3], ARGV[2])
+local info = redis.call('HMGET', KEYS[1], 'account', 'queued_at', 'submitted_at')
+local account = info[1] or ''
+local now = tonumber(ARGV[5])
+local since = tonumber(info[2] or '') or tonumber(info[3] or '') or now
+local wait = math.max(0, now - since)
+local le = '+Inf'
+for bound in string.gmatch(ARGV[7], '[^,]+') do
+  if wait <= tonumber(bound) then le = bound; break end
+end
+redis.call('HINCRBY', KEYS[7], 'admissions|' .. account, 1)
+redis.call('HINCRBY', KEYS[7], 'wait|' .. account .. '|' .. le, 1)
+redis.call('HINCRBYFLOAT', KEYS[7], 'wait_sum|' .. account, wait)
 return 'OK'

@@ -1,0 +1,192 @@
+"""The metric families of `/metrics`, each group built from what one scrape read (no I/O).
+
+Label values are only node, GPU index, model, account, user, state, reason and budget period:
+names an admin configured or fixed sets, never a job id, a pid or free text.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+from scheduler.accounts import Accounts
+from scheduler.budgets import budget_state
+from scheduler.config import Settings
+from scheduler.coordinator import fairshare_usage_of
+from scheduler.idle import IdlePolicy, idle_seconds
+from scheduler.metrics_hist import cumulative
+from scheduler.model import Job, JobState, Node, NodeState
+from scheduler.policy.fairshare import compute_fairshare
+from scheduler.shares import share_inputs
+from scheduler.store import WAIT_BUCKETS, parse_daily, parse_totals
+
+Family = GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily
+GPU = ["node", "gpu", "model"]
+
+
+def gpu_families(nodes: Sequence[Node], active: Sequence[Job], policy: IdlePolicy,
+                 now: float) -> list[Family]:
+    """Per node and per GPU, as the agents last reported them, and allocated-but-idle GPUs."""
+    g = {name: GaugeMetricFamily(f"labq_{name}", doc, labels=labels) for name, doc, labels in (
+        ("gpus_total", "GPUs on the node", ["node", "model"]),
+        ("gpus_allocated", "GPUs held by labq jobs", ["node", "model"]),
+        ("gpus_idle", "GPUs free for labq jobs (not allocated)", ["node", "model"]),
+        ("gpus_allocated_idle", "Allocated GPUs below idle_gpu_threshold for idle_gpu_after_s",
+         ["node", "model"]),
+        ("gpu_allocated_idle_seconds", "How long an allocated GPU has been below the idle "
+         "threshold (0 while busy)", [*GPU, "account", "user"]),
+        ("gpu_utilization_ratio", "GPU utilization (0-1) as the agent reports it", GPU),
+        ("gpu_memory_used_bytes", "GPU memory used", GPU),
+        ("gpu_memory_total_bytes", "GPU memory in all", GPU),
+        ("gpu_power_watts", "GPU power draw", GPU),
+        ("gpu_temperature_celsius", "GPU temperature", GPU),
+        ("gpu_healthy", "1 if the agent reports the GPU healthy", GPU),
+        ("node_up", "1 if the node is UP", ["node"]),
+        ("node_heartbeat_age_seconds", "Seconds since the node's agent last reported", ["node"]),
+    )}
+    jobs = {j.id: j for j in active}
+    tracking = policy.action != "off"
+    for node in nodes:
+        models = {gpu.index: gpu.model for gpu in node.gpus}
+        idle_count = 0
+        for index, job_id in sorted(node.allocations.items()):
+            job = jobs.get(job_id)
+            if job is None:
+                continue
+            seconds = idle_seconds(job, index, now) if tracking else 0.0
+            idle_count += seconds >= policy.after_s
+            g["gpu_allocated_idle_seconds"].add_metric(
+                [node.name, str(index), models.get(index, node.gpu_model), job.account,
+                 job.user], seconds)
+        per_node = [node.name, node.gpu_model]
+        g["gpus_total"].add_metric(per_node, node.gpus_total)
+        g["gpus_allocated"].add_metric(per_node, node.gpus_allocated)
+        g["gpus_idle"].add_metric(per_node, node.gpus_total - node.gpus_allocated)
+        g["gpus_allocated_idle"].add_metric(per_node, idle_count)
+        g["node_heartbeat_age_seconds"].add_metric([node.name],
+                                                   max(0.0, now - node.last_heartbeat))
+        g["node_up"].add_metric([node.name], 1.0 if node.state == NodeState.UP else 0.0)
+        for gpu in node.gpus:
+            labels = [node.name, str(gpu.index), gpu.model]
+            for name, value in (("gpu_utilization_ratio", gpu.utilization),
+                                ("gpu_memory_used_bytes", gpu.memory_used_bytes),
+                                ("gpu_memory_total_bytes", gpu.memory_total_bytes),
+                                ("gpu_power_watts", gpu.power_watts),
+                                ("gpu_temperature_celsius", gpu.temperature_c)):
+                if value is not None:
+                    g[name].add_metric(labels, value)
+            g["gpu_healthy"].add_metric(labels, 1.0 if gpu.health == "OK" else 0.0)
+    return list(g.values())
+
+
+def job_families(active: Sequence[Job], waiting: Sequence[Job], now: float) -> list[Family]:
+    jobs = GaugeMetricFamily("labq_jobs", "Jobs by state (queued and running)", labels=["state"])
+    counts = Counter(j.state for j in (*active, *waiting))
+    for state in JobState:
+        if not state.is_terminal():
+            jobs.add_metric([state.value], counts.get(state, 0))
+    pending = GaugeMetricFamily("labq_pending_jobs", "Waiting jobs (PENDING or HELD)",
+                                labels=["account", "user"])
+    for (account, user), n in sorted(Counter(
+            (j.account, j.user) for j in waiting if j.state.is_waiting()).items()):
+        pending.add_metric([account, user], n)
+    oldest = GaugeMetricFamily("labq_pending_oldest_seconds",
+                               "Age of the oldest waiting job (since its submit or requeue)",
+                               labels=["account"])
+    first: dict[str, float] = {}
+    for job in waiting:
+        if job.state.is_waiting():
+            first[job.account] = min(first.get(job.account, math.inf), job.waiting_since)
+    for account, since in sorted(first.items()):
+        oldest.add_metric([account], max(0.0, now - since))
+    return [jobs, pending, oldest]
+
+
+def _split(field_name: str) -> list[str]:
+    return field_name.split("|")
+
+
+def wait_family(stats: dict[str, str]) -> HistogramMetricFamily:
+    """Admission waits, from the bucket counts the start script keeps (see keys.py)."""
+    family = HistogramMetricFamily("labq_admission_wait_seconds",
+                                   "Wait from submit (or requeue) to start, observed at each "
+                                   "start", labels=["account"])
+    buckets: dict[str, dict[float, float]] = defaultdict(dict)
+    sums: dict[str, float] = {}
+    for field_name, value in stats.items():
+        parts = _split(field_name)
+        if parts[0] == "wait" and len(parts) == 3:
+            le = math.inf if parts[2] == "+Inf" else float(parts[2])
+            buckets[parts[1]][le] = float(value)
+        elif parts[0] == "wait_sum" and len(parts) == 2:
+            sums[parts[1]] = float(value)
+    for account in sorted(buckets):
+        family.add_metric([account], cumulative(WAIT_BUCKETS, buckets[account]),
+                          sums.get(account, 0.0))
+    return family
+
+
+def counter_families(stats: dict[str, str]) -> list[Family]:
+    admissions = CounterMetricFamily("labq_admissions", "Jobs started", labels=["account"])
+    preemptions = CounterMetricFamily("labq_preemptions", "Running jobs preempted (scavenger "
+                                      "victims)", labels=["account"])
+    evictions = CounterMetricFamily("labq_evictions", "Running jobs ended by labq",
+                                    labels=["account", "reason"])
+    for field_name, value in sorted(stats.items()):
+        parts = _split(field_name)
+        if parts[0] == "admissions" and len(parts) == 2:
+            admissions.add_metric(parts[1:], float(value))
+        elif parts[0] == "preemptions" and len(parts) == 2:
+            preemptions.add_metric(parts[1:], float(value))
+        elif parts[0] == "evictions" and len(parts) == 3:
+            evictions.add_metric(parts[1:], float(value))
+    return [admissions, preemptions, evictions]
+
+
+def usage_families(usage: dict[str, str]) -> list[Family]:
+    out: list[Family] = []
+    for kind, rows in parse_totals(usage).items():
+        billed = CounterMetricFamily(f"labq_{kind}_billed_units",
+                                     f"Billed GPU-seconds (GPU-s x billing weight) per {kind}",
+                                     labels=[kind])
+        gpu_s = CounterMetricFamily(f"labq_{kind}_gpu_seconds", f"GPU-seconds used per {kind}",
+                                    labels=[kind])
+        for name, values in sorted(rows.items()):
+            billed.add_metric([name], values.get("billed", 0.0))
+            gpu_s.add_metric([name], values.get("gpu_s", 0.0))
+        out += [billed, gpu_s]
+    return out
+
+
+def share_families(accounts: Accounts, usage: dict[str, str], waiting: Sequence[Job],
+                   settings: Settings, now: float) -> list[Family]:
+    """Fair share as the scheduler computes it (same inputs as its cycle), and budgets."""
+    factor = GaugeMetricFamily("labq_fairshare_factor", "Fair-share factor 0-1 (as priority "
+                               "uses it)", labels=["account", "user"])
+    effective = GaugeMetricFamily("labq_effective_usage_ratio", "Decayed usage as a share of "
+                                  "the parent's (Slurm's EffectvUsage)", labels=["account", "user"])
+    # The cycle's inputs: configured associations, those with usage, and the waiting queue it
+    # schedules (jobs a person holds are not in it).
+    inputs = share_inputs(accounts, fairshare_usage_of(usage, settings, now), settings,
+                          {(j.account, j.user) for j in waiting if not j.hold})
+    table = compute_fairshare(inputs.accounts, inputs.assocs, inputs.usage, inputs.algorithm)
+    for row in table.rows:
+        if row.user is not None:
+            factor.add_metric([row.account, row.user], row.fairshare)
+            effective.add_metric([row.account, row.user], row.effective_usage)
+    scope = ["account", "user", "period"]
+    spent = GaugeMetricFamily("labq_budget_spent_billed_seconds", "Billed GPU-seconds spent in "
+                              "the current budget period (user=\"\" for an account budget, "
+                              "account=\"\" for a user's)", labels=scope)
+    limit = GaugeMetricFamily("labq_budget_limit_billed_seconds", "The budget's limit in billed "
+                              "GPU-seconds (top-ups included)", labels=scope)
+    if accounts.budgets:
+        state = budget_state(accounts, parse_daily(usage), (), now, settings.semesters)
+        for b in state.budgets:
+            labels = [b.name, "", b.period] if b.scope == "account" else ["", b.name, b.period]
+            spent.add_metric(labels, state.spent.get((b.scope, b.name), 0.0))
+            limit.add_metric(labels, b.limit)
+    return [factor, effective, spent, limit]
