@@ -20,6 +20,7 @@ from grafana_foundation_sdk.models import prometheus
 
 from grafana import generate
 from grafana.panels import PROVISIONED_UID
+from tests.metrics_contract import coordinator_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARDS = ROOT / "grafana" / "dashboards"
@@ -41,10 +42,6 @@ def panels(board: dict[str, Any]) -> list[dict[str, Any]]:
             out.append(panel)
     return out
 
-
-def contract_metrics() -> set[str]:
-    text = (ROOT / "docs" / "metrics.md").read_text()
-    return set(re.findall(r"^\| `(labq_[a-z_]+)`", text, re.MULTILINE))
 
 
 def metrics_in(expr: str) -> set[str]:
@@ -113,7 +110,7 @@ def test_dashboard_uses_the_datasource_variable_and_never_inputs(path: Path) -> 
 
 
 def test_dashboards_use_only_the_contract_and_cover_all_of_it() -> None:
-    contract = contract_metrics()
+    contract = coordinator_metrics()
     assert len(contract) > 25
     used: set[str] = set()
     for path in FILES:
