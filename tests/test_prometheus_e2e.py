@@ -2,9 +2,9 @@
 Debian's `prometheus` scrapes its /metrics every second with deploy/'s alert rules loaded; then
 every expr of every panel of every dashboard in grafana/dashboards is evaluated through
 Prometheus' HTTP API and must parse and return data (some number, not only NaN), every
-template variable must have values,
-and every alert rule must be loaded, healthy, parse, and stay quiet on this healthy cluster (the
-promtool unit tests in tests/test_deploy_rules.py prove that each one fires when it should)."""
+template variable must have values, and every alert rule must be loaded, healthy, parse, and
+stay quiet on this healthy cluster (the promtool unit tests in tests/test_deploy_rules.py prove
+that each one fires when it should)."""
 
 from __future__ import annotations
 
