@@ -8,7 +8,8 @@ from typing import Any
 
 import click
 
-POLICY_NAMES = ("labq", "slurm-classic", "fifo-backfill", "fifo", "drf")  # see sim.policies
+POLICY_NAMES = ("labq", "slurm-classic", "fifo-backfill", "fifo", "drf",
+                "tiresias-las")  # see sim.policies
 
 _ROWS = (("wait_avg_s", "avg wait"), ("wait_p50_s", "p50 wait"), ("wait_p99_s", "p99 wait"),
          ("jct_avg_s", "avg JCT"), ("jct_p99_s", "p99 JCT"), ("makespan_s", "makespan"),
@@ -28,6 +29,10 @@ _ROWS = (("wait_avg_s", "avg wait"), ("wait_p50_s", "p50 wait"), ("wait_p99_s", 
 @click.option("--compare", default=None, help="several policies, comma separated: P1,P2,...")
 @click.option("--accounts", "accounts_path", type=click.Path(path_type=Path), default=None,
               help="CSV of tenant,shares for the fair-share tree (default: equal shares)")
+@click.option("--budgets", "budgets_path", type=click.Path(path_type=Path), default=None,
+              help="CSV of tenant,budget in billed GPU-hours for the whole replay; labq holds "
+                   "jobs that would overspend, the other policies ignore it (see "
+                   "budget_overruns)")
 @click.option("--min-duration", type=float, default=60.0, show_default=True,
               help="drop jobs shorter than this many seconds")
 @click.option("--window-hours", type=float, default=None,
@@ -39,10 +44,12 @@ _ROWS = (("wait_avg_s", "avg wait"), ("wait_p50_s", "p50 wait"), ("wait_p99_s", 
                    "and PNG plots in DIR)")
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
 def sim(trace_path: Path, fmt: str, cluster_text: str, policy: str, compare: str | None,
-        accounts_path: Path | None, min_duration: float, window_hours: float | None,
-        sample: float | None, seed: int, out_dir: Path | None, as_json: bool) -> None:
+        accounts_path: Path | None, budgets_path: Path | None, min_duration: float,
+        window_hours: float | None, sample: float | None, seed: int, out_dir: Path | None,
+        as_json: bool) -> None:
     """Replay a job trace in virtual time through labq's own scheduling policy."""
     # Imported here: `labq submit` must not pay for the simulator's imports.
+    from scheduler.sim.budgets import load_budgets
     from scheduler.sim.engine import Cluster, simulate
     from scheduler.sim.policies import get_policy
     from scheduler.sim.report import summarize, write_outputs, write_plots
@@ -53,6 +60,7 @@ def sim(trace_path: Path, fmt: str, cluster_text: str, policy: str, compare: str
         names = [p.strip() for p in (compare or policy).split(",") if p.strip()]
         policies = [get_policy(n) for n in names]
         shares = load_accounts(accounts_path) if accounts_path is not None else None
+        budgets = load_budgets(budgets_path) if budgets_path is not None else None
         jobs = load_trace(trace_path, fmt, min_duration=min_duration,
                           window_hours=window_hours, sample=sample, seed=seed)
     except (TraceError, ValueError) as e:
@@ -63,7 +71,7 @@ def sim(trace_path: Path, fmt: str, cluster_text: str, policy: str, compare: str
     summaries: list[dict[str, Any]] = []
     results = []
     for p in policies:
-        result = simulate(jobs, cluster, p, tenant_shares=shares)
+        result = simulate(jobs, cluster, p, tenant_shares=shares, budgets=budgets)
         if out_dir is not None:
             summaries.append(write_outputs(result, out_dir / p.name if compare else out_dir))
         else:
@@ -83,6 +91,11 @@ def _table(summaries: list[dict[str, Any]]) -> None:
     rows = [header]
     for key, label in _ROWS:
         rows.append([label] + [_fmt(key, s[key]) for s in summaries])
+    if summaries[0]["budget_overruns"] is not None:
+        rows.append(["budget overruns"] + [
+            f"{s['budget_overruns']['tenants']} ({s['budget_overruns']['gpu_hours']:.1f} GPU-h)"
+            for s in summaries])
+        rows.append(["never started"] + [str(s["jobs_never_started"]) for s in summaries])
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     for r in rows:
         click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))

@@ -100,7 +100,8 @@ def order_queue(
     return sorted(pending, key=key)
 
 
-def schedule(snapshot: Snapshot, max_estimates: int = MAX_ESTIMATES) -> Decisions:
+def schedule(snapshot: Snapshot, max_estimates: int = MAX_ESTIMATES,
+             explain: bool = True) -> Decisions:
     """Decide which pending jobs start now and where, and why every other one waits.
 
     1. order the queue; 2. for each job, best-fit it on the GPUs still free; a job that fits
@@ -111,6 +112,10 @@ def schedule(snapshot: Snapshot, max_estimates: int = MAX_ESTIMATES) -> Decision
     that no node has its GPU type, or the reservation it would delay, and its place in line
     behind the jobs ahead of it that also wait; 4. the first `max_estimates` waiting jobs not
     held by a cap get an estimated start time.
+
+    `explain=False` (the simulator, which needs only the starts and preemptions): no reasons,
+    and the walk down the queue stops once no free GPU is left and no scavenger job runs (no
+    later job could start or preempt); the starts and preemptions are the same.
     """
     pool = FreePool(snapshot.nodes)
     backfill = Backfill(snapshot)
@@ -122,7 +127,10 @@ def schedule(snapshot: Snapshot, max_estimates: int = MAX_ESTIMATES) -> Decision
     budget = BudgetGate(snapshot.budgets, snapshot.limits.account_chain)
     weights = _Weights(snapshot.nodes)
     smallest_blocked: dict[str | None, int] = {}  # free GPUs only shrink within a cycle
+    can_stop = not explain and not any(r.qos == SCAVENGER for r in snapshot.running)
     for job in order_queue(snapshot.pending, priority_totals(snapshot)):
+        if can_stop and pool.left == 0:
+            break
         over = held.over_limit(job)
         if over is None and job.qos != SCAVENGER:  # scavengers run outside budgets
             # On its cheapest possible node first; the node it gets is checked below.
@@ -159,15 +167,16 @@ def schedule(snapshot: Snapshot, max_estimates: int = MAX_ESTIMATES) -> Decision
         held.add(job)
         backfill.started(job, placement)
     decisions.reservation = backfill.reservation
-    decisions.reasons = _reasons(blocked, limited, delayed, _Explainer(snapshot.nodes, pool),
-                                 backfill.reservation)
+    if explain:
+        decisions.reasons = _reasons(blocked, limited, delayed,
+                                     _Explainer(snapshot.nodes, pool), backfill.reservation)
     decisions.estimates = backfill.estimates(
         [job for job in blocked if job.id not in limited], max_estimates)
     wanting = [job for job in blocked if job.id not in limited and job.id not in delayed]
     decisions.preemptions = plan_preemptions(
         wanting, snapshot.nodes, {n.name: len(pool.free_on(n.name)) for n in snapshot.nodes
                                   if n.up}, snapshot.running)
-    for plan in decisions.preemptions:
+    for plan in decisions.preemptions if explain else ():
         decisions.reasons[plan.for_job].append(Reason(
             "Preempting", f"stopping scavenger job(s) {', '.join(plan.victims)} on {plan.node} "
                           "to make room"))

@@ -191,6 +191,7 @@ def compute_fairshare(
     root = _build_tree(accounts, assocs, usage)
     _sum_usage(root)
     _set_level_values(root)
+    _sort_children(root)
     if algorithm == FAIR_TREE:
         _apply_fair_tree(root)
     else:
@@ -284,6 +285,14 @@ def _set_level_values(node: _Node) -> None:
         _set_level_values(child)
 
 
+def _sort_children(node: _Node) -> None:
+    """Every node's children in Fair Tree order, once: the walks below rely on it."""
+    node.children.sort(key=_fair_tree_key)
+    for child in node.children:
+        if child.children:
+            _sort_children(child)
+
+
 def _level_fs(s: float, u: float) -> float:
     """Slurm's `_calc_assoc_fs`: 0 where S is 0, else S / U (infinity where U is 0)."""
     if s == 0:
@@ -295,14 +304,15 @@ def _level_fs(s: float, u: float) -> float:
 
 
 def _apply_fair_tree(root: _Node) -> None:
-    users = list(_walk_users(root))
-    ranker = _Ranker(len(users))
+    nodes = list(_walk(root))
+    user_count = sum(1 for n in nodes if n.is_user)
+    ranker = _Ranker(user_count)
     ranker.visit(root.children, account_tied=False)
-    for node in _walk(root):
+    for node in nodes:
         node.effective_usage = node.norm_usage
         if node.is_user:
             rank = node.slurm_rank if node.slurm_rank is not None else 0
-            node.fairshare = rank / len(users)
+            node.fairshare = rank / user_count
 
 
 def _fair_tree_key(node: _Node) -> tuple[float, bool, str]:
@@ -388,19 +398,17 @@ def _classic_factor(effective_usage: float, shares: float) -> float:
 
 
 def _walk(node: _Node) -> Iterator[_Node]:
-    """Depth first, a node before its children, children in Fair Tree order."""
+    """Depth first, a node before its children, children in Fair Tree order (sorted by
+    `_sort_children`)."""
     yield node
-    for child in sorted(node.children, key=_fair_tree_key):
+    for child in node.children:
         yield from _walk(child)
 
 
-def _walk_users(node: _Node) -> Iterator[_Node]:
-    return (n for n in _walk(node) if n.is_user)
-
-
 def _rows(root: _Node) -> Iterator[ShareRow]:
-    user_count = sum(1 for _ in _walk_users(root))
-    for n in _walk(root):
+    nodes = list(_walk(root))
+    user_count = sum(1 for n in nodes if n.is_user)
+    for n in nodes:
         rank = None
         if n.is_user and n.slurm_rank is not None:
             rank = user_count - n.slurm_rank + 1

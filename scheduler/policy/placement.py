@@ -80,6 +80,7 @@ class FreePool:
     def __init__(self, nodes: Iterable[NodeView]) -> None:
         self.nodes = {n.name: n for n in nodes if n.up}
         self.free: dict[str, list[int]] = {name: list(n.free) for name, n in self.nodes.items()}
+        self.left = sum(len(v) for v in self.free.values())  # free GPUs, reserved ones included
         self.width = max((n.gpus_total for n in self.nodes.values()), default=0)
         self._buckets: dict[str | None, list[_Bucket]] = {}
         self.reserved_node: str | None = None
@@ -147,7 +148,9 @@ class FreePool:
         node = placement.node
         before = len(self._open(node))
         taken = set(placement.indices)
-        self.free[node] = [i for i in self.free[node] if i not in taken]
+        kept = [i for i in self.free[node] if i not in taken]
+        self.left -= len(self.free[node]) - len(kept)
+        self.free[node] = kept
         self._move(node, before)
 
     def _move(self, node: str, before: int) -> None:

@@ -1,23 +1,28 @@
 """Discrete-event replay of a trace in virtual time through the live policy.
 
-Events are submissions and job ends. At each event time (simultaneous events batched) the
-engine builds a `Snapshot` and calls `schedule()`, unless no start is possible (no node has as
-many free GPUs as the smallest pending job needs). A job runs for its true duration; the
-policy sees its time limit (`ends_at` = start + limit). Preemptions stop the victims (their
-progress is lost, they are requeued with their original submit time), one `Run` per run.
+Events are submissions, job ends and (under `tiresias-las`) a running job's crossing of a
+queue threshold. At each event time (simultaneous events batched) the engine builds a
+`Snapshot` and calls `schedule()`, unless no start is possible (no node has as many free GPUs
+as the smallest pending job needs). A job runs for its true duration, but never past its time
+limit (stopped there, as the coordinator times a job out); the policy sees the limit
+(`ends_at` = start + limit). A preempted job is requeued with its original submit time, one
+`Run` per run; it restarts from scratch (the live policy's scavenger preemption), or, under
+`tiresias-las`, resumes with its remaining duration (see `scheduler.sim.tiresias`).
 
 Speed. The queue of a saturated replay holds tens of thousands of jobs, and the policy is
-O(queue) per call. Jobs of one class (account, user, GPUs, GPU type, QOS) differ only in
-submit time (and time limit), and every policy here orders a class by submit time, so the
-global priority order is a merge of the classes in submit order: the snapshot holds only the
-first `class_depth` jobs of each class. The order of the top of the queue is exact; backfill
-beyond depth `class_depth` of a class (a job whose shorter limit would fit before the
-reservation while its class-mates ahead do not) is missed. When a call starts jobs and some
-class was cut, the engine calls again at the same time with the refilled classes.
+O(queue) per call. Jobs of one class (account, user, GPUs, GPU type) differ only in submit
+time (and time limit), and every policy here orders a class by submit time, so the global
+priority order is a merge of the classes in submit order: the snapshot holds only the first
+jobs of each class: at most `class_depth`, and no more than the free GPUs could start
+(free GPUs // the class's GPUs, at least 1); just the first one if no node has that many
+GPUs free (it cannot start, but may take the backfill reservation). The order of the top of
+the queue is exact; what is missed is backfill deeper in a class (a job whose shorter limit
+would fit before the reservation while its class-mates ahead do not). When a call starts
+every job shown of a class that has more, the engine calls again at the same time.
 
 Usage for fair share: billed GPU-seconds per (account, user), accrued continuously while a job
-runs and decayed with `half_life` in virtual time (kept as integrals scaled by 2^(t/h), so a
-snapshot costs O(users), not O(running jobs)).
+runs and decayed with `half_life` in virtual time (`scheduler.sim.usage`), refreshed every
+`calc_period` of virtual time.
 """
 
 from __future__ import annotations
@@ -34,10 +39,11 @@ from dataclasses import dataclass, field
 from scheduler.policy.cycle import schedule
 from scheduler.policy.placement import type_matches
 from scheduler.policy.snapshot import NodeView, PendingJob, RunningJob, Snapshot
+from scheduler.sim.budgets import Ledger
 from scheduler.sim.policies import ShareBuilder, SimPolicy, drf_key, fifo_prefix
+from scheduler.sim.tiresias import TiresiasQueues
 from scheduler.sim.trace import SimJob
-
-LN2 = math.log(2.0)
+from scheduler.sim.usage import Usage
 
 
 @dataclass(frozen=True)
@@ -83,57 +89,18 @@ class SimResult:
     policy_calls: int = 0
     queue_samples: list[tuple[float, int]] = field(default_factory=list)  # (time, pending)
     tenant_shares: dict[str, float] = field(default_factory=dict)  # every tenant's shares
+    budgets: dict[str, float] | None = None  # --budgets: billed GPU-hours per tenant
+    never_started: list[SimJob] = field(default_factory=list)  # still waiting at the end
 
 
-class _Usage:
-    """Decayed billed usage per (account, user), accrued continuously in virtual time."""
-
-    def __init__(self, half_life: float) -> None:
-        self.h = half_life
-        self.ref = 0.0  # scaled values are relative to 2^(ref/h)
-        self.acc: dict[tuple[str, str], float] = {}  # scaled integral up to self.at[key]
-        self.rate: dict[tuple[str, str], float] = {}
-        self.at: dict[tuple[str, str], float] = {}
-
-    def _g(self, t: float) -> float:
-        return float(2.0 ** ((t - self.ref) / self.h))
-
-    def _settle(self, key: tuple[str, str], t: float) -> None:
-        rate = self.rate.get(key, 0.0)
-        if rate:
-            self.acc[key] = self.acc.get(key, 0.0) + rate * self.h / LN2 * (
-                self._g(t) - self._g(self.at[key]))
-        self.at[key] = t
-
-    def add_rate(self, key: tuple[str, str], t: float, delta: float) -> None:
-        if t - self.ref > 200 * self.h:  # keep 2^(t/h) finite
-            self._rebase(t)
-        self._settle(key, t)
-        self.rate[key] = self.rate.get(key, 0.0) + delta
-
-    def _rebase(self, t: float) -> None:
-        for key in list(self.at):
-            self._settle(key, t)
-        scale = self._g(t)
-        self.acc = {k: v / scale for k, v in self.acc.items()}
-        self.ref = t
-
-    def at_time(self, t: float) -> dict[tuple[str, str], float]:
-        g = self._g(t)
-        out = {}
-        for key, start in self.at.items():
-            value = self.acc.get(key, 0.0)
-            rate = self.rate.get(key, 0.0)
-            if rate:
-                value += rate * self.h / LN2 * (g - self._g(start))
-            out[key] = max(0.0, value / g)
-        return out
+ClassKey = tuple[str, str, int, str | None]
 
 
 class _Replay:
     def __init__(self, jobs: Sequence[SimJob], cluster: Cluster, policy: SimPolicy,
                  half_life: float, class_depth: int, calc_period: float,
-                 tenant_shares: Mapping[str, float] | None = None) -> None:
+                 tenant_shares: Mapping[str, float] | None = None,
+                 budgets: Mapping[str, float] | None = None) -> None:
         self.cluster, self.policy, self.depth = cluster, policy, max(1, class_depth)
         width = len(str(cluster.nodes - 1))
         self.names = [f"n{i:0{width}d}" for i in range(cluster.nodes)]
@@ -146,13 +113,14 @@ class _Replay:
         self.skipped = [j for j in jobs if j.gpus > cluster.gpus_per_node
                         or not type_matches(j.gpu_type, cluster.model)]
         self.by_id = {j.id: j for j in fits}
-        self.classes: dict[tuple[str, str, int, str | None], deque[tuple[float, SimJob]]] = {}
+        self.left = {j.id: min(j.duration, float(j.time_limit)) for j in fits}  # run time left
+        self.classes: dict[ClassKey, deque[tuple[float, SimJob]]] = {}
         self.n_pending = 0
         self.running: dict[str, tuple[RunningJob, float]] = {}  # id -> (view, start)
         self.run_no: dict[str, int] = {}
         self.ends: list[tuple[float, int, str]] = []  # (end, run number, job id)
         self.runs: list[Run] = []
-        self.usage = _Usage(half_life)
+        self.usage = Usage(half_life)
         self.shares = ShareBuilder(policy, [(j.account, j.user) for j in fits], tenant_shares)
         self.tenant_shares = tenant_weights({j.account for j in fits}, tenant_shares)
         total = sum(self.tenant_shares.values()) or 1.0
@@ -165,6 +133,8 @@ class _Replay:
         self._usage_at = -math.inf
         self._usage_now: dict[tuple[str, str], float] = {}
         self.queue_samples: list[tuple[float, int]] = []
+        self.ledger = Ledger(budgets if policy.budgets else None)
+        self.tiresias = TiresiasQueues(cluster.gpus) if policy.tiresias else None
 
     def _view(self, name: str) -> NodeView:
         c = self.cluster
@@ -173,6 +143,10 @@ class _Replay:
 
     # -------------------------------------------------------------- queue
     def enqueue(self, job: SimJob) -> None:
+        self.n_pending += 1
+        if self.tiresias is not None:
+            self.tiresias.enqueue(job)
+            return
         key = (job.account, job.user, job.gpus, job.gpu_type)
         q = self.classes.setdefault(key, deque())
         item = (job.submit, job)
@@ -180,7 +154,6 @@ class _Replay:
             q.append(item)
         else:  # a requeued job goes back to its place by submit time
             q.insert(bisect.bisect_right([s for s, _ in q], job.submit), item)
-        self.n_pending += 1
 
     def _pending_view(self, job: SimJob) -> PendingJob:
         if self.policy.drf:
@@ -195,65 +168,110 @@ class _Replay:
             self.pending_views[job.id] = view
         return view
 
+    def _most_free(self) -> int:
+        """The most free GPUs on one node (0: none free)."""
+        return max(map(len, self.free.values())) if self.free_total else 0
+
     def _can_start(self) -> bool:
         if self.free_total == 0 or not self.classes:
             return False
-        smallest = min(key[2] for key in self.classes)
-        return smallest <= self.free_total and any(
-            len(f) >= smallest for f in self.free.values())
+        return min(key[2] for key in self.classes) <= self._most_free()
+
+    def _shown(self) -> tuple[list[PendingJob], dict[ClassKey, int],
+                              tuple[float, int, str] | None]:
+        """The pending jobs the snapshot holds (see the module docstring), how many of each
+        class, and the queue order of the first job left out (None: none is)."""
+        pending: list[PendingJob] = []
+        shown: dict[ClassKey, int] = {}
+        cutoff: tuple[float, int, str] | None = None
+        most, free = self._most_free(), self.free_total
+        for key, q in self.classes.items():
+            gpus = key[2]
+            depth = 1 if gpus > most else min(self.depth, max(1, free // gpus))
+            n = min(depth, len(q))
+            for i in range(n):
+                pending.append(self._pending_view(q[i][1]))
+            shown[key] = n
+            if n < len(q):
+                job = q[n][1]
+                first_out = (job.submit, len(job.id), job.id)
+                cutoff = first_out if cutoff is None else min(cutoff, first_out)
+        return pending, shown, cutoff
 
     # -------------------------------------------------------------- cycle
     def cycle(self, now: float) -> None:
+        if self.tiresias is not None:
+            self._tiresias_cycle(now)
+            return
         for _ in range(10_000):
             if not self._can_start():
                 return
-            pending: list[PendingJob] = []
-            cutoff: tuple[float, int, str] | None = None  # queue order of the first job left out
-            for q in self.classes.values():
-                for i, (_, job) in enumerate(q):
-                    if i == self.depth:
-                        key = (job.submit, len(job.id), job.id)
-                        cutoff = key if cutoff is None else min(cutoff, key)
-                        break
-                    pending.append(self._pending_view(job))
+            pending, shown, cutoff = self._shown()
             if now - self._usage_at >= self.calc_period:
                 self._usage_now, self._usage_at = self.usage.at_time(now), now
-            shares = self.shares.build(self._usage_now)
             snap = Snapshot(tuple(self.views.values()), tuple(pending), now,
-                            tuple(r for r, _ in self.running.values()), shares=shares)
-            decisions = schedule(snap, max_estimates=0)
+                            tuple(r for r, _ in self.running.values()),
+                            shares=self.shares.build(self._usage_now),
+                            budgets=self.ledger.state(now))
+            decisions = schedule(snap, max_estimates=0, explain=False)
             self.calls += 1
             if not self.policy.backfill:
                 fifo_prefix(decisions, pending, cutoff)
+            started: dict[ClassKey, int] = {}
             for start in decisions.starts:
-                self._start(self.by_id[start.job_id], start.node, start.indices, now)
+                job = self.by_id[start.job_id]
+                key = (job.account, job.user, job.gpus, job.gpu_type)
+                started[key] = started.get(key, 0) + 1
+                self._start(job, start.node, start.indices, now)
             for plan in decisions.preemptions:
                 for victim in plan.victims:
                     self._stop(victim, now, preempted=True)
-            if not decisions.preemptions and (not decisions.starts or cutoff is None):
+            if decisions.preemptions:
+                continue
+            if not self.policy.backfill:  # strict fifo: until the cut stops it
+                if not decisions.starts or cutoff is None:
+                    return
+                continue
+            # Again only if a class had every job shown started and has more waiting.
+            if not any(n == shown[key] and key in self.classes for key, n in started.items()):
                 return
 
+    def _tiresias_cycle(self, now: float) -> None:
+        assert self.tiresias is not None
+        decision = self.tiresias.decide(self.free, self.free_total)
+        if decision is None:
+            return
+        self.calls += 1
+        for job_id in decision.preempt:
+            self._stop(job_id, now, preempted=True)
+        for job_id, node, indices in decision.starts:
+            self._start(self.by_id[job_id], node, indices, now)
+
     def _start(self, job: SimJob, node: str, indices: tuple[int, ...], now: float) -> None:
-        key = (job.account, job.user, job.gpus, job.gpu_type)
-        q = self.classes[key]
-        for i, (_, queued) in enumerate(q):
-            if queued is job:
-                del q[i]
-                break
-        if not q:
-            del self.classes[key]
+        if self.tiresias is not None:
+            self.tiresias.started(job, node, tuple(indices), now)
+        else:
+            key = (job.account, job.user, job.gpus, job.gpu_type)
+            q = self.classes[key]
+            for i, (_, queued) in enumerate(q):
+                if queued is job:
+                    del q[i]
+                    break
+            if not q:
+                del self.classes[key]
         self.n_pending -= 1
         taken = set(indices)
         self.free[node] = [i for i in self.free[node] if i not in taken]
         self.views[node] = self._view(node)
         self.free_total -= job.gpus
         rate = job.gpus * self.cluster.billing_weight
-        self.running[job.id] = (RunningJob(job.id, job.user, job.account, job.gpus, node,
-                                           tuple(indices), now + job.time_limit,
-                                           rate=rate), now)
+        view = RunningJob(job.id, job.user, job.account, job.gpus, node, tuple(indices),
+                          now + job.time_limit, rate=rate)
+        self.running[job.id] = (view, now)
         self.run_no[job.id] = number = self.run_no.get(job.id, 0) + 1
-        heapq.heappush(self.ends, (now + job.duration, number, job.id))
+        heapq.heappush(self.ends, (now + self.left[job.id], number, job.id))
         self.usage.add_rate((job.account, job.user), now, rate)
+        self.ledger.started(job.account, rate, now, view.ends_at)
         self.held[job.account] = self.held.get(job.account, 0) + job.gpus
         self.pending_views.pop(job.id, None)
 
@@ -264,47 +282,63 @@ class _Replay:
         self.views[view.node] = self._view(view.node)
         self.free_total += job.gpus
         self.usage.add_rate((job.account, job.user), now, -view.rate)
+        self.ledger.stopped(job.account, view.rate, start, view.ends_at, now)
         self.held[job.account] -= job.gpus
         self.runs.append(Run(job, start, now, view.node, view.indices, preempted))
+        if self.tiresias is not None:
+            self.tiresias.stopped(job, start, now)
         if preempted:
+            if self.policy.resumes:
+                self.left[job_id] -= now - start
             self.run_no[job_id] += 1  # its end event is now stale
             self.enqueue(job)
 
     # -------------------------------------------------------------- loop
     def run(self) -> None:
         jobs, i, n = self.jobs, 0, len(self.jobs)
+        las = self.tiresias
         while i < n or self.ends:
             t = min(jobs[i].submit if i < n else math.inf,
-                    self.ends[0][0] if self.ends else math.inf)
+                    self.ends[0][0] if self.ends else math.inf,
+                    las.next_nudge() if las is not None else math.inf)
             while self.ends and self.ends[0][0] <= t:
                 _, number, job_id = heapq.heappop(self.ends)
                 if self.run_no.get(job_id) == number and job_id in self.running:
                     self._stop(job_id, t)
+            if las is not None:
+                las.advance(t)
             while i < n and jobs[i].submit <= t:
                 self.enqueue(jobs[i])
                 i += 1
             self.cycle(t)
             self.queue_samples.append((t, self.n_pending))
 
+    def never_started(self) -> list[SimJob]:
+        ran = {r.job.id for r in self.runs} | set(self.running)
+        return [j for j in self.jobs if j.id not in ran]
+
 
 def simulate(jobs: Sequence[SimJob], cluster: Cluster, policy: SimPolicy, *,
              half_life: float = 7 * 86400.0, class_depth: int = 4,
-             calc_period: float = 60.0,
-             tenant_shares: Mapping[str, float] | None = None) -> SimResult:
+             calc_period: float = 300.0,
+             tenant_shares: Mapping[str, float] | None = None,
+             budgets: Mapping[str, float] | None = None) -> SimResult:
     """Replay `jobs` (sorted by submit time) on `cluster` under `policy`.
 
     `calc_period`: how often (virtual seconds) the fair-share usage is refreshed, like
-    Slurm's PriorityCalcPeriod (default there 5 min); 0: on every call.
+    Slurm's PriorityCalcPeriod (5 minutes by default there and here); 0: on every call.
     `tenant_shares`: each tenant's fair-share shares (``--accounts``); a tenant not named
-    gets 1, so the default is equal shares.
+    gets 1, so the default is equal shares. `budgets`: billed GPU-hours per tenant for the
+    whole replay (``--budgets``); only policies that honour budgets (`labq`) see them.
     """
     began = time.perf_counter()
     replay = _Replay(sorted(jobs, key=lambda j: j.submit), cluster, policy, half_life,
-                     class_depth, calc_period, tenant_shares)
+                     class_depth, calc_period, tenant_shares, budgets)
     replay.run()
     return SimResult(policy.name, cluster, replay.jobs, replay.runs, replay.skipped,
                      time.perf_counter() - began, replay.calls, replay.queue_samples,
-                     replay.tenant_shares)
+                     replay.tenant_shares, dict(budgets) if budgets else None,
+                     replay.never_started())
 
 
 def tenant_weights(tenants: Iterable[str],

@@ -11,6 +11,12 @@
   entitled share), oldest first within a share. With ``shares=None`` the policy orders by
   ``submitted_at``, so the replay hands it a rank key there (the real submit time is kept by
   the engine for waits).
+- ``tiresias-las``: discretized 2D-LAS on attained GPU-seconds, preemptive (Tiresias, NSDI
+  2019); a baseline decided in `scheduler.sim.tiresias`, not by `schedule()`.
+
+Budgets (``--budgets``) reach the policy only under ``labq``, through the snapshot's
+`BudgetState` and the policy's own `BudgetGate`, as in the coordinator; every other policy
+ignores them (their overruns are reported).
 """
 
 from __future__ import annotations
@@ -31,14 +37,18 @@ class SimPolicy:
     algorithm: str | None  # fair-share algorithm, None: submit order
     backfill: bool = True
     drf: bool = False
+    budgets: bool = False  # gates admission on --budgets (only labq: the baselines ignore them)
+    tiresias: bool = False  # decided by `scheduler.sim.tiresias`, not `schedule()`
+    resumes: bool = False  # a preempted job resumes with its remaining duration
 
 
 POLICIES: dict[str, SimPolicy] = {
-    "labq": SimPolicy("labq", FAIR_TREE),
+    "labq": SimPolicy("labq", FAIR_TREE, budgets=True),
     "slurm-classic": SimPolicy("slurm-classic", CLASSIC),
     "fifo-backfill": SimPolicy("fifo-backfill", None),
     "fifo": SimPolicy("fifo", None, backfill=False),
     "drf": SimPolicy("drf", None, drf=True),
+    "tiresias-las": SimPolicy("tiresias-las", None, tiresias=True, resumes=True),
 }
 
 
@@ -46,8 +56,7 @@ def get_policy(name: str) -> SimPolicy:
     try:
         return POLICIES[name]
     except KeyError:
-        raise ValueError(f"unknown policy {name!r}; use one of {', '.join(POLICIES)} "
-                         "(tiresias-las is not implemented yet)") from None
+        raise ValueError(f"unknown policy {name!r}; use one of {', '.join(POLICIES)}") from None
 
 
 class ShareBuilder:

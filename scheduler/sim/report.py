@@ -9,6 +9,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from scheduler.sim.budgets import overruns
 from scheduler.sim.engine import SimResult
 
 JOB_COLUMNS = ("job_id", "tenant", "user", "gpus", "submit", "start", "end", "node",
@@ -32,6 +33,11 @@ def jain(values: list[float]) -> float:
 
 def summarize(result: SimResult, window_s: float = 3600.0) -> dict[str, Any]:
     """Waits (first start - submit), JCT (final end - submit), utilization, fairness.
+
+    Waits and JCTs are over the jobs that finished; `jobs_never_started` counts those still
+    waiting when the replay ran out of events (held by a budget). `budget_overruns` (None
+    without ``--budgets``): the tenants whose charged use (billed GPU-seconds of all their
+    runs) exceeded their budget, how many and by how many billed GPU-hours in all.
 
     Fairness over windows of `window_s`: in each window, the tenants with work in the system
     (pending or running) are *present*; a present tenant's entitled share is its shares over
@@ -61,6 +67,7 @@ def summarize(result: SimResult, window_s: float = 3600.0) -> dict[str, Any]:
     used = sum(r.job.gpus * (r.end - r.start) for r in result.runs)
     jain_index, deviation = _window_fairness(result, window_s, last_end)
     rhos = finish_time_fairness(result, last_end)
+    weight = result.cluster.billing_weight
     return {
         "policy": result.policy,
         "cluster": {"nodes": result.cluster.nodes, "gpus_per_node": result.cluster.gpus_per_node,
@@ -69,6 +76,8 @@ def summarize(result: SimResult, window_s: float = 3600.0) -> dict[str, Any]:
         "jobs_skipped_too_large": len(result.skipped),
         "runs": len(result.runs),
         "preemptions": sum(1 for r in result.runs if r.preempted),
+        "jobs_never_started": len(result.never_started),
+        "jobs_timed_out": sum(1 for j in jobs if j.duration > j.time_limit),
         "wait_avg_s": sum(waits) / len(waits) if waits else 0.0,
         "wait_p50_s": percentile(waits, 50), "wait_p99_s": percentile(waits, 99),
         "jct_avg_s": sum(jcts) / len(jcts) if jcts else 0.0,
@@ -82,6 +91,9 @@ def summarize(result: SimResult, window_s: float = 3600.0) -> dict[str, Any]:
         "rho_frac_above_1": (sum(1 for r in rhos.values() if r > 1 + 1e-9) / len(rhos)
                              if rhos else 0.0),
         "tenant_shares": _tenant_shares(result),
+        "budgets_gpu_hours": result.budgets,
+        "budget_overruns": overruns(result.budgets, (
+            (r.job.account, r.job.gpus * weight * (r.end - r.start)) for r in result.runs)),
         "sim_wall_s": result.wall_s,
         "policy_calls": result.policy_calls,
     }
