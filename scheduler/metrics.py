@@ -8,10 +8,12 @@ names, types and labels as written there.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -30,7 +32,7 @@ from scheduler.metrics_families import (
     wait_family,
 )
 from scheduler.metrics_hist import LocalHistogram
-from scheduler.model import Job, Node
+from scheduler.model import JobState, Node
 from scheduler.store import Store
 
 log = logging.getLogger(__name__)
@@ -47,14 +49,43 @@ class MetricsSource(Protocol):
     def is_leader(self) -> bool: ...
 
 
+@dataclass(slots=True)
+class JobRow:
+    """The few fields of a job the metrics use (read for 10,000s of jobs per scrape)."""
+
+    id: str
+    state: JobState
+    account: str
+    user: str
+    waiting_since: float = 0.0  # submit or last requeue
+    hold: str = ""  # a person holds it
+    gpu_idle_since: dict[int, float] = field(default_factory=dict)
+
+
+ROW_FIELDS = ("state", "account", "user", "submitted_at", "queued_at", "hold", "gpu_idle_since")
+
+
+def job_rows(ids: Sequence[str], values: Sequence[Sequence[str | None]]) -> list[JobRow]:
+    rows = []
+    for job_id, (state, account, user, submitted, queued, hold, idle) in zip(ids, values,
+                                                                             strict=True):
+        if not state:
+            continue  # gone since the ids were read
+        since = {int(k): float(v) for k, v in json.loads(idle).items()} \
+            if idle and idle != "{}" else {}
+        rows.append(JobRow(job_id, JobState(state), account or "", user or "",
+                           float(queued or submitted or 0.0), hold or "", since))
+    return rows
+
+
 @dataclass
 class ClusterView:
     """Everything one scrape shows, read from the store once."""
 
     now: float
     nodes: list[Node]
-    active: list[Job]
-    waiting: list[Job]  # PENDING and HELD (budget or a person)
+    active: list[JobRow]
+    waiting: list[JobRow]  # PENDING and HELD (budget or a person)
     usage: dict[str, str]  # the raw usage hash
     stats: dict[str, str]  # the raw stats hash (persisted counters)
     accounts: Accounts
@@ -66,9 +97,13 @@ class ClusterView:
 
 
 async def read_view(store: Store, settings: Settings, now: float) -> ClusterView:
+    active_ids, waiting_ids = await store.queue_ids()
+    rows = job_rows([*active_ids, *waiting_ids],
+                    await store.job_fields([*active_ids, *waiting_ids], ROW_FIELDS))
     return ClusterView(
-        now=now, nodes=await store.nodes(), active=await store.active_jobs(),
-        waiting=await store.waiting_jobs(), usage=await store.usage_hash(),
+        now=now, nodes=await store.nodes(),
+        active=[r for r in rows if r.state.holds_gpus()],
+        waiting=[r for r in rows if r.state.is_waiting()], usage=await store.usage_hash(),
         stats=await store.stats(), accounts=await store.accounts(), settings=settings)
 
 
@@ -110,7 +145,9 @@ def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
 
 
 async def render(store: Store, source: MetricsSource, now: float | None = None) -> bytes:
+    """One scrape. Building and writing out the series is pure CPU (about 0.5 s for 60,000
+    series): it runs in a thread so that the API and the cycle on this loop are not held."""
     view = await read_view(store, source.settings, time.time() if now is None else now)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ClusterCollector(view, source))
-    return generate_latest(registry)
+    return await asyncio.to_thread(generate_latest, registry)

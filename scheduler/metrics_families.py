@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
@@ -16,9 +17,9 @@ from scheduler.accounts import Accounts
 from scheduler.budgets import budget_state
 from scheduler.config import Settings
 from scheduler.coordinator import fairshare_usage_of
-from scheduler.idle import IdlePolicy, idle_seconds
+from scheduler.idle import IdlePolicy
 from scheduler.metrics_hist import cumulative
-from scheduler.model import Job, JobState, Node, NodeState
+from scheduler.model import JobState, Node, NodeState
 from scheduler.policy.fairshare import compute_fairshare
 from scheduler.shares import share_inputs
 from scheduler.store import WAIT_BUCKETS, parse_daily, parse_totals
@@ -27,7 +28,26 @@ Family = GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily
 GPU = ["node", "gpu", "model"]
 
 
-def gpu_families(nodes: Sequence[Node], active: Sequence[Job], policy: IdlePolicy,
+class JobLike(Protocol):
+    """What the families read of a job (`metrics.JobRow`; `model.Job` has it too)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def state(self) -> JobState: ...
+    @property
+    def account(self) -> str: ...
+    @property
+    def user(self) -> str: ...
+    @property
+    def waiting_since(self) -> float: ...
+    @property
+    def hold(self) -> str: ...
+    @property
+    def gpu_idle_since(self) -> Mapping[int, float]: ...
+
+
+def gpu_families(nodes: Sequence[Node], active: Sequence[JobLike], policy: IdlePolicy,
                  now: float) -> list[Family]:
     """Per node and per GPU, as the agents last reported them, and allocated-but-idle GPUs."""
     g = {name: GaugeMetricFamily(f"labq_{name}", doc, labels=labels) for name, doc, labels in (
@@ -56,7 +76,8 @@ def gpu_families(nodes: Sequence[Node], active: Sequence[Job], policy: IdlePolic
             job = jobs.get(job_id)
             if job is None:
                 continue
-            seconds = idle_seconds(job, index, now) if tracking else 0.0
+            since = job.gpu_idle_since.get(index) if tracking else None
+            seconds = 0.0 if since is None else max(0.0, now - since)
             idle_count += seconds >= policy.after_s
             g["gpu_allocated_idle_seconds"].add_metric(
                 [node.name, str(index), models.get(index, node.gpu_model), job.account,
@@ -82,7 +103,7 @@ def gpu_families(nodes: Sequence[Node], active: Sequence[Job], policy: IdlePolic
     return list(g.values())
 
 
-def job_families(active: Sequence[Job], waiting: Sequence[Job], now: float) -> list[Family]:
+def job_families(active: Sequence[JobLike], waiting: Sequence[JobLike], now: float) -> list[Family]:
     jobs = GaugeMetricFamily("labq_jobs", "Jobs by state (queued and running)", labels=["state"])
     counts = Counter(j.state for j in (*active, *waiting))
     for state in JobState:
@@ -161,7 +182,7 @@ def usage_families(usage: dict[str, str]) -> list[Family]:
     return out
 
 
-def share_families(accounts: Accounts, usage: dict[str, str], waiting: Sequence[Job],
+def share_families(accounts: Accounts, usage: dict[str, str], waiting: Sequence[JobLike],
                    settings: Settings, now: float) -> list[Family]:
     """Fair share as the scheduler computes it (same inputs as its cycle), and budgets."""
     factor = GaugeMetricFamily("labq_fairshare_factor", "Fair-share factor 0-1 (as priority "

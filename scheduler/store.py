@@ -27,7 +27,7 @@ LOG_CAP_BYTES = 1 << 20
 _SCRIPTS = (
     "submit", "start", "mark_running", "finish", "requeue", "cancel", "request_stop",
     "charge", "set_reasons", "heartbeat", "node_down", "lease", "config_put", "hold",
-    "set_idle",
+    "set_idle", "read_fields",
 )
 # Admission wait histogram bounds (seconds), as docs/metrics.md fixes them; +Inf is implicit.
 WAIT_BUCKETS: tuple[float, ...] = (1, 5, 15, 30, 60, 300, 900, 1800, 3600, 7200, 14400, 28800,
@@ -203,6 +203,25 @@ class Store:
                 pipe.hgetall(self.keys.job(job_id))
             rows = await pipe.execute()
         return [Job.from_fields(raw) for raw in rows if raw]
+
+    async def queue_ids(self) -> tuple[list[str], list[str]]:
+        """(active job ids, waiting job ids: PENDING/budget-HELD, then held by a person)."""
+        async with self.r.pipeline(transaction=False) as pipe:
+            pipe.smembers(self.keys.active)
+            pipe.zrange(self.keys.waiting, 0, -1)
+            pipe.zrange(self.keys.held, 0, -1)
+            active, waiting, held = await pipe.execute()
+        return sorted(active, key=_id_key), list(waiting) + list(held)
+
+    async def job_fields(self, job_ids: Sequence[str],
+                         fields: Sequence[str]) -> list[list[str | None]]:
+        """Some fields of many jobs, in one round trip: per job, the values in `fields` order
+        (None where absent; a job that is gone has all None)."""
+        if not job_ids:
+            return []
+        flat = await self._run("read_fields", [self.keys.job(j) for j in job_ids], fields)
+        width = len(fields)
+        return [flat[i * width:(i + 1) * width] for i in range(len(job_ids))]
 
     async def waiting_ids(self) -> list[str]:
         return list(await self.r.zrange(self.keys.waiting, 0, -1))
