@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import pytest
 
+from scheduler.config import ConfigError, Settings
 from scheduler.idle import (
     IdleDecision,
     IdlePolicy,
@@ -170,3 +172,84 @@ def test_annotate_nodes_marks_idle_allocated_gpus() -> None:
     g0, g1 = data[0]["gpus"]
     assert (g0["idle"], g0["idle_s"]) == (True, 700)
     assert (g1["idle"], g1["idle_s"]) == (False, 0.0)
+
+
+# ---------------------------------------------------------------------------- settings
+
+
+@pytest.mark.parametrize(("toml", "message"), [
+    ('idle_gpu_policy = "kill"', "idle_gpu_policy = 'kill' (config.toml or LABQ_IDLE_GPU_* / "
+     "LABQ_NOTIFY_COMMAND): use one of off, warn, stop"),
+    ("idle_gpu_threshold = 5", "a utilization ratio between 0 and 1, e.g. 0.05 for 5%"),
+    ("idle_gpu_after_s = 0", "give seconds > 0"),
+    ("idle_gpu_after_s = 600\nidle_gpu_stop_after_s = 300",
+     "idle_gpu_stop_after_s = 300 (config.toml or LABQ_IDLE_GPU_* / LABQ_NOTIFY_COMMAND) must "
+     "be at least idle_gpu_after_s = 600"),
+    ("notify_timeout_s = -1", "notify_timeout_s = -1"),
+])
+def test_bad_idle_settings_say_what_is_wrong(tmp_path: Path, toml: str, message: str) -> None:
+    (tmp_path / "config.toml").write_text(toml + "\n")
+    with pytest.raises(ConfigError) as info:
+        Settings.load(tmp_path)
+    assert message in str(info.value)
+
+
+def test_idle_settings_from_file_and_environment(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("LABQ_IDLE_GPU_POLICY", "LABQ_IDLE_GPU_THRESHOLD", "LABQ_IDLE_GPU_AFTER",
+                 "LABQ_IDLE_GPU_STOP_AFTER", "LABQ_NOTIFY_COMMAND"):
+        monkeypatch.delenv(name, raising=False)
+    defaults = IdlePolicy.from_settings(Settings.load(tmp_path))
+    assert defaults == IdlePolicy(0.05, 1800.0, "warn", 3600.0)
+    (tmp_path / "config.toml").write_text('idle_gpu_policy = "stop"\nnotify_command = "true"\n')
+    monkeypatch.setenv("LABQ_IDLE_GPU_AFTER", "60")
+    monkeypatch.setenv("LABQ_IDLE_GPU_STOP_AFTER", "120")
+    settings = Settings.load(tmp_path)
+    assert IdlePolicy.from_settings(settings) == IdlePolicy(0.05, 60.0, "stop", 120.0)
+    assert settings.notify_command == "true"
+    monkeypatch.setenv("LABQ_IDLE_GPU_THRESHOLD", "five percent")
+    with pytest.raises(ConfigError, match="LABQ_IDLE_GPU_THRESHOLD='five percent' is not a "
+                                          "valid idle_gpu_threshold"):
+        Settings.load(tmp_path)
+
+
+# ---------------------------------------------------------------------------- simulated GPUs
+
+
+def fake_proc(root: Path, pid: int, ticks: int, started_ticks: int, gpu: str,
+              cmdline: bytes = b"python\0train.py\0") -> None:
+    """/proc/<pid> with `ticks` of CPU (utime; at 100 ticks/s) on simulated node n1's `gpu`."""
+    folder = root / str(pid)
+    folder.mkdir(exist_ok=True)
+    (folder / "environ").write_bytes(f"LABQ_NODE=n1\0CUDA_VISIBLE_DEVICES={gpu}\0".encode())
+    (folder / "comm").write_text("python\n")
+    (folder / "cmdline").write_bytes(cmdline)
+    fields = ["S"] + ["0"] * 10 + [str(ticks), "0", "0", "0"] + ["0"] * 4 + [str(started_ticks)]
+    (folder / "stat").write_text(f"{pid} (python) " + " ".join(fields) + "\n")
+
+
+def test_simulated_utilization_is_the_cpu_use_of_the_gpu_processes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agents.backends import simulated
+
+    monkeypatch.setattr(simulated, "_CLOCK_TICKS", 100)
+    (tmp_path / "uptime").write_text("1000.00 1900.00\n")
+    fake_proc(tmp_path, 11, ticks=50_000, started_ticks=0, gpu="0")  # busy for its 1000 s
+    fake_proc(tmp_path, 12, ticks=20, started_ticks=0, gpu="1")  # 0.2 s in 1000 s: asleep
+    fake_proc(tmp_path, 13, ticks=90_000, started_ticks=0, gpu="2",
+              cmdline=b"ray::JobSupervisor\0")  # Ray's, not the job's
+    fake_proc(tmp_path, 14, ticks=3, started_ticks=99_990, gpu="3")  # started 0.1 s ago
+    now = [5000.0]
+    backend = simulated.SimulatedBackend("n1", 4, "A100", proc_root=str(tmp_path),
+                                         clock=lambda: now[0])
+    first = backend.read()
+    assert [g.utilization for g in first] == [0.5, 0.0002, 0.0, 0.03]
+    # 2 s later: pid 11 used 2 s more (busy), 12 nothing, 14 one second of two.
+    now[0] += 2
+    (tmp_path / "uptime").write_text("1002.00 1900.00\n")
+    fake_proc(tmp_path, 11, ticks=50_200, started_ticks=0, gpu="0")
+    fake_proc(tmp_path, 14, ticks=103, started_ticks=99_990, gpu="3")
+    second = backend.read()
+    assert [g.utilization for g in second] == [1.0, 0.0, 0.0, 0.5]
+    assert second[0].power_watts == 400.0 and second[1].power_watts == 70.0
+    assert all(g.processes for g in second)  # used (memory, processes) even when idle
