@@ -206,17 +206,25 @@ def _check_number(what: str, value: float) -> None:
         raise ValueError(f"{what} must be a finite number >= 0, got {value!r}")
 
 
+def _good_number(value: float) -> bool:
+    return value >= 0 and math.isfinite(value)
+
+
 def _check_inputs(
     accounts: Sequence[Account], assocs: Sequence[Assoc],
     usage: Mapping[tuple[str, str], float], total_usage: float | None,
 ) -> None:
+    # The message is built only for a bad number: this runs on every fair-share refresh.
+    ok = _good_number
     for a in accounts:
-        if a.name != ROOT:
+        if a.name != ROOT and not ok(a.shares):
             _check_number(f"shares of account {a.name!r}", a.shares)
     for s in assocs:
-        _check_number(f"shares of user {s.user!r} in account {s.account!r}", s.shares)
+        if not ok(s.shares):
+            _check_number(f"shares of user {s.user!r} in account {s.account!r}", s.shares)
     for (account, user), used in usage.items():
-        _check_number(f"usage of user {user!r} in account {account!r}", used)
+        if not ok(used):
+            _check_number(f"usage of user {user!r} in account {account!r}", used)
     if total_usage is not None:
         _check_number("total usage", total_usage)
 
@@ -400,9 +408,11 @@ def _classic_factor(effective_usage: float, shares: float) -> float:
 def _walk(node: _Node) -> Iterator[_Node]:
     """Depth first, a node before its children, children in Fair Tree order (sorted by
     `_sort_children`)."""
-    yield node
-    for child in node.children:
-        yield from _walk(child)
+    stack = [node]
+    while stack:
+        here = stack.pop()
+        yield here
+        stack.extend(reversed(here.children))
 
 
 def _rows(root: _Node) -> Iterator[ShareRow]:

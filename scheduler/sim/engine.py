@@ -184,13 +184,18 @@ class _Replay:
         pending: list[PendingJob] = []
         shown: dict[ClassKey, int] = {}
         cutoff: tuple[float, int, str] | None = None
-        most, free = self._most_free(), self.free_total
+        most, free, view = self._most_free(), self.free_total, self._pending_view
         for key, q in self.classes.items():
             gpus = key[2]
-            depth = 1 if gpus > most else min(self.depth, max(1, free // gpus))
-            n = min(depth, len(q))
-            for i in range(n):
-                pending.append(self._pending_view(q[i][1]))
+            n = len(q)
+            if gpus > most:
+                n = 1
+            elif n > 1:
+                n = min(n, self.depth, max(1, free // gpus))
+            if n == 1:
+                pending.append(view(q[0][1]))
+            else:
+                pending.extend(view(q[i][1]) for i in range(n))
             shown[key] = n
             if n < len(q):
                 job = q[n][1]

@@ -118,15 +118,14 @@ def decide(total_gpus: int, free: dict[str, list[int]], running: Sequence[THeld]
     chosen: list[TJob] = []
     others: list[TJob] = []
     others_gpus = 0
-    unchosen: list[THeld] = []
+    kept: set[str] = set()
     walked = 0
     for is_running, job in _merge(running, pending):
         if is_running:
             assert isinstance(job, THeld)
             if job.gpus <= cap:
                 cap -= job.gpus
-            else:
-                unchosen.append(job)
+                kept.add(job.id)
             continue
         assert isinstance(job, TJob)
         walked += 1
@@ -139,7 +138,8 @@ def decide(total_gpus: int, free: dict[str, list[int]], running: Sequence[THeld]
         if (cap == 0 and others_gpus >= free_total) or walked >= max_walk:
             break
     decision = TDecision([], [])
-    victims = sorted(unchosen, key=lambda h: h.key, reverse=True)  # lowest priority first
+    # every running job not chosen, the ones the walk did not reach included
+    victims = [h for h in reversed(running) if h.id not in kept]  # lowest priority first
     for job in chosen:
         node = _best_fit(free, job.gpus)
         if node is None and victims:
