@@ -110,6 +110,10 @@ def test_outputs_and_cli(tmp_path: Path) -> None:
                 "makespan_s", "gpu_utilization", "jain_index", "sim_wall_s"):
         assert key in data
     assert data["makespan_s"] == 300
+    # The default 5-minute fair-share refresh has not seen any usage in this 300 s replay,
+    # so it runs in submit order: waits 0 and 90 (tenant a), 180 and 180 (tenant b).
+    assert data["wait_tenant_avg_s"] == pytest.approx((45 + 180) / 2)
+    assert data["wait_tenant_max_s"] == pytest.approx(180)
     assert data["gpu_utilization"] == pytest.approx(600 / 600)
     out = CliRunner().invoke(sim, ["--trace", str(path), "--format", "csv", "--cluster", "1x2",
                                    "--compare", "fifo,labq", "--min-duration", "0",
@@ -125,7 +129,7 @@ def test_outputs_and_cli(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not PHILLY.is_file(), reason="the Philly trace is not here")
-@pytest.mark.parametrize("policy", ["labq", "fifo", "slurm-classic", "drf"])
+@pytest.mark.parametrize("policy", ["labq", "fifo", "slurm-classic", "drf", "tiresias-las"])
 def test_philly_smoke(policy: str) -> None:
     jobs = load_philly(PHILLY, max_rows=2000)
     result = simulate(jobs, Cluster.parse("8x8"), get_policy(policy))

@@ -34,10 +34,13 @@ def jain(values: list[float]) -> float:
 def summarize(result: SimResult, window_s: float = 3600.0) -> dict[str, Any]:
     """Waits (first start - submit), JCT (final end - submit), utilization, fairness.
 
-    Waits and JCTs are over the jobs that finished; `jobs_never_started` counts those still
-    waiting when the replay ran out of events (held by a budget). `budget_overruns` (None
-    without ``--budgets``): the tenants whose charged use (billed GPU-seconds of all their
-    runs) exceeded their budget, how many and by how many billed GPU-hours in all.
+    Waits and JCTs are over the jobs that finished. The average wait weighs tenants by how
+    many jobs they submit; ``wait_tenant_avg_s`` is the mean over tenants of each tenant's
+    average wait, ``wait_tenant_max_s`` the worst tenant's average wait. `jobs_never_started`
+    counts the jobs still waiting when the replay ran out of events (held by a budget).
+    `budget_overruns` (None without ``--budgets``): the tenants whose charged use (billed
+    GPU-seconds of all their runs) exceeded their budget, how many and by how many billed
+    GPU-hours in all.
 
     Fairness over windows of `window_s`: in each window, the tenants with work in the system
     (pending or running) are *present*; a present tenant's entitled share is its shares over
@@ -60,6 +63,10 @@ def summarize(result: SimResult, window_s: float = 3600.0) -> dict[str, Any]:
             last_end[jid] = run.end
     jobs = [j for j in result.jobs if j.id in last_end]
     waits = [first_start[j.id] - j.submit for j in jobs]
+    by_tenant: dict[str, list[float]] = defaultdict(list)
+    for job, wait in zip(jobs, waits, strict=True):
+        by_tenant[job.account].append(wait)
+    tenant_waits = [sum(w) / len(w) for w in by_tenant.values()]
     jcts = [last_end[j.id] - j.submit for j in jobs]
     origin = min((j.submit for j in result.jobs), default=0.0)
     makespan = max(last_end.values(), default=origin) - origin
@@ -80,6 +87,8 @@ def summarize(result: SimResult, window_s: float = 3600.0) -> dict[str, Any]:
         "jobs_timed_out": sum(1 for j in jobs if j.duration > j.time_limit),
         "wait_avg_s": sum(waits) / len(waits) if waits else 0.0,
         "wait_p50_s": percentile(waits, 50), "wait_p99_s": percentile(waits, 99),
+        "wait_tenant_avg_s": sum(tenant_waits) / len(tenant_waits) if tenant_waits else 0.0,
+        "wait_tenant_max_s": max(tenant_waits, default=0.0),
         "jct_avg_s": sum(jcts) / len(jcts) if jcts else 0.0,
         "jct_p99_s": percentile(jcts, 99),
         "makespan_s": makespan,
