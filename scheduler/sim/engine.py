@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import itertools
 import math
 import re
 import time
@@ -94,6 +95,11 @@ class SimResult:
 
 
 ClassKey = tuple[str, str, int, str | None]
+
+
+def _submit_order(item: tuple[float, SimJob]) -> tuple[float, int, str]:
+    job = item[1]
+    return (job.submit, len(job.id), job.id)
 
 
 class _Replay:
@@ -185,6 +191,15 @@ class _Replay:
         shown: dict[ClassKey, int] = {}
         cutoff: tuple[float, int, str] | None = None
         most, free, view = self._most_free(), self.free_total, self._pending_view
+        if not self.policy.backfill:
+            # Strict fifo starts a prefix of the submit order, at most one job per free GPU:
+            # the first `free` jobs are exactly what it can start (the first left out: cutoff).
+            order = heapq.merge(*self.classes.values(), key=_submit_order)
+            head = list(itertools.islice(order, free + 1))
+            pending = [view(job) for _, job in head[:free]]
+            if len(head) > free:
+                cutoff = _submit_order(head[free])
+            return pending, shown, cutoff
         for key, q in self.classes.items():
             gpus = key[2]
             n = len(q)
