@@ -229,6 +229,8 @@ class Coordinator:
                           now: float) -> None:
         """Track idle GPUs of running jobs (state in the store), notify, stop under "stop"."""
         running = [j for j in active if j.state == JobState.RUNNING]
+        if not running:
+            return
         readings = fresh_readings(nodes, now - self.settings.node_timeout_s)
         decisions = check_idle((running_gpus(j) for j in running), readings, self.idle_policy,
                                now)

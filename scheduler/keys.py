@@ -16,7 +16,7 @@ Every key labq uses is built here and passed to scripts in KEYS, never built ins
     {p}usage                    hash     user:{u}:billed, user:{u}:gpu_s, account:{a}:... totals;
                                          decayed:{a}|{u}, decayed_t:{a}|{u}, half_life_s;
                                          day:{unix day}:{a}|{u} billed that UTC day
-    {p}stats                    hash     persisted metric counters (see metrics_store):
+    {p}stats                    hash     persisted metric counters (see metrics_families):
                                          admissions|{a}, preemptions|{a}, evictions|{a}|{reason},
                                          wait|{a}|{le} (admission wait histogram bucket, not
                                          cumulative; le = bound or +Inf), wait_sum|{a}
