@@ -12,6 +12,7 @@ import tempfile
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,9 +39,9 @@ def stack() -> Iterator[Stack]:
     s.stop()
 
 
-def gpu_of(stack: Stack, job: dict[str, object]) -> dict[str, object]:
+def gpu_of(stack: Stack, job: dict[str, Any]) -> dict[str, Any]:
     [node] = [n for n in stack.labq_json("nodes") if n["name"] == job["node"]]
-    [index] = job["gpu_indices"]  # type: ignore[misc]
+    index: int = job["gpu_indices"][0]
     return dict(node["gpus"][index])
 
 
@@ -61,8 +62,8 @@ def test_sleeping_job_is_idle_busy_job_is_not_then_the_idle_one_is_stopped(
                what="the sleeping job's GPU reported idle")
     busy_gpu = gpu_of(stack, busy_job)
     assert busy_gpu["idle"] is False and busy_gpu["idle_s"] == 0
-    assert float(busy_gpu["utilization"]) > 0.3  # type: ignore[arg-type]
-    assert float(gpu_of(stack, sleeping_job)["utilization"]) < 0.05  # type: ignore[arg-type]
+    assert busy_gpu["utilization"] >= 0.05  # at or over the threshold: busy
+    assert gpu_of(stack, sleeping_job)["utilization"] < 0.05
     assert "IDLE " in stack.labq("nodes").stdout
     shown = stack.labq("show", sleeper).stdout
     assert f"GPU {sleeping_job['gpu_indices'][0]} idle for" in shown
