@@ -46,7 +46,7 @@ def per_hour(metric: str, by: str = "", selector: str = "") -> str:
 
 
 def cluster_overview() -> m.Dashboard:
-    gpus = f"sum({one('labq_gpus_total')})"
+    gpus = f"sum({one('labq_gpus_capacity')})"
     allocated = f"sum({one('labq_gpus_allocated')})"
     running, waiting = 'labq_jobs{state="RUNNING"}', 'labq_jobs{state=~"PENDING|HELD"}'
     now = Row("Now", [
@@ -169,7 +169,7 @@ def nodes_and_gpus() -> m.Dashboard:
     nodes = Row("Nodes", [
         grid("Nodes", "", [Query(f"max by (node) (labq_node_up{{{NODE}}})"),
                            Query(f"max by (node) (labq_node_heartbeat_age_seconds{{{NODE}}})"),
-                           Query(by_node("labq_gpus_total")), Query(by_node("labq_gpus_allocated")),
+                           Query(by_node("labq_gpus_capacity")), Query(by_node("labq_gpus_allocated")),
                            Query(by_node("labq_gpus_idle")),
                            Query(by_node("labq_gpus_allocated_idle"))],
              Look(unit="short", decimals=0), organize={"excludeByName": {"Time": True},

@@ -51,7 +51,7 @@ def gpu_families(nodes: Sequence[Node], active: Sequence[JobLike], policy: IdleP
                  now: float) -> list[Family]:
     """Per node and per GPU, as the agents last reported them, and allocated-but-idle GPUs."""
     g = {name: GaugeMetricFamily(f"labq_{name}", doc, labels=labels) for name, doc, labels in (
-        ("gpus_total", "GPUs on the node", ["node", "model"]),
+        ("gpus_capacity", "GPUs on the node", ["node", "model"]),
         ("gpus_allocated", "GPUs held by labq jobs", ["node", "model"]),
         ("gpus_idle", "GPUs free for labq jobs (not allocated)", ["node", "model"]),
         ("gpus_allocated_idle", "Allocated GPUs below idle_gpu_threshold for idle_gpu_after_s",
@@ -83,7 +83,7 @@ def gpu_families(nodes: Sequence[Node], active: Sequence[JobLike], policy: IdleP
                 [node.name, str(index), models.get(index, node.gpu_model), job.account,
                  job.user], seconds)
         per_node = [node.name, node.gpu_model]
-        g["gpus_total"].add_metric(per_node, node.gpus_total)
+        g["gpus_capacity"].add_metric(per_node, node.gpus_total)
         g["gpus_allocated"].add_metric(per_node, node.gpus_allocated)
         g["gpus_idle"].add_metric(per_node, node.gpus_total - node.gpus_allocated)
         g["gpus_allocated_idle"].add_metric(per_node, idle_count)

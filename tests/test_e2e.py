@@ -257,7 +257,7 @@ def test_nodes_json_has_every_gpu_and_reports_processes_labq_did_not_start(stack
 def test_metrics_endpoint_serves_cluster_state(stack: Stack) -> None:
     with urllib.request.urlopen(stack.metrics_url) as response:
         text = response.read().decode()
-    assert 'labq_gpus_total{model="A100-80GB",node="sim-0"} 2.0' in text
+    assert 'labq_gpus_capacity{model="A100-80GB",node="sim-0"} 2.0' in text
     assert "labq_coordinator_leader 1.0" in text
 
 
