@@ -378,12 +378,16 @@ def whoami() -> None:
               help="simulated GPUs, NODESxGPUS[:MODEL], e.g. 2x4:A100-80GB")
 @click.option("--metrics-port", default=None, type=int, help="port of /metrics (default 9464)")
 @click.option("--demo", is_flag=True, help="also submit a small demo workload from several users")
-def up(simulate: str | None, metrics_port: int | None, demo: bool) -> None:
+@click.option("--exporter-port", default=None, type=click.IntRange(1, 65535),
+              help="agents serve dcgm-exporter-style GPU metrics from this port (one per node)")
+def up(simulate: str | None, metrics_port: int | None, demo: bool,
+       exporter_port: int | None) -> None:
     """Run the whole single-machine stack in the foreground (Ctrl-C stops it all)."""
     from scheduler.up import UpError, run_up
 
     try:
-        run_up(settings(), simulate=simulate, metrics_port=metrics_port, demo=demo)
+        run_up(settings(), simulate=simulate, metrics_port=metrics_port, demo=demo,
+               exporter_port=exporter_port)
     except UpError as exc:
         fail(str(exc))
 

@@ -133,10 +133,12 @@ def plan_nodes(simulate: str | None) -> list[NodePlan]:
 
 
 class Stack:
-    def __init__(self, settings: Settings, nodes: list[NodePlan], metrics_port: int) -> None:
+    def __init__(self, settings: Settings, nodes: list[NodePlan], metrics_port: int,
+                 exporter_ports: list[int] | None = None) -> None:
         self.settings = settings
         self.nodes = nodes
         self.metrics_port = metrics_port
+        self.exporter_ports = exporter_ports or []  # one per node, or none
         self.home = settings.home
         self.logs = self.home / "logs"
         self.children: list[Child] = []
@@ -150,6 +152,7 @@ class Stack:
 
     def _env(self, **extra: str) -> dict[str, str]:
         env = dict(os.environ)
+        env.pop("LABQ_EXPORTER_PORT", None)  # one port per agent, given below, or none
         env.update(LABQ_UP_ID=self.up_id, LABQ_HOME=str(self.home), LABQ_REDIS_URL=self.redis_url,
                    LABQ_RAY_ADDRESS=self.ray_address, LABQ_METRICS_PORT=str(self.metrics_port),
                    RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1")
@@ -204,9 +207,12 @@ class Stack:
 
         me = [sys.executable, "-m", "scheduler.cli"]
         self._add("coordinator", [*me, "coordinator"])
-        for node in self.nodes:
+        for i, node in enumerate(self.nodes):
             sim = ["--simulate", f"{node.gpus}:{node.model}"] if node.model else []
-            self._add(f"agent-{node.name}", [*me, "agent", "--node", node.name, *sim])
+            exporter = ({"LABQ_EXPORTER_PORT": str(self.exporter_ports[i]),
+                         "LABQ_EXPORTER_HOST": "127.0.0.1"} if self.exporter_ports else {})
+            self._add(f"agent-{node.name}", [*me, "agent", "--node", node.name, *sim],
+                      **exporter)
         _wait(lambda: self.settings.socket.is_socket() and _http_ok(
             f"http://127.0.0.1:{self.metrics_port}/healthz"), 60,
               f"the coordinator did not start; see {self.logs / 'coordinator.log'}")
@@ -215,10 +221,13 @@ class Stack:
         say(f"nodes   {', '.join(described)}")
         say(f"api     unix:{self.settings.socket}")
         say(f"metrics http://127.0.0.1:{self.metrics_port}/metrics")
+        for node, port in zip(self.nodes, self.exporter_ports, strict=False):
+            say(f"gpus    {node.name}: http://127.0.0.1:{port}/metrics (dcgm-exporter names)")
         say(f"logs    {self.logs}")
         self.settings.run_file.write_text(json.dumps({
             "pid": os.getpid(), "redis_url": self.redis_url, "ray_address": self.ray_address,
             "socket": str(self.settings.socket), "metrics_port": self.metrics_port,
+            "exporter_ports": self.exporter_ports,
             "nodes": [n.__dict__ for n in self.nodes],
         }, indent=2))
 
@@ -283,6 +292,21 @@ def sweep(marker: bytes, grace: float) -> None:
 def with_suppress_unlink(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
+
+
+def _exporter_ports(base: int | None, count: int) -> list[int]:
+    """Ports of the agents' GPU exporters: `base`, `base + 1`, ... (one per node), all free."""
+    if base is None:
+        return []
+    ports = list(range(base, base + count))
+    if ports[-1] > 65535:
+        raise UpError(f"--exporter-port {base}: {count} agents need ports up to {ports[-1]}, "
+                      "past 65535; pick a lower port")
+    taken = [p for p in ports if not port_free(p)]
+    if taken:
+        raise UpError(f"--exporter-port {base}: port(s) {', '.join(map(str, taken))} in use; "
+                      f"the agents need {count} consecutive free ports from it")
+    return ports
 
 
 def _agent_port_args() -> list[str]:
@@ -355,7 +379,7 @@ def _lock(home: Path) -> IO[str]:
 
 
 def run_up(settings: Settings, simulate: str | None, metrics_port: int | None,
-           demo: bool) -> None:
+           demo: bool, exporter_port: int | None = None) -> None:
     def say(text: str) -> None:
         print(f"labq up: {text}", flush=True)
 
@@ -368,7 +392,8 @@ def run_up(settings: Settings, simulate: str | None, metrics_port: int | None,
     nodes = plan_nodes(simulate)
     if simulate:
         say(f"no real GPUs used: SIMULATED {simulate} (for demos, development and tests)")
-    stack = Stack(settings, nodes, port)
+    exporter_ports = _exporter_ports(exporter_port, len(nodes))
+    stack = Stack(settings, nodes, port, exporter_ports)
     def on_signal(signum: int, _frame: object) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut cleanup short
         signal.signal(signal.SIGTERM, signal.SIG_IGN)

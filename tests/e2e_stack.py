@@ -16,8 +16,10 @@ LABQ = [sys.executable, "-m", "scheduler.cli"]
 
 
 class Stack:
-    def __init__(self, simulate: str, home: Path | None = None, **env: str) -> None:
+    def __init__(self, simulate: str, home: Path | None = None, up_args: tuple[str, ...] = (),
+                 **env: str) -> None:
         self.simulate = simulate
+        self.up_args = up_args
         self.home = home or Path(tempfile.mkdtemp(prefix="labq-e2e-"))
         os.chmod(self.home, 0o755)  # other local users reach the socket, as on a real machine
         self.env = {**os.environ, "LABQ_HOME": str(self.home), **env}
@@ -26,7 +28,7 @@ class Stack:
 
     def start(self, timeout: float = 240) -> Stack:
         self.proc = subprocess.Popen(
-            [*LABQ, "up", "--simulate", self.simulate, "--metrics-port", "0"],
+            [*LABQ, "up", "--simulate", self.simulate, "--metrics-port", "0", *self.up_args],
             env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         assert self.proc.stdout is not None

@@ -71,6 +71,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_port_pair() -> int:
+    """A port p with p and p + 1 free (one exporter per agent of a 2-node stack)."""
+    for _ in range(50):
+        port = free_port()
+        if port < 65535:
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+            return port
+    raise AssertionError("no two consecutive free ports")
+
+
 def wait_for(check: Any, timeout: float, what: str) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -81,7 +95,7 @@ def wait_for(check: Any, timeout: float, what: str) -> Any:
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def start_prometheus(target: str, home: Path) -> Prometheus:
+def start_prometheus(target: str, home: Path, gpu_targets: list[str]) -> Prometheus:
     binary = shutil.which("prometheus") or "/usr/bin/prometheus"
     if not Path(binary).exists():
         pytest.fail("Debian's prometheus is missing: apt-get install prometheus "
@@ -90,7 +104,9 @@ def start_prometheus(target: str, home: Path) -> Prometheus:
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(RULES)],
         "scrape_configs": [{"job_name": "labq-coordinator",
-                            "static_configs": [{"targets": [target]}]}],
+                            "static_configs": [{"targets": [target]}]},
+                           {"job_name": "labq-gpus",
+                            "static_configs": [{"targets": gpu_targets}]}],
     }
     (home / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = free_port()
@@ -143,12 +159,15 @@ def run_workload(stack: Stack) -> None:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[tuple[Stack, Prometheus]]:
-    stack = Stack("2x2:A100-80GB", LABQ_HEARTBEAT_INTERVAL="1").start()
+    exporter_base = free_port_pair()
+    stack = Stack("2x2:A100-80GB", up_args=("--exporter-port", str(exporter_base)),
+                  LABQ_HEARTBEAT_INTERVAL="1").start()
     home = Path(tempfile.mkdtemp(prefix="labq-prom-"))
     prom: Prometheus | None = None
     try:
         target = urllib.parse.urlparse(stack.metrics_url).netloc
-        prom = start_prometheus(target, home)
+        gpu_targets = [f"127.0.0.1:{exporter_base + i}" for i in range(2)]
+        prom = start_prometheus(target, home, gpu_targets)
         wait_for(lambda: prom and prom.value('up{job="labq-coordinator"}') == 1, 30,
                  "the first successful scrape of the coordinator")
         run_workload(stack)
@@ -248,3 +267,16 @@ def test_alert_rules_are_loaded_healthy_and_quiet(cluster: tuple[Stack, Promethe
         answer = prom.query(expr)
         assert answer["status"] == "success", (name, answer)
         assert answer["data"]["result"] == [], (name, answer["data"]["result"])
+
+
+def test_agents_gpu_exporters_are_scraped(cluster: tuple[Stack, Prometheus]) -> None:
+    """`labq up --exporter-port P` gives each agent its own port; Prometheus sees every GPU
+    under NVIDIA's dcgm-exporter names, labelled by node (Hostname) and GPU."""
+    stack, prom = cluster
+    wait_for(lambda: prom.value('count(up{job="labq-gpus"} == 1)') == 2, 30,
+             "both agents' exporters scraped")
+    result = prom.query("DCGM_FI_DEV_FB_USED")["data"]["result"]
+    seen = {(r["metric"]["Hostname"], r["metric"]["gpu"]) for r in result}
+    assert seen == {(f"sim-{n}", str(g)) for n in range(2) for g in range(2)}
+    assert all(r["metric"]["UUID"].startswith("SIM-") for r in result)
+    assert "dcgm-exporter names" in "".join(stack.output)
