@@ -87,13 +87,17 @@ def check_idle(jobs: Iterable[RunningGpus], readings: Mapping[tuple[str, int], R
     write or do are returned. `readings` holds fresh reports only, keyed by (node, GPU index)."""
     out = []
     for job in jobs:
-        since = {} if policy.action == "off" else _next_since(job, readings, policy.threshold)
+        since, seen_low = ({}, set()) if policy.action == "off" else _next_since(
+            job, readings, policy.threshold)
         idle = tuple(i for i in job.indices if i in since and now - since[i] >= policy.after_s)
         notified = job.notified and bool(since)  # a fully busy job starts a new spell
         notify = bool(idle) and not notified
         notified = notified or notify
+        # Stopping needs fresh evidence: every GPU of the job read below the threshold now
+        # (a lost GPU or a failed NVML read keeps its old state, but never kills a job).
         stop = (policy.action == "stop" and not job.stopping and len(idle) == len(job.indices)
-                and bool(idle) and all(now - since[i] >= policy.stop_after_s for i in idle))
+                and bool(idle) and set(job.indices) <= seen_low
+                and all(now - since[i] >= policy.stop_after_s for i in idle))
         write = since != dict(job.idle_since) or notified != job.notified
         if write or notify or stop:
             idle_for = min((now - since[i] for i in idle), default=0.0)
@@ -103,8 +107,10 @@ def check_idle(jobs: Iterable[RunningGpus], readings: Mapping[tuple[str, int], R
 
 
 def _next_since(job: RunningGpus, readings: Mapping[tuple[str, int], Reading],
-                threshold: float) -> dict[int, float]:
-    since = {}
+                threshold: float) -> tuple[dict[int, float], set[int]]:
+    """The GPUs' new below-since times, and the GPUs a fresh reading shows below now."""
+    since: dict[int, float] = {}
+    seen_low: set[int] = set()
     for index in job.indices:
         reading = readings.get((job.node, index))
         previous = job.idle_since.get(index)
@@ -113,7 +119,8 @@ def _next_since(job: RunningGpus, readings: Mapping[tuple[str, int], Reading],
                 since[index] = previous  # nothing new about this GPU: keep what we knew
         elif reading.utilization < threshold:
             since[index] = previous if previous is not None else reading.at
-    return since
+            seen_low.add(index)
+    return since, seen_low
 
 
 # ---------------------------------------------------------------------------- from the store

@@ -53,7 +53,7 @@ def gpu_families(nodes: Sequence[Node], active: Sequence[JobLike], policy: IdleP
     g = {name: GaugeMetricFamily(f"labq_{name}", doc, labels=labels) for name, doc, labels in (
         ("gpus_capacity", "GPUs on the node", ["node", "model"]),
         ("gpus_allocated", "GPUs held by labq jobs", ["node", "model"]),
-        ("gpus_idle", "GPUs free for labq jobs (not allocated)", ["node", "model"]),
+        ("gpus_idle", "GPUs free for labq jobs (not allocated, node UP)", ["node", "model"]),
         ("gpus_allocated_idle", "Allocated GPUs below idle_gpu_threshold for idle_gpu_after_s",
          ["node", "model"]),
         ("gpu_allocated_idle_seconds", "How long an allocated GPU has been below the idle "
@@ -76,7 +76,9 @@ def gpu_families(nodes: Sequence[Node], active: Sequence[JobLike], policy: IdleP
             job = jobs.get(job_id)
             if job is None:
                 continue
-            since = job.gpu_idle_since.get(index) if tracking else None
+            # Only a RUNNING job's GPUs are tracked (a PREEMPTED job's state is stale).
+            running = tracking and job.state == JobState.RUNNING
+            since = job.gpu_idle_since.get(index) if running else None
             seconds = 0.0 if since is None else max(0.0, now - since)
             idle_count += seconds >= policy.after_s
             g["gpu_allocated_idle_seconds"].add_metric(
@@ -85,12 +87,13 @@ def gpu_families(nodes: Sequence[Node], active: Sequence[JobLike], policy: IdleP
         per_node = [node.name, node.gpu_model]
         g["gpus_capacity"].add_metric(per_node, node.gpus_total)
         g["gpus_allocated"].add_metric(per_node, node.gpus_allocated)
-        g["gpus_idle"].add_metric(per_node, node.gpus_total - node.gpus_allocated)
+        up = node.state == NodeState.UP
+        g["gpus_idle"].add_metric(per_node, node.gpus_total - node.gpus_allocated if up else 0)
         g["gpus_allocated_idle"].add_metric(per_node, idle_count)
         g["node_heartbeat_age_seconds"].add_metric([node.name],
                                                    max(0.0, now - node.last_heartbeat))
-        g["node_up"].add_metric([node.name], 1.0 if node.state == NodeState.UP else 0.0)
-        for gpu in node.gpus:
+        g["node_up"].add_metric([node.name], 1.0 if up else 0.0)
+        for gpu in node.gpus if up else ():  # a DOWN node's last report is not current
             labels = [node.name, str(gpu.index), gpu.model]
             for name, value in (("gpu_utilization_ratio", gpu.utilization),
                                 ("gpu_memory_used_bytes", gpu.memory_used_bytes),
@@ -115,11 +118,12 @@ def job_families(active: Sequence[JobLike], waiting: Sequence[JobLike], now: flo
             (j.account, j.user) for j in waiting if j.state.is_waiting()).items()):
         pending.add_metric([account, user], n)
     oldest = GaugeMetricFamily("labq_pending_oldest_seconds",
-                               "Age of the oldest waiting job (since its submit or requeue)",
+                               "Age of the oldest waiting job not held by a person (since "
+                               "its submit, requeue or release)",
                                labels=["account"])
     first: dict[str, float] = {}
     for job in waiting:
-        if job.state.is_waiting():
+        if job.state.is_waiting() and not job.hold:  # a job a person holds is not stuck
             first[job.account] = min(first.get(job.account, math.inf), job.waiting_since)
     for account, since in sorted(first.items()):
         oldest.add_metric([account], max(0.0, now - since))

@@ -19,6 +19,7 @@ import signal
 log = logging.getLogger(__name__)
 
 OUTPUT_CAP = 2000  # characters of the command's output kept in the log
+READ_CAP = 64 * 1024  # bytes of output held in memory; the rest is read and dropped
 
 
 async def run_notify(command: str, user: str, job_id: str, event: str, message: str,
@@ -35,7 +36,7 @@ async def run_notify(command: str, user: str, job_id: str, event: str, message: 
         log.warning("notify_command could not start for %s of job %s: %s", event, job_id, exc)
         return False
     try:
-        output, _ = await asyncio.wait_for(proc.communicate(), timeout_s)
+        output = await asyncio.wait_for(_bounded_output(proc), timeout_s)
     except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
@@ -49,3 +50,15 @@ async def run_notify(command: str, user: str, job_id: str, event: str, message: 
                     proc.returncode, text.strip())
         return False
     return True
+
+
+async def _bounded_output(proc: asyncio.subprocess.Process) -> bytes:
+    """The command's first `READ_CAP` bytes of output; the rest is drained, not kept, so a
+    chatty command cannot fill the coordinator's memory. Returns when the command exits."""
+    assert proc.stdout is not None
+    kept = b""
+    while chunk := await proc.stdout.read(65536):
+        if len(kept) < READ_CAP:
+            kept += chunk[: READ_CAP - len(kept)]
+    await proc.wait()
+    return kept

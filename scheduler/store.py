@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from collections.abc import Iterable, Sequence
 from importlib import resources
 from typing import Any
@@ -108,9 +109,13 @@ class Store:
         keys = [self.keys.job(job_id), self.keys.waiting, self.keys.done, self.keys.held]
         return str(await self._run("cancel", keys, [job_id, caller, "1" if is_admin else "", now]))
 
-    async def hold(self, job_id: str, caller: str, is_admin: bool, release: bool) -> str:
+    async def hold(self, job_id: str, caller: str, is_admin: bool, release: bool,
+                   now: float | None = None) -> str:
+        """Hold or release a waiting job; a released job waits from `now` (the time a person
+        held it is not queue wait in the metrics)."""
         keys = [self.keys.job(job_id), self.keys.waiting, self.keys.held]
-        args = [job_id, caller, "1" if is_admin else "", "release" if release else "hold"]
+        args = [job_id, caller, "1" if is_admin else "", "release" if release else "hold",
+                time.time() if now is None else now]
         return str(await self._run("hold", keys, args))
 
     async def start(

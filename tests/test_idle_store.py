@@ -129,3 +129,14 @@ async def test_notify_failures_and_timeouts_are_logged_not_raised(
     assert await run_notify(f'printf %s "$LABQ_NOTIFY_MESSAGE" > {out}', "ann", "7", "gpu_idle",
                             f"$(touch {marker}); `touch {marker}`", 5)
     assert out.read_text() == f"$(touch {marker}); `touch {marker}`" and not marker.exists()
+
+
+async def test_notify_output_is_bounded(caplog: pytest.LogCaptureFixture) -> None:
+    """A chatty command (8 MiB of output) is drained, not held: the log keeps the tail of the
+    first 64 KiB only, and the call still reports the failure."""
+    caplog.set_level(logging.WARNING)
+    command = "head -c 8388608 /dev/zero | tr '\\0' x; echo; echo END; exit 3"
+    assert not await run_notify(command, "ann", "7", "gpu_idle", "m", timeout_s=30)
+    [record] = [r for r in caplog.records if "exited 3" in r.getMessage()]
+    assert "END" not in record.getMessage()  # past the cap: read and dropped
+    assert len(record.getMessage()) < 3000

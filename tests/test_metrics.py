@@ -139,6 +139,10 @@ async def test_gpu_series_as_the_agent_reported_them(store: Store, tmp_path: Pat
     assert got.value("labq_node_up", node="n1") == 1.0
     assert got.value("labq_node_up", node="n2") == 0.0
     assert got.value("labq_node_heartbeat_age_seconds", node="n2") == 107.0
+    # A DOWN node's GPUs are not free for jobs, and its last report is not current.
+    assert got.value("labq_gpus_idle", node="n2", model=A100) == 0
+    assert got.value("labq_gpus_capacity", node="n2", model=A100) == 1
+    assert got.value("labq_gpu_utilization_ratio", node="n2", gpu="0", model=A100) is None
 
 
 async def test_allocated_idle_gpus_from_the_stored_idle_state(store: Store,
@@ -236,7 +240,12 @@ async def test_jobs_by_state_and_the_oldest_wait(store: Store, tmp_path: Path) -
     assert got.value("labq_pending_jobs", account="lab", user="ann") == 1
     assert got.value("labq_pending_jobs", account="phys", user="cy") == 1
     assert got.value("labq_pending_oldest_seconds", account="lab") == 90
-    assert got.value("labq_pending_oldest_seconds", account="phys") == 30
+    # A job a person holds is not stuck in the queue; once released it waits from then.
+    assert got.value("labq_pending_oldest_seconds", account="phys") is None
+    assert await store.hold(held, "cy", False, release=True, now=T0 + 400) == "OK"
+    got = await scrape(store, coordinator(store, tmp_path), T0 + 410)
+    assert got.value("labq_pending_oldest_seconds", account="phys") == 10
+    assert got.value("labq_pending_oldest_seconds", account="lab") == 400
 
 
 # ------------------------------------------------------------------------------ shares, budgets

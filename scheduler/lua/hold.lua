@@ -1,6 +1,7 @@
 -- Put a waiting job on hold (it leaves the queue the scheduler reads) or release it.
 -- KEYS[1] job hash  KEYS[2] waiting zset  KEYS[3] held zset
 -- ARGV[1] job id  ARGV[2] caller  ARGV[3] caller is admin ('1'/'')  ARGV[4] 'hold'|'release'
+-- ARGV[5] now: a released job waits from now (queued_at), so held time is not queue wait
 -- Returns NO_SUCH_JOB, FORBIDDEN, NOT_WAITING, ALREADY, or OK.
 local fields = redis.call('HMGET', KEYS[1], 'state', 'user', 'hold', 'submitted_at')
 local state, owner, hold, submitted = fields[1], fields[2], fields[3] or '', fields[4]
@@ -20,7 +21,8 @@ if ARGV[4] == 'hold' then
 end
 if hold == '' then return 'ALREADY' end
 if hold == 'admin' and ARGV[3] ~= '1' then return 'FORBIDDEN' end
-redis.call('HSET', KEYS[1], 'state', 'PENDING', 'hold', '', 'reason', 'Released', 'reasons', '[]')
+redis.call('HSET', KEYS[1], 'state', 'PENDING', 'hold', '', 'reason', 'Released', 'reasons', '[]',
+  'queued_at', ARGV[5])
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('ZADD', KEYS[2], submitted, ARGV[1])
 return 'OK'
