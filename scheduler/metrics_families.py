@@ -88,7 +88,7 @@ def gpu_families(nodes: Sequence[Node], active: Sequence[JobLike], policy: IdleP
         g["gpus_capacity"].add_metric(per_node, node.gpus_total)
         g["gpus_allocated"].add_metric(per_node, node.gpus_allocated)
         up = node.state == NodeState.UP
-        g["gpus_idle"].add_metric(per_node, node.gpus_total - node.gpus_allocated if up else 0)
+        g["gpus_idle"].add_metric(per_node, len(node.free_indices()) if up else 0)
         g["gpus_allocated_idle"].add_metric(per_node, idle_count)
         g["node_heartbeat_age_seconds"].add_metric([node.name],
                                                    max(0.0, now - node.last_heartbeat))

@@ -258,7 +258,11 @@ class Node:
         return len(self.allocations)
 
     def free_indices(self) -> list[int]:
-        return [i for i in range(self.gpus_total) if i not in self.allocations]
+        """GPUs no job holds that the agent last reported healthy: labq starts nothing on a GPU
+        that is LOST or has ECC errors (the GPU is back once the agent reports it OK)."""
+        unhealthy = {g.index for g in self.gpus if g.health != "OK"}
+        return [i for i in range(self.gpus_total)
+                if i not in self.allocations and i not in unhealthy]
 
     def foreign_processes(self) -> list[dict[str, Any]]:
         """GPU processes labq did not start (no labq job in their environment)."""

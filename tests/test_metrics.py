@@ -24,7 +24,7 @@ from scheduler.policy import Snapshot
 from scheduler.policy.cycle import priorities
 from scheduler.shares import share_inputs
 from scheduler.store import Store
-from scheduler.views import pending_view
+from scheduler.views import node_view, pending_view
 from tests.test_store import A100, T0, job_of, lead, report, started, submit_one
 
 CONTRACT = Path(__file__).resolve().parent.parent / "docs" / "metrics.md"
@@ -143,6 +143,21 @@ async def test_gpu_series_as_the_agent_reported_them(store: Store, tmp_path: Pat
     assert got.value("labq_gpus_idle", node="n2", model=A100) == 0
     assert got.value("labq_gpus_capacity", node="n2", model=A100) == 1
     assert got.value("labq_gpu_utilization_ratio", node="n2", gpu="0", model=A100) is None
+
+
+async def test_an_unhealthy_gpu_is_neither_free_nor_given_to_a_job(store: Store,
+                                                                    tmp_path: Path) -> None:
+    gpus = [GpuInfo(0, "GPU-0", A100, 80 << 30, 0, 0.0, 60.0, 40.0, "OK"),
+            GpuInfo(1, "GPU-1", A100, 80 << 30, None, None, None, None, "ECC_ERRORS")]
+    await store.heartbeat(NodeReport("n1", gpus), now=T0)
+    [node] = await store.nodes()
+    assert node_view(node).free == (0,)
+    got = await scrape(store, coordinator(store, tmp_path), T0 + 1)
+    assert got.value("labq_gpus_idle", node="n1", model=A100) == 1
+    gpus[1].health = "OK"  # the agent reports it healthy again: it is free again
+    await store.heartbeat(NodeReport("n1", gpus), now=T0 + 2)
+    [node] = await store.nodes()
+    assert node_view(node).free == (0, 1)
 
 
 async def test_allocated_idle_gpus_from_the_stored_idle_state(store: Store,
