@@ -169,7 +169,8 @@ def nodes_and_gpus() -> m.Dashboard:
     nodes = Row("Nodes", [
         grid("Nodes", "", [Query(f"max by (node) (labq_node_up{{{NODE}}})"),
                            Query(f"max by (node) (labq_node_heartbeat_age_seconds{{{NODE}}})"),
-                           Query(by_node("labq_gpus_capacity")), Query(by_node("labq_gpus_allocated")),
+                           Query(by_node("labq_gpus_capacity")),
+                           Query(by_node("labq_gpus_allocated")),
                            Query(by_node("labq_gpus_idle")),
                            Query(by_node("labq_gpus_allocated_idle"))],
              Look(unit="short", decimals=0), organize={"excludeByName": {"Time": True},

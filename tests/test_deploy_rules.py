@@ -19,7 +19,7 @@ PROM = ROOT / "deploy" / "prometheus"
 RULES = PROM / "rules" / "labq.rules.yml"
 RULE_TESTS = PROM / "tests" / "labq.rules.test.yml"
 ALERTS = {"LabqNodeDown", "LabqGpuAllocatedIdle", "LabqBudgetAlmostSpent",
-          "LabqNoCoordinatorLeader", "LabqQueueWaitHigh"}
+          "LabqNoCoordinatorLeader", "LabqQueueWaitHigh", "LabqJobWaitingLong"}
 
 
 def promtool() -> str:
