@@ -133,22 +133,26 @@ class Coordinator:
         epoch = self.epoch
         nodes = await self.store.nodes()
         active = await self.store.active_jobs()
-        await self._check_nodes(epoch, nodes, active, now)
-        active = await self.store.active_jobs()
+        if await self._check_nodes(epoch, nodes, active, now):
+            active = await self.store.active_jobs()  # jobs of lost nodes ended or requeued
         await self._watch(epoch, active, now)
         if now - self._last_charge >= self.settings.charge_interval_s:
             await self.store.charge(epoch, [j.id for j in active], now)
             self._last_charge = now
         await self._check_idle(epoch, nodes, active, now)
-        await self._decide(epoch, now)
+        launched = await self._decide(epoch, now)
         self.last_cycle_s = time.perf_counter() - began
         self.cycle_durations.observe(self.last_cycle_s)
         self.cycles += 1
-        return any(j.state == JobState.STARTING for j in await self.store.active_jobs())
+        # Jobs that were STARTING before the watch may be RUNNING now: one early poll too many
+        # costs little, and saves reading every active job again.
+        return launched > 0 or any(j.state == JobState.STARTING for j in active)
 
     async def _check_nodes(
         self, epoch: int, nodes: Sequence[Node], active: Sequence[Job], now: float
-    ) -> None:
+    ) -> bool:
+        """Mark silent nodes DOWN; end or requeue their jobs. Returns whether a job changed."""
+        changed = False
         cutoff = now - self.settings.node_timeout_s
         down = {n.name for n in nodes if n.state == NodeState.DOWN}
         for node in nodes:
@@ -161,6 +165,8 @@ class Coordinator:
             if job.node in down:
                 await asyncio.to_thread(self.launcher.stop, job)
                 await self._end_or_requeue(epoch, job, "NodeLost", now)
+                changed = True
+        return changed
 
     async def _end_or_requeue(self, epoch: int, job: Job, reason: str, now: float) -> None:
         await self._save_logs(job)
@@ -287,11 +293,12 @@ class Coordinator:
             del self._waiting_cache[job_id]
         return [self._waiting_cache[j] for j in ids if j in self._waiting_cache]
 
-    async def _decide(self, epoch: int, now: float) -> None:
+    async def _decide(self, epoch: int, now: float) -> int:
+        """Schedule the waiting jobs; returns how many were launched."""
         waiting = await self._waiting_jobs()
         if not waiting:
             self.free_gpus = -1
-            return
+            return 0
         nodes = await self.store.nodes()
         accounts = await self.store.accounts()
         active = await self.store.active_jobs()
@@ -331,6 +338,7 @@ class Coordinator:
         await asyncio.gather(*launches)
         await self._preempt(epoch, decisions.preemptions, {j.id: j for j in active}, now)
         await self._write_reasons(decisions.reasons, decisions.estimates)
+        return len(launches)
 
     async def _preempt(self, epoch: int, plans: Sequence[Preemption], active: dict[str, Job],
                        now: float) -> None:
