@@ -223,3 +223,27 @@ def test_fifo_with_many_jobs_at_one_time(tmp_path: Path) -> None:
     result = simulate(load_csv(_trace(tmp_path, rows)), Cluster.parse("1x2"),
                       get_policy("fifo"))
     assert len([r for r in result.runs if not r.preempted]) == 12
+
+
+def test_backfill_does_not_reorder_a_class_past_its_free_gpus(tmp_path: Path) -> None:
+    # One node of 8 GPUs; user a submits ten 1-GPU jobs and user b one 4-GPU job "99", all at
+    # t=0. In submit order jobs 1-8 fill the node and 99 waits; the snapshot once held only 4
+    # jobs per class, so 99 started at 0 ahead of a's jobs 5-8.
+    rows = "".join(f"{i},0,a,a,1,100,100\n" for i in range(1, 11)) + "99,0,b,b,4,100,100\n"
+    result = simulate(load_csv(_trace(tmp_path, rows)), Cluster.parse("1x8"),
+                      get_policy("fifo-backfill"))
+    starts = {r.job.id: r.start for r in result.runs}
+    assert sorted((j for j, s in starts.items() if s == 0), key=int) == [str(i)
+                                                                           for i in range(1, 9)]
+    assert starts["99"] == 100
+
+
+def test_drf_shares_freed_gpus_max_min(tmp_path: Path) -> None:
+    # One node of 4 GPUs, held by c's job until t=100. Tenant a then has four 1-GPU jobs
+    # waiting and tenant b four: max-min gives 2 and 2 at t=100 (a's being older does not
+    # give it all 4, as it did when every key used the GPUs held before the call).
+    rows = ("c0,0,c,c,4,100,100\n" + "".join(f"a{i},1,a,a,1,100,100\n" for i in range(4))
+            + "".join(f"b{i},2,b,b,1,100,100\n" for i in range(4)))
+    result = simulate(load_csv(_trace(tmp_path, rows)), Cluster.parse("1x4"), get_policy("drf"))
+    at_100 = sorted(r.job.account for r in result.runs if r.start == 100)
+    assert at_100 == ["a", "a", "b", "b"]

@@ -12,13 +12,18 @@ limit (stopped there, as the coordinator times a job out); the policy sees the l
 Speed. The queue of a saturated replay holds tens of thousands of jobs, and the policy is
 O(queue) per call. Jobs of one class (account, user, GPUs, GPU type) differ only in submit
 time (and time limit), and every policy here orders a class by submit time, so the global
-priority order is a merge of the classes in submit order: the snapshot holds only the first
-jobs of each class: at most `class_depth`, and no more than the free GPUs could start
-(free GPUs // the class's GPUs, at least 1); just the first one if no node has that many
-GPUs free (it cannot start, but may take the backfill reservation). The order of the top of
-the queue is exact; what is missed is backfill deeper in a class (a job whose shorter limit
-would fit before the reservation while its class-mates ahead do not). When a call starts
-every job shown of a class that has more, the engine calls again at the same time.
+priority order is a merge of the classes in submit order. The snapshot holds only the first
+jobs of each class that the free GPUs could start (free GPUs // the class's GPUs, at least
+1), and just the first one if no node has that many GPUs free (it cannot start, but may take
+the backfill reservation). A class's later jobs cannot start in this call unless all those
+ahead of them in the class do, so the starts are exact, with one gap: backfill deeper in a
+class (a job whose shorter time limit would fit before the reservation while its class-mates
+ahead do not) is missed. When a call starts every job shown of a class that has more, the
+engine calls again at the same time.
+
+`drf` is progressive filling within a call: a job's key is its tenant's GPUs held plus the
+GPUs of all its tenant's jobs ahead of it in submit order (shown or not), over the tenant's
+entitled GPUs, so freed GPUs are shared out max-min rather than all to one tenant.
 
 Usage for fair share: billed GPU-seconds per (account, user), accrued continuously while a job
 runs and decayed with `half_life` in virtual time (`scheduler.sim.usage`), refreshed every
@@ -95,6 +100,7 @@ class SimResult:
 
 
 ClassKey = tuple[str, str, int, str | None]
+_MAX_CALLS = 10_000  # policy calls at one event time before the replay gives up
 
 
 def _submit_order(item: tuple[float, SimJob]) -> tuple[float, int, str]:
@@ -104,10 +110,10 @@ def _submit_order(item: tuple[float, SimJob]) -> tuple[float, int, str]:
 
 class _Replay:
     def __init__(self, jobs: Sequence[SimJob], cluster: Cluster, policy: SimPolicy,
-                 half_life: float, class_depth: int, calc_period: float,
+                 half_life: float, calc_period: float,
                  tenant_shares: Mapping[str, float] | None = None,
                  budgets: Mapping[str, float] | None = None) -> None:
-        self.cluster, self.policy, self.depth = cluster, policy, max(1, class_depth)
+        self.cluster, self.policy = cluster, policy
         width = len(str(cluster.nodes - 1))
         self.names = [f"n{i:0{width}d}" for i in range(cluster.nodes)]
         self.free = {name: list(range(cluster.gpus_per_node)) for name in self.names}
@@ -162,17 +168,37 @@ class _Replay:
             q.insert(bisect.bisect_right([s for s, _ in q], job.submit), item)
 
     def _pending_view(self, job: SimJob) -> PendingJob:
-        if self.policy.drf:
-            return PendingJob(job.id, job.user, job.account, job.gpus,
-                              drf_key(job.submit, self.held.get(job.account, 0),
-                                      self.entitled[job.account]),
-                              job.gpu_type, time_limit_s=job.time_limit)
         view = self.pending_views.get(job.id)
         if view is None:
             view = PendingJob(job.id, job.user, job.account, job.gpus, job.submit, job.gpu_type,
                               time_limit_s=job.time_limit)
             self.pending_views[job.id] = view
         return view
+
+    def _drf_views(self, shown: Mapping[ClassKey, int]) -> list[PendingJob]:
+        """The shown jobs under drf, keyed by progressive filling (see the module docstring):
+        a tenant's jobs in submit order, each after the GPUs of those ahead of it."""
+        by_tenant: dict[str, list[ClassKey]] = {}
+        for key in shown:
+            by_tenant.setdefault(key[0], []).append(key)
+        pending = []
+        for tenant, keys in by_tenant.items():
+            mine = sorted(((_submit_order(q[i]), q[i][1]) for key in keys
+                           for q in (self.classes[key],) for i in range(shown[key])),
+                          key=lambda item: item[0])
+            hidden = [(self.classes[key], shown[key], key[2]) for key in keys
+                      if shown[key] < len(self.classes[key])]
+            ahead, held, entitled = 0, self.held.get(tenant, 0), self.entitled[tenant]
+            for order, job in mine:
+                # jobs of this tenant left out of the snapshot but ahead of this one
+                behind = sum(gpus * (bisect.bisect_left(q, order, lo, key=_submit_order) - lo)
+                             for q, lo, gpus in hidden if _submit_order(q[lo]) < order)
+                pending.append(PendingJob(
+                    job.id, job.user, job.account, job.gpus,
+                    drf_key(job.submit, held + ahead + behind, entitled), job.gpu_type,
+                    time_limit_s=job.time_limit))
+                ahead += job.gpus
+        return pending
 
     def _most_free(self) -> int:
         """The most free GPUs on one node (0: none free)."""
@@ -202,20 +228,15 @@ class _Replay:
             return pending, shown, cutoff
         for key, q in self.classes.items():
             gpus = key[2]
-            n = len(q)
-            if gpus > most:
-                n = 1
-            elif n > 1:
-                n = min(n, self.depth, max(1, free // gpus))
-            if n == 1:
-                pending.append(view(q[0][1]))
-            else:
-                pending.extend(view(q[i][1]) for i in range(n))
+            n = 1 if gpus > most else min(len(q), max(1, free // gpus))
             shown[key] = n
+            if not self.policy.drf:
+                pending.extend(view(q[i][1]) for i in range(n))
             if n < len(q):
-                job = q[n][1]
-                first_out = (job.submit, len(job.id), job.id)
+                first_out = _submit_order(q[n])
                 cutoff = first_out if cutoff is None else min(cutoff, first_out)
+        if self.policy.drf:
+            pending = self._drf_views(shown)
         return pending, shown, cutoff
 
     # -------------------------------------------------------------- cycle
@@ -223,7 +244,7 @@ class _Replay:
         if self.tiresias is not None:
             self._tiresias_cycle(now)
             return
-        for _ in range(10_000):
+        for _ in range(_MAX_CALLS):
             if not self._can_start():
                 return
             pending, shown, cutoff = self._shown()
@@ -255,6 +276,9 @@ class _Replay:
             # Again only if a class had every job shown started and has more waiting.
             if not any(n == shown[key] and key in self.classes for key, n in started.items()):
                 return
+        raise RuntimeError(
+            f"the replay made {_MAX_CALLS} policy calls at t={now:g} s without settling; "
+            "this is a simulator bug: please report it with the trace and the command")
 
     def _tiresias_cycle(self, now: float) -> None:
         assert self.tiresias is not None
@@ -339,7 +363,7 @@ class _Replay:
 
 
 def simulate(jobs: Sequence[SimJob], cluster: Cluster, policy: SimPolicy, *,
-             half_life: float = 7 * 86400.0, class_depth: int = 4,
+             half_life: float = 7 * 86400.0,
              calc_period: float = 300.0,
              tenant_shares: Mapping[str, float] | None = None,
              budgets: Mapping[str, float] | None = None) -> SimResult:
@@ -353,7 +377,7 @@ def simulate(jobs: Sequence[SimJob], cluster: Cluster, policy: SimPolicy, *,
     """
     began = time.perf_counter()
     replay = _Replay(sorted(jobs, key=lambda j: j.submit), cluster, policy, half_life,
-                     class_depth, calc_period, tenant_shares, budgets)
+                     calc_period, tenant_shares, budgets)
     replay.run()
     return SimResult(policy.name, cluster, replay.jobs, replay.runs, replay.skipped,
                      time.perf_counter() - began, replay.calls, replay.queue_samples,
