@@ -103,7 +103,7 @@ def test_outputs_and_cli(tmp_path: Path) -> None:
     with (tmp_path / "out" / "jobs.csv").open() as f:
         rows = list(csv.reader(f))
     assert tuple(rows[0]) == JOB_COLUMNS
-    assert rows[1] == ["1", "a", "alice", "2", "0", "0", "100", "n0", "0;1"]
+    assert rows[1] == ["1", "a", "alice", "2", "0", "0", "100", "n0", "0;1", "finished"]
     data = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert data == json.loads(json.dumps(summary))
     for key in ("wait_avg_s", "wait_p50_s", "wait_p99_s", "jct_avg_s", "jct_p99_s",
@@ -160,19 +160,56 @@ def test_fairness_formulas_by_hand(tmp_path: Path) -> None:
     s = summarize(result, window_s=100)
     assert s["rho_max"] == pytest.approx(2.0)
     assert s["rho_frac_above_1"] == pytest.approx(0.5)
-    # window 0 (0..100): both present; a got 200/200 = 1 of the GPUs, b 0; entitled 1/2 each:
-    #   |1 - .5| + |0 - .5|; Jain on x = (2, 0): 4 / (2 * 4) = 0.5.
-    # window 1 (100..200): only b is present, got 100/200 = .5, entitled 1: |.5 - 1|;
-    #   Jain on (0.5,) = 1.  Deviation: (.5 + .5 + .5) / 3 = .5; Jain (0.5 + 1) / 2.
-    assert s["share_deviation"] == pytest.approx(0.5)
+    # window 0 (0..100): both present; a asks for 2 GPUs, b for 1: water-filling entitles
+    #   each to 1 GPU (1/2); a got 200/200 = 1 of the GPUs, b 0: |1 - .5| + |0 - .5|;
+    #   Jain on x = (2, 0): 4 / (2 * 4) = 0.5.
+    # window 1 (100..200): only b is present and asks for 1 GPU: entitled 1/2, got 100/200
+    #   = .5: deviation 0, Jain 1.  Deviation (.5 + .5 + 0) / 3; Jain (0.5 + 1) / 2.
+    assert s["share_deviation"] == pytest.approx(1 / 3)
     assert s["jain_index"] == pytest.approx(0.75)
     # With shares a=3, b=1, a is entitled to 1.5 GPUs: alone 100 * 2 / 1.5 s; b to 0.5 GPU.
     weighted = simulate(load_csv(path), Cluster.parse("1x2"), get_policy("fifo"),
                         tenant_shares={"a": 3, "b": 1})
     w = summarize(weighted, window_s=100)
     assert w["rho_max"] == pytest.approx(200 / 200)  # b: 1 GPU > 0.5 entitled: alone 200 s
-    # window 0: |1 - .75| + |0 - .25|; window 1: b alone, |.5 - 1|: (.25 + .25 + .5) / 3.
-    assert w["share_deviation"] == pytest.approx(1 / 3)
+    # window 0: |1 - .75| + |0 - .25|; window 1: b alone, entitled what it asks: 0.
+    assert w["share_deviation"] == pytest.approx((0.25 + 0.25 + 0) / 3)
+
+
+def test_entitlement_is_capped_at_demand(tmp_path: Path) -> None:
+    # 1x4 cluster: a runs three 1-GPU jobs, b one, all 0..3600. Everyone gets what it asks
+    # for, so the split is perfectly fair: b asks for 1 GPU and is entitled to 1, a to the
+    # other 3. (An entitlement of 1/2 each regardless of demand scored this 0.25 and 0.8.)
+    rows = "a1,0,x,a,1,3600,3600\na2,0,x,a,1,3600,3600\na3,0,x,a,1,3600,3600\n" \
+           "b1,0,y,b,1,3600,3600\n"
+    result = simulate(load_csv(_trace(tmp_path, rows)), Cluster.parse("1x4"),
+                      get_policy("fifo"))
+    s = summarize(result, window_s=3600)
+    assert s["share_deviation"] == pytest.approx(0.0)
+    assert s["jain_index"] == pytest.approx(1.0)
+    # With b on 3 of the 4 shares and a demanding 3 GPUs, b is entitled to what it asks (1
+    # GPU), a to the 3 left: still fair. Had a asked for 4 and b for 2 on 1x4, shares 1:3
+    # would entitle b to its 2 and a to 2.
+    assert summarize(simulate(result.jobs, Cluster.parse("1x4"), get_policy("fifo"),
+                              tenant_shares={"a": 1, "b": 3}),
+                     window_s=3600)["share_deviation"] == pytest.approx(0.0)
+
+
+def test_waterfill_by_hand() -> None:
+    from scheduler.sim.report import waterfill
+
+    assert waterfill(4, {"a": 4, "b": 2}, {"a": 1, "b": 3}) == {"a": 2, "b": 2}
+    assert waterfill(4, {"a": 4, "b": 4}, {"a": 1, "b": 3}) == {"a": 1, "b": 3}
+    assert waterfill(8, {"a": 1, "b": 10, "c": 10}, {}) == {"a": 1, "b": 3.5, "c": 3.5}
+    assert waterfill(8, {"a": 1, "b": 2}, {}) == {"a": 1, "b": 2}
+
+
+def test_rho_alone_counts_only_up_to_the_time_limit(tmp_path: Path) -> None:
+    # One 1-GPU job on 1x1 that would run 5000 s but is stopped at its 1800 s limit: alone
+    # it would also have run 1800 s, so ρ = 1800 / 1800 (not 1800 / 5000).
+    result = simulate(load_csv(_trace(tmp_path, "1,0,x,a,1,5000,1800\n")),
+                      Cluster.parse("1x1"), get_policy("fifo"))
+    assert summarize(result)["rho_max"] == pytest.approx(1.0)
 
 
 # Two tenants, one node of 2 GPUs, equal usage so far: a1 and b1 (1 GPU, 100 s each) run
@@ -247,3 +284,17 @@ def test_drf_shares_freed_gpus_max_min(tmp_path: Path) -> None:
     result = simulate(load_csv(_trace(tmp_path, rows)), Cluster.parse("1x4"), get_policy("drf"))
     at_100 = sorted(r.job.account for r in result.runs if r.start == 100)
     assert at_100 == ["a", "a", "b", "b"]
+
+
+def test_a_time_step_that_never_settles_raises(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # The engine calls the policy again at one time while a job could still start; past its
+    # call limit it must fail loudly (it once stopped silently with work left unexamined).
+    # With the limit at 0 the first time step with a startable job is already past it.
+    from scheduler.sim import engine
+
+    jobs = load_csv(_trace(tmp_path, "1,0,u,a,1,10,10\n2,5,u,a,1,10,10\n"))
+    assert len(simulate(jobs, Cluster.parse("1x1"), get_policy("labq")).runs) == 2
+    monkeypatch.setattr(engine, "_MAX_CALLS", 0)
+    with pytest.raises(RuntimeError, match="0 policy calls at t=0 s and could still start"):
+        simulate(jobs, Cluster.parse("1x1"), get_policy("fifo-backfill"))

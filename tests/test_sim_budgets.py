@@ -49,8 +49,14 @@ def test_labq_never_overruns_baselines_do(tmp_path: Path) -> None:
     assert plain["budget_overruns"] is None and plain["jobs_never_started"] == 0
 
 
-def test_only_labq_honours_budgets() -> None:
-    assert {name for name, p in POLICIES.items() if p.budgets} == {"labq"}
+@pytest.mark.parametrize("policy", sorted(set(POLICIES) - {"labq"}))
+def test_every_baseline_ignores_budgets(tmp_path: Path, policy: str) -> None:
+    # Tenant a's 1 GPU-hour fits two of its three 1800 GPU-s jobs; a baseline runs all three.
+    result = simulate(load_csv(_trace(tmp_path)), Cluster.parse("1x4"), get_policy(policy),
+                      budgets={"a": 1.0})
+    s = summarize(result)
+    assert s["jobs_never_started"] == 0
+    assert s["budget_overruns"]["by_tenant_gpu_hours"] == {"a": pytest.approx(0.5)}
 
 
 def test_a_job_past_its_time_limit_is_stopped_there(tmp_path: Path) -> None:

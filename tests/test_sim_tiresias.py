@@ -8,7 +8,7 @@ from pathlib import Path
 from scheduler.sim import Cluster, load_csv, simulate
 from scheduler.sim.policies import get_policy
 from scheduler.sim.report import summarize, write_outputs
-from scheduler.sim.tiresias import THRESHOLDS, THeld, TJob, decide, queue_of
+from scheduler.sim.tiresias import THeld, TJob, decide
 
 HEADER = "job_id,submit_time,user,account,gpus,duration,time_limit\n"
 
@@ -19,11 +19,6 @@ def _runs(tmp_path: Path, rows: str, policy: str = "tiresias-las",
     path.write_text(HEADER + rows)
     result = simulate(load_csv(path), Cluster.parse(cluster), get_policy(policy))
     return sorted((r.job.id, r.start, r.end, r.preempted) for r in result.runs)
-
-
-def test_queue_thresholds() -> None:
-    assert THRESHOLDS == (3600.0,)
-    assert [queue_of(x) for x in (0, 3599.9, 3600, 1e9)] == [0, 0, 1, 1]
 
 
 def test_demoted_job_is_preempted_and_resumes(tmp_path: Path) -> None:
@@ -44,11 +39,24 @@ def test_jobs_csv_has_a_row_per_run(tmp_path: Path) -> None:
     result = simulate(load_csv(path), Cluster.parse("1x2"), get_policy("tiresias-las"))
     summary = write_outputs(result, tmp_path / "out")
     with (tmp_path / "out" / "jobs.csv").open() as f:
-        rows = [(r["job_id"], r["start"], r["end"], r["gpu_indices"]) for r in csv.DictReader(f)]
-    assert rows == [("A", "0", "1800", "0;1"), ("B", "1800", "1900", "0"),
-                    ("A", "1900", "3700", "0;1")]
+        rows = [(r["job_id"], r["start"], r["end"], r["gpu_indices"], r["status"])
+                for r in csv.DictReader(f)]
+    assert rows == [("A", "0", "1800", "0;1", "preempted"), ("B", "1800", "1900", "0", "finished"),
+                    ("A", "1900", "3700", "0;1", "finished")]
     assert summary["preemptions"] == 1 and summary["runs"] == 3
     assert summary["wait_avg_s"] == (0 + 800) / 2  # first start - submit
+    # queued = JCT - time running: A waited 100 s after its preemption (3700 - 3600), B 800
+    assert summary["queued_avg_s"] == (100 + 800) / 2
+    assert summary["queued_p99_s"] == 800
+
+
+def test_jobs_csv_marks_a_job_stopped_at_its_limit(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text(HEADER + "A,0,x,a,1,5000,1800\n")
+    write_outputs(simulate(load_csv(path), Cluster.parse("1x2"), get_policy("fifo")),
+                  tmp_path / "out")
+    with (tmp_path / "out" / "jobs.csv").open() as f:
+        assert [(r["end"], r["status"]) for r in csv.DictReader(f)] == [("1800", "timeout")]
 
 
 def test_short_jobs_overtake_a_long_one(tmp_path: Path) -> None:

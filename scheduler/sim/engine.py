@@ -244,9 +244,14 @@ class _Replay:
         if self.tiresias is not None:
             self._tiresias_cycle(now)
             return
-        for _ in range(_MAX_CALLS):
+        for calls in itertools.count():
             if not self._can_start():
                 return
+            if calls == _MAX_CALLS:
+                raise RuntimeError(
+                    f"the replay made {_MAX_CALLS} policy calls at t={now:g} s and could still "
+                    "start a job; this is a simulator bug: please report it with the trace and "
+                    "the command")
             pending, shown, cutoff = self._shown()
             if now - self._usage_at >= self.calc_period:
                 self._usage_now, self._usage_at = self.usage.at_time(now), now
@@ -276,9 +281,6 @@ class _Replay:
             # Again only if a class had every job shown started and has more waiting.
             if not any(n == shown[key] and key in self.classes for key, n in started.items()):
                 return
-        raise RuntimeError(
-            f"the replay made {_MAX_CALLS} policy calls at t={now:g} s without settling; "
-            "this is a simulator bug: please report it with the trace and the command")
 
     def _tiresias_cycle(self, now: float) -> None:
         assert self.tiresias is not None

@@ -10,10 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from scheduler.sim.budgets import overruns
-from scheduler.sim.engine import SimResult
+from scheduler.sim.engine import Run, SimResult
 
 JOB_COLUMNS = ("job_id", "tenant", "user", "gpus", "submit", "start", "end", "node",
-               "gpu_indices")
+               "gpu_indices", "status")
+# How a run ended (the `status` column): it ran to its end, was preempted (requeued; another
+# row follows), or was stopped at its time limit.
+FINISHED, PREEMPTED, TIMEOUT = "finished", "preempted", "timeout"
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -34,7 +37,9 @@ def jain(values: list[float]) -> float:
 def summarize(result: SimResult, window_s: float = 3600.0) -> dict[str, Any]:
     """Waits (first start - submit), JCT (final end - submit), utilization, fairness.
 
-    Waits and JCTs are over the jobs that finished. The average wait weighs tenants by how
+    Waits and JCTs are over the jobs that finished. ``queued_*``: the time a job spent
+    waiting in all (JCT - its time running), which counts the waits after each preemption;
+    the wait counts only the first. The average wait weighs tenants by how
     many jobs they submit; ``wait_tenant_avg_s`` is the mean over tenants of each tenant's
     average wait, ``wait_tenant_max_s`` the worst tenant's average wait. `jobs_never_started`
     counts the jobs still waiting when the replay ran out of events (held by a budget).
@@ -42,17 +47,22 @@ def summarize(result: SimResult, window_s: float = 3600.0) -> dict[str, Any]:
     GPU-seconds of all their runs) exceeded their budget, how many and by how many billed
     GPU-hours in all.
 
-    Fairness over windows of `window_s`: in each window, the tenants with work in the system
-    (pending or running) are *present*; a present tenant's entitled share is its shares over
-    the present tenants' shares (equal by default), its received share the GPU-seconds it got
-    over capacity × window. Jain's index is taken on x = received / entitled per window and
-    averaged over windows with any present tenant; ``share_deviation`` is the mean of
-    |received share - entitled share| over all (window, present tenant) pairs.
+    Fairness over windows of `window_s`: a tenant's *demand* at an instant is the GPUs its
+    jobs in the system (running or waiting, from submit to final end) ask for; its *entitled*
+    GPUs at that instant are the weighted max-min fair split of the cluster capped at demand
+    (water-filling with the tenants' shares, equal by default): a tenant asking for less than
+    its share is entitled only to what it asks for, and the rest goes to the others. In each
+    window a tenant with any demand is *present*; its entitled share is its entitled
+    GPU-seconds over capacity × window, its received share the GPU-seconds it got over the
+    same. Jain's index is taken on x = received / entitled per window and averaged over
+    windows with any present tenant; ``share_deviation`` is the mean of |received share -
+    entitled share| over all (window, present tenant) pairs.
 
     Finish-time fairness (Themis): ρ = JCT / JCT alone on the tenant's entitled part of the
     cluster (capacity × its shares / all tenants' shares, i.e. 1/N_tenants by default). Alone
     there, a job that fits runs for its duration; a bigger one is taken to slow down in
-    proportion (duration × GPUs / entitled GPUs). ρ > 1: the job did worse than with its share.
+    proportion (duration × GPUs / entitled GPUs); a job stopped at its time limit counts only
+    the time it could run (min(duration, limit)). ρ > 1: the job did worse than with its share.
     """
     first_start: dict[str, float] = {}
     last_end: dict[str, float] = {}
@@ -68,6 +78,10 @@ def summarize(result: SimResult, window_s: float = 3600.0) -> dict[str, Any]:
         by_tenant[job.account].append(wait)
     tenant_waits = [sum(w) / len(w) for w in by_tenant.values()]
     jcts = [last_end[j.id] - j.submit for j in jobs]
+    ran: dict[str, float] = defaultdict(float)
+    for run in result.runs:
+        ran[run.job.id] += run.end - run.start
+    queued = [jct - ran[j.id] for j, jct in zip(jobs, jcts, strict=True)]
     origin = min((j.submit for j in result.jobs), default=0.0)
     makespan = max(last_end.values(), default=origin) - origin
     capacity = result.cluster.gpus
@@ -89,6 +103,8 @@ def summarize(result: SimResult, window_s: float = 3600.0) -> dict[str, Any]:
         "wait_p50_s": percentile(waits, 50), "wait_p99_s": percentile(waits, 99),
         "wait_tenant_avg_s": sum(tenant_waits) / len(tenant_waits) if tenant_waits else 0.0,
         "wait_tenant_max_s": max(tenant_waits, default=0.0),
+        "queued_avg_s": sum(queued) / len(queued) if queued else 0.0,
+        "queued_p99_s": percentile(queued, 99),
         "jct_avg_s": sum(jcts) / len(jcts) if jcts else 0.0,
         "jct_p99_s": percentile(jcts, 99),
         "makespan_s": makespan,
@@ -124,10 +140,63 @@ def finish_time_fairness(result: SimResult, last_end: dict[str, float] | None = 
         if job.id not in last_end:
             continue
         entitled_gpus = result.cluster.gpus * shares.get(job.account, 1.0) / total
-        alone = job.duration * max(1.0, job.gpus / entitled_gpus)
+        alone = min(job.duration, float(job.time_limit)) * max(1.0, job.gpus / entitled_gpus)
         if alone > 0:
             rhos[job.id] = (last_end[job.id] - job.submit) / alone
     return rhos
+
+
+def waterfill(capacity: float, demands: dict[str, float], weights: dict[str, float]
+              ) -> dict[str, float]:
+    """Weighted max-min fair split of `capacity` capped at each tenant's demand."""
+    alloc = {t: 0.0 for t in demands}
+    left = capacity
+    # tenants in order of demand per weight: each either gets its demand or the rest is
+    # split in proportion to weight among it and those after it
+    order = sorted((t for t, d in demands.items() if d > 0),
+                   key=lambda t: demands[t] / weights.get(t, 1.0))
+    weight_left = sum(weights.get(t, 1.0) for t in order)
+    for t in order:
+        w = weights.get(t, 1.0)
+        alloc[t] = min(demands[t], left * w / weight_left) if weight_left > 0 else 0.0
+        left -= alloc[t]
+        weight_left -= w
+    return alloc
+
+
+def entitled_gpu_seconds(result: SimResult, window_s: float, windows: int,
+                         last_end: dict[str, float]) -> dict[str, list[float]]:
+    """Each tenant's entitled GPU-seconds in each window (see `summarize`): water-filling
+    over the tenants' demands, integrated between the instants where a demand changes."""
+    shares = _tenant_shares(result)
+    horizon = windows * window_s
+    events: list[tuple[float, str, int]] = []
+    for job in result.jobs:
+        events.append((job.submit, job.account, job.gpus))
+        events.append((last_end.get(job.id, horizon), job.account, -job.gpus))
+    events.sort(key=lambda e: e[0])
+    entitled: dict[str, list[float]] = defaultdict(lambda: [0.0] * windows)
+    demand: dict[str, float] = defaultdict(float)
+    capacity = float(result.cluster.gpus)
+    i = 0
+    while i < len(events):
+        t = events[i][0]
+        while i < len(events) and events[i][0] == t:
+            demand[events[i][1]] += events[i][2]
+            i += 1
+        if i == len(events):
+            break
+        until = min(events[i][0], horizon)
+        if until <= t:
+            continue
+        alloc = waterfill(capacity, {k: v for k, v in demand.items() if v > 0}, shares)
+        w = int(t // window_s)
+        while w < windows and w * window_s < until:
+            span = min(until, (w + 1) * window_s) - max(t, w * window_s)
+            for tenant, gpus in alloc.items():
+                entitled[tenant][w] += gpus * span
+            w += 1
+    return entitled
 
 
 def _window_fairness(result: SimResult, window_s: float, last_end: dict[str, float]
@@ -135,11 +204,9 @@ def _window_fairness(result: SimResult, window_s: float, last_end: dict[str, flo
     """(mean Jain's index, share deviation) over windows (see `summarize`)."""
     if not result.runs:
         return 1.0, 0.0
-    shares = _tenant_shares(result)
     end = max(r.end for r in result.runs)
     windows = max(1, math.ceil(end / window_s))
     received: dict[str, list[float]] = defaultdict(lambda: [0.0] * windows)
-    active: dict[str, list[int]] = defaultdict(lambda: [0] * (windows + 1))  # difference array
     for run in result.runs:
         got = received[run.job.account]
         w = int(run.start // window_s)
@@ -147,34 +214,20 @@ def _window_fairness(result: SimResult, window_s: float, last_end: dict[str, flo
             lo, hi = max(run.start, w * window_s), min(run.end, (w + 1) * window_s)
             got[w] += run.job.gpus * max(0.0, hi - lo)
             w += 1
-    for job in result.jobs:
-        if job.id not in last_end:
-            continue
-        lo = min(windows - 1, int(job.submit // window_s))
-        hi = min(windows - 1, int(max(job.submit, last_end[job.id] - 1e-9) // window_s))
-        marks = active[job.account]
-        marks[lo] += 1
-        marks[hi + 1] -= 1
-    running = {t: 0 for t in active}
+    entitled = entitled_gpu_seconds(result, window_s, windows, last_end)
     scores: list[float] = []
     deviations: list[float] = []
     window_gpu_s = result.cluster.gpus * window_s
     for w in range(windows):
-        present = []
-        for tenant, marks in active.items():
-            running[tenant] += marks[w]
-            if running[tenant] > 0:
-                present.append(tenant)
-        if not present:
-            continue
-        total = sum(shares.get(t, 1.0) for t in present)
         xs = []
-        for t in present:
-            entitled = shares.get(t, 1.0) / total
-            share = (received[t][w] if t in received else 0.0) / window_gpu_s
-            xs.append(share / entitled)
-            deviations.append(abs(share - entitled))
-        scores.append(jain(xs))
+        for tenant, owed in entitled.items():
+            if owed[w] <= 0:
+                continue
+            share = (received[tenant][w] if tenant in received else 0.0) / window_gpu_s
+            xs.append(share / (owed[w] / window_gpu_s))
+            deviations.append(abs(share - owed[w] / window_gpu_s))
+        if xs:
+            scores.append(jain(xs))
     return (sum(scores) / len(scores) if scores else 1.0,
             sum(deviations) / len(deviations) if deviations else 0.0)
 
@@ -259,7 +312,13 @@ def write_jobs_csv(result: SimResult, path: Path) -> None:
             job = run.job
             out.writerow([job.id, job.account, job.user, job.gpus, _num(job.submit),
                           _num(run.start), _num(run.end), run.node,
-                          ";".join(str(i) for i in run.indices)])
+                          ";".join(str(i) for i in run.indices), _status(run)])
+
+
+def _status(run: Run) -> str:
+    if run.preempted:
+        return PREEMPTED
+    return TIMEOUT if run.job.duration > run.job.time_limit else FINISHED
 
 
 def _num(x: float) -> str:
