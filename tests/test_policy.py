@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import random
 from dataclasses import dataclass, field
 
 import pytest
@@ -10,8 +12,11 @@ from hypothesis import strategies as st
 
 from scheduler.model import Reason
 from scheduler.policy import Decisions, NodeView, PendingJob, Snapshot, Start, schedule
+from scheduler.policy.budget import Budget, BudgetState
 from scheduler.policy.cycle import order_queue
+from scheduler.policy.fairshare import CLASSIC, FAIR_TREE, Account, Assoc
 from scheduler.policy.placement import best_fit
+from scheduler.policy.snapshot import Limits, RunningJob, ShareInputs
 
 A100 = "NVIDIA A100-SXM4-80GB"
 H100 = "NVIDIA H100 80GB HBM3"
@@ -332,3 +337,61 @@ def test_schedule_is_deterministic_and_order_independent(snapshot: Snapshot) -> 
     second = schedule(shuffled)
     assert first.starts == second.starts
     assert first.reasons == second.reasons
+
+
+def _random_snapshot(rng: random.Random) -> Snapshot:
+    """A random snapshot with the features that change decisions: typed and down nodes,
+    running normal and scavenger jobs, caps, fair share (or none) and an account budget."""
+    nodes = []
+    for i in range(rng.randint(1, 4)):
+        total = rng.choice([2, 4, 8])
+        free = tuple(sorted(rng.sample(range(total), rng.randint(0, total))))
+        nodes.append(NodeView(f"n{i}", rng.choice(["A100", "V100"]), total, free,
+                              rng.random() > 0.1, rng.choice([1.0, 2.0])))
+    users = [(f"u{k}", f"acc{k % 3}") for k in range(5)]
+    pending = []
+    for j in range(rng.randint(0, 25)):
+        u, a = rng.choice(users)
+        pending.append(PendingJob(str(j + 1), u, a, rng.choice([1, 1, 2, 4, 8]),
+                                  rng.uniform(0, 1000), rng.choice([None, "A100", "V100"]),
+                                  rng.choice(["normal", "normal", "scavenger"]),
+                                  rng.choice([600, 3600, 7200])))
+    running = []
+    for j in range(rng.randint(0, 6)):
+        u, a = rng.choice(users)
+        n = rng.choice(nodes)
+        running.append(RunningJob(f"r{j}", u, a, rng.choice([1, 2]), n.name,
+                                  tuple(rng.sample(range(n.gpus_total), 1)),
+                                  rng.uniform(1000, 9000), rng.choice(["normal", "scavenger"]),
+                                  1.0))
+    limits = Limits(user_gpus={u: rng.randint(1, 8) for u, _ in users if rng.random() < 0.3},
+                    account_gpus={a: rng.randint(2, 12) for _, a in users if rng.random() < 0.3})
+    algorithm = rng.choice([FAIR_TREE, CLASSIC, None])
+    shares = None
+    if algorithm:
+        usage = {(a, u): rng.uniform(0, 1e5) for u, a in users if rng.random() < 0.7}
+        shares = ShareInputs(tuple(Account(f"acc{k}", "root", rng.choice([1.0, 2.0, 3.0]))
+                                   for k in range(3)),
+                             tuple(Assoc(u, a, 1.0) for u, a in users), usage, algorithm)
+    budgets = None
+    if rng.random() < 0.5:
+        budgets = BudgetState((Budget("account", "acc0", rng.uniform(0, 4e4), 0.0, math.inf,
+                                      "month"),), {}, {})
+    return Snapshot(tuple(nodes), tuple(pending), 500.0, tuple(running), limits, shares,
+                    budgets)
+
+
+def test_explain_false_gives_the_same_starts_and_preemptions() -> None:
+    # The simulator calls schedule(..., explain=False), which stops walking the queue early;
+    # it must decide exactly what the coordinator's explain=True call decides.
+    rng = random.Random(1)
+    with_work = 0
+    for _ in range(3000):
+        snapshot = _random_snapshot(rng)
+        full = schedule(snapshot)
+        quick = schedule(snapshot, max_estimates=0, explain=False)
+        assert quick.starts == full.starts
+        assert [(p.for_job, p.node, tuple(p.victims)) for p in quick.preemptions] == [
+            (p.for_job, p.node, tuple(p.victims)) for p in full.preemptions]
+        with_work += bool(full.starts) and bool(full.preemptions or len(full.reasons) > 1)
+    assert with_work > 100  # the generator makes snapshots where the early stop matters

@@ -115,7 +115,9 @@ def schedule(snapshot: Snapshot, max_estimates: int = MAX_ESTIMATES,
 
     `explain=False` (the simulator, which needs only the starts and preemptions): no reasons,
     and the walk down the queue stops once no free GPU is left and no scavenger job runs (no
-    later job could start or preempt); the starts and preemptions are the same.
+    later job could start or preempt); the starts and preemptions are the same. The
+    estimates are not valid then (they cover only the waiting jobs the shortened walk
+    reached): pass ``max_estimates=0`` with it and do not use them.
     """
     pool = FreePool(snapshot.nodes)
     backfill = Backfill(snapshot)
