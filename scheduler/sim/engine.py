@@ -139,6 +139,18 @@ class _Replay:
         # each tenant's entitled GPUs (drf): its shares' part of the cluster
         self.entitled = {t: cluster.gpus * w / total for t, w in self.tenant_shares.items()}
         self.held: dict[str, int] = {}  # GPUs held per tenant (drf)
+        # drf: each tenant's queued GPUs by its jobs' rank in submit order, and cached views
+        self.rank: dict[str, int] = {}
+        self.ahead: dict[str, _Fenwick] = {}
+        self.drf_views: dict[str, dict[str, PendingJob]] = {}
+        if policy.drf:
+            by_tenant: dict[str, list[SimJob]] = {}
+            for j in fits:
+                by_tenant.setdefault(j.account, []).append(j)
+            for tenant, mine in by_tenant.items():
+                mine.sort(key=lambda j: (j.submit, len(j.id), j.id))
+                self.rank.update((j.id, r) for r, j in enumerate(mine, 1))
+                self.ahead[tenant] = _Fenwick(len(mine))
         self.pending_views: dict[str, PendingJob] = {}
         self.calls = 0
         self.calc_period = calc_period
@@ -156,6 +168,9 @@ class _Replay:
     # -------------------------------------------------------------- queue
     def enqueue(self, job: SimJob) -> None:
         self.n_pending += 1
+        if self.policy.drf:
+            self.ahead[job.account].add(self.rank[job.id], job.gpus)
+            self.drf_views.pop(job.account, None)
         if self.tiresias is not None:
             self.tiresias.enqueue(job)
             return
@@ -176,28 +191,24 @@ class _Replay:
         return view
 
     def _drf_views(self, shown: Mapping[ClassKey, int]) -> list[PendingJob]:
-        """The shown jobs under drf, keyed by progressive filling (see the module docstring):
-        a tenant's jobs in submit order, each after the GPUs of those ahead of it."""
-        by_tenant: dict[str, list[ClassKey]] = {}
-        for key in shown:
-            by_tenant.setdefault(key[0], []).append(key)
+        """The shown jobs under drf, keyed by progressive filling (see the module docstring).
+        A tenant's keys change only when it starts, stops or queues a job, so they are kept
+        until then."""
         pending = []
-        for tenant, keys in by_tenant.items():
-            mine = sorted(((_submit_order(q[i]), q[i][1]) for key in keys
-                           for q in (self.classes[key],) for i in range(shown[key])),
-                          key=lambda item: item[0])
-            hidden = [(self.classes[key], shown[key], key[2]) for key in keys
-                      if shown[key] < len(self.classes[key])]
-            ahead, held, entitled = 0, self.held.get(tenant, 0), self.entitled[tenant]
-            for order, job in mine:
-                # jobs of this tenant left out of the snapshot but ahead of this one
-                behind = sum(gpus * (bisect.bisect_left(q, order, lo, key=_submit_order) - lo)
-                             for q, lo, gpus in hidden if _submit_order(q[lo]) < order)
-                pending.append(PendingJob(
-                    job.id, job.user, job.account, job.gpus,
-                    drf_key(job.submit, held + ahead + behind, entitled), job.gpu_type,
-                    time_limit_s=job.time_limit))
-                ahead += job.gpus
+        for key, n in shown.items():
+            tenant, q = key[0], self.classes[key]
+            cache = self.drf_views.setdefault(tenant, {})
+            held, entitled, ahead = self.held.get(tenant, 0), self.entitled[tenant], self.ahead
+            for i in range(n):
+                job = q[i][1]
+                view = cache.get(job.id)
+                if view is None:
+                    gpus_ahead = ahead[tenant].prefix(self.rank[job.id] - 1)
+                    view = cache[job.id] = PendingJob(
+                        job.id, job.user, job.account, job.gpus,
+                        drf_key(job.submit, held + gpus_ahead, entitled), job.gpu_type,
+                        time_limit_s=job.time_limit)
+                pending.append(view)
         return pending
 
     def _most_free(self) -> int:
@@ -320,6 +331,9 @@ class _Replay:
         self.ledger.started(job.account, rate, now, view.ends_at)
         self.held[job.account] = self.held.get(job.account, 0) + job.gpus
         self.pending_views.pop(job.id, None)
+        if self.policy.drf:
+            self.ahead[job.account].add(self.rank[job.id], -job.gpus)
+            self.drf_views.pop(job.account, None)
 
     def _stop(self, job_id: str, now: float, preempted: bool = False) -> None:
         view, start = self.running.pop(job_id)
@@ -330,6 +344,7 @@ class _Replay:
         self.usage.add_rate((job.account, job.user), now, -view.rate)
         self.ledger.stopped(job.account, view.rate, start, view.ends_at, now)
         self.held[job.account] -= job.gpus
+        self.drf_views.pop(job.account, None)
         self.runs.append(Run(job, start, now, view.node, view.indices, preempted))
         if self.tiresias is not None:
             self.tiresias.stopped(job, start, now)
@@ -362,6 +377,27 @@ class _Replay:
     def never_started(self) -> list[SimJob]:
         ran = {r.job.id for r in self.runs} | set(self.running)
         return [j for j in self.jobs if j.id not in ran]
+
+
+class _Fenwick:
+    """Prefix sums over positions 1..n with point updates, both O(log n)."""
+
+    def __init__(self, n: int) -> None:
+        self.tree = [0] * (n + 1)
+
+    def add(self, i: int, delta: int) -> None:
+        tree = self.tree
+        while i < len(tree):
+            tree[i] += delta
+            i += i & -i
+
+    def prefix(self, i: int) -> int:
+        """The sum over positions 1..i."""
+        tree, total = self.tree, 0
+        while i > 0:
+            total += tree[i]
+            i -= i & -i
+        return total
 
 
 def simulate(jobs: Sequence[SimJob], cluster: Cluster, policy: SimPolicy, *,
