@@ -12,6 +12,7 @@ POLICY_NAMES = ("labq", "slurm-classic", "fifo-backfill", "fifo", "drf",
                 "tiresias-las")  # see sim.policies
 
 _ROWS = (("wait_avg_s", "avg wait"), ("wait_p50_s", "p50 wait"), ("wait_p99_s", "p99 wait"),
+         ("queued_avg_s", "avg queued"), ("queued_p99_s", "p99 queued"),
          ("wait_tenant_avg_s", "tenant avg wait"), ("wait_tenant_max_s", "worst tenant wait"),
          ("jct_avg_s", "avg JCT"), ("jct_p99_s", "p99 JCT"), ("makespan_s", "makespan"),
          ("gpu_utilization", "GPU util"), ("jain_index", "Jain"),
