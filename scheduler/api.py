@@ -19,7 +19,7 @@ from scheduler.admin import account_changes
 from scheduler.budgets import budget_state
 from scheduler.config import Settings
 from scheduler.coordinator import fairshare_usage
-from scheduler.identity import Caller, caller_for_uid, peer_uid
+from scheduler.identity import Caller, caller_for_uid, connection_uid
 from scheduler.idle import IdlePolicy, annotate_nodes, job_idle
 from scheduler.launcher import RayLauncher
 from scheduler.model import Job, JobState, Node
@@ -62,12 +62,13 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 class Api:
     def __init__(self, store: Store, launcher: RayLauncher, settings: Settings,
-                 kick: Callable[[], None], submitted: Callable[[], None] | None = None) -> None:
+                 kick: Callable[[], None],
+                 submitted: Callable[[list[Job]], None] | None = None) -> None:
         self.store = store
         self.launcher = launcher
         self.settings = settings
         self.kick = kick
-        self.submitted = submitted or kick
+        self.submitted = submitted or (lambda _jobs: kick())
         self._nodes: tuple[float, list[Node]] | None = None
         self._accounts: tuple[float, Accounts] | None = None
 
@@ -107,10 +108,10 @@ class Api:
     async def caller(self, request: web.Request) -> Caller:
         """The peer's uid, as a user; admin if root, the daemon's uid, configured, or given
         the role in the account tree (read at most a second ago)."""
-        sock = request.transport.get_extra_info("socket") if request.transport else None
-        if sock is None or sock.family != 1:  # AF_UNIX only: a TCP peer has no uid to trust
+        uid = connection_uid(request.transport) if request.transport else None
+        if uid is None:
             raise ApiError(401, "this API only answers on its Unix socket")
-        caller = caller_for_uid(peer_uid(sock), self.settings)
+        caller = caller_for_uid(uid, self.settings)
         if not caller.is_admin:
             user = (await self._accounts_cached()).users.get(caller.user)
             if user is not None and user.admin:
@@ -144,8 +145,9 @@ class Api:
         count = array_size(body)
         await self._check_job_cap(accounts, user, count)
         token = str(body.get("token") or new_token())
-        ids = await self.store.submit([spec] * count, token, time.time())
-        self.submitted()
+        created: list[Job] = []
+        ids = await self.store.submit([spec] * count, token, time.time(), created)
+        self.submitted(created)  # the jobs as stored: the coordinator need not read them back
         warnings = [
             f"{row['scope']} {row['name']} has used {row['used_ratio']:.0%} of its "
             f"{row['period']} budget: {max(0.0, row['left_hours']):.1f} billed GPU-hours left"

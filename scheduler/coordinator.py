@@ -77,8 +77,12 @@ class Coordinator:
         self._waiting_cache: dict[str, tuple[Job, PendingJob]] = {}
         self.free_gpus = -1  # unknown until a cycle has placed jobs
 
-    def job_submitted(self) -> None:
-        """A new job can start at once only if some GPU was free after the last cycle."""
+    def job_submitted(self, jobs: Sequence[Job] = ()) -> None:
+        """A new job can start at once only if some GPU was free after the last cycle. The
+        API hands over the jobs just stored, so the next cycle need not read them back."""
+        if self.is_leader:
+            for job in jobs:
+                self._waiting_cache.setdefault(job.id, (job, pending_view(job)))
         if self.free_gpus != 0:
             self.kick.set()
 

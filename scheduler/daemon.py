@@ -39,6 +39,7 @@ async def run_coordinator(settings: Settings) -> None:
     launcher = RayLauncher(settings.ray_address, settings.stop_grace_s)
     coordinator = Coordinator(store, launcher, settings)
     api = Api(store, launcher, settings, coordinator.kick.set, coordinator.job_submitted)
+    warming = asyncio.create_task(asyncio.to_thread(_warm_launcher, launcher))
 
     runner = web.AppRunner(api.app(), access_log=None)
     await runner.setup()
@@ -67,9 +68,19 @@ async def run_coordinator(settings: Settings) -> None:
     try:
         await asyncio.gather(coordinator.lease_loop(), coordinator.cycle_loop())
     finally:
+        warming.cancel()
         await runner.cleanup()
         await metrics_runner.cleanup()
         await store.close()
+
+
+def _warm_launcher(launcher: RayLauncher) -> None:
+    """Import Ray's job SDK and connect now rather than at the first launch, where the import
+    (about 0.3 s, mostly holding the GIL) stalls the API and delays the first job's start."""
+    try:
+        launcher.client  # noqa: B018 - the property imports and connects
+    except Exception as exc:  # Ray's dashboard not up yet: the first launch connects instead
+        log.info("Ray's job API not reachable yet (%s); will connect at the first launch", exc)
 
 
 async def run_agent(settings: Settings, node: str, backend_kind: str, sim_gpus: int,

@@ -6,10 +6,16 @@ import os
 import pwd
 import socket
 import struct
+import time
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
 from scheduler.config import Settings
+
+# A uid's name is looked up again after this long: a renamed account shows within a minute,
+# and a stream of requests does not read /etc/passwd (or ask NSS/LDAP) once per request.
+NAME_TTL_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -19,6 +25,11 @@ class Caller:
     is_admin: bool
 
 
+_names: dict[int, tuple[float, str]] = {}
+# The peer of a connection never changes: ask the kernel once per connection, not per request.
+_peers: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+
+
 def peer_uid(sock: Any) -> int:
     """uid of the process at the other end of a Unix socket (SO_PEERCRED)."""
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
@@ -26,11 +37,31 @@ def peer_uid(sock: Any) -> int:
     return int(uid)
 
 
-def user_name(uid: int) -> str:
+def connection_uid(transport: Any) -> int | None:
+    """The peer uid of an asyncio transport's Unix socket, remembered for the connection;
+    None when it is not a Unix socket (a TCP peer has no uid to trust)."""
     try:
-        return pwd.getpwuid(uid).pw_name
+        return _peers[transport]
     except KeyError:
-        return f"uid{uid}"
+        pass
+    sock = transport.get_extra_info("socket")
+    if sock is None or sock.family != socket.AF_UNIX:
+        return None
+    uid = _peers[transport] = peer_uid(sock)
+    return uid
+
+
+def user_name(uid: int) -> str:
+    now = time.monotonic()
+    known = _names.get(uid)
+    if known is not None and now - known[0] < NAME_TTL_S:
+        return known[1]
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        name = f"uid{uid}"
+    _names[uid] = (now, name)
+    return name
 
 
 def caller_for_uid(uid: int, settings: Settings) -> Caller:

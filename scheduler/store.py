@@ -85,13 +85,18 @@ class Store:
             self._id_next += 1
         return ids
 
-    async def submit(self, specs: Sequence[JobSpec], token: str, now: float) -> list[str]:
-        """Store validated specs as PENDING jobs, all or none. Same token, same ids."""
+    async def submit(self, specs: Sequence[JobSpec], token: str, now: float,
+                     created: list[Job] | None = None) -> list[str]:
+        """Store validated specs as PENDING jobs, all or none. Same token, same ids.
+
+        `created`, if given, receives the jobs as stored when this call stored them (not when
+        the token was seen before), so the coordinator need not read them back."""
         if not specs:
             return []
         ids = await self._next_ids(len(specs))
         keys = [self.keys.waiting, self.keys.submit_token(token)]
         args: list[Any] = [SUBMIT_TOKEN_TTL_S, len(specs)]
+        jobs = []
         for job_id, spec in zip(ids, specs, strict=True):
             job = Job(
                 id=job_id, user=spec.user, account=spec.account, state=JobState.PENDING,
@@ -100,10 +105,13 @@ class Store:
                 name=spec.name, workdir=spec.workdir, env=spec.env, requeue=spec.requeue,
                 submitter=spec.submitter or spec.user, reason="Submitted",
             )
+            jobs.append(job)
             keys.append(self.keys.job(job_id))
             args += [job_id, now, json.dumps(job.to_fields())]
-        result = await self._run("submit", keys, args)
-        return [str(x) for x in result]
+        result = [str(x) for x in await self._run("submit", keys, args)]
+        if created is not None and result == ids:
+            created += jobs
+        return result
 
     async def cancel(self, job_id: str, caller: str, is_admin: bool, now: float) -> str:
         keys = [self.keys.job(job_id), self.keys.waiting, self.keys.done, self.keys.held]
