@@ -70,7 +70,7 @@ def labq_submitter(socket_path: str) -> Submit:
 
 
 def client_loop(socket_path: str, kind: str, count: int, array: int, start_at: float,
-                out: mp.Queue) -> None:  # type: ignore[type-arg]
+                out: mp.Queue) -> None:
     submit = (raw_submitter if kind == "raw" else labq_submitter)(socket_path)
     body = {"command": ["sleep", "600"], "workdir": "/", "time": "1h", "array": array}
     while time.time() < start_at:
@@ -93,7 +93,7 @@ def run(stack: Stack, kind: str, clients: int, per_client: int, array: int
     """(jobs accepted per second, the clients' own CPU seconds per 1,000 requests, the
     coordinator's CPU seconds per 1,000 requests)."""
     coordinator = stack.pids("scheduler.cli coordinator")[0]  # the one serving the API
-    out: mp.Queue = mp.Queue()  # type: ignore[type-arg]
+    out: mp.Queue = mp.Queue()
     start_at = time.time() + 0.5
     procs = [mp.Process(target=client_loop,
                         args=(str(stack.home / "labq.sock"), kind, per_client, array, start_at,
