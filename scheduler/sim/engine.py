@@ -218,7 +218,13 @@ class _Replay:
     def _can_start(self) -> bool:
         if self.free_total == 0 or not self.classes:
             return False
-        return min(key[2] for key in self.classes) <= self._most_free()
+        most = self._most_free()
+        if not self.policy.backfill:
+            # Strict fifo starts nothing while the first job in submit order does not fit on
+            # any node: skip the policy call (exact; it is most events of a blocked queue).
+            head = min((q[0] for q in self.classes.values()), key=_submit_order)[1]
+            return head.gpus <= most
+        return min(key[2] for key in self.classes) <= most
 
     def _shown(self) -> tuple[list[PendingJob], dict[ClassKey, int],
                               tuple[float, int, str] | None]:
