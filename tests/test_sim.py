@@ -13,6 +13,7 @@ from scheduler.cli_sim import sim
 from scheduler.sim import Cluster, TraceError, load_accounts, load_csv, load_philly, simulate
 from scheduler.sim.policies import get_policy
 from scheduler.sim.report import JOB_COLUMNS, summarize, write_outputs
+from tests.sim_checks import assert_no_gpu_shared
 
 PHILLY = Path("/work/shared/traces/philly.csv")
 HEADER = "job_id,submit_time,user,account,gpus,duration,time_limit\n"
@@ -135,13 +136,7 @@ def test_philly_smoke(policy: str) -> None:
     result = simulate(jobs, Cluster.parse("8x8"), get_policy(policy))
     finished = {r.job.id for r in result.runs if not r.preempted}
     assert finished == {j.id for j in result.jobs}
-    busy: dict[tuple[str, int], list[tuple[float, float]]] = {}
-    for r in result.runs:
-        for i in r.indices:
-            busy.setdefault((r.node, i), []).append((r.start, r.end))
-    for spans in busy.values():  # no GPU is given to two runs at once
-        spans.sort()
-        assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False))
+    assert_no_gpu_shared(result.runs)
 
 
 def test_cli_names_every_simulator_policy() -> None:

@@ -9,6 +9,7 @@ from scheduler.sim import Cluster, load_csv, simulate
 from scheduler.sim.policies import get_policy
 from scheduler.sim.report import summarize, write_outputs
 from scheduler.sim.tiresias import THeld, TJob, decide
+from tests.sim_checks import assert_no_gpu_shared
 
 HEADER = "job_id,submit_time,user,account,gpus,duration,time_limit\n"
 
@@ -96,10 +97,4 @@ def test_tiresias_on_a_busy_trace_finishes_every_job(tmp_path: Path) -> None:
     for r in result.runs:  # run time adds up to the duration: progress is kept
         done[r.job.id] = done.get(r.job.id, 0.0) + r.end - r.start
     assert all(abs(done[j.id] - j.duration) < 1e-6 for j in result.jobs)
-    busy: dict[tuple[str, int], list[tuple[float, float]]] = {}
-    for r in result.runs:
-        for i in r.indices:
-            busy.setdefault((r.node, i), []).append((r.start, r.end))
-    for spans in busy.values():  # no GPU is given to two runs at once
-        spans.sort()
-        assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False))
+    assert_no_gpu_shared(result.runs)

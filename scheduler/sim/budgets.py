@@ -12,13 +12,12 @@ The baselines ignore budgets; `overruns` measures by how much they would have ov
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from scheduler.policy.budget import Budget, BudgetState
-from scheduler.sim.trace import TraceError
+from scheduler.sim.trace import TraceError, tenant_rows
 
 HOUR = 3600.0
 SCOPE = "account"
@@ -30,36 +29,18 @@ def load_budgets(path: str | Path) -> dict[str, float]:
     """``--budgets``: a CSV of ``tenant,budget`` rows, the budget in billed GPU-hours for the
     whole replay (an optional header ``tenant,budget``, blank lines and ``#`` comments skipped).
     A tenant not listed has no budget. Budgets are numbers >= 0; a tenant appears once."""
-    path = Path(path)
-    if not path.is_file():
-        raise TraceError(f"budgets file {path} not found: give a CSV of tenant,budget rows "
-                         "(billed GPU-hours for the replay)")
     budgets: dict[str, float] = {}
-    with path.open(newline="") as f:
-        for n, row in enumerate(csv.reader(f), start=1):
-            cells = [c.strip() for c in row]
-            if not any(cells) or cells[0].startswith("#"):
-                continue
-            if n == 1 and [c.lower() for c in cells][:1] == ["tenant"]:
-                continue
-            where = f"{path}, line {n}"
-            if len(cells) != 2 or not cells[0]:
-                raise TraceError(f"{where}: expected 'tenant,budget' (2 columns: the tenant "
-                                 f"and its budget in billed GPU-hours), got {row!r}")
-            tenant, text = cells
-            try:
-                hours = float(text)
-            except ValueError:
-                raise TraceError(f"{where}: bad budget {text!r} for tenant {tenant!r}: "
-                                 "expected a number of billed GPU-hours") from None
-            if not math.isfinite(hours) or hours < 0:
-                raise TraceError(f"{where}: bad budget {text!r} for tenant {tenant!r}: "
-                                 "expected a finite number >= 0")
-            if tenant in budgets:
-                raise TraceError(f"{where}: tenant {tenant!r} is listed twice")
-            budgets[tenant] = hours
-    if not budgets:
-        raise TraceError(f"{path}: no tenant,budget rows")
+    for where, tenant, text in tenant_rows(path, "budgets", "budget",
+                                         "its budget in billed GPU-hours"):
+        try:
+            hours = float(text)
+        except ValueError:
+            raise TraceError(f"{where}: bad budget {text!r} for tenant {tenant!r}: "
+                             "expected a number of billed GPU-hours") from None
+        if not math.isfinite(hours) or hours < 0:
+            raise TraceError(f"{where}: bad budget {text!r} for tenant {tenant!r}: "
+                             "expected a finite number >= 0")
+        budgets[tenant] = hours
     return budgets
 
 

@@ -19,7 +19,7 @@ import csv
 import datetime as dt
 import math
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -154,33 +154,44 @@ def load_csv(path: str | Path, *, min_duration: float = 0.0, window_hours: float
     return _finish(jobs, window_hours, sample, random.Random(seed))
 
 
-def load_accounts(path: str | Path) -> dict[str, float]:
-    """``--accounts``: a CSV of ``tenant,shares`` rows (an optional header ``tenant,shares``,
-    blank lines and ``#`` comments skipped). Shares are numbers > 0; a tenant appears once."""
+def tenant_rows(path: str | Path, kind: str, column: str,
+                what: str) -> Iterator[tuple[str, str, str]]:
+    """The ``tenant,<column>`` rows of a small CSV as (where, tenant, text): an optional
+    header, blank lines and ``#`` comments skipped; a file without rows, a row without two
+    columns and a tenant listed twice are errors. `kind` names the file (``--kind``) and
+    `what` the value, in errors."""
     path = Path(path)
     if not path.is_file():
-        raise TraceError(f"accounts file {path} not found: give a CSV of tenant,shares rows")
-    shares: dict[str, float] = {}
+        raise TraceError(f"{kind} file {path} not found: give a CSV of tenant,{column} rows "
+                         f"({what})")
+    seen: set[str] = set()
     with path.open(newline="") as f:
         for n, row in enumerate(csv.reader(f), start=1):
             cells = [c.strip() for c in row]
             if not any(cells) or cells[0].startswith("#"):
                 continue
-            if n == 1 and [c.lower() for c in cells] == ["tenant", "shares"]:
+            if n == 1 and [c.lower() for c in cells] == ["tenant", column]:
                 continue
             where = f"{path}, line {n}"
             if len(cells) != 2 or not cells[0]:
-                raise TraceError(f"{where}: expected 'tenant,shares' (2 columns), got {row!r}")
-            tenant, text = cells
-            try:
-                value = _number(text, "shares", positive=True)
-            except ValueError as e:
-                raise TraceError(f"{where}: {e} for tenant {tenant!r}") from None
-            if tenant in shares:
-                raise TraceError(f"{where}: tenant {tenant!r} is listed twice")
-            shares[tenant] = value
-    if not shares:
-        raise TraceError(f"{path}: no tenant,shares rows")
+                raise TraceError(f"{where}: expected 'tenant,{column}' (2 columns: the tenant "
+                                 f"and {what}), got {row!r}")
+            if cells[0] in seen:
+                raise TraceError(f"{where}: tenant {cells[0]!r} is listed twice")
+            seen.add(cells[0])
+            yield where, cells[0], cells[1]
+    if not seen:
+        raise TraceError(f"{path}: no tenant,{column} rows")
+
+
+def load_accounts(path: str | Path) -> dict[str, float]:
+    """``--accounts``: a CSV of ``tenant,shares`` rows (see `tenant_rows`); shares > 0."""
+    shares: dict[str, float] = {}
+    for where, tenant, text in tenant_rows(path, "accounts", "shares", "its fair-share shares"):
+        try:
+            shares[tenant] = _number(text, "shares", positive=True)
+        except ValueError as e:
+            raise TraceError(f"{where}: {e} for tenant {tenant!r}") from None
     return shares
 
 
