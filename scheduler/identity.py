@@ -58,8 +58,8 @@ def user_name(uid: int) -> str:
         return known[1]
     try:
         name = pwd.getpwuid(uid).pw_name
-    except KeyError:
-        name = f"uid{uid}"
+    except KeyError:  # unknown now (or a passing NSS/LDAP failure): not cached, asked again
+        return f"uid{uid}"
     _names[uid] = (now, name)
     return name
 

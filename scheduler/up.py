@@ -21,7 +21,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -87,10 +87,15 @@ def _signal_group(pid: int, sig: int) -> None:
         pass
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def free_port(avoid: Sequence[int] = ()) -> int:
+    """A port free now, from the kernel's ephemeral range, not one of `avoid` (ports promised
+    to processes that have not bound them yet, e.g. the agents' exporters)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in avoid:
+            return port
 
 
 def port_free(port: int) -> bool:
@@ -142,9 +147,9 @@ class Stack:
         self.home = settings.home
         self.logs = self.home / "logs"
         self.children: list[Child] = []
-        self.redis_port = free_port()
-        self.gcs_port = free_port()
-        self.dashboard_port = free_port()
+        self.redis_port = free_port(avoid=self.exporter_ports)
+        self.gcs_port = free_port(avoid=self.exporter_ports)
+        self.dashboard_port = free_port(avoid=self.exporter_ports)
         self.redis_url = f"redis://127.0.0.1:{self.redis_port}/0"
         self.ray_address = f"http://127.0.0.1:{self.dashboard_port}"
         self.stopping = False
@@ -294,6 +299,25 @@ def with_suppress_unlink(path: Path) -> None:
         path.unlink()
 
 
+def choose_ports(metrics_port: int | None, configured: int, exporter_port: int | None,
+                 agents: int) -> tuple[int, list[int]]:
+    """The coordinator's metrics port and the agents' exporter ports, all free and distinct.
+    A port given on the command line must be usable as given; otherwise one is picked."""
+    port = metrics_port if metrics_port is not None else configured
+    if port == 0 or not port_free(port):
+        if metrics_port:
+            raise UpError(f"--metrics-port {port} is in use; pick another")
+        port = free_port()
+    exporter_ports = _exporter_ports(exporter_port, agents)
+    if port in exporter_ports:
+        if metrics_port:
+            raise UpError(f"--exporter-port {exporter_port}: the agents' ports "
+                          f"{exporter_ports[0]}-{exporter_ports[-1]} include the metrics port "
+                          f"{port}; pick another")
+        port = free_port(avoid=exporter_ports)
+    return port, exporter_ports
+
+
 def _exporter_ports(base: int | None, count: int) -> list[int]:
     """Ports of the agents' GPU exporters: `base`, `base + 1`, ... (one per node), all free."""
     if base is None:
@@ -384,15 +408,11 @@ def run_up(settings: Settings, simulate: str | None, metrics_port: int | None,
         print(f"labq up: {text}", flush=True)
 
     lock = _lock(settings.home)
-    port = metrics_port if metrics_port is not None else settings.metrics_port
-    if port == 0 or not port_free(port):
-        if metrics_port:
-            raise UpError(f"--metrics-port {port} is in use; pick another")
-        port = free_port()
     nodes = plan_nodes(simulate)
     if simulate:
         say(f"no real GPUs used: SIMULATED {simulate} (for demos, development and tests)")
-    exporter_ports = _exporter_ports(exporter_port, len(nodes))
+    port, exporter_ports = choose_ports(metrics_port, settings.metrics_port, exporter_port,
+                                        len(nodes))
     stack = Stack(settings, nodes, port, exporter_ports)
     def on_signal(signum: int, _frame: object) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut cleanup short

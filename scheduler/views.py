@@ -15,7 +15,8 @@ def running_view(job: Job, now: float) -> RunningJob:
 
 def node_view(node: Node, billing_weight: float = 1.0) -> NodeView:
     return NodeView(node.name, node.gpu_model, node.gpus_total, tuple(node.free_indices()),
-                    up=node.state == NodeState.UP, billing_weight=billing_weight)
+                    up=node.state == NodeState.UP, billing_weight=billing_weight,
+                    unhealthy=tuple(g.index for g in node.gpus if g.health != "OK"))
 
 
 def pending_view(job: Job) -> PendingJob:

@@ -171,7 +171,8 @@ def _gpu_times(node: NodeView, running: Sequence[RunningJob], now: float) -> lis
     """Each GPU's free time: now if free, else its job's end (not before now), else never.
 
     The node's free list wins over a running job that claims a free GPU. A running job that
-    does not say which GPUs it holds is given the lowest busy GPUs no other job claims.
+    does not say which GPUs it holds is given the lowest busy GPUs no other job claims. An
+    unhealthy GPU is never free: its job's end does not free it.
     """
     times: list[float | None] = [None] * node.gpus_total
     for job in running:
@@ -188,6 +189,9 @@ def _gpu_times(node: NodeView, running: Sequence[RunningJob], now: float) -> lis
             unclaimed = [i for i, t in enumerate(times) if t is None][: job.gpus]
             for i in unclaimed:
                 times[i] = max(job.ends_at, now)
+    for i in node.unhealthy:
+        if 0 <= i < len(times):
+            times[i] = INF
     return [INF if t is None else t for t in times]
 
 

@@ -285,7 +285,11 @@ class _Explainer:
             if job.gpu_type is None:
                 return Reason("Resources", "every GPU node is down")
             return Reason("GpuTypeUnavailable", f"every node with {kind} GPUs is down")
-        if max(n.gpus_total for n in up) < job.gpus:
+        if max(n.gpus_usable for n in up) < job.gpus:
+            if max(n.gpus_total for n in up) >= job.gpus:
+                return Reason("Resources", f"needs {job.gpus} GPUs ({kind}) on one node; no "
+                                           "node that is up has that many healthy GPUs (some "
+                                           "are reported unhealthy: see `labq nodes`)")
             return Reason("Resources", f"needs {job.gpus} GPUs ({kind}) on one node; "
                                        "no node that is up has that many")
         return Reason("Resources", f"needs {job.gpus} GPUs ({kind}) on one node; "

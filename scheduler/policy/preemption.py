@@ -48,7 +48,7 @@ def plan_preemptions(blocked: Iterable[PendingJob], nodes: Sequence[NodeView],
             continue
         best: tuple[int, str, list[RunningJob]] | None = None
         for node in candidates:
-            if node.gpus_total < job.gpus or not fits_type(job, node):
+            if node.gpus_usable < job.gpus or not fits_type(job, node):
                 continue
             need = job.gpus - free.get(node.name, 0)
             if need <= 0:
@@ -59,7 +59,7 @@ def plan_preemptions(blocked: Iterable[PendingJob], nodes: Sequence[NodeView],
                     break
                 if victim.id not in taken:
                     chosen.append(victim)
-                    got += victim.gpus
+                    got += _healthy_count(victim, node)
             if got >= need and (best is None or (got, node.name) < (best[0], best[1])):
                 best = (got, node.name, chosen)
                 if got == need:
@@ -73,3 +73,10 @@ def plan_preemptions(blocked: Iterable[PendingJob], nodes: Sequence[NodeView],
         free[node_name] = free.get(node_name, 0) + got - job.gpus  # what is left over
         plans.append(Preemption(job.id, node_name, tuple(v.id for v in chosen)))
     return plans
+
+
+def _healthy_count(victim: RunningJob, node: NodeView) -> int:
+    """GPUs a victim frees for other jobs: its unhealthy GPUs stay out of use."""
+    if not victim.indices:
+        return victim.gpus
+    return sum(1 for i in victim.indices if i not in node.unhealthy)

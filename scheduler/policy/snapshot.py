@@ -18,6 +18,12 @@ class NodeView:
     free: tuple[int, ...]  # free GPU indices, ascending
     up: bool = True
     billing_weight: float = 1.0  # billing units per GPU-second of this node's GPU model
+    unhealthy: tuple[int, ...] = ()  # GPUs the agent reports unhealthy: never given to a job
+
+    @property
+    def gpus_usable(self) -> int:
+        """GPUs a job could ever get here (the unhealthy ones are not freed by a job's end)."""
+        return self.gpus_total - len(self.unhealthy)
 
 
 @dataclass(frozen=True)
