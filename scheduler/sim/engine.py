@@ -420,7 +420,7 @@ def simulate(jobs: Sequence[SimJob], cluster: Cluster, policy: SimPolicy, *,
     whole replay (``--budgets``); only policies that honour budgets (`labq`) see them.
     """
     began = time.perf_counter()
-    replay = _Replay(sorted(jobs, key=lambda j: j.submit), cluster, policy, half_life,
+    replay = _Replay(sorted(jobs, key=lambda j: (j.submit, len(j.id), j.id)), cluster, policy, half_life,
                      calc_period, tenant_shares, budgets)
     replay.run()
     return SimResult(policy.name, cluster, replay.jobs, replay.runs, replay.skipped,
