@@ -420,8 +420,8 @@ def simulate(jobs: Sequence[SimJob], cluster: Cluster, policy: SimPolicy, *,
     whole replay (``--budgets``); only policies that honour budgets (`labq`) see them.
     """
     began = time.perf_counter()
-    replay = _Replay(sorted(jobs, key=lambda j: (j.submit, len(j.id), j.id)), cluster, policy, half_life,
-                     calc_period, tenant_shares, budgets)
+    ordered = sorted(jobs, key=lambda j: (j.submit, len(j.id), j.id))  # the queue order
+    replay = _Replay(ordered, cluster, policy, half_life, calc_period, tenant_shares, budgets)
     replay.run()
     return SimResult(policy.name, cluster, replay.jobs, replay.runs, replay.skipped,
                      time.perf_counter() - began, replay.calls, replay.queue_samples,
