@@ -221,6 +221,9 @@ class Stack:
         _wait(lambda: self.settings.socket.is_socket() and _http_ok(
             f"http://127.0.0.1:{self.metrics_port}/healthz"), 60,
               f"the coordinator did not start; see {self.logs / 'coordinator.log'}")
+        # Ready means a job can be submitted: every agent has reported its GPUs.
+        _wait(self._agents_reported, 60,
+              f"the agents did not report their GPUs; see {self.logs}/agent-*.log")
         kind = "SIMULATED " if not real else ""
         described = [f"{n.name} ({n.gpus}x {kind}{n.model or 'GPU'})" for n in self.nodes]
         say(f"nodes   {', '.join(described)}")
@@ -235,6 +238,17 @@ class Stack:
             "exporter_ports": self.exporter_ports,
             "nodes": [n.__dict__ for n in self.nodes],
         }, indent=2))
+
+    def _agents_reported(self) -> bool:
+        from scheduler.client import Client
+
+        client = Client(self.settings.socket, timeout=5)
+        try:
+            nodes = client.request("GET", "/v1/nodes", retries=0)
+        finally:
+            client.close()
+        up = {n["name"] for n in nodes if n.get("state") == "UP"}
+        return {n.name for n in self.nodes} <= up
 
     def supervise_once(self, say: Callable[[str], None]) -> None:
         now = time.monotonic()
