@@ -7,25 +7,16 @@ import socket
 import pytest
 
 from scheduler.identity import _names, user_name
-from scheduler.up import UpError, choose_ports, free_port
+from scheduler.up import UpError, choose_ports, free_port, port_free
 
 
 def _free_run(count: int) -> int:
     """A port p with p .. p+count-1 free."""
     for _ in range(100):
         base = free_port()
-        if all(_bindable(base + i) for i in range(count)):
+        if all(port_free(base + i) for i in range(count)):
             return base
     raise AssertionError("no run of free ports")
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def test_a_default_metrics_port_inside_the_exporter_range_moves() -> None:
