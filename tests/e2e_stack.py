@@ -15,6 +15,17 @@ from typing import Any
 LABQ = [sys.executable, "-m", "scheduler.cli"]
 
 
+def wait_until(check: Any, timeout: float, what: str, interval: float = 0.3) -> Any:
+    """`check()`'s first truthy value within `timeout` seconds, else an AssertionError."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
 class Stack:
     def __init__(self, simulate: str, home: Path | None = None, up_args: tuple[str, ...] = (),
                  **env: str) -> None:
@@ -94,13 +105,7 @@ class Stack:
         return job
 
     def wait(self, check: Any, timeout: float = 60, what: str = "condition") -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = check()
-            if value:
-                return value
-            time.sleep(0.3)
-        raise AssertionError(f"timed out waiting for {what}")
+        return wait_until(check, timeout, what)
 
     def leftovers(self) -> list[str]:
         """Command lines of this stack's processes that are still alive."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ from agents.dcgm_exporter import (
 )
 from scheduler.model import GpuInfo, NodeReport
 from scheduler.store import Store
+from scheduler.up import free_port
 
 MIB = 2**20
 GIB = 2**30
@@ -68,12 +68,6 @@ def series(families: dict[str, Any], name: str) -> dict[str, tuple[dict[str, str
 def scrape(url: str) -> tuple[str, str]:
     with urllib.request.urlopen(url, timeout=10) as response:
         return response.headers.get("Content-Type", ""), response.read().decode()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_exposition_from_the_agents_last_snapshot(store: Store, tmp_path: Path) -> None:

@@ -11,10 +11,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -26,7 +24,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e_stack import Stack
+from scheduler.up import free_port, port_free
+from tests.e2e_stack import Stack, wait_until
 from tests.metrics_contract import coordinator_metrics
 
 pytestmark = pytest.mark.e2e
@@ -65,34 +64,13 @@ class Prometheus:
         return float(result[0]["value"][1]) if result else 0.0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def free_port_pair() -> int:
     """A port p with p and p + 1 free (one exporter per agent of a 2-node stack)."""
     for _ in range(50):
         port = free_port()
-        if port < 65535:
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
+        if port < 65535 and port_free(port + 1):
             return port
     raise AssertionError("no two consecutive free ports")
-
-
-def wait_for(check: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def start_prometheus(target: str, home: Path, gpu_targets: list[str]) -> Prometheus:
@@ -127,7 +105,7 @@ def start_prometheus(target: str, home: Path, gpu_targets: list[str]) -> Prometh
         except OSError:
             return False
 
-    wait_for(ready, 60, "prometheus to be ready")
+    wait_until(ready, 60, "prometheus to be ready")
     return prom
 
 
@@ -168,11 +146,11 @@ def cluster() -> Iterator[tuple[Stack, Prometheus]]:
         target = urllib.parse.urlparse(stack.metrics_url).netloc
         gpu_targets = [f"127.0.0.1:{exporter_base + i}" for i in range(2)]
         prom = start_prometheus(target, home, gpu_targets)
-        wait_for(lambda: prom and prom.value('up{job="labq-coordinator"}') == 1, 30,
+        wait_until(lambda: prom and prom.value('up{job="labq-coordinator"}') == 1, 30,
                  "the first successful scrape of the coordinator")
         run_workload(stack)
         # A few more scrapes after the workload, and rates over at least two samples.
-        wait_for(lambda: prom and prom.value(
+        wait_until(lambda: prom and prom.value(
             'count_over_time(up{job="labq-coordinator"}[1m])') >= 20, 60, "20 scrapes")
         yield stack, prom
     finally:
@@ -255,7 +233,7 @@ def test_alert_rules_are_loaded_healthy_and_quiet(cluster: tuple[Stack, Promethe
         rules = [r for g in groups for r in g["rules"]]
         return rules if rules and all(r["health"] != "unknown" for r in rules) else []
 
-    rules = wait_for(evaluated, 30, "every rule to be evaluated once")
+    rules = wait_until(evaluated, 30, "every rule to be evaluated once")
     assert {r["name"] for r in rules} == set(expected)
     for rule in rules:
         assert rule["health"] == "ok" and not rule.get("lastError"), rule
@@ -273,7 +251,7 @@ def test_agents_gpu_exporters_are_scraped(cluster: tuple[Stack, Prometheus]) -> 
     """`labq up --exporter-port P` gives each agent its own port; Prometheus sees every GPU
     under NVIDIA's dcgm-exporter names, labelled by node (Hostname) and GPU."""
     stack, prom = cluster
-    wait_for(lambda: prom.value('count(up{job="labq-gpus"} == 1)') == 2, 30,
+    wait_until(lambda: prom.value('count(up{job="labq-gpus"} == 1)') == 2, 30,
              "both agents' exporters scraped")
     result = prom.query("DCGM_FI_DEV_FB_USED")["data"]["result"]
     seen = {(r["metric"]["Hostname"], r["metric"]["gpu"]) for r in result}
