@@ -95,16 +95,26 @@ class Accounts:
     def members(self, account: str) -> list[str]:
         return sorted(u.name for u in self.users.values() if account in u.accounts)
 
-    def account_for(self, user: str, requested: str | None, fallback: str) -> str:
-        """The account a job is charged to. A configured user may use only their accounts; a
-        user not configured may use the fallback or any account that is not configured (so a
-        lab that has set nothing up can still label work), never a configured one."""
+    def account_for(self, user: str, requested: str | None, fallback: str, *,
+                    enforce: bool = True, trusted: bool = False) -> str:
+        """The account a job is charged to. The root of the tree is never charged. A
+        configured user may use only their accounts. A user not configured may use only the
+        fallback (the default account) under `enforce`; without it, or when an admin submits
+        (`trusted`), also any name that is not a configured account, as a free label. A new
+        label per job would start with no usage each time: that is why `enforce` is the
+        default."""
+        if requested == ROOT:
+            raise AccountsError(f"--account {ROOT}: the root of the account tree is never "
+                                "charged; choose one of your accounts (see `labq quota`)")
         config = self.users.get(user)
         if config is None or not config.accounts:
-            if requested and requested in self.accounts:
-                raise AccountsError(f"{user} is not in account {requested!r}; an admin can add "
-                                    f"it: labq admin user add {user} --account {requested}")
-            return requested or fallback
+            if requested is None or requested == fallback:
+                return fallback
+            if requested in self.accounts or (enforce and not trusted):
+                raise AccountsError(f"{user} is not in account {requested!r} and may charge only "
+                                    f"{fallback!r}; an admin can add it: labq admin user add "
+                                    f"{user} --account {requested}")
+            return requested
         if requested is None:
             return config.default_account or sorted(config.accounts)[0]
         if requested not in config.accounts:

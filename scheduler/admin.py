@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -14,41 +15,67 @@ Change = tuple[str, str, str]  # (kind 'account'|'user', name, JSON or '' to del
 
 
 def _limit(body: dict[str, Any], key: str) -> int | None | str:
-    """'keep' when absent; None when cleared ('none'); else a whole number."""
+    """'keep' when absent; None when cleared ('none'); else a whole number (or its digits)."""
     if key not in body:
         return "keep"
     value = body[key]
-    if value is None or str(value).lower() == "none":
+    if value is None or (isinstance(value, str) and value.strip().lower() == "none"):
         return None
-    try:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit() and len(value) <= 18:
         return int(value)
-    except (TypeError, ValueError):
-        flag = "--" + key.replace("_", "-")
-        raise AccountsError(f"{flag} {value!r}: a whole number or 'none'") from None
+    flag = "--" + key.replace("_", "-")
+    shown = value if isinstance(value, str) and len(value) <= 64 else type(value).__name__
+    raise AccountsError(f"{flag} {shown!r}: a whole number or 'none'")
+
+
+def _number(value: Any, flag: str, what: str) -> float:
+    """A finite JSON number: strings, booleans, NaN and infinities are refused."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise AccountsError(f"{flag}: give {what}")
+    number = float(value)
+    if not math.isfinite(number) or abs(number) > 1e15:
+        raise AccountsError(f"{flag}: give {what} (finite, at most 1e15)")
+    return number
 
 
 def _shares(body: dict[str, Any], default: float | None) -> float | None:
     if body.get("shares") is None:
         return default
-    try:
-        return float(body["shares"])
-    except (TypeError, ValueError):
-        raise AccountsError(f"--shares {body['shares']!r}: give a number") from None
+    return _number(body["shares"], "--shares", "a number")
 
 
 def _hours(body: dict[str, Any], key: str, flag: str) -> float:
-    try:
-        value = float(body[key])
-    except (KeyError, TypeError, ValueError):
-        raise AccountsError(f"{flag}: give a number of billed GPU-hours") from None
+    value = _number(body.get(key), flag, "a number of billed GPU-hours")
     if not value >= 0:
         raise AccountsError(f"{flag} {value:g}: must be zero or more")
     return value
 
 
+def _text(body: dict[str, Any], key: str) -> str | None:
+    """An optional name field: absent or null is None; anything but a short string is refused."""
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > 64:
+        raise AccountsError(f"--{key.replace('_', '-')}: give a name of at most 64 characters")
+    return value
+
+
+def _flag(body: dict[str, Any], key: str) -> bool | None:
+    """A JSON boolean, or None when absent: "false" or 0 is refused, never read as true."""
+    value = body.get(key)
+    if value is None or isinstance(value, bool):
+        return value
+    raise AccountsError(f"--{key}: give true or false (a JSON boolean), not {value!r}"
+                        if isinstance(value, str | int | float) and len(repr(value)) <= 64
+                        else f"--{key}: give true or false (a JSON boolean)")
+
+
 def budget_changes(state: Accounts, body: dict[str, Any], now: float,
                    semesters: Sequence[Sequence[str]] = ()) -> list[Change]:
-    scope, name, op = body.get("scope"), str(body.get("name") or ""), body.get("op")
+    scope, name, op = body.get("scope"), _text(body, "name") or "", body.get("op")
     if op not in ("set", "topup", "rm"):
         raise AccountsError(f"unknown budget request {op!r}")
     if scope not in ("account", "user") or not name:
@@ -58,7 +85,7 @@ def budget_changes(state: Accounts, body: dict[str, Any], now: float,
     key = f"{scope}:{name}"
     current = state.budgets.get(key)
     if op == "set":
-        period = str(body.get("period") or (current.period if current else "month"))
+        period = _text(body, "period") or (current.period if current else "month")
         try:
             period_bounds(period, now, [(a, b) for a, b in semesters])
         except PeriodError as exc:
@@ -86,15 +113,15 @@ def account_changes(state: Accounts, body: dict[str, Any], now: float = 0.0,
                     semesters: Sequence[Sequence[str]] = ()) -> list[Change]:
     if body.get("target") == "budget":
         return budget_changes(state, body, now, semesters)
-    target, op, name = body.get("target"), body.get("op"), str(body.get("name") or "")
+    target, op, name = body.get("target"), body.get("op"), _text(body, "name") or ""
     if not name:
         raise AccountsError("give a name")
     if target == "account":
         if op == "add":
-            new = acc.add_account(state, name, body.get("parent"), _shares(body, 1.0) or 0.0)
+            new = acc.add_account(state, name, _text(body, "parent"), _shares(body, 1.0) or 0.0)
             return [("account", name, new.to_json())]
         if op == "set":
-            new = acc.set_account(state, name, parent=body.get("parent"),
+            new = acc.set_account(state, name, parent=_text(body, "parent"),
                                   shares=_shares(body, None),
                                   max_running_gpus=_limit(body, "max_running_gpus"))
             return [("account", name, new.to_json())]
@@ -103,20 +130,20 @@ def account_changes(state: Accounts, body: dict[str, Any], now: float = 0.0,
             return [("account", name, "")]
     if target == "user":
         if op == "add":
-            if not body.get("account"):
+            account = _text(body, "account")
+            if not account:
                 raise AccountsError("give the user's account: --account A")
-            user = acc.add_user(state, name, str(body["account"]), _shares(body, 1.0) or 0.0)
+            user = acc.add_user(state, name, account, _shares(body, 1.0) or 0.0)
             return [("user", name, user.to_json())]
         if op == "set":
-            admin = body.get("admin")
-            user = acc.set_user(state, name, account=body.get("account"),
+            user = acc.set_user(state, name, account=_text(body, "account"),
                                 shares=_shares(body, None),
-                                default_account=body.get("default_account"),
-                                admin=None if admin is None else bool(admin),
+                                default_account=_text(body, "default_account"),
+                                admin=_flag(body, "admin"),
                                 max_running_gpus=_limit(body, "max_running_gpus"),
                                 max_jobs=_limit(body, "max_jobs"))
             return [("user", name, user.to_json())]
         if op == "rm":
-            left = acc.remove_user(state, name, body.get("account"))
+            left = acc.remove_user(state, name, _text(body, "account"))
             return [("user", name, left.to_json() if left else "")]
     raise AccountsError(f"unknown admin request {target!r} {op!r}")

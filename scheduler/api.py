@@ -19,7 +19,7 @@ from scheduler.admin import account_changes
 from scheduler.budgets import budget_state
 from scheduler.config import Settings
 from scheduler.coordinator import fairshare_usage
-from scheduler.identity import Caller, caller_for_uid, connection_uid
+from scheduler.identity import Caller, UnknownUser, caller_for_uid, connection_uid
 from scheduler.idle import IdlePolicy, annotate_nodes, job_idle
 from scheduler.launcher import RayLauncher
 from scheduler.model import Job, JobState, Node
@@ -29,13 +29,23 @@ from scheduler.policy.fairshare import FairShareTable
 from scheduler.policy.priority import Priority
 from scheduler.shares import share_inputs
 from scheduler.store import Store, new_token
-from scheduler.validation import InputError, array_size, build_spec, check_user_name
+from scheduler.validation import (
+    InputError,
+    array_size,
+    build_spec,
+    check_account_name,
+    check_token,
+    check_user_name,
+    flag,
+)
 from scheduler.views import node_view, pending_view, running_view
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 NODE_CACHE_S = 1.0
+PENDING_CACHE_S = 2.0  # per-user pending counts for the cap, read again after this long
+MAX_LIST_LIMIT = 10_000  # ?limit= on lists
 
 
 class ApiError(Exception):
@@ -56,8 +66,51 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return _error(400, str(exc))
     except ApiError as exc:
         return _error(exc.status, str(exc))
-    except json.JSONDecodeError:
-        return _error(400, "request body is not valid JSON")
+    except UnknownUser as exc:
+        return _error(403, str(exc))
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app["max_request_bytes"]
+        return _error(413, f"request body is over the limit of {limit:,} bytes "
+                           "(max_request_bytes): put long input in a file")
+    except web.HTTPException as exc:  # aiohttp's own: unknown route, wrong method
+        if exc.status < 400:
+            raise
+        return _error(exc.status, f"{request.method} {request.path}: {exc.reason}; see "
+                                  "GET /openapi.json for the routes")
+
+
+def _no_constants(name: str) -> Any:
+    raise InputError(f"request body has {name}, which JSON does not allow: send a number")
+
+
+def _check_unicode(value: Any) -> None:
+    """Refuse lone surrogates (valid in JSON escapes, not in UTF-8: nothing could store them)."""
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, str):
+            if any("\ud800" <= c <= "\udfff" for c in item):
+                raise InputError("request body has text with a lone surrogate (\\udXXX), which "
+                                 "is not Unicode: send UTF-8 text")
+        elif isinstance(item, dict):
+            todo += list(item) + list(item.values())
+        elif isinstance(item, list):
+            todo += item
+
+
+async def json_object(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object (strict: no NaN or Infinity, valid Unicode only)."""
+    raw = await request.read()
+    try:
+        body = json.loads(raw, parse_constant=_no_constants)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise InputError("request body is not valid JSON") from None
+    except RecursionError:
+        raise InputError("request body is nested too deeply") from None
+    if not isinstance(body, dict):
+        raise InputError("request body must be a JSON object")
+    _check_unicode(body)
+    return body
 
 
 class Api:
@@ -71,9 +124,12 @@ class Api:
         self.submitted = submitted or (lambda _jobs: kick())
         self._nodes: tuple[float, list[Node]] | None = None
         self._accounts: tuple[float, Accounts] | None = None
+        self._pending: tuple[float, dict[str, int]] | None = None
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[errors_middleware], client_max_size=16 << 20)
+        app = web.Application(middlewares=[errors_middleware],
+                              client_max_size=self.settings.max_request_bytes)
+        app["max_request_bytes"] = self.settings.max_request_bytes
         app.add_routes([
             web.get("/v1/whoami", self.whoami),
             web.post("/v1/jobs", self.submit),
@@ -126,25 +182,33 @@ class Api:
     async def submit(self, request: web.Request) -> web.Response:
         caller = await self.caller(request)
         accounts = await self._accounts_cached()
-        body = await request.json()
-        if not isinstance(body, dict):
-            raise InputError("request body must be a JSON object")
+        body = await json_object(request)
         user = caller.user
-        if body.get("as_user"):
-            if not caller.is_admin:
-                raise ApiError(403, f"--as {body['as_user']}: only admins may submit for "
+        if body.get("as_user") is not None and body["as_user"] != "":
+            as_user = check_user_name(body["as_user"])
+            if not caller.is_admin and as_user != caller.user:
+                raise ApiError(403, f"--as {as_user}: only admins may submit for "
                                     f"another user ({caller.user} is not an admin)")
-            user = check_user_name(str(body["as_user"]))
+            user = as_user
+        requested = body.get("account") or None
+        if requested is not None:
+            check_account_name(requested)
         try:
-            body["account"] = accounts.account_for(user, body.get("account") or None,
-                                                   self.settings.default_account)
+            body["account"] = accounts.account_for(
+                user, requested, self.settings.default_account,
+                enforce=self.settings.enforce_accounts, trusted=caller.is_admin)
         except AccountsError as exc:
-            raise InputError(str(exc)) from None
+            raise ApiError(403, str(exc)) from None
         spec = build_spec(body, user, await self._nodes_cached(), self.settings)
         spec.submitter = caller.user
-        count = array_size(body)
+        count = array_size(body, self.settings.max_array_size)
+        return_jobs = flag(body.get("return_jobs"), "return_jobs")
+        client_token = check_token(body.get("token"))
         await self._check_job_cap(accounts, user, count)
-        token = str(body.get("token") or new_token())
+        await self._check_pending_cap(user, count)
+        # A token names one client's request: scoped to who sent it and for whom, so another
+        # user's token (seen in `ps`, a shared script) neither returns nor blocks their jobs.
+        token = f"{caller.user}/{user}/{client_token}" if client_token else new_token()
         created: list[Job] = []
         ids = await self.store.submit([spec] * count, token, time.time(), created)
         self.submitted(created)  # the jobs as stored: the coordinator need not read them back
@@ -155,7 +219,7 @@ class Api:
                                                                          spec.account)})
                         if accounts.budgets else [])
             if row["warning"]]
-        if body.get("return_jobs"):
+        if return_jobs:
             jobs = await self.store.get_jobs(ids)
             return web.json_response({"ids": ids, "jobs": [public(j) for j in jobs],
                                       "warnings": warnings})
@@ -170,6 +234,33 @@ class Api:
             raise ApiError(429, f"{user} may have {config.max_jobs} pending and running jobs "
                                 f"and has {has}: wait for some to end, or cancel some")
 
+    async def _check_pending_cap(self, user: str, adding: int) -> None:
+        """At most `max_pending_jobs` waiting (pending or held) jobs per user. Counts are read
+        for every user at once, at most every PENDING_CACHE_S, plus what this process accepted
+        since; several coordinators may each overshoot by one refresh's submissions."""
+        cap = self.settings.max_pending_jobs
+        if not cap:
+            return
+        now = time.monotonic()
+        if self._pending is None or now - self._pending[0] > PENDING_CACHE_S:
+            _active, waiting = await self.store.queue_ids()
+            counts: dict[str, int] = {}
+            for (owner,) in await self.store.job_fields(waiting, ["user"]):
+                if owner is not None:
+                    counts[owner] = counts.get(owner, 0) + 1
+            self._pending = (now, counts)
+        counts = self._pending[1]
+        has = counts.get(user, 0)
+        if has + adding > cap:
+            raise ApiError(429, f"{user} has {has:,} waiting jobs and may have {cap:,} "
+                                f"(max_pending_jobs): {adding:,} more would be over; wait for "
+                                "some to start, or cancel some")
+        counts[user] = has + adding
+
+    def _hides(self, caller: Caller, owner: str) -> bool:
+        """Whether `caller` sees only the public part of `owner`'s jobs and usage."""
+        return self.settings.private_data and not caller.is_admin and owner != caller.user
+
     async def queue(self, request: web.Request) -> web.Response:
         caller = await self.caller(request)
         show_all = request.query.get("all") == "1"
@@ -178,10 +269,10 @@ class Api:
         if user:
             jobs = [j for j in jobs if j.user == user]
         if request.query.get("done") == "1":
-            limit = _int_query(request, "limit", 50)
+            limit = min(_int_query(request, "limit", 50), MAX_LIST_LIMIT)
             done = await self.store.done_jobs(limit if not user else max(limit * 20, 1000))
             jobs += [j for j in done if not user or j.user == user][:limit]
-        return web.json_response([public(j) for j in jobs])
+        return web.json_response([public(j, self._hides(caller, j.user)) for j in jobs])
 
     async def _job(self, request: web.Request) -> Job:
         job_id = request.match_info["id"]
@@ -191,10 +282,10 @@ class Api:
         return job
 
     async def show(self, request: web.Request) -> web.Response:
-        await self.caller(request)
+        caller = await self.caller(request)
         job = await self._job(request)
         idle = job_idle(job, IdlePolicy.from_settings(self.settings), time.time())
-        return web.json_response({**public(job), "idle": idle})
+        return web.json_response({**public(job, self._hides(caller, job.user)), "idle": idle})
 
     async def cancel(self, request: web.Request) -> web.Response:
         caller = await self.caller(request)
@@ -278,6 +369,9 @@ class Api:
     async def quota(self, request: web.Request) -> web.Response:
         caller = await self.caller(request)
         user = request.query.get("user") or caller.user
+        if self._hides(caller, user):
+            raise ApiError(403, f"{user}'s usage is private (private_data): you may see only "
+                                "your own, and admins anyone's")
         account_filter = request.query.get("account")
         usage = await self.store.usage()
         mine = usage["user"].get(user, {"billed": 0.0, "gpu_s": 0.0})
@@ -321,25 +415,32 @@ class Api:
                                 "pending jobs have a priority")
         show_all = request.query.get("all") == "1"
         out = []
-        for job in waiting:
+        for job in sorted(waiting, key=lambda j: -ranked[j.id].total):
             if wanted and job.id != wanted:
                 continue
             if not wanted and not show_all and job.user != caller.user:
                 continue
             prio = ranked[job.id]
+            # Others' factors tell their fair share, that is their usage: only the order shows.
+            hidden = self._hides(caller, job.user)
             out.append({"id": job.id, "user": job.user, "account": job.account,
-                        "priority": prio.total, "factors": prio.factors,
-                        "weighted": prio.weighted})
-        out.sort(key=lambda row: -float(row["priority"]))  # type: ignore[arg-type]
+                        "priority": None if hidden else prio.total,
+                        "factors": None if hidden else prio.factors,
+                        "weighted": None if hidden else prio.weighted})
         return web.json_response(out)
 
     async def accounts_list(self, request: web.Request) -> web.Response:
-        await self.caller(request)
+        caller = await self.caller(request)
         state = await self.store.accounts()
+        scopes = None  # every budget; under private_data a user sees only their own and
+        if self.settings.private_data and not caller.is_admin:  # their accounts' budgets
+            mine = state.users.get(caller.user)
+            scopes = {("user", caller.user)} | {("account", a) for a in
+                                                (mine.accounts if mine else ())}
         return web.json_response({
             "accounts": [asdict(a) for _, a in sorted(state.accounts.items())],
             "users": [asdict(u) for _, u in sorted(state.users.items())],
-            "budgets": await self._budget_rows(state),
+            "budgets": await self._budget_rows(state, scopes),
         })
 
     async def _budget_rows(self, state: Accounts, scopes: set[tuple[str, str]] | None = None
@@ -371,9 +472,7 @@ class Api:
         if not caller.is_admin:
             raise ApiError(403, f"only admins change accounts and users ({caller.user} is not "
                                 "an admin)")
-        body = await request.json()
-        if not isinstance(body, dict):
-            raise InputError("request body must be a JSON object")
+        body = await json_object(request)
         for _attempt in range(10):
             state = await self.store.accounts()
             try:
@@ -399,14 +498,22 @@ PUBLIC_FIELDS = (
     "command", "workdir", "requeue", "submitter", "billed", "gpu_seconds", "restarts",
     "stop_request", "est_start", "hold",
 )
+# What `private_data` hides of other users' jobs from non-admins (Slurm's PrivateData=jobs,
+# usage): what they run, where, with what, and what it cost. Who, what state, which GPUs and
+# when stay, so the queue still makes sense.
+PRIVATE_FIELDS = ("command", "workdir", "env", "exit_code", "billed", "gpu_seconds")
 
 
-def public(job: Job) -> dict[str, Any]:
+def public(job: Job, private: bool = False) -> dict[str, Any]:
+    """A job as the API shows it; `private`: with PRIVATE_FIELDS null and `private` true."""
     data = job.to_dict()
     out = {k: data[k] for k in PUBLIC_FIELDS}
     out["env"] = sorted(job.env)  # names only: values may be secrets
     if job.state == JobState.RUNNING and job.started_at:
         out["run_time_s"] = time.time() - job.started_at
+    if private:
+        out.update(dict.fromkeys(PRIVATE_FIELDS))
+    out["private"] = private
     return out
 
 

@@ -70,6 +70,16 @@ class Settings:
     # reaches it only as LABQ_NOTIFY_* environment variables, never inside the command text.
     notify_command: str = ""
     notify_timeout_s: float = 30.0
+    # Security and limits (README "Security and limits"). Accounts enforced: a user charges
+    # only their own accounts (a user not configured: `default_account` only); false is the
+    # open behaviour (any account name that is not configured).
+    enforce_accounts: bool = True
+    private_data: bool = True  # others' commands, env, workdirs and usage hidden (non-admins)
+    max_array_size: int = 1000
+    max_pending_jobs: int = 5000  # per user, pending and held; 0: no cap
+    max_request_bytes: int = 1 << 20  # one API request body
+    max_command_bytes: int = 64 << 10  # a job's command, all words together
+    max_env_bytes: int = 64 << 10  # a job's --env names and values together
 
     @property
     def socket(self) -> Path:
@@ -118,6 +128,7 @@ class Settings:
             values["qos_names"] = tuple(values["qos_factors"])
         settings = cls(home=home_path, **values)
         _check_idle(settings)
+        _check_limits(settings)
         return settings
 
 
@@ -146,6 +157,27 @@ def _check_idle(s: Settings) -> None:
         raise ConfigError(f"notify_timeout_s = {s.notify_timeout_s} {where}: give seconds > 0")
 
 
+def _check_limits(s: Settings) -> None:
+    where = "(config.toml or LABQ_*)"
+    for key in ("enforce_accounts", "private_data"):
+        if not isinstance(getattr(s, key), bool):
+            raise ConfigError(f"{key} = {getattr(s, key)!r} {where}: use true or false")
+    for key, least in (("max_array_size", 1), ("max_pending_jobs", 0), ("max_request_bytes", 1024),
+                       ("max_command_bytes", 1), ("max_env_bytes", 0)):
+        value = getattr(s, key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ConfigError(f"{key} = {value!r} {where}: give a whole number of at least "
+                              f"{least}")
+
+
+def _bool(text: str) -> bool:
+    value = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+    try:
+        return value[text.strip().lower()]
+    except KeyError:
+        raise ValueError(text) from None
+
+
 _ENV: list[tuple[str, str, Any]] = [
     ("redis_url", "LABQ_REDIS_URL", str),
     ("redis_prefix", "LABQ_REDIS_PREFIX", str),
@@ -161,5 +193,9 @@ _ENV: list[tuple[str, str, Any]] = [
     ("idle_gpu_after_s", "LABQ_IDLE_GPU_AFTER", float),
     ("idle_gpu_stop_after_s", "LABQ_IDLE_GPU_STOP_AFTER", float),
     ("notify_command", "LABQ_NOTIFY_COMMAND", str),
+    ("enforce_accounts", "LABQ_ENFORCE_ACCOUNTS", _bool),
+    ("private_data", "LABQ_PRIVATE_DATA", _bool),
+    ("max_array_size", "LABQ_MAX_ARRAY_SIZE", int),
+    ("max_pending_jobs", "LABQ_MAX_PENDING_JOBS", int),
     ("admins", "LABQ_ADMINS", lambda s: [x.strip() for x in s.split(",") if x.strip()]),
 ]

@@ -51,21 +51,39 @@ def connection_uid(transport: Any) -> int | None:
     return uid
 
 
-def user_name(uid: int) -> str:
+class UnknownUser(LookupError):
+    """A uid with no user name here: refused, never given an identity of its own."""
+
+
+def known_user_name(uid: int) -> str | None:
+    """The uid's user name, or None when it cannot be resolved now (not cached: a passing
+    NSS/LDAP failure is asked again next time)."""
     now = time.monotonic()
     known = _names.get(uid)
     if known is not None and now - known[0] < NAME_TTL_S:
         return known[1]
     try:
         name = pwd.getpwuid(uid).pw_name
-    except KeyError:  # unknown now (or a passing NSS/LDAP failure): not cached, asked again
-        return f"uid{uid}"
+    except KeyError:
+        return None
     _names[uid] = (now, name)
     return name
 
 
+def user_name(uid: int) -> str:
+    """The uid's name, or `uid<N>` for display when it has none."""
+    return known_user_name(uid) or f"uid{uid}"
+
+
 def caller_for_uid(uid: int, settings: Settings) -> Caller:
-    """root, the uid the coordinator runs as, and configured admins may act for others."""
-    name = user_name(uid)
+    """root, the uid the coordinator runs as, and configured admins may act for others.
+
+    A uid whose name cannot be resolved is refused (`UnknownUser`): charged under a made-up
+    name it would be a second identity of its user, with fresh fair share and no limits."""
+    name = known_user_name(uid)
+    if name is None:
+        raise UnknownUser(f"uid {uid} has no user name on the coordinator's host (getpwuid "
+                          "failed): ask an admin to make the account known there (passwd, "
+                          "LDAP or sssd), then try again")
     admin = uid == 0 or uid == os.getuid() or name in settings.admins
     return Caller(name, uid, admin)

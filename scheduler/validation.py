@@ -1,8 +1,13 @@
-"""Turn what a client sent into a JobSpec, or say exactly what is wrong and how to fix it."""
+"""Turn what a client sent into a JobSpec, or say exactly what is wrong and how to fix it.
+
+Every limit is checked here, before anything is written, and refused with one line that names
+the limit (`Settings.max_*`): a request is either stored whole or not at all.
+"""
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,11 +18,49 @@ from scheduler.timeparse import TimeLimitError, format_duration, parse_duration
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _RESERVED_ENV = ("CUDA_VISIBLE_DEVICES", "LABQ_JOB_ID", "LABQ_NODE", "LABQ_USER")
-MAX_ARRAY = 10_000
+# Control, formatting (bidi overrides, zero-width), line and paragraph separators, and lone
+# surrogates: nothing a name or a path needs, and what terminal tricks and spoofing are made of.
+_UNPRINTABLE = ("Cc", "Cf", "Zl", "Zp", "Cs")
+MAX_NAME = 128
+MAX_PATH = 4096
+MAX_SHORT = 64  # --gpu-type, --time, --qos
+MAX_TOKEN = 128
 
 
 class InputError(ValueError):
     """A request that cannot be accepted; the message says what was wrong and what to do."""
+
+
+def unprintable(text: str) -> str | None:
+    """The first control or formatting character in `text`, as `U+XXXX`, or None."""
+    for char in text:
+        if unicodedata.category(char) in _UNPRINTABLE:
+            return f"U+{ord(char):04X}"
+    return None
+
+
+def check_text(value: Any, flag: str, limit: int, *, one_line: bool = True) -> str:
+    """A string of at most `limit` characters; with `one_line`, no control or formatting
+    characters (without it, only NUL and lone surrogates, which no process can be given)."""
+    if not isinstance(value, str):
+        raise InputError(f"{flag} must be text")
+    if len(value) > limit:
+        raise InputError(f"{flag} must be at most {limit:,} characters: it has {len(value):,}")
+    if one_line:
+        bad = unprintable(value)
+        if bad:
+            raise InputError(f"{flag} must be one line of printable characters: it has the "
+                             f"control or formatting character {bad}")
+        return value
+    for char in value:
+        if char == "\0" or "\ud800" <= char <= "\udfff":
+            raise InputError(f"{flag} has the character U+{ord(char):04X}, which no program "
+                             "can be given")
+    return value
+
+
+def _size(values: Sequence[str]) -> int:
+    return sum(len(v.encode("utf-8", "surrogatepass")) + 1 for v in values)
 
 
 def build_spec(
@@ -30,14 +73,26 @@ def build_spec(
         )
     if not command[0].strip():
         raise InputError("empty command: the first word of the command is blank")
+    size = _size(command)
+    if size > settings.max_command_bytes:
+        raise InputError(f"the command is {size:,} bytes: the limit is "
+                         f"{settings.max_command_bytes:,} (max_command_bytes); put long input "
+                         "in a file")
+    for word in command:
+        check_text(word, "the command", settings.max_command_bytes, one_line=False)
     gpus = _int(body.get("gpus", 1), "--gpus")
     if gpus < 1:
         raise InputError(f"--gpus {gpus}: a job needs at least 1 GPU")
     gpu_type = body.get("gpu_type") or None
-    if gpu_type is not None and not isinstance(gpu_type, str):
-        raise InputError("--gpu-type must be a name such as A100")
+    if gpu_type is not None:
+        check_text(gpu_type, "--gpu-type", MAX_SHORT)
     _check_fits(gpus, gpu_type, nodes)
     time_text = body.get("time")
+    if time_text is not None and (isinstance(time_text, bool)
+                                  or not isinstance(time_text, int | str)):
+        raise InputError("--time must be text such as 2h or 1-00:00:00")
+    if isinstance(time_text, str):
+        check_text(time_text, "--time", MAX_SHORT)
     try:
         limit = parse_duration(str(time_text)) if time_text else settings.default_time_limit_s
     except TimeLimitError as exc:
@@ -46,44 +101,64 @@ def build_spec(
         raise InputError(f"--time {time_text}: longer than the cluster's maximum of "
                          f"{format_duration(settings.max_time_limit_s)}")
     qos = body.get("qos") or "normal"
-    if qos not in settings.qos_names:
-        raise InputError(f"unknown --qos {qos!r}: choose one of {', '.join(settings.qos_names)}")
-    account = body.get("account") or settings.default_account
-    if not _NAME.match(str(account)):
-        raise InputError(f"bad --account {account!r}: use letters, digits, '_', '.', '-'")
+    if not isinstance(qos, str) or qos not in settings.qos_names:
+        shown = qos if isinstance(qos, str) and len(qos) <= MAX_SHORT else "given"
+        raise InputError(f"unknown --qos {shown!r}: choose one of {', '.join(settings.qos_names)}")
+    account = check_account_name(body.get("account") or settings.default_account)
     name = body.get("name") or ""
-    if not isinstance(name, str):
-        raise InputError("--name must be text")
-    if len(name) > 128 or "\n" in name:
-        raise InputError("--name must be one line of at most 128 characters")
-    workdir = str(body.get("workdir") or "/")
+    check_text(name, "--name", MAX_NAME)
+    workdir = body.get("workdir") or "/"
+    check_text(workdir, "--workdir", MAX_PATH)
     if not workdir.startswith("/"):
         raise InputError(f"--workdir {workdir!r} must be an absolute path")
     env = body.get("env") or {}
     if not isinstance(env, dict):
         raise InputError("--env must be given as K=V")
+    size = _size([*env, *(v for v in env.values() if isinstance(v, str))])
+    if size > settings.max_env_bytes:
+        raise InputError(f"--env is {size:,} bytes in all: the limit is "
+                         f"{settings.max_env_bytes:,} (max_env_bytes); put long input in a file")
     for key, value in env.items():
-        if not _ENV_KEY.match(str(key)) or not isinstance(value, str):
-            raise InputError(f"bad --env {key!r}: use NAME=value with NAME like MY_VAR")
+        if not _ENV_KEY.match(key) or not isinstance(value, str):
+            shown = key if len(key) <= MAX_SHORT else key[:MAX_SHORT] + "..."
+            raise InputError(f"bad --env {shown!r}: use NAME=value with NAME like MY_VAR")
+        check_text(value, f"--env {key}", settings.max_env_bytes, one_line=False)
         if key in _RESERVED_ENV:
             raise InputError(f"--env {key} is set by labq for every job; leave it out")
     return JobSpec(
-        user=user, account=str(account), command=list(command), gpus=gpus, gpu_type=gpu_type,
+        user=user, account=account, command=list(command), gpus=gpus, gpu_type=gpu_type,
         time_limit_s=limit, qos=qos, name=name, workdir=workdir, env=dict(env),
-        requeue=_flag(body.get("requeue"), "--requeue"), submitter=user,
+        requeue=flag(body.get("requeue"), "--requeue"), submitter=user,
     )
 
 
-def array_size(body: dict[str, Any]) -> int:
+def array_size(body: dict[str, Any], limit: int) -> int:
     count = _int(body.get("array", 1), "--array")
-    if not 1 <= count <= MAX_ARRAY:
-        raise InputError(f"--array {count}: give a count from 1 to {MAX_ARRAY}")
+    if not 1 <= count <= limit:
+        raise InputError(f"--array {count}: give a count from 1 to {limit:,} (max_array_size)")
     return count
 
 
-def check_user_name(name: str) -> str:
-    if not _NAME.match(name):
-        raise InputError(f"bad user name {name!r}: use letters, digits, '_', '.', '-'")
+def check_token(value: Any) -> str | None:
+    """A client's idempotency token (None: none given)."""
+    if value is None or value == "":
+        return None
+    return check_text(value, "token", MAX_TOKEN)
+
+
+def check_account_name(name: Any) -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        shown = name if isinstance(name, str) and len(name) <= MAX_NAME else "given"
+        raise InputError(f"bad --account {shown!r}: use at most 64 letters, digits, '_', '.', "
+                         "'-', '@'")
+    return name
+
+
+def check_user_name(name: Any) -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        shown = name if isinstance(name, str) and len(name) <= MAX_NAME else "given"
+        raise InputError(f"bad user name {shown!r}: use at most 64 letters, digits, '_', '.', "
+                         "'-', '@'")
     return name
 
 
@@ -105,10 +180,11 @@ def _check_fits(gpus: int, gpu_type: str | None, nodes: Sequence[Node]) -> None:
                          f"a job's GPUs must all be on one node")
 
 
-def _flag(value: Any, flag: str) -> bool:
+def flag(value: Any, name: str) -> bool:
+    """A JSON boolean (absent: false); "false", 0 or 1 are refused, never read as true."""
     if value is None or isinstance(value, bool):
         return bool(value)
-    raise InputError(f"{flag} must be true or false")
+    raise InputError(f"{name} must be true or false (a JSON boolean)")
 
 
 def _int(value: Any, flag: str) -> int:

@@ -190,16 +190,17 @@ def test_custom_qos_names_from_settings() -> None:
 # ------------------------------------------------------------------------------ arrays, users
 
 
-@pytest.mark.parametrize(("value", "count"), [(None, 1), (1, 1), ("5", 5), (10_000, 10_000)])
+@pytest.mark.parametrize(("value", "count"), [(None, 1), (1, 1), ("5", 5), (1_000, 1_000)])
 def test_array_size_accepts(value: Any, count: int) -> None:
     request = {} if value is None else {"array": value}
-    assert array_size(request) == count
+    assert array_size(request, settings().max_array_size) == count
 
 
-@pytest.mark.parametrize("value", [0, -1, 10_001, "many", 2.5j])
+@pytest.mark.parametrize("value", [0, -1, 1_001, "many", 2.5j])
 def test_array_size_rejects(value: Any) -> None:
-    with pytest.raises(InputError, match=r"--array"):
-        array_size({"array": value})
+    with pytest.raises(InputError, match=r"--array .*from 1 to 1,000 \(max_array_size\)"
+                       if isinstance(value, int) else r"--array"):
+        array_size({"array": value}, settings().max_array_size)
 
 
 @pytest.mark.parametrize("name", ["alice", "a.b-c_d", "user@lab", "_svc"])
