@@ -12,7 +12,16 @@ from typing import Any
 import click
 
 from scheduler.cli_admin import admin
-from scheduler.cli_common import call, client, fail, print_budgets, print_json, settings
+from scheduler.cli_common import (
+    call,
+    client,
+    fail,
+    markup,
+    plain,
+    print_budgets,
+    print_json,
+    settings,
+)
 from scheduler.cli_sim import sim
 from scheduler.cli_top import top
 from scheduler.client import Client, ClientError
@@ -139,9 +148,13 @@ def queue(show_all: bool, user: str | None, done: bool, with_start: bool, as_jso
         gpus = f"{job['gpus']}{':' + job['gpu_type'] if job.get('gpu_type') else ''}"
         waiting = job["state"] in ("PENDING", "HELD")
         start = [_when(job.get("est_start") if waiting else None)] if with_start else []
-        table.add_row(job["id"], job["name"] or "-", job["user"], job["account"], job["state"],
-                      gpus, _where(job), _age(job, now), *start, _reason_text(job))
+        cells = [job["id"], job["name"] or "-", job["user"], job["account"], job["state"],
+                 gpus, _where(job), _age(job, now), *start, _reason_text(job)]
+        table.add_row(*(markup(cell) for cell in cells))
     Console().print(table)
+
+
+PRIVATE = ("command", "workdir", "exit_code", "gpu_seconds", "billed")  # null: another's job
 
 
 @main.command()
@@ -158,9 +171,11 @@ def show(job_id: str, as_json: bool) -> None:
                 "node", "gpu_indices", "command", "workdir", "time_limit_s", "exit_code",
                 "gpu_seconds", "billed", "restarts"):
         value = job.get(key)
-        if key == "command":
+        if key == "command" and value is not None:
             value = " ".join(value)
-        click.echo(f"{key:>14}: {'-' if value in (None, '', []) else value}")
+        if value is None and key in PRIVATE:
+            value = "(private)" if job.get("private") else None
+        click.echo(f"{key:>14}: {'-' if value in (None, '', []) else plain(value)}")
     for key in ("submitted_at", "started_at", "ended_at"):
         stamp = job.get(key)
         text = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp)) if stamp else "-"
@@ -170,9 +185,9 @@ def show(job_id: str, as_json: bool) -> None:
         expected = _when(job["est_start"])
         click.echo(f"{'expected start':>14}: {expected} (if running jobs use their whole limits)")
     for reason in job.get("reasons") or []:
-        click.echo(f"{'waiting':>14}: {reason['code']}: {reason['detail']}")
+        click.echo(f"{'waiting':>14}: {plain(reason['code'])}: {plain(reason['detail'])}")
     if job.get("idle"):
-        click.echo(f"{'idle':>14}: {job['idle']['text']}")
+        click.echo(f"{'idle':>14}: {plain(job['idle']['text'])}")
 
 
 @main.command()
@@ -285,16 +300,16 @@ def nodes(as_json: bool) -> None:
                 job += f" +{len(foreign)} not labq"
             memory = f"{_gib(gpu['memory_used_bytes'])}/{_gib(gpu['memory_total_bytes'])}"
             idle = f"IDLE {format_duration(gpu['idle_s'])}" if gpu.get("idle") else "-"
-            table.add_row(node["name"], node["state"] + sim, str(gpu["index"]), gpu["model"], job,
-                          util, idle, memory,
+            table.add_row(markup(node["name"]), node["state"] + sim, str(gpu["index"]),
+                          markup(gpu["model"]), markup(job), util, idle, memory,
                           "-" if gpu["power_watts"] is None else f"{gpu['power_watts']:.0f}",
                           "-" if gpu["temperature_c"] is None else f"{gpu['temperature_c']:.0f}",
                           gpu["health"], beat)
     Console().print(table)
     for node in data:
         for proc in node.get("foreign_processes", []):
-            click.echo(f"note: {node['name']} GPU {proc['gpu']}: pid {proc['pid']} "
-                       f"({proc['name']}) was not started by labq")
+            click.echo(f"note: {plain(node['name'])} GPU {proc['gpu']}: pid {proc['pid']} "
+                       f"({plain(proc['name'])}) was not started by labq")
 
 
 @main.command()
@@ -311,7 +326,7 @@ def quota(user: str | None, account: str | None, show_all: bool, as_json: bool) 
     if as_json:
         print_json(data)
         return
-    click.echo(f"user {data['user']}: {data['gpu_seconds'] / 3600:.2f} GPU-hours, "
+    click.echo(f"user {plain(data['user'])}: {data['gpu_seconds'] / 3600:.2f} GPU-hours, "
                f"{data['billed_units'] / 3600:.2f} billed GPU-hours in all")
     click.echo(f"running: {data['running_jobs']} job(s) on {data['running_gpus']} GPU(s); "
                f"pending: {data['pending_jobs']}")
@@ -326,7 +341,7 @@ def quota(user: str | None, account: str | None, show_all: bool, as_json: bool) 
         table.add_column(col)
     for row in data["shares"]:
         level = "inf" if row["level_fs"] is None else f"{row['level_fs']:.3f}"
-        table.add_row(row["account"], row["user"] or "", f"{row['raw_shares']:g}",
+        table.add_row(markup(row["account"]), markup(row["user"] or ""), f"{row['raw_shares']:g}",
                       f"{row['norm_shares']:.3f}", f"{row['raw_usage']:.0f}",
                       f"{row['effective_usage']:.3f}", level,
                       f"{row['fairshare']:.3f}" if row["user"] else "",
@@ -356,9 +371,13 @@ def priority(job_id: str | None, show_all: bool, as_json: bool) -> None:
     for col in ("JOBID", "USER", "ACCOUNT", "PRIORITY", "FAIRSHARE", "AGE", "SIZE", "QOS"):
         table.add_column(col, justify="right" if col not in ("USER", "ACCOUNT") else "left")
     for row in data:
-        cells = [f"{row['weighted'][k]:.0f} ({row['factors'][k]:.2f})"
-                 for k in ("fairshare", "age", "size", "qos")]
-        table.add_row(row["id"], row["user"], row["account"], f"{row['priority']:.0f}", *cells)
+        if row["priority"] is None:  # another user's job under private_data: its place only
+            cells = ["-"] * 5
+        else:
+            cells = [f"{row['priority']:.0f}", *(f"{row['weighted'][k]:.0f} "
+                                                  f"({row['factors'][k]:.2f})"
+                                                  for k in ("fairshare", "age", "size", "qos"))]
+        table.add_row(markup(row["id"]), markup(row["user"]), markup(row["account"]), *cells)
     Console().print(table)
     click.echo("each factor: weighted (factor 0..1); priority = the sum of the weighted factors")
 
@@ -367,7 +386,7 @@ def priority(job_id: str | None, show_all: bool, as_json: bool) -> None:
 def whoami() -> None:
     """Who the coordinator thinks you are."""
     data = call("GET", "/v1/whoami")
-    click.echo(f"{data['user']} (uid {data['uid']}){' admin' if data['admin'] else ''}")
+    click.echo(f"{plain(data['user'])} (uid {data['uid']}){' admin' if data['admin'] else ''}")
 
 
 # ---------------------------------------------------------------------------- daemons

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from scheduler.cli_common import call, fail, print_budgets, print_json
+from scheduler.cli_common import call, fail, plain, print_budgets, print_json
 
 
 @click.group()
@@ -29,7 +29,7 @@ def _admin(target: str, op: str, name: str, **fields: Any) -> None:
             **{k: v for k, v in fields.items() if v is not None}}
     result = call("POST", "/v1/admin/accounts", body)
     for kind, changed in result["changed"]:
-        click.echo(f"{kind} {changed}: {'removed' if op == 'rm' else 'saved'}")
+        click.echo(f"{kind} {plain(changed)}: {'removed' if op == 'rm' else 'saved'}")
 
 
 @admin.group()
@@ -127,13 +127,13 @@ def account_list(as_json: bool) -> None:
     for usr in data["users"]:
         for name, shares in usr["accounts"].items():
             mark = "*" if usr["default_account"] == name else ""
-            members.setdefault(name, []).append(f"{usr['name']}{mark} ({shares:g})")
+            members.setdefault(name, []).append(f"{plain(usr['name'])}{mark} ({shares:g})")
 
     def walk(parent: str, depth: int) -> None:
         for acct in children.get(parent, []):
             limit = acct.get("max_running_gpus")
             extra = f", max {limit} running GPUs" if limit is not None else ""
-            click.echo(f"{'  ' * depth}{acct['name']} (shares {acct['shares']:g}{extra})")
+            click.echo(f"{'  ' * depth}{plain(acct['name'])} (shares {acct['shares']:g}{extra})")
             if members.get(acct["name"]):
                 click.echo(f"{'  ' * (depth + 1)}users: {', '.join(members[acct['name']])}")
             walk(acct["name"], depth + 1)
@@ -183,9 +183,10 @@ def user_list(as_json: bool) -> None:
         print_json(data["users"])
         return
     for usr in data["users"]:
-        accts = ", ".join(f"{a}{'*' if a == usr['default_account'] else ''} ({s:g})"
+        accts = ", ".join(f"{plain(a)}{'*' if a == usr['default_account'] else ''} ({s:g})"
                           for a, s in sorted(usr["accounts"].items()))
         limits = [f"{k.replace('_', ' ')} {usr[k]}" for k in ("max_running_gpus", "max_jobs")
                   if usr.get(k) is not None]
         role = " admin" if usr["admin"] else ""
-        click.echo(f"{usr['name']}{role}: {accts}{'; ' + ', '.join(limits) if limits else ''}")
+        click.echo(f"{plain(usr['name'])}{role}: {accts}"
+                   f"{'; ' + ', '.join(limits) if limits else ''}")

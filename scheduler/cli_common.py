@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import unicodedata
 from typing import Any, NoReturn
 
 import click
@@ -36,6 +37,34 @@ def call(method: str, path: str, body: Any = None) -> Any:
         fail(str(exc))
 
 
+# Control and formatting characters (ESC of terminal codes, bidi overrides, zero-width ones),
+# line and paragraph separators, lone surrogates: shown as escapes, never sent to the terminal.
+_HIDDEN = ("Cc", "Cf", "Zl", "Zp", "Cs")
+
+
+def plain(value: Any) -> str:
+    """Text a user typed, safe to print: every control or formatting character escaped."""
+    text = "-" if value is None else str(value)
+    if text.isprintable():  # the common case: nothing to escape
+        return text
+    out = []
+    for char in text:
+        if unicodedata.category(char) in _HIDDEN:
+            code = ord(char)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def markup(value: Any) -> str:
+    """Text a user typed, for a rich table cell: escaped as `plain`, and its `[...]` shown as
+    typed rather than read as markup (a job named `[/x]` would otherwise end a style)."""
+    from rich.markup import escape
+
+    return escape(plain(value))
+
+
 def print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True))
 
@@ -44,7 +73,7 @@ def print_budgets(rows: list[dict[str, Any]]) -> None:
     for row in rows:
         until = time.strftime("%Y-%m-%d", time.gmtime(row["period_end"] - 1))
         warn = f"  WARNING: {row['warning']} used" if row["warning"] else ""
-        click.echo(f"{row['scope']} {row['name']}: {row['left_hours']:.1f} of "
+        click.echo(f"{row['scope']} {plain(row['name'])}: {row['left_hours']:.1f} of "
                    f"{row['limit_hours']:.1f} billed GPU-hours left ({row['period']} to {until}; "
                    f"spent {row['spent_hours']:.1f}, committed {row['committed_hours']:.1f})"
                    f"{warn}")

@@ -6,7 +6,8 @@ head of the queue with the reasons each job waits, and the caller's usage, fair 
 budgets. It reads only the coordinator's API (`/v1/nodes`, `/v1/jobs?all=1`,
 `/v1/priority?all=1`, `/v1/quota`): `fetch` gathers one `TopData`, and `render` turns it into a
 rich renderable with no I/O, so a frame can be tested from hand-built data. Registered on `labq`
-with `main.add_command`.
+with `main.add_command`. Everything a user typed (names, accounts, reasons) goes through
+`markup` or `plain`: shown as typed, never read as rich markup or terminal codes.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 import click
 
+from scheduler.cli_common import markup, plain
 from scheduler.client import Client, ClientError
 from scheduler.timeparse import format_duration
 
@@ -82,15 +84,15 @@ def _nodes_table(data: TopData, jobs_by_id: dict[str, dict[str, Any]], now: floa
         table.add_column(col, no_wrap=col not in ("NOTE",))
     for node in sorted(data.nodes, key=lambda n: n["name"]):
         beat = now - float(node.get("last_heartbeat") or 0)
-        state = Text(node["state"], style="green" if node["state"] == "UP" else "bold red")
+        state = Text(plain(node["state"]), style="green" if node["state"] == "UP" else "bold red")
         if node.get("simulated"):
             state.append(" sim", style="dim")
         if node["state"] == "UP" and beat > 10:
             state.append(f" ({format_duration(beat)} ago)", style="yellow")
         gpus = node.get("gpus") or []
         if not gpus:
-            table.add_row(node["name"], state, "-", node.get("gpu_model") or "-", "", "", "", "",
-                          "no GPUs reported")
+            table.add_row(markup(node["name"]), state, "-", markup(node.get("gpu_model") or "-"),
+                          "", "", "", "", "no GPUs reported")
         for position, gpu in enumerate(sorted(gpus, key=lambda g: g["index"])):
             job_id = node.get("allocations", {}).get(str(gpu["index"]))
             job = jobs_by_id.get(job_id) if job_id else None
@@ -102,13 +104,13 @@ def _nodes_table(data: TopData, jobs_by_id: dict[str, dict[str, Any]], now: floa
             if foreign:
                 notes.append(Text(f"{len(foreign)} process(es) not from labq", style="yellow"))
             if gpu.get("health", "OK") != "OK":
-                notes.append(Text(f"health {gpu['health']}", style="bold red"))
+                notes.append(Text(f"health {plain(gpu['health'])}", style="bold red"))
             table.add_row(
-                node["name"] if position == 0 else "", state if position == 0 else "",
-                str(gpu["index"]), gpu["model"], _percent_bar(gpu.get("utilization")),
+                markup(node["name"]) if position == 0 else "", state if position == 0 else "",
+                str(gpu["index"]), markup(gpu["model"]), _percent_bar(gpu.get("utilization")),
                 f"{_gib(gpu.get('memory_used_bytes'))}/{_gib(gpu.get('memory_total_bytes'))}",
-                job_id or Text("free", style="dim"), job["user"] if job else "",
-                Text(", ").join(notes))
+                markup(job_id) if job_id else Text("free", style="dim"),
+                markup(job["user"]) if job else "", Text(", ").join(notes))
     return table
 
 
@@ -124,8 +126,9 @@ def _running_table(running: list[dict[str, Any]], now: float) -> Any:
         where = f"{job['node']}:{','.join(str(i) for i in job['gpu_indices'])}" \
             if job.get("node") else "-"
         ran = now - job["started_at"] if job.get("started_at") else None
-        table.add_row(job["id"], job.get("name") or "-", job["user"], job["account"],
-                      job["state"], str(job["gpus"]), where, format_duration(ran),
+        cells = [job["id"], job.get("name") or "-", job["user"], job["account"], job["state"],
+                 str(job["gpus"]), where]
+        table.add_row(*(markup(c) for c in cells), format_duration(ran),
                       format_duration(job["time_limit_s"]))
     return table
 
@@ -153,11 +156,11 @@ def _queue_table(waiting: list[dict[str, Any]], now: float, rows: int) -> Any:
         reason = Text()
         for i, r in enumerate(reasons):
             reason.append("; " if i else "")
-            reason.append(r["code"], style="bold")
-            reason.append(f": {r['detail']}" if r.get("detail") else "")
+            reason.append(plain(r["code"]), style="bold")
+            reason.append(f": {plain(r['detail'])}" if r.get("detail") else "")
         waited = now - float(job.get("queued_at") or job["submitted_at"])
-        table.add_row(str(place), job["id"], job["user"], job["account"], job["state"], gpus,
-                      format_duration(waited), reason)
+        cells = [job["id"], job["user"], job["account"], job["state"], gpus]
+        table.add_row(str(place), *(markup(c) for c in cells), format_duration(waited), reason)
     if len(waiting) > rows:
         table.add_row("", Text(f"… and {len(waiting) - rows} more", style="dim"))
     return table
@@ -167,20 +170,21 @@ def _quota_panel(quota: dict[str, Any]) -> Any:
     from rich.text import Text
 
     text = Text()
-    text.append(f"{quota['user']}", style="bold")
+    text.append(plain(quota["user"]), style="bold")
     text.append(f": {quota['gpu_seconds'] / 3600:.2f} GPU-hours used, "
                 f"{quota['billed_units'] / 3600:.2f} billed; running {quota['running_jobs']} "
                 f"job(s) on {quota['running_gpus']} GPU(s), {quota['pending_jobs']} waiting")
     for row in quota.get("shares", []):
         if row.get("user") == quota["user"]:
-            text.append(f"\n  account {row['account']}: fair share {row['fairshare']:.3f}, "
+            text.append(f"\n  account {plain(row['account'])}: fair share "
+                        f"{row['fairshare']:.3f}, "
                         f"effective usage {row['effective_usage']:.3f}, "
                         f"normalized shares {row['norm_shares']:.3f}")
     for budget in quota.get("budgets", []):
         until = time.strftime("%Y-%m-%d", time.gmtime(budget["period_end"] - 1))
         style = "bold red" if budget.get("warning") == "100%" else \
             "yellow" if budget.get("warning") else ""
-        text.append(f"\n  budget {budget['scope']} {budget['name']}: ", style=style)
+        text.append(f"\n  budget {budget['scope']} {plain(budget['name'])}: ", style=style)
         text.append(f"{budget['left_hours']:.1f} of {budget['limit_hours']:.1f} billed "
                     f"GPU-hours left ({budget['period']} to {until})"
                     + (f", {budget['warning']} used" if budget.get("warning") else ""),
