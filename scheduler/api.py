@@ -46,6 +46,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 NODE_CACHE_S = 1.0
 PENDING_CACHE_S = 2.0  # per-user pending counts for the cap, read again after this long
 MAX_LIST_LIMIT = 10_000  # ?limit= on lists
+MAX_REQUEST_BYTES = web.AppKey("max_request_bytes", int)
 
 
 class ApiError(Exception):
@@ -69,7 +70,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except UnknownUser as exc:
         return _error(403, str(exc))
     except web.HTTPRequestEntityTooLarge:
-        limit = request.app["max_request_bytes"]
+        limit = request.app[MAX_REQUEST_BYTES]
         return _error(413, f"request body is over the limit of {limit:,} bytes "
                            "(max_request_bytes): put long input in a file")
     except web.HTTPException as exc:  # aiohttp's own: unknown route, wrong method
@@ -129,7 +130,7 @@ class Api:
     def app(self) -> web.Application:
         app = web.Application(middlewares=[errors_middleware],
                               client_max_size=self.settings.max_request_bytes)
-        app["max_request_bytes"] = self.settings.max_request_bytes
+        app[MAX_REQUEST_BYTES] = self.settings.max_request_bytes
         app.add_routes([
             web.get("/v1/whoami", self.whoami),
             web.post("/v1/jobs", self.submit),

@@ -1,0 +1,202 @@
+"""The coordinator's API, in process on a real Valkey and a real Unix socket, called as real
+Unix users (created here): the peer uid the kernel reports is the only identity there is.
+
+The API runs in a thread with its own event loop, so tests stay synchronous and a caller can
+be another process: `as_user` runs a stdlib-only client under Debian's /usr/bin/python3 (the
+test interpreter lives where other users cannot read it) with that user's uid and gid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from scheduler.api import Api
+from scheduler.config import Settings
+from scheduler.model import GpuInfo, NodeReport
+from scheduler.store import Store
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+# Reads {"socket", "method", "path", "body"} on stdin; prints {"status", "body"}.
+CLIENT = r'''
+import http.client, json, socket, sys
+req = json.load(sys.stdin)
+class Conn(http.client.HTTPConnection):
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(30)
+        self.sock.connect(req["socket"])
+conn = Conn("labq")
+raw = req.get("raw")
+body = raw.encode() if raw is not None else (
+    None if req.get("body") is None else json.dumps(req["body"]).encode())
+conn.request(req["method"], req["path"], body=body,
+             headers={"Content-Type": "application/json"} if body is not None else {})
+resp = conn.getresponse()
+data = resp.read()
+try:
+    decoded = json.loads(data) if data else None
+except ValueError:
+    decoded = {"not_json": data.decode("utf-8", "replace")}
+print(json.dumps({"status": resp.status, "body": decoded}))
+'''
+
+
+def ensure_user(name: str) -> int:
+    """A system user `name` (created once; idempotent), returning its uid."""
+    try:
+        return pwd.getpwnam(name).pw_uid
+    except KeyError:
+        pass
+    result = subprocess.run(["useradd", "--system", "--no-create-home", "--shell",
+                             "/usr/sbin/nologin", name], capture_output=True, text=True)
+    if result.returncode not in (0, 9):  # 9: created meanwhile by another test process
+        raise RuntimeError(f"useradd {name}: {result.stderr.strip()}")
+    return pwd.getpwnam(name).pw_uid
+
+
+def unused_uid() -> int:
+    """A uid with no passwd entry."""
+    for uid in range(47_000, 48_000):
+        try:
+            pwd.getpwuid(uid)
+        except KeyError:
+            return uid
+    raise RuntimeError("no free uid in 47000-48000")
+
+
+def can_switch_users() -> bool:
+    return os.getuid() == 0 and os.access(SYSTEM_PYTHON, os.X_OK) and bool(shutil.which("useradd"))
+
+
+class ApiServer:
+    """`Api` served on a Unix socket in a thread, on its own key prefix of a real Valkey."""
+
+    def __init__(self, valkey_url: str, nodes: tuple[tuple[str, int, str], ...] = (
+            ("n1", 4, "NVIDIA A100-SXM4-80GB"),), **settings: Any) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="labq-sec-"))
+        os.chmod(self.dir, 0o755)  # other users reach the socket, as on a real machine
+        self.socket = str(self.dir / "labq.sock")
+        (self.dir / "client.py").write_text(CLIENT)
+        os.chmod(self.dir / "client.py", 0o644)
+        self.settings = Settings(home=self.dir, socket_path=Path(self.socket), **settings)
+        self.valkey_url = valkey_url
+        self.nodes = nodes
+        self.prefix = f"sec{uuid.uuid4().hex[:8]}:"
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.store: Store
+        self.api: Api
+        self._runner: web.AppRunner
+
+    def start(self) -> ApiServer:
+        self._thread.start()
+        self.run(self._start())
+        return self
+
+    async def _start(self) -> None:
+        self.store = Store.from_url(self.valkey_url, prefix=self.prefix)
+        for name, gpus, model in self.nodes:
+            report = NodeReport(name=name, simulated=True, gpus=[
+                GpuInfo(index=i, uuid=f"GPU-{name}-{i}", model=model, memory_total_bytes=1 << 30,
+                        memory_used_bytes=0, utilization=0.0) for i in range(gpus)])
+            await self.store.heartbeat(report, time.time())
+        self.api = Api(self.store, None, self.settings, lambda: None)  # type: ignore[arg-type]
+        self._runner = web.AppRunner(self.api.app())
+        await self._runner.setup()
+        await web.UnixSite(self._runner, self.socket).start()
+        os.chmod(self.socket, 0o666)
+
+    def run(self, coro: Coroutine[Any, Any, Any], timeout: float = 60) -> Any:
+        """Run a coroutine on the server's loop (e.g. a store read) and return its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        async def _stop() -> None:
+            await self._runner.cleanup()
+            await self.store.close()
+        self.run(_stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    # ------------------------------------------------------------------------- callers
+
+    def call(self, method: str, path: str, body: Any = None, raw: bytes | None = None
+             ) -> tuple[int, Any]:
+        """As this process's user (root in the test run: an admin)."""
+        conn = _UnixConnection(self.socket)
+        try:
+            payload = raw if raw is not None else (
+                None if body is None else json.dumps(body).encode())
+            conn.request(method, path, body=payload,
+                         headers={"Content-Type": "application/json"} if payload else {})
+            resp = conn.getresponse()
+            data = resp.read()
+        finally:
+            conn.close()
+        return resp.status, json.loads(data) if data else None
+
+    def as_user(self, user: str | int, method: str, path: str, body: Any = None,
+                raw: str | None = None) -> tuple[int, Any]:
+        """From a separate process running as `user` (a name or a bare uid): the kernel, not
+        the request, says who calls."""
+        if isinstance(user, int):
+            uid, gid, groups = user, user, []
+        else:
+            entry = pwd.getpwnam(user)
+            uid, gid, groups = entry.pw_uid, entry.pw_gid, []
+        request = {"socket": self.socket, "method": method, "path": path, "body": body,
+                   "raw": raw}
+        result = subprocess.run([SYSTEM_PYTHON, str(self.dir / "client.py")],
+                                input=json.dumps(request), capture_output=True, text=True,
+                                user=uid, group=gid, extra_groups=groups, timeout=60,
+                                cwd="/")
+        if result.returncode != 0:
+            raise AssertionError(f"client as {user} failed: {result.stderr}")
+        answer = json.loads(result.stdout)
+        return int(answer["status"]), answer["body"]
+
+    # ------------------------------------------------------------------------- state
+
+    def state(self) -> dict[str, Any]:
+        """Everything a request could have changed: jobs, queues, accounts (for 'changes
+        nothing' checks)."""
+        async def read() -> dict[str, Any]:
+            active, waiting = await self.store.queue_ids()
+            jobs = await self.store.get_jobs(active + waiting)
+            accounts = await self.store.accounts()
+            return {"jobs": {j.id: j.to_dict() for j in jobs},
+                    "counts": await self.store.job_counts(),
+                    "accounts": (sorted(accounts.accounts), sorted(accounts.users),
+                                 {k: u.admin for k, u in accounts.users.items()},
+                                 sorted(accounts.budgets))}
+        return dict(self.run(read()))
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str) -> None:
+        super().__init__("labq", timeout=30)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self._path)
+        self.sock = sock
