@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, replace
@@ -276,7 +277,7 @@ class Api:
         return web.json_response([public(j, self._hides(caller, j.user)) for j in jobs])
 
     async def _job(self, request: web.Request) -> Job:
-        job_id = request.match_info["id"]
+        job_id = _job_id(request.match_info["id"])
         job = await self.store.get_job(job_id)
         if job is None:
             raise ApiError(404, f"no job {job_id}: see `labq queue --all` for job ids")
@@ -290,7 +291,7 @@ class Api:
 
     async def cancel(self, request: web.Request) -> web.Response:
         caller = await self.caller(request)
-        job_id = request.match_info["id"]
+        job_id = _job_id(request.match_info["id"])
         result = await self.store.cancel(job_id, caller.user, caller.is_admin, time.time())
         if result == "NO_SUCH_JOB":
             raise ApiError(404, f"no job {job_id}: see `labq queue` for your job ids")
@@ -310,7 +311,7 @@ class Api:
 
     async def _hold(self, request: web.Request, release: bool) -> web.Response:
         caller = await self.caller(request)
-        job_id = request.match_info["id"]
+        job_id = _job_id(request.match_info["id"])
         result = await self.store.hold(job_id, caller.user, caller.is_admin, release)
         verb = "release" if release else "hold"
         if result == "NO_SUCH_JOB":
@@ -408,6 +409,8 @@ class Api:
         waiting = [j for j in await self.store.waiting_jobs() if j.state == JobState.PENDING]
         _, ranked = await self._ranking(waiting)
         wanted = request.query.get("job")
+        if wanted is not None:
+            wanted = _job_id(wanted)
         if wanted and wanted not in {j.id for j in waiting}:
             job = await self.store.get_job(wanted)
             if job is None:
@@ -518,6 +521,17 @@ def public(job: Job, private: bool = False) -> dict[str, Any]:
     return out
 
 
+_JOB_ID_TEXT = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+def _job_id(text: str) -> str:
+    """A job id as typed; anything that cannot be one is no job (and is not echoed raw)."""
+    if not _JOB_ID_TEXT.match(text):
+        shown = text if len(text) <= 64 else text[:64] + "..."
+        raise ApiError(404, f"no job {shown!r}: job ids are numbers; see `labq queue --all`")
+    return text
+
+
 def _int_query(request: web.Request, name: str, default: int) -> int:
     text = request.query.get(name)
     if text is None:
@@ -534,52 +548,96 @@ def _has_member(table: FairShareTable, account: str, user: str) -> bool:
 
 
 def _job_schema() -> dict[str, Any]:
-    return {"type": "object", "properties": {k: {} for k in PUBLIC_FIELDS}}
+    return {"type": "object", "properties": {k: {} for k in (*PUBLIC_FIELDS, "private")}}
 
+
+_ERROR = {"description": "Refused: one line saying what is wrong and what to do",
+          "content": {"application/json": {"schema": {
+              "type": "object", "required": ["error"],
+              "properties": {"error": {"type": "string"}}}}}}
+_OK = {"description": "OK", "content": {"application/json": {"schema": {}}}}
+_JOB_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _query(*names: str) -> list[dict[str, Any]]:
+    kinds = {"all": {"enum": ["0", "1"]}, "done": {"enum": ["0", "1"]},
+             "limit": {"type": "integer"}, "offset": {"type": "integer"}}
+    return [{"name": n, "in": "query", "required": False,
+             "schema": kinds.get(n, {"type": "string"})} for n in names]
+
+
+def _op(summary: str, *, body: dict[str, Any] | None = None,
+        params: list[dict[str, Any]] | None = None, ok: dict[str, Any] | None = None
+        ) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "parameters": params or [],
+                          "responses": {"200": ok or _OK, "4XX": _ERROR}}
+    if body is not None:
+        op["requestBody"] = {"required": True,
+                             "content": {"application/json": {"schema": body}}}
+    return op
+
+
+_SUBMIT = {
+    "type": "object", "required": ["command"],
+    "properties": {
+        "command": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+        "gpus": {"type": "integer", "minimum": 1},
+        "gpu_type": {"type": ["string", "null"]}, "time": {"type": ["string", "null"]},
+        "account": {"type": ["string", "null"]}, "qos": {"type": ["string", "null"]},
+        "name": {"type": ["string", "null"], "maxLength": 128},
+        "workdir": {"type": ["string", "null"]},
+        "env": {"type": "object", "additionalProperties": {"type": "string"}},
+        "as_user": {"type": ["string", "null"]},
+        "array": {"type": "integer", "minimum": 1, "maximum": 1000},
+        "token": {"type": ["string", "null"], "maxLength": 128},
+        "requeue": {"type": "boolean"}, "return_jobs": {"type": "boolean"},
+    }}
+_ADMIN = {
+    "type": "object", "required": ["target", "op"],
+    "properties": {
+        "target": {"enum": ["account", "user", "budget"]},
+        "op": {"enum": ["add", "set", "rm", "topup"]},
+        "name": {"type": "string"}, "parent": {"type": ["string", "null"]},
+        "shares": {"type": ["number", "null"]}, "account": {"type": ["string", "null"]},
+        "default_account": {"type": ["string", "null"]}, "admin": {"type": ["boolean", "null"]},
+        "max_running_gpus": {"type": ["integer", "string", "null"]},
+        "max_jobs": {"type": ["integer", "string", "null"]},
+        "scope": {"enum": ["account", "user"]}, "limit": {"type": "number"},
+        "add": {"type": "number"}, "period": {"type": ["string", "null"]},
+    }}
+_EMPTY = {"type": "object"}
 
 OPENAPI: dict[str, Any] = {
-    "openapi": "3.0.3",
-    "info": {"title": "labq coordinator API", "version": "1"},
+    "openapi": "3.1.0",
+    "info": {"title": "labq coordinator API", "version": "1",
+             "description": "On a Unix socket: the caller is the peer uid. Every refusal is "
+                            "a 4xx with {\"error\": one line}."},
     "paths": {
-        "/v1/whoami": {"get": {"summary": "The caller as the coordinator sees it (peer uid)"}},
+        "/v1/whoami": {"get": _op("The caller as the coordinator sees it (peer uid)")},
         "/v1/jobs": {
-            "post": {"summary": "Submit a job (or an array: `array` copies)",
-                     "requestBody": {"content": {"application/json": {"schema": {
-                         "type": "object", "required": ["command"],
-                         "properties": {
-                             "command": {"type": "array", "items": {"type": "string"}},
-                             "gpus": {"type": "integer", "minimum": 1},
-                             "gpu_type": {"type": "string"}, "time": {"type": "string"},
-                             "account": {"type": "string"}, "qos": {"type": "string"},
-                             "name": {"type": "string"}, "workdir": {"type": "string"},
-                             "env": {"type": "object"}, "as_user": {"type": "string"},
-                             "array": {"type": "integer"}, "token": {"type": "string"},
-                             "requeue": {"type": "boolean"},
-                         }}}}}},
-            "get": {"summary": "The queue (?all=1, ?user=U, ?done=1)",
-                    "responses": {"200": {"content": {"application/json": {
-                        "schema": {"type": "array", "items": _job_schema()}}}}}},
+            "post": _op("Submit a job (or an array: `array` copies)", body=_SUBMIT),
+            "get": _op("The queue (?all=1, ?user=U, ?done=1&limit=N); others' commands, "
+                       "environment, work directories and usage are null (private_data)",
+                       params=_query("all", "user", "done", "limit"),
+                       ok={"description": "OK", "content": {"application/json": {
+                           "schema": {"type": "array", "items": _job_schema()}}}}),
         },
-        "/v1/jobs/{id}": {"get": {"summary": "One job"}},
-        "/v1/jobs/{id}/cancel": {"post": {"summary": "Cancel a job of yours"}},
-        "/v1/jobs/{id}/logs": {"get": {"summary": "A job's output (?offset=N)"}},
-        "/v1/jobs/{id}/hold": {"post": {"summary": "Hold a pending job (UserHold/AdminHold)"}},
-        "/v1/jobs/{id}/release": {"post": {"summary": "Release a held job"}},
-        "/v1/nodes": {"get": {"summary": "Nodes and their GPUs"}},
-        "/v1/quota": {"get": {"summary": "Usage, fair share, budgets (?user=U&account=A&all=1)"}},
-        "/v1/priority": {"get": {"summary": "Pending jobs' priority factors (?job=ID | ?all=1)"}},
-        "/v1/accounts": {"get": {"summary": "The account tree, users and budgets in force"}},
-        "/v1/admin/accounts": {"post": {
-            "summary": "Admins: change accounts, users or budgets",
-            "requestBody": {"content": {"application/json": {"schema": {
-                "type": "object", "required": ["target", "op"],
-                "properties": {
-                    "target": {"enum": ["account", "user", "budget"]},
-                    "op": {"enum": ["add", "set", "rm", "topup"]},
-                    "name": {"type": "string"}, "parent": {"type": "string"},
-                    "shares": {"type": "number"}, "account": {"type": "string"},
-                    "scope": {"enum": ["account", "user"]}, "limit": {"type": "number"},
-                    "add": {"type": "number"}, "period": {"type": "string"},
-                }}}}}}},
+        "/v1/jobs/{id}": {"get": _op("One job", params=[_JOB_ID])},
+        "/v1/jobs/{id}/cancel": {"post": _op("Cancel a job of yours", params=[_JOB_ID],
+                                             body=_EMPTY)},
+        "/v1/jobs/{id}/logs": {"get": _op("A job's output (?offset=N)",
+                                          params=[_JOB_ID, *_query("offset")])},
+        "/v1/jobs/{id}/hold": {"post": _op("Hold a pending job (UserHold/AdminHold)",
+                                           params=[_JOB_ID], body=_EMPTY)},
+        "/v1/jobs/{id}/release": {"post": _op("Release a held job", params=[_JOB_ID],
+                                              body=_EMPTY)},
+        "/v1/nodes": {"get": _op("Nodes and their GPUs")},
+        "/v1/quota": {"get": _op("Usage, fair share, budgets (?user=U&account=A&all=1)",
+                                 params=_query("user", "account", "all"))},
+        "/v1/priority": {"get": _op("Pending jobs' priority factors (?job=ID | ?all=1)",
+                                    params=_query("job", "all"))},
+        "/v1/accounts": {"get": _op("The account tree, users and budgets in force")},
+        "/v1/admin/accounts": {"post": _op("Admins: change accounts, users or budgets",
+                                           body=_ADMIN)},
     },
 }
