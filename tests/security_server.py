@@ -58,6 +58,31 @@ print(json.dumps({"status": resp.status, "body": decoded}))
 '''
 
 
+def call_as(user: str | int, socket_path: str, method: str, path: str, body: Any = None,
+            raw: str | None = None) -> tuple[int, Any]:
+    """One API request from a separate process running as `user` (a name, or a bare uid that
+    may have no name): (HTTP status, decoded JSON answer)."""
+    if isinstance(user, int):
+        uid, gid = user, user
+    else:
+        entry = pwd.getpwnam(user)
+        uid, gid = entry.pw_uid, entry.pw_gid
+    script = Path(tempfile.gettempdir()) / "labq-test-client.py"
+    if not script.exists() or script.read_text() != CLIENT:
+        tmp = script.with_suffix(f".{os.getpid()}")
+        tmp.write_text(CLIENT)
+        os.chmod(tmp, 0o644)
+        tmp.replace(script)
+    request = {"socket": socket_path, "method": method, "path": path, "body": body, "raw": raw}
+    result = subprocess.run([SYSTEM_PYTHON, str(script)], input=json.dumps(request),
+                            capture_output=True, text=True, user=uid, group=gid,
+                            extra_groups=[], timeout=60, cwd="/")
+    if result.returncode != 0:
+        raise AssertionError(f"client as {user} failed: {result.stderr}")
+    answer = json.loads(result.stdout)
+    return int(answer["status"]), answer["body"]
+
+
 def ensure_user(name: str) -> int:
     """A system user `name` (created once; idempotent), returning its uid."""
     try:
@@ -93,8 +118,6 @@ class ApiServer:
         self.dir = Path(tempfile.mkdtemp(prefix="labq-sec-"))
         os.chmod(self.dir, 0o755)  # other users reach the socket, as on a real machine
         self.socket = str(self.dir / "labq.sock")
-        (self.dir / "client.py").write_text(CLIENT)
-        os.chmod(self.dir / "client.py", 0o644)
         self.settings = Settings(home=self.dir, socket_path=Path(self.socket), **settings)
         self.valkey_url = valkey_url
         self.nodes = nodes
@@ -157,21 +180,7 @@ class ApiServer:
                 raw: str | None = None) -> tuple[int, Any]:
         """From a separate process running as `user` (a name or a bare uid): the kernel, not
         the request, says who calls."""
-        if isinstance(user, int):
-            uid, gid, groups = user, user, []
-        else:
-            entry = pwd.getpwnam(user)
-            uid, gid, groups = entry.pw_uid, entry.pw_gid, []
-        request = {"socket": self.socket, "method": method, "path": path, "body": body,
-                   "raw": raw}
-        result = subprocess.run([SYSTEM_PYTHON, str(self.dir / "client.py")],
-                                input=json.dumps(request), capture_output=True, text=True,
-                                user=uid, group=gid, extra_groups=groups, timeout=60,
-                                cwd="/")
-        if result.returncode != 0:
-            raise AssertionError(f"client as {user} failed: {result.stderr}")
-        answer = json.loads(result.stdout)
-        return int(answer["status"]), answer["body"]
+        return call_as(user, self.socket, method, path, body, raw)
 
     # ------------------------------------------------------------------------- state
 
