@@ -371,7 +371,8 @@ class Api:
 
     async def quota(self, request: web.Request) -> web.Response:
         caller = await self.caller(request)
-        user = request.query.get("user") or caller.user
+        asked = request.query.get("user")
+        user = check_user_name(asked) if asked else caller.user
         if self._hides(caller, user):
             raise ApiError(403, f"{user}'s usage is private (private_data): you may see only "
                                 "your own, and admins anyone's")

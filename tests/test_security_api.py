@@ -216,6 +216,7 @@ def test_other_users_usage_and_priority_factors_are_private(server: ApiServer) -
     status, message = refused(server, ANN, "GET", f"/v1/quota?user={BEN}")
     assert status == 403 and "private" in message
     assert server.as_user(BEN, "GET", f"/v1/quota?user={BEN}")[0] == 200
+    assert "bad user name" in refused(server, ANN, "GET", "/v1/quota?user=%0Ax")[1]
     rows = server.as_user(ANN, "GET", "/v1/priority?all=1")[1]
     others = [r for r in rows if r["user"] == BEN]
     assert others and all(r["factors"] is None and r["priority"] is None for r in others)
