@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-POLICY_NAMES = ("labq", "slurm-classic", "fifo-backfill", "fifo", "drf",
+POLICY_NAMES = ("labq", "labq-fairtree", "slurm-classic", "fifo-backfill", "fifo", "drf",
                 "tiresias-las")  # see sim.policies
 
 _ROWS = (("wait_avg_s", "avg wait"), ("wait_p50_s", "p50 wait"), ("wait_p99_s", "p99 wait"),
@@ -39,6 +39,11 @@ _ROWS = (("wait_avg_s", "avg wait"), ("wait_p50_s", "p50 wait"), ("wait_p99_s", 
               help="drop jobs shorter than this many seconds")
 @click.option("--window-hours", type=float, default=None,
               help="keep only the busiest window of this many hours")
+@click.option("--window", "window_pick", type=click.Choice(["busiest", "contended"]),
+              default="busiest", show_default=True,
+              help="with --window-hours: the busiest window, or a random contended one drawn "
+                   "from --seed (its own jobs would hold at least the cluster's GPUs on "
+                   "average over it, and at least 2 tenants submit)")
 @click.option("--sample", type=float, default=None, help="keep this fraction of jobs (seeded)")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
@@ -47,8 +52,8 @@ _ROWS = (("wait_avg_s", "avg wait"), ("wait_p50_s", "p50 wait"), ("wait_p99_s", 
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
 def sim(trace_path: Path, fmt: str, cluster_text: str, policy: str, compare: str | None,
         accounts_path: Path | None, budgets_path: Path | None, min_duration: float,
-        window_hours: float | None, sample: float | None, seed: int, out_dir: Path | None,
-        as_json: bool) -> None:
+        window_hours: float | None, window_pick: str, sample: float | None, seed: int,
+        out_dir: Path | None, as_json: bool) -> None:
     """Replay a job trace in virtual time through labq's own scheduling policy."""
     # Imported here: `labq submit` must not pay for the simulator's imports.
     from scheduler.sim.budgets import load_budgets
@@ -64,7 +69,8 @@ def sim(trace_path: Path, fmt: str, cluster_text: str, policy: str, compare: str
         shares = load_accounts(accounts_path) if accounts_path is not None else None
         budgets = load_budgets(budgets_path) if budgets_path is not None else None
         jobs = load_trace(trace_path, fmt, min_duration=min_duration,
-                          window_hours=window_hours, sample=sample, seed=seed)
+                          window_hours=window_hours, sample=sample, seed=seed,
+                          window_pick=window_pick, capacity_gpus=cluster.gpus)
     except (TraceError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     if not jobs:

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from scheduler.model import Reason
 from scheduler.policy.backfill import MAX_ESTIMATES, Backfill, Reservation, utc
 from scheduler.policy.budget import BudgetGate
-from scheduler.policy.fairshare import FairShareTable, compute_fairshare
+from scheduler.policy.fairnow import FAIR_NOW, factor_of, job_levels
+from scheduler.policy.fairshare import FAIR_TREE, FairShareTable, compute_fairshare
 from scheduler.policy.placement import FreePool, Placement, fits_type, type_matches
 from scheduler.policy.preemption import SCAVENGER, Preemption, plan_preemptions
 from scheduler.policy.priority import Priority, job_priority, priority_total
@@ -34,12 +35,24 @@ class Decisions:
 
 
 def priorities(snapshot: Snapshot) -> tuple[FairShareTable | None, dict[str, Priority]]:
-    """Each pending job's priority with its factors: fair share, age, size and QOS."""
-    table, factors, largest = _fairshare(snapshot)
+    """Each pending job's priority with its factors: fair share, age, size and QOS.
+
+    Under fair_now the table is Fair Tree's on past usage alone (what `labq quota` lists as
+    its usage columns); the fair-share factor is fair now's (see `fairnow`)."""
     inputs = snapshot.shares
-    if table is None or inputs is None:
+    if inputs is None:
         return None, {}
-    return table, {job.id: job_priority(
+    largest = _largest(snapshot)
+    if inputs.algorithm == FAIR_NOW:
+        table = inputs.table or compute_fairshare(inputs.accounts, inputs.assocs,
+                                                  inputs.usage, FAIR_TREE)
+        per_job = _fair_now_factors(snapshot)
+        return table, {job.id: job_priority(
+            fairshare=per_job[job.id], submitted_at=job.submitted_at, gpus=job.gpus,
+            qos=job.qos, now=snapshot.now, largest_node_gpus=largest, weights=inputs.weights,
+            qos_factors=inputs.qos_factors) for job in snapshot.pending}
+    tree_table, factors = _fairshare(snapshot)
+    return tree_table, {job.id: job_priority(
         fairshare=factors[(job.account, job.user)], submitted_at=job.submitted_at,
         gpus=job.gpus, qos=job.qos, now=snapshot.now, largest_node_gpus=largest,
         weights=inputs.weights, qos_factors=inputs.qos_factors) for job in snapshot.pending}
@@ -48,39 +61,73 @@ def priorities(snapshot: Snapshot) -> tuple[FairShareTable | None, dict[str, Pri
 def priority_totals(snapshot: Snapshot) -> dict[str, float]:
     """The same totals as `priorities` (see `priority.priority_total`), computed inline: this
     runs over the whole queue every cycle."""
-    table, factors, largest = _fairshare(snapshot)
     inputs = snapshot.shares
-    if table is None or inputs is None:
+    if inputs is None:
         return {}
-    w = inputs.weights
+    w, largest = inputs.weights, _largest(snapshot)
     if w.max_age_s <= 0:  # the rare setting: keep the reference formula
+        per_job = _per_job_factors(snapshot)
         return {job.id: priority_total(
-            fairshare=factors[(job.account, job.user)], submitted_at=job.submitted_at,
+            fairshare=per_job[job.id], submitted_at=job.submitted_at,
             gpus=job.gpus, qos=job.qos, now=snapshot.now, largest_node_gpus=largest,
             weights=w, qos_factors=inputs.qos_factors) for job in snapshot.pending}
-    now, width = snapshot.now, max(1, largest)
+    rest = _rest(snapshot, largest)
+    if inputs.algorithm == FAIR_NOW:
+        _, levels = job_levels(snapshot, rest)
+        return {job_id: value + w.fairshare * factor_of(levels[job_id])
+                for job_id, value in rest.items()}
+    _, factors = _fairshare(snapshot)
     fs = {key: w.fairshare * min(1.0, max(0.0, f)) for key, f in factors.items()}
-    qos = {name: w.qos * min(1.0, max(0.0, f)) for name, f in inputs.qos_factors.items()}
-    totals = {}
-    for job in snapshot.pending:
-        age = min(1.0, max(0.0, now - job.submitted_at) / w.max_age_s)
-        totals[job.id] = (fs[(job.account, job.user)] + w.age * age
-                          + w.size * min(1.0, max(0.0, job.gpus / width))
-                          + qos.get(job.qos, 0.0))
-    return totals
+    return {job.id: rest[job.id] + fs[(job.account, job.user)] for job in snapshot.pending}
+
+
+def _rest(snapshot: Snapshot, largest: int) -> dict[str, float]:
+    """Each pending job's weighted age + size + QOS (max_age_s > 0)."""
+    assert snapshot.shares is not None
+    w = snapshot.shares.weights
+    now, width = snapshot.now, max(1, largest)
+    qos = {name: w.qos * min(1.0, max(0.0, f))
+           for name, f in snapshot.shares.qos_factors.items()}
+    return {job.id: (w.age * min(1.0, max(0.0, now - job.submitted_at) / w.max_age_s)
+                     + w.size * min(1.0, max(0.0, job.gpus / width)) + qos.get(job.qos, 0.0))
+            for job in snapshot.pending}
+
+
+def _per_job_factors(snapshot: Snapshot) -> dict[str, float]:
+    assert snapshot.shares is not None
+    if snapshot.shares.algorithm == FAIR_NOW:
+        return _fair_now_factors(snapshot)
+    _, factors = _fairshare(snapshot)
+    return {job.id: factors[(job.account, job.user)] for job in snapshot.pending}
+
+
+def _fair_now_factors(snapshot: Snapshot) -> dict[str, float]:
+    """fair_now's factor per pending job, each user's jobs taken in queue order."""
+    inputs = snapshot.shares
+    assert inputs is not None
+    largest = _largest(snapshot)
+    rest = {job.id: priority_total(
+        fairshare=0.0, submitted_at=job.submitted_at, gpus=job.gpus, qos=job.qos,
+        now=snapshot.now, largest_node_gpus=largest, weights=inputs.weights,
+        qos_factors=inputs.qos_factors) for job in snapshot.pending}
+    _, levels = job_levels(snapshot, rest)
+    return {job_id: factor_of(x) for job_id, x in levels.items()}
+
+
+def _largest(snapshot: Snapshot) -> int:
+    return max((n.gpus_total for n in snapshot.nodes), default=1)
 
 
 def _fairshare(snapshot: Snapshot
-               ) -> tuple[FairShareTable | None, dict[tuple[str, str], float], int]:
+               ) -> tuple[FairShareTable | None, dict[tuple[str, str], float]]:
     inputs = snapshot.shares
     if inputs is None:
-        return None, {}, 0
+        return None, {}
     table = inputs.table or compute_fairshare(inputs.accounts, inputs.assocs, inputs.usage,
                                               inputs.algorithm)
-    largest = max((n.gpus_total for n in snapshot.nodes), default=1)
     factors = {key: table.factor(*key)
                for key in {(job.account, job.user) for job in snapshot.pending}}
-    return table, factors, largest
+    return table, factors
 
 
 def order_queue(

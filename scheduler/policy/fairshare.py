@@ -241,7 +241,7 @@ def _build_tree(
     for account, _user in users:
         if account != ROOT and account not in shares:
             shares[account], parents[account] = 1.0, ROOT
-    parent_of = _resolve_parents(parents)
+    parent_of = resolve_parents(parents)
     nodes = {name: _Node(name, None, s) for name, s in shares.items()}
     root = _Node(ROOT, None, 1.0)
     nodes[ROOT] = root
@@ -253,7 +253,7 @@ def _build_tree(
     return root
 
 
-def _resolve_parents(parents: Mapping[str, str | None]) -> dict[str, str]:
+def resolve_parents(parents: Mapping[str, str | None]) -> dict[str, str]:
     """Each account's parent, with unknown parents, missing parents and cycles cut to root."""
     parent_of = {name: (p if p is not None and (p == ROOT or p in parents) else ROOT)
                  for name, p in parents.items()}

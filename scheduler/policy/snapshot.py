@@ -9,6 +9,8 @@ from scheduler.policy.budget import BudgetState
 from scheduler.policy.fairshare import FAIR_TREE, Account, Assoc, FairShareTable
 from scheduler.policy.priority import DEFAULT_QOS_FACTORS, PriorityWeights
 
+DEFAULT_PAST_WEIGHT = 1.0  # see fairnow and docs/sim-results.md
+
 
 @dataclass(frozen=True)
 class NodeView:
@@ -88,6 +90,10 @@ class ShareInputs:
     algorithm: str = FAIR_TREE
     weights: PriorityWeights = field(default_factory=PriorityWeights)
     qos_factors: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_QOS_FACTORS))
+    # fair_now only (see `fairnow`): the usage's half-life, which turns decayed usage into
+    # average GPUs, and how much one average GPU of past use weighs against one held now.
+    half_life_s: float = 7 * 86400.0
+    past_weight: float = DEFAULT_PAST_WEIGHT
     # The fair-share table of exactly these inputs, when the caller already has it (the
     # simulator refreshes usage every minute of virtual time but schedules far more often).
     table: FairShareTable | None = None
@@ -102,3 +108,6 @@ class Snapshot:
     limits: Limits = field(default_factory=Limits)
     shares: ShareInputs | None = None  # None: first come, first served
     budgets: BudgetState | None = None  # None: no budgets
+    # GPUs of all pending normal-QOS jobs per (account, user), given only when `pending`
+    # holds part of the queue (the simulator's cut): fair_now's demand. None: from `pending`.
+    queued_gpus: Mapping[tuple[str, str], float] | None = None

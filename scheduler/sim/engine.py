@@ -44,7 +44,13 @@ from dataclasses import dataclass, field
 
 from scheduler.policy.cycle import schedule
 from scheduler.policy.placement import type_matches
-from scheduler.policy.snapshot import NodeView, PendingJob, RunningJob, Snapshot
+from scheduler.policy.snapshot import (
+    DEFAULT_PAST_WEIGHT,
+    NodeView,
+    PendingJob,
+    RunningJob,
+    Snapshot,
+)
 from scheduler.sim.budgets import Ledger
 from scheduler.sim.policies import ShareBuilder, SimPolicy, drf_key, fifo_prefix
 from scheduler.sim.tiresias import TiresiasQueues
@@ -112,7 +118,8 @@ class _Replay:
     def __init__(self, jobs: Sequence[SimJob], cluster: Cluster, policy: SimPolicy,
                  half_life: float, calc_period: float,
                  tenant_shares: Mapping[str, float] | None = None,
-                 budgets: Mapping[str, float] | None = None) -> None:
+                 budgets: Mapping[str, float] | None = None,
+                 past_weight: float = DEFAULT_PAST_WEIGHT) -> None:
         self.cluster, self.policy = cluster, policy
         width = len(str(cluster.nodes - 1))
         self.names = [f"n{i:0{width}d}" for i in range(cluster.nodes)]
@@ -133,7 +140,8 @@ class _Replay:
         self.ends: list[tuple[float, int, str]] = []  # (end, run number, job id)
         self.runs: list[Run] = []
         self.usage = Usage(half_life)
-        self.shares = ShareBuilder(policy, [(j.account, j.user) for j in fits], tenant_shares)
+        self.shares = ShareBuilder(policy, [(j.account, j.user) for j in fits], tenant_shares,
+                                   half_life, past_weight)
         self.tenant_shares = tenant_weights({j.account for j in fits}, tenant_shares)
         total = sum(self.tenant_shares.values()) or 1.0
         # each tenant's entitled GPUs (drf): its shares' part of the cluster
@@ -152,6 +160,7 @@ class _Replay:
                 self.rank.update((j.id, r) for r, j in enumerate(mine, 1))
                 self.ahead[tenant] = _Fenwick(len(mine))
         self.pending_views: dict[str, PendingJob] = {}
+        self.queued: dict[tuple[str, str], int] = {}  # GPUs pending per (account, user)
         self.calls = 0
         self.calc_period = calc_period
         self._usage_at = -math.inf
@@ -168,6 +177,8 @@ class _Replay:
     # -------------------------------------------------------------- queue
     def enqueue(self, job: SimJob) -> None:
         self.n_pending += 1
+        owner = (job.account, job.user)
+        self.queued[owner] = self.queued.get(owner, 0) + job.gpus
         if self.policy.drf:
             self.ahead[job.account].add(self.rank[job.id], job.gpus)
             self.drf_views.pop(job.account, None)
@@ -275,7 +286,7 @@ class _Replay:
             snap = Snapshot(tuple(self.views.values()), tuple(pending), now,
                             tuple(r for r, _ in self.running.values()),
                             shares=self.shares.build(self._usage_now),
-                            budgets=self.ledger.state(now))
+                            budgets=self.ledger.state(now), queued_gpus=self.queued)
             decisions = schedule(snap, max_estimates=0, explain=False)
             self.calls += 1
             if not self.policy.backfill:
@@ -323,6 +334,7 @@ class _Replay:
             if not q:
                 del self.classes[key]
         self.n_pending -= 1
+        self.queued[(job.account, job.user)] -= job.gpus
         taken = set(indices)
         self.free[node] = [i for i in self.free[node] if i not in taken]
         self.views[node] = self._view(node)
@@ -410,18 +422,21 @@ def simulate(jobs: Sequence[SimJob], cluster: Cluster, policy: SimPolicy, *,
              half_life: float = 7 * 86400.0,
              calc_period: float = 300.0,
              tenant_shares: Mapping[str, float] | None = None,
-             budgets: Mapping[str, float] | None = None) -> SimResult:
+             budgets: Mapping[str, float] | None = None,
+             past_weight: float = DEFAULT_PAST_WEIGHT) -> SimResult:
     """Replay `jobs` (sorted by submit time) on `cluster` under `policy`.
 
     `calc_period`: how often (virtual seconds) the fair-share usage is refreshed, like
     Slurm's PriorityCalcPeriod (5 minutes by default there and here); 0: on every call.
     `tenant_shares`: each tenant's fair-share shares (``--accounts``); a tenant not named
-    gets 1, so the default is equal shares. `budgets`: billed GPU-hours per tenant for the
+    gets 1, so the default is equal shares. `past_weight`: fair now's weight of past usage
+    (``labq`` only, see `scheduler.policy.fairnow`). `budgets`: billed GPU-hours per tenant for the
     whole replay (``--budgets``); only policies that honour budgets (`labq`) see them.
     """
     began = time.perf_counter()
     ordered = sorted(jobs, key=lambda j: (j.submit, len(j.id), j.id))  # the queue order
-    replay = _Replay(ordered, cluster, policy, half_life, calc_period, tenant_shares, budgets)
+    replay = _Replay(ordered, cluster, policy, half_life, calc_period, tenant_shares, budgets,
+                     past_weight)
     replay.run()
     return SimResult(policy.name, cluster, replay.jobs, replay.runs, replay.skipped,
                      time.perf_counter() - began, replay.calls, replay.queue_samples,

@@ -1,6 +1,9 @@
 """The policies a replay can use, all through the live `schedule()`; only the snapshot differs.
 
-- ``labq``: Fair Tree fair share + age/size/QOS priority, backfill (the configured default).
+- ``labq``: fair now (current allocation + decayed past, `scheduler.policy.fairnow`) +
+  age/size/QOS priority, backfill (the configured default).
+- ``labq-fairtree``: Fair Tree fair share on decayed past usage alone + age/size/QOS
+  priority, backfill (labq's default before fair now).
 - ``slurm-classic``: classic fair share ``2^(-U/S)`` with decay, + age; backfill as Slurm's.
 - ``fifo-backfill``: no fair share (``shares=None``: submit order), backfill.
 - ``fifo``: submit order and no backfill: what Ray alone does. `schedule` always backfills, so
@@ -25,8 +28,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from scheduler.policy.cycle import Decisions
+from scheduler.policy.fairnow import FAIR_NOW
 from scheduler.policy.fairshare import CLASSIC, FAIR_TREE, Account, Assoc, compute_fairshare
-from scheduler.policy.snapshot import PendingJob, ShareInputs
+from scheduler.policy.snapshot import DEFAULT_PAST_WEIGHT, PendingJob, ShareInputs
 
 DRF_SCALE = 1e9  # a rank key: allocation share first, then submit time (seconds < 1e9)
 
@@ -43,7 +47,8 @@ class SimPolicy:
 
 
 POLICIES: dict[str, SimPolicy] = {
-    "labq": SimPolicy("labq", FAIR_TREE, budgets=True),
+    "labq": SimPolicy("labq", FAIR_NOW, budgets=True),
+    "labq-fairtree": SimPolicy("labq-fairtree", FAIR_TREE, budgets=True),
     "slurm-classic": SimPolicy("slurm-classic", CLASSIC),
     "fifo-backfill": SimPolicy("fifo-backfill", None),
     "fifo": SimPolicy("fifo", None, backfill=False),
@@ -64,8 +69,11 @@ class ShareBuilder:
     each user with shares 1."""
 
     def __init__(self, policy: SimPolicy, users: Sequence[tuple[str, str]],
-                 tenant_shares: Mapping[str, float] | None = None) -> None:
+                 tenant_shares: Mapping[str, float] | None = None,
+                 half_life: float = 7 * 86400.0, past_weight: float = DEFAULT_PAST_WEIGHT
+                 ) -> None:
         self.policy = policy
+        self.half_life, self.past_weight = half_life, past_weight
         tenants = sorted({account for account, _ in users})
         weights = tenant_shares or {}
         self.accounts = tuple(Account(t, "root", float(weights.get(t, 1.0))) for t in tenants)
@@ -77,9 +85,12 @@ class ShareBuilder:
         if self.policy.algorithm is None:
             return None
         if self._cached is None or self._cached[0] is not usage:
-            table = compute_fairshare(self.accounts, self.assocs, usage, self.policy.algorithm)
-            self._cached = (usage, ShareInputs(self.accounts, self.assocs, usage,
-                                               self.policy.algorithm, table=table))
+            table = (None if self.policy.algorithm == FAIR_NOW  # fair now needs no table
+                     else compute_fairshare(self.accounts, self.assocs, usage,
+                                            self.policy.algorithm))
+            self._cached = (usage, ShareInputs(
+                self.accounts, self.assocs, usage, self.policy.algorithm, table=table,
+                half_life_s=self.half_life, past_weight=self.past_weight))
         return self._cached[1]
 
 

@@ -15,17 +15,19 @@ Times are shifted so that the first kept submission is at 0. A job without a tim
 
 from __future__ import annotations
 
+import bisect
 import csv
 import datetime as dt
 import math
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 PHILLY_COLUMNS = ("timestamp", "duration", "num_gpus", "cluster")
 CSV_COLUMNS = ("job_id", "submit_time", "user", "account", "gpus", "duration")
 DEFAULT_LIMIT_FACTOR = 1.5
+BUSIEST, CONTENDED = "busiest", "contended"  # how --window-hours picks its window
 
 
 class TraceError(ValueError):
@@ -92,13 +94,15 @@ def _gpus(text: str | None) -> int:
 
 def load_philly(path: str | Path, *, min_duration: float = 60.0, window_hours: float | None = None,
                 sample: float | None = None, seed: int = 0, users_per_tenant: int = 4,
-                limit_factor: float = DEFAULT_LIMIT_FACTOR, max_rows: int | None = None
-                ) -> list[SimJob]:
+                limit_factor: float = DEFAULT_LIMIT_FACTOR, max_rows: int | None = None,
+                window_pick: str = BUSIEST, capacity_gpus: int | None = None) -> list[SimJob]:
     """The Philly table as jobs, filtered as Pollux/Sia do (see the module docstring).
 
     `min_duration`: drop jobs shorter than this. `window_hours`: keep only the jobs submitted
-    in the busiest window of that length (most submissions). `sample`: keep each job
-    with this probability (seeded). `max_rows`: read only the first rows (tests, smoke runs).
+    in the busiest window of that length (most submissions), or with `window_pick`
+    ``contended`` a random contended one drawn from `seed` for `capacity_gpus` GPUs (see
+    `contended_window`). `sample`: keep each job with this probability (seeded).
+    `max_rows`: read only the first rows (tests, smoke runs).
     """
     path = Path(path)
     rows, first = _open_rows(path, PHILLY_COLUMNS)
@@ -121,12 +125,13 @@ def load_philly(path: str | Path, *, min_duration: float = 60.0, window_hours: f
             continue
         jobs.append(SimJob(str(n - 1), vc, user, gpus, submit, duration,
                            default_limit(duration, limit_factor)))
-    return _finish(jobs, window_hours, sample, rng)
+    return _finish(jobs, window_hours, sample, rng, window_pick, capacity_gpus, seed)
 
 
 def load_csv(path: str | Path, *, min_duration: float = 0.0, window_hours: float | None = None,
              sample: float | None = None, seed: int = 0,
-             limit_factor: float = DEFAULT_LIMIT_FACTOR) -> list[SimJob]:
+             limit_factor: float = DEFAULT_LIMIT_FACTOR, window_pick: str = BUSIEST,
+             capacity_gpus: int | None = None) -> list[SimJob]:
     """A generic CSV trace (see the module docstring)."""
     path = Path(path)
     rows, first = _open_rows(path, CSV_COLUMNS)
@@ -151,7 +156,8 @@ def load_csv(path: str | Path, *, min_duration: float = 0.0, window_hours: float
             raise TraceError(f"{path}, line {n}: {e}; fix or delete that row") from None
         if duration >= min_duration:
             jobs.append(job)
-    return _finish(jobs, window_hours, sample, random.Random(seed))
+    return _finish(jobs, window_hours, sample, random.Random(seed), window_pick, capacity_gpus,
+                   seed)
 
 
 def tenant_rows(path: str | Path, kind: str, column: str,
@@ -224,12 +230,56 @@ def busiest_window(jobs: list[SimJob], hours: float) -> list[SimJob]:
     return [j for j in ordered if start <= j.submit < start + width]
 
 
+def no_queue_demand(jobs: Sequence[SimJob], start: float, end: float) -> float:
+    """The mean GPUs that the jobs submitted in [start, end) would hold over [start, end) on
+    a cluster with no queue (each runs from its submit for its duration)."""
+    width = end - start
+    if width <= 0:
+        return 0.0
+    return sum(j.gpus * max(0.0, min(end, j.submit + j.duration) - j.submit)
+               for j in jobs if start <= j.submit < end) / width
+
+
+def contended_window(jobs: list[SimJob], hours: float, capacity_gpus: int, seed: int,
+                     tries: int = 100_000) -> list[SimJob]:
+    """The jobs submitted in a random `hours`-long window that is *contended*: with no queue,
+    its own jobs would hold on average at least `capacity_gpus` GPUs over the window, and at
+    least two tenants submit in it. The start is drawn uniformly (seconds) over the trace
+    from `random.Random(seed)`, again from the same stream until a window qualifies, so a
+    seed always gives the same window and no seed is skipped."""
+    width = hours * 3600.0
+    ordered = sorted(jobs, key=lambda j: j.submit)
+    if not ordered:
+        return []
+    submits = [j.submit for j in ordered]
+    first, last = submits[0], max(submits[-1] - width, submits[0])
+    rng = random.Random(f"window-{seed}")
+    for _ in range(tries):
+        start = rng.uniform(first, last)
+        lo = bisect.bisect_left(submits, start)
+        hi = bisect.bisect_left(submits, start + width)
+        inside = ordered[lo:hi]
+        if (len({j.account for j in inside}) >= 2
+                and no_queue_demand(inside, start, start + width) >= capacity_gpus):
+            return inside
+    raise TraceError(f"no contended {hours:g}-hour window for {capacity_gpus} GPUs found in "
+                     f"{tries} draws: use a smaller --cluster or the busiest window")
+
+
 def _finish(jobs: list[SimJob], window_hours: float | None, sample: float | None,
-            rng: random.Random) -> list[SimJob]:
+            rng: random.Random, window_pick: str = BUSIEST,
+            capacity_gpus: int | None = None, seed: int = 0) -> list[SimJob]:
     if window_hours is not None:
         if window_hours <= 0:
             raise TraceError("--window-hours must be > 0")
-        jobs = busiest_window(jobs, window_hours)
+        if window_pick == BUSIEST:
+            jobs = busiest_window(jobs, window_hours)
+        elif window_pick == CONTENDED:
+            if capacity_gpus is None:
+                raise TraceError("a contended window needs the cluster's GPU count")
+            jobs = contended_window(jobs, window_hours, capacity_gpus, seed)
+        else:
+            raise TraceError(f"unknown window {window_pick!r}: use {BUSIEST} or {CONTENDED}")
     if sample is not None:
         if not 0 < sample <= 1:
             raise TraceError("the sample fraction must be in (0, 1]")

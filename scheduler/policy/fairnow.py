@@ -1,0 +1,302 @@
+"""Fair now: fair share on the GPUs each user holds *now* plus what they used *lately*.
+
+Fair Tree and classic fair share (`fairshare`) rank users by decayed past usage only, so on a
+busy afternoon a user with a long queue and little history takes every GPU that frees up
+until the next usage refresh, and one who used the cluster last week waits behind everyone.
+This algorithm (``fairshare_algorithm = "fair_now"``) counts both, as Kueue's admission fair
+sharing does (usage = decayed past + current):
+
+    load(u)     = held(u) + past_weight * past(u)                       in GPUs
+    entitled(u) = the user's fair part of the cluster's GPUs now        in GPUs
+    x(job)      = (load(u) + GPUs of u's own jobs ahead of it) / entitled(u)
+    factor(job) = 2 ** -x(job)                                          in (0, 1]
+
+- held: GPUs of the user's running normal-QOS jobs (scavenger jobs run on idle GPUs and are
+  stopped for anyone, so they do not count);
+- past: the decayed billed usage turned into an average of GPUs over the recent past: usage /
+  (half-life / ln 2) / the cluster's mean billing weight (a user who held g GPUs for ever has
+  past = g);
+- entitled: the capacity (healthy GPUs of nodes that are up) split down the account tree by
+  shares, at each level among the siblings that have a job pending or running (an idle
+  group's share goes to the others, as in max-min fairness);
+- the jobs ahead: a user's pending jobs in the order the queue would take them (QOS, then the
+  other priority factors, then age); counting them makes one cycle share the free GPUs out
+  max-min (progressive filling, as DRF does) instead of giving them all to whoever ranked
+  first when the cycle began.
+
+x = 1 means "at your fair share now"; the factor halves for each further fair share held or
+used. A user at 0 shares is entitled to nothing and gets factor 0.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from scheduler.policy.fairshare import ROOT, Account, Assoc, resolve_parents
+from scheduler.policy.snapshot import ShareInputs, Snapshot
+
+FAIR_NOW = "fair_now"
+SCAVENGER = "scavenger"  # as in `preemption` (imported there from the cycle's side)
+LN2 = math.log(2.0)
+Key = tuple[str, str]  # (account, user)
+
+
+@dataclass(frozen=True)
+class UserLoad:
+    """One association's standing now: what `labq quota` and `labq priority` explain."""
+
+    account: str
+    user: str
+    held: float  # GPUs held now (normal QOS)
+    past: float  # decayed average GPUs over the recent past
+    entitled: float  # fair GPUs now; 0 for a user with 0 shares
+    account_held: float  # GPUs held now by the whole account (its sub-accounts included)
+    account_entitled: float  # the account's fair GPUs now
+    capacity: float  # GPUs the split starts from
+    past_weight: float
+
+    @property
+    def load(self) -> float:
+        return self.held + self.past_weight * self.past
+
+    def level(self, ahead: float = 0.0) -> float:
+        """x: the load (plus `ahead` GPUs) over the entitlement; inf if entitled to none."""
+        if self.entitled <= 0:
+            return math.inf
+        return (self.load + ahead) / self.entitled
+
+    def factor(self, ahead: float = 0.0) -> float:
+        return factor_of(self.level(ahead))
+
+
+def factor_of(level: float) -> float:
+    """2^-x in (0, 1]; 0 for x = inf (and NaN, which cannot start anything)."""
+    if math.isnan(level) or math.isinf(level):
+        return 0.0
+    return float(2.0 ** -max(0.0, level))
+
+
+@dataclass(frozen=True)
+class Holding:
+    """What a running job contributes: its association, GPUs and QOS."""
+
+    account: str
+    user: str
+    gpus: int
+    qos: str = "normal"
+
+
+@dataclass(frozen=True)
+class Standing:
+    """Every active association's and account's load and entitlement now, and the tree."""
+
+    users: dict[Key, UserLoad]
+    account_load: dict[str, float]  # held + past_weight * past, sub-accounts included
+    account_entitled: dict[str, float]
+    tree: _Tree
+
+    def levels(self, ordered: Iterable[tuple[str, Key, int]]) -> dict[str, float]:
+        """Each job's x, given jobs as (id, association, GPUs) in each association's own
+        queue order (see the module docstring: the hierarchical progressive filling)."""
+        mine: dict[Key, list[tuple[str, int]]] = {}
+        for job_id, key, gpus in ordered:
+            mine.setdefault(key, []).append((job_id, gpus))
+        x: dict[str, float] = {}
+        self._merge(ROOT, mine, x)
+        return x
+
+    def _merge(self, account: str, mine: Mapping[Key, list[tuple[str, int]]],
+               x: dict[str, float]) -> list[tuple[str, int]]:
+        """The account's jobs in the order progressive filling takes them; sets x."""
+        tree = self.tree
+        lists: list[tuple[list[tuple[str, int]], float, float]] = []
+        for child in tree.child_accounts.get(account, ()):
+            if child in self.account_entitled:
+                jobs = self._merge(child, mine, x)
+                if jobs:
+                    lists.append((jobs, self.account_load.get(child, 0.0),
+                                  self.account_entitled[child]))
+        for key in tree.child_users.get(account, ()):
+            if key in mine and key in self.users:
+                user = self.users[key]
+                lists.append((mine[key], user.load, user.entitled))
+        sibling = len(lists) > 1  # a level is compared only where it has rivals
+        keyed: list[list[tuple[float, int, str, int]]] = []
+        for n, (jobs, load, entitled) in enumerate(lists):
+            ahead, run = 0.0, []
+            for job_id, gpus in jobs:
+                level = (load + ahead) / entitled if entitled > 0 else math.inf
+                if sibling or job_id not in x:
+                    x[job_id] = max(x.get(job_id, 0.0), level)
+                run.append((level, n, job_id, gpus))
+                ahead += gpus
+            keyed.append(run)
+        return [(job_id, gpus) for _, _, job_id, gpus in heapq.merge(*keyed)]
+
+
+def user_loads(
+    accounts: Sequence[Account], assocs: Sequence[Assoc], usage: Mapping[Key, float],
+    running: Iterable[Holding], queued: Mapping[Key, float], *, capacity: float,
+    mean_billing_weight: float, half_life_s: float, past_weight: float,
+) -> Standing:
+    """Every active association's `UserLoad` (active: has a job pending or running) and
+    every account's load and entitlement. `queued`: the GPUs of each association's pending
+    normal-QOS jobs (its demand is those plus the GPUs it holds).
+
+    An association not in `assocs` joins its account with shares 1 (an unknown account hangs
+    under root with shares 1), as in `fairshare`.
+    """
+    held: dict[Key, float] = {}
+    for job in running:
+        if job.qos != SCAVENGER:
+            held[(job.account, job.user)] = held.get((job.account, job.user), 0.0) + job.gpus
+    demand = dict(held)
+    for key, gpus in queued.items():
+        demand[key] = demand.get(key, 0.0) + gpus
+    tree = _Tree(accounts, assocs, demand)
+    entitled, account_entitled = tree.split(capacity, demand)
+    horizon = half_life_s / LN2 if half_life_s > 0 else math.inf
+    weight = mean_billing_weight if mean_billing_weight > 0 else 1.0
+    account_held: dict[str, float] = {}
+    account_load: dict[str, float] = {}
+    users = {}
+    for key in demand:
+        past = usage.get(key, 0.0) / horizon / weight
+        for name in tree.chain(key[0]):
+            account_held[name] = account_held.get(name, 0.0) + held.get(key, 0.0)
+            account_load[name] = (account_load.get(name, 0.0) + held.get(key, 0.0)
+                                  + past_weight * past)
+        users[key] = (held.get(key, 0.0), past)
+    loads = {key: UserLoad(
+        account=key[0], user=key[1], held=h, past=past, entitled=entitled.get(key, 0.0),
+        account_held=account_held.get(key[0], 0.0),
+        account_entitled=account_entitled.get(key[0], 0.0), capacity=capacity,
+        past_weight=past_weight) for key, (h, past) in users.items()}
+    return Standing(loads, account_load, account_entitled, tree)
+
+
+class _Tree:
+    """The account tree with users as leaves, made robust as `fairshare` makes it."""
+
+    def __init__(self, accounts: Sequence[Account], assocs: Sequence[Assoc],
+                 extra: Iterable[Key]) -> None:
+        shares = {a.name: a.shares for a in accounts if a.name != ROOT}
+        parents = {a.name: a.parent for a in accounts if a.name != ROOT}
+        users: dict[Key, float] = {(s.account, s.user): s.shares for s in assocs}
+        for key in extra:
+            users.setdefault(key, 1.0)
+        for account, _ in users:
+            if account != ROOT and account not in shares:
+                shares[account], parents[account] = 1.0, ROOT
+        self.parent = resolve_parents(parents)
+        self.shares = shares
+        self.users = users
+        self.child_accounts: dict[str, list[str]] = {}
+        for name in shares:
+            self.child_accounts.setdefault(self.parent[name], []).append(name)
+        self.child_users: dict[str, list[Key]] = {}
+        for key in users:
+            self.child_users.setdefault(key[0], []).append(key)
+
+    def chain(self, account: str) -> list[str]:
+        """The account and its ancestors below root, nearest first."""
+        out = []
+        while account != ROOT and account in self.parent:
+            out.append(account)
+            account = self.parent[account]
+        return out
+
+    def split(self, capacity: float, demand: Mapping[Key, float]
+              ) -> tuple[dict[Key, float], dict[str, float]]:
+        """Capacity split down the tree, at each level max-min by shares among the siblings
+        with demand, each capped at its subtree's demand (water-filling)."""
+        below: dict[str, float] = {}
+        for (account, _), d in demand.items():
+            for name in self.chain(account):
+                below[name] = below.get(name, 0.0) + d
+        users: dict[Key, float] = {}
+        accounts: dict[str, float] = {}
+        stack = [(ROOT, capacity)]
+        while stack:
+            name, gpus = stack.pop()
+            kids: list[tuple[str | Key, float, float]] = [
+                (a, self.shares[a], below[a]) for a in self.child_accounts.get(name, ())
+                if a in below]
+            kids += [(k, self.users[k], demand[k]) for k in self.child_users.get(name, ())
+                     if k in demand]
+            for kid, got in zip(kids, waterfill(gpus, [(w, d) for _, w, d in kids]),
+                                strict=True):
+                if isinstance(kid[0], str):
+                    accounts[kid[0]] = got
+                    stack.append((kid[0], got))
+                else:
+                    users[kid[0]] = got
+        return users, accounts
+
+
+def waterfill(capacity: float, asks: Sequence[tuple[float, float]]) -> list[float]:
+    """Weighted max-min split of `capacity` among (weight, demand) pairs, each capped at its
+    demand; a weight of 0 gets nothing."""
+    out = [0.0] * len(asks)
+    order = sorted((i for i, (w, d) in enumerate(asks) if w > 0 and d > 0),
+                   key=lambda i: asks[i][1] / asks[i][0])
+    left, weight_left = capacity, sum(asks[i][0] for i in order)
+    for i in order:
+        w, d = asks[i]
+        out[i] = min(d, left * w / weight_left) if weight_left > 0 else 0.0
+        left -= out[i]
+        weight_left -= w
+    return out
+
+
+def snapshot_loads(snapshot: Snapshot) -> Standing:
+    """`user_loads` of a snapshot: capacity from the nodes that are up, held from `running`,
+    active from `pending` and `running`, past from the fair-share inputs' usage."""
+    inputs = snapshot.shares or ShareInputs()
+    up = [n for n in snapshot.nodes if n.up]
+    capacity = float(sum(n.gpus_usable for n in up))
+    weight = (sum(n.billing_weight * n.gpus_usable for n in up) / capacity if capacity
+              else 1.0)
+    return user_loads(
+        inputs.accounts, inputs.assocs, inputs.usage,
+        (Holding(r.account, r.user, r.gpus, r.qos) for r in snapshot.running),
+        queued_gpus(snapshot), capacity=capacity,
+        mean_billing_weight=weight, half_life_s=inputs.half_life_s,
+        past_weight=inputs.past_weight)
+
+
+def queued_gpus(snapshot: Snapshot) -> dict[Key, float]:
+    """GPUs of each association's pending normal-QOS jobs: `Snapshot.queued_gpus` where the
+    caller gives it (a snapshot holding only part of the queue), else from `pending`."""
+    if snapshot.queued_gpus is not None:
+        return dict(snapshot.queued_gpus)
+    out: dict[Key, float] = {}
+    for j in snapshot.pending:
+        if j.qos != SCAVENGER:
+            out[(j.account, j.user)] = out.get((j.account, j.user), 0.0) + j.gpus
+        else:
+            out.setdefault((j.account, j.user), 0.0)
+    return out
+
+
+def response_ratio(submitted_at: float, time_limit_s: float, now: float) -> float:
+    """(wait + time limit) / time limit: the finish-time stretch a job would have if it
+    started now and ran to its limit (Themis' rho, with the limit as the estimate)."""
+    return (max(0.0, now - submitted_at) + time_limit_s) / max(1.0, time_limit_s)
+
+
+def job_levels(snapshot: Snapshot, rest: Mapping[str, float]
+               ) -> tuple[Standing, dict[str, float]]:
+    """Every pending job's x, each association's own jobs taken in this order: normal QOS
+    first, then the highest `response_ratio` (a user's short jobs that have waited long
+    relative to their length first, as finish-time fairness asks), then the highest `rest`
+    (the job's priority without fair share), then the oldest."""
+    loads = snapshot_loads(snapshot)
+    now = snapshot.now
+    order = sorted(snapshot.pending, key=lambda j: (
+        j.qos == SCAVENGER, -response_ratio(j.submitted_at, j.time_limit_s, now),
+        -rest[j.id], j.submitted_at, len(j.id), j.id))
+    return loads, loads.levels((j.id, (j.account, j.user), j.gpus) for j in order)
