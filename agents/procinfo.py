@@ -1,4 +1,4 @@
-"""Best-effort reads of /proc: a process's name, its environment and its labq job.
+"""Best-effort reads of /proc: a process's name and environment, and which job it belongs to.
 
 Every function here tolerates processes that vanish or belong to other users: it returns an
 empty value rather than raising, because a heartbeat must never fail on one odd process.
@@ -7,10 +7,9 @@ empty value rather than raising, because a heartbeat must never fail on one odd 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 from scheduler.model import GpuInfo
-
-JOB_ENV = "LABQ_JOB_ID"
 
 
 def environ_of(pid: int, proc_root: str = "/proc") -> dict[str, str]:
@@ -37,16 +36,12 @@ def process_name(pid: int, proc_root: str = "/proc") -> str:
         return ""
 
 
-def labq_job_of(pid: int, proc_root: str = "/proc") -> str | None:
-    """The labq job id (`LABQ_JOB_ID`) in the environment of `pid`, or None."""
-    return environ_of(pid, proc_root).get(JOB_ENV) or None
-
-
-def tag_processes(gpus: list[GpuInfo], proc_root: str = "/proc") -> None:
-    """Set `labq_job` on every process of `gpus` (None for processes labq did not start)."""
+def tag_processes(gpus: list[GpuInfo], job_of: Callable[[int], str | None]) -> None:
+    """Set `labq_job` on every process of `gpus`: the job `job_of(pid)` finds by cgroup or
+    process tree (None for a process labq did not start)."""
     cache: dict[int, str | None] = {}
     for gpu in gpus:
         for proc in gpu.processes:
             if proc.pid not in cache:
-                cache[proc.pid] = labq_job_of(proc.pid, proc_root)
+                cache[proc.pid] = job_of(proc.pid)
             proc.labq_job = cache[proc.pid]

@@ -5,7 +5,6 @@ Routes (JSON): see `OPENAPI` below, also served at GET /openapi.json.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import time
@@ -22,8 +21,8 @@ from scheduler.config import Settings
 from scheduler.coordinator import fairshare_usage
 from scheduler.identity import Caller, UnknownUser, caller_for_uid, connection_uid
 from scheduler.idle import IdlePolicy, annotate_nodes, job_idle
-from scheduler.launcher import RayLauncher
 from scheduler.model import Job, JobState, Node
+from scheduler.noderun import output_path
 from scheduler.policy import Snapshot
 from scheduler.policy.cycle import priorities
 from scheduler.policy.fairshare import FairShareTable
@@ -116,11 +115,10 @@ async def json_object(request: web.Request) -> dict[str, Any]:
 
 
 class Api:
-    def __init__(self, store: Store, launcher: RayLauncher, settings: Settings,
+    def __init__(self, store: Store, settings: Settings,
                  kick: Callable[[], None],
                  submitted: Callable[[list[Job]], None] | None = None) -> None:
         self.store = store
-        self.launcher = launcher
         self.settings = settings
         self.kick = kick
         self.submitted = submitted or (lambda _jobs: kick())
@@ -332,17 +330,10 @@ class Api:
         if job.user != caller.user and not caller.is_admin:
             raise ApiError(403, f"job {job.id} belongs to {job.user}: only its owner and admins "
                                 "may read its output")
-        text: str | None = None
-        if job.state.holds_gpus():
-            text = await _in_thread(self.launcher.logs, job)
-        if text is None:
-            text = await self.store.get_log(job.id)
-        if text is None and job.state.is_terminal():
-            text = await _in_thread(self.launcher.logs, job)
-        offset = _int_query(request, "offset", 0)
-        text = text or ""
+        # The output is a file the job's user owns, written by the node's runner: the CLI reads
+        # it as that user (no daemon ever holds a job's output in memory).
         return web.json_response({"id": job.id, "state": job.state.value,
-                                  "text": text[offset:], "offset": len(text),
+                                  "path": output_path(job), "node": job.node,
                                   "done": job.state.is_terminal()})
 
     async def nodes(self, request: web.Request) -> web.Response:
@@ -494,20 +485,16 @@ class Api:
         return web.json_response(OPENAPI)
 
 
-async def _in_thread(fn: Callable[..., Any], *args: Any) -> Any:
-    return await asyncio.to_thread(fn, *args)
-
-
 PUBLIC_FIELDS = (
     "id", "user", "account", "state", "gpus", "gpu_type", "node", "gpu_indices", "submitted_at",
     "started_at", "ended_at", "time_limit_s", "reason", "reasons", "exit_code", "name", "qos",
     "command", "workdir", "requeue", "submitter", "billed", "gpu_seconds", "restarts",
-    "stop_request", "est_start", "hold",
+    "stop_request", "est_start", "hold", "output",
 )
 # What `private_data` hides of other users' jobs from non-admins (Slurm's PrivateData=jobs,
 # usage): what they run, where, with what, and what it cost. Who, what state, which GPUs and
 # when stay, so the queue still makes sense.
-PRIVATE_FIELDS = ("command", "workdir", "env", "exit_code", "billed", "gpu_seconds")
+PRIVATE_FIELDS = ("command", "workdir", "env", "exit_code", "billed", "gpu_seconds", "output")
 
 
 def public(job: Job, private: bool = False) -> dict[str, Any]:
@@ -587,7 +574,7 @@ _SUBMIT = {
         "gpu_type": {"type": ["string", "null"]}, "time": {"type": ["string", "null"]},
         "account": {"type": ["string", "null"]}, "qos": {"type": ["string", "null"]},
         "name": {"type": ["string", "null"], "maxLength": 128},
-        "workdir": {"type": ["string", "null"]},
+        "workdir": {"type": ["string", "null"]}, "output": {"type": ["string", "null"]},
         "env": {"type": "object", "additionalProperties": {"type": "string"}},
         "as_user": {"type": ["string", "null"]},
         "array": {"type": "integer", "minimum": 1, "maximum": 1000},
@@ -627,8 +614,8 @@ OPENAPI: dict[str, Any] = {
         "/v1/jobs/{id}": {"get": _op("One job", params=[_JOB_ID])},
         "/v1/jobs/{id}/cancel": {"post": _op("Cancel a job of yours", params=[_JOB_ID],
                                              body=_EMPTY)},
-        "/v1/jobs/{id}/logs": {"get": _op("A job's output (?offset=N)",
-                                          params=[_JOB_ID, *_query("offset")])},
+        "/v1/jobs/{id}/logs": {"get": _op("Where a job's output file is (its node and path)",
+                                          params=[_JOB_ID])},
         "/v1/jobs/{id}/hold": {"post": _op("Hold a pending job (UserHold/AdminHold)",
                                            params=[_JOB_ID], body=_EMPTY)},
         "/v1/jobs/{id}/release": {"post": _op("Release a held job", params=[_JOB_ID],

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -26,6 +25,7 @@ from scheduler.cli_sim import sim
 from scheduler.cli_top import top
 from scheduler.client import Client, ClientError
 from scheduler.config import Settings
+from scheduler.logtail import LOG_TAIL_BYTES, TERMINAL, follow_file
 from scheduler.timeparse import format_duration
 
 
@@ -63,6 +63,8 @@ def _parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--name", "-J", default=None, help="a name for the job")
 @click.option("--workdir", "-D", default=None, help="directory to run in (default: here)")
 @click.option("--env", "env_pairs", multiple=True, help="NAME=value for the job (repeatable)")
+@click.option("--output", "-o", default=None,
+              help="output file, %j = job id (default: labq-%j.out in the work directory)")
 @click.option("--array", default=1, type=int, help="submit N copies at once")
 @click.option("--requeue", is_flag=True, help="requeue instead of failing if the node is lost")
 @click.option("--as", "as_user", default=None, help="admins: submit for this user")
@@ -70,14 +72,14 @@ def _parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def submit(gpus: int, gpu_type: str | None, time_limit: str | None, account: str | None,
            qos: str | None, name: str | None, workdir: str | None, env_pairs: tuple[str, ...],
-           array: int, requeue: bool, as_user: str | None, as_json: bool,
-           command: tuple[str, ...]) -> None:
+           output: str | None, array: int, requeue: bool, as_user: str | None,
+           as_json: bool, command: tuple[str, ...]) -> None:
     """Queue COMMAND; prints the new job id.  Example: labq submit --gpus 2 -- python train.py"""
     body = {
         "command": list(command), "gpus": gpus, "gpu_type": gpu_type, "time": time_limit,
         "account": account, "qos": qos, "name": name,
         "workdir": os.path.abspath(workdir) if workdir else os.getcwd(),
-        "env": _parse_env(env_pairs), "array": array, "requeue": requeue, "as_user": as_user,
+        "env": _parse_env(env_pairs), "output": output, "array": array, "requeue": requeue, "as_user": as_user,
         "token": uuid.uuid4().hex, "return_jobs": as_json,
     }
     result = call("POST", "/v1/jobs", body)
@@ -249,21 +251,27 @@ def _wait_terminal(api: Client, job_id: str, timeout: float) -> str | None:
 @main.command()
 @click.argument("job_id")
 @click.option("--follow", "-f", is_flag=True, help="keep printing until the job ends")
-def logs(job_id: str, follow: bool) -> None:
-    """A job's output, also after it ended."""
+@click.option("--bytes", "tail_bytes", default=LOG_TAIL_BYTES, show_default=True,
+              type=click.IntRange(min=0), help="print at most the last N bytes first (0: all)")
+def logs(job_id: str, follow: bool, tail_bytes: int) -> None:
+    """A job's output (its file, `--output`, default labq-<id>.out in its work directory)."""
     api = client()
-    offset = 0
-    while True:
-        try:
-            data = api.request("GET", f"/v1/jobs/{job_id}/logs?offset={offset}")
-        except ClientError as exc:
-            fail(str(exc))
-        if data["text"]:
-            click.echo(data["text"], nl=False)
-        offset = data["offset"]
-        if not follow or data["done"]:
-            return
-        time.sleep(0.5)
+    try:
+        info = api.request("GET", f"/v1/jobs/{job_id}/logs")
+    except ClientError as exc:
+        fail(str(exc))
+    path = str(info["path"])
+    try:
+        for chunk in follow_file(path, tail_bytes, follow,
+                                 lambda: bool(api.request("GET", f"/v1/jobs/{job_id}")["state"]
+                                              in TERMINAL)):
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
+    except FileNotFoundError:
+        where = f" (it ran on node {info['node']})" if info.get("node") else ""
+        fail(f"no output file {path} on this machine yet{where}")
+    except PermissionError:
+        fail(f"cannot read {path}: a job's output is readable by its owner only")
 
 
 # ---------------------------------------------------------------------------- nodes, quota
@@ -428,35 +436,6 @@ def coordinator(metrics_port: int | None, log_level: str) -> None:
         fail(str(exc))
     except KeyboardInterrupt:
         pass
-
-
-@main.command("ray-args")
-@click.option("--node", default=None, help="node name (default: this host's name)")
-@click.option("--gpus", default=None, type=int, help="GPU count (default: what NVML finds)")
-def ray_args(node: str | None, gpus: int | None) -> None:
-    """Print the `ray start` flags that make this machine a labq GPU node."""
-    import shlex
-    import socket
-
-    from scheduler.launcher import NODE_LABEL, node_resources
-
-    if gpus is None:
-        from agents.backends import detect_nvidia
-
-        if not detect_nvidia():
-            fail("no NVIDIA GPU found here; give the count with --gpus N")
-        from agents.backends.nvml import NvmlBackend
-
-        backend = NvmlBackend()
-        try:
-            gpus = len(backend.read())
-        finally:
-            backend.close()
-    if gpus < 1:
-        fail(f"--gpus {gpus}: a GPU node has at least one GPU")
-    name = node or socket.gethostname()
-    click.echo(f"--num-gpus {gpus} --labels {NODE_LABEL}={shlex.quote(name)} "
-               f"--resources {shlex.quote(json.dumps(node_resources(gpus)))}")
 
 
 @main.command()

@@ -37,12 +37,13 @@ class Settings:
     home: Path
     redis_url: str | None = None
     redis_prefix: str = "labq:"
-    ray_address: str | None = None  # the Ray dashboard (Jobs API) address, http://host:port
     socket_path: Path | None = None
     api_host: str = "127.0.0.1"
     metrics_port: int = 9464
     heartbeat_interval_s: float = 2.0
-    node_timeout_s: float = 15.0
+    # A node whose agent is silent this long is DOWN and its jobs end NodeLost (or requeue);
+    # Slurm's SlurmdTimeout. Its jobs keep running meanwhile: a restarted agent adopts them.
+    node_timeout_s: float = 300.0
     cycle_interval_s: float = 1.0
     charge_interval_s: float = 5.0
     default_time_limit_s: int = 3600
@@ -55,6 +56,14 @@ class Settings:
     semesters: list[list[str]] = field(default_factory=list)  # [["2026-09-01", "2027-01-31"]]
     scavenger_billing_factor: float = 0.0  # scavenger jobs run free on idle GPUs
     stop_grace_s: int = 10  # SIGTERM, then SIGKILL this much later (cancel, timeout, preempt)
+    # Node agents: where they keep their runners' state ("" = $LABQ_HOME/agent/<node>), which
+    # cgroup v2 directory they own ("auto": the agent's delegated cgroup under systemd, else
+    # <cgroup2 mount>/labq/<node>; "none": no cgroups, a subreaper runner), and what a GPU on
+    # which a process runs that labq did not start gets: "avoid" (no new job until it is free)
+    # or "ignore".
+    agent_state_dir: str = ""
+    cgroup_root: str = "auto"
+    foreign_gpu_policy: str = "avoid"
     usage_half_life_s: float = 7 * 86400.0
     usage_reset: str = "none"  # or month, semester: fair share forgets usage of past periods
     # keys: fairshare, age, size, qos, max_age_s (see policy.priority.PriorityWeights)
@@ -87,7 +96,7 @@ class Settings:
 
     @property
     def run_file(self) -> Path:
-        """Written by `labq up`: where its Redis, Ray and API are."""
+        """Written by `labq up`: where its store and API are."""
         return self.home / "run.json"
 
     def billing_weight(self, model: str) -> float:
@@ -129,7 +138,16 @@ class Settings:
         settings = cls(home=home_path, **values)
         _check_idle(settings)
         _check_limits(settings)
+        if settings.foreign_gpu_policy not in ("avoid", "ignore"):
+            raise ConfigError(f"foreign_gpu_policy = {settings.foreign_gpu_policy!r}: use avoid "
+                              "or ignore")
+        if settings.node_timeout_s <= 0 or settings.stop_grace_s < 0:
+            raise ConfigError("node_timeout_s must be > 0 and stop_grace_s >= 0 seconds")
         return settings
+
+    def agent_dir(self, node: str) -> Path:
+        """Where the agent of `node` keeps its runners' directories."""
+        return Path(self.agent_state_dir) if self.agent_state_dir else self.home / "agent" / node
 
 
 class ConfigError(ValueError):
@@ -181,7 +199,9 @@ def _bool(text: str) -> bool:
 _ENV: list[tuple[str, str, Any]] = [
     ("redis_url", "LABQ_REDIS_URL", str),
     ("redis_prefix", "LABQ_REDIS_PREFIX", str),
-    ("ray_address", "LABQ_RAY_ADDRESS", str),
+    ("agent_state_dir", "LABQ_AGENT_STATE_DIR", str),
+    ("cgroup_root", "LABQ_CGROUP_ROOT", str),
+    ("foreign_gpu_policy", "LABQ_FOREIGN_GPU_POLICY", str),
     ("socket_path", "LABQ_SOCKET", str),
     ("metrics_port", "LABQ_METRICS_PORT", int),
     ("node_timeout_s", "LABQ_NODE_TIMEOUT", float),

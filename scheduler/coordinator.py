@@ -2,12 +2,15 @@
 
 A cycle, when this coordinator leads:
   1. nodes   — mark nodes whose heartbeats stopped DOWN; their jobs end NodeLost or requeue
-  2. watch   — bring STARTING/RUNNING jobs in line with Ray; stop timed-out and cancelled ones
+  2. watch   — bring STARTING/RUNNING jobs in line with what their nodes' agents report
+               (scheduler.reactions); hand stop requests (cancel, time limit) to the nodes
   3. charge  — bill running jobs for the GPU time used since the last charge
   4. idle    — track GPUs running jobs leave idle; warn, notify, or stop them (scheduler.idle)
-  5. decide  — snapshot → policy.schedule() → start decisions (assume, write, then launch)
+  5. decide  — snapshot → policy.schedule() → start decisions: each one fenced script that
+               allocates the GPUs and writes the start record for the node's agent
   6. explain — write every waiting job's reasons
-Every write is a fenced store script, so a deposed leader's late writes are refused.
+Every write is a fenced store script, so a deposed leader's late writes are refused. The
+coordinator never starts or signals a process and never waits on a node: agents do that.
 """
 
 from __future__ import annotations
@@ -33,12 +36,21 @@ from scheduler.idle import (
     notify_message,
     running_gpus,
 )
-from scheduler.launcher import LaunchError, RayLauncher, RayStatus
 from scheduler.metrics_hist import CYCLE_BUCKETS, LocalHistogram
 from scheduler.model import Job, JobState, Node, NodeState, Reason
 from scheduler.notify import run_notify
 from scheduler.policy import Limits, PendingJob, Snapshot, schedule
 from scheduler.policy.preemption import Preemption
+from scheduler.reactions import (
+    Action,
+    EndOrRequeue,
+    Finish,
+    MarkRunning,
+    RequestStop,
+    Requeue,
+    SendStop,
+    react,
+)
 from scheduler.shares import share_inputs, usage_since_reset
 from scheduler.store import Store, parse_daily, parse_decayed
 from scheduler.views import node_view, pending_view, running_view
@@ -46,19 +58,17 @@ from scheduler.views import node_view, pending_view, running_view
 log = logging.getLogger(__name__)
 
 LEASE_TTL_MS = 5000
-STARTING_POLL_S = 0.1
-RUNNING_POLL_S = 1.0
+STARTING_POLL_S = 0.5  # agents also wake the leader on every start and exit
 STOP_RETRY_S = 5.0
-MAX_LAUNCH_ATTEMPTS = 3
+WAKE_WAIT_S = 1.0
 MIN_CYCLE_GAP_S = 0.05
 REASONS_REFRESH_S = 30.0  # rewrite every waiting job's reasons at least this often
 HOLDING_REASONS = frozenset({"BudgetExhausted"})  # a job waiting for these is HELD, not PENDING
 
 
 class Coordinator:
-    def __init__(self, store: Store, launcher: RayLauncher, settings: Settings) -> None:
+    def __init__(self, store: Store, settings: Settings) -> None:
         self.store = store
-        self.launcher = launcher
         self.settings = settings
         self.id = f"{socket.gethostname()}:{os.getpid()}:{time.time():.0f}"
         self.epoch = 0
@@ -69,9 +79,7 @@ class Coordinator:
         self._notifications: set[asyncio.Task[bool]] = set()
         self.cycles = 0
         self._last_charge = 0.0
-        self._last_running_poll = 0.0
         self._last_stop_sent: dict[str, float] = {}
-        self._launch_failures: dict[str, int] = {}
         self._written_reasons: dict[str, tuple[object, ...]] = {}
         self._reasons_refreshed = time.monotonic()
         self._waiting_cache: dict[str, tuple[Job, PendingJob]] = {}
@@ -109,6 +117,16 @@ class Coordinator:
                 log.exception("leader lease failed; not leading until it works again")
                 self.epoch = 0
             await asyncio.sleep(LEASE_TTL_MS / 5000)
+
+    async def wake_loop(self) -> None:
+        """Run a cycle as soon as an agent reports a change (start, exit), not a tick later."""
+        while True:
+            try:
+                if await self.store.wait_wake(self.store.keys.wake, WAKE_WAIT_S):
+                    self.kick.set()
+            except Exception:
+                log.exception("waiting for agent reports failed; retrying")
+                await asyncio.sleep(WAKE_WAIT_S)
 
     async def cycle_loop(self) -> None:
         while True:
@@ -167,73 +185,54 @@ class Coordinator:
                     down.add(node.name)
         for job in active:
             if job.node in down:
-                await asyncio.to_thread(self.launcher.stop, job)
+                # The node's agent kills the run if it comes back (the record is gone).
                 await self._end_or_requeue(epoch, job, "NodeLost", now)
                 changed = True
         return changed
 
     async def _end_or_requeue(self, epoch: int, job: Job, reason: str, now: float) -> None:
-        await self._save_logs(job)
         if job.requeue:
             await self.store.requeue(epoch, job, reason, now)
         else:
             await self.store.finish(epoch, job, JobState.FAILED, None, reason, now)
 
     async def _watch(self, epoch: int, active: Sequence[Job], now: float) -> None:
-        poll_running = now - self._last_running_poll >= RUNNING_POLL_S
-        if poll_running:
-            self._last_running_poll = now
-        watched = [j for j in active
-                   if j.state == JobState.STARTING or poll_running or j.stop_request]
-        statuses = await asyncio.gather(
-            *(asyncio.to_thread(self.launcher.status, j) for j in watched),
-            return_exceptions=True,
-        )
-        for job, status in zip(watched, statuses, strict=True):
-            if isinstance(status, BaseException):
-                log.warning("cannot read Ray status of job %s: %s", job.id, status)
-                continue
-            await self._follow(epoch, job, status, now)
+        """Follow every active job with what its node's agent last reported."""
+        reports = await self.store.run_statuses(j.node for j in active if j.node)
+        for job in active:
+            status = reports.get(job.node or "", {}).get(job.id)
+            for action in react(job, status, now):
+                await self._apply(epoch, job, action, now)
 
-    async def _follow(self, epoch: int, job: Job, status: RayStatus | None, now: float) -> None:
-        if status is None:
-            if job.stop_request and job.stop_request != JobState.PREEMPTED.value:
-                # Stopped before Ray ever had it (or Ray forgot it): end as asked.
-                await self.store.finish(epoch, job, JobState(job.stop_request), None,
-                                        _stop_reason(job), now)
-            elif job.state == JobState.STARTING and not job.stop_request:
-                # Allocated but never reached Ray (a coordinator died in between): launch again.
-                await self._launch(epoch, job, job.node or "", job.gpu_indices)
-            else:
-                # Ray forgot a job it ran: the Ray cluster was restarted under us.
-                await self._end_or_requeue(epoch, job, "RayLost", now)
-            return
-        if status.terminal:
-            await self._save_logs(job)
-            ended = min(now, status.end_time or now)
-            if job.started_at is None and status.state in ("SUCCEEDED", "FAILED"):
-                # It ran and ended between two polls: it ran from when Ray took it.
-                started = min(ended, status.start_time or ended)
-                await self.store.mark_running(epoch, job.id, started)
-            if job.stop_request == JobState.PREEMPTED.value and status.state == "STOPPED":
-                await self.store.requeue(epoch, job, "Preempted", ended)  # back in the queue
-            else:
-                state, reason = _final_state(job, status)
-                await self.store.finish(epoch, job, state, status.exit_code, reason,
-                                        max(ended, job.started_at or ended))
-            self._last_stop_sent.pop(job.id, None)
-            self.kick.set()
-            return
-        if status.state == "RUNNING" and job.started_at is None:
-            await self.store.mark_running(epoch, job.id, now)
-            job.started_at = now
-        if (not job.stop_request and job.started_at is not None
-                and now >= job.started_at + job.time_limit_s):
-            await self.store.request_stop(epoch, job.id, JobState.TIMEOUT, now)
-            job.stop_request = JobState.TIMEOUT.value
-        if job.stop_request and now - self._last_stop_sent.get(job.id, 0) >= STOP_RETRY_S:
+    async def _apply(self, epoch: int, job: Job, action: Action, now: float) -> None:
+        if isinstance(action, MarkRunning):
+            await self.store.mark_running(epoch, job.id, action.at)
+            job.started_at = action.at
+        elif isinstance(action, Finish):
+            await self.store.finish(epoch, job, action.state, action.exit_code, action.reason,
+                                    action.at)
+            self._ended(job)
+        elif isinstance(action, Requeue):
+            await self.store.requeue(epoch, job, action.reason, action.at)
+            self._ended(job)
+        elif isinstance(action, EndOrRequeue):
+            await self._end_or_requeue(epoch, job, action.reason, action.at)
+            self._ended(job)
+        elif isinstance(action, RequestStop):
+            if await self.store.request_stop(epoch, job.id, action.state, now) == "OK":
+                job.stop_request = action.state.value
+        elif isinstance(action, SendStop):
+            await self._send_stop(epoch, job, now)
+
+    def _ended(self, job: Job) -> None:
+        self._last_stop_sent.pop(job.id, None)
+        self.kick.set()  # its GPUs are free: schedule now
+
+    async def _send_stop(self, epoch: int, job: Job, now: float) -> None:
+        """Hand a stop to the job's node (again after STOP_RETRY_S: cheap and idempotent)."""
+        if now - self._last_stop_sent.get(job.id, 0.0) >= STOP_RETRY_S:
             self._last_stop_sent[job.id] = now
-            await asyncio.to_thread(self.launcher.stop, job)
+            await self.store.send_stop(epoch, job)
 
     async def _check_idle(self, epoch: int, nodes: Sequence[Node], active: Sequence[Job],
                           now: float) -> None:
@@ -255,8 +254,8 @@ class Coordinator:
                                                  IDLE_REASON) == "OK":
                     log.info("stopping job %s: GPUs %s idle for %.0f s", job.id,
                              decision.idle_gpus, decision.idle_for_s)
-                    self._last_stop_sent[job.id] = now
-                    await asyncio.to_thread(self.launcher.stop, job)
+                    job.stop_request = JobState.CANCELLED.value
+                    await self._send_stop(epoch, job, now)
                     self._notify(EVENT_STOPPED, job, decision)
             elif decision.notify:
                 self._notify(EVENT_IDLE, job, decision)
@@ -272,20 +271,10 @@ class Coordinator:
         self._notifications.add(task)
         task.add_done_callback(self._notifications.discard)
 
-    async def _save_logs(self, job: Job) -> None:
-        """Keep the attempt's output; a requeued job's earlier attempts come first."""
-        text = await asyncio.to_thread(self.launcher.logs, job)
-        if text is None:
-            return
-        if job.restarts:
-            earlier = await self.store.get_log(job.id) or ""
-            text = f"{earlier}\n[labq: attempt {job.restarts + 1}]\n{text}"
-        await self.store.save_log(job.id, text)
-
     async def _waiting_jobs(self) -> list[tuple[Job, PendingJob]]:
         """The waiting queue, reading from Redis only the jobs this process has not seen.
 
-        What the policy and the launcher use of a waiting job (its request) never changes
+        What the policy and the start record use of a waiting job (its request) never changes
         while it waits; every state change is still checked by the store scripts.
         """
         ids = await self.store.waiting_ids()
@@ -322,10 +311,10 @@ class Coordinator:
         decisions = schedule(snapshot)
         self.free_gpus = sum(len(n.free) for n in snapshot.nodes if n.up) - sum(
             len(st.indices) for st in decisions.starts)
-        # Launch from fresh records: a cached request is stale if the job was requeued since.
+        # Start from fresh records: a cached request is stale if the job was requeued since.
         fresh = {j.id: j for j in await self.store.get_jobs([st.job_id for st in decisions.starts])}
         models = {n.name: n.gpu_model for n in nodes}
-        launches = []
+        started = 0
         for start in decisions.starts:
             job = fresh.get(start.job_id)
             if job is None or job.state not in (JobState.PENDING, JobState.HELD) or job.hold:
@@ -333,26 +322,25 @@ class Coordinator:
             weight = self.settings.billing_weight(models[start.node])
             if job.qos == "scavenger":
                 weight *= self.settings.scavenger_billing_factor
-            result = await self.store.start(epoch, start.job_id, start.node, start.indices,
-                                            weight, now)
+            result = await self.store.start(epoch, job, start.node, start.indices, weight, now)
             if result == "OK":
-                launches.append(self._launch(epoch, job, start.node, start.indices))
+                started += 1
             else:
                 log.info("start of job %s refused: %s", start.job_id, result)
-        await asyncio.gather(*launches)
         await self._preempt(epoch, decisions.preemptions, {j.id: j for j in active}, now)
         await self._write_reasons(decisions.reasons, decisions.estimates)
-        return len(launches)
+        return started
 
     async def _preempt(self, epoch: int, plans: Sequence[Preemption], active: dict[str, Job],
                        now: float) -> None:
-        """Ask Ray to stop the victims (SIGTERM, grace, SIGKILL); `_follow` requeues them."""
+        """Ask the victims' nodes to stop them (SIGTERM, grace, kill); `_watch` requeues them."""
         for plan in plans:
             for victim in plan.victims:
                 if await self.store.request_stop(epoch, victim, JobState.PREEMPTED, now) == "OK":
                     log.info("preempting scavenger job %s for job %s", victim, plan.for_job)
-                    self._last_stop_sent[victim] = now
-                    await asyncio.to_thread(self.launcher.stop, active[victim])
+                    job = active[victim]
+                    job.stop_request = JobState.PREEMPTED.value
+                    await self._send_stop(epoch, job, now)
 
     async def _write_reasons(self, reasons: dict[str, list[Reason]],
                              estimates: dict[str, float]) -> None:
@@ -374,24 +362,6 @@ class Coordinator:
         await self.store.set_reasons(changed, held, estimates)
         self._written_reasons.update(keys)  # only once written
 
-    async def _launch(self, epoch: int, job: Job, node: str, indices: Sequence[int]) -> None:
-        try:
-            await asyncio.to_thread(self.launcher.launch, job, node, indices)
-            self._launch_failures.pop(job.id, None)
-        except LaunchError as exc:
-            failures = self._launch_failures.get(job.id, 0) + 1
-            self._launch_failures[job.id] = failures
-            log.warning("launch of job %s failed (%d/%d): %s", job.id, failures,
-                        MAX_LAUNCH_ATTEMPTS, exc)
-            job.node = node
-            job.gpu_indices = list(indices)
-            if failures >= MAX_LAUNCH_ATTEMPTS:
-                await self.store.save_log(job.id, f"labq: Ray refused the job: {exc}\n")
-                await self.store.finish(epoch, job, JobState.FAILED, None, "LaunchFailed",
-                                        time.time())
-            else:
-                await self.store.requeue(epoch, job, "LaunchFailed", time.time())
-
 
 async def fairshare_usage(store: Store, settings: Settings,
                           now: float) -> dict[tuple[str, str], float]:
@@ -406,23 +376,6 @@ def fairshare_usage_of(usage: dict[str, str], settings: Settings,
         return parse_decayed(usage, now)
     return usage_since_reset(parse_daily(usage), now, settings.usage_half_life_s,
                              settings.usage_reset, settings.semesters)
-
-
-def _final_state(job: Job, status: RayStatus) -> tuple[JobState, str]:
-    if status.state == "SUCCEEDED":
-        return JobState.SUCCEEDED, "Completed"
-    if status.state == "STOPPED":
-        requested = JobState(job.stop_request) if job.stop_request else JobState.CANCELLED
-        return requested, _stop_reason(job)
-    code = status.exit_code
-    return JobState.FAILED, f"NonZeroExitCode {code}" if code is not None else "Failed"
-
-
-def _stop_reason(job: Job) -> str:
-    """The end reason of a job labq stopped: as recorded with the stop, else the usual one."""
-    if job.stop_reason:
-        return job.stop_reason
-    return "TimeLimit" if job.stop_request == JobState.TIMEOUT.value else "Cancelled"
 
 
 def _limits(accounts: Accounts) -> Limits:

@@ -12,7 +12,6 @@ from aiohttp import web
 from scheduler.api import Api
 from scheduler.config import Settings
 from scheduler.coordinator import Coordinator
-from scheduler.launcher import RayLauncher
 from scheduler.metrics import render
 from scheduler.store import Store
 
@@ -31,15 +30,10 @@ async def run_coordinator(settings: Settings) -> None:
     if not settings.redis_url:
         raise DaemonError("no Redis: set LABQ_REDIS_URL (e.g. redis://host:6379/0) "
                           "or use `labq up`")
-    if not settings.ray_address:
-        raise DaemonError("no Ray: set LABQ_RAY_ADDRESS to the Ray dashboard, "
-                          "e.g. http://head:8265, or use `labq up`")
     store = Store.from_url(settings.redis_url, settings.redis_prefix)
     await store.ping()
-    launcher = RayLauncher(settings.ray_address, settings.stop_grace_s)
-    coordinator = Coordinator(store, launcher, settings)
-    api = Api(store, launcher, settings, coordinator.kick.set, coordinator.job_submitted)
-    warming = asyncio.create_task(asyncio.to_thread(_warm_launcher, launcher))
+    coordinator = Coordinator(store, settings)
+    api = Api(store, settings, coordinator.kick.set, coordinator.job_submitted)
 
     runner = web.AppRunner(api.app(), access_log=None)
     await runner.setup()
@@ -66,28 +60,21 @@ async def run_coordinator(settings: Settings) -> None:
     log.info("coordinator %s: API on %s, metrics on http://%s:%d/metrics", coordinator.id,
              sock_path, settings.api_host, settings.metrics_port)
     try:
-        await asyncio.gather(coordinator.lease_loop(), coordinator.cycle_loop())
+        await asyncio.gather(coordinator.lease_loop(), coordinator.cycle_loop(),
+                             coordinator.wake_loop())
     finally:
-        warming.cancel()
         await runner.cleanup()
         await metrics_runner.cleanup()
         await store.close()
-
-
-def _warm_launcher(launcher: RayLauncher) -> None:
-    """Import Ray's job SDK and connect now rather than at the first launch, where the import
-    (about 0.3 s, mostly holding the GIL) stalls the API and delays the first job's start."""
-    try:
-        launcher.client  # noqa: B018 - the property imports and connects
-    except Exception as exc:  # Ray's dashboard not up yet: the first launch connects instead
-        log.info("Ray's job API not reachable yet (%s); will connect at the first launch", exc)
 
 
 async def run_agent(settings: Settings, node: str, backend_kind: str, sim_gpus: int,
                     sim_model: str, exporter: tuple[str, int] | None = None) -> None:
     from agents.agent import Agent
     from agents.backends import make_backend
+    from agents.cgroups import detect
     from agents.dcgm_exporter import serving_agent
+    from agents.executor import Executor
 
     if not settings.redis_url:
         raise DaemonError("no Redis: set LABQ_REDIS_URL (e.g. redis://host:6379/0)")
@@ -95,7 +82,14 @@ async def run_agent(settings: Settings, node: str, backend_kind: str, sim_gpus: 
     store = Store.from_url(settings.redis_url, settings.redis_prefix)
     try:
         await store.ping()
-        agent = Agent(store, backend, node, settings.heartbeat_interval_s)
+        layout = detect(node, settings.cgroup_root)
+        log.info("node %s: jobs run as their users (%s); %s", node,
+                 "as root" if os.geteuid() == 0 else "unprivileged: only as this user",
+                 layout.describe())
+        executor = Executor(store, node, settings.agent_dir(node), layout,
+                            grace_s=settings.stop_grace_s, simulated=backend.simulated,
+                            api_socket=str(settings.socket))
+        agent = Agent(store, backend, node, settings.heartbeat_interval_s, executor)
         with serving_agent(agent, exporter):  # exporter = (host, port), or None: not served
             await agent.run()
     finally:

@@ -12,6 +12,11 @@ Every key labq uses is built here and passed to scripts in KEYS, never built ins
     {p}nodes                    set      node names ever seen
     {p}node:{name}              hash     node state and its last heartbeat report
     {p}node:{name}:alloc        hash     gpu index -> job id holding it
+    {p}node:{name}:runs         hash     job id -> start record JSON (noderun.StartRecord)
+    {p}node:{name}:stops        hash     job id -> stop request (CANCELLED, TIMEOUT, PREEMPTED)
+    {p}node:{name}:status       hash     job id -> RunStatus JSON, written by the node's agent
+    {p}node:{name}:wake         list     pushed when runs/stops change: the agent BLPOPs it
+    {p}wake                     list     pushed by agents when a status changes: the leader BLPOPs
     {p}heartbeats               zset     node name -> last heartbeat time
     {p}usage                    hash     user:{u}:billed, user:{u}:gpu_s, account:{a}:... totals;
                                          decayed:{a}|{u}, decayed_t:{a}|{u}, half_life_s;
@@ -73,6 +78,22 @@ class Keys:
 
     def node_alloc(self, name: str) -> str:
         return f"{self.prefix}node:{name}:alloc"
+
+    def node_runs(self, name: str) -> str:
+        return f"{self.prefix}node:{name}:runs"
+
+    def node_stops(self, name: str) -> str:
+        return f"{self.prefix}node:{name}:stops"
+
+    def node_status(self, name: str) -> str:
+        return f"{self.prefix}node:{name}:status"
+
+    def node_wake(self, name: str) -> str:
+        return f"{self.prefix}node:{name}:wake"
+
+    @property
+    def wake(self) -> str:
+        return f"{self.prefix}wake"
 
     @property
     def heartbeats(self) -> str:

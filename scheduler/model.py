@@ -70,6 +70,7 @@ class JobSpec:
     env: dict[str, str] = field(default_factory=dict)
     requeue: bool = False
     submitter: str = ""
+    output: str = ""  # output file pattern (%j = job id), relative to workdir; "" = labq-%j.out
 
 
 # Job hash fields that hold JSON rather than plain strings.
@@ -115,6 +116,7 @@ class Job:
     # GPU index -> since when its utilization has stayed below the idle threshold (running jobs)
     gpu_idle_since: dict[int, float] = field(default_factory=dict)
     idle_notified: bool = False  # the owner was told its GPUs are idle (this idle spell)
+    output: str = ""  # output file pattern as submitted (see scheduler.noderun.output_path)
 
     @property
     def waiting_since(self) -> float:
@@ -186,6 +188,7 @@ class Job:
             gpu_idle_since={int(k): float(v) for k, v in
                             json.loads(raw.get("gpu_idle_since") or "{}").items()},
             idle_notified=bool(raw.get("idle_notified")),
+            output=raw.get("output", ""),
         )
 
 

@@ -20,15 +20,15 @@ from redis.commands.core import AsyncScript
 from scheduler.accounts import Accounts
 from scheduler.keys import Keys
 from scheduler.model import GpuInfo, Job, JobSpec, JobState, Node, NodeReport, NodeState
+from scheduler.noderun import RunStatus, StartRecord
 
 SUBMIT_TOKEN_TTL_S = 86400
 ID_BLOCK = 256
-LOG_CAP_BYTES = 1 << 20
 
 _SCRIPTS = (
     "submit", "start", "mark_running", "finish", "requeue", "cancel", "request_stop",
     "charge", "set_reasons", "heartbeat", "node_down", "lease", "config_put", "hold",
-    "set_idle", "read_fields",
+    "set_idle", "read_fields", "send_stop", "report_runs",
 )
 # Admission wait histogram bounds (seconds), as docs/metrics.md fixes them; +Inf is implicit.
 WAIT_BUCKETS: tuple[float, ...] = (1, 5, 15, 30, 60, 300, 900, 1800, 3600, 7200, 14400, 28800,
@@ -103,7 +103,7 @@ class Store:
                 gpus=spec.gpus, command=spec.command, submitted_at=now,
                 time_limit_s=spec.time_limit_s, gpu_type=spec.gpu_type, qos=spec.qos,
                 name=spec.name, workdir=spec.workdir, env=spec.env, requeue=spec.requeue,
-                submitter=spec.submitter or spec.user, reason="Submitted",
+                submitter=spec.submitter or spec.user, reason="Submitted", output=spec.output,
             )
             jobs.append(job)
             keys.append(self.keys.job(job_id))
@@ -127,15 +127,22 @@ class Store:
         return str(await self._run("hold", keys, args))
 
     async def start(
-        self, epoch: int, job_id: str, node: str, indices: Sequence[int], weight: float, now: float
+        self, epoch: int, job: Job, node: str, indices: Sequence[int], weight: float, now: float
     ) -> str:
+        """Allocate `indices` of `node` to `job` and hand its node the start record, at once."""
         keys = [
-            self.keys.job(job_id), self.keys.waiting, self.keys.active, self.keys.node(node),
+            self.keys.job(job.id), self.keys.waiting, self.keys.active, self.keys.node(node),
             self.keys.node_alloc(node), self.keys.epoch, self.keys.stats,
+            self.keys.node_runs(node), self.keys.node_wake(node),
         ]
         bounds = ",".join(f"{b:g}" for b in WAIT_BUCKETS)
-        args = [epoch, job_id, node, json.dumps(list(indices)), now, weight, bounds]
+        record = StartRecord.for_job(job, list(indices)).to_json()
+        args = [epoch, job.id, node, json.dumps(list(indices)), now, weight, bounds, record]
         return str(await self._run("start", keys, args))
+
+    def _run_keys(self, node: str) -> list[str]:
+        return [self.keys.node_runs(node), self.keys.node_stops(node),
+                self.keys.node_status(node), self.keys.node_wake(node)]
 
     async def mark_running(self, epoch: int, job_id: str, now: float) -> str:
         return str(await self._run("mark_running", [self.keys.job(job_id), self.keys.epoch],
@@ -148,7 +155,7 @@ class Store:
         keys = [
             self.keys.job(job.id), self.keys.active, self.keys.done,
             self.keys.node_alloc(job.node or ""), self.keys.usage, self.keys.epoch,
-            self.keys.stats,
+            self.keys.stats, *self._run_keys(job.node or ""),
         ]
         code = "" if exit_code is None else str(exit_code)
         args = [epoch, job.id, state.value, code, reason, now, job.node or ""]
@@ -158,9 +165,16 @@ class Store:
         keys = [
             self.keys.job(job.id), self.keys.active, self.keys.waiting,
             self.keys.node_alloc(job.node or ""), self.keys.usage, self.keys.epoch,
-            self.keys.done, self.keys.stats,
+            self.keys.done, self.keys.stats, *self._run_keys(job.node or ""),
         ]
         return str(await self._run("requeue", keys, [epoch, job.id, reason, now, job.node or ""]))
+
+    async def send_stop(self, epoch: int, job: Job) -> str:
+        """Hand the job's stop request to its node's agent (idempotent)."""
+        node = job.node or ""
+        keys = [self.keys.job(job.id), self.keys.node_stops(node), self.keys.node_wake(node),
+                self.keys.epoch]
+        return str(await self._run("send_stop", keys, [epoch, job.id, node]))
 
     async def request_stop(self, epoch: int, job_id: str, reason: JobState, now: float,
                            end_reason: str = "") -> str:
@@ -269,18 +283,47 @@ class Store:
             waiting, active, done = await pipe.execute()
         return {"waiting": waiting, "active": active, "done": done}
 
-    # ---------------------------------------------------------------- logs
+    # ---------------------------------------------------------------- node runs
 
-    async def save_log(self, job_id: str, text: str) -> None:
-        data = text.encode()
-        if len(data) > LOG_CAP_BYTES:
-            cut = data[-LOG_CAP_BYTES:].decode(errors="replace")
-            text = f"[labq: output cut to its last {LOG_CAP_BYTES} bytes]\n" + cut
-        await self.r.set(self.keys.log(job_id), text)
+    async def run_statuses(self, nodes: Iterable[str]) -> dict[str, dict[str, RunStatus]]:
+        """node -> job id -> what its agent last reported, for the given nodes."""
+        names = sorted(set(nodes))
+        if not names:
+            return {}
+        async with self.r.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.hgetall(self.keys.node_status(name))
+            rows = await pipe.execute()
+        return {name: {job_id: RunStatus.from_json(text) for job_id, text in raw.items()}
+                for name, raw in zip(names, rows, strict=True)}
 
-    async def get_log(self, job_id: str) -> str | None:
-        value = await self.r.get(self.keys.log(job_id))
-        return None if value is None else str(value)
+    async def node_orders(
+        self, node: str
+    ) -> tuple[dict[str, StartRecord], dict[str, str], dict[str, RunStatus]]:
+        """What a node's agent must do: (start records, stop requests, statuses it reported)."""
+        async with self.r.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.keys.node_runs(node))
+            pipe.hgetall(self.keys.node_stops(node))
+            pipe.hgetall(self.keys.node_status(node))
+            runs, stops, status = await pipe.execute()
+        return ({k: StartRecord.from_json(v) for k, v in runs.items()}, dict(stops),
+                {k: RunStatus.from_json(v) for k, v in status.items()})
+
+    async def report_runs(self, node: str, statuses: dict[str, RunStatus]) -> int:
+        """An agent's report of the attempts it runs (see report_runs.lua)."""
+        args: list[Any] = []
+        for job_id, status in statuses.items():
+            args += [job_id, status.attempt, status.to_json()]
+        keys = [self.keys.node_runs(node), self.keys.node_status(node), self.keys.wake]
+        return int(await self._run("report_runs", keys, args))
+
+    async def wait_wake(self, key: str, timeout_s: float) -> bool:
+        """Block until something is pushed on a wake list (True) or `timeout_s` passes. Drains
+        the list: several pushes make one wake-up."""
+        got = await self.r.blpop([key], timeout=timeout_s)
+        if got:
+            await self.r.delete(key)
+        return bool(got)
 
     # ---------------------------------------------------------------- nodes
 

@@ -1,19 +1,19 @@
 """`labq up`: the whole single-machine stack in the foreground, supervised.
 
 Children, in start order: the embedded Valkey server (AOF on, data in $LABQ_HOME/valkey), the
-Ray head, one Ray node per GPU node (labelled `labq-node=<name>`, one `labq_gpu_<i>` resource per
-GPU), the coordinator and one agent per node. A child that dies is restarted; Ctrl-C or SIGTERM
-stops them all, newest first. Running it again on the same $LABQ_HOME finds the same data.
+coordinator and one agent per node; the agents run the jobs (each job as its user, with a Ray
+of its own only if it calls ray.init()). A child that dies is restarted; Ctrl-C or SIGTERM
+stops the daemons, then the jobs still running, then Valkey. Running it again on the same
+$LABQ_HOME finds the same data.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import functools
 import json
 import os
-import shutil
+import pwd
 import signal
 import socket
 import subprocess
@@ -24,15 +24,13 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from scheduler.config import Settings
-from scheduler.launcher import NODE_LABEL, node_resources
 
 RESTART_LIMIT = 5  # restarts of one child within RESTART_WINDOW_S before giving up
 RESTART_WINDOW_S = 60.0
 STOP_GRACE_S = 20.0
-OBJECT_STORE_BYTES = 256 << 20  # labq jobs pass no objects; keep /dev/shm free
 
 
 class UpError(RuntimeError):
@@ -148,10 +146,7 @@ class Stack:
         self.logs = self.home / "logs"
         self.children: list[Child] = []
         self.redis_port = free_port(avoid=self.exporter_ports)
-        self.gcs_port = free_port(avoid=self.exporter_ports)
-        self.dashboard_port = free_port(avoid=self.exporter_ports)
         self.redis_url = f"redis://127.0.0.1:{self.redis_port}/0"
-        self.ray_address = f"http://127.0.0.1:{self.dashboard_port}"
         self.stopping = False
         self.up_id = uuid.uuid4().hex  # marks every process this stack starts, and their children
 
@@ -159,8 +154,7 @@ class Stack:
         env = dict(os.environ)
         env.pop("LABQ_EXPORTER_PORT", None)  # one port per agent, given below, or none
         env.update(LABQ_UP_ID=self.up_id, LABQ_HOME=str(self.home), LABQ_REDIS_URL=self.redis_url,
-                   LABQ_RAY_ADDRESS=self.ray_address, LABQ_METRICS_PORT=str(self.metrics_port),
-                   RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1")
+                   LABQ_METRICS_PORT=str(self.metrics_port), PYTHONUNBUFFERED="1")
         env.update(extra)
         return env
 
@@ -184,32 +178,6 @@ class Stack:
               f"{self.logs / 'valkey.log'}")
         say(f"valkey  {self.redis_url} (data in {valkey_dir})")
 
-        ray = _ray_executable()
-        temp_dir = f"/tmp/labq-ray-{os.getuid()}-{abs(hash(str(self.home))) % 10**8}"
-        common = ["--block", "--node-ip-address", "127.0.0.1", "--disable-usage-stats",
-                  "--temp-dir", temp_dir, "--object-store-memory", str(OBJECT_STORE_BYTES)]
-        real = len(self.nodes) == 1 and not self.nodes[0].model
-        head = [ray, "start", "--head", "--port", str(self.gcs_port), "--dashboard-host",
-                "127.0.0.1", "--dashboard-port", str(self.dashboard_port), *common,
-                *_agent_port_args(), "--ray-client-server-port", str(free_port())]
-        if real:  # one real GPU machine: the head is the GPU node
-            head += _gpu_node_args(self.nodes[0])
-        else:
-            head += ["--num-gpus", "0", "--num-cpus", "1"]
-        head_child = self._add("ray-head", head)
-        _wait(lambda: _http_ok(f"{self.ray_address}/api/version"), 90,
-              f"the Ray head did not start; see {head_child.log_path}", head_child)
-        if not real:
-            for joined, node in enumerate(self.nodes, start=2):
-                child = self._add(f"ray-{node.name}", [
-                    ray, "start", "--address", f"127.0.0.1:{self.gcs_port}", *common,
-                    *_agent_port_args(), "--num-cpus", str(max(2, node.gpus)),
-                    *_gpu_node_args(node)])
-                # One node at a time: on two cores, raylets started together time out.
-                _wait(functools.partial(_ray_nodes_at_least, self.ray_address, joined), 120,
-                      f"Ray node {node.name} did not join; see {child.log_path}", child)
-        say(f"ray     dashboard {self.ray_address} (GCS port {self.gcs_port})")
-
         me = [sys.executable, "-m", "scheduler.cli"]
         self._add("coordinator", [*me, "coordinator"])
         for i, node in enumerate(self.nodes):
@@ -224,16 +192,22 @@ class Stack:
         # Ready means a job can be submitted: every agent has reported its GPUs.
         _wait(self._agents_reported, 60,
               f"the agents did not report their GPUs; see {self.logs}/agent-*.log")
+        real = len(self.nodes) == 1 and not self.nodes[0].model
         kind = "SIMULATED " if not real else ""
         described = [f"{n.name} ({n.gpus}x {kind}{n.model or 'GPU'})" for n in self.nodes]
         say(f"nodes   {', '.join(described)}")
+        if os.geteuid() == 0:
+            say("jobs    run as their submitters, each in its own cgroup with only its GPUs")
+        else:
+            say(f"jobs    run as {pwd.getpwuid(os.geteuid()).pw_name}, the user running labq up "
+                "(not root): jobs of other users cannot start here")
         say(f"api     unix:{self.settings.socket}")
         say(f"metrics http://127.0.0.1:{self.metrics_port}/metrics")
         for node, port in zip(self.nodes, self.exporter_ports, strict=False):
             say(f"gpus    {node.name}: http://127.0.0.1:{port}/metrics (dcgm-exporter names)")
         say(f"logs    {self.logs}")
         self.settings.run_file.write_text(json.dumps({
-            "pid": os.getpid(), "redis_url": self.redis_url, "ray_address": self.ray_address,
+            "pid": os.getpid(), "redis_url": self.redis_url,
             "socket": str(self.settings.socket), "metrics_port": self.metrics_port,
             "exporter_ports": self.exporter_ports,
             "nodes": [n.__dict__ for n in self.nodes],
@@ -264,25 +238,28 @@ class Stack:
             child.start()
 
     def stop(self) -> None:
-        """Stop newest first, in waves: daemons, then every Ray node together, then Valkey."""
+        """Stop newest first, in waves: the daemons, then the jobs still running (their runners
+        outlive the agents, as on a real node; here everything goes), then Valkey."""
         self.stopping = True
-        waves = [
-            [c for c in self.children if not c.name.startswith(("ray", "valkey"))],
-            [c for c in self.children if c.name.startswith("ray-") and c.name != "ray-head"],
-            [c for c in self.children if c.name == "ray-head"],
-            [c for c in self.children if c.name == "valkey"],
-        ]
-        for wave in waves:
-            for child in wave:
-                child.terminate()
-            for child in wave:
+        daemons = [c for c in self.children if c.name != "valkey"]
+        for child in daemons:
+            child.terminate()
+        for child in daemons:
+            child.stop(STOP_GRACE_S)
+        from agents.executor import stop_runners
+
+        stop_runners([self.settings.agent_dir(n.name) for n in self.nodes],
+                     self.settings.stop_grace_s + 5.0)
+        for child in self.children:
+            if child.name == "valkey":
                 child.stop(STOP_GRACE_S)
         sweep(f"LABQ_UP_ID={self.up_id}".encode(), grace=5.0)
         with_suppress_unlink(self.settings.run_file)
 
 
 def marked_pids(marker: bytes) -> list[int]:
-    """Live processes whose environment holds `marker` (Ray workers leave their groups)."""
+    """Live processes whose environment holds `marker` (daemons' children that left their
+    process groups)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -347,26 +324,6 @@ def _exporter_ports(base: int | None, count: int) -> list[int]:
     return ports
 
 
-def _agent_port_args() -> list[str]:
-    """Ports of a Ray node's agents: Ray's fixed defaults clash between nodes on one machine."""
-    flags = ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
-             "--metrics-export-port", "--runtime-env-agent-port")
-    return [part for flag in flags for part in (flag, str(free_port()))]
-
-
-def _gpu_node_args(node: NodePlan) -> list[str]:
-    return ["--num-gpus", str(node.gpus), "--labels", f"{NODE_LABEL}={node.name}",
-            "--resources", json.dumps(node_resources(node.gpus))]
-
-
-def _ray_executable() -> str:
-    beside = Path(sys.executable).parent / "ray"
-    found = str(beside) if beside.exists() else shutil.which("ray")
-    if not found:
-        raise UpError("the `ray` command is missing: pip install 'ray[default]'")
-    return found
-
-
 def _wait(check: Callable[[], bool], timeout: float, message: str,
           child: Child | None = None) -> None:
     """Wait until `check()`; a `child` that dies meanwhile is started again (twice at most)."""
@@ -392,17 +349,6 @@ def _redis_ping(port: int) -> bool:
 def _http_ok(url: str) -> bool:
     with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - local URL
         return bool(response.status == 200)
-
-
-def _ray_alive_nodes(address: str) -> int:
-    with urllib.request.urlopen(f"{address}/api/v0/nodes?detail=false", timeout=5) as response:
-        data: Any = json.loads(response.read())
-    nodes = data.get("data", {}).get("result", {}).get("result", [])
-    return sum(1 for n in nodes if n.get("state") == "ALIVE")
-
-
-def _ray_nodes_at_least(address: str, count: int) -> bool:
-    return _ray_alive_nodes(address) >= count
 
 
 def _lock(home: Path) -> IO[str]:

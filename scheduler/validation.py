@@ -17,7 +17,9 @@ from scheduler.timeparse import TimeLimitError, format_duration, parse_duration
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_RESERVED_ENV = ("CUDA_VISIBLE_DEVICES", "LABQ_JOB_ID", "LABQ_NODE", "LABQ_USER")
+_RESERVED_ENV = ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "LABQ_JOB_ID", "LABQ_NODE",
+                 "LABQ_USER", "LABQ_GPUS", "RAY_TMPDIR", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH",
+                 "RAY_OVERRIDE_RESOURCES", "HOME", "USER", "LOGNAME")
 # Control, formatting (bidi overrides, zero-width), line and paragraph separators, and lone
 # surrogates: nothing a name or a path needs, and what terminal tricks and spoofing are made of.
 _UNPRINTABLE = ("Cc", "Cf", "Zl", "Zp", "Cs")
@@ -111,6 +113,8 @@ def build_spec(
     check_text(workdir, "--workdir", MAX_PATH)
     if not workdir.startswith("/"):
         raise InputError(f"--workdir {workdir!r} must be an absolute path")
+    output = body.get("output") or ""
+    check_text(output, "--output", MAX_PATH)
     env = body.get("env") or {}
     if not isinstance(env, dict):
         raise InputError("--env must be given as K=V")
@@ -128,7 +132,7 @@ def build_spec(
     return JobSpec(
         user=user, account=account, command=list(command), gpus=gpus, gpu_type=gpu_type,
         time_limit_s=limit, qos=qos, name=name, workdir=workdir, env=dict(env),
-        requeue=flag(body.get("requeue"), "--requeue"), submitter=user,
+        requeue=flag(body.get("requeue"), "--requeue"), submitter=user, output=output,
     )
 
 

@@ -68,3 +68,13 @@ end
 local function count_eviction(stats_key, account, reason)
   redis.call('HINCRBY', stats_key, 'evictions|' .. account .. '|' .. reason, 1)
 end
+
+-- A job leaves its node's hands: forget its start record, stop request and reported status,
+-- and wake the agent so it cleans up (and kills the attempt if it still runs).
+local function release_run(runs_key, stops_key, status_key, wake_key, job_id)
+  redis.call('HDEL', runs_key, job_id)
+  redis.call('HDEL', stops_key, job_id)
+  redis.call('HDEL', status_key, job_id)
+  redis.call('LPUSH', wake_key, job_id)
+  redis.call('LTRIM', wake_key, 0, 99)
+end

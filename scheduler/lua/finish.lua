@@ -1,6 +1,7 @@
 -- STARTING|RUNNING|PREEMPTED -> a terminal state: final charge, free the GPUs (once), record the end.
 -- KEYS[1] job hash  KEYS[2] active set  KEYS[3] done zset  KEYS[4] node alloc hash
 -- KEYS[5] usage hash  KEYS[6] epoch  KEYS[7] stats hash
+-- KEYS[8..11] the node's runs, stops, status hashes and wake list (see release_run)
 -- ARGV[1] epoch  ARGV[2] job id  ARGV[3] final state  ARGV[4] exit code ('' = none)
 -- ARGV[5] reason  ARGV[6] now
 -- ARGV[7] the node the caller read for the job: its alloc hash is KEYS[4]
@@ -23,4 +24,5 @@ redis.call('HSET', KEYS[1], 'state', ARGV[3], 'ended_at', ARGV[6], 'exit_code', 
 if state == 'STARTING' then redis.call('HSET', KEYS[1], 'started_at', '') end
 redis.call('SREM', KEYS[2], ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[6], ARGV[2])
+release_run(KEYS[8], KEYS[9], KEYS[10], KEYS[11], ARGV[2])
 return 'OK'

@@ -1,6 +1,7 @@
 -- STARTING|RUNNING|PREEMPTED -> PENDING (node lost, launch failed): charge, free the GPUs, queue again.
 -- KEYS[1] job hash  KEYS[2] active set  KEYS[3] waiting zset  KEYS[4] node alloc hash
 -- KEYS[5] usage hash  KEYS[6] epoch  KEYS[7] done zset  KEYS[8] stats hash
+-- KEYS[9..12] the node's runs, stops, status hashes and wake list (see release_run)
 -- ARGV[1] epoch  ARGV[2] job id  ARGV[3] reason  ARGV[4] now
 -- ARGV[5] the node the caller read for the job: its alloc hash is KEYS[4]
 -- A job a person cancelled, or that ran out of time, is not queued again: it ends in that state
@@ -14,6 +15,7 @@ if not holds_gpus(state) then return 'NOT_ACTIVE' end
 if (redis.call('HGET', KEYS[1], 'node') or '') ~= ARGV[5] then return 'STALE_VIEW' end
 charge(KEYS[1], KEYS[5], tonumber(ARGV[4]))
 free_gpus(KEYS[1], KEYS[4], ARGV[2])
+release_run(KEYS[9], KEYS[10], KEYS[11], KEYS[12], ARGV[2])
 local stop = redis.call('HGET', KEYS[1], 'stop_request') or ''
 if stop == 'CANCELLED' or stop == 'TIMEOUT' then
   local why = redis.call('HGET', KEYS[1], 'stop_reason') or ''

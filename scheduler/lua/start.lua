@@ -1,9 +1,12 @@
 -- PENDING (or budget-HELD) -> STARTING: allocate exactly the given GPU indices of a node to a job.
 -- KEYS[1] job hash  KEYS[2] waiting zset  KEYS[3] active set  KEYS[4] node hash
--- KEYS[5] node alloc hash  KEYS[6] epoch  KEYS[7] stats hash
+-- KEYS[5] node alloc hash  KEYS[6] epoch  KEYS[7] stats hash  KEYS[8] node runs hash
+-- KEYS[9] node wake list
 -- ARGV[1] epoch  ARGV[2] job id  ARGV[3] node name  ARGV[4] indices (JSON list)
 -- ARGV[5] now  ARGV[6] billing weight of the node's GPU model
 -- ARGV[7] admission wait histogram bounds in seconds, ascending, comma-separated
+-- ARGV[8] the start record for the node's agent (noderun.StartRecord JSON): written in the same
+-- step as the allocation, so a job is never STARTING without its node being told.
 -- Counts the admission (admissions|{account}) and its wait since the submit or the last
 -- requeue (wait|{account}|{le} for the first bound >= the wait, else +Inf; wait_sum|{account}).
 -- Returns 'OK' or why not: STALE_EPOCH, NOT_PENDING, NODE_NOT_UP, WRONG_COUNT (also for a
@@ -31,6 +34,9 @@ redis.call('HSET', KEYS[1], 'state', 'STARTING', 'node', ARGV[3], 'gpu_indices',
   'est_start', '')
 redis.call('ZREM', KEYS[2], ARGV[2])
 redis.call('SADD', KEYS[3], ARGV[2])
+redis.call('HSET', KEYS[8], ARGV[2], ARGV[8])
+redis.call('LPUSH', KEYS[9], ARGV[2])
+redis.call('LTRIM', KEYS[9], 0, 99)
 local info = redis.call('HMGET', KEYS[1], 'account', 'queued_at', 'submitted_at')
 local account = info[1] or ''
 local now = tonumber(ARGV[5])

@@ -1,0 +1,274 @@
+"""The agent's side of running jobs: converge this node's runners on the coordinator's orders.
+
+The coordinator's orders for the node are its start records and stop requests in the store
+(scheduler.noderun). `reconcile` compares them with the runners on disk (one directory per
+attempt under `<state dir>/runs/`, see agents.runner) and:
+  - starts a runner for each new start record (or reports FAILED/EXITED without starting);
+  - asks a runner to stop (SIGTERM to it) when the attempt has a stop request, or when the
+    coordinator no longer assigns the attempt to this node (it ended, moved, or the node was
+    declared lost): nothing runs that labq does not know of;
+  - reports every attempt's state (report_runs.lua keeps only assigned attempts);
+  - removes a finished runner's directory once the coordinator is done with the attempt.
+Runners outlive the agent; a restarted agent finds them all again here (it keeps nothing in
+memory that the directories do not hold).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+from agents.cgroups import Layout, job_of_cgroup
+from agents.runner import RunSpec, RunState, parent_of
+from scheduler import noderun
+from scheduler.noderun import RunStatus, StartRecord
+from scheduler.store import Store
+
+log = logging.getLogger(__name__)
+STOP_RESEND_S = 5.0
+RUNNER_MODULE = "agents.runner"
+
+
+class Executor:
+    def __init__(self, store: Store, node: str, state_dir: Path, layout: Layout, *,
+                 grace_s: float = 10.0, simulated: bool = False, api_socket: str = "",
+                 python: str = sys.executable) -> None:
+        self.store = store
+        self.node = node
+        self.runs_dir = state_dir / "runs"
+        self.layout = layout
+        self.grace_s = grace_s
+        self.simulated = simulated
+        self.api_socket = api_socket
+        self.python = python
+        self._children: dict[str, subprocess.Popen[bytes]] = {}  # reaped when they exit
+        self._stop_sent: dict[str, float] = {}
+        old = os.umask(0o077)
+        try:
+            self.runs_dir.mkdir(parents=True, exist_ok=True)
+        finally:
+            os.umask(old)
+        os.chmod(state_dir, 0o700)
+
+    # ------------------------------------------------------------------ one pass
+
+    async def reconcile(self) -> bool:
+        """One pass over the orders and the runners. Returns whether a run is still starting
+        (the caller looks again soon, so RUNNING is reported promptly)."""
+        runs, stops, reported = await self.store.node_orders(self.node)
+        local = self.local_runs()
+        statuses: dict[str, RunStatus] = {}
+        for job_id, record in runs.items():
+            if record.key in local:
+                continue
+            earlier = reported.get(job_id)
+            if earlier is not None and earlier.attempt == record.attempt:
+                # We had it, and its directory is gone (wiped state): never run it twice.
+                statuses[job_id] = RunStatus(record.attempt, noderun.FAILED,
+                                             ended_at=time.time(),
+                                             message="the node lost the job's runner state")
+            elif job_id in stops:
+                statuses[job_id] = RunStatus(record.attempt, noderun.EXITED, stopped=True,
+                                             ended_at=time.time())
+            else:
+                local[record.key] = self.start(record)
+        for key, state in local.items():
+            job_id, _, attempt_text = key.rpartition(".")
+            assigned = runs.get(job_id)
+            alive = self.runner_alive(key, state)
+            if assigned is None or assigned.key != key:
+                # Not (or no longer) this node's: stop it if it runs, forget it once ended.
+                if alive:
+                    self.stop(key, state)
+                else:
+                    self.forget(key)
+                continue
+            if job_id in stops and alive:
+                self.stop(key, state)
+            statuses[job_id] = self.status_of(int(attempt_text), state, alive)
+        changed = {j: s for j, s in statuses.items() if reported.get(j) != s}
+        if changed:
+            await self.store.report_runs(self.node, changed)
+        self._reap()
+        return any(s.phase == noderun.STARTING for s in statuses.values())
+
+    # ------------------------------------------------------------------ runners
+
+    def local_runs(self) -> dict[str, RunState | None]:
+        """Run key -> its runner's last state (None: not written yet), from disk."""
+        found: dict[str, RunState | None] = {}
+        for entry in os.scandir(self.runs_dir):
+            if entry.is_dir() and "." in entry.name:
+                found[entry.name] = RunState.read(Path(entry.path))
+        return found
+
+    def start(self, record: StartRecord) -> RunState | None:
+        rundir = self.runs_dir / record.key
+        rundir.mkdir(mode=0o700)
+        group = self.layout.job_group(record.key)
+        spec = RunSpec(
+            job_id=record.id, attempt=record.attempt, user=record.user,
+            command=record.command, workdir=record.workdir, env=record.env,
+            gpu_indices=record.gpu_indices, node=self.node, output=record.output,
+            grace_s=self.grace_s, cgroup=str(group.path) if group else "",
+            runners_cgroup=str(self.layout.runners or ""), simulated=self.simulated,
+            api_socket=self.api_socket, append=record.attempt > 0,
+        )
+        (rundir / "spec.json").write_text(json.dumps(asdict(spec)))
+        log_file = open(rundir / "runner.log", "ab")  # noqa: SIM115 - the child owns it
+        try:
+            proc = subprocess.Popen(
+                [self.python, "-m", RUNNER_MODULE, str(rundir)], stdin=subprocess.DEVNULL,
+                stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+                close_fds=True, cwd="/", env=_runner_env(),
+            )
+        finally:
+            log_file.close()
+        self._children[record.key] = proc
+        log.info("job %s (attempt %d) started for %s on GPUs %s: runner pid %d", record.id,
+                 record.attempt, record.user, record.gpu_indices, proc.pid)
+        return None
+
+    def runner_alive(self, key: str, state: RunState | None) -> bool:
+        child = self._children.get(key)
+        if child is not None and child.poll() is None:
+            return True
+        if state is not None and state.runner_pid:
+            return _is_runner(state.runner_pid, self.runs_dir / key)
+        return child is not None and child.poll() is None
+
+    def stop(self, key: str, state: RunState | None) -> None:
+        """SIGTERM to the runner: it stops the job (SIGTERM, grace, kill). Resent now and then
+        (a runner that had not yet set up its signal mask when the first one came)."""
+        now = time.monotonic()
+        if now - self._stop_sent.get(key, -STOP_RESEND_S) < STOP_RESEND_S:
+            return
+        pid = state.runner_pid if state else 0
+        if not pid and key in self._children:
+            pid = self._children[key].pid
+        if pid and _is_runner(pid, self.runs_dir / key):
+            self._stop_sent[key] = now
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+                log.info("stopping run %s (runner pid %d)", key, pid)
+
+    def forget(self, key: str) -> None:
+        shutil.rmtree(self.runs_dir / key, ignore_errors=True)
+        self._stop_sent.pop(key, None)
+        self._children.pop(key, None)
+
+    def status_of(self, attempt: int, state: RunState | None, alive: bool) -> RunStatus:
+        if state is None:
+            return RunStatus(attempt, noderun.STARTING)
+        if state.phase in (noderun.EXITED, noderun.FAILED):
+            return RunStatus(attempt, state.phase, state.started_at, state.ended_at,
+                             state.exit_code, state.signal, bool(state.stop), state.message,
+                             state.usage)
+        if not alive:
+            # The runner died without writing the end (killed by hand, OOM): the job is gone
+            # with it, as the runner kills the job's group on its way out or the agent does.
+            return RunStatus(attempt, noderun.FAILED, state.started_at, time.time(),
+                             message="the job's runner died")
+        return RunStatus(attempt, state.phase, state.started_at)
+
+    def stop_all(self) -> None:
+        """Stop every job this node runs (`labq up` shutting down): SIGTERM to each runner."""
+        for key, state in self.local_runs().items():
+            self._stop_sent.pop(key, None)
+            if self.runner_alive(key, state):
+                self.stop(key, state)
+
+    def _reap(self) -> None:
+        for key, child in list(self._children.items()):
+            if child.poll() is not None:
+                del self._children[key]
+
+    # ------------------------------------------------------------------ whose process is it
+
+    def job_resolver(self) -> Callable[[int], str | None]:
+        """`pid -> job id` for one GPU read (the runners are listed once)."""
+        runners = self._runner_pids()
+        return lambda pid: self.job_of_pid(pid, runners)
+
+    def job_of_pid(self, pid: int, runners: dict[int, str] | None = None) -> str | None:
+        """The job a process belongs to, by its cgroup or its place in the process tree (never
+        by its environment, which the process controls)."""
+        if runners is None:
+            runners = self._runner_pids()
+        path = _cgroup_path(pid)
+        if path and self.layout.root is not None:
+            key = job_of_cgroup(path)
+            if key:
+                return key.rpartition(".")[0]
+        seen = 0
+        current: int | None = pid
+        while current and current > 1 and seen < 64:
+            if current in runners:
+                return runners[current]
+            current = parent_of(current)
+            seen += 1
+        return None
+
+    def _runner_pids(self) -> dict[int, str]:
+        found = {}
+        for key, state in self.local_runs().items():
+            if state is not None and state.runner_pid:
+                found[state.runner_pid] = key.rpartition(".")[0]
+        for key, child in self._children.items():
+            found.setdefault(child.pid, key.rpartition(".")[0])
+        return found
+
+
+def _cgroup_path(pid: int) -> str | None:
+    try:
+        for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+            if line.startswith("0::"):
+                return line[3:]
+    except OSError:
+        pass
+    return None
+
+
+def _is_runner(pid: int, rundir: Path) -> bool:
+    """Whether `pid` is still the runner of `rundir` (not a recycled pid)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return RUNNER_MODULE.encode() in argv and str(rundir).encode() in argv
+
+
+def _runner_env() -> dict[str, str]:
+    """The runner's own environment: enough to import labq, none of the agent's secrets."""
+    keep = ("PATH", "PYTHONPATH", "LANG", "LC_ALL")
+    return {k: v for k, v in os.environ.items() if k in keep}
+
+
+def stop_runners(state_dirs: list[Path], wait_s: float) -> None:
+    """Stop every job the runners under `state_dirs` run (SIGTERM to each runner: it stops its
+    job with the usual grace) and wait up to `wait_s` for them to finish. For `labq up`'s
+    shutdown: a real node's agent leaves its jobs running when it stops."""
+    runners = []
+    for state_dir in state_dirs:
+        runs = state_dir / "runs"
+        if not runs.is_dir():
+            continue
+        for entry in os.scandir(runs):
+            state = RunState.read(Path(entry.path))
+            if state and state.runner_pid and _is_runner(state.runner_pid, Path(entry.path)):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(state.runner_pid, signal.SIGTERM)
+                runners.append((state.runner_pid, Path(entry.path)))
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline and any(_is_runner(p, d) for p, d in runners):
+        time.sleep(0.1)

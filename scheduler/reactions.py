@@ -1,0 +1,104 @@
+"""What the coordinator does about one active job, given what its node's agent reported.
+
+Pure: stored job × reported run status × now → the transitions to make, in order. The
+coordinator applies them with fenced store scripts; tests/test_reactions.py tables them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from scheduler.model import Job, JobState
+from scheduler.noderun import EXITED, FAILED, RunStatus
+
+
+@dataclass(frozen=True)
+class MarkRunning:
+    at: float
+
+
+@dataclass(frozen=True)
+class Finish:
+    state: JobState
+    exit_code: int | None
+    reason: str
+    at: float
+
+
+@dataclass(frozen=True)
+class Requeue:
+    """Back in the queue (a preempted job; a job submitted with --requeue whose node went)."""
+
+    reason: str
+    at: float
+
+
+@dataclass(frozen=True)
+class EndOrRequeue:
+    """Requeue if the job asked for it (--requeue), else end FAILED with `reason`."""
+
+    reason: str
+    at: float
+
+
+@dataclass(frozen=True)
+class RequestStop:
+    state: JobState  # TIMEOUT
+
+
+@dataclass(frozen=True)
+class SendStop:
+    """Hand the stored stop request to the node (idempotent; the agent's runner does it)."""
+
+
+Action = MarkRunning | Finish | Requeue | EndOrRequeue | RequestStop | SendStop
+
+
+def react(job: Job, status: RunStatus | None, now: float) -> list[Action]:
+    """The actions for an active (STARTING, RUNNING or PREEMPTED) job."""
+    if status is not None and status.attempt != job.restarts:
+        status = None  # a report of an earlier attempt: the agent has not seen this one yet
+    if status is not None and status.phase == FAILED:
+        message = status.message or "the node could not start it"
+        return [Finish(JobState.FAILED, None, f"LaunchFailed: {message}"[:300],
+                       status.ended_at or now)]
+    actions: list[Action] = []
+    started = job.started_at
+    if started is None and status is not None and status.started_at is not None:
+        started = min(status.started_at, now)
+        actions.append(MarkRunning(started))
+    if status is not None and status.phase == EXITED:
+        ended = max(min(status.ended_at or now, now), started or 0.0)
+        actions.append(_ended(job, status, ended))
+        return actions
+    if (not job.stop_request and started is not None
+            and now >= started + job.time_limit_s):
+        actions.append(RequestStop(JobState.TIMEOUT))
+        actions.append(SendStop())
+    elif job.stop_request:
+        actions.append(SendStop())
+    return actions
+
+
+def _ended(job: Job, status: RunStatus, ended: float) -> Action:
+    """The end of a run: as asked if labq stopped it, else as the job's exit says."""
+    if status.stopped and job.stop_request == JobState.PREEMPTED.value:
+        return Requeue("Preempted", ended)
+    if status.stopped and job.stop_request:
+        return Finish(JobState(job.stop_request), status.exit_code, stop_reason(job), ended)
+    if status.stopped:
+        # The runner stopped it though labq never asked: the node was shut down under it.
+        return EndOrRequeue("NodeShutdown", ended)
+    if status.exit_code == 0:
+        return Finish(JobState.SUCCEEDED, 0, "Completed", ended)
+    if status.signal:
+        return Finish(JobState.FAILED, status.exit_code, f"Signal {status.signal}", ended)
+    return Finish(JobState.FAILED, status.exit_code, f"NonZeroExitCode {status.exit_code}",
+                  ended)
+
+
+def stop_reason(job: Job) -> str:
+    """The end reason of a job labq stopped: as recorded with the stop, else the usual one."""
+    if job.stop_reason:
+        return job.stop_reason
+    return "TimeLimit" if job.stop_request == JobState.TIMEOUT.value else "Cancelled"
