@@ -216,10 +216,12 @@ def contended(draw: st.DrawFn) -> Snapshot:
 def test_no_tenant_below_half_its_share_waits_while_one_above_its_share_starts(
         snap: Snapshot) -> None:
     """The guarantee: a tenant holding less than half its entitlement (max-min fair split of
-    the GPUs by shares, capped at what each tenant holds and asks for) does not wait while a
-    tenant at or above its entitlement starts a job on GPUs the waiting one could use (its
-    job fits on that node's GPUs the start took or left free), unless the reason says a
-    reservation is why."""
+    the GPUs by shares, capped at what each tenant holds and asks for; holdings counted as
+    the cycle goes, its earlier starts included) does not wait while a tenant at or above
+    its entitlement starts a job on GPUs the waiting one could use (its
+    job fits on that node's GPUs the start took or left free), unless a reservation is why:
+    the waiting job's reason says it would delay the reserved job, or the reservation is
+    the poor tenant's own (its reserved job shows "GPUs reserved from ...")."""
     decisions = schedule(snap)
     demand: dict[str, float] = {}
     holding: dict[str, float] = {}
@@ -234,9 +236,10 @@ def test_no_tenant_below_half_its_share_waits_while_one_above_its_share_starts(
     left = {n.name: set(n.free) for n in snap.nodes}
     for s in decisions.starts:
         left[s.node] -= set(s.indices)
-    for s in decisions.starts:
+    for s in decisions.starts:  # in the order the cycle started them
         starter = by_id[s.job_id].account
         if holding.get(starter, 0) < entitled[starter]:
+            holding[starter] = holding.get(starter, 0) + by_id[s.job_id].gpus
             continue
         for waiting in snap.pending:
             poor = waiting.account
@@ -244,12 +247,13 @@ def test_no_tenant_below_half_its_share_waits_while_one_above_its_share_starts(
                     or waiting.gpus > len(s.indices) + len(left[s.node])):
                 continue
             codes = {r.code for r in decisions.reasons[waiting.id]}
+            reserved = decisions.reservation
             assert "Reservation" in codes or (
-                decisions.reservation is not None
-                and decisions.reservation.job_id == waiting.id), (
+                reserved is not None and by_id[reserved.job_id].account == poor), (
                 f"{poor} (holds {holding.get(poor, 0)} of {entitled[poor]:.1f}) waits with "
                 f"{decisions.reasons[waiting.id]} while {starter} (holds "
                 f"{holding.get(starter, 0)} of {entitled[starter]:.1f}) starts {s.job_id}")
+        holding[starter] = holding.get(starter, 0) + by_id[s.job_id].gpus
 
 
 @settings(max_examples=200, deadline=None)

@@ -291,12 +291,13 @@ def response_ratio(submitted_at: float, time_limit_s: float, now: float) -> floa
 def job_levels(snapshot: Snapshot, rest: Mapping[str, float]
                ) -> tuple[Standing, dict[str, float]]:
     """Every pending job's x, each association's own jobs taken in this order: normal QOS
-    first, then the highest `response_ratio` (a user's short jobs that have waited long
+    first, then the fewest GPUs (so a big job of yours that cannot start yet does not count
+    against your small ones that can), then the highest `response_ratio` (a user's short jobs that have waited long
     relative to their length first, as finish-time fairness asks), then the highest `rest`
     (the job's priority without fair share), then the oldest."""
     loads = snapshot_loads(snapshot)
     now = snapshot.now
     order = sorted(snapshot.pending, key=lambda j: (
-        j.qos == SCAVENGER, -response_ratio(j.submitted_at, j.time_limit_s, now),
+        j.qos == SCAVENGER, j.gpus, -response_ratio(j.submitted_at, j.time_limit_s, now),
         -rest[j.id], j.submitted_at, len(j.id), j.id))
     return loads, loads.levels((j.id, (j.account, j.user), j.gpus) for j in order)

@@ -9,7 +9,7 @@ from scheduler.policy.budget import BudgetState
 from scheduler.policy.fairshare import FAIR_TREE, Account, Assoc, FairShareTable
 from scheduler.policy.priority import DEFAULT_QOS_FACTORS, PriorityWeights
 
-DEFAULT_PAST_WEIGHT = 1.0  # see fairnow and docs/sim-results.md
+DEFAULT_PAST_WEIGHT = 0.25  # see fairnow and docs/sim-results.md
 
 
 @dataclass(frozen=True)
