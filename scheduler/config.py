@@ -52,7 +52,9 @@ class Settings:
     admins: list[str] = field(default_factory=list)
     billing_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_BILLING_WEIGHTS))
     qos_names: tuple[str, ...] = ("normal", "scavenger")
-    fairshare_algorithm: str = "fair_tree"  # or "classic"
+    fairshare_algorithm: str = "fair_tree"  # or "classic", "fair_now" (policy.fairnow)
+    # fair_now: how much one GPU of decayed average past use weighs against one held now
+    fair_now_past_weight: float = 0.25
     semesters: list[list[str]] = field(default_factory=list)  # [["2026-09-01", "2027-01-31"]]
     scavenger_billing_factor: float = 0.0  # scavenger jobs run free on idle GPUs
     stop_grace_s: int = 10  # SIGTERM, then SIGKILL this much later (cancel, timeout, preempt)
@@ -137,6 +139,7 @@ class Settings:
             values["qos_names"] = tuple(values["qos_factors"])
         settings = cls(home=home_path, **values)
         _check_idle(settings)
+        _check_fair_now(settings)
         _check_limits(settings)
         if settings.foreign_gpu_policy not in ("avoid", "ignore"):
             raise ConfigError(f"foreign_gpu_policy = {settings.foreign_gpu_policy!r}: use avoid "
@@ -173,6 +176,16 @@ def _check_idle(s: Settings) -> None:
                           "after its GPUs have been reported idle")
     if s.notify_timeout_s <= 0:
         raise ConfigError(f"notify_timeout_s = {s.notify_timeout_s} {where}: give seconds > 0")
+
+
+def _check_fair_now(s: Settings) -> None:
+    if s.fairshare_algorithm not in ("fair_tree", "classic", "fair_now"):
+        raise ConfigError(f"fairshare_algorithm = {s.fairshare_algorithm!r} (config.toml or "
+                          "LABQ_FAIRSHARE): use fair_tree, classic or fair_now")
+    w = s.fair_now_past_weight
+    if isinstance(w, bool) or not isinstance(w, int | float) or not 0 <= w < float("inf"):
+        raise ConfigError(f"fair_now_past_weight = {w!r} (config.toml): give a number >= 0, "
+                          "e.g. 0.25")
 
 
 def _check_limits(s: Settings) -> None:
