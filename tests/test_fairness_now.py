@@ -100,9 +100,10 @@ def test_current_allocation_counts_not_only_the_past() -> None:
         shares=shares({"a": 1, "b": 1}, usage={("b", "b"): 3600.0}))
     decisions = schedule(snap)
     assert [s.job_id for s in decisions.starts][:1] == ["2"]
+    tree = snap.shares
+    assert tree is not None
     fair_tree = Snapshot(snap.nodes, snap.pending, NOW, running=snap.running,
-                         shares=ShareInputs(snap.shares.accounts, snap.shares.assocs,  # type: ignore[union-attr]
-                                            {("b", "b"): 3600.0}))
+                         shares=ShareInputs(tree.accounts, tree.assocs, {("b", "b"): 3600.0}))
     assert order_queue(fair_tree.pending, priority_totals(fair_tree))[0].id == "1"
 
 
@@ -264,3 +265,23 @@ def test_every_waiting_job_says_why(snap: Snapshot) -> None:
     for p in snap.pending:
         if p.id not in started:
             assert decisions.reasons[p.id], p
+
+
+# ----------------------------------------------------------------------------- in words
+
+
+def test_explanation_says_what_you_hold_and_your_share() -> None:
+    from scheduler.policy.explain import fair_now_text
+    snap = Snapshot(
+        (node("n1", 8, (6, 7)), node("n2", 8, tuple(range(8)))),
+        (job("1", "ann", "vision"), job("2", "bo", "nlp", 8), job("3", "cy", "nlp", 8)), NOW,
+        running=(held("r", "ann", "vision", 6, "n1", 0),),
+        shares=shares({"vision": 1, "nlp": 3}, {"ann": "vision", "bo": "nlp", "cy": "nlp"}))
+    text = fair_now_text(snapshot_loads(snap).users[("vision", "ann")])
+    assert text.startswith("you hold 6 of 16 GPUs, your fair share now is 4; "
+                           "your group vision holds 6, its share is 4.")
+    assert "1.5x your share" in text
+    below = fair_now_text(snapshot_loads(snap).users[("nlp", "bo")])
+    assert ("you hold 0 of 16 GPUs, your fair share now is 6; your group nlp holds 0, its "
+            "share is 12") in below
+    assert "below your share" in below
