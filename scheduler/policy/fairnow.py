@@ -292,9 +292,10 @@ def job_levels(snapshot: Snapshot, rest: Mapping[str, float]
                ) -> tuple[Standing, dict[str, float]]:
     """Every pending job's x, each association's own jobs taken in this order: normal QOS
     first, then the fewest GPUs (so a big job of yours that cannot start yet does not count
-    against your small ones that can), then the highest `response_ratio` (a user's short jobs that have waited long
-    relative to their length first, as finish-time fairness asks), then the highest `rest`
-    (the job's priority without fair share), then the oldest."""
+    against your small ones that can), then the highest `response_ratio` (a user's short
+    jobs that have waited long relative to their length first, as finish-time fairness
+    asks), then the highest `rest` (the job's priority without fair share), then the
+    oldest."""
     loads = snapshot_loads(snapshot)
     now = snapshot.now
     order = sorted(snapshot.pending, key=lambda j: (
