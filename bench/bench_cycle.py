@@ -18,14 +18,15 @@ from common import machine
 
 from scheduler.policy import NodeView, PendingJob, RunningJob, Snapshot, schedule
 from scheduler.policy.budget import Budget, BudgetState
-from scheduler.policy.fairshare import Account, Assoc
+from scheduler.policy.fairnow import FAIR_NOW
+from scheduler.policy.fairshare import FAIR_TREE, Account, Assoc
 from scheduler.policy.snapshot import ShareInputs
 
 NOW = 1_700_100_000.0
 
 
 def snapshot(pending: int, nodes: int, gpus: int, users: int, accounts: int,
-             seed: int = 1) -> Snapshot:
+             seed: int = 1, algorithm: str = FAIR_TREE) -> Snapshot:
     rng = random.Random(seed)
     views, running = [], []
     for n in range(nodes):
@@ -51,6 +52,7 @@ def snapshot(pending: int, nodes: int, gpus: int, users: int, accounts: int,
         assocs=tuple(Assoc(f"user{u}", f"acct{u % accounts}") for u in range(users)),
         usage={(f"acct{u % accounts}", f"user{u}"): rng.expovariate(1 / 3e5)
                for u in range(users)},
+        algorithm=algorithm,
     )
     budgets = BudgetState(
         tuple(Budget("account", f"acct{a}", 5e6, NOW - 86400, NOW + 86400 * 20)
@@ -76,11 +78,13 @@ def main() -> None:
         (10_000, 1_000, 8, 500, 50, 7),
         (100_000, 1_000, 8, 500, 50, 3),
     ]:
-        snap = snapshot(pending, nodes, gpus, users, accounts)
-        median = time_cycle(snap, repeat)
-        print(f"full cycle: {pending:>7,} pending, {len(snap.running):>5,} running, "
-              f"{nodes:>5,} nodes x {gpus} GPUs, {users} users in {accounts} accounts: "
-              f"median {median * 1000:8.1f} ms")
+        for algorithm in (FAIR_TREE, FAIR_NOW):
+            snap = snapshot(pending, nodes, gpus, users, accounts, algorithm=algorithm)
+            median = time_cycle(snap, repeat)
+            print(f"full cycle ({algorithm:<9}): {pending:>7,} pending, "
+                  f"{len(snap.running):>5,} running, {nodes:>5,} nodes x {gpus} GPUs, "
+                  f"{users} users in {accounts} accounts: median {median * 1000:8.1f} ms",
+                  flush=True)
 
 
 if __name__ == "__main__":
