@@ -42,14 +42,14 @@ def test_fifo_runs_in_submit_order(tmp_path: Path) -> None:
     assert waits == {"1": 0, "2": 90, "3": 180, "4": 180}
 
 
-def test_labq_fairtree_lets_bob_first(tmp_path: Path) -> None:
-    waits = _waits(_trace(tmp_path, HEAVY), "labq-fairtree")
+def test_labq_fair_share_lets_bob_first(tmp_path: Path) -> None:
+    waits = _waits(_trace(tmp_path, HEAVY), "labq")
     # alice has used 200 GPU-seconds by t=100, bob none: bob's jobs go first (wait 80),
     # alice's job 2 after them at 200 (wait 190).
     assert waits == {"1": 0, "3": 80, "4": 80, "2": 190}
 
 
-def test_labq_fair_now_counts_holdings_where_fair_tree_counts_usage(tmp_path: Path) -> None:
+def test_fair_now_counts_holdings_where_fair_tree_counts_usage(tmp_path: Path) -> None:
     # 1 node x 4 GPUs. bob ran a 3-GPU job 0..100 (300 GPU-s of past usage); from t=100
     # alice's job 2 holds 3 GPUs (to 10,000) and carol's job 3 the 4th (to 120). At t=110
     # alice queues job 4, at 111 bob job 5; at 120 one GPU frees. Fair Tree (usage by then:
@@ -57,7 +57,7 @@ def test_labq_fair_now_counts_holdings_where_fair_tree_counts_usage(tmp_path: Pa
     rows = ("1,0,bob,b,3,100,100\n2,100,alice,a,3,9900,9900\n3,100,carol,c,1,20,20\n"
             "4,110,alice,a,1,100,100\n5,111,bob,b,1,100,100\n")
     path = _trace(tmp_path, rows)
-    fair_now, fair_tree = _waits(path, "labq", "1x4"), _waits(path, "labq-fairtree", "1x4")
+    fair_now, fair_tree = _waits(path, "labq-fairnow", "1x4"), _waits(path, "labq", "1x4")
     assert fair_now["5"] < fair_now["4"]
     assert fair_tree["4"] < fair_tree["5"]
 

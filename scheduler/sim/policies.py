@@ -1,9 +1,8 @@
 """The policies a replay can use, all through the live `schedule()`; only the snapshot differs.
 
-- ``labq``: fair now (current allocation + decayed past, `scheduler.policy.fairnow`) +
-  age/size/QOS priority, backfill (the configured default).
-- ``labq-fairtree``: Fair Tree fair share on decayed past usage alone + age/size/QOS
-  priority, backfill (labq's default before fair now).
+- ``labq``: Fair Tree fair share + age/size/QOS priority, backfill (the configured default).
+- ``labq-fairnow``: labq with ``fairshare_algorithm = "fair_now"`` (current allocation +
+  decayed past, `scheduler.policy.fairnow`).
 - ``slurm-classic``: classic fair share ``2^(-U/S)`` with decay, + age; backfill as Slurm's.
 - ``fifo-backfill``: no fair share (``shares=None``: submit order), backfill.
 - ``fifo``: submit order and no backfill: what Ray alone does. `schedule` always backfills, so
@@ -47,8 +46,8 @@ class SimPolicy:
 
 
 POLICIES: dict[str, SimPolicy] = {
-    "labq": SimPolicy("labq", FAIR_NOW, budgets=True),
-    "labq-fairtree": SimPolicy("labq-fairtree", FAIR_TREE, budgets=True),
+    "labq": SimPolicy("labq", FAIR_TREE, budgets=True),
+    "labq-fairnow": SimPolicy("labq-fairnow", FAIR_NOW, budgets=True),
     "slurm-classic": SimPolicy("slurm-classic", CLASSIC),
     "fifo-backfill": SimPolicy("fifo-backfill", None),
     "fifo": SimPolicy("fifo", None, backfill=False),
