@@ -201,23 +201,10 @@ class Executor:
         return lambda pid: self.job_of_pid(pid, runners)
 
     def job_of_pid(self, pid: int, runners: dict[int, str] | None = None) -> str | None:
-        """The job a process belongs to, by its cgroup or its place in the process tree (never
-        by its environment, which the process controls)."""
+        """The job a process belongs to (see `job_of_process`)."""
         if runners is None:
             runners = self._runner_pids()
-        path = _cgroup_path(pid)
-        if path and self.layout.root is not None:
-            key = job_of_cgroup(path)
-            if key:
-                return key.rpartition(".")[0]
-        seen = 0
-        current: int | None = pid
-        while current and current > 1 and seen < 64:
-            if current in runners:
-                return runners[current]
-            current = parent_of(current)
-            seen += 1
-        return None
+        return job_of_process(pid, runners, self.layout.root is not None)
 
     def _runner_pids(self) -> dict[int, str]:
         found = {}
@@ -227,6 +214,26 @@ class Executor:
         for key, child in self._children.items():
             found.setdefault(child.pid, key.rpartition(".")[0])
         return found
+
+
+def job_of_process(pid: int, runners: dict[int, str], by_cgroup: bool = True) -> str | None:
+    """The labq job `pid` belongs to: by its cgroup (`job_<id>.<attempt>`, which only root can
+    make or move a process into), else by its place in the process tree (a descendant of a
+    runner in `runners`, runner pid -> job id; a subreaper runner inherits its orphans). Never
+    by the environment, which the process controls."""
+    path = _cgroup_path(pid) if by_cgroup else None
+    if path:
+        key = job_of_cgroup(path)
+        if key:
+            return key.rpartition(".")[0]
+    seen = 0
+    current: int | None = pid
+    while current and current > 1 and seen < 64:
+        if current in runners:
+            return runners[current]
+        current = parent_of(current)
+        seen += 1
+    return None
 
 
 def _cgroup_path(pid: int) -> str | None:

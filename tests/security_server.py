@@ -140,7 +140,7 @@ class ApiServer:
                 GpuInfo(index=i, uuid=f"GPU-{name}-{i}", model=model, memory_total_bytes=1 << 30,
                         memory_used_bytes=0, utilization=0.0) for i in range(gpus)])
             await self.store.heartbeat(report, time.time())
-        self.api = Api(self.store, None, self.settings, lambda: None)  # type: ignore[arg-type]
+        self.api = Api(self.store, self.settings, lambda: None)
         self._runner = web.AppRunner(self.api.app())
         await self._runner.setup()
         await web.UnixSite(self._runner, self.socket).start()

@@ -20,7 +20,8 @@ import pytest
 from agents.backends import GpuBackend, GpuBackendError, detect_nvidia, make_backend
 from agents.backends.nvml import NvmlBackend
 from agents.backends.simulated import SimulatedBackend, memory_gib_for, parse_sim_spec
-from agents.procinfo import environ_of, labq_job_of, tag_processes
+from agents.executor import job_of_process
+from agents.procinfo import environ_of, tag_processes
 from scheduler.model import GpuInfo
 
 GIB = 1024**3
@@ -313,7 +314,10 @@ def test_simulated_gpu_used_by_real_process() -> None:
     try:
         backend = SimulatedBackend(node, 2, "A100-80GB")
         gpus = backend.read()
-        tag_processes(gpus)
+        # Recognised by process tree, never by LABQ_JOB_ID in its own environment.
+        tag_processes(gpus, lambda pid: job_of_process(pid, {}))
+        forged = [p.labq_job for g in gpus for p in g.processes]
+        tag_processes(gpus, lambda pid: job_of_process(pid, {os.getpid(): "8"}))
     finally:
         proc.kill()
         proc.wait()
@@ -323,7 +327,8 @@ def test_simulated_gpu_used_by_real_process() -> None:
     assert busy.model == "A100-80GB"
     assert [p.pid for p in busy.processes] == [proc.pid]
     assert busy.processes[0].name == "sleep"
-    assert busy.processes[0].labq_job == "7"
+    assert forged == [None]  # LABQ_JOB_ID=7 in its environment makes it no job's process
+    assert busy.processes[0].labq_job == "8"  # a child of "runner" os.getpid() (job 8)
     # Utilization follows the processes' CPU use (see simulated.py): `sleep` uses none.
     assert busy.utilization is not None and busy.utilization < 0.05
     assert busy.memory_used_bytes is not None and busy.memory_used_bytes > 0
@@ -463,10 +468,6 @@ def test_procinfo_helpers(tmp_path: Path) -> None:
     write_proc(tmp_path, 12, None)
 
     assert environ_of(10, str(tmp_path)) == {"LABQ_JOB_ID": "42", "A": "x=y"}
-    assert labq_job_of(10, str(tmp_path)) == "42"
-    assert labq_job_of(11, str(tmp_path)) is None
-    assert labq_job_of(12, str(tmp_path)) is None
-    assert labq_job_of(13, str(tmp_path)) is None
     assert environ_of(13, str(tmp_path)) == {}
     # Our own environment is readable through the real /proc.
     if sys.platform.startswith("linux"):

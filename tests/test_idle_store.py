@@ -13,8 +13,8 @@ import pytest
 
 from scheduler.config import Settings
 from scheduler.coordinator import Coordinator
-from scheduler.launcher import RayLauncher, RayStatus
 from scheduler.model import GpuInfo, JobState, NodeReport
+from scheduler.noderun import RunStatus
 from scheduler.notify import run_notify
 from scheduler.store import Store
 from tests.test_store import A100, job_of, lead, started
@@ -24,8 +24,8 @@ NOTIFY = ('printf "%s|%s|%s|%s\\n" "$LABQ_NOTIFY_EVENT" "$LABQ_NOTIFY_USER" "$LA
 
 
 def coordinator(store: Store, tmp_path: Path, **settings: Any) -> Coordinator:
-    """A real coordinator; its launcher points where no Ray listens (stops are logged only)."""
-    return Coordinator(store, RayLauncher("http://127.0.0.1:9"), Settings(tmp_path, **settings))
+    """A real coordinator on the store (it talks to nodes only through the store)."""
+    return Coordinator(store, Settings(tmp_path, **settings))
 
 
 async def beat(store: Store, now: float, *utils: float) -> None:
@@ -93,8 +93,12 @@ async def test_stop_ends_the_job_cancelled_idlegpu(store: Store, tmp_path: Path)
     await cycle_idle(coord, epoch, T + 62)  # asked once
     assert len(out.read_text().splitlines()) == 2
 
-    # Ray reports the job stopped (SIGTERM, grace, SIGKILL happened there): it ends so.
-    await coord._follow(epoch, job, RayStatus("STOPPED", None, "", T, T + 63), T + 64)
+    # The stop went to the node; its agent's runner stopped the job and reports so: it ends so.
+    _, stops, _ = await store.node_orders("n1")
+    assert stops == {job_id: "CANCELLED"}
+    stopped = RunStatus(0, "EXITED", T, T + 63, 143, 15, stopped=True)
+    assert await store.report_runs("n1", {job_id: stopped}) == 1
+    await coord._watch(epoch, await store.active_jobs(), T + 64)
     ended = await job_of(store, job_id)
     assert (ended.state, ended.reason) == (JobState.CANCELLED, "IdleGpu")
     stats = await store.stats()

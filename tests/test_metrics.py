@@ -17,7 +17,6 @@ from prometheus_client.samples import Sample
 from scheduler.admin import account_changes
 from scheduler.config import Settings
 from scheduler.coordinator import Coordinator, fairshare_usage
-from scheduler.launcher import RayLauncher
 from scheduler.metrics import render
 from scheduler.model import GpuInfo, GpuProcess, JobState, NodeReport
 from scheduler.policy import Snapshot
@@ -57,7 +56,7 @@ def parse(text: str) -> Samples:
 
 def coordinator(store: Store, tmp_path: Path, **settings: Any) -> Coordinator:
     """A real coordinator object (it never reaches Ray here) as the metrics' source."""
-    return Coordinator(store, RayLauncher("http://127.0.0.1:9"), Settings(tmp_path, **settings))
+    return Coordinator(store, Settings(tmp_path, **settings))
 
 
 async def scrape(store: Store, source: Coordinator, now: float) -> Samples:

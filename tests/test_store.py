@@ -11,7 +11,8 @@ import pytest
 import redis.exceptions
 
 from scheduler.model import GpuInfo, GpuProcess, Job, JobSpec, JobState, NodeReport, NodeState
-from scheduler.store import LOG_CAP_BYTES, Store
+from scheduler.noderun import RunStatus
+from scheduler.store import Store
 
 A100 = "NVIDIA A100-SXM4-80GB"
 T0 = 1000.0  # a controlled "now"; every test sets its own clock
@@ -770,15 +771,53 @@ async def test_lease_renewal_extends_the_ttl(store: Store) -> None:
     assert await store.lease("c2", 300) == 0
 
 
-# ------------------------------------------------------------------------------ logs
+# ------------------------------------------------------------------------------ node runs
 
 
-async def test_logs_round_trip_and_are_capped(store: Store) -> None:
-    assert await store.get_log("1") is None
-    await store.save_log("1", "hello\nworld\n")
-    assert await store.get_log("1") == "hello\nworld\n"
-    await store.save_log("2", "x" * (LOG_CAP_BYTES + 10) + "END")
-    text = await store.get_log("2")
-    assert text is not None and text.endswith("END")
-    assert text.startswith("[labq: output cut")
-    assert len(text.encode()) < LOG_CAP_BYTES + 100
+async def test_start_hands_the_node_a_record_and_the_end_takes_it_back(store: Store) -> None:
+    epoch = await lead(store)
+    await store.heartbeat(report("n1", gpus=4), now=T0)
+    await store.heartbeat(report("n2", gpus=4), now=T0)
+    job_id = await started(store, epoch, [1, 2], run=False)
+    runs, stops, reported = await store.node_orders("n1")
+    record = runs[job_id]
+    assert (record.user, record.gpu_indices, record.attempt) == ("alice", [1, 2], 0)
+    assert record.output.endswith(f"labq-{job_id}.out")
+    assert (stops, reported) == ({}, {})
+    assert await store.r.lrange(store.keys.node_wake("n1"), 0, -1) == [job_id]
+    assert (await store.node_orders("n2"))[0] == {}  # another node sees nothing of it
+
+    # The agent reports; a report for an attempt the node was not given is dropped.
+    running = RunStatus(0, "RUNNING", T0 + 1)
+    assert await store.report_runs("n1", {job_id: running, "999": running}) == 1
+    assert await store.report_runs("n1", {job_id: running}) == 0  # unchanged: no wake-up
+    assert await store.report_runs("n2", {job_id: running}) == 0  # not n2's job
+    assert (await store.run_statuses(["n1", "n2"])) == {"n1": {job_id: running}, "n2": {}}
+
+    # A stop goes to the node only once asked for, and only to the job's node.
+    job = await job_of(store, job_id)
+    assert await store.send_stop(epoch, job) == "NO_STOP"
+    assert await store.request_stop(epoch, job_id, JobState.CANCELLED, T0 + 2) == "OK"
+    job = await job_of(store, job_id)
+    assert await store.send_stop(epoch + 1, job) == "STALE_EPOCH"
+    assert await store.send_stop(epoch, job) == "OK"
+    assert (await store.node_orders("n1"))[1] == {job_id: "CANCELLED"}
+
+    # The end removes the record, the stop and the status: the agent then forgets the run.
+    assert await store.finish(epoch, job, JobState.CANCELLED, 143, "Cancelled", T0 + 3) == "OK"
+    assert await store.node_orders("n1") == ({}, {}, {})
+    assert await store.report_runs("n1", {job_id: running}) == 0  # a late report is dropped
+
+
+async def test_requeue_gives_the_next_attempt_a_new_record(store: Store) -> None:
+    epoch = await lead(store)
+    await store.heartbeat(report("n1", gpus=4), now=T0)
+    job_id = await started(store, epoch, [0], run=True, requeue=True)
+    await store.report_runs("n1", {job_id: RunStatus(0, "RUNNING", T0)})
+    assert await store.requeue(epoch, await job_of(store, job_id), "NodeLost", T0 + 5) == "OK"
+    assert await store.node_orders("n1") == ({}, {}, {})
+    assert await store.start(epoch, job_id, "n1", [3], 1.0, T0 + 6) == "OK"
+    runs, _, _ = await store.node_orders("n1")
+    assert (runs[job_id].attempt, runs[job_id].key) == (1, f"{job_id}.1")
+    # The earlier attempt's report is not this attempt's.
+    assert await store.report_runs("n1", {job_id: RunStatus(0, "EXITED", T0, T0 + 1, 0)}) == 0
