@@ -8,6 +8,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 # Billing weight per GPU family: how many billing units one GPU-second costs.
 DEFAULT_BILLING_WEIGHTS: dict[str, float] = {
@@ -37,6 +38,13 @@ class Settings:
     home: Path
     redis_url: str | None = None
     redis_prefix: str = "labq:"
+    # The store's ACL user and the file (mode 0600) holding its password; never the password
+    # itself, nor in the URL. A node agent uses agent_redis_* when set (user name default
+    # labq-agent-<node>), so one config.toml may serve a coordinator and an agent.
+    redis_username: str = ""
+    redis_password_file: str = ""
+    agent_redis_username: str = ""
+    agent_redis_password_file: str = ""
     socket_path: Path | None = None
     api_host: str = "127.0.0.1"
     metrics_port: int = 9464
@@ -91,6 +99,10 @@ class Settings:
     max_request_bytes: int = 1 << 20  # one API request body
     max_command_bytes: int = 64 << 10  # a job's command, all words together
     max_env_bytes: int = 64 << 10  # a job's --env names and values together
+    # Retention: a finished job stays in the store this long, and only the newest this many;
+    # then the leader leaves a compact record of it in the history (see Store.expire_done).
+    retention_s: float = 30 * 86400.0
+    retention_jobs: int = 100_000
 
     @property
     def socket(self) -> Path:
@@ -117,6 +129,8 @@ class Settings:
                 values.update(tomllib.loads(config_file.read_text()))
             except tomllib.TOMLDecodeError as exc:
                 raise ConfigError(f"{config_file}: {exc}; fix or remove that file") from exc
+            except PermissionError:
+                pass  # the daemons' own (mode 0600): a user's CLI needs only the socket
         for key, env_name, conv in _ENV:
             if env.get(env_name):
                 try:
@@ -141,6 +155,7 @@ class Settings:
         _check_idle(settings)
         _check_fair_now(settings)
         _check_limits(settings)
+        _check_store(settings)
         if settings.foreign_gpu_policy not in ("avoid", "ignore"):
             raise ConfigError(f"foreign_gpu_policy = {settings.foreign_gpu_policy!r}: use avoid "
                               "or ignore")
@@ -201,6 +216,29 @@ def _check_limits(s: Settings) -> None:
                               f"{least}")
 
 
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def _check_store(s: Settings) -> None:
+    where = "(config.toml or LABQ_REDIS_*)"
+    if s.redis_url:
+        url = urlsplit(s.redis_url)
+        if url.scheme not in REDIS_SCHEMES:
+            raise ConfigError(f"redis_url {s.redis_url!r} {where}: use redis://HOST:PORT/DB, "
+                              "rediss://... (TLS) or unix:///PATH/TO/SOCKET")
+        if url.password:
+            raise ConfigError(f"redis_url {where} holds a password: put it in a file of mode "
+                              "0600 named by redis_password_file, and the user in redis_username")
+    if not re.fullmatch(r"[A-Za-z0-9_.:@-]*", s.redis_prefix):
+        raise ConfigError(f"redis_prefix = {s.redis_prefix!r} {where}: only letters, digits and "
+                          "_ . : @ - (it becomes a pattern in the store's ACL rules)")
+    if s.retention_s <= 0 or isinstance(s.retention_jobs, bool) or not isinstance(
+            s.retention_jobs, int) or s.retention_jobs < 0:
+        raise ConfigError(f"retention_s = {s.retention_s!r} must be > 0 seconds and "
+                          f"retention_jobs = {s.retention_jobs!r} a whole number >= 0 "
+                          "(config.toml or LABQ_RETENTION*)")
+
+
 def _bool(text: str) -> bool:
     value = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
     try:
@@ -212,6 +250,12 @@ def _bool(text: str) -> bool:
 _ENV: list[tuple[str, str, Any]] = [
     ("redis_url", "LABQ_REDIS_URL", str),
     ("redis_prefix", "LABQ_REDIS_PREFIX", str),
+    ("redis_username", "LABQ_REDIS_USERNAME", str),
+    ("redis_password_file", "LABQ_REDIS_PASSWORD_FILE", str),
+    ("agent_redis_username", "LABQ_AGENT_REDIS_USERNAME", str),
+    ("agent_redis_password_file", "LABQ_AGENT_REDIS_PASSWORD_FILE", str),
+    ("retention_s", "LABQ_RETENTION", float),
+    ("retention_jobs", "LABQ_RETENTION_JOBS", int),
     ("agent_state_dir", "LABQ_AGENT_STATE_DIR", str),
     ("cgroup_root", "LABQ_CGROUP_ROOT", str),
     ("foreign_gpu_policy", "LABQ_FOREIGN_GPU_POLICY", str),

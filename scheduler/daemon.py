@@ -13,7 +13,7 @@ from scheduler.api import Api
 from scheduler.config import Settings
 from scheduler.coordinator import Coordinator
 from scheduler.metrics import render
-from scheduler.store import Store
+from scheduler.store import Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +26,34 @@ def setup_logging(level: str = "INFO") -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+def private_home(settings: Settings) -> None:
+    """umask 077 for everything this daemon writes; $LABQ_HOME traversable but not listable
+    (0711), so users reach the API socket in it and nothing else."""
+    os.umask(0o077)
+    settings.home.mkdir(parents=True, exist_ok=True)
+    if settings.home.stat().st_uid == os.geteuid():
+        os.chmod(settings.home, 0o711)
+
+
+def open_store(settings: Settings, node: str | None = None) -> Store:
+    try:
+        return Store.connect(settings, node)
+    except StoreError as exc:
+        raise DaemonError(str(exc)) from None
+
+
+async def _ping(store: Store) -> None:
+    try:
+        await store.ping()
+    except StoreError as exc:
+        await store.close()
+        raise DaemonError(str(exc)) from None
+
+
 async def run_coordinator(settings: Settings) -> None:
-    if not settings.redis_url:
-        raise DaemonError("no Redis: set LABQ_REDIS_URL (e.g. redis://host:6379/0) "
-                          "or use `labq up`")
-    store = Store.from_url(settings.redis_url, settings.redis_prefix)
-    await store.ping()
+    private_home(settings)
+    store = open_store(settings)
+    await _ping(store)
     coordinator = Coordinator(store, settings)
     api = Api(store, settings, coordinator.kick.set, coordinator.job_submitted)
 
@@ -76,12 +98,11 @@ async def run_agent(settings: Settings, node: str, backend_kind: str, sim_gpus: 
     from agents.dcgm_exporter import serving_agent
     from agents.executor import Executor
 
-    if not settings.redis_url:
-        raise DaemonError("no Redis: set LABQ_REDIS_URL (e.g. redis://host:6379/0)")
+    private_home(settings)
+    store = open_store(settings, node)
     backend = make_backend(backend_kind, node_name=node, sim_gpus=sim_gpus, sim_model=sim_model)
-    store = Store.from_url(settings.redis_url, settings.redis_prefix)
     try:
-        await store.ping()
+        await _ping(store)
         layout = detect(node, settings.cgroup_root)
         log.info("node %s: jobs run as their users (%s); %s", node,
                  "as root" if os.geteuid() == 0 else "unprivileged: only as this user",

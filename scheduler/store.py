@@ -8,16 +8,21 @@ under a stale one.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import time
 from collections.abc import Iterable, Sequence
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
+import redis.exceptions as redis_errors
 from redis.commands.core import AsyncScript
 
 from scheduler.accounts import Accounts
+from scheduler.acl import agent_user
+from scheduler.config import Settings
 from scheduler.keys import Keys
 from scheduler.model import GpuInfo, Job, JobSpec, JobState, Node, NodeReport, NodeState
 from scheduler.noderun import RunStatus, StartRecord
@@ -58,15 +63,40 @@ class Store:
         self._id_last = -1
 
     @classmethod
-    def from_url(cls, url: str, prefix: str = "labq:") -> Store:
-        client = aioredis.Redis.from_url(url, decode_responses=True)
+    def from_url(cls, url: str, prefix: str = "labq:", username: str = "",
+                 password: str = "") -> Store:
+        """`redis://`, `rediss://` (TLS; e.g. `?ssl_ca_certs=/etc/labq/ca.pem`) or
+        `unix:///path/to/valkey.sock`, as the ACL user `username` if given."""
+        client = aioredis.Redis.from_url(url, decode_responses=True, username=username or None,
+                                         password=password or None)
         return cls(client, Keys(prefix))
+
+    @classmethod
+    def connect(cls, settings: Settings, node: str | None = None) -> Store:
+        """The store as the coordinator's ACL user, or as `node`'s agent's (settings say which
+        user and which password file; no file: no password)."""
+        if not settings.redis_url:
+            raise StoreError("no Redis: set LABQ_REDIS_URL (e.g. redis://host:6379/0 or "
+                             "unix:///path/valkey.sock) or use `labq up`")
+        username, password_file = settings.redis_username, settings.redis_password_file
+        if node is not None and settings.agent_redis_password_file:
+            password_file = settings.agent_redis_password_file
+            username = settings.agent_redis_username or agent_user(node)
+        password = read_secret(Path(password_file)) if password_file else ""
+        return cls.from_url(settings.redis_url, settings.redis_prefix, username, password)
 
     async def close(self) -> None:
         await self.r.aclose()
 
     async def ping(self) -> bool:
-        return bool(await self.r.ping())
+        """True if the store answers; a refused login or an unreachable store is a StoreError."""
+        try:
+            return bool(await self.r.ping())
+        except (redis_errors.AuthenticationError, redis_errors.NoPermissionError) as exc:
+            raise StoreError(f"the store refused this login ({exc}): check redis_username and "
+                             "redis_password_file") from None
+        except redis_errors.ConnectionError as exc:
+            raise StoreError(f"cannot reach the store: {exc}") from None
 
     async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         return await self._scripts[name](keys=list(keys), args=list(args))
@@ -127,9 +157,13 @@ class Store:
         return str(await self._run("hold", keys, args))
 
     async def start(
-        self, epoch: int, job: Job, node: str, indices: Sequence[int], weight: float, now: float
+        self, epoch: int, job: Job | str, node: str, indices: Sequence[int], weight: float,
+        now: float,
     ) -> str:
-        """Allocate `indices` of `node` to `job` and hand its node the start record, at once."""
+        """Allocate `indices` of `node` to `job` and hand its node the start record, at once.
+        Given only a job id, reads the job first (the script still checks its state)."""
+        if isinstance(job, str):
+            job = await self.get_job(job) or Job(job, "", "", JobState.FAILED, 0, [], 0.0, 0)
         keys = [
             self.keys.job(job.id), self.keys.waiting, self.keys.active, self.keys.node(node),
             self.keys.node_alloc(node), self.keys.epoch, self.keys.stats,
@@ -449,6 +483,23 @@ def parse_daily(raw: dict[str, str]) -> list[tuple[int, str, str, float]]:
             account, _, user = assoc.partition("|")
             out.append((int(day), account, user, float(value)))
     return out
+
+
+def read_secret(path: Path) -> str:
+    """A password from its file, which must be private (like ssh's keys: refused otherwise)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise StoreError(f"cannot read the store password file {path}: {exc.strerror}") from None
+    with os.fdopen(fd) as handle:
+        mode = os.fstat(handle.fileno()).st_mode
+        if mode & 0o077:
+            raise StoreError(f"the store password file {path} is mode {mode & 0o777:o}: others "
+                             f"may read it; chmod 600 {path}")
+        secret = handle.read().strip()
+    if not secret:
+        raise StoreError(f"the store password file {path} is empty")
+    return secret
 
 
 def new_token() -> str:

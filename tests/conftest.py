@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio  # noqa: F401 - registers the asyncio marker via its plugin
@@ -44,6 +45,17 @@ def valkey_url() -> Iterator[str]:
     yield f"redis://127.0.0.1:{port}/0"
     proc.terminate()
     proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def locked_stack() -> Iterator[Any]:
+    """One `labq up --simulate 2x1` started by this (root) process, shared by the tests that
+    attack its files and its store as other users (test_private_files, test_store_acl)."""
+    from tests.e2e_stack import Stack
+
+    stack = Stack("2x1").start()
+    yield stack
+    stack.stop()
 
 
 @pytest_asyncio.fixture

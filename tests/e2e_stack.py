@@ -13,6 +13,23 @@ from pathlib import Path
 from typing import Any
 
 LABQ = [sys.executable, "-m", "scheduler.cli"]
+# The Unix user the tests type labq commands as (an admin of the test stacks), and users that
+# jobs run as in multi-user tests. Jobs never run as root, so tests need real users: made here
+# (tests run as root in CI), idempotently.
+E2E_USER = "labq-e2e"
+JOB_USERS = ("alice", "bob", "sc", "bud", "newcomer", "charge-test")
+
+
+def ensure_user(name: str) -> Any:
+    """The passwd entry of `name`, made (with a home) if missing."""
+    import pwd
+
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", name], check=True,
+                       capture_output=True)
+        return pwd.getpwnam(name)
 
 
 def wait_until(check: Any, timeout: float, what: str, interval: float = 0.3) -> Any:
@@ -33,7 +50,15 @@ class Stack:
         self.up_args = up_args
         self.home = home or Path(tempfile.mkdtemp(prefix="labq-e2e-"))
         os.chmod(self.home, 0o755)  # other local users reach the socket, as on a real machine
-        self.env = {**os.environ, "LABQ_HOME": str(self.home), **env}
+        self.user = ensure_user(E2E_USER)
+        for name in JOB_USERS:
+            ensure_user(name)
+        # Where jobs run and write their output: like /tmp, every user may write, none may
+        # touch another's files.
+        self.workdir = Path(tempfile.mkdtemp(prefix="labq-e2e-work-"))
+        os.chmod(self.workdir, 0o1777)
+        admins = ",".join(filter(None, [os.environ.get("LABQ_ADMINS", ""), E2E_USER]))
+        self.env = {**os.environ, "LABQ_HOME": str(self.home), "LABQ_ADMINS": admins, **env}
         self.proc: subprocess.Popen[str] | None = None
         self.output: list[str] = []
 
@@ -76,10 +101,19 @@ class Stack:
         return int(self.proc.returncode)
 
     def labq(
-        self, *args: str, check: bool = True, **kwargs: Any
+        self, *args: str, check: bool = True, as_root: bool = False, user: str | None = None,
+        **kwargs: Any,
     ) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([*LABQ, *args], env=self.env, capture_output=True, text=True,
-                                timeout=60, **kwargs)
+        """Run `labq ARGS` as the test user (an admin of this stack: jobs it submits run as
+        that user), as another Unix `user`, or as root with `as_root`."""
+        entry = ensure_user(user) if user else self.user
+        who: dict[str, Any] = {} if as_root else {
+            "user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": [],
+            "cwd": self.workdir}
+        env = self.env if as_root else {**self.env, "HOME": entry.pw_dir,
+                                        "USER": entry.pw_name}
+        result = subprocess.run([*LABQ, *args], env=env, capture_output=True, text=True,
+                                timeout=60, **who, **kwargs)
         if check and result.returncode != 0:
             raise AssertionError(f"labq {' '.join(args)} failed ({result.returncode}): "
                                  f"{result.stderr}{result.stdout}")
@@ -135,3 +169,14 @@ class Stack:
             if marker in environ and cmdline_part in cmdline:
                 found.append(int(entry.name))
         return found
+
+
+def python_as(user: str, code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run `code` under Debian's /usr/bin/python3 as the Unix user `user` (no extra groups,
+    from /), with only `env` in its environment."""
+    import pwd
+
+    entry = pwd.getpwnam(user)
+    return subprocess.run(["/usr/bin/python3", "-c", code], capture_output=True, text=True,
+                          user=entry.pw_uid, group=entry.pw_gid, extra_groups=[], cwd="/",
+                          env={"PATH": "/usr/bin:/bin", **env}, timeout=60)
