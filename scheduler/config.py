@@ -100,9 +100,11 @@ class Settings:
     max_command_bytes: int = 64 << 10  # a job's command, all words together
     max_env_bytes: int = 64 << 10  # a job's --env names and values together
     # Retention: a finished job stays in the store this long, and only the newest this many;
-    # then the leader leaves a compact record of it in the history (see Store.expire_done).
+    # then the leader leaves a compact record of it in the history (see Store.expire_done),
+    # kept this long after the day it ended. Usage and budgets never depend on either.
     retention_s: float = 30 * 86400.0
     retention_jobs: int = 100_000
+    retention_history_s: float = 400 * 86400.0
 
     @property
     def socket(self) -> Path:
@@ -232,9 +234,11 @@ def _check_store(s: Settings) -> None:
     if not re.fullmatch(r"[A-Za-z0-9_.:@-]*", s.redis_prefix):
         raise ConfigError(f"redis_prefix = {s.redis_prefix!r} {where}: only letters, digits and "
                           "_ . : @ - (it becomes a pattern in the store's ACL rules)")
-    if s.retention_s <= 0 or isinstance(s.retention_jobs, bool) or not isinstance(
-            s.retention_jobs, int) or s.retention_jobs < 0:
-        raise ConfigError(f"retention_s = {s.retention_s!r} must be > 0 seconds and "
+    jobs = s.retention_jobs
+    if s.retention_s <= 0 or s.retention_history_s <= 0 or isinstance(jobs, bool) or \
+            not isinstance(jobs, int) or jobs < 0:
+        raise ConfigError(f"retention_s = {s.retention_s!r} and retention_history_s = "
+                          f"{s.retention_history_s!r} must be > 0 seconds and "
                           f"retention_jobs = {s.retention_jobs!r} a whole number >= 0 "
                           "(config.toml or LABQ_RETENTION*)")
 
@@ -256,6 +260,7 @@ _ENV: list[tuple[str, str, Any]] = [
     ("agent_redis_password_file", "LABQ_AGENT_REDIS_PASSWORD_FILE", str),
     ("retention_s", "LABQ_RETENTION", float),
     ("retention_jobs", "LABQ_RETENTION_JOBS", int),
+    ("retention_history_s", "LABQ_RETENTION_HISTORY", float),
     ("agent_state_dir", "LABQ_AGENT_STATE_DIR", str),
     ("cgroup_root", "LABQ_CGROUP_ROOT", str),
     ("foreign_gpu_policy", "LABQ_FOREIGN_GPU_POLICY", str),

@@ -60,6 +60,8 @@ log = logging.getLogger(__name__)
 LEASE_TTL_MS = 5000
 STARTING_POLL_S = 0.5  # agents also wake the leader on every start and exit
 STOP_RETRY_S = 5.0
+RETENTION_INTERVAL_S = 60.0
+RETENTION_BATCHES = 20  # per pass: up to 10,000 jobs a minute, far above any lab's rate
 WAKE_WAIT_S = 1.0
 MIN_CYCLE_GAP_S = 0.05
 REASONS_REFRESH_S = 30.0  # rewrite every waiting job's reasons at least this often
@@ -79,6 +81,7 @@ class Coordinator:
         self._notifications: set[asyncio.Task[bool]] = set()
         self.cycles = 0
         self._last_charge = 0.0
+        self._last_retention = 0.0
         self._last_stop_sent: dict[str, float] = {}
         self._written_reasons: dict[str, tuple[object, ...]] = {}
         self._reasons_refreshed = time.monotonic()
@@ -162,6 +165,7 @@ class Coordinator:
             await self.store.charge(epoch, [j.id for j in active], now)
             self._last_charge = now
         await self._check_idle(epoch, nodes, active, now)
+        await self._retain(epoch, now)
         launched = await self._decide(epoch, now)
         self.last_cycle_s = time.perf_counter() - began
         self.cycle_durations.observe(self.last_cycle_s)
@@ -189,6 +193,18 @@ class Coordinator:
                 await self._end_or_requeue(epoch, job, "NodeLost", now)
                 changed = True
         return changed
+
+    async def _retain(self, epoch: int, now: float) -> None:
+        """Once a minute, move finished jobs past retention out of the hot store, a few bounded
+        batches at a time (each batch is one short script)."""
+        if now - self._last_retention < RETENTION_INTERVAL_S:
+            return
+        self._last_retention = now
+        s = self.settings
+        for _ in range(RETENTION_BATCHES):
+            if not await self.store.expire_done(epoch, now, s.retention_s, s.retention_jobs,
+                                                s.retention_history_s):
+                return
 
     async def _end_or_requeue(self, epoch: int, job: Job, reason: str, now: float) -> None:
         if job.requeue:

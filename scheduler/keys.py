@@ -25,7 +25,11 @@ Every key labq uses is built here and passed to scripts in KEYS, never built ins
                                          admissions|{a}, preemptions|{a}, evictions|{a}|{reason},
                                          wait|{a}|{le} (admission wait histogram bucket, not
                                          cumulative; le = bound or +Inf), wait_sum|{a}
-    {p}log:{id}                 string   a finished job's captured output (capped)
+    {p}history:{day}            hash     job id -> compact JSON record of a finished job that
+                                         left the hot store (retention), by the UTC day it
+                                         ended (unix day); expires retention_history_s later
+    {p}log:{id}                 string   no longer written (job output is the user's file);
+                                         retention deletes any an older version left
     {p}accounts                 hash     account name -> AccountConfig JSON
     {p}users                    hash     user name -> UserConfig JSON
     {p}budgets                  hash     "account:{a}" / "user:{u}" -> BudgetConfig JSON
@@ -106,6 +110,9 @@ class Keys:
     @property
     def stats(self) -> str:
         return f"{self.prefix}stats"
+
+    def history(self, day: int) -> str:
+        return f"{self.prefix}history:{day}"
 
     def log(self, job_id: str) -> str:
         return f"{self.prefix}log:{job_id}"

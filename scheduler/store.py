@@ -33,8 +33,9 @@ ID_BLOCK = 256
 _SCRIPTS = (
     "submit", "start", "mark_running", "finish", "requeue", "cancel", "request_stop",
     "charge", "set_reasons", "heartbeat", "node_down", "lease", "config_put", "hold",
-    "set_idle", "read_fields", "send_stop", "report_runs",
+    "set_idle", "read_fields", "send_stop", "report_runs", "expire_done",
 )
+RETENTION_BATCH = 500  # jobs per expire_done script: a short pause for the store each
 # Admission wait histogram bounds (seconds), as docs/metrics.md fixes them; +Inf is implicit.
 WAIT_BUCKETS: tuple[float, ...] = (1, 5, 15, 30, 60, 300, 900, 1800, 3600, 7200, 14400, 28800,
                                    86400, 259200)
@@ -316,6 +317,42 @@ class Store:
             pipe.zcard(self.keys.done)
             waiting, active, done = await pipe.execute()
         return {"waiting": waiting, "active": active, "done": done}
+
+    # ---------------------------------------------------------------- retention
+
+    async def expire_done(self, epoch: int, now: float, keep_s: float, keep_jobs: int,
+                          history_s: float, batch: int = RETENTION_BATCH) -> int:
+        """Move out of the hot store, oldest first, at most `batch` finished jobs that ended
+        more than `keep_s` ago or are beyond the newest `keep_jobs`; each leaves a compact
+        record in its day's history (kept `history_s` after that day). Returns how many moved
+        (0: nothing to do, or not the leader's epoch)."""
+        async with self.r.pipeline(transaction=False) as pipe:
+            pipe.zcard(self.keys.done)
+            pipe.zcount(self.keys.done, "-inf", f"({now - keep_s}")
+            total, too_old = await pipe.execute()
+        count = min(batch, max(too_old, total - keep_jobs))
+        if count <= 0:
+            return 0
+        oldest = await self.r.zrange(self.keys.done, 0, count - 1, withscores=True)
+        keys = [self.keys.epoch, self.keys.done]
+        args: list[Any] = [epoch]
+        for job_id, ended in oldest:
+            day = int(ended // 86400)
+            keys += [self.keys.job(job_id), self.keys.history(day), self.keys.log(job_id)]
+            args += [job_id, repr(ended), int((day + 1) * 86400 + history_s)]
+        result = await self._run("expire_done", keys, args)
+        return 0 if result == "STALE_EPOCH" else int(result)
+
+    async def history(self, first_day: int, last_day: int) -> list[dict[str, str]]:
+        """Compact records of the jobs that left the hot store, of UTC days (unix day numbers)
+        `first_day` to `last_day`, in id order."""
+        days = range(first_day, last_day + 1)
+        async with self.r.pipeline(transaction=False) as pipe:
+            for day in days:
+                pipe.hgetall(self.keys.history(day))
+            rows = await pipe.execute()
+        records = [json.loads(text) for row in rows for text in row.values()]
+        return sorted(records, key=lambda r: _id_key(str(r.get("id", ""))))
 
     # ---------------------------------------------------------------- node runs
 

@@ -1,0 +1,35 @@
+-- Retention (leader only): finished jobs leave the hot store. Each leaves a compact record, one
+-- field of the history hash of the UTC day it ended (that hash expires a while after the day),
+-- and its job hash goes, with any captured-output key an older version left.
+-- A job moves only if it is still in the done zset with the score (end time) the caller read,
+-- so a pass never races a job's end. One not terminal (it does not belong in done) only
+-- leaves the done zset.
+-- KEYS[1] epoch  KEYS[2] done zset
+-- then per job, 3 keys: its job hash, its day's history hash, its legacy log key
+-- ARGV[1] epoch  then per job, 3 values: job id, its done score, the history hash's expire-at
+-- Returns how many jobs left the done zset, or 'STALE_EPOCH'.
+if not fenced(KEYS[1], ARGV[1]) then return 'STALE_EPOCH' end
+local fields = {'id', 'user', 'account', 'state', 'gpus', 'gpu_type', 'qos', 'node',
+  'gpu_indices', 'submitted_at', 'started_at', 'ended_at', 'billed', 'gpu_seconds', 'exit_code',
+  'reason', 'restarts'}
+local moved = 0
+for i = 0, (#KEYS - 2) / 3 - 1 do
+  local job_key, day_key, log_key = KEYS[3 + 3 * i], KEYS[4 + 3 * i], KEYS[5 + 3 * i]
+  local id, score, expire_at = ARGV[2 + 3 * i], ARGV[3 + 3 * i], ARGV[4 + 3 * i]
+  local current = redis.call('ZSCORE', KEYS[2], id)
+  if current and tonumber(current) == tonumber(score) then
+    local values = redis.call('HMGET', job_key, unpack(fields))
+    if values[4] and is_terminal(values[4]) then
+      local record = {}
+      for k, name in ipairs(fields) do
+        if values[k] and values[k] ~= '' then record[name] = values[k] end
+      end
+      redis.call('HSET', day_key, id, cjson.encode(record))
+      redis.call('EXPIREAT', day_key, expire_at)
+      redis.call('DEL', job_key, log_key)
+    end
+    redis.call('ZREM', KEYS[2], id)
+    moved = moved + 1
+  end
+end
+return moved
