@@ -79,15 +79,17 @@ def acl_file(keys: Keys, coordinator_password: str, agent_passwords: dict[str, s
     return "\n".join(lines) + "\n"
 
 
-def setuser_lines(keys: Keys, nodes: list[str], secret: str = "#HASH") -> list[str]:
-    """`ACL SETUSER` commands for an external store; `secret` is a password rule for each user
-    (default: a `#HASH` placeholder for the sha256 of its password file's content)."""
-    lines = [" ".join(["ACL SETUSER", COORDINATOR_USER, "on", "resetpass", secret,
-                       *coordinator_rules(keys)])]
-    for node in nodes:
-        lines.append(" ".join(["ACL SETUSER", agent_user(node), "on", "resetpass", secret,
-                               *agent_rules(keys, node)]))
-    return lines
+def setuser_lines(keys: Keys, nodes: list[str],
+                  secrets: dict[str, str] | None = None) -> list[str]:
+    """`ACL SETUSER` commands for redis-cli on an external store. `secrets` maps a user to its
+    password (written as its `#<sha256>`); a user without one gets a `#HASH` placeholder."""
+    def line(user: str, rules: list[str]) -> str:
+        secret = password_hash(secrets[user]) if secrets and user in secrets else "#HASH"
+        quoted = [f'"{r}"' if " " in r else r for r in rules]  # selectors: one argument each
+        return " ".join(["ACL SETUSER", user, "on", "resetpass", secret, *quoted])
+
+    return [line(COORDINATOR_USER, coordinator_rules(keys)),
+            *(line(agent_user(node), agent_rules(keys, node)) for node in nodes)]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -97,9 +99,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--prefix", default="labq:", help="key prefix (redis_prefix)")
     parser.add_argument("--node", action="append", default=[], help="a GPU node's name "
                         "(repeat for each node)")
+    parser.add_argument("--password-dir", default=None, help="a folder with coordinator.pass "
+                        "and agent-<node>.pass: print their hashes instead of #HASH")
     args = parser.parse_args(argv)
+    secrets = {}
+    if args.password_dir:
+        from pathlib import Path
+
+        from scheduler.store import read_secret
+
+        folder = Path(args.password_dir)
+        secrets[COORDINATOR_USER] = read_secret(folder / "coordinator.pass")
+        for node in args.node:
+            secrets[agent_user(node)] = read_secret(folder / f"agent-{node}.pass")
     try:
-        for line in setuser_lines(Keys(args.prefix), args.node):
+        for line in setuser_lines(Keys(args.prefix), args.node, secrets):
             print(line)
     except AclError as exc:
         parser.error(str(exc))

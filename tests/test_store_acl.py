@@ -252,3 +252,33 @@ def test_acl_patterns_never_take_glob_characters() -> None:
         Settings.load(Path("/nonexistent"), redis_prefix="lab?:")
     line = setuser_lines(Keys("labq:"), ["gpu1"])[1]
     assert re.search(r" ~labq:node:gpu1 ~labq:node:gpu1:\* ", line)
+
+
+def test_the_readme_setuser_lines_make_a_working_locked_store(valkey_url: str) -> None:
+    """The exact lines the README shows, applied as redis-cli would send them."""
+    import shlex
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    for line in setuser_lines(Keys("labq:"), ["gpu1"]):
+        assert line in readme, line
+    prefix, node = f"acl{os.getpid()}:", "gpu1"
+    admin = redis.Redis.from_url(valkey_url, decode_responses=True)
+    users = {}
+    try:
+        secrets = {u: f"pw-{u}" for u in (COORDINATOR_USER, agent_user(node))}
+        for line in setuser_lines(Keys(prefix), [node], secrets):
+            words = shlex.split(line)
+            users[words[2]] = secrets[words[2]]
+            admin.execute_command(*words)
+        agent = redis.Redis.from_url(valkey_url, username=agent_user(node),
+                                     password=users[agent_user(node)], decode_responses=True)
+        agent.hset(f"{prefix}node:{node}:status", "1", "{}")
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            agent.hset(f"{prefix}job:1", "user", "eve")
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            agent.hgetall(f"{prefix}node:gpu2:runs")
+        agent.close()
+    finally:
+        for user in users:
+            admin.execute_command("ACL", "DELUSER", user)
+        admin.close()
