@@ -353,7 +353,8 @@ class Api:
                               {(j.account, j.user) for j in waiting})
         nodes = await self._nodes_cached()
         snapshot = Snapshot(
-            nodes=tuple(node_view(n) for n in nodes),
+            nodes=tuple(node_view(n, avoid_foreign=self.settings.foreign_gpu_policy == "avoid")
+                        for n in nodes),
             pending=tuple(pending_view(j) for j in waiting),
             now=now, shares=inputs)
         table, ranked = priorities(snapshot)

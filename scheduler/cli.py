@@ -79,7 +79,8 @@ def submit(gpus: int, gpu_type: str | None, time_limit: str | None, account: str
         "command": list(command), "gpus": gpus, "gpu_type": gpu_type, "time": time_limit,
         "account": account, "qos": qos, "name": name,
         "workdir": os.path.abspath(workdir) if workdir else os.getcwd(),
-        "env": _parse_env(env_pairs), "output": output, "array": array, "requeue": requeue, "as_user": as_user,
+        "env": _parse_env(env_pairs), "output": output, "array": array, "requeue": requeue,
+        "as_user": as_user,
         "token": uuid.uuid4().hex, "return_jobs": as_json,
     }
     result = call("POST", "/v1/jobs", body)
@@ -261,6 +262,9 @@ def logs(job_id: str, follow: bool, tail_bytes: int) -> None:
     except ClientError as exc:
         fail(str(exc))
     path = str(info["path"])
+    while follow and not os.path.exists(path) and not info["done"]:
+        time.sleep(0.5)  # not started yet: its runner makes the file when it starts
+        info = api.request("GET", f"/v1/jobs/{job_id}/logs")
     try:
         for chunk in follow_file(path, tail_bytes, follow,
                                  lambda: bool(api.request("GET", f"/v1/jobs/{job_id}")["state"]

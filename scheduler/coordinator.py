@@ -313,7 +313,8 @@ class Coordinator:
         active = await self.store.active_jobs()
         running = tuple(running_view(j, now) for j in active)
         snapshot = Snapshot(
-            nodes=tuple(node_view(n, self.settings.billing_weight(n.gpu_model)) for n in nodes),
+            nodes=tuple(node_view(n, self.settings.billing_weight(n.gpu_model),
+                                  self.settings.foreign_gpu_policy == "avoid") for n in nodes),
             pending=tuple(view for _, view in waiting),  # held-by-a-person jobs are not here
             now=now,
             running=running,

@@ -64,6 +64,8 @@ def gpu_families(nodes: Sequence[Node], active: Sequence[JobLike], policy: IdleP
         ("gpu_power_watts", "GPU power draw", GPU),
         ("gpu_temperature_celsius", "GPU temperature", GPU),
         ("gpu_healthy", "1 if the agent reports the GPU healthy", GPU),
+        ("gpu_foreign_processes", "Processes on the GPU that labq did not start (by default "
+         "the GPU gets no new job until there are none)", GPU),
         ("node_up", "1 if the node is UP", ["node"]),
         ("node_heartbeat_age_seconds", "Seconds since the node's agent last reported", ["node"]),
     )}
@@ -103,6 +105,8 @@ def gpu_families(nodes: Sequence[Node], active: Sequence[JobLike], policy: IdleP
                 if value is not None:
                     g[name].add_metric(labels, value)
             g["gpu_healthy"].add_metric(labels, 1.0 if gpu.health == "OK" else 0.0)
+            g["gpu_foreign_processes"].add_metric(
+                labels, sum(1 for p in gpu.processes if not p.labq_job))
     return list(g.values())
 
 

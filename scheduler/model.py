@@ -260,15 +260,21 @@ class Node:
     def gpus_allocated(self) -> int:
         return len(self.allocations)
 
-    def free_indices(self) -> list[int]:
+    def free_indices(self, avoid_foreign: bool = True) -> list[int]:
         """GPUs no job holds that the agent last reported healthy: labq starts nothing on a GPU
-        that is LOST or has ECC errors (the GPU is back once the agent reports it OK)."""
-        unhealthy = {g.index for g in self.gpus if g.health != "OK"}
+        that is LOST or has ECC errors (the GPU is back once the agent reports it OK), nor, with
+        `avoid_foreign`, on one where a process runs that labq did not start."""
         return [i for i in range(self.gpus_total)
-                if i not in self.allocations and i not in unhealthy]
+                if i not in self.allocations and i not in self.unusable(avoid_foreign)]
+
+    def unusable(self, avoid_foreign: bool = True) -> set[int]:
+        """GPUs no new job may get: unhealthy ones, and (`avoid_foreign`) those running a
+        process labq did not start, until the agent reports them otherwise."""
+        return {g.index for g in self.gpus if g.health != "OK"
+                or (avoid_foreign and any(not p.labq_job for p in g.processes))}
 
     def foreign_processes(self) -> list[dict[str, Any]]:
-        """GPU processes labq did not start (no labq job in their environment)."""
+        """GPU processes labq did not start (in no labq job's cgroup or process tree)."""
         found = []
         for gpu in self.gpus:
             for proc in gpu.processes:

@@ -13,10 +13,13 @@ def running_view(job: Job, now: float) -> RunningJob:
                       job.gpus * job.billing_weight)
 
 
-def node_view(node: Node, billing_weight: float = 1.0) -> NodeView:
-    return NodeView(node.name, node.gpu_model, node.gpus_total, tuple(node.free_indices()),
-                    up=node.state == NodeState.UP, billing_weight=billing_weight,
-                    unhealthy=tuple(g.index for g in node.gpus if g.health != "OK"))
+def node_view(node: Node, billing_weight: float = 1.0, avoid_foreign: bool = True) -> NodeView:
+    """The policy's view of a node. A GPU running a process labq did not start counts as
+    unhealthy when `avoid_foreign`: no job gets it, nothing plans on it, until it is free."""
+    return NodeView(node.name, node.gpu_model, node.gpus_total,
+                    tuple(node.free_indices(avoid_foreign)), up=node.state == NodeState.UP,
+                    billing_weight=billing_weight,
+                    unhealthy=tuple(sorted(node.unusable(avoid_foreign))))
 
 
 def pending_view(job: Job) -> PendingJob:
