@@ -145,17 +145,18 @@ class Executor:
             return True
         if state is not None and state.runner_pid:
             return _is_runner(state.runner_pid, self.runs_dir / key)
-        return child is not None and child.poll() is None
+        # Started by an earlier agent moments ago, no state written yet: look for it.
+        return child is None and _find_runner(self.runs_dir / key) is not None
 
     def stop(self, key: str, state: RunState | None) -> None:
-        """SIGTERM to the runner: it stops the job (SIGTERM, grace, kill). Resent now and then
-        (a runner that had not yet set up its signal mask when the first one came)."""
+        """SIGTERM to the runner: it stops the job (SIGTERM, grace, kill). Resent now and then,
+        in case one is lost."""
         now = time.monotonic()
-        if now - self._stop_sent.get(key, -STOP_RESEND_S) < STOP_RESEND_S:
+        if state is None or now - self._stop_sent.get(key, -STOP_RESEND_S) < STOP_RESEND_S:
+            # A runner that has not written its state yet may not have blocked SIGTERM yet
+            # either (it would die without a word): ask again once it has.
             return
-        pid = state.runner_pid if state else 0
-        if not pid and key in self._children:
-            pid = self._children[key].pid
+        pid = state.runner_pid
         if pid and _is_runner(pid, self.runs_dir / key):
             self._stop_sent[key] = now
             with contextlib.suppress(ProcessLookupError):
@@ -169,7 +170,10 @@ class Executor:
 
     def status_of(self, attempt: int, state: RunState | None, alive: bool) -> RunStatus:
         if state is None:
-            return RunStatus(attempt, noderun.STARTING)
+            if alive:
+                return RunStatus(attempt, noderun.STARTING)
+            return RunStatus(attempt, noderun.FAILED, ended_at=time.time(),
+                             message="the job's runner died before it started the job")
         if state.phase in (noderun.EXITED, noderun.FAILED):
             return RunStatus(attempt, state.phase, state.started_at, state.ended_at,
                              state.exit_code, state.signal, bool(state.stop), state.message,
@@ -253,6 +257,14 @@ def _is_runner(pid: int, rundir: Path) -> bool:
     except OSError:
         return False
     return RUNNER_MODULE.encode() in argv and str(rundir).encode() in argv
+
+
+def _find_runner(rundir: Path) -> int | None:
+    """The pid of the runner of `rundir`, found in /proc, or None."""
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit() and _is_runner(int(entry.name), rundir):
+            return int(entry.name)
+    return None
 
 
 def _runner_env() -> dict[str, str]:

@@ -1,9 +1,11 @@
-"""submit → RUNNING on an idle cluster, labq beside Ray alone, and `labq submit` wall time.
+"""submit → RUNNING on an idle cluster for a plain command: labq beside Slurm, in one run.
 
-Starts its own `labq up --simulate 1x4:A100-80GB`. For labq, the clock starts when the `labq
-submit` command is typed and stops when `labq show` would say RUNNING (polled on the store every
-20 ms). For Ray alone, the same command is submitted with JobSubmissionClient to the same node
-and the same kind of pinning, and the clock stops when Ray reports RUNNING.
+Starts its own `labq up --simulate 1x4:A100-80GB` and a local Slurm 22.05 peer (Debian's
+slurm-wlm with 4 `slurmd` and fake GPUs on loopback, bench/slurm_peer/start.sh; run as root).
+Both run the same command (`sleep 2`) on 1 GPU as the same unprivileged user, interleaved so
+both see the same machine state. The clock starts when the submit command is typed (`labq
+submit` / `sbatch`, each run as that user) and stops when the scheduler says RUNNING (labq: its
+API, polled every 20 ms; Slurm: `squeue`, polled every 20 ms).
 
 Usage: python bench/bench_latency.py [--runs N]
 """
@@ -11,91 +13,75 @@ Usage: python bench/bench_latency.py [--runs N]
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
-import sys
 import time
-import uuid
 from pathlib import Path
 
 from common import Stack, machine, summary
 
 COMMAND = ["sleep", "2"]
+PEER = Path(__file__).resolve().parent / "slurm_peer" / "start.sh"
 
 
-def labq_submit_to_running(stack: Stack, runs: int) -> tuple[list[float], list[float]]:
+def labq_submit_to_running(stack: Stack) -> tuple[float, float]:
+    """(submit → RUNNING, `labq submit` wall time), as the stack's user."""
     from scheduler.client import Client
 
     client = Client(stack.home / "labq.sock")
-    latencies, cli_walls = [], []
-    for _ in range(runs):
-        began = time.perf_counter()
-        job_id = subprocess.run([*stack_cmd(), "submit", "--", *COMMAND], env=stack.env,
-                                capture_output=True, text=True, check=True).stdout.strip()
-        cli_walls.append(time.perf_counter() - began)
-        while client.request("GET", f"/v1/jobs/{job_id}")["state"] != "RUNNING":
-            time.sleep(0.02)
-        latencies.append(time.perf_counter() - began)
-        stack.wait_state(job_id, {"SUCCEEDED"})
-    return latencies, cli_walls
+    began = time.perf_counter()
+    job_id = stack.submit("--", *COMMAND)
+    wall = time.perf_counter() - began
+    while client.request("GET", f"/v1/jobs/{job_id}")["state"] != "RUNNING":
+        time.sleep(0.02)
+    latency = time.perf_counter() - began
+    stack.wait_state(job_id, {"SUCCEEDED"})
+    return latency, wall
 
 
-def ray_submit_to_running(address: str, runs: int) -> list[float]:
-    from ray.job_submission import JobSubmissionClient
+def slurm_submit_to_running(user: str, workdir: Path) -> tuple[float, float]:
+    """(submit → RUNNING, `sbatch` wall time), as `user`."""
+    began = time.perf_counter()
+    job_id = subprocess.run(
+        ["runuser", "-u", user, "--", "sbatch", "--parsable", "--gpus=1", "-D", str(workdir),
+         "-o", str(workdir / "slurm-%j.out"), "--wrap", " ".join(COMMAND)],
+        capture_output=True, text=True, check=True).stdout.strip()
+    wall = time.perf_counter() - began
+    while _squeue_state(job_id) != "RUNNING":
+        time.sleep(0.02)
+    latency = time.perf_counter() - began
+    while _squeue_state(job_id) not in ("", "COMPLETED"):
+        time.sleep(0.1)
+    return latency, wall
 
-    client = JobSubmissionClient(address)
-    latencies = []
-    for _ in range(runs):
-        began = time.perf_counter()
-        job_id = client.submit_job(
-            entrypoint="export CUDA_VISIBLE_DEVICES=0; " + " ".join(COMMAND),
-            submission_id=f"ray-{uuid.uuid4().hex[:8]}",
-            runtime_env={"env_vars": {"CUDA_VISIBLE_DEVICES": "0"}},
-            entrypoint_resources={"labq_gpu_0": 1.0},
-            entrypoint_label_selector={"labq-node": "sim-0"},
-        )
-        while client.get_job_status(job_id).value != "RUNNING":
-            time.sleep(0.02)
-        latencies.append(time.perf_counter() - began)
-        while not client.get_job_status(job_id).is_terminal():
-            time.sleep(0.1)
-    return latencies
+
+def _squeue_state(job_id: str) -> str:
+    return subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True,
+                          text=True).stdout.strip()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=15)
     args = parser.parse_args()
+    subprocess.run(["bash", str(PEER)], check=True, capture_output=True)
     stack = Stack("1x4:A100-80GB").start()
     try:
-        stack.wait_state(stack.submit("--", "true"), {"SUCCEEDED"})  # warm Ray's worker pool
-        address = json.loads((stack.home / "run.json").read_text())["ray_address"]
-        labq, cli, ray = [], [], []
-        for _ in range(args.runs):  # interleaved, so both see the same machine state
-            one, wall = labq_submit_to_running(stack, 1)
-            labq += one
-            cli += wall
-            ray += ray_submit_to_running(address, 1)
-        bare = []
-        for _ in range(args.runs):  # the CLI alone: a submit that is refused by validation
-            began = time.perf_counter()
-            subprocess.run([*stack_cmd(), "submit", "--gpus", "0", "--", "true"], env=stack.env,
-                           capture_output=True)
-            bare.append(time.perf_counter() - began)
+        stack.wait_state(stack.submit("--", "true"), {"SUCCEEDED"})  # first-start costs
+        labq, labq_cli, slurm, sbatch = [], [], [], []
+        for _ in range(args.runs):
+            latency, wall = labq_submit_to_running(stack)
+            labq.append(latency)
+            labq_cli.append(wall)
+            latency, wall = slurm_submit_to_running(stack.user.pw_name, stack.workdir)
+            slurm.append(latency)
+            sbatch.append(wall)
     finally:
         stack.stop()
     print(f"machine: {machine()}")
-    print(f"labq submit -> RUNNING  (s): {summary(labq)}")
-    print(f"ray  submit -> RUNNING  (s): {summary(ray)}")
-    overhead = sorted(labq)[len(labq) // 2] - sorted(ray)[len(ray) // 2]
-    print(f"labq overhead over Ray, median (s): {overhead:.3f}")
-    print(f"`labq submit` wall time (s): {summary(cli)}")
-    print(f"`labq submit` refused by validation, wall time (s): {summary(bare)}")
-
-
-def stack_cmd() -> list[str]:
-    """The installed `labq` script, as a user runs it."""
-    return [str(Path(sys.executable).parent / "labq")]
+    print(f"labq  submit -> RUNNING (s): {summary(labq)}")
+    print(f"slurm submit -> RUNNING (s): {summary(slurm)}")
+    print(f"`labq submit` wall time (s): {summary(labq_cli)}")
+    print(f"`sbatch` wall time (s):      {summary(sbatch)}")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ from common import machine, summary
 from scheduler.accounts import AccountConfig, BudgetConfig, UserConfig
 from scheduler.config import Settings
 from scheduler.coordinator import Coordinator
-from scheduler.launcher import RayLauncher
 from scheduler.metrics import ClusterCollector, read_view, render
 from scheduler.model import GpuInfo, GpuProcess, JobSpec, NodeReport
 from scheduler.store import Store
@@ -100,8 +99,7 @@ async def main(scrapes: int, nodes: int, running: int, waiting: int) -> None:
         await fill(store, random.Random(1), nodes, running, waiting)
         print(f"filled in {time.perf_counter() - began:.1f} s: {nodes} nodes x {GPUS} GPUs, "
               f"{running} running + {waiting} waiting jobs, {ACCOUNTS} accounts, {USERS} users")
-        source = Coordinator(store, RayLauncher("http://127.0.0.1:9"),
-                             Settings(Path(tempfile.mkdtemp())))
+        source = Coordinator(store, Settings(Path(tempfile.mkdtemp())))
         body = await render(store, source)
         series = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
         print(f"exposition: {len(body) / 1e6:.1f} MB, {series} series")

@@ -302,8 +302,7 @@ def test_supervisor_restarts_a_crashed_coordinator(stack: Stack) -> None:
 
 
 def test_node_whose_heartbeats_stop_goes_down_and_its_jobs_end_node_lost(stack: Stack) -> None:
-    stack.wait(lambda: all(n["gpus_allocated"] == 0 for n in stack.labq_json("nodes")),
-               timeout=60, what="an idle cluster")
+    idle(stack)
     plain = stack.submit("--", "sleep", "300")
     job = stack.wait_state(plain, {"RUNNING"})
     requeued = stack.submit("--requeue", "--", "sleep", "300")
@@ -364,8 +363,13 @@ def test_restart_on_the_same_home_keeps_queued_and_finished_jobs() -> None:
 
 
 def idle(stack: Stack) -> None:
-    stack.wait(lambda: all(n["gpus_allocated"] == 0 for n in stack.labq_json("nodes")),
-               timeout=90, what="an idle cluster")
+    try:
+        stack.wait(lambda: all(n["gpus_allocated"] == 0 for n in stack.labq_json("nodes")),
+                   timeout=90, what="an idle cluster")
+    except AssertionError:
+        active = [j for j in stack.labq_json("queue", "--all") if j["state"] not in
+                  ("PENDING", "HELD")]
+        raise AssertionError(f"the cluster never became idle; still active: {active}") from None
 
 
 def test_budget_holds_a_job_until_an_admin_tops_it_up(stack: Stack) -> None:
