@@ -15,8 +15,8 @@ from scheduler.reactions import (
     EndOrRequeue,
     Finish,
     MarkRunning,
-    Requeue,
     RequestStop,
+    Requeue,
     SendStop,
     react,
 )
