@@ -1,4 +1,4 @@
-"""Parsing of human time limits (`30s`, `10m`, `2h`, `1d`, `HH:MM:SS`)."""
+"""Parsing of human time limits (`30s`, `10m`, `2h`, `1d`, `HH:MM:SS`, Slurm's `D-HH:MM`)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ class TimeLimitError(ValueError):
 def parse_duration(text: str) -> int:
     """Return `text` as whole seconds (> 0).
 
-    Accepts `30s`, `10m`, `2h`, `1d`, a plain number of minutes (as Slurm's `--time 30`),
-    `MM:SS`, `HH:MM:SS` and `D-HH:MM:SS`.
+    Accepts `30s`, `10m`, `2h`, `1d` and Slurm's six forms: `M` (a plain number is minutes),
+    `M:SS`, `H:MM:SS`, `D-H`, `D-H:MM` and `D-H:MM:SS`. With a day field, the fields that
+    follow are hours, then minutes, then seconds, so `1-12:30` is 36 h 30 min.
     """
     raw = text.strip()
     if not raw:
@@ -37,28 +38,33 @@ def parse_duration(text: str) -> int:
 
 
 def _parse_clock(raw: str) -> int:
-    days = 0
-    clock = raw
     if "-" in raw:
         day_text, clock = raw.split("-", 1)
         if not _DIGITS.match(day_text):
             raise _bad(raw)
-        days = int(day_text)
-    parts = clock.split(":")
-    if not 2 <= len(parts) <= 3 or not all(_DIGITS.match(p) for p in parts):
-        raise _bad(raw)
-    numbers = [int(p) for p in parts]
-    if len(numbers) == 2:
-        numbers.insert(0, 0)
-    hours, minutes, secs = numbers
+        hours, minutes, secs = _fields(raw, clock, (1, 3))
+        hours += int(day_text) * 24
+    else:
+        hours, minutes, secs = _fields(raw, raw, (2, 3))
+        if raw.count(":") == 1:  # M:SS, as Slurm: the two fields are minutes and seconds
+            hours, minutes, secs = 0, hours, minutes
     if minutes >= 60 or secs >= 60:
         raise _bad(raw)
-    return days * 86400 + hours * 3600 + minutes * 60 + secs
+    return hours * 3600 + minutes * 60 + secs
+
+
+def _fields(raw: str, clock: str, counts: tuple[int, int]) -> tuple[int, int, int]:
+    """`clock`'s colon-separated fields as (first, second, third), missing ones 0."""
+    parts = clock.split(":")
+    if not counts[0] <= len(parts) <= counts[1] or not all(_DIGITS.match(p) for p in parts):
+        raise _bad(raw)
+    numbers = [int(p) for p in parts] + [0] * (3 - len(parts))
+    return numbers[0], numbers[1], numbers[2]
 
 
 def _bad(raw: str) -> TimeLimitError:
     return TimeLimitError(
-        f"cannot read time limit {raw!r}: use e.g. 30s, 10m, 2h, 1d, HH:MM:SS or D-HH:MM:SS"
+        f"cannot read time limit {raw!r}: use e.g. 30s, 10m, 2h, 1d, HH:MM:SS, D-HH or D-HH:MM:SS"
     )
 
 

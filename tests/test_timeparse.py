@@ -31,6 +31,26 @@ def test_parse_duration_accepts(text: str, seconds: int) -> None:
     assert parse_duration(text) == seconds
 
 
+# Slurm's six --time forms, read as sbatch reads them ("days-hours", "days-hours:minutes", ...).
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        pytest.param("30", 30 * 60, id="minutes"),
+        pytest.param("30:15", 30 * 60 + 15, id="minutes:seconds"),
+        pytest.param("2:30:15", 2 * 3600 + 30 * 60 + 15, id="hours:minutes:seconds"),
+        pytest.param("1-12", 36 * 3600, id="days-hours"),
+        pytest.param("1-12:30", 36 * 3600 + 30 * 60, id="days-hours:minutes"),
+        pytest.param("1-12:30:15", 36 * 3600 + 30 * 60 + 15, id="days-hours:minutes:seconds"),
+        pytest.param("2-0", 2 * 86400, id="days-zero-hours"),
+        pytest.param("0-1", 3600, id="zero-days-one-hour"),
+        pytest.param("0-0:01", 60, id="zero-days-one-minute"),
+        pytest.param("3-05", 3 * 86400 + 5 * 3600, id="days-padded-hours"),
+    ],
+)
+def test_parse_duration_reads_slurm_forms_as_slurm(text: str, seconds: int) -> None:
+    assert parse_duration(text) == seconds
+
+
 @pytest.mark.parametrize(
     "text",
     [
@@ -47,7 +67,12 @@ def test_parse_duration_accepts(text: str, seconds: int) -> None:
         pytest.param("1:60:00", id="minutes-out-of-range"),
         pytest.param("1:00:60", id="seconds-out-of-range"),
         pytest.param("1:2:3:4", id="too-many-clock-parts"),
-        pytest.param("1-2", id="days-without-clock"),
+        pytest.param("1-", id="days-without-hours"),
+        pytest.param("-12", id="hours-without-days"),
+        pytest.param("1-12:60", id="days-hours-minutes-out-of-range"),
+        pytest.param("1-1:2:3:4", id="days-with-too-many-clock-parts"),
+        pytest.param("1-2-3", id="two-day-fields"),
+        pytest.param("0-0", id="zero-days-hours"),
         pytest.param("x-01:00:00", id="non-numeric-days"),
         pytest.param("1d2h", id="compound-units"),
         pytest.param("1:aa", id="non-numeric-clock"),
