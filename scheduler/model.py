@@ -9,7 +9,9 @@ from typing import Any
 
 
 class JobState(StrEnum):
-    """Where a job is in its life. `is_terminal` says whether it can still change."""
+    """Where a job is in its life. The lifecycle is declared once, below (`TRANSITIONS`); the
+    store's Lua scripts get the same sets from `lua_lifecycle()` and a test runs every script
+    from every state to check they make no other move."""
 
     PENDING = "PENDING"
     HELD = "HELD"
@@ -26,15 +28,50 @@ class JobState(StrEnum):
 
     def holds_gpus(self) -> bool:
         """STARTING, RUNNING, or PREEMPTED: being stopped, its GPUs not given back yet."""
-        return self in (JobState.STARTING, JobState.RUNNING, JobState.PREEMPTED)
+        return self in GPU_HOLDING_STATES
 
     def is_waiting(self) -> bool:
-        return self in (JobState.PENDING, JobState.HELD)
+        return self in WAITING_STATES
 
 
 TERMINAL_STATES = frozenset(
     {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.TIMEOUT}
 )
+GPU_HOLDING_STATES = frozenset({JobState.STARTING, JobState.RUNNING, JobState.PREEMPTED})
+WAITING_STATES = frozenset({JobState.PENDING, JobState.HELD})  # HELD: a budget or a person
+
+# Every move a job can make. STARTING holds GPUs from the allocation on; PREEMPTED is a job
+# being stopped to make room, which goes back to PENDING (or ends, if it ended on its own or
+# was cancelled meanwhile); a requeue (node lost, --requeue) is GPU-holding -> PENDING.
+_ENDS = TERMINAL_STATES
+TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    JobState.PENDING: frozenset({JobState.HELD, JobState.STARTING, JobState.CANCELLED}),
+    JobState.HELD: frozenset({JobState.PENDING, JobState.STARTING, JobState.CANCELLED}),
+    JobState.STARTING: frozenset({JobState.RUNNING, JobState.PREEMPTED, JobState.PENDING,
+                                  *_ENDS}),
+    JobState.RUNNING: frozenset({JobState.PREEMPTED, JobState.PENDING, *_ENDS}),
+    JobState.PREEMPTED: frozenset({JobState.PENDING, *_ENDS}),
+    **{state: frozenset() for state in TERMINAL_STATES},
+}
+
+
+def lua_lifecycle() -> str:
+    """The state sets as Lua, prepended to every store script: `is_terminal(state)`,
+    `holds_gpus(state)` and `is_waiting(state)` answer from the same sets as `JobState`."""
+    def table(name: str, states: frozenset[JobState]) -> str:
+        entries = ", ".join(f"{s.value} = true" for s in sorted(states))
+        return f"local {name} = {{{entries}}}"
+
+    return "\n".join([
+        "-- Generated from scheduler.model (the lifecycle is declared there, once).",
+        table("TERMINAL_STATES", TERMINAL_STATES),
+        table("GPU_HOLDING_STATES", GPU_HOLDING_STATES),
+        table("WAITING_STATES", WAITING_STATES),
+        "local function is_terminal(state) return TERMINAL_STATES[state or ''] == true end",
+        "local function holds_gpus(state) return GPU_HOLDING_STATES[state or ''] == true end",
+        "local function is_waiting(state) return WAITING_STATES[state or ''] == true end",
+        "",
+    ])
 
 
 class NodeState(StrEnum):

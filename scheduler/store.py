@@ -12,6 +12,7 @@ import os
 import secrets
 import time
 from collections.abc import Iterable, Sequence
+from enum import StrEnum
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,16 @@ from scheduler.accounts import Accounts
 from scheduler.acl import agent_user
 from scheduler.config import Settings
 from scheduler.keys import Keys
-from scheduler.model import GpuInfo, Job, JobSpec, JobState, Node, NodeReport, NodeState
+from scheduler.model import (
+    GpuInfo,
+    Job,
+    JobSpec,
+    JobState,
+    Node,
+    NodeReport,
+    NodeState,
+    lua_lifecycle,
+)
 from scheduler.noderun import RunStatus, StartRecord
 
 SUBMIT_TOKEN_TTL_S = 86400
@@ -41,6 +51,34 @@ WAIT_BUCKETS: tuple[float, ...] = (1, 5, 15, 30, 60, 300, 900, 1800, 3600, 7200,
                                    86400, 259200)
 
 
+class Outcome(StrEnum):
+    """What a state-changing script says happened (each script's header lists its own)."""
+
+    OK = "OK"
+    STALE_EPOCH = "STALE_EPOCH"  # another coordinator leads now: nothing written
+    STALE_VIEW = "STALE_VIEW"  # the job moved since the caller read it: read it again
+    NOT_PENDING = "NOT_PENDING"
+    NOT_STARTING = "NOT_STARTING"
+    NOT_ACTIVE = "NOT_ACTIVE"
+    NOT_WAITING = "NOT_WAITING"
+    NODE_NOT_UP = "NODE_NOT_UP"
+    WRONG_COUNT = "WRONG_COUNT"
+    GPU_OUT_OF_RANGE = "GPU_OUT_OF_RANGE"
+    GPU_BUSY = "GPU_BUSY"
+    ALREADY = "ALREADY"
+    ALREADY_DONE = "ALREADY_DONE"
+    ALREADY_STOPPING = "ALREADY_STOPPING"
+    ALREADY_DOWN = "ALREADY_DOWN"
+    NO_SUCH_JOB = "NO_SUCH_JOB"
+    NO_STOP = "NO_STOP"
+    FORBIDDEN = "FORBIDDEN"
+    CANCELLED = "CANCELLED"  # a cancel: the waiting job ended at once
+    STOPPING = "STOPPING"  # a cancel: the running job will be stopped
+    ENDED = "ENDED"  # a requeue of a job that had to end instead (cancelled, timed out)
+    DOWN = "DOWN"
+    ALIVE = "ALIVE"
+
+
 class StoreError(RuntimeError):
     """The store refused an operation (stale leader, duplicate ids, ...)."""
 
@@ -48,7 +86,7 @@ class StoreError(RuntimeError):
 def _load_script_text(name: str) -> str:
     folder = resources.files("scheduler") / "lua"
     common = (folder / "_common.lua").read_text()
-    return common + "\n" + (folder / f"{name}.lua").read_text()
+    return lua_lifecycle() + common + "\n" + (folder / f"{name}.lua").read_text()
 
 
 class Store:
@@ -144,23 +182,24 @@ class Store:
             created += jobs
         return result
 
-    async def cancel(self, job_id: str, caller: str, is_admin: bool, now: float) -> str:
+    async def cancel(self, job_id: str, caller: str, is_admin: bool, now: float) -> Outcome:
         keys = [self.keys.job(job_id), self.keys.waiting, self.keys.done, self.keys.held]
-        return str(await self._run("cancel", keys, [job_id, caller, "1" if is_admin else "", now]))
+        args = [job_id, caller, "1" if is_admin else "", now]
+        return Outcome(await self._run("cancel", keys, args))
 
     async def hold(self, job_id: str, caller: str, is_admin: bool, release: bool,
-                   now: float | None = None) -> str:
+                   now: float | None = None) -> Outcome:
         """Hold or release a waiting job; a released job waits from `now` (the time a person
         held it is not queue wait in the metrics)."""
         keys = [self.keys.job(job_id), self.keys.waiting, self.keys.held]
         args = [job_id, caller, "1" if is_admin else "", "release" if release else "hold",
                 time.time() if now is None else now]
-        return str(await self._run("hold", keys, args))
+        return Outcome(await self._run("hold", keys, args))
 
     async def start(
         self, epoch: int, job: Job | str, node: str, indices: Sequence[int], weight: float,
         now: float,
-    ) -> str:
+    ) -> Outcome:
         """Allocate `indices` of `node` to `job` and hand its node the start record, at once.
         Given only a job id, reads the job first (the script still checks its state)."""
         if isinstance(job, str):
@@ -173,20 +212,20 @@ class Store:
         bounds = ",".join(f"{b:g}" for b in WAIT_BUCKETS)
         record = StartRecord.for_job(job, list(indices)).to_json()
         args = [epoch, job.id, node, json.dumps(list(indices)), now, weight, bounds, record]
-        return str(await self._run("start", keys, args))
+        return Outcome(await self._run("start", keys, args))
 
     def _run_keys(self, node: str) -> list[str]:
         return [self.keys.node_runs(node), self.keys.node_stops(node),
                 self.keys.node_status(node), self.keys.node_wake(node)]
 
-    async def mark_running(self, epoch: int, job_id: str, now: float) -> str:
-        return str(await self._run("mark_running", [self.keys.job(job_id), self.keys.epoch],
+    async def mark_running(self, epoch: int, job_id: str, now: float) -> Outcome:
+        return Outcome(await self._run("mark_running", [self.keys.job(job_id), self.keys.epoch],
                                    [epoch, now]))
 
     async def finish(
         self, epoch: int, job: Job, state: JobState, exit_code: int | None, reason: str,
         now: float,
-    ) -> str:
+    ) -> Outcome:
         keys = [
             self.keys.job(job.id), self.keys.active, self.keys.done,
             self.keys.node_alloc(job.node or ""), self.keys.usage, self.keys.epoch,
@@ -194,29 +233,31 @@ class Store:
         ]
         code = "" if exit_code is None else str(exit_code)
         args = [epoch, job.id, state.value, code, reason, now, job.node or ""]
-        return str(await self._run("finish", keys, args))
+        return Outcome(await self._run("finish", keys, args))
 
-    async def requeue(self, epoch: int, job: Job, reason: str, now: float) -> str:
+    async def requeue(self, epoch: int, job: Job, reason: str, now: float) -> Outcome:
         keys = [
             self.keys.job(job.id), self.keys.active, self.keys.waiting,
             self.keys.node_alloc(job.node or ""), self.keys.usage, self.keys.epoch,
             self.keys.done, self.keys.stats, *self._run_keys(job.node or ""),
         ]
-        return str(await self._run("requeue", keys, [epoch, job.id, reason, now, job.node or ""]))
+        args = [epoch, job.id, reason, now, job.node or ""]
+        return Outcome(await self._run("requeue", keys, args))
 
-    async def send_stop(self, epoch: int, job: Job) -> str:
+    async def send_stop(self, epoch: int, job: Job) -> Outcome:
         """Hand the job's stop request to its node's agent (idempotent)."""
         node = job.node or ""
         keys = [self.keys.job(job.id), self.keys.node_stops(node), self.keys.node_wake(node),
                 self.keys.epoch]
-        return str(await self._run("send_stop", keys, [epoch, job.id, node]))
+        return Outcome(await self._run("send_stop", keys, [epoch, job.id, node]))
 
     async def request_stop(self, epoch: int, job_id: str, reason: JobState, now: float,
-                           end_reason: str = "") -> str:
+                           end_reason: str = "") -> Outcome:
         """Ask for an active job to stop, ending in `reason` (or requeued if PREEMPTED), with
         `end_reason` as its recorded reason when not the state's usual one (e.g. IdleGpu)."""
         keys = [self.keys.job(job_id), self.keys.epoch, self.keys.stats]
-        return str(await self._run("request_stop", keys, [epoch, reason.value, now, end_reason]))
+        args = [epoch, reason.value, now, end_reason]
+        return Outcome(await self._run("request_stop", keys, args))
 
     async def set_idle(self, epoch: int, states: dict[str, tuple[dict[int, float], bool]]) -> str:
         """Write running jobs' idle-GPU state: job id -> (GPU index -> idle since, notified)."""
@@ -428,9 +469,9 @@ class Store:
             ))
         return result
 
-    async def node_down(self, epoch: int, name: str, cutoff: float) -> str:
+    async def node_down(self, epoch: int, name: str, cutoff: float) -> Outcome:
         keys = [self.keys.node(name), self.keys.heartbeats, self.keys.epoch]
-        return str(await self._run("node_down", keys, [epoch, name, cutoff]))
+        return Outcome(await self._run("node_down", keys, [epoch, name, cutoff]))
 
     # ---------------------------------------------------------------- usage, leadership
 

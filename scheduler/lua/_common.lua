@@ -1,13 +1,7 @@
 -- Shared helpers, prepended to every script by store.py (Lua has no imports in Redis).
 
-local function is_terminal(state)
-  return state == 'SUCCEEDED' or state == 'FAILED' or state == 'CANCELLED' or state == 'TIMEOUT'
-end
-
--- STARTING, RUNNING, or PREEMPTED (stopping, its GPUs not yet given back).
-local function holds_gpus(state)
-  return state == 'STARTING' or state == 'RUNNING' or state == 'PREEMPTED'
-end
+-- is_terminal(state), holds_gpus(state) and is_waiting(state) come before this file, generated
+-- from scheduler.model's lifecycle (store.py prepends them).
 
 local function fenced(epoch_key, epoch)
   return redis.call('GET', epoch_key) == epoch
