@@ -6,7 +6,7 @@ import os
 import sys
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -27,6 +27,9 @@ from scheduler.client import Client, ClientError
 from scheduler.config import Settings
 from scheduler.logtail import LOG_TAIL_BYTES, TERMINAL, follow_file
 from scheduler.timeparse import format_duration
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -119,10 +122,63 @@ def _when(stamp: float | None) -> str:
     return time.strftime(fmt, time.localtime(stamp))
 
 
-def _reason_text(job: dict[str, Any]) -> str:
-    if job["state"] in ("PENDING", "HELD") and job.get("reasons"):
-        return "; ".join(f"{r['code']}: {r['detail']}" for r in job["reasons"])
-    return job.get("reason") or ""
+def _reason_code(job: dict[str, Any]) -> str:
+    """The short code of why a job waits or ended (`Priority`, `NonZeroExitCode`); `labq show`
+    has the words."""
+    reasons = job.get("reasons") if job["state"] in ("PENDING", "HELD") else None
+    text = reasons[0]["code"] if reasons else job.get("reason") or ""
+    return str(text).split(":", 1)[0].split(" ", 1)[0]
+
+
+# Columns `labq queue` narrows (with an ellipsis) when a row is wider than the terminal, and
+# the narrowest each may become; the others, REASON among them, are never cut.
+_SHRINKABLE = {"NAME": 6, "NODE:GPUS": 5, "ACCOUNT": 5, "USER": 4, "GPUS": 3, "START": 5}
+
+
+def _fit(headers: list[str], rows: list[list[str]], width: int) -> dict[str, int]:
+    """Widths for the shrinkable columns so a row (one space between columns) fits `width`:
+    the widest is narrowed first, one cell at a time."""
+    from rich.cells import cell_len
+
+    widths = [max(cell_len(text) for text in (header, *(row[i] for row in rows)))
+              for i, header in enumerate(headers)]
+    over = sum(widths) + len(headers) - 1 - width
+    fitted: dict[str, int] = {}
+    while over > 0:
+        narrowable = [i for i, h in enumerate(headers)
+                      if h in _SHRINKABLE and widths[i] > _SHRINKABLE[h]]
+        if not narrowable:
+            break
+        index = max(narrowable, key=lambda i: (widths[i], -i))
+        widths[index] -= 1
+        fitted[headers[index]] = widths[index]
+        over -= 1
+    return fitted
+
+
+def queue_table(jobs: list[dict[str, Any]], now: float, with_start: bool,
+                width: int) -> Table:
+    """`labq queue`'s table: one line per job, at most `width` cells wide where the terminal
+    allows, REASON a short code that is never cut."""
+    from rich.table import Table
+
+    headers = ["JOBID", "NAME", "USER", "ACCOUNT", "STATE", "GPUS", "NODE:GPUS", "TIME",
+               *(["START"] if with_start else []), "REASON"]
+    rows = []
+    for job in jobs:
+        gpus = f"{job['gpus']}{':' + job['gpu_type'] if job.get('gpu_type') else ''}"
+        waiting = job["state"] in ("PENDING", "HELD")
+        start = [_when(job.get("est_start") if waiting else None)] if with_start else []
+        cells = [job["id"], job["name"] or "-", job["user"], job["account"], job["state"],
+                 gpus, _where(job), _age(job, now), *start, _reason_code(job)]
+        rows.append([plain(cell) for cell in cells])
+    fitted = _fit(headers, rows, width)
+    table = Table(box=None, header_style="bold", padding=(0, 1, 0, 0), pad_edge=False)
+    for header in headers:
+        table.add_column(header, no_wrap=True, overflow="ellipsis", width=fitted.get(header))
+    for row in rows:
+        table.add_row(*(markup(cell) for cell in row))
+    return table
 
 
 @main.command()
@@ -132,7 +188,7 @@ def _reason_text(job: dict[str, Any]) -> str:
 @click.option("--start", "with_start", is_flag=True, help="estimated start of waiting jobs")
 @click.option("--json", "as_json", is_flag=True)
 def queue(show_all: bool, user: str | None, done: bool, with_start: bool, as_json: bool) -> None:
-    """Queued and running jobs (yours, or --all), like squeue."""
+    """Queued and running jobs (yours, or --all), like squeue; `labq show` says why one waits."""
     query = "&".join(p for p in ("all=1" if show_all else "", f"user={user}" if user else "",
                                  "done=1" if done else "") if p)
     jobs = call("GET", f"/v1/jobs?{query}")
@@ -140,21 +196,9 @@ def queue(show_all: bool, user: str | None, done: bool, with_start: bool, as_jso
         print_json(jobs)
         return
     from rich.console import Console
-    from rich.table import Table
 
-    now = time.time()
-    table = Table(box=None, header_style="bold")
-    columns = ["JOBID", "NAME", "USER", "ACCOUNT", "STATE", "GPUS", "NODE:GPUS", "TIME"]
-    for col in [*columns, *(["START"] if with_start else []), "REASON"]:
-        table.add_column(col)
-    for job in jobs:
-        gpus = f"{job['gpus']}{':' + job['gpu_type'] if job.get('gpu_type') else ''}"
-        waiting = job["state"] in ("PENDING", "HELD")
-        start = [_when(job.get("est_start") if waiting else None)] if with_start else []
-        cells = [job["id"], job["name"] or "-", job["user"], job["account"], job["state"],
-                 gpus, _where(job), _age(job, now), *start, _reason_text(job)]
-        table.add_row(*(markup(cell) for cell in cells))
-    Console().print(table)
+    console = Console()
+    console.print(queue_table(jobs, time.time(), with_start, console.width))
 
 
 PRIVATE = ("command", "workdir", "exit_code", "gpu_seconds", "billed")  # null: another's job
