@@ -128,7 +128,7 @@ class Settings:
         config_file = home_path / "config.toml"
         if config_file.exists():
             try:
-                values.update(tomllib.loads(config_file.read_text()))
+                values.update(flatten(tomllib.loads(config_file.read_text()), config_file))
             except tomllib.TOMLDecodeError as exc:
                 raise ConfigError(f"{config_file}: {exc}; fix or remove that file") from exc
             except PermissionError:
@@ -145,6 +145,8 @@ class Settings:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(f"unknown setting(s) {', '.join(unknown)} in {config_file}")
+        for key, value in values.items():
+            check_type(key, value, config_file)
         if "socket_path" in values and values["socket_path"]:
             values["socket_path"] = Path(values["socket_path"])
         if "billing_weights" in values:
@@ -172,6 +174,102 @@ class Settings:
 
 class ConfigError(ValueError):
     """The configuration cannot be used as written."""
+
+
+# config.toml is grouped in sections; each key of a section is one setting. (A file may also
+# name settings at the top level by their full names, as earlier versions wrote them.)
+SECTIONS: dict[str, dict[str, str]] = {
+    "store": {"url": "redis_url", "prefix": "redis_prefix", "username": "redis_username",
+              "password_file": "redis_password_file",
+              "agent_username": "agent_redis_username",
+              "agent_password_file": "agent_redis_password_file"},
+    "api": {"socket": "socket_path", "host": "api_host", "metrics_port": "metrics_port",
+            "admins": "admins"},
+    "scheduler": {"cycle_interval_s": "cycle_interval_s",
+                  "charge_interval_s": "charge_interval_s",
+                  "default_time_limit_s": "default_time_limit_s",
+                  "max_time_limit_s": "max_time_limit_s", "default_account": "default_account",
+                  "stop_grace_s": "stop_grace_s"},
+    "nodes": {"heartbeat_interval_s": "heartbeat_interval_s", "timeout_s": "node_timeout_s",
+              "state_dir": "agent_state_dir", "cgroup_root": "cgroup_root",
+              "foreign_gpu_policy": "foreign_gpu_policy"},
+    "fairshare": {"algorithm": "fairshare_algorithm", "half_life_s": "usage_half_life_s",
+                  "reset": "usage_reset", "semesters": "semesters",
+                  "fair_now_past_weight": "fair_now_past_weight"},
+    "priority": {"weights": "priority_weights", "qos_factors": "qos_factors",
+                 "qos_names": "qos_names"},
+    "billing": {"weights": "billing_weights", "scavenger_factor": "scavenger_billing_factor"},
+    "idle": {"policy": "idle_gpu_policy", "threshold": "idle_gpu_threshold",
+             "after_s": "idle_gpu_after_s", "stop_after_s": "idle_gpu_stop_after_s"},
+    "notify": {"command": "notify_command", "timeout_s": "notify_timeout_s"},
+    "limits": {"enforce_accounts": "enforce_accounts", "private_data": "private_data",
+               "max_array_size": "max_array_size", "max_pending_jobs": "max_pending_jobs",
+               "max_request_bytes": "max_request_bytes",
+               "max_command_bytes": "max_command_bytes", "max_env_bytes": "max_env_bytes"},
+    "retention": {"keep_s": "retention_s", "keep_jobs": "retention_jobs",
+                  "history_s": "retention_history_s"},
+}
+_WHERE = {field: f"[{section}] {key}" for section, keys in SECTIONS.items()
+          for key, field in keys.items()}
+PRIORITY_WEIGHT_KEYS = ("fairshare", "age", "size", "qos", "max_age_s")
+
+
+def flatten(data: dict[str, Any], source: Path) -> dict[str, Any]:
+    """Settings by field name from a parsed config.toml (sections, or top-level full names)."""
+    out: dict[str, Any] = {}
+    for name, value in data.items():
+        if name in SECTIONS:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: [{name}] must be a section (a table of keys)")
+            for key, item in value.items():
+                if key not in SECTIONS[name]:
+                    known = ", ".join(SECTIONS[name])
+                    raise ConfigError(f"{source}: unknown key {key!r} in [{name}] (known: "
+                                      f"{known})")
+                out[SECTIONS[name][key]] = item
+        else:
+            out[name] = value
+    return out
+
+
+def check_type(field_name: str, value: Any, source: Path | str) -> None:
+    """Refuse, in one line, a setting whose value is not of the field's type."""
+    kind = str(Settings.__dataclass_fields__[field_name].type)
+    where = _WHERE.get(field_name, field_name)
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+
+    def bad(expected: str) -> ConfigError:
+        return ConfigError(f"{where} = {value!r} in {source}: expected {expected}")
+
+    if kind.startswith("str") or kind.startswith("Path"):
+        if not isinstance(value, str | Path) and not (kind.endswith("None") and value is None):
+            raise bad("a string")
+    elif kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("a whole number")
+    elif kind == "float":
+        if not number:
+            raise bad("a number")
+    elif kind == "bool":
+        if not isinstance(value, bool):
+            raise bad("true or false")
+    elif kind in ("list[str]", "tuple[str, ...]"):
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise bad("a list of strings")
+    elif kind == "list[list[str]]":
+        if not isinstance(value, list) or not all(
+                isinstance(v, list) and len(v) == 2 and all(isinstance(d, str) for d in v)
+                for v in value):
+            raise bad('a list of [start, end] date pairs, e.g. [["2026-09-01", "2027-01-31"]]')
+    elif kind == "dict[str, float]":
+        if not isinstance(value, dict) or not all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in value.values()):
+            raise bad("a table of numbers")
+        if field_name == "priority_weights":
+            extra = sorted(set(value) - set(PRIORITY_WEIGHT_KEYS))
+            if extra:
+                raise ConfigError(f"{where} in {source}: unknown weight(s) {', '.join(extra)} "
+                                  f"(known: {', '.join(PRIORITY_WEIGHT_KEYS)})")
 
 
 IDLE_POLICIES = ("off", "warn", "stop")

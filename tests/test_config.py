@@ -46,3 +46,33 @@ def test_a_bad_config_file_names_the_problem(tmp_path: Path, text: str, message:
     (tmp_path / "config.toml").write_text(text)
     with pytest.raises(ConfigError, match=re.escape(message)):
         Settings.load(tmp_path)
+
+
+def test_sections_name_the_same_settings(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text(
+        "[nodes]\ntimeout_s = 20\ncgroup_root = 'none'\n[idle]\nthreshold = 0.1\n"
+        "[store]\nprefix = 'lab:'\n[priority.weights]\nage = 5\n")
+    settings = Settings.load(tmp_path)
+    assert (settings.node_timeout_s, settings.cgroup_root) == (20, "none")
+    assert settings.idle_gpu_threshold == 0.1 and settings.redis_prefix == "lab:"
+    assert settings.priority_weights == {"age": 5}
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    # A wrong type stops the daemon at load, with the key as the file writes it.
+    ("[nodes]\ntimeout_s = '20'", "[nodes] timeout_s = '20' in "),
+    ("node_timeout_s = '20'", "[nodes] timeout_s = '20' in "),
+    ("[limits]\nprivate_data = 'no'", "expected true or false"),
+    ("[limits]\nmax_array_size = 10.5", "expected a whole number"),
+    ("[api]\nadmins = 'alice'", "expected a list of strings"),
+    ("[fairshare]\nsemesters = [['2026-09-01']]", "date pairs"),
+    ("[priority.weights]\nfairshare = 'high'", "expected a table of numbers"),
+    ("[priority.weights]\nluck = 3", "unknown weight(s) luck"),
+    ("[idle]\ncolour = 1", "unknown key 'colour' in [idle]"),
+    ("idle = 3", "[idle] must be a section"),
+])
+def test_a_wrong_key_or_type_is_one_line_at_load(tmp_path: Path, text: str, message: str) -> None:
+    (tmp_path / "config.toml").write_text(text + "\n")
+    with pytest.raises(ConfigError, match=re.escape(message)) as caught:
+        Settings.load(tmp_path)
+    assert "\n" not in str(caught.value)
