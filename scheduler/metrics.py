@@ -27,6 +27,7 @@ from scheduler.metrics_families import (
     counter_families,
     gpu_families,
     job_families,
+    known_names,
     share_families,
     usage_families,
     wait_family,
@@ -114,12 +115,16 @@ class ClusterCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         v = self.view
+        # Every known account and user has its counters, from 0: a new cluster's dashboards
+        # show 0, not "No data".
+        known = known_names(v.accounts, [*v.active, *v.waiting], v.usage,
+                            v.settings.default_account)
         groups: list[tuple[str, Callable[[], Iterable[Metric]]]] = [
             ("GPUs", lambda: gpu_families(v.nodes, v.active, v.idle_policy, v.now)),
-            ("jobs", lambda: job_families(v.active, v.waiting, v.now)),
-            ("admission waits", lambda: [wait_family(v.stats)]),
-            ("counters", lambda: counter_families(v.stats)),
-            ("usage", lambda: usage_families(v.usage)),
+            ("jobs", lambda: job_families(v.active, v.waiting, known, v.now)),
+            ("admission waits", lambda: [wait_family(v.stats, known)]),
+            ("counters", lambda: counter_families(v.stats, known)),
+            ("usage", lambda: usage_families(v.usage, known)),
             ("fair share and budgets", lambda: share_families(
                 v.accounts, v.usage, v.waiting, v.settings, v.now)),
         ]

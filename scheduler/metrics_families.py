@@ -7,8 +7,9 @@ names an admin configured or fixed sets, never a job id, a pid or free text.
 from __future__ import annotations
 
 import math
-from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -26,6 +27,9 @@ from scheduler.store import WAIT_BUCKETS, parse_daily, parse_totals
 
 Family = GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily
 GPU = ["node", "gpu", "model"]
+# The reasons the store scripts count an eviction under (request_stop.lua, finish.lua,
+# requeue.lua); docs/metrics.md lists the same.
+EVICTION_REASONS = ("IdleGpu", "NodeLost", "TimeLimit")
 
 
 class JobLike(Protocol):
@@ -45,6 +49,31 @@ class JobLike(Protocol):
     def hold(self) -> str: ...
     @property
     def gpu_idle_since(self) -> Mapping[int, float]: ...
+
+
+@dataclass(frozen=True)
+class Known:
+    """Every account, user and (account, user) a dashboard may ask about: their counters and
+    gauges start at 0 rather than being absent ("No data") until something happens."""
+
+    accounts: frozenset[str]
+    users: frozenset[str]
+    assocs: frozenset[tuple[str, str]]
+
+
+def known_names(accounts: Accounts, jobs: Iterable[JobLike], usage: Mapping[str, str],
+                default_account: str) -> Known:
+    """The configured tree and users, the default account, and whoever has a job or usage."""
+    assocs = {(account, user.name) for user in accounts.users.values()
+              for account in user.accounts}
+    assocs |= {(j.account, j.user) for j in jobs}
+    assocs |= {(account, user) for _, account, user, _ in parse_daily(dict(usage))}
+    totals = parse_totals(dict(usage))
+    return Known(
+        accounts=frozenset({*accounts.accounts, default_account, *totals["account"],
+                            *(a for a, _ in assocs)}),
+        users=frozenset({*accounts.users, *totals["user"], *(u for _, u in assocs)}),
+        assocs=frozenset(assocs))
 
 
 def gpu_families(nodes: Sequence[Node], active: Sequence[JobLike], policy: IdlePolicy,
@@ -110,7 +139,8 @@ def gpu_families(nodes: Sequence[Node], active: Sequence[JobLike], policy: IdleP
     return list(g.values())
 
 
-def job_families(active: Sequence[JobLike], waiting: Sequence[JobLike], now: float) -> list[Family]:
+def job_families(active: Sequence[JobLike], waiting: Sequence[JobLike], known: Known,
+                 now: float) -> list[Family]:
     jobs = GaugeMetricFamily("labq_jobs", "Jobs by state (queued and running)", labels=["state"])
     counts = Counter(j.state for j in (*active, *waiting))
     for state in JobState:
@@ -118,9 +148,9 @@ def job_families(active: Sequence[JobLike], waiting: Sequence[JobLike], now: flo
             jobs.add_metric([state.value], counts.get(state, 0))
     pending = GaugeMetricFamily("labq_pending_jobs", "Waiting jobs (PENDING or HELD)",
                                 labels=["account", "user"])
-    for (account, user), n in sorted(Counter(
-            (j.account, j.user) for j in waiting if j.state.is_waiting()).items()):
-        pending.add_metric([account, user], n)
+    per_assoc = Counter((j.account, j.user) for j in waiting if j.state.is_waiting())
+    for account, user in sorted(known.assocs | set(per_assoc)):
+        pending.add_metric([account, user], per_assoc.get((account, user), 0))
     oldest = GaugeMetricFamily("labq_pending_oldest_seconds",
                                "Age of the oldest waiting job not held by a person (since "
                                "its submit, requeue or release)",
@@ -138,18 +168,18 @@ def _split(field_name: str) -> list[str]:
     return field_name.split("|")
 
 
-def wait_family(stats: dict[str, str]) -> HistogramMetricFamily:
+def wait_family(stats: dict[str, str], known: Known) -> HistogramMetricFamily:
     """Admission waits, from the bucket counts the start script keeps (see keys.py)."""
     family = HistogramMetricFamily("labq_admission_wait_seconds",
                                    "Wait from submit (or requeue) to start, observed at each "
                                    "start", labels=["account"])
-    buckets: dict[str, dict[float, float]] = defaultdict(dict)
+    buckets: dict[str, dict[float, float]] = {account: {} for account in known.accounts}
     sums: dict[str, float] = {}
     for field_name, value in stats.items():
         parts = _split(field_name)
         if parts[0] == "wait" and len(parts) == 3:
             le = math.inf if parts[2] == "+Inf" else float(parts[2])
-            buckets[parts[1]][le] = float(value)
+            buckets.setdefault(parts[1], {})[le] = float(value)
         elif parts[0] == "wait_sum" and len(parts) == 2:
             sums[parts[1]] = float(value)
     for account in sorted(buckets):
@@ -158,31 +188,43 @@ def wait_family(stats: dict[str, str]) -> HistogramMetricFamily:
     return family
 
 
-def counter_families(stats: dict[str, str]) -> list[Family]:
-    admissions = CounterMetricFamily("labq_admissions", "Jobs started", labels=["account"])
-    preemptions = CounterMetricFamily("labq_preemptions", "Running jobs preempted (scavenger "
-                                      "victims)", labels=["account"])
-    evictions = CounterMetricFamily("labq_evictions", "Running jobs ended by labq",
-                                    labels=["account", "reason"])
-    for field_name, value in sorted(stats.items()):
-        parts = _split(field_name)
-        if parts[0] == "admissions" and len(parts) == 2:
-            admissions.add_metric(parts[1:], float(value))
-        elif parts[0] == "preemptions" and len(parts) == 2:
-            preemptions.add_metric(parts[1:], float(value))
-        elif parts[0] == "evictions" and len(parts) == 3:
-            evictions.add_metric(parts[1:], float(value))
-    return [admissions, preemptions, evictions]
+_COUNTERS = {  # stats hash field kind -> (help, labels); its fields are kind|label|...
+    "admissions": ("Jobs started", ["account"]),
+    "preemptions": ("Running jobs preempted (scavenger victims)", ["account"]),
+    "evictions": ("Running jobs ended by labq", ["account", "reason"]),
+}
 
 
-def usage_families(usage: dict[str, str]) -> list[Family]:
+def counter_families(stats: dict[str, str], known: Known) -> list[Family]:
+    counts: dict[str, dict[tuple[str, ...], float]] = {
+        "admissions": {(a,): 0.0 for a in known.accounts},
+        "preemptions": {(a,): 0.0 for a in known.accounts},
+        "evictions": {(a, r): 0.0 for a in known.accounts for r in EVICTION_REASONS},
+    }
+    for field_name, value in stats.items():
+        kind, *labels = _split(field_name)
+        if kind in _COUNTERS and len(labels) == len(_COUNTERS[kind][1]):
+            counts[kind][tuple(labels)] = float(value)
     out: list[Family] = []
+    for kind, (documentation, label_names) in _COUNTERS.items():
+        family = CounterMetricFamily(f"labq_{kind}", documentation, labels=label_names)
+        for labels_of, count in sorted(counts[kind].items()):
+            family.add_metric(list(labels_of), count)
+        out.append(family)
+    return out
+
+
+def usage_families(usage: dict[str, str], known: Known) -> list[Family]:
+    out: list[Family] = []
+    names = {"user": known.users, "account": known.accounts}
     for kind, rows in parse_totals(usage).items():
         billed = CounterMetricFamily(f"labq_{kind}_billed_units",
                                      f"Billed GPU-seconds (GPU-s x billing weight) per {kind}",
                                      labels=[kind])
         gpu_s = CounterMetricFamily(f"labq_{kind}_gpu_seconds", f"GPU-seconds used per {kind}",
                                     labels=[kind])
+        for name in names[kind] - set(rows):
+            rows[name] = {}
         for name, values in sorted(rows.items()):
             billed.add_metric([name], values.get("billed", 0.0))
             gpu_s.add_metric([name], values.get("gpu_s", 0.0))

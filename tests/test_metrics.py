@@ -18,6 +18,7 @@ from scheduler.admin import account_changes
 from scheduler.config import Settings
 from scheduler.coordinator import Coordinator, fairshare_usage
 from scheduler.metrics import render
+from scheduler.metrics_families import EVICTION_REASONS
 from scheduler.model import GpuInfo, GpuProcess, JobState, NodeReport
 from scheduler.policy import Snapshot
 from scheduler.policy.cycle import priorities
@@ -234,7 +235,68 @@ async def test_evictions_by_reason_counted_once(store: Store, tmp_path: Path) ->
     assert got.value("labq_evictions_total", account="lab", reason="IdleGpu") == 1
     assert got.value("labq_evictions_total", account="lab", reason="NodeLost") == 1
     assert got.value("labq_evictions_total", account="other", reason="NodeLost") == 1
-    assert got.value("labq_preemptions_total", account="lab") is None
+    assert got.value("labq_preemptions_total", account="lab") == 0  # known: it starts at 0
+
+
+async def test_every_known_account_and_user_starts_at_0(store: Store, tmp_path: Path) -> None:
+    # A new cluster: a tree, its users, one job waiting from a user nobody configured, nothing
+    # run yet. Dashboards must show 0 for each of them, not "No data".
+    await admin(store,
+                {"target": "account", "op": "add", "name": "lab", "parent": "root"},
+                {"target": "account", "op": "add", "name": "vision", "parent": "lab",
+                 "shares": 3},
+                {"target": "account", "op": "add", "name": "nlp", "parent": "lab"},
+                {"target": "user", "op": "add", "name": "alice", "account": "vision"},
+                {"target": "user", "op": "add", "name": "carol", "account": "nlp"})
+    await submit_one(store, now=T0, account="guests", user="dan")
+    got = await scrape(store, coordinator(store, tmp_path), T0 + 5)
+
+    accounts = {"lab", "vision", "nlp", "default", "guests"}  # default: the unconfigured's
+    for account in accounts:
+        assert got.value("labq_admissions_total", account=account) == 0, account
+        assert got.value("labq_preemptions_total", account=account) == 0, account
+        for reason in EVICTION_REASONS:
+            assert got.value("labq_evictions_total", account=account, reason=reason) == 0
+        assert got.value("labq_account_billed_units_total", account=account) == 0
+        assert got.value("labq_account_gpu_seconds_total", account=account) == 0
+        assert got.value("labq_admission_wait_seconds_count", account=account) == 0
+        assert got.value("labq_admission_wait_seconds_sum", account=account) == 0
+        assert got.value("labq_admission_wait_seconds_bucket", account=account, le="+Inf") == 0
+        assert got.value("labq_admission_wait_seconds_bucket", account=account, le="60.0") == 0
+    for user in ("alice", "carol", "dan"):
+        assert got.value("labq_user_billed_units_total", user=user) == 0
+        assert got.value("labq_user_gpu_seconds_total", user=user) == 0
+    assert got.value("labq_pending_jobs", account="vision", user="alice") == 0
+    assert got.value("labq_pending_jobs", account="nlp", user="carol") == 0
+    assert got.value("labq_pending_jobs", account="guests", user="dan") == 1
+    # Only what is known: no account for the tree's root, no user in an account not theirs.
+    served = {s.labels.get("account") for s in got.family("labq_admissions_total").samples}
+    assert served == accounts
+    assert got.value("labq_pending_jobs", account="nlp", user="alice") is None
+
+
+async def test_a_count_replaces_its_0_and_keeps_the_others(store: Store, tmp_path: Path) -> None:
+    await admin(store, {"target": "account", "op": "add", "name": "lab", "parent": "root"},
+                {"target": "account", "op": "add", "name": "phys", "parent": "root"})
+    epoch = await lead(store)
+    await store.heartbeat(report("n1", gpus=1), now=T0)
+    job_id = await started(store, epoch, [0], account="lab")
+    assert await store.request_stop(epoch, job_id, JobState.TIMEOUT, T0 + 5) == "OK"
+    got = await scrape(store, coordinator(store, tmp_path), T0 + 10)
+    assert got.value("labq_evictions_total", account="lab", reason="TimeLimit") == 1
+    assert got.value("labq_evictions_total", account="lab", reason="IdleGpu") == 0
+    assert got.value("labq_evictions_total", account="phys", reason="TimeLimit") == 0
+    assert got.value("labq_admissions_total", account="lab") == 1
+    assert got.value("labq_admissions_total", account="phys") == 0
+    assert got.value("labq_admission_wait_seconds_count", account="lab") == 1
+
+
+def test_the_eviction_reasons_served_from_0_are_the_documented_ones() -> None:
+    row = next(line for line in CONTRACT.read_text().splitlines()
+               if line.startswith("| `labq_evictions_total`"))
+    documented = re.search(r"`reason` ∈ ([A-Za-z, ]+)", row)
+    assert documented is not None, row
+    assert sorted(r.strip() for r in documented.group(1).split(",")) == sorted(EVICTION_REASONS)
 
 
 async def test_jobs_by_state_and_the_oldest_wait(store: Store, tmp_path: Path) -> None:
@@ -355,10 +417,14 @@ async def test_exposition_passes_promtool(store: Store, tmp_path: Path) -> None:
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool is not installed (Debian: apt install prometheus)")
+    await admin(store, {"target": "account", "op": "add", "name": "lab", "parent": "root"},
+                {"target": "account", "op": "add", "name": "quiet", "parent": "lab"},
+                {"target": "user", "op": "add", "name": "ann", "account": "quiet"})
     epoch = await lead(store)
     await store.heartbeat(report("n1", gpus=2), now=T0)
     await started(store, epoch, [0])
     text = await render(store, coordinator(store, tmp_path), now=T0 + 5)
+    assert b'labq_admissions_total{account="quiet"} 0.0' in text  # the 0 series pass too
     result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
                             timeout=30)
     problems = set((result.stdout + result.stderr).decode().strip().splitlines())
