@@ -198,6 +198,11 @@ def nodes_and_gpus() -> m.Dashboard:
               Look(unit="celsius")),
         stat("GPU health", "As the agent reports it (NVML).",
              Query(by_gpu("labq_gpu_healthy"), gpu_legend, instant=True), HEALTH, w=12, h=8),
+        stat("Processes labq did not start", "Per GPU: processes in no labq job's cgroup or "
+             "process tree. Such a GPU gets no new job until they are gone "
+             "(foreign_gpu_policy = avoid); `labq nodes` lists them.",
+             Query(by_gpu("labq_gpu_foreign_processes"), gpu_legend, instant=True),
+             WARN_IF_ANY, w=12, h=8),
     ])
     idle = Row("Allocated but idle", [
         stat("Allocated but idle GPUs", "GPUs held by a job whose utilization stayed below "
