@@ -5,7 +5,6 @@ notify_command runs."""
 
 from __future__ import annotations
 
-import getpass
 import json
 import sys
 import tempfile
@@ -16,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e_stack import Stack
+from tests.e2e_stack import E2E_USER, Stack
 from tests.test_metrics import parse
 
 pytestmark = pytest.mark.e2e
@@ -85,8 +84,8 @@ def test_sleeping_job_is_idle_busy_job_is_not_then_the_idle_one_is_stopped(
     assert stack.job(busy)["state"] == "RUNNING"
     lines = (stack.home / "notified.txt").read_text().splitlines()
     events = [line.split("|")[:3] for line in lines]
-    assert events == [["gpu_idle", getpass.getuser(), sleeper],
-                      ["gpu_idle_stopped", getpass.getuser(), sleeper]]
+    assert events == [["gpu_idle", E2E_USER, sleeper],
+                      ["gpu_idle_stopped", E2E_USER, sleeper]]
     assert "labq stopped job" in lines[1]
     account = sleeping_job["account"]
     assert parse(metrics(stack)).value("labq_evictions_total", account=account,

@@ -76,7 +76,7 @@ async def test_every_script_moves_a_job_only_as_the_lifecycle_allows(
 def test_the_lifecycle_is_whole() -> None:
     assert set(TRANSITIONS) == set(JobState)
     assert all(not TRANSITIONS[s] for s in TERMINAL_STATES)  # nothing leaves an end
-    assert WAITING_STATES | GPU_HOLDING_STATES | TERMINAL_STATES == set(JobState)
+    assert set(JobState) == WAITING_STATES | GPU_HOLDING_STATES | TERMINAL_STATES
     for state in JobState:  # the Python helpers answer from the same sets
         assert state.is_terminal() == (state in TERMINAL_STATES)
         assert state.holds_gpus() == (state in GPU_HOLDING_STATES)

@@ -4,8 +4,6 @@ job with its reason, and the caller's quota and budget, as a user sees them."""
 from __future__ import annotations
 
 import io
-import os
-import pwd
 from collections.abc import Iterator
 
 import pytest
@@ -13,7 +11,7 @@ from rich.console import Console
 
 from scheduler.cli_top import fetch, run_live
 from scheduler.client import Client
-from tests.e2e_stack import Stack
+from tests.e2e_stack import E2E_USER, Stack
 
 pytestmark = pytest.mark.e2e
 
@@ -32,7 +30,7 @@ def line_with(text: str, *needles: str) -> str:
 
 
 def test_top_once_shows_the_cluster_as_the_api_reports_it(stack: Stack) -> None:
-    me = pwd.getpwuid(os.getuid()).pw_name
+    me = E2E_USER  # who the stack's labq commands run as
     stack.labq("admin", "budget", "set", "--user", me, "--limit", "100")
     running = [stack.submit("--gpus", "2", "--time", "10m", "--name", f"big{i}", "--",
                             "sleep", "300") for i in range(2)]
