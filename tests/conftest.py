@@ -13,9 +13,27 @@ from typing import Any
 
 import pytest
 import pytest_asyncio  # noqa: F401 - registers the asyncio marker via its plugin
+from hypothesis import settings
 
 from scheduler.store import Store
 from scheduler.up import free_port
+
+# Property tests: the full count in CI; `--hypothesis-profile=dev` (few examples) for a quick
+# local run of `pytest -m unit`.
+settings.register_profile("dev", max_examples=10)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tell the three kinds of tests apart by what they use: `-m unit` runs in seconds,
+    `-m store` needs a Valkey server (started here), `-m e2e` starts whole stacks."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if item.get_closest_marker("e2e") or "locked_stack" in fixtures:
+            item.add_marker(pytest.mark.e2e)
+        elif fixtures & {"store", "valkey_url"}:
+            item.add_marker(pytest.mark.store)
+        else:
+            item.add_marker(pytest.mark.unit)
 
 
 @pytest.fixture(scope="session")
