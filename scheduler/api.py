@@ -39,6 +39,7 @@ from scheduler.validation import (
     flag,
 )
 from scheduler.views import node_view, pending_view, running_view
+from scheduler.wire import JOB_FIELDS, PRIVATE_FIELDS, job_schema, submit_schema
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -486,16 +487,8 @@ class Api:
         return web.json_response(OPENAPI)
 
 
-PUBLIC_FIELDS = (
-    "id", "user", "account", "state", "gpus", "gpu_type", "node", "gpu_indices", "submitted_at",
-    "started_at", "ended_at", "time_limit_s", "reason", "reasons", "exit_code", "name", "qos",
-    "command", "workdir", "requeue", "submitter", "billed", "gpu_seconds", "restarts",
-    "stop_request", "est_start", "hold", "output",
-)
-# What `private_data` hides of other users' jobs from non-admins (Slurm's PrivateData=jobs,
-# usage): what they run, where, with what, and what it cost. Who, what state, which GPUs and
-# when stay, so the queue still makes sense.
-PRIVATE_FIELDS = ("command", "workdir", "env", "exit_code", "billed", "gpu_seconds", "output")
+# The record's fields are declared once, in scheduler.wire (with their JSON types).
+PUBLIC_FIELDS = tuple(k for k in JOB_FIELDS if k not in ("env", "private"))
 
 
 def public(job: Job, private: bool = False) -> dict[str, Any]:
@@ -537,10 +530,6 @@ def _has_member(table: FairShareTable, account: str, user: str) -> bool:
     return any(r.user == user and r.account == account for r in table.rows)
 
 
-def _job_schema() -> dict[str, Any]:
-    return {"type": "object", "properties": {k: {} for k in (*PUBLIC_FIELDS, "private")}}
-
-
 _ERROR = {"description": "Refused: one line saying what is wrong and what to do",
           "content": {"application/json": {"schema": {
               "type": "object", "required": ["error"],
@@ -567,21 +556,7 @@ def _op(summary: str, *, body: dict[str, Any] | None = None,
     return op
 
 
-_SUBMIT = {
-    "type": "object", "required": ["command"],
-    "properties": {
-        "command": {"type": "array", "items": {"type": "string"}, "minItems": 1},
-        "gpus": {"type": "integer", "minimum": 1},
-        "gpu_type": {"type": ["string", "null"]}, "time": {"type": ["string", "null"]},
-        "account": {"type": ["string", "null"]}, "qos": {"type": ["string", "null"]},
-        "name": {"type": ["string", "null"], "maxLength": 128},
-        "workdir": {"type": ["string", "null"]}, "output": {"type": ["string", "null"]},
-        "env": {"type": "object", "additionalProperties": {"type": "string"}},
-        "as_user": {"type": ["string", "null"]},
-        "array": {"type": "integer", "minimum": 1, "maximum": 1000},
-        "token": {"type": ["string", "null"], "maxLength": 128},
-        "requeue": {"type": "boolean"}, "return_jobs": {"type": "boolean"},
-    }}
+_SUBMIT = submit_schema()
 _ADMIN = {
     "type": "object", "required": ["target", "op"],
     "properties": {
@@ -610,7 +585,7 @@ OPENAPI: dict[str, Any] = {
                        "environment, work directories and usage are null (private_data)",
                        params=_query("all", "user", "done", "limit"),
                        ok={"description": "OK", "content": {"application/json": {
-                           "schema": {"type": "array", "items": _job_schema()}}}}),
+                           "schema": {"type": "array", "items": job_schema()}}}}),
         },
         "/v1/jobs/{id}": {"get": _op("One job", params=[_JOB_ID])},
         "/v1/jobs/{id}/cancel": {"post": _op("Cancel a job of yours", params=[_JOB_ID],

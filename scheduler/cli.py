@@ -27,6 +27,7 @@ from scheduler.client import Client, ClientError
 from scheduler.config import Settings
 from scheduler.logtail import LOG_TAIL_BYTES, TERMINAL, follow_file
 from scheduler.timeparse import format_duration
+from scheduler.wire import SubmitRequest
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -78,14 +79,12 @@ def submit(gpus: int, gpu_type: str | None, time_limit: str | None, account: str
            output: str | None, array: int, requeue: bool, as_user: str | None,
            as_json: bool, command: tuple[str, ...]) -> None:
     """Queue COMMAND; prints the new job id.  Example: labq submit --gpus 2 -- python train.py"""
-    body = {
-        "command": list(command), "gpus": gpus, "gpu_type": gpu_type, "time": time_limit,
-        "account": account, "qos": qos, "name": name,
-        "workdir": os.path.abspath(workdir) if workdir else os.getcwd(),
-        "env": _parse_env(env_pairs), "output": output, "array": array, "requeue": requeue,
-        "as_user": as_user,
-        "token": uuid.uuid4().hex, "return_jobs": as_json,
-    }
+    body = SubmitRequest(
+        command=list(command), gpus=gpus, gpu_type=gpu_type, time=time_limit, account=account,
+        qos=qos, name=name, workdir=os.path.abspath(workdir) if workdir else os.getcwd(),
+        output=output, env=_parse_env(env_pairs), array=array, requeue=requeue,
+        as_user=as_user, token=uuid.uuid4().hex, return_jobs=as_json,
+    ).to_json()
     result = call("POST", "/v1/jobs", body)
     for warning in result.get("warnings", []):
         click.echo(f"labq: warning: {warning}", err=True)

@@ -23,6 +23,7 @@ import click
 from scheduler.cli_common import markup, plain
 from scheduler.client import Client, ClientError
 from scheduler.timeparse import format_duration
+from scheduler.wire import JobJson
 
 HOLDING = ("STARTING", "RUNNING", "PREEMPTED")  # states whose jobs hold GPUs
 WAITING = ("PENDING", "HELD")
@@ -34,7 +35,7 @@ class TopData:
     """One reading of the API, in the shapes it answers with."""
 
     nodes: list[dict[str, Any]]
-    jobs: list[dict[str, Any]]  # active and waiting jobs of every user
+    jobs: list[JobJson]  # active and waiting jobs of every user (scheduler.wire)
     quota: dict[str, Any]  # the caller's
     priority_order: list[str] = field(default_factory=list)  # pending job ids, first = next
     fetched_at: float = 0.0
@@ -74,7 +75,7 @@ def _gib(value: int | None) -> str:
     return "-" if value is None else f"{value / GIB:.0f}"
 
 
-def _nodes_table(data: TopData, jobs_by_id: dict[str, dict[str, Any]], now: float) -> Any:
+def _nodes_table(data: TopData, jobs_by_id: dict[str, JobJson], now: float) -> Any:
     from rich.table import Table
     from rich.text import Text
 
@@ -114,7 +115,7 @@ def _nodes_table(data: TopData, jobs_by_id: dict[str, dict[str, Any]], now: floa
     return table
 
 
-def _running_table(running: list[dict[str, Any]], now: float) -> Any:
+def _running_table(running: list[JobJson], now: float) -> Any:
     from rich.table import Table
 
     table = Table(title=f"running jobs ({len(running)})", title_justify="left",
@@ -125,7 +126,8 @@ def _running_table(running: list[dict[str, Any]], now: float) -> Any:
     for job in sorted(running, key=lambda j: j.get("started_at") or j["submitted_at"]):
         where = f"{job['node']}:{','.join(str(i) for i in job['gpu_indices'])}" \
             if job.get("node") else "-"
-        ran = now - job["started_at"] if job.get("started_at") else None
+        started = job.get("started_at")
+        ran = now - started if started else None
         cells = [job["id"], job.get("name") or "-", job["user"], job["account"], job["state"],
                  str(job["gpus"]), where]
         table.add_row(*(markup(c) for c in cells), format_duration(ran),
@@ -133,7 +135,7 @@ def _running_table(running: list[dict[str, Any]], now: float) -> Any:
     return table
 
 
-def queue_head(data: TopData) -> list[dict[str, Any]]:
+def queue_head(data: TopData) -> list[JobJson]:
     """Waiting jobs, next first: pending ones by priority, then held ones by age."""
     waiting = [j for j in data.jobs if j["state"] in WAITING]
     rank = {job_id: i for i, job_id in enumerate(data.priority_order)}
@@ -141,7 +143,7 @@ def queue_head(data: TopData) -> list[dict[str, Any]]:
                                           rank.get(j["id"], len(rank)), j["submitted_at"]))
 
 
-def _queue_table(waiting: list[dict[str, Any]], now: float, rows: int) -> Any:
+def _queue_table(waiting: list[JobJson], now: float, rows: int) -> Any:
     from rich.table import Table
     from rich.text import Text
 
@@ -150,7 +152,8 @@ def _queue_table(waiting: list[dict[str, Any]], now: float, rows: int) -> Any:
     for col in ("#", "JOBID", "USER", "ACCOUNT", "STATE", "GPUS", "WAITED", "REASON"):
         table.add_column(col, no_wrap=col != "REASON", overflow="fold")
     for place, job in enumerate(waiting[:rows], start=1):
-        gpus = f"{job['gpus']}{':' + job['gpu_type'] if job.get('gpu_type') else ''}"
+        gpu_type = job.get("gpu_type")
+        gpus = f"{job['gpus']}{':' + gpu_type if gpu_type else ''}"
         reasons = job.get("reasons") or ([{"code": job["reason"], "detail": ""}]
                                          if job.get("reason") else [])
         reason = Text()

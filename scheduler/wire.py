@@ -1,0 +1,141 @@
+"""The API's wire types, shared by the CLI, the API server, its OpenAPI description and `labq
+top`: the submit request and the job record. Standard library only, so the CLI stays fast.
+
+Each field is declared once here, with its JSON type; the OpenAPI schemas are generated from
+these declarations (`submit_schema`, `job_schema`), and a test checks that the API serves
+exactly these fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, TypedDict
+
+MAX_NAME = 128
+MAX_TOKEN = 128
+
+
+@dataclass(frozen=True)
+class SubmitRequest:
+    """POST /v1/jobs. None means "the cluster's default"."""
+
+    command: list[str]
+    gpus: int = 1
+    gpu_type: str | None = None
+    time: str | None = None  # --time as typed: 30s, 2h, 1-12:30, ...
+    account: str | None = None
+    qos: str | None = None
+    name: str | None = None
+    workdir: str | None = None
+    output: str | None = None  # --output pattern (%j = job id), relative to workdir
+    env: dict[str, str] = field(default_factory=dict)
+    array: int = 1
+    requeue: bool = False
+    as_user: str | None = None  # admins only
+    token: str | None = None  # idempotency: the same token (per user) gives the same ids
+    return_jobs: bool = False  # answer with the job records, not just the ids
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+# The job record as the API serves it: name -> JSON schema. `private` jobs (another user's,
+# under private_data) have PRIVATE_FIELDS null.
+_STR = {"type": "string"}
+_OPT_STR = {"type": ["string", "null"]}
+_TIME = {"type": ["number", "null"]}
+JOB_FIELDS: dict[str, dict[str, Any]] = {
+    "id": _STR, "user": _STR, "account": _STR,
+    "state": {"enum": ["PENDING", "HELD", "STARTING", "RUNNING", "SUCCEEDED", "FAILED",
+                       "CANCELLED", "TIMEOUT", "PREEMPTED"]},
+    "gpus": {"type": "integer"}, "gpu_type": _OPT_STR, "node": _OPT_STR,
+    "gpu_indices": {"type": "array", "items": {"type": "integer"}},
+    "submitted_at": {"type": "number"}, "started_at": _TIME, "ended_at": _TIME,
+    "time_limit_s": {"type": "integer"}, "reason": _STR,
+    "reasons": {"type": "array", "items": {"type": "object", "properties": {
+        "code": _STR, "detail": _STR}}},
+    "exit_code": {"type": ["integer", "null"]}, "name": _STR, "qos": _STR,
+    "command": {"type": ["array", "null"], "items": _STR}, "workdir": _OPT_STR,
+    "requeue": {"type": "boolean"}, "submitter": _STR, "billed": _TIME,
+    "gpu_seconds": _TIME, "restarts": {"type": "integer"}, "stop_request": _STR,
+    "est_start": _TIME, "hold": _STR, "output": _OPT_STR, "queued_at": _TIME,
+    "env": {"type": ["array", "null"], "items": _STR},  # names only: values may be secrets
+    "private": {"type": "boolean"},
+}
+OPTIONAL_JOB_FIELDS: dict[str, dict[str, Any]] = {
+    "run_time_s": {"type": "number"},  # a RUNNING job's time so far
+    # GET /v1/jobs/{id} only: a running job's idle GPUs (null when none, or tracking is off)
+    "idle": {"type": ["object", "null"], "properties": {
+        "gpus": {"type": "array", "items": {"type": "integer"}}, "idle_for_s": {"type": "number"},
+        "threshold": {"type": "number"}, "policy": _STR, "stop_after_s": {"type": "number"},
+        "text": _STR}},
+}
+# What private_data hides of other users' jobs from non-admins (Slurm's PrivateData=jobs,
+# usage): what they run, where, with what, and what it cost. Who, what state, which GPUs and
+# when stay, so the queue still makes sense.
+PRIVATE_FIELDS = ("command", "workdir", "env", "exit_code", "billed", "gpu_seconds", "output")
+
+
+def submit_schema() -> dict[str, Any]:
+    """The OpenAPI (JSON Schema) of SubmitRequest, from its fields."""
+    kinds: dict[str, dict[str, Any]] = {
+        "command": {"type": "array", "items": _STR, "minItems": 1},
+        "gpus": {"type": "integer", "minimum": 1},
+        "name": {"type": ["string", "null"], "maxLength": MAX_NAME},
+        "env": {"type": "object", "additionalProperties": _STR},
+        "array": {"type": "integer", "minimum": 1, "maximum": 1000},
+        "token": {"type": ["string", "null"], "maxLength": MAX_TOKEN},
+        "requeue": {"type": "boolean"}, "return_jobs": {"type": "boolean"},
+    }
+    props = {f.name: kinds.get(f.name, _OPT_STR) for f in fields(SubmitRequest)}
+    return {"type": "object", "required": ["command"], "properties": props}
+
+
+def job_schema() -> dict[str, Any]:
+    """The OpenAPI (JSON Schema) of a job record."""
+    return {"type": "object", "required": list(JOB_FIELDS),
+            "properties": {**JOB_FIELDS, **OPTIONAL_JOB_FIELDS}}
+
+
+class Reason(TypedDict):
+    code: str
+    detail: str
+
+
+class JobJson(TypedDict, total=False):
+    """A job record as a client reads it (`labq top`, `--json`): the keys of JOB_FIELDS, typed,
+    so a client's reads are checked against what the API serves."""
+
+    id: str
+    user: str
+    account: str
+    state: str
+    gpus: int
+    gpu_type: str | None
+    node: str | None
+    gpu_indices: list[int]
+    submitted_at: float
+    started_at: float | None
+    ended_at: float | None
+    time_limit_s: int
+    reason: str
+    reasons: list[Reason]
+    exit_code: int | None
+    name: str
+    qos: str
+    command: list[str] | None
+    workdir: str | None
+    requeue: bool
+    submitter: str
+    billed: float | None
+    gpu_seconds: float | None
+    restarts: int
+    stop_request: str
+    est_start: float | None
+    hold: str
+    output: str | None
+    env: list[str] | None
+    private: bool
+    run_time_s: float
+    queued_at: float | None
+    idle: dict[str, Any] | None
