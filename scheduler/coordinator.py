@@ -22,8 +22,12 @@ import socket
 import time
 from collections.abc import Sequence
 
-from scheduler.accounts import Accounts
-from scheduler.budgets import budget_state
+from scheduler.cluster import (  # noqa: F401 - fairshare_usage: the API's old import
+    ClusterState,
+    build_snapshot,
+    fairshare_usage,
+    read_cluster,
+)
 from scheduler.config import Settings
 from scheduler.idle import (
     EVENT_IDLE,
@@ -39,7 +43,7 @@ from scheduler.idle import (
 from scheduler.metrics_hist import CYCLE_BUCKETS, LocalHistogram
 from scheduler.model import Job, JobState, Node, NodeState, Reason
 from scheduler.notify import run_notify
-from scheduler.policy import Limits, PendingJob, Snapshot, schedule
+from scheduler.policy import PendingJob, schedule
 from scheduler.policy.preemption import Preemption
 from scheduler.reactions import (
     Action,
@@ -51,9 +55,8 @@ from scheduler.reactions import (
     SendStop,
     react,
 )
-from scheduler.shares import share_inputs, usage_since_reset
-from scheduler.store import Store, parse_daily, parse_decayed
-from scheduler.views import node_view, pending_view, running_view
+from scheduler.store import Store
+from scheduler.views import pending_view
 
 log = logging.getLogger(__name__)
 
@@ -153,26 +156,31 @@ class Coordinator:
     # ------------------------------------------------------------------ one cycle
 
     async def cycle(self, now: float) -> bool:
-        """One pass. Returns whether jobs are still STARTING (so the runner polls sooner)."""
+        """One pass. Returns whether jobs are still STARTING (so the runner polls sooner).
+
+        The cluster is read once (`read_cluster`), and again only if this cycle's own
+        transitions changed it (a job ended or was requeued: its GPUs are free for phase 5)."""
         began = time.perf_counter()
         epoch = self.epoch
-        nodes = await self.store.nodes()
-        active = await self.store.active_jobs()
-        if await self._check_nodes(epoch, nodes, active, now):
-            active = await self.store.active_jobs()  # jobs of lost nodes ended or requeued
-        await self._watch(epoch, active, now)
+        state = await read_cluster(self.store, now)
+        changed = await self._check_nodes(epoch, state.nodes, state.active, now)
+        if changed:
+            state = await read_cluster(self.store, now)  # jobs of lost nodes ended or requeued
+        changed = await self._watch(epoch, state.active, now)
         if now - self._last_charge >= self.settings.charge_interval_s:
-            await self.store.charge(epoch, [j.id for j in active], now)
+            await self.store.charge(epoch, [j.id for j in state.active], now)
             self._last_charge = now
-        await self._check_idle(epoch, nodes, active, now)
+        await self._check_idle(epoch, state.nodes, state.active, now)
         await self._retain(epoch, now)
-        launched = await self._decide(epoch, now)
+        if changed:
+            state = await read_cluster(self.store, now)
+        launched = await self._decide(epoch, state)
         self.last_cycle_s = time.perf_counter() - began
         self.cycle_durations.observe(self.last_cycle_s)
         self.cycles += 1
         # Jobs that were STARTING before the watch may be RUNNING now: one early poll too many
         # costs little, and saves reading every active job again.
-        return launched > 0 or any(j.state == JobState.STARTING for j in active)
+        return launched > 0 or any(j.state == JobState.STARTING for j in state.active)
 
     async def _check_nodes(
         self, epoch: int, nodes: Sequence[Node], active: Sequence[Job], now: float
@@ -212,13 +220,17 @@ class Coordinator:
         else:
             await self.store.finish(epoch, job, JobState.FAILED, None, reason, now)
 
-    async def _watch(self, epoch: int, active: Sequence[Job], now: float) -> None:
-        """Follow every active job with what its node's agent last reported."""
+    async def _watch(self, epoch: int, active: Sequence[Job], now: float) -> bool:
+        """Follow every active job with what its node's agent last reported. Returns whether
+        a job gave its GPUs back (ended or was requeued)."""
         reports = await self.store.run_statuses(j.node for j in active if j.node)
+        freed = False
         for job in active:
             status = reports.get(job.node or "", {}).get(job.id)
             for action in react(job, status, now):
                 await self._apply(epoch, job, action, now)
+                freed |= isinstance(action, Finish | Requeue | EndOrRequeue)
+        return freed
 
     async def _apply(self, epoch: int, job: Job, action: Action, now: float) -> None:
         if isinstance(action, MarkRunning):
@@ -302,29 +314,16 @@ class Coordinator:
             del self._waiting_cache[job_id]
         return [self._waiting_cache[j] for j in ids if j in self._waiting_cache]
 
-    async def _decide(self, epoch: int, now: float) -> int:
-        """Schedule the waiting jobs; returns how many were launched."""
+    async def _decide(self, epoch: int, state: ClusterState) -> int:
+        """Schedule the waiting jobs; returns how many were started."""
+        now = state.now
         waiting = await self._waiting_jobs()
         if not waiting:
             self.free_gpus = -1
             return 0
-        nodes = await self.store.nodes()
-        accounts = await self.store.accounts()
-        active = await self.store.active_jobs()
-        running = tuple(running_view(j, now) for j in active)
-        snapshot = Snapshot(
-            nodes=tuple(node_view(n, self.settings.billing_weight(n.gpu_model),
-                                  self.settings.foreign_gpu_policy == "avoid") for n in nodes),
-            pending=tuple(view for _, view in waiting),  # held-by-a-person jobs are not here
-            now=now,
-            running=running,
-            limits=_limits(accounts),
-            shares=share_inputs(accounts, await fairshare_usage(self.store, self.settings, now),
-                                self.settings,
-                                {(view.account, view.user) for _, view in waiting}),
-            budgets=budget_state(accounts, await self.store.daily_usage(), running, now,
-                                 self.settings.semesters) if accounts.budgets else None,
-        )
+        # Held-by-a-person jobs are not in the queue the policy schedules.
+        snapshot = build_snapshot(state, [view for _, view in waiting], self.settings)
+        nodes, active = state.nodes, state.active
         decisions = schedule(snapshot)
         self.free_gpus = sum(len(n.free) for n in snapshot.nodes if n.up) - sum(
             len(st.indices) for st in decisions.starts)
@@ -378,28 +377,3 @@ class Coordinator:
                 and reasons[job_id][0].code in HOLDING_REASONS}
         await self.store.set_reasons(changed, held, estimates)
         self._written_reasons.update(keys)  # only once written
-
-
-async def fairshare_usage(store: Store, settings: Settings,
-                          now: float) -> dict[tuple[str, str], float]:
-    """Decayed usage per (account, user) as fair share sees it (maybe reset each period)."""
-    return fairshare_usage_of(await store.usage_hash(), settings, now)
-
-
-def fairshare_usage_of(usage: dict[str, str], settings: Settings,
-                       now: float) -> dict[tuple[str, str], float]:
-    """`fairshare_usage` from the usage hash already read."""
-    if settings.usage_reset == "none":
-        return parse_decayed(usage, now)
-    return usage_since_reset(parse_daily(usage), now, settings.usage_half_life_s,
-                             settings.usage_reset, settings.semesters)
-
-
-def _limits(accounts: Accounts) -> Limits:
-    return Limits(
-        user_gpus={u.name: u.max_running_gpus for u in accounts.users.values()
-                   if u.max_running_gpus is not None},
-        account_gpus={a.name: a.max_running_gpus for a in accounts.accounts.values()
-                      if a.max_running_gpus is not None},
-        account_parent={a.name: a.parent for a in accounts.accounts.values()},
-    )

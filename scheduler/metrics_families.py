@@ -16,8 +16,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from scheduler.accounts import Accounts
 from scheduler.budgets import budget_state
+from scheduler.cluster import fairshare_usage_of
 from scheduler.config import Settings
-from scheduler.coordinator import fairshare_usage_of
 from scheduler.idle import IdlePolicy
 from scheduler.metrics_hist import cumulative
 from scheduler.model import JobState, Node, NodeState

@@ -455,19 +455,32 @@ class Store:
                 pipe.hgetall(self.keys.node(name))
                 pipe.hgetall(self.keys.node_alloc(name))
             rows = await pipe.execute()
-        result = []
-        for raw, alloc in zip(rows[0::2], rows[1::2], strict=True):
-            if not raw:
-                continue
-            result.append(Node(
-                name=raw["name"], state=NodeState(raw.get("state", "DOWN")),
-                gpus_total=int(raw.get("gpus_total") or 0), gpu_model=raw.get("gpu_model", ""),
-                last_heartbeat=float(raw.get("last_heartbeat") or 0),
-                gpus=[GpuInfo.from_dict(g) for g in json.loads(raw.get("gpus") or "[]")],
-                allocations={int(k): v for k, v in alloc.items()},
-                simulated=bool(raw.get("simulated")), hostname=raw.get("hostname", ""),
-            ))
-        return result
+        return _nodes_from(rows)
+
+    async def cluster_reads(self) -> tuple[list[Node], Accounts, list[Job], dict[str, str]]:
+        """Nodes, accounts, active jobs and the usage hash, in two round trips (names and
+        tables first, then each node and job): what one scheduling cycle reads."""
+        async with self.r.pipeline(transaction=False) as pipe:
+            pipe.smembers(self.keys.nodes)
+            pipe.smembers(self.keys.active)
+            pipe.hgetall(self.keys.accounts)
+            pipe.hgetall(self.keys.users)
+            pipe.get(self.keys.accounts_version)
+            pipe.hgetall(self.keys.budgets)
+            pipe.hgetall(self.keys.usage)
+            names, active, accounts, users, version, budgets, usage = await pipe.execute()
+        names, active = sorted(names), sorted(active, key=_id_key)
+        async with self.r.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.hgetall(self.keys.node(name))
+                pipe.hgetall(self.keys.node_alloc(name))
+            for job_id in active:
+                pipe.hgetall(self.keys.job(job_id))
+            rows = await pipe.execute()
+        split = 2 * len(names)
+        jobs = [Job.from_fields(raw) for raw in rows[split:] if raw]
+        return (_nodes_from(rows[:split]), Accounts.from_raw(accounts, users, int(version or 0),
+                                                             budgets), jobs, dict(usage))
 
     async def node_down(self, epoch: int, name: str, cutoff: float) -> Outcome:
         keys = [self.keys.node(name), self.keys.heartbeats, self.keys.epoch]
@@ -525,6 +538,23 @@ class Store:
     async def leader(self) -> str | None:
         value = await self.r.get(self.keys.leader)
         return None if value is None else str(value)
+
+
+def _nodes_from(rows: Sequence[dict[str, str]]) -> list[Node]:
+    """Nodes from (node hash, alloc hash) pairs, as `nodes` reads them."""
+    result = []
+    for raw, alloc in zip(rows[0::2], rows[1::2], strict=True):
+        if not raw:
+            continue
+        result.append(Node(
+            name=raw["name"], state=NodeState(raw.get("state", "DOWN")),
+            gpus_total=int(raw.get("gpus_total") or 0), gpu_model=raw.get("gpu_model", ""),
+            last_heartbeat=float(raw.get("last_heartbeat") or 0),
+            gpus=[GpuInfo.from_dict(g) for g in json.loads(raw.get("gpus") or "[]")],
+            allocations={int(k): v for k, v in alloc.items()},
+            simulated=bool(raw.get("simulated")), hostname=raw.get("hostname", ""),
+        ))
+    return result
 
 
 def parse_decayed(raw: dict[str, str], now: float) -> dict[tuple[str, str], float]:

@@ -15,8 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from scheduler.admin import account_changes
+from scheduler.cluster import fairshare_usage
 from scheduler.config import Settings
-from scheduler.coordinator import Coordinator, fairshare_usage
+from scheduler.coordinator import Coordinator
 from scheduler.metrics import render
 from scheduler.metrics_families import EVICTION_REASONS
 from scheduler.model import GpuInfo, GpuProcess, JobState, NodeReport

@@ -1,0 +1,89 @@
+"""Read the cluster once, and turn it into the policy's pure snapshot.
+
+The scheduling cycle, `labq quota` and `labq priority` all read what they need here, in one
+pipelined round trip (`read_cluster`), and build the policy's input with `build_snapshot`:
+the same inputs, assembled in one place, whoever asks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from scheduler.accounts import Accounts
+from scheduler.budgets import budget_state
+from scheduler.config import Settings
+from scheduler.model import Job, Node
+from scheduler.policy import Limits, PendingJob, Snapshot
+from scheduler.shares import share_inputs, usage_since_reset
+from scheduler.store import Store, parse_daily, parse_decayed
+from scheduler.views import node_view, running_view
+
+
+@dataclass(frozen=True)
+class ClusterState:
+    """What one cycle or request knows of the cluster: read once, at `now`."""
+
+    now: float
+    nodes: list[Node]
+    accounts: Accounts
+    active: list[Job]  # STARTING, RUNNING, PREEMPTED: they hold GPUs
+    usage: dict[str, str]  # the usage hash, raw (fair share and budgets both read it)
+
+
+async def read_cluster(store: Store, now: float) -> ClusterState:
+    """Nodes, accounts, active jobs and usage, read once."""
+    nodes, accounts, active, usage = await store.cluster_reads()
+    return ClusterState(now, nodes, accounts, active, usage)
+
+
+async def fairshare_usage(store: Store, settings: Settings,
+                          now: float) -> dict[tuple[str, str], float]:
+    """Decayed usage per (account, user) as fair share sees it, read from the store."""
+    return fairshare_usage_of(await store.usage_hash(), settings, now)
+
+
+def fairshare_usage_of(usage: dict[str, str], settings: Settings,
+                       now: float) -> dict[tuple[str, str], float]:
+    """Decayed usage per (account, user) as fair share sees it (maybe reset each period),
+    from the usage hash."""
+    if settings.usage_reset == "none":
+        return parse_decayed(usage, now)
+    return usage_since_reset(parse_daily(usage), now, settings.usage_half_life_s,
+                             settings.usage_reset, settings.semesters)
+
+
+def build_snapshot(state: ClusterState, pending: Sequence[PendingJob], settings: Settings,
+                   waiting_assocs: Iterable[tuple[str, str]] | None = None) -> Snapshot:
+    """The policy's snapshot of `state` with `pending` as the queue it schedules.
+    `waiting_assocs` are the (account, user) pairs fair share must rank (default: those of
+    `pending`)."""
+    now = state.now
+    running = tuple(running_view(j, now) for j in state.active)
+    accounts = state.accounts
+    assocs = set(waiting_assocs) if waiting_assocs is not None else {
+        (p.account, p.user) for p in pending}
+    avoid_foreign = settings.foreign_gpu_policy == "avoid"
+    return Snapshot(
+        nodes=tuple(node_view(n, settings.billing_weight(n.gpu_model), avoid_foreign)
+                    for n in state.nodes),
+        pending=tuple(pending),
+        now=now,
+        running=running,
+        limits=limits_of(accounts),
+        shares=share_inputs(accounts, fairshare_usage_of(state.usage, settings, now), settings,
+                            assocs),
+        budgets=budget_state(accounts, parse_daily(state.usage), running, now,
+                             settings.semesters) if accounts.budgets else None,
+    )
+
+
+def limits_of(accounts: Accounts) -> Limits:
+    """GPU caps per user and per account (an account's cap covers its sub-accounts)."""
+    return Limits(
+        user_gpus={u.name: u.max_running_gpus for u in accounts.users.values()
+                   if u.max_running_gpus is not None},
+        account_gpus={a.name: a.max_running_gpus for a in accounts.accounts.values()
+                      if a.max_running_gpus is not None},
+        account_parent={a.name: a.parent for a in accounts.accounts.values()},
+    )
