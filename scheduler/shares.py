@@ -45,5 +45,4 @@ def share_inputs(
         raise ValueError(f"priority_weights in config.toml: {exc}") from exc
     return ShareInputs(tree, tuple(assocs.values()), dict(usage), settings.fairshare_algorithm,
                        weights, dict(settings.qos_factors),
-                       half_life_s=settings.usage_half_life_s,
                        past_weight=float(settings.fair_now_past_weight))

@@ -12,7 +12,7 @@ from scheduler.policy import NodeView, PendingJob, RunningJob, Snapshot, schedul
 from scheduler.policy.cycle import order_queue, priorities, priority_totals
 from scheduler.policy.fairnow import FAIR_NOW, factor_of, snapshot_loads, waterfill
 from scheduler.policy.fairshare import Account, Assoc
-from scheduler.policy.snapshot import ShareInputs
+from scheduler.policy.snapshot import DEFAULT_PAST_WEIGHT, ShareInputs
 from scheduler.sim.report import waterfill as report_waterfill
 
 WEEK = 7 * 86400.0
@@ -21,7 +21,7 @@ NOW = 100 * 86400.0
 
 def shares(tenants: dict[str, float], users: dict[str, str] | None = None,
            usage: dict[tuple[str, str], float] | None = None,
-           past_weight: float = 1.0) -> ShareInputs:
+           past_weight: float = DEFAULT_PAST_WEIGHT) -> ShareInputs:
     """A flat tree: each tenant under root with its shares; `users` maps user -> tenant (by
     default one user per tenant, named like it)."""
     users = users or {t: t for t in tenants}
@@ -189,7 +189,7 @@ TENANTS = ("t0", "t1", "t2", "t3")
 
 @st.composite
 def contended(draw: st.DrawFn) -> Snapshot:
-    """2 nodes x 8 GPUs, up to 4 tenants (one user each, equal shares, no past usage), some
+    """2 nodes x 8 GPUs, up to 4 tenants (one user each, equal shares, past usage drawn), some
     GPUs held, some jobs queued; no caps, budgets or scavengers."""
     free: dict[str, list[int]] = {"n0": list(range(8)), "n1": list(range(8))}
     running = []
@@ -208,8 +208,9 @@ def contended(draw: st.DrawFn) -> Snapshot:
         for i, t in enumerate(draw(st.lists(st.sampled_from(TENANTS), min_size=1,
                                             max_size=14))))
     nodes = tuple(NodeView(n, "A100", 8, tuple(f)) for n, f in free.items())
+    usage = {(t, t): draw(st.sampled_from((0.0, 3600.0, 1e6))) for t in TENANTS}
     return Snapshot(nodes, pending, NOW, running=tuple(running),
-                    shares=shares(dict.fromkeys(TENANTS, 1.0)))
+                    shares=shares(dict.fromkeys(TENANTS, 1.0), usage=usage))
 
 
 @settings(max_examples=300, deadline=None)
@@ -285,3 +286,38 @@ def test_explanation_says_what_you_hold_and_your_share() -> None:
     assert ("you hold 0 of 16 GPUs, your fair share now is 6; your group nlp holds 0, its "
             "share is 12") in below
     assert "below your share" in below
+
+
+def test_standing_texts_explain_every_active_user_with_the_past_part() -> None:
+    from scheduler.policy.explain import standing_texts
+    snap = Snapshot(
+        (node("n1", 8, (6, 7)), node("n2", 8, tuple(range(8)))),
+        (job("1", "ann", "vision"), job("2", "bo", "nlp", 8)), NOW,
+        running=(held("r", "ann", "vision", 6, "n1", 0),),
+        shares=shares({"vision": 1, "nlp": 1}, {"ann": "vision", "bo": "nlp"},
+                      usage={("vision", "ann"): 1e6}))
+    texts = standing_texts(snap)
+    assert set(texts) == {("vision", "ann"), ("nlp", "bo")}
+    assert texts[("vision", "ann")].startswith("you hold 6 of 16 GPUs, your fair share now is 7")
+    assert "(fair-share factor 0.50 on past use)" in texts[("vision", "ann")]
+    assert "counts for 20% of your fair-share factor" in texts[("vision", "ann")]
+    assert "below your share" in texts[("nlp", "bo")]
+
+
+def test_within_share_goes_first_whatever_the_past_age_and_size() -> None:
+    # poor holds 0 of its 8 but used the cluster heavily lately (Fair Tree factor low) and
+    # asked for 8 GPUs just now; rich holds 8 of its 8, no past, and its 8-GPU job has waited
+    # a week (age at its maximum): poor's job still goes first.
+    snap = Snapshot(
+        (node("n1", 8, ()), node("n2", 8, tuple(range(8)))),
+        (job("1", "rich", "rich", 8, at=NOW - WEEK), job("2", "poor", "poor", 8)), NOW,
+        running=(held("r", "rich", "rich", 8, "n1", 0),),
+        shares=shares({"rich": 1, "poor": 1}, usage={("poor", "poor"): 1e9}))
+    assert [s.job_id for s in schedule(snap).starts][:1] == ["2"]
+
+
+def test_a_users_short_jobs_go_before_their_own_long_ones() -> None:
+    snap = Snapshot((node("n1", 8, (0,)),),
+                    (job("1", "a", "a", at=NOW - 600, limit=86400), job("2", "a", "a")), NOW,
+                    shares=shares({"a": 1, "b": 1}))
+    assert [s.job_id for s in schedule(snap).starts] == ["2"]

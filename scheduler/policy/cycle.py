@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from scheduler.model import Reason
 from scheduler.policy.backfill import MAX_ESTIMATES, Backfill, Reservation, utc
 from scheduler.policy.budget import BudgetGate
-from scheduler.policy.fairnow import FAIR_NOW, factor_of, job_levels
+from scheduler.policy.fairnow import FAIR_NOW, blend, job_levels, within_share
 from scheduler.policy.fairshare import FAIR_TREE, FairShareTable, compute_fairshare
 from scheduler.policy.placement import FreePool, Placement, fits_type, type_matches
 from scheduler.policy.preemption import SCAVENGER, Preemption, plan_preemptions
@@ -44,9 +44,8 @@ def priorities(snapshot: Snapshot) -> tuple[FairShareTable | None, dict[str, Pri
         return None, {}
     largest = _largest(snapshot)
     if inputs.algorithm == FAIR_NOW:
-        table = inputs.table or compute_fairshare(inputs.accounts, inputs.assocs,
-                                                  inputs.usage, FAIR_TREE)
-        per_job = _fair_now_factors(snapshot)
+        table = _tree_table(snapshot)
+        per_job, _ = _fair_now_factors(snapshot)
         return table, {job.id: job_priority(
             fairshare=per_job[job.id], submitted_at=job.submitted_at, gpus=job.gpus,
             qos=job.qos, now=snapshot.now, largest_node_gpus=largest, weights=inputs.weights,
@@ -61,24 +60,31 @@ def priorities(snapshot: Snapshot) -> tuple[FairShareTable | None, dict[str, Pri
 def priority_totals(snapshot: Snapshot) -> dict[str, float]:
     """The same totals as `priorities` (see `priority.priority_total`), computed inline: this
     runs over the whole queue every cycle."""
+    return _totals(snapshot)[0]
+
+
+def _totals(snapshot: Snapshot) -> tuple[dict[str, float], set[str] | None]:
+    """`priority_totals`, and under fair_now the jobs within their share now (`fairnow`'s
+    band: they go first); None under the other algorithms."""
     inputs = snapshot.shares
     if inputs is None:
-        return {}
+        return {}, None
     w, largest = inputs.weights, _largest(snapshot)
     if w.max_age_s <= 0:  # the rare setting: keep the reference formula
-        per_job = _per_job_factors(snapshot)
+        per_job, within = _per_job_factors(snapshot)
         return {job.id: priority_total(
             fairshare=per_job[job.id], submitted_at=job.submitted_at,
             gpus=job.gpus, qos=job.qos, now=snapshot.now, largest_node_gpus=largest,
-            weights=w, qos_factors=inputs.qos_factors) for job in snapshot.pending}
+            weights=w, qos_factors=inputs.qos_factors) for job in snapshot.pending}, within
     rest = _rest(snapshot, largest)
     if inputs.algorithm == FAIR_NOW:
-        _, levels = job_levels(snapshot, rest)
-        return {job_id: value + w.fairshare * factor_of(levels[job_id])
-                for job_id, value in rest.items()}
-    _, factors = _fairshare(snapshot)
-    fs = {key: w.fairshare * min(1.0, max(0.0, f)) for key, f in factors.items()}
-    return {job.id: rest[job.id] + fs[(job.account, job.user)] for job in snapshot.pending}
+        factors, within = _fair_now_factors(snapshot)
+        return {job_id: value + w.fairshare * factors[job_id]
+                for job_id, value in rest.items()}, within
+    _, by_user = _fairshare(snapshot)
+    fs = {key: w.fairshare * min(1.0, max(0.0, f)) for key, f in by_user.items()}
+    return {job.id: rest[job.id] + fs[(job.account, job.user)]
+            for job in snapshot.pending}, None
 
 
 def _rest(snapshot: Snapshot, largest: int) -> dict[str, float]:
@@ -93,25 +99,35 @@ def _rest(snapshot: Snapshot, largest: int) -> dict[str, float]:
             for job in snapshot.pending}
 
 
-def _per_job_factors(snapshot: Snapshot) -> dict[str, float]:
+def _per_job_factors(snapshot: Snapshot) -> tuple[dict[str, float], set[str] | None]:
     assert snapshot.shares is not None
     if snapshot.shares.algorithm == FAIR_NOW:
         return _fair_now_factors(snapshot)
     _, factors = _fairshare(snapshot)
-    return {job.id: factors[(job.account, job.user)] for job in snapshot.pending}
+    return {job.id: factors[(job.account, job.user)] for job in snapshot.pending}, None
 
 
-def _fair_now_factors(snapshot: Snapshot) -> dict[str, float]:
-    """fair_now's factor per pending job, each user's jobs taken in queue order."""
+def _fair_now_factors(snapshot: Snapshot) -> tuple[dict[str, float], set[str]]:
+    """fair_now's factor per pending job (see `fairnow`), and the jobs within their share."""
     inputs = snapshot.shares
     assert inputs is not None
-    largest = _largest(snapshot)
-    rest = {job.id: priority_total(
-        fairshare=0.0, submitted_at=job.submitted_at, gpus=job.gpus, qos=job.qos,
-        now=snapshot.now, largest_node_gpus=largest, weights=inputs.weights,
-        qos_factors=inputs.qos_factors) for job in snapshot.pending}
-    _, levels = job_levels(snapshot, rest)
-    return {job_id: factor_of(x) for job_id, x in levels.items()}
+    _, levels = job_levels(snapshot)
+    table = _tree_table(snapshot)
+    past = {key: table.factor(*key)
+            for key in {(job.account, job.user) for job in snapshot.pending}}
+    p = inputs.past_weight
+    factors = {job.id: blend(levels[job.id], past[(job.account, job.user)], p)
+               for job in snapshot.pending}
+    return factors, {job_id for job_id, x in levels.items() if within_share(x)}
+
+
+def _tree_table(snapshot: Snapshot) -> FairShareTable:
+    """Fair Tree's table on decayed usage (fair_now's past part, and `labq quota`'s rows)."""
+    inputs = snapshot.shares
+    assert inputs is not None
+    if inputs.table is not None and inputs.table.algorithm == FAIR_TREE:
+        return inputs.table
+    return compute_fairshare(inputs.accounts, inputs.assocs, inputs.usage, FAIR_TREE)
 
 
 def _largest(snapshot: Snapshot) -> int:
@@ -131,18 +147,21 @@ def _fairshare(snapshot: Snapshot
 
 
 def order_queue(
-    pending: tuple[PendingJob, ...], ranked: Mapping[str, Priority | float] | None = None
+    pending: tuple[PendingJob, ...], ranked: Mapping[str, Priority | float] | None = None,
+    first: set[str] | None = None,
 ) -> list[PendingJob]:
-    """Priority order: normal QOS before scavenger, then highest priority, then oldest.
+    """Priority order: normal QOS before scavenger, then (fair_now) the jobs in `first`
+    (within their share now), then highest priority, then oldest.
 
     Without priorities (no fair-share inputs), first come, first served within a QOS.
     """
     totals = {k: (v.total if isinstance(v, Priority) else v) for k, v in (ranked or {}).items()}
+    front = first or set()
 
-    def key(job: PendingJob) -> tuple[int, float, float, int, str]:
+    def key(job: PendingJob) -> tuple[int, bool, float, float, int, str]:
         # Ids are numbers as strings: shorter first, then by text, is numeric order.
-        return (QOS_RANK.get(job.qos, 0), -totals.get(job.id, 0.0), job.submitted_at,
-                len(job.id), job.id)
+        return (QOS_RANK.get(job.qos, 0), first is not None and job.id not in front,
+                -totals.get(job.id, 0.0), job.submitted_at, len(job.id), job.id)
 
     return sorted(pending, key=key)
 
@@ -177,7 +196,7 @@ def schedule(snapshot: Snapshot, max_estimates: int = MAX_ESTIMATES,
     weights = _Weights(snapshot.nodes)
     smallest_blocked: dict[str | None, int] = {}  # free GPUs only shrink within a cycle
     can_stop = not explain and not any(r.qos == SCAVENGER for r in snapshot.running)
-    for job in order_queue(snapshot.pending, priority_totals(snapshot)):
+    for job in order_queue(snapshot.pending, *_totals(snapshot)):
         if can_stop and pool.left == 0:
             break
         over = held.over_limit(job)

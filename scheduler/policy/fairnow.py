@@ -1,31 +1,34 @@
-"""Fair now: fair share on the GPUs each user holds *now* plus what they used *lately*.
+"""Fair now: fair share on the GPUs each user holds *now*, blended with Fair Tree's ranking
+on what they used *lately*.
 
 Fair Tree and classic fair share (`fairshare`) rank users by decayed past usage only, so on a
 busy afternoon a user with a long queue and little history takes every GPU that frees up
-until the next usage refresh, and one who used the cluster last week waits behind everyone.
-This algorithm (``fairshare_algorithm = "fair_now"``) counts both, as Kueue's admission fair
-sharing does (usage = decayed past + current):
+until the next usage refresh. This algorithm (``fairshare_algorithm = "fair_now"``) counts the
+GPUs held now, as DRF and Kueue's admission fair sharing do, and keeps Fair Tree for the past:
 
-    load(u)     = held(u) + past_weight * past(u)                       in GPUs
-    entitled(u) = the user's fair part of the cluster's GPUs now        in GPUs
-    x(job)      = (load(u) + GPUs of u's own jobs ahead of it) / entitled(u)
-    factor(job) = 2 ** -x(job)                                          in (0, 1]
+    x(job)      = (held(u) + GPUs of u's own jobs ahead of it) / entitled(u)
+    factor(job) = (1 - p) * 2 ** -x(job) + p * fair_tree(u)             in [0, 1]
+    band(job)   = x(job) < 1   ("within your share now": every such job goes first)
 
 - held: GPUs of the user's running normal-QOS jobs (scavenger jobs run on idle GPUs and are
   stopped for anyone, so they do not count);
-- past: the decayed billed usage turned into an average of GPUs over the recent past: usage /
-  (half-life / ln 2) / the cluster's mean billing weight (a user who held g GPUs for ever has
-  past = g);
 - entitled: the capacity (healthy GPUs of nodes that are up) split down the account tree by
-  shares, at each level among the siblings that have a job pending or running (an idle
-  group's share goes to the others, as in max-min fairness);
-- the jobs ahead: a user's pending jobs in the order the queue would take them (QOS, then the
-  other priority factors, then age); counting them makes one cycle share the free GPUs out
-  max-min (progressive filling, as DRF does) instead of giving them all to whoever ranked
-  first when the cycle began.
+  shares, at each level max-min among the siblings that have a job pending or running,
+  capped at what each asks for (an idle group's share goes to the others); x is the largest
+  over the levels of the job's path that have rivals (group, then user);
+- the jobs ahead: a user's own pending jobs in the order fewest GPUs, shortest time limit,
+  oldest; counting them makes one cycle share free GPUs out max-min (progressive filling, as
+  DRF does) instead of giving them all to whoever ranked first when the cycle began, and
+  a user's short jobs go before their own long ones (shortest first within one user: it
+  changes nothing between users);
+- fair_tree: the user's Fair Tree factor on decayed usage, weighed p =
+  ``fair_now_past_weight``: a heavy user of last week yields to a light one this week, and
+  over weeks each account's GPU time stays as close to its shares as under Fair Tree;
+- band: the cycle takes every job within its share now before any job beyond it, whatever
+  the weights of age and size (`cycle.order_queue`): a user holding less than their share
+  never waits for GPUs a user above their share starts a job on.
 
-x = 1 means "at your fair share now"; the factor halves for each further fair share held or
-used. A user at 0 shares is entitled to nothing and gets factor 0.
+x = 1 means "at your fair share now". A user at 0 shares is entitled to nothing: factor 0.
 """
 
 from __future__ import annotations
@@ -40,7 +43,6 @@ from scheduler.policy.snapshot import ShareInputs, Snapshot
 
 FAIR_NOW = "fair_now"
 SCAVENGER = "scavenger"  # as in `preemption` (imported there from the cycle's side)
-LN2 = math.log(2.0)
 Key = tuple[str, str]  # (account, user)
 
 
@@ -51,25 +53,31 @@ class UserLoad:
     account: str
     user: str
     held: float  # GPUs held now (normal QOS)
-    past: float  # decayed average GPUs over the recent past
     entitled: float  # fair GPUs now; 0 for a user with 0 shares
     account_held: float  # GPUs held now by the whole account (its sub-accounts included)
     account_entitled: float  # the account's fair GPUs now
     capacity: float  # GPUs the split starts from
-    past_weight: float
-
-    @property
-    def load(self) -> float:
-        return self.held + self.past_weight * self.past
 
     def level(self, ahead: float = 0.0) -> float:
-        """x: the load (plus `ahead` GPUs) over the entitlement; inf if entitled to none."""
+        """x: GPUs held (plus `ahead`) over the entitlement; inf if entitled to none."""
         if self.entitled <= 0:
             return math.inf
-        return (self.load + ahead) / self.entitled
+        return (self.held + ahead) / self.entitled
 
-    def factor(self, ahead: float = 0.0) -> float:
-        return factor_of(self.level(ahead))
+
+def blend(level: float, past: float, past_weight: float) -> float:
+    """The fair-share factor: (1 - past_weight) * 2^-level + past_weight * past, where
+    `past` is the user's Fair Tree factor on decayed usage; 0 for a level of inf (no
+    shares)."""
+    if math.isnan(level) or math.isinf(level):
+        return 0.0
+    return (1.0 - past_weight) * factor_of(level) + past_weight * past
+
+
+def within_share(level: float) -> bool:
+    """The job's band: True while the user (and each account above it that has rivals)
+    holds less than its fair GPUs now, the job's own queue-mates ahead of it included."""
+    return level < 1.0
 
 
 def factor_of(level: float) -> float:
@@ -94,7 +102,7 @@ class Standing:
     """Every active association's and account's load and entitlement now, and the tree."""
 
     users: dict[Key, UserLoad]
-    account_load: dict[str, float]  # held + past_weight * past, sub-accounts included
+    account_load: dict[str, float]  # GPUs held, sub-accounts included
     account_entitled: dict[str, float]
     tree: _Tree
 
@@ -122,7 +130,7 @@ class Standing:
         for key in tree.child_users.get(account, ()):
             if key in mine and key in self.users:
                 user = self.users[key]
-                lists.append((mine[key], user.load, user.entitled))
+                lists.append((mine[key], user.held, user.entitled))
         sibling = len(lists) > 1  # a level is compared only where it has rivals
         keyed: list[list[tuple[float, int, str, int]]] = []
         for n, (jobs, load, entitled) in enumerate(lists):
@@ -138,13 +146,12 @@ class Standing:
 
 
 def user_loads(
-    accounts: Sequence[Account], assocs: Sequence[Assoc], usage: Mapping[Key, float],
-    running: Iterable[Holding], queued: Mapping[Key, float], *, capacity: float,
-    mean_billing_weight: float, half_life_s: float, past_weight: float,
+    accounts: Sequence[Account], assocs: Sequence[Assoc], running: Iterable[Holding],
+    queued: Mapping[Key, float], *, capacity: float,
 ) -> Standing:
     """Every active association's `UserLoad` (active: has a job pending or running) and
-    every account's load and entitlement. `queued`: the GPUs of each association's pending
-    normal-QOS jobs (its demand is those plus the GPUs it holds).
+    every account's GPUs held and entitlement. `queued`: the GPUs of each association's
+    pending normal-QOS jobs (its demand is those plus the GPUs it holds).
 
     An association not in `assocs` joins its account with shares 1 (an unknown account hangs
     under root with shares 1), as in `fairshare`.
@@ -158,24 +165,16 @@ def user_loads(
         demand[key] = demand.get(key, 0.0) + gpus
     tree = _Tree(accounts, assocs, demand)
     entitled, account_entitled = tree.split(capacity, demand)
-    horizon = half_life_s / LN2 if half_life_s > 0 else math.inf
-    weight = mean_billing_weight if mean_billing_weight > 0 else 1.0
     account_held: dict[str, float] = {}
-    account_load: dict[str, float] = {}
-    users = {}
     for key in demand:
-        past = usage.get(key, 0.0) / horizon / weight
         for name in tree.chain(key[0]):
             account_held[name] = account_held.get(name, 0.0) + held.get(key, 0.0)
-            account_load[name] = (account_load.get(name, 0.0) + held.get(key, 0.0)
-                                  + past_weight * past)
-        users[key] = (held.get(key, 0.0), past)
     loads = {key: UserLoad(
-        account=key[0], user=key[1], held=h, past=past, entitled=entitled.get(key, 0.0),
+        account=key[0], user=key[1], held=held.get(key, 0.0), entitled=entitled.get(key, 0.0),
         account_held=account_held.get(key[0], 0.0),
-        account_entitled=account_entitled.get(key[0], 0.0), capacity=capacity,
-        past_weight=past_weight) for key, (h, past) in users.items()}
-    return Standing(loads, account_load, account_entitled, tree)
+        account_entitled=account_entitled.get(key[0], 0.0), capacity=capacity)
+        for key in demand}
+    return Standing(loads, account_held, account_entitled, tree)
 
 
 class _Tree:
@@ -254,18 +253,13 @@ def waterfill(capacity: float, asks: Sequence[tuple[float, float]]) -> list[floa
 
 def snapshot_loads(snapshot: Snapshot) -> Standing:
     """`user_loads` of a snapshot: capacity from the nodes that are up, held from `running`,
-    active from `pending` and `running`, past from the fair-share inputs' usage."""
+    active from `pending` and `running`."""
     inputs = snapshot.shares or ShareInputs()
-    up = [n for n in snapshot.nodes if n.up]
-    capacity = float(sum(n.gpus_usable for n in up))
-    weight = (sum(n.billing_weight * n.gpus_usable for n in up) / capacity if capacity
-              else 1.0)
+    capacity = float(sum(n.gpus_usable for n in snapshot.nodes if n.up))
     return user_loads(
-        inputs.accounts, inputs.assocs, inputs.usage,
+        inputs.accounts, inputs.assocs,
         (Holding(r.account, r.user, r.gpus, r.qos) for r in snapshot.running),
-        queued_gpus(snapshot), capacity=capacity,
-        mean_billing_weight=weight, half_life_s=inputs.half_life_s,
-        past_weight=inputs.past_weight)
+        queued_gpus(snapshot), capacity=capacity)
 
 
 def queued_gpus(snapshot: Snapshot) -> dict[Key, float]:
@@ -282,23 +276,12 @@ def queued_gpus(snapshot: Snapshot) -> dict[Key, float]:
     return out
 
 
-def response_ratio(submitted_at: float, time_limit_s: float, now: float) -> float:
-    """(wait + time limit) / time limit: the finish-time stretch a job would have if it
-    started now and ran to its limit (Themis' rho, with the limit as the estimate)."""
-    return (max(0.0, now - submitted_at) + time_limit_s) / max(1.0, time_limit_s)
-
-
-def job_levels(snapshot: Snapshot, rest: Mapping[str, float]
-               ) -> tuple[Standing, dict[str, float]]:
+def job_levels(snapshot: Snapshot) -> tuple[Standing, dict[str, float]]:
     """Every pending job's x, each association's own jobs taken in this order: normal QOS
     first, then the fewest GPUs (so a big job of yours that cannot start yet does not count
-    against your small ones that can), then the highest `response_ratio` (a user's short
-    jobs that have waited long relative to their length first, as finish-time fairness
-    asks), then the highest `rest` (the job's priority without fair share), then the
-    oldest."""
+    against your small ones that can), then the shortest time limit (your short jobs before
+    your long ones), then the oldest."""
     loads = snapshot_loads(snapshot)
-    now = snapshot.now
     order = sorted(snapshot.pending, key=lambda j: (
-        j.qos == SCAVENGER, j.gpus, -response_ratio(j.submitted_at, j.time_limit_s, now),
-        -rest[j.id], j.submitted_at, len(j.id), j.id))
+        j.qos == SCAVENGER, j.gpus, j.time_limit_s, j.submitted_at, len(j.id), j.id))
     return loads, loads.levels((j.id, (j.account, j.user), j.gpus) for j in order)

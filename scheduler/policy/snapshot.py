@@ -9,7 +9,7 @@ from scheduler.policy.budget import BudgetState
 from scheduler.policy.fairshare import FAIR_TREE, Account, Assoc, FairShareTable
 from scheduler.policy.priority import DEFAULT_QOS_FACTORS, PriorityWeights
 
-DEFAULT_PAST_WEIGHT = 0.25  # see fairnow and docs/sim-results.md
+DEFAULT_PAST_WEIGHT = 0.2  # see fairnow and docs/sim-results.md
 
 
 @dataclass(frozen=True)
@@ -90,9 +90,8 @@ class ShareInputs:
     algorithm: str = FAIR_TREE
     weights: PriorityWeights = field(default_factory=PriorityWeights)
     qos_factors: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_QOS_FACTORS))
-    # fair_now only (see `fairnow`): the usage's half-life, which turns decayed usage into
-    # average GPUs, and how much one average GPU of past use weighs against one held now.
-    half_life_s: float = 7 * 86400.0
+    # fair_now only (see `fairnow`): the part of the fair-share factor that is Fair Tree's
+    # on past usage (the rest is on GPUs held now), in [0, 1].
     past_weight: float = DEFAULT_PAST_WEIGHT
     # The fair-share table of exactly these inputs, when the caller already has it (the
     # simulator refreshes usage every minute of virtual time but schedules far more often).

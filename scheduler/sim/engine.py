@@ -43,6 +43,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from scheduler.policy.cycle import schedule
+from scheduler.policy.fairnow import FAIR_NOW
 from scheduler.policy.placement import type_matches
 from scheduler.policy.snapshot import (
     DEFAULT_PAST_WEIGHT,
@@ -106,10 +107,21 @@ class SimResult:
 
 
 ClassKey = tuple[str, str, int, str | None]
-_MAX_CALLS = 10_000  # policy calls at one event time before the replay gives up
+ClassRank = tuple[float, float, int, str]
+_MAX_CALLS = 10_000
+SHOW_MIN = 1  # policy calls at one event time before the replay gives up
 
 
-def _submit_order(item: tuple[float, SimJob]) -> tuple[float, int, str]:
+def _by_submit(job: SimJob) -> ClassRank:
+    return (0.0, job.submit, len(job.id), job.id)
+
+
+def _by_limit(job: SimJob) -> ClassRank:
+    """fair_now's order of a user's own jobs of one size: shortest time limit first."""
+    return (float(job.time_limit), job.submit, len(job.id), job.id)
+
+
+def _submit_order(item: tuple[ClassRank, SimJob]) -> tuple[float, int, str]:
     job = item[1]
     return (job.submit, len(job.id), job.id)
 
@@ -133,7 +145,7 @@ class _Replay:
                         or not type_matches(j.gpu_type, cluster.model)]
         self.by_id = {j.id: j for j in fits}
         self.left = {j.id: min(j.duration, float(j.time_limit)) for j in fits}  # run time left
-        self.classes: dict[ClassKey, deque[tuple[float, SimJob]]] = {}
+        self.classes: dict[ClassKey, deque[tuple[ClassRank, SimJob]]] = {}
         self.n_pending = 0
         self.running: dict[str, tuple[RunningJob, float]] = {}  # id -> (view, start)
         self.run_no: dict[str, int] = {}
@@ -168,6 +180,7 @@ class _Replay:
         self.queue_samples: list[tuple[float, int]] = []
         self.ledger = Ledger(budgets if policy.budgets else None)
         self.tiresias = TiresiasQueues(cluster.gpus) if policy.tiresias else None
+        self.class_order = _by_limit if policy.algorithm == FAIR_NOW else _by_submit
 
     def _view(self, name: str) -> NodeView:
         c = self.cluster
@@ -187,11 +200,12 @@ class _Replay:
             return
         key = (job.account, job.user, job.gpus, job.gpu_type)
         q = self.classes.setdefault(key, deque())
-        item = (job.submit, job)
-        if not q or q[-1][0] <= job.submit:
+        rank = self.class_order(job)
+        item = (rank, job)
+        if not q or q[-1][0] <= rank:
             q.append(item)
-        else:  # a requeued job goes back to its place by submit time
-            q.insert(bisect.bisect_right([s for s, _ in q], job.submit), item)
+        else:  # a requeued job (or, by time limit, a shorter one) goes back to its place
+            q.insert(bisect.bisect_right([r for r, _ in q], rank), item)
 
     def _pending_view(self, job: SimJob) -> PendingJob:
         view = self.pending_views.get(job.id)
@@ -256,7 +270,7 @@ class _Replay:
             return pending, shown, cutoff
         for key, q in self.classes.items():
             gpus = key[2]
-            n = 1 if gpus > most else min(len(q), max(1, free // gpus))
+            n = 1 if gpus > most else min(len(q), max(SHOW_MIN, free // gpus))
             shown[key] = n
             if not self.policy.drf:
                 pending.extend(view(q[i][1]) for i in range(n))

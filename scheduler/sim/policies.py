@@ -84,12 +84,12 @@ class ShareBuilder:
         if self.policy.algorithm is None:
             return None
         if self._cached is None or self._cached[0] is not usage:
-            table = (None if self.policy.algorithm == FAIR_NOW  # fair now needs no table
-                     else compute_fairshare(self.accounts, self.assocs, usage,
-                                            self.policy.algorithm))
+            algorithm = (FAIR_TREE if self.policy.algorithm == FAIR_NOW  # its inner order
+                         else self.policy.algorithm)
+            table = compute_fairshare(self.accounts, self.assocs, usage, algorithm)
             self._cached = (usage, ShareInputs(
                 self.accounts, self.assocs, usage, self.policy.algorithm, table=table,
-                half_life_s=self.half_life, past_weight=self.past_weight))
+                past_weight=self.past_weight))
         return self._cached[1]
 
 
