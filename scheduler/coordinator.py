@@ -40,7 +40,7 @@ from scheduler.idle import (
     notify_message,
     running_gpus,
 )
-from scheduler.metrics_hist import CYCLE_BUCKETS, LocalHistogram
+from scheduler.metrics.hist import CYCLE_BUCKETS, LocalHistogram
 from scheduler.model import Job, JobState, Node, NodeState, Reason
 from scheduler.notify import run_notify
 from scheduler.policy import PendingJob, schedule

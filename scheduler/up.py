@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from scheduler.acl import COORDINATOR_USER, acl_file, agent_user
 from scheduler.config import Settings
-from scheduler.keys import Keys
 from scheduler.store import read_secret
+from scheduler.store.acl import COORDINATOR_USER, acl_file, agent_user
+from scheduler.store.keys import Keys
 
 # Settings of the store login that each child gets from `labq up` alone (never inherited).
 _OWN_ENV = ("LABQ_EXPORTER_PORT", "LABQ_REDIS_USERNAME", "LABQ_REDIS_PASSWORD_FILE",

@@ -84,7 +84,7 @@ def test_the_lifecycle_is_whole() -> None:
 
 
 def test_the_scripts_get_the_lifecycle_from_the_model_and_return_known_outcomes() -> None:
-    folder = resources.files("scheduler") / "lua"
+    folder = resources.files("scheduler.store") / "lua"
     scripts = {f.name: f.read_text() for f in folder.iterdir() if f.name.endswith(".lua")}
     prelude = lua_lifecycle()
     for state in TERMINAL_STATES:

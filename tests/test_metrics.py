@@ -19,7 +19,7 @@ from scheduler.cluster import fairshare_usage
 from scheduler.config import Settings
 from scheduler.coordinator import Coordinator
 from scheduler.metrics import render
-from scheduler.metrics_families import EVICTION_REASONS
+from scheduler.metrics.families import EVICTION_REASONS
 from scheduler.model import GpuInfo, GpuProcess, JobState, NodeReport
 from scheduler.policy import Snapshot
 from scheduler.policy.cycle import priorities

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 import redis
 
-from scheduler.acl import COORDINATOR_USER, AclError, agent_rules, agent_user, setuser_lines
 from scheduler.config import ConfigError, Settings
-from scheduler.keys import Keys
 from scheduler.store import StoreError, read_secret
+from scheduler.store.acl import COORDINATOR_USER, AclError, agent_rules, agent_user, setuser_lines
+from scheduler.store.keys import Keys
 from tests.e2e_stack import Stack, python_as
 from tests.security_server import can_switch_users, ensure_user
 

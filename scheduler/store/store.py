@@ -1,6 +1,6 @@
 """The only module that talks to Redis/Valkey.
 
-Every state change is one Lua script (in `scheduler/lua/`) that checks before it writes; reads
+Every state change is one Lua script (in `scheduler/store/lua/`) that checks before it writes; reads
 are plain pipelined commands. Leader-only scripts carry the fencing epoch and refuse to write
 under a stale one.
 """
@@ -22,9 +22,7 @@ import redis.exceptions as redis_errors
 from redis.commands.core import AsyncScript
 
 from scheduler.accounts import Accounts
-from scheduler.acl import agent_user
 from scheduler.config import Settings
-from scheduler.keys import Keys
 from scheduler.model import (
     GpuInfo,
     Job,
@@ -36,6 +34,7 @@ from scheduler.model import (
     lua_lifecycle,
 )
 from scheduler.noderun import RunStatus, StartRecord
+from scheduler.store.keys import Keys
 
 SUBMIT_TOKEN_TTL_S = 86400
 ID_BLOCK = 256
@@ -84,7 +83,7 @@ class StoreError(RuntimeError):
 
 
 def _load_script_text(name: str) -> str:
-    folder = resources.files("scheduler") / "lua"
+    folder = resources.files("scheduler.store") / "lua"
     common = (folder / "_common.lua").read_text()
     return lua_lifecycle() + common + "\n" + (folder / f"{name}.lua").read_text()
 
@@ -120,6 +119,8 @@ class Store:
         username, password_file = settings.redis_username, settings.redis_password_file
         if node is not None and settings.agent_redis_password_file:
             password_file = settings.agent_redis_password_file
+            from scheduler.store.acl import agent_user  # (acl also runs as a script)
+
             username = settings.agent_redis_username or agent_user(node)
         password = read_secret(Path(password_file)) if password_file else ""
         return cls.from_url(settings.redis_url, settings.redis_prefix, username, password)

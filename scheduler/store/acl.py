@@ -1,7 +1,7 @@
 """The store's ACL users: the coordinator's, and one per node agent that reaches only its node.
 
 `labq up` writes these rules to the embedded Valkey's ACL file; for your own Redis/Valkey,
-`python -m scheduler.acl --node gpu1 --node gpu2` prints the `ACL SETUSER` lines (README,
+`python -m scheduler.store.acl --node gpu1 --node gpu2` prints the `ACL SETUSER` lines (README,
 "Deploying on a real cluster"). Redis/Valkey >= 7 checks every command a script runs against
 the caller's rules too, so an agent's EVALSHA cannot reach past its keys either.
 
@@ -18,7 +18,7 @@ import argparse
 import hashlib
 import re
 
-from scheduler.keys import Keys
+from scheduler.store.keys import Keys
 
 COORDINATOR_USER = "labq-coordinator"
 # Characters a node name or key prefix may have: nothing ACL key patterns would read as glob.
@@ -94,7 +94,7 @@ def setuser_lines(keys: Keys, nodes: list[str],
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m scheduler.acl",
+        prog="python -m scheduler.store.acl",
         description="Print the ACL SETUSER lines labq needs on your own Redis/Valkey.")
     parser.add_argument("--prefix", default="labq:", help="key prefix (redis_prefix)")
     parser.add_argument("--node", action="append", default=[], help="a GPU node's name "

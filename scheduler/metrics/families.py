@@ -19,7 +19,7 @@ from scheduler.budgets import budget_state
 from scheduler.cluster import fairshare_usage_of
 from scheduler.config import Settings
 from scheduler.idle import IdlePolicy
-from scheduler.metrics_hist import cumulative
+from scheduler.metrics.hist import cumulative
 from scheduler.model import JobState, Node, NodeState
 from scheduler.policy.fairshare import compute_fairshare
 from scheduler.shares import share_inputs

@@ -23,7 +23,7 @@ from prometheus_client.registry import Collector
 from scheduler.accounts import Accounts
 from scheduler.config import Settings
 from scheduler.idle import IdlePolicy
-from scheduler.metrics_families import (
+from scheduler.metrics.families import (
     counter_families,
     gpu_families,
     job_families,
@@ -32,7 +32,7 @@ from scheduler.metrics_families import (
     usage_families,
     wait_family,
 )
-from scheduler.metrics_hist import LocalHistogram
+from scheduler.metrics.hist import LocalHistogram
 from scheduler.model import JobState, Node
 from scheduler.store import Store
 
