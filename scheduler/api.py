@@ -25,6 +25,7 @@ from scheduler.model import Job, JobState, Node
 from scheduler.noderun import output_path
 from scheduler.policy import Snapshot
 from scheduler.policy.cycle import priorities
+from scheduler.policy.explain import standing_texts
 from scheduler.policy.fairshare import FairShareTable
 from scheduler.policy.priority import Priority
 from scheduler.shares import share_inputs
@@ -362,6 +363,21 @@ class Api:
         assert table is not None
         return table, ranked
 
+    async def _standing(self, accounts: Accounts | None = None) -> dict[tuple[str, str], str]:
+        """Each active (account, user)'s fair share now, in words (`policy.explain`)."""
+        now = time.time()
+        accounts = accounts or await self.store.accounts()
+        waiting = await self.store.waiting_jobs()
+        active = await self.store.active_jobs()
+        inputs = share_inputs(accounts, await fairshare_usage(self.store, self.settings, now),
+                              self.settings, {(j.account, j.user) for j in waiting + active})
+        nodes = await self._nodes_cached()
+        return standing_texts(Snapshot(
+            nodes=tuple(node_view(n, avoid_foreign=self.settings.foreign_gpu_policy == "avoid")
+                        for n in nodes),
+            pending=tuple(pending_view(j) for j in waiting if j.state == JobState.PENDING),
+            running=tuple(running_view(j, now) for j in active), now=now, shares=inputs))
+
     async def quota(self, request: web.Request) -> web.Response:
         caller = await self.caller(request)
         asked = request.query.get("user")
@@ -397,6 +413,9 @@ class Api:
                 {("user", user)} | {("account", r["account"]) for r in rows}),
             "half_life_s": self.settings.usage_half_life_s,
             "billing_weights": self.settings.billing_weights,
+            "fair_now": [{"account": a, "text": text}
+                         for (a, u), text in sorted((await self._standing(accounts)).items())
+                         if u == user],
         })
 
     async def priority(self, request: web.Request) -> web.Response:
@@ -413,6 +432,7 @@ class Api:
             raise ApiError(400, f"job {wanted} is {job.state.value}, not pending: only "
                                 "pending jobs have a priority")
         show_all = request.query.get("all") == "1"
+        standing = await self._standing()
         out = []
         for job in sorted(waiting, key=lambda j: -ranked[j.id].total):
             if wanted and job.id != wanted:
@@ -425,7 +445,8 @@ class Api:
             out.append({"id": job.id, "user": job.user, "account": job.account,
                         "priority": None if hidden else prio.total,
                         "factors": None if hidden else prio.factors,
-                        "weighted": None if hidden else prio.weighted})
+                        "weighted": None if hidden else prio.weighted,
+                        "fair_now": None if hidden else standing.get((job.account, job.user))})
         return web.json_response(out)
 
     async def accounts_list(self, request: web.Request) -> web.Response:

@@ -402,6 +402,8 @@ def quota(user: str | None, account: str | None, show_all: bool, as_json: bool) 
                       f"{row['fairshare']:.3f}" if row["user"] else "",
                       str(row["rank"] or ""))
     Console().print(table)
+    for row in data.get("fair_now", []):
+        click.echo(f"now in {plain(row['account'])}: {plain(row['text'])}")
     print_budgets(data.get("budgets", []))
 
 
@@ -435,6 +437,12 @@ def priority(job_id: str | None, show_all: bool, as_json: bool) -> None:
         table.add_row(markup(row["id"]), markup(row["user"]), markup(row["account"]), *cells)
     Console().print(table)
     click.echo("each factor: weighted (factor 0..1); priority = the sum of the weighted factors")
+    said = set()
+    for row in data:
+        text = row.get("fair_now")
+        if text and (row["user"], row["account"]) not in said:
+            said.add((row["user"], row["account"]))
+            click.echo(f"{plain(row['user'])} in {plain(row['account'])}: {plain(text)}")
 
 
 @main.command()

@@ -61,8 +61,8 @@ class Settings:
     billing_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_BILLING_WEIGHTS))
     qos_names: tuple[str, ...] = ("normal", "scavenger")
     fairshare_algorithm: str = "fair_tree"  # or "classic", "fair_now" (policy.fairnow)
-    # fair_now: how much one GPU of decayed average past use weighs against one held now
-    fair_now_past_weight: float = 0.25
+    # fair_now: the part (0..1) of the fair-share factor that is Fair Tree's on past usage
+    fair_now_past_weight: float = 0.2
     semesters: list[list[str]] = field(default_factory=list)  # [["2026-09-01", "2027-01-31"]]
     scavenger_billing_factor: float = 0.0  # scavenger jobs run free on idle GPUs
     stop_grace_s: int = 10  # SIGTERM, then SIGKILL this much later (cancel, timeout, preempt)
@@ -298,9 +298,9 @@ def _check_fair_now(s: Settings) -> None:
         raise ConfigError(f"fairshare_algorithm = {s.fairshare_algorithm!r} (config.toml or "
                           "LABQ_FAIRSHARE): use fair_tree, classic or fair_now")
     w = s.fair_now_past_weight
-    if isinstance(w, bool) or not isinstance(w, int | float) or not 0 <= w < float("inf"):
-        raise ConfigError(f"fair_now_past_weight = {w!r} (config.toml): give a number >= 0, "
-                          "e.g. 0.25")
+    if isinstance(w, bool) or not isinstance(w, int | float) or not 0 <= w <= 1:
+        raise ConfigError(f"fair_now_past_weight = {w!r} (config.toml): give a number from 0 "
+                          "to 1, e.g. 0.2")
 
 
 def _check_limits(s: Settings) -> None:
