@@ -114,7 +114,7 @@ async def test_store_compare_and_set_refuses_a_stale_version(store: Store) -> No
 async def test_decayed_usage_is_charged_per_association_and_halves_per_half_life(
     store: Store,
 ) -> None:
-    from tests.test_store import T0, job_of, lead, report, started
+    from tests.builders import T0, job_of, lead, report, started
 
     await store.set_half_life(100.0)
     assert await store.decayed_usage(T0) == {}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from scheduler.store import Store
-from tests.test_store import T0, job_of, lead, report, submit_one
+from tests.builders import T0, job_of, lead, report, submit_one
 
 
 async def test_hold_and_release(store: Store) -> None:

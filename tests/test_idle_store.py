@@ -17,7 +17,7 @@ from scheduler.model import GpuInfo, JobState, NodeReport
 from scheduler.noderun import RunStatus
 from scheduler.notify import run_notify
 from scheduler.store import Store
-from tests.test_store import A100, job_of, lead, started
+from tests.builders import A100, job_of, lead, started
 
 NOTIFY = ('printf "%s|%s|%s|%s\\n" "$LABQ_NOTIFY_EVENT" "$LABQ_NOTIFY_USER" "$LABQ_NOTIFY_JOB" '
           '"$LABQ_NOTIFY_MESSAGE" >> {out}')

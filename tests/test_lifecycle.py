@@ -23,7 +23,7 @@ from scheduler.model import (
     lua_lifecycle,
 )
 from scheduler.store import Outcome, Store
-from tests.test_store import T0, job_of, lead, report, submit_one
+from tests.builders import T0, job_of, lead, report, submit_one
 
 Op = Callable[[Store, int, Job], Awaitable[object]]
 

@@ -26,7 +26,7 @@ from scheduler.policy.cycle import priorities
 from scheduler.shares import share_inputs
 from scheduler.store import Store
 from scheduler.views import node_view, pending_view
-from tests.test_store import A100, T0, job_of, lead, report, started, submit_one
+from tests.builders import A100, T0, job_of, lead, report, started, submit_one
 
 CONTRACT = Path(__file__).resolve().parent.parent / "docs" / "metrics.md"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from scheduler.model import JobState
 from scheduler.store import Store
-from tests.test_store import T0, alloc, job_of, lead, report, started
+from tests.builders import T0, alloc, job_of, lead, report, started
 
 
 async def test_preempted_job_holds_its_gpus_until_requeued(store: Store) -> None:
