@@ -42,6 +42,7 @@ from scheduler.idle import (
 )
 from scheduler.metrics.hist import CYCLE_BUCKETS, LocalHistogram
 from scheduler.model import Job, JobState, Node, NodeState, Reason
+from scheduler.nodes import NodeChannel, StoreNodes
 from scheduler.notify import run_notify
 from scheduler.policy import PendingJob, schedule
 from scheduler.policy.preemption import Preemption
@@ -72,8 +73,10 @@ HOLDING_REASONS = frozenset({"BudgetExhausted"})  # a job waiting for these is H
 
 
 class Coordinator:
-    def __init__(self, store: Store, settings: Settings) -> None:
+    def __init__(self, store: Store, settings: Settings,
+                 nodes: NodeChannel | None = None) -> None:
         self.store = store
+        self.nodes = nodes or StoreNodes(store)  # agents' reports and stop requests
         self.settings = settings
         self.id = f"{socket.gethostname()}:{os.getpid()}:{time.time():.0f}"
         self.epoch = 0
@@ -223,7 +226,7 @@ class Coordinator:
     async def _watch(self, epoch: int, active: Sequence[Job], now: float) -> bool:
         """Follow every active job with what its node's agent last reported. Returns whether
         a job gave its GPUs back (ended or was requeued)."""
-        reports = await self.store.run_statuses(j.node for j in active if j.node)
+        reports = await self.nodes.reports(j.node for j in active if j.node)
         freed = False
         for job in active:
             status = reports.get(job.node or "", {}).get(job.id)
@@ -260,7 +263,7 @@ class Coordinator:
         """Hand a stop to the job's node (again after STOP_RETRY_S: cheap and idempotent)."""
         if now - self._last_stop_sent.get(job.id, 0.0) >= STOP_RETRY_S:
             self._last_stop_sent[job.id] = now
-            await self.store.send_stop(epoch, job)
+            await self.nodes.send_stop(epoch, job)
 
     async def _check_idle(self, epoch: int, nodes: Sequence[Node], active: Sequence[Job],
                           now: float) -> None:
