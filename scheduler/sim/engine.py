@@ -270,7 +270,7 @@ class _Replay:
             return pending, shown, cutoff
         for key, q in self.classes.items():
             gpus = key[2]
-            n = 1 if gpus > most else min(len(q), max(SHOW_MIN, free // gpus))
+            n = 1 if gpus > most else min(len(q), max(1, free // gpus))
             shown[key] = n
             if not self.policy.drf:
                 pending.extend(view(q[i][1]) for i in range(n))
