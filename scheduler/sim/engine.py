@@ -108,8 +108,7 @@ class SimResult:
 
 ClassKey = tuple[str, str, int, str | None]
 ClassRank = tuple[float, float, int, str]
-_MAX_CALLS = 10_000
-SHOW_MIN = 1  # policy calls at one event time before the replay gives up
+_MAX_CALLS = 10_000  # policy calls at one event time before the replay gives up
 
 
 def _by_submit(job: SimJob) -> ClassRank:
