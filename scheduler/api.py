@@ -9,7 +9,7 @@ import json
 import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from aiohttp import web
@@ -17,19 +17,17 @@ from aiohttp import web
 from scheduler.accounts import Accounts, AccountsError
 from scheduler.admin import account_changes
 from scheduler.budgets import budget_state
+from scheduler.cluster import ClusterState, build_snapshot, read_cluster
 from scheduler.config import Settings
-from scheduler.coordinator import fairshare_usage
 from scheduler.identity import Caller, UnknownUser, caller_for_uid, connection_uid
 from scheduler.idle import IdlePolicy, annotate_nodes, job_idle
 from scheduler.model import Job, JobState, Node
 from scheduler.noderun import output_path
-from scheduler.policy import Snapshot
 from scheduler.policy.cycle import priorities
 from scheduler.policy.explain import standing_texts
 from scheduler.policy.fairshare import FairShareTable
 from scheduler.policy.priority import Priority
-from scheduler.shares import share_inputs
-from scheduler.store import Store, new_token
+from scheduler.store import Store, new_token, parse_totals
 from scheduler.validation import (
     InputError,
     array_size,
@@ -39,7 +37,7 @@ from scheduler.validation import (
     check_user_name,
     flag,
 )
-from scheduler.views import node_view, pending_view, running_view
+from scheduler.views import pending_view, running_view
 from scheduler.wire import JOB_FIELDS, PRIVATE_FIELDS, job_schema, submit_schema
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -345,38 +343,21 @@ class Api:
                        IdlePolicy.from_settings(self.settings), time.time())
         return web.json_response(nodes)
 
-    async def _ranking(self, waiting: list[Job], accounts: Accounts | None = None
-                       ) -> tuple[FairShareTable, dict[str, Priority]]:
-        """Fair share and priorities as the scheduler sees them now (a pure policy call)."""
+    async def _policy_view(self) -> PolicyView:
+        """Fair share, priorities and standings as the scheduler sees them now: the cluster
+        read once (`scheduler.cluster`), the snapshot built as the cycle builds it."""
         now = time.time()
-        accounts = accounts or await self.store.accounts()
-        inputs = share_inputs(accounts, await fairshare_usage(self.store, self.settings, now),
-                              self.settings,
-                              {(j.account, j.user) for j in waiting})
-        nodes = await self._nodes_cached()
-        snapshot = Snapshot(
-            nodes=tuple(node_view(n, avoid_foreign=self.settings.foreign_gpu_policy == "avoid")
-                        for n in nodes),
-            pending=tuple(pending_view(j) for j in waiting),
-            now=now, shares=inputs)
+        state = await read_cluster(self.store, now)
+        queue = [j for j in await self.store.waiting_jobs() if j.state.is_waiting() and not j.hold]
+        pending = [pending_view(j) for j in queue]
+        snapshot = build_snapshot(state, pending, self.settings)
         table, ranked = priorities(snapshot)
         assert table is not None
-        return table, ranked
-
-    async def _standing(self, accounts: Accounts | None = None) -> dict[tuple[str, str], str]:
-        """Each active (account, user)'s fair share now, in words (`policy.explain`)."""
-        now = time.time()
-        accounts = accounts or await self.store.accounts()
-        waiting = await self.store.waiting_jobs()
-        active = await self.store.active_jobs()
-        inputs = share_inputs(accounts, await fairshare_usage(self.store, self.settings, now),
-                              self.settings, {(j.account, j.user) for j in waiting + active})
-        nodes = await self._nodes_cached()
-        return standing_texts(Snapshot(
-            nodes=tuple(node_view(n, avoid_foreign=self.settings.foreign_gpu_policy == "avoid")
-                        for n in nodes),
-            pending=tuple(pending_view(j) for j in waiting if j.state == JobState.PENDING),
-            running=tuple(running_view(j, now) for j in active), now=now, shares=inputs))
+        # Standings in words also for those who only run jobs now.
+        assocs = {(p.account, p.user) for p in pending} | {(j.account, j.user)
+                                                           for j in state.active}
+        standing = standing_texts(build_snapshot(state, pending, self.settings, assocs))
+        return PolicyView(state, queue, table, ranked, standing)
 
     async def quota(self, request: web.Request) -> web.Response:
         caller = await self.caller(request)
@@ -386,12 +367,11 @@ class Api:
             raise ApiError(403, f"{user}'s usage is private (private_data): you may see only "
                                 "your own, and admins anyone's")
         account_filter = request.query.get("account")
-        usage = await self.store.usage()
-        mine = usage["user"].get(user, {"billed": 0.0, "gpu_s": 0.0})
-        jobs = [j for j in await self.store.active_jobs() + await self.store.waiting_jobs()
-                if j.user == user]
-        accounts = await self.store.accounts()
-        table, _ = await self._ranking([j for j in jobs if j.state.is_waiting()], accounts)
+        view = await self._policy_view()
+        accounts, table = view.state.accounts, view.table
+        mine = parse_totals(view.state.usage)["user"].get(user, {"billed": 0.0, "gpu_s": 0.0})
+        held = [j for j in await self.store.waiting_jobs() if j.user == user and j.hold]
+        jobs = [j for j in view.state.active + view.queue + held if j.user == user]
         rows = [asdict(r) for r in table.rows
                 if (r.user == user or (r.user is None and request.query.get("all") == "1")
                     or (r.user is None and _has_member(table, r.account, user)))
@@ -414,14 +394,14 @@ class Api:
             "half_life_s": self.settings.usage_half_life_s,
             "billing_weights": self.settings.billing_weights,
             "fair_now": [{"account": a, "text": text}
-                         for (a, u), text in sorted((await self._standing(accounts)).items())
-                         if u == user],
+                         for (a, u), text in sorted(view.standing.items()) if u == user],
         })
 
     async def priority(self, request: web.Request) -> web.Response:
         caller = await self.caller(request)
-        waiting = [j for j in await self.store.waiting_jobs() if j.state == JobState.PENDING]
-        _, ranked = await self._ranking(waiting)
+        view = await self._policy_view()
+        waiting = [j for j in view.queue if j.state == JobState.PENDING]
+        ranked = view.ranked
         wanted = request.query.get("job")
         if wanted is not None:
             wanted = _job_id(wanted)
@@ -432,7 +412,7 @@ class Api:
             raise ApiError(400, f"job {wanted} is {job.state.value}, not pending: only "
                                 "pending jobs have a priority")
         show_all = request.query.get("all") == "1"
-        standing = await self._standing()
+        standing = view.standing
         out = []
         for job in sorted(waiting, key=lambda j: -ranked[j.id].total):
             if wanted and job.id != wanted:
@@ -506,6 +486,17 @@ class Api:
 
     async def openapi(self, request: web.Request) -> web.Response:
         return web.json_response(OPENAPI)
+
+
+@dataclass(frozen=True)
+class PolicyView:
+    """What `labq quota` and `labq priority` show, from one read of the cluster."""
+
+    state: ClusterState
+    queue: list[Job]  # what the cycle schedules: PENDING and budget-HELD
+    table: FairShareTable
+    ranked: dict[str, Priority]
+    standing: dict[tuple[str, str], str]
 
 
 # The record's fields are declared once, in scheduler.wire (with their JSON types).

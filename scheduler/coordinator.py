@@ -22,12 +22,7 @@ import socket
 import time
 from collections.abc import Sequence
 
-from scheduler.cluster import (  # noqa: F401 - fairshare_usage: the API's old import
-    ClusterState,
-    build_snapshot,
-    fairshare_usage,
-    read_cluster,
-)
+from scheduler.cluster import ClusterState, build_snapshot, read_cluster
 from scheduler.config import Settings
 from scheduler.idle import (
     EVENT_IDLE,
