@@ -24,8 +24,8 @@ import uuid
 from common import machine
 
 from scheduler.model import JobSpec
+from scheduler.server.up import free_port
 from scheduler.store import RETENTION_BATCH, Store
-from scheduler.up import free_port
 
 DAY = 86400.0
 KEEP_S = 30 * DAY

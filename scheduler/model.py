@@ -93,7 +93,7 @@ class Reason:
 
 @dataclass
 class JobSpec:
-    """What a user asked for; validated by `scheduler.validation` before it is stored."""
+    """What a user asked for; validated by `scheduler.server.validation` before it is stored."""
 
     user: str
     account: str

@@ -26,9 +26,9 @@ from typing import Any
 
 from aiohttp import web
 
-from scheduler.api import Api
 from scheduler.config import Settings
 from scheduler.model import GpuInfo, NodeReport
+from scheduler.server.api import Api
 from scheduler.store import Store
 
 SYSTEM_PYTHON = "/usr/bin/python3"

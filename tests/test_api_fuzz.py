@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from scheduler.accounts import Accounts
-from scheduler.api import OPENAPI
 from scheduler.model import Job
+from scheduler.server.api import OPENAPI
 from tests.security_server import ApiServer
 
 schema = schemathesis.openapi.from_dict(OPENAPI)

@@ -32,8 +32,8 @@ from agents.dcgm_exporter import (
     serving_agent,
 )
 from scheduler.model import GpuInfo, NodeReport
+from scheduler.server.up import free_port
 from scheduler.store import Store
-from scheduler.up import free_port
 
 MIB = 2**20
 GIB = 2**30

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
-from scheduler.up import free_port, port_free
+from scheduler.server.up import free_port, port_free
 from tests.e2e_stack import Stack, wait_until
 from tests.metrics_contract import coordinator_metrics
 

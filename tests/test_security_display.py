@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from scheduler.cli_common import markup, plain
-from scheduler.cli_top import TopData, render
+from scheduler.cli.common import markup, plain
+from scheduler.cli.top import TopData, render
 from tests.security_server import ApiServer
 
 NAMES = ["[/x]", "[bold red]loud[/]", "[link=http://evil]x[/link]", "ends\\", "ok [/] ["]

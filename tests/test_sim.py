@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from scheduler.cli_sim import sim
+from scheduler.cli.sim import sim
 from scheduler.sim import Cluster, TraceError, load_accounts, load_csv, load_philly, simulate
 from scheduler.sim.policies import get_policy
 from scheduler.sim.report import JOB_COLUMNS, summarize, write_outputs
@@ -153,7 +153,7 @@ def test_philly_smoke(policy: str) -> None:
 
 
 def test_cli_names_every_simulator_policy() -> None:
-    from scheduler.cli_sim import POLICY_NAMES
+    from scheduler.cli.sim import POLICY_NAMES
     from scheduler.sim.policies import POLICIES
 
     assert set(POLICY_NAMES) == set(POLICIES)

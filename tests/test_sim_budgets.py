@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from scheduler.cli_sim import sim
+from scheduler.cli.sim import sim
 from scheduler.policy.cycle import schedule
 from scheduler.policy.snapshot import NodeView, PendingJob, Snapshot
 from scheduler.sim import Cluster, TraceError, load_csv, simulate

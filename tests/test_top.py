@@ -11,10 +11,10 @@ from typing import Any
 
 from rich.console import Console
 
-from scheduler.api import public
-from scheduler.cli_top import TopData, queue_head, render, run_live
-from scheduler.client import Client
+from scheduler.cli.client import Client
+from scheduler.cli.top import TopData, queue_head, render, run_live
 from scheduler.model import GpuInfo, GpuProcess, Job, JobState, Node, NodeState
+from scheduler.server.api import public
 
 NOW = 1_800_000_000.0
 GIB = 2**30
@@ -148,7 +148,7 @@ def test_frame_when_the_coordinator_is_down() -> None:
 
 def test_live_mode_keeps_retrying_while_the_coordinator_is_down(tmp_path: Any) -> None:
     client = Client(tmp_path / "labq.sock", timeout=1)  # nothing listens there: a real failure
-    from scheduler.cli_top import fetch
+    from scheduler.cli.top import fetch
 
     console = Console(file=io.StringIO(), width=160, force_terminal=True, color_system=None)
     run_live(lambda: fetch(client), 0.5, 10, console=console, max_frames=3)

@@ -6,8 +6,8 @@ import socket
 
 import pytest
 
-from scheduler.identity import _names, user_name
-from scheduler.up import UpError, choose_ports, free_port, port_free
+from scheduler.server.identity import _names, user_name
+from scheduler.server.up import UpError, choose_ports, free_port, port_free
 
 
 def _free_run(count: int) -> int:

@@ -9,7 +9,7 @@ import pytest
 
 from scheduler.config import Settings
 from scheduler.model import JobSpec, Node, NodeState
-from scheduler.validation import InputError, array_size, build_spec, check_user_name
+from scheduler.server.validation import InputError, array_size, build_spec, check_user_name
 
 
 def make_node(name: str, gpus: int, model: str, state: NodeState = NodeState.UP) -> Node:

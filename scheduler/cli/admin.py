@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from scheduler.cli_common import call, fail, plain, print_budgets, print_json
+from scheduler.cli.common import call, fail, plain, print_budgets, print_json
 
 
 @click.group()

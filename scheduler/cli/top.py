@@ -20,8 +20,8 @@ from typing import Any
 
 import click
 
-from scheduler.cli_common import markup, plain
-from scheduler.client import Client, ClientError
+from scheduler.cli.client import Client, ClientError
+from scheduler.cli.common import markup, plain
 from scheduler.timeparse import format_duration
 from scheduler.wire import JobJson
 
@@ -240,7 +240,7 @@ def render(data: TopData | None, now: float, *, error: str | None = None,
 
 
 def _client() -> Client:
-    from scheduler.cli_common import settings
+    from scheduler.cli.common import settings
 
     return Client(settings().socket, timeout=10.0)
 
@@ -280,7 +280,7 @@ def top(interval: float, once: bool, rows: int) -> None:
     """A live view of nodes, GPUs, running jobs, the queue and your quota, like top."""
     from rich.console import Console
 
-    from scheduler.cli_common import fail
+    from scheduler.cli.common import fail
 
     client = _client()
     if once:

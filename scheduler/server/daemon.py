@@ -9,10 +9,10 @@ import os
 
 from aiohttp import web
 
-from scheduler.api import Api
 from scheduler.config import Settings
 from scheduler.coordinator import Coordinator
 from scheduler.metrics import render
+from scheduler.server.api import Api
 from scheduler.store import Store, StoreError
 
 log = logging.getLogger(__name__)

@@ -255,7 +255,7 @@ class Stack:
         }, indent=2))
 
     def _agents_reported(self) -> bool:
-        from scheduler.client import Client
+        from scheduler.cli.client import Client
 
         client = Client(self.settings.socket, timeout=5)
         try:
@@ -453,7 +453,7 @@ def run_up(settings: Settings, simulate: str | None, metrics_port: int | None,
     try:
         stack.start(say)
         if demo:
-            from scheduler.demo import submit_demo
+            from scheduler.server.demo import submit_demo
 
             submit_demo(settings, say)
         say("ready; Ctrl-C stops everything")

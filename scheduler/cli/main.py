@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from scheduler.cli_admin import admin
-from scheduler.cli_common import (
+from scheduler.cli.admin import admin
+from scheduler.cli.client import Client, ClientError
+from scheduler.cli.common import (
     call,
     client,
     fail,
@@ -21,9 +22,8 @@ from scheduler.cli_common import (
     print_json,
     settings,
 )
-from scheduler.cli_sim import sim
-from scheduler.cli_top import top
-from scheduler.client import Client, ClientError
+from scheduler.cli.sim import sim
+from scheduler.cli.top import top
 from scheduler.config import Settings
 from scheduler.logtail import LOG_TAIL_BYTES, TERMINAL, follow_file
 from scheduler.timeparse import format_duration
@@ -465,7 +465,7 @@ def whoami() -> None:
 def up(simulate: str | None, metrics_port: int | None, demo: bool,
        exporter_port: int | None) -> None:
     """Run the whole single-machine stack in the foreground (Ctrl-C stops it all)."""
-    from scheduler.up import UpError, run_up
+    from scheduler.server.up import UpError, run_up
 
     try:
         run_up(settings(), simulate=simulate, metrics_port=metrics_port, demo=demo,
@@ -481,7 +481,7 @@ def coordinator(metrics_port: int | None, log_level: str) -> None:
     """The coordinator daemon (API, scheduler, metrics). Needs LABQ_REDIS_URL, LABQ_RAY_ADDRESS."""
     import asyncio
 
-    from scheduler.daemon import DaemonError, run_coordinator, setup_logging
+    from scheduler.server.daemon import DaemonError, run_coordinator, setup_logging
 
     setup_logging(log_level)
     settings = Settings.load(metrics_port=metrics_port)
@@ -509,7 +509,7 @@ def agent(node: str | None, sim: str | None, log_level: str, exporter_port: int 
     import asyncio
     import socket
 
-    from scheduler.daemon import DaemonError, run_agent, setup_logging
+    from scheduler.server.daemon import DaemonError, run_agent, setup_logging
 
     setup_logging(log_level)
     kind, gpus, model = "nvml", 0, ""

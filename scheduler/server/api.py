@@ -19,7 +19,6 @@ from scheduler.admin import account_changes
 from scheduler.budgets import budget_state
 from scheduler.cluster import ClusterState, build_snapshot, read_cluster
 from scheduler.config import Settings
-from scheduler.identity import Caller, UnknownUser, caller_for_uid, connection_uid
 from scheduler.idle import IdlePolicy, annotate_nodes, job_idle
 from scheduler.model import Job, JobState, Node
 from scheduler.noderun import output_path
@@ -27,8 +26,8 @@ from scheduler.policy.cycle import priorities
 from scheduler.policy.explain import standing_texts
 from scheduler.policy.fairshare import FairShareTable
 from scheduler.policy.priority import Priority
-from scheduler.store import Store, new_token, parse_totals
-from scheduler.validation import (
+from scheduler.server.identity import Caller, UnknownUser, caller_for_uid, connection_uid
+from scheduler.server.validation import (
     InputError,
     array_size,
     build_spec,
@@ -37,6 +36,7 @@ from scheduler.validation import (
     check_user_name,
     flag,
 )
+from scheduler.store import Store, new_token, parse_totals
 from scheduler.views import pending_view, running_view
 from scheduler.wire import JOB_FIELDS, PRIVATE_FIELDS, job_schema, submit_schema
 

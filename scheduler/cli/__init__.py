@@ -1,0 +1,6 @@
+"""The `labq` command (main.py) and its parts: `labq admin` (admin.py), `labq top` (top.py),
+`labq sim` (sim.py), what they share (common.py) and the API's stdlib client (client.py)."""
+
+from scheduler.cli.main import main, queue_table
+
+__all__ = ["main", "queue_table"]
