@@ -3,6 +3,7 @@ submitted and started on a real store. Import from here, never from another test
 
 from __future__ import annotations
 
+import os
 import uuid
 from typing import Any
 
@@ -68,3 +69,17 @@ async def waiting_ids(store: Store) -> list[str]:
 
 async def active_ids(store: Store) -> set[str]:
     return set(await store.r.smembers(store.keys.active))
+
+
+def processes(cmdline: str) -> list[int]:
+    """Live processes whose whole command line is `cmdline` (to find a job's leftovers)."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/cmdline", "rb") as handle:
+                    if handle.read().replace(b"\0", b" ").strip() == cmdline.encode():
+                        found.append(int(entry.name))
+            except OSError:
+                continue
+    return found

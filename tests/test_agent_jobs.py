@@ -26,6 +26,7 @@ from agents.runner import RunState, descendants
 from scheduler.model import GpuInfo, JobSpec, JobState, NodeReport
 from scheduler.noderun import EXITED, FAILED, RUNNING, RunStatus
 from scheduler.store import Store
+from tests.builders import processes
 from tests.e2e_stack import ensure_user
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="runs jobs as other users: needs root")
@@ -83,19 +84,6 @@ async def setup(store: Store, tmp_path: Path, layout: Layout, grace: float = 1.0
                                             for i in range(4)]), now=time.time())
     return epoch, Executor(store, NODE, tmp_path / "agent", layout, grace_s=grace,
                            simulated=True)
-
-
-def processes(cmdline: str) -> list[int]:
-    found = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                with open(f"/proc/{entry.name}/cmdline", "rb") as handle:
-                    if handle.read().replace(b"\0", b" ").strip() == cmdline.encode():
-                        found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
 
 
 async def test_a_job_runs_as_its_user_with_only_its_gpus_and_leaves_nothing(

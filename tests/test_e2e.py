@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from scheduler.cli.client import Client, ClientError
+from tests.builders import processes
 from tests.e2e_stack import Stack
 
 pytestmark = pytest.mark.e2e
@@ -133,21 +134,8 @@ def test_a_job_that_double_forks_leaves_nothing_behind(stack: Stack) -> None:
     job_id = stack.submit("--", f"(setsid nohup sleep {marker} >/dev/null 2>&1 &); "
                           f"setsid sleep {marker} & echo forked")
     assert stack.wait_state(job_id, {"SUCCEEDED", "FAILED"})["state"] == "SUCCEEDED"
-    assert stack.wait(lambda: not _processes(f"sleep {marker}"), timeout=10,
+    assert stack.wait(lambda: not processes(f"sleep {marker}"), timeout=10,
                       what="the job's orphans to be gone")
-
-
-def _processes(cmdline: str) -> list[int]:
-    found = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                with open(f"/proc/{entry.name}/cmdline", "rb") as handle:
-                    if handle.read().replace(b"\0", b" ").strip() == cmdline.encode():
-                        found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
 
 
 def test_logs_follow_streams_until_the_end(stack: Stack) -> None:
@@ -346,7 +334,7 @@ def test_restart_on_the_same_home_keeps_queued_and_finished_jobs() -> None:
     finally:
         assert first.stop() == 0
     assert first.leftovers() == []  # nothing left behind: Valkey, coordinator, agents all gone
-    assert _processes("sleep 299.5") == []  # nor the job that was running
+    assert processes("sleep 299.5") == []  # nor the job that was running
 
     second = Stack("1x1:RTX3090", home=first.home).start()
     try:
@@ -444,7 +432,7 @@ def test_a_killed_agent_comes_back_and_adopts_its_running_jobs(stack: Stack) -> 
     idle(stack)
     job_id = stack.submit("--gpus", "2", "--", "sleep", "298.5")
     job = stack.wait_state(job_id, {"RUNNING"})
-    [sleeper] = stack.wait(lambda: _processes("sleep 298.5"), timeout=10, what="the job")
+    [sleeper] = stack.wait(lambda: processes("sleep 298.5"), timeout=10, what="the job")
     agents = stack.pids(f"agent --node {job['node']}")
     for pid in agents:
         os.kill(pid, signal.SIGKILL)  # an upgrade, an OOM kill, a crash
@@ -452,10 +440,10 @@ def test_a_killed_agent_comes_back_and_adopts_its_running_jobs(stack: Stack) -> 
                timeout=30, what="the agent restarted")
     time.sleep(2)
     assert stack.job(job_id)["state"] == "RUNNING"
-    assert _processes("sleep 298.5") == [sleeper]  # the same process, never started twice
+    assert processes("sleep 298.5") == [sleeper]  # the same process, never started twice
     stack.labq("cancel", job_id)
     assert stack.wait_state(job_id, {"CANCELLED"}, timeout=30)["reason"] == "Cancelled"
-    assert stack.wait(lambda: not _processes("sleep 298.5"), timeout=20, what="the job gone")
+    assert stack.wait(lambda: not processes("sleep 298.5"), timeout=20, what="the job gone")
 
 
 RAY_PROGRAM = """
