@@ -25,7 +25,7 @@ PEER = Path(__file__).resolve().parent / "slurm_peer" / "start.sh"
 
 def labq_submit_to_running(stack: Stack) -> tuple[float, float]:
     """(submit → RUNNING, `labq submit` wall time), as the stack's user."""
-    from scheduler.cli.client import Client
+    from scheduler.client import Client
 
     client = Client(stack.home / "labq.sock")
     began = time.perf_counter()

@@ -10,7 +10,7 @@ whose whole response is read and decoded; a submission counts only if the coordi
 200 with its id. By default the clients write the request and parse the response with a few
 lines of socket code (`--client raw`), because the clients share the 2 cores with the server and
 `http.client` spends about 0.17 ms of CPU per request on its own; `--client labq` uses
-`scheduler.cli.client.Client` (what `labq submit` uses) instead.
+`scheduler.client.Client` (what `labq submit` uses) instead.
 
 Runs, in order: one job per request while the first 4 jobs launch on Ray (Ray's worker
 processes start on the same 2 cores), then again once those jobs run (the steady state of a
@@ -63,7 +63,7 @@ def raw_submitter(socket_path: str) -> Submit:
 
 
 def labq_submitter(socket_path: str) -> Submit:
-    from scheduler.cli.client import Client
+    from scheduler.client import Client
 
     client = Client(socket_path)
     return lambda body: list(client.request("POST", "/v1/jobs", body)["ids"])
@@ -115,7 +115,7 @@ def run(stack: Stack, kind: str, clients: int, per_client: int, array: int
 
 def wait_until_full(stack: Stack, gpus: int, timeout: float = 120) -> None:
     """Until `gpus` jobs are RUNNING and none is STARTING: the launches are over."""
-    from scheduler.cli.client import Client
+    from scheduler.client import Client
 
     client = Client(stack.home / "labq.sock")
     deadline = time.monotonic() + timeout

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from scheduler.client import ClientError
 from scheduler.server import demo
-from scheduler.cli.client import ClientError
 from tests.security_server import ApiServer
 
 WANT_ACCOUNTS = {"lab": ("root", 1.0), "vision": ("lab", 3.0), "nlp": ("lab", 1.0)}

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from scheduler.cli.client import Client, ClientError
+from scheduler.client import Client, ClientError
 from tests.builders import processes
 from tests.e2e_stack import Stack
 

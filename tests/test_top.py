@@ -11,8 +11,8 @@ from typing import Any
 
 from rich.console import Console
 
-from scheduler.cli.client import Client
 from scheduler.cli.top import TopData, queue_head, render, run_live
+from scheduler.client import Client
 from scheduler.model import GpuInfo, GpuProcess, Job, JobState, Node, NodeState
 from scheduler.server.api import public
 

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 from rich.console import Console
 
-from scheduler.cli.client import Client
 from scheduler.cli.top import fetch, run_live
+from scheduler.client import Client
 from tests.e2e_stack import E2E_USER, Stack
 
 pytestmark = pytest.mark.e2e

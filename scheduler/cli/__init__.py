@@ -1,5 +1,5 @@
 """The `labq` command (main.py) and its parts: `labq admin` (admin.py), `labq top` (top.py),
-`labq sim` (sim.py), what they share (common.py) and the API's stdlib client (client.py)."""
+`labq sim` (sim.py) and what they share (common.py)."""
 
 from scheduler.cli.main import main, queue_table
 

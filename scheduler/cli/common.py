@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 
 import click
 
-from scheduler.cli.client import Client, ClientError
+from scheduler.client import Client, ClientError
 from scheduler.config import ConfigError, Settings
 
 

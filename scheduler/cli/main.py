@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from scheduler.cli.admin import admin
-from scheduler.cli.client import Client, ClientError
 from scheduler.cli.common import (
     call,
     client,
@@ -24,6 +23,7 @@ from scheduler.cli.common import (
 )
 from scheduler.cli.sim import sim
 from scheduler.cli.top import top
+from scheduler.client import Client, ClientError
 from scheduler.config import Settings
 from scheduler.logtail import LOG_TAIL_BYTES, TERMINAL, follow_file
 from scheduler.timeparse import format_duration

@@ -20,8 +20,8 @@ from typing import Any
 
 import click
 
-from scheduler.cli.client import Client, ClientError
 from scheduler.cli.common import markup, plain
+from scheduler.client import Client, ClientError
 from scheduler.timeparse import format_duration
 from scheduler.wire import JobJson
 

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from scheduler.cli.client import Client, ClientError
+from scheduler.client import Client, ClientError
 from scheduler.config import Settings
 
 DEMO_USERS = ("alice", "bob", "carol", "dave")

@@ -255,7 +255,7 @@ class Stack:
         }, indent=2))
 
     def _agents_reported(self) -> bool:
-        from scheduler.cli.client import Client
+        from scheduler.client import Client
 
         client = Client(self.settings.socket, timeout=5)
         try:
