@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from math import isfinite
 
 from scheduler.model import Reason
 from scheduler.policy.backfill import MAX_ESTIMATES, Backfill, Reservation, utc
 from scheduler.policy.budget import BudgetGate
-from scheduler.policy.fairnow import FAIR_NOW, blend, job_levels, within_share
+from scheduler.policy.fairnow import (
+    FAIR_NOW,
+    blend,
+    job_levels,
+    reference_job_levels,
+    within_share,
+)
 from scheduler.policy.fairshare import FAIR_TREE, FairShareTable, compute_fairshare
 from scheduler.policy.placement import FreePool, Placement, fits_type, type_matches
 from scheduler.policy.preemption import SCAVENGER, Preemption, plan_preemptions
@@ -108,10 +115,32 @@ def _per_job_factors(snapshot: Snapshot) -> tuple[dict[str, float], set[str] | N
 
 
 def _fair_now_factors(snapshot: Snapshot) -> tuple[dict[str, float], set[str]]:
-    """fair_now's factor per pending job (see `fairnow`), and the jobs within their share."""
+    """fair_now's factor per pending job (see `fairnow`), and the jobs within their share:
+    `reference_fair_now_factors` with `blend` written inline and each user's past part
+    taken once."""
     inputs = snapshot.shares
     assert inputs is not None
     _, levels = job_levels(snapshot)
+    table = _tree_table(snapshot)
+    p = inputs.past_weight
+    now_weight = 1.0 - p
+    past: dict[tuple[str, str], float] = {}
+    factors: dict[str, float] = {}
+    for job in snapshot.pending:
+        key = (job.account, job.user)
+        if key not in past:
+            past[key] = p * table.factor(*key)
+        x = levels[job.id]
+        factors[job.id] = (now_weight * 2.0 ** -max(0.0, x) + past[key] if isfinite(x)
+                           else 0.0)
+    return factors, {job_id for job_id, x in levels.items() if x < 1.0}
+
+
+def reference_fair_now_factors(snapshot: Snapshot) -> tuple[dict[str, float], set[str]]:
+    """`_fair_now_factors` as first written, the reference the tests hold it to."""
+    inputs = snapshot.shares
+    assert inputs is not None
+    _, levels = reference_job_levels(snapshot)
     table = _tree_table(snapshot)
     past = {key: table.factor(*key)
             for key in {(job.account, job.user) for job in snapshot.pending}}

@@ -35,11 +35,13 @@ from __future__ import annotations
 
 import heapq
 import math
+import operator
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import accumulate, islice, repeat
 
 from scheduler.policy.fairshare import ROOT, Account, Assoc, resolve_parents
-from scheduler.policy.snapshot import ShareInputs, Snapshot
+from scheduler.policy.snapshot import PendingJob, ShareInputs, Snapshot
 
 FAIR_NOW = "fair_now"
 SCAVENGER = "scavenger"  # as in `preemption` (imported there from the cycle's side)
@@ -109,21 +111,99 @@ class Standing:
     def levels(self, ordered: Iterable[tuple[str, Key, int]]) -> dict[str, float]:
         """Each job's x, given jobs as (id, association, GPUs) in each association's own
         queue order (see the module docstring: the hierarchical progressive filling)."""
+        mine: dict[Key, tuple[list[str], list[int]]] = {}
+        count = 0
+        for job_id, key, gpus in ordered:
+            if key not in mine:
+                mine[key] = ([], [])
+            ids, sizes = mine[key]
+            ids.append(job_id)
+            sizes.append(gpus)
+            count += 1
+        x: dict[str, float] = {}
+        self._fill(ROOT, mine, x)
+        if len(x) != count:  # a job id given twice: only the reference handles that
+            return self.reference_levels(
+                (job_id, key, gpus) for key, (ids, sizes) in mine.items()
+                for job_id, gpus in zip(ids, sizes, strict=True))
+        return x
+
+    def _fill(self, account: str, mine: Mapping[Key, tuple[list[str], list[int]]],
+              x: dict[str, float]) -> tuple[list[str], list[int]]:
+        """`_reference_merge` with the same result, in a few passes over plain lists: a lone
+        run is returned as it is (an account's jobs have their x from below already), and
+        runs are merged by one stable sort of their levels, which is the reference's
+        `heapq.merge` on (level, run, ...) while each run's levels strictly increase;
+        otherwise by `heapq.merge`. Job ids are assumed distinct (`levels` checks)."""
+        tree = self.tree
+        lists: list[tuple[list[str], list[int], float, float, bool]] = []
+        for child in tree.child_accounts.get(account, ()):
+            if child in self.account_entitled:
+                ids, sizes = self._fill(child, mine, x)
+                if ids:
+                    lists.append((ids, sizes, self.account_load.get(child, 0.0),
+                                  self.account_entitled[child], False))
+        users = self.users
+        for key in tree.child_users.get(account, ()):
+            if key in mine and key in users:
+                user = users[key]
+                lists.append((*mine[key], user.held, user.entitled, True))
+        if not lists:
+            return [], []
+        rivals = len(lists) > 1
+        all_ids: list[str] = []
+        all_sizes: list[int] = []
+        all_levels: list[float] = []
+        strict = True
+        for ids, sizes, load, entitled, leaf in lists:
+            if not rivals and not leaf:
+                return ids, sizes
+            if entitled > 0:
+                levels = [(load + ahead) / entitled
+                          for ahead in accumulate(sizes, initial=0.0)]
+                levels.pop()
+            else:
+                levels = [math.inf] * len(ids)
+            # x = max(x so far, level); a user's jobs have none so far (0.0 in the reference)
+            before = repeat(0.0) if leaf else map(x.__getitem__, ids)
+            x.update(zip(ids, map(max, before, levels), strict=True))
+            if not rivals:
+                return ids, sizes
+            strict = strict and levels[0] > -math.inf and all(
+                map(operator.gt, islice(levels, 1, None), levels))
+            all_ids += ids
+            all_sizes += sizes
+            all_levels += levels
+        if strict:  # ties only between runs, which a stable sort keeps in run order
+            order = sorted(range(len(all_ids)), key=all_levels.__getitem__)
+            return (list(map(all_ids.__getitem__, order)),
+                    list(map(all_sizes.__getitem__, order)))
+        runs, start = [], 0
+        for n, (ids, *_rest) in enumerate(lists):
+            runs.append([(all_levels[i], n, all_ids[i], all_sizes[i])
+                         for i in range(start, start + len(ids))])
+            start += len(ids)
+        merged = list(heapq.merge(*runs))
+        return [job_id for _, _, job_id, _ in merged], [gpus for _, _, _, gpus in merged]
+
+    def reference_levels(self, ordered: Iterable[tuple[str, Key, int]]) -> dict[str, float]:
+        """`levels` as first written, kept as the reference the tests hold `levels` to:
+        every account's runs merged with `heapq.merge`, single runs included."""
         mine: dict[Key, list[tuple[str, int]]] = {}
         for job_id, key, gpus in ordered:
             mine.setdefault(key, []).append((job_id, gpus))
         x: dict[str, float] = {}
-        self._merge(ROOT, mine, x)
+        self._reference_merge(ROOT, mine, x)
         return x
 
-    def _merge(self, account: str, mine: Mapping[Key, list[tuple[str, int]]],
+    def _reference_merge(self, account: str, mine: Mapping[Key, list[tuple[str, int]]],
                x: dict[str, float]) -> list[tuple[str, int]]:
         """The account's jobs in the order progressive filling takes them; sets x."""
         tree = self.tree
         lists: list[tuple[list[tuple[str, int]], float, float]] = []
         for child in tree.child_accounts.get(account, ()):
             if child in self.account_entitled:
-                jobs = self._merge(child, mine, x)
+                jobs = self._reference_merge(child, mine, x)
                 if jobs:
                     lists.append((jobs, self.account_load.get(child, 0.0),
                                   self.account_entitled[child]))
@@ -147,14 +227,16 @@ class Standing:
 
 def user_loads(
     accounts: Sequence[Account], assocs: Sequence[Assoc], running: Iterable[Holding],
-    queued: Mapping[Key, float], *, capacity: float,
+    queued: Mapping[Key, float], *, capacity: float, tree: _Tree | None = None,
 ) -> Standing:
     """Every active association's `UserLoad` (active: has a job pending or running) and
     every account's GPUs held and entitlement. `queued`: the GPUs of each association's
     pending normal-QOS jobs (its demand is those plus the GPUs it holds).
 
     An association not in `assocs` joins its account with shares 1 (an unknown account hangs
-    under root with shares 1), as in `fairshare`.
+    under root with shares 1), as in `fairshare`. `tree`: the tree of `accounts` and
+    `assocs` alone, when the caller keeps it (`base_tree`); used where it has every active
+    association, else one is built with them.
     """
     held: dict[Key, float] = {}
     for job in running:
@@ -163,7 +245,8 @@ def user_loads(
     demand = dict(held)
     for key, gpus in queued.items():
         demand[key] = demand.get(key, 0.0) + gpus
-    tree = _Tree(accounts, assocs, demand)
+    if tree is None or not all(key in tree.users for key in demand):
+        tree = _Tree(accounts, assocs, demand)
     entitled, account_entitled = tree.split(capacity, demand)
     account_held: dict[str, float] = {}
     for key in demand:
@@ -199,9 +282,15 @@ class _Tree:
         self.child_users: dict[str, list[Key]] = {}
         for key in users:
             self.child_users.setdefault(key[0], []).append(key)
+        self._chains: dict[str, list[str]] = {}
 
     def chain(self, account: str) -> list[str]:
         """The account and its ancestors below root, nearest first."""
+        if account not in self._chains:
+            self._chains[account] = self._walk(account)
+        return self._chains[account]
+
+    def _walk(self, account: str) -> list[str]:
         out = []
         while account != ROOT and account in self.parent:
             out.append(account)
@@ -259,7 +348,16 @@ def snapshot_loads(snapshot: Snapshot) -> Standing:
     return user_loads(
         inputs.accounts, inputs.assocs,
         (Holding(r.account, r.user, r.gpus, r.qos) for r in snapshot.running),
-        queued_gpus(snapshot), capacity=capacity)
+        queued_gpus(snapshot), capacity=capacity, tree=base_tree(inputs))
+
+
+def base_tree(inputs: ShareInputs) -> _Tree:
+    """The tree of `inputs`' accounts and associations, built once per `ShareInputs` (the
+    simulator keeps one per usage refresh) and kept on it, as `Limits` keeps its chains."""
+    kept: dict[str, _Tree] = inputs.__dict__.setdefault("_fair_now_tree", {})
+    if "tree" not in kept:
+        kept["tree"] = _Tree(inputs.accounts, inputs.assocs, ())
+    return kept["tree"]
 
 
 def queued_gpus(snapshot: Snapshot) -> dict[Key, float]:
@@ -282,6 +380,22 @@ def job_levels(snapshot: Snapshot) -> tuple[Standing, dict[str, float]]:
     against your small ones that can), then the shortest time limit (your short jobs before
     your long ones), then the oldest."""
     loads = snapshot_loads(snapshot)
-    order = sorted(snapshot.pending, key=lambda j: (
-        j.qos == SCAVENGER, j.gpus, j.time_limit_s, j.submitted_at, len(j.id), j.id))
+    order = sorted(snapshot.pending, key=_own_order)
     return loads, loads.levels((j.id, (j.account, j.user), j.gpus) for j in order)
+
+
+def reference_job_levels(snapshot: Snapshot) -> tuple[Standing, dict[str, float]]:
+    """`job_levels` as first written, the reference the tests hold it to: the tree built
+    anew, `Standing.reference_levels`."""
+    inputs = snapshot.shares or ShareInputs()
+    loads = user_loads(
+        inputs.accounts, inputs.assocs,
+        (Holding(r.account, r.user, r.gpus, r.qos) for r in snapshot.running),
+        queued_gpus(snapshot), capacity=float(sum(n.gpus_usable for n in snapshot.nodes
+                                                   if n.up)))
+    order = sorted(snapshot.pending, key=_own_order)
+    return loads, loads.reference_levels((j.id, (j.account, j.user), j.gpus) for j in order)
+
+
+def _own_order(j: PendingJob) -> tuple[bool, int, int, float, int, str]:
+    return (j.qos == SCAVENGER, j.gpus, j.time_limit_s, j.submitted_at, len(j.id), j.id)
