@@ -13,6 +13,7 @@ from scheduler.policy.fairnow import (
     FAIR_NOW,
     blend,
     job_levels,
+    own_order,
     reference_job_levels,
     within_share,
 )
@@ -86,12 +87,28 @@ def _totals(snapshot: Snapshot) -> tuple[dict[str, float], set[str] | None]:
     rest = _rest(snapshot, largest)
     if inputs.algorithm == FAIR_NOW:
         factors, within = _fair_now_factors(snapshot)
-        return {job_id: value + w.fairshare * factors[job_id]
-                for job_id, value in rest.items()}, within
+        return _in_own_order(snapshot, {job_id: value + w.fairshare * factors[job_id]
+                                        for job_id, value in rest.items()}), within
     _, by_user = _fairshare(snapshot)
     fs = {key: w.fairshare * min(1.0, max(0.0, f)) for key, f in by_user.items()}
     return {job.id: rest[job.id] + fs[(job.account, job.user)]
             for job in snapshot.pending}, None
+
+
+def _in_own_order(snapshot: Snapshot, totals: dict[str, float]) -> dict[str, float]:
+    """Under fair_now a job's level counts its user's jobs before it in the user's own order
+    (`fairnow.own_order`), as if they had started: so a later job of a user must never
+    outrank an earlier one (age or size could otherwise lift it, and it would then start on
+    a level it does not have). Each total is capped just below the user's previous one."""
+    out = dict(totals)
+    previous: dict[tuple[str, str], float] = {}
+    for job in sorted(snapshot.pending, key=own_order):
+        key = (job.account, job.user)
+        cap = previous.get(key)
+        if cap is not None and out[job.id] >= cap:
+            out[job.id] = cap - 1e-6
+        previous[key] = out[job.id]
+    return out
 
 
 def _rest(snapshot: Snapshot, largest: int) -> dict[str, float]:

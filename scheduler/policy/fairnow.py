@@ -380,7 +380,7 @@ def job_levels(snapshot: Snapshot) -> tuple[Standing, dict[str, float]]:
     against your small ones that can), then the shortest time limit (your short jobs before
     your long ones), then the oldest."""
     loads = snapshot_loads(snapshot)
-    order = sorted(snapshot.pending, key=_own_order)
+    order = sorted(snapshot.pending, key=own_order)
     return loads, loads.levels((j.id, (j.account, j.user), j.gpus) for j in order)
 
 
@@ -393,9 +393,9 @@ def reference_job_levels(snapshot: Snapshot) -> tuple[Standing, dict[str, float]
         (Holding(r.account, r.user, r.gpus, r.qos) for r in snapshot.running),
         queued_gpus(snapshot), capacity=float(sum(n.gpus_usable for n in snapshot.nodes
                                                    if n.up)))
-    order = sorted(snapshot.pending, key=_own_order)
+    order = sorted(snapshot.pending, key=own_order)
     return loads, loads.reference_levels((j.id, (j.account, j.user), j.gpus) for j in order)
 
 
-def _own_order(j: PendingJob) -> tuple[bool, int, int, float, int, str]:
+def own_order(j: PendingJob) -> tuple[bool, int, int, float, int, str]:
     return (j.qos == SCAVENGER, j.gpus, j.time_limit_s, j.submitted_at, len(j.id), j.id)
