@@ -8,13 +8,14 @@ the same inputs, assembled in one place, whoever asks.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from scheduler.accounts import Accounts
 from scheduler.budgets import budget_state
 from scheduler.config import Settings
 from scheduler.model import Job, Node
 from scheduler.policy import Limits, PendingJob, Snapshot
+from scheduler.policy.fairshare import FairShareTable
 from scheduler.shares import share_inputs, usage_since_reset
 from scheduler.store import Store, parse_daily, parse_decayed
 from scheduler.views import node_view, running_view
@@ -54,10 +55,12 @@ def fairshare_usage_of(usage: dict[str, str], settings: Settings,
 
 
 def build_snapshot(state: ClusterState, pending: Sequence[PendingJob], settings: Settings,
-                   waiting_assocs: Iterable[tuple[str, str]] | None = None) -> Snapshot:
+                   waiting_assocs: Iterable[tuple[str, str]] | None = None,
+                   table: FairShareTable | None = None) -> Snapshot:
     """The policy's snapshot of `state` with `pending` as the queue it schedules.
     `waiting_assocs` are the (account, user) pairs fair share must rank (default: those of
-    `pending`)."""
+    `pending`); `table`, the fair-share table to use instead of computing one (the leading
+    coordinator's last)."""
     now = state.now
     running = tuple(running_view(j, now) for j in state.active)
     accounts = state.accounts
@@ -71,8 +74,8 @@ def build_snapshot(state: ClusterState, pending: Sequence[PendingJob], settings:
         now=now,
         running=running,
         limits=limits_of(accounts),
-        shares=share_inputs(accounts, fairshare_usage_of(state.usage, settings, now), settings,
-                            assocs),
+        shares=replace(share_inputs(accounts, fairshare_usage_of(state.usage, settings, now),
+                                    settings, assocs), table=table),
         budgets=budget_state(accounts, parse_daily(state.usage), running, now,
                              settings.semesters) if accounts.budgets else None,
     )

@@ -40,6 +40,7 @@ from scheduler.model import Job, JobState, Node, NodeState, Reason
 from scheduler.nodes import NodeChannel, StoreNodes
 from scheduler.notify import run_notify
 from scheduler.policy import PendingJob, schedule
+from scheduler.policy.fairshare import FairShareTable
 from scheduler.policy.preemption import Preemption
 from scheduler.reactions import (
     Action,
@@ -62,6 +63,7 @@ STOP_RETRY_S = 5.0
 RETENTION_INTERVAL_S = 60.0
 RETENTION_BATCHES = 20  # per pass: up to 4,000 jobs a minute, far above any lab's rate
 WAKE_WAIT_S = 1.0
+FAIRSHARE_FRESH_S = 10.0
 MIN_CYCLE_GAP_S = 0.05
 REASONS_REFRESH_S = 30.0  # rewrite every waiting job's reasons at least this often
 HOLDING_REASONS = frozenset({"BudgetExhausted"})  # a job waiting for these is HELD, not PENDING
@@ -88,6 +90,7 @@ class Coordinator:
         self._reasons_refreshed = time.monotonic()
         self._waiting_cache: dict[str, tuple[Job, PendingJob]] = {}
         self.free_gpus = -1  # unknown until a cycle has placed jobs
+        self._fairshare: tuple[float, FairShareTable] | None = None  # (when, the last table)
 
     def job_submitted(self, jobs: Sequence[Job] = ()) -> None:
         """A new job can start at once only if some GPU was free after the last cycle. The
@@ -101,6 +104,14 @@ class Coordinator:
     @property
     def is_leader(self) -> bool:
         return self.epoch > 0
+
+    def fresh_fairshare(self, now: float) -> FairShareTable | None:
+        """The last cycle's fair-share table, if this coordinator leads and ran it within
+        FAIRSHARE_FRESH_S: `labq quota` and `/metrics` reuse it instead of computing it."""
+        if not self.is_leader or self._fairshare is None:
+            return None
+        when, table = self._fairshare
+        return table if 0 <= now - when <= FAIRSHARE_FRESH_S else None
 
     # ------------------------------------------------------------------ loops
 
@@ -323,6 +334,8 @@ class Coordinator:
         snapshot = build_snapshot(state, [view for _, view in waiting], self.settings)
         nodes, active = state.nodes, state.active
         decisions = schedule(snapshot)
+        if decisions.fairshare is not None:
+            self._fairshare = (now, decisions.fairshare)
         self.free_gpus = sum(len(n.free) for n in snapshot.nodes if n.up) - sum(
             len(st.indices) for st in decisions.starts)
         # Start from fresh records: a cached request is stale if the job was requeued since.

@@ -75,3 +75,30 @@ async def test_a_silent_node_is_lost_only_after_node_timeout(store: Store, tmp_p
     await coord.cycle(T0 + 301)  # past node_timeout_s (300 s by default): lost
     job = await job_of(store, job_id)
     assert (job.state, job.reason) == (JobState.FAILED, "NodeLost")
+
+
+async def test_the_last_cycles_fair_share_table_is_reused_while_fresh(
+        store: Store, tmp_path: Path) -> None:
+    from scheduler.cluster import build_snapshot, read_cluster
+    from scheduler.metrics import render
+    from scheduler.policy.cycle import priorities, schedule
+    from scheduler.views import pending_view
+
+    coord, _ = await coordinator(store, tmp_path)
+    for _ in range(3):  # more than the 2 GPUs: some wait
+        await submit_one(store, now=T0)
+    await coord.cycle(T0 + 1)
+    table = coord.fresh_fairshare(T0 + 2)
+    assert table is not None and any(r.user == "alice" for r in table.rows)
+    # The same table the policy ranks by for the same inputs.
+    state = await read_cluster(store, T0 + 1)
+    waiting = [pending_view(j) for j in await store.waiting_jobs()]
+    snapshot = build_snapshot(state, waiting, coord.settings)
+    assert schedule(snapshot).fairshare == priorities(snapshot)[0]
+    assert coord.fresh_fairshare(T0 + 60) is None  # stale: computed again by readers
+    coord.epoch = 0
+    assert coord.fresh_fairshare(T0 + 2) is None  # a follower has none of its own
+    coord.epoch = await lead(store)
+    text = (await render(store, coord, now=T0 + 2)).decode()
+    factor = table.factor("lab", "alice")
+    assert f'labq_fairshare_factor{{account="lab",user="alice"}} {factor}' in text

@@ -21,7 +21,7 @@ from scheduler.config import Settings
 from scheduler.idle import IdlePolicy
 from scheduler.metrics.hist import cumulative
 from scheduler.model import JobState, Node, NodeState
-from scheduler.policy.fairshare import compute_fairshare
+from scheduler.policy.fairshare import FairShareTable, compute_fairshare
 from scheduler.shares import share_inputs
 from scheduler.store import WAIT_BUCKETS, parse_daily, parse_totals
 
@@ -233,17 +233,21 @@ def usage_families(usage: dict[str, str], known: Known) -> list[Family]:
 
 
 def share_families(accounts: Accounts, usage: dict[str, str], waiting: Sequence[JobLike],
-                   settings: Settings, now: float) -> list[Family]:
-    """Fair share as the scheduler computes it (same inputs as its cycle), and budgets."""
+                   settings: Settings, now: float,
+                   table: FairShareTable | None = None) -> list[Family]:
+    """Fair share as the scheduler computes it (same inputs as its cycle; `table`: the
+    leading coordinator's last one, reused), and budgets."""
     factor = GaugeMetricFamily("labq_fairshare_factor", "Fair-share factor 0-1 (as priority "
                                "uses it)", labels=["account", "user"])
     effective = GaugeMetricFamily("labq_effective_usage_ratio", "Decayed usage as a share of "
                                   "the parent's (Slurm's EffectvUsage)", labels=["account", "user"])
     # The cycle's inputs: configured associations, those with usage, and the waiting queue it
     # schedules (jobs a person holds are not in it).
-    inputs = share_inputs(accounts, fairshare_usage_of(usage, settings, now), settings,
-                          {(j.account, j.user) for j in waiting if not j.hold})
-    table = compute_fairshare(inputs.accounts, inputs.assocs, inputs.usage, inputs.algorithm)
+    if table is None:
+        inputs = share_inputs(accounts, fairshare_usage_of(usage, settings, now), settings,
+                              {(j.account, j.user) for j in waiting if not j.hold})
+        table = compute_fairshare(inputs.accounts, inputs.assocs, inputs.usage,
+                                  inputs.algorithm)
     for row in table.rows:
         if row.user is not None:
             factor.add_metric([row.account, row.user], row.fairshare)

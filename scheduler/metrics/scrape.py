@@ -34,6 +34,7 @@ from scheduler.metrics.families import (
 )
 from scheduler.metrics.hist import LocalHistogram
 from scheduler.model import JobState, Node
+from scheduler.policy.fairshare import FairShareTable
 from scheduler.store import Store
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,10 @@ class MetricsSource(Protocol):
 
     @property
     def is_leader(self) -> bool: ...
+
+    def fresh_fairshare(self, now: float) -> FairShareTable | None:
+        """The last cycle's fair-share table (None: not leading, or not recent)."""
+        ...
 
 
 @dataclass(slots=True)
@@ -126,7 +131,8 @@ class ClusterCollector(Collector):
             ("counters", lambda: counter_families(v.stats, known)),
             ("usage", lambda: usage_families(v.usage, known)),
             ("fair share and budgets", lambda: share_families(
-                v.accounts, v.usage, v.waiting, v.settings, v.now)),
+                v.accounts, v.usage, v.waiting, v.settings, v.now,
+                self.source.fresh_fairshare(v.now))),
         ]
         for what, build in groups:
             # One broken group (say, a bad priority_weights setting) must not blank the rest.

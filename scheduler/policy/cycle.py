@@ -21,7 +21,7 @@ from scheduler.policy.fairshare import FAIR_TREE, FairShareTable, compute_fairsh
 from scheduler.policy.placement import FreePool, Placement, fits_type, type_matches
 from scheduler.policy.preemption import SCAVENGER, Preemption, plan_preemptions
 from scheduler.policy.priority import Priority, job_priority, priority_total
-from scheduler.policy.snapshot import NodeView, PendingJob, Snapshot
+from scheduler.policy.snapshot import NodeView, PendingJob, ShareInputs, Snapshot
 
 QOS_RANK = {"normal": 0, "scavenger": 1}
 
@@ -40,6 +40,8 @@ class Decisions:
     preemptions: list[Preemption] = field(default_factory=list)
     estimates: dict[str, float] = field(default_factory=dict)  # job id -> Unix time
     reservation: Reservation | None = None
+    # The fair-share table the queue was ranked by (`_table_of`), for reuse by its readers.
+    fairshare: FairShareTable | None = None
 
 
 def priorities(snapshot: Snapshot) -> tuple[FairShareTable | None, dict[str, Priority]]:
@@ -167,13 +169,37 @@ def reference_fair_now_factors(snapshot: Snapshot) -> tuple[dict[str, float], se
     return factors, {job_id for job_id, x in levels.items() if within_share(x)}
 
 
+def _table_of(snapshot: Snapshot) -> FairShareTable | None:
+    """The fair-share table this cycle ranked by (Fair Tree's on past usage under fair_now),
+    kept on the decisions so `labq quota` and `/metrics` reuse it instead of computing it
+    again. Computed once per inputs: the ranking above asked for the same one."""
+    inputs = snapshot.shares
+    if inputs is None:
+        return None
+    return _tree_table(snapshot) if inputs.algorithm == FAIR_NOW else _fairshare(snapshot)[0]
+
+
 def _tree_table(snapshot: Snapshot) -> FairShareTable:
     """Fair Tree's table on decayed usage (fair_now's past part, and `labq quota`'s rows)."""
     inputs = snapshot.shares
     assert inputs is not None
     if inputs.table is not None and inputs.table.algorithm == FAIR_TREE:
         return inputs.table
-    return compute_fairshare(inputs.accounts, inputs.assocs, inputs.usage, FAIR_TREE)
+    return _computed(inputs, FAIR_TREE)
+
+
+# The last table computed, by the identity of its (immutable) inputs: one cycle asks for the
+# same table several times (ranking, the decisions' copy); it is computed once.
+_LAST: dict[str, tuple[ShareInputs, FairShareTable]] = {}
+
+
+def _computed(inputs: ShareInputs, algorithm: str) -> FairShareTable:
+    last = _LAST.get(algorithm)
+    if last is not None and last[0] is inputs:
+        return last[1]
+    table = compute_fairshare(inputs.accounts, inputs.assocs, inputs.usage, algorithm)
+    _LAST[algorithm] = (inputs, table)
+    return table
 
 
 def _largest(snapshot: Snapshot) -> int:
@@ -185,8 +211,7 @@ def _fairshare(snapshot: Snapshot
     inputs = snapshot.shares
     if inputs is None:
         return None, {}
-    table = inputs.table or compute_fairshare(inputs.accounts, inputs.assocs, inputs.usage,
-                                              inputs.algorithm)
+    table = inputs.table or _computed(inputs, inputs.algorithm)
     factors = {key: table.factor(*key)
                for key in {(job.account, job.user) for job in snapshot.pending}}
     return table, factors
@@ -242,7 +267,9 @@ def schedule(snapshot: Snapshot, max_estimates: int = MAX_ESTIMATES,
     weights = _Weights(snapshot.nodes)
     smallest_blocked: dict[str | None, int] = {}  # free GPUs only shrink within a cycle
     can_stop = not explain and not any(r.qos == SCAVENGER for r in snapshot.running)
-    for job in order_queue(snapshot.pending, *_totals(snapshot)):
+    totals, within = _totals(snapshot)
+    decisions.fairshare = _table_of(snapshot)
+    for job in order_queue(snapshot.pending, totals, within):
         if can_stop and pool.left == 0:
             break
         over = held.over_limit(job)

@@ -117,11 +117,14 @@ async def json_object(request: web.Request) -> dict[str, Any]:
 class Api:
     def __init__(self, store: Store, settings: Settings,
                  kick: Callable[[], None],
-                 submitted: Callable[[list[Job]], None] | None = None) -> None:
+                 submitted: Callable[[list[Job]], None] | None = None,
+                 fairshare: Callable[[float], FairShareTable | None] | None = None) -> None:
         self.store = store
         self.settings = settings
         self.kick = kick
         self.submitted = submitted or (lambda _jobs: kick())
+        # The leading coordinator's last fair-share table (reused by quota and priority).
+        self.fairshare = fairshare or (lambda _now: None)
         self._nodes: tuple[float, list[Node]] | None = None
         self._accounts: tuple[float, Accounts] | None = None
         self._pending: tuple[float, dict[str, int]] | None = None
@@ -350,13 +353,15 @@ class Api:
         state = await read_cluster(self.store, now)
         queue = [j for j in await self.store.waiting_jobs() if j.state.is_waiting() and not j.hold]
         pending = [pending_view(j) for j in queue]
-        snapshot = build_snapshot(state, pending, self.settings)
+        last = self.fairshare(now)  # the last cycle's table, when this process leads
+        snapshot = build_snapshot(state, pending, self.settings, table=last)
         table, ranked = priorities(snapshot)
         assert table is not None
         # Standings in words also for those who only run jobs now.
         assocs = {(p.account, p.user) for p in pending} | {(j.account, j.user)
                                                            for j in state.active}
-        standing = standing_texts(build_snapshot(state, pending, self.settings, assocs))
+        standing = standing_texts(build_snapshot(state, pending, self.settings, assocs,
+                                                 table=last))
         return PolicyView(state, queue, table, ranked, standing)
 
     async def quota(self, request: web.Request) -> web.Response:

@@ -55,7 +55,8 @@ async def run_coordinator(settings: Settings) -> None:
     store = open_store(settings)
     await _ping(store)
     coordinator = Coordinator(store, settings)
-    api = Api(store, settings, coordinator.kick.set, coordinator.job_submitted)
+    api = Api(store, settings, coordinator.kick.set, coordinator.job_submitted,
+              coordinator.fresh_fairshare)
 
     runner = web.AppRunner(api.app(), access_log=None)
     await runner.setup()
