@@ -1,4 +1,5 @@
-"""Settings: flags > environment (`LABQ_*`) > `$LABQ_HOME/config.toml` > defaults."""
+"""Settings: flags > environment (`LABQ_*`) > `$LABQ_HOME/config.toml` (else
+`/etc/labq/config.toml`) > defaults."""
 
 from __future__ import annotations
 
@@ -126,6 +127,8 @@ class Settings:
         home_path = Path(home or env.get("LABQ_HOME") or Path.home() / ".labq").expanduser()
         values: dict[str, Any] = {}
         config_file = home_path / "config.toml"
+        if not config_file.exists() and SYSTEM_CONFIG.exists():
+            config_file = SYSTEM_CONFIG  # a node's or head's own, as the systemd units expect
         if config_file.exists():
             try:
                 values.update(flatten(tomllib.loads(config_file.read_text()), config_file))
@@ -170,6 +173,9 @@ class Settings:
     def agent_dir(self, node: str) -> Path:
         """Where the agent of `node` keeps its runners' directories."""
         return Path(self.agent_state_dir) if self.agent_state_dir else self.home / "agent" / node
+
+
+SYSTEM_CONFIG = Path("/etc/labq/config.toml")
 
 
 class ConfigError(ValueError):

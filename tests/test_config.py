@@ -76,3 +76,17 @@ def test_a_wrong_key_or_type_is_one_line_at_load(tmp_path: Path, text: str, mess
     with pytest.raises(ConfigError, match=re.escape(message)) as caught:
         Settings.load(tmp_path)
     assert "\n" not in str(caught.value)
+
+
+def test_the_system_config_is_read_when_labq_home_has_none(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import scheduler.config as config
+
+    system = tmp_path / "etc-labq.toml"
+    system.write_text("[nodes]\ntimeout_s = 120\n")
+    monkeypatch.setattr(config, "SYSTEM_CONFIG", system)
+    home = tmp_path / "home"
+    home.mkdir()
+    assert Settings.load(home).node_timeout_s == 120
+    (home / "config.toml").write_text("[nodes]\ntimeout_s = 60\n")  # LABQ_HOME's own wins
+    assert Settings.load(home).node_timeout_s == 60
