@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -236,3 +237,23 @@ def test_private_data_off_shows_everything(valkey_url: str, users: None) -> None
         assert refused(srv, BEN, "POST", "/v1/jobs", {**JOB, "account": "root"})[0] == 403
     finally:
         srv.stop()
+
+
+def test_what_runs_on_a_gpu_is_private_but_that_it_is_busy_is_not(server: ApiServer) -> None:
+    from scheduler.model import GpuInfo, GpuProcess, NodeReport
+
+    busy = GpuInfo(index=0, uuid="GPU-pv-0", model="NVIDIA A100-SXM4-80GB",
+                   memory_total_bytes=1 << 30, memory_used_bytes=1 << 20, utilization=0.5,
+                   processes=[GpuProcess(pid=4242, used_memory_bytes=1 << 20,
+                                         name="bens-secret-model", labq_job=None)])
+    server.run(server.store.heartbeat(NodeReport(name="pv", gpus=[busy], simulated=True),
+                                      time.time()))
+    status, nodes = server.as_user(ANN, "GET", "/v1/nodes")
+    assert status == 200
+    node = next(n for n in nodes if n["name"] == "pv")
+    [proc] = node["gpus"][0]["processes"]
+    assert (proc["pid"], proc["name"]) == (4242, None)  # busy, by something not hers
+    assert node["foreign_processes"] == [{"gpu": 0, "pid": 4242, "name": None}]
+    assert "bens-secret-model" not in str(nodes)
+    admin = next(n for n in server.call("GET", "/v1/nodes")[1] if n["name"] == "pv")
+    assert admin["gpus"][0]["processes"][0]["name"] == "bens-secret-model"  # root: an admin

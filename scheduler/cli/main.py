@@ -364,7 +364,7 @@ def nodes(as_json: bool) -> None:
     for node in data:
         for proc in node.get("foreign_processes", []):
             click.echo(f"note: {plain(node['name'])} GPU {proc['gpu']}: pid {proc['pid']} "
-                       f"({plain(proc['name'])}) was not started by labq")
+                       f"({plain(proc['name'] or 'name private')}) was not started by labq")
 
 
 @main.command()

@@ -340,10 +340,20 @@ class Api:
                                   "done": job.state.is_terminal()})
 
     async def nodes(self, request: web.Request) -> web.Response:
-        await self.caller(request)
+        caller = await self.caller(request)
         nodes = [n.to_dict() for n in await self.store.nodes()]
-        annotate_nodes(nodes, await self.store.active_jobs(),
-                       IdlePolicy.from_settings(self.settings), time.time())
+        active = await self.store.active_jobs()
+        annotate_nodes(nodes, active, IdlePolicy.from_settings(self.settings), time.time())
+        if self.settings.private_data and not caller.is_admin:
+            # Which GPU is busy stays visible; what runs there is its owner's to see.
+            mine = {j.id for j in active if j.user == caller.user}
+            for node in nodes:
+                for gpu in node["gpus"]:
+                    for proc in gpu["processes"]:
+                        if proc.get("labq_job") not in mine:
+                            proc["name"] = None
+                for proc in node["foreign_processes"]:
+                    proc["name"] = None
         return web.json_response(nodes)
 
     async def _policy_view(self) -> PolicyView:
