@@ -483,3 +483,42 @@ def test_ray_inside_a_job_sees_exactly_the_jobs_gpus(stack: Stack) -> None:
     assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False))
     job, result = results[two]
     assert {run[0] for run in result["runs"]} == {str(i) for i in job["gpu_indices"]}
+
+
+RAY_OWNER = """
+import time, ray
+ray.init()
+print("GCS " + ray.get_runtime_context().gcs_address, flush=True)
+time.sleep(240)
+"""
+RAY_INTRUDER = """
+import sys, ray
+try:
+    ray.init(address=sys.argv[1])
+    print("CONNECTED", flush=True)
+except Exception as exc:
+    print("REFUSED", exc, flush=True)
+"""
+
+
+def test_no_other_user_can_connect_to_a_jobs_ray(stack: Stack) -> None:
+    command = f"{sys.executable} -c {shlex.quote(RAY_OWNER)}"
+    job_id = stack.submit("--as", "alice", "--time", "5m", "--", command)
+    out = stack.workdir / f"labq-{job_id}.out"
+
+    def address() -> str | None:
+        text = out.read_text() if out.exists() else ""
+        line = next((x for x in text.splitlines() if x.startswith("GCS ")), None)
+        return line.split()[1] if line else None
+
+    gcs = stack.wait(address, timeout=180, what="the job's Ray to start")
+    bob = pwd.getpwnam("bob")
+    intruder = subprocess.run(
+        [sys.executable, "-c", RAY_INTRUDER, gcs], capture_output=True, text=True, timeout=120,
+        user=bob.pw_uid, group=bob.pw_gid, extra_groups=[], cwd=str(stack.workdir),
+        env={"PATH": "/usr/bin:/bin", "HOME": bob.pw_dir, "RAY_TMPDIR": str(stack.workdir)})
+    said = intruder.stdout + intruder.stderr
+    assert "CONNECTED" not in said and "REFUSED" in intruder.stdout, said[-2000:]
+    assert "Authentication token is missing or incorrect" in said  # the job's token, not luck
+    stack.labq("cancel", job_id, as_root=True)
+    stack.wait_state(job_id, {"CANCELLED"}, timeout=60)
