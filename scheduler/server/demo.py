@@ -16,8 +16,10 @@ import pwd
 import shlex
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from scheduler.client import Client, ClientError
@@ -42,7 +44,6 @@ DEMO_TREE = [
     ("nlp", "lab", 1.0, ("carol", "dave")),
 ]
 DEMO_BUDGET = ("nlp", 10.0)  # (account, billed GPU-hours a month)
-DEMO_WORKDIR = "/tmp"
 
 RAY_PROGRAM = """
 import os, ray
@@ -148,21 +149,32 @@ def tree_lines(state: dict[str, Any]) -> list[str]:
     return lines
 
 
+def demo_workdir() -> Path:
+    """Where the demo's jobs run and write their output: a fresh folder that every user may
+    write to and none may touch another's files in (like /tmp, whose older `labq-<id>.out` of
+    other users an earlier demo would meet)."""
+    path = Path(tempfile.mkdtemp(prefix="labq-demo-"))
+    os.chmod(path, 0o1777 if os.geteuid() == 0 else 0o700)
+    return path
+
+
 def submit_demo(settings: Settings, say: Callable[[str], None]) -> list[str]:
     users = dict(zip(DEMO_USERS, ensure_demo_users(say), strict=True))
     client = Client(settings.socket)
     charge = setup_accounts(client, users, say)
     ids = []
+    workdir = demo_workdir()
     jobs = [(u, g, demo_command(s), n) for u, g, s, n in DEMO_JOBS]
     jobs.append((RAY_JOB[0], RAY_JOB[1], ray_command(), RAY_JOB[2]))
     for demo_user, gpus, command, name in jobs:
         body = {"command": command, "gpus": gpus, "time": "5m", "name": name,
                 "as_user": users[demo_user], "account": charge.get(demo_user),
-                "token": uuid.uuid4().hex, "workdir": DEMO_WORKDIR}
+                "token": uuid.uuid4().hex, "workdir": str(workdir)}
         try:
             ids += client.request("POST", "/v1/jobs", body)["ids"]
         except ClientError as exc:
             say(f"demo: job {name} not submitted: {exc}")
+    say(f"demo: its jobs run in {workdir} (their output: labq-<id>.out there)")
     say(f"demo: submitted {len(ids)} jobs (one runs Ray tasks inside: {RAY_JOB[2]}); try "
         "`labq queue --all`, and `labq logs ID` as root")
     return ids
