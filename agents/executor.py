@@ -95,6 +95,8 @@ class Executor:
                 continue
             if job_id in stops and alive:
                 self.stop(key, state)
+            if not alive and state is not None and state.phase == noderun.RUNNING:
+                state = self.runner_lost(key, state)
             statuses[job_id] = self.status_of(int(attempt_text), state, alive)
         changed = {j: s for j, s in statuses.items() if reported.get(j) != s}
         if changed:
@@ -177,13 +179,25 @@ class Executor:
         if state.phase in (noderun.EXITED, noderun.FAILED):
             return RunStatus(attempt, state.phase, state.started_at, state.ended_at,
                              state.exit_code, state.signal, bool(state.stop), state.message,
-                             state.usage)
-        if not alive:
-            # The runner died without writing the end (killed by hand, OOM): the job is gone
-            # with it, as the runner kills the job's group on its way out or the agent does.
+                             state.usage, lost=state.stop == "lost")
+        if not alive:  # (a RUNNING job's lost runner was recorded by `runner_lost`)
             return RunStatus(attempt, noderun.FAILED, state.started_at, time.time(),
-                             message="the job's runner died")
+                             message="the job's runner died before it started the job")
         return RunStatus(attempt, state.phase, state.started_at)
+
+    def runner_lost(self, key: str, state: RunState) -> RunState:
+        """A running job's runner died without writing the end (killed by hand, the OOM
+        killer, a reboot): kill what is left of the job (its cgroup; with no cgroups, its
+        orphans went to init and cannot be told apart) and record the end, once."""
+        group = self.layout.job_group(key)
+        if group is not None:
+            group.kill()
+            group.remove()
+        state.phase, state.ended_at, state.stop = noderun.EXITED, time.time(), "lost"
+        state.message = "the job's runner died; what was left of the job was killed"
+        state.write(self.runs_dir / key)
+        log.warning("run %s: its runner died; the job ends", key)
+        return state
 
     def stop_all(self) -> None:
         """Stop every job this node runs (`labq up` shutting down): SIGTERM to each runner."""

@@ -78,7 +78,7 @@ class RunState:
     ended_at: float | None = None
     exit_code: int | None = None  # 128 + signal number when a signal ended it, as a shell says
     signal: int | None = None
-    stop: str = ""  # why the runner stopped the job: "requested" (agent), "" (it ended alone)
+    stop: str = ""  # "requested": the agent stopped it; "lost": the agent found this runner dead
     message: str = ""
     usage: dict[str, int] = field(default_factory=dict)  # cgroup accounting, where available
 

@@ -80,6 +80,7 @@ class RunStatus:
     stopped: bool = False  # the runner stopped the job (a stop request, or the node shut down)
     message: str = ""
     usage: dict[str, int] = field(default_factory=dict)
+    lost: bool = False  # the runner died under the job (the agent killed what was left)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

@@ -86,6 +86,8 @@ def _ended(job: Job, status: RunStatus, ended: float) -> Action:
         return Requeue("Preempted", ended)
     if status.stopped and job.stop_request:
         return Finish(JobState(job.stop_request), status.exit_code, stop_reason(job), ended)
+    if status.lost:
+        return EndOrRequeue("RunnerLost", ended)  # its runner died under it
     if status.stopped:
         # The runner stopped it though labq never asked: the node was shut down under it.
         return EndOrRequeue("NodeShutdown", ended)

@@ -207,3 +207,19 @@ def test_run_state_round_trips(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "state.json").read_text())["phase"] == "RUNNING"
     assert RunState.read(tmp_path / "missing") is None
     assert pwd.getpwuid(0).pw_name == "root"
+
+
+async def test_a_runner_killed_under_its_job_takes_the_job_with_it(
+        store: Store, tmp_path: Path, workdir: Path, user: Any) -> None:
+    layout = detect(f"test-lost-{os.getpid()}")
+    if layout.root is None:
+        pytest.skip("no writable cgroup v2 tree on this machine")
+    epoch, executor = await setup(store, tmp_path, layout)
+    job_id = await start(store, epoch, "sleep 294.5", workdir, [1])
+    await until(executor, store, job_id, {RUNNING})
+    state = RunState.read(tmp_path / "agent" / "runs" / f"{job_id}.0")
+    assert state is not None and processes("sleep 294.5")
+    os.kill(state.runner_pid, signal.SIGKILL)  # the OOM killer, say
+    status = await until(executor, store, job_id, {EXITED})
+    assert status.lost and status.stopped and "runner died" in status.message
+    assert processes("sleep 294.5") == []  # its cgroup went with it
