@@ -8,7 +8,7 @@ import uuid
 from typing import Any
 
 from scheduler.model import GpuInfo, GpuProcess, Job, JobSpec, NodeReport
-from scheduler.store import Store
+from scheduler.store import Store, parse_totals
 
 A100 = "NVIDIA A100-SXM4-80GB"
 T0 = 1000.0  # a controlled "now"; every test sets its own clock
@@ -83,3 +83,8 @@ def processes(cmdline: str) -> list[int]:
             except OSError:
                 continue
     return found
+
+
+async def usage_totals(store: Store) -> dict[str, dict[str, dict[str, float]]]:
+    """Usage totals per user and per account, as `labq quota` reads them."""
+    return parse_totals(await store.usage_hash())

@@ -9,7 +9,7 @@ import pytest
 from scheduler.accounts import AccountConfig, Accounts, AccountsError, UserConfig
 from scheduler.admin import account_changes
 from scheduler.model import JobState
-from scheduler.store import Store
+from scheduler.store import Store, parse_decayed
 
 
 def apply(state: Accounts, body: dict[str, object]) -> Accounts:
@@ -114,20 +114,21 @@ async def test_store_compare_and_set_refuses_a_stale_version(store: Store) -> No
 async def test_decayed_usage_is_charged_per_association_and_halves_per_half_life(
     store: Store,
 ) -> None:
-    from tests.builders import T0, job_of, lead, report, started
+    from tests.builders import T0, job_of, lead, report, started, usage_totals
 
     await store.set_half_life(100.0)
-    assert await store.decayed_usage(T0) == {}
+    assert parse_decayed(await store.usage_hash(), T0) == {}
     epoch = await lead(store)
     await store.heartbeat(report("n1", gpus=2), now=T0)
     job_id = await started(store, epoch, [0, 1], weight=3.0, user="alice", account="vision")
     await store.charge(epoch, [job_id], T0 + 10)  # 2 GPUs x 10 s x weight 3 = 60 units
-    assert await store.decayed_usage(T0 + 10) == {("vision", "alice"): pytest.approx(60.0)}
-    assert await store.decayed_usage(T0 + 110) == {("vision", "alice"): pytest.approx(30.0)}
+    usage = await store.usage_hash()
+    assert parse_decayed(usage, T0 + 10) == {("vision", "alice"): pytest.approx(60.0)}
+    assert parse_decayed(usage, T0 + 110) == {("vision", "alice"): pytest.approx(30.0)}
     job = await job_of(store, job_id)
     # 10 s later, the next 10 s add 60 to what had decayed for 10 s.
     await store.finish(epoch, job, JobState.SUCCEEDED, 0, "Completed", T0 + 20)
-    assert await store.decayed_usage(T0 + 20) == {
+    assert parse_decayed(await store.usage_hash(), T0 + 20) == {
         ("vision", "alice"): pytest.approx(60.0 * 2 ** (-10 / 100) + 60.0)}
-    totals = await store.usage()
+    totals = await usage_totals(store)
     assert totals["user"]["alice"]["billed"] == pytest.approx(120.0)  # totals never decay

@@ -23,6 +23,7 @@ from tests.builders import (
     spec,
     started,
     submit_one,
+    usage_totals,
     waiting_ids,
 )
 
@@ -278,7 +279,7 @@ async def test_second_finish_is_already_done_and_leaves_reallocated_gpu_alone(
     assert await store.finish(epoch, stale_view, JobState.SUCCEEDED, 0, "Completed", T0 + 10) \
         == "OK"
     second = await started(store, epoch, [0], now=T0 + 20)
-    usage_before = await store.usage()
+    usage_before = await usage_totals(store)
 
     assert await store.finish(epoch, stale_view, JobState.FAILED, 1, "Again", T0 + 30) \
         == "ALREADY_DONE"
@@ -286,7 +287,7 @@ async def test_second_finish_is_already_done_and_leaves_reallocated_gpu_alone(
     assert await alloc(store) == {"0": second}
     again = await job_of(store, first)
     assert again.state is JobState.SUCCEEDED and again.exit_code == 0 and again.ended_at == T0 + 10
-    assert await store.usage() == usage_before
+    assert await usage_totals(store) == usage_before
     assert await store.r.zscore(store.keys.done, first) == T0 + 10
 
 
@@ -318,7 +319,7 @@ async def test_finish_refused_for_waiting_job_and_stale_epoch(store: Store) -> N
     assert await store.finish(epoch - 1, job, JobState.FAILED, 1, "x", T0 + 5) == "STALE_EPOCH"
     assert (await job_of(store, job_id)).state is JobState.RUNNING
     assert await alloc(store) == {"0": job_id}
-    assert await store.usage() == {"user": {}, "account": {}}
+    assert await usage_totals(store) == {"user": {}, "account": {}}
 
 
 async def test_finish_while_starting_charges_nothing(store: Store) -> None:
@@ -330,7 +331,7 @@ async def test_finish_while_starting_charges_nothing(store: Store) -> None:
     done = await job_of(store, job_id)
     assert done.state is JobState.FAILED and done.started_at is None
     assert done.billed == 0.0 and done.gpu_seconds == 0.0
-    assert await store.usage() == {"user": {}, "account": {}}
+    assert await usage_totals(store) == {"user": {}, "account": {}}
     assert await alloc(store) == {}
 
 
@@ -350,7 +351,7 @@ async def test_finish_charges_gpu_seconds_times_weight(
         == "OK"
 
     gpu_s, billed = gpus * seconds, gpus * seconds * weight
-    usage = await store.usage()
+    usage = await usage_totals(store)
     assert usage["user"] == {"alice": {"gpu_s": pytest.approx(gpu_s),
                                        "billed": pytest.approx(billed)}}
     assert usage["account"] == {"vision": {"gpu_s": pytest.approx(gpu_s),
@@ -371,7 +372,7 @@ async def test_usage_is_kept_per_user_and_per_account(store: Store) -> None:
         job = await job_of(store, job_id)
         assert await store.finish(epoch, job, JobState.SUCCEEDED, 0, "Completed", T0 + 10) \
             == "OK"
-    usage = await store.usage()
+    usage = await usage_totals(store)
     assert usage["user"] == {
         "alice": {"gpu_s": pytest.approx(20.0), "billed": pytest.approx(40.0)},
         "bob": {"gpu_s": pytest.approx(20.0), "billed": pytest.approx(40.0)},
@@ -393,7 +394,7 @@ async def test_charge_accrues_while_running_and_finish_charges_only_the_rest(
     job_id = await started(store, epoch, [0, 1], weight=3.0)  # running since T0
 
     assert await store.charge(epoch, [job_id], T0 + 30) == pytest.approx(2 * 30 * 3.0)
-    assert (await store.usage())["user"]["alice"]["gpu_s"] == pytest.approx(60.0)
+    assert (await usage_totals(store))["user"]["alice"]["gpu_s"] == pytest.approx(60.0)
     assert await store.charge(epoch, [job_id], T0 + 30) == 0.0  # same instant: nothing new
     assert await store.charge(epoch, [job_id], T0 + 20) == 0.0  # a clock behind: nothing
     assert await store.charge(epoch, [job_id], T0 + 40) == pytest.approx(2 * 10 * 3.0)
@@ -402,7 +403,7 @@ async def test_charge_accrues_while_running_and_finish_charges_only_the_rest(
     assert job.charged_until == T0 + 40
     assert await store.finish(epoch, job, JobState.SUCCEEDED, 0, "Completed", T0 + 100) == "OK"
 
-    usage = await store.usage()
+    usage = await usage_totals(store)
     assert usage["user"]["alice"] == {"gpu_s": pytest.approx(200.0), "billed": pytest.approx(600.0)}
     assert usage["account"]["lab"] == {"gpu_s": pytest.approx(200.0),
                                        "billed": pytest.approx(600.0)}
@@ -418,7 +419,7 @@ async def test_charge_skips_jobs_not_running_and_refuses_stale_epoch(store: Stor
     pending = await submit_one(store)
 
     assert await store.charge(epoch + 1, [running], T0 + 50) == 0.0
-    assert await store.usage() == {"user": {}, "account": {}}
+    assert await usage_totals(store) == {"user": {}, "account": {}}
     assert (await job_of(store, running)).charged_until == T0
 
     total = await store.charge(epoch, [running, starting, pending, "missing"], T0 + 50)

@@ -8,11 +8,9 @@ under a stale one.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import time
 from collections.abc import Iterable, Sequence
-from enum import StrEnum
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -24,17 +22,17 @@ from redis.commands.core import AsyncScript
 from scheduler.accounts import Accounts
 from scheduler.config import Settings
 from scheduler.model import (
-    GpuInfo,
     Job,
     JobSpec,
     JobState,
     Node,
     NodeReport,
-    NodeState,
     lua_lifecycle,
 )
 from scheduler.noderun import RunStatus, StartRecord
 from scheduler.store.keys import Keys
+from scheduler.store.outcome import Outcome, StoreError, read_secret
+from scheduler.store.records import id_key, nodes_from, parse_daily
 
 SUBMIT_TOKEN_TTL_S = 86400
 ID_BLOCK = 256
@@ -48,38 +46,6 @@ RETENTION_BATCH = 200  # jobs per expire_done script: ~15 ms of the store's time
 # Admission wait histogram bounds (seconds), as docs/metrics.md fixes them; +Inf is implicit.
 WAIT_BUCKETS: tuple[float, ...] = (1, 5, 15, 30, 60, 300, 900, 1800, 3600, 7200, 14400, 28800,
                                    86400, 259200)
-
-
-class Outcome(StrEnum):
-    """What a state-changing script says happened (each script's header lists its own)."""
-
-    OK = "OK"
-    STALE_EPOCH = "STALE_EPOCH"  # another coordinator leads now: nothing written
-    STALE_VIEW = "STALE_VIEW"  # the job moved since the caller read it: read it again
-    NOT_PENDING = "NOT_PENDING"
-    NOT_STARTING = "NOT_STARTING"
-    NOT_ACTIVE = "NOT_ACTIVE"
-    NOT_WAITING = "NOT_WAITING"
-    NODE_NOT_UP = "NODE_NOT_UP"
-    WRONG_COUNT = "WRONG_COUNT"
-    GPU_OUT_OF_RANGE = "GPU_OUT_OF_RANGE"
-    GPU_BUSY = "GPU_BUSY"
-    ALREADY = "ALREADY"
-    ALREADY_DONE = "ALREADY_DONE"
-    ALREADY_STOPPING = "ALREADY_STOPPING"
-    ALREADY_DOWN = "ALREADY_DOWN"
-    NO_SUCH_JOB = "NO_SUCH_JOB"
-    NO_STOP = "NO_STOP"
-    FORBIDDEN = "FORBIDDEN"
-    CANCELLED = "CANCELLED"  # a cancel: the waiting job ended at once
-    STOPPING = "STOPPING"  # a cancel: the running job will be stopped
-    ENDED = "ENDED"  # a requeue of a job that had to end instead (cancelled, timed out)
-    DOWN = "DOWN"
-    ALIVE = "ALIVE"
-
-
-class StoreError(RuntimeError):
-    """The store refused an operation (stale leader, duplicate ids, ...)."""
 
 
 def _load_script_text(name: str) -> str:
@@ -315,7 +281,7 @@ class Store:
             pipe.zrange(self.keys.waiting, 0, -1)
             pipe.zrange(self.keys.held, 0, -1)
             active, waiting, held = await pipe.execute()
-        return sorted(active, key=_id_key), list(waiting) + list(held)
+        return sorted(active, key=id_key), list(waiting) + list(held)
 
     async def job_fields(self, job_ids: Sequence[str],
                          fields: Sequence[str]) -> list[list[str | None]]:
@@ -336,17 +302,13 @@ class Store:
         return await self.get_jobs(await self.waiting_ids() + held)
 
     async def active_jobs(self) -> list[Job]:
-        return await self.get_jobs(sorted(await self.r.smembers(self.keys.active), key=_id_key))
+        return await self.get_jobs(sorted(await self.r.smembers(self.keys.active), key=id_key))
 
     async def count_user_jobs(self, user: str) -> int:
         """A user's waiting and active jobs (reads the whole queue: call only for capped users)."""
-        ids = (await self.waiting_ids() + list(await self.r.zrange(self.keys.held, 0, -1))
-               + list(await self.r.smembers(self.keys.active)))
-        async with self.r.pipeline(transaction=False) as pipe:
-            for job_id in ids:
-                pipe.hget(self.keys.job(job_id), "user")
-            owners = await pipe.execute()
-        return sum(1 for owner in owners if owner == user)
+        active, waiting = await self.queue_ids()
+        return sum(1 for (owner,) in await self.job_fields(active + waiting, ["user"])
+                   if owner == user)
 
     async def done_jobs(self, limit: int = 100) -> list[Job]:
         ids = await self.r.zrevrange(self.keys.done, 0, max(0, limit - 1))
@@ -394,7 +356,7 @@ class Store:
                 pipe.hgetall(self.keys.history(day))
             rows = await pipe.execute()
         records = [json.loads(text) for row in rows for text in row.values()]
-        return sorted(records, key=lambda r: _id_key(str(r.get("id", ""))))
+        return sorted(records, key=lambda r: id_key(str(r.get("id", ""))))
 
     # ---------------------------------------------------------------- node runs
 
@@ -456,7 +418,7 @@ class Store:
                 pipe.hgetall(self.keys.node(name))
                 pipe.hgetall(self.keys.node_alloc(name))
             rows = await pipe.execute()
-        return _nodes_from(rows)
+        return nodes_from(rows)
 
     async def cluster_reads(self) -> tuple[list[Node], Accounts, list[Job], dict[str, str]]:
         """Nodes, accounts, active jobs and the usage hash, in two round trips (names and
@@ -470,7 +432,7 @@ class Store:
             pipe.hgetall(self.keys.budgets)
             pipe.hgetall(self.keys.usage)
             names, active, accounts, users, version, budgets, usage = await pipe.execute()
-        names, active = sorted(names), sorted(active, key=_id_key)
+        names, active = sorted(names), sorted(active, key=id_key)
         async with self.r.pipeline(transaction=False) as pipe:
             for name in names:
                 pipe.hgetall(self.keys.node(name))
@@ -480,7 +442,7 @@ class Store:
             rows = await pipe.execute()
         split = 2 * len(names)
         jobs = [Job.from_fields(raw) for raw in rows[split:] if raw]
-        return (_nodes_from(rows[:split]), Accounts.from_raw(accounts, users, int(version or 0),
+        return (nodes_from(rows[:split]), Accounts.from_raw(accounts, users, int(version or 0),
                                                              budgets), jobs, dict(usage))
 
     async def node_down(self, epoch: int, name: str, cutoff: float) -> Outcome:
@@ -496,14 +458,6 @@ class Store:
     async def usage_hash(self) -> dict[str, str]:
         """The whole usage hash, for a caller that needs several views of it at once."""
         return dict(await self.r.hgetall(self.keys.usage))
-
-    async def decayed_usage(self, now: float) -> dict[tuple[str, str], float]:
-        """(account, user) -> billed usage decayed to `now`."""
-        return parse_decayed(await self.usage_hash(), now)
-
-    async def usage(self) -> dict[str, dict[str, dict[str, float]]]:
-        """{"user": {name: {"billed": x, "gpu_s": y}}, "account": {...}} (totals, not decayed)."""
-        return parse_totals(await self.usage_hash())
 
     async def accounts(self) -> Accounts:
         async with self.r.pipeline(transaction=True) as pipe:
@@ -541,79 +495,5 @@ class Store:
         return None if value is None else str(value)
 
 
-def _nodes_from(rows: Sequence[dict[str, str]]) -> list[Node]:
-    """Nodes from (node hash, alloc hash) pairs, as `nodes` reads them."""
-    result = []
-    for raw, alloc in zip(rows[0::2], rows[1::2], strict=True):
-        if not raw:
-            continue
-        result.append(Node(
-            name=raw["name"], state=NodeState(raw.get("state", "DOWN")),
-            gpus_total=int(raw.get("gpus_total") or 0), gpu_model=raw.get("gpu_model", ""),
-            last_heartbeat=float(raw.get("last_heartbeat") or 0),
-            gpus=[GpuInfo.from_dict(g) for g in json.loads(raw.get("gpus") or "[]")],
-            allocations={int(k): v for k, v in alloc.items()},
-            simulated=bool(raw.get("simulated")), hostname=raw.get("hostname", ""),
-        ))
-    return result
-
-
-def parse_decayed(raw: dict[str, str], now: float) -> dict[tuple[str, str], float]:
-    """(account, user) -> billed usage decayed to `now`, from the usage hash."""
-    half_life = float(raw.get("half_life_s") or 604800)
-    out: dict[tuple[str, str], float] = {}
-    for field_name, value in raw.items():
-        if not field_name.startswith("decayed:"):
-            continue
-        assoc = field_name[len("decayed:"):]
-        since = float(raw.get(f"decayed_t:{assoc}") or now)
-        account, _, user = assoc.partition("|")
-        out[(account, user)] = float(value) * 2 ** (-max(0.0, now - since) / half_life)
-    return out
-
-
-def parse_totals(raw: dict[str, str]) -> dict[str, dict[str, dict[str, float]]]:
-    """Usage totals per user and per account, from the usage hash (see `Store.usage`)."""
-    out: dict[str, dict[str, dict[str, float]]] = {"user": {}, "account": {}}
-    for field_name, value in raw.items():
-        kind, _, rest = field_name.partition(":")
-        name, _, metric = rest.rpartition(":")
-        if kind in out and name:
-            out[kind].setdefault(name, {"billed": 0.0, "gpu_s": 0.0})[metric] = float(value)
-    return out
-
-
-def parse_daily(raw: dict[str, str]) -> list[tuple[int, str, str, float]]:
-    """(UTC day number, account, user, billed) for every day with usage, from the usage hash."""
-    out = []
-    for field_name, value in raw.items():
-        if field_name.startswith("day:"):
-            _, day, assoc = field_name.split(":", 2)
-            account, _, user = assoc.partition("|")
-            out.append((int(day), account, user, float(value)))
-    return out
-
-
-def read_secret(path: Path) -> str:
-    """A password from its file, which must be private (like ssh's keys: refused otherwise)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError as exc:
-        raise StoreError(f"cannot read the store password file {path}: {exc.strerror}") from None
-    with os.fdopen(fd) as handle:
-        mode = os.fstat(handle.fileno()).st_mode
-        if mode & 0o077:
-            raise StoreError(f"the store password file {path} is mode {mode & 0o777:o}: others "
-                             f"may read it; chmod 600 {path}")
-        secret = handle.read().strip()
-    if not secret:
-        raise StoreError(f"the store password file {path} is empty")
-    return secret
-
-
 def new_token() -> str:
     return secrets.token_hex(12)
-
-
-def _id_key(job_id: str) -> tuple[int, str]:
-    return (int(job_id), job_id) if job_id.isdigit() else (1 << 62, job_id)

@@ -1,0 +1,56 @@
+"""What the store says: script outcomes, refusals, and the password files it reads."""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+
+
+class Outcome(StrEnum):
+    """What a state-changing script says happened (each script's header lists its own)."""
+
+    OK = "OK"
+    STALE_EPOCH = "STALE_EPOCH"  # another coordinator leads now: nothing written
+    STALE_VIEW = "STALE_VIEW"  # the job moved since the caller read it: read it again
+    NOT_PENDING = "NOT_PENDING"
+    NOT_STARTING = "NOT_STARTING"
+    NOT_ACTIVE = "NOT_ACTIVE"
+    NOT_WAITING = "NOT_WAITING"
+    NODE_NOT_UP = "NODE_NOT_UP"
+    WRONG_COUNT = "WRONG_COUNT"
+    GPU_OUT_OF_RANGE = "GPU_OUT_OF_RANGE"
+    GPU_BUSY = "GPU_BUSY"
+    ALREADY = "ALREADY"
+    ALREADY_DONE = "ALREADY_DONE"
+    ALREADY_STOPPING = "ALREADY_STOPPING"
+    ALREADY_DOWN = "ALREADY_DOWN"
+    NO_SUCH_JOB = "NO_SUCH_JOB"
+    NO_STOP = "NO_STOP"
+    FORBIDDEN = "FORBIDDEN"
+    CANCELLED = "CANCELLED"  # a cancel: the waiting job ended at once
+    STOPPING = "STOPPING"  # a cancel: the running job will be stopped
+    ENDED = "ENDED"  # a requeue of a job that had to end instead (cancelled, timed out)
+    DOWN = "DOWN"
+    ALIVE = "ALIVE"
+
+
+class StoreError(RuntimeError):
+    """The store refused an operation (stale leader, duplicate ids, ...)."""
+
+
+def read_secret(path: Path) -> str:
+    """A password from its file, which must be private (like ssh's keys: refused otherwise)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise StoreError(f"cannot read the store password file {path}: {exc.strerror}") from None
+    with os.fdopen(fd) as handle:
+        mode = os.fstat(handle.fileno()).st_mode
+        if mode & 0o077:
+            raise StoreError(f"the store password file {path} is mode {mode & 0o777:o}: others "
+                             f"may read it; chmod 600 {path}")
+        secret = handle.read().strip()
+    if not secret:
+        raise StoreError(f"the store password file {path} is empty")
+    return secret

@@ -1,0 +1,65 @@
+"""Stored hashes -> records: nodes, and the usage hash's views (pure, no I/O)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from scheduler.model import GpuInfo, Node, NodeState
+
+
+def nodes_from(rows: Sequence[dict[str, str]]) -> list[Node]:
+    """Nodes from (node hash, alloc hash) pairs, as `nodes` reads them."""
+    result = []
+    for raw, alloc in zip(rows[0::2], rows[1::2], strict=True):
+        if not raw:
+            continue
+        result.append(Node(
+            name=raw["name"], state=NodeState(raw.get("state", "DOWN")),
+            gpus_total=int(raw.get("gpus_total") or 0), gpu_model=raw.get("gpu_model", ""),
+            last_heartbeat=float(raw.get("last_heartbeat") or 0),
+            gpus=[GpuInfo.from_dict(g) for g in json.loads(raw.get("gpus") or "[]")],
+            allocations={int(k): v for k, v in alloc.items()},
+            simulated=bool(raw.get("simulated")), hostname=raw.get("hostname", ""),
+        ))
+    return result
+
+
+def parse_decayed(raw: dict[str, str], now: float) -> dict[tuple[str, str], float]:
+    """(account, user) -> billed usage decayed to `now`, from the usage hash."""
+    half_life = float(raw.get("half_life_s") or 604800)
+    out: dict[tuple[str, str], float] = {}
+    for field_name, value in raw.items():
+        if not field_name.startswith("decayed:"):
+            continue
+        assoc = field_name[len("decayed:"):]
+        since = float(raw.get(f"decayed_t:{assoc}") or now)
+        account, _, user = assoc.partition("|")
+        out[(account, user)] = float(value) * 2 ** (-max(0.0, now - since) / half_life)
+    return out
+
+
+def parse_totals(raw: dict[str, str]) -> dict[str, dict[str, dict[str, float]]]:
+    """Usage totals per user and per account, from the usage hash (see `Store.usage`)."""
+    out: dict[str, dict[str, dict[str, float]]] = {"user": {}, "account": {}}
+    for field_name, value in raw.items():
+        kind, _, rest = field_name.partition(":")
+        name, _, metric = rest.rpartition(":")
+        if kind in out and name:
+            out[kind].setdefault(name, {"billed": 0.0, "gpu_s": 0.0})[metric] = float(value)
+    return out
+
+
+def parse_daily(raw: dict[str, str]) -> list[tuple[int, str, str, float]]:
+    """(UTC day number, account, user, billed) for every day with usage, from the usage hash."""
+    out = []
+    for field_name, value in raw.items():
+        if field_name.startswith("day:"):
+            _, day, assoc = field_name.split(":", 2)
+            account, _, user = assoc.partition("|")
+            out.append((int(day), account, user, float(value)))
+    return out
+
+
+def id_key(job_id: str) -> tuple[int, str]:
+    return (int(job_id), job_id) if job_id.isdigit() else (1 << 62, job_id)
