@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from scheduler.accounts import Accounts
 from scheduler.model import Job
-from scheduler.server.api import OPENAPI
+from scheduler.server.openapi import OPENAPI
 from tests.security_server import ApiServer
 
 schema = schemathesis.openapi.from_dict(OPENAPI)

@@ -9,7 +9,7 @@ from dataclasses import fields
 import jsonschema
 import pytest
 
-from scheduler.server.api import OPENAPI
+from scheduler.server.openapi import OPENAPI
 from scheduler.wire import JOB_FIELDS, OPTIONAL_JOB_FIELDS, JobJson, SubmitRequest, job_schema
 from tests.security_server import ApiServer
 

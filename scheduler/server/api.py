@@ -1,14 +1,13 @@
 """The coordinator's HTTP API, served on a Unix socket so the caller's uid is known.
 
-Routes (JSON): see `OPENAPI` below, also served at GET /openapi.json.
+Routes (JSON): see `scheduler.server.openapi`, also served at GET /openapi.json; the HTTP
+plumbing (errors, strict bodies) is in `scheduler.server.http`.
 """
 
 from __future__ import annotations
 
-import json
-import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -26,7 +25,16 @@ from scheduler.policy.cycle import priorities
 from scheduler.policy.explain import standing_texts
 from scheduler.policy.fairshare import FairShareTable
 from scheduler.policy.priority import Priority
-from scheduler.server.identity import Caller, UnknownUser, caller_for_uid, connection_uid
+from scheduler.server.http import (
+    MAX_REQUEST_BYTES,
+    ApiError,
+    errors_middleware,
+    int_query,
+    job_id_of,
+    json_object,
+)
+from scheduler.server.identity import Caller, caller_for_uid, connection_uid
+from scheduler.server.openapi import OPENAPI
 from scheduler.server.validation import (
     InputError,
     array_size,
@@ -38,80 +46,11 @@ from scheduler.server.validation import (
 )
 from scheduler.store import Store, new_token, parse_totals
 from scheduler.views import pending_view, running_view
-from scheduler.wire import JOB_FIELDS, PRIVATE_FIELDS, job_schema, submit_schema
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
+from scheduler.wire import JOB_FIELDS, PRIVATE_FIELDS
 
 NODE_CACHE_S = 1.0
 PENDING_CACHE_S = 2.0  # per-user pending counts for the cap, read again after this long
 MAX_LIST_LIMIT = 10_000  # ?limit= on lists
-MAX_REQUEST_BYTES = web.AppKey("max_request_bytes", int)
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
-
-
-@web.middleware
-async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except InputError as exc:
-        return _error(400, str(exc))
-    except ApiError as exc:
-        return _error(exc.status, str(exc))
-    except UnknownUser as exc:
-        return _error(403, str(exc))
-    except web.HTTPRequestEntityTooLarge:
-        limit = request.app[MAX_REQUEST_BYTES]
-        return _error(413, f"request body is over the limit of {limit:,} bytes "
-                           "(max_request_bytes): put long input in a file")
-    except web.HTTPException as exc:  # aiohttp's own: unknown route, wrong method
-        if exc.status < 400:
-            raise
-        return _error(exc.status, f"{request.method} {request.path}: {exc.reason}; see "
-                                  "GET /openapi.json for the routes")
-
-
-def _no_constants(name: str) -> Any:
-    raise InputError(f"request body has {name}, which JSON does not allow: send a number")
-
-
-def _check_unicode(value: Any) -> None:
-    """Refuse lone surrogates (valid in JSON escapes, not in UTF-8: nothing could store them)."""
-    todo = [value]
-    while todo:
-        item = todo.pop()
-        if isinstance(item, str):
-            if any("\ud800" <= c <= "\udfff" for c in item):
-                raise InputError("request body has text with a lone surrogate (\\udXXX), which "
-                                 "is not Unicode: send UTF-8 text")
-        elif isinstance(item, dict):
-            todo += list(item) + list(item.values())
-        elif isinstance(item, list):
-            todo += item
-
-
-async def json_object(request: web.Request) -> dict[str, Any]:
-    """The request body as a JSON object (strict: no NaN or Infinity, valid Unicode only)."""
-    raw = await request.read()
-    try:
-        body = json.loads(raw, parse_constant=_no_constants)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise InputError("request body is not valid JSON") from None
-    except RecursionError:
-        raise InputError("request body is nested too deeply") from None
-    if not isinstance(body, dict):
-        raise InputError("request body must be a JSON object")
-    _check_unicode(body)
-    return body
 
 
 class Api:
@@ -273,13 +212,13 @@ class Api:
         if user:
             jobs = [j for j in jobs if j.user == user]
         if request.query.get("done") == "1":
-            limit = min(_int_query(request, "limit", 50), MAX_LIST_LIMIT)
+            limit = min(int_query(request, "limit", 50), MAX_LIST_LIMIT)
             done = await self.store.done_jobs(limit if not user else max(limit * 20, 1000))
             jobs += [j for j in done if not user or j.user == user][:limit]
         return web.json_response([public(j, self._hides(caller, j.user)) for j in jobs])
 
     async def _job(self, request: web.Request) -> Job:
-        job_id = _job_id(request.match_info["id"])
+        job_id = job_id_of(request.match_info["id"])
         job = await self.store.get_job(job_id)
         if job is None:
             raise ApiError(404, f"no job {job_id}: see `labq queue --all` for job ids")
@@ -293,7 +232,7 @@ class Api:
 
     async def cancel(self, request: web.Request) -> web.Response:
         caller = await self.caller(request)
-        job_id = _job_id(request.match_info["id"])
+        job_id = job_id_of(request.match_info["id"])
         result = await self.store.cancel(job_id, caller.user, caller.is_admin, time.time())
         if result == "NO_SUCH_JOB":
             raise ApiError(404, f"no job {job_id}: see `labq queue` for your job ids")
@@ -313,7 +252,7 @@ class Api:
 
     async def _hold(self, request: web.Request, release: bool) -> web.Response:
         caller = await self.caller(request)
-        job_id = _job_id(request.match_info["id"])
+        job_id = job_id_of(request.match_info["id"])
         result = await self.store.hold(job_id, caller.user, caller.is_admin, release)
         verb = "release" if release else "hold"
         if result == "NO_SUCH_JOB":
@@ -419,7 +358,7 @@ class Api:
         ranked = view.ranked
         wanted = request.query.get("job")
         if wanted is not None:
-            wanted = _job_id(wanted)
+            wanted = job_id_of(wanted)
         if wanted and wanted not in {j.id for j in waiting}:
             job = await self.store.get_job(wanted)
             if job is None:
@@ -531,105 +470,6 @@ def public(job: Job, private: bool = False) -> dict[str, Any]:
     return out
 
 
-_JOB_ID_TEXT = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-
-
-def _job_id(text: str) -> str:
-    """A job id as typed; anything that cannot be one is no job (and is not echoed raw)."""
-    if not _JOB_ID_TEXT.match(text):
-        shown = text if len(text) <= 64 else text[:64] + "..."
-        raise ApiError(404, f"no job {shown!r}: job ids are numbers; see `labq queue --all`")
-    return text
-
-
-def _int_query(request: web.Request, name: str, default: int) -> int:
-    text = request.query.get(name)
-    if text is None:
-        return default
-    try:
-        return max(0, int(text))
-    except ValueError:
-        raise InputError(f"?{name}={text!r} must be a whole number") from None
-
-
 def _has_member(table: FairShareTable, account: str, user: str) -> bool:
     """Whether `user` has an association in `account`."""
     return any(r.user == user and r.account == account for r in table.rows)
-
-
-_ERROR = {"description": "Refused: one line saying what is wrong and what to do",
-          "content": {"application/json": {"schema": {
-              "type": "object", "required": ["error"],
-              "properties": {"error": {"type": "string"}}}}}}
-_OK = {"description": "OK", "content": {"application/json": {"schema": {}}}}
-_JOB_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
-
-
-def _query(*names: str) -> list[dict[str, Any]]:
-    kinds = {"all": {"enum": ["0", "1"]}, "done": {"enum": ["0", "1"]},
-             "limit": {"type": "integer"}, "offset": {"type": "integer"}}
-    return [{"name": n, "in": "query", "required": False,
-             "schema": kinds.get(n, {"type": "string"})} for n in names]
-
-
-def _op(summary: str, *, body: dict[str, Any] | None = None,
-        params: list[dict[str, Any]] | None = None, ok: dict[str, Any] | None = None
-        ) -> dict[str, Any]:
-    op: dict[str, Any] = {"summary": summary, "parameters": params or [],
-                          "responses": {"200": ok or _OK, "4XX": _ERROR}}
-    if body is not None:
-        op["requestBody"] = {"required": True,
-                             "content": {"application/json": {"schema": body}}}
-    return op
-
-
-_SUBMIT = submit_schema()
-_ADMIN = {
-    "type": "object", "required": ["target", "op"],
-    "properties": {
-        "target": {"enum": ["account", "user", "budget"]},
-        "op": {"enum": ["add", "set", "rm", "topup"]},
-        "name": {"type": "string"}, "parent": {"type": ["string", "null"]},
-        "shares": {"type": ["number", "null"]}, "account": {"type": ["string", "null"]},
-        "default_account": {"type": ["string", "null"]}, "admin": {"type": ["boolean", "null"]},
-        "max_running_gpus": {"type": ["integer", "string", "null"]},
-        "max_jobs": {"type": ["integer", "string", "null"]},
-        "scope": {"enum": ["account", "user"]}, "limit": {"type": "number"},
-        "add": {"type": "number"}, "period": {"type": ["string", "null"]},
-    }}
-_EMPTY = {"type": "object"}
-
-OPENAPI: dict[str, Any] = {
-    "openapi": "3.1.0",
-    "info": {"title": "labq coordinator API", "version": "1",
-             "description": "On a Unix socket: the caller is the peer uid. Every refusal is "
-                            "a 4xx with {\"error\": one line}."},
-    "paths": {
-        "/v1/whoami": {"get": _op("The caller as the coordinator sees it (peer uid)")},
-        "/v1/jobs": {
-            "post": _op("Submit a job (or an array: `array` copies)", body=_SUBMIT),
-            "get": _op("The queue (?all=1, ?user=U, ?done=1&limit=N); others' commands, "
-                       "environment, work directories and usage are null (private_data)",
-                       params=_query("all", "user", "done", "limit"),
-                       ok={"description": "OK", "content": {"application/json": {
-                           "schema": {"type": "array", "items": job_schema()}}}}),
-        },
-        "/v1/jobs/{id}": {"get": _op("One job", params=[_JOB_ID])},
-        "/v1/jobs/{id}/cancel": {"post": _op("Cancel a job of yours", params=[_JOB_ID],
-                                             body=_EMPTY)},
-        "/v1/jobs/{id}/logs": {"get": _op("Where a job's output file is (its node and path)",
-                                          params=[_JOB_ID])},
-        "/v1/jobs/{id}/hold": {"post": _op("Hold a pending job (UserHold/AdminHold)",
-                                           params=[_JOB_ID], body=_EMPTY)},
-        "/v1/jobs/{id}/release": {"post": _op("Release a held job", params=[_JOB_ID],
-                                              body=_EMPTY)},
-        "/v1/nodes": {"get": _op("Nodes and their GPUs")},
-        "/v1/quota": {"get": _op("Usage, fair share, budgets (?user=U&account=A&all=1)",
-                                 params=_query("user", "account", "all"))},
-        "/v1/priority": {"get": _op("Pending jobs' priority factors (?job=ID | ?all=1)",
-                                    params=_query("job", "all"))},
-        "/v1/accounts": {"get": _op("The account tree, users and budgets in force")},
-        "/v1/admin/accounts": {"post": _op("Admins: change accounts, users or budgets",
-                                           body=_ADMIN)},
-    },
-}

@@ -1,0 +1,103 @@
+"""The API's HTTP plumbing: one-line JSON errors for every refusal, strict JSON bodies, and
+the path and query values handlers read."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from scheduler.server.identity import UnknownUser
+from scheduler.server.validation import InputError
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+MAX_REQUEST_BYTES = web.AppKey("max_request_bytes", int)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except InputError as exc:
+        return _error(400, str(exc))
+    except ApiError as exc:
+        return _error(exc.status, str(exc))
+    except UnknownUser as exc:
+        return _error(403, str(exc))
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[MAX_REQUEST_BYTES]
+        return _error(413, f"request body is over the limit of {limit:,} bytes "
+                           "(max_request_bytes): put long input in a file")
+    except web.HTTPException as exc:  # aiohttp's own: unknown route, wrong method
+        if exc.status < 400:
+            raise
+        return _error(exc.status, f"{request.method} {request.path}: {exc.reason}; see "
+                                  "GET /openapi.json for the routes")
+
+
+def _no_constants(name: str) -> Any:
+    raise InputError(f"request body has {name}, which JSON does not allow: send a number")
+
+
+def _check_unicode(value: Any) -> None:
+    """Refuse lone surrogates (valid in JSON escapes, not in UTF-8: nothing could store them)."""
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, str):
+            if any("\ud800" <= c <= "\udfff" for c in item):
+                raise InputError("request body has text with a lone surrogate (\\udXXX), which "
+                                 "is not Unicode: send UTF-8 text")
+        elif isinstance(item, dict):
+            todo += list(item) + list(item.values())
+        elif isinstance(item, list):
+            todo += item
+
+
+async def json_object(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object (strict: no NaN or Infinity, valid Unicode only)."""
+    raw = await request.read()
+    try:
+        body = json.loads(raw, parse_constant=_no_constants)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise InputError("request body is not valid JSON") from None
+    except RecursionError:
+        raise InputError("request body is nested too deeply") from None
+    if not isinstance(body, dict):
+        raise InputError("request body must be a JSON object")
+    _check_unicode(body)
+    return body
+
+
+_JOB_ID_TEXT = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+def job_id_of(text: str) -> str:
+    """A job id as typed; anything that cannot be one is no job (and is not echoed raw)."""
+    if not _JOB_ID_TEXT.match(text):
+        shown = text if len(text) <= 64 else text[:64] + "..."
+        raise ApiError(404, f"no job {shown!r}: job ids are numbers; see `labq queue --all`")
+    return text
+
+
+def int_query(request: web.Request, name: str, default: int) -> int:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    try:
+        return max(0, int(text))
+    except ValueError:
+        raise InputError(f"?{name}={text!r} must be a whole number") from None

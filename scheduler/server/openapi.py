@@ -1,0 +1,85 @@
+"""The API's OpenAPI description (served at /openapi.json; the fuzz tests read it too). The
+submit request and the job record come from scheduler.wire."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from scheduler.wire import job_schema, submit_schema
+
+_ERROR = {"description": "Refused: one line saying what is wrong and what to do",
+          "content": {"application/json": {"schema": {
+              "type": "object", "required": ["error"],
+              "properties": {"error": {"type": "string"}}}}}}
+_OK = {"description": "OK", "content": {"application/json": {"schema": {}}}}
+_JOB_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _query(*names: str) -> list[dict[str, Any]]:
+    kinds = {"all": {"enum": ["0", "1"]}, "done": {"enum": ["0", "1"]},
+             "limit": {"type": "integer"}, "offset": {"type": "integer"}}
+    return [{"name": n, "in": "query", "required": False,
+             "schema": kinds.get(n, {"type": "string"})} for n in names]
+
+
+def _op(summary: str, *, body: dict[str, Any] | None = None,
+        params: list[dict[str, Any]] | None = None, ok: dict[str, Any] | None = None
+        ) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "parameters": params or [],
+                          "responses": {"200": ok or _OK, "4XX": _ERROR}}
+    if body is not None:
+        op["requestBody"] = {"required": True,
+                             "content": {"application/json": {"schema": body}}}
+    return op
+
+
+_SUBMIT = submit_schema()
+_ADMIN = {
+    "type": "object", "required": ["target", "op"],
+    "properties": {
+        "target": {"enum": ["account", "user", "budget"]},
+        "op": {"enum": ["add", "set", "rm", "topup"]},
+        "name": {"type": "string"}, "parent": {"type": ["string", "null"]},
+        "shares": {"type": ["number", "null"]}, "account": {"type": ["string", "null"]},
+        "default_account": {"type": ["string", "null"]}, "admin": {"type": ["boolean", "null"]},
+        "max_running_gpus": {"type": ["integer", "string", "null"]},
+        "max_jobs": {"type": ["integer", "string", "null"]},
+        "scope": {"enum": ["account", "user"]}, "limit": {"type": "number"},
+        "add": {"type": "number"}, "period": {"type": ["string", "null"]},
+    }}
+_EMPTY = {"type": "object"}
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {"title": "labq coordinator API", "version": "1",
+             "description": "On a Unix socket: the caller is the peer uid. Every refusal is "
+                            "a 4xx with {\"error\": one line}."},
+    "paths": {
+        "/v1/whoami": {"get": _op("The caller as the coordinator sees it (peer uid)")},
+        "/v1/jobs": {
+            "post": _op("Submit a job (or an array: `array` copies)", body=_SUBMIT),
+            "get": _op("The queue (?all=1, ?user=U, ?done=1&limit=N); others' commands, "
+                       "environment, work directories and usage are null (private_data)",
+                       params=_query("all", "user", "done", "limit"),
+                       ok={"description": "OK", "content": {"application/json": {
+                           "schema": {"type": "array", "items": job_schema()}}}}),
+        },
+        "/v1/jobs/{id}": {"get": _op("One job", params=[_JOB_ID])},
+        "/v1/jobs/{id}/cancel": {"post": _op("Cancel a job of yours", params=[_JOB_ID],
+                                             body=_EMPTY)},
+        "/v1/jobs/{id}/logs": {"get": _op("Where a job's output file is (its node and path)",
+                                          params=[_JOB_ID])},
+        "/v1/jobs/{id}/hold": {"post": _op("Hold a pending job (UserHold/AdminHold)",
+                                           params=[_JOB_ID], body=_EMPTY)},
+        "/v1/jobs/{id}/release": {"post": _op("Release a held job", params=[_JOB_ID],
+                                              body=_EMPTY)},
+        "/v1/nodes": {"get": _op("Nodes and their GPUs")},
+        "/v1/quota": {"get": _op("Usage, fair share, budgets (?user=U&account=A&all=1)",
+                                 params=_query("user", "account", "all"))},
+        "/v1/priority": {"get": _op("Pending jobs' priority factors (?job=ID | ?all=1)",
+                                    params=_query("job", "all"))},
+        "/v1/accounts": {"get": _op("The account tree, users and budgets in force")},
+        "/v1/admin/accounts": {"post": _op("Admins: change accounts, users or budgets",
+                                           body=_ADMIN)},
+    },
+}
