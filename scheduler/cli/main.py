@@ -6,7 +6,7 @@ import os
 import sys
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -19,18 +19,18 @@ from scheduler.cli.common import (
     plain,
     print_budgets,
     print_json,
-    settings,
 )
+from scheduler.cli.daemons import agent, coordinator, up
+from scheduler.cli.queue_view import age, queue_table, when
 from scheduler.cli.sim import sim
 from scheduler.cli.top import top
 from scheduler.client import Client, ClientError
-from scheduler.config import Settings
 from scheduler.logtail import LOG_TAIL_BYTES, TERMINAL, follow_file
 from scheduler.timeparse import format_duration
 from scheduler.wire import SubmitRequest
 
 if TYPE_CHECKING:
-    from rich.table import Table
+    pass
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -42,6 +42,8 @@ def main() -> None:
 main.add_command(admin)
 main.add_command(sim)
 main.add_command(top)
+for command in (up, coordinator, agent):
+    main.add_command(command)
 
 
 # ---------------------------------------------------------------------------- submit
@@ -98,88 +100,6 @@ def submit(gpus: int, gpu_type: str | None, time_limit: str | None, account: str
 # ---------------------------------------------------------------------------- queue, show
 
 
-def _age(job: dict[str, Any], now: float) -> str:
-    if job["state"] in ("RUNNING", "STARTING", "PREEMPTED") and job.get("started_at"):
-        return format_duration(now - job["started_at"])
-    if job.get("ended_at"):
-        return format_duration((job["ended_at"] or now) - (job["started_at"] or job["ended_at"]))
-    return format_duration(now - job["submitted_at"])
-
-
-def _where(job: dict[str, Any]) -> str:
-    if not job.get("node"):
-        return "-"
-    return f"{job['node']}:{','.join(str(i) for i in job['gpu_indices'])}"
-
-
-def _when(stamp: float | None) -> str:
-    """A local time, with the date only when it is not today; '-' if unknown."""
-    if not stamp:
-        return "-"
-    fmt = "%H:%M:%S" if time.strftime("%F") == time.strftime("%F", time.localtime(stamp)) \
-        else "%F %H:%M"
-    return time.strftime(fmt, time.localtime(stamp))
-
-
-def _reason_code(job: dict[str, Any]) -> str:
-    """The short code of why a job waits or ended (`Priority`, `NonZeroExitCode`); `labq show`
-    has the words."""
-    reasons = job.get("reasons") if job["state"] in ("PENDING", "HELD") else None
-    text = reasons[0]["code"] if reasons else job.get("reason") or ""
-    return str(text).split(":", 1)[0].split(" ", 1)[0]
-
-
-# Columns `labq queue` narrows (with an ellipsis) when a row is wider than the terminal, and
-# the narrowest each may become; the others, REASON among them, are never cut.
-_SHRINKABLE = {"NAME": 6, "NODE:GPUS": 5, "ACCOUNT": 5, "USER": 4, "GPUS": 3, "START": 5}
-
-
-def _fit(headers: list[str], rows: list[list[str]], width: int) -> dict[str, int]:
-    """Widths for the shrinkable columns so a row (one space between columns) fits `width`:
-    the widest is narrowed first, one cell at a time."""
-    from rich.cells import cell_len
-
-    widths = [max(cell_len(text) for text in (header, *(row[i] for row in rows)))
-              for i, header in enumerate(headers)]
-    over = sum(widths) + len(headers) - 1 - width
-    fitted: dict[str, int] = {}
-    while over > 0:
-        narrowable = [i for i, h in enumerate(headers)
-                      if h in _SHRINKABLE and widths[i] > _SHRINKABLE[h]]
-        if not narrowable:
-            break
-        index = max(narrowable, key=lambda i: (widths[i], -i))
-        widths[index] -= 1
-        fitted[headers[index]] = widths[index]
-        over -= 1
-    return fitted
-
-
-def queue_table(jobs: list[dict[str, Any]], now: float, with_start: bool,
-                width: int) -> Table:
-    """`labq queue`'s table: one line per job, at most `width` cells wide where the terminal
-    allows, REASON a short code that is never cut."""
-    from rich.table import Table
-
-    headers = ["JOBID", "NAME", "USER", "ACCOUNT", "STATE", "GPUS", "NODE:GPUS", "TIME",
-               *(["START"] if with_start else []), "REASON"]
-    rows = []
-    for job in jobs:
-        gpus = f"{job['gpus']}{':' + job['gpu_type'] if job.get('gpu_type') else ''}"
-        waiting = job["state"] in ("PENDING", "HELD")
-        start = [_when(job.get("est_start") if waiting else None)] if with_start else []
-        cells = [job["id"], job["name"] or "-", job["user"], job["account"], job["state"],
-                 gpus, _where(job), _age(job, now), *start, _reason_code(job)]
-        rows.append([plain(cell) for cell in cells])
-    fitted = _fit(headers, rows, width)
-    table = Table(box=None, header_style="bold", padding=(0, 1, 0, 0), pad_edge=False)
-    for header in headers:
-        table.add_column(header, no_wrap=True, overflow="ellipsis", width=fitted.get(header))
-    for row in rows:
-        table.add_row(*(markup(cell) for cell in row))
-    return table
-
-
 @main.command()
 @click.option("--all", "-a", "show_all", is_flag=True, help="every user's jobs")
 @click.option("--user", "-u", default=None, help="one user's jobs")
@@ -226,9 +146,9 @@ def show(job_id: str, as_json: bool) -> None:
         stamp = job.get(key)
         text = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp)) if stamp else "-"
         click.echo(f"{key:>14}: {text}")
-    click.echo(f"{'time':>14}: {_age(job, now)}")
+    click.echo(f"{'time':>14}: {age(job, now)}")
     if job.get("est_start") and job["state"] in ("PENDING", "HELD"):
-        expected = _when(job["est_start"])
+        expected = when(job["est_start"])
         click.echo(f"{'expected start':>14}: {expected} (if running jobs use their whole limits)")
     for reason in job.get("reasons") or []:
         click.echo(f"{'waiting':>14}: {plain(reason['code'])}: {plain(reason['detail'])}")
@@ -450,82 +370,6 @@ def whoami() -> None:
     """Who the coordinator thinks you are."""
     data = call("GET", "/v1/whoami")
     click.echo(f"{plain(data['user'])} (uid {data['uid']}){' admin' if data['admin'] else ''}")
-
-
-# ---------------------------------------------------------------------------- daemons
-
-
-@main.command()
-@click.option("--simulate", default=None, metavar="SPEC",
-              help="simulated GPUs, NODESxGPUS[:MODEL], e.g. 2x4:A100-80GB")
-@click.option("--metrics-port", default=None, type=int, help="port of /metrics (default 9464)")
-@click.option("--demo", is_flag=True, help="also submit a small demo workload from several users")
-@click.option("--exporter-port", default=None, type=click.IntRange(1, 65535),
-              help="agents serve dcgm-exporter-style GPU metrics from this port (one per node)")
-def up(simulate: str | None, metrics_port: int | None, demo: bool,
-       exporter_port: int | None) -> None:
-    """Run the whole single-machine stack in the foreground (Ctrl-C stops it all)."""
-    from scheduler.server.up import UpError, run_up
-
-    try:
-        run_up(settings(), simulate=simulate, metrics_port=metrics_port, demo=demo,
-               exporter_port=exporter_port)
-    except UpError as exc:
-        fail(str(exc))
-
-
-@main.command()
-@click.option("--metrics-port", default=None, type=int)
-@click.option("--log-level", default="INFO")
-def coordinator(metrics_port: int | None, log_level: str) -> None:
-    """The coordinator daemon (API, scheduler, metrics). Needs LABQ_REDIS_URL, LABQ_RAY_ADDRESS."""
-    import asyncio
-
-    from scheduler.server.daemon import DaemonError, run_coordinator, setup_logging
-
-    setup_logging(log_level)
-    settings = Settings.load(metrics_port=metrics_port)
-    try:
-        asyncio.run(run_coordinator(settings))
-    except DaemonError as exc:
-        fail(str(exc))
-    except KeyboardInterrupt:
-        pass
-
-
-@main.command()
-@click.option("--node", default=None, help="node name (default: this host's name)")
-@click.option("--simulate", "sim", default=None, metavar="GPUS[:MODEL]",
-              help="SIMULATED GPUs instead of NVML, e.g. 4:A100-80GB")
-@click.option("--log-level", default="INFO")
-@click.option("--exporter-port", type=click.IntRange(0, 65535), default=None,
-              envvar="LABQ_EXPORTER_PORT", help="serve GPU metrics with NVIDIA dcgm-exporter "
-              "names on this port, e.g. 9400 (default: off)")
-@click.option("--exporter-host", default="0.0.0.0", show_default=True,
-              envvar="LABQ_EXPORTER_HOST", help="address the exporter listens on")
-def agent(node: str | None, sim: str | None, log_level: str, exporter_port: int | None,
-          exporter_host: str) -> None:
-    """The node agent: reports this node's GPUs to the store. Needs LABQ_REDIS_URL."""
-    import asyncio
-    import socket
-
-    from scheduler.server.daemon import DaemonError, run_agent, setup_logging
-
-    setup_logging(log_level)
-    kind, gpus, model = "nvml", 0, ""
-    if sim:
-        count, _, model = sim.partition(":")
-        if not count.isdigit() or not 1 <= int(count) <= 16:
-            fail(f"--simulate {sim!r}: write GPUS[:MODEL], e.g. 4:A100-80GB")
-        kind, gpus = "simulated", int(count)
-    try:
-        asyncio.run(run_agent(Settings.load(), node or socket.gethostname(), kind, gpus,
-                              model or "SIM-GPU", None if exporter_port is None
-                              else (exporter_host, exporter_port)))
-    except (DaemonError, ValueError) as exc:
-        fail(str(exc))
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":

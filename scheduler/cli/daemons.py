@@ -1,0 +1,82 @@
+"""`labq up`, `labq coordinator` and `labq agent`: the commands that run daemons (their code
+is in scheduler.server, imported only when one of them runs)."""
+
+from __future__ import annotations
+
+import click
+
+from scheduler.cli.common import fail, settings
+from scheduler.config import Settings
+
+
+@click.command()
+@click.option("--simulate", default=None, metavar="SPEC",
+              help="simulated GPUs, NODESxGPUS[:MODEL], e.g. 2x4:A100-80GB")
+@click.option("--metrics-port", default=None, type=int, help="port of /metrics (default 9464)")
+@click.option("--demo", is_flag=True, help="also submit a small demo workload from several users")
+@click.option("--exporter-port", default=None, type=click.IntRange(1, 65535),
+              help="agents serve dcgm-exporter-style GPU metrics from this port (one per node)")
+def up(simulate: str | None, metrics_port: int | None, demo: bool,
+       exporter_port: int | None) -> None:
+    """Run the whole single-machine stack in the foreground (Ctrl-C stops it all)."""
+    from scheduler.server.up import UpError, run_up
+
+    try:
+        run_up(settings(), simulate=simulate, metrics_port=metrics_port, demo=demo,
+               exporter_port=exporter_port)
+    except UpError as exc:
+        fail(str(exc))
+
+
+@click.command()
+@click.option("--metrics-port", default=None, type=int)
+@click.option("--log-level", default="INFO")
+def coordinator(metrics_port: int | None, log_level: str) -> None:
+    """The coordinator daemon (API, scheduler, metrics). Needs LABQ_REDIS_URL (or redis_url)."""
+    import asyncio
+
+    from scheduler.server.daemon import DaemonError, run_coordinator, setup_logging
+
+    setup_logging(log_level)
+    try:
+        asyncio.run(run_coordinator(Settings.load(metrics_port=metrics_port)))
+    except DaemonError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        pass
+
+
+@click.command()
+@click.option("--node", default=None, help="node name (default: this host's name)")
+@click.option("--simulate", "sim", default=None, metavar="GPUS[:MODEL]",
+              help="SIMULATED GPUs instead of NVML, e.g. 4:A100-80GB")
+@click.option("--log-level", default="INFO")
+@click.option("--exporter-port", type=click.IntRange(0, 65535), default=None,
+              envvar="LABQ_EXPORTER_PORT", help="serve GPU metrics with NVIDIA dcgm-exporter "
+              "names on this port, e.g. 9400 (default: off)")
+@click.option("--exporter-host", default="0.0.0.0", show_default=True,
+              envvar="LABQ_EXPORTER_HOST", help="address the exporter listens on")
+def agent(node: str | None, sim: str | None, log_level: str, exporter_port: int | None,
+          exporter_host: str) -> None:
+    """The node agent (root): reports this node's GPUs and runs the jobs placed on it, each as
+    its user. Needs LABQ_REDIS_URL (or redis_url)."""
+    import asyncio
+    import socket
+
+    from scheduler.server.daemon import DaemonError, run_agent, setup_logging
+
+    setup_logging(log_level)
+    kind, gpus, model = "nvml", 0, ""
+    if sim:
+        count, _, model = sim.partition(":")
+        if not count.isdigit() or not 1 <= int(count) <= 16:
+            fail(f"--simulate {sim!r}: write GPUS[:MODEL], e.g. 4:A100-80GB")
+        kind, gpus = "simulated", int(count)
+    try:
+        asyncio.run(run_agent(Settings.load(), node or socket.gethostname(), kind, gpus,
+                              model or "SIM-GPU", None if exporter_port is None
+                              else (exporter_host, exporter_port)))
+    except (DaemonError, ValueError) as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        pass
