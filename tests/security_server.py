@@ -9,12 +9,10 @@ test interpreter lives where other users cannot read it) with that user's uid an
 from __future__ import annotations
 
 import asyncio
-import http.client
 import json
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -26,6 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
+from scheduler.client import UnixConnection
 from scheduler.config import Settings
 from scheduler.model import GpuInfo, NodeReport
 from scheduler.server.api import Api
@@ -164,7 +163,7 @@ class ApiServer:
     def call(self, method: str, path: str, body: Any = None, raw: bytes | None = None
              ) -> tuple[int, Any]:
         """As this process's user (root in the test run: an admin)."""
-        conn = _UnixConnection(self.socket)
+        conn = UnixConnection(self.socket)
         try:
             payload = raw if raw is not None else (
                 None if body is None else json.dumps(body).encode())
@@ -197,15 +196,3 @@ class ApiServer:
                                  {k: u.admin for k, u in accounts.users.items()},
                                  sorted(accounts.budgets))}
         return dict(self.run(read()))
-
-
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str) -> None:
-        super().__init__("labq", timeout=30)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self._path)
-        self.sock = sock
