@@ -60,10 +60,11 @@ async def fill(store: Store, rng: random.Random, nodes: int = NODES, running_job
     for i in range(0, len(specs), 1000):
         ids += await store.submit(specs[i:i + 1000], f"bench-{i}", NOW - rng.uniform(0, 86400))
     running = ids[:running_jobs]
-    for k, job_id in enumerate(running):
+    for k, job in enumerate(await store.get_jobs(running)):
         node, index = divmod(k, GPUS)
-        assert await store.start(epoch, job_id, f"node-{node:04d}", [index], 3.0, NOW - 3600) \
+        assert await store.start(epoch, job, f"node-{node:04d}", [index], 3.0, NOW - 3600) \
             == "OK"
+        job_id = job.id
         await store.mark_running(epoch, job_id, NOW - 3600)
     await store.charge(epoch, running, NOW)
     idle = {job_id: ({k % GPUS: NOW - 1800.0}, True) for k, job_id in enumerate(running)

@@ -7,7 +7,7 @@ import os
 import uuid
 from typing import Any
 
-from scheduler.model import GpuInfo, GpuProcess, Job, JobSpec, NodeReport
+from scheduler.model import GpuInfo, GpuProcess, Job, JobSpec, JobState, NodeReport
 from scheduler.store import Store, parse_totals
 
 A100 = "NVIDIA A100-SXM4-80GB"
@@ -57,7 +57,7 @@ async def started(
 ) -> str:
     """A job submitted, started on `indices` and (if `run`) marked RUNNING at `now`."""
     job_id = await submit_one(store, now=now - 10, gpus=len(indices), **kw)
-    assert await store.start(epoch, job_id, node, indices, weight, now) == "OK"
+    assert await start_job(store, epoch, job_id, node, indices, weight, now) == "OK"
     if run:
         assert await store.mark_running(epoch, job_id, now) == "OK"
     return job_id
@@ -88,3 +88,10 @@ def processes(cmdline: str) -> list[int]:
 async def usage_totals(store: Store) -> dict[str, dict[str, dict[str, float]]]:
     """Usage totals per user and per account, as `labq quota` reads them."""
     return parse_totals(await store.usage_hash())
+
+
+async def start_job(store: Store, epoch: int, job_id: str, node: str, indices: list[int],
+                    weight: float, now: float) -> str:
+    """`Store.start` for a job known by id (a missing one is refused as not pending)."""
+    job = await store.get_job(job_id) or Job(job_id, "", "", JobState.FAILED, 0, [], 0.0, 0)
+    return await store.start(epoch, job, node, indices, weight, now)

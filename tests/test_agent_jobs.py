@@ -26,7 +26,7 @@ from agents.runner import RunState, descendants
 from scheduler.model import GpuInfo, JobSpec, JobState, NodeReport
 from scheduler.noderun import EXITED, FAILED, RUNNING, RunStatus
 from scheduler.store import Store
-from tests.builders import processes
+from tests.builders import processes, start_job
 from tests.e2e_stack import ensure_user
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="runs jobs as other users: needs root")
@@ -61,7 +61,7 @@ async def start(store: Store, epoch: int, command: str, workdir: Path, gpus: lis
     spec = JobSpec(user=user, account="lab", command=[command], gpus=len(gpus),
                    workdir=str(workdir), **kw)
     [job_id] = await store.submit([spec], token=f"t-{time.time_ns()}", now=time.time())
-    assert await store.start(epoch, job_id, NODE, gpus, 1.0, time.time()) == "OK"
+    assert await start_job(store, epoch, job_id, NODE, gpus, 1.0, time.time()) == "OK"
     return job_id
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from scheduler.store import Store
-from tests.builders import T0, job_of, lead, report, submit_one
+from tests.builders import T0, job_of, lead, report, start_job, submit_one
 
 
 async def test_hold_and_release(store: Store) -> None:
@@ -36,7 +36,7 @@ async def test_held_job_cannot_start_and_can_be_cancelled(store: Store) -> None:
     await store.heartbeat(report("n1", gpus=2), now=T0)
     job_id = await submit_one(store, user="alice")
     await store.hold(job_id, "alice", False, release=False)
-    assert await store.start(epoch, job_id, "n1", [0], 1.0, T0) == "NOT_PENDING"
+    assert await start_job(store, epoch, job_id, "n1", [0], 1.0, T0) == "NOT_PENDING"
     assert await store.cancel(job_id, "alice", False, T0) == "CANCELLED"
     assert job_id not in [j.id for j in await store.waiting_jobs()]
 
@@ -47,7 +47,7 @@ async def test_budget_held_job_can_start_when_it_fits_again(store: Store) -> Non
     job_id = await submit_one(store, user="alice")
     await store.set_reasons({job_id: [{"code": "BudgetExhausted", "detail": "x"}]}, {job_id})
     assert (await job_of(store, job_id)).state.value == "HELD"
-    assert await store.start(epoch, job_id, "n1", [0], 1.0, T0) == "OK"
+    assert await start_job(store, epoch, job_id, "n1", [0], 1.0, T0) == "OK"
 
 
 async def test_a_started_job_forgets_its_estimated_start(store: Store) -> None:
@@ -57,5 +57,5 @@ async def test_a_started_job_forgets_its_estimated_start(store: Store) -> None:
     await store.set_reasons({job_id: [{"code": "Resources", "detail": "x"}]}, (),
                             {job_id: T0 + 60})
     assert (await job_of(store, job_id)).est_start == T0 + 60
-    assert await store.start(epoch, job_id, "n1", [0], 1.0, T0) == "OK"
+    assert await start_job(store, epoch, job_id, "n1", [0], 1.0, T0) == "OK"
     assert (await job_of(store, job_id)).est_start is None

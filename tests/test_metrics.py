@@ -26,7 +26,7 @@ from scheduler.policy.cycle import priorities
 from scheduler.shares import share_inputs
 from scheduler.store import Store
 from scheduler.views import node_view, pending_view
-from tests.builders import A100, T0, job_of, lead, report, started, submit_one
+from tests.builders import A100, T0, job_of, lead, report, start_job, started, submit_one
 
 CONTRACT = Path(__file__).resolve().parent.parent / "docs" / "metrics.md"
 
@@ -188,12 +188,13 @@ async def test_admissions_waits_and_preemptions_survive_a_new_coordinator(
     epoch = await lead(store)
     await store.heartbeat(report("n1", gpus=2), now=T0)
     job_id = await submit_one(store, now=T0, account="lab", qos="scavenger")
-    assert await store.start(epoch, job_id, "n1", [0], 1.0, T0 + 40) == "OK"  # waited 40 s
+    assert await start_job(store, epoch, job_id, "n1", [0], 1.0, T0 + 40) == "OK"  # waited 40 s
     assert await store.mark_running(epoch, job_id, T0 + 41) == "OK"
     assert await store.request_stop(epoch, job_id, JobState.PREEMPTED, T0 + 50) == "OK"
     assert await store.request_stop(epoch, job_id, JobState.PREEMPTED, T0 + 51) != "OK"
     assert await store.requeue(epoch, await job_of(store, job_id), "Preempted", T0 + 100) == "OK"
-    assert await store.start(epoch, job_id, "n1", [1], 1.0, T0 + 103) == "OK"  # 3 s since requeue
+    # 3 s since the requeue:
+    assert await start_job(store, epoch, job_id, "n1", [1], 1.0, T0 + 103) == "OK"
 
     # Another coordinator process, later, under a new leader: the same counts.
     other = Store.from_url(valkey_url, store.keys.prefix)

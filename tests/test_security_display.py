@@ -16,6 +16,7 @@ from rich.console import Console
 
 from scheduler.cli.common import markup, plain
 from scheduler.cli.top import TopData, render
+from tests.builders import start_job
 from tests.security_server import ApiServer
 
 NAMES = ["[/x]", "[bold red]loud[/]", "[link=http://evil]x[/link]", "ends\\", "ok [/] ["]
@@ -34,7 +35,8 @@ def server(valkey_url: str) -> Iterator[ApiServer]:
     async def start_some() -> None:  # as the coordinator would: top shows running jobs' names
         epoch = await srv.store.lease("test", 60_000)
         for index, job_id in enumerate(ids[:3]):
-            assert await srv.store.start(epoch, job_id, "n1", [index], 1.0, time.time()) == "OK"
+            now = time.time()
+            assert await start_job(srv.store, epoch, job_id, "n1", [index], 1.0, now) == "OK"
 
     srv.run(start_some())
     yield srv

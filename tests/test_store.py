@@ -21,6 +21,7 @@ from tests.builders import (
     lead,
     report,
     spec,
+    start_job,
     started,
     submit_one,
     usage_totals,
@@ -144,7 +145,7 @@ async def test_start(store: Store, case: StartCase) -> None:
     job_id = await submit_one(store, gpus=2)
     before = await alloc(store)
 
-    result = await store.start(epoch + case.epoch_delta, job_id, case.node, case.indices, 3.0,
+    result = await start_job(store, epoch + case.epoch_delta, job_id, case.node, case.indices, 3.0,
                                T0 + 1)
 
     assert result == case.expected
@@ -171,7 +172,7 @@ async def test_start_refused_on_node_that_is_not_up(store: Store, node_state: No
     else:
         await store.r.hset(store.keys.node("n1"), "state", "DRAIN")
     job_id = await submit_one(store)
-    assert await store.start(epoch, job_id, "n1", [0], 1.0, T0) == "NODE_NOT_UP"
+    assert await start_job(store, epoch, job_id, "n1", [0], 1.0, T0) == "NODE_NOT_UP"
     assert (await job_of(store, job_id)).state is JobState.PENDING
     assert await alloc(store) == {}
 
@@ -181,11 +182,11 @@ async def test_start_requires_pending(store: Store) -> None:
     await store.heartbeat(report("n1", gpus=4), now=T0)
     job_id = await started(store, epoch, [0])
     # Already running: a second start must not take more GPUs.
-    assert await store.start(epoch, job_id, "n1", [1], 1.0, T0) == "NOT_PENDING"
+    assert await start_job(store, epoch, job_id, "n1", [1], 1.0, T0) == "NOT_PENDING"
     cancelled = await submit_one(store)
     assert await store.cancel(cancelled, "alice", False, T0) == "CANCELLED"
-    assert await store.start(epoch, cancelled, "n1", [2], 1.0, T0) == "NOT_PENDING"
-    assert await store.start(epoch, "no-such-job", "n1", [3], 1.0, T0) == "NOT_PENDING"
+    assert await start_job(store, epoch, cancelled, "n1", [2], 1.0, T0) == "NOT_PENDING"
+    assert await start_job(store, epoch, "no-such-job", "n1", [3], 1.0, T0) == "NOT_PENDING"
     assert await alloc(store) == {"0": job_id}
 
 
@@ -195,7 +196,7 @@ async def test_concurrent_starts_never_share_an_index(store: Store) -> None:
     ids = await store.submit([spec() for _ in range(12)], token="many", now=T0)
     # Every job races for index (i % 4): exactly one winner per index.
     results = await asyncio.gather(
-        *(store.start(epoch, job_id, "n1", [i % 4], 1.0, T0) for i, job_id in enumerate(ids))
+        *(start_job(store, epoch, job_id, "n1", [i % 4], 1.0, T0) for i, job_id in enumerate(ids))
     )
     assert results.count("OK") == 4 and results.count("GPU_BUSY") == 8
     holders = await alloc(store)
@@ -211,7 +212,7 @@ async def test_start_refuses_repeated_indices(store: Store) -> None:
     epoch = await lead(store)
     await store.heartbeat(report("n1", gpus=4), now=T0)
     job_id = await submit_one(store, gpus=2)
-    assert await store.start(epoch, job_id, "n1", [0, 0], 1.0, T0) != "OK"
+    assert await start_job(store, epoch, job_id, "n1", [0, 0], 1.0, T0) != "OK"
 
 
 # ------------------------------------------------------------------------------ mark_running
@@ -298,7 +299,7 @@ async def test_finish_with_stale_job_view_still_frees_the_gpus_it_holds(store: S
     job_id = await started(store, epoch, [1], node="n1")
     stale_view = await job_of(store, job_id)  # node n1
     assert await store.requeue(epoch, stale_view, "NodeLost", T0 + 1) == "OK"
-    assert await store.start(epoch, job_id, "n2", [0], 1.0, T0 + 2) == "OK"
+    assert await start_job(store, epoch, job_id, "n2", [0], 1.0, T0 + 2) == "OK"
 
     result = await store.finish(epoch, stale_view, JobState.SUCCEEDED, 0, "Completed", T0 + 9)
 
@@ -466,7 +467,7 @@ async def test_requeue_puts_job_back_to_pending_with_gpus_freed(store: Store) ->
     assert job.gpu_seconds == pytest.approx(20.0)  # the 10 s it ran on 2 GPUs are charged
 
     # It can start again elsewhere, and a second requeue counts again.
-    assert await store.start(epoch, job_id, "n1", [0, 3], 1.0, T0 + 20) == "OK"
+    assert await start_job(store, epoch, job_id, "n1", [0, 3], 1.0, T0 + 20) == "OK"
     assert await store.requeue(epoch, await job_of(store, job_id), "LaunchFailed", T0 + 21) == "OK"
     assert (await job_of(store, job_id)).restarts == 2
     assert await alloc(store) == {}
@@ -666,7 +667,7 @@ async def test_node_down_only_when_heartbeat_is_older_than_cutoff(store: Store) 
     node = (await store.nodes())[0]
     assert node.state is NodeState.UP and node.last_heartbeat == T0 + 40
     job_id = await submit_one(store)
-    assert await store.start(epoch, job_id, "n1", [0], 1.0, T0 + 41) == "OK"
+    assert await start_job(store, epoch, job_id, "n1", [0], 1.0, T0 + 41) == "OK"
 
 
 async def test_heartbeat_keeps_a_drained_node_drained(store: Store) -> None:
@@ -706,10 +707,10 @@ async def test_lease_epochs_and_fencing(store: Store) -> None:
     # The old leader's epoch is now stale: its writes are refused and write nothing.
     await store.heartbeat(report("n1", gpus=2), now=T0)
     job_id = await submit_one(store)
-    assert await store.start(1, job_id, "n1", [0], 1.0, T0) == "STALE_EPOCH"
+    assert await start_job(store, 1, job_id, "n1", [0], 1.0, T0) == "STALE_EPOCH"
     assert (await job_of(store, job_id)).state is JobState.PENDING
     assert await alloc(store) == {}
-    assert await store.start(new_epoch, job_id, "n1", [0], 1.0, T0) == "OK"
+    assert await start_job(store, new_epoch, job_id, "n1", [0], 1.0, T0) == "OK"
 
 
 async def test_lease_renewal_extends_the_ttl(store: Store) -> None:
@@ -766,7 +767,7 @@ async def test_requeue_gives_the_next_attempt_a_new_record(store: Store) -> None
     await store.report_runs("n1", {job_id: RunStatus(0, "RUNNING", T0)})
     assert await store.requeue(epoch, await job_of(store, job_id), "NodeLost", T0 + 5) == "OK"
     assert await store.node_orders("n1") == ({}, {}, {})
-    assert await store.start(epoch, job_id, "n1", [3], 1.0, T0 + 6) == "OK"
+    assert await start_job(store, epoch, job_id, "n1", [3], 1.0, T0 + 6) == "OK"
     runs, _, _ = await store.node_orders("n1")
     assert (runs[job_id].attempt, runs[job_id].key) == (1, f"{job_id}.1")
     # The earlier attempt's report is not this attempt's.

@@ -164,13 +164,11 @@ class Store:
         return Outcome(await self._run("hold", keys, args))
 
     async def start(
-        self, epoch: int, job: Job | str, node: str, indices: Sequence[int], weight: float,
+        self, epoch: int, job: Job, node: str, indices: Sequence[int], weight: float,
         now: float,
     ) -> Outcome:
-        """Allocate `indices` of `node` to `job` and hand its node the start record, at once.
-        Given only a job id, reads the job first (the script still checks its state)."""
-        if isinstance(job, str):
-            job = await self.get_job(job) or Job(job, "", "", JobState.FAILED, 0, [], 0.0, 0)
+        """Allocate `indices` of `node` to `job` (as last read: the script checks its state)
+        and hand its node the start record, at once."""
         keys = [
             self.keys.job(job.id), self.keys.waiting, self.keys.active, self.keys.node(node),
             self.keys.node_alloc(node), self.keys.epoch, self.keys.stats,
