@@ -58,7 +58,6 @@ from scheduler.views import pending_view
 log = logging.getLogger(__name__)
 
 LEASE_TTL_MS = 5000
-STARTING_POLL_S = 0.5  # agents also wake the leader on every start and exit
 STOP_RETRY_S = 5.0
 RETENTION_INTERVAL_S = 60.0
 RETENTION_BATCHES = 20  # per pass: up to 4,000 jobs a minute, far above any lab's rate
@@ -145,27 +144,26 @@ class Coordinator:
 
     async def cycle_loop(self) -> None:
         while True:
-            has_starting = False
             began = time.monotonic()
             if self.is_leader:
                 try:
-                    has_starting = await self.cycle(time.time())
+                    await self.cycle(time.time())
                 except Exception:
                     log.exception("scheduling cycle failed; retrying")
             # Under a stream of submissions, leave the API at least twice a cycle's time.
             spent = time.monotonic() - began
             await asyncio.sleep(max(MIN_CYCLE_GAP_S - spent, 2 * spent))
-            timeout = STARTING_POLL_S if has_starting else self.settings.cycle_interval_s
+            # Starts and ends on the nodes kick a cycle at once (`wake_loop`): no early polls.
             try:
-                await asyncio.wait_for(self.kick.wait(), timeout)
+                await asyncio.wait_for(self.kick.wait(), self.settings.cycle_interval_s)
             except TimeoutError:
                 pass
             self.kick.clear()
 
     # ------------------------------------------------------------------ one cycle
 
-    async def cycle(self, now: float) -> bool:
-        """One pass. Returns whether jobs are still STARTING (so the runner polls sooner).
+    async def cycle(self, now: float) -> None:
+        """One pass.
 
         The cluster is read once (`read_cluster`), and again only if this cycle's own
         transitions changed it (a job ended or was requeued: its GPUs are free for phase 5)."""
@@ -183,13 +181,10 @@ class Coordinator:
         await self._retain(epoch, now)
         if changed:
             state = await read_cluster(self.store, now)
-        launched = await self._decide(epoch, state)
+        await self._decide(epoch, state)
         self.last_cycle_s = time.perf_counter() - began
         self.cycle_durations.observe(self.last_cycle_s)
         self.cycles += 1
-        # Jobs that were STARTING before the watch may be RUNNING now: one early poll too many
-        # costs little, and saves reading every active job again.
-        return launched > 0 or any(j.state == JobState.STARTING for j in state.active)
 
     async def _check_nodes(
         self, epoch: int, nodes: Sequence[Node], active: Sequence[Job], now: float
@@ -323,13 +318,13 @@ class Coordinator:
             del self._waiting_cache[job_id]
         return [self._waiting_cache[j] for j in ids if j in self._waiting_cache]
 
-    async def _decide(self, epoch: int, state: ClusterState) -> int:
-        """Schedule the waiting jobs; returns how many were started."""
+    async def _decide(self, epoch: int, state: ClusterState) -> None:
+        """Schedule the waiting jobs: each start is one fenced script (GPUs and start record)."""
         now = state.now
         waiting = await self._waiting_jobs()
         if not waiting:
             self.free_gpus = -1
-            return 0
+            return
         # Held-by-a-person jobs are not in the queue the policy schedules.
         snapshot = build_snapshot(state, [view for _, view in waiting], self.settings)
         nodes, active = state.nodes, state.active
@@ -341,7 +336,6 @@ class Coordinator:
         # Start from fresh records: a cached request is stale if the job was requeued since.
         fresh = {j.id: j for j in await self.store.get_jobs([st.job_id for st in decisions.starts])}
         models = {n.name: n.gpu_model for n in nodes}
-        started = 0
         for start in decisions.starts:
             job = fresh.get(start.job_id)
             if job is None or job.state not in (JobState.PENDING, JobState.HELD) or job.hold:
@@ -350,13 +344,10 @@ class Coordinator:
             if job.qos == "scavenger":
                 weight *= self.settings.scavenger_billing_factor
             result = await self.store.start(epoch, job, start.node, start.indices, weight, now)
-            if result == "OK":
-                started += 1
-            else:
+            if result != "OK":
                 log.info("start of job %s refused: %s", start.job_id, result)
         await self._preempt(epoch, decisions.preemptions, {j.id: j for j in active}, now)
         await self._write_reasons(decisions.reasons, decisions.estimates)
-        return started
 
     async def _preempt(self, epoch: int, plans: Sequence[Preemption], active: dict[str, Job],
                        now: float) -> None:
