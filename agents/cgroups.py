@@ -61,7 +61,7 @@ def cgroup2_mount(mountinfo: str = "/proc/self/mountinfo") -> Path | None:
     return None
 
 
-def own_cgroup(pid: int | str = "self") -> str | None:
+def cgroup_of(pid: int | str = "self") -> str | None:
     """The v2 path (`/system.slice/labq-agent.service`) of a process, or None."""
     try:
         for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
@@ -80,15 +80,17 @@ def detect(node: str, configured: str = "auto") -> Layout:
     mount = cgroup2_mount()
     if mount is None:
         return Layout("none", None)
+    own = cgroup_of()
+    here = mount / own.lstrip("/") if own is not None else None  # the agent's own group
     if configured != "auto":
         root = Path(configured)
-    elif os.environ.get("INVOCATION_ID") and (own := own_cgroup()) not in (None, "/"):
-        root = mount / str(own).lstrip("/")  # systemd delegated this service's cgroup to us
+    elif os.environ.get("INVOCATION_ID") and own not in (None, "/") and here is not None:
+        root = here  # systemd delegated this service's cgroup to us
     else:
         root = mount / "labq" / node
     try:
         root.mkdir(parents=True, exist_ok=True)
-        if own_cgroup() is not None and mount / str(own_cgroup()).lstrip("/") == root:
+        if here == root:
             # cgroup v2: no processes in a group whose children get controllers.
             (root / "agent").mkdir(exist_ok=True)
             (root / "agent" / "cgroup.procs").write_text(str(os.getpid()))

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from agents.cgroups import Layout, job_of_cgroup
+from agents.cgroups import Layout, cgroup_of, job_of_cgroup
 from agents.runner import RunSpec, RunState, parent_of
 from scheduler import noderun
 from scheduler.noderun import RunStatus, StartRecord
@@ -239,7 +239,7 @@ def job_of_process(pid: int, runners: dict[int, str], by_cgroup: bool = True) ->
     make or move a process into), else by its place in the process tree (a descendant of a
     runner in `runners`, runner pid -> job id; a subreaper runner inherits its orphans). Never
     by the environment, which the process controls."""
-    path = _cgroup_path(pid) if by_cgroup else None
+    path = cgroup_of(pid) if by_cgroup else None
     if path:
         key = job_of_cgroup(path)
         if key:
@@ -251,16 +251,6 @@ def job_of_process(pid: int, runners: dict[int, str], by_cgroup: bool = True) ->
             return runners[current]
         current = parent_of(current)
         seen += 1
-    return None
-
-
-def _cgroup_path(pid: int) -> str | None:
-    try:
-        for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
-            if line.startswith("0::"):
-                return line[3:]
-    except OSError:
-        pass
     return None
 
 
