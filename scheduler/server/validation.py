@@ -151,17 +151,17 @@ def check_token(value: Any) -> str | None:
 
 
 def check_account_name(name: Any) -> str:
-    if not isinstance(name, str) or not _NAME.match(name):
-        shown = name if isinstance(name, str) and len(name) <= MAX_NAME else "given"
-        raise InputError(f"bad --account {shown!r}: use at most 64 letters, digits, '_', '.', "
-                         "'-', '@'")
-    return name
+    return _check_name(name, "--account")
 
 
 def check_user_name(name: Any) -> str:
+    return _check_name(name, "user name")
+
+
+def _check_name(name: Any, what: str) -> str:
     if not isinstance(name, str) or not _NAME.match(name):
         shown = name if isinstance(name, str) and len(name) <= MAX_NAME else "given"
-        raise InputError(f"bad user name {shown!r}: use at most 64 letters, digits, '_', '.', "
+        raise InputError(f"bad {what} {shown!r}: use at most 64 letters, digits, '_', '.', "
                          "'-', '@'")
     return name
 
