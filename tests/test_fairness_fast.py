@@ -3,7 +3,8 @@
 `fairnow.job_levels` (one pass per tree level, runs merged by one sort, the account tree kept
 between cycles) is checked against `fairnow.reference_job_levels` (the first, plain version:
 per-account lists merged with `heapq.merge`, the tree rebuilt every cycle), and the whole
-`schedule()` with the fast factors against `schedule()` with the reference ones.
+`schedule()` with the fast factors and totals (one sort, one pass) against `schedule()` with
+the reference ones (`cycle.reference_fair_now_factors`, `cycle.reference_totals`).
 """
 
 from __future__ import annotations
@@ -113,10 +114,17 @@ def test_schedule_decides_what_the_reference_decides(monkeypatch: pytest.MonkeyP
     fast = [(schedule(snap), schedule(snap, max_estimates=0, explain=False),
              cycle.priorities(snap)[1]) for snap in SNAPSHOTS]
     monkeypatch.setattr(cycle, "_fair_now_factors", cycle.reference_fair_now_factors)
+    monkeypatch.setattr(cycle, "_fair_now_totals",
+                        lambda snap, largest: cycle.reference_totals(snap))
     for snap, (full, quick, ranked) in zip(SNAPSHOTS, fast, strict=True):
         _same(full, schedule(snap))
         _same(quick, schedule(snap, max_estimates=0, explain=False))
         assert ranked == cycle.priorities(snap)[1]  # every factor, exactly
+
+
+def test_totals_equal_the_reference_exactly() -> None:
+    for snap in SNAPSHOTS:
+        assert cycle._totals(snap) == cycle.reference_totals(snap)  # the same floats, and band
 
 
 def test_a_job_id_given_twice_falls_back_to_the_reference() -> None:

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from scheduler.policy.placement import fits_type
 from scheduler.policy.preemption import Preemption, plan_preemptions
 from scheduler.policy.snapshot import NodeView, PendingJob, RunningJob
 
@@ -39,3 +45,85 @@ def test_normal_running_jobs_are_never_victims() -> None:
     running = [RunningJob("a", "u", "lab", 4, "n1", (), 100)]
     assert plan_preemptions([PendingJob("9", "v", "lab", 2, 0.0)], NODES[:1], {"n1": 0},
                             running) == []
+
+
+def reference_plan_preemptions(blocked: list[PendingJob], nodes: tuple[NodeView, ...],
+                               free_after: dict[str, int], running: list[RunningJob]
+                               ) -> list[Preemption]:
+    """`plan_preemptions` as first written (a scan of every victim per node and job), the
+    reference the faster one (running sums, candidates per GPU type) is held to."""
+    by_node: dict[str, list[RunningJob]] = {}
+    for held in running:
+        if held.qos == "scavenger":
+            by_node.setdefault(held.node, []).append(held)
+    for victims in by_node.values():
+        victims.sort(key=lambda j: -j.ends_at)
+    taken: set[str] = set()
+    plans = []
+    free = dict(free_after)
+    candidates = sorted((n for n in nodes if n.up and n.name in by_node), key=lambda n: n.name)
+    untaken = sum(len(v) for v in by_node.values())
+    smallest_failed: dict[str | None, int] = {}
+    for job in blocked:
+        if untaken == 0:
+            break
+        if job.qos == "scavenger" or job.gpus >= smallest_failed.get(job.gpu_type,
+                                                                       job.gpus + 1):
+            continue
+        best: tuple[int, str, list[RunningJob]] | None = None
+        for node in candidates:
+            if node.gpus_usable < job.gpus or not fits_type(job, node):
+                continue
+            need = job.gpus - free.get(node.name, 0)
+            if need <= 0:
+                continue
+            chosen, got = [], 0
+            for victim in by_node[node.name]:
+                if got >= need:
+                    break
+                if victim.id not in taken:
+                    chosen.append(victim)
+                    got += sum(1 for i in victim.indices if i not in node.unhealthy) \
+                        if victim.indices else victim.gpus
+            if got >= need and (best is None or (got, node.name) < (best[0], best[1])):
+                best = (got, node.name, chosen)
+                if got == need:
+                    break
+        if best is None:
+            smallest_failed[job.gpu_type] = job.gpus
+            continue
+        got, node_name, chosen = best
+        taken.update(v.id for v in chosen)
+        untaken -= len(chosen)
+        free[node_name] = free.get(node_name, 0) + got - job.gpus
+        plans.append(Preemption(job.id, node_name, tuple(v.id for v in chosen)))
+    return plans
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_plans_are_the_references_on_random_clusters(seed: int) -> None:
+    rng = random.Random(seed)
+    nodes = tuple(NodeView(f"n{i}", rng.choice(("A100-80GB", "RTX3090")), 8, (),
+                           up=rng.random() < 0.9,
+                           unhealthy=tuple(rng.sample(range(8), rng.choice((0, 0, 1, 2)))))
+                  for i in range(rng.randint(1, 8)))
+    running, used = [], {n.name: 0 for n in nodes}
+    for r in range(rng.randint(0, 30)):
+        node = rng.choice(nodes)
+        gpus = rng.choice((1, 1, 2, 4))
+        if used[node.name] + gpus > 8:
+            continue
+        indices = tuple(range(used[node.name], used[node.name] + gpus))
+        used[node.name] += gpus
+        running.append(RunningJob(f"r{r}", "s", "lab", gpus, node.name,
+                                  indices if rng.random() < 0.8 else (),
+                                  float(rng.choice((10, 20, 30, 40))),
+                                  rng.choice(("scavenger", "scavenger", "normal"))))
+    free = {n.name: 8 - used[n.name] - rng.randint(0, 8 - used[n.name]) for n in nodes}
+    blocked = [PendingJob(str(i), "u", "lab", rng.choice((1, 2, 3, 4, 8)), 0.0,
+                          rng.choice((None, "A100", "RTX3090")),
+                          rng.choice(("normal",) * 5 + ("scavenger",)))
+               for i in range(rng.randint(0, 25))]
+    assert plan_preemptions(blocked, nodes, free, running) == \
+        reference_plan_preemptions(blocked, nodes, free, running)

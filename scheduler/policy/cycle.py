@@ -15,6 +15,7 @@ from scheduler.policy.fairnow import (
     job_levels,
     own_order,
     reference_job_levels,
+    snapshot_loads,
     within_share,
 )
 from scheduler.policy.fairshare import FAIR_TREE, FairShareTable, compute_fairshare
@@ -86,15 +87,70 @@ def _totals(snapshot: Snapshot) -> tuple[dict[str, float], set[str] | None]:
             fairshare=per_job[job.id], submitted_at=job.submitted_at,
             gpus=job.gpus, qos=job.qos, now=snapshot.now, largest_node_gpus=largest,
             weights=w, qos_factors=inputs.qos_factors) for job in snapshot.pending}, within
-    rest = _rest(snapshot, largest)
     if inputs.algorithm == FAIR_NOW:
-        factors, within = _fair_now_factors(snapshot)
-        return _in_own_order(snapshot, {job_id: value + w.fairshare * factors[job_id]
-                                        for job_id, value in rest.items()}), within
+        return _fair_now_totals(snapshot, largest)
+    rest = _rest(snapshot, largest)
     _, by_user = _fairshare(snapshot)
     fs = {key: w.fairshare * min(1.0, max(0.0, f)) for key, f in by_user.items()}
     return {job.id: rest[job.id] + fs[(job.account, job.user)]
             for job in snapshot.pending}, None
+
+
+def _fair_now_totals(snapshot: Snapshot, largest: int
+                     ) -> tuple[dict[str, float], set[str] | None]:
+    """`reference_totals` under fair_now (max_age_s > 0) in one pass over the queue in each
+    user's own order: the order `job_levels` sorts by is the order `_in_own_order` caps in,
+    so the queue is sorted once, and the level, age, size, QOS, the factor and the cap are
+    one loop. Every float is computed by the same expression as in the reference (the tests
+    compare them exactly)."""
+    inputs = snapshot.shares
+    assert inputs is not None
+    w = inputs.weights
+    order = sorted(snapshot.pending, key=own_order)
+    keys = [(job.account, job.user) for job in order]
+    levels = snapshot_loads(snapshot).level_list(keys, [job.gpus for job in order])
+    if levels is None:
+        return reference_totals(snapshot)
+    table = _tree_table(snapshot)
+    p = inputs.past_weight
+    now_weight = 1.0 - p
+    now, width, max_age, fairshare = snapshot.now, max(1, largest), w.max_age_s, w.fairshare
+    age, size = w.age, w.size
+    qos = {name: w.qos * min(1.0, max(0.0, f)) for name, f in inputs.qos_factors.items()}
+    past: dict[tuple[str, str], float] = {}
+    previous: dict[tuple[str, str], float] = {}
+    totals: dict[str, float] = {}
+    within: set[str] = set()
+    for job, key, x in zip(order, keys, levels, strict=True):
+        if key not in past:
+            past[key] = p * table.factor(*key)
+        factor = now_weight * 2.0 ** -max(0.0, x) + past[key] if isfinite(x) else 0.0
+        total = ((age * min(1.0, max(0.0, now - job.submitted_at) / max_age)
+                  + size * min(1.0, max(0.0, job.gpus / width)) + qos.get(job.qos, 0.0))
+                 + fairshare * factor)
+        cap = previous.get(key)
+        if cap is not None and total >= cap:
+            total = cap - 1e-6
+        previous[key] = totals[job.id] = total
+        if x < 1.0:
+            within.add(job.id)
+    if len(totals) != len(order):  # a job id given twice: only the reference handles that
+        return reference_totals(snapshot)
+    return totals, within
+
+
+def reference_totals(snapshot: Snapshot) -> tuple[dict[str, float], set[str] | None]:
+    """`_totals` under fair_now as first written: the factors (`_fair_now_factors`), then
+    age, size and QOS (`_rest`), then the cap in each user's own order (`_in_own_order`);
+    the reference the tests hold `_fair_now_totals` to."""
+    inputs = snapshot.shares
+    assert inputs is not None and inputs.algorithm == FAIR_NOW
+    if inputs.weights.max_age_s <= 0:
+        return _totals(snapshot)
+    rest = _rest(snapshot, _largest(snapshot))
+    factors, within = _fair_now_factors(snapshot)
+    return _in_own_order(snapshot, {job_id: value + inputs.weights.fairshare * factors[job_id]
+                                    for job_id, value in rest.items()}), within
 
 
 def _in_own_order(snapshot: Snapshot, totals: dict[str, float]) -> dict[str, float]:
@@ -372,12 +428,15 @@ class _Held:
 
     def __init__(self, snapshot: Snapshot) -> None:
         self.limits = snapshot.limits
+        self.capped = bool(self.limits.user_gpus or self.limits.account_gpus)
         self.user: dict[str, int] = {}
         self.account: dict[str, int] = {}
         for job in snapshot.running:
             self._count(job.user, job.account, job.gpus)
 
     def _count(self, user: str, account: str, gpus: int) -> None:
+        if not self.capped:  # nothing to hold against: no need to count
+            return
         self.user[user] = self.user.get(user, 0) + gpus
         for name in self.limits.account_chain(account):
             self.account[name] = self.account.get(name, 0) + gpus
@@ -386,6 +445,8 @@ class _Held:
         self._count(job.user, job.account, job.gpus)
 
     def over_limit(self, job: PendingJob) -> Reason | None:
+        if not self.capped:
+            return None
         cap = self.limits.user_gpus.get(job.user)
         if cap is not None and self.user.get(job.user, 0) + job.gpus > cap:
             return Reason("UserGpuLimit", f"{job.user} may hold {cap} GPUs at once and holds "

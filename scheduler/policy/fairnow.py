@@ -35,10 +35,10 @@ from __future__ import annotations
 
 import heapq
 import math
-import operator
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import accumulate, islice, repeat
+from functools import cached_property
+from typing import Protocol
 
 from scheduler.policy.fairshare import ROOT, Account, Assoc, resolve_parents
 from scheduler.policy.snapshot import PendingJob, ShareInputs, Snapshot
@@ -89,102 +89,127 @@ def factor_of(level: float) -> float:
     return float(2.0 ** -max(0.0, level))
 
 
-@dataclass(frozen=True)
-class Holding:
-    """What a running job contributes: its association, GPUs and QOS."""
+class Holding(Protocol):
+    """What a running job contributes (a `snapshot.RunningJob` is one): its association,
+    GPUs and QOS."""
 
-    account: str
-    user: str
-    gpus: int
-    qos: str = "normal"
+    @property
+    def account(self) -> str: ...
+    @property
+    def user(self) -> str: ...
+    @property
+    def gpus(self) -> int: ...
+    @property
+    def qos(self) -> str: ...
 
 
 @dataclass(frozen=True)
 class Standing:
     """Every active association's and account's load and entitlement now, and the tree."""
 
-    users: dict[Key, UserLoad]
+    held: dict[Key, float]  # GPUs held now (normal QOS), by associations that hold any
+    entitled: dict[Key, float]  # fair GPUs now, of every active association
     account_load: dict[str, float]  # GPUs held, sub-accounts included
     account_entitled: dict[str, float]
     tree: _Tree
+    capacity: float
+
+    @cached_property
+    def users(self) -> dict[Key, UserLoad]:
+        """Every active association's `UserLoad` (made only when asked: the cycle needs just
+        `held` and `entitled`)."""
+        return {key: UserLoad(
+            account=key[0], user=key[1], held=self.held.get(key, 0.0), entitled=entitled,
+            account_held=self.account_load.get(key[0], 0.0),
+            account_entitled=self.account_entitled.get(key[0], 0.0), capacity=self.capacity)
+            for key, entitled in self.entitled.items()}
 
     def levels(self, ordered: Iterable[tuple[str, Key, int]]) -> dict[str, float]:
         """Each job's x, given jobs as (id, association, GPUs) in each association's own
         queue order (see the module docstring: the hierarchical progressive filling)."""
-        mine: dict[Key, tuple[list[str], list[int]]] = {}
-        count = 0
+        ids: list[str] = []
+        keys: list[Key] = []
+        sizes: list[int] = []
         for job_id, key, gpus in ordered:
-            if key not in mine:
-                mine[key] = ([], [])
-            ids, sizes = mine[key]
             ids.append(job_id)
+            keys.append(key)
             sizes.append(gpus)
-            count += 1
-        x: dict[str, float] = {}
-        self._fill(ROOT, mine, x)
-        if len(x) != count:  # a job id given twice: only the reference handles that
-            return self.reference_levels(
-                (job_id, key, gpus) for key, (ids, sizes) in mine.items()
-                for job_id, gpus in zip(ids, sizes, strict=True))
+        x = self.level_list(keys, sizes)
+        out = dict(zip(ids, x, strict=True)) if x is not None else {}
+        if x is None or len(out) != len(ids):  # a job id given twice, or a negative size
+            return self.reference_levels(zip(ids, keys, sizes, strict=True))
+        return out
+
+    def level_list(self, keys: Sequence[Key], sizes: Sequence[int]) -> list[float] | None:
+        """`levels` by position: job i of association keys[i] asks for sizes[i] GPUs, the
+        jobs in each association's own queue order; None if a size is negative (only the
+        reference handles that)."""
+        if sizes and min(sizes) < 0:
+            return None
+        mine: dict[Key, list[int]] = {}
+        for i, key in enumerate(keys):
+            run = mine.get(key)
+            if run is None:
+                mine[key] = [i]
+            else:
+                run.append(i)
+        x = [0.0] * len(keys)
+        self._fill(ROOT, mine, sizes, x)
         return x
 
-    def _fill(self, account: str, mine: Mapping[Key, tuple[list[str], list[int]]],
-              x: dict[str, float]) -> tuple[list[str], list[int]]:
-        """`_reference_merge` with the same result, in a few passes over plain lists: a lone
-        run is returned as it is (an account's jobs have their x from below already), and
-        runs are merged by one stable sort of their levels, which is the reference's
-        `heapq.merge` on (level, run, ...) while each run's levels strictly increase;
-        otherwise by `heapq.merge`. Job ids are assumed distinct (`levels` checks)."""
+    def _fill(self, account: str, mine: Mapping[Key, list[int]], sizes: Sequence[int],
+              x: list[float]) -> list[int]:
+        """`_reference_merge` with the same result, on job positions and in one pass per
+        job and tree level: the account's jobs in the order progressive filling takes them
+        (x set on the way). Each run's levels never decrease (sizes are >= 0), so the
+        reference's `heapq.merge` on (level, run, ...) is one stable sort by level of the
+        runs laid end to end; a lone run is returned as it is (an account's jobs have their
+        x from below already; a user's get their own level)."""
         tree = self.tree
-        lists: list[tuple[list[str], list[int], float, float, bool]] = []
+        runs: list[tuple[list[int], float, float, bool]] = []
         for child in tree.child_accounts.get(account, ()):
             if child in self.account_entitled:
-                ids, sizes = self._fill(child, mine, x)
-                if ids:
-                    lists.append((ids, sizes, self.account_load.get(child, 0.0),
-                                  self.account_entitled[child], False))
-        users = self.users
+                jobs = self._fill(child, mine, sizes, x)
+                if jobs:
+                    runs.append((jobs, self.account_load.get(child, 0.0),
+                                 self.account_entitled[child], False))
+        held, entitled = self.held, self.entitled
         for key in tree.child_users.get(account, ()):
-            if key in mine and key in users:
-                user = users[key]
-                lists.append((*mine[key], user.held, user.entitled, True))
-        if not lists:
-            return [], []
-        rivals = len(lists) > 1
-        all_ids: list[str] = []
-        all_sizes: list[int] = []
-        all_levels: list[float] = []
-        strict = True
-        for ids, sizes, load, entitled, leaf in lists:
-            if not rivals and not leaf:
-                return ids, sizes
-            if entitled > 0:
-                levels = [(load + ahead) / entitled
-                          for ahead in accumulate(sizes, initial=0.0)]
-                levels.pop()
-            else:
-                levels = [math.inf] * len(ids)
-            # x = max(x so far, level); a user's jobs have none so far (0.0 in the reference)
-            before = repeat(0.0) if leaf else map(x.__getitem__, ids)
-            x.update(zip(ids, map(max, before, levels), strict=True))
-            if not rivals:
-                return ids, sizes
-            strict = strict and levels[0] > -math.inf and all(
-                map(operator.gt, islice(levels, 1, None), levels))
-            all_ids += ids
-            all_sizes += sizes
-            all_levels += levels
-        if strict:  # ties only between runs, which a stable sort keeps in run order
-            order = sorted(range(len(all_ids)), key=all_levels.__getitem__)
-            return (list(map(all_ids.__getitem__, order)),
-                    list(map(all_sizes.__getitem__, order)))
-        runs, start = [], 0
-        for n, (ids, *_rest) in enumerate(lists):
-            runs.append([(all_levels[i], n, all_ids[i], all_sizes[i])
-                         for i in range(start, start + len(ids))])
-            start += len(ids)
-        merged = list(heapq.merge(*runs))
-        return [job_id for _, _, job_id, _ in merged], [gpus for _, _, _, gpus in merged]
+            if key in mine and key in entitled:
+                runs.append((mine[key], held.get(key, 0.0), entitled[key], True))
+        if len(runs) == 1:
+            jobs, load, share, leaf = runs[0]
+            if leaf:  # x = max(0, level) of a user's jobs, rivals or not
+                self._levels(jobs, load, share, sizes, x, None)
+            return jobs
+        merged: list[int] = []
+        levels: list[float] = []
+        for jobs, load, share, _ in runs:
+            merged += jobs
+            self._levels(jobs, load, share, sizes, x, levels)
+        order = sorted(range(len(merged)), key=levels.__getitem__)
+        return [merged[k] for k in order]
+
+    @staticmethod
+    def _levels(jobs: list[int], load: float, share: float, sizes: Sequence[int],
+                x: list[float], out: list[float] | None) -> None:
+        """Each job's level in its run, (load + GPUs ahead in the run) / share (inf for a
+        share of 0), raising x to it; appended to `out` when given. GPU counts are whole
+        numbers, so the running sum is exactly the reference's load + ahead."""
+        if share <= 0:
+            for j in jobs:
+                x[j] = math.inf
+            if out is not None:
+                out += [math.inf] * len(jobs)
+            return
+        ahead = load
+        for j in jobs:
+            level = ahead / share
+            if level > x[j]:
+                x[j] = level
+            if out is not None:
+                out.append(level)
+            ahead += sizes[j]
 
     def reference_levels(self, ordered: Iterable[tuple[str, Key, int]]) -> dict[str, float]:
         """`levels` as first written, kept as the reference the tests hold `levels` to:
@@ -252,12 +277,8 @@ def user_loads(
     for key in demand:
         for name in tree.chain(key[0]):
             account_held[name] = account_held.get(name, 0.0) + held.get(key, 0.0)
-    loads = {key: UserLoad(
-        account=key[0], user=key[1], held=held.get(key, 0.0), entitled=entitled.get(key, 0.0),
-        account_held=account_held.get(key[0], 0.0),
-        account_entitled=account_entitled.get(key[0], 0.0), capacity=capacity)
-        for key in demand}
-    return Standing(loads, account_held, account_entitled, tree)
+    return Standing(held, {key: entitled.get(key, 0.0) for key in demand}, account_held,
+                    account_entitled, tree, capacity)
 
 
 class _Tree:
@@ -310,18 +331,14 @@ class _Tree:
         stack = [(ROOT, capacity)]
         while stack:
             name, gpus = stack.pop()
-            kids: list[tuple[str | Key, float, float]] = [
-                (a, self.shares[a], below[a]) for a in self.child_accounts.get(name, ())
-                if a in below]
-            kids += [(k, self.users[k], demand[k]) for k in self.child_users.get(name, ())
-                     if k in demand]
-            for kid, got in zip(kids, waterfill(gpus, [(w, d) for _, w, d in kids]),
-                                strict=True):
-                if isinstance(kid[0], str):
-                    accounts[kid[0]] = got
-                    stack.append((kid[0], got))
-                else:
-                    users[kid[0]] = got
+            groups = [a for a in self.child_accounts.get(name, ()) if a in below]
+            people = [k for k in self.child_users.get(name, ()) if k in demand]
+            got = waterfill(gpus, [(self.shares[a], below[a]) for a in groups]
+                            + [(self.users[k], demand[k]) for k in people])
+            for group, share in zip(groups, got, strict=False):
+                accounts[group] = share
+                stack.append((group, share))
+            users.update(zip(people, got[len(groups):], strict=True))
         return users, accounts
 
 
@@ -329,10 +346,10 @@ def waterfill(capacity: float, asks: Sequence[tuple[float, float]]) -> list[floa
     """Weighted max-min split of `capacity` among (weight, demand) pairs, each capped at its
     demand; a weight of 0 gets nothing."""
     out = [0.0] * len(asks)
-    order = sorted((i for i, (w, d) in enumerate(asks) if w > 0 and d > 0),
-                   key=lambda i: asks[i][1] / asks[i][0])
-    left, weight_left = capacity, sum(asks[i][0] for i in order)
-    for i in order:
+    # By demand over weight; ties in the order asked (the index).
+    order = sorted((d / w, i) for i, (w, d) in enumerate(asks) if w > 0 and d > 0)
+    left, weight_left = capacity, sum(asks[i][0] for _, i in order)
+    for _, i in order:
         w, d = asks[i]
         out[i] = min(d, left * w / weight_left) if weight_left > 0 else 0.0
         left -= out[i]
@@ -347,7 +364,7 @@ def snapshot_loads(snapshot: Snapshot) -> Standing:
     capacity = float(sum(n.gpus_usable for n in snapshot.nodes if n.up))
     return user_loads(
         inputs.accounts, inputs.assocs,
-        (Holding(r.account, r.user, r.gpus, r.qos) for r in snapshot.running),
+        snapshot.running,
         queued_gpus(snapshot), capacity=capacity, tree=base_tree(inputs))
 
 
@@ -374,13 +391,15 @@ def queued_gpus(snapshot: Snapshot) -> dict[Key, float]:
     return out
 
 
-def job_levels(snapshot: Snapshot) -> tuple[Standing, dict[str, float]]:
-    """Every pending job's x, each association's own jobs taken in this order: normal QOS
-    first, then the fewest GPUs (so a big job of yours that cannot start yet does not count
-    against your small ones that can), then the shortest time limit (your short jobs before
-    your long ones), then the oldest."""
+def job_levels(snapshot: Snapshot, ordered: Sequence[PendingJob] | None = None
+               ) -> tuple[Standing, dict[str, float]]:
+    """Every pending job's x, each association's own jobs taken in this order (`own_order`):
+    normal QOS first, then the fewest GPUs (so a big job of yours that cannot start yet does
+    not count against your small ones that can), then the shortest time limit (your short
+    jobs before your long ones), then the oldest. `ordered`: the pending jobs already sorted
+    so, where the caller has them."""
     loads = snapshot_loads(snapshot)
-    order = sorted(snapshot.pending, key=own_order)
+    order = sorted(snapshot.pending, key=own_order) if ordered is None else ordered
     return loads, loads.levels((j.id, (j.account, j.user), j.gpus) for j in order)
 
 
@@ -390,7 +409,7 @@ def reference_job_levels(snapshot: Snapshot) -> tuple[Standing, dict[str, float]
     inputs = snapshot.shares or ShareInputs()
     loads = user_loads(
         inputs.accounts, inputs.assocs,
-        (Holding(r.account, r.user, r.gpus, r.qos) for r in snapshot.running),
+        snapshot.running,
         queued_gpus(snapshot), capacity=float(sum(n.gpus_usable for n in snapshot.nodes
                                                    if n.up)))
     order = sorted(snapshot.pending, key=own_order)

@@ -8,10 +8,12 @@ scavenger job is preempted for at most one waiting job per cycle.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 
-from scheduler.policy.placement import fits_type
+from scheduler.policy.placement import type_matches
 from scheduler.policy.snapshot import NodeView, PendingJob, RunningJob
 
 SCAVENGER = "scavenger"
@@ -33,46 +35,69 @@ def plan_preemptions(blocked: Iterable[PendingJob], nodes: Sequence[NodeView],
     for held in running:
         if held.qos == SCAVENGER:
             by_node.setdefault(held.node, []).append(held)
-    for victims in by_node.values():  # youngest first: they lose the least work
-        victims.sort(key=lambda j: -j.ends_at)
-    taken: set[str] = set()
+    if not by_node:
+        return []
+    victims: dict[str, _Victims] = {}
+    candidates: list[tuple[str, int, str]] = []  # (name, usable GPUs, model), by name
+    for node in sorted((n for n in nodes if n.up and n.name in by_node), key=lambda n: n.name):
+        # youngest first: they lose the least work
+        ordered = sorted(by_node[node.name], key=lambda j: -j.ends_at)
+        victims[node.name] = _Victims(ordered, [_healthy_count(v, node) for v in ordered])
+        candidates.append((node.name, node.gpus_usable, node.gpu_model))
+    typed: dict[str | None, list[tuple[str, int, _Victims]]] = {}
     plans = []
     free = dict(free_after)
-    candidates = sorted((n for n in nodes if n.up and n.name in by_node), key=lambda n: n.name)
-    untaken = sum(len(v) for v in by_node.values())
+    untaken = sum(len(v.jobs) for v in victims.values())
     smallest_failed: dict[str | None, int] = {}  # victims only get fewer: bigger jobs fail too
     for job in blocked:
         if untaken == 0:
             break
         if job.qos == SCAVENGER or job.gpus >= smallest_failed.get(job.gpu_type, job.gpus + 1):
             continue
-        best: tuple[int, str, list[RunningJob]] | None = None
-        for node in candidates:
-            if node.gpus_usable < job.gpus or not fits_type(job, node):
+        if job.gpu_type not in typed:
+            typed[job.gpu_type] = [(name, usable, victims[name])
+                                   for name, usable, model in candidates
+                                   if type_matches(job.gpu_type, model)]
+        best: tuple[int, str, _Victims, int] | None = None
+        for name, usable, there in typed[job.gpu_type]:
+            if usable < job.gpus:
                 continue
-            need = job.gpus - free.get(node.name, 0)
-            if need <= 0:
-                continue  # it fits already: placement or a reservation decides
-            chosen, got = [], 0
-            for victim in by_node[node.name]:
-                if got >= need:
-                    break
-                if victim.id not in taken:
-                    chosen.append(victim)
-                    got += _healthy_count(victim, node)
-            if got >= need and (best is None or (got, node.name) < (best[0], best[1])):
-                best = (got, node.name, chosen)
+            need = job.gpus - free.get(name, 0)
+            if need <= 0 or not there.cum or there.cum[-1] < need:
+                continue  # it fits already (placement or a reservation decides), or cannot
+            k = bisect_left(there.cum, need)  # the fewest youngest victims that free enough
+            got = there.cum[k]
+            if best is None or (got, name) < (best[0], best[1]):
+                best = (got, name, there, k + 1)
                 if got == need:
                     break  # nothing frees fewer GPUs, and later nodes sort after this one
         if best is None:
             smallest_failed[job.gpu_type] = job.gpus
             continue
-        got, node_name, chosen = best
-        taken.update(v.id for v in chosen)
-        untaken -= len(chosen)
+        got, node_name, there, count = best
+        chosen = there.take(count)
+        untaken -= count
         free[node_name] = free.get(node_name, 0) + got - job.gpus  # what is left over
         plans.append(Preemption(job.id, node_name, tuple(v.id for v in chosen)))
     return plans
+
+
+class _Victims:
+    """A node's scavenger jobs not yet chosen this cycle, youngest first, with the running
+    sum of the healthy GPUs each frees: the fewest victims that free `need` GPUs are the
+    prefix up to the first sum >= need."""
+
+    __slots__ = ("cum", "jobs")
+
+    def __init__(self, jobs: list[RunningJob], frees: list[int]) -> None:
+        self.jobs = jobs
+        self.cum = list(accumulate(frees))
+
+    def take(self, count: int) -> list[RunningJob]:
+        chosen, self.jobs = self.jobs[:count], self.jobs[count:]
+        freed = self.cum[count - 1]
+        self.cum = [c - freed for c in self.cum[count:]]
+        return chosen
 
 
 def _healthy_count(victim: RunningJob, node: NodeView) -> int:

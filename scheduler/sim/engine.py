@@ -120,6 +120,10 @@ def _by_limit(job: SimJob) -> ClassRank:
     return (float(job.time_limit), job.submit, len(job.id), job.id)
 
 
+def _rank_of(item: tuple[ClassRank, SimJob]) -> ClassRank:
+    return item[0]
+
+
 def _submit_order(item: tuple[ClassRank, SimJob]) -> tuple[float, int, str]:
     job = item[1]
     return (job.submit, len(job.id), job.id)
@@ -204,7 +208,7 @@ class _Replay:
         if not q or q[-1][0] <= rank:
             q.append(item)
         else:  # a requeued job (or, by time limit, a shorter one) goes back to its place
-            q.insert(bisect.bisect_right([r for r, _ in q], rank), item)
+            q.insert(bisect.bisect_right(q, rank, key=_rank_of), item)
 
     def _pending_view(self, job: SimJob) -> PendingJob:
         view = self.pending_views.get(job.id)
@@ -347,7 +351,10 @@ class _Replay:
             if not q:
                 del self.classes[key]
         self.n_pending -= 1
-        self.queued[(job.account, job.user)] -= job.gpus
+        owner = (job.account, job.user)
+        self.queued[owner] -= job.gpus
+        if not self.queued[owner]:  # no longer active for fair_now's split: leave it out
+            del self.queued[owner]
         taken = set(indices)
         self.free[node] = [i for i in self.free[node] if i not in taken]
         self.views[node] = self._view(node)
