@@ -180,36 +180,15 @@ class Standing:
         if len(runs) == 1:
             jobs, load, share, leaf = runs[0]
             if leaf:  # x = max(0, level) of a user's jobs, rivals or not
-                self._levels(jobs, load, share, sizes, x, None)
+                _raise_levels(jobs, load, share, sizes, x, [])
             return jobs
         merged: list[int] = []
         levels: list[float] = []
         for jobs, load, share, _ in runs:
             merged += jobs
-            self._levels(jobs, load, share, sizes, x, levels)
+            _raise_levels(jobs, load, share, sizes, x, levels)
         order = sorted(range(len(merged)), key=levels.__getitem__)
         return [merged[k] for k in order]
-
-    @staticmethod
-    def _levels(jobs: list[int], load: float, share: float, sizes: Sequence[int],
-                x: list[float], out: list[float] | None) -> None:
-        """Each job's level in its run, (load + GPUs ahead in the run) / share (inf for a
-        share of 0), raising x to it; appended to `out` when given. GPU counts are whole
-        numbers, so the running sum is exactly the reference's load + ahead."""
-        if share <= 0:
-            for j in jobs:
-                x[j] = math.inf
-            if out is not None:
-                out += [math.inf] * len(jobs)
-            return
-        ahead = load
-        for j in jobs:
-            level = ahead / share
-            if level > x[j]:
-                x[j] = level
-            if out is not None:
-                out.append(level)
-            ahead += sizes[j]
 
     def reference_levels(self, ordered: Iterable[tuple[str, Key, int]]) -> dict[str, float]:
         """`levels` as first written, kept as the reference the tests hold `levels` to:
@@ -250,6 +229,25 @@ class Standing:
         return [(job_id, gpus) for _, _, job_id, gpus in heapq.merge(*keyed)]
 
 
+def _raise_levels(jobs: list[int], load: float, share: float, sizes: Sequence[int],
+                  x: list[float], out: list[float]) -> None:
+    """Each job's level in its run, (load + GPUs ahead in the run) / share (inf for a share
+    of 0), raising x to it and appended to `out`. GPU counts are whole numbers, so the
+    running sum is exactly the reference's load + ahead."""
+    if share <= 0:
+        for j in jobs:
+            x[j] = math.inf
+        out += [math.inf] * len(jobs)
+        return
+    append, ahead = out.append, load
+    for j in jobs:
+        level = ahead / share
+        append(level)
+        if level > x[j]:
+            x[j] = level
+        ahead += sizes[j]
+
+
 def user_loads(
     accounts: Sequence[Account], assocs: Sequence[Assoc], running: Iterable[Holding],
     queued: Mapping[Key, float], *, capacity: float, tree: _Tree | None = None,
@@ -277,8 +275,7 @@ def user_loads(
     for key in demand:
         for name in tree.chain(key[0]):
             account_held[name] = account_held.get(name, 0.0) + held.get(key, 0.0)
-    return Standing(held, {key: entitled.get(key, 0.0) for key in demand}, account_held,
-                    account_entitled, tree, capacity)
+    return Standing(held, entitled, account_held, account_entitled, tree, capacity)
 
 
 class _Tree:
@@ -345,6 +342,9 @@ class _Tree:
 def waterfill(capacity: float, asks: Sequence[tuple[float, float]]) -> list[float]:
     """Weighted max-min split of `capacity` among (weight, demand) pairs, each capped at its
     demand; a weight of 0 gets nothing."""
+    if len(asks) == 1:  # the loop below, for one ask
+        w, d = asks[0]
+        return [min(d, capacity * w / w) if w > 0 and d > 0 else 0.0]
     out = [0.0] * len(asks)
     # By demand over weight; ties in the order asked (the index).
     order = sorted((d / w, i) for i, (w, d) in enumerate(asks) if w > 0 and d > 0)

@@ -162,10 +162,10 @@ class _Node:
     global_shares: float = 0.0  # classic S: the product of norm_shares up to root
     fairshare: float = 0.0
     slurm_rank: int | None = None  # Slurm's rank: user_count for the best user, downwards
+    is_user: bool = field(init=False)  # a user association (a leaf), not an account
 
-    @property
-    def is_user(self) -> bool:
-        return self.user is not None
+    def __post_init__(self) -> None:
+        self.is_user = self.user is not None  # asked often: set once, not a property
 
     @property
     def name(self) -> str:
@@ -192,13 +192,14 @@ def compute_fairshare(
     _sum_usage(root)
     _set_level_values(root)
     _sort_children(root)
+    nodes = list(_walk(root))  # depth first, children in Fair Tree order (sorted above)
     if algorithm == FAIR_TREE:
-        _apply_fair_tree(root)
+        _apply_fair_tree(root, nodes)
     else:
         total = max(root.raw_usage, total_usage or 0.0)
         _apply_classic(root, total)
     inputs = _Inputs(tuple(accounts), tuple(assocs), tuple(usage.items()), total_usage)
-    return FairShareTable(algorithm, tuple(_rows(root)), inputs)
+    return FairShareTable(algorithm, tuple(_rows(nodes)), inputs)
 
 
 def _check_number(what: str, value: float) -> None:
@@ -311,8 +312,8 @@ def _level_fs(s: float, u: float) -> float:
 # ------------------------------------------------------------------------------ Fair Tree
 
 
-def _apply_fair_tree(root: _Node) -> None:
-    nodes = list(_walk(root))
+def _apply_fair_tree(root: _Node, nodes: list[_Node]) -> None:
+    """Every user's Fair Tree factor; `nodes`: the tree's nodes (`_walk`)."""
     user_count = sum(1 for n in nodes if n.is_user)
     ranker = _Ranker(user_count)
     ranker.visit(root.children, account_tied=False)
@@ -339,8 +340,10 @@ class _Ranker:
         self.rank = user_count
         self.rnt = user_count
 
-    def visit(self, siblings: list[_Node], account_tied: bool) -> None:
-        ordered = sorted(siblings, key=_fair_tree_key)
+    def visit(self, siblings: list[_Node], account_tied: bool, in_order: bool = True) -> None:
+        """`siblings`: in Fair Tree order already when `in_order` (one node's children, as
+        `_sort_children` left them), else sorted here (the children of tied accounts)."""
+        ordered = siblings if in_order else sorted(siblings, key=_fair_tree_key)
         prev_level_fs: float | None = None
         i = 0
         while i < len(ordered):
@@ -354,7 +357,7 @@ class _Ranker:
             else:
                 last = _last_tied_account(ordered, i)
                 merged = [c for acct in ordered[i:last + 1] for c in acct.children]
-                self.visit(merged, tied)
+                self.visit(merged, tied, in_order=last == i)
                 i = last
             prev_level_fs = node.level_fs
             i += 1
@@ -415,8 +418,8 @@ def _walk(node: _Node) -> Iterator[_Node]:
         stack.extend(reversed(here.children))
 
 
-def _rows(root: _Node) -> Iterator[ShareRow]:
-    nodes = list(_walk(root))
+def _rows(nodes: list[_Node]) -> Iterator[ShareRow]:
+    """The table's rows, of the tree's nodes in `_walk` order."""
     user_count = sum(1 for n in nodes if n.is_user)
     for n in nodes:
         rank = None

@@ -275,7 +275,11 @@ class _Replay:
             gpus = key[2]
             n = 1 if gpus > most else min(len(q), max(1, free // gpus))
             shown[key] = n
-            if not self.policy.drf:
+            if self.policy.drf:
+                pass
+            elif n == 1:  # most classes: no generator for one job
+                pending.append(view(q[0][1]))
+            else:
                 pending.extend(view(q[i][1]) for i in range(n))
             if n < len(q):
                 first_out = _submit_order(q[n])
