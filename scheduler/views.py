@@ -19,7 +19,8 @@ def node_view(node: Node, billing_weight: float = 1.0, avoid_foreign: bool = Tru
     return NodeView(node.name, node.gpu_model, node.gpus_total,
                     tuple(node.free_indices(avoid_foreign)), up=node.state == NodeState.UP,
                     billing_weight=billing_weight,
-                    unhealthy=tuple(sorted(node.unusable(avoid_foreign))))
+                    unhealthy=tuple(sorted(node.unusable(avoid_foreign))),
+                    foreign=tuple(sorted(node.unusable(avoid_foreign) - node.unusable(False))))
 
 
 def pending_view(job: Job) -> PendingJob:

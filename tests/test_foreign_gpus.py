@@ -30,3 +30,20 @@ def test_a_process_of_a_labq_job_does_not_block_its_gpu() -> None:
     job = PendingJob("8", "alice", "lab", 1, 0.0)
     decided = schedule(Snapshot((node_view(node(own)),), (job,), now=10.0))
     assert [(s.node, s.indices) for s in decided.starts] == [("n1", (1,))]
+
+
+def test_the_reason_names_the_gpu_busy_outside_labq_not_ill_health() -> None:
+    intruder = [GpuProcess(pid=99, used_memory_bytes=None, name="python", labq_job=None)]
+    view = node_view(node(intruder))
+    assert view.foreign == (1,) and view.unhealthy == (1,)
+    # Needs both GPUs: only the outside process keeps GPU 1 from it, for as long as it runs.
+    job = PendingJob("8", "alice", "lab", 2, 0.0)
+    (reason, *_) = schedule(Snapshot((view,), (job,), now=10.0)).reasons["8"]
+    assert reason.code == "Resources"
+    assert "a process labq did not start runs on n1 GPU 1" in reason.detail
+    assert "unhealthy" not in reason.detail
+    sick = Node("n1", NodeState.UP, 2, "A100", 0.0,
+                [GpuInfo(0, "g0", "A100", 1, 0, 0.0),
+                 GpuInfo(1, "g1", "A100", 1, 0, 0.0, health="ECC_ERRORS")], allocations={})
+    (reason, *_) = schedule(Snapshot((node_view(sick),), (job,), now=10.0)).reasons["8"]
+    assert "reported unhealthy" in reason.detail and "did not start" not in reason.detail

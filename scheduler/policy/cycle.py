@@ -498,9 +498,23 @@ class _Explainer:
         if max(n.gpus_usable for n in up) < job.gpus:
             if max(n.gpus_total for n in up) >= job.gpus:
                 return Reason("Resources", f"needs {job.gpus} GPUs ({kind}) on one node; no "
-                                           "node that is up has that many healthy GPUs (some "
-                                           "are reported unhealthy: see `labq nodes`)")
+                                           f"node that is up has that many usable GPUs "
+                                           f"({_held_back(up)}: see `labq nodes`)")
             return Reason("Resources", f"needs {job.gpus} GPUs ({kind}) on one node; "
                                        "no node that is up has that many")
         return Reason("Resources", f"needs {job.gpus} GPUs ({kind}) on one node; "
                                    f"at most {self.pool.most_free(job.gpu_type)} free now")
+
+
+def _held_back(nodes: Sequence[NodeView]) -> str:
+    """Why GPUs of these nodes are out of use, in words: a process labq did not start runs
+    on them (named per node, at most three), or they are reported unhealthy."""
+    busy = [f"{n.name} GPU {', '.join(map(str, n.foreign))}" for n in nodes if n.foreign]
+    sick = any(set(n.unhealthy) - set(n.foreign) for n in nodes)
+    parts = []
+    if busy:
+        more = f" and {len(busy) - 3} more node(s)" if len(busy) > 3 else ""
+        parts.append(f"a process labq did not start runs on {'; '.join(busy[:3])}{more}")
+    if sick or not busy:
+        parts.append("some are reported unhealthy")
+    return "; ".join(parts)

@@ -21,6 +21,9 @@ class NodeView:
     up: bool = True
     billing_weight: float = 1.0  # billing units per GPU-second of this node's GPU model
     unhealthy: tuple[int, ...] = ()  # GPUs the agent reports unhealthy: never given to a job
+    # Of those, the GPUs held back only because a process labq did not start runs there
+    # (`foreign_gpu_policy = "avoid"`): named apart in the reason a job waits.
+    foreign: tuple[int, ...] = ()
 
     @property
     def gpus_usable(self) -> int:
