@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from math import isfinite
@@ -106,7 +107,7 @@ def _fair_now_totals(snapshot: Snapshot, largest: int
     inputs = snapshot.shares
     assert inputs is not None
     w = inputs.weights
-    order = sorted(snapshot.pending, key=own_order)
+    order = _own_sorted(snapshot.pending)
     keys = [(job.account, job.user) for job in order]
     levels = snapshot_loads(snapshot).level_list(keys, [job.gpus for job in order])
     if levels is None:
@@ -117,26 +118,43 @@ def _fair_now_totals(snapshot: Snapshot, largest: int
     now, width, max_age, fairshare = snapshot.now, max(1, largest), w.max_age_s, w.fairshare
     age, size = w.age, w.size
     qos = {name: w.qos * min(1.0, max(0.0, f)) for name, f in inputs.qos_factors.items()}
-    past: dict[tuple[str, str], float] = {}
-    previous: dict[tuple[str, str], float] = {}
+    # Per association: [p x its Fair Tree factor, its previous total in its own order].
+    users: dict[tuple[str, str], list[float]] = {}
+    sized: dict[int, float] = {}  # the size term per GPU count
     totals: dict[str, float] = {}
     within: set[str] = set()
     for job, key, x in zip(order, keys, levels, strict=True):
-        if key not in past:
-            past[key] = p * table.factor(*key)
-        factor = now_weight * 2.0 ** -max(0.0, x) + past[key] if isfinite(x) else 0.0
-        total = ((age * min(1.0, max(0.0, now - job.submitted_at) / max_age)
-                  + size * min(1.0, max(0.0, job.gpus / width)) + qos.get(job.qos, 0.0))
+        mine = users.get(key)
+        if mine is None:
+            mine = users[key] = [p * table.factor(*key), math.inf]
+        # x >= 0 and never NaN (`level_list` only raises it from 0.0), so 2^-x and x != inf
+        # are the reference's 2^-max(0, x) and isfinite(x); the conditionals below are its
+        # min and max, written out.
+        factor = now_weight * 2.0 ** -x + mine[0] if x != math.inf else 0.0
+        waited = now - job.submitted_at
+        waited = (waited if waited > 0.0 else 0.0) / max_age
+        big = sized.get(job.gpus)
+        if big is None:
+            big = sized[job.gpus] = size * min(1.0, max(0.0, job.gpus / width))
+        total = ((age * (waited if waited < 1.0 else 1.0) + big + qos.get(job.qos, 0.0))
                  + fairshare * factor)
-        cap = previous.get(key)
-        if cap is not None and total >= cap:
-            total = cap - 1e-6
-        previous[key] = totals[job.id] = total
+        if total >= mine[1]:  # never above the user's job before it (`_in_own_order`)
+            total = mine[1] - 1e-6
+        mine[1] = totals[job.id] = total
         if x < 1.0:
             within.add(job.id)
     if len(totals) != len(order):  # a job id given twice: only the reference handles that
         return reference_totals(snapshot)
     return totals, within
+
+
+def _own_sorted(pending: Sequence[PendingJob]) -> list[PendingJob]:
+    """`sorted(pending, key=fairnow.own_order)` (the same key, then the position), on keys
+    built in one comprehension (as `_ordered`)."""
+    keys = [(j.qos == SCAVENGER, j.gpus, j.time_limit_s, j.submitted_at, len(j.id), j.id, i)
+            for i, j in enumerate(pending)]
+    keys.sort()
+    return [pending[k[-1]] for k in keys]
 
 
 def reference_totals(snapshot: Snapshot) -> tuple[dict[str, float], set[str] | None]:

@@ -272,9 +272,9 @@ def user_loads(
         tree = _Tree(accounts, assocs, demand)
     entitled, account_entitled = tree.split(capacity, demand)
     account_held: dict[str, float] = {}
-    for key in demand:
+    for key, gpus in held.items():  # in demand's order (it starts as a copy of held)
         for name in tree.chain(key[0]):
-            account_held[name] = account_held.get(name, 0.0) + held.get(key, 0.0)
+            account_held[name] = account_held.get(name, 0.0) + gpus
     return Standing(held, entitled, account_held, account_entitled, tree, capacity)
 
 
@@ -348,7 +348,7 @@ def waterfill(capacity: float, asks: Sequence[tuple[float, float]]) -> list[floa
     out = [0.0] * len(asks)
     # By demand over weight; ties in the order asked (the index).
     order = sorted((d / w, i) for i, (w, d) in enumerate(asks) if w > 0 and d > 0)
-    left, weight_left = capacity, sum(asks[i][0] for _, i in order)
+    left, weight_left = capacity, sum([asks[i][0] for _, i in order])
     for _, i in order:
         w, d = asks[i]
         out[i] = min(d, left * w / weight_left) if weight_left > 0 else 0.0
@@ -373,8 +373,16 @@ def base_tree(inputs: ShareInputs) -> _Tree:
     simulator keeps one per usage refresh) and kept on it, as `Limits` keeps its chains."""
     kept: dict[str, _Tree] = inputs.__dict__.setdefault("_fair_now_tree", {})
     if "tree" not in kept:
-        kept["tree"] = _Tree(inputs.accounts, inputs.assocs, ())
+        last = _LAST_TREE.get("tree")  # new inputs of the same tree (a usage refresh)
+        if last is None or last[0] is not inputs.accounts or last[1] is not inputs.assocs:
+            last = _LAST_TREE["tree"] = (inputs.accounts, inputs.assocs,
+                                         _Tree(inputs.accounts, inputs.assocs, ()))
+        kept["tree"] = last[2]
     return kept["tree"]
+
+
+# The last tree built, by the identity of its (immutable) accounts and associations.
+_LAST_TREE: dict[str, tuple[Sequence[Account], Sequence[Assoc], _Tree]] = {}
 
 
 def queued_gpus(snapshot: Snapshot) -> dict[Key, float]:
