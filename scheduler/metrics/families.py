@@ -21,6 +21,7 @@ from scheduler.config import Settings
 from scheduler.idle import IdlePolicy
 from scheduler.metrics.hist import cumulative
 from scheduler.model import JobState, Node, NodeState
+from scheduler.policy.fairnow import past_algorithm
 from scheduler.policy.fairshare import FairShareTable, compute_fairshare
 from scheduler.shares import share_inputs
 from scheduler.store import WAIT_BUCKETS, parse_daily, parse_totals
@@ -247,7 +248,7 @@ def share_families(accounts: Accounts, usage: dict[str, str], waiting: Sequence[
         inputs = share_inputs(accounts, fairshare_usage_of(usage, settings, now), settings,
                               {(j.account, j.user) for j in waiting if not j.hold})
         table = compute_fairshare(inputs.accounts, inputs.assocs, inputs.usage,
-                                  inputs.algorithm)
+                                  past_algorithm(inputs.algorithm))
     for row in table.rows:
         if row.user is not None:
             factor.add_metric([row.account, row.user], row.fairshare)

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Protocol
 
-from scheduler.policy.fairshare import ROOT, Account, Assoc, resolve_parents
+from scheduler.policy.fairshare import FAIR_TREE, ROOT, Account, Assoc, resolve_parents
 from scheduler.policy.snapshot import PendingJob, ShareInputs, Snapshot
 
 FAIR_NOW = "fair_now"
@@ -65,6 +65,12 @@ class UserLoad:
         if self.entitled <= 0:
             return math.inf
         return (self.held + ahead) / self.entitled
+
+
+def past_algorithm(algorithm: str) -> str:
+    """The fair-share table an algorithm ranks the past by: Fair Tree's under fair_now (its
+    past part, and what `labq quota` and `/metrics` show), else the algorithm's own."""
+    return FAIR_TREE if algorithm == FAIR_NOW else algorithm
 
 
 def blend(level: float, past: float, past_weight: float) -> float:

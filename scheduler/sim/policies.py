@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from scheduler.policy.cycle import Decisions
-from scheduler.policy.fairnow import FAIR_NOW
+from scheduler.policy.fairnow import FAIR_NOW, past_algorithm
 from scheduler.policy.fairshare import CLASSIC, FAIR_TREE, Account, Assoc, compute_fairshare
 from scheduler.policy.snapshot import DEFAULT_PAST_WEIGHT, PendingJob, ShareInputs
 
@@ -84,9 +84,8 @@ class ShareBuilder:
         if self.policy.algorithm is None:
             return None
         if self._cached is None or self._cached[0] is not usage:
-            algorithm = (FAIR_TREE if self.policy.algorithm == FAIR_NOW  # its inner order
-                         else self.policy.algorithm)
-            table = compute_fairshare(self.accounts, self.assocs, usage, algorithm)
+            table = compute_fairshare(self.accounts, self.assocs, usage,
+                                      past_algorithm(self.policy.algorithm))
             self._cached = (usage, ShareInputs(
                 self.accounts, self.assocs, usage, self.policy.algorithm, table=table,
                 past_weight=self.past_weight))
