@@ -432,3 +432,22 @@ async def test_exposition_passes_promtool(store: Store, tmp_path: Path) -> None:
     problems = set((result.stdout + result.stderr).decode().strip().splitlines())
     assert result.returncode == 0, problems
     assert problems == set(), problems
+
+
+async def test_fairshare_factors_under_fair_now_are_its_past_part(store: Store,
+                                                                  tmp_path: Path) -> None:
+    # fair_now ranks the past by Fair Tree: /metrics shows that table (it once asked the
+    # fair-share code for a "fair_now" table, which does not exist, and failed).
+    await admin(store,
+                {"target": "account", "op": "add", "name": "lab", "parent": "root", "shares": 1},
+                {"target": "user", "op": "add", "name": "ann", "account": "lab"},
+                {"target": "user", "op": "add", "name": "bob", "account": "lab"})
+    epoch = await lead(store)
+    await store.heartbeat(report("n1", gpus=4), now=T0)
+    heavy = await started(store, epoch, [0, 1], user="ann", account="lab")
+    await store.charge(epoch, [heavy], T0 + 600)
+    await submit_one(store, now=T0 + 600, user="bob", account="lab")
+    got = await scrape(store, coordinator(store, tmp_path, fairshare_algorithm="fair_now"),
+                       T0 + 600)
+    factors = {u: got.value("labq_fairshare_factor", account="lab", user=u) for u in ("ann", "bob")}
+    assert factors == {"bob": 1.0, "ann": 0.5}  # Fair Tree on the past: rank / users
