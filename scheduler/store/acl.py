@@ -7,9 +7,10 @@ the caller's rules too, so an agent's EVALSHA cannot reach past its keys either.
 
 An agent's rules: read and write its node's keys (`{p}node:{name}`, `{p}node:{name}:*`) with
 the few commands its code and scripts use; outside them, only what its scripts must write, each
-in a selector of its own: SADD to `{p}nodes`, ZADD to `{p}heartbeats` (heartbeat.lua), LPUSH and
-LTRIM to the coordinator's wake list `{p}wake` (report_runs.lua). Everything else (a job, the
-usage, another node) is NOPERM.
+in a selector of its own: SADD to `{p}nodes` (heartbeat.lua), LPUSH and LTRIM to the
+coordinator's wake list `{p}wake` (report_runs.lua). Everything else (a job, the usage, another
+node) is NOPERM. A node's liveness is the heartbeat time in its own hash, so no agent can keep
+another node alive.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def coordinator_rules(keys: Keys) -> list[str]:
 def agent_rules(keys: Keys, node: str) -> list[str]:
     _safe("key prefix", keys.prefix)
     own = [f"~{keys.node(_safe('node name', node))}", f"~{keys.node(node)}:*"]
-    shared = [keys.nodes, keys.heartbeats, keys.wake]
+    shared = [keys.nodes, keys.wake]
     return [
         "resetkeys", *own, "resetchannels", "-@all",
         "+ping", "+evalsha", "+script|load",  # its scripts (redis-py loads them on a miss)
@@ -58,8 +59,7 @@ def agent_rules(keys: Keys, node: str) -> list[str]:
         # EVALSHA of heartbeat.lua / report_runs.lua declares these keys beside its own...
         "(" + " ".join([*own, *(f"%RW~{k}" for k in shared), "+evalsha"]) + ")",
         # ...and inside them, only these writes reach the shared keys.
-        f"(%W~{keys.nodes} +sadd)", f"(%W~{keys.heartbeats} +zadd)",
-        f"(%W~{keys.wake} +lpush +ltrim)",
+        f"(%W~{keys.nodes} +sadd)", f"(%W~{keys.wake} +lpush +ltrim)",
     ]
 
 

@@ -17,7 +17,6 @@ Every key labq uses is built here and passed to scripts in KEYS, never built ins
     {p}node:{name}:status       hash     job id -> RunStatus JSON, written by the node's agent
     {p}node:{name}:wake         list     pushed when runs/stops change: the agent BLPOPs it
     {p}wake                     list     pushed by agents when a status changes: the leader BLPOPs
-    {p}heartbeats               zset     node name -> last heartbeat time
     {p}usage                    hash     user:{u}:billed, user:{u}:gpu_s, account:{a}:... totals;
                                          decayed:{a}|{u}, decayed_t:{a}|{u}, half_life_s;
                                          day:{unix day}:{a}|{u} billed that UTC day
@@ -98,10 +97,6 @@ class Keys:
     @property
     def wake(self) -> str:
         return f"{self.prefix}wake"
-
-    @property
-    def heartbeats(self) -> str:
-        return f"{self.prefix}heartbeats"
 
     @property
     def usage(self) -> str:

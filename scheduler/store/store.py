@@ -401,7 +401,7 @@ class Store:
     # ---------------------------------------------------------------- nodes
 
     async def heartbeat(self, report: NodeReport, now: float) -> str:
-        keys = [self.keys.node(report.name), self.keys.nodes, self.keys.heartbeats]
+        keys = [self.keys.node(report.name), self.keys.nodes]
         gpus_json = json.dumps([g.to_dict() for g in report.gpus])
         args = [report.name, now, len(report.gpus), report.gpu_model, gpus_json,
                 "1" if report.simulated else "", report.hostname]
@@ -444,7 +444,7 @@ class Store:
                                                              budgets), jobs, dict(usage))
 
     async def node_down(self, epoch: int, name: str, cutoff: float) -> Outcome:
-        keys = [self.keys.node(name), self.keys.heartbeats, self.keys.epoch]
+        keys = [self.keys.node(name), self.keys.epoch]
         return Outcome(await self._run("node_down", keys, [epoch, name, cutoff]))
 
     # ---------------------------------------------------------------- usage, leadership

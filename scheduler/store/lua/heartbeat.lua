@@ -1,5 +1,5 @@
 -- An agent's heartbeat: store the node report; a DOWN node that reports again is UP.
--- KEYS[1] node hash  KEYS[2] nodes set  KEYS[3] heartbeats zset
+-- KEYS[1] node hash  KEYS[2] nodes set
 -- ARGV[1] node name  ARGV[2] now  ARGV[3] gpus_total  ARGV[4] gpu model  ARGV[5] gpus JSON
 -- ARGV[6] simulated ('1'/'')  ARGV[7] hostname
 -- Returns the node state after the heartbeat.
@@ -9,5 +9,4 @@ redis.call('HSET', KEYS[1], 'name', ARGV[1], 'state', state, 'last_heartbeat', A
   'gpus_total', ARGV[3], 'gpu_model', ARGV[4], 'gpus', ARGV[5], 'simulated', ARGV[6],
   'hostname', ARGV[7])
 redis.call('SADD', KEYS[2], ARGV[1])
-redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
 return state
