@@ -257,7 +257,8 @@ class _Replay:
     def _shown(self) -> tuple[list[PendingJob], dict[ClassKey, int],
                               tuple[float, int, str] | None]:
         """The pending jobs the snapshot holds (see the module docstring), how many of each
-        class, and the queue order of the first job left out (None: none is)."""
+        class, and, for strict fifo, the queue order of the first job left out (None: none
+        is, or a policy with backfill, which does not use it)."""
         pending: list[PendingJob] = []
         shown: dict[ClassKey, int] = {}
         cutoff: tuple[float, int, str] | None = None
@@ -271,22 +272,20 @@ class _Replay:
             if len(head) > free:
                 cutoff = _submit_order(head[free])
             return pending, shown, cutoff
+        drf = self.policy.drf
         for key, q in self.classes.items():
             gpus = key[2]
             n = 1 if gpus > most else min(len(q), max(1, free // gpus))
             shown[key] = n
-            if self.policy.drf:
-                pass
-            elif n == 1:  # most classes: no generator for one job
+            if drf:
+                continue
+            if n == 1:  # most classes: no generator for one job
                 pending.append(view(q[0][1]))
             else:
                 pending.extend(view(q[i][1]) for i in range(n))
-            if n < len(q):
-                first_out = _submit_order(q[n])
-                cutoff = first_out if cutoff is None else min(cutoff, first_out)
-        if self.policy.drf:
+        if drf:
             pending = self._drf_views(shown)
-        return pending, shown, cutoff
+        return pending, shown, None
 
     # -------------------------------------------------------------- cycle
     def cycle(self, now: float) -> None:
