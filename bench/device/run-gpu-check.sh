@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prove labq's real-GPU path on a machine with NVIDIA GPUs whose Python (`python3`, e.g. a torch
 # venv) lacks labq's store packages and Ray: run as root from the repository root, with the
-# cp312 wheels and Ray's site-packages (ray.tar.xz) in .device/ (not committed). It
+# cp312 wheels and Ray's site-packages (ray.tar.xz) in .device/ (not committed; made by
+# bench/device/fetch-wheels.sh). It
 #   1. installs them into $SITE (default /srv/labq-site) and copies the repository to $DEST
 #      (default /srv/labq): the job user must be able to read both, and perhaps not our folder;
 #   2. makes the job user ($JOB_USER, default student) and checks that it can import torch and
