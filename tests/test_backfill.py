@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 
 from scheduler.policy import Limits, NodeView, PendingJob, RunningJob, Snapshot, Start, schedule
 from scheduler.policy.backfill import Reservation, Timeline, utc
-from scheduler.policy.cycle import Decisions, order_queue
+from scheduler.policy.cycle import Decisions
 from scheduler.policy.placement import FreePool, best_fit, fits_type
+from scheduler.policy.ranking import order_queue
 
 A100 = "NVIDIA A100-SXM4-80GB"
 H100 = "NVIDIA H100 80GB HBM3"

@@ -81,7 +81,8 @@ async def test_the_last_cycles_fair_share_table_is_reused_while_fresh(
         store: Store, tmp_path: Path) -> None:
     from scheduler.cluster import build_snapshot, read_cluster
     from scheduler.metrics import render
-    from scheduler.policy.cycle import priorities, schedule
+    from scheduler.policy.cycle import schedule
+    from scheduler.policy.ranking import priorities
     from scheduler.views import pending_view
 
     coord, _ = await coordinator(store, tmp_path)

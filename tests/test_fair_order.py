@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scheduler.policy import NodeView, PendingJob, Snapshot, schedule
-from scheduler.policy.cycle import priorities
 from scheduler.policy.fairshare import Account, Assoc
+from scheduler.policy.ranking import priorities
 from scheduler.policy.snapshot import ShareInputs
 
 
@@ -78,7 +78,7 @@ def test_priority_order_is_respected_among_jobs_that_fit(
 @given(jobs=jobs_strategy, heavy=st.floats(0, 1e6), now=st.floats(0, 2e6))
 def test_fast_totals_equal_the_full_priorities(jobs: list[tuple[str, int, float]], heavy: float,
                                                now: float) -> None:
-    from scheduler.policy.cycle import priority_totals
+    from scheduler.policy.ranking import priority_totals
 
     pending = tuple(PendingJob(str(i), u, "lab", g, at) for i, (u, g, at) in enumerate(jobs))
     snapshot = Snapshot((NodeView("n1", "A100-80GB", 8, ()),), pending, now,

@@ -4,7 +4,7 @@
 between cycles) is checked against `fairnow.reference_job_levels` (the first, plain version:
 per-account lists merged with `heapq.merge`, the tree rebuilt every cycle), and the whole
 `schedule()` with the fast factors and totals (one sort, one pass) against `schedule()` with
-the reference ones (`cycle.reference_fair_now_factors`, `cycle.reference_totals`).
+the reference ones (`ranking.reference_fair_now_factors`, `ranking.reference_totals`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import random
 
 import pytest
 
-from scheduler.policy import NodeView, PendingJob, RunningJob, Snapshot, cycle, schedule
+from scheduler.policy import NodeView, PendingJob, RunningJob, Snapshot, ranking, schedule
 from scheduler.policy.budget import Budget, BudgetState
 from scheduler.policy.cycle import Decisions
 from scheduler.policy.fairnow import FAIR_NOW, base_tree, job_levels, reference_job_levels
@@ -112,19 +112,20 @@ def test_levels_equal_the_reference_exactly(seed: int) -> None:
 
 def test_schedule_decides_what_the_reference_decides(monkeypatch: pytest.MonkeyPatch) -> None:
     fast = [(schedule(snap), schedule(snap, max_estimates=0, explain=False),
-             cycle.priorities(snap)[1]) for snap in SNAPSHOTS]
-    monkeypatch.setattr(cycle, "_fair_now_factors", cycle.reference_fair_now_factors)
-    monkeypatch.setattr(cycle, "_fair_now_totals",
-                        lambda snap, largest: cycle.reference_totals(snap))
+             ranking.priorities(snap)[1]) for snap in SNAPSHOTS]
+    monkeypatch.setattr(ranking, "_fair_now_factors", ranking.reference_fair_now_factors)
+    monkeypatch.setattr(ranking, "_fair_now_totals",
+                        lambda snap, largest: ranking.reference_totals(snap))
     for snap, (full, quick, ranked) in zip(SNAPSHOTS, fast, strict=True):
         _same(full, schedule(snap))
         _same(quick, schedule(snap, max_estimates=0, explain=False))
-        assert ranked == cycle.priorities(snap)[1]  # every factor, exactly
+        assert ranked == ranking.priorities(snap)[1]  # every factor, exactly
 
 
 def test_totals_equal_the_reference_exactly() -> None:
     for snap in SNAPSHOTS:
-        assert cycle._totals(snap) == cycle.reference_totals(snap)  # the same floats, and band
+        # the same floats, and the same band
+        assert ranking.ranked_totals(snap) == ranking.reference_totals(snap)
 
 
 def test_a_job_id_given_twice_falls_back_to_the_reference() -> None:

@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scheduler.policy import NodeView, PendingJob, RunningJob, Snapshot, schedule
-from scheduler.policy.cycle import order_queue, priorities, priority_totals
 from scheduler.policy.fairnow import FAIR_NOW, factor_of, snapshot_loads, waterfill
 from scheduler.policy.fairshare import Account, Assoc
+from scheduler.policy.ranking import order_queue, priorities, priority_totals
 from scheduler.policy.snapshot import DEFAULT_PAST_WEIGHT, ShareInputs
 from scheduler.sim.report import waterfill as report_waterfill
 

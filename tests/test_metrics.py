@@ -22,7 +22,7 @@ from scheduler.metrics import render
 from scheduler.metrics.families import EVICTION_REASONS
 from scheduler.model import GpuInfo, GpuProcess, JobState, NodeReport
 from scheduler.policy import Snapshot
-from scheduler.policy.cycle import priorities
+from scheduler.policy.ranking import priorities
 from scheduler.shares import share_inputs
 from scheduler.store import Store
 from scheduler.views import node_view, pending_view
@@ -345,7 +345,7 @@ async def test_fairshare_factors_are_the_ones_priority_uses(store: Store, tmp_pa
     settings = Settings(tmp_path)
     got = await scrape(store, coordinator(store, tmp_path), T0 + 600)
 
-    # The table the coordinator's priority ordering computes (policy.cycle.priorities).
+    # The table the coordinator's priority ordering computes (policy.ranking.priorities).
     pending = await store.waiting_jobs()
     inputs = share_inputs(await store.accounts(),
                           await fairshare_usage(store, settings, T0 + 600), settings,

@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from scheduler.model import Reason
 from scheduler.policy import Decisions, NodeView, PendingJob, Snapshot, Start, schedule
 from scheduler.policy.budget import Budget, BudgetState
-from scheduler.policy.cycle import order_queue
 from scheduler.policy.fairshare import CLASSIC, FAIR_TREE, Account, Assoc
 from scheduler.policy.placement import best_fit
+from scheduler.policy.ranking import order_queue
 from scheduler.policy.snapshot import Limits, RunningJob, ShareInputs
 
 A100 = "NVIDIA A100-SXM4-80GB"

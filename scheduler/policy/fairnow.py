@@ -25,7 +25,7 @@ GPUs held now, as DRF and Kueue's admission fair sharing do, and keeps Fair Tree
   ``fair_now_past_weight``: a heavy user of last week yields to a light one this week, and
   over weeks each account's GPU time stays as close to its shares as under Fair Tree;
 - band: the cycle takes every job within its share now before any job beyond it, whatever
-  the weights of age and size (`cycle.order_queue`): a user holding less than their share
+  the weights of age and size (`ranking.order_queue`): a user holding less than their share
   never waits for GPUs a user above their share starts a job on.
 
 x = 1 means "at your fair share now". A user at 0 shares is entitled to nothing: factor 0.

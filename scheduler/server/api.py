@@ -21,10 +21,10 @@ from scheduler.config import Settings
 from scheduler.idle import IdlePolicy, annotate_nodes, job_idle
 from scheduler.model import Job, JobState, Node
 from scheduler.noderun import output_path
-from scheduler.policy.cycle import priorities
 from scheduler.policy.explain import standing_texts
 from scheduler.policy.fairshare import FairShareTable
 from scheduler.policy.priority import Priority
+from scheduler.policy.ranking import priorities
 from scheduler.server.http import (
     MAX_REQUEST_BYTES,
     ApiError,
