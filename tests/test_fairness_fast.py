@@ -135,7 +135,7 @@ def test_a_job_id_given_twice_falls_back_to_the_reference() -> None:
     assert job_levels(twice)[1] == reference_job_levels(twice)[1]
 
 
-def test_the_tree_is_kept_on_the_share_inputs_between_cycles() -> None:
+def test_the_tree_is_built_once_per_account_tree_between_cycles() -> None:
     def covered(snap: Snapshot) -> bool:
         assert snap.shares is not None
         known = {(a.account, a.user) for a in snap.shares.assocs}

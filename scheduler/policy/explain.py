@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from scheduler.policy.fairnow import FAIR_NOW, UserLoad, snapshot_loads
-from scheduler.policy.fairshare import FAIR_TREE, compute_fairshare
+from scheduler.policy.ranking import fair_tree_table
 from scheduler.policy.snapshot import ShareInputs, Snapshot
 
 
@@ -43,7 +45,7 @@ def standing_texts(snapshot: Snapshot) -> dict[tuple[str, str], str]:
     """`fair_now_text` for every (account, user) with a job pending or running in the
     snapshot (what `/v1/quota` and `/v1/priority` show)."""
     inputs = snapshot.shares or ShareInputs()
-    table = compute_fairshare(inputs.accounts, inputs.assocs, inputs.usage, FAIR_TREE)
+    table = fair_tree_table(replace(snapshot, shares=inputs))
     weight = inputs.past_weight if inputs.algorithm == FAIR_NOW else 0.0
     return {key: fair_now_text(load, table.factor(*key), weight)
             for key, load in snapshot_loads(snapshot).users.items()}

@@ -375,16 +375,14 @@ def snapshot_loads(snapshot: Snapshot) -> Standing:
 
 
 def base_tree(inputs: ShareInputs) -> _Tree:
-    """The tree of `inputs`' accounts and associations, built once per `ShareInputs` (the
-    simulator keeps one per usage refresh) and kept on it, as `Limits` keeps its chains."""
-    kept: dict[str, _Tree] = inputs.__dict__.setdefault("_fair_now_tree", {})
-    if "tree" not in kept:
-        last = _LAST_TREE.get("tree")  # new inputs of the same tree (a usage refresh)
-        if last is None or last[0] is not inputs.accounts or last[1] is not inputs.assocs:
-            last = _LAST_TREE["tree"] = (inputs.accounts, inputs.assocs,
-                                         _Tree(inputs.accounts, inputs.assocs, ()))
-        kept["tree"] = last[2]
-    return kept["tree"]
+    """The tree of `inputs`' accounts and associations, built once per (accounts,
+    associations) pair: a cycle asks for it several times, and the simulator's inputs keep
+    the same pair from one usage refresh to the next."""
+    last = _LAST_TREE.get("tree")
+    if last is None or last[0] is not inputs.accounts or last[1] is not inputs.assocs:
+        last = _LAST_TREE["tree"] = (inputs.accounts, inputs.assocs,
+                                     _Tree(inputs.accounts, inputs.assocs, ()))
+    return last[2]
 
 
 # The last tree built, by the identity of its (immutable) accounts and associations.
@@ -405,15 +403,13 @@ def queued_gpus(snapshot: Snapshot) -> dict[Key, float]:
     return out
 
 
-def job_levels(snapshot: Snapshot, ordered: Sequence[PendingJob] | None = None
-               ) -> tuple[Standing, dict[str, float]]:
+def job_levels(snapshot: Snapshot) -> tuple[Standing, dict[str, float]]:
     """Every pending job's x, each association's own jobs taken in this order (`own_order`):
     normal QOS first, then the fewest GPUs (so a big job of yours that cannot start yet does
     not count against your small ones that can), then the shortest time limit (your short
-    jobs before your long ones), then the oldest. `ordered`: the pending jobs already sorted
-    so, where the caller has them."""
+    jobs before your long ones), then the oldest."""
     loads = snapshot_loads(snapshot)
-    order = sorted(snapshot.pending, key=own_order) if ordered is None else ordered
+    order = sorted(snapshot.pending, key=own_order)
     return loads, loads.levels((j.id, (j.account, j.user), j.gpus) for j in order)
 
 

@@ -33,7 +33,7 @@ def priorities(snapshot: Snapshot) -> tuple[FairShareTable | None, dict[str, Pri
         return None, {}
     largest = _largest(snapshot)
     if inputs.algorithm == FAIR_NOW:
-        table = _tree_table(snapshot)
+        table = fair_tree_table(snapshot)
         per_job, _ = _fair_now_factors(snapshot)
         return table, {job.id: job_priority(
             fairshare=per_job[job.id], submitted_at=job.submitted_at, gpus=job.gpus,
@@ -89,7 +89,7 @@ def _fair_now_totals(snapshot: Snapshot, largest: int
     levels = snapshot_loads(snapshot).level_list(keys, [job.gpus for job in order])
     if levels is None:
         return reference_totals(snapshot)
-    table = _tree_table(snapshot)
+    table = fair_tree_table(snapshot)
     p = inputs.past_weight
     now_weight = 1.0 - p
     now, width, max_age, fairshare = snapshot.now, max(1, largest), w.max_age_s, w.fairshare
@@ -182,7 +182,7 @@ def _fair_now_factors(snapshot: Snapshot) -> tuple[dict[str, float], set[str]]:
     inputs = snapshot.shares
     assert inputs is not None
     _, levels = job_levels(snapshot)
-    table = _tree_table(snapshot)
+    table = fair_tree_table(snapshot)
     p = inputs.past_weight
     now_weight = 1.0 - p
     past: dict[tuple[str, str], float] = {}
@@ -202,7 +202,7 @@ def reference_fair_now_factors(snapshot: Snapshot) -> tuple[dict[str, float], se
     inputs = snapshot.shares
     assert inputs is not None
     _, levels = reference_job_levels(snapshot)
-    table = _tree_table(snapshot)
+    table = fair_tree_table(snapshot)
     past = {key: table.factor(*key)
             for key in {(job.account, job.user) for job in snapshot.pending}}
     p = inputs.past_weight
@@ -218,11 +218,12 @@ def fairshare_table(snapshot: Snapshot) -> FairShareTable | None:
     inputs = snapshot.shares
     if inputs is None:
         return None
-    return _tree_table(snapshot) if inputs.algorithm == FAIR_NOW else _fairshare(snapshot)[0]
+    return fair_tree_table(snapshot) if inputs.algorithm == FAIR_NOW else _fairshare(snapshot)[0]
 
 
-def _tree_table(snapshot: Snapshot) -> FairShareTable:
-    """Fair Tree's table on decayed usage (fair_now's past part, and `labq quota`'s rows)."""
+def fair_tree_table(snapshot: Snapshot) -> FairShareTable:
+    """Fair Tree's table on decayed usage (fair_now's past part, and `labq quota`'s rows):
+    the inputs' own where it is one, else computed once per inputs (`_computed`)."""
     inputs = snapshot.shares
     assert inputs is not None
     if inputs.table is not None and inputs.table.algorithm == FAIR_TREE:
