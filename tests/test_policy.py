@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from scheduler.model import Reason
 from scheduler.policy import Decisions, NodeView, PendingJob, Snapshot, Start, schedule
+from scheduler.policy import cycle as policy_cycle
 from scheduler.policy.budget import Budget, BudgetState
 from scheduler.policy.fairshare import CLASSIC, FAIR_TREE, Account, Assoc
 from scheduler.policy.placement import best_fit
@@ -395,3 +396,29 @@ def test_explain_false_gives_the_same_starts_and_preemptions() -> None:
             (p.for_job, p.node, tuple(p.victims)) for p in full.preemptions]
         with_work += bool(full.starts) and bool(full.preemptions or len(full.reasons) > 1)
     assert with_work > 100  # the generator makes snapshots where the early stop matters
+
+
+def test_schedule_pauses_the_garbage_collector_and_restores_its_state(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+
+    snap = Snapshot((NodeView("n1", A100, 1, (0,)),), (PendingJob("1", "u", "lab", 1, 0.0),),
+                    now=1.0)
+    seen: list[bool] = []
+    original = policy_cycle.decide
+
+    def spy(snapshot: Snapshot, max_estimates: int, explain: bool) -> Decisions:
+        seen.append(gc.isenabled())
+        return original(snapshot, max_estimates, explain)
+
+    monkeypatch.setattr(policy_cycle, "decide", spy)
+    try:
+        assert gc.isenabled()
+        assert schedule(snap).starts  # it still decides
+        assert gc.isenabled()  # enabled again after the cycle
+        gc.disable()
+        schedule(snap)
+        assert not gc.isenabled()  # a caller's own pause is kept
+    finally:
+        gc.enable()
+    assert seen == [False, False]  # paused while deciding
