@@ -45,7 +45,7 @@ algorithm):
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 ROOT = "root"
@@ -96,20 +96,47 @@ class _Inputs:
     total_usage: float | None
 
 
-@dataclass(frozen=True)
 class FairShareTable:
-    algorithm: str  # "fair_tree" or "classic"
-    rows: tuple[ShareRow, ...]  # depth-first, accounts before their children; root first
-    inputs: _Inputs | None = field(default=None, repr=False, compare=False)
-    _factors: dict[tuple[str, str], float] = field(
-        init=False, repr=False, compare=False, default_factory=dict)
-    _new_user_memo: dict[tuple[str, str], float] = field(
-        init=False, repr=False, compare=False, default_factory=dict)
+    """One computation's result: every association's factor, and the rows `labq quota` and
+    `sshare -l` show (depth first, accounts before their children, root first).
 
-    def __post_init__(self) -> None:
-        for row in self.rows:
-            if row.user is not None:
-                self._factors[(row.account, row.user)] = row.fairshare
+    A table from `compute_fairshare` makes its rows when first asked: the simulator and the
+    cycle read only `factor`, many times a second, and rows are 70 objects per refresh."""
+
+    def __init__(self, algorithm: str, rows: Iterable[ShareRow] = (),
+                 inputs: _Inputs | None = None) -> None:
+        self.algorithm = algorithm  # "fair_tree" or "classic"
+        self.inputs = inputs
+        self._rows: tuple[ShareRow, ...] | None = tuple(rows)
+        self._nodes: list[_Node] = []
+        self._factors = {(r.account, r.user): r.fairshare for r in self._rows
+                         if r.user is not None}
+        self._new_user_memo: dict[tuple[str, str], float] = {}
+
+    @classmethod
+    def _of(cls, algorithm: str, nodes: list[_Node], inputs: _Inputs) -> FairShareTable:
+        """The table of a computed tree (`nodes` in `_walk` order); rows made when asked."""
+        table = cls(algorithm, (), inputs)
+        table._rows, table._nodes = None, nodes
+        table._factors = {(n.account, n.user): n.fairshare for n in nodes if n.user is not None}
+        return table
+
+    @property
+    def rows(self) -> tuple[ShareRow, ...]:
+        if self._rows is None:
+            self._rows = tuple(_rows(self._nodes))
+            self._nodes = []
+        return self._rows
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, FairShareTable):
+            return NotImplemented
+        return self.algorithm == other.algorithm and self.rows == other.rows
+
+    __hash__ = None  # type: ignore[assignment]  # mutable caches: not a dict key
+
+    def __repr__(self) -> str:
+        return f"FairShareTable(algorithm={self.algorithm!r}, rows={self.rows!r})"
 
     def factor(self, account: str, user: str) -> float:
         """The fair-share factor in [0, 1] of the user's association with the account.
@@ -146,7 +173,7 @@ class FairShareTable:
 # ------------------------------------------------------------------------------ the tree
 
 
-@dataclass
+@dataclass(slots=True, eq=False)
 class _Node:
     """A mutable node, used only while one table is computed; never leaves this module."""
 
@@ -187,8 +214,8 @@ def compute_fairshare(
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown fair-share algorithm {algorithm!r}; "
                          f"expected one of {', '.join(ALGORITHMS)}")
-    _check_inputs(accounts, assocs, usage, total_usage)
-    root = _build_tree(accounts, assocs, usage)
+    _check_usage(usage, total_usage)
+    root = _build_tree(_skeleton(accounts, assocs, usage), usage)
     _sum_usage(root)
     _set_level_values(root)
     _sort_children(root)
@@ -199,7 +226,7 @@ def compute_fairshare(
         total = max(root.raw_usage, total_usage or 0.0)
         _apply_classic(root, total)
     inputs = _Inputs(tuple(accounts), tuple(assocs), tuple(usage.items()), total_usage)
-    return FairShareTable(algorithm, tuple(_rows(nodes)), inputs)
+    return FairShareTable._of(algorithm, nodes, inputs)
 
 
 def _check_number(what: str, value: float) -> None:
@@ -211,10 +238,7 @@ def _good_number(value: float) -> bool:
     return value >= 0 and math.isfinite(value)
 
 
-def _check_inputs(
-    accounts: Sequence[Account], assocs: Sequence[Assoc],
-    usage: Mapping[tuple[str, str], float], total_usage: float | None,
-) -> None:
+def _check_shares(accounts: Sequence[Account], assocs: Sequence[Assoc]) -> None:
     # The message is built only for a bad number: this runs on every fair-share refresh.
     ok = _good_number
     for a in accounts:
@@ -223,6 +247,10 @@ def _check_inputs(
     for s in assocs:
         if not ok(s.shares):
             _check_number(f"shares of user {s.user!r} in account {s.account!r}", s.shares)
+
+
+def _check_usage(usage: Mapping[tuple[str, str], float], total_usage: float | None) -> None:
+    ok = _good_number
     for (account, user), used in usage.items():
         if not ok(used):
             _check_number(f"usage of user {user!r} in account {account!r}", used)
@@ -230,27 +258,62 @@ def _check_inputs(
         _check_number("total usage", total_usage)
 
 
-def _build_tree(
-    accounts: Sequence[Account], assocs: Sequence[Assoc],
-    usage: Mapping[tuple[str, str], float],
-) -> _Node:
+@dataclass(frozen=True)
+class _Skeleton:
+    """The tree's shape, made robust (see the module docstring): what `_build_tree` needs
+    besides the usage. It depends on the accounts, the associations and the usage keys
+    that have no association, which change far more rarely than the usage does."""
+
+    accounts: tuple[tuple[str, float, str], ...]  # (name, shares, parent), by name
+    users: tuple[tuple[str, str, float], ...]  # (account, user, shares), sorted
+    known: frozenset[tuple[str, str]]  # the associations given (before the usage's)
+
+
+# The last skeleton made, for the (immutable) accounts and associations it was made from and
+# the usage keys it added: the coordinator and the simulator refresh the table from the same
+# tree every few minutes, only the usage changes.
+_LAST_SKELETON: dict[str, tuple[Sequence[Account], Sequence[Assoc], tuple[tuple[str, str],
+                                                                           ...], _Skeleton]] = {}
+
+
+def _skeleton(accounts: Sequence[Account], assocs: Sequence[Assoc],
+              usage: Mapping[tuple[str, str], float]) -> _Skeleton:
+    last = _LAST_SKELETON.get("last")
+    if last is not None and last[0] is accounts and last[1] is assocs:
+        known = last[3].known
+        if tuple(key for key in usage if key not in known) == last[2]:
+            return last[3]
+    _check_shares(accounts, assocs)
     shares = {a.name: a.shares for a in accounts if a.name != ROOT}
     parents = {a.name: a.parent for a in accounts if a.name != ROOT}
     users: dict[tuple[str, str], float] = {(s.account, s.user): s.shares for s in assocs}
-    for key in usage:
+    known = frozenset(users)
+    extra = tuple(key for key in usage if key not in known)
+    for key in extra:
         users.setdefault(key, 1.0)
     for account, _user in users:
         if account != ROOT and account not in shares:
             shares[account], parents[account] = 1.0, ROOT
     parent_of = resolve_parents(parents)
-    nodes = {name: _Node(name, None, s) for name, s in shares.items()}
+    skeleton = _Skeleton(
+        tuple((name, shares[name], parent_of[name]) for name in sorted(shares)),
+        tuple((account, user, s) for (account, user), s in sorted(users.items())), known)
+    if isinstance(accounts, tuple) and isinstance(assocs, tuple):  # immutable: keep it
+        _LAST_SKELETON["last"] = (accounts, assocs, extra, skeleton)
+    return skeleton
+
+
+def _build_tree(skeleton: _Skeleton, usage: Mapping[tuple[str, str], float]) -> _Node:
     root = _Node(ROOT, None, 1.0)
-    nodes[ROOT] = root
-    for name in sorted(shares):
-        nodes[parent_of[name]].children.append(nodes[name])
-    for (account, user), s in sorted(users.items()):
-        node = _Node(account, user, s, raw_usage=float(usage.get((account, user), 0.0)))
-        nodes[account].children.append(node)
+    nodes = {ROOT: root}
+    for name, s, _parent in skeleton.accounts:
+        nodes[name] = _Node(name, None, s)
+    for name, _s, parent in skeleton.accounts:
+        nodes[parent].children.append(nodes[name])
+    get = usage.get
+    for account, user, s in skeleton.users:
+        nodes[account].children.append(
+            _Node(account, user, s, raw_usage=float(get((account, user), 0.0))))
     return root
 
 
@@ -276,7 +339,8 @@ def resolve_parents(parents: Mapping[str, str | None]) -> dict[str, str]:
 
 def _sum_usage(node: _Node) -> float:
     if not node.is_user:
-        node.raw_usage = sum(_sum_usage(c) for c in node.children)
+        node.raw_usage = sum([_sum_usage(c) if c.children else c.raw_usage
+                              for c in node.children])
     return node.raw_usage
 
 
@@ -286,12 +350,14 @@ def _set_level_values(node: _Node) -> None:
         node.norm_shares = 1.0
         node.norm_usage = 1.0 if node.raw_usage > 0 else 0.0
         node.level_fs = _level_fs(node.norm_shares, node.norm_usage)
-    level_shares = sum(c.shares for c in node.children)
-    for child in node.children:
+    children, used = node.children, node.raw_usage
+    level_shares = sum([c.shares for c in children])
+    for child in children:
         child.norm_shares = child.shares / level_shares if level_shares > 0 else 0.0
-        child.norm_usage = child.raw_usage / node.raw_usage if node.raw_usage > 0 else 0.0
+        child.norm_usage = child.raw_usage / used if used > 0 else 0.0
         child.level_fs = _level_fs(child.norm_shares, child.norm_usage)
-        _set_level_values(child)
+        if child.children:  # a leaf (a user, or an account with none) has nothing below
+            _set_level_values(child)
 
 
 def _sort_children(node: _Node) -> None:
