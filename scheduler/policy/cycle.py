@@ -90,7 +90,9 @@ def decide(snapshot: Snapshot, max_estimates: int = MAX_ESTIMATES,
     weights = _Weights(snapshot.nodes)
     smallest_blocked: dict[str | None, int] = {}  # free GPUs only shrink within a cycle
     can_stop = not explain and not any(r.qos == SCAVENGER for r in snapshot.running)
-    totals, within = ranked_totals(snapshot)
+    # The totals only order the queue: one job (most cycles of a cluster with GPUs to
+    # spare) has nothing to be ordered against.
+    totals, within = ranked_totals(snapshot) if len(snapshot.pending) > 1 else ({}, None)
     decisions.fairshare = fairshare_table(snapshot)
     for job in ordered(snapshot.pending, totals, within):
         if can_stop and pool.left == 0:

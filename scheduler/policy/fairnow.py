@@ -150,8 +150,6 @@ class Standing:
         """`levels` by position: job i of association keys[i] asks for sizes[i] GPUs, the
         jobs in each association's own queue order; None if a size is negative (only the
         reference handles that)."""
-        if sizes and min(sizes) < 0:
-            return None
         mine: dict[Key, list[int]] = {}
         for i, key in enumerate(keys):
             run = mine.get(key)
@@ -159,20 +157,29 @@ class Standing:
                 mine[key] = [i]
             else:
                 run.append(i)
-        x = [0.0] * len(keys)
-        self._fill(ROOT, mine, sizes, x)
+        return self.run_levels(mine, sizes)
+
+    def run_levels(self, mine: Mapping[Key, Sequence[int]], sizes: Sequence[int]
+                   ) -> list[float] | None:
+        """`level_list` with the jobs given by association: `mine[key]` are the positions
+        (in `sizes`) of the association's jobs in its own queue order."""
+        if sizes and min(sizes) < 0:
+            return None
+        x = [0.0] * len(sizes)
+        self._fill(ROOT, mine, sizes, x, top=True)
         return x
 
-    def _fill(self, account: str, mine: Mapping[Key, list[int]], sizes: Sequence[int],
-              x: list[float]) -> list[int]:
+    def _fill(self, account: str, mine: Mapping[Key, Sequence[int]], sizes: Sequence[int],
+              x: list[float], top: bool = False) -> Sequence[int]:
         """`_reference_merge` with the same result, on job positions and in one pass per
         job and tree level: the account's jobs in the order progressive filling takes them
         (x set on the way). Each run's levels never decrease (sizes are >= 0), so the
         reference's `heapq.merge` on (level, run, ...) is one stable sort by level of the
         runs laid end to end; a lone run is returned as it is (an account's jobs have their
-        x from below already; a user's get their own level)."""
+        x from below already). At the `top` (root) only the levels are needed, not the
+        order: the runs are returned unsorted."""
         tree = self.tree
-        runs: list[tuple[list[int], float, float, bool]] = []
+        runs: list[tuple[Sequence[int], float, float, bool]] = []
         for child in tree.child_accounts.get(account, ()):
             if child in self.account_entitled:
                 jobs = self._fill(child, mine, sizes, x)
@@ -183,16 +190,31 @@ class Standing:
         for key in tree.child_users.get(account, ()):
             if key in mine and key in entitled:
                 runs.append((mine[key], held.get(key, 0.0), entitled[key], True))
-        if len(runs) == 1:
-            jobs, load, share, leaf = runs[0]
-            if leaf:  # x = max(0, level) of a user's jobs, rivals or not
-                _raise_levels(jobs, load, share, sizes, x, [])
-            return jobs
+        if len(runs) == 1 and not runs[0][3]:  # an account's lone run: x set below it
+            return runs[0][0]
+        # Each job's level in its run, (load + GPUs ahead in the run) / share (inf for a
+        # share of 0), raising x to it: a user's jobs get their own level, rivals or not.
+        # GPU counts are whole numbers, so the running sum is exactly the reference's
+        # load + ahead. Written out here, not in a function: this is most of a cycle.
         merged: list[int] = []
         levels: list[float] = []
+        append, inf = levels.append, math.inf
         for jobs, load, share, _ in runs:
             merged += jobs
-            _raise_levels(jobs, load, share, sizes, x, levels)
+            if share <= 0:
+                for j in jobs:
+                    x[j] = inf
+                levels += [inf] * len(jobs)
+                continue
+            ahead = load
+            for j in jobs:
+                level = ahead / share
+                append(level)
+                if level > x[j]:
+                    x[j] = level
+                ahead += sizes[j]
+        if top or len(runs) == 1:
+            return merged
         order = sorted(range(len(merged)), key=levels.__getitem__)
         return [merged[k] for k in order]
 
@@ -233,25 +255,6 @@ class Standing:
                 ahead += gpus
             keyed.append(run)
         return [(job_id, gpus) for _, _, job_id, gpus in heapq.merge(*keyed)]
-
-
-def _raise_levels(jobs: list[int], load: float, share: float, sizes: Sequence[int],
-                  x: list[float], out: list[float]) -> None:
-    """Each job's level in its run, (load + GPUs ahead in the run) / share (inf for a share
-    of 0), raising x to it and appended to `out`. GPU counts are whole numbers, so the
-    running sum is exactly the reference's load + ahead."""
-    if share <= 0:
-        for j in jobs:
-            x[j] = math.inf
-        out += [math.inf] * len(jobs)
-        return
-    append, ahead = out.append, load
-    for j in jobs:
-        level = ahead / share
-        append(level)
-        if level > x[j]:
-            x[j] = level
-        ahead += sizes[j]
 
 
 def user_loads(
@@ -306,7 +309,7 @@ class _Tree:
         self.child_users: dict[str, list[Key]] = {}
         for key in users:
             self.child_users.setdefault(key[0], []).append(key)
-        self._chains: dict[str, list[str]] = {}
+        self._chains: dict[str, list[str]] = {name: self._walk(name) for name in [*shares, ROOT]}
 
     def chain(self, account: str) -> list[str]:
         """The account and its ancestors below root, nearest first."""
@@ -326,18 +329,25 @@ class _Tree:
         """Capacity split down the tree, at each level max-min by shares among the siblings
         with demand, each capped at its subtree's demand (water-filling)."""
         below: dict[str, float] = {}
+        chains = self._chains
         for (account, _), d in demand.items():
-            for name in self.chain(account):
+            for name in chains.get(account) or self.chain(account):
                 below[name] = below.get(name, 0.0) + d
         users: dict[Key, float] = {}
         accounts: dict[str, float] = {}
+        weights, child_accounts, child_users = self.users, self.child_accounts, self.child_users
         stack = [(ROOT, capacity)]
         while stack:
             name, gpus = stack.pop()
-            groups = [a for a in self.child_accounts.get(name, ()) if a in below]
-            people = [k for k in self.child_users.get(name, ()) if k in demand]
+            groups = [a for a in child_accounts.get(name, ()) if a in below]
+            people = [k for k in child_users.get(name, ()) if k in demand]
+            if not groups and len(people) == 1:  # `waterfill` of one ask, inline
+                key = people[0]
+                w, d = weights[key], demand[key]
+                users[key] = min(d, gpus * w / w) if w > 0 and d > 0 else 0.0
+                continue
             got = waterfill(gpus, [(self.shares[a], below[a]) for a in groups]
-                            + [(self.users[k], demand[k]) for k in people])
+                            + [(weights[k], demand[k]) for k in people])
             for group, share in zip(groups, got, strict=False):
                 accounts[group] = share
                 stack.append((group, share))
