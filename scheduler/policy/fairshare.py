@@ -154,6 +154,12 @@ class FairShareTable:
             self._new_user_memo[key] = self._new_user_factor(account, user)
         return self._new_user_memo[key]
 
+    @property
+    def known(self) -> Mapping[tuple[str, str], float]:
+        """The factor of each association the table has a row for (`factor` answers for
+        the others too): one lookup, for callers that ask for many."""
+        return self._factors
+
     def row(self, account: str, user: str | None = None) -> ShareRow | None:
         """The row of an account (user None) or of a user association; None if absent."""
         for r in self.rows:

@@ -7,10 +7,10 @@ import math
 from collections.abc import Mapping, Sequence
 from itertools import pairwise
 from math import isfinite
+from operator import attrgetter
 
 from scheduler.policy.fairnow import (
     FAIR_NOW,
-    SCAVENGER,
     blend,
     job_levels,
     own_order,
@@ -23,6 +23,7 @@ from scheduler.policy.priority import Priority, job_priority, priority_total
 from scheduler.policy.snapshot import PendingJob, ShareInputs, Snapshot
 
 QOS_RANK = {"normal": 0, "scavenger": 1}
+_own_key = attrgetter("own_key")
 
 
 def priorities(snapshot: Snapshot) -> tuple[FairShareTable | None, dict[str, Priority]]:
@@ -89,15 +90,12 @@ def _fair_now_totals(snapshot: Snapshot, largest: int
     pending = snapshot.pending
     if not pending:
         return {}, set()
-    # Each user's jobs side by side, in the user's own order (`own_order`'s key, built
-    # inline: no call per job); the position keeps the sort stable.
-    ranks = sorted([(j.account, j.user, j.qos == SCAVENGER, j.gpus, j.time_limit_s,
-                     j.submitted_at, len(j.id), j.id, i) for i, j in enumerate(pending)])
-    order = [pending[r[-1]] for r in ranks]
+    # Each user's jobs side by side, in the user's own order (a stable sort).
+    order = sorted(pending, key=_own_key)
+    users = [job.assoc for job in order]
     n = len(order)
-    starts = [0, *(k for k in range(1, n) if ranks[k][1] != ranks[k - 1][1]
-                   or ranks[k][0] != ranks[k - 1][0]), n]
-    runs = {(ranks[a][0], ranks[a][1]): range(a, b) for a, b in pairwise(starts)}
+    starts = [0, *(k for k in range(1, n) if users[k] != users[k - 1]), n]
+    runs = {users[a]: range(a, b) for a, b in pairwise(starts)}
     levels = snapshot_loads(snapshot).run_levels(runs, [job.gpus for job in order])
     if levels is None:
         return reference_totals(snapshot)
@@ -110,8 +108,9 @@ def _fair_now_totals(snapshot: Snapshot, largest: int
     sized: dict[int, float] = {}  # the size term per GPU count
     totals: dict[str, float] = {}
     within: set[str] = set()
+    known = table.known
     for key, run in runs.items():
-        past = p * table.factor(*key)
+        past = p * (known[key] if key in known else table.factor(*key))
         previous = math.inf  # the user's previous total in its own order
         for k in run:
             job, x = order[k], levels[k]

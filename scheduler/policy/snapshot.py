@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from scheduler.policy.budget import BudgetState
 from scheduler.policy.fairshare import FAIR_TREE, Account, Assoc, FairShareTable
@@ -42,6 +43,20 @@ class PendingJob:
     qos: str = "normal"
     time_limit_s: int = 3600
 
+    @cached_property
+    def assoc(self) -> tuple[str, str]:
+        """(account, user): the association the job is charged to."""
+        return (self.account, self.user)
+
+    @cached_property
+    def own_key(self) -> tuple[str, str, bool, int, int, float, int, str]:
+        """The job's association, then its place in the association's own order under
+        fair_now (`fairnow.own_order`): sorted by it, each user's jobs lie side by side in
+        their own order. Cached on the job, as `assoc` is: a cycle sorts by it, and the
+        simulator shows the same jobs call after call."""
+        return (self.account, self.user, self.qos == "scavenger", self.gpus, self.time_limit_s,
+                self.submitted_at, len(self.id), self.id)
+
 
 @dataclass(frozen=True)
 class RunningJob:
@@ -56,6 +71,11 @@ class RunningJob:
     ends_at: float = float("inf")  # start + time limit: when its GPUs are free at the latest
     qos: str = "normal"
     rate: float = 0.0  # billed units per second (GPUs x billing weight)
+
+    @cached_property
+    def assoc(self) -> tuple[str, str]:
+        """(account, user): the association the job is charged to."""
+        return (self.account, self.user)
 
 
 @dataclass(frozen=True)

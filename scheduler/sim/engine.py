@@ -108,6 +108,7 @@ class SimResult:
 
 ClassKey = tuple[str, str, int, str | None]
 ClassRank = tuple[float, float, int, str]
+_Queued = tuple[ClassRank, SimJob, PendingJob]  # a queued job, and the view the policy sees
 _MAX_CALLS = 10_000  # policy calls at one event time before the replay gives up
 
 
@@ -120,11 +121,11 @@ def _by_limit(job: SimJob) -> ClassRank:
     return (float(job.time_limit), job.submit, len(job.id), job.id)
 
 
-def _rank_of(item: tuple[ClassRank, SimJob]) -> ClassRank:
+def _rank_of(item: _Queued) -> ClassRank:
     return item[0]
 
 
-def _submit_order(item: tuple[ClassRank, SimJob]) -> tuple[float, int, str]:
+def _submit_order(item: _Queued) -> tuple[float, int, str]:
     job = item[1]
     return (job.submit, len(job.id), job.id)
 
@@ -148,7 +149,7 @@ class _Replay:
                         or not type_matches(j.gpu_type, cluster.model)]
         self.by_id = {j.id: j for j in fits}
         self.left = {j.id: min(j.duration, float(j.time_limit)) for j in fits}  # run time left
-        self.classes: dict[ClassKey, deque[tuple[ClassRank, SimJob]]] = {}
+        self.classes: dict[ClassKey, deque[_Queued]] = {}
         self.n_pending = 0
         self.running: dict[str, tuple[RunningJob, float]] = {}  # id -> (view, start)
         self.run_no: dict[str, int] = {}
@@ -174,7 +175,6 @@ class _Replay:
                 mine.sort(key=lambda j: (j.submit, len(j.id), j.id))
                 self.rank.update((j.id, r) for r, j in enumerate(mine, 1))
                 self.ahead[tenant] = _Fenwick(len(mine))
-        self.pending_views: dict[str, PendingJob] = {}
         self.queued: dict[tuple[str, str], int] = {}  # GPUs pending per (account, user)
         self.calls = 0
         self.calc_period = calc_period
@@ -204,19 +204,12 @@ class _Replay:
         key = (job.account, job.user, job.gpus, job.gpu_type)
         q = self.classes.setdefault(key, deque())
         rank = self.class_order(job)
-        item = (rank, job)
+        item = (rank, job, PendingJob(job.id, job.user, job.account, job.gpus, job.submit,
+                                      job.gpu_type, time_limit_s=job.time_limit))
         if not q or q[-1][0] <= rank:
             q.append(item)
         else:  # a requeued job (or, by time limit, a shorter one) goes back to its place
             q.insert(bisect.bisect_right(q, rank, key=_rank_of), item)
-
-    def _pending_view(self, job: SimJob) -> PendingJob:
-        view = self.pending_views.get(job.id)
-        if view is None:
-            view = PendingJob(job.id, job.user, job.account, job.gpus, job.submit, job.gpu_type,
-                              time_limit_s=job.time_limit)
-            self.pending_views[job.id] = view
-        return view
 
     def _drf_views(self, shown: Mapping[ClassKey, int]) -> list[PendingJob]:
         """The shown jobs under drf, keyed by progressive filling (see the module docstring).
@@ -262,27 +255,27 @@ class _Replay:
         pending: list[PendingJob] = []
         shown: dict[ClassKey, int] = {}
         cutoff: tuple[float, int, str] | None = None
-        most, free, view = self._most_free(), self.free_total, self._pending_view
+        most, free = self._most_free(), self.free_total
         if not self.policy.backfill:
             # Strict fifo starts a prefix of the submit order, at most one job per free GPU:
             # the first `free` jobs are exactly what it can start (the first left out: cutoff).
             order = heapq.merge(*self.classes.values(), key=_submit_order)
             head = list(itertools.islice(order, free + 1))
-            pending = [view(job) for _, job in head[:free]]
+            pending = [view for _, _, view in head[:free]]
             if len(head) > free:
                 cutoff = _submit_order(head[free])
             return pending, shown, cutoff
         drf = self.policy.drf
         for key, q in self.classes.items():
             gpus = key[2]
-            n = 1 if gpus > most else min(len(q), max(1, free // gpus))
-            shown[key] = n
-            if drf:
+            if gpus > most or free < 2 * gpus:  # most classes: one job
+                shown[key] = 1
+                if not drf:
+                    pending.append(q[0][2])
                 continue
-            if n == 1:  # most classes: no generator for one job
-                pending.append(view(q[0][1]))
-            else:
-                pending.extend(view(q[i][1]) for i in range(n))
+            shown[key] = n = min(len(q), free // gpus)
+            if not drf:
+                pending.extend([q[i][2] for i in range(n)])
         if drf:
             pending = self._drf_views(shown)
         return pending, shown, None
@@ -347,7 +340,7 @@ class _Replay:
         else:
             key = (job.account, job.user, job.gpus, job.gpu_type)
             q = self.classes[key]
-            for i, (_, queued) in enumerate(q):
+            for i, (_, queued, _) in enumerate(q):
                 if queued is job:
                     del q[i]
                     break
@@ -371,7 +364,6 @@ class _Replay:
         self.usage.add_rate((job.account, job.user), now, rate)
         self.ledger.started(job.account, rate, now, view.ends_at)
         self.held[job.account] = self.held.get(job.account, 0) + job.gpus
-        self.pending_views.pop(job.id, None)
         if self.policy.drf:
             self.ahead[job.account].add(self.rank[job.id], -job.gpus)
             self.drf_views.pop(job.account, None)
