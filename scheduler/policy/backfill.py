@@ -174,11 +174,12 @@ def _gpu_times(node: NodeView, running: Sequence[RunningJob], now: float) -> lis
     does not say which GPUs it holds is given the lowest busy GPUs no other job claims. An
     unhealthy GPU is never free: its job's end does not free it.
     """
-    times: list[float | None] = [None] * node.gpus_total
+    n = node.gpus_total
+    times: list[float | None] = [None] * n
     for job in running:
+        end = max(job.ends_at, now)
         for i in job.indices:
-            if 0 <= i < len(times):
-                end = max(job.ends_at, now)
+            if 0 <= i < n:
                 held = times[i]
                 times[i] = end if held is None else max(held, end)
     for i in node.free:

@@ -113,6 +113,7 @@ class BudgetGate:
         self.committed = dict(state.committed) if state else {}
         self.chain = account_chain
         self._scope_cache: dict[tuple[str, str], list[tuple[str, str]]] = {}
+        self.active = bool(self.by_scope)  # False: no budget to check any job against
 
     def _scopes(self, user: str, account: str) -> list[tuple[str, str]]:
         key = (user, account)

@@ -98,7 +98,7 @@ def decide(snapshot: Snapshot, max_estimates: int = MAX_ESTIMATES,
         if can_stop and pool.left == 0:
             break
         over = held.over_limit(job)
-        if over is None and job.qos != SCAVENGER:  # scavengers run outside budgets
+        if over is None and budget.active and job.qos != SCAVENGER:  # scavengers: no budgets
             # On its cheapest possible node first; the node it gets is checked below.
             over = budget.check(job.user, job.account, job.gpus * job.time_limit_s
                                 * weights.cheapest(job.gpu_type))
@@ -120,7 +120,7 @@ def decide(snapshot: Snapshot, max_estimates: int = MAX_ESTIMATES,
             if backfill.reservation is None:
                 backfill.reserve(job, pool)
             continue
-        if job.qos != SCAVENGER:
+        if budget.active and job.qos != SCAVENGER:
             cost = job.gpus * job.time_limit_s * weights.of(placement.node)
             over = budget.check(job.user, job.account, cost)
             if over is not None:  # only a dearer node than the cheapest is free now
@@ -200,7 +200,7 @@ class _Held:
         self.capped = bool(self.limits.user_gpus or self.limits.account_gpus)
         self.user: dict[str, int] = {}
         self.account: dict[str, int] = {}
-        for job in snapshot.running:
+        for job in snapshot.running if self.capped else ():  # nothing to hold against
             self._count(job.user, job.account, job.gpus)
 
     def _count(self, user: str, account: str, gpus: int) -> None:

@@ -196,13 +196,11 @@ class _Node:
     fairshare: float = 0.0
     slurm_rank: int | None = None  # Slurm's rank: user_count for the best user, downwards
     is_user: bool = field(init=False)  # a user association (a leaf), not an account
+    name: str = field(init=False)  # the user's name for a user, else the account's
 
-    def __post_init__(self) -> None:
-        self.is_user = self.user is not None  # asked often: set once, not a property
-
-    @property
-    def name(self) -> str:
-        return self.user if self.user is not None else self.account
+    def __post_init__(self) -> None:  # both asked often: set once, not properties
+        self.is_user = self.user is not None
+        self.name = self.user if self.user is not None else self.account
 
 
 def compute_fairshare(
@@ -225,7 +223,7 @@ def compute_fairshare(
     _sum_usage(root)
     _set_level_values(root)
     _sort_children(root)
-    nodes = list(_walk(root))  # depth first, children in Fair Tree order (sorted above)
+    nodes = _walk(root)  # depth first, children in Fair Tree order (sorted above)
     if algorithm == FAIR_TREE:
         _apply_fair_tree(root, nodes)
     else:
@@ -256,10 +254,12 @@ def _check_shares(accounts: Sequence[Account], assocs: Sequence[Assoc]) -> None:
 
 
 def _check_usage(usage: Mapping[tuple[str, str], float], total_usage: float | None) -> None:
-    ok = _good_number
-    for (account, user), used in usage.items():
-        if not ok(used):
-            _check_number(f"usage of user {user!r} in account {account!r}", used)
+    values = usage.values()
+    # All >= 0 and their sum finite: every one good (a NaN fails the sum). Else find it.
+    if values and not (min(values) >= 0 and math.isfinite(sum(values))):
+        for (account, user), used in usage.items():
+            if not _good_number(used):
+                _check_number(f"usage of user {user!r} in account {account!r}", used)
     if total_usage is not None:
         _check_number("total usage", total_usage)
 
@@ -480,14 +480,16 @@ def _classic_factor(effective_usage: float, shares: float) -> float:
 # ------------------------------------------------------------------------------ rows
 
 
-def _walk(node: _Node) -> Iterator[_Node]:
+def _walk(node: _Node) -> list[_Node]:
     """Depth first, a node before its children, children in Fair Tree order (sorted by
     `_sort_children`)."""
-    stack = [node]
+    out, stack = [], [node]
     while stack:
         here = stack.pop()
-        yield here
-        stack.extend(reversed(here.children))
+        out.append(here)
+        if here.children:
+            stack.extend(reversed(here.children))
+    return out
 
 
 def _rows(nodes: list[_Node]) -> Iterator[ShareRow]:
