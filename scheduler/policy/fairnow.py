@@ -314,6 +314,9 @@ class _Tree:
         for key in users:
             self.child_users.setdefault(key[0], []).append(key)
         self._chains: dict[str, list[str]] = {name: self._walk(name) for name in [*shares, ROOT]}
+        # The last split: (capacity, demand, demand below each group, users', groups' GPUs).
+        self._last_split: tuple[float, Mapping[Key, float], dict[str, float],
+                                dict[Key, float], dict[str, float]] | None = None
 
     def chain(self, account: str) -> list[str]:
         """The account and its ancestors below root, nearest first."""
@@ -331,18 +334,51 @@ class _Tree:
     def split(self, capacity: float, demand: Mapping[Key, float]
               ) -> tuple[dict[Key, float], dict[str, float]]:
         """Capacity split down the tree, at each level max-min by shares among the siblings
-        with demand, each capped at its subtree's demand (water-filling)."""
+        with demand, each capped at its subtree's demand (water-filling).
+
+        From one cycle to the next few demands change (a job ends, one is submitted), so
+        the last split is kept: a group whose GPUs and children's demands are what they
+        were keeps its split, and only the groups on the paths to a change are split
+        again. Each split is `waterfill` on the same inputs, so the result is the same as
+        splitting the whole tree anew. Treat the dicts returned as read-only."""
         below: dict[str, float] = {}
         chains = self._chains
         for (account, _), d in demand.items():
             for name in chains.get(account) or self.chain(account):
                 below[name] = below.get(name, 0.0) + d
+        last = self._last_split
+        fresh = last is None or last[0] != capacity  # nothing kept: split every group
         users: dict[Key, float] = {}
         accounts: dict[str, float] = {}
+        accounts_before: dict[str, float] = {}
+        again: set[str] = set()  # the groups whose children's demands changed
+        on_path: set[str] = set()  # those and their ancestors: the groups to visit
+        if last is not None and not fresh:
+            _, before, below_before, users_before, accounts_before = last
+            users, accounts = dict(users_before), dict(accounts_before)
+            for key in demand.keys() | before.keys():
+                if demand.get(key) != before.get(key):
+                    again.add(key[0])
+                    if key not in demand:
+                        users.pop(key, None)
+            for name in below.keys() | below_before.keys():
+                if below.get(name) != below_before.get(name):
+                    again.add(self.parent[name])
+                    if name not in below:
+                        accounts.pop(name, None)
+            on_path = set(again)
+            for name in again:
+                on_path.update(self.chain(name))
         weights, child_accounts, child_users = self.users, self.child_accounts, self.child_users
         stack = [(ROOT, capacity)]
         while stack:
             name, gpus = stack.pop()
+            if not fresh and name not in again and (name == ROOT
+                                                    or accounts_before.get(name) == gpus):
+                # The same inputs as last time: its split stands; go on only to changes.
+                stack += [(child, accounts[child]) for child in child_accounts.get(name, ())
+                          if child in on_path and child in below]
+                continue
             groups = [a for a in child_accounts.get(name, ()) if a in below]
             people = [k for k in child_users.get(name, ()) if k in demand]
             if not groups and len(people) == 1:  # `waterfill` of one ask, inline
@@ -356,13 +392,8 @@ class _Tree:
                 accounts[group] = share
                 stack.append((group, share))
             users.update(zip(people, got[len(groups):], strict=True))
+        self._last_split = (capacity, demand, below, users, accounts)
         return users, accounts
-
-
-# Recent `waterfill` results by their inputs: from one cycle to the next most groups' demands
-# and GPUs are unchanged (the simulator finds 4 in 5 here), and a lookup is cheaper.
-_SPLITS: dict[tuple[float | tuple[float, float], ...], list[float]] = {}
-_SPLITS_KEPT = 4096
 
 
 def waterfill(capacity: float, asks: Sequence[tuple[float, float]]) -> list[float]:
