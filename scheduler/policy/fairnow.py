@@ -283,10 +283,15 @@ def user_loads(
     if tree is None or not tree.users.keys() >= demand.keys():
         tree = _Tree(accounts, assocs, demand)
     entitled, account_entitled = tree.split(capacity, demand)
+    # Summed per account, then up its chain: GPU counts are whole numbers, so the sums are
+    # exact in any order.
+    own: dict[str, float] = {}
+    for key, gpus in held.items():
+        own[key[0]] = own.get(key[0], 0.0) + gpus
     account_held: dict[str, float] = {}
     chain = tree.chain
-    for key, gpus in held.items():  # in demand's order (it starts as a copy of held)
-        for name in chain(key[0]):
+    for account, gpus in own.items():
+        for name in chain(account):
             account_held[name] = account_held.get(name, 0.0) + gpus
     return Standing(held, entitled, account_held, account_entitled, tree, capacity)
 

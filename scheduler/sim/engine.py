@@ -151,6 +151,7 @@ class _Replay:
         self.left = {j.id: min(j.duration, float(j.time_limit)) for j in fits}  # run time left
         self.classes: dict[ClassKey, deque[_Queued]] = {}
         self.n_pending = 0
+        self.sizes: dict[int, int] = {}  # classes queued per GPU count
         self.running: dict[str, tuple[RunningJob, float]] = {}  # id -> (view, start)
         self.run_no: dict[str, int] = {}
         self.ends: list[tuple[float, int, str]] = []  # (end, run number, job id)
@@ -202,7 +203,10 @@ class _Replay:
             self.tiresias.enqueue(job)
             return
         key = (job.account, job.user, job.gpus, job.gpu_type)
-        q = self.classes.setdefault(key, deque())
+        q = self.classes.get(key)
+        if q is None:
+            q = self.classes[key] = deque()
+            self.sizes[job.gpus] = self.sizes.get(job.gpus, 0) + 1
         rank = self.class_order(job)
         item = (rank, job, PendingJob(job.id, job.user, job.account, job.gpus, job.submit,
                                       job.gpu_type, time_limit_s=job.time_limit))
@@ -245,7 +249,7 @@ class _Replay:
             # any node: skip the policy call (exact; it is most events of a blocked queue).
             head = min((q[0] for q in self.classes.values()), key=_submit_order)[1]
             return head.gpus <= most
-        return min(key[2] for key in self.classes) <= most
+        return min(self.sizes) <= most
 
     def _shown(self) -> tuple[list[PendingJob], dict[ClassKey, int],
                               tuple[float, int, str] | None]:
@@ -346,6 +350,9 @@ class _Replay:
                     break
             if not q:
                 del self.classes[key]
+                self.sizes[job.gpus] -= 1
+                if not self.sizes[job.gpus]:
+                    del self.sizes[job.gpus]
         self.n_pending -= 1
         owner = (job.account, job.user)
         self.queued[owner] -= job.gpus
