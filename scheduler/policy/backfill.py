@@ -83,7 +83,6 @@ class Timeline:
         self.now = now
         self.models = {name: n.gpu_model for name, n in up.items()}
         self.times = {name: _gpu_times(n, by_node.get(name, ()), now) for name, n in up.items()}
-        self._ranked: dict[str, list[int]] = {}
         self._sorted: dict[str, list[float]] = {}
         for name in self.times:
             self._rank(name)
@@ -115,7 +114,9 @@ class Timeline:
         while heap:
             start, _free, name, version = heap[0]
             if version == self._version[name]:
-                return Slot(name, tuple(sorted(self._ranked[name][:gpus])), start)
+                times = self.times[name]  # the GPUs by free time (ties: lowest index)
+                ranked = sorted(range(len(times)), key=times.__getitem__)
+                return Slot(name, tuple(sorted(ranked[:gpus])), start)
             heapq.heappop(heap)
         return None
 
@@ -161,10 +162,9 @@ class Timeline:
         self._dirty.clear()
 
     def _rank(self, name: str) -> None:
-        """The node's GPU indices by free time (ties: lowest index), and its times sorted."""
+        """The node's GPU free times, sorted (which GPUs: `earliest`, for the node it picks)."""
         times = self.times[name]
-        self._ranked[name] = ranked = sorted(range(len(times)), key=times.__getitem__)
-        self._sorted[name] = [times[i] for i in ranked]
+        self._sorted[name] = sorted(times)
 
 
 def _gpu_times(node: NodeView, running: Sequence[RunningJob], now: float) -> list[float]:
