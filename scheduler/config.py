@@ -61,7 +61,7 @@ class Settings:
     admins: list[str] = field(default_factory=list)
     billing_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_BILLING_WEIGHTS))
     qos_names: tuple[str, ...] = ("normal", "scavenger")
-    fairshare_algorithm: str = "fair_tree"  # or "classic", "fair_now" (policy.fairnow)
+    fairshare_algorithm: str = "fair_now"  # or "fair_tree", "classic" (policy.fairnow, fairshare)
     # fair_now: the part (0..1) of the fair-share factor that is Fair Tree's on past usage
     fair_now_past_weight: float = 0.2
     semesters: list[list[str]] = field(default_factory=list)  # [["2026-09-01", "2027-01-31"]]

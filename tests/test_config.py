@@ -23,7 +23,7 @@ def test_the_readme_config_example_loads(tmp_path: Path, monkeypatch: pytest.Mon
     (tmp_path / "config.toml").write_text(readme_toml())
     settings = Settings.load(tmp_path)
     assert settings.admins == ["prof-x"]
-    assert settings.fairshare_algorithm == "fair_tree"
+    assert settings.fairshare_algorithm == "fair_now"
     assert settings.priority_weights["fairshare"] == 10000
     assert settings.qos_names == ("normal", "scavenger")
     assert settings.billing_weight("NVIDIA H100 80GB HBM3") == 4.0

@@ -57,7 +57,7 @@ def test_fair_now_counts_holdings_where_fair_tree_counts_usage(tmp_path: Path) -
     rows = ("1,0,bob,b,3,100,100\n2,100,alice,a,3,9900,9900\n3,100,carol,c,1,20,20\n"
             "4,110,alice,a,1,100,100\n5,111,bob,b,1,100,100\n")
     path = _trace(tmp_path, rows)
-    fair_now, fair_tree = _waits(path, "labq-fairnow", "1x4"), _waits(path, "labq", "1x4")
+    fair_now, fair_tree = _waits(path, "labq", "1x4"), _waits(path, "labq-fairtree", "1x4")
     assert fair_now["5"] < fair_now["4"]
     assert fair_tree["4"] < fair_tree["5"]
 

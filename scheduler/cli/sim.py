@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-POLICY_NAMES = ("labq", "labq-fairnow", "slurm-classic", "fifo-backfill", "fifo", "drf",
+POLICY_NAMES = ("labq", "labq-fairtree", "slurm-classic", "fifo-backfill", "fifo", "drf",
                 "tiresias-las")  # see sim.policies
 
 _ROWS = (("wait_avg_s", "avg wait"), ("wait_p50_s", "p50 wait"), ("wait_p99_s", "p99 wait"),

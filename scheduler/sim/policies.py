@@ -1,8 +1,10 @@
 """The policies a replay can use, all through the live `schedule()`; only the snapshot differs.
 
-- ``labq``: Fair Tree fair share + age/size/QOS priority, backfill (the configured default).
-- ``labq-fairnow``: labq with ``fairshare_algorithm = "fair_now"`` (current allocation +
-  decayed past, `scheduler.policy.fairnow`).
+- ``labq``: labq's default: fair now (GPUs held now + Fair Tree on decayed past use,
+  `scheduler.policy.fairnow`) + age/size/QOS priority, backfill. ``labq-fairnow`` is the
+  same policy under the name it had before it became the default.
+- ``labq-fairtree``: labq with ``fairshare_algorithm = "fair_tree"`` (Slurm's Fair Tree on
+  decayed past use alone: the default until fair now).
 - ``slurm-classic``: classic fair share ``2^(-U/S)`` with decay, + age; backfill as Slurm's.
 - ``fifo-backfill``: no fair share (``shares=None``: submit order), backfill.
 - ``fifo``: submit order and no backfill: what Ray alone does. `schedule` always backfills, so
@@ -16,9 +18,9 @@
 - ``tiresias-las``: discretized 2D-LAS on attained GPU-seconds, preemptive (Tiresias, NSDI
   2019); a baseline decided in `scheduler.sim.tiresias`, not by `schedule()`.
 
-Budgets (``--budgets``) reach the policy only under ``labq``, through the snapshot's
-`BudgetState` and the policy's own `BudgetGate`, as in the coordinator; every other policy
-ignores them (their overruns are reported).
+Budgets (``--budgets``) reach the policy only under ``labq`` and ``labq-fairtree``, through
+the snapshot's `BudgetState` and the policy's own `BudgetGate`, as in the coordinator; every
+other policy ignores them (their overruns are reported).
 """
 
 from __future__ import annotations
@@ -46,8 +48,8 @@ class SimPolicy:
 
 
 POLICIES: dict[str, SimPolicy] = {
-    "labq": SimPolicy("labq", FAIR_TREE, budgets=True),
-    "labq-fairnow": SimPolicy("labq-fairnow", FAIR_NOW, budgets=True),
+    "labq": SimPolicy("labq", FAIR_NOW, budgets=True),
+    "labq-fairtree": SimPolicy("labq-fairtree", FAIR_TREE, budgets=True),
     "slurm-classic": SimPolicy("slurm-classic", CLASSIC),
     "fifo-backfill": SimPolicy("fifo-backfill", None),
     "fifo": SimPolicy("fifo", None, backfill=False),
@@ -56,9 +58,12 @@ POLICIES: dict[str, SimPolicy] = {
 }
 
 
+ALIASES = {"labq-fairnow": "labq"}  # the names policies had before
+
+
 def get_policy(name: str) -> SimPolicy:
     try:
-        return POLICIES[name]
+        return POLICIES[ALIASES.get(name, name)]
     except KeyError:
         raise ValueError(f"unknown policy {name!r}; use one of {', '.join(POLICIES)}") from None
 
