@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from itertools import pairwise
 from math import isfinite
 from operator import attrgetter
 
@@ -90,12 +89,15 @@ def _fair_now_totals(snapshot: Snapshot, largest: int
     pending = snapshot.pending
     if not pending:
         return {}, set()
-    # Each user's jobs side by side, in the user's own order (a stable sort).
+    # The queue in each user's own order (a stable sort), and each user's jobs' places in it.
     order = sorted(pending, key=_own_key)
-    users = [job.assoc for job in order]
-    n = len(order)
-    starts = [0, *(k for k in range(1, n) if users[k] != users[k - 1]), n]
-    runs = {users[a]: range(a, b) for a, b in pairwise(starts)}
+    runs: dict[tuple[str, str], list[int]] = {}
+    for k, job in enumerate(order):
+        run = runs.get(job.assoc)
+        if run is None:
+            runs[job.assoc] = [k]
+        else:
+            run.append(k)
     levels = snapshot_loads(snapshot).run_levels(runs, [job.gpus for job in order])
     if levels is None:
         return reference_totals(snapshot)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
 
 from scheduler.policy.budget import BudgetState
 from scheduler.policy.fairshare import FAIR_TREE, Account, Assoc, FairShareTable
@@ -32,7 +31,7 @@ class NodeView:
         return self.gpus_total - len(self.unhealthy)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PendingJob:
     id: str
     user: str
@@ -42,23 +41,22 @@ class PendingJob:
     gpu_type: str | None = None
     qos: str = "normal"
     time_limit_s: int = 3600
+    # Derived once, when the job is made: a cycle groups and sorts by them, and the simulator
+    # shows the same jobs call after call (the coordinator keeps them between cycles too).
+    # (account, user): the association the job is charged to.
+    assoc: tuple[str, str] = field(init=False, repr=False, compare=False)
+    # The job's place among its association's jobs under fair_now (`fairnow.own_order`).
+    own_key: tuple[bool, int, int, float, int, str] = field(init=False, repr=False,
+                                                            compare=False)
 
-    @cached_property
-    def assoc(self) -> tuple[str, str]:
-        """(account, user): the association the job is charged to."""
-        return (self.account, self.user)
-
-    @cached_property
-    def own_key(self) -> tuple[str, str, bool, int, int, float, int, str]:
-        """The job's association, then its place in the association's own order under
-        fair_now (`fairnow.own_order`): sorted by it, each user's jobs lie side by side in
-        their own order. Cached on the job, as `assoc` is: a cycle sorts by it, and the
-        simulator shows the same jobs call after call."""
-        return (self.account, self.user, self.qos == "scavenger", self.gpus, self.time_limit_s,
-                self.submitted_at, len(self.id), self.id)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "assoc", (self.account, self.user))
+        object.__setattr__(self, "own_key", (self.qos == "scavenger", self.gpus,
+                                             self.time_limit_s, self.submitted_at,
+                                             len(self.id), self.id))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RunningJob:
     """A job that holds GPUs now (STARTING or RUNNING)."""
 
@@ -71,11 +69,11 @@ class RunningJob:
     ends_at: float = float("inf")  # start + time limit: when its GPUs are free at the latest
     qos: str = "normal"
     rate: float = 0.0  # billed units per second (GPUs x billing weight)
+    # (account, user): the association the job is charged to; derived once.
+    assoc: tuple[str, str] = field(init=False, repr=False, compare=False)
 
-    @cached_property
-    def assoc(self) -> tuple[str, str]:
-        """(account, user): the association the job is charged to."""
-        return (self.account, self.user)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "assoc", (self.account, self.user))
 
 
 @dataclass(frozen=True)
