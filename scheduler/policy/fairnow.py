@@ -40,7 +40,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Protocol
 
-from scheduler.policy.fairshare import FAIR_TREE, ROOT, Account, Assoc, resolve_parents
+from scheduler.policy.fairshare import FAIR_TREE
+from scheduler.policy.sharetree import ROOT, Account, Assoc, resolve_parents
 from scheduler.policy.snapshot import PendingJob, ShareInputs, Snapshot
 
 FAIR_NOW = "fair_now"

@@ -44,30 +44,30 @@ algorithm):
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-ROOT = "root"
+from scheduler.policy.sharetree import (
+    ROOT,
+    Account,
+    Assoc,
+    Node,
+    build_tree,
+    check_usage,
+    fair_tree_key,
+    set_level_values,
+    skeleton,
+    sort_children,
+    sum_usage,
+    walk,
+)
+
+__all__ = ["ALGORITHMS", "CLASSIC", "FAIR_TREE", "ROOT", "Account", "Assoc", "FairShareTable",
+           "ShareRow", "compute_fairshare"]
+
 FAIR_TREE = "fair_tree"
 CLASSIC = "classic"
 ALGORITHMS = (FAIR_TREE, CLASSIC)
-
-
-@dataclass(frozen=True)
-class Account:
-    name: str
-    parent: str | None  # None only for the root account "root"
-    shares: float = 1.0
-
-
-@dataclass(frozen=True)
-class Assoc:
-    """A user's membership in an account (Slurm's user association)."""
-
-    user: str
-    account: str
-    shares: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -108,14 +108,14 @@ class FairShareTable:
         self.algorithm = algorithm  # "fair_tree" or "classic"
         self.inputs = inputs
         self._rows: tuple[ShareRow, ...] | None = tuple(rows)
-        self._nodes: list[_Node] = []
+        self._nodes: list[Node] = []
         self._factors = {(r.account, r.user): r.fairshare for r in self._rows
                          if r.user is not None}
         self._new_user_memo: dict[tuple[str, str], float] = {}
 
     @classmethod
-    def _of(cls, algorithm: str, nodes: list[_Node], inputs: _Inputs) -> FairShareTable:
-        """The table of a computed tree (`nodes` in `_walk` order); rows made when asked."""
+    def _of(cls, algorithm: str, nodes: list[Node], inputs: _Inputs) -> FairShareTable:
+        """The table of a computed tree (`nodes` in `walk` order); rows made when asked."""
         table = cls(algorithm, (), inputs)
         table._rows, table._nodes = None, nodes
         table._factors = {(n.account, n.user): n.fairshare for n in nodes if n.user is not None}
@@ -176,33 +176,6 @@ class FairShareTable:
         return grown._factors[(account, user)]
 
 
-# ------------------------------------------------------------------------------ the tree
-
-
-@dataclass(slots=True, eq=False)
-class _Node:
-    """A mutable node, used only while one table is computed; never leaves this module."""
-
-    account: str
-    user: str | None
-    shares: float
-    children: list[_Node] = field(default_factory=list)
-    raw_usage: float = 0.0
-    norm_shares: float = 0.0
-    norm_usage: float = 0.0
-    level_fs: float = 0.0
-    effective_usage: float = 0.0
-    global_shares: float = 0.0  # classic S: the product of norm_shares up to root
-    fairshare: float = 0.0
-    slurm_rank: int | None = None  # Slurm's rank: user_count for the best user, downwards
-    is_user: bool = field(init=False)  # a user association (a leaf), not an account
-    name: str = field(init=False)  # the user's name for a user, else the account's
-
-    def __post_init__(self) -> None:  # both asked often: set once, not properties
-        self.is_user = self.user is not None
-        self.name = self.user if self.user is not None else self.account
-
-
 def compute_fairshare(
     accounts: Sequence[Account], assocs: Sequence[Assoc],
     usage: Mapping[tuple[str, str], float], algorithm: str = FAIR_TREE,
@@ -218,12 +191,12 @@ def compute_fairshare(
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown fair-share algorithm {algorithm!r}; "
                          f"expected one of {', '.join(ALGORITHMS)}")
-    _check_usage(usage, total_usage)
-    root = _build_tree(_skeleton(accounts, assocs, usage), usage)
-    _sum_usage(root)
-    _set_level_values(root)
-    _sort_children(root)
-    nodes = _walk(root)  # depth first, children in Fair Tree order (sorted above)
+    check_usage(usage, total_usage)
+    root = build_tree(skeleton(accounts, assocs, usage), usage)
+    sum_usage(root)
+    set_level_values(root)
+    sort_children(root)
+    nodes = walk(root)  # depth first, children in Fair Tree order (sorted above)
     if algorithm == FAIR_TREE:
         _apply_fair_tree(root, nodes)
     else:
@@ -233,159 +206,11 @@ def compute_fairshare(
     return FairShareTable._of(algorithm, nodes, inputs)
 
 
-def _check_number(what: str, value: float) -> None:
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{what} must be a finite number >= 0, got {value!r}")
-
-
-def _good_number(value: float) -> bool:
-    return value >= 0 and math.isfinite(value)
-
-
-def _check_shares(accounts: Sequence[Account], assocs: Sequence[Assoc]) -> None:
-    # The message is built only for a bad number: this runs on every fair-share refresh.
-    ok = _good_number
-    for a in accounts:
-        if a.name != ROOT and not ok(a.shares):
-            _check_number(f"shares of account {a.name!r}", a.shares)
-    for s in assocs:
-        if not ok(s.shares):
-            _check_number(f"shares of user {s.user!r} in account {s.account!r}", s.shares)
-
-
-def _check_usage(usage: Mapping[tuple[str, str], float], total_usage: float | None) -> None:
-    values = usage.values()
-    # All >= 0 and their sum finite: every one good (a NaN fails the sum). Else find it.
-    if values and not (min(values) >= 0 and math.isfinite(sum(values))):
-        for (account, user), used in usage.items():
-            if not _good_number(used):
-                _check_number(f"usage of user {user!r} in account {account!r}", used)
-    if total_usage is not None:
-        _check_number("total usage", total_usage)
-
-
-@dataclass(frozen=True)
-class _Skeleton:
-    """The tree's shape, made robust (see the module docstring): what `_build_tree` needs
-    besides the usage. It depends on the accounts, the associations and the usage keys
-    that have no association, which change far more rarely than the usage does."""
-
-    accounts: tuple[tuple[str, float, str], ...]  # (name, shares, parent), by name
-    users: tuple[tuple[str, str, float], ...]  # (account, user, shares), sorted
-    known: frozenset[tuple[str, str]]  # the associations given (before the usage's)
-
-
-# The last skeleton made, for the (immutable) accounts and associations it was made from and
-# the usage keys it added: the coordinator and the simulator refresh the table from the same
-# tree every few minutes, only the usage changes.
-_LAST_SKELETON: dict[str, tuple[Sequence[Account], Sequence[Assoc], tuple[tuple[str, str],
-                                                                           ...], _Skeleton]] = {}
-
-
-def _skeleton(accounts: Sequence[Account], assocs: Sequence[Assoc],
-              usage: Mapping[tuple[str, str], float]) -> _Skeleton:
-    last = _LAST_SKELETON.get("last")
-    if last is not None and last[0] is accounts and last[1] is assocs:
-        known = last[3].known
-        if tuple(key for key in usage if key not in known) == last[2]:
-            return last[3]
-    _check_shares(accounts, assocs)
-    shares = {a.name: a.shares for a in accounts if a.name != ROOT}
-    parents = {a.name: a.parent for a in accounts if a.name != ROOT}
-    users: dict[tuple[str, str], float] = {(s.account, s.user): s.shares for s in assocs}
-    known = frozenset(users)
-    extra = tuple(key for key in usage if key not in known)
-    for key in extra:
-        users.setdefault(key, 1.0)
-    for account, _user in users:
-        if account != ROOT and account not in shares:
-            shares[account], parents[account] = 1.0, ROOT
-    parent_of = resolve_parents(parents)
-    skeleton = _Skeleton(
-        tuple((name, shares[name], parent_of[name]) for name in sorted(shares)),
-        tuple((account, user, s) for (account, user), s in sorted(users.items())), known)
-    if isinstance(accounts, tuple) and isinstance(assocs, tuple):  # immutable: keep it
-        _LAST_SKELETON["last"] = (accounts, assocs, extra, skeleton)
-    return skeleton
-
-
-def _build_tree(skeleton: _Skeleton, usage: Mapping[tuple[str, str], float]) -> _Node:
-    root = _Node(ROOT, None, 1.0)
-    nodes = {ROOT: root}
-    for name, s, _parent in skeleton.accounts:
-        nodes[name] = _Node(name, None, s)
-    for name, _s, parent in skeleton.accounts:
-        nodes[parent].children.append(nodes[name])
-    get = usage.get
-    for account, user, s in skeleton.users:
-        nodes[account].children.append(
-            _Node(account, user, s, raw_usage=float(get((account, user), 0.0))))
-    return root
-
-
-def resolve_parents(parents: Mapping[str, str | None]) -> dict[str, str]:
-    """Each account's parent, with unknown parents, missing parents and cycles cut to root."""
-    parent_of = {name: (p if p is not None and (p == ROOT or p in parents) else ROOT)
-                 for name, p in parents.items()}
-    reaches_root: set[str] = {ROOT}
-    for start in sorted(parent_of):
-        path: list[str] = []
-        on_path: set[str] = set()
-        name = start
-        while name not in reaches_root:
-            if name in on_path:  # a cycle: hang the account that closes it under root
-                parent_of[name] = ROOT
-                break
-            path.append(name)
-            on_path.add(name)
-            name = parent_of[name]
-        reaches_root.update(path)
-    return parent_of
-
-
-def _sum_usage(node: _Node) -> float:
-    if not node.is_user:
-        node.raw_usage = sum([_sum_usage(c) if c.children else c.raw_usage
-                              for c in node.children])
-    return node.raw_usage
-
-
-def _set_level_values(node: _Node) -> None:
-    """norm_shares, norm_usage and level_fs of every node below `node`, from its siblings."""
-    if node.account == ROOT and node.user is None:
-        node.norm_shares = 1.0
-        node.norm_usage = 1.0 if node.raw_usage > 0 else 0.0
-        node.level_fs = _level_fs(node.norm_shares, node.norm_usage)
-    children, used = node.children, node.raw_usage
-    level_shares = sum([c.shares for c in children])
-    for child in children:
-        child.norm_shares = child.shares / level_shares if level_shares > 0 else 0.0
-        child.norm_usage = child.raw_usage / used if used > 0 else 0.0
-        child.level_fs = _level_fs(child.norm_shares, child.norm_usage)
-        if child.children:  # a leaf (a user, or an account with none) has nothing below
-            _set_level_values(child)
-
-
-def _sort_children(node: _Node) -> None:
-    """Every node's children in Fair Tree order, once: the walks below rely on it."""
-    node.children.sort(key=_fair_tree_key)
-    for child in node.children:
-        if child.children:
-            _sort_children(child)
-
-
-def _level_fs(s: float, u: float) -> float:
-    """Slurm's `_calc_assoc_fs`: 0 where S is 0, else S / U (infinity where U is 0)."""
-    if s == 0:
-        return 0.0
-    return math.inf if u == 0 else s / u
-
-
 # ------------------------------------------------------------------------------ Fair Tree
 
 
-def _apply_fair_tree(root: _Node, nodes: list[_Node]) -> None:
-    """Every user's Fair Tree factor; `nodes`: the tree's nodes (`_walk`)."""
+def _apply_fair_tree(root: Node, nodes: list[Node]) -> None:
+    """Every user's Fair Tree factor; `nodes`: the tree's nodes (`walk`)."""
     user_count = sum(1 for n in nodes if n.is_user)
     ranker = _Ranker(user_count)
     ranker.visit(root.children, account_tied=False)
@@ -394,11 +219,6 @@ def _apply_fair_tree(root: _Node, nodes: list[_Node]) -> None:
         if node.is_user:
             rank = node.slurm_rank if node.slurm_rank is not None else 0
             node.fairshare = rank / user_count
-
-
-def _fair_tree_key(node: _Node) -> tuple[float, bool, str]:
-    """Highest level_fs first; on equal level_fs users before accounts; then by name."""
-    return (-node.level_fs, not node.is_user, node.name)
 
 
 class _Ranker:
@@ -412,10 +232,10 @@ class _Ranker:
         self.rank = user_count
         self.rnt = user_count
 
-    def visit(self, siblings: list[_Node], account_tied: bool, in_order: bool = True) -> None:
+    def visit(self, siblings: list[Node], account_tied: bool, in_order: bool = True) -> None:
         """`siblings`: in Fair Tree order already when `in_order` (one node's children, as
-        `_sort_children` left them), else sorted here (the children of tied accounts)."""
-        ordered = siblings if in_order else sorted(siblings, key=_fair_tree_key)
+        `sort_children` left them), else sorted here (the children of tied accounts)."""
+        ordered = siblings if in_order else sorted(siblings, key=fair_tree_key)
         prev_level_fs: float | None = None
         i = 0
         while i < len(ordered):
@@ -435,7 +255,7 @@ class _Ranker:
             i += 1
 
 
-def _last_tied_account(ordered: list[_Node], i: int) -> int:
+def _last_tied_account(ordered: list[Node], i: int) -> int:
     """The index of the last account after `i` whose level_fs equals that of account `i`."""
     last = i
     while (last + 1 < len(ordered) and not ordered[last + 1].is_user
@@ -447,14 +267,14 @@ def _last_tied_account(ordered: list[_Node], i: int) -> int:
 # ------------------------------------------------------------------------------ classic
 
 
-def _apply_classic(root: _Node, total: float) -> None:
+def _apply_classic(root: Node, total: float) -> None:
     root.global_shares = 1.0
     root.effective_usage = root.norm_usage
     root.fairshare = _classic_factor(root.effective_usage, root.global_shares)
     _classic_children(root, total)
 
 
-def _classic_children(parent: _Node, total: float) -> None:
+def _classic_children(parent: Node, total: float) -> None:
     level_shares = sum(c.shares for c in parent.children)
     for child in parent.children:
         actual = min(1.0, child.raw_usage / total) if total > 0 else 0.0
@@ -480,20 +300,8 @@ def _classic_factor(effective_usage: float, shares: float) -> float:
 # ------------------------------------------------------------------------------ rows
 
 
-def _walk(node: _Node) -> list[_Node]:
-    """Depth first, a node before its children, children in Fair Tree order (sorted by
-    `_sort_children`)."""
-    out, stack = [], [node]
-    while stack:
-        here = stack.pop()
-        out.append(here)
-        if here.children:
-            stack.extend(reversed(here.children))
-    return out
-
-
-def _rows(nodes: list[_Node]) -> Iterator[ShareRow]:
-    """The table's rows, of the tree's nodes in `_walk` order."""
+def _rows(nodes: list[Node]) -> Iterator[ShareRow]:
+    """The table's rows, of the tree's nodes in `walk` order."""
     user_count = sum(1 for n in nodes if n.is_user)
     for n in nodes:
         rank = None

@@ -1,0 +1,221 @@
+"""The account tree one fair-share computation works on (`fairshare.compute_fairshare`):
+accounts and user associations made into a tree by the robustness rules of `fairshare`'s
+docstring, with each node's usage and its Level Fairshare among its siblings.
+
+The tree's shape (`skeleton`) depends only on the accounts, the associations and the usage
+keys without one, which change far more rarely than the usage: it is kept between
+refreshes, and only the nodes are made anew (`build_tree`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+ROOT = "root"
+
+
+@dataclass(frozen=True)
+class Account:
+    name: str
+    parent: str | None  # None only for the root account "root"
+    shares: float = 1.0
+
+
+@dataclass(frozen=True)
+class Assoc:
+    """A user's membership in an account (Slurm's user association)."""
+
+    user: str
+    account: str
+    shares: float = 1.0
+
+
+@dataclass(slots=True, eq=False)
+class Node:
+    """A mutable node, used only while one table is computed (`fairshare`)."""
+
+    account: str
+    user: str | None
+    shares: float
+    children: list[Node] = field(default_factory=list)
+    raw_usage: float = 0.0
+    norm_shares: float = 0.0
+    norm_usage: float = 0.0
+    level_fs: float = 0.0
+    effective_usage: float = 0.0
+    global_shares: float = 0.0  # classic S: the product of norm_shares up to root
+    fairshare: float = 0.0
+    slurm_rank: int | None = None  # Slurm's rank: user_count for the best user, downwards
+    is_user: bool = field(init=False)  # a user association (a leaf), not an account
+    name: str = field(init=False)  # the user's name for a user, else the account's
+
+    def __post_init__(self) -> None:  # both asked often: set once, not properties
+        self.is_user = self.user is not None
+        self.name = self.user if self.user is not None else self.account
+
+
+def _check_number(what: str, value: float) -> None:
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{what} must be a finite number >= 0, got {value!r}")
+
+
+def _good_number(value: float) -> bool:
+    return value >= 0 and math.isfinite(value)
+
+
+def _check_shares(accounts: Sequence[Account], assocs: Sequence[Assoc]) -> None:
+    # The message is built only for a bad number: this runs on every fair-share refresh.
+    ok = _good_number
+    for a in accounts:
+        if a.name != ROOT and not ok(a.shares):
+            _check_number(f"shares of account {a.name!r}", a.shares)
+    for s in assocs:
+        if not ok(s.shares):
+            _check_number(f"shares of user {s.user!r} in account {s.account!r}", s.shares)
+
+
+def check_usage(usage: Mapping[tuple[str, str], float], total_usage: float | None) -> None:
+    values = usage.values()
+    # All >= 0 and their sum finite: every one good (a NaN fails the sum). Else find it.
+    if values and not (min(values) >= 0 and math.isfinite(sum(values))):
+        for (account, user), used in usage.items():
+            if not _good_number(used):
+                _check_number(f"usage of user {user!r} in account {account!r}", used)
+    if total_usage is not None:
+        _check_number("total usage", total_usage)
+
+
+@dataclass(frozen=True)
+class _Skeleton:
+    """The tree's shape, made robust (see the module docstring): what `build_tree` needs
+    besides the usage. It depends on the accounts, the associations and the usage keys
+    that have no association, which change far more rarely than the usage does."""
+
+    accounts: tuple[tuple[str, float, str], ...]  # (name, shares, parent), by name
+    users: tuple[tuple[str, str, float], ...]  # (account, user, shares), sorted
+    known: frozenset[tuple[str, str]]  # the associations given (before the usage's)
+
+
+# The last skeleton made, for the (immutable) accounts and associations it was made from and
+# the usage keys it added: the coordinator and the simulator refresh the table from the same
+# tree every few minutes, only the usage changes.
+_LAST_SKELETON: dict[str, tuple[Sequence[Account], Sequence[Assoc], tuple[tuple[str, str],
+                                                                           ...], _Skeleton]] = {}
+
+
+def skeleton(accounts: Sequence[Account], assocs: Sequence[Assoc],
+              usage: Mapping[tuple[str, str], float]) -> _Skeleton:
+    last = _LAST_SKELETON.get("last")
+    if last is not None and last[0] is accounts and last[1] is assocs:
+        known = last[3].known
+        if tuple(key for key in usage if key not in known) == last[2]:
+            return last[3]
+    _check_shares(accounts, assocs)
+    shares = {a.name: a.shares for a in accounts if a.name != ROOT}
+    parents = {a.name: a.parent for a in accounts if a.name != ROOT}
+    users: dict[tuple[str, str], float] = {(s.account, s.user): s.shares for s in assocs}
+    known = frozenset(users)
+    extra = tuple(key for key in usage if key not in known)
+    for key in extra:
+        users.setdefault(key, 1.0)
+    for account, _user in users:
+        if account != ROOT and account not in shares:
+            shares[account], parents[account] = 1.0, ROOT
+    parent_of = resolve_parents(parents)
+    made = _Skeleton(
+        tuple((name, shares[name], parent_of[name]) for name in sorted(shares)),
+        tuple((account, user, s) for (account, user), s in sorted(users.items())), known)
+    if isinstance(accounts, tuple) and isinstance(assocs, tuple):  # immutable: keep it
+        _LAST_SKELETON["last"] = (accounts, assocs, extra, made)
+    return made
+
+
+def build_tree(shape: _Skeleton, usage: Mapping[tuple[str, str], float]) -> Node:
+    root = Node(ROOT, None, 1.0)
+    nodes = {ROOT: root}
+    for name, s, _parent in shape.accounts:
+        nodes[name] = Node(name, None, s)
+    for name, _s, parent in shape.accounts:
+        nodes[parent].children.append(nodes[name])
+    get = usage.get
+    for account, user, s in shape.users:
+        nodes[account].children.append(
+            Node(account, user, s, raw_usage=float(get((account, user), 0.0))))
+    return root
+
+
+def resolve_parents(parents: Mapping[str, str | None]) -> dict[str, str]:
+    """Each account's parent, with unknown parents, missing parents and cycles cut to root."""
+    parent_of = {name: (p if p is not None and (p == ROOT or p in parents) else ROOT)
+                 for name, p in parents.items()}
+    reaches_root: set[str] = {ROOT}
+    for start in sorted(parent_of):
+        path: list[str] = []
+        on_path: set[str] = set()
+        name = start
+        while name not in reaches_root:
+            if name in on_path:  # a cycle: hang the account that closes it under root
+                parent_of[name] = ROOT
+                break
+            path.append(name)
+            on_path.add(name)
+            name = parent_of[name]
+        reaches_root.update(path)
+    return parent_of
+
+
+def sum_usage(node: Node) -> float:
+    if not node.is_user:
+        node.raw_usage = sum([sum_usage(c) if c.children else c.raw_usage
+                              for c in node.children])
+    return node.raw_usage
+
+
+def set_level_values(node: Node) -> None:
+    """norm_shares, norm_usage and level_fs of every node below `node`, from its siblings."""
+    if node.account == ROOT and node.user is None:
+        node.norm_shares = 1.0
+        node.norm_usage = 1.0 if node.raw_usage > 0 else 0.0
+        node.level_fs = level_fs(node.norm_shares, node.norm_usage)
+    children, used = node.children, node.raw_usage
+    level_shares = sum([c.shares for c in children])
+    for child in children:
+        child.norm_shares = child.shares / level_shares if level_shares > 0 else 0.0
+        child.norm_usage = child.raw_usage / used if used > 0 else 0.0
+        child.level_fs = level_fs(child.norm_shares, child.norm_usage)
+        if child.children:  # a leaf (a user, or an account with none) has nothing below
+            set_level_values(child)
+
+
+def sort_children(node: Node) -> None:
+    """Every node's children in Fair Tree order, once: the walks below rely on it."""
+    node.children.sort(key=fair_tree_key)
+    for child in node.children:
+        if child.children:
+            sort_children(child)
+
+
+def level_fs(s: float, u: float) -> float:
+    """Slurm's `_calc_assoc_fs`: 0 where S is 0, else S / U (infinity where U is 0)."""
+    if s == 0:
+        return 0.0
+    return math.inf if u == 0 else s / u
+
+
+def fair_tree_key(node: Node) -> tuple[float, bool, str]:
+    """Highest level_fs first; on equal level_fs users before accounts; then by name."""
+    return (-node.level_fs, not node.is_user, node.name)
+
+
+def walk(node: Node) -> list[Node]:
+    """Depth first, a node before its children, children in Fair Tree order (sorted by
+    `sort_children`)."""
+    out, stack = [], [node]
+    while stack:
+        here = stack.pop()
+        out.append(here)
+        if here.children:
+            stack.extend(reversed(here.children))
+    return out
