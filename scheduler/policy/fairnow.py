@@ -153,14 +153,7 @@ class Standing:
         """`levels` by position: job i of association keys[i] asks for sizes[i] GPUs, the
         jobs in each association's own queue order; None if a size is negative (only the
         reference handles that)."""
-        mine: dict[Key, list[int]] = {}
-        for i, key in enumerate(keys):
-            run = mine.get(key)
-            if run is None:
-                mine[key] = [i]
-            else:
-                run.append(i)
-        return self.run_levels(mine, sizes)
+        return self.run_levels(positions(keys), sizes)
 
     def run_levels(self, mine: Mapping[Key, Sequence[int]], sizes: Sequence[int]
                    ) -> list[float] | None:
@@ -451,11 +444,12 @@ def base_tree(inputs: ShareInputs) -> _Tree:
 _LAST_TREE: dict[str, tuple[Sequence[Account], Sequence[Assoc], _Tree]] = {}
 
 
-def queued_gpus(snapshot: Snapshot) -> dict[Key, float]:
+def queued_gpus(snapshot: Snapshot) -> Mapping[Key, float]:
     """GPUs of each association's pending normal-QOS jobs: `Snapshot.queued_gpus` where the
-    caller gives it (a snapshot holding only part of the queue), else from `pending`."""
+    caller gives it (a snapshot holding only part of the queue; read, not copied), else from
+    `pending`."""
     if snapshot.queued_gpus is not None:
-        return dict(snapshot.queued_gpus)
+        return snapshot.queued_gpus
     out: dict[Key, float] = {}
     for j in snapshot.pending:
         if j.qos != SCAVENGER:
@@ -488,5 +482,19 @@ def reference_job_levels(snapshot: Snapshot) -> tuple[Standing, dict[str, float]
     return loads, loads.reference_levels((j.id, (j.account, j.user), j.gpus) for j in order)
 
 
+def positions(keys: Iterable[Key]) -> dict[Key, list[int]]:
+    """Each association's places in `keys` (a list of associations, one per job), in order."""
+    out: dict[Key, list[int]] = {}
+    for i, key in enumerate(keys):
+        run = out.get(key)
+        if run is None:
+            out[key] = [i]
+        else:
+            run.append(i)
+    return out
+
+
 def own_order(j: PendingJob) -> tuple[bool, int, int, float, int, str]:
-    return (j.qos == SCAVENGER, j.gpus, j.time_limit_s, j.submitted_at, len(j.id), j.id)
+    """A job's place among its association's own jobs (`PendingJob.own_key`, set when the job
+    is made): normal QOS first, then fewest GPUs, shortest time limit, oldest."""
+    return j.own_key

@@ -13,6 +13,7 @@ from scheduler.policy.fairnow import (
     blend,
     job_levels,
     own_order,
+    positions,
     reference_job_levels,
     snapshot_loads,
     within_share,
@@ -91,13 +92,7 @@ def _fair_now_totals(snapshot: Snapshot, largest: int
         return {}, set()
     # The queue in each user's own order (a stable sort), and each user's jobs' places in it.
     order = sorted(pending, key=_own_key)
-    runs: dict[tuple[str, str], list[int]] = {}
-    for k, job in enumerate(order):
-        run = runs.get(job.assoc)
-        if run is None:
-            runs[job.assoc] = [k]
-        else:
-            run.append(k)
+    runs = positions([job.assoc for job in order])
     levels = snapshot_loads(snapshot).run_levels(runs, [job.gpus for job in order])
     if levels is None:
         return reference_totals(snapshot)
