@@ -90,3 +90,8 @@ def test_the_system_config_is_read_when_labq_home_has_none(
     assert Settings.load(home).node_timeout_s == 120
     (home / "config.toml").write_text("[nodes]\ntimeout_s = 60\n")  # LABQ_HOME's own wins
     assert Settings.load(home).node_timeout_s == 60
+
+
+def test_fair_now_is_the_default_fair_share() -> None:
+    """Issue 12: fair now (GPUs held now + Fair Tree on the past) is what a lab gets."""
+    assert Settings(Path("/nonexistent")).fairshare_algorithm == "fair_now"

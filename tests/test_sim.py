@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from scheduler.cli.sim import sim
+from scheduler.config import Settings
 from scheduler.sim import Cluster, TraceError, load_accounts, load_csv, load_philly, simulate
 from scheduler.sim.policies import get_policy
 from scheduler.sim.report import JOB_COLUMNS, summarize, write_outputs
@@ -306,3 +307,12 @@ def test_a_time_step_that_never_settles_raises(tmp_path: Path,
     monkeypatch.setattr(engine, "_MAX_CALLS", 0)
     with pytest.raises(RuntimeError, match="0 policy calls at t=0 s and could still start"):
         simulate(jobs, Cluster.parse("1x1"), get_policy("fifo-backfill"))
+
+
+def test_labq_replays_the_default_and_the_old_names_still_work() -> None:
+    """`labq` is the default fair share (fair now), `labq-fairtree` Fair Tree, and the name
+    fair now had before it became the default still replays it."""
+    assert get_policy("labq").algorithm == Settings(Path("/nonexistent")).fairshare_algorithm
+    assert get_policy("labq").algorithm == "fair_now"
+    assert get_policy("labq-fairtree").algorithm == "fair_tree"
+    assert get_policy("labq-fairnow") is get_policy("labq")
