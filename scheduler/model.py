@@ -108,6 +108,12 @@ class JobSpec:
     requeue: bool = False
     submitter: str = ""
     output: str = ""  # output file pattern (%j = job id), relative to workdir; "" = labq-%j.out
+    error: str = ""  # stderr file pattern ("" = with the output)
+    script: str = ""  # a batch script captured at submit (then `command` is its arguments)
+    submit_dir: str = ""  # where `labq submit` ran
+    dependency: str = ""  # Slurm's --dependency expression, "" = none
+    array_job: str = ""  # the array's id, for a task of an array
+    array_task: int | None = None  # the task's index in its array
 
 
 # Job hash fields that hold JSON rather than plain strings.
@@ -154,6 +160,12 @@ class Job:
     gpu_idle_since: dict[int, float] = field(default_factory=dict)
     idle_notified: bool = False  # the owner was told its GPUs are idle (this idle spell)
     output: str = ""  # output file pattern as submitted (see scheduler.noderun.output_path)
+    error: str = ""  # stderr file pattern as submitted ("" = with the output)
+    script: str = ""  # the batch script captured at submit ("" = `command` is the command)
+    submit_dir: str = ""  # where `labq submit` ran
+    dependency: str = ""  # the --dependency expression still to be met ("" = none)
+    array_job: str = ""  # a task of an array: the array's id ("17" for task "17_5")
+    array_task: int | None = None  # a task of an array: its index
 
     @property
     def waiting_since(self) -> float:
@@ -226,6 +238,12 @@ class Job:
                             json.loads(raw.get("gpu_idle_since") or "{}").items()},
             idle_notified=bool(raw.get("idle_notified")),
             output=raw.get("output", ""),
+            error=raw.get("error", ""),
+            script=raw.get("script", ""),
+            submit_dir=raw.get("submit_dir", ""),
+            dependency=raw.get("dependency", ""),
+            array_job=raw.get("array_job", ""),
+            array_task=int(raw["array_task"]) if raw.get("array_task") else None,
         )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -27,12 +28,38 @@ PHASES = (STARTING, RUNNING, EXITED, FAILED)
 DEFAULT_OUTPUT = "labq-%j.out"
 
 
+_PATTERN = re.compile(r"%(\d{0,2})([jxuAaN%])")
+
+
+def expand_pattern(pattern: str, job: Job) -> str:
+    """Slurm's filename pattern: `%j` job id, `%x` name, `%u` user, `%A` array id (the job id
+    outside an array), `%a` task index (0 outside an array), `%N` node (kept as `%N` while
+    the job has none), `%%` a `%`; a width as in `%3a` pads numbers with zeros."""
+    def one(match: re.Match[str]) -> str:
+        width, letter = match.group(1), match.group(2)
+        value = {
+            "j": job.id, "x": job.name or "labq", "u": job.user,
+            "A": job.array_job or job.id,
+            "a": "0" if job.array_task is None else str(job.array_task),
+            "N": (job.node or "%N").split(".")[0], "%": "%",
+        }[letter]
+        return value.zfill(int(width)) if width and letter in "jAa" else value
+
+    return _PATTERN.sub(one, pattern)
+
+
 def output_path(job: Job) -> str:
     """The job's output file: `--output` (default `labq-%j.out`, Slurm's `slurm-%j.out`) with
-    `%j` as the job id and `%u` as the user, relative to the work directory."""
-    pattern = job.output or DEFAULT_OUTPUT
-    path = pattern.replace("%j", job.id).replace("%u", job.user)
+    its patterns expanded (`expand_pattern`), relative to the work directory."""
+    path = expand_pattern(job.output or DEFAULT_OUTPUT, job)
     return os.path.normpath(os.path.join(job.workdir, path))
+
+
+def error_path(job: Job) -> str:
+    """The job's stderr file (`--error`), or "" when stderr goes with the output."""
+    if not job.error:
+        return ""
+    return os.path.normpath(os.path.join(job.workdir, expand_pattern(job.error, job)))
 
 
 @dataclass(frozen=True)
@@ -48,6 +75,13 @@ class StartRecord:
     gpu_indices: list[int]
     output: str
     time_limit_s: int
+    error: str = ""  # absolute stderr path; "" = stderr goes to `output`
+    script: str = ""  # a batch script: written to a file of the job's and run with `command`
+    name: str = ""
+    account: str = ""
+    submit_dir: str = ""
+    array_job: str = ""
+    array_task: int | None = None
 
     @property
     def key(self) -> str:
@@ -57,14 +91,18 @@ class StartRecord:
     @classmethod
     def for_job(cls, job: Job, indices: list[int]) -> StartRecord:
         return cls(job.id, job.restarts, job.user, list(job.command), job.workdir,
-                   dict(job.env), list(indices), output_path(job), job.time_limit_s)
+                   dict(job.env), list(indices), output_path(job), job.time_limit_s,
+                   error=error_path(job), script=job.script, name=job.name,
+                   account=job.account, submit_dir=job.submit_dir, array_job=job.array_job,
+                   array_task=job.array_task)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
 
     @classmethod
     def from_json(cls, text: str) -> StartRecord:
-        return cls(**json.loads(text))
+        data = json.loads(text)
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
 @dataclass(frozen=True)

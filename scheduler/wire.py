@@ -29,8 +29,13 @@ class SubmitRequest:
     workdir: str | None = None
     output: str | None = None  # --output pattern (%j = job id), relative to workdir
     env: dict[str, str] = field(default_factory=dict)
-    array: int = 1
+    array: str | None = None  # Slurm's --array: "0-99%8", "1,3,5-7", "0-20:2"
     requeue: bool = False
+    error: str | None = None  # --error pattern (stderr apart from the output)
+    script: str | None = None  # a batch script's text, captured at submit; `command` = its args
+    submit_dir: str | None = None  # where the CLI ran
+    dependency: str | None = None  # Slurm's --dependency: afterok:12:13,afterany:14 / ? / singleton
+    hold: bool = False  # submit held (like sbatch -H): `labq release` lets it run
     as_user: str | None = None  # admins only
     token: str | None = None  # idempotency: the same token (per user) gives the same ids
     return_jobs: bool = False  # answer with the job records, not just the ids
@@ -61,9 +66,16 @@ JOB_FIELDS: dict[str, dict[str, Any]] = {
     "est_start": _TIME, "hold": _STR, "output": _OPT_STR, "queued_at": _TIME,
     "env": {"type": ["array", "null"], "items": _STR},  # names only: values may be secrets
     "private": {"type": "boolean"},
+    "error": _OPT_STR, "submit_dir": _OPT_STR, "dependency": _STR,
+    "array_job": _STR,  # a task of an array: the array's id ("" otherwise)
+    "array_task": {"type": ["integer", "null"]},  # its index
+    "script": {"type": ["boolean", "null"]},  # a batch script was captured (its text is not served)
 }
 OPTIONAL_JOB_FIELDS: dict[str, dict[str, Any]] = {
     "run_time_s": {"type": "number"},  # a RUNNING job's time so far
+    # GET /v1/jobs: an array's tasks that wait as one line ("17_[4-99%8]"): which indices and
+    # its throttle (0: none). Its `id` is the line's id, `array_job` the array's.
+    "array_tasks": _STR, "array_throttle": {"type": "integer"},
     # GET /v1/jobs/{id} only: a running job's idle GPUs (null when none, or tracking is off)
     "idle": {"type": ["object", "null"], "properties": {
         "gpus": {"type": "array", "items": {"type": "integer"}}, "idle_for_s": {"type": "number"},
@@ -73,17 +85,19 @@ OPTIONAL_JOB_FIELDS: dict[str, dict[str, Any]] = {
 # What private_data hides of other users' jobs from non-admins (Slurm's PrivateData=jobs,
 # usage): what they run, where, with what, and what it cost. Who, what state, which GPUs and
 # when stay, so the queue still makes sense.
-PRIVATE_FIELDS = ("command", "workdir", "env", "exit_code", "billed", "gpu_seconds", "output")
+PRIVATE_FIELDS = ("command", "workdir", "env", "exit_code", "billed", "gpu_seconds", "output",
+                  "error", "submit_dir", "script")
 
 
 def submit_schema() -> dict[str, Any]:
     """The OpenAPI (JSON Schema) of SubmitRequest, from its fields."""
     kinds: dict[str, dict[str, Any]] = {
-        "command": {"type": "array", "items": _STR, "minItems": 1},
+        "command": {"type": "array", "items": _STR},  # a script's arguments may be none
         "gpus": {"type": "integer", "minimum": 1},
         "name": {"type": ["string", "null"], "maxLength": MAX_NAME},
         "env": {"type": "object", "additionalProperties": _STR},
-        "array": {"type": "integer", "minimum": 1, "maximum": 1000},
+        "array": {"type": ["string", "null"], "maxLength": 4096},
+        "script": {"type": ["string", "null"]}, "hold": {"type": "boolean"},
         "token": {"type": ["string", "null"], "maxLength": MAX_TOKEN},
         "requeue": {"type": "boolean"}, "return_jobs": {"type": "boolean"},
     }
@@ -139,3 +153,11 @@ class JobJson(TypedDict, total=False):
     run_time_s: float
     queued_at: float | None
     idle: dict[str, Any] | None
+    error: str | None
+    submit_dir: str | None
+    dependency: str
+    array_job: str
+    array_task: int | None
+    script: bool | None
+    array_tasks: str
+    array_throttle: int

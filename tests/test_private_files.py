@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import sys
 import tempfile
 from pathlib import Path
 
@@ -21,7 +22,9 @@ pytestmark = [pytest.mark.e2e,
                                  reason="needs root, useradd and /usr/bin/python3")]
 
 EVE = "labq-sec-eve"
-LABQ = "/work/main/.venv/bin/labq"  # built from /usr/bin/python3: other users may run it
+# The labq of the venv running the tests (built from /usr/bin/python3: other users may run it),
+# wherever the checkout is.
+LABQ = str(Path(sys.executable).parent / "labq")
 
 TRY_ALL = r'''
 import json, os, sys

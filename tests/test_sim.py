@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,8 @@ from scheduler.sim.policies import get_policy
 from scheduler.sim.report import JOB_COLUMNS, summarize, write_outputs
 from tests.sim_checks import assert_no_gpu_shared
 
-PHILLY = Path("/work/shared/traces/philly.csv")
+# The Philly trace lives beside the checkout (../shared/traces) or where LABQ_TRACES says.
+PHILLY = Path(os.environ.get("LABQ_TRACES") or Path(__file__).resolve().parents[2] / "shared" / "traces") / "philly.csv"
 HEADER = "job_id,submit_time,user,account,gpus,duration,time_limit\n"
 
 

@@ -11,6 +11,7 @@ import json
 import secrets
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -175,7 +176,8 @@ class Store:
             self.keys.node_runs(node), self.keys.node_wake(node),
         ]
         bounds = ",".join(f"{b:g}" for b in WAIT_BUCKETS)
-        record = StartRecord.for_job(job, list(indices)).to_json()
+        # The record names its node (`%N` in output patterns is the node's name).
+        record = StartRecord.for_job(replace(job, node=node), list(indices)).to_json()
         args = [epoch, job.id, node, json.dumps(list(indices)), now, weight, bounds, record]
         return Outcome(await self._run("start", keys, args))
 
