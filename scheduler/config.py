@@ -99,7 +99,11 @@ class Settings:
     max_pending_jobs: int = 5000  # per user, pending and held; 0: no cap
     max_request_bytes: int = 1 << 20  # one API request body
     max_command_bytes: int = 64 << 10  # a job's command, all words together
-    max_env_bytes: int = 64 << 10  # a job's --env names and values together
+    max_env_bytes: int = 64 << 10  # a job's environment (exported and --env) names and values
+    max_script_bytes: int = 256 << 10  # a batch script captured at submit
+    # A job whose dependency can never be met (afterok on a job that failed): cancelled at once
+    # when true (Slurm's kill_invalid_depend); otherwise it waits, saying why, until changed.
+    kill_invalid_depend: bool = False
     # Retention: a finished job stays in the store this long, and only the newest this many;
     # then the leader leaves a compact record of it in the history (see Store.expire_done),
     # kept this long after the day it ended. Usage and budgets never depend on either.
@@ -195,7 +199,8 @@ SECTIONS: dict[str, dict[str, str]] = {
                   "charge_interval_s": "charge_interval_s",
                   "default_time_limit_s": "default_time_limit_s",
                   "max_time_limit_s": "max_time_limit_s", "default_account": "default_account",
-                  "stop_grace_s": "stop_grace_s"},
+                  "stop_grace_s": "stop_grace_s",
+                  "kill_invalid_depend": "kill_invalid_depend"},
     "nodes": {"heartbeat_interval_s": "heartbeat_interval_s", "timeout_s": "node_timeout_s",
               "state_dir": "agent_state_dir", "cgroup_root": "cgroup_root",
               "foreign_gpu_policy": "foreign_gpu_policy"},
@@ -211,7 +216,8 @@ SECTIONS: dict[str, dict[str, str]] = {
     "limits": {"enforce_accounts": "enforce_accounts", "private_data": "private_data",
                "max_array_size": "max_array_size", "max_pending_jobs": "max_pending_jobs",
                "max_request_bytes": "max_request_bytes",
-               "max_command_bytes": "max_command_bytes", "max_env_bytes": "max_env_bytes"},
+               "max_command_bytes": "max_command_bytes", "max_env_bytes": "max_env_bytes",
+               "max_script_bytes": "max_script_bytes"},
     "retention": {"keep_s": "retention_s", "keep_jobs": "retention_jobs",
                   "history_s": "retention_history_s"},
 }
@@ -311,11 +317,12 @@ def _check_fair_now(s: Settings) -> None:
 
 def _check_limits(s: Settings) -> None:
     where = "(config.toml or LABQ_*)"
-    for key in ("enforce_accounts", "private_data"):
+    for key in ("enforce_accounts", "private_data", "kill_invalid_depend"):
         if not isinstance(getattr(s, key), bool):
             raise ConfigError(f"{key} = {getattr(s, key)!r} {where}: use true or false")
     for key, least in (("max_array_size", 1), ("max_pending_jobs", 0), ("max_request_bytes", 1024),
-                       ("max_command_bytes", 1), ("max_env_bytes", 0)):
+                       ("max_command_bytes", 1), ("max_env_bytes", 0),
+                       ("max_script_bytes", 1)):
         value = getattr(s, key)
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise ConfigError(f"{key} = {value!r} {where}: give a whole number of at least "
@@ -382,6 +389,7 @@ _ENV: list[tuple[str, str, Any]] = [
     ("enforce_accounts", "LABQ_ENFORCE_ACCOUNTS", _bool),
     ("private_data", "LABQ_PRIVATE_DATA", _bool),
     ("max_array_size", "LABQ_MAX_ARRAY_SIZE", int),
+    ("kill_invalid_depend", "LABQ_KILL_INVALID_DEPEND", _bool),
     ("max_pending_jobs", "LABQ_MAX_PENDING_JOBS", int),
     ("admins", "LABQ_ADMINS", lambda s: [x.strip() for x in s.split(",") if x.strip()]),
 ]

@@ -54,6 +54,7 @@ from scheduler.reactions import (
 )
 from scheduler.store import Store
 from scheduler.views import pending_view
+from scheduler.waiting import check_dependencies, dependency_reason, is_met, spawn_count
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,7 @@ class Coordinator:
         self._written_reasons: dict[str, tuple[object, ...]] = {}
         self._reasons_refreshed = time.monotonic()
         self._waiting_cache: dict[str, tuple[Job, PendingJob]] = {}
+        self._deps_met: set[str] = set()  # waiting jobs whose dependency was met
         self.free_gpus = -1  # unknown until a cycle has placed jobs
         self._fairshare: tuple[float, FairShareTable] | None = None  # (when, the last table)
 
@@ -122,6 +124,7 @@ class Coordinator:
                     # Another leader may have written meanwhile: forget what we believed.
                     self._written_reasons.clear()
                     self._waiting_cache.clear()
+                    self._deps_met.clear()
                 if epoch and not self.epoch:
                     log.info("leading with epoch %s", epoch)
                     await self.store.set_half_life(self.settings.usage_half_life_s)
@@ -309,6 +312,9 @@ class Coordinator:
         What the policy and the start record use of a waiting job (its request) never changes
         while it waits; every state change is still checked by the store scripts.
         """
+        for job_id in await self.store.pop_changed():  # a person changed it: read it again
+            self._waiting_cache.pop(job_id, None)
+            self._deps_met.discard(job_id)
         ids = await self.store.waiting_ids()
         missing = [job_id for job_id in ids if job_id not in self._waiting_cache]
         for job in await self.store.get_jobs(missing):
@@ -322,8 +328,13 @@ class Coordinator:
         """Schedule the waiting jobs: each start is one fenced script (GPUs and start record)."""
         now = state.now
         waiting = await self._waiting_jobs()
+        if await self._spawn_tasks(epoch, state, [job for job, _ in waiting]):
+            waiting = await self._waiting_jobs()
+        blocked = await self._dependencies([job for job, _ in waiting], state.active, now)
+        waiting = [item for item in waiting if item[0].id not in blocked]
         if not waiting:
             self.free_gpus = -1
+            await self._write_reasons(blocked, {})
             return
         # Held-by-a-person jobs are not in the queue the policy schedules.
         snapshot = build_snapshot(state, [view for _, view in waiting], self.settings)
@@ -347,7 +358,50 @@ class Coordinator:
             if result != "OK":
                 log.info("start of job %s refused: %s", start.job_id, result)
         await self._preempt(epoch, decisions.preemptions, {j.id: j for j in active}, now)
-        await self._write_reasons(decisions.reasons, decisions.estimates)
+        await self._write_reasons({**decisions.reasons, **blocked}, decisions.estimates)
+
+    async def _spawn_tasks(self, epoch: int, state: ClusterState, waiting: Sequence[Job]
+                           ) -> bool:
+        """Make the next tasks of arrays with indices left (up to each one's throttle).
+        Returns whether any task was made."""
+        arrays = await self.store.arrays()
+        if not arrays:
+            return False
+        counts: dict[str, list[int]] = {}
+        for job in waiting:
+            if job.array_job:
+                counts.setdefault(job.array_job, [0, 0])[0] += 1
+        for job in state.active:
+            if job.array_job:
+                counts.setdefault(job.array_job, [0, 0])[1] += 1
+        gpus = sum(n.gpus_total for n in state.nodes if n.state == NodeState.UP)
+        made = False
+        for array in arrays:
+            waits, runs = counts.get(array.id, [0, 0])
+            count = spawn_count(array, waits, runs, gpus)
+            if count and await self.store.spawn_tasks(epoch, array, count) == "OK":
+                made = True
+        return made
+
+    async def _dependencies(self, waiting: Sequence[Job], active: Sequence[Job],
+                            now: float) -> dict[str, list[Reason]]:
+        """Waiting jobs whose dependency is not met, with the reason; a job that can never
+        start is cancelled under kill_invalid_depend. Met dependencies are remembered."""
+        pending = [j for j in waiting if j.dependency and j.id not in self._deps_met]
+        verdicts = (await check_dependencies(self.store, pending, [*active, *waiting])
+                    if pending else {})
+        blocked = {}
+        for job_id, verdict in verdicts.items():
+            if is_met(verdict):
+                self._deps_met.add(job_id)
+                continue
+            reason = dependency_reason(verdict)
+            if reason.code == "DependencyNeverSatisfied" and self.settings.kill_invalid_depend:
+                if await self.store.cancel(job_id, "labq", True, now, reason.code) == "CANCELLED":
+                    log.info("job %s cancelled: %s", job_id, reason.detail)
+                    continue
+            blocked[job_id] = [reason]
+        return blocked
 
     async def _preempt(self, epoch: int, plans: Sequence[Preemption], active: dict[str, Job],
                        now: float) -> None:

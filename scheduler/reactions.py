@@ -83,7 +83,7 @@ def react(job: Job, status: RunStatus | None, now: float) -> list[Action]:
 def _ended(job: Job, status: RunStatus, ended: float) -> Action:
     """The end of a run: as asked if labq stopped it, else as the job's exit says."""
     if status.stopped and job.stop_request == JobState.PREEMPTED.value:
-        return Requeue("Preempted", ended)
+        return Requeue(job.stop_reason or "Preempted", ended)  # "Requeued": `labq requeue`
     if status.stopped and job.stop_request:
         return Finish(JobState(job.stop_request), status.exit_code, stop_reason(job), ended)
     if status.lost:

@@ -29,15 +29,15 @@ from scheduler.server.http import (
     MAX_REQUEST_BYTES,
     ApiError,
     errors_middleware,
-    int_query,
     job_id_of,
     json_object,
 )
 from scheduler.server.identity import Caller, caller_for_uid, connection_uid
+from scheduler.server.jobroutes import JobRoutes
 from scheduler.server.openapi import OPENAPI
 from scheduler.server.validation import (
     InputError,
-    array_size,
+    array_spec,
     build_spec,
     check_account_name,
     check_token,
@@ -45,15 +45,16 @@ from scheduler.server.validation import (
     flag,
 )
 from scheduler.store import Store, new_token, parse_totals
+from scheduler.store.records import job_from_spec
+from scheduler.store.store import SUBMIT_TOKEN_TTL_S
 from scheduler.views import pending_view, running_view
 from scheduler.wire import JOB_FIELDS, PRIVATE_FIELDS
 
 NODE_CACHE_S = 1.0
 PENDING_CACHE_S = 2.0  # per-user pending counts for the cap, read again after this long
-MAX_LIST_LIMIT = 10_000  # ?limit= on lists
 
 
-class Api:
+class Api(JobRoutes):
     def __init__(self, store: Store, settings: Settings,
                  kick: Callable[[], None],
                  submitted: Callable[[list[Job]], None] | None = None,
@@ -80,6 +81,8 @@ class Api:
             web.post("/v1/jobs/{id}/cancel", self.cancel),
             web.post("/v1/jobs/{id}/hold", self.hold),
             web.post("/v1/jobs/{id}/release", self.release),
+            web.post("/v1/jobs/{id}/update", self.update),
+            web.post("/v1/jobs/{id}/requeue", self.requeue),
             web.get("/v1/jobs/{id}/logs", self.logs),
             web.get("/v1/nodes", self.nodes),
             web.get("/v1/quota", self.quota),
@@ -143,7 +146,11 @@ class Api:
             raise ApiError(403, str(exc)) from None
         spec = build_spec(body, user, await self._nodes_cached(), self.settings)
         spec.submitter = caller.user
-        count = array_size(body, self.settings.max_array_size)
+        array = array_spec(body, self.settings.max_array_size)
+        count = len(array.indices) if array else 1
+        hold = flag(body.get("hold"), "hold")
+        if spec.dependency:
+            await self.check_targets(spec.dependency)
         return_jobs = flag(body.get("return_jobs"), "return_jobs")
         client_token = check_token(body.get("token"))
         await self._check_job_cap(accounts, user, count)
@@ -153,8 +160,14 @@ class Api:
         # user's token (seen in `ps`, a shared script) neither returns nor blocks their jobs.
         token = f"{caller.user}/{user}/{client_token}" if client_token else new_token()
         created: list[Job] = []
-        ids = await self.store.submit([spec] * count, token, time.time(), created)
-        self.submitted(created)  # the jobs as stored: the coordinator need not read them back
+        now = time.time()
+        if array is not None:  # one record; the leader makes its tasks as they near their turn
+            ids = await self.store.submit_array(job_from_spec(spec, "", now), array, token,
+                                                SUBMIT_TOKEN_TTL_S, hold)
+            self.kick()
+        else:
+            ids = await self.store.submit([spec], token, now, created, hold=hold)
+            self.submitted(created)  # the jobs as stored: the coordinator need not read them
         warnings = [
             f"{row['scope']} {row['name']} has used {row['used_ratio']:.0%} of its "
             f"{row['period']} budget: {max(0.0, row['left_hours']):.1f} billed GPU-hours left"
@@ -163,8 +176,13 @@ class Api:
                         if accounts.budgets else [])
             if row["warning"]]
         if return_jobs:
-            jobs = await self.store.get_jobs(ids)
-            return web.json_response({"ids": ids, "jobs": [public(j) for j in jobs],
+            jobs = [public(j) for j in await self.store.get_jobs(ids)]
+            for array_id in ids if array is not None else []:
+                record = await self.store.array(array_id)
+                if record is not None:
+                    jobs.append({**public(record.template), "array_tasks": record.spec,
+                                 "array_throttle": record.throttle})
+            return web.json_response({"ids": ids, "jobs": jobs,
                                       "warnings": warnings})
         return web.json_response({"ids": ids, "warnings": warnings})
 
@@ -204,45 +222,12 @@ class Api:
         """Whether `caller` sees only the public part of `owner`'s jobs and usage."""
         return self.settings.private_data and not caller.is_admin and owner != caller.user
 
-    async def queue(self, request: web.Request) -> web.Response:
-        caller = await self.caller(request)
-        show_all = request.query.get("all") == "1"
-        user = request.query.get("user") or (None if show_all else caller.user)
-        jobs = await self.store.active_jobs() + await self.store.waiting_jobs()
-        if user:
-            jobs = [j for j in jobs if j.user == user]
-        if request.query.get("done") == "1":
-            limit = min(int_query(request, "limit", 50), MAX_LIST_LIMIT)
-            done = await self.store.done_jobs(limit if not user else max(limit * 20, 1000))
-            jobs += [j for j in done if not user or j.user == user][:limit]
-        return web.json_response([public(j, self._hides(caller, j.user)) for j in jobs])
-
-    async def _job(self, request: web.Request) -> Job:
-        job_id = job_id_of(request.match_info["id"])
-        job = await self.store.get_job(job_id)
-        if job is None:
-            raise ApiError(404, f"no job {job_id}: see `labq queue --all` for job ids")
-        return job
-
-    async def show(self, request: web.Request) -> web.Response:
-        caller = await self.caller(request)
-        job = await self._job(request)
+    async def _show_job(self, caller: Caller, job: Job) -> dict[str, Any]:
         idle = job_idle(job, IdlePolicy.from_settings(self.settings), time.time())
-        return web.json_response({**public(job, self._hides(caller, job.user)), "idle": idle})
+        return {**public(job, self._hides(caller, job.user)), "idle": idle}
 
-    async def cancel(self, request: web.Request) -> web.Response:
-        caller = await self.caller(request)
-        job_id = job_id_of(request.match_info["id"])
-        result = await self.store.cancel(job_id, caller.user, caller.is_admin, time.time())
-        if result == "NO_SUCH_JOB":
-            raise ApiError(404, f"no job {job_id}: see `labq queue` for your job ids")
-        if result == "FORBIDDEN":
-            job = await self.store.get_job(job_id)
-            owner = job.user if job else "another user"
-            raise ApiError(403, f"job {job_id} belongs to {owner}: you may cancel only your "
-                                "own jobs (admins may cancel any)")
-        self.kick()
-        return web.json_response({"id": job_id, "result": result})
+    def _public(self, job: Job, private: bool) -> dict[str, Any]:
+        return public(job, private)
 
     async def hold(self, request: web.Request) -> web.Response:
         return await self._hold(request, release=False)
@@ -454,7 +439,7 @@ class PolicyView:
 
 
 # The record's fields are declared once, in scheduler.wire (with their JSON types).
-PUBLIC_FIELDS = tuple(k for k in JOB_FIELDS if k not in ("env", "private"))
+PUBLIC_FIELDS = tuple(k for k in JOB_FIELDS if k not in ("env", "private", "script"))
 
 
 def public(job: Job, private: bool = False) -> dict[str, Any]:
@@ -462,6 +447,7 @@ def public(job: Job, private: bool = False) -> dict[str, Any]:
     data = job.to_dict()
     out = {k: data[k] for k in PUBLIC_FIELDS}
     out["env"] = sorted(job.env)  # names only: values may be secrets
+    out["script"] = bool(job.script)  # whether one was captured, never its text
     if job.state == JobState.RUNNING and job.started_at:
         out["run_time_s"] = time.time() - job.started_at
     if private:

@@ -13,6 +13,8 @@ from typing import Any
 
 from scheduler.config import Settings, gpu_family, gpu_type_matches
 from scheduler.model import JobSpec, Node
+from scheduler.policy.arrays import ArraySpec, ArraySpecError, parse_array
+from scheduler.policy.dependency import Dependency, DependencyError, parse_dependency
 from scheduler.timeparse import TimeLimitError, format_duration, parse_duration
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}$")
@@ -65,15 +67,37 @@ def _size(values: Sequence[str]) -> int:
     return sum(len(v.encode("utf-8", "surrogatepass")) + 1 for v in values)
 
 
+def check_script(value: Any, settings: Settings) -> str:
+    """A batch script's text: what the kernel can run (`#!` first), within the size limit."""
+    if value is None or value == "":
+        return ""
+    if not isinstance(value, str):
+        raise InputError("the batch script must be text")
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if size > settings.max_script_bytes:
+        raise InputError(f"the batch script is {size:,} bytes: the limit is "
+                         f"{settings.max_script_bytes:,} (max_script_bytes)")
+    if not value.startswith("#!"):
+        raise InputError("the batch script's first line must start with #! and the path to "
+                         "an interpreter, e.g. #!/bin/bash")
+    check_text(value, "the batch script", settings.max_script_bytes, one_line=False)
+    return value
+
+
 def build_spec(
     body: dict[str, Any], user: str, nodes: Sequence[Node], settings: Settings
 ) -> JobSpec:
+    if user == "root":
+        raise InputError("labq never runs a job as root: submit as the user the job should run "
+                         "as (admins: --as USER)")
+    script = check_script(body.get("script"), settings)
     command = body.get("command")
-    if not isinstance(command, list) or not command or not all(isinstance(c, str) for c in command):
+    if not isinstance(command, list) or not all(isinstance(c, str) for c in command) or (
+            not command and not script):
         raise InputError(
             "empty command: give the command after `--`, e.g. labq submit -- python train.py"
         )
-    if not command[0].strip():
+    if command and not script and not command[0].strip():
         raise InputError("empty command: the first word of the command is blank")
     size = _size(command)
     if size > settings.max_command_bytes:
@@ -115,6 +139,14 @@ def build_spec(
         raise InputError(f"--workdir {workdir!r} must be an absolute path")
     output = body.get("output") or ""
     check_text(output, "--output", MAX_PATH)
+    error = body.get("error") or ""
+    check_text(error, "--error", MAX_PATH)
+    submit_dir = body.get("submit_dir") or ""
+    check_text(submit_dir, "the submit directory", MAX_PATH)
+    dependency = body.get("dependency") or ""
+    if dependency:
+        check_text(dependency, "--dependency", MAX_PATH)
+        dependency_of(dependency)
     env = body.get("env") or {}
     if not isinstance(env, dict):
         raise InputError("--env must be given as K=V")
@@ -133,14 +165,29 @@ def build_spec(
         user=user, account=account, command=list(command), gpus=gpus, gpu_type=gpu_type,
         time_limit_s=limit, qos=qos, name=name, workdir=workdir, env=dict(env),
         requeue=flag(body.get("requeue"), "--requeue"), submitter=user, output=output,
+        error=error, script=script, submit_dir=submit_dir, dependency=dependency.strip(),
     )
 
 
-def array_size(body: dict[str, Any], limit: int) -> int:
-    count = _int(body.get("array", 1), "--array")
-    if not 1 <= count <= limit:
-        raise InputError(f"--array {count}: give a count from 1 to {limit:,} (max_array_size)")
-    return count
+def array_spec(body: dict[str, Any], limit: int) -> ArraySpec | None:
+    """The request's --array (None: a single job)."""
+    text = body.get("array")
+    if text is None or text == "":
+        return None
+    if not isinstance(text, str):
+        raise InputError("--array must be text such as 0-99%8")
+    check_text(text, "--array", MAX_PATH)
+    try:
+        return parse_array(text, limit)
+    except ArraySpecError as exc:
+        raise InputError(str(exc)) from None
+
+
+def dependency_of(text: str) -> Dependency:
+    try:
+        return parse_dependency(text)
+    except DependencyError as exc:
+        raise InputError(str(exc)) from None
 
 
 def check_token(value: Any) -> str | None:

@@ -8,6 +8,12 @@ Every key labq uses is built here and passed to scripts in KEYS, never built ins
     {p}jobs:held                zset     jobs a person holds (not scheduled), score = submitted_at
     {p}jobs:active              set      STARTING/RUNNING job ids (they hold GPUs)
     {p}jobs:done                zset     terminal job ids, score = ended_at
+    {p}array:{id}               hash     one job array: its template job fields, script, index
+                                         set (indices), remaining indices not made tasks yet,
+                                         cancelled ones, throttle, hold (see store.arrays)
+    {p}arrays                   set      ids of arrays with remaining indices
+    {p}jobs:changed             list     ids of waiting jobs a person changed (`labq update`,
+                                         requeue): the leader forgets its cached copy
     {p}submit:{token}           string   ids made by one submit request (idempotent retries)
     {p}nodes                    set      node names ever seen
     {p}node:{name}              hash     node state and its last heartbeat report
@@ -68,6 +74,17 @@ class Keys:
     @property
     def done(self) -> str:
         return f"{self.prefix}jobs:done"
+
+    def array(self, array_id: str) -> str:
+        return f"{self.prefix}array:{array_id}"
+
+    @property
+    def arrays(self) -> str:
+        return f"{self.prefix}arrays"
+
+    @property
+    def changed(self) -> str:
+        return f"{self.prefix}jobs:changed"
 
     def submit_token(self, token: str) -> str:
         return f"{self.prefix}submit:{token}"

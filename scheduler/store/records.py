@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from scheduler.model import GpuInfo, Node, NodeState
+from scheduler.model import GpuInfo, Job, JobSpec, JobState, Node, NodeState
 
 
 def nodes_from(rows: Sequence[dict[str, str]]) -> list[Node]:
@@ -61,5 +61,22 @@ def parse_daily(raw: dict[str, str]) -> list[tuple[int, str, str, float]]:
     return out
 
 
-def id_key(job_id: str) -> tuple[int, str]:
-    return (int(job_id), job_id) if job_id.isdigit() else (1 << 62, job_id)
+def id_key(job_id: str) -> tuple[int, int, str]:
+    """Numeric order, array tasks after their array's id in index order: 9, 17, 17_2, 17_10."""
+    head, _, index = job_id.partition("_")
+    if head.isdigit() and (not index or index.isdigit()):
+        return (int(head), int(index) + 1 if index else 0, job_id)
+    return (1 << 62, 0, job_id)
+
+
+def job_from_spec(spec: JobSpec, job_id: str, now: float) -> Job:
+    """A new PENDING job (or an array's template) from a validated request."""
+    return Job(
+        id=job_id, user=spec.user, account=spec.account, state=JobState.PENDING,
+        gpus=spec.gpus, command=spec.command, submitted_at=now,
+        time_limit_s=spec.time_limit_s, gpu_type=spec.gpu_type, qos=spec.qos,
+        name=spec.name, workdir=spec.workdir, env=spec.env, requeue=spec.requeue,
+        submitter=spec.submitter or spec.user, reason="Submitted", output=spec.output,
+        error=spec.error, script=spec.script, submit_dir=spec.submit_dir,
+        dependency=spec.dependency,
+    )

@@ -31,9 +31,10 @@ from scheduler.model import (
     lua_lifecycle,
 )
 from scheduler.noderun import RunStatus, StartRecord
+from scheduler.store.arrays import ArrayStore
 from scheduler.store.keys import Keys
 from scheduler.store.outcome import Outcome, StoreError, read_secret
-from scheduler.store.records import id_key, nodes_from, parse_daily
+from scheduler.store.records import id_key, job_from_spec, nodes_from, parse_daily
 
 SUBMIT_TOKEN_TTL_S = 86400
 ID_BLOCK = 256
@@ -42,6 +43,7 @@ _SCRIPTS = (
     "submit", "start", "mark_running", "finish", "requeue", "cancel", "request_stop",
     "charge", "set_reasons", "heartbeat", "node_down", "lease", "config_put", "hold",
     "set_idle", "read_fields", "send_stop", "report_runs", "expire_done",
+    "submit_array", "spawn_tasks", "array_set", "update_job", "requeue_job",
 )
 RETENTION_BATCH = 200  # jobs per expire_done script: ~15 ms of the store's time each
 # Admission wait histogram bounds (seconds), as docs/metrics.md fixes them; +Inf is implicit.
@@ -55,7 +57,7 @@ def _load_script_text(name: str) -> str:
     return lua_lifecycle() + common + "\n" + (folder / f"{name}.lua").read_text()
 
 
-class Store:
+class Store(ArrayStore):
     """Async access to labq's state. One instance per process; cheap to share."""
 
     def __init__(self, client: aioredis.Redis, keys: Keys | None = None) -> None:
@@ -123,7 +125,7 @@ class Store:
         return ids
 
     async def submit(self, specs: Sequence[JobSpec], token: str, now: float,
-                     created: list[Job] | None = None) -> list[str]:
+                     created: list[Job] | None = None, hold: bool = False) -> list[str]:
         """Store validated specs as PENDING jobs, all or none. Same token, same ids.
 
         `created`, if given, receives the jobs as stored when this call stored them (not when
@@ -131,17 +133,15 @@ class Store:
         if not specs:
             return []
         ids = await self._next_ids(len(specs))
-        keys = [self.keys.waiting, self.keys.submit_token(token)]
+        keys = [self.keys.held if hold else self.keys.waiting, self.keys.submit_token(token)]
         args: list[Any] = [SUBMIT_TOKEN_TTL_S, len(specs)]
         jobs = []
         for job_id, spec in zip(ids, specs, strict=True):
-            job = Job(
-                id=job_id, user=spec.user, account=spec.account, state=JobState.PENDING,
-                gpus=spec.gpus, command=spec.command, submitted_at=now,
-                time_limit_s=spec.time_limit_s, gpu_type=spec.gpu_type, qos=spec.qos,
-                name=spec.name, workdir=spec.workdir, env=spec.env, requeue=spec.requeue,
-                submitter=spec.submitter or spec.user, reason="Submitted", output=spec.output,
-            )
+            job = job_from_spec(spec, job_id, now)
+            if hold:
+                job.state, job.hold, job.reason = JobState.HELD, "user", "UserHold"
+                job.reasons = [{"code": "UserHold",
+                                "detail": "submitted held; `labq release` lets it run"}]
             jobs.append(job)
             keys.append(self.keys.job(job_id))
             args += [job_id, now, json.dumps(job.to_fields())]
@@ -150,9 +150,10 @@ class Store:
             created += jobs
         return result
 
-    async def cancel(self, job_id: str, caller: str, is_admin: bool, now: float) -> Outcome:
+    async def cancel(self, job_id: str, caller: str, is_admin: bool, now: float,
+                     reason: str = "") -> Outcome:
         keys = [self.keys.job(job_id), self.keys.waiting, self.keys.done, self.keys.held]
-        args = [job_id, caller, "1" if is_admin else "", now]
+        args = [job_id, caller, "1" if is_admin else "", now, reason]
         return Outcome(await self._run("cancel", keys, args))
 
     async def hold(self, job_id: str, caller: str, is_admin: bool, release: bool,
@@ -176,8 +177,11 @@ class Store:
             self.keys.node_runs(node), self.keys.node_wake(node),
         ]
         bounds = ",".join(f"{b:g}" for b in WAIT_BUCKETS)
-        # The record names its node (`%N` in output patterns is the node's name).
-        record = StartRecord.for_job(replace(job, node=node), list(indices)).to_json()
+        # The record names its node (`%N` in output patterns is the node's name); an array's
+        # tasks share its script, kept once in the array's record.
+        script = job.script or (await self.array_script(job.array_job) if job.array_job else "")
+        record = StartRecord.for_job(replace(job, node=node, script=script),
+                                     list(indices)).to_json()
         args = [epoch, job.id, node, json.dumps(list(indices)), now, weight, bounds, record]
         return Outcome(await self._run("start", keys, args))
 

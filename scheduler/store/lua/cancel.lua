@@ -2,6 +2,7 @@
 -- (the leader stops it on Ray, then finishes it CANCELLED and frees its GPUs).
 -- KEYS[1] job hash  KEYS[2] waiting zset  KEYS[3] done zset  KEYS[4] held zset
 -- ARGV[1] job id  ARGV[2] caller  ARGV[3] caller is admin ('1'/'')  ARGV[4] now
+-- ARGV[5] the end reason of a waiting job ('' = Cancelled; e.g. DependencyNeverSatisfied)
 -- Returns NO_SUCH_JOB, FORBIDDEN, ALREADY_DONE, CANCELLED or STOPPING.
 local fields = redis.call('HMGET', KEYS[1], 'state', 'user')
 local state, owner = fields[1], fields[2]
@@ -9,7 +10,9 @@ if not state then return 'NO_SUCH_JOB' end
 if owner ~= ARGV[2] and ARGV[3] ~= '1' then return 'FORBIDDEN' end
 if is_terminal(state) then return 'ALREADY_DONE' end
 if state == 'PENDING' or state == 'HELD' then
-  redis.call('HSET', KEYS[1], 'state', 'CANCELLED', 'ended_at', ARGV[4], 'reason', 'Cancelled',
+  local why = ARGV[5]
+  if not why or why == '' then why = 'Cancelled' end
+  redis.call('HSET', KEYS[1], 'state', 'CANCELLED', 'ended_at', ARGV[4], 'reason', why,
     'reasons', '[]')
   redis.call('ZREM', KEYS[2], ARGV[1])
   redis.call('ZREM', KEYS[4], ARGV[1])

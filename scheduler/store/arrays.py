@@ -1,0 +1,169 @@
+"""Store operations on job arrays and on waiting jobs people change (update, requeue).
+
+An array is one hash (`{p}array:{id}`): the template of its tasks (a job's fields), its script
+once, its index set, the indices not made tasks yet (`remaining`), those cancelled before they
+were made, its throttle and hold. The leader makes tasks from it a few at a time
+(`spawn_tasks`): tasks are ordinary jobs (`17_5`), so the policy sees each as a job.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from scheduler.model import Job, JobState
+from scheduler.policy.arrays import ArraySpec, format_ranges, parse_ranges, task_id
+from scheduler.store.outcome import Outcome
+
+ARRAY_STATES = ("PENDING", "SPAWNED", "CANCELLED")  # SPAWNED: every index is a task now
+
+
+@dataclass(frozen=True)
+class ArrayRecord:
+    """An array as stored (the template is a Job with the array's id)."""
+
+    id: str
+    template: Job
+    indices: list[int]
+    remaining: str  # compact ranges text, "" when every index is a task
+    cancelled: list[int]  # indices cancelled before they became tasks
+    throttle: int
+    state: str
+    hold: str
+    spec: str  # as the user gave it: 0-99%8
+
+    @property
+    def remaining_indices(self) -> list[int]:
+        return parse_ranges(self.remaining)
+
+    @property
+    def made(self) -> list[int]:
+        """Indices that are tasks (jobs) now."""
+        left = set(self.remaining_indices) | set(self.cancelled)
+        return [i for i in self.indices if i not in left]
+
+    @classmethod
+    def from_fields(cls, raw: dict[str, str]) -> ArrayRecord:
+        template = Job.from_fields(json.loads(raw["template"]))
+        return cls(id=raw["id"], template=template, indices=parse_ranges(raw["indices"]),
+                   remaining=raw.get("remaining", ""),
+                   cancelled=parse_ranges(raw.get("cancelled", "")),
+                   throttle=int(raw.get("throttle") or 0), state=raw.get("state", "PENDING"),
+                   hold=raw.get("hold", ""), spec=raw.get("spec", ""))
+
+
+class ArrayStore:
+    """Mixed into `Store`: these methods use its client, keys and scripts."""
+
+    r: Any
+    keys: Any
+
+    async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        raise NotImplementedError
+
+    async def _next_ids(self, count: int) -> list[str]:
+        raise NotImplementedError
+
+    async def submit_array(self, template: Job, spec: ArraySpec, token: str, ttl_s: int,
+                           hold: bool) -> list[str]:
+        """Store one array record for all its tasks; returns [its id] (the same for a token
+        seen before)."""
+        (array_id,) = await self._next_ids(1)
+        template.id = array_id
+        template.array_job = array_id
+        fields = template.to_fields()
+        script = fields.pop("script", "")
+        record = {
+            "id": array_id, "user": template.user, "template": json.dumps(fields),
+            "script": script, "indices": format_ranges(spec.indices),
+            "remaining": format_ranges(spec.indices), "cancelled": "",
+            "throttle": str(spec.throttle), "state": "PENDING", "hold": "user" if hold else "",
+            "spec": spec.text, "submitted_at": str(template.submitted_at),
+        }
+        keys = [self.keys.array(array_id), self.keys.arrays, self.keys.submit_token(token)]
+        return [str(x) for x in await self._run("submit_array", keys,
+                                                [ttl_s, array_id, json.dumps(record)])]
+
+    async def array(self, array_id: str) -> ArrayRecord | None:
+        raw = await self.r.hgetall(self.keys.array(array_id))
+        return ArrayRecord.from_fields(raw) if raw else None
+
+    async def arrays(self, array_ids: Sequence[str] | None = None) -> list[ArrayRecord]:
+        """The given arrays, or those with indices not made tasks yet."""
+        if array_ids is None:
+            array_ids = sorted(await self.r.smembers(self.keys.arrays), key=int)
+        if not array_ids:
+            return []
+        async with self.r.pipeline(transaction=False) as pipe:
+            for array_id in array_ids:
+                pipe.hgetall(self.keys.array(array_id))
+            rows = await pipe.execute()
+        return [ArrayRecord.from_fields(raw) for raw in rows if raw]
+
+    async def array_script(self, array_id: str) -> str:
+        return str(await self.r.hget(self.keys.array(array_id), "script") or "")
+
+    async def spawn_tasks(self, epoch: int, array: ArrayRecord, count: int) -> Outcome:
+        """Make the next `count` remaining indices of `array` PENDING tasks."""
+        left = array.remaining_indices
+        take, rest = left[:count], left[count:]
+        if not take:
+            return Outcome.OK
+        fields = array.template.to_fields()
+        fields.pop("script", None)  # read from the array when a task starts
+        ids = [task_id(array.id, i) for i in take]
+        keys = [self.keys.array(array.id), self.keys.waiting, self.keys.arrays,
+                self.keys.epoch, *(self.keys.job(j) for j in ids)]
+        args: list[Any] = [epoch, array.id, array.remaining, format_ranges(rest),
+                           json.dumps(fields)]
+        for job_id, index in zip(ids, take, strict=True):
+            args += [job_id, index]
+        return Outcome(await self._run("spawn_tasks", keys, args))
+
+    async def array_set(self, array: ArrayRecord, caller: str, is_admin: bool,
+                        changes: dict[str, str], task: Job | None = None,
+                        now: float = 0.0) -> Outcome:
+        """Compare-and-set on the array's remaining indices: `changes` to its fields, and a
+        task record to write at once (one cancelled before it was made)."""
+        keys = [self.keys.array(array.id), self.keys.arrays, self.keys.done,
+                self.keys.job(task.id if task else "")]
+        args = [array.id, caller, "1" if is_admin else "", array.remaining,
+                json.dumps(changes), json.dumps(task.to_fields()) if task else "",
+                task.id if task else "", now]
+        return Outcome(await self._run("array_set", keys, args))
+
+    async def cancel_unmade(self, array: ArrayRecord, index: int, caller: str, is_admin: bool,
+                            now: float) -> Outcome:
+        """Cancel one index that is not a task yet: it leaves the remaining indices and a
+        CANCELLED task record says so."""
+        left = [i for i in array.remaining_indices if i != index]
+        task = Job(**{**array.template.__dict__, "id": task_id(array.id, index),
+                      "array_task": index, "state": JobState.CANCELLED, "ended_at": now,
+                      "reason": "Cancelled", "script": ""})
+        changes = {"remaining": format_ranges(left),
+                   "cancelled": format_ranges([*array.cancelled, index])}
+        if not left and array.state == "PENDING":
+            changes["state"] = "SPAWNED"
+        return await self.array_set(array, caller, is_admin, changes, task, now)
+
+    async def update_job(self, job: Job, caller: str, is_admin: bool,
+                         changes: dict[str, str]) -> Outcome:
+        keys = [self.keys.job(job.id), self.keys.changed]
+        args = [job.id, caller, "1" if is_admin else "", json.dumps(changes), job.state.value]
+        return Outcome(await self._run("update_job", keys, args))
+
+    async def requeue_job(self, job_id: str, caller: str, is_admin: bool,
+                          now: float) -> Outcome:
+        keys = [self.keys.job(job_id), self.keys.waiting, self.keys.done, self.keys.changed]
+        return Outcome(await self._run("requeue_job", keys,
+                                       [job_id, caller, "1" if is_admin else "", now]))
+
+    async def pop_changed(self) -> list[str]:
+        """Ids of jobs people changed since the last call (the leader's cache is stale)."""
+        async with self.r.pipeline(transaction=True) as pipe:
+            pipe.lrange(self.keys.changed, 0, -1)
+            pipe.delete(self.keys.changed)
+            ids, _ = await pipe.execute()
+        return list(ids)

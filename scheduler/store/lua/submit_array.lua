@@ -1,0 +1,21 @@
+-- Store a new array: one record with its template and remaining indices (no task yet: the
+-- leader makes tasks as they near their turn, see spawn_tasks.lua). A repeated token returns
+-- the first call's id.
+-- KEYS[1] array hash  KEYS[2] arrays set (arrays with indices left)  KEYS[3] submit token key
+-- ARGV[1] token ttl (s)  ARGV[2] array id  ARGV[3] the array hash's fields as one JSON object
+-- Returns the list {array id}.
+local seen = redis.call('GET', KEYS[3])
+if seen then return cjson.decode(seen) end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return redis.error_reply('DUPLICATE array key ' .. KEYS[1])
+end
+local args = {}
+for name, value in pairs(cjson.decode(ARGV[3])) do
+  args[#args + 1] = name
+  args[#args + 1] = value
+end
+redis.call('HSET', KEYS[1], unpack(args))
+redis.call('SADD', KEYS[2], ARGV[2])
+local ids = {ARGV[2]}
+redis.call('SET', KEYS[3], cjson.encode(ids), 'EX', ARGV[1])
+return ids
