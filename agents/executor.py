@@ -29,7 +29,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from agents.cgroups import Layout, cgroup_of, job_of_cgroup
-from agents.runner import RunSpec, RunState, parent_of
+from agents.runner import RunSpec, RunState, job_dir_path, parent_of, remove_job_dir
 from scheduler import noderun
 from scheduler.noderun import RunStatus, StartRecord
 from scheduler.store import Store
@@ -124,7 +124,11 @@ class Executor:
             gpu_indices=record.gpu_indices, node=self.node, output=record.output,
             grace_s=self.grace_s, cgroup=str(group.path) if group else "",
             runners_cgroup=str(self.layout.runners or ""), simulated=self.simulated,
-            api_socket=self.api_socket, append=record.attempt > 0,
+            api_socket=self.api_socket, append=record.attempt > 0, error=record.error,
+            script=record.script, name=record.name, account=record.account,
+            submit_dir=record.submit_dir, array_job=record.array_job,
+            array_task=record.array_task, time_limit_s=record.time_limit_s,
+            job_dir=job_dir_path(record.key),  # known here too: for `_remove_job_dir`
         )
         (rundir / "spec.json").write_text(json.dumps(asdict(spec)))
         log_file = open(rundir / "runner.log", "ab")  # noqa: SIM115 - the child owns it
@@ -166,6 +170,7 @@ class Executor:
                 log.info("stopping run %s (runner pid %d)", key, pid)
 
     def forget(self, key: str) -> None:
+        self._remove_job_dir(key)  # (a runner that ended removed it; one that died did not)
         shutil.rmtree(self.runs_dir / key, ignore_errors=True)
         self._stop_sent.pop(key, None)
         self._children.pop(key, None)
@@ -193,11 +198,20 @@ class Executor:
         if group is not None:
             group.kill()
             group.remove()
+        self._remove_job_dir(key)
         state.phase, state.ended_at, state.stop = noderun.EXITED, time.time(), "lost"
         state.message = "the job's runner died; what was left of the job was killed"
         state.write(self.runs_dir / key)
         log.warning("run %s: its runner died; the job ends", key)
         return state
+
+    def _remove_job_dir(self, key: str) -> None:
+        """Remove the job directory (TMPDIR, script) of a run whose runner is gone."""
+        try:
+            spec = RunSpec.load(self.runs_dir / key)
+        except (OSError, ValueError, TypeError):
+            return
+        remove_job_dir(spec.job_dir)
 
     def stop_all(self) -> None:
         """Stop every job this node runs (`labq up` shutting down): SIGTERM to each runner."""
@@ -272,8 +286,9 @@ def _find_runner(rundir: Path) -> int | None:
 
 
 def _runner_env() -> dict[str, str]:
-    """The runner's own environment: enough to import labq, none of the agent's secrets."""
-    keep = ("PATH", "PYTHONPATH", "LANG", "LC_ALL")
+    """The runner's own environment: enough to import labq, none of the agent's secrets (and
+    the agent's TMPDIR: the job's private Ray directory goes where its job directory does)."""
+    keep = ("PATH", "PYTHONPATH", "LANG", "LC_ALL", "TMPDIR")
     return {k: v for k, v in os.environ.items() if k in keep}
 
 

@@ -5,14 +5,19 @@ outlives it: restarting or killing the agent leaves the job running, and the age
 again from RUNDIR. The runner:
 
 1. puts the job in its own cgroup (or, with no cgroup tree, is a child subreaper);
-2. forks the job as its user — uid, primary gid and supplementary groups, `HOME`, `USER`,
-   `LOGNAME`, `SHELL`, in its work directory, with exactly its GPUs visible — with output to a
-   file that user owns (opened as the user, so it can only go where the user may write);
-3. records RUNNING with the real start time (after a successful exec), then the exit;
-4. on SIGTERM (the agent asks it to stop the job): SIGTERM to every job process, `grace_s`,
+2. makes the attempt's job directory (`RunSpec.job_dir`, see `make_job_dir`): the job's own
+   `TMPDIR`, and its batch script when it has one;
+3. forks the job as its user — uid, primary gid and supplementary groups, `HOME`, `USER`,
+   `LOGNAME`, `SHELL`, in its work directory, with the submitter's environment (less what
+   labq sets or never passes, see `job_environment`) and exactly its GPUs visible — with
+   output (and stderr, where asked apart) to files that user owns (opened as the user, so
+   they can only go where the user may write);
+4. records RUNNING with the real start time (after a successful exec), then the exit;
+5. on SIGTERM (the agent asks it to stop the job): SIGTERM to every job process, `grace_s`,
    then kill everything;
-5. when the job's main process ends, kills whatever it left behind (double forks included),
-   removes the cgroup and the job's private Ray directory, writes the final state and exits.
+6. when the job's main process ends, kills whatever it left behind (double forks included),
+   removes the cgroup, the job's private Ray directory and its job directory, writes the
+   final state and exits.
 
 Everything the agent needs is in RUNDIR/state.json, written atomically (see `RunState`).
 """
@@ -24,8 +29,10 @@ import ctypes
 import json
 import os
 import pwd
+import secrets
 import shutil
 import signal
+import stat
 import sys
 import tempfile
 import time
@@ -60,11 +67,26 @@ class RunSpec:
     runners_cgroup: str = ""  # where the runner itself lives ("" = stay)
     simulated: bool = False  # simulated GPUs: give Ray the count through RAY_OVERRIDE_RESOURCES
     api_socket: str = ""  # the labq API socket, so the job can run labq as its user
-    append: bool = False  # requeued attempts append to the output
+    append: bool = False  # requeued attempts append to the output (and the error file)
+    # Added with batch scripts (an older spec.json has none of these: the defaults hold).
+    error: str = ""  # absolute stderr path, %j already replaced ("" = stderr to `output`)
+    script: str = ""  # a batch script's text: run as `[its file, *command]`
+    name: str = ""
+    account: str = ""
+    submit_dir: str = ""
+    array_job: str = ""  # the array's id, for a task of an array
+    array_task: int | None = None
+    time_limit_s: int = 0  # 0: unknown (no LABQ_JOB_END_TIME)
+    job_dir: str = ""  # the attempt's job directory (TMPDIR, script); "" = the runner picks one
+
+    @property
+    def key(self) -> str:
+        return f"{self.job_id}.{self.attempt}"
 
     @classmethod
     def load(cls, rundir: Path) -> RunSpec:
-        return cls(**json.loads((rundir / SPEC_FILE).read_text()))
+        data = json.loads((rundir / SPEC_FILE).read_text())
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
 @dataclass
@@ -95,23 +117,61 @@ class RunState:
             return None
 
 
-def job_environment(spec: RunSpec, account: pwd.struct_passwd, ray_dir: str) -> dict[str, str]:
-    """The job's whole environment: the user's identity, what they asked for, its GPUs, and a
-    private Ray. Nothing of the agent's own environment (no store URL, password or token)."""
+# Never taken from the submitter's environment: what labq sets itself (the GPUs a job may
+# see, its private Ray, its TMPDIR), the identity that the passwd entry gives, and what makes
+# the dynamic loader run or load other code in every process of the job (glibc's list of
+# variables unsafe for setuid programs, less LD_LIBRARY_PATH, which CUDA and conda users need).
+DROPPED_NAMES = frozenset({
+    "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES",
+    "RAY_TMPDIR", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "RAY_OVERRIDE_RESOURCES",
+    "RAY_ADDRESS", "TMPDIR", "HOME", "USER", "LOGNAME", "SHELL",
+    "LD_PRELOAD", "LD_AUDIT", "LD_DEBUG", "LD_DEBUG_OUTPUT", "LD_DYNAMIC_WEAK",
+    "LD_HWCAP_MASK", "LD_ORIGIN_PATH", "LD_PROFILE", "LD_SHOW_AUXV", "LD_USE_LOAD_BIAS",
+    "GCONV_PATH",
+})
+# labq's own names, and Slurm's: a job's tools must not think they run under Slurm.
+DROPPED_PREFIXES = ("LABQ_", "SLURM_")
+
+
+def submitted_environment(env: dict[str, str]) -> dict[str, str]:
+    """What the job keeps of the environment it was submitted with (the CLI filters it too;
+    the runner does not rely on that)."""
+    return {
+        name: value for name, value in env.items()
+        if name and "=" not in name and "\0" not in name + value
+        and name not in DROPPED_NAMES and not name.startswith(DROPPED_PREFIXES)
+    }
+
+
+def job_environment(spec: RunSpec, account: pwd.struct_passwd, ray_dir: str, tmp_dir: str,
+                    started_at: float) -> dict[str, str]:
+    """The job's whole environment, like Slurm's default (`--export=ALL`): the submitter's
+    environment (its PATH wins over the default one), then labq's values, which always win —
+    the user's identity, its GPUs, its own TMPDIR, a private Ray, and what it is (`LABQ_*`).
+    Nothing of the agent's or the runner's own environment (no store URL, password or token).
+    `started_at`: when the job starts, for `LABQ_JOB_END_TIME` (the time limit's end)."""
     visible = ",".join(str(i) for i in spec.gpu_indices)
-    env = {"PATH": DEFAULT_PATH, "LANG": "C.UTF-8", **spec.env}
+    env = {"PATH": DEFAULT_PATH, "LANG": "C.UTF-8", **submitted_environment(spec.env)}
+    if not env["PATH"]:
+        env["PATH"] = DEFAULT_PATH
     env.update({
         "HOME": account.pw_dir, "USER": account.pw_name, "LOGNAME": account.pw_name,
-        "SHELL": account.pw_shell or "/bin/sh",
+        "SHELL": account.pw_shell or "/bin/sh", "TMPDIR": tmp_dir,
         "CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": visible,
         "LABQ_JOB_ID": spec.job_id, "LABQ_NODE": spec.node, "LABQ_USER": account.pw_name,
         "LABQ_GPUS": str(len(spec.gpu_indices)),
+        "LABQ_JOB_NAME": spec.name or "labq",  # as the `%x` of output file names
+        "LABQ_ACCOUNT": spec.account, "LABQ_SUBMIT_DIR": spec.submit_dir or spec.workdir,
         # ray.init() in the job starts a Ray of its own: its files in a private directory,
         # only clients holding the job's token (a file only the user can read) may connect.
         "RAY_TMPDIR": ray_dir, "RAY_AUTH_MODE": "token",
         "RAY_AUTH_TOKEN_PATH": os.path.join(ray_dir, "token"),
     })
-    env.pop("RAY_ADDRESS", None)  # never join some other Ray cluster by inheritance
+    if spec.time_limit_s > 0:
+        env["LABQ_JOB_END_TIME"] = str(int(started_at + spec.time_limit_s))
+    if spec.array_job and spec.array_task is not None:
+        env["LABQ_ARRAY_JOB_ID"] = spec.array_job
+        env["LABQ_ARRAY_TASK_ID"] = str(spec.array_task)
     if spec.simulated:
         env["RAY_OVERRIDE_RESOURCES"] = json.dumps({"GPU": len(spec.gpu_indices)})
     if spec.api_socket:
@@ -132,6 +192,95 @@ def _make_ray_dir(spec: RunSpec, account: pwd.struct_passwd) -> str:
     return path
 
 
+JOB_TMP = "tmp"  # the job's TMPDIR, in its job directory
+JOB_SCRIPT = "labq_script"  # its batch script, in its job directory
+
+
+def job_dir_path(key: str, base: str | None = None) -> str:
+    """A new job directory's path for the run `key`: on the node's local tmp, named by the run
+    and a random suffix, so that two attempts, two agents (installs) or a guess never meet."""
+    return os.path.join(base or tempfile.gettempdir(), f"labq-{key}-{secrets.token_hex(6)}")
+
+
+def make_job_dir(path: str, account: pwd.struct_passwd) -> str:
+    """Make the attempt's job directory at `path` (new: an existing one is refused) and the job's
+    TMPDIR in it; return the TMPDIR.
+
+    The job directory is root's, 0710 with the user's primary group: the job reaches what is
+    in it, but neither it nor anyone else can rename, replace or add an entry there. So the
+    TMPDIR (the user's, 0700) stays where the runner made it, and can never become a symbolic
+    link to somewhere else that the runner would then remove. (An unprivileged runner runs
+    jobs as itself: there everything is that user's, 0700.)"""
+    os.mkdir(path, 0o700)
+    tmp = os.path.join(path, JOB_TMP)
+    try:
+        os.mkdir(tmp, 0o700)
+        if os.geteuid() == 0:
+            os.chown(tmp, account.pw_uid, account.pw_gid)
+            os.chown(path, 0, account.pw_gid)
+            os.chmod(path, 0o710)
+    except OSError:
+        remove_tree(path)
+        raise
+    return tmp
+
+
+def write_script(job_dir: str, text: str, account: pwd.struct_passwd) -> str:
+    """Write a batch script into the job directory, as a new file the user owns (0700), and
+    return its path. It is the text captured at submit: editing the submitted file since
+    changes nothing, and no other user can swap the file (see `make_job_dir`)."""
+    path = os.path.join(job_dir, JOB_SCRIPT)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(path, flags, 0o700)
+    try:
+        with open(fd, "w", encoding="utf-8", closefd=False) as handle:
+            handle.write(text)
+        if os.geteuid() == 0:
+            os.fchown(fd, account.pw_uid, account.pw_gid)
+        os.fchmod(fd, 0o700)
+    finally:
+        os.close(fd)  # before the fork: a file open for writing cannot be executed (ETXTBSY)
+    return path
+
+
+def remove_tree(path: str) -> None:
+    """Remove `path` and everything in it, never following a symbolic link: shutil.rmtree's
+    walk by file descriptors unlinks a link rather than entering it, and refuses a directory
+    swapped for a link under it. Root needs no permission to remove what a job made
+    unremovable for its user (chmod 000); an unprivileged runner (jobs run as itself) opens
+    such directories up first. Best effort: what cannot be removed is left."""
+    if os.geteuid() != 0:
+        _open_up(path)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _open_up(path: str) -> None:
+    """Give the owner back rwx on every directory in `path` (never through a link). Only
+    where the runner is that same user: it can change nothing it could not anyway."""
+    with contextlib.suppress(OSError):
+        if not stat.S_ISDIR(os.lstat(path).st_mode):
+            return
+        os.chmod(path, 0o700)
+        with os.scandir(path) as entries:
+            subdirs = [e.path for e in entries if e.is_dir(follow_symlinks=False)]
+        for subdir in subdirs:
+            _open_up(subdir)
+
+
+def remove_job_dir(path: str) -> None:
+    """Remove a job directory, if it is one: a real directory of the runner's own user (the
+    agent uses this for a runner that died; the path may be taken again by someone else since,
+    and then it is left alone)."""
+    if not path:
+        return
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return
+    if stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid():
+        remove_tree(path)
+
+
 def _become(account: pwd.struct_passwd) -> None:
     """Drop to the user (in the child, before exec). Unprivileged: only oneself."""
     if os.geteuid() == 0:
@@ -143,7 +292,30 @@ def _become(account: pwd.struct_passwd) -> None:
                               f"as {account.pw_name}")
 
 
-def _child(spec: RunSpec, account: pwd.struct_passwd, env: dict[str, str], err_fd: int) -> None:
+def open_output(path: str, append: bool, what: str) -> int:
+    """Open (create) a job's output or error file — in the child, as the user, so it can only
+    be where the user may write. Never through a symbolic link; 0600 when it is made; appended
+    to by a requeued attempt, else truncated."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if append else os.O_TRUNC)
+    try:
+        return os.open(path, flags, 0o600)
+    except OSError as exc:
+        raise OSError(f"cannot write {what} {path}: {exc.strerror}") from None
+
+
+def job_argv(spec: RunSpec, script_path: str) -> list[str]:
+    """What the child execs: a batch script's file with the job's arguments (the kernel runs
+    the script's `#!` interpreter), a single command line through `/bin/sh -c`, or the
+    command's words as they are."""
+    if script_path:
+        return [script_path, *spec.command]
+    if len(spec.command) == 1:
+        return ["/bin/sh", "-c", spec.command[0]]
+    return list(spec.command)
+
+
+def _child(spec: RunSpec, account: pwd.struct_passwd, env: dict[str, str], argv: list[str],
+           err_fd: int) -> None:
     """In the forked child: become the job. Never returns; reports a failure on `err_fd`."""
     try:
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
@@ -155,18 +327,24 @@ def _child(spec: RunSpec, account: pwd.struct_passwd, env: dict[str, str], err_f
             os.chdir(spec.workdir)
         except OSError as exc:
             raise OSError(f"cannot enter work directory {spec.workdir}: {exc.strerror}") from None
-        flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if spec.append else os.O_TRUNC)
-        try:
-            out = os.open(spec.output, flags | os.O_NOFOLLOW, 0o600)
-        except OSError as exc:
-            raise OSError(f"cannot write output file {spec.output}: {exc.strerror}") from None
+        out = open_output(spec.output, spec.append, "output file")
+        err = out
+        if spec.error:
+            err = open_output(spec.error, spec.append, "error file")
+            if os.path.samestat(os.fstat(out), os.fstat(err)):
+                err = out  # one file named twice: one offset, or each would overwrite the other
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         os.dup2(out, 1)
-        os.dup2(out, 2)
-        argv = (["/bin/sh", "-c", spec.command[0]] if len(spec.command) == 1
-                else list(spec.command))
-        os.execvpe(argv[0], argv, env)
+        os.dup2(err, 2)
+        try:
+            os.execvpe(argv[0], argv, env)
+        except FileNotFoundError:
+            if not spec.script:
+                raise
+            line = spec.script.split("\n", 1)[0][:200]
+            raise OSError(f"cannot run the batch script: its interpreter ({line}) was not "
+                          f"found") from None
     except BaseException as exc:  # noqa: BLE001 - anything here means the job did not start
         with contextlib.suppress(OSError):
             os.write(err_fd, str(exc).encode()[:2000] or b"exec failed")
@@ -180,6 +358,7 @@ class Runner:
         self.state = RunState(runner_pid=os.getpid())
         self.group = JobGroup(Path(self.spec.cgroup)) if self.spec.cgroup else None
         self.ray_dir = ""
+        self.job_dir = ""
         self.main_pid = 0
         self.main_status: int | None = None
 
@@ -213,18 +392,24 @@ class Runner:
             return self.fail("labq never runs a job as root")
         try:
             self.ray_dir = _make_ray_dir(spec, account)
+            job_dir = spec.job_dir or job_dir_path(spec.key)
+            tmp_dir = make_job_dir(job_dir, account)
+            self.job_dir = job_dir  # (only once made: the runner never removes what it did not)
+            script = write_script(self.job_dir, spec.script, account) if spec.script else ""
             if self.group:
                 self.group.create()
         except OSError as exc:
+            self.cleanup()
             return self.fail(f"cannot prepare the job on node {spec.node}: {exc}")
-        env = job_environment(spec, account, self.ray_dir)
+        env = job_environment(spec, account, self.ray_dir, tmp_dir, time.time())
+        argv = job_argv(spec, script)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:
             os.close(err_r)
             if self.group:
                 self.group.add(os.getpid())
-            _child(spec, account, env, err_w)
+            _child(spec, account, env, argv, err_w)
         os.close(err_w)
         error = _read_all(err_r)
         if error:
@@ -307,6 +492,8 @@ class Runner:
             self.group.remove()
         if self.ray_dir:
             shutil.rmtree(self.ray_dir, ignore_errors=True)
+        if self.job_dir:
+            remove_job_dir(self.job_dir)
 
 
 def _read_all(fd: int) -> bytes:
