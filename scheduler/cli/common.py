@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 import unicodedata
-from typing import Any, NoReturn
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -77,3 +79,178 @@ def print_budgets(rows: list[dict[str, Any]]) -> None:
                    f"{row['limit_hours']:.1f} billed GPU-hours left ({row['period']} to {until}; "
                    f"spent {row['spent_hours']:.1f}, committed {row['committed_hours']:.1f})"
                    f"{warn}")
+
+
+def usage_fail(message: str) -> NoReturn:
+    """A bad option value: one line, and exit status 2 as for click's own usage errors."""
+    click.echo(f"labq: error: {message}", err=True)
+    sys.exit(2)
+
+
+# ---------------------------------------------------------------------------- tables that fit
+#
+# Every `labq` table is sized to the terminal: the columns that hold names (users, accounts,
+# jobs, nodes, models) are cut with an ellipsis, the widest first, down to a least width; if that
+# is not enough, optional columns are left out; ids, numbers, states and times are never cut.
+
+NO_LIMIT = 10_000  # the console width when output goes to a pipe: nothing to fit
+
+
+@dataclass(frozen=True)
+class Col:
+    """One column of a fitted table."""
+
+    header: str
+    cut: int = 0  # the narrowest its names may be cut to (0: its cells are never cut)
+    right: bool = False  # numbers: right-justified
+    drop: int = 0  # > 0: left out when cutting names is not enough, the highest first
+
+
+@dataclass(frozen=True)
+class Named:
+    """A cell whose `name` may be cut while `before` and `after` stay whole: `8:` + `H100…`
+    (a GPU count and its model), `gpu-no…` + `:0-3` (a node and the GPU indices)."""
+
+    name: str
+    before: str = ""
+    after: str = ""
+
+
+if TYPE_CHECKING:
+    from rich.table import Table
+    from rich.text import Text
+
+    Cell = str | Named | Text  # str and Named: text as a user typed it, shown as typed
+
+
+def out_width() -> int | None:
+    """The cells a line may take: the terminal's width (`COLUMNS` where set); None when the
+    output goes to a pipe or file, where nothing needs cutting."""
+    from rich.console import Console
+
+    if "COLUMNS" in os.environ or sys.stdout.isatty():
+        return int(Console().width)
+    return None
+
+
+def _text_of(cell: Cell) -> str:
+    if isinstance(cell, Named):
+        return plain(cell.before) + plain(cell.name) + plain(cell.after)
+    return cell if isinstance(cell, str) else cell.plain
+
+
+def _least(col: Col, cells: list[Cell], natural: int, header: bool) -> int:
+    """The narrowest `col` may become: its natural width where it is never cut, else its cut
+    width, its header, and each Named cell's fixed parts and one cell of name."""
+    from rich.cells import cell_len
+
+    if not col.cut:
+        return natural
+    fixed = [cell_len(plain(c.before) + plain(c.after)) + 1 for c in cells
+             if isinstance(c, Named)]
+    return min(natural, max(col.cut, cell_len(col.header) if header else 0, *fixed))
+
+
+def fit_columns(cols: list[Col], rows: list[list[Cell]], width: int | None,
+                header: bool = True) -> tuple[list[int], list[int]]:
+    """Which columns to show and the width of each (one cell between columns) so a line fits
+    `width`: optional columns left out while even the least widths do not fit, then the
+    widest cut column narrowed one cell at a time. Without `width`, every column whole."""
+    from rich.cells import cell_len
+
+    natural = [max([cell_len(col.header) if header else 0,
+                    *(cell_len(_text_of(row[i])) for row in rows)])
+               for i, col in enumerate(cols)]
+    least = [_least(col, [row[i] for row in rows], natural[i], header)
+             for i, col in enumerate(cols)]
+    keep = list(range(len(cols)))
+    widths = list(natural)
+    if width is None:
+        return keep, widths
+    while sum(least[i] for i in keep) + len(keep) - 1 > width:
+        optional = [i for i in keep if cols[i].drop]
+        if not optional:
+            break
+        keep.remove(max(optional, key=lambda i: (cols[i].drop, i)))
+    over = sum(widths[i] for i in keep) + len(keep) - 1 - width
+    while over > 0:
+        narrowable = [i for i in keep if widths[i] > least[i]]
+        if not narrowable:
+            break
+        index = max(narrowable, key=lambda i: (widths[i], -i))
+        widths[index] -= 1
+        over -= 1
+    return keep, [widths[i] for i in keep]
+
+
+def _cut(cell: Cell, width: int) -> Text:
+    """`cell` cut to `width` cells with an ellipsis, a Named cell in its name only."""
+    from rich.cells import cell_len
+    from rich.text import Text
+
+    if isinstance(cell, Named):
+        fixed = cell_len(plain(cell.before) + plain(cell.after))
+        name = Text(plain(cell.name))
+        name.truncate(max(1, width - fixed), overflow="ellipsis")
+        return Text(plain(cell.before)) + name + Text(plain(cell.after))
+    text = Text(plain(cell)) if isinstance(cell, str) else cell.copy()
+    text.truncate(width, overflow="ellipsis")
+    return text
+
+
+def fitted_table(cols: list[Col], rows: list[list[Cell]], width: int | None,
+                 header: bool = True) -> tuple[Table, int]:
+    """A borderless table of `rows` that fits `width` (`fit_columns`), and its width; text cells
+    are shown as typed, never read as markup."""
+    from rich.cells import cell_len
+    from rich.table import Table
+
+    keep, widths = fit_columns(cols, rows, width, header)
+    table = Table(box=None, header_style="bold", padding=(0, 1, 0, 0), pad_edge=False,
+                  show_header=header)
+    for index, cells in zip(keep, widths, strict=True):
+        col = cols[index]
+        table.add_column(col.header, justify="right" if col.right else "left", no_wrap=True,
+                         overflow="ellipsis", width=cells, min_width=cells)
+    for row in rows:
+        out: list[str | Text] = []
+        for index, cells in zip(keep, widths, strict=True):
+            cell = row[index]
+            if isinstance(cell, Named) or cell_len(_text_of(cell)) > cells:
+                out.append(_cut(cell, cells))
+            else:
+                out.append(markup(cell) if isinstance(cell, str) else cell)
+        table.add_row(*out)
+    return table, sum(widths) + len(widths) - 1
+
+
+def print_lines(renderable: Any, width: int | None) -> None:
+    """Print a table at `width` cells (no limit: None), without trailing blanks; wider only
+    where its columns cannot be cut (rich would squeeze them instead)."""
+    from rich.console import Console
+
+    console = Console(width=NO_LIMIT)
+    if width is not None:
+        console = Console(width=max(width, console.measure(renderable).maximum))
+    with console.capture() as captured:
+        console.print(renderable)
+    for line in captured.get().splitlines():
+        click.echo(line.rstrip())
+
+
+def print_table(cols: list[Col], rows: list[list[Cell]], width: int | None,
+                header: bool = True) -> None:
+    """A fitted table on stdout; wider than `width` only where its columns cannot be cut."""
+    print_lines(fitted_table(cols, rows, width, header)[0], width)
+
+
+def echo_wrapped(text: str, width: int | None, indent: int = 0) -> None:
+    """Words for a person, wrapped to `width` (lines after the first indented by `indent`);
+    a path or other long word is never broken."""
+    import textwrap
+
+    if width is None or len(text) <= width:
+        click.echo(text)
+        return
+    click.echo(textwrap.fill(text, width, subsequent_indent=" " * indent,
+                             break_long_words=False, break_on_hyphens=False))

@@ -5,23 +5,41 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from scheduler.cli.admin import admin
 from scheduler.cli.common import (
+    Col,
+    Named,
     call,
     client,
+    echo_wrapped,
     fail,
-    markup,
+    fit_columns,
+    fitted_table,
+    out_width,
     plain,
     print_budgets,
     print_json,
+    print_lines,
+    print_table,
+    usage_fail,
 )
 from scheduler.cli.daemons import agent, coordinator, up
 from scheduler.cli.jobs import JOB_COMMANDS
-from scheduler.cli.queue_view import age, queue_table, when
+from scheduler.cli.queue_view import (
+    FORMAT_HELP,
+    job_matches,
+    parse_format,
+    parse_ids,
+    parse_states,
+    queue_table,
+    readable,
+    show_text,
+)
 from scheduler.cli.sim import sim
 from scheduler.cli.top import top
 from scheduler.client import ClientError
@@ -29,7 +47,10 @@ from scheduler.logtail import LOG_TAIL_BYTES, TERMINAL, follow_file
 from scheduler.timeparse import format_duration
 
 if TYPE_CHECKING:
-    pass
+    from scheduler.cli.common import Cell
+
+T = TypeVar("T")
+GIB = 2**30
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -48,60 +69,70 @@ for command in (up, coordinator, agent, *JOB_COMMANDS):
 # ---------------------------------------------------------------------------- queue, show
 
 
+def _queue_query(show_all: bool, user: str | None, done: bool, expand: bool) -> str:
+    return "&".join(p for p in ("all=1" if show_all else "", f"user={user}" if user else "",
+                                "done=1" if done else "", "expand=1" if expand else "") if p)
+
+
+def _parsed(parse: Callable[[str], T], text: str | None) -> T | None:
+    """An option's value parsed, or None if not given; a bad one: one line, exit status 2."""
+    if text is None:
+        return None
+    try:
+        return parse(text)
+    except ValueError as exc:
+        usage_fail(str(exc))
+
+
 @main.command()
 @click.option("--all", "-a", "show_all", is_flag=True, help="every user's jobs")
 @click.option("--user", "-u", default=None, help="one user's jobs")
+@click.option("--state", "-t", "states", default=None, metavar="STATES",
+              help="only these states, comma-separated, any case: PENDING,RUNNING or Slurm's "
+                   "PD,R,CF,CD,F,CA,TO,PR (PD: pending or held), or all")
+@click.option("--jobs", "-j", "job_ids", default=None, metavar="IDS",
+              help="only these jobs (any user's), comma-separated: 17,18 or an array task 17_5")
 @click.option("--done", is_flag=True, help="include recently finished jobs")
-@click.option("--start", "with_start", is_flag=True, help="estimated start of waiting jobs")
+@click.option("--array", "-r", "expand", is_flag=True,
+              help="every task of an array on its own line (not its waiting tasks as one)")
+@click.option("--start", "with_start", is_flag=True,
+              help="a START column: when waiting jobs are expected to start")
+@click.option("--format", "-o", "fmt", default=None, metavar="FIELDS", help=FORMAT_HELP)
+@click.option("--noheader", is_flag=True, help="no header line (for scripts)")
 @click.option("--json", "as_json", is_flag=True)
-def queue(show_all: bool, user: str | None, done: bool, with_start: bool, as_json: bool) -> None:
-    """Queued and running jobs (yours, or --all), like squeue; `labq show` says why one waits."""
-    query = "&".join(p for p in ("all=1" if show_all else "", f"user={user}" if user else "",
-                                 "done=1" if done else "") if p)
-    jobs = call("GET", f"/v1/jobs?{query}")
+def queue(show_all: bool, user: str | None, states: str | None, job_ids: str | None,
+          done: bool, expand: bool, with_start: bool, fmt: str | None, noheader: bool,
+          as_json: bool) -> None:
+    """Queued and running jobs (yours, or --all), like squeue; `labq show` says why one waits.
+
+    Job ids: 17 a job, 17_5 task 5 of array 17, 17_[4-99%8] the tasks of array 17 still
+    waiting, shown as one line (at most 8 at once); -r shows each on its own line."""
+    wanted_states = _parsed(parse_states, states)
+    wanted_ids = _parsed(parse_ids, job_ids)
+    fields = _parsed(parse_format, fmt)
+    done = done or bool(wanted_states and wanted_states & set(TERMINAL))
+    jobs = call("GET", "/v1/jobs?" + _queue_query(show_all or wanted_ids is not None, user,
+                                                  done, expand))
+    jobs = [j for j in jobs if (wanted_states is None or j["state"] in wanted_states)
+            and (wanted_ids is None or job_matches(j, wanted_ids))]
     if as_json:
         print_json(jobs)
         return
-    from rich.console import Console
-
-    console = Console()
-    console.print(queue_table(jobs, time.time(), with_start, console.width))
-
-
-PRIVATE = ("command", "workdir", "exit_code", "gpu_seconds", "billed")  # null: another's job
+    width = out_width()
+    print_lines(queue_table(jobs, time.time(), with_start, width, fields, not noheader), width)
 
 
 @main.command()
 @click.argument("job_id")
 @click.option("--json", "as_json", is_flag=True)
 def show(job_id: str, as_json: bool) -> None:
-    """Everything about one job."""
+    """Everything about one job: its files, times, deadline, costs and why it waits."""
     job = call("GET", f"/v1/jobs/{job_id}")
     if as_json:
         print_json(job)
         return
-    now = time.time()
-    for key in ("id", "name", "user", "account", "qos", "state", "reason", "gpus", "gpu_type",
-                "node", "gpu_indices", "command", "workdir", "time_limit_s", "exit_code",
-                "gpu_seconds", "billed", "restarts"):
-        value = job.get(key)
-        if key == "command" and value is not None:
-            value = " ".join(value)
-        if value is None and key in PRIVATE:
-            value = "(private)" if job.get("private") else None
-        click.echo(f"{key:>14}: {'-' if value in (None, '', []) else plain(value)}")
-    for key in ("submitted_at", "started_at", "ended_at"):
-        stamp = job.get(key)
-        text = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp)) if stamp else "-"
-        click.echo(f"{key:>14}: {text}")
-    click.echo(f"{'time':>14}: {age(job, now)}")
-    if job.get("est_start") and job["state"] in ("PENDING", "HELD"):
-        expected = when(job["est_start"])
-        click.echo(f"{'expected start':>14}: {expected} (if running jobs use their whole limits)")
-    for reason in job.get("reasons") or []:
-        click.echo(f"{'waiting':>14}: {plain(reason['code'])}: {plain(reason['detail'])}")
-    if job.get("idle"):
-        click.echo(f"{'idle':>14}: {plain(job['idle']['text'])}")
+    for line in show_text(job, time.time(), out_width()):
+        click.echo(line)
 
 
 @main.command()
@@ -133,50 +164,177 @@ def logs(job_id: str, follow: bool, tail_bytes: int) -> None:
         fail(f"cannot read {path}: a job's output is readable by its owner only")
 
 
-# ---------------------------------------------------------------------------- nodes, quota
+# ---------------------------------------------------------------------------- nodes
 
 
-def _gib(value: int | None) -> str:
-    return "-" if value is None else f"{value / 2**30:.1f}"
+def _gib_pair(used: float | None, total: float | None) -> str:
+    """Used/total GiB: whole GiB, tenths on a GPU of under 10 GiB."""
+    digits = 1 if total is not None and total < 10 * GIB else 0
+
+    def one(value: float | None) -> str:
+        return "-" if value is None else f"{value / GIB:.{digits}f}"
+
+    return f"{one(used)}/{one(total)}"
+
+
+def _summed(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None
+
+
+def _node_state(node: dict[str, Any]) -> str:
+    return str(node["state"]) + (" sim" if node.get("simulated") else "")
+
+
+def _beat(node: dict[str, Any], now: float) -> str:
+    return f"{readable(now - float(node.get('last_heartbeat') or 0))} ago"
+
+
+NODE_COLS = [Col("NODE", cut=6), Col("STATE"), Col("GPUS"), Col("MODEL", cut=5),
+             Col("UTIL", right=True), Col("MEM GiB", right=True), Col("JOBS", right=True),
+             Col("IDLE", right=True), Col("HEARTBEAT", right=True)]
+
+
+def node_rows(data: list[dict[str, Any]], now: float) -> list[list[Cell]]:
+    """`labq nodes`: one row per node; GPUs allocated, their mean utilization, memory summed,
+    the jobs on it, how many allocated GPUs are idle, and its last heartbeat."""
+    rows: list[list[Cell]] = []
+    for node in data:
+        gpus = node.get("gpus") or []
+        util = [g["utilization"] for g in gpus if g.get("utilization") is not None]
+        memory = _gib_pair(_summed([g.get("memory_used_bytes") for g in gpus]),
+                           _summed([g.get("memory_total_bytes") for g in gpus]))
+        rows.append([
+            Named(node["name"]), _node_state(node),
+            f"{node['gpus_allocated']}/{node['gpus_total']} used",
+            Named(node.get("gpu_model") or "-"),
+            f"{sum(util) / len(util) * 100:.0f}%" if util else "-", memory,
+            str(len(set(node.get("allocations", {}).values()))),
+            str(sum(1 for g in gpus if g.get("idle"))), _beat(node, now)])
+    return rows
+
+
+GPU_COLS = [Col("NODE", cut=6), Col("STATE"), Col("GPU", right=True), Col("MODEL", cut=5),
+            Col("JOB", cut=3), Col("UTIL", right=True), Col("MEM GiB", right=True),
+            Col("PWR/TEMP", right=True, drop=1), Col("HEALTH"), Col("IDLE", right=True),
+            Col("HEARTBEAT", right=True, drop=2)]
+
+
+def _power_temp(gpu: dict[str, Any]) -> str:
+    power, temp = gpu.get("power_watts"), gpu.get("temperature_c")
+    return (f"{'-' if power is None else f'{power:.0f}'}W "
+            f"{'-' if temp is None else f'{temp:.0f}'}C")
+
+
+def gpu_rows(data: list[dict[str, Any]], now: float) -> list[list[Cell]]:
+    """`labq nodes --gpus`: one row per GPU; JOB is the job holding it, `+N not labq` where
+    processes labq did not start run on it."""
+    rows: list[list[Cell]] = []
+    for node in data:
+        for gpu in sorted(node.get("gpus") or [], key=lambda g: g["index"]):
+            job = node.get("allocations", {}).get(str(gpu["index"]), "-")
+            foreign = [p for p in gpu.get("processes", []) if not p.get("labq_job")]
+            util = gpu.get("utilization")
+            rows.append([
+                Named(node["name"]), _node_state(node), str(gpu["index"]), Named(gpu["model"]),
+                Named(f" +{len(foreign)} not labq" if foreign else "", before=job),
+                "-" if util is None else f"{util * 100:.0f}%",
+                _gib_pair(gpu.get("memory_used_bytes"), gpu.get("memory_total_bytes")),
+                _power_temp(gpu), plain(gpu.get("health", "OK")),
+                format_duration(gpu.get("idle_s")) if gpu.get("idle") else "-",
+                _beat(node, now)])
+    return rows
+
+
+def node_notes(data: list[dict[str, Any]], per_gpu: bool) -> list[str]:
+    """What the one-line-per-node table cannot say: processes labq did not start, and (without
+    `per_gpu`, whose columns say it) unhealthy GPUs and allocated GPUs that are idle."""
+    notes = []
+    for node in data:
+        name = plain(node["name"])
+        for gpu in [] if per_gpu else sorted(node.get("gpus") or [], key=lambda g: g["index"]):
+            job = node.get("allocations", {}).get(str(gpu["index"]))
+            if gpu.get("health", "OK") != "OK":
+                notes.append(f"note: {name} GPU {gpu['index']}: health {plain(gpu['health'])}")
+            if gpu.get("idle") and job:
+                notes.append(f"note: {name} GPU {gpu['index']}: IDLE {readable(gpu['idle_s'])}"
+                             f" (job {plain(job)})")
+        for proc in node.get("foreign_processes", []):
+            notes.append(f"note: {name} GPU {proc['gpu']}: pid {proc['pid']} "
+                         f"({plain(proc['name'] or 'name private')}) was not started by labq")
+    return notes
 
 
 @main.command()
+@click.option("--gpus", "per_gpu", is_flag=True, help="one line per GPU")
 @click.option("--json", "as_json", is_flag=True)
-def nodes(as_json: bool) -> None:
-    """Nodes and their GPUs, like sinfo."""
-    data = call("GET", "/v1/nodes")
+def nodes(per_gpu: bool, as_json: bool) -> None:
+    """Nodes (one line each) or their GPUs (--gpus), like sinfo."""
+    data = sorted(call("GET", "/v1/nodes"), key=lambda n: n["name"])
     if as_json:
         print_json(data)
         return
-    from rich.console import Console
-    from rich.table import Table
+    width, now = out_width(), time.time()
+    if per_gpu:
+        print_table(GPU_COLS, gpu_rows(data, now), width)
+    else:
+        print_table(NODE_COLS, node_rows(data, now), width)
+    for note in node_notes(data, per_gpu):
+        echo_wrapped(note, width, indent=6)
 
-    now = time.time()
-    table = Table(box=None, header_style="bold")
-    for col in ("NODE", "STATE", "GPU", "MODEL", "JOB", "UTIL", "IDLE", "MEM GiB", "POWER W",
-                "TEMP C", "HEALTH", "HEARTBEAT"):
-        table.add_column(col)
-    for node in data:
-        beat = f"{now - node['last_heartbeat']:.0f}s ago"
-        sim = " (simulated)" if node.get("simulated") else ""
-        for gpu in node["gpus"]:
-            util = "-" if gpu["utilization"] is None else f"{gpu['utilization'] * 100:.0f}%"
-            job = node["allocations"].get(str(gpu["index"]), "-")
-            foreign = [p for p in gpu["processes"] if not p.get("labq_job")]
-            if foreign:
-                job += f" +{len(foreign)} not labq"
-            memory = f"{_gib(gpu['memory_used_bytes'])}/{_gib(gpu['memory_total_bytes'])}"
-            idle = f"IDLE {format_duration(gpu['idle_s'])}" if gpu.get("idle") else "-"
-            table.add_row(markup(node["name"]), node["state"] + sim, str(gpu["index"]),
-                          markup(gpu["model"]), markup(job), util, idle, memory,
-                          "-" if gpu["power_watts"] is None else f"{gpu['power_watts']:.0f}",
-                          "-" if gpu["temperature_c"] is None else f"{gpu['temperature_c']:.0f}",
-                          gpu["health"], beat)
-    Console().print(table)
-    for node in data:
-        for proc in node.get("foreign_processes", []):
-            click.echo(f"note: {plain(node['name'])} GPU {proc['gpu']}: pid {proc['pid']} "
-                       f"({plain(proc['name'] or 'name private')}) was not started by labq")
+
+# ---------------------------------------------------------------------------- quota
+
+
+QUOTA_COLS = [Col("ACCOUNT", cut=5), Col("USER", cut=4), Col("RAW SHR", right=True),
+              Col("NORM SHR", right=True), Col("RAW USAGE", right=True),
+              Col("EFF USAGE", right=True), Col("LEVEL FS", right=True, drop=1),
+              Col("FAIRSHARE", right=True), Col("RANK", right=True)]
+
+
+def quota_rows(shares: list[dict[str, Any]]) -> list[list[Cell]]:
+    """sshare -l's columns: shares raw and normalized, usage raw (billed GPU-seconds, decayed)
+    and effective, the level fair share, the fair-share factor and rank of each user."""
+    rows: list[list[Cell]] = []
+    for row in shares:
+        level = "inf" if row["level_fs"] is None else f"{row['level_fs']:.3f}"
+        rows.append([Named(row["account"]), Named(row["user"] or ""), f"{row['raw_shares']:g}",
+                     f"{row['norm_shares']:.3f}", f"{row['raw_usage']:.0f}",
+                     f"{row['effective_usage']:.3f}", level,
+                     f"{row['fairshare']:.3f}" if row["user"] else "",
+                     str(row["rank"] or "")])
+    return rows
+
+
+def ranking_algorithm(data: dict[str, Any], local: str | None) -> str:
+    """The fair-share algorithm that ranks the queue. A coordinator whose /v1/quota has no
+    `table_algorithm` names in `algorithm` the table of its rows, which under fair_now is Fair
+    Tree's (fair_now's past part): from such an answer, trust this machine's own setting
+    (`local`) where its table is the one answered."""
+    if "table_algorithm" in data or not local:
+        return str(data["algorithm"])
+    from scheduler.policy.fairnow import past_algorithm
+
+    return local if past_algorithm(local) == data["algorithm"] else str(data["algorithm"])
+
+
+def quota_title(data: dict[str, Any], ranking: str) -> str:
+    """The line over the table: which algorithm ranks, and what the rows are when that is
+    another's table (fair_now's past part, Fair Tree's on decayed usage)."""
+    table = data.get("table_algorithm") or data["algorithm"]
+    days = f"half-life {data['half_life_s'] / 86400:g} days"
+    if table == ranking:
+        return f"fair share ranked by {ranking} on past usage ({days})"
+    return f"fair share ranked by {ranking}; rows: {table} on past usage ({days})"
+
+
+def _local_algorithm() -> str | None:
+    from scheduler.config import ConfigError, Settings
+
+    try:
+        return Settings.load().fairshare_algorithm
+    except ConfigError:
+        return None
 
 
 @main.command()
@@ -193,30 +351,49 @@ def quota(user: str | None, account: str | None, show_all: bool, as_json: bool) 
     if as_json:
         print_json(data)
         return
-    click.echo(f"user {plain(data['user'])}: {data['gpu_seconds'] / 3600:.2f} GPU-hours, "
-               f"{data['billed_units'] / 3600:.2f} billed GPU-hours in all")
+    width = out_width()
+    echo_wrapped(f"user {plain(data['user'])}: {data['gpu_seconds'] / 3600:.2f} GPU-hours, "
+                 f"{data['billed_units'] / 3600:.2f} billed GPU-hours in all", width)
     click.echo(f"running: {data['running_jobs']} job(s) on {data['running_gpus']} GPU(s); "
                f"pending: {data['pending_jobs']}")
-    from rich.console import Console
-    from rich.table import Table
-
-    half_life = data["half_life_s"] / 86400
-    table = Table(box=None, header_style="bold",
-                  title=f"fair share ({data['algorithm']}, usage half-life {half_life:g} days)")
-    for col in ("ACCOUNT", "USER", "RAW SHARES", "NORM SHARES", "RAW USAGE", "EFFECTV USAGE",
-                "LEVEL FS", "FAIRSHARE", "RANK"):
-        table.add_column(col)
-    for row in data["shares"]:
-        level = "inf" if row["level_fs"] is None else f"{row['level_fs']:.3f}"
-        table.add_row(markup(row["account"]), markup(row["user"] or ""), f"{row['raw_shares']:g}",
-                      f"{row['norm_shares']:.3f}", f"{row['raw_usage']:.0f}",
-                      f"{row['effective_usage']:.3f}", level,
-                      f"{row['fairshare']:.3f}" if row["user"] else "",
-                      str(row["rank"] or ""))
-    Console().print(table)
+    echo_wrapped(quota_title(data, ranking_algorithm(data, _local_algorithm())), width, 2)
+    print_table(QUOTA_COLS, quota_rows(data["shares"]), width)
     for row in data.get("fair_now", []):
-        click.echo(f"now in {plain(row['account'])}: {plain(row['text'])}")
+        echo_wrapped(f"now in {plain(row['account'])}: {plain(row['text'])}", width, 2)
     print_budgets(data.get("budgets", []))
+
+
+# ---------------------------------------------------------------------------- priority
+
+FACTORS = ("fairshare", "age", "size", "qos")
+PRIORITY_COLS = [Col("JOBID"), Col("USER", cut=4), Col("ACCOUNT", cut=5),
+                 Col("PRIORITY", right=True),
+                 *(Col(name.upper(), right=True) for name in FACTORS)]
+
+
+def priority_rows(data: list[dict[str, Any]], factors: bool) -> list[list[Cell]]:
+    """sprio's columns: each factor weighted, and with `factors` its value 0..1 after it."""
+    rows: list[list[Cell]] = []
+    for row in data:
+        if row["priority"] is None:  # another user's job under private_data: its place only
+            cells = ["-"] * 5
+        else:
+            cells = [f"{row['priority']:.0f}",
+                     *(f"{row['weighted'][k]:.0f}" + (f" ({row['factors'][k]:.2f})"
+                                                      if factors else "") for k in FACTORS)]
+        rows.append([plain(row["id"]), Named(row["user"]), Named(row["account"]), *cells])
+    return rows
+
+
+def priority_table(data: list[dict[str, Any]], width: int | None) -> tuple[Any, bool]:
+    """The table, with each factor's value 0..1 where the terminal is wide enough (and
+    whether it has them)."""
+    rows = priority_rows(data, factors=True)
+    keep, widths = fit_columns(PRIORITY_COLS, rows, width)
+    factors = width is None or sum(widths) + len(widths) - 1 <= width
+    if not factors:
+        rows = priority_rows(data, factors=False)
+    return fitted_table(PRIORITY_COLS, rows, width)[0], factors
 
 
 @main.command()
@@ -233,28 +410,19 @@ def priority(job_id: str | None, show_all: bool, as_json: bool) -> None:
     if not data:
         click.echo("no pending jobs")
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(box=None, header_style="bold")
-    for col in ("JOBID", "USER", "ACCOUNT", "PRIORITY", "FAIRSHARE", "AGE", "SIZE", "QOS"):
-        table.add_column(col, justify="right" if col not in ("USER", "ACCOUNT") else "left")
-    for row in data:
-        if row["priority"] is None:  # another user's job under private_data: its place only
-            cells = ["-"] * 5
-        else:
-            cells = [f"{row['priority']:.0f}", *(f"{row['weighted'][k]:.0f} "
-                                                  f"({row['factors'][k]:.2f})"
-                                                  for k in ("fairshare", "age", "size", "qos"))]
-        table.add_row(markup(row["id"]), markup(row["user"]), markup(row["account"]), *cells)
-    Console().print(table)
-    click.echo("each factor: weighted (factor 0..1); priority = the sum of the weighted factors")
+    width = out_width()
+    table, factors = priority_table(data, width)
+    print_lines(table, width)
+    echo_wrapped("each factor: weighted (factor 0..1); priority = the sum of the weighted "
+                 "factors" if factors else "each factor weighted; priority = their sum (a "
+                 "wider terminal or --json shows each factor 0..1)", width)
     said = set()
     for row in data:
         text = row.get("fair_now")
         if text and (row["user"], row["account"]) not in said:
             said.add((row["user"], row["account"]))
-            click.echo(f"{plain(row['user'])} in {plain(row['account'])}: {plain(text)}")
+            echo_wrapped(f"{plain(row['user'])} in {plain(row['account'])}: {plain(text)}",
+                         width, 2)
 
 
 @main.command()

@@ -12,15 +12,15 @@ with `main.add_command`. Everything a user typed (names, accounts, reasons) goes
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from scheduler.cli.common import markup, plain
+from scheduler.cli.common import Col, Named, fitted_table, out_width, plain
+from scheduler.cli.queue_view import ranges
 from scheduler.client import Client, ClientError
 from scheduler.timeparse import format_duration
 from scheduler.wire import JobJson
@@ -28,6 +28,10 @@ from scheduler.wire import JobJson
 HOLDING = ("STARTING", "RUNNING", "PREEMPTED")  # states whose jobs hold GPUs
 WAITING = ("PENDING", "HELD")
 GIB = 2**30
+PIPE_WIDTH = 200  # `--once` into a pipe or file: a width for the rules and words
+
+if TYPE_CHECKING:
+    from scheduler.cli.common import Cell
 
 
 @dataclass
@@ -58,6 +62,7 @@ def fetch(client: Client, clock: Callable[[], float] = time.time) -> TopData:
 
 
 def _percent_bar(ratio: float | None, width: int = 10) -> Any:
+    """Utilization as a bar of `width` cells and a percentage (just the percentage at 0)."""
     from rich.text import Text
 
     if ratio is None:
@@ -67,7 +72,8 @@ def _percent_bar(ratio: float | None, width: int = 10) -> Any:
     style = "green" if ratio >= 0.5 else "yellow" if ratio >= 0.1 else "red"
     text = Text("█" * filled, style=style)
     text.append("·" * (width - filled), style="dim")
-    text.append(f" {ratio * 100:3.0f}%")
+    text.append(f" {ratio * 100:3.0f}%" if width else f"{ratio * 100:.0f}%",
+                style="" if width else style)
     return text
 
 
@@ -75,64 +81,83 @@ def _gib(value: int | None) -> str:
     return "-" if value is None else f"{value / GIB:.0f}"
 
 
-def _nodes_table(data: TopData, jobs_by_id: dict[str, JobJson], now: float) -> Any:
-    from rich.table import Table
+def _titled(table: Any, title: str) -> Any:
+    table.title, table.title_justify, table.title_style = title, "left", "bold"
+    return table
+
+
+NODE_COLS = [Col("NODE", cut=6), Col("STATE"), Col("GPU", right=True), Col("MODEL", cut=5),
+             Col("UTIL"), Col("MEM GiB", right=True), Col("JOB"), Col("USER", cut=4),
+             Col("NOTE", cut=10)]
+
+
+def _node_state(node: dict[str, Any], now: float) -> Any:
     from rich.text import Text
 
-    table = Table(title="nodes and GPUs", title_justify="left", header_style="bold",
-                  box=None, padding=(0, 1), expand=False)
-    for col in ("NODE", "STATE", "GPU", "MODEL", "UTIL", "MEM GiB", "JOB", "USER", "NOTE"):
-        table.add_column(col, no_wrap=col not in ("NOTE",))
+    beat = now - float(node.get("last_heartbeat") or 0)
+    state = Text(plain(node["state"]), style="green" if node["state"] == "UP" else "bold red")
+    if node.get("simulated"):
+        state.append(" sim", style="dim")
+    if node["state"] == "UP" and beat > 10:
+        state.append(f" ({format_duration(beat)} ago)", style="yellow")
+    return state
+
+
+def _gpu_notes(gpu: dict[str, Any]) -> Any:
+    from rich.text import Text
+
+    notes = []
+    if gpu.get("idle"):  # allocated, below the idle threshold long enough (/v1/nodes)
+        notes.append(Text(f"IDLE {format_duration(gpu.get('idle_s'))}", style="bold red"))
+    if gpu.get("health", "OK") != "OK":
+        notes.append(Text(f"health {plain(gpu['health'])}", style="bold red"))
+    foreign = [p for p in gpu.get("processes", []) if not p.get("labq_job")]
+    if foreign:
+        notes.append(Text(f"{len(foreign)} process(es) not from labq", style="yellow"))
+    return Text(", ").join(notes)
+
+
+def _nodes_table(data: TopData, jobs_by_id: dict[str, JobJson], now: float,
+                 width: int | None) -> Any:
+    from rich.text import Text
+
+    bar = 10 if width is None or width >= 120 else 0
+    rows: list[list[Cell]] = []
     for node in sorted(data.nodes, key=lambda n: n["name"]):
-        beat = now - float(node.get("last_heartbeat") or 0)
-        state = Text(plain(node["state"]), style="green" if node["state"] == "UP" else "bold red")
-        if node.get("simulated"):
-            state.append(" sim", style="dim")
-        if node["state"] == "UP" and beat > 10:
-            state.append(f" ({format_duration(beat)} ago)", style="yellow")
+        state = _node_state(node, now)
         gpus = node.get("gpus") or []
         if not gpus:
-            table.add_row(markup(node["name"]), state, "-", markup(node.get("gpu_model") or "-"),
-                          "", "", "", "", "no GPUs reported")
+            rows.append([Named(node["name"]), state, "-", Named(node.get("gpu_model") or "-"),
+                         "", "", "", "", "no GPUs reported"])
         for position, gpu in enumerate(sorted(gpus, key=lambda g: g["index"])):
             job_id = node.get("allocations", {}).get(str(gpu["index"]))
             job = jobs_by_id.get(job_id) if job_id else None
-            notes = []
-            if gpu.get("idle"):  # allocated, below the idle threshold long enough (/v1/nodes)
-                notes.append(Text(f"IDLE {format_duration(gpu.get('idle_s'))}",
-                                  style="bold red"))
-            foreign = [p for p in gpu.get("processes", []) if not p.get("labq_job")]
-            if foreign:
-                notes.append(Text(f"{len(foreign)} process(es) not from labq", style="yellow"))
-            if gpu.get("health", "OK") != "OK":
-                notes.append(Text(f"health {plain(gpu['health'])}", style="bold red"))
-            table.add_row(
-                markup(node["name"]) if position == 0 else "", state if position == 0 else "",
-                str(gpu["index"]), markup(gpu["model"]), _percent_bar(gpu.get("utilization")),
+            rows.append([
+                Named(node["name"]) if position == 0 else "",
+                state if position == 0 else "", str(gpu["index"]), Named(gpu["model"]),
+                _percent_bar(gpu.get("utilization"), bar),
                 f"{_gib(gpu.get('memory_used_bytes'))}/{_gib(gpu.get('memory_total_bytes'))}",
-                markup(job_id) if job_id else Text("free", style="dim"),
-                markup(job["user"]) if job else "", Text(", ").join(notes))
-    return table
+                plain(job_id) if job_id else Text("free", style="dim"),
+                Named(job["user"]) if job else "", _gpu_notes(gpu)])
+    return _titled(fitted_table(NODE_COLS, rows, width)[0], "nodes and GPUs")
 
 
-def _running_table(running: list[JobJson], now: float) -> Any:
-    from rich.table import Table
+RUNNING_COLS = [Col("JOBID"), Col("NAME", cut=6), Col("USER", cut=4),
+                Col("ACCOUNT", cut=5, drop=1), Col("STATE"), Col("GPUS"),
+                Col("NODE:GPUS", cut=5), Col("TIME", right=True), Col("LIMIT", right=True)]
 
-    table = Table(title=f"running jobs ({len(running)})", title_justify="left",
-                  header_style="bold", box=None, padding=(0, 1))
-    for col in ("JOBID", "NAME", "USER", "ACCOUNT", "STATE", "GPUS", "NODE:GPUS", "TIME",
-                "LIMIT"):
-        table.add_column(col, no_wrap=True)
+
+def _running_table(running: list[JobJson], now: float, width: int | None) -> Any:
+    rows: list[list[Cell]] = []
     for job in sorted(running, key=lambda j: j.get("started_at") or j["submitted_at"]):
-        where = f"{job['node']}:{','.join(str(i) for i in job['gpu_indices'])}" \
+        where: Cell = Named(str(job["node"]), after=f":{ranges(job['gpu_indices'])}") \
             if job.get("node") else "-"
         started = job.get("started_at")
-        ran = now - started if started else None
-        cells = [job["id"], job.get("name") or "-", job["user"], job["account"], job["state"],
-                 str(job["gpus"]), where]
-        table.add_row(*(markup(c) for c in cells), format_duration(ran),
-                      format_duration(job["time_limit_s"]))
-    return table
+        rows.append([plain(job["id"]), Named(job.get("name") or "-"), Named(job["user"]),
+                     Named(job["account"]), job["state"], str(job["gpus"]), where,
+                     format_duration(now - started if started else None),
+                     format_duration(job["time_limit_s"])])
+    return _titled(fitted_table(RUNNING_COLS, rows, width)[0], f"running jobs ({len(running)})")
 
 
 def queue_head(data: TopData) -> list[JobJson]:
@@ -143,30 +168,33 @@ def queue_head(data: TopData) -> list[JobJson]:
                                           rank.get(j["id"], len(rank)), j["submitted_at"]))
 
 
-def _queue_table(waiting: list[JobJson], now: float, rows: int) -> Any:
-    from rich.table import Table
-    from rich.text import Text
+QUEUE_COLS = [Col("#", right=True), Col("JOBID"), Col("USER", cut=4),
+              Col("ACCOUNT", cut=5, drop=1), Col("STATE"), Col("GPUS", cut=1),
+              Col("WAITED", right=True), Col("REASON", cut=10)]
 
-    table = Table(title=f"queue ({len(waiting)} waiting)", title_justify="left",
-                  header_style="bold", box=None, padding=(0, 1))
-    for col in ("#", "JOBID", "USER", "ACCOUNT", "STATE", "GPUS", "WAITED", "REASON"):
-        table.add_column(col, no_wrap=col != "REASON", overflow="fold")
+
+def _reason(job: JobJson) -> Cell:
+    """Why it waits: the first code whole, then its words and the other reasons, which may be
+    cut."""
+    reasons = job.get("reasons") or ([{"code": job["reason"], "detail": ""}]
+                                     if job.get("reason") else [])
+    if not reasons:
+        return ""
+    words = [f"{plain(r['code'])}: {plain(r['detail'])}" if r.get("detail")
+             else plain(r["code"]) for r in reasons]
+    first = plain(reasons[0]["code"])
+    return Named("; ".join(words)[len(first):], before=first)
+
+
+def _queue_table(waiting: list[JobJson], now: float, rows: int, width: int | None) -> Any:
+    cells: list[list[Cell]] = []
     for place, job in enumerate(waiting[:rows], start=1):
         gpu_type = job.get("gpu_type")
-        gpus = f"{job['gpus']}{':' + gpu_type if gpu_type else ''}"
-        reasons = job.get("reasons") or ([{"code": job["reason"], "detail": ""}]
-                                         if job.get("reason") else [])
-        reason = Text()
-        for i, r in enumerate(reasons):
-            reason.append("; " if i else "")
-            reason.append(plain(r["code"]), style="bold")
-            reason.append(f": {plain(r['detail'])}" if r.get("detail") else "")
+        gpus: Cell = Named(gpu_type, before=f"{job['gpus']}:") if gpu_type else str(job["gpus"])
         waited = now - float(job.get("queued_at") or job["submitted_at"])
-        cells = [job["id"], job["user"], job["account"], job["state"], gpus]
-        table.add_row(str(place), *(markup(c) for c in cells), format_duration(waited), reason)
-    if len(waiting) > rows:
-        table.add_row("", Text(f"… and {len(waiting) - rows} more", style="dim"))
-    return table
+        cells.append([str(place), plain(job["id"]), Named(job["user"]), Named(job["account"]),
+                      job["state"], gpus, format_duration(waited), _reason(job)])
+    return _titled(fitted_table(QUEUE_COLS, cells, width)[0], f"queue ({len(waiting)} waiting)")
 
 
 def _quota_panel(quota: dict[str, Any]) -> Any:
@@ -198,8 +226,10 @@ def _quota_panel(quota: dict[str, Any]) -> Any:
 
 
 def render(data: TopData | None, now: float, *, error: str | None = None,
-           interval: float | None = None, queue_rows: int = 10) -> Any:
-    """One frame: a pure function of what the API answered (or the error it gave) and `now`."""
+           interval: float | None = None, queue_rows: int = 10,
+           width: int | None = None) -> Any:
+    """One frame: a pure function of what the API answered (or the error it gave) and `now`,
+    its tables fitted to `width` cells (None: no limit)."""
     from rich.console import Group
     from rich.rule import Rule
     from rich.text import Text
@@ -225,14 +255,16 @@ def render(data: TopData | None, now: float, *, error: str | None = None,
     allocated = sum(int(n.get("gpus_allocated") or 0) for n in data.nodes)
     up = sum(1 for n in data.nodes if n["state"] == "UP")
     idle = sum(1 for n in data.nodes for g in n.get("gpus") or [] if g.get("idle"))
-    header.append(f"  {up}/{len(data.nodes)} nodes up, {allocated}/{total} GPUs allocated, "
-                  f"{len(running)} running, {len(waiting)} waiting")
+    summary = Text(f"{up}/{len(data.nodes)} nodes up, {allocated}/{total} GPUs allocated, "
+                   f"{len(running)} running, {len(waiting)} waiting")
     if idle:
-        header.append(f", {idle} allocated GPU(s) idle", style="bold red")
-    parts += [_nodes_table(data, jobs_by_id, now), Rule(style="dim"),
-              _running_table(running, now), Rule(style="dim"),
-              _queue_table(waiting, now, queue_rows), Rule(style="dim"),
-              _quota_panel(data.quota)]
+        summary.append(f", {idle} allocated GPU(s) idle", style="bold red")
+    parts += [summary, _nodes_table(data, jobs_by_id, now, width), Rule(style="dim"),
+              _running_table(running, now, width), Rule(style="dim"),
+              _queue_table(waiting, now, queue_rows, width)]
+    if len(waiting) > queue_rows:
+        parts.append(Text(f"… and {len(waiting) - queue_rows} more", style="dim"))
+    parts += [Rule(style="dim"), _quota_panel(data.quota)]
     return Group(*parts)
 
 
@@ -265,7 +297,7 @@ def run_live(read: Callable[[], TopData], interval: float, queue_rows: int,
             except ClientError as exc:
                 error = str(exc)
             live.update(render(data, time.time(), error=error, interval=interval,
-                               queue_rows=queue_rows), refresh=True)
+                               queue_rows=queue_rows, width=console.width), refresh=True)
             if max_frames is None or frames < max_frames:
                 time.sleep(interval)
 
@@ -288,10 +320,8 @@ def top(interval: float, once: bool, rows: int) -> None:
             data = fetch(client)
         except ClientError as exc:
             fail(str(exc))
-        console = Console()
-        if not console.is_terminal and "COLUMNS" not in os.environ:
-            console = Console(width=200)  # piped: no terminal to fit, keep rows on one line
-        console.print(render(data, time.time(), queue_rows=rows))
+        width = out_width() or PIPE_WIDTH  # piped: no terminal to fit, rows kept whole
+        Console(width=width).print(render(data, time.time(), queue_rows=rows, width=width))
         return
     try:
         run_live(lambda: fetch(client), interval, rows)
