@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -29,7 +30,14 @@ from dataclasses import asdict
 from pathlib import Path
 
 from agents.cgroups import Layout, cgroup_of, job_of_cgroup
-from agents.runner import RunSpec, RunState, job_dir_path, parent_of, remove_job_dir
+from agents.runner import (
+    RunSpec,
+    RunState,
+    job_dir_path,
+    parent_of,
+    ray_dir_path,
+    remove_job_dir,
+)
 from scheduler import noderun
 from scheduler.noderun import RunStatus, StartRecord
 from scheduler.store import Store
@@ -128,7 +136,8 @@ class Executor:
             script=record.script, name=record.name, account=record.account,
             submit_dir=record.submit_dir, array_job=record.array_job,
             array_task=record.array_task, time_limit_s=record.time_limit_s,
-            job_dir=job_dir_path(record.key),  # known here too: for `_remove_job_dir`
+            # Known here too, for `_remove_run_dirs` where the runner had no chance to.
+            job_dir=job_dir_path(record.key), ray_dir=ray_dir_path(record.id),
         )
         (rundir / "spec.json").write_text(json.dumps(asdict(spec)))
         log_file = open(rundir / "runner.log", "ab")  # noqa: SIM115 - the child owns it
@@ -170,7 +179,7 @@ class Executor:
                 log.info("stopping run %s (runner pid %d)", key, pid)
 
     def forget(self, key: str) -> None:
-        self._remove_job_dir(key)  # (a runner that ended removed it; one that died did not)
+        self._remove_run_dirs(key)  # (a runner that ended removed them; one that died not)
         shutil.rmtree(self.runs_dir / key, ignore_errors=True)
         self._stop_sent.pop(key, None)
         self._children.pop(key, None)
@@ -198,20 +207,26 @@ class Executor:
         if group is not None:
             group.kill()
             group.remove()
-        self._remove_job_dir(key)
+        self._remove_run_dirs(key)
         state.phase, state.ended_at, state.stop = noderun.EXITED, time.time(), "lost"
         state.message = "the job's runner died; what was left of the job was killed"
         state.write(self.runs_dir / key)
         log.warning("run %s: its runner died; the job ends", key)
         return state
 
-    def _remove_job_dir(self, key: str) -> None:
-        """Remove the job directory (TMPDIR, script) of a run whose runner is gone."""
+    def _remove_run_dirs(self, key: str) -> None:
+        """Remove the job directory (TMPDIR, script) and the private Ray directory of a run
+        whose runner is gone."""
         try:
             spec = RunSpec.load(self.runs_dir / key)
         except (OSError, ValueError, TypeError):
             return
         remove_job_dir(spec.job_dir)
+        try:
+            owner: int | None = pwd.getpwnam(spec.user).pw_uid
+        except KeyError:
+            owner = None
+        remove_job_dir(spec.ray_dir, owner)
 
     def stop_all(self) -> None:
         """Stop every job this node runs (`labq up` shutting down): SIGTERM to each runner."""

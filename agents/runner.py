@@ -78,6 +78,7 @@ class RunSpec:
     array_task: int | None = None
     time_limit_s: int = 0  # 0: unknown (no LABQ_JOB_END_TIME)
     job_dir: str = ""  # the attempt's job directory (TMPDIR, script); "" = the runner picks one
+    ray_dir: str = ""  # the job's private Ray directory; "" = the runner picks one
 
     @property
     def key(self) -> str:
@@ -179,17 +180,27 @@ def job_environment(spec: RunSpec, account: pwd.struct_passwd, ray_dir: str, tmp
     return env
 
 
-def _make_ray_dir(spec: RunSpec, account: pwd.struct_passwd) -> str:
-    """A fresh 0700 directory owned by the user, with a random Ray token in a 0600 file."""
-    path = tempfile.mkdtemp(prefix=f"labq-{spec.job_id}-")  # short: Ray's socket paths are long
-    token = os.path.join(path, "token")
-    fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(os.urandom(32).hex())
-    if os.geteuid() == 0:
-        os.chown(token, account.pw_uid, account.pw_gid)
-        os.chown(path, account.pw_uid, account.pw_gid)
-    return path
+def ray_dir_path(job_id: str, base: str | None = None) -> str:
+    """A new private Ray directory's path: short (Ray's socket paths under it are long), with
+    a random suffix."""
+    return os.path.join(base or tempfile.gettempdir(), f"labq-{job_id}-{secrets.token_hex(4)}")
+
+
+def _make_ray_dir(path: str, account: pwd.struct_passwd) -> None:
+    """A new 0700 directory at `path` owned by the user, with a random Ray token in a 0600
+    file."""
+    os.mkdir(path, 0o700)
+    try:
+        token = os.path.join(path, "token")
+        fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(os.urandom(32).hex())
+        if os.geteuid() == 0:
+            os.chown(token, account.pw_uid, account.pw_gid)
+            os.chown(path, account.pw_uid, account.pw_gid)
+    except OSError:
+        remove_tree(path)
+        raise
 
 
 JOB_TMP = "tmp"  # the job's TMPDIR, in its job directory
@@ -267,17 +278,18 @@ def _open_up(path: str) -> None:
             _open_up(subdir)
 
 
-def remove_job_dir(path: str) -> None:
-    """Remove a job directory, if it is one: a real directory of the runner's own user (the
-    agent uses this for a runner that died; the path may be taken again by someone else since,
-    and then it is left alone)."""
+def remove_job_dir(path: str, owner: int | None = None) -> None:
+    """Remove a directory a runner made, if it still is one: a real directory (not a link) of
+    the runner's own user, or of `owner` (the job's user, for its Ray directory). The agent
+    uses this for a runner that died; the path may have been taken by someone else since, and
+    then it is left alone."""
     if not path:
         return
     try:
         info = os.lstat(path)
     except OSError:
         return
-    if stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid():
+    if stat.S_ISDIR(info.st_mode) and info.st_uid in (os.geteuid(), owner):
         remove_tree(path)
 
 
@@ -391,7 +403,9 @@ class Runner:
         if account.pw_uid == 0:
             return self.fail("labq never runs a job as root")
         try:
-            self.ray_dir = _make_ray_dir(spec, account)
+            ray_dir = spec.ray_dir or ray_dir_path(spec.job_id)
+            _make_ray_dir(ray_dir, account)
+            self.ray_dir = ray_dir
             job_dir = spec.job_dir or job_dir_path(spec.key)
             tmp_dir = make_job_dir(job_dir, account)
             self.job_dir = job_dir  # (only once made: the runner never removes what it did not)
@@ -491,7 +505,7 @@ class Runner:
         if self.group:
             self.group.remove()
         if self.ray_dir:
-            shutil.rmtree(self.ray_dir, ignore_errors=True)
+            remove_tree(self.ray_dir)
         if self.job_dir:
             remove_job_dir(self.job_dir)
 

@@ -13,6 +13,7 @@ import json
 import os
 import pwd
 import shlex
+import shutil
 import signal
 import stat
 import tempfile
@@ -55,15 +56,17 @@ def workdir() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="labq-runner-work-"))
     os.chmod(path, 0o1777)
     yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
-def keep() -> Path:
+def keep() -> Iterator[Path]:
     """A directory of root's, with a file, that no job may remove through a link."""
     path = Path(tempfile.mkdtemp(prefix="labq-keep-"))
     os.chmod(path, 0o755)
     (path / "precious").write_text("still here")
-    return path
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def executor(tmp_path: Path) -> Executor:
@@ -200,10 +203,10 @@ def test_a_job_sees_its_submitters_environment_and_only_labqs_gpus_and_names(
     assert (env["LABQ_ARRAY_JOB_ID"], env["LABQ_ARRAY_TASK_ID"]) == ("40", "0")
     assert state.started_at is not None
     assert int(began) + 120 <= int(env["LABQ_JOB_END_TIME"]) <= int(state.started_at) + 120
-    assert env["RAY_TMPDIR"] != "/tmp/other" and env["RAY_AUTH_MODE"] == "token"
+    assert env["RAY_TMPDIR"] == spec.ray_dir and env["RAY_AUTH_MODE"] == "token"
     assert env["RAY_OVERRIDE_RESOURCES"] == '{"GPU": 2}'
     assert env["TMPDIR"] == os.path.join(spec.job_dir, "tmp")
-    assert not os.path.lexists(spec.job_dir)  # gone with the job
+    assert not os.path.lexists(spec.job_dir) and not os.path.lexists(spec.ray_dir)  # gone
 
 
 # ---------------------------------------------------------------------- TMPDIR
@@ -301,6 +304,7 @@ def test_an_unprivileged_runner_removes_what_its_jobs_made_unremovable(user: Any
         except BaseException:  # noqa: BLE001
             os._exit(2)
     _, status = os.waitpid(pid, 0)
+    shutil.rmtree(base, ignore_errors=True)
     assert os.waitstatus_to_exitcode(status) == 0
 
 
@@ -314,18 +318,21 @@ def test_the_agent_removes_the_job_dir_of_a_runner_that_died(
     rundir = ex.runs_dir / record.key
     state = wait_state(rundir, {RUNNING})
     spec = RunSpec.load(rundir)
-    assert os.path.isdir(os.path.join(spec.job_dir, "tmp"))
+    assert os.path.isdir(os.path.join(spec.job_dir, "tmp")) and os.path.isdir(spec.ray_dir)
     os.kill(state.runner_pid, signal.SIGKILL)
     ex._children[record.key].wait(10)
     for pid in processes("sleep 293.5"):  # no cgroup here: the agent cannot find its orphans
         os.kill(pid, signal.SIGKILL)
     ex.runner_lost(record.key, state)
-    assert not os.path.lexists(spec.job_dir)
+    assert not os.path.lexists(spec.job_dir) and not os.path.lexists(spec.ray_dir)
     # A runner that died before it ran the job (nothing RUNNING to be lost): forgetting the
     # run removes what it left.
     os.mkdir(spec.job_dir)
+    os.mkdir(spec.ray_dir)
+    os.chown(spec.ray_dir, user.pw_uid, user.pw_gid)
     ex.forget(record.key)
-    assert not os.path.lexists(spec.job_dir) and not rundir.exists()
+    assert not os.path.lexists(spec.job_dir) and not os.path.lexists(spec.ray_dir)
+    assert not rundir.exists()
 
 
 # ---------------------------------------------------------------------- batch scripts
@@ -409,5 +416,6 @@ def test_an_error_file_where_the_user_may_not_write_fails_and_never_as_root(
     private = Path(tempfile.mkdtemp(prefix="labq-root-only-"))  # 0700 root
     job = make_job(workdir, ["true"], error=str(private / "x.err"))
     state, spec = run(tmp_path, job)
+    private.rmdir()  # (empty: no x.err was made, as root or otherwise)
     assert state.phase == FAILED and "cannot write error file" in state.message
-    assert not (private / "x.err").exists() and not os.path.lexists(spec.job_dir)
+    assert not os.path.lexists(spec.job_dir)
