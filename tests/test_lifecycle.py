@@ -37,6 +37,8 @@ OPS: dict[str, Op] = {
     "release": lambda s, e, j: s.hold(j.id, j.user, False, release=True, now=T0 + 1),
     "time_limit": lambda s, e, j: s.request_stop(e, j.id, JobState.TIMEOUT, T0 + 1),
     "preempt": lambda s, e, j: s.request_stop(e, j.id, JobState.PREEMPTED, T0 + 1),
+    "update": lambda s, e, j: s.update_job(j, j.user, False, {"time_limit_s": "60"}),
+    "requeue_by_hand": lambda s, e, j: s.requeue_job(j.id, j.user, False, T0 + 1),
     "budget_hold": lambda s, e, j: s.set_reasons({j.id: [{"code": "BudgetExhausted",
                                                           "detail": "x"}]}, held=[j.id]),
 }

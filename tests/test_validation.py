@@ -9,7 +9,7 @@ import pytest
 
 from scheduler.config import Settings
 from scheduler.model import JobSpec, Node, NodeState
-from scheduler.server.validation import InputError, array_size, build_spec, check_user_name
+from scheduler.server.validation import InputError, array_spec, build_spec, check_user_name
 
 
 def make_node(name: str, gpus: int, model: str, state: NodeState = NodeState.UP) -> Node:
@@ -190,17 +190,34 @@ def test_custom_qos_names_from_settings() -> None:
 # ------------------------------------------------------------------------------ arrays, users
 
 
-@pytest.mark.parametrize(("value", "count"), [(None, 1), (1, 1), ("5", 5), (1_000, 1_000)])
-def test_array_size_accepts(value: Any, count: int) -> None:
+@pytest.mark.parametrize(("value", "count"), [(None, 1), ("0-4", 5), ("1,3,5-7%2", 5),
+                                              ("0-999", 1_000)])
+def test_array_spec_accepts(value: Any, count: int) -> None:
     request = {} if value is None else {"array": value}
-    assert array_size(request, settings().max_array_size) == count
+    array = array_spec(request, settings().max_array_size)
+    assert (len(array.indices) if array else 1) == count
 
 
-@pytest.mark.parametrize("value", [0, -1, 1_001, "many", 2.5j])
-def test_array_size_rejects(value: Any) -> None:
-    with pytest.raises(InputError, match=r"--array .*from 1 to 1,000 \(max_array_size\)"
-                       if isinstance(value, int) else r"--array"):
-        array_size({"array": value}, settings().max_array_size)
+@pytest.mark.parametrize("value", [5, "0-1000", "many", "0-9%0", ["0-3"]])
+def test_array_spec_rejects(value: Any) -> None:
+    with pytest.raises(InputError, match=r"--array"):
+        array_spec({"array": value}, settings().max_array_size)
+
+
+def test_root_is_refused_at_submit_saying_what_to_do() -> None:
+    with pytest.raises(InputError, match=r"never runs a job as root.*--as USER"):
+        build_spec(body(), "root", NODES, settings())
+
+
+def test_a_batch_script_needs_an_interpreter_line_and_fits_the_limit() -> None:
+    spec = build_spec(body(command=[], script="#!/bin/sh\necho hi\n"), "alice", NODES,
+                      settings())
+    assert spec.script.startswith("#!/bin/sh") and spec.command == []
+    with pytest.raises(InputError, match=r"#! and the path to an interpreter"):
+        build_spec(body(command=[], script="echo hi\n"), "alice", NODES, settings())
+    with pytest.raises(InputError, match=r"max_script_bytes"):
+        build_spec(body(command=[], script="#!/bin/sh\n" + "#" * 300_000), "alice", NODES,
+                   settings())
 
 
 @pytest.mark.parametrize("name", ["alice", "a.b-c_d", "user@lab", "_svc"])

@@ -209,6 +209,9 @@ class Api(JobRoutes):
             for (owner,) in await self.store.job_fields(waiting, ["user"]):
                 if owner is not None:
                     counts[owner] = counts.get(owner, 0) + 1
+            for array in await self.store.arrays():  # indices not made tasks yet count too
+                owner = array.template.user
+                counts[owner] = counts.get(owner, 0) + len(array.remaining_indices)
             self._pending = (now, counts)
         counts = self._pending[1]
         has = counts.get(user, 0)
