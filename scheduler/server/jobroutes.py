@@ -208,8 +208,8 @@ class JobRoutes:
         if job.state.is_waiting():
             changed = await self._waiting_changes(job, body)
         elif job.state.is_terminal():
-            raise ApiError(409, f"job {job.id} has ended ({job.state.value}): `labq requeue "
-                                f"{job.id}` runs it again")
+            raise ApiError(409, f"job {job.id} has ended ({job.state.value}): nothing about it "
+                                "can change")
         else:
             changed = self._running_changes(job, body, caller)
         if body.get("dependency"):
@@ -286,6 +286,9 @@ class JobRoutes:
                                 "your own jobs (admins may requeue any)")
         if result == "NOT_ACTIVE":
             raise ApiError(409, f"job {job.id} is {job.state.value}: it waits already")
+        if result == "ALREADY_DONE":
+            raise ApiError(409, f"job {job.id} has ended ({job.state.value}): submit it again "
+                                f"(`labq show {job.id}` shows what it ran)")
         if result == "ALREADY_STOPPING":
             raise ApiError(409, f"job {job.id} is being stopped already")
         self.kick()

@@ -156,8 +156,7 @@ class ArrayStore:
 
     async def requeue_job(self, job_id: str, caller: str, is_admin: bool,
                           now: float) -> Outcome:
-        keys = [self.keys.job(job_id), self.keys.waiting, self.keys.done, self.keys.changed]
-        return Outcome(await self._run("requeue_job", keys,
+        return Outcome(await self._run("requeue_job", [self.keys.job(job_id)],
                                        [job_id, caller, "1" if is_admin else "", now]))
 
     async def pop_changed(self) -> list[str]:
