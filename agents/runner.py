@@ -119,13 +119,13 @@ class RunState:
 
 
 # Never taken from the submitter's environment: what labq sets itself (the GPUs a job may
-# see, its private Ray, its TMPDIR), the identity that the passwd entry gives, and what makes
+# see, its private Ray, its TMPDIR, PWD), the identity that the passwd entry gives, and what makes
 # the dynamic loader run or load other code in every process of the job (glibc's list of
 # variables unsafe for setuid programs, less LD_LIBRARY_PATH, which CUDA and conda users need).
 DROPPED_NAMES = frozenset({
     "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES",
     "RAY_TMPDIR", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "RAY_OVERRIDE_RESOURCES",
-    "RAY_ADDRESS", "TMPDIR", "HOME", "USER", "LOGNAME", "SHELL",
+    "RAY_ADDRESS", "TMPDIR", "HOME", "USER", "LOGNAME", "SHELL", "PWD",
     "LD_PRELOAD", "LD_AUDIT", "LD_DEBUG", "LD_DEBUG_OUTPUT", "LD_DYNAMIC_WEAK",
     "LD_HWCAP_MASK", "LD_ORIGIN_PATH", "LD_PROFILE", "LD_SHOW_AUXV", "LD_USE_LOAD_BIAS",
     "GCONV_PATH",
@@ -158,6 +158,7 @@ def job_environment(spec: RunSpec, account: pwd.struct_passwd, ray_dir: str, tmp
     env.update({
         "HOME": account.pw_dir, "USER": account.pw_name, "LOGNAME": account.pw_name,
         "SHELL": account.pw_shell or "/bin/sh", "TMPDIR": tmp_dir,
+        "PWD": spec.workdir,  # where the job starts (the submitter's may be elsewhere)
         "CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": visible,
         "LABQ_JOB_ID": spec.job_id, "LABQ_NODE": spec.node, "LABQ_USER": account.pw_name,
         "LABQ_GPUS": str(len(spec.gpu_indices)),

@@ -126,7 +126,7 @@ SUBMITTED = {
     "RAY_TMPDIR": "/tmp/other", "RAY_AUTH_MODE": "disabled", "RAY_AUTH_TOKEN_PATH": "/tmp/t",
     "RAY_OVERRIDE_RESOURCES": '{"GPU": 8}', "TMPDIR": "/tmp/shared", "HOME": "/root",
     "USER": "root", "LOGNAME": "root", "SHELL": "/bin/zsh", "SLURM_JOB_ID": "5",
-    "SLURM_PROCID": "0", "BAD\0NAME": "x", "GOOD": "bad\0value", "A=B": "c",
+    "SLURM_PROCID": "0", "PWD": "/home/alice", "BAD\0NAME": "x", "GOOD": "bad\0value", "A=B": "c",
 }
 
 
@@ -143,7 +143,7 @@ def test_the_exact_environment_a_job_gets() -> None:
         "LANG": "C.UTF-8", "VIRTUAL_ENV": "/home/alice/venv", "MY_VAR": "x y\nz",
         "LD_LIBRARY_PATH": "/opt/cuda/lib64", "OMP_NUM_THREADS": "4", "RAY_DEDUP_LOGS": "0",
         "HOME": "/home/alice", "USER": "alice", "LOGNAME": "alice", "SHELL": "/bin/bash",
-        "TMPDIR": "/tmp/labq-17_3.1-x/tmp",
+        "TMPDIR": "/tmp/labq-17_3.1-x/tmp", "PWD": "/w",
         "CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": "1,3",
         "LABQ_JOB_ID": "17_3", "LABQ_NODE": "n1", "LABQ_USER": "alice", "LABQ_GPUS": "2",
         "LABQ_JOB_NAME": "train", "LABQ_ACCOUNT": "lab", "LABQ_SUBMIT_DIR": "/home/alice/proj",
@@ -197,6 +197,7 @@ def test_a_job_sees_its_submitters_environment_and_only_labqs_gpus_and_names(
         "HIP_VISIBLE_DEVICES", "RAY_ADDRESS", "LABQ_ANYTHING", "A=B")]
     assert (env["CUDA_VISIBLE_DEVICES"], env["CUDA_DEVICE_ORDER"]) == ("1,3", "PCI_BUS_ID")
     assert (env["HOME"], env["USER"], env["LOGNAME"]) == (user.pw_dir, "alice", "alice")
+    assert env["PWD"] == str(workdir)
     assert env["LABQ_JOB_ID"] == job.id and "LABQ_SOCKET" not in env
     assert (env["LABQ_JOB_NAME"], env["LABQ_ACCOUNT"], env["LABQ_SUBMIT_DIR"]) == (
         "train", "lab", "/home/alice/proj")
