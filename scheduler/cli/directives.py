@@ -1,0 +1,485 @@
+"""Batch-script directives: the `#LABQ` and `#SBATCH` lines at the top of a script, as `labq
+submit` options. Pure: text in, option words and warnings out (`parse_directives`).
+
+Where they are read (Slurm's rule): from the top of the script down to the first line that is
+neither blank nor a comment; a directive after that line is not read (a warning says so).
+Each directive line is split as the shell would (`shlex`), an unquoted `#` starting a comment.
+`#LABQ` lines hold `labq submit`'s own options, written as on the command line; an option
+`labq submit` does not have is an error there too. `#SBATCH` lines hold Slurm's `sbatch`
+options, translated as follows. Several lines may set one option: the last one counts, and
+options given on the command line count over every directive.
+
+Read (translated to labq's option):
+  -J/--job-name (--name), -t/--time, -A/--account, -q/--qos, -D/--chdir (--workdir),
+  -o/--output, -e/--error, -a/--array, -d/--dependency, --export, --requeue, --no-requeue,
+  -H/--hold, -W/--wait, --parsable;
+  -G/--gpus and --gpus-per-node (`N` or `TYPE:N`: --gpus N, --gpu-type TYPE), --gpus-per-task
+  (times the tasks, as Slurm counts it), --gres (`gpu`, `gpu:N`, `gpu:TYPE:N`; other kinds of
+  gres are warned about);
+  -N/--nodes when one node satisfies it (`1`, `1-1`, `1-4`), -n/--ntasks and
+  --ntasks-per-node when 1.
+
+Warned about and ignored (labq has no such thing; the warning names the line and says why):
+  --mem, --mem-per-cpu, --mem-per-gpu, -c/--cpus-per-task, --cpus-per-gpu, --mincpus,
+  --mail-type, --mail-user, -p/--partition, --exclusive, --nice, --priority, -C/--constraint,
+  --prefer, --signal, --comment, -w/--nodelist, -x/--exclude, --tmp, --open-mode, -b/--begin,
+  --deadline, --time-min, -n/--ntasks and --ntasks-per-node above 1 (labq runs the script once
+  and has no srun: start the processes from the script), the options that place tasks, CPUs,
+  memory or GPUs within a node (--ntasks-per-core/-gpu/-socket, --gpus-per-socket,
+  --sockets-per-node, --cores-per-socket, --threads-per-core, -m/--distribution, --hint,
+  --mem-bind, --cpu-bind, --gpu-bind, --tres-bind, --tres-per-task, --gres-flags, -B,
+  --cpu-freq, --gpu-freq, -S/--core-spec, --thread-spec), and the rest of sbatch's options that
+  labq does not have (-L/--licenses, --reservation, -M/--clusters, --wckey, -k/--no-kill,
+  --kill-on-invalid-dep, --get-user-env, --propagate, -i/--input, --network, --switches,
+  -O/--overcommit, -s/--oversubscribe, --contiguous, --spread-job, --use-min-nodes, --reboot,
+  --acctg-freq, --profile, --power, --mcs-label, --bb, --bbf, --container, --container-id,
+  --delay-boot, --cluster-constraint, --extra, --wait-all-nodes, --export-file, -F/--nodefile,
+  --batch, -Q/--quiet, -v/--verbose, -I/--immediate, --ignore-pbs, -h/--help, --usage,
+  -V/--version), and any option sbatch does not have either.
+
+Refused (labq cannot do what they ask; nothing is submitted):
+  -N/--nodes of more than one node, -G/--gpus (and --gpus-per-node, --gpus-per-task) naming
+  several GPU types, --gres with several GPU types, --uid/--gid (an admin submits for another
+  user with --as USER), --wrap (a script is already the command), --test-only (labq would
+  really submit).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+LABQ = "#LABQ"
+SBATCH = "#SBATCH"
+MAX_SCRIPT_BYTES = 256 << 10
+
+
+class DirectiveError(ValueError):
+    """A directive (or script) labq cannot follow: one line naming the file and line."""
+
+
+@dataclass(frozen=True)
+class Sbatch:
+    """One sbatch option: how its value is read, and what labq makes of it."""
+
+    names: tuple[str, ...]
+    arity: str = "value"  # "value" (required), "flag" (none), "optional" (only as --opt=value)
+    action: str = "warn"  # "labq" (to `target`), "flag" (to `target`), "gpus", "gpus-per-task",
+    # "gres", "nodes", "ntasks", "warn", "refuse"
+    target: str = ""
+    reason: str = ""
+
+
+_NO_MEM = "labq does not limit memory yet"
+_NO_CPU = "labq does not reserve CPUs yet: a job gets the node's CPUs, shared"
+_PLACE = "labq does not place a job's tasks, CPUs or memory within a node"
+_NO_NODE = "labq picks the node: --gpu-type picks the GPU model"
+_NOT_LABQ = "labq has no such option"
+
+SBATCH_OPTIONS: tuple[Sbatch, ...] = (
+    # read
+    Sbatch(("-J", "--job-name"), action="labq", target="--name"),
+    Sbatch(("-t", "--time"), action="labq", target="--time"),
+    Sbatch(("-A", "--account"), action="labq", target="--account"),
+    Sbatch(("-q", "--qos"), action="labq", target="--qos"),
+    Sbatch(("-D", "--chdir", "--workdir"), action="labq", target="--workdir"),
+    Sbatch(("-o", "--output"), action="labq", target="--output"),
+    Sbatch(("-e", "--error"), action="labq", target="--error"),
+    Sbatch(("-a", "--array"), action="labq", target="--array"),
+    Sbatch(("-d", "--dependency"), action="labq", target="--dependency"),
+    Sbatch(("--export",), action="labq", target="--export"),
+    Sbatch(("--requeue",), "flag", "flag", "--requeue"),
+    Sbatch(("--no-requeue",), "flag", "flag", "--no-requeue"),
+    Sbatch(("-H", "--hold"), "flag", "flag", "--hold"),
+    Sbatch(("-W", "--wait"), "flag", "flag", "--wait"),
+    Sbatch(("--parsable",), "flag", "flag", "--parsable"),
+    Sbatch(("-G", "--gpus", "--gpus-per-node"), action="gpus"),
+    Sbatch(("--gpus-per-task",), action="gpus-per-task"),
+    Sbatch(("--gres",), action="gres"),
+    Sbatch(("-N", "--nodes"), action="nodes"),
+    Sbatch(("-n", "--ntasks", "--ntasks-per-node"), action="ntasks"),
+    # warned about
+    Sbatch(("--mem",), reason=_NO_MEM),
+    Sbatch(("--mem-per-cpu",), reason=_NO_MEM),
+    Sbatch(("--mem-per-gpu",), reason=_NO_MEM),
+    Sbatch(("-c", "--cpus-per-task"), reason=_NO_CPU),
+    Sbatch(("--cpus-per-gpu",), reason=_NO_CPU),
+    Sbatch(("--mincpus",), reason=_NO_CPU),
+    Sbatch(("--mail-type",), reason="labq does not send mail"),
+    Sbatch(("--mail-user",), reason="labq does not send mail"),
+    Sbatch(("-p", "--partition"),
+           reason="labq has one queue, no partitions: --gpu-type picks the GPU model"),
+    Sbatch(("--exclusive",), "optional",
+           reason="labq gives a job its GPUs only, never a whole node"),
+    Sbatch(("--nice",), "optional", reason="labq orders jobs by fair share; no nice values"),
+    Sbatch(("--priority",), reason="labq orders jobs by fair share; no set priorities"),
+    Sbatch(("-C", "--constraint"), reason="labq has no node features: --gpu-type picks the "
+                                          "GPU model"),
+    Sbatch(("--prefer",), reason="labq has no node features: --gpu-type picks the GPU model"),
+    Sbatch(("--signal",), reason="labq sends SIGTERM when the time is up, then SIGKILL after "
+                                 "its grace time"),
+    Sbatch(("--comment",), reason="labq keeps no comments: --name names the job"),
+    Sbatch(("-w", "--nodelist"), reason=_NO_NODE),
+    Sbatch(("-x", "--exclude"), reason=_NO_NODE),
+    Sbatch(("-F", "--nodefile"), reason=_NO_NODE),
+    Sbatch(("--tmp",), reason="labq does not reserve local disk"),
+    Sbatch(("--open-mode",), reason="labq does not choose how the output file is opened"),
+    Sbatch(("-b", "--begin"), reason="labq has no start times yet: the job may start at once "
+                                     "(--hold, then labq release, starts it later)"),
+    Sbatch(("--deadline",), reason="labq has no deadlines: --time limits the run"),
+    Sbatch(("--time-min",), reason="labq has no minimum time: --time is the limit"),
+    *(Sbatch((name,), reason=_PLACE) for name in (
+        "--ntasks-per-core", "--ntasks-per-gpu", "--ntasks-per-socket", "--gpus-per-socket",
+        "--sockets-per-node", "--cores-per-socket", "--threads-per-core", "--hint",
+        "--mem-bind", "--cpu-bind", "--gpu-bind", "--tres-bind", "--tres-per-task",
+        "--gres-flags", "--cpu-freq", "--gpu-freq", "--thread-spec")),
+    Sbatch(("-m", "--distribution"), reason=_PLACE),
+    Sbatch(("-B", "--extra-node-info"), reason=_PLACE),
+    Sbatch(("-S", "--core-spec"), reason=_PLACE),
+    *(Sbatch((name,), reason=_NOT_LABQ) for name in (
+        "--reservation", "--wckey", "--kill-on-invalid-dep", "--network", "--switches",
+        "--acctg-freq", "--profile", "--power", "--mcs-label", "--bb", "--bbf", "--container",
+        "--container-id", "--delay-boot", "--cluster-constraint", "--extra", "--wait-all-nodes",
+        "--export-file", "--batch")),
+    Sbatch(("-L", "--licenses"), reason=_NOT_LABQ),
+    Sbatch(("-M", "--clusters"), reason="labq is one cluster"),
+    Sbatch(("-i", "--input"), reason="labq jobs read no standard input"),
+    Sbatch(("-k", "--no-kill"), "optional", reason="labq runs a job on one node"),
+    Sbatch(("--get-user-env",), "optional",
+           reason="labq sends the environment --export says (default ALL)"),
+    Sbatch(("--propagate",), "optional", reason="labq does not propagate resource limits"),
+    Sbatch(("-I", "--immediate"), "optional", reason=_NOT_LABQ),
+    *(Sbatch(names, "flag", reason=_NOT_LABQ) for names in (
+        ("-O", "--overcommit"), ("-s", "--oversubscribe"), ("--contiguous",), ("--spread-job",),
+        ("--use-min-nodes",), ("--reboot",), ("-Q", "--quiet"), ("-v", "--verbose"),
+        ("--ignore-pbs",), ("-h", "--help"), ("--usage",), ("-V", "--version"))),
+    # refused
+    Sbatch(("--uid",), action="refuse",
+           reason="labq runs a job as its submitter: submit as that user (admins: --as USER)"),
+    Sbatch(("--gid",), action="refuse",
+           reason="labq runs a job with its user's groups: submit as that user"),
+    Sbatch(("--wrap",), action="refuse",
+           reason="a batch script is already the command: leave --wrap out"),
+    Sbatch(("--test-only",), "flag", "refuse",
+           reason="labq has no test-only submit: it would queue the job"),
+)
+SBATCH_TABLE: dict[str, Sbatch] = {name: opt for opt in SBATCH_OPTIONS for name in opt.names}
+_LONG = sorted(name for name in SBATCH_TABLE if name.startswith("--"))
+
+
+@dataclass
+class _State:
+    """What spans lines: the GPUs per task and the tasks, multiplied as Slurm does."""
+
+    per_task: int | None = None
+    tasks: int = 1
+
+
+# ---------------------------------------------------------------------------- the script
+
+
+def script_problem(text: str) -> str | None:
+    """Why `text` cannot be run as a batch script (one phrase), or None."""
+    if not text.startswith("#!"):
+        return ("the first line must start with #! followed by the path to an interpreter "
+                "(e.g. #!/bin/bash)")
+    if "\r\n" in text:
+        return "it has DOS line breaks (\\r\\n): convert it with dos2unix first"
+    if "\0" in text:
+        return "it is not a text file (it has NUL bytes)"
+    return None
+
+
+def has_directives(text: str) -> bool:
+    """Whether any line starts with #LABQ or #SBATCH (a script meant for sbatch or labq)."""
+    return any(_directive(line) for line in text.splitlines())
+
+
+def _directive(line: str) -> str | None:
+    for word in (LABQ, SBATCH):
+        if line.startswith(word) and (len(line) == len(word) or line[len(word)].isspace()):
+            return word
+    return None
+
+
+_LOOKALIKE = re.compile(r"^#\s*(sbatch|labq)\b", re.IGNORECASE)
+
+
+def parse_directives(text: str, path: str, labq_options: Mapping[str, bool] | None = None
+                     ) -> tuple[list[str], list[str]]:
+    """The `labq submit` option words the directives of script `text` (named `path` in
+    messages) stand for, in the order written, and warnings (one line each) about what was
+    ignored. `labq_options` maps each option string of `labq submit` (`--gpus`, `-G`, ...) to
+    whether it takes a value (default: the real command's). Raises DirectiveError for an
+    unknown `#LABQ` option or an `#SBATCH` one labq cannot honour."""
+    if labq_options is None:
+        from scheduler.cli.jobs import submit_options
+
+        labq_options = submit_options()
+    words: list[str] = []
+    warnings: list[str] = []
+    state = _State()
+    reading = True
+    for number, line in enumerate(text.splitlines(), 1):
+        where = f"{path} line {number}"
+        kind = _directive(line)
+        if not reading:
+            if kind:
+                warnings.append(f"{where}: {kind} after the first command is not read "
+                                "(directives go before any command); ignored")
+            continue
+        if kind is None:
+            stripped = line.strip()
+            if stripped and not stripped.startswith("#"):
+                reading = False  # the first command: no directive after it is read
+            elif _LOOKALIKE.match(stripped) and not stripped.startswith("##"):
+                warnings.append(f"{where}: {_shown(stripped)} is not read: a directive is "
+                                "#SBATCH or #LABQ, in capitals, at the start of the line")
+            continue
+        try:
+            parts = shlex.split(line[len(kind):], comments=True)
+        except ValueError as exc:
+            raise DirectiveError(f"{where}: {kind}: cannot split the line ({exc})") from None
+        if kind == LABQ:
+            words += _labq_line(parts, where, labq_options)
+        else:
+            words += _sbatch_line(parts, where, state, warnings)
+    return words, warnings
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+# ---------------------------------------------------------------------------- option words
+
+
+def _split_words(parts: list[str], arity_of: Mapping[str, str], where: str, kind: str
+                 ) -> list[tuple[str, str | None, str]]:
+    """Options as (name, value, as typed), getopt-like: `--opt=v`, `--opt v`, `-Xv`, `-X v`,
+    clustered flags `-HW`. An option not in `arity_of` takes the next word as its value when
+    that word does not start with `-`."""
+    out: list[tuple[str, str | None, str]] = []
+    index = 0
+    while index < len(parts):
+        word = parts[index]
+        index += 1
+        if word.startswith("--") and len(word) > 2:
+            name, eq, value = word.partition("=")
+            arity = arity_of.get(name, "unknown")
+            if eq:
+                if arity == "flag":
+                    raise DirectiveError(f"{where}: {kind} {_shown(word)}: {name} takes no value")
+                out.append((name, value, word))
+            elif arity in ("value", "unknown") and index < len(parts) and (
+                    arity == "value" or not parts[index].startswith("-")):
+                out.append((name, parts[index], f"{word} {parts[index]}"))
+                index += 1
+            elif arity == "value":
+                raise DirectiveError(f"{where}: {kind} {word}: give it a value")
+            else:
+                out.append((name, None, word))
+        elif word.startswith("-") and len(word) > 1 and word != "--":
+            letters = word[1:]
+            while letters:
+                name = "-" + letters[0]
+                arity = arity_of.get(name, "unknown")
+                rest = letters[1:]
+                if arity == "flag" or (arity == "optional" and not rest):
+                    out.append((name, None, name))
+                    letters = rest
+                    continue
+                if rest:
+                    out.append((name, rest, f"{name}{rest}"))
+                elif index < len(parts) and (arity == "value"
+                                             or not parts[index].startswith("-")):
+                    out.append((name, parts[index], f"{name} {parts[index]}"))
+                    index += 1
+                elif arity == "value":
+                    raise DirectiveError(f"{where}: {kind} {name}: give it a value")
+                else:
+                    out.append((name, None, name))
+                break
+        else:
+            out.append(("", word, word))  # not an option
+    return out
+
+
+def _labq_line(parts: list[str], where: str, options: Mapping[str, bool]) -> list[str]:
+    arity = {name: "value" if takes else "flag" for name, takes in options.items()}
+    words: list[str] = []
+    for name, value, typed in _split_words(parts, arity, where, LABQ):
+        if not name:
+            raise DirectiveError(f"{where}: {LABQ} {_shown(typed)}: a #LABQ line holds "
+                                 "options only (the command is the script itself)")
+        if name not in options:
+            raise DirectiveError(f"{where}: {LABQ} {_shown(typed)}: "
+                                 f"{unknown_option(name, value, options)}")
+        words += [name] if value is None else [name, value]
+    return words
+
+
+def _resolve(name: str) -> str:
+    """A long sbatch option as getopt_long reads it: a unique abbreviation is the option."""
+    if name in SBATCH_TABLE or not name.startswith("--"):
+        return name
+    matches = [long for long in _LONG if long.startswith(name)]
+    return matches[0] if len(matches) == 1 else name
+
+
+def _sbatch_line(parts: list[str], where: str, state: _State, warnings: list[str]
+                 ) -> list[str]:
+    arity = {name: opt.arity for name, opt in SBATCH_TABLE.items()}
+    resolved = [_resolve(p.partition("=")[0]) + (p[len(p.partition("=")[0]):])
+                if p.startswith("--") else p for p in parts]
+    words: list[str] = []
+    for name, value, typed in _split_words(resolved, arity, where, SBATCH):
+        said = f"{where}: {SBATCH} {_shown(typed)}"
+        if not name:
+            warnings.append(f"{said}: not an option; ignored")
+            continue
+        opt = SBATCH_TABLE.get(name)
+        if opt is None:
+            warnings.append(f"{said}: neither labq nor sbatch has this option; ignored")
+            continue
+        try:
+            result = translate(opt, name, value, state)
+        except DirectiveError as exc:
+            raise DirectiveError(f"{said}: {exc}") from None
+        if isinstance(result, str):
+            warnings.append(f"{said}: {result}; ignored")
+            continue
+        if opt.action == "ntasks" and state.tasks > 1:  # its GPUs were counted, yet:
+            warnings.append(f"{said}: labq runs the script once and has no srun: start the "
+                            f"{state.tasks} processes from the script (torchrun, mpirun)")
+        words += result
+    return words
+
+
+def translate(opt: Sbatch, name: str, value: str | None, state: _State | None = None
+              ) -> list[str] | str:
+    """The labq words for sbatch option `name` with `value`, or a string saying why it is
+    ignored; DirectiveError (without a place) when labq cannot honour it."""
+    state = state or _State()
+    if opt.action == "labq":
+        assert value is not None
+        return [opt.target, value]
+    if opt.action == "flag":
+        return [opt.target]
+    if opt.action == "refuse":
+        raise DirectiveError(opt.reason)
+    if opt.action == "warn":
+        return opt.reason
+    assert value is not None
+    if opt.action == "gpus":
+        count, gpu_type = _gpus(value)
+        return ["--gpus", str(count), *(["--gpu-type", gpu_type] if gpu_type else [])]
+    if opt.action == "gpus-per-task":
+        count, gpu_type = _gpus(value)
+        state.per_task = count
+        return ["--gpus", str(count * state.tasks),
+                *(["--gpu-type", gpu_type] if gpu_type else [])]
+    if opt.action == "gres":
+        return _gres(value)
+    if opt.action == "nodes":
+        if not _one_node_fits(value):
+            raise DirectiveError("labq runs a job on one node: ask for its GPUs with --gpus")
+        return []
+    if opt.action == "ntasks":
+        tasks = _count(value, name)
+        state.tasks = tasks
+        if tasks == 1:
+            return []
+        if state.per_task is not None:  # the GPUs per task, times the tasks, as Slurm counts
+            return ["--gpus", str(state.per_task * tasks)]
+        return (f"labq runs the script once and has no srun: start the {tasks} processes from "
+                "the script (torchrun, mpirun)")
+    raise AssertionError(opt.action)
+
+
+def _count(text: str, name: str) -> int:
+    if not re.fullmatch(r"[0-9]{1,6}", text) or int(text) < 1:
+        raise DirectiveError(f"{name} must be a whole number of at least 1")
+    return int(text)
+
+
+def _gpus(value: str) -> tuple[int, str | None]:
+    """Slurm's `--gpus` value: `N` or `TYPE:N` (one type)."""
+    if "," in value:
+        raise DirectiveError("a labq job's GPUs are of one type: ask for one TYPE:N")
+    gpu_type, _, count = value.rpartition(":")
+    return _count(count, "the GPU count"), gpu_type or None
+
+
+def _gres(value: str) -> list[str] | str:
+    """Slurm's `--gres` list: its `gpu` item (`gpu`, `gpu:N`, `gpu:TYPE`, `gpu:TYPE:N`, with
+    or without `gres/`) as --gpus; other kinds are warned about."""
+    words: list[str] = []
+    other: list[str] = []
+    for item in value.split(","):
+        parts = item.removeprefix("gres/").split(":")
+        if parts[0] != "gpu":
+            other.append(item)
+            continue
+        if words:
+            raise DirectiveError("a labq job's GPUs are of one type: ask for one gpu:TYPE:N")
+        if len(parts) > 3:
+            raise DirectiveError(f"cannot read {item!r}: write gpu:N or gpu:TYPE:N")
+        count, gpu_type = "1", None
+        if len(parts) == 2:
+            if parts[1].isdigit():
+                count = parts[1]
+            else:
+                gpu_type = parts[1]
+        elif len(parts) == 3:
+            gpu_type, count = parts[1], parts[2]
+        words = ["--gpus", str(_count(count, "the GPU count")),
+                 *(["--gpu-type", gpu_type] if gpu_type else [])]
+    if other and not words:
+        return f"labq has no gres but GPUs ({', '.join(other)})"
+    return words
+
+
+def _one_node_fits(value: str) -> bool:
+    """Whether one node satisfies Slurm's node count (`N`, `MIN-MAX`, `N,M,...`)."""
+    for part in value.split(","):
+        low, _, high = part.partition("-")
+        if not low.isdigit() or (high and not high.isdigit()):
+            raise DirectiveError(f"cannot read the node count {value!r}")
+        if int(low) <= 1 <= (int(high) if high else int(low)):
+            return True
+    return False
+
+
+# ---------------------------------------------------------------------------- hints
+
+
+def unknown_option(name: str, value: str | None, options: Mapping[str, bool]) -> str:
+    """What to say about option `name` (with the `value` that followed it, if any) that
+    `labq submit` does not have: the labq option that does the same, why labq has none, or a
+    close spelling."""
+    opt = SBATCH_TABLE.get(_resolve(name)) if name.startswith("-") else None
+    if opt is not None:
+        result: list[str] | str | None = opt.reason if opt.action in ("warn", "refuse") else None
+        if result is None and (opt.arity != "value" or value is not None):
+            try:
+                result = translate(opt, name, value if opt.arity != "flag" else None)
+            except DirectiveError as exc:
+                return f"labq submit has no option {name}: {exc}"
+        if isinstance(result, str):
+            return f"labq submit has no option {name}: {result}"
+        if result:
+            return f"labq submit has no option {name}: use {' '.join(result)}"
+        if opt.action == "labq":
+            return f"labq submit has no option {name}: use {opt.target}"
+        if opt.action in ("gpus", "gpus-per-task", "gres"):
+            return f"labq submit has no option {name}: use --gpus N (and --gpu-type TYPE)"
+        if opt.action in ("nodes", "ntasks"):
+            return f"labq submit has no option {name}: labq runs a job once, on one node"
+    close = difflib.get_close_matches(name, [o for o in options if o.startswith("--")], 1, 0.75)
+    if close:
+        return f"labq submit has no option {name}: did you mean {close[0]}?"
+    return f"labq submit has no option {name} (see labq submit -h)"
