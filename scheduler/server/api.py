@@ -44,7 +44,7 @@ from scheduler.server.validation import (
     check_user_name,
     flag,
 )
-from scheduler.store import Store, new_token, parse_totals
+from scheduler.store import Outcome, Store, new_token, parse_totals
 from scheduler.store.records import job_from_spec
 from scheduler.store.store import SUBMIT_TOKEN_TTL_S
 from scheduler.views import pending_view, running_view
@@ -243,6 +243,8 @@ class Api(JobRoutes):
         job_id = job_id_of(request.match_info["id"])
         result = await self.store.hold(job_id, caller.user, caller.is_admin, release)
         verb = "release" if release else "hold"
+        if result == "NO_SUCH_JOB" and job_id.isdigit():
+            result = Outcome(await self.hold_array(caller, job_id, release))
         if result == "NO_SUCH_JOB":
             raise ApiError(404, f"no job {job_id}: see `labq queue` for your job ids")
         if result == "FORBIDDEN":

@@ -183,6 +183,24 @@ class JobRoutes:
             return {"id": job_id, "result": str(result)}
         return {"id": job_id, "result": "STOPPING" if "STOPPING" in results else "CANCELLED"}
 
+    async def hold_array(self, caller: Caller, array_id: str, release: bool) -> str:
+        """Hold (or release) an array: no more of its tasks are made, and its waiting tasks
+        are held (released) too. NO_SUCH_JOB when there is no such array."""
+        array = await self.store.array(array_id)
+        if array is None:
+            return "NO_SUCH_JOB"
+        kind = "" if release else ("admin" if caller.is_admin else "user")
+        if release and array.hold == "admin" and not caller.is_admin:
+            return "FORBIDDEN"
+        outcome = await self.store.array_set(array, caller.user, caller.is_admin,
+                                             {"hold": kind})
+        if outcome != "OK":
+            return str(outcome)
+        for task in await array_tasks(self.store, array):
+            if task is not None and task.state.is_waiting() and bool(task.hold) != (not release):
+                await self.store.hold(task.id, caller.user, caller.is_admin, release)
+        return "OK" if bool(array.hold) != (not release) else "ALREADY"
+
     async def check_targets(self, text: str) -> None:
         """Every job a --dependency names exists (a job, a task, or an array)."""
         dep = dependency_of(text)

@@ -48,6 +48,11 @@ _ADMIN = {
         "add": {"type": "number"}, "period": {"type": ["string", "null"]},
     }}
 _EMPTY = {"type": "object"}
+_UPDATE = {"type": "object", "additionalProperties": False, "properties": {
+    "time": {"type": "string"}, "name": {"type": "string"}, "gpus": {"type": "integer"},
+    "gpu_type": {"type": ["string", "null"]}, "dependency": {"type": "string"},
+    "account": {"type": "string"}, "qos": {"type": "string"}, "requeue": {"type": "boolean"},
+}}
 
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
@@ -57,16 +62,26 @@ OPENAPI: dict[str, Any] = {
     "paths": {
         "/v1/whoami": {"get": _op("The caller as the coordinator sees it (peer uid)")},
         "/v1/jobs": {
-            "post": _op("Submit a job (or an array: `array` copies)", body=_SUBMIT),
-            "get": _op("The queue (?all=1, ?user=U, ?done=1&limit=N); others' commands, "
-                       "environment, work directories and usage are null (private_data)",
-                       params=_query("all", "user", "done", "limit"),
+            "post": _op("Submit a job, a batch script (`script`, its arguments in `command`) "
+                        "or an array (`array`: 0-99%8, one record)", body=_SUBMIT),
+            "get": _op("The queue (?all=1, ?user=U, ?done=1&limit=N, ?expand=1: each array "
+                       "task on its own line); others' commands, environment, work "
+                       "directories and usage are null (private_data)",
+                       params=_query("all", "user", "done", "limit", "expand"),
                        ok={"description": "OK", "content": {"application/json": {
                            "schema": {"type": "array", "items": job_schema()}}}}),
         },
-        "/v1/jobs/{id}": {"get": _op("One job", params=[_JOB_ID])},
-        "/v1/jobs/{id}/cancel": {"post": _op("Cancel a job of yours", params=[_JOB_ID],
-                                             body=_EMPTY)},
+        "/v1/jobs/{id}": {"get": _op("One job, one array task (17_5), or an array as a whole "
+                                     "(17: its state, highest exit code, tasks per state)",
+                                     params=[_JOB_ID])},
+        "/v1/jobs/{id}/cancel": {"post": _op("Cancel a job of yours (an array id: all its "
+                                             "tasks)", params=[_JOB_ID], body=_EMPTY)},
+        "/v1/jobs/{id}/update": {"post": _op(
+            "Change a waiting job (time, name, gpus, gpu_type, dependency, account, qos, "
+            "requeue), or a running job's time limit (down; admins also up)",
+            params=[_JOB_ID], body=_UPDATE)},
+        "/v1/jobs/{id}/requeue": {"post": _op("Stop a running job and queue it again",
+                                              params=[_JOB_ID], body=_EMPTY)},
         "/v1/jobs/{id}/logs": {"get": _op("Where a job's output file is (its node and path)",
                                           params=[_JOB_ID])},
         "/v1/jobs/{id}/hold": {"post": _op("Hold a pending job (UserHold/AdminHold)",
