@@ -216,6 +216,7 @@ class Coordinator:
             return
         self._last_retention = now
         s = self.settings
+        await self.store.expire_arrays(now, s.retention_s)
         for _ in range(RETENTION_BATCHES):
             if not await self.store.expire_done(epoch, now, s.retention_s, s.retention_jobs,
                                                 s.retention_history_s):

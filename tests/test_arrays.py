@@ -252,3 +252,15 @@ async def test_a_person_changes_a_waiting_job_and_the_leader_sees_it(
     assert await store.update_job(running, "alice", False, {"gpus": "1"}) == "NOT_WAITING"
     assert await store.requeue_job(blocker, "alice", False, T0 + 4) == "STOPPING"
     assert (await job_of(store, blocker)).stop_reason == "Requeued"
+
+
+async def test_arrays_past_retention_are_forgotten_once_every_index_is_a_task(
+        store: Store, tmp_path: Path) -> None:
+    coord, _ = await coordinator(store, tmp_path, gpus=4)
+    made = await submit_array(store, "0-1")
+    waiting = await submit_array(store, "0-99%1")
+    await coord.cycle(T0 + 1)
+    assert await store.expire_arrays(T0 + 10, keep_s=60) == 0  # not old enough
+    assert await store.expire_arrays(T0 + 100, keep_s=60) == 1
+    assert await store.array(made) is None
+    assert await store.array(waiting) is not None  # indices left: kept

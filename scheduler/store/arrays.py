@@ -82,7 +82,8 @@ class ArrayStore:
             "throttle": str(spec.throttle), "state": "PENDING", "hold": "user" if hold else "",
             "spec": spec.text, "submitted_at": str(template.submitted_at),
         }
-        keys = [self.keys.array(array_id), self.keys.arrays, self.keys.submit_token(token)]
+        keys = [self.keys.array(array_id), self.keys.arrays, self.keys.submit_token(token),
+                self.keys.arrays_all]
         return [str(x) for x in await self._run("submit_array", keys,
                                                 [ttl_s, array_id, json.dumps(record)])]
 
@@ -158,6 +159,19 @@ class ArrayStore:
                           now: float) -> Outcome:
         return Outcome(await self._run("requeue_job", [self.keys.job(job_id)],
                                        [job_id, caller, "1" if is_admin else "", now]))
+
+    async def expire_arrays(self, now: float, keep_s: float, batch: int = 100) -> int:
+        """Forget arrays submitted more than `keep_s` ago whose indices are all tasks (or
+        cancelled): their tasks are jobs with retention of their own. Returns how many."""
+        old = await self.r.zrangebyscore(self.keys.arrays_all, 0, now - keep_s, start=0,
+                                         num=batch)
+        gone = 0
+        for array in await self.arrays(list(old)):
+            if array.state != "PENDING":
+                await self.r.delete(self.keys.array(array.id))
+                await self.r.zrem(self.keys.arrays_all, array.id)
+                gone += 1
+        return gone
 
     async def pop_changed(self) -> list[str]:
         """Ids of jobs people changed since the last call (the leader's cache is stale)."""

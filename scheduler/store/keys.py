@@ -12,6 +12,7 @@ Every key labq uses is built here and passed to scripts in KEYS, never built ins
                                          set (indices), remaining indices not made tasks yet,
                                          cancelled ones, throttle, hold (see store.arrays)
     {p}arrays                   set      ids of arrays with remaining indices
+    {p}arrays:all               zset     every array id, score = submitted_at (retention)
     {p}jobs:changed             list     ids of waiting jobs a person changed (`labq update`,
                                          requeue): the leader forgets its cached copy
     {p}submit:{token}           string   ids made by one submit request (idempotent retries)
@@ -81,6 +82,10 @@ class Keys:
     @property
     def arrays(self) -> str:
         return f"{self.prefix}arrays"
+
+    @property
+    def arrays_all(self) -> str:
+        return f"{self.prefix}arrays:all"
 
     @property
     def changed(self) -> str:
