@@ -135,8 +135,8 @@ BAD_CASES: list[Any] = [
     pytest.param(body(env={"OK": 5}), NODES, r"bad --env 'OK'", id="env-value-not-text"),
     pytest.param(body(env=["A=1"]), NODES, r"--env must be given as K=V", id="env-not-a-map"),
     pytest.param(body(env={"CUDA_VISIBLE_DEVICES": "0"}), NODES,
-                 r"--env CUDA_VISIBLE_DEVICES is set by labq", id="reserved-env-cuda"),
-    pytest.param(body(env={"LABQ_JOB_ID": "1"}), NODES, r"--env LABQ_JOB_ID is set by labq",
+                 r"--env CUDA_VISIBLE_DEVICES: labq sets it", id="reserved-env-cuda"),
+    pytest.param(body(env={"LABQ_JOB_ID": "1"}), NODES, r"--env LABQ_JOB_ID: labq sets LABQ_",
                  id="reserved-env-job-id"),
     pytest.param(body(qos="urgent"), NODES, r"unknown --qos 'urgent': choose one of normal, "
                  r"scavenger", id="bad-qos"),

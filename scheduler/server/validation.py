@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from scheduler.config import Settings, gpu_family, gpu_type_matches
+from scheduler.jobenv import why_not
 from scheduler.model import JobSpec, Node
 from scheduler.policy.arrays import ArraySpec, ArraySpecError, parse_array
 from scheduler.policy.dependency import Dependency, DependencyError, parse_dependency
@@ -19,9 +20,6 @@ from scheduler.timeparse import TimeLimitError, format_duration, parse_duration
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_RESERVED_ENV = ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "LABQ_JOB_ID", "LABQ_NODE",
-                 "LABQ_USER", "LABQ_GPUS", "RAY_TMPDIR", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH",
-                 "RAY_OVERRIDE_RESOURCES", "HOME", "USER", "LOGNAME")
 # Control, formatting (bidi overrides, zero-width), line and paragraph separators, and lone
 # surrogates: nothing a name or a path needs, and what terminal tricks and spoofing are made of.
 _UNPRINTABLE = ("Cc", "Cf", "Zl", "Zp", "Cs")
@@ -152,15 +150,17 @@ def build_spec(
         raise InputError("--env must be given as K=V")
     size = _size([*env, *(v for v in env.values() if isinstance(v, str))])
     if size > settings.max_env_bytes:
-        raise InputError(f"--env is {size:,} bytes in all: the limit is "
-                         f"{settings.max_env_bytes:,} (max_env_bytes); put long input in a file")
+        raise InputError(f"the job's environment is {size:,} bytes in all: the limit is "
+                         f"{settings.max_env_bytes:,} (max_env_bytes); pass less with --export "
+                         "NONE or --export NAMES, or put long input in a file")
     for key, value in env.items():
         if not _ENV_KEY.match(key) or not isinstance(value, str):
             shown = key if len(key) <= MAX_SHORT else key[:MAX_SHORT] + "..."
             raise InputError(f"bad --env {shown!r}: use NAME=value with NAME like MY_VAR")
         check_text(value, f"--env {key}", settings.max_env_bytes, one_line=False)
-        if key in _RESERVED_ENV:
-            raise InputError(f"--env {key} is set by labq for every job; leave it out")
+        why = why_not(key)
+        if why is not None:
+            raise InputError(f"--env {key}: {why}; leave it out")
     return JobSpec(
         user=user, account=account, command=list(command), gpus=gpus, gpu_type=gpu_type,
         time_limit_s=limit, qos=qos, name=name, workdir=workdir, env=dict(env),
