@@ -222,6 +222,8 @@ GPU_COLS = [Col("NODE", cut=6), Col("STATE"), Col("GPU", right=True), Col("MODEL
 
 def _power_temp(gpu: dict[str, Any]) -> str:
     power, temp = gpu.get("power_watts"), gpu.get("temperature_c")
+    if power is None and temp is None:
+        return "-"
     return (f"{'-' if power is None else f'{power:.0f}'}W "
             f"{'-' if temp is None else f'{temp:.0f}'}C")
 

@@ -381,6 +381,9 @@ def show_lines(job: Job, now: float) -> list[tuple[str, str]]:
     return rows
 
 
+PATHS = ("output", "error", "workdir", "submit dir")  # never broken: a path is copied whole
+
+
 def show_text(job: Job, now: float, width: int | None) -> list[str]:
     """`show_lines` as printed: labels right-aligned, long values wrapped under themselves
     (a path, never broken, may run past `width`)."""
@@ -388,11 +391,12 @@ def show_text(job: Job, now: float, width: int | None) -> list[str]:
 
     rows = show_lines(job, now)
     label = max(len(key) for key, _ in rows)
-    out = []
+    out: list[str] = []
     for key, value in rows:
         line = f"{key:>{label}}: {value}"
-        if width is not None and len(line) > width:
-            line = textwrap.fill(line, width, subsequent_indent=" " * (label + 2),
-                                 break_long_words=False, break_on_hyphens=False)
-        out.append(line)
+        if width is None or len(line) <= width:
+            out.append(line)
+            continue
+        out += textwrap.wrap(line, width, subsequent_indent=" " * (label + 2),
+                             break_long_words=key not in PATHS, break_on_hyphens=False)
     return out
