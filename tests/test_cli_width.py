@@ -26,6 +26,7 @@ from scheduler.cli.main import (
     node_notes,
     node_rows,
     priority_table,
+    queue_query,
     quota_rows,
     quota_title,
     ranking_algorithm,
@@ -172,6 +173,11 @@ def test_job_ids_and_array_tasks() -> None:
     assert job_matches(task, {"17_3"}) and not job_matches(task, {"18", "17_4"})
     assert not job_matches(job("170"), {"17"})
     assert in_tasks(7, "1,3,5-7") and in_tasks(6, "0-20:2") and not in_tasks(7, "0-20:2")
+
+
+def test_queue_asks_for_array_tasks_one_a_line_with_r() -> None:
+    assert queue_query(True, None, False, True) == "all=1&expand=1"
+    assert queue_query(False, "bob", True, False) == "user=bob&done=1"
 
 
 def test_small_formats() -> None:

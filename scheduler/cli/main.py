@@ -69,7 +69,7 @@ for command in (up, coordinator, agent, *JOB_COMMANDS):
 # ---------------------------------------------------------------------------- queue, show
 
 
-def _queue_query(show_all: bool, user: str | None, done: bool, expand: bool) -> str:
+def queue_query(show_all: bool, user: str | None, done: bool, expand: bool) -> str:
     return "&".join(p for p in ("all=1" if show_all else "", f"user={user}" if user else "",
                                 "done=1" if done else "", "expand=1" if expand else "") if p)
 
@@ -111,7 +111,7 @@ def queue(show_all: bool, user: str | None, states: str | None, job_ids: str | N
     wanted_ids = _parsed(parse_ids, job_ids)
     fields = _parsed(parse_format, fmt)
     done = done or bool(wanted_states and wanted_states & set(TERMINAL))
-    jobs = call("GET", "/v1/jobs?" + _queue_query(show_all or wanted_ids is not None, user,
+    jobs = call("GET", "/v1/jobs?" + queue_query(show_all or wanted_ids is not None, user,
                                                   done, expand))
     jobs = [j for j in jobs if (wanted_states is None or j["state"] in wanted_states)
             and (wanted_ids is None or job_matches(j, wanted_ids))]

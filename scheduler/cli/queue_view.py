@@ -143,8 +143,8 @@ def parse_ids(text: str) -> set[str]:
     ids = {word.strip() for word in text.split(",") if word.strip()}
     bad = sorted(i for i in ids if not _ID.match(i))
     if bad or not ids:
-        raise ValueError(f"--jobs {','.join(bad) or text!r}: give job ids such as 17 or 17_5, "
-                         "comma-separated")
+        what = ",".join(bad) if bad else repr(text)
+        raise ValueError(f"--jobs {what}: give job ids such as 17 or 17_5, comma-separated")
     return ids
 
 
@@ -229,8 +229,11 @@ FIELDS = {field.name: field for field in (
     Field("reason", "r", Col("REASON"), lambda j, now: plain(_reason_code(j))),
 )}
 DEFAULT = ("id", "name", "user", "account", "state", "gpus", "node", "time", "reason")
-FORMAT_HELP = ("columns, comma-separated: " + ",".join(FIELDS) + "; or squeue's " +
+FORMAT_HELP = ("columns, comma-separated, from: " + " ".join(FIELDS) + " (default: " +
+               ",".join(DEFAULT) + "); or squeue's letters: " +
                " ".join(f"%{f.letter}" for f in FIELDS.values()))
+
+_KNOWN = (",".join(FIELDS) + " or squeue's " + " ".join(f"%{f.letter}" for f in FIELDS.values()))
 
 
 def parse_format(text: str) -> list[str]:
@@ -242,14 +245,14 @@ def parse_format(text: str) -> list[str]:
         found = re.findall(r"%[.]?[0-9]*(.)", text)
         unknown = [letter for letter in found if letter not in letters]
         if unknown or not found:
-            raise ValueError(f"--format %{unknown[0] if unknown else ''}: unknown field; "
-                             f"{FORMAT_HELP}")
+            raise ValueError(f"--format %{unknown[0] if unknown else ''}: unknown field; use "
+                             f"{_KNOWN}")
         return [letters[letter] for letter in found]
     names = [word.strip().lower() for word in text.split(",") if word.strip()]
     unknown = [name for name in names if name not in FIELDS]
     if unknown or not names:
-        raise ValueError(f"--format {unknown[0] if unknown else text!r}: unknown field; "
-                         f"{FORMAT_HELP}")
+        what = unknown[0] if unknown else repr(text)
+        raise ValueError(f"--format {what}: unknown field; use {_KNOWN}")
     return names
 
 
