@@ -27,15 +27,15 @@ Warned about and ignored (labq has no such thing; the warning names the line and
   and has no srun: start the processes from the script), the options that place tasks, CPUs,
   memory or GPUs within a node (--ntasks-per-core/-gpu/-socket, --gpus-per-socket,
   --sockets-per-node, --cores-per-socket, --threads-per-core, -m/--distribution, --hint,
-  --mem-bind, --cpu-bind, --gpu-bind, --tres-bind, --tres-per-task, --gres-flags, -B,
-  --cpu-freq, --gpu-freq, -S/--core-spec, --thread-spec), and the rest of sbatch's options that
-  labq does not have (-L/--licenses, --reservation, -M/--clusters, --wckey, -k/--no-kill,
-  --kill-on-invalid-dep, --get-user-env, --propagate, -i/--input, --network, --switches,
-  -O/--overcommit, -s/--oversubscribe, --contiguous, --spread-job, --use-min-nodes, --reboot,
-  --acctg-freq, --profile, --power, --mcs-label, --bb, --bbf, --container, --container-id,
-  --delay-boot, --cluster-constraint, --extra, --wait-all-nodes, --export-file, -F/--nodefile,
-  --batch, -Q/--quiet, -v/--verbose, -I/--immediate, --ignore-pbs, -h/--help, --usage,
-  -V/--version), and any option sbatch does not have either.
+  --mem-bind, --cpu-bind, --gpu-bind, --tres-bind, --tres-per-task, --gres-flags,
+  -B/--extra-node-info, --cpu-freq, --gpu-freq, -S/--core-spec, --thread-spec), and the rest
+  of sbatch's options that labq does not have (-L/--licenses, --reservation, -M/--clusters,
+  --wckey, -k/--no-kill, --kill-on-invalid-dep, --get-user-env, --propagate, -i/--input,
+  --network, --switches, -O/--overcommit, -s/--oversubscribe, --contiguous, --spread-job,
+  --use-min-nodes, --reboot, --acctg-freq, --profile, --power, --mcs-label, --bb, --bbf,
+  --container, --container-id, --delay-boot, --cluster-constraint, --extra, --wait-all-nodes,
+  --export-file, -F/--nodefile, --batch, -Q/--quiet, -v/--verbose, -I/--immediate, --ignore-pbs,
+  -h/--help, --usage, -V/--version), and any option sbatch does not have either.
 
 Refused (labq cannot do what they ask; nothing is submitted):
   -N/--nodes of more than one node, -G/--gpus (and --gpus-per-node, --gpus-per-task) naming
