@@ -387,10 +387,11 @@ def labq(server: ApiServer, columns: int, *args: str) -> subprocess.CompletedPro
 def test_commands_fit_the_terminal(server: ApiServer, width: int) -> None:
     ids = [j["id"] for j in server.call("GET", "/v1/jobs?all=1")[1]]
     for args in (("nodes",), ("nodes", "--gpus"), ("queue", "--all", "--start"),
-                 ("show", ids[0]), ("priority", "--all"), ("quota", "--user", "width-u")):
+                 ("show", ids[0]), ("priority", "--all"), ("quota", "--user", "width-u"),
+                 ("top", "--once")):
         out = labq(server, width, *args).stdout
         fits(out.splitlines(), width)
-        assert "…" in out or args[0] in ("show", "quota"), (args, out)
+        assert "…" in out or args[0] in ("show", "quota", "top"), (args, out)
     nodes_out = labq(server, width, "nodes").stdout
     assert "0/4 used" in nodes_out and "0/2 used" in nodes_out and len(nodes_out.splitlines()) == 3
 
