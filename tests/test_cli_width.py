@@ -29,7 +29,6 @@ from scheduler.cli.main import (
     queue_query,
     quota_rows,
     quota_title,
-    ranking_algorithm,
 )
 from scheduler.cli.queue_view import (
     in_tasks,
@@ -302,16 +301,10 @@ def test_quota_table_fits(width: int) -> None:
 
 
 def test_quota_title_names_the_algorithm_that_ranks() -> None:
-    old = {"algorithm": "fair_tree", "half_life_s": 7 * 86400}  # its table's, under fair_now
-    assert ranking_algorithm(old, "fair_now") == "fair_now"
-    assert ranking_algorithm(old, "classic") == "fair_tree"  # that machine's setting is not it
-    assert ranking_algorithm(old, None) == "fair_tree"
-    assert quota_title(old, "fair_now") == (
+    now = {"algorithm": "fair_now", "table_algorithm": "fair_tree", "half_life_s": 7 * 86400}
+    assert quota_title(now, "fair_now") == (
         "fair share ranked by fair_now; rows: fair_tree on past usage (half-life 7 days)")
-    fixed = {"algorithm": "fair_now", "table_algorithm": "fair_tree", "half_life_s": 86400}
-    assert ranking_algorithm(fixed, "classic") == "fair_now"
     tree = {"algorithm": "fair_tree", "table_algorithm": "fair_tree", "half_life_s": 86400}
-    assert ranking_algorithm(tree, "fair_now") == "fair_tree"
     assert quota_title(tree, "fair_tree") == "fair share ranked by fair_tree on past usage " \
                                              "(half-life 1 days)"
 

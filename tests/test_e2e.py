@@ -423,7 +423,7 @@ def test_priority_and_quota_show_fair_share_factors(stack: Stack) -> None:
     assert "START" in stack.labq("queue", "--all", "--start").stdout
     assert "expected start" in stack.labq("show", waiting).stdout
     quota = stack.labq_json("quota", "--user", "newcomer")
-    assert quota["algorithm"] == "fair_tree"
+    assert (quota["algorithm"], quota["table_algorithm"]) == ("fair_now", "fair_tree")
     assert any(r["user"] == "newcomer" for r in quota["shares"])
     stack.labq("cancel", blocker, other, waiting)
 

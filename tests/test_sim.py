@@ -18,7 +18,8 @@ from scheduler.sim.report import JOB_COLUMNS, summarize, write_outputs
 from tests.sim_checks import assert_no_gpu_shared
 
 # The Philly trace lives beside the checkout (../shared/traces) or where LABQ_TRACES says.
-PHILLY = Path(os.environ.get("LABQ_TRACES") or Path(__file__).resolve().parents[2] / "shared" / "traces") / "philly.csv"
+TRACES = os.environ.get("LABQ_TRACES") or Path(__file__).resolve().parents[2] / "shared" / "traces"
+PHILLY = Path(TRACES) / "philly.csv"
 HEADER = "job_id,submit_time,user,account,gpus,duration,time_limit\n"
 
 

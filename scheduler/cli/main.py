@@ -308,18 +308,6 @@ def quota_rows(shares: list[dict[str, Any]]) -> list[list[Cell]]:
     return rows
 
 
-def ranking_algorithm(data: dict[str, Any], local: str | None) -> str:
-    """The fair-share algorithm that ranks the queue. A coordinator whose /v1/quota has no
-    `table_algorithm` names in `algorithm` the table of its rows, which under fair_now is Fair
-    Tree's (fair_now's past part): from such an answer, trust this machine's own setting
-    (`local`) where its table is the one answered."""
-    if "table_algorithm" in data or not local:
-        return str(data["algorithm"])
-    from scheduler.policy.fairnow import past_algorithm
-
-    return local if past_algorithm(local) == data["algorithm"] else str(data["algorithm"])
-
-
 def quota_title(data: dict[str, Any], ranking: str) -> str:
     """The line over the table: which algorithm ranks, and what the rows are when that is
     another's table (fair_now's past part, Fair Tree's on decayed usage)."""
@@ -328,15 +316,6 @@ def quota_title(data: dict[str, Any], ranking: str) -> str:
     if table == ranking:
         return f"fair share ranked by {ranking} on past usage ({days})"
     return f"fair share ranked by {ranking}; rows: {table} on past usage ({days})"
-
-
-def _local_algorithm() -> str | None:
-    from scheduler.config import ConfigError, Settings
-
-    try:
-        return Settings.load().fairshare_algorithm
-    except ConfigError:
-        return None
 
 
 @main.command()
@@ -358,7 +337,7 @@ def quota(user: str | None, account: str | None, show_all: bool, as_json: bool) 
                  f"{data['billed_units'] / 3600:.2f} billed GPU-hours in all", width)
     click.echo(f"running: {data['running_jobs']} job(s) on {data['running_gpus']} GPU(s); "
                f"pending: {data['pending_jobs']}")
-    echo_wrapped(quota_title(data, ranking_algorithm(data, _local_algorithm())), width, 2)
+    echo_wrapped(quota_title(data, str(data["algorithm"])), width, 2)
     print_table(QUOTA_COLS, quota_rows(data["shares"]), width)
     for row in data.get("fair_now", []):
         echo_wrapped(f"now in {plain(row['account'])}: {plain(row['text'])}", width, 2)

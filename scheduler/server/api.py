@@ -325,7 +325,8 @@ class Api(JobRoutes):
                 row["level_fs"] = None  # JSON has no infinity: no usage yet
         return web.json_response({
             "user": user,
-            "algorithm": table.algorithm,
+            "algorithm": self.settings.fairshare_algorithm,  # the one that ranks the queue
+            "table_algorithm": table.algorithm,  # the rows': Fair Tree's under fair_now (past)
             "billed_units": mine["billed"],
             "gpu_seconds": mine["gpu_s"],
             "running_jobs": sum(1 for j in jobs if j.state.holds_gpus()),
