@@ -98,6 +98,37 @@ def test_other_commands_usage_errors_are_one_line_too(api: FakeApi) -> None:
     assert api.requests == []
 
 
+def test_a_labq_group_makes_every_usage_error_one_line() -> None:
+    import click
+
+    @click.group(cls=jobs.LabqGroup)
+    def top() -> None:
+        pass
+
+    @top.command()
+    @click.option("--count", type=int)
+    def one(count: int) -> None:
+        pass
+
+    @top.group()
+    def inner() -> None:
+        pass
+
+    @inner.command()
+    @click.argument("name")
+    def two(name: str) -> None:
+        pass
+
+    runner = CliRunner()
+    for args, part in ((["one", "--count", "x"], "'x' is not a valid integer"),
+                       (["one", "--nope"], "No such option '--nope'"),
+                       (["nothing"], "No such command 'nothing'"),
+                       (["inner", "two"], "Missing argument 'NAME'"),
+                       (["--nope"], "No such option")):
+        one_error(runner.invoke(top, args), 2, part)
+    assert isinstance(inner, jobs.LabqGroup)
+
+
 def test_an_empty_command_is_refused(api: FakeApi) -> None:
     one_error(labq("submit"), 2, "empty command")
     one_error(labq("submit", "--"), 2, "empty command")

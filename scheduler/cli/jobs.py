@@ -161,7 +161,8 @@ def _value_after(args: list[str], name: str) -> str | None:
 @click.option("--parsable", is_flag=True, help="print only the job id (labq always does)")
 @click.option("--as", "as_user", default=None, help="admins: submit for this user")
 @click.option("--json", "as_json", is_flag=True, help="print the job record(s) as JSON")
-@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@click.argument("command", nargs=-1, type=click.UNPROCESSED,
+                metavar="SCRIPT [ARGS]... | -- COMMAND...")
 @click.pass_context
 def submit(ctx: click.Context, **params: Any) -> None:
     """Queue a batch SCRIPT, or a COMMAND; prints the new job id.
