@@ -205,6 +205,17 @@ def test_export_none_and_names(api: FakeApi, monkeypatch: pytest.MonkeyPatch) ->
     assert names["env"] == {"KEEP": "1", "B": "2"}
 
 
+def test_an_admins_environment_reaches_another_users_job_only_when_asked(
+    api: FakeApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ADMIN_TOKEN", "secret")
+    assert labq("submit", "--as", "bob", "--env", "A=1", "--", "true").exit_code == 0
+    assert labq("submit", "--as", "bob", "--export", "ALL", "--", "true").exit_code == 0
+    unasked, asked = api.posted()
+    assert unasked["env"] == {"A": "1"}
+    assert asked["env"]["ADMIN_TOKEN"] == "secret"
+
+
 @pytest.mark.parametrize(("args", "parts"), [
     (["--env", "CUDA_VISIBLE_DEVICES=0"], ["--env CUDA_VISIBLE_DEVICES", "labq sets it"]),
     (["--env", "LABQ_X=0"], ["--env LABQ_X", "LABQ_*"]),

@@ -147,8 +147,9 @@ def _value_after(args: list[str], name: str) -> str | None:
 @click.option("--error", "-e", default=None, help="stderr apart from the output, to this file")
 @click.option("--env", "env_pairs", multiple=True,
               help="NAME=value for the job, over what --export sends (repeatable)")
-@click.option("--export", "export", default="ALL", show_default=True,
-              help="your environment for the job: ALL, NONE, or NAME[,NAME=value...]")
+@click.option("--export", "export", default=None,
+              help="your environment for the job: ALL, NONE, or NAME[,NAME=value...] "
+                   "(default ALL; with --as, NONE)")
 @click.option("--array", "-a", default=None,
               help="a job array, as Slurm's: 0-99, 1,3,5-7, 0-20:2, 0-99%8 (8 at a time)")
 @click.option("--dependency", "-d", default=None,
@@ -320,8 +321,10 @@ def _check_paths(workdir: str, given: bool, output: str | None, error: str | Non
 
 
 def _submit(values: Mapping[str, Any], command: tuple[str, ...], script: str | None) -> None:
-    env = _job_env(values["export"], values["env_pairs"])
     as_user = values["as_user"] or None
+    # An admin's environment (tokens, keys) is not handed to another user's job unasked.
+    export = values["export"] or ("NONE" if as_user else "ALL")
+    env = _job_env(export, values["env_pairs"])
     if as_user == "root" or (as_user is None and os.geteuid() == 0):
         fail("labq never runs a job as root: submit as the user the job should run as "
              "(admins: --as USER)")
@@ -476,7 +479,12 @@ def _targets(rows: list[dict[str, Any]], matches: list[dict[str, Any]]) -> list[
         if array and matched_of[array] == lines_of[array]:
             out.append(array)
         elif array and row.get("array_tasks"):
-            out += [f"{array}_{index}" for index in array_indices(str(row["array_tasks"]))]
+            try:
+                indices = array_indices(str(row["array_tasks"]))
+            except ValueError:
+                fail(f"cannot read the tasks {row['array_tasks']!r} of array {array}: cancel "
+                     f"it by id ({array}) or its tasks one by one ({array}_N)")
+            out += [f"{array}_{index}" for index in indices]
         else:
             out.append(str(row["id"]))
     return list(dict.fromkeys(out))
