@@ -23,14 +23,6 @@ from click.core import ParameterSource
 
 from scheduler import jobenv
 from scheduler.cli.common import call, client, fail, print_json
-from scheduler.cli.directives import (
-    MAX_SCRIPT_BYTES,
-    DirectiveError,
-    has_directives,
-    parse_directives,
-    script_problem,
-    unknown_option,
-)
 from scheduler.client import Client, ClientError
 from scheduler.logtail import TERMINAL
 from scheduler.wire import SubmitRequest
@@ -111,6 +103,8 @@ class SubmitCommand(LabqCommand):
         try:
             return click.Command.parse_args(self, ctx, args)
         except click.NoSuchOption as exc:
+            from scheduler.cli.directives import unknown_option
+
             name = exc.option_name
             raise OneLineUsageError(unknown_option(name, _value_after(typed, name),
                                                    submit_options()), ctx) from None
@@ -211,6 +205,9 @@ def _script_of(word: str) -> str | None:
         return None
     if not stat.S_ISREG(info.st_mode):
         return None
+    # Directives are read only for a script (the table costs milliseconds at import).
+    from scheduler.cli.directives import MAX_SCRIPT_BYTES, has_directives, script_problem
+
     try:
         with open(word, "rb") as handle:
             data = handle.read(MAX_SCRIPT_BYTES + 1)
@@ -235,6 +232,8 @@ def _script_of(word: str) -> str | None:
 
 
 def _directives(text: str, path: str) -> tuple[list[str], list[str]]:
+    from scheduler.cli.directives import DirectiveError, parse_directives
+
     try:
         return parse_directives(text, path, submit_options())
     except DirectiveError as exc:
