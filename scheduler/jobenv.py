@@ -8,7 +8,9 @@ environment with the job, so an activated virtualenv, a module system's `PATH` o
   `ROCR_VISIBLE_DEVICES`, `HIP_VISIBLE_DEVICES`, the job's Ray (`RAY_TMPDIR`, `RAY_AUTH_MODE`,
   `RAY_AUTH_TOKEN_PATH`, `RAY_OVERRIDE_RESOURCES`, `RAY_ADDRESS`), its user (`HOME`, `USER`,
   `LOGNAME`, `SHELL`) and its `TMPDIR`;
-- what would change how every program of the job is loaded: `LD_PRELOAD`, `LD_AUDIT`;
+- what would change how every program of the job is loaded: `LD_PRELOAD`, `LD_AUDIT` and
+  glibc's other unsafe loader variables (`LD_DEBUG`, `LD_DEBUG_OUTPUT`, `LD_PROFILE`,
+  `LD_ORIGIN_PATH`, ...; `LD_LIBRARY_PATH` passes, as a module system needs it);
 - another scheduler's job (`SLURM_*`), and what describes the submitting shell only: `PWD`,
   `OLDPWD`, `SHLVL`, `_`, exported shell functions (`BASH_FUNC_*`);
 - any name a process environment cannot safely carry: only `^[A-Za-z_][A-Za-z0-9_]*$` passes.
@@ -31,6 +33,9 @@ RESERVED: frozenset[str] = frozenset({
     "LD_PRELOAD", "LD_AUDIT", "TMPDIR", "HOME", "USER", "LOGNAME", "SHELL",
     "RAY_TMPDIR", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "RAY_OVERRIDE_RESOURCES",
     "RAY_ADDRESS", "PWD", "OLDPWD", "SHLVL", "_",
+    # glibc's UNSECURE_ENVVARS of the loader, but LD_LIBRARY_PATH
+    "LD_DEBUG", "LD_DEBUG_OUTPUT", "LD_DYNAMIC_WEAK", "LD_HWCAP_MASK", "LD_ORIGIN_PATH",
+    "LD_PROFILE", "LD_SHOW_AUXV", "LD_USE_LOAD_BIAS",
 })
 RESERVED_PREFIXES: tuple[str, ...] = ("LABQ_", "SLURM_", "BASH_FUNC_")
 
@@ -42,6 +47,9 @@ _WHY_PREFIX = {
 _WHY_NAME = {
     "LD_PRELOAD": "it would load a library into every program of the job",
     "LD_AUDIT": "it would load a library into every program of the job",
+    **{name: "it changes how every program of the job is loaded" for name in (
+        "LD_DEBUG", "LD_DEBUG_OUTPUT", "LD_DYNAMIC_WEAK", "LD_HWCAP_MASK", "LD_ORIGIN_PATH",
+        "LD_PROFILE", "LD_SHOW_AUXV", "LD_USE_LOAD_BIAS")},
     "PWD": "the job runs in its --workdir", "OLDPWD": "it describes the submitting shell",
     "SHLVL": "it describes the submitting shell", "_": "it describes the submitting shell",
     "TMPDIR": "labq gives each job its own temporary directory",

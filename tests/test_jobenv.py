@@ -16,7 +16,8 @@ ENVIRON = {
     "SLURM_JOB_ID": "9", "RAY_ADDRESS": "auto", "RAY_TMPDIR": "/r", "RAY_AUTH_MODE": "token",
     "RAY_AUTH_TOKEN_PATH": "/r/t", "RAY_OVERRIDE_RESOURCES": "{}",
     "BASH_FUNC_module%%": "() { eval ...; }", "not-a-name": "1", "1ABC": "2",
-    "LD_LIBRARY_PATH": "/opt/cuda/lib64",
+    "LD_LIBRARY_PATH": "/opt/cuda/lib64", "LD_DEBUG": "all", "LD_PROFILE": "libc.so.6",
+    "LD_DEBUG_OUTPUT": "/tmp/x", "LD_ORIGIN_PATH": "/x",
 }
 PASSING = {"PATH", "VIRTUAL_ENV", "WANDB_PROJECT", "LD_LIBRARY_PATH"}
 
