@@ -29,7 +29,7 @@ from scheduler.cli.common import (
     usage_fail,
 )
 from scheduler.cli.daemons import agent, coordinator, up
-from scheduler.cli.jobs import JOB_COMMANDS
+from scheduler.cli.jobs import JOB_COMMANDS, LabqGroup
 from scheduler.cli.queue_view import (
     FORMAT_HELP,
     job_matches,
@@ -53,7 +53,7 @@ T = TypeVar("T")
 GIB = 2**30
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LabqGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="labq")
 def main() -> None:
     """labq: a fair-share GPU queue for a lab's shared cluster."""
