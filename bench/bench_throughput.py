@@ -33,6 +33,8 @@ from typing import Any
 
 from common import Stack, machine
 
+from tests.e2e_stack import E2E_USER
+
 Submit = Callable[[dict[str, Any]], list[str]]
 
 
@@ -72,13 +74,18 @@ def labq_submitter(socket_path: str) -> Submit:
 def client_loop(socket_path: str, kind: str, count: int, array: int, start_at: float,
                 out: mp.Queue) -> None:
     submit = (raw_submitter if kind == "raw" else labq_submitter)(socket_path)
-    body = {"command": ["sleep", "600"], "workdir": "/", "time": "1h", "array": array}
+    # As the stack's admin for its test user (labq never runs a job as root); an array is one
+    # record of `array` tasks (`--array 0-99`), each a job once it nears its turn.
+    body: dict[str, Any] = {"command": ["sleep", "600"], "workdir": "/", "time": "1h",
+                            "as_user": E2E_USER}
+    if array > 1:
+        body["array"] = f"0-{array - 1}"
     while time.time() < start_at:
         time.sleep(0.001)
     began, cpu = time.perf_counter(), time.process_time()
     accepted = 0
     for _ in range(count):
-        accepted += len(submit({**body, "token": uuid.uuid4().hex}))
+        accepted += len(submit({**body, "token": uuid.uuid4().hex})) * array
     out.put((accepted, time.perf_counter() - began, time.process_time() - cpu))
 
 
