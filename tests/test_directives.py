@@ -16,7 +16,7 @@ from scheduler.cli.directives import (
     script_problem,
     unknown_option,
 )
-from scheduler.cli.jobs import submit_options
+from scheduler.cli.submit import submit_options
 
 
 def parse(*lines: str) -> tuple[list[str], list[str]]:

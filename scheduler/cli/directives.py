@@ -216,7 +216,7 @@ def parse_directives(text: str, path: str, labq_options: Mapping[str, bool] | No
     whether it takes a value (default: the real command's). Raises DirectiveError for an
     unknown `#LABQ` option or an `#SBATCH` one labq cannot honour."""
     if labq_options is None:
-        from scheduler.cli.jobs import submit_options
+        from scheduler.cli.submit import submit_options
 
         labq_options = submit_options()
     words: list[str] = []

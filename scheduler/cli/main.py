@@ -29,7 +29,8 @@ from scheduler.cli.common import (
     usage_fail,
 )
 from scheduler.cli.daemons import agent, coordinator, up
-from scheduler.cli.jobs import JOB_COMMANDS, LabqGroup
+from scheduler.cli.errors import LabqGroup
+from scheduler.cli.jobs import JOB_COMMANDS
 from scheduler.cli.queue_view import (
     FORMAT_HELP,
     job_matches,
