@@ -30,14 +30,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from agents.cgroups import Layout, cgroup_of, job_of_cgroup
-from agents.runner import (
-    RunSpec,
-    RunState,
-    job_dir_path,
-    parent_of,
-    ray_dir_path,
-    remove_job_dir,
-)
+from agents.jobdirs import job_dir_path, ray_dir_path, remove_job_dir
+from agents.runner import RunSpec, RunState, parent_of
 from scheduler import noderun
 from scheduler.noderun import RunStatus, StartRecord
 from scheduler.store import Store

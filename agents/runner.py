@@ -29,17 +29,22 @@ import ctypes
 import json
 import os
 import pwd
-import secrets
-import shutil
 import signal
-import stat
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from agents.cgroups import JobGroup
+from agents.jobdirs import (
+    job_dir_path,
+    make_job_dir,
+    make_ray_dir,
+    ray_dir_path,
+    remove_job_dir,
+    remove_tree,
+    write_script,
+)
 
 PR_SET_CHILD_SUBREAPER = 36
 SPEC_FILE = "spec.json"
@@ -181,119 +186,6 @@ def job_environment(spec: RunSpec, account: pwd.struct_passwd, ray_dir: str, tmp
     return env
 
 
-def ray_dir_path(job_id: str, base: str | None = None) -> str:
-    """A new private Ray directory's path: short (Ray's socket paths under it are long), with
-    a random suffix."""
-    return os.path.join(base or tempfile.gettempdir(), f"labq-{job_id}-{secrets.token_hex(4)}")
-
-
-def _make_ray_dir(path: str, account: pwd.struct_passwd) -> None:
-    """A new 0700 directory at `path` owned by the user, with a random Ray token in a 0600
-    file."""
-    os.mkdir(path, 0o700)
-    try:
-        token = os.path.join(path, "token")
-        fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(os.urandom(32).hex())
-        if os.geteuid() == 0:
-            os.chown(token, account.pw_uid, account.pw_gid)
-            os.chown(path, account.pw_uid, account.pw_gid)
-    except OSError:
-        remove_tree(path)
-        raise
-
-
-JOB_TMP = "tmp"  # the job's TMPDIR, in its job directory
-JOB_SCRIPT = "labq_script"  # its batch script, in its job directory
-
-
-def job_dir_path(key: str, base: str | None = None) -> str:
-    """A new job directory's path for the run `key`: on the node's local tmp, named by the run
-    and a random suffix, so that two attempts, two agents (installs) or a guess never meet."""
-    return os.path.join(base or tempfile.gettempdir(), f"labq-{key}-{secrets.token_hex(6)}")
-
-
-def make_job_dir(path: str, account: pwd.struct_passwd) -> str:
-    """Make the attempt's job directory at `path` (new: an existing one is refused) and the job's
-    TMPDIR in it; return the TMPDIR.
-
-    The job directory is root's, 0710 with the user's primary group: the job reaches what is
-    in it, but neither it nor anyone else can rename, replace or add an entry there. So the
-    TMPDIR (the user's, 0700) stays where the runner made it, and can never become a symbolic
-    link to somewhere else that the runner would then remove. (An unprivileged runner runs
-    jobs as itself: there everything is that user's, 0700.)"""
-    os.mkdir(path, 0o700)
-    tmp = os.path.join(path, JOB_TMP)
-    try:
-        os.mkdir(tmp, 0o700)
-        if os.geteuid() == 0:
-            os.chown(tmp, account.pw_uid, account.pw_gid)
-            os.chown(path, 0, account.pw_gid)
-            os.chmod(path, 0o710)
-    except OSError:
-        remove_tree(path)
-        raise
-    return tmp
-
-
-def write_script(job_dir: str, text: str, account: pwd.struct_passwd) -> str:
-    """Write a batch script into the job directory, as a new file the user owns (0700), and
-    return its path. It is the text captured at submit: editing the submitted file since
-    changes nothing, and no other user can swap the file (see `make_job_dir`)."""
-    path = os.path.join(job_dir, JOB_SCRIPT)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(path, flags, 0o700)
-    try:
-        with open(fd, "w", encoding="utf-8", closefd=False) as handle:
-            handle.write(text)
-        if os.geteuid() == 0:
-            os.fchown(fd, account.pw_uid, account.pw_gid)
-        os.fchmod(fd, 0o700)
-    finally:
-        os.close(fd)  # before the fork: a file open for writing cannot be executed (ETXTBSY)
-    return path
-
-
-def remove_tree(path: str) -> None:
-    """Remove `path` and everything in it, never following a symbolic link: shutil.rmtree's
-    walk by file descriptors unlinks a link rather than entering it, and refuses a directory
-    swapped for a link under it. Root needs no permission to remove what a job made
-    unremovable for its user (chmod 000); an unprivileged runner (jobs run as itself) opens
-    such directories up first. Best effort: what cannot be removed is left."""
-    if os.geteuid() != 0:
-        _open_up(path)
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def _open_up(path: str) -> None:
-    """Give the owner back rwx on every directory in `path` (never through a link). Only
-    where the runner is that same user: it can change nothing it could not anyway."""
-    with contextlib.suppress(OSError):
-        if not stat.S_ISDIR(os.lstat(path).st_mode):
-            return
-        os.chmod(path, 0o700)
-        with os.scandir(path) as entries:
-            subdirs = [e.path for e in entries if e.is_dir(follow_symlinks=False)]
-        for subdir in subdirs:
-            _open_up(subdir)
-
-
-def remove_job_dir(path: str, owner: int | None = None) -> None:
-    """Remove a directory a runner made, if it still is one: a real directory (not a link) of
-    the runner's own user, or of `owner` (the job's user, for its Ray directory). The agent
-    uses this for a runner that died; the path may have been taken by someone else since, and
-    then it is left alone."""
-    if not path:
-        return
-    try:
-        info = os.lstat(path)
-    except OSError:
-        return
-    if stat.S_ISDIR(info.st_mode) and info.st_uid in (os.geteuid(), owner):
-        remove_tree(path)
-
-
 def _become(account: pwd.struct_passwd) -> None:
     """Drop to the user (in the child, before exec). Unprivileged: only oneself."""
     if os.geteuid() == 0:
@@ -405,7 +297,7 @@ class Runner:
             return self.fail("labq never runs a job as root")
         try:
             ray_dir = spec.ray_dir or ray_dir_path(spec.job_id)
-            _make_ray_dir(ray_dir, account)
+            make_ray_dir(ray_dir, account)
             self.ray_dir = ray_dir
             job_dir = spec.job_dir or job_dir_path(spec.key)
             tmp_dir = make_job_dir(job_dir, account)

@@ -26,14 +26,13 @@ import pytest
 
 from agents.cgroups import Layout
 from agents.executor import Executor
+from agents.jobdirs import remove_job_dir, remove_tree
 from agents.runner import (
     DEFAULT_PATH,
     SPEC_FILE,
     RunSpec,
     RunState,
     job_environment,
-    remove_job_dir,
-    remove_tree,
 )
 from scheduler.model import Job, JobState
 from scheduler.noderun import EXITED, FAILED, RUNNING, StartRecord
