@@ -1,57 +1,190 @@
-"""`labq submit` and the job-changing commands, run in-process (click's CliRunner) against a
-fake API on a Unix socket that records every request: what is refused sends nothing."""
+"""`labq submit`, `labq wait` and the commands that change jobs, against the real API: the
+coordinator's `Api` on a Unix socket over the real Valkey (`tests.security_server.ApiServer`,
+a fresh key prefix for each test). The CLI runs in this process (click's CliRunner) as this
+process's user, root (an admin: `--as USER` for what it submits), or as a real Unix user in
+a process of its own where who types matters. What a submit sends is read back from what
+the server stored; what is refused leaves the store as it was."""
 
 from __future__ import annotations
 
 import os
+import pwd
+import re
 import shutil
+import subprocess
+import sys
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 
-from scheduler.cli import jobs
+from scheduler.cli import submit as submit_cli
+from scheduler.cli.errors import LabqGroup
 from scheduler.cli.main import main
-from tests.fake_api import FakeApi
+from scheduler.model import Job, JobState
+from scheduler.store.arrays import ArrayRecord
+from tests.builders import start_job
+from tests.e2e_stack import ensure_user
+from tests.security_server import ApiServer
+
+USER = "alice"  # the real Unix user who types labq where who types matters
+OTHER = "bob"
+LEADER = "cli-test"  # the lease these tests take to move jobs on, as the leader would
+NODE, NODE_GPUS = "n1", 4  # ApiServer's one node
+
+
+@dataclass(frozen=True)
+class Ran:
+    """A labq command's exit status and output."""
+
+    code: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture(scope="module")
+def users() -> None:
+    for name in (USER, OTHER):
+        ensure_user(name)
 
 
 @pytest.fixture
-def api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeApi]:
-    home = Path(tempfile.mkdtemp(prefix="lq-"))  # short: a socket path has 108 bytes at most
-    monkeypatch.setenv("LABQ_HOME", str(home))
-    monkeypatch.delenv("LABQ_SOCKET", raising=False)
+def server(valkey_url: str, users: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+           ) -> Iterator[ApiServer]:
+    """The real API on its own key prefix (an empty queue; job ids from 1), the CLI pointed
+    at it, and a work directory to submit from."""
+    srv = ApiServer(valkey_url).start()
+    monkeypatch.setenv("LABQ_HOME", str(srv.dir))
+    monkeypatch.setenv("LABQ_SOCKET", srv.socket)
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
-    monkeypatch.setattr(os, "geteuid", lambda: 1000)  # the tests run as root: be a user
-    fake = FakeApi(home / "labq.sock")
-    yield fake
-    fake.stop()
-    shutil.rmtree(home, ignore_errors=True)
+    yield srv
+    srv.stop()
 
 
-def labq(*args: str) -> Result:
-    return CliRunner().invoke(main, list(args))
+@pytest.fixture
+def mine(users: None) -> Iterator[Path]:
+    """A directory of USER's to submit from (the test's tmp_path is root's alone)."""
+    path = Path(tempfile.mkdtemp(prefix="lq-work-"))
+    entry = pwd.getpwnam(USER)
+    os.chown(path, entry.pw_uid, entry.pw_gid)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
-def one_error(result: Result, code: int, *parts: str) -> str:
-    """The result's only stderr line, checked: `labq: error: ...` with each of `parts`."""
-    lines = result.stderr.strip().splitlines()
-    assert result.exit_code == code, (result.exit_code, result.stderr, result.output)
-    assert len(lines) == 1, result.stderr
+def labq(*args: str) -> Ran:
+    """`labq ARGS` in this process, as root."""
+    result = CliRunner().invoke(main, list(args))
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return Ran(result.exit_code, result.stdout, result.stderr)
+
+
+def labq_as(server: ApiServer, user: str, *args: str, cwd: Path | str, **env: str) -> Ran:
+    """`labq ARGS` in a process of its own as the Unix user `user`, from `cwd`, with only
+    `env` over a plain environment."""
+    entry = pwd.getpwnam(user)
+    environment = {"PATH": "/usr/bin:/bin", "HOME": entry.pw_dir, "USER": user,
+                   "LABQ_HOME": str(server.dir), "LABQ_SOCKET": server.socket, **env}
+    result = subprocess.run([sys.executable, "-m", "scheduler.cli", *args], env=environment,
+                            cwd=cwd, user=entry.pw_uid, group=entry.pw_gid, extra_groups=[],
+                            capture_output=True, text=True, timeout=60)
+    return Ran(result.returncode, result.stdout, result.stderr)
+
+
+def one_error(ran: Ran, code: int, *parts: str) -> str:
+    """The command's only stderr line, checked: `labq: error: ...` with each of `parts`."""
+    lines = ran.stderr.strip().splitlines()
+    assert ran.code == code, (ran.code, ran.stderr, ran.stdout)
+    assert len(lines) == 1, ran.stderr
     assert lines[0].startswith("labq: error: "), lines
     for part in parts:
         assert part in lines[0], (part, lines[0])
     return lines[0]
 
 
-def submitted(api: FakeApi) -> dict[str, Any]:
-    bodies = api.posted()
-    assert len(bodies) == 1, api.requests
-    return dict(bodies[0])
+# ---------------------------------------------------------------------------- the store
+
+
+def stored(server: ApiServer) -> dict[str, Any]:
+    """Everything a submit or a cancel could write: jobs, queues, accounts and arrays."""
+    arrays = server.run(server.store.arrays())
+    return {**server.state(), "arrays": {a.id: (a.remaining, a.cancelled, a.state, a.hold)
+                                         for a in arrays}}
+
+
+def job_of(server: ApiServer, job_id: str) -> Job:
+    job = server.run(server.store.get_job(job_id))
+    assert job is not None, f"no job {job_id} stored"
+    return job
+
+
+def array_of(server: ApiServer, array_id: str) -> ArrayRecord:
+    array = server.run(server.store.array(array_id))
+    assert array is not None, f"no array {array_id} stored"
+    return array
+
+
+def submitted(server: ApiServer) -> list[Job]:
+    """The jobs queued (waiting, held or running), in order of id."""
+    jobs = [job_of(server, job_id) for job_id in server.state()["jobs"]]
+    return sorted(jobs, key=lambda j: int(j.id))
+
+
+def only_job(server: ApiServer) -> Job:
+    jobs = submitted(server)
+    assert len(jobs) == 1, [j.id for j in jobs]
+    return jobs[0]
+
+
+def queued(server: ApiServer, user: str = USER, **request: Any) -> str:
+    """A job (or array) submitted for `user` through the API, by root: its id."""
+    status, answer = server.call("POST", "/v1/jobs", {
+        "command": ["sleep", "60"], "workdir": "/tmp", "as_user": user, **request})
+    assert status == 200, answer
+    (job_id,) = answer["ids"]
+    return str(job_id)
+
+
+def run_job(server: ApiServer, job_id: str) -> None:
+    """Start `job_id` on a free GPU and mark it RUNNING, as the leader and its node would."""
+    async def run() -> None:
+        store = server.store
+        epoch = await store.lease(LEADER, 60_000)
+        busy = {int(i) for i in await store.r.hkeys(store.keys.node_alloc(NODE))}
+        index = min(set(range(NODE_GPUS)) - busy)
+        assert await start_job(store, epoch, job_id, NODE, [index], 1.0, time.time()) == "OK"
+        assert await store.mark_running(epoch, job_id, time.time()) == "OK"
+    server.run(run())
+
+
+def end_job(server: ApiServer, job_id: str, state: JobState, exit_code: int | None) -> None:
+    """End a running job as its node reported it."""
+    async def end() -> None:
+        store = server.store
+        epoch = await store.lease(LEADER, 60_000)
+        job = await store.get_job(job_id)
+        assert job is not None
+        assert await store.finish(epoch, job, state, exit_code, state.value, time.time()) == "OK"
+    server.run(end())
+
+
+def on_each_pause(monkeypatch: pytest.MonkeyPatch, *steps: Callable[[], None]) -> None:
+    """Each time `labq wait` pauses between two reads of its jobs, the cluster moves on by
+    the next of `steps` (so every state the steps pass through is read once)."""
+    left = list(steps)
+
+    def pause(_seconds: float) -> None:
+        if not left:
+            raise AssertionError("labq kept waiting after every job had ended")
+        left.pop(0)()
+    monkeypatch.setattr(submit_cli.time, "sleep", pause)
 
 
 # ---------------------------------------------------------------------------- unknown options
@@ -73,35 +206,40 @@ def submitted(api: FakeApi) -> dict[str, Any]:
     (["--gpus"], ["--gpus", "requires an argument"]),
     (["--gpus", "two", "--", "true"], ["--gpus", "not a valid integer"]),
 ])
-def test_an_unknown_or_bad_option_is_one_line_exit_2_and_nothing_is_sent(
-    api: FakeApi, args: list[str], parts: list[str]
+def test_an_unknown_or_bad_option_is_one_line_exit_2_and_nothing_is_queued(
+    server: ApiServer, args: list[str], parts: list[str]
 ) -> None:
-    one_error(labq("submit", *args), 2, *parts)
-    assert api.requests == []
+    before = stored(server)
+    one_error(labq("submit", "--as", USER, *args), 2, *parts)
+    assert stored(server) == before
 
 
-def test_the_commands_own_options_are_its_own(api: FakeApi) -> None:
-    assert labq("submit", "python", "train.py", "--lr", "3", "--mem", "2").exit_code == 0
-    assert labq("submit", "--gpus", "2", "--", "python", "train.py", "--mem", "3").exit_code == 0
-    first, second = api.posted()
-    assert first["command"] == ["python", "train.py", "--lr", "3", "--mem", "2"]
-    assert second["command"] == ["python", "train.py", "--mem", "3"] and second["gpus"] == 2
-    assert "script" not in first
+def test_the_commands_own_options_are_its_own(server: ApiServer) -> None:
+    assert labq("submit", "--as", USER, "python", "train.py", "--lr", "3", "--mem", "2"
+                ).code == 0
+    assert labq("submit", "--as", USER, "--gpus", "2", "--", "python", "train.py", "--mem", "3"
+                ).code == 0
+    first, second = submitted(server)
+    assert first.command == ["python", "train.py", "--lr", "3", "--mem", "2"]
+    assert first.gpus == 1 and first.script == ""
+    assert second.command == ["python", "train.py", "--mem", "3"] and second.gpus == 2
 
 
-def test_other_commands_usage_errors_are_one_line_too(api: FakeApi) -> None:
+def test_other_commands_usage_errors_are_one_line_too(server: ApiServer) -> None:
+    queued(server)
+    before = stored(server)
     one_error(labq("cancel"), 2, "give job ids, or filters")
     one_error(labq("wait"), 2, "Missing argument")
-    one_error(labq("update", "17"), 2, "give what to change")
-    one_error(labq("cancel", "--bogus", "17"), 2, "--bogus")
+    one_error(labq("update", "1"), 2, "give what to change")
+    one_error(labq("cancel", "--bogus", "1"), 2, "--bogus")
     one_error(labq("cancel", "--state", "SUCCEEDED"), 2, "ended jobs cannot be cancelled")
-    assert api.requests == []
+    assert stored(server) == before
 
 
 def test_a_labq_group_makes_every_usage_error_one_line() -> None:
     import click
 
-    @click.group(cls=jobs.LabqGroup)
+    @click.group(cls=LabqGroup)
     def top() -> None:
         pass
 
@@ -125,95 +263,111 @@ def test_a_labq_group_makes_every_usage_error_one_line() -> None:
                        (["nothing"], "No such command 'nothing'"),
                        (["inner", "two"], "Missing argument 'NAME'"),
                        (["--nope"], "No such option")):
-        one_error(runner.invoke(top, args), 2, part)
-    assert isinstance(inner, jobs.LabqGroup)
+        result = runner.invoke(top, args)
+        one_error(Ran(result.exit_code, result.stdout, result.stderr), 2, part)
+    assert isinstance(inner, LabqGroup)
 
 
-def test_an_empty_command_is_refused(api: FakeApi) -> None:
-    one_error(labq("submit"), 2, "empty command")
-    one_error(labq("submit", "--"), 2, "empty command")
-    assert api.requests == []
+def test_an_empty_command_is_refused(server: ApiServer) -> None:
+    before = stored(server)
+    one_error(labq("submit", "--as", USER), 2, "empty command")
+    one_error(labq("submit", "--as", USER, "--"), 2, "empty command")
+    assert stored(server) == before
 
 
-def test_an_api_error_is_exit_1_and_one_line(api: FakeApi) -> None:
-    api.answer = lambda m, p, b: (400, {"error": "unknown --qos 'vip'"})
-    one_error(labq("submit", "--qos", "vip", "--", "true"), 1, "unknown --qos 'vip'")
+def test_an_api_error_is_exit_1_and_one_line(server: ApiServer) -> None:
+    before = stored(server)
+    one_error(labq("submit", "--as", USER, "--qos", "vip", "--", "true"), 1,
+              "unknown --qos 'vip'", "normal, scavenger")
+    assert stored(server) == before
 
 
-def test_too_large_an_environment_says_how_to_send_less(api: FakeApi) -> None:
-    api.answer = lambda m, p, b: (400, {"error": "--env is 70,000 bytes in all: the limit is "
-                                                 "65,536 (max_env_bytes)"})
-    one_error(labq("submit", "--", "true"), 1, "max_env_bytes", "--export NONE")
+def test_too_large_an_environment_says_how_to_send_less(server: ApiServer, mine: Path) -> None:
+    before = stored(server)
+    ran = labq_as(server, USER, "submit", "--", "true", cwd=mine, BIG="x" * 70_000)
+    one_error(ran, 1, "max_env_bytes", "--export NONE")
+    assert stored(server) == before
 
 
 # ---------------------------------------------------------------------------- the request
 
 
-def test_every_option_reaches_the_request(api: FakeApi, tmp_path: Path) -> None:
-    (tmp_path / "work" / "logs").mkdir()
-    result = labq("submit", "-G", "2", "--gpu-type", "A100", "-t", "2h", "-A", "nlp", "-q",
-                  "scavenger", "-J", "run", "-o", "logs/%j.out", "-e", "logs/%j.err", "-a",
-                  "0-9%2", "-d", "afterok:12", "--requeue", "-H", "--parsable", "--", "true")
-    assert result.exit_code == 0, result.stderr
-    assert result.stdout == "17\n"
-    body = submitted(api)
-    assert body["command"] == ["true"]
-    for key, value in {"gpus": 2, "gpu_type": "A100", "time": "2h", "account": "nlp",
-                       "qos": "scavenger", "name": "run", "output": "logs/%j.out",
-                       "error": "logs/%j.err", "array": "0-9%2", "dependency": "afterok:12",
-                       "requeue": True, "hold": True, "workdir": str(tmp_path / "work"),
-                       "submit_dir": str(tmp_path / "work")}.items():
-        assert body[key] == value, key
-    assert body["token"]
+def test_every_option_reaches_the_stored_job(server: ApiServer, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    (work / "logs").mkdir()
+    first = queued(server)
+    ran = labq("submit", "--as", USER, "-G", "2", "--gpu-type", "A100", "-t", "2h", "-A", "nlp",
+               "-q", "scavenger", "-J", "run", "-o", "logs/%j.out", "-e", "logs/%j.err", "-a",
+               "0-9%2", "-d", f"afterok:{first}", "--requeue", "-H", "--parsable", "--", "true")
+    assert ran.code == 0, ran.stderr
+    array_id = ran.stdout.strip()
+    assert ran.stdout == f"{array_id}\n" and array_id != first
+    array = array_of(server, array_id)
+    assert (array.spec, array.throttle, array.indices) == ("0-9%2", 2, list(range(10)))
+    assert array.hold == "user"
+    template = array.template
+    for key, value in {"command": ["true"], "gpus": 2, "gpu_type": "A100", "time_limit_s": 7200,
+                       "account": "nlp", "qos": "scavenger", "name": "run",
+                       "output": "logs/%j.out", "error": "logs/%j.err",
+                       "dependency": f"afterok:{first}", "requeue": True, "workdir": str(work),
+                       "submit_dir": str(work), "user": USER, "submitter": "root"}.items():
+        assert getattr(template, key) == value, key
+    # The CLI's own token makes a retried request idempotent: the server keeps it for a while,
+    # scoped to who sent it and for whom.
+    tokens = server.run(server.store.r.keys(server.store.keys.submit_token(f"root/{USER}/*")))
+    assert len(tokens) == 1 and re.fullmatch(r"[0-9a-f]{32}", tokens[0].rsplit("/", 1)[1])
 
 
-def test_a_bare_array_number_is_read_as_slurm_does_and_said(api: FakeApi) -> None:
-    result = labq("submit", "--array", "10", "--", "true")
-    assert result.exit_code == 0
-    assert "--array 10 is one task, index 10" in result.stderr
-    assert "--array 0-9" in result.stderr
-    assert submitted(api)["array"] == "10"
+def test_a_bare_array_number_is_read_as_slurm_does_and_said(server: ApiServer) -> None:
+    ran = labq("submit", "--as", USER, "--array", "10", "--", "true")
+    assert ran.code == 0, ran.stderr
+    assert "--array 10 is one task, index 10" in ran.stderr
+    assert "--array 0-9" in ran.stderr
+    array = array_of(server, ran.stdout.strip())
+    assert (array.spec, array.indices) == ("10", [10])
 
 
 # ---------------------------------------------------------------------------- environment
 
 
 def test_the_environment_is_exported_filtered_and_env_goes_over_it(
-    api: FakeApi, monkeypatch: pytest.MonkeyPatch
+    server: ApiServer, mine: Path
 ) -> None:
-    monkeypatch.setenv("PATH", "/opt/venv/bin:/usr/bin:/bin")
-    monkeypatch.setenv("WANDB_PROJECT", "lab")
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
-    monkeypatch.setenv("LABQ_ANYTHING", "x")
-    monkeypatch.setenv("SLURM_JOB_ID", "5")
-    assert labq("submit", "--env", "WANDB_PROJECT=other", "--env", "X=1", "--", "true"
-                ).exit_code == 0
-    env = submitted(api)["env"]
+    ran = labq_as(server, USER, "submit", "--env", "WANDB_PROJECT=other", "--env", "X=1", "--",
+                  "true", cwd=mine, PATH="/opt/venv/bin:/usr/bin:/bin", WANDB_PROJECT="lab",
+                  CUDA_VISIBLE_DEVICES="3", LABQ_ANYTHING="x", SLURM_JOB_ID="5", PWD=str(mine))
+    assert ran.code == 0, ran.stderr
+    job = only_job(server)
+    assert job.user == USER
+    env = job.env
     assert env["PATH"] == "/opt/venv/bin:/usr/bin:/bin"
     assert env["WANDB_PROJECT"] == "other" and env["X"] == "1"
-    for name in ("CUDA_VISIBLE_DEVICES", "LABQ_ANYTHING", "SLURM_JOB_ID", "HOME", "USER", "PWD"):
+    for name in ("CUDA_VISIBLE_DEVICES", "LABQ_ANYTHING", "LABQ_HOME", "LABQ_SOCKET",
+                 "SLURM_JOB_ID", "HOME", "USER", "PWD"):
         assert name not in env
 
 
-def test_export_none_and_names(api: FakeApi, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_export_none_and_names(server: ApiServer, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KEEP", "1")
     monkeypatch.setenv("DROP", "2")
-    assert labq("submit", "--export", "NONE", "--env", "A=1", "--", "true").exit_code == 0
-    assert labq("submit", "--export", "KEEP,B=2", "--", "true").exit_code == 0
-    none, names = api.posted()
-    assert none["env"] == {"A": "1"}
-    assert names["env"] == {"KEEP": "1", "B": "2"}
+    assert labq("submit", "--as", USER, "--export", "NONE", "--env", "A=1", "--", "true"
+                ).code == 0
+    assert labq("submit", "--as", USER, "--export", "KEEP,B=2", "--", "true").code == 0
+    none, names = submitted(server)
+    assert none.env == {"A": "1"}
+    assert names.env == {"KEEP": "1", "B": "2"}
 
 
 def test_an_admins_environment_reaches_another_users_job_only_when_asked(
-    api: FakeApi, monkeypatch: pytest.MonkeyPatch
+    server: ApiServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("ADMIN_TOKEN", "secret")
-    assert labq("submit", "--as", "bob", "--env", "A=1", "--", "true").exit_code == 0
-    assert labq("submit", "--as", "bob", "--export", "ALL", "--", "true").exit_code == 0
-    unasked, asked = api.posted()
-    assert unasked["env"] == {"A": "1"}
-    assert asked["env"]["ADMIN_TOKEN"] == "secret"
+    assert labq("submit", "--as", OTHER, "--env", "A=1", "--", "true").code == 0
+    assert labq("submit", "--as", OTHER, "--export", "ALL", "--", "true").code == 0
+    unasked, asked = submitted(server)
+    assert unasked.user == asked.user == OTHER
+    assert unasked.env == {"A": "1"}
+    assert asked.env["ADMIN_TOKEN"] == "secret"
 
 
 @pytest.mark.parametrize(("args", "parts"), [
@@ -223,46 +377,49 @@ def test_an_admins_environment_reaches_another_users_job_only_when_asked(
     (["--export", "HOME"], ["--export 'HOME'"]),
     (["--export", "NONE,PATH"], ["NONE cannot be combined"]),
 ])
-def test_a_reserved_or_bad_env_is_refused(api: FakeApi, args: list[str], parts: list[str]
+def test_a_reserved_or_bad_env_is_refused(server: ApiServer, args: list[str], parts: list[str]
                                           ) -> None:
-    one_error(labq("submit", *args, "--", "true"), 2, *parts)
-    assert api.requests == []
+    before = stored(server)
+    one_error(labq("submit", "--as", USER, *args, "--", "true"), 2, *parts)
+    assert stored(server) == before
 
 
 # ---------------------------------------------------------------------------- checks here
 
 
-def test_root_without_as_is_refused_before_anything_is_sent(
-    api: FakeApi, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(os, "geteuid", lambda: 0)
+def test_root_without_as_is_refused_before_anything_is_queued(server: ApiServer) -> None:
+    assert os.geteuid() == 0, "these tests run as root (as in CI): labq's own check is tested"
+    before = stored(server)
     one_error(labq("submit", "--", "true"), 1, "never runs a job as root", "--as USER")
     one_error(labq("submit", "--as", "root", "--", "true"), 1, "never runs a job as root")
-    assert api.requests == []
-    assert labq("submit", "--as", "alice", "--", "true").exit_code == 0
-    assert submitted(api)["as_user"] == "alice"
+    assert stored(server) == before
+    assert labq("submit", "--as", USER, "--", "true").code == 0
+    job = only_job(server)
+    assert (job.user, job.submitter) == (USER, "root")
 
 
-def test_the_work_directory_must_exist_and_be_writable(
-    api: FakeApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    one_error(labq("submit", "-D", str(tmp_path / "nope"), "--", "true"), 1, "does not exist")
-    (tmp_path / "file").write_text("")
-    one_error(labq("submit", "-D", str(tmp_path / "file"), "--", "true"), 1, "not a directory")
-    monkeypatch.setattr(os, "access", lambda path, mode: False)  # as root, everything is
-    one_error(labq("submit", "--", "true"), 1, "the current directory", "may not write")
-    assert api.requests == []
+def test_the_work_directory_must_exist_and_be_writable(server: ApiServer, mine: Path) -> None:
+    before = stored(server)
+    one_error(labq_as(server, USER, "submit", "-D", str(mine / "nope"), "--", "true", cwd=mine),
+              1, "does not exist")
+    (mine / "file").write_text("")
+    one_error(labq_as(server, USER, "submit", "-D", str(mine / "file"), "--", "true", cwd=mine),
+              1, "not a directory")
+    # `/` is root's: USER may be there but not write there, and the job would run as USER.
+    one_error(labq_as(server, USER, "submit", "--", "true", cwd="/"), 1,
+              "the current directory", "may not write")
+    assert stored(server) == before
 
 
-def test_the_output_folders_must_exist_unless_named_by_the_job(
-    api: FakeApi, tmp_path: Path
-) -> None:
-    one_error(labq("submit", "-o", "out/x.log", "--", "true"), 1, "--output out/x.log",
-              "does not exist")
-    one_error(labq("submit", "-e", "/nope/%j.err", "--", "true"), 1, "--error", "/nope")
-    assert api.requests == []
-    assert labq("submit", "-o", "out-%j/x.log", "--", "true").exit_code == 0
-    assert submitted(api)["output"] == "out-%j/x.log"
+def test_the_output_folders_must_exist_unless_named_by_the_job(server: ApiServer) -> None:
+    before = stored(server)
+    one_error(labq("submit", "--as", USER, "-o", "out/x.log", "--", "true"), 1,
+              "--output out/x.log", "does not exist")
+    one_error(labq("submit", "--as", USER, "-e", "/nope/%j.err", "--", "true"), 1, "--error",
+              "/nope")
+    assert stored(server) == before
+    assert labq("submit", "--as", USER, "-o", "out-%j/x.log", "--", "true").code == 0
+    assert only_job(server).output == "out-%j/x.log"
 
 
 # ---------------------------------------------------------------------------- batch scripts
@@ -278,48 +435,50 @@ python train.py "$@"
 """
 
 
-def test_a_script_is_sent_as_its_text_with_its_arguments(api: FakeApi, tmp_path: Path) -> None:
+def test_a_script_is_stored_as_its_text_with_its_arguments(server: ApiServer, tmp_path: Path
+                                                           ) -> None:
     (tmp_path / "work" / "train.sh").write_text(SCRIPT)
-    result = labq("submit", "train.sh", "--lr", "3")
-    assert result.exit_code == 0, result.stderr
-    body = submitted(api)
-    assert body["script"] == SCRIPT and body["command"] == ["--lr", "3"]
-    assert (body["name"], body["gpus"], body["gpu_type"], body["qos"]) == (
-        "train", 2, "a100", "scavenger")
-    assert body["env"]["A"] == "1"
-    assert result.stderr.strip() == ("labq: warning: train.sh line 4: #SBATCH --mem=32G: labq "
-                                     "does not limit memory yet; ignored")
+    ran = labq("submit", "--as", USER, "train.sh", "--lr", "3")
+    assert ran.code == 0, ran.stderr
+    job = only_job(server)
+    assert job.script == SCRIPT and job.command == ["--lr", "3"]
+    assert (job.name, job.gpus, job.gpu_type, job.qos) == ("train", 2, "a100", "scavenger")
+    assert job.env == {"A": "1"}
+    assert ran.stderr.strip() == ("labq: warning: train.sh line 4: #SBATCH --mem=32G: labq "
+                                  "does not limit memory yet; ignored")
 
 
-def test_the_command_line_counts_over_the_directives(api: FakeApi, tmp_path: Path) -> None:
+def test_the_command_line_counts_over_the_directives(server: ApiServer, tmp_path: Path) -> None:
     (tmp_path / "work" / "train.sh").write_text(SCRIPT)
-    assert labq("submit", "-J", "mine", "--env", "A=2", "--env", "B=3", "--", "./train.sh"
-                ).exit_code == 0
-    body = submitted(api)
-    assert (body["name"], body["gpus"], body["qos"]) == ("mine", 2, "scavenger")
-    assert body["env"]["A"] == "2" and body["env"]["B"] == "3"
-    assert body["command"] == []
+    assert labq("submit", "--as", USER, "-J", "mine", "--env", "A=2", "--env", "B=3", "--",
+                "./train.sh").code == 0
+    job = only_job(server)
+    assert (job.name, job.gpus, job.qos) == ("mine", 2, "scavenger")
+    assert job.env == {"A": "2", "B": "3"}
+    assert job.command == [] and job.script == SCRIPT
 
 
-def test_a_script_without_a_name_is_named_by_its_file(api: FakeApi, tmp_path: Path) -> None:
+def test_a_script_without_a_name_is_named_by_its_file(server: ApiServer, tmp_path: Path) -> None:
     (tmp_path / "work" / "go.sh").write_text("#!/bin/sh\necho hi\n")
-    assert labq("submit", str(tmp_path / "work" / "go.sh")).exit_code == 0
-    assert submitted(api)["name"] == "go.sh"
+    assert labq("submit", "--as", USER, str(tmp_path / "work" / "go.sh")).code == 0
+    assert only_job(server).name == "go.sh"
 
 
 def test_a_file_with_directives_but_no_interpreter_line_is_refused(
-    api: FakeApi, tmp_path: Path
+    server: ApiServer, tmp_path: Path
 ) -> None:
     (tmp_path / "work" / "job.sh").write_text("#SBATCH --gpus=2\npython train.py\n")
-    one_error(labq("submit", "job.sh"), 1, "job.sh", "first line must start with #!")
-    assert api.requests == []
+    before = stored(server)
+    one_error(labq("submit", "--as", USER, "job.sh"), 1, "job.sh",
+              "first line must start with #!")
+    assert stored(server) == before
 
 
-def test_a_plain_file_that_is_no_script_is_a_command(api: FakeApi, tmp_path: Path) -> None:
+def test_a_plain_file_that_is_no_script_is_a_command(server: ApiServer, tmp_path: Path) -> None:
     (tmp_path / "work" / "python").write_text("not a script\n")
-    assert labq("submit", "python", "train.py").exit_code == 0
-    body = submitted(api)
-    assert body["command"] == ["python", "train.py"] and "script" not in body
+    assert labq("submit", "--as", USER, "python", "train.py").code == 0
+    job = only_job(server)
+    assert job.command == ["python", "train.py"] and job.script == ""
 
 
 @pytest.mark.parametrize(("text", "parts"), [
@@ -327,11 +486,12 @@ def test_a_plain_file_that_is_no_script_is_a_command(api: FakeApi, tmp_path: Pat
     ("#!/bin/sh\r\necho hi\r\n", ["DOS line breaks"]),
 ])
 def test_a_script_too_large_or_with_dos_lines_is_refused(
-    api: FakeApi, tmp_path: Path, text: str, parts: list[str]
+    server: ApiServer, tmp_path: Path, text: str, parts: list[str]
 ) -> None:
     (tmp_path / "work" / "big.sh").write_text(text)
-    one_error(labq("submit", "big.sh"), 1, "big.sh", *parts)
-    assert api.requests == []
+    before = stored(server)
+    one_error(labq("submit", "--as", USER, "big.sh"), 1, "big.sh", *parts)
+    assert stored(server) == before
 
 
 @pytest.mark.parametrize(("directive", "code", "parts"), [
@@ -341,145 +501,168 @@ def test_a_script_too_large_or_with_dos_lines_is_refused(
     ("#SBATCH --uid=alice", 2, ["--uid", "--as USER"]),
 ])
 def test_a_directive_labq_cannot_follow_is_refused(
-    api: FakeApi, tmp_path: Path, directive: str, code: int, parts: list[str]
+    server: ApiServer, tmp_path: Path, directive: str, code: int, parts: list[str]
 ) -> None:
     (tmp_path / "work" / "job.sh").write_text(f"#!/bin/sh\n{directive}\ntrue\n")
-    one_error(labq("submit", "job.sh"), code, *parts)
-    assert api.requests == []
+    before = stored(server)
+    one_error(labq("submit", "--as", USER, "job.sh"), code, *parts)
+    assert stored(server) == before
 
 
 # ---------------------------------------------------------------------------- wait
 
 
-def _states(api: FakeApi, jobs_by_id: dict[str, list[dict[str, Any]]]) -> None:
-    """Answer GET /v1/jobs/ID with each of the given records in turn (the last one stays)."""
-    def answer(method: str, path: str, body: Any) -> tuple[int, Any]:
-        job_id = path.rsplit("/", 1)[1]
-        if method == "GET" and job_id in jobs_by_id:
-            seq = jobs_by_id[job_id]
-            return 200, seq.pop(0) if len(seq) > 1 else seq[0]
-        return FakeApi.default(method, path, body)
-    api.answer = answer
-
-
-def test_submit_wait_exits_with_the_jobs_exit_code(api: FakeApi,
+def test_submit_wait_exits_with_the_jobs_exit_code(server: ApiServer,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(jobs.time, "sleep", lambda s: None)
-    _states(api, {"17": [{"state": "PENDING"}, {"state": "RUNNING"},
-                         {"state": "FAILED", "exit_code": 3}]})
-    result = labq("submit", "--wait", "--", "false")
-    assert result.exit_code == 3
-    assert result.stdout == "17\n"
-    assert result.stderr == "labq: job 17 FAILED, exit code 3\n"
+    # Read PENDING, then RUNNING, then FAILED with exit code 3.
+    on_each_pause(monkeypatch, lambda: run_job(server, only_job(server).id),
+                  lambda: end_job(server, only_job(server).id, JobState.FAILED, 3))
+    ran = labq("submit", "--as", USER, "--wait", "--", "false")
+    assert ran.code == 3, ran.stderr
+    assert ran.stdout == "1\n"
+    assert ran.stderr == "labq: job 1 FAILED, exit code 3\n"
+    assert job_of(server, "1").state == JobState.FAILED
 
 
-@pytest.mark.parametrize(("records", "code"), [
-    ([{"state": "SUCCEEDED", "exit_code": 0}], 0),
-    ([{"state": "SUCCEEDED", "exit_code": 0}, {"state": "FAILED", "exit_code": 2},
-      {"state": "FAILED", "exit_code": 7}], 7),
-    ([{"state": "CANCELLED", "exit_code": None}], 1),
-    ([{"state": "TIMEOUT", "exit_code": -15}], 143),
-    ([{"state": "FAILED", "exit_code": 0}], 1),
+@pytest.mark.parametrize(("ends", "code"), [
+    ([(JobState.SUCCEEDED, 0)], 0),
+    ([(JobState.SUCCEEDED, 0), (JobState.FAILED, 2), (JobState.FAILED, 7)], 7),
+    ([(JobState.CANCELLED, None)], 1),
+    ([(JobState.TIMEOUT, -15)], 143),
+    ([(JobState.FAILED, 0)], 1),
 ])
 def test_wait_exits_with_the_highest_exit_code(
-    api: FakeApi, monkeypatch: pytest.MonkeyPatch, records: list[dict[str, Any]], code: int
+    server: ApiServer, monkeypatch: pytest.MonkeyPatch,
+    ends: list[tuple[JobState, int | None]], code: int,
 ) -> None:
-    monkeypatch.setattr(jobs.time, "sleep", lambda s: None)
-    ids = [str(20 + i) for i in range(len(records))]
-    _states(api, {job_id: [{"state": "RUNNING"}, record]
-                  for job_id, record in zip(ids, records, strict=True)})
-    result = labq("wait", *ids)
-    assert result.exit_code == code, result.stderr
-    assert result.stdout == ""
-    assert (result.stderr == "") == (code == 0)
+    ids = [queued(server) for _ in ends]
+    for job_id in ids:
+        run_job(server, job_id)
+
+    def end_all() -> None:
+        for job_id, (state, exit_code) in zip(ids, ends, strict=True):
+            end_job(server, job_id, state, exit_code)
+
+    on_each_pause(monkeypatch, end_all)  # read RUNNING, then ended
+    ran = labq("wait", *ids)
+    assert ran.code == code, ran.stderr
+    assert ran.stdout == ""
+    said = [f"labq: job {job_id} {state}" + ("" if exit_code is None
+                                              else f", exit code {exit_code}")
+            for job_id, (state, exit_code) in zip(ids, ends, strict=True)
+            if (state, exit_code) != (JobState.SUCCEEDED, 0)]
+    assert ran.stderr.splitlines() == said
 
 
 # ---------------------------------------------------------------------------- update, requeue
 
 
-def test_update_sends_only_what_is_given(api: FakeApi) -> None:
-    api.answer = lambda m, p, b: (200, {"id": "17", "changed": ["time_limit_s", "name"]})
-    result = labq("update", "17", "--time", "3h", "--name", "b", "--no-requeue")
-    assert result.exit_code == 0, result.stderr
-    assert result.stdout == "job 17: changed time_limit_s, name\n"
-    assert api.posted("/v1/jobs/17/update") == [{"time": "3h", "name": "b", "requeue": False}]
+def test_update_changes_only_what_is_given(server: ApiServer, mine: Path) -> None:
+    job_id = queued(server, name="a", time="1h", gpus=2, qos="scavenger", requeue=True)
+    before = job_of(server, job_id)
+    ran = labq_as(server, USER, "update", job_id, "--time", "3h", "--name", "b", "--no-requeue",
+                  cwd=mine)
+    assert ran.code == 0, ran.stderr
+    assert ran.stdout == f"job {job_id}: changed name, requeue, time_limit_s\n"
+    after = job_of(server, job_id)
+    assert (after.time_limit_s, after.name, after.requeue) == (3 * 3600, "b", False)
+    for key in ("gpus", "gpu_type", "qos", "account", "dependency", "command", "env", "state"):
+        assert getattr(after, key) == getattr(before, key), key
 
 
-def test_requeue_each_job(api: FakeApi) -> None:
-    def answer(method: str, path: str, body: Any) -> tuple[int, Any]:
-        job_id = path.split("/")[3]
-        if job_id == "9":
-            return 404, {"error": "no job 9"}
-        return 200, {"id": job_id, "result": "REQUEUED"}
-    api.answer = answer
-    result = labq("requeue", "17", "9", "18")
-    assert result.exit_code == 1
-    assert result.stdout == "job 17 requeued\njob 18 requeued\n"
-    assert result.stderr == "labq: error: no job 9\n"
+def test_requeue_each_job(server: ApiServer, mine: Path) -> None:
+    first, second = queued(server), queued(server)
+    run_job(server, first)
+    run_job(server, second)
+    ran = labq_as(server, USER, "requeue", first, "99999", second, cwd=mine)
+    assert ran.code == 1
+    # A running job is stopped first; its node then hands it back to the queue.
+    assert ran.stdout == f"job {first} stopping\njob {second} stopping\n"
+    assert ran.stderr == "labq: error: no job 99999: see `labq queue --all` for job ids\n"
+    for job_id in (first, second):
+        job = job_of(server, job_id)
+        assert (job.state, job.stop_request, job.reason) == (
+            JobState.PREEMPTED, "PREEMPTED", "Requeued")
 
 
 # ---------------------------------------------------------------------------- cancel filters
 
 
-QUEUE = [
-    {"id": "1", "user": "alice", "name": "sweep", "account": "nlp", "state": "RUNNING",
-     "array_job": ""},
-    {"id": "2", "user": "alice", "name": "other", "account": "nlp", "state": "PENDING",
-     "array_job": ""},
-    {"id": "3_0", "user": "alice", "name": "arr", "account": "nlp", "state": "RUNNING",
-     "array_job": "3"},
-    {"id": "3_[1-4%2]", "user": "alice", "name": "arr", "account": "nlp", "state": "PENDING",
-     "array_job": "3", "array_tasks": "1-4", "array_throttle": 2},
-    {"id": "4", "user": "bob", "name": "sweep", "account": "nlp", "state": "PENDING",
-     "array_job": ""},
-]
+@pytest.fixture
+def queue(server: ApiServer) -> dict[str, str]:
+    """USER's running `sweep`, pending `other` and array `arr` (task 0 running, 1-4 not made
+    into tasks yet, 2 at a time), and OTHER's pending `sweep`; all charged to nlp. Their ids
+    by those names (`bobs` for OTHER's)."""
+    ids = {"sweep": queued(server, name="sweep", account="nlp"),
+           "other": queued(server, name="other", account="nlp"),
+           "arr": queued(server, name="arr", account="nlp", array="0-4%2"),
+           "bobs": queued(server, OTHER, name="sweep", account="nlp")}
+
+    async def first_task() -> None:  # as the leader makes an array's tasks in turn
+        store = server.store
+        array = await store.array(ids["arr"])
+        assert array is not None
+        assert await store.spawn_tasks(await store.lease(LEADER, 60_000), array, 1) == "OK"
+
+    server.run(first_task())
+    run_job(server, ids["sweep"])
+    run_job(server, f"{ids['arr']}_0")
+    return ids
 
 
-def _queue_api(api: FakeApi, admin: bool = False) -> None:
-    def answer(method: str, path: str, body: Any) -> tuple[int, Any]:
-        if path == "/v1/whoami":
-            return 200, {"user": "alice", "uid": 1000, "admin": admin}
-        if path.startswith("/v1/jobs?"):
-            return 200, [j for j in QUEUE if "all=1" in path or j["user"] == "alice"]
-        if method == "POST" and path.endswith("/cancel"):
-            return 200, {"id": path.split("/")[3], "result": "CANCELLED"}
-        return FakeApi.default(method, path, body)
-    api.answer = answer
+def reached(server: ApiServer, ids: dict[str, str]) -> list[str]:
+    """What cancels reached: jobs ended CANCELLED or asked to stop for it, and array indices
+    cancelled before they became tasks."""
+    array = array_of(server, ids["arr"])
+    marks = {f"{array.id}_{index}" for index in array.cancelled}
+    candidates = [ids["sweep"], ids["other"], ids["bobs"],
+                  *(f"{array.id}_{index}" for index in array.indices)]
+    for job in server.run(server.store.get_jobs(candidates)):
+        if job.state == JobState.CANCELLED or job.stop_request == "CANCELLED":
+            marks.add(job.id)
+    return sorted(marks)
 
 
-def cancelled(api: FakeApi) -> list[str]:
-    return [p.split("/")[3] for m, p, _ in api.requests if p.endswith("/cancel")]
+ARR_TASKS = ["{arr}_1", "{arr}_2", "{arr}_3", "{arr}_4"]
 
 
-@pytest.mark.parametrize(("args", "ids"), [
-    (["--name", "sweep"], ["1"]),  # bob's sweep is his
-    (["--name", "arr"], ["3"]),  # the whole array, once, by its id
-    (["--name", "arr", "--state", "PD"], ["3_1", "3_2", "3_3", "3_4"]),  # its waiting tasks
-    (["--state", "RUNNING"], ["1", "3_0"]),
-    (["-A", "nlp", "2"], ["2"]),  # with ids: those of them that match
-    (["--name", "nothing"], []),
+@pytest.mark.parametrize(("args", "said", "cancelled"), [
+    (["--name", "sweep"], ["{sweep} is stopping"], ["{sweep}"]),  # bob's sweep is his
+    # The whole array, once, by its id.
+    (["--name", "arr"], ["{arr} is stopping"], ["{arr}_0", *ARR_TASKS]),
+    # Its waiting tasks, each by its id.
+    (["--name", "arr", "--state", "PD"], [f"{t} cancelled" for t in ARR_TASKS], ARR_TASKS),
+    (["--state", "RUNNING"], ["{sweep} is stopping", "{arr}_0 is stopping"],
+     ["{sweep}", "{arr}_0"]),
+    (["-A", "nlp", "{other}"], ["{other} cancelled"], ["{other}"]),  # with ids: those that match
+    (["--name", "nothing"], [], []),
 ])
-def test_cancel_by_filters(api: FakeApi, args: list[str], ids: list[str]) -> None:
-    _queue_api(api)
-    result = labq("cancel", *args)
-    assert result.exit_code == 0, result.stderr
-    assert cancelled(api) == ids
-    assert ("/v1/jobs?user=alice" in [p for _, p, _ in api.requests])
+def test_cancel_by_filters(server: ApiServer, queue: dict[str, str], mine: Path,
+                           args: list[str], said: list[str], cancelled: list[str]) -> None:
+    # --no-wait: no node agent here stops running jobs, so the CLI does not wait for them.
+    ran = labq_as(server, USER, "cancel", "--no-wait", *(a.format(**queue) for a in args),
+                  cwd=mine)
+    assert ran.code == 0, ran.stderr
+    assert ran.stdout == "".join(f"job {line.format(**queue)}\n" for line in said)
+    assert ran.stderr == ("" if said else "labq: no job matches; nothing cancelled\n")
+    assert reached(server, queue) == sorted(c.format(**queue) for c in cancelled)
 
 
-def test_cancel_another_users_jobs_needs_an_admin(api: FakeApi) -> None:
-    _queue_api(api)
-    one_error(labq("cancel", "-u", "bob"), 1, "-u bob", "only your own jobs")
-    assert cancelled(api) == []
-    _queue_api(api, admin=True)
-    assert labq("cancel", "-u", "bob", "--name", "sweep").exit_code == 0
-    assert cancelled(api) == ["4"]
-    assert "/v1/jobs?all=1" in [p for _, p, _ in api.requests]
+def test_cancel_another_users_jobs_needs_an_admin(server: ApiServer, queue: dict[str, str],
+                                                  mine: Path) -> None:
+    before = stored(server)
+    one_error(labq_as(server, USER, "cancel", "-u", OTHER, cwd=mine), 1, f"-u {OTHER}",
+              "only your own jobs", f"{USER} is not an admin")
+    assert stored(server) == before
+    ran = labq("cancel", "-u", OTHER, "--name", "sweep")  # root: an admin
+    assert ran.code == 0, ran.stderr
+    assert ran.stdout == f"job {queue['bobs']} cancelled\n"
+    assert reached(server, queue) == [queue["bobs"]]
 
 
-def test_cancel_by_id_is_as_before(api: FakeApi) -> None:
-    _queue_api(api)
-    result = labq("cancel", "5", "6_2")
-    assert result.exit_code == 0
-    assert result.stdout == "job 5 cancelled\njob 6_2 cancelled\n"
-    assert cancelled(api) == ["5", "6_2"]
+def test_cancel_by_id_is_as_before(server: ApiServer, queue: dict[str, str], mine: Path) -> None:
+    task = f"{queue['arr']}_2"  # not made a task yet
+    ran = labq_as(server, USER, "cancel", queue["other"], task, cwd=mine)
+    assert ran.code == 0, ran.stderr
+    assert ran.stdout == f"job {queue['other']} cancelled\njob {task} cancelled\n"
+    assert reached(server, queue) == sorted([queue["other"], task])
