@@ -101,6 +101,27 @@ class Settings:
     max_command_bytes: int = 64 << 10  # a job's command, all words together
     max_env_bytes: int = 64 << 10  # a job's environment (exported and --env) names and values
     max_script_bytes: int = 256 << 10  # a batch script captured at submit
+    # What one user may keep in the store: every job they have there (waiting, running and
+    # ended, array tasks not made yet included) counts; 0: no cap.
+    max_stored_jobs_per_user: int = 20_000
+    # Who a job may run as: never root, never a uid below min_job_uid (0: read UID_MIN from
+    # /etc/login.defs, else 1000), never a user in job_user_deny. Acting for another user
+    # (`--as`) is root's alone, or an operator's (an explicit list; every use is logged).
+    min_job_uid: int = 0
+    job_user_deny: list[str] = field(default_factory=list)
+    operators: list[str] = field(default_factory=list)
+    # The API's front door (per process): connections open at once in all and per uid,
+    # seconds a client has to send a whole request, and keep-alive between requests.
+    max_connections: int = 4096
+    max_connections_per_uid: int = 64
+    request_timeout_s: float = 10.0
+    keepalive_s: float = 5.0
+    # A job the coordinator started whose node never reports it running within this long ends
+    # FAILED, reason LaunchTimeout (its GPUs are freed).
+    launch_timeout_s: float = 300.0
+    # The embedded Valkey's memory ceiling (`labq up`; maxmemory with noeviction: writes are
+    # refused, never data evicted); 0: a quarter of the machine's memory.
+    store_max_memory_bytes: int = 0
     # A job whose dependency can never be met (afterok on a job that failed): cancelled at once
     # when true (Slurm's kill_invalid_depend); otherwise it waits, saying why, until changed.
     kill_invalid_depend: bool = False
@@ -170,9 +191,18 @@ class Settings:
         if settings.foreign_gpu_policy not in ("avoid", "ignore"):
             raise ConfigError(f"foreign_gpu_policy = {settings.foreign_gpu_policy!r}: use avoid "
                               "or ignore")
+        for key in ("request_timeout_s", "keepalive_s", "launch_timeout_s"):
+            value = getattr(settings, key)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise ConfigError(f"{key} = {value!r}: give a number of seconds above 0")
         if settings.node_timeout_s <= 0 or settings.stop_grace_s < 0:
             raise ConfigError("node_timeout_s must be > 0 and stop_grace_s >= 0 seconds")
         return settings
+
+    def job_uid_floor(self) -> int:
+        """The lowest uid a job may run as: `min_job_uid`, else UID_MIN of /etc/login.defs
+        (the first uid `useradd` gives a person), else 1000."""
+        return self.min_job_uid or login_defs_uid_min()
 
     def agent_dir(self, node: str) -> Path:
         """Where the agent of `node` keeps its runners' directories."""
@@ -200,7 +230,8 @@ SECTIONS: dict[str, dict[str, str]] = {
                   "default_time_limit_s": "default_time_limit_s",
                   "max_time_limit_s": "max_time_limit_s", "default_account": "default_account",
                   "stop_grace_s": "stop_grace_s",
-                  "kill_invalid_depend": "kill_invalid_depend"},
+                  "kill_invalid_depend": "kill_invalid_depend",
+                  "launch_timeout_s": "launch_timeout_s"},
     "nodes": {"heartbeat_interval_s": "heartbeat_interval_s", "timeout_s": "node_timeout_s",
               "state_dir": "agent_state_dir", "cgroup_root": "cgroup_root",
               "foreign_gpu_policy": "foreign_gpu_policy"},
@@ -217,7 +248,13 @@ SECTIONS: dict[str, dict[str, str]] = {
                "max_array_size": "max_array_size", "max_pending_jobs": "max_pending_jobs",
                "max_request_bytes": "max_request_bytes",
                "max_command_bytes": "max_command_bytes", "max_env_bytes": "max_env_bytes",
-               "max_script_bytes": "max_script_bytes"},
+               "max_script_bytes": "max_script_bytes",
+               "max_stored_jobs_per_user": "max_stored_jobs_per_user",
+               "min_job_uid": "min_job_uid", "job_user_deny": "job_user_deny",
+               "operators": "operators", "max_connections": "max_connections",
+               "max_connections_per_uid": "max_connections_per_uid",
+               "request_timeout_s": "request_timeout_s", "keepalive_s": "keepalive_s",
+               "store_max_memory_bytes": "store_max_memory_bytes"},
     "retention": {"keep_s": "retention_s", "keep_jobs": "retention_jobs",
                   "history_s": "retention_history_s"},
 }
@@ -242,6 +279,18 @@ def flatten(data: dict[str, Any], source: Path) -> dict[str, Any]:
         else:
             out[name] = value
     return out
+
+
+def login_defs_uid_min(path: str = "/etc/login.defs") -> int:
+    """UID_MIN from login.defs (1000 where it is missing or unreadable)."""
+    try:
+        for line in Path(path).read_text().splitlines():
+            words = line.split()
+            if len(words) >= 2 and words[0] == "UID_MIN" and words[1].isdigit():
+                return int(words[1])
+    except OSError:
+        pass
+    return 1000
 
 
 def check_type(field_name: str, value: Any, source: Path | str) -> None:
@@ -322,7 +371,9 @@ def _check_limits(s: Settings) -> None:
             raise ConfigError(f"{key} = {getattr(s, key)!r} {where}: use true or false")
     for key, least in (("max_array_size", 1), ("max_pending_jobs", 0), ("max_request_bytes", 1024),
                        ("max_command_bytes", 1), ("max_env_bytes", 0),
-                       ("max_script_bytes", 1)):
+                       ("max_script_bytes", 1), ("max_stored_jobs_per_user", 0),
+                       ("min_job_uid", 0), ("max_connections", 16),
+                       ("max_connections_per_uid", 1), ("store_max_memory_bytes", 0)):
         value = getattr(s, key)
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise ConfigError(f"{key} = {value!r} {where}: give a whole number of at least "
