@@ -441,6 +441,7 @@ _ENV: list[tuple[str, str, Any]] = [
     ("private_data", "LABQ_PRIVATE_DATA", _bool),
     ("max_array_size", "LABQ_MAX_ARRAY_SIZE", int),
     ("kill_invalid_depend", "LABQ_KILL_INVALID_DEPEND", _bool),
+    ("operators", "LABQ_OPERATORS", lambda s: [x.strip() for x in s.split(",") if x.strip()]),
     ("max_pending_jobs", "LABQ_MAX_PENDING_JOBS", int),
     ("admins", "LABQ_ADMINS", lambda s: [x.strip() for x in s.split(",") if x.strip()]),
 ]

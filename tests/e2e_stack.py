@@ -58,7 +58,10 @@ class Stack:
         self.workdir = Path(tempfile.mkdtemp(prefix="labq-e2e-work-"))
         os.chmod(self.workdir, 0o1777)
         admins = ",".join(filter(None, [os.environ.get("LABQ_ADMINS", ""), E2E_USER]))
-        self.env = {**os.environ, "LABQ_HOME": str(self.home), "LABQ_ADMINS": admins, **env}
+        # The test user is an admin and an operator: it submits for the job users (--as).
+        operators = ",".join(filter(None, [os.environ.get("LABQ_OPERATORS", ""), E2E_USER]))
+        self.env = {**os.environ, "LABQ_HOME": str(self.home), "LABQ_ADMINS": admins,
+                    "LABQ_OPERATORS": operators, **env}
         self.proc: subprocess.Popen[str] | None = None
         self.output: list[str] = []
 

@@ -25,7 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from scheduler.client import UnixConnection
-from scheduler.config import Settings
+from scheduler.config import Settings, login_defs_uid_min
 from scheduler.model import GpuInfo, NodeReport
 from scheduler.server.api import Api
 from scheduler.store import Store
@@ -83,13 +83,18 @@ def call_as(user: str | int, socket_path: str, method: str, path: str, body: Any
 
 
 def ensure_user(name: str) -> int:
-    """A system user `name` (created once; idempotent), returning its uid."""
+    """A user `name` without login or home (created once; idempotent), returning its uid: a
+    person's uid (UID_MIN and up), as jobs never run as a system uid. One an earlier version
+    of these tests made as a system user is made again."""
     try:
-        return pwd.getpwnam(name).pw_uid
+        uid = pwd.getpwnam(name).pw_uid
+        if uid >= login_defs_uid_min() or not name.startswith("labq-sec-"):
+            return uid
+        subprocess.run(["userdel", name], capture_output=True, check=True)
     except KeyError:
         pass
-    result = subprocess.run(["useradd", "--system", "--no-create-home", "--shell",
-                             "/usr/sbin/nologin", name], capture_output=True, text=True)
+    result = subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                             name], capture_output=True, text=True)
     if result.returncode not in (0, 9):  # 9: created meanwhile by another test process
         raise RuntimeError(f"useradd {name}: {result.stderr.strip()}")
     return pwd.getpwnam(name).pw_uid

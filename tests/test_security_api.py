@@ -77,7 +77,33 @@ def test_submit_tokens_are_scoped_to_their_user(server: ApiServer) -> None:
 
 def test_a_user_cannot_submit_as_another(server: ApiServer) -> None:
     status, message = refused(server, ANN, "POST", "/v1/jobs", {**JOB, "as_user": BEN})
-    assert status == 403 and "only admins may submit for another user" in message
+    assert status == 403 and "only root acts for another user" in message
+
+
+def test_an_admin_of_the_tree_cannot_run_jobs_as_another_user(valkey_url: str,
+                                                              users: None) -> None:
+    """Issue 18: a TA made a labq admin ran jobs --as postgres and --as daemon. Acting for
+    another Unix user is root's (or an operator's), and no job runs as a system uid."""
+    srv = ApiServer(valkey_url, admins=[ANN]).start()
+    try:
+        assert srv.as_user(ANN, "GET", "/v1/whoami")[1]["admin"] is True
+        for target in (BEN, "postgres", "daemon"):
+            status, message = refused(srv, ANN, "POST", "/v1/jobs", {**JOB, "as_user": target})
+            assert status == 403 and "only root acts for another user" in message
+        for target in ("postgres", "daemon", "root"):  # not even root makes a system uid's job
+            status, answer = srv.call("POST", "/v1/jobs", {**JOB, "as_user": target})
+            assert status == 400 and ("system uid" in answer["error"]
+                                      or "never runs a job as root" in answer["error"]), answer
+        assert srv.state()["jobs"] == {}
+    finally:
+        srv.stop()
+    operator = ApiServer(valkey_url, operators=[ANN], job_user_deny=["labq-sec-ben"]).start()
+    try:
+        status, answer = operator.as_user(ANN, "POST", "/v1/jobs", {**JOB, "as_user": BEN})
+        assert status == 400 and "job_user_deny" in answer["error"]
+        assert operator.as_user(ANN, "POST", "/v1/jobs", {**JOB, "as_user": ANN})[0] == 200
+    finally:
+        operator.stop()
 
 
 # ------------------------------------------------------------------------------ accounts

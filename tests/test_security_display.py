@@ -17,13 +17,14 @@ from rich.console import Console
 from scheduler.cli.common import markup, plain
 from scheduler.cli.top import TopData, render
 from tests.builders import start_job
-from tests.security_server import ApiServer
+from tests.security_server import ApiServer, ensure_user
 
 NAMES = ["[/x]", "[bold red]loud[/]", "[link=http://evil]x[/link]", "ends\\", "ok [/] ["]
 
 
 @pytest.fixture(scope="module")
 def server(valkey_url: str) -> Iterator[ApiServer]:
+    ensure_user("markup-u")  # jobs run as known users
     srv = ApiServer(valkey_url, nodes=(("n1", len(NAMES), "SIM-GPU"),)).start()
     ids = []
     for name in NAMES:

@@ -158,7 +158,7 @@ SBATCH_OPTIONS: tuple[Sbatch, ...] = (
         ("--ignore-pbs",), ("-h", "--help"), ("--usage",), ("-V", "--version"))),
     # refused
     Sbatch(("--uid",), action="refuse",
-           reason="labq runs a job as its submitter: submit as that user (admins: --as USER)"),
+           reason="labq runs a job as its submitter: submit as that user (root: --as USER)"),
     Sbatch(("--gid",), action="refuse",
            reason="labq runs a job with its user's groups: submit as that user"),
     Sbatch(("--wrap",), action="refuse",

@@ -260,7 +260,7 @@ def _submit(values: Mapping[str, Any], command: tuple[str, ...], script: str | N
     env = _job_env(export, values["env_pairs"])
     if as_user == "root" or (as_user is None and os.geteuid() == 0):
         fail("labq never runs a job as root: submit as the user the job should run as "
-             "(admins: --as USER)")
+             "(root: --as USER)")
     try:
         here = os.getcwd()
     except FileNotFoundError:

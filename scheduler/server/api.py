@@ -6,6 +6,8 @@ plumbing (errors, strict bodies) is in `scheduler.server.http`.
 
 from __future__ import annotations
 
+import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -40,6 +42,7 @@ from scheduler.server.validation import (
     array_spec,
     build_spec,
     check_account_name,
+    check_job_user,
     check_token,
     check_user_name,
     flag,
@@ -49,6 +52,8 @@ from scheduler.store.records import job_from_spec
 from scheduler.store.store import SUBMIT_TOKEN_TTL_S
 from scheduler.views import pending_view, running_view
 from scheduler.wire import JOB_FIELDS, PRIVATE_FIELDS
+
+audit = logging.getLogger("labq.audit")  # every act for another user, by whom
 
 NODE_CACHE_S = 1.0
 PENDING_CACHE_S = 2.0  # per-user pending counts for the cap, read again after this long
@@ -119,6 +124,12 @@ class Api(JobRoutes):
                 caller = replace(caller, is_admin=True)
         return caller
 
+    def acts_for_others(self, caller: Caller) -> bool:
+        """Root, the uid the coordinator runs as (Slurm's SlurmUser) and the configured
+        operators: never an admin merely for being one (an admin in the account tree is no
+        reason to run code as any Unix user)."""
+        return caller.uid in (0, os.getuid()) or caller.user in self.settings.operators
+
     async def whoami(self, request: web.Request) -> web.Response:
         caller = await self.caller(request)
         return web.json_response({"user": caller.user, "uid": caller.uid,
@@ -131,10 +142,14 @@ class Api(JobRoutes):
         user = caller.user
         if body.get("as_user") is not None and body["as_user"] != "":
             as_user = check_user_name(body["as_user"])
-            if not caller.is_admin and as_user != caller.user:
-                raise ApiError(403, f"--as {as_user}: only admins may submit for "
-                                    f"another user ({caller.user} is not an admin)")
+            if as_user != caller.user:
+                if not self.acts_for_others(caller):
+                    raise ApiError(403, f"--as {as_user}: only root acts for another user (or "
+                                        f"an operator: [limits] operators); {caller.user} is "
+                                        "neither")
+                audit.info("%s (uid %d) submits for %s", caller.user, caller.uid, as_user)
             user = as_user
+        check_job_user(user, self.settings)
         requested = body.get("account") or None
         if requested is not None:
             check_account_name(requested)

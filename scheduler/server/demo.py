@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from scheduler.client import Client, ClientError
-from scheduler.config import Settings
+from scheduler.config import Settings, login_defs_uid_min
 
 DEMO_USERS = ("alice", "bob", "carol", "dave")
 DEMO_JOBS = [
@@ -76,15 +76,21 @@ def ensure_demo_users(say: Callable[[str], None]) -> list[str]:
         say(f"demo: not root, so every demo job runs as you ({me})")
         return [me] * len(DEMO_USERS)
     made = []
+    floor = login_defs_uid_min()
     for user in DEMO_USERS:
         try:
-            pwd.getpwnam(user)
+            entry = pwd.getpwnam(user)
         except KeyError:
-            subprocess.run(["useradd", "--system", "--no-create-home", "--shell",
-                            "/usr/sbin/nologin", user], check=True, capture_output=True)
+            # People's uids (UID_MIN and up), no login: jobs never run as a system uid.
+            subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                            user], check=True, capture_output=True)
             made.append(user)
+            continue
+        if entry.pw_uid < floor:
+            say(f"demo: user {user} has the system uid {entry.pw_uid} (below {floor}): labq "
+                "runs no job as a system user, so that user's demo jobs will be refused")
     if made:
-        say(f"demo: made Unix users {', '.join(made)} (system users, no login) to run its jobs")
+        say(f"demo: made Unix users {', '.join(made)} (no login) to run its jobs")
     return list(DEMO_USERS)
 
 

@@ -87,7 +87,7 @@ def build_spec(
 ) -> JobSpec:
     if user == "root":
         raise InputError("labq never runs a job as root: submit as the user the job should run "
-                         "as (admins: --as USER)")
+                         "as (root: --as USER)")
     script = check_script(body.get("script"), settings)
     command = body.get("command")
     if not isinstance(command, list) or not all(isinstance(c, str) for c in command) or (
@@ -195,6 +195,28 @@ def check_token(value: Any) -> str | None:
     if value is None or value == "":
         return None
     return check_text(value, "token", MAX_TOKEN)
+
+
+def check_job_user(user: str, settings: Settings) -> None:
+    """A job may run as `user`: a known user, not root, no system uid (below min_job_uid,
+    default UID_MIN of /etc/login.defs), not in job_user_deny. The node's runner checks the
+    same again."""
+    import pwd
+
+    try:
+        uid = pwd.getpwnam(user).pw_uid
+    except KeyError:
+        raise InputError(f"no user {user!r} on the coordinator's host: jobs run as known "
+                         "users only") from None
+    floor = settings.job_uid_floor()
+    if uid == 0 or user == "root":
+        raise InputError("labq never runs a job as root: submit as the user the job should run "
+                         "as (root: --as USER)")
+    if uid < floor:
+        raise InputError(f"labq runs no job as {user}: uid {uid} is a system uid (below "
+                         f"min_job_uid {floor})")
+    if user in settings.job_user_deny:
+        raise InputError(f"labq runs no job as {user}: that user is in job_user_deny")
 
 
 def check_account_name(name: Any) -> str:
