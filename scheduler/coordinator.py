@@ -235,7 +235,8 @@ class Coordinator:
         freed = False
         for job in active:
             status = reports.get(job.node or "", {}).get(job.id)
-            for action in react(job, status, now):
+            for action in react(job, status, now, self.settings.launch_timeout_s,
+                                self.settings.stop_grace_s):
                 await self._apply(epoch, job, action, now)
                 freed |= isinstance(action, Finish | Requeue | EndOrRequeue)
         return freed

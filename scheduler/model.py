@@ -166,6 +166,8 @@ class Job:
     dependency: str = ""  # the --dependency expression still to be met ("" = none)
     array_job: str = ""  # a task of an array: the array's id ("17" for task "17_5")
     array_task: int | None = None  # a task of an array: its index
+    starting_at: float | None = None  # when its GPUs were allocated (it became STARTING)
+    stop_requested_at: float | None = None  # when labq or a person asked it to stop
 
     @property
     def waiting_since(self) -> float:
@@ -244,6 +246,8 @@ class Job:
             dependency=raw.get("dependency", ""),
             array_job=raw.get("array_job", ""),
             array_task=int(raw["array_task"]) if raw.get("array_task") else None,
+            starting_at=opt_float("starting_at"),
+            stop_requested_at=opt_float("stop_requested_at"),
         )
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from scheduler.model import Job, JobState
 from scheduler.noderun import EXITED, FAILED, RunStatus
+from scheduler.noderun import STARTING as STARTING_PHASE
 
 
 @dataclass(frozen=True)
@@ -54,10 +55,19 @@ class SendStop:
 Action = MarkRunning | Finish | Requeue | EndOrRequeue | RequestStop | SendStop
 
 
-def react(job: Job, status: RunStatus | None, now: float) -> list[Action]:
+STOP_BACKSTOP_S = 30.0  # beyond the grace: a stop the node never confirms ends the job anyway
+
+
+def react(job: Job, status: RunStatus | None, now: float, launch_timeout_s: float = 300.0,
+          stop_grace_s: float = 10.0) -> list[Action]:
     """The actions for an active (STARTING, RUNNING or PREEMPTED) job."""
     if status is not None and status.attempt != job.restarts:
         status = None  # a report of an earlier attempt: the agent has not seen this one yet
+    never_ran = job.started_at is None and (status is None or status.phase == STARTING_PHASE)
+    if never_ran and job.state != JobState.RUNNING:
+        overdue = _launch_overdue(job, now, launch_timeout_s, stop_grace_s)
+        if overdue is not None:
+            return [overdue]
     if status is not None and status.phase == FAILED:
         message = status.message or "the node could not start it"
         return [Finish(JobState.FAILED, None, f"LaunchFailed: {message}"[:300],
@@ -78,6 +88,23 @@ def react(job: Job, status: RunStatus | None, now: float) -> list[Action]:
     elif job.stop_request:
         actions.append(SendStop())
     return actions
+
+
+def _launch_overdue(job: Job, now: float, launch_timeout_s: float,
+                    stop_grace_s: float) -> Action | None:
+    """A job whose node never reported it running: ended once it was asked to stop (cancel,
+    preemption) and the grace and a margin passed, or once `launch_timeout_s` passed since
+    its GPUs were allocated (LaunchTimeout). Its GPUs are freed; the node's agent kills what
+    it may have started when the start record is gone."""
+    if job.stop_request and job.stop_requested_at is not None and (
+            now - job.stop_requested_at > stop_grace_s + STOP_BACKSTOP_S):
+        if job.stop_request == JobState.PREEMPTED.value:
+            return Requeue(job.stop_reason or "Preempted", now)
+        return Finish(JobState(job.stop_request), None, stop_reason(job), now)
+    if job.starting_at is not None and now - job.starting_at > launch_timeout_s:
+        return Finish(JobState.FAILED, None, "LaunchTimeout: its node did not start it within "
+                      f"{launch_timeout_s:.0f} s", now)
+    return None
 
 
 def _ended(job: Job, status: RunStatus, ended: float) -> Action:

@@ -25,10 +25,12 @@ NOW = 10_000.0
 
 
 def job(state: JobState = JobState.RUNNING, started: float | None = NOW - 100,
-        stop: str = "", limit: int = 3600, restarts: int = 0, stop_reason: str = "") -> Job:
+        stop: str = "", limit: int = 3600, restarts: int = 0, stop_reason: str = "",
+        starting: float = NOW - 5, stop_at: float | None = None) -> Job:
     return Job(id="7", user="alice", account="lab", state=state, gpus=1, command=["x"],
                submitted_at=NOW - 1000, time_limit_s=limit, started_at=started,
-               stop_request=stop, restarts=restarts, stop_reason=stop_reason, node="n1")
+               stop_request=stop, restarts=restarts, stop_reason=stop_reason, node="n1",
+               starting_at=starting, stop_requested_at=stop_at)
 
 
 @dataclass
@@ -92,6 +94,24 @@ CASES = [
     Case("a report of an earlier attempt is not this attempt's", job(JobState.STARTING, None,
                                                                      restarts=1),
          RunStatus(0, EXITED, NOW - 100, NOW, 0), []),
+    Case("never reported within launch_timeout_s: LaunchTimeout, GPUs freed",
+         job(JobState.STARTING, None, starting=NOW - 301), None,
+         [Finish(JobState.FAILED, None, "LaunchTimeout: its node did not start it within "
+                 "300 s", NOW)]),
+    Case("a runner stuck preparing (a FIFO as output) times out too",
+         job(JobState.STARTING, None, starting=NOW - 301), RunStatus(0, STARTING),
+         [Finish(JobState.FAILED, None, "LaunchTimeout: its node did not start it within "
+                 "300 s", NOW)]),
+    Case("starting for a while, within the launch timeout: wait",
+         job(JobState.STARTING, None, starting=NOW - 299), RunStatus(0, STARTING), []),
+    Case("cancelled while starting, never confirmed: it ends anyway after grace + margin",
+         job(JobState.STARTING, None, stop="CANCELLED", stop_at=NOW - 41), None,
+         [Finish(JobState.CANCELLED, None, "Cancelled", NOW)]),
+    Case("cancelled while starting, within grace + margin: (re)send the stop",
+         job(JobState.STARTING, None, stop="CANCELLED", stop_at=NOW - 39), None, [SendStop()]),
+    Case("preempted while starting, never confirmed: back in the queue",
+         job(JobState.PREEMPTED, None, stop="PREEMPTED", stop_at=NOW - 41), None,
+         [Requeue("Preempted", NOW)]),
     Case("an end before the start is clamped to the start", job(started=NOW - 10),
          RunStatus(0, EXITED, NOW - 10, NOW - 20, 0),
          [Finish(JobState.SUCCEEDED, 0, "Completed", NOW - 10)]),
