@@ -122,6 +122,9 @@ class Settings:
     # The embedded Valkey's memory ceiling (`labq up`; maxmemory with noeviction: writes are
     # refused, never data evicted); 0: a quarter of the machine's memory.
     store_max_memory_bytes: int = 0
+    # Under private_data, /metrics serves per-user series only to a scraper sending this file's
+    # token (Authorization: Bearer); "" = $LABQ_HOME/secrets/metrics-token, made at start.
+    metrics_token_file: str = ""
     # A job whose dependency can never be met (afterok on a job that failed): cancelled at once
     # when true (Slurm's kill_invalid_depend); otherwise it waits, saying why, until changed.
     kill_invalid_depend: bool = False
@@ -224,6 +227,7 @@ SECTIONS: dict[str, dict[str, str]] = {
               "agent_username": "agent_redis_username",
               "agent_password_file": "agent_redis_password_file"},
     "api": {"socket": "socket_path", "host": "api_host", "metrics_port": "metrics_port",
+            "metrics_token_file": "metrics_token_file",
             "admins": "admins"},
     "scheduler": {"cycle_interval_s": "cycle_interval_s",
                   "charge_interval_s": "charge_interval_s",

@@ -15,7 +15,7 @@ import pytest
 import pytest_asyncio  # noqa: F401 - registers the asyncio marker via its plugin
 from hypothesis import settings
 
-from scheduler.server.up import free_port
+from scheduler.server.ports import free_port
 from scheduler.store import Store
 
 # Property tests: the full count in CI; `--hypothesis-profile=dev` (few examples) for a quick

@@ -44,7 +44,7 @@ from scheduler.cli.queue_view import (
 )
 from scheduler.cli.top import render
 from tests.e2e_stack import Stack
-from tests.security_server import ApiServer
+from tests.security_server import ApiServer, ensure_user
 from tests.test_top import cluster
 
 NOW = 1_800_000_000.0
@@ -356,6 +356,7 @@ def test_top_fits_without_one_letter_headers(width: int) -> None:
 
 @pytest.fixture(scope="module")
 def server(valkey_url: str) -> Iterator[ApiServer]:
+    ensure_user("width-u")  # jobs run as known users
     srv = ApiServer(valkey_url, nodes=(("node-" + LONG, 4, "model-" + LONG),
                                        ("n2", 2, "A100"))).start()
     for name in ("short", "y" * 70):

@@ -14,7 +14,7 @@ import pytest
 from rich.console import Console
 
 from scheduler.cli import queue_table
-from tests.security_server import ApiServer
+from tests.security_server import ApiServer, ensure_user
 
 NOW = 1_800_000_000.0
 LONG_DETAIL = "needs 8 GPUs of type A100 but no node has that many free ones, and more words"
@@ -95,6 +95,7 @@ def test_queue_on_80_columns_narrows_long_cells_with_an_ellipsis() -> None:
 
 @pytest.fixture(scope="module")
 def server(valkey_url: str) -> Iterator[ApiServer]:
+    ensure_user("queue-view-u")  # jobs run as known users
     srv = ApiServer(valkey_url).start()
     for name in ("short", "x" * 70):
         status, answer = srv.call("POST", "/v1/jobs", {

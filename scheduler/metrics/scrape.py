@@ -96,6 +96,7 @@ class ClusterView:
     stats: dict[str, str]  # the raw stats hash (persisted counters)
     accounts: Accounts
     settings: Settings
+    store_memory: tuple[int, int] = (0, 0)  # the store's used_memory and maxmemory (0: none)
 
     @property
     def idle_policy(self) -> IdlePolicy:
@@ -110,7 +111,8 @@ async def read_view(store: Store, settings: Settings, now: float) -> ClusterView
         now=now, nodes=await store.nodes(),
         active=[r for r in rows if r.state.holds_gpus()],
         waiting=[r for r in rows if r.state.is_waiting()], usage=await store.usage_hash(),
-        stats=await store.stats(), accounts=await store.accounts(), settings=settings)
+        stats=await store.stats(), accounts=await store.accounts(), settings=settings,
+        store_memory=await store.memory())
 
 
 class ClusterCollector(Collector):
@@ -147,6 +149,10 @@ class ClusterCollector(Collector):
                      s.last_cycle_s)
         yield _gauge("labq_coordinator_leader", "1 if this coordinator leads",
                      1.0 if s.is_leader else 0.0)
+        used, ceiling = v.store_memory
+        yield _gauge("labq_store_memory_used_bytes", "Memory the store (Redis/Valkey) uses", used)
+        yield _gauge("labq_store_memory_max_bytes", "The store's maxmemory (0: no ceiling); at "
+                     "it, writes are refused (noeviction)", ceiling)
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
@@ -155,10 +161,26 @@ def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
     return family
 
 
-async def render(store: Store, source: MetricsSource, now: float | None = None) -> bytes:
-    """One scrape. Building and writing out the series is pure CPU (about 0.5 s for 60,000
-    series): it runs in a thread so that the API and the cycle on this loop are not held."""
+class PublicCollector(Collector):
+    """The series anyone may read under private_data: no sample with a user in its labels
+    (per-account and cluster series stay; an account budget's row has user="")."""
+
+    def __init__(self, inner: Collector) -> None:
+        self.inner = inner
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.inner.collect():
+            family.samples = [s for s in family.samples if not s.labels.get("user")]
+            yield family
+
+
+async def render(store: Store, source: MetricsSource, now: float | None = None,
+                 private: bool = False) -> bytes:
+    """One scrape (`private`: without per-user series, for a scraper not holding the metrics
+    token). Building and writing out the series is pure CPU (about 0.5 s for 60,000 series):
+    it runs in a thread so that the API and the cycle on this loop are not held."""
     view = await read_view(store, source.settings, time.time() if now is None else now)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ClusterCollector(view, source))
+    collector: Collector = ClusterCollector(view, source)
+    registry.register(PublicCollector(collector) if private else collector)
     return await asyncio.to_thread(generate_latest, registry)

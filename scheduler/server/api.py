@@ -171,6 +171,7 @@ class Api(JobRoutes):
         await self._check_job_cap(accounts, user, count)
         if not caller.is_admin:  # trusted, as for accounts: a bulk load or a benchmark
             await self._check_pending_cap(user, count)
+            await self._check_stored_cap(user, count)
         # A token names one client's request: scoped to who sent it and for whom, so another
         # user's token (seen in `ps`, a shared script) neither returns nor blocks their jobs.
         token = f"{caller.user}/{user}/{client_token}" if client_token else new_token()
@@ -210,6 +211,19 @@ class Api(JobRoutes):
             raise ApiError(429, f"{user} may have {config.max_jobs} pending and running jobs "
                                 f"and has {has}: wait for some to end, or cancel some")
 
+    async def _check_stored_cap(self, user: str, adding: int) -> None:
+        """What one user may keep in the store: every job counts until retention removes it
+        (max_stored_jobs_per_user), so ended jobs, too, are bounded per user."""
+        cap = self.settings.max_stored_jobs_per_user
+        if not cap:
+            return
+        has = await self.store.stored_jobs(user)
+        if has + adding > cap:
+            raise ApiError(429, f"{user} has {has:,} jobs in the store (waiting, running and "
+                                f"ended) and may have {cap:,} (max_stored_jobs_per_user): "
+                                f"{adding:,} more would be over; ended jobs leave it after "
+                                "retention")
+
     async def _check_pending_cap(self, user: str, adding: int) -> None:
         """At most `max_pending_jobs` waiting (pending or held) jobs per user. Counts are read
         for every user at once, at most every PENDING_CACHE_S, plus what this process accepted
@@ -241,6 +255,8 @@ class Api(JobRoutes):
         return self.settings.private_data and not caller.is_admin and owner != caller.user
 
     async def _show_job(self, caller: Caller, job: Job) -> dict[str, Any]:
+        if job.array_job and not job.command and not job.state.is_terminal():
+            job = await self.store.with_array_request(job)  # a task: its array's request
         idle = job_idle(job, IdlePolicy.from_settings(self.settings), time.time())
         return {**public(job, self._hides(caller, job.user)), "idle": idle}
 
@@ -397,9 +413,11 @@ class Api(JobRoutes):
             mine = state.users.get(caller.user)
             scopes = {("user", caller.user)} | {("account", a) for a in
                                                 (mine.accounts if mine else ())}
+        users = [asdict(u) for name, u in sorted(state.users.items())
+                 if scopes is None or name == caller.user]  # others' settings: admins only
         return web.json_response({
             "accounts": [asdict(a) for _, a in sorted(state.accounts.items())],
-            "users": [asdict(u) for _, u in sorted(state.users.items())],
+            "users": users,
             "budgets": await self._budget_rows(state, scopes),
         })
 
@@ -473,6 +491,9 @@ def public(job: Job, private: bool = False) -> dict[str, Any]:
         out["run_time_s"] = time.time() - job.started_at
     if private:
         out.update(dict.fromkeys(PRIVATE_FIELDS))
+        # Why another's job waits or ended, as a code only: details may name its files.
+        out["reason"] = job.reason.split(":", 1)[0]
+        out["reasons"] = [{"code": r.get("code", ""), "detail": ""} for r in job.reasons]
     out["private"] = private
     return out
 

@@ -18,10 +18,12 @@ from scheduler.server.identity import Caller
 from scheduler.server.validation import InputError, build_spec, dependency_of
 from scheduler.store import Store
 from scheduler.store.arrays import ArrayRecord
+from scheduler.store.records import id_key
 from scheduler.timeparse import TimeLimitError, parse_duration
 from scheduler.waiting import aggregate, array_line, array_tasks, read_targets
 
-MAX_LIST_LIMIT = 10_000  # ?limit= on lists
+PAGE_MAX = 1000  # lines per page of GET /v1/jobs, whatever ?limit= asks
+DONE_SCAN = 5000  # ended jobs looked through for one user's latest
 # `labq update`: what a waiting job's request may change, by its name in the submit request.
 UPDATABLE = ("time", "name", "gpus", "gpu_type", "dependency", "account", "qos", "requeue")
 
@@ -48,22 +50,34 @@ class JobRoutes:
     # ------------------------------------------------------------------ reads
 
     async def queue(self, request: web.Request) -> web.Response:
-        """Waiting and running jobs; an array's waiting tasks as one line unless ?expand=1."""
+        """Waiting and running jobs (and with ?done=1 the latest ended ones), in id order, a
+        page at a time: at most ?limit= lines (PAGE_MAX at most) after the id ?after=. An
+        array's waiting tasks are one line unless ?expand=1. Lines carry no environment."""
         caller = await self.caller(request)
         show_all = request.query.get("all") == "1"
         user = request.query.get("user") or (None if show_all else caller.user)
-        jobs = await self.store.active_jobs() + await self.store.waiting_jobs()
+        limit = max(1, min(int_query(request, "limit", PAGE_MAX), PAGE_MAX))
+        after = request.query.get("after")
+        active, waiting = await self.store.queue_ids()
+        jobs = await self.store.list_jobs(active + waiting)
         if user:
             jobs = [j for j in jobs if j.user == user]
         lines = [self._public(j, self._hides(caller, j.user)) for j in jobs]
         if request.query.get("expand") != "1":
             lines = await self._array_lines(caller, jobs, lines, user)
         if request.query.get("done") == "1":
-            limit = min(int_query(request, "limit", 50), MAX_LIST_LIMIT)
-            done = await self.store.done_jobs(limit if not user else max(limit * 20, 1000))
+            ended = int_query(request, "limit", 50)
+            done = await self.store.list_jobs(await self.store.done_ids(
+                min(ended, PAGE_MAX) if not user else DONE_SCAN))
             lines += [self._public(j, self._hides(caller, j.user))
-                      for j in [j for j in done if not user or j.user == user][:limit]]
-        return web.json_response(lines)
+                      for j in [j for j in done if not user or j.user == user][:ended]]
+        lines.sort(key=lambda line: id_key(str(line["id"])))
+        if after:
+            start = id_key(job_id_of(after))
+            lines = [line for line in lines if id_key(str(line["id"])) > start]
+        for line in lines[:limit]:
+            line["env"] = None  # names are served by GET /v1/jobs/{id}
+        return web.json_response(lines[:limit])
 
     async def _array_lines(self, caller: Caller, jobs: list[Job], lines: list[dict[str, Any]],
                            user: str | None) -> list[dict[str, Any]]:
@@ -86,8 +100,12 @@ class JobRoutes:
             tasks = merged.get(array_id, [])
             if not array.remaining and not tasks:
                 continue
-            base = self._public(array.template, self._hides(caller, array.template.user))
-            out.append({**base, **array_line(array, tasks, running.get(array_id, 0))})
+            hidden = self._hides(caller, array.template.user)
+            line = {**self._public(array.template, hidden),
+                    **array_line(array, tasks, running.get(array_id, 0))}
+            if hidden:  # why another's array waits: the code only
+                line["reasons"] = [{"code": line["reason"], "detail": ""}]
+            out.append(line)
         return out
 
     async def _job(self, request: web.Request) -> Job:
@@ -169,6 +187,7 @@ class JobRoutes:
             if array.state == "PENDING":
                 changes["state"] = "CANCELLED"
             if await self.store.array_set(array, caller.user, caller.is_admin, changes) == "OK":
+                await self.store.uncount(array.template.user, len(array.remaining_indices))
                 break
         else:
             raise ApiError(409, f"array {job_id} kept changing; try again")

@@ -4,7 +4,8 @@ the ACL users (acl.py), the Lua scripts that make every state change (lua/), wha
 
 from scheduler.store.outcome import Outcome, StoreError, read_secret
 from scheduler.store.records import parse_daily, parse_decayed, parse_totals
-from scheduler.store.store import RETENTION_BATCH, WAIT_BUCKETS, Store, new_token
+from scheduler.store.retention import RETENTION_BATCH
+from scheduler.store.store import WAIT_BUCKETS, Store, new_token
 
 __all__ = [
     "RETENTION_BATCH", "WAIT_BUCKETS", "Outcome", "Store", "StoreError", "new_token",

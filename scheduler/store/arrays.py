@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from scheduler.model import Job, JobState
@@ -83,9 +83,9 @@ class ArrayStore:
             "spec": spec.text, "submitted_at": str(template.submitted_at),
         }
         keys = [self.keys.array(array_id), self.keys.arrays, self.keys.submit_token(token),
-                self.keys.arrays_all]
-        return [str(x) for x in await self._run("submit_array", keys,
-                                                [ttl_s, array_id, json.dumps(record)])]
+                self.keys.arrays_all, self.keys.stored]
+        return [str(x) for x in await self._run(
+            "submit_array", keys, [ttl_s, array_id, json.dumps(record), len(spec.indices)])]
 
     async def array(self, array_id: str) -> ArrayRecord | None:
         raw = await self.r.hgetall(self.keys.array(array_id))
@@ -103,8 +103,17 @@ class ArrayStore:
             rows = await pipe.execute()
         return [ArrayRecord.from_fields(raw) for raw in rows if raw]
 
-    async def array_script(self, array_id: str) -> str:
-        return str(await self.r.hget(self.keys.array(array_id), "script") or "")
+    async def with_array_request(self, task: Job) -> Job:
+        """A task with its array's command, environment and script, which the store keeps
+        once per array (not in each task)."""
+        template, script = await self.r.hmget(self.keys.array(task.array_job), "template",
+                                              "script")
+        if template is None:
+            return task
+        fields = json.loads(template)
+        return replace(task, command=task.command or json.loads(fields.get("command") or "[]"),
+                       env=task.env or json.loads(fields.get("env") or "{}"),
+                       script=task.script or script or "")
 
     async def spawn_tasks(self, epoch: int, array: ArrayRecord, count: int) -> Outcome:
         """Make the next `count` remaining indices of `array` PENDING tasks."""
@@ -113,7 +122,8 @@ class ArrayStore:
         if not take:
             return Outcome.OK
         fields = array.template.to_fields()
-        fields.pop("script", None)  # read from the array when a task starts
+        # Read from the array when a task starts (`with_array_request`): stored once.
+        fields.update(command="[]", env="{}", script="")
         ids = [task_id(array.id, i) for i in take]
         keys = [self.keys.array(array.id), self.keys.waiting, self.keys.arrays,
                 self.keys.epoch, *(self.keys.job(j) for j in ids)]
@@ -172,6 +182,12 @@ class ArrayStore:
                 await self.r.zrem(self.keys.arrays_all, array.id)
                 gone += 1
         return gone
+
+    async def uncount(self, user: str, jobs: int) -> None:
+        """`jobs` of `user`'s counted jobs will never be stored (an array's indices cancelled
+        before they became tasks)."""
+        if jobs:
+            await self.r.hincrby(self.keys.stored, user, -jobs)
 
     async def pop_changed(self) -> list[str]:
         """Ids of jobs people changed since the last call (the leader's cache is stale)."""

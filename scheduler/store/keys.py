@@ -13,6 +13,8 @@ Every key labq uses is built here and passed to scripts in KEYS, never built ins
                                          cancelled ones, throttle, hold (see store.arrays)
     {p}arrays                   set      ids of arrays with remaining indices
     {p}arrays:all               zset     every array id, score = submitted_at (retention)
+    {p}stored                   hash     user -> how many of their jobs the store keeps (submit
+                                         adds, each task of an array too; retention subtracts)
     {p}jobs:changed             list     ids of waiting jobs a person changed (`labq update`,
                                          requeue): the leader forgets its cached copy
     {p}submit:{token}           string   ids made by one submit request (idempotent retries)
@@ -86,6 +88,10 @@ class Keys:
     @property
     def arrays_all(self) -> str:
         return f"{self.prefix}arrays:all"
+
+    @property
+    def stored(self) -> str:
+        return f"{self.prefix}stored"
 
     @property
     def changed(self) -> str:

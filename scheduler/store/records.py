@@ -64,8 +64,9 @@ def parse_daily(raw: dict[str, str]) -> list[tuple[int, str, str, float]]:
 def id_key(job_id: str) -> tuple[int, int, str]:
     """Numeric order, array tasks after their array's id in index order: 9, 17, 17_2, 17_10."""
     head, _, index = job_id.partition("_")
-    if head.isdigit() and (not index or index.isdigit()):
-        return (int(head), int(index) + 1 if index else 0, job_id)
+    if head.isdigit():  # an array's waiting line (17_[4-99%8]) after its tasks
+        return (int(head), 0 if not index else int(index) + 1 if index.isdigit() else 1 << 40,
+                job_id)
     return (1 << 62, 0, job_id)
 
 

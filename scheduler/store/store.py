@@ -35,8 +35,10 @@ from scheduler.store.arrays import ArrayStore
 from scheduler.store.keys import Keys
 from scheduler.store.outcome import Outcome, StoreError, read_secret
 from scheduler.store.records import id_key, job_from_spec, nodes_from, parse_daily
+from scheduler.store.retention import RetentionStore
 
 SUBMIT_TOKEN_TTL_S = 86400
+LIST_FIELDS = ("id", *(f for f in Job.__dataclass_fields__ if f not in ("id", "env", "script")))
 ID_BLOCK = 256
 
 _SCRIPTS = (
@@ -45,7 +47,6 @@ _SCRIPTS = (
     "set_idle", "read_fields", "send_stop", "report_runs", "expire_done",
     "submit_array", "spawn_tasks", "array_set", "update_job", "requeue_job",
 )
-RETENTION_BATCH = 200  # jobs per expire_done script: ~15 ms of the store's time each
 # Admission wait histogram bounds (seconds), as docs/metrics.md fixes them; +Inf is implicit.
 WAIT_BUCKETS: tuple[float, ...] = (1, 5, 15, 30, 60, 300, 900, 1800, 3600, 7200, 14400, 28800,
                                    86400, 259200)
@@ -57,7 +58,7 @@ def _load_script_text(name: str) -> str:
     return lua_lifecycle() + common + "\n" + (folder / f"{name}.lua").read_text()
 
 
-class Store(ArrayStore):
+class Store(ArrayStore, RetentionStore):
     """Async access to labq's state. One instance per process; cheap to share."""
 
     def __init__(self, client: aioredis.Redis, keys: Keys | None = None) -> None:
@@ -145,6 +146,7 @@ class Store(ArrayStore):
             jobs.append(job)
             keys.append(self.keys.job(job_id))
             args += [job_id, now, json.dumps(job.to_fields())]
+        keys.append(self.keys.stored)
         result = [str(x) for x in await self._run("submit", keys, args)]
         if created is not None and result == ids:
             created += jobs
@@ -179,9 +181,9 @@ class Store(ArrayStore):
         bounds = ",".join(f"{b:g}" for b in WAIT_BUCKETS)
         # The record names its node (`%N` in output patterns is the node's name); an array's
         # tasks share its script, kept once in the array's record.
-        script = job.script or (await self.array_script(job.array_job) if job.array_job else "")
-        record = StartRecord.for_job(replace(job, node=node, script=script),
-                                     list(indices)).to_json()
+        if job.array_job:
+            job = await self.with_array_request(job)
+        record = StartRecord.for_job(replace(job, node=node), list(indices)).to_json()
         args = [epoch, job.id, node, json.dumps(list(indices)), now, weight, bounds, record]
         return Outcome(await self._run("start", keys, args))
 
@@ -305,6 +307,15 @@ class Store(ArrayStore):
         held = list(await self.r.zrange(self.keys.held, 0, -1))
         return await self.get_jobs(await self.waiting_ids() + held)
 
+    async def list_jobs(self, job_ids: Sequence[str]) -> list[Job]:
+        """Jobs as lists show them: every field but the environment and the script (the
+        largest, and never served in a list)."""
+        if not job_ids:
+            return []
+        rows = await self.job_fields(job_ids, LIST_FIELDS)
+        return [Job.from_fields({k: v for k, v in zip(LIST_FIELDS, row, strict=True)
+                                 if v is not None}) for row in rows if row[0] is not None]
+
     async def active_jobs(self) -> list[Job]:
         return await self.get_jobs(sorted(await self.r.smembers(self.keys.active), key=id_key))
 
@@ -313,6 +324,10 @@ class Store(ArrayStore):
         active, waiting = await self.queue_ids()
         return sum(1 for (owner,) in await self.job_fields(active + waiting, ["user"])
                    if owner == user)
+
+    async def done_ids(self, limit: int = 100) -> list[str]:
+        """The latest ended jobs' ids, newest first."""
+        return list(await self.r.zrevrange(self.keys.done, 0, max(0, limit - 1)))
 
     async def done_jobs(self, limit: int = 100) -> list[Job]:
         ids = await self.r.zrevrange(self.keys.done, 0, max(0, limit - 1))
@@ -325,42 +340,6 @@ class Store(ArrayStore):
             pipe.zcard(self.keys.done)
             waiting, active, done = await pipe.execute()
         return {"waiting": waiting, "active": active, "done": done}
-
-    # ---------------------------------------------------------------- retention
-
-    async def expire_done(self, epoch: int, now: float, keep_s: float, keep_jobs: int,
-                          history_s: float, batch: int = RETENTION_BATCH) -> int:
-        """Move out of the hot store, oldest first, at most `batch` finished jobs that ended
-        more than `keep_s` ago or are beyond the newest `keep_jobs`; each leaves a compact
-        record in its day's history (kept `history_s` after that day). Returns how many moved
-        (0: nothing to do, or not the leader's epoch)."""
-        async with self.r.pipeline(transaction=False) as pipe:
-            pipe.zcard(self.keys.done)
-            pipe.zcount(self.keys.done, "-inf", f"({now - keep_s}")
-            total, too_old = await pipe.execute()
-        count = min(batch, max(too_old, total - keep_jobs))
-        if count <= 0:
-            return 0
-        oldest = await self.r.zrange(self.keys.done, 0, count - 1, withscores=True)
-        keys = [self.keys.epoch, self.keys.done]
-        args: list[Any] = [epoch]
-        for job_id, ended in oldest:
-            day = int(ended // 86400)
-            keys += [self.keys.job(job_id), self.keys.history(day), self.keys.log(job_id)]
-            args += [job_id, repr(ended), int((day + 1) * 86400 + history_s)]
-        result = await self._run("expire_done", keys, args)
-        return 0 if result == "STALE_EPOCH" else int(result)
-
-    async def history(self, first_day: int, last_day: int) -> list[dict[str, str]]:
-        """Compact records of the jobs that left the hot store, of UTC days (unix day numbers)
-        `first_day` to `last_day`, in id order."""
-        days = range(first_day, last_day + 1)
-        async with self.r.pipeline(transaction=False) as pipe:
-            for day in days:
-                pipe.hgetall(self.keys.history(day))
-            rows = await pipe.execute()
-        records = [json.loads(text) for row in rows for text in row.values()]
-        return sorted(records, key=lambda r: id_key(str(r.get("id", ""))))
 
     # ---------------------------------------------------------------- node runs
 
@@ -486,6 +465,16 @@ class Store(ArrayStore):
     async def daily_usage(self) -> list[tuple[int, str, str, float]]:
         """(UTC day number, account, user, billed) for every day with usage."""
         return parse_daily(await self.usage_hash())
+
+    async def stored_jobs(self, user: str) -> int:
+        """How many jobs of `user` the store keeps (waiting, running, ended; array tasks not
+        made yet included)."""
+        return int(await self.r.hget(self.keys.stored, user) or 0)
+
+    async def memory(self) -> tuple[int, int]:
+        """(used_memory, maxmemory) in bytes, from INFO memory (0 where not reported)."""
+        info = await self.r.info("memory")
+        return int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
 
     async def stats(self) -> dict[str, str]:
         """The persisted metric counters (keys.py documents the fields)."""

@@ -13,7 +13,7 @@ if state == 'PENDING' or state == 'HELD' then
   local why = ARGV[5]
   if not why or why == '' then why = 'Cancelled' end
   redis.call('HSET', KEYS[1], 'state', 'CANCELLED', 'ended_at', ARGV[4], 'reason', why,
-    'reasons', '[]')
+    'reasons', '[]', 'env', '{}', 'script', '')
   redis.call('ZREM', KEYS[2], ARGV[1])
   redis.call('ZREM', KEYS[4], ARGV[1])
   redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])

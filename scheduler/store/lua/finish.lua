@@ -5,6 +5,7 @@
 -- ARGV[1] epoch  ARGV[2] job id  ARGV[3] final state  ARGV[4] exit code ('' = none)
 -- ARGV[5] reason  ARGV[6] now
 -- ARGV[7] the node the caller read for the job: its alloc hash is KEYS[4]
+-- An ended job keeps no environment or script (they may hold secrets, and cost memory).
 -- Ending with reason NodeLost counts an eviction (unless a stop was already asked: counted then).
 -- Returns 'OK', STALE_VIEW (the job moved: read it again), STALE_EPOCH, ALREADY_DONE or NOT_ACTIVE.
 if not fenced(KEYS[6], ARGV[1]) then return 'STALE_EPOCH' end
@@ -20,7 +21,7 @@ end
 charge(KEYS[1], KEYS[5], now)
 free_gpus(KEYS[1], KEYS[4], ARGV[2])
 redis.call('HSET', KEYS[1], 'state', ARGV[3], 'ended_at', ARGV[6], 'exit_code', ARGV[4],
-  'reason', ARGV[5], 'reasons', '[]')
+  'reason', ARGV[5], 'reasons', '[]', 'env', '{}', 'script', '')
 if state == 'STARTING' then redis.call('HSET', KEYS[1], 'started_at', '') end
 redis.call('SREM', KEYS[2], ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[6], ARGV[2])

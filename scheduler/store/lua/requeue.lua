@@ -23,7 +23,8 @@ if stop == 'CANCELLED' or stop == 'TIMEOUT' then
     why = 'Cancelled'
     if stop == 'TIMEOUT' then why = 'TimeLimit' end
   end
-  redis.call('HSET', KEYS[1], 'state', stop, 'ended_at', ARGV[4], 'reason', why, 'reasons', '[]')
+  redis.call('HSET', KEYS[1], 'state', stop, 'ended_at', ARGV[4], 'reason', why, 'reasons', '[]',
+    'env', '{}', 'script', '')
   redis.call('SREM', KEYS[2], ARGV[2])
   redis.call('ZADD', KEYS[7], ARGV[4], ARGV[2])
   return 'ENDED'

@@ -1,5 +1,6 @@
 -- Store new jobs as PENDING, all or none; a repeated token returns the first call's ids.
 -- KEYS[1] waiting zset   KEYS[2] submit token key   KEYS[3..] one job hash per job
+-- KEYS[#KEYS] stored-jobs hash (user -> how many of their jobs the store keeps)
 -- ARGV[1] token ttl (s)  ARGV[2] job count
 --   then per job: id, submitted_at, the job's hash fields as one JSON object
 -- Returns the list of job ids.
@@ -21,6 +22,7 @@ for i = 1, count do
     args[#args + 1] = value
   end
   redis.call('HSET', KEYS[2 + i], unpack(args))
+  redis.call('HINCRBY', KEYS[#KEYS], cjson.decode(ARGV[pos + 2])['user'], 1)
   redis.call('ZADD', KEYS[1], score, id)
   ids[#ids + 1] = id
 end

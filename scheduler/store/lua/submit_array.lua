@@ -2,7 +2,8 @@
 -- leader makes tasks as they near their turn, see spawn_tasks.lua). A repeated token returns
 -- the first call's id.
 -- KEYS[1] array hash  KEYS[2] arrays set (arrays with indices left)  KEYS[3] submit token key
--- KEYS[4] every array by submit time (retention)
+-- KEYS[4] every array by submit time (retention)  KEYS[5] stored-jobs hash
+-- ARGV[4] how many tasks (each counts as a stored job of its user)
 -- ARGV[1] token ttl (s)  ARGV[2] array id  ARGV[3] the array hash's fields as one JSON object
 -- Returns the list {array id}.
 local seen = redis.call('GET', KEYS[3])
@@ -17,6 +18,7 @@ for name, value in pairs(cjson.decode(ARGV[3])) do
 end
 redis.call('HSET', KEYS[1], unpack(args))
 redis.call('SADD', KEYS[2], ARGV[2])
+redis.call('HINCRBY', KEYS[5], cjson.decode(ARGV[3])['user'], tonumber(ARGV[4]))
 redis.call('ZADD', KEYS[4], cjson.decode(ARGV[3])['submitted_at'], ARGV[2])
 local ids = {ARGV[2]}
 redis.call('SET', KEYS[3], cjson.encode(ids), 'EX', ARGV[1])
