@@ -75,3 +75,19 @@ class Client:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+PAGE = 1000  # GET /v1/jobs serves at most this many lines a request
+
+
+def list_jobs(client: Client, query: str = "") -> list[Any]:
+    """Every line of GET /v1/jobs?query, page after page (the server's pages are bounded)."""
+    lines: list[Any] = []
+    after = ""
+    while True:
+        params = "&".join(p for p in (query, f"limit={PAGE}", after) if p)
+        page = client.request("GET", f"/v1/jobs?{params}")
+        lines += page
+        if len(page) < PAGE:
+            return lines
+        after = f"after={page[-1]['id']}"

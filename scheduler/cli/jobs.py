@@ -12,7 +12,7 @@ import click
 from scheduler.cli.common import call, client, fail
 from scheduler.cli.errors import LabqCommand, usage_error
 from scheduler.cli.submit import submit, wait
-from scheduler.client import Client, ClientError
+from scheduler.client import Client, ClientError, list_jobs
 from scheduler.logtail import TERMINAL
 
 # ---------------------------------------------------------------------------- cancel
@@ -94,7 +94,7 @@ def _filtered_ids(api: Client, job_ids: tuple[str, ...], user: str | None, name:
         fail(f"-u {user}: you may cancel only your own jobs ({me['user']} is not an admin)")
     query = "all=1" if me["admin"] else f"user={me['user']}"
     try:
-        rows: list[dict[str, Any]] = api.request("GET", f"/v1/jobs?{query}")
+        rows: list[dict[str, Any]] = list_jobs(api, query)
     except ClientError as exc:
         fail(str(exc))
     rows = [r for r in rows if r.get("state") not in TERMINAL]

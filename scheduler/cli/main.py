@@ -43,7 +43,7 @@ from scheduler.cli.queue_view import (
 )
 from scheduler.cli.sim import sim
 from scheduler.cli.top import top
-from scheduler.client import ClientError
+from scheduler.client import ClientError, list_jobs
 from scheduler.logtail import LOG_TAIL_BYTES, TERMINAL, follow_file
 from scheduler.timeparse import format_duration
 
@@ -112,8 +112,11 @@ def queue(show_all: bool, user: str | None, states: str | None, job_ids: str | N
     wanted_ids = _parsed(parse_ids, job_ids)
     fields = _parsed(parse_format, fmt)
     done = done or bool(wanted_states and wanted_states & set(TERMINAL))
-    jobs = call("GET", "/v1/jobs?" + queue_query(show_all or wanted_ids is not None, user,
-                                                  done, expand))
+    try:
+        jobs = list_jobs(client(), queue_query(show_all or wanted_ids is not None, user, done,
+                                                expand))
+    except ClientError as exc:
+        fail(str(exc))
     jobs = [j for j in jobs if (wanted_states is None or j["state"] in wanted_states)
             and (wanted_ids is None or job_matches(j, wanted_ids))]
     if as_json:

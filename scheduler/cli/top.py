@@ -21,7 +21,7 @@ import click
 
 from scheduler.cli.common import Col, Named, fitted_table, out_width, plain
 from scheduler.cli.queue_view import ranges
-from scheduler.client import Client, ClientError
+from scheduler.client import Client, ClientError, list_jobs
 from scheduler.timeparse import format_duration
 from scheduler.wire import JobJson
 
@@ -48,7 +48,7 @@ class TopData:
 def fetch(client: Client, clock: Callable[[], float] = time.time) -> TopData:
     """Read everything a frame shows. Raises `ClientError` when the coordinator cannot answer."""
     nodes = client.request("GET", "/v1/nodes")
-    jobs = client.request("GET", "/v1/jobs?all=1")
+    jobs = list_jobs(client, "all=1")
     quota = client.request("GET", "/v1/quota")
     try:
         order = [row["id"] for row in client.request("GET", "/v1/priority?all=1")]

@@ -50,7 +50,8 @@ class JobRoutes:
     # ------------------------------------------------------------------ reads
 
     async def queue(self, request: web.Request) -> web.Response:
-        """Waiting and running jobs (and with ?done=1 the latest ended ones), in id order, a
+        """Waiting and running jobs (and with ?done=1 the latest ?done_limit= ended ones, 50
+        by default), in id order, a
         page at a time: at most ?limit= lines (PAGE_MAX at most) after the id ?after=. An
         array's waiting tasks are one line unless ?expand=1. Lines carry no environment."""
         caller = await self.caller(request)
@@ -66,7 +67,7 @@ class JobRoutes:
         if request.query.get("expand") != "1":
             lines = await self._array_lines(caller, jobs, lines, user)
         if request.query.get("done") == "1":
-            ended = int_query(request, "limit", 50)
+            ended = min(int_query(request, "done_limit", 50), PAGE_MAX)
             done = await self.store.list_jobs(await self.store.done_ids(
                 min(ended, PAGE_MAX) if not user else DONE_SCAN))
             lines += [self._public(j, self._hides(caller, j.user))

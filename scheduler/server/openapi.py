@@ -64,10 +64,12 @@ OPENAPI: dict[str, Any] = {
         "/v1/jobs": {
             "post": _op("Submit a job, a batch script (`script`, its arguments in `command`) "
                         "or an array (`array`: 0-99%8, one record)", body=_SUBMIT),
-            "get": _op("The queue (?all=1, ?user=U, ?done=1&limit=N, ?expand=1: each array "
-                       "task on its own line); others' commands, environment, work "
-                       "directories and usage are null (private_data)",
-                       params=_query("all", "user", "done", "limit", "expand"),
+            "get": _op("The queue (?all=1, ?user=U, ?done=1&done_limit=N, ?expand=1: each "
+                       "array task on its own line), in id order, at most ?limit= lines "
+                       "(1,000 at most) after the id ?after=; no environments; others' "
+                       "commands, work directories and usage are null (private_data)",
+                       params=_query("all", "user", "done", "done_limit", "limit", "after",
+                                     "expand"),
                        ok={"description": "OK", "content": {"application/json": {
                            "schema": {"type": "array", "items": job_schema()}}}}),
         },
