@@ -19,7 +19,8 @@ PROM = ROOT / "deploy" / "prometheus"
 RULES = PROM / "rules" / "labq.rules.yml"
 RULE_TESTS = PROM / "tests" / "labq.rules.test.yml"
 ALERTS = {"LabqNodeDown", "LabqGpuAllocatedIdle", "LabqBudgetAlmostSpent",
-          "LabqNoCoordinatorLeader", "LabqQueueWaitHigh", "LabqJobWaitingLong"}
+          "LabqNoCoordinatorLeader", "LabqQueueWaitHigh", "LabqJobWaitingLong",
+          "LabqStoreNearlyFull"}
 
 
 def promtool() -> str:
@@ -40,8 +41,15 @@ def rules() -> list[dict[str, object]]:
     return [rule for group in doc["groups"] for rule in group["rules"]]
 
 
-def test_config_is_valid_and_loads_the_rules() -> None:
-    result = run_promtool("check", "config", "prometheus.yml")
+def test_config_is_valid_and_loads_the_rules(tmp_path: Path) -> None:
+    # As installed: the folder, with the metrics token it names beside it.
+    shutil.copytree(PROM, tmp_path / "prometheus")
+    config = yaml.safe_load((PROM / "prometheus.yml").read_text())
+    token = next(job["authorization"]["credentials_file"] for job in config["scrape_configs"]
+                 if job["job_name"] == "labq-coordinator")
+    assert not token.startswith("/")  # beside prometheus.yml, wherever the folder goes
+    (tmp_path / "prometheus" / token).write_text("a-token\n")
+    result = run_promtool("check", "config", "prometheus.yml", cwd=tmp_path / "prometheus")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 rule files found" in result.stdout
     config = yaml.safe_load((PROM / "prometheus.yml").read_text())
