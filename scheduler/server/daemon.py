@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
+import socket
 
 from aiohttp import web
 
@@ -13,17 +13,26 @@ from scheduler.config import Settings
 from scheduler.coordinator import Coordinator
 from scheduler.metrics import render
 from scheduler.server.api import Api
+from scheduler.server.daemonlog import setup_logging
+from scheduler.server.frontdoor import (
+    DoorError,
+    DoorLimits,
+    DoorSite,
+    claim_unix_socket,
+    listen_tcp,
+    plan_limits,
+    runner_for,
+)
 from scheduler.store import Store, StoreError
+
+__all__ = ["DaemonError", "run_agent", "run_coordinator", "setup_logging"]
+METRICS_RETRY_S = 5.0  # a metrics port that cannot be bound is tried again this often
 
 log = logging.getLogger(__name__)
 
 
 class DaemonError(RuntimeError):
     """A daemon cannot start as configured."""
-
-
-def setup_logging(level: str = "INFO") -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def private_home(settings: Settings) -> None:
@@ -52,20 +61,29 @@ async def _ping(store: Store) -> None:
 
 async def run_coordinator(settings: Settings) -> None:
     private_home(settings)
+    api_limits, metrics_limits = plan_limits(settings)
+    try:  # first of all: a second coordinator on this home leaves the first untouched
+        api_sock, lock = claim_unix_socket(settings.socket)
+    except DoorError as exc:
+        raise DaemonError(str(exc)) from None
+    try:
+        await _serve_coordinator(settings, api_sock, api_limits, metrics_limits)
+    finally:
+        api_sock.close()
+        lock.close()
+
+
+async def _serve_coordinator(settings: Settings, api_sock: socket.socket, api_limits: DoorLimits,
+                             metrics_limits: DoorLimits) -> None:
     store = open_store(settings)
     await _ping(store)
     coordinator = Coordinator(store, settings)
     api = Api(store, settings, coordinator.kick.set, coordinator.job_submitted,
               coordinator.fresh_fairshare)
 
-    runner = web.AppRunner(api.app(), access_log=None)
+    runner = runner_for(api.app(), api_limits)
     await runner.setup()
-    sock_path = settings.socket
-    sock_path.parent.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileNotFoundError):
-        sock_path.unlink()
-    await web.UnixSite(runner, str(sock_path)).start()
-    os.chmod(sock_path, 0o666)  # every local user may connect; the peer uid says who they are
+    await DoorSite(runner, api_sock, api_limits, "the API").start()
 
     metrics_app = web.Application()
 
@@ -77,18 +95,40 @@ async def run_coordinator(settings: Settings) -> None:
         return web.json_response({"ok": True, "leader": coordinator.is_leader})
 
     metrics_app.add_routes([web.get("/metrics", metrics), web.get("/healthz", healthz)])
-    metrics_runner = web.AppRunner(metrics_app, access_log=None)
+    metrics_runner = runner_for(metrics_app, metrics_limits)
     await metrics_runner.setup()
-    await web.TCPSite(metrics_runner, settings.api_host, settings.metrics_port).start()
-    log.info("coordinator %s: API on %s, metrics on http://%s:%d/metrics", coordinator.id,
-             sock_path, settings.api_host, settings.metrics_port)
+    log.info("coordinator %s: API on %s", coordinator.id, settings.socket)
     try:
         await asyncio.gather(coordinator.lease_loop(), coordinator.cycle_loop(),
-                             coordinator.wake_loop())
+                             coordinator.wake_loop(),
+                             serve_metrics(metrics_runner, settings, metrics_limits))
     finally:
         await runner.cleanup()
         await metrics_runner.cleanup()
         await store.close()
+
+
+async def serve_metrics(runner: web.AppRunner, settings: Settings, limits: DoorLimits) -> None:
+    """Serve /metrics and /healthz once their port can be bound. A port taken (another
+    process holds it) is said once and tried again every METRICS_RETRY_S; the API and the
+    scheduling never wait for it."""
+    host, port = settings.api_host, settings.metrics_port
+    said = False
+    while True:
+        try:
+            sock = listen_tcp(host, port)
+            break
+        except OSError as exc:
+            if not said:
+                log.warning("metrics port %s:%d cannot be bound (%s): the API and scheduling "
+                            "run on without it; trying again every %.0f s", host, port,
+                            exc.strerror or exc, METRICS_RETRY_S)
+                said = True
+        await asyncio.sleep(METRICS_RETRY_S)
+    await DoorSite(runner, sock, limits, "metrics").start()
+    bound = sock.getsockname()[1]
+    log.info("metrics on http://%s:%d/metrics%s", host, bound,
+             " (its port is free again)" if said else "")
 
 
 async def run_agent(settings: Settings, node: str, backend_kind: str, sim_gpus: int,

@@ -4,7 +4,9 @@ the path and query values handlers read."""
 from __future__ import annotations
 
 import json
+import math
 import re
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -15,6 +17,7 @@ from scheduler.server.validation import InputError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_REQUEST_BYTES = web.AppKey("max_request_bytes", int)
+_MAX_DIGITS = sys.get_int_max_str_digits() or 4300
 
 
 class ApiError(Exception):
@@ -67,15 +70,33 @@ def _check_unicode(value: Any) -> None:
             todo += item
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (math.inf, -math.inf):
+        raise InputError(f"request body has the number {_shown(text)}, too large for a "
+                         "number here: send a smaller one")
+    return value
+
+
+def _shown(text: str, most: int = 24) -> str:
+    return text if len(text) <= most else f"{text[:most]}... ({len(text):,} characters)"
+
+
 async def json_object(request: web.Request) -> dict[str, Any]:
-    """The request body as a JSON object (strict: no NaN or Infinity, valid Unicode only)."""
+    """The request body as a JSON object (strict: no NaN or Infinity, no number too large to
+    read, valid Unicode only)."""
     raw = await request.read()
     try:
-        body = json.loads(raw, parse_constant=_no_constants)
+        body = json.loads(raw, parse_constant=_no_constants, parse_float=_finite)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise InputError("request body is not valid JSON") from None
     except RecursionError:
         raise InputError("request body is nested too deeply") from None
+    except InputError:
+        raise
+    except ValueError:  # an integer past Python's digit limit (sys.get_int_max_str_digits)
+        raise InputError(f"request body has an integer of over {_MAX_DIGITS:,} digits: send "
+                         "a smaller number") from None
     if not isinstance(body, dict):
         raise InputError("request body must be a JSON object")
     _check_unicode(body)
@@ -93,11 +114,14 @@ def job_id_of(text: str) -> str:
     return text
 
 
+_QUERY_INT = re.compile(r"^[+-]?[0-9]{1,18}$")
+
+
 def int_query(request: web.Request, name: str, default: int) -> int:
+    """A whole number in the query (ASCII digits, 18 at most); below 0 counts as 0."""
     text = request.query.get(name)
     if text is None:
         return default
-    try:
-        return max(0, int(text))
-    except ValueError:
-        raise InputError(f"?{name}={text!r} must be a whole number") from None
+    if not _QUERY_INT.match(text):
+        raise InputError(f"?{name}={_shown(text)!r} must be a whole number of at most 18 digits")
+    return max(0, int(text))

@@ -51,6 +51,12 @@ def connection_uid(transport: Any) -> int | None:
     return uid
 
 
+def remember_peer(transport: Any, uid: int) -> None:
+    """Record the peer uid read when the connection was accepted (the front door asks the
+    kernel once, before any byte of HTTP is read)."""
+    _peers[transport] = uid
+
+
 class UnknownUser(LookupError):
     """A uid with no user name here: refused, never given an identity of its own."""
 

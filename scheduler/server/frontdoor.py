@@ -1,0 +1,448 @@
+"""The API's front door: who may hold a connection, and for how long.
+
+Connections are accepted here, not by asyncio's server: the peer uid is read (SO_PEERCRED)
+the moment a connection is accepted, and one over its uid's cap (`max_connections_per_uid`) or
+over the process's cap (`max_connections`, kept below the open-file limit, which is set here)
+is answered with one line and closed before any byte of HTTP is read. An admitted connection
+must deliver each request whole, headers and body, within `request_timeout_s` of its first
+byte (else 408 and closed), and is closed after `keepalive_s` idle. Refusals are logged once
+per uid, then counted: a minute's worth in one line.
+
+The sockets themselves: `claim_unix_socket` never replaces a socket something still answers
+on (a second coordinator on the same home refuses instead), and `listen_tcp` binds a port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import resource
+import socket
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from aiohttp import web
+
+from scheduler.config import Settings
+from scheduler.server.identity import peer_uid, remember_peer, user_name
+
+log = logging.getLogger(__name__)
+
+RESERVED_FDS = 256  # open files besides connections: the store's pool, logs, notify commands
+METRICS_MAX_CONNECTIONS = 64  # the metrics port (Prometheus needs one or two)
+BACKLOG = 1024  # connections the kernel queues until they are accepted
+ACCEPT_BATCH = 256  # accepted per wake-up, then other work runs
+ACCEPT_PAUSE_S = 0.5  # out of files or memory when accepting: wait this long
+REPORT_S = 60.0  # refusals of one kind are summed up this often
+PROBE_TIMEOUT_S = 2.0
+
+
+class DoorError(RuntimeError):
+    """A socket cannot be served as asked (one line)."""
+
+
+@dataclass(frozen=True)
+class DoorLimits:
+    max_connections: int  # open at once through this door
+    per_uid: int  # open at once per peer uid (a TCP peer has none: one pool)
+    request_timeout_s: float  # from a request's first byte to its last
+    keepalive_s: float  # idle between requests
+
+
+def plan_limits(settings: Settings) -> tuple[DoorLimits, DoorLimits]:
+    """The API's and the metrics port's limits. Raises the open-file limit to what they need
+    (the soft limit up to the hard one; root may raise both) and keeps the API's connections
+    below what it allows. Logs what was chosen."""
+    wanted = settings.max_connections
+    need = wanted + METRICS_MAX_CONNECTIONS + RESERVED_FDS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    before = soft
+    if soft != resource.RLIM_INFINITY and soft < need:
+        target = need if hard == resource.RLIM_INFINITY or hard >= need else hard
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        if target < need and os.geteuid() == 0:
+            with contextlib.suppress(ValueError, OSError):  # past fs.nr_open: keep the hard one
+                resource.setrlimit(resource.RLIMIT_NOFILE, (need, need))
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    room = (wanted if soft == resource.RLIM_INFINITY
+            else soft - METRICS_MAX_CONNECTIONS - RESERVED_FDS)
+    most = max(1, min(wanted, room))
+    per_uid = min(settings.max_connections_per_uid, most)
+    shown_hard = "unlimited" if hard == resource.RLIM_INFINITY else str(hard)
+    if most < wanted:
+        log.warning("max_connections = %d does not fit the open-file limit %d (hard %s): at "
+                    "most %d API connections", wanted, soft, shown_hard, most)
+    log.info("open files: limit %s (was %s, hard %s); API connections: at most %d in all, %d "
+             "per uid; a request must arrive whole within %g s; idle connections close after "
+             "%g s", soft, before, shown_hard, most, per_uid, settings.request_timeout_s,
+             settings.keepalive_s)
+    api = DoorLimits(most, per_uid, settings.request_timeout_s, settings.keepalive_s)
+    metrics = DoorLimits(METRICS_MAX_CONNECTIONS, METRICS_MAX_CONNECTIONS,
+                         settings.request_timeout_s, settings.keepalive_s)
+    return api, metrics
+
+
+def _http_error(status: int, reason: str, message: str) -> bytes:
+    body = json.dumps({"error": message}).encode() + b"\n"
+    head = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json; charset=utf-8\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
+    return head.encode() + body
+
+
+def _who(uid: int | None) -> str:
+    return "TCP peers" if uid is None else f"uid {uid} ({user_name(uid)})"
+
+
+class FrontDoor:
+    """Accepts connections on a listening socket for `factory`'s protocols (aiohttp's request
+    handlers), within `limits`."""
+
+    def __init__(self, factory: Callable[[], asyncio.Protocol], limits: DoorLimits,
+                 what: str) -> None:
+        self.factory = factory
+        self.limits = limits
+        self.what = what
+        self.open = 0
+        self.by_uid: dict[int | None, int] = {}
+        self.refused = 0  # connections refused in all (for tests and benchmarks)
+        self._sock: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._paused: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._counts: dict[tuple[str, int | None], int] = {}  # events since the last report
+        self._report: asyncio.TimerHandle | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        assert self._loop is not None
+        return self._loop
+
+    def serve(self, sock: socket.socket) -> None:
+        self._loop = asyncio.get_running_loop()
+        sock.setblocking(False)
+        self._sock = sock
+        self.loop.add_reader(sock.fileno(), self._accept_some)
+
+    def close(self) -> None:
+        for handle in (self._paused, self._report):
+            if handle is not None:
+                handle.cancel()
+        if self._sock is not None:
+            self.loop.remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
+
+    def _accept_some(self) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        for _ in range(ACCEPT_BATCH):
+            try:
+                conn, _addr = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue
+            except OSError as exc:  # EMFILE, ENFILE, ENOBUFS, ENOMEM: wait, then go on
+                self.note("accept", None, f"{self.what}: cannot accept connections now "
+                          f"({exc.strerror}); pausing {ACCEPT_PAUSE_S} s")
+                self.loop.remove_reader(sock.fileno())
+                self._paused = self.loop.call_later(ACCEPT_PAUSE_S, self._resume)
+                return
+            self._admit(conn)
+
+    def _resume(self) -> None:
+        self._paused = None
+        if self._sock is not None:
+            self.loop.add_reader(self._sock.fileno(), self._accept_some)
+
+    def _admit(self, conn: socket.socket) -> None:
+        try:
+            uid = peer_uid(conn) if conn.family == socket.AF_UNIX else None
+        except OSError:
+            conn.close()
+            return
+        held = self.by_uid.get(uid, 0)
+        if self.open >= self.limits.max_connections:
+            self._refuse(conn, "full", None, 503, "Service Unavailable",
+                         f"{self.what} has {self.open} connections open, its limit "
+                         "(max_connections): try again in a few seconds")
+        elif held >= self.limits.per_uid:
+            self._refuse(conn, "cap", uid, 429, "Too Many Requests",
+                         f"{_who(uid)} has {held} connections open to {self.what}, its limit "
+                         f"(max_connections_per_uid): close some (idle ones close after "
+                         f"{self.limits.keepalive_s:g} s)")
+        else:
+            self.open += 1
+            self.by_uid[uid] = held + 1
+            gate = Gate(self, uid, self.factory())
+            task = self.loop.create_task(self._connect(gate, conn))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _connect(self, gate: Gate, conn: socket.socket) -> None:
+        try:
+            await self.loop.connect_accepted_socket(lambda: gate, sock=conn)
+        except Exception as exc:  # the peer left meanwhile
+            log.debug("%s: connection lost while set up: %s", self.what, exc)
+            gate.release()
+            conn.close()
+
+    def _refuse(self, conn: socket.socket, kind: str, uid: int | None, status: int,
+                reason: str, message: str) -> None:
+        """Answer with one line and close, reading nothing but what is already there (so that
+        the client reads the answer rather than a reset)."""
+        self.refused += 1
+        self.note(kind, uid, message)
+        try:
+            conn.setblocking(False)
+            conn.send(_http_error(status, reason, message))
+            conn.recv(65536)
+        except OSError:
+            pass
+        conn.close()
+
+    def release(self, uid: int | None) -> None:
+        self.open -= 1
+        left = self.by_uid[uid] - 1
+        if left:
+            self.by_uid[uid] = left
+        else:
+            del self.by_uid[uid]
+
+    def note(self, kind: str, uid: int | None, line: str) -> None:
+        """Log `line` the first time this kind of event happens to this uid; after that only
+        count, and say the count once per REPORT_S while it goes on."""
+        key = (kind, uid)
+        if key in self._counts:
+            self._counts[key] += 1
+            return
+        self._counts[key] = 0
+        log.warning("%s", line)
+        if self._report is None:
+            self._report = self.loop.call_later(REPORT_S, self._report_counts)
+
+    def _report_counts(self) -> None:
+        self._report = None
+        words = {"full": "connections refused over max_connections",
+                 "cap": "connections refused over max_connections_per_uid",
+                 "slow": "connections closed for not sending a whole request in time",
+                 "accept": "failed accepts"}
+        for key, count in list(self._counts.items()):
+            if not count:
+                del self._counts[key]  # quiet for a whole period: the next one is logged again
+                continue
+            kind, uid = key
+            who = "" if kind in ("full", "accept") else f" from {_who(uid)}"
+            log.warning("%s: %d more %s%s in the last %.0f s", self.what, count, words[kind],
+                        who, REPORT_S)
+            self._counts[key] = 0
+        if self._counts:
+            self._report = self.loop.call_later(REPORT_S, self._report_counts)
+
+
+class Gate(asyncio.Protocol):
+    """One admitted connection: passes everything to aiohttp's handler, holds the request
+    deadline, and gives the connection's place back when it closes."""
+
+    def __init__(self, door: FrontDoor, uid: int | None, inner: asyncio.Protocol) -> None:
+        self.door = door
+        self.uid = uid
+        self.inner = inner
+        self.transport: asyncio.Transport | None = None
+        self.expired = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._released = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        if self.uid is not None:
+            remember_peer(transport, self.uid)
+        self.inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self._timer is None and not self.expired:  # a request starts: its clock runs
+            self._timer = self.door.loop.call_later(self.door.limits.request_timeout_s,
+                                                    self._expire)
+        self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.request_read()
+        self.release()
+        self.inner.connection_lost(exc)
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self.door.release(self.uid)
+
+    def request_read(self) -> None:
+        """The request is whole (its body read): the next one's clock starts at its first
+        byte."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _expire(self) -> None:
+        self._timer = None
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        self.expired = True
+        limit = self.door.limits.request_timeout_s
+        self.door.note("slow", self.uid, f"{self.door.what}: {_who(self.uid)} did not send a "
+                       f"whole request within {limit:g} s (request_timeout_s): closed")
+        transport.write(_http_error(408, "Request Timeout", f"the request did not arrive whole "
+                                    f"within {limit:g} s (request_timeout_s)"))
+        transport.close()
+
+
+def gate_of(request: web.Request) -> Gate | None:
+    transport = request.transport
+    protocol = transport.get_protocol() if transport is not None else None
+    return protocol if isinstance(protocol, Gate) else None
+
+
+@web.middleware
+async def whole_request_in_time(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Reads the body before the handler runs, so that the gate knows when the request is
+    whole; a client too slow for that has been answered 408 by the gate."""
+    gate = gate_of(request)
+    if gate is None:
+        return await handler(request)
+    try:
+        await request.read()
+    except ConnectionError:
+        if gate.expired:
+            return web.Response(status=408)  # the gate answered and closed: nothing to send
+        raise
+    finally:
+        gate.request_read()
+    return await handler(request)
+
+
+def guard(app: web.Application) -> web.Application:
+    """Install the request deadline in `app` (before it is set up)."""
+    app.middlewares.append(whole_request_in_time)
+    return app
+
+
+def runner_for(app: web.Application, limits: DoorLimits) -> web.AppRunner:
+    return web.AppRunner(guard(app), access_log=None, keepalive_timeout=limits.keepalive_s)
+
+
+class DoorSite(web.BaseSite):
+    """A listening socket served through a FrontDoor, as an aiohttp site of `runner`."""
+
+    def __init__(self, runner: web.AppRunner, sock: socket.socket, limits: DoorLimits,
+                 what: str) -> None:
+        super().__init__(runner, backlog=BACKLOG)
+        self.sock = sock
+        self.limits = limits
+        self.what = what
+        self.door: FrontDoor | None = None
+
+    @property
+    def name(self) -> str:
+        return self.what
+
+    async def start(self) -> None:
+        await super().start()
+        server = self._runner.server
+        assert server is not None
+        self.door = FrontDoor(server, self.limits, self.what)
+        self.door.serve(self.sock)
+
+    async def stop(self) -> None:
+        if self.door is not None:
+            self.door.close()
+        await super().stop()
+
+
+# ----------------------------------------------------------------------------- sockets
+
+
+def _probe(path: Path) -> bool:
+    """Whether something accepts connections on the Unix socket `path` (a listener with a
+    full queue counts: it is alive, only busy)."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(PROBE_TIMEOUT_S)
+    try:
+        probe.connect(str(path))
+    except (ConnectionRefusedError, FileNotFoundError):
+        return False
+    except OSError:  # a timeout, a full queue, no permission: not known dead, so kept
+        return True
+    finally:
+        probe.close()
+    return True
+
+
+def claim_unix_socket(path: Path) -> tuple[socket.socket, IO[str]]:
+    """A listening Unix socket at `path` (mode 0666: the peer uid says who calls), and the
+    lock that says this process serves it (`path`.lock, held while the process lives).
+
+    A socket something answers on is never unlinked: DoorError, one line. Only a dead socket
+    file (its server gone) is replaced; anything else at `path` is left alone."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    busy = (f"another coordinator is serving {path} (LABQ_HOME={path.parent}); it was left "
+            "running: stop it first, or give this one another LABQ_HOME or socket")
+    lock_path = path.with_name(path.name + ".lock")
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise DoorError(f"cannot open the lock {lock_path}: {exc.strerror}") from None
+    lock = os.fdopen(fd, "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise DoorError(busy) from None
+    try:
+        try:
+            mode = path.lstat().st_mode
+        except FileNotFoundError:
+            mode = None
+        if mode is not None:
+            if not stat.S_ISSOCK(mode):
+                raise DoorError(f"{path} exists and is not a socket: move it away, or set "
+                                "another socket path")
+            if _probe(path):
+                raise DoorError(busy)
+            path.unlink()  # a dead socket: its server is gone
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(str(path))
+            os.chmod(path, 0o666)  # every local user may connect; the peer uid says who
+            sock.listen(BACKLOG)
+        except OSError as exc:
+            sock.close()
+            raise DoorError(f"cannot listen on {path}: {exc.strerror}") from None
+    except BaseException:
+        lock.close()
+        raise
+    return sock, lock
+
+
+def listen_tcp(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on host:port (OSError when it cannot be bound)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=BACKLOG)
