@@ -104,6 +104,9 @@ class Settings:
     # What one user may keep in the store: every job they have there (waiting, running and
     # ended, array tasks not made yet included) counts; 0: no cap.
     max_stored_jobs_per_user: int = 20_000
+    # ...and the bytes of their commands, environments and scripts together (an ended job keeps
+    # its command only); 0: no cap.
+    max_stored_bytes_per_user: int = 256 << 20
     # Who a job may run as: never root, never a uid below min_job_uid (0: read UID_MIN from
     # /etc/login.defs, else 1000), never a user in job_user_deny. Acting for another user
     # (`--as`) is root's alone, or an operator's (an explicit list; every use is logged).
@@ -254,6 +257,7 @@ SECTIONS: dict[str, dict[str, str]] = {
                "max_command_bytes": "max_command_bytes", "max_env_bytes": "max_env_bytes",
                "max_script_bytes": "max_script_bytes",
                "max_stored_jobs_per_user": "max_stored_jobs_per_user",
+               "max_stored_bytes_per_user": "max_stored_bytes_per_user",
                "min_job_uid": "min_job_uid", "job_user_deny": "job_user_deny",
                "operators": "operators", "max_connections": "max_connections",
                "max_connections_per_uid": "max_connections_per_uid",
@@ -376,6 +380,7 @@ def _check_limits(s: Settings) -> None:
     for key, least in (("max_array_size", 1), ("max_pending_jobs", 0), ("max_request_bytes", 1024),
                        ("max_command_bytes", 1), ("max_env_bytes", 0),
                        ("max_script_bytes", 1), ("max_stored_jobs_per_user", 0),
+                       ("max_stored_bytes_per_user", 0),
                        ("min_job_uid", 0), ("max_connections", 16),
                        ("max_connections_per_uid", 1), ("store_max_memory_bytes", 0)):
         value = getattr(s, key)

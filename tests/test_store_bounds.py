@@ -55,8 +55,34 @@ def test_every_stored_job_counts_until_retention_removes_it(valkey_url: str) -> 
             epoch = await lead(srv.store)
             return await srv.store.expire_done(epoch, T0 + 10**10, 0, 0, 86400)
         assert srv.run(expire()) == 3  # the three cancelled jobs leave the store
-        assert srv.run(srv.store.stored_jobs(CAT)) == 2  # the array's two tasks stay counted
+        assert srv.run(srv.store.stored_jobs(CAT))[0] == 2  # the array's two tasks stay counted
         assert srv.as_user(CAT, "POST", "/v1/jobs", JOB)[0] == 200
+    finally:
+        srv.stop()
+
+
+def test_the_bytes_one_user_keeps_in_the_store_are_bounded(valkey_url: str) -> None:
+    """Each job's command, environment and script count until they leave the store: the
+    environment and script when the job ends, the command at retention."""
+    srv = ApiServer(valkey_url, max_stored_bytes_per_user=200_000).start()
+    try:
+        big = {**JOB, "env": {"BLOB": "x" * 60_000}}
+        ids = [srv.as_user(CAT, "POST", "/v1/jobs", big)[1]["ids"][0] for _ in range(3)]
+        before = srv.state()
+        status, answer = srv.as_user(CAT, "POST", "/v1/jobs", big)
+        assert status == 429 and "max_stored_bytes_per_user" in answer["error"], answer
+        assert srv.state() == before
+        for job_id in ids:  # an ended job keeps its command only: the room comes back
+            assert srv.as_user(CAT, "POST", f"/v1/jobs/{job_id}/cancel", {})[0] == 200
+        assert srv.run(srv.store.stored_jobs(CAT))[1] < 1000
+        assert srv.as_user(CAT, "POST", "/v1/jobs", big)[0] == 200
+
+        async def expire() -> int:
+            epoch = await lead(srv.store)
+            return await srv.store.expire_done(epoch, T0 + 10**10, 0, 0, 86400)
+        assert srv.run(expire()) == 3
+        jobs, size = srv.run(srv.store.stored_jobs(CAT))
+        assert jobs == 1 and 60_000 < size < 61_000  # exactly the one waiting job's
     finally:
         srv.stop()
 

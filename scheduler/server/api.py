@@ -6,6 +6,7 @@ plumbing (errors, strict bodies) is in `scheduler.server.http`.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -171,7 +172,8 @@ class Api(JobRoutes):
         await self._check_job_cap(accounts, user, count)
         if not caller.is_admin:  # trusted, as for accounts: a bulk load or a benchmark
             await self._check_pending_cap(user, count)
-            await self._check_stored_cap(user, count)
+            per_job = len(json.dumps(spec.command)) + len(json.dumps(spec.env)) + len(spec.script)
+            await self._check_stored_cap(user, count, per_job * (1 if array else count))
         # A token names one client's request: scoped to who sent it and for whom, so another
         # user's token (seen in `ps`, a shared script) neither returns nor blocks their jobs.
         token = f"{caller.user}/{user}/{client_token}" if client_token else new_token()
@@ -211,18 +213,23 @@ class Api(JobRoutes):
             raise ApiError(429, f"{user} may have {config.max_jobs} pending and running jobs "
                                 f"and has {has}: wait for some to end, or cancel some")
 
-    async def _check_stored_cap(self, user: str, adding: int) -> None:
+    async def _check_stored_cap(self, user: str, adding: int, size: int) -> None:
         """What one user may keep in the store: every job counts until retention removes it
-        (max_stored_jobs_per_user), so ended jobs, too, are bounded per user."""
+        (max_stored_jobs_per_user), and the bytes of its command, environment and script
+        (max_stored_bytes_per_user), so ended jobs, too, are bounded per user."""
+        jobs, stored = await self.store.stored_jobs(user)
         cap = self.settings.max_stored_jobs_per_user
-        if not cap:
-            return
-        has = await self.store.stored_jobs(user)
-        if has + adding > cap:
-            raise ApiError(429, f"{user} has {has:,} jobs in the store (waiting, running and "
+        byte_cap = self.settings.max_stored_bytes_per_user
+        if cap and jobs + adding > cap:
+            raise ApiError(429, f"{user} has {jobs:,} jobs in the store (waiting, running and "
                                 f"ended) and may have {cap:,} (max_stored_jobs_per_user): "
                                 f"{adding:,} more would be over; ended jobs leave it after "
                                 "retention")
+        if byte_cap and stored + size > byte_cap:
+            raise ApiError(429, f"{user}'s jobs keep {stored / 2**20:,.1f} MiB of commands, "
+                                f"environments and scripts in the store and may keep "
+                                f"{byte_cap / 2**20:,.0f} MiB (max_stored_bytes_per_user): "
+                                "cancel waiting jobs, or send less (--export NAMES)")
 
     async def _check_pending_cap(self, user: str, adding: int) -> None:
         """At most `max_pending_jobs` waiting (pending or held) jobs per user. Counts are read

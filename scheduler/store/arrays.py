@@ -178,6 +178,10 @@ class ArrayStore:
         gone = 0
         for array in await self.arrays(list(old)):
             if array.state != "PENDING":
+                fields = array.template.to_fields()
+                size = (len(fields["command"]) + len(fields["env"])
+                        + int(await self.r.hstrlen(self.keys.array(array.id), "script")))
+                await self.r.hincrby(self.keys.stored, f"bytes|{array.template.user}", -size)
                 await self.r.delete(self.keys.array(array.id))
                 await self.r.zrem(self.keys.arrays_all, array.id)
                 gone += 1

@@ -154,7 +154,8 @@ class Store(ArrayStore, RetentionStore):
 
     async def cancel(self, job_id: str, caller: str, is_admin: bool, now: float,
                      reason: str = "") -> Outcome:
-        keys = [self.keys.job(job_id), self.keys.waiting, self.keys.done, self.keys.held]
+        keys = [self.keys.job(job_id), self.keys.waiting, self.keys.done, self.keys.held,
+                self.keys.stored]
         args = [job_id, caller, "1" if is_admin else "", now, reason]
         return Outcome(await self._run("cancel", keys, args))
 
@@ -202,7 +203,7 @@ class Store(ArrayStore, RetentionStore):
         keys = [
             self.keys.job(job.id), self.keys.active, self.keys.done,
             self.keys.node_alloc(job.node or ""), self.keys.usage, self.keys.epoch,
-            self.keys.stats, *self._run_keys(job.node or ""),
+            self.keys.stats, *self._run_keys(job.node or ""), self.keys.stored,
         ]
         code = "" if exit_code is None else str(exit_code)
         args = [epoch, job.id, state.value, code, reason, now, job.node or ""]
@@ -212,7 +213,7 @@ class Store(ArrayStore, RetentionStore):
         keys = [
             self.keys.job(job.id), self.keys.active, self.keys.waiting,
             self.keys.node_alloc(job.node or ""), self.keys.usage, self.keys.epoch,
-            self.keys.done, self.keys.stats, *self._run_keys(job.node or ""),
+            self.keys.done, self.keys.stats, *self._run_keys(job.node or ""), self.keys.stored,
         ]
         args = [epoch, job.id, reason, now, job.node or ""]
         return Outcome(await self._run("requeue", keys, args))
@@ -466,10 +467,11 @@ class Store(ArrayStore, RetentionStore):
         """(UTC day number, account, user, billed) for every day with usage."""
         return parse_daily(await self.usage_hash())
 
-    async def stored_jobs(self, user: str) -> int:
+    async def stored_jobs(self, user: str) -> tuple[int, int]:
         """How many jobs of `user` the store keeps (waiting, running, ended; array tasks not
-        made yet included)."""
-        return int(await self.r.hget(self.keys.stored, user) or 0)
+        made yet included), and the bytes of their commands, environments and scripts."""
+        jobs, size = await self.r.hmget(self.keys.stored, user, f"bytes|{user}")
+        return int(jobs or 0), int(size or 0)
 
     async def memory(self) -> tuple[int, int]:
         """(used_memory, maxmemory) in bytes, from INFO memory (0 where not reported)."""

@@ -72,3 +72,14 @@ local function release_run(runs_key, stops_key, status_key, wake_key, job_id)
   redis.call('LPUSH', wake_key, job_id)
   redis.call('LTRIM', wake_key, 0, 99)
 end
+
+-- An ended job keeps no environment or script (they may hold secrets, and cost memory): drop
+-- them and take their bytes off the user's count in the stored-jobs hash.
+local function drop_request(job_key, stored_key)
+  local user = redis.call('HGET', job_key, 'user') or ''
+  local size = redis.call('HSTRLEN', job_key, 'env') + redis.call('HSTRLEN', job_key, 'script')
+  redis.call('HSET', job_key, 'env', '{}', 'script', '')
+  if stored_key and user ~= '' then
+    redis.call('HINCRBY', stored_key, 'bytes|' .. user, 2 - size)
+  end
+end

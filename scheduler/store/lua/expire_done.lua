@@ -26,9 +26,16 @@ for i = 0, (#KEYS - 3) / 3 - 1 do
       end
       redis.call('HSET', day_key, id, cjson.encode(record))
       redis.call('EXPIREAT', day_key, expire_at)
+      local size = redis.call('HSTRLEN', job_key, 'command') + redis.call('HSTRLEN', job_key, 'env')
+        + redis.call('HSTRLEN', job_key, 'script')
       redis.call('DEL', job_key, log_key)
-      if values[2] and redis.call('HINCRBY', KEYS[3], values[2], -1) <= 0 then
-        redis.call('HDEL', KEYS[3], values[2])
+      if values[2] then
+        if redis.call('HINCRBY', KEYS[3], values[2], -1) <= 0 then
+          redis.call('HDEL', KEYS[3], values[2])
+        end
+        if redis.call('HINCRBY', KEYS[3], 'bytes|' .. values[2], -size) <= 0 then
+          redis.call('HDEL', KEYS[3], 'bytes|' .. values[2])
+        end
       end
     end
     redis.call('ZREM', KEYS[2], id)

@@ -2,6 +2,7 @@
 -- KEYS[1] job hash  KEYS[2] active set  KEYS[3] done zset  KEYS[4] node alloc hash
 -- KEYS[5] usage hash  KEYS[6] epoch  KEYS[7] stats hash
 -- KEYS[8..11] the node's runs, stops, status hashes and wake list (see release_run)
+-- KEYS[12] stored-jobs hash
 -- ARGV[1] epoch  ARGV[2] job id  ARGV[3] final state  ARGV[4] exit code ('' = none)
 -- ARGV[5] reason  ARGV[6] now
 -- ARGV[7] the node the caller read for the job: its alloc hash is KEYS[4]
@@ -21,7 +22,8 @@ end
 charge(KEYS[1], KEYS[5], now)
 free_gpus(KEYS[1], KEYS[4], ARGV[2])
 redis.call('HSET', KEYS[1], 'state', ARGV[3], 'ended_at', ARGV[6], 'exit_code', ARGV[4],
-  'reason', ARGV[5], 'reasons', '[]', 'env', '{}', 'script', '')
+  'reason', ARGV[5], 'reasons', '[]')
+drop_request(KEYS[1], KEYS[12])
 if state == 'STARTING' then redis.call('HSET', KEYS[1], 'started_at', '') end
 redis.call('SREM', KEYS[2], ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[6], ARGV[2])

@@ -2,6 +2,7 @@
 -- KEYS[1] job hash  KEYS[2] active set  KEYS[3] waiting zset  KEYS[4] node alloc hash
 -- KEYS[5] usage hash  KEYS[6] epoch  KEYS[7] done zset  KEYS[8] stats hash
 -- KEYS[9..12] the node's runs, stops, status hashes and wake list (see release_run)
+-- KEYS[13] stored-jobs hash
 -- ARGV[1] epoch  ARGV[2] job id  ARGV[3] reason  ARGV[4] now
 -- ARGV[5] the node the caller read for the job: its alloc hash is KEYS[4]
 -- A job a person cancelled, or that ran out of time, is not queued again: it ends in that state
@@ -23,8 +24,8 @@ if stop == 'CANCELLED' or stop == 'TIMEOUT' then
     why = 'Cancelled'
     if stop == 'TIMEOUT' then why = 'TimeLimit' end
   end
-  redis.call('HSET', KEYS[1], 'state', stop, 'ended_at', ARGV[4], 'reason', why, 'reasons', '[]',
-    'env', '{}', 'script', '')
+  redis.call('HSET', KEYS[1], 'state', stop, 'ended_at', ARGV[4], 'reason', why, 'reasons', '[]')
+  drop_request(KEYS[1], KEYS[13])
   redis.call('SREM', KEYS[2], ARGV[2])
   redis.call('ZADD', KEYS[7], ARGV[4], ARGV[2])
   return 'ENDED'

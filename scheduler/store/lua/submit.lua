@@ -1,6 +1,7 @@
 -- Store new jobs as PENDING, all or none; a repeated token returns the first call's ids.
 -- KEYS[1] waiting zset   KEYS[2] submit token key   KEYS[3..] one job hash per job
--- KEYS[#KEYS] stored-jobs hash (user -> how many of their jobs the store keeps)
+-- KEYS[#KEYS] stored-jobs hash (user -> how many of their jobs the store keeps; bytes|user ->
+--   the bytes of their commands, environments and scripts in it)
 -- ARGV[1] token ttl (s)  ARGV[2] job count
 --   then per job: id, submitted_at, the job's hash fields as one JSON object
 -- Returns the list of job ids.
@@ -22,7 +23,10 @@ for i = 1, count do
     args[#args + 1] = value
   end
   redis.call('HSET', KEYS[2 + i], unpack(args))
-  redis.call('HINCRBY', KEYS[#KEYS], cjson.decode(ARGV[pos + 2])['user'], 1)
+  local job = cjson.decode(ARGV[pos + 2])
+  redis.call('HINCRBY', KEYS[#KEYS], job['user'], 1)
+  redis.call('HINCRBY', KEYS[#KEYS], 'bytes|' .. job['user'], string.len(job['command'] or '')
+    + string.len(job['env'] or '') + string.len(job['script'] or ''))
   redis.call('ZADD', KEYS[1], score, id)
   ids[#ids + 1] = id
 end

@@ -18,7 +18,11 @@ for name, value in pairs(cjson.decode(ARGV[3])) do
 end
 redis.call('HSET', KEYS[1], unpack(args))
 redis.call('SADD', KEYS[2], ARGV[2])
-redis.call('HINCRBY', KEYS[5], cjson.decode(ARGV[3])['user'], tonumber(ARGV[4]))
+local record = cjson.decode(ARGV[3])
+redis.call('HINCRBY', KEYS[5], record['user'], tonumber(ARGV[4]))
+local template = cjson.decode(record['template'])
+redis.call('HINCRBY', KEYS[5], 'bytes|' .. record['user'], string.len(template['command'] or '')
+  + string.len(template['env'] or '') + string.len(record['script'] or ''))
 redis.call('ZADD', KEYS[4], cjson.decode(ARGV[3])['submitted_at'], ARGV[2])
 local ids = {ARGV[2]}
 redis.call('SET', KEYS[3], cjson.encode(ids), 'EX', ARGV[1])
