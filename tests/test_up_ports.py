@@ -7,7 +7,7 @@ import socket
 import pytest
 
 from scheduler.server.identity import _names, user_name
-from scheduler.server.up import UpError, choose_ports, free_port, port_free
+from scheduler.server.ports import PortError, choose_ports, free_port, port_free
 
 
 def _free_run(count: int) -> int:
@@ -28,7 +28,7 @@ def test_a_default_metrics_port_inside_the_exporter_range_moves() -> None:
 
 def test_a_given_metrics_port_inside_the_exporter_range_is_refused() -> None:
     base = _free_run(2)
-    with pytest.raises(UpError, match="include the metrics port"):
+    with pytest.raises(PortError, match="include the metrics port"):
         choose_ports(base + 1, 9464, base, 2)
 
 
@@ -36,7 +36,7 @@ def test_an_exporter_port_in_use_is_refused() -> None:
     with socket.socket() as held:
         held.bind(("127.0.0.1", 0))
         taken = held.getsockname()[1]
-        with pytest.raises(UpError, match="in use"):
+        with pytest.raises(PortError, match="in use"):
             choose_ports(0, 9464, taken, 1)
 
 

@@ -1,12 +1,31 @@
 """`labq up`, `labq coordinator` and `labq agent`: the commands that run daemons (their code
-is in scheduler.server, imported only when one of them runs)."""
+is in scheduler.server, imported only when one of them runs).
+
+Each first checks $LABQ_HOME (scheduler.server.homecheck: owned by the user running it, writable
+by no one else, nor any directory above it) before it reads anything there, config.toml
+included, and refuses in one line otherwise."""
 
 from __future__ import annotations
 
+import os
+
 import click
 
-from scheduler.cli.common import fail, settings
-from scheduler.config import Settings
+from scheduler.cli.common import fail
+from scheduler.config import ConfigError, Settings
+
+
+def trusted_settings(metrics_port: int | None = None) -> Settings:
+    """Settings.load, once $LABQ_HOME is checked (and made when missing): what a daemon reads
+    and writes there is then the running user's alone."""
+    from scheduler.server.homecheck import HomeError, home_from_env, trusted_home
+
+    os.umask(0o077)
+    try:
+        trusted_home(home_from_env())
+        return Settings.load(metrics_port=metrics_port)
+    except (HomeError, ConfigError) as exc:
+        fail(str(exc))
 
 
 @click.command()
@@ -22,7 +41,7 @@ def up(simulate: str | None, metrics_port: int | None, demo: bool,
     from scheduler.server.up import UpError, run_up
 
     try:
-        run_up(settings(), simulate=simulate, metrics_port=metrics_port, demo=demo,
+        run_up(trusted_settings(), simulate=simulate, metrics_port=metrics_port, demo=demo,
                exporter_port=exporter_port)
     except UpError as exc:
         fail(str(exc))
@@ -39,7 +58,7 @@ def coordinator(metrics_port: int | None, log_level: str) -> None:
 
     setup_logging(log_level)
     try:
-        asyncio.run(run_coordinator(Settings.load(metrics_port=metrics_port)))
+        asyncio.run(run_coordinator(trusted_settings(metrics_port=metrics_port)))
     except DaemonError as exc:
         fail(str(exc))
     except KeyboardInterrupt:
@@ -73,7 +92,7 @@ def agent(node: str | None, sim: str | None, log_level: str, exporter_port: int 
             fail(f"--simulate {sim!r}: write GPUS[:MODEL], e.g. 4:A100-80GB")
         kind, gpus = "simulated", int(count)
     try:
-        asyncio.run(run_agent(Settings.load(), node or socket.gethostname(), kind, gpus,
+        asyncio.run(run_agent(trusted_settings(), node or socket.gethostname(), kind, gpus,
                               model or "SIM-GPU", None if exporter_port is None
                               else (exporter_host, exporter_port)))
     except (DaemonError, ValueError) as exc:

@@ -1,15 +1,23 @@
 """`labq up`: the whole single-machine stack in the foreground, supervised.
 
-Children, in start order: the embedded Valkey server (AOF on, data in $LABQ_HOME/valkey), the
-coordinator and one agent per node; the agents run the jobs (each job as its user, with a Ray
-of its own only if it calls ray.init()). A child that dies is restarted; Ctrl-C or SIGTERM
-stops the daemons, then the jobs still running, then Valkey. Running it again on the same
-$LABQ_HOME finds the same data.
+Children, in start order: the embedded Valkey server (AOF on, data in $LABQ_HOME/valkey, a
+memory ceiling with noeviction), the coordinator and one agent per node; the agents run the jobs
+(each job as its user, with a Ray of its own only if it calls ray.init()). A child that dies is
+restarted (later and later if it keeps dying; never does that stop the running jobs); Ctrl-C or
+SIGTERM stops the daemons, then the jobs still running, then Valkey, then whatever is left below
+`labq up` (a subreaper: see proctree). Running it again on the same $LABQ_HOME finds the same
+data.
+
+Nothing runs from the caller's directory: $LABQ_HOME is checked first (homecheck), the daemons
+start in `/` as `python -I -m scheduler.cli ...` of the interpreter running `labq up` (isolated:
+no current directory, script directory, PYTHONPATH or user site on sys.path, so only the
+installed labq is imported), and every file labq up writes is opened without following links.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -17,18 +25,23 @@ import pwd
 import secrets
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 from scheduler.config import Settings
-from scheduler.store import read_secret
+from scheduler.server import homecheck, proctree
+from scheduler.server.homecheck import HomeError
+from scheduler.server.ports import PortError, held_by
+from scheduler.server.ports import choose_ports as choose_ports  # (also imported from here)
+from scheduler.server.ports import free_port as free_port
+from scheduler.server.ports import port_free as port_free
 from scheduler.store.acl import COORDINATOR_USER, acl_file, agent_user
 from scheduler.store.keys import Keys
 
@@ -36,9 +49,15 @@ from scheduler.store.keys import Keys
 _OWN_ENV = ("LABQ_EXPORTER_PORT", "LABQ_REDIS_USERNAME", "LABQ_REDIS_PASSWORD_FILE",
             "LABQ_AGENT_REDIS_USERNAME", "LABQ_AGENT_REDIS_PASSWORD_FILE")
 MAX_UNIX_PATH = 107  # sun_path holds 108 bytes with the final NUL
-RESTART_LIMIT = 5  # restarts of one child within RESTART_WINDOW_S before giving up
+RESTART_LIMIT = 5  # restarts of one child within RESTART_WINDOW_S before backing off
 RESTART_WINDOW_S = 60.0
+MAX_BACKOFF_S = 30.0
 STOP_GRACE_S = 20.0
+METRICS_CHECK_S = 5.0  # how often `labq up` looks whether /metrics answers
+# The daemons: this interpreter, isolated (-I: sys.path has neither the current directory nor
+# PYTHONPATH nor the user's site-packages, so only the installed labq is ever imported), with
+# unbuffered output (-I ignores PYTHONUNBUFFERED), started in `/`.
+DAEMON = [sys.executable, "-I", "-u", "-m", "scheduler.cli"]
 
 
 class UpError(RuntimeError):
@@ -57,12 +76,16 @@ class Child:
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
     restarts: list[float] = field(default_factory=list)
+    due: float | None = None  # when to start it again, once it died
 
     def start(self) -> None:
-        log: IO[bytes] = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
-        self.proc = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
-        log.close()
+        log = homecheck.open_log(self.log_path)
+        try:
+            self.proc = subprocess.Popen(self.argv, env=self.env, stdout=log,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         start_new_session=True, cwd="/")
+        finally:
+            os.close(log)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -91,26 +114,6 @@ def _signal_group(pid: int, sig: int) -> None:
         os.killpg(pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
-
-
-def free_port(avoid: Sequence[int] = ()) -> int:
-    """A port free now, from the kernel's ephemeral range, not one of `avoid` (ports promised
-    to processes that have not bound them yet, e.g. the agents' exporters)."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port not in avoid:
-            return port
-
-
-def port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,8 @@ class Stack:
         self.redis_url = f"unix://{self.redis_socket}"
         self.stopping = False
         self.up_id = uuid.uuid4().hex  # marks every process this stack starts, and their children
+        self.metrics_ok: bool | None = None  # whether /metrics answered when last looked at
+        self.metrics_checked = 0.0
 
     def _env(self, **extra: str) -> dict[str, str]:
         """A child's environment: where things are and which password file is its own; never a
@@ -179,25 +184,24 @@ class Stack:
         return child
 
     def _lock_down(self) -> dict[str, str]:
-        """$LABQ_HOME 0711, everything in it private; the store's config, ACL file and password
-        files written (0600). Returns node -> its agent's password."""
-        os.chmod(self.home, 0o711)
+        """$LABQ_HOME 0711 (checked by homecheck before), everything in it private; the store's
+        config, ACL file and password files written (0600). Returns node -> its agent's
+        password."""
+        os.chmod(self.home, homecheck.HOME_MODE)
         for folder in (self.logs, self.valkey_dir, self.secrets):
-            folder.mkdir(mode=0o700, exist_ok=True)
-            os.chmod(folder, 0o700)
-        for entry in self.home.iterdir():  # what older versions left readable (run.json, logs)
-            if entry.name not in (self.settings.socket.name, "config.toml") and \
-                    not entry.is_symlink():
-                os.chmod(entry, entry.stat().st_mode & ~0o077)
+            homecheck.private_dir(folder)
+        for entry in os.scandir(self.home):  # what older versions left readable (run.json, logs)
+            st = entry.stat(follow_symlinks=False)
+            if entry.name != "config.toml" and st.st_uid == os.geteuid() and \
+                    (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+                os.chmod(entry.path, st.st_mode & 0o7700)
         coordinator = _password(self.secrets / "coordinator.pass")
         agents = {n.name: _password(self.agent_password_file(n.name)) for n in self.nodes}
         keys = Keys(self.settings.redis_prefix)
-        _write_private(self.valkey_dir / "users.acl", acl_file(keys, coordinator, agents))
-        _write_private(self.valkey_dir / "valkey.conf", "\n".join([
-            "port 0", f"unixsocket {_quoted(self.redis_socket)}", "unixsocketperm 700",
-            f"dir {_quoted(self.valkey_dir)}", f"aclfile {_quoted(self.valkey_dir / 'users.acl')}",
-            "appendonly yes", "appendfsync everysec", 'save ""', "protected-mode yes",
-            "daemonize no", ""]))
+        homecheck.write_private(self.valkey_dir / "users.acl",
+                                acl_file(keys, coordinator, agents))
+        homecheck.write_private(self.valkey_dir / "valkey.conf", valkey_config(
+            self.valkey_dir, self.redis_socket, store_max_memory(self.settings)))
         return agents
 
     def agent_password_file(self, node: str) -> Path:
@@ -209,30 +213,29 @@ class Stack:
 
         self._add("valkey", [str(get_binary_path()), str(self.valkey_dir / "valkey.conf")])
         coordinator_pass = self.secrets / "coordinator.pass"
-        _wait(lambda: _redis_ping(self.redis_socket, COORDINATOR_USER, coordinator_pass), 20,
-              f"the Valkey server did not start; see {self.logs / 'valkey.log'}")
+        self._wait(lambda: _redis_ping(self.redis_socket, COORDINATOR_USER, coordinator_pass),
+                   20, f"the Valkey server did not start; see {self.logs / 'valkey.log'}", say)
         say(f"valkey  {self.redis_url} (data in {self.valkey_dir}; ACL users "
             f"{COORDINATOR_USER}, {', '.join(agent_user(n.name) for n in self.nodes)}; "
             f"passwords in {self.secrets})")
         coordinator_env = {"LABQ_REDIS_USERNAME": COORDINATOR_USER,
                            "LABQ_REDIS_PASSWORD_FILE": str(coordinator_pass)}
 
-        me = [sys.executable, "-m", "scheduler.cli"]
-        self._add("coordinator", [*me, "coordinator"], **coordinator_env)
+        self._add("coordinator", [*DAEMON, "coordinator"], **coordinator_env)
         for i, node in enumerate(self.nodes):
             sim = ["--simulate", f"{node.gpus}:{node.model}"] if node.model else []
             exporter = ({"LABQ_EXPORTER_PORT": str(self.exporter_ports[i]),
                          "LABQ_EXPORTER_HOST": "127.0.0.1"} if self.exporter_ports else {})
-            self._add(f"agent-{node.name}", [*me, "agent", "--node", node.name, *sim],
+            self._add(f"agent-{node.name}", [*DAEMON, "agent", "--node", node.name, *sim],
                       LABQ_AGENT_REDIS_USERNAME=agent_user(node.name),
                       LABQ_AGENT_REDIS_PASSWORD_FILE=str(self.agent_password_file(node.name)),
                       **exporter)
-        _wait(lambda: self.settings.socket.is_socket() and _http_ok(
-            f"http://127.0.0.1:{self.metrics_port}/healthz"), 60,
-              f"the coordinator did not start; see {self.logs / 'coordinator.log'}")
+        # The API answering is what counts; /metrics is looked at, never waited for.
+        self._wait(lambda: self.settings.socket.is_socket() and self._api_answers(), 60,
+                   f"the coordinator did not start; see {self.logs / 'coordinator.log'}", say)
         # Ready means a job can be submitted: every agent has reported its GPUs.
-        _wait(self._agents_reported, 60,
-              f"the agents did not report their GPUs; see {self.logs}/agent-*.log")
+        self._wait(self._agents_reported, 60,
+                   f"the agents did not report their GPUs; see {self.logs}/agent-*.log", say)
         real = len(self.nodes) == 1 and not self.nodes[0].model
         kind = "SIMULATED " if not real else ""
         described = [f"{n.name} ({n.gpus}x {kind}{n.model or 'GPU'})" for n in self.nodes]
@@ -243,44 +246,110 @@ class Stack:
             say(f"jobs    run as {pwd.getpwuid(os.geteuid()).pw_name}, the user running labq up "
                 "(not root): jobs of other users cannot start here")
         say(f"api     unix:{self.settings.socket}")
-        say(f"metrics http://127.0.0.1:{self.metrics_port}/metrics")
+        deadline = time.monotonic() + METRICS_CHECK_S
+        while not self._metrics_answer() and time.monotonic() < deadline:
+            time.sleep(0.25)
+        self.watch_metrics(say, force=True)
         for node, port in zip(self.nodes, self.exporter_ports, strict=False):
             say(f"gpus    {node.name}: http://127.0.0.1:{port}/metrics (dcgm-exporter names)")
         say(f"logs    {self.logs}")
-        _write_private(self.settings.run_file, json.dumps({
+        homecheck.write_private(self.settings.run_file, json.dumps({
             "pid": os.getpid(), "redis_url": self.redis_url,
             "socket": str(self.settings.socket), "metrics_port": self.metrics_port,
             "exporter_ports": self.exporter_ports,
             "nodes": [n.__dict__ for n in self.nodes],
         }, indent=2))
 
-    def _agents_reported(self) -> bool:
+    def _api(self, path: str) -> object:
         from scheduler.client import Client
 
         client = Client(self.settings.socket, timeout=5)
         try:
-            nodes = client.request("GET", "/v1/nodes", retries=0)
+            return client.request("GET", path, retries=0)
         finally:
             client.close()
+
+    def _api_answers(self) -> bool:
+        return bool(self._api("/v1/whoami"))
+
+    def _agents_reported(self) -> bool:
+        nodes = self._api("/v1/nodes")
+        assert isinstance(nodes, list)
         up = {n["name"] for n in nodes if n.get("state") == "UP"}
         return {n.name for n in self.nodes} <= up
 
-    def supervise_once(self, say: Callable[[str], None]) -> None:
+    def _wait(self, check: Callable[[], bool], timeout: float, message: str,
+              say: Callable[[str], None]) -> None:
+        """Wait until `check()`, restarting meanwhile a child that dies."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(Exception):
+                if check():
+                    return
+            self.supervise_once(say, watch=False)
+            time.sleep(0.25)
+        raise UpError(message)
+
+    def _metrics_answer(self) -> bool:
+        with contextlib.suppress(Exception):
+            return _http_ok(f"http://127.0.0.1:{self.metrics_port}/healthz")
+        return False
+
+    def watch_metrics(self, say: Callable[[str], None], force: bool = False) -> None:
+        """Say once when /metrics stops or starts answering (a user may hold its port); never
+        anything more: the jobs and the API go on without it."""
         now = time.monotonic()
+        if not force and now - self.metrics_checked < METRICS_CHECK_S:
+            return
+        self.metrics_checked = now
+        coordinator = next((c for c in self.children if c.name == "coordinator"), None)
+        if not force and (coordinator is None or not coordinator.alive()):
+            return
+        ok = self._metrics_answer()
+        if ok == self.metrics_ok:
+            return
+        self.metrics_ok = ok
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        if ok:
+            say(f"metrics {url}")
+        else:
+            say(f"metrics {url} does not answer{_port_note(self.metrics_port)}; jobs and the "
+                "API go on, and the coordinator serves it once the port is free")
+
+    def supervise_once(self, say: Callable[[str], None], watch: bool = True) -> None:
+        """Start again each child that died: at once, or, when it died RESTART_LIMIT times
+        within RESTART_WINDOW_S, after a delay that doubles up to MAX_BACKOFF_S. Never gives up:
+        the running jobs do not depend on the daemons (their runners outlive the agents)."""
+        now = time.monotonic()
+        proctree.reap_adopted(keep=[c.proc.pid for c in self.children if c.proc])
         for child in self.children:
             if child.alive() or self.stopping:
                 continue
-            child.restarts = [t for t in child.restarts if now - t < RESTART_WINDOW_S]
-            if len(child.restarts) >= RESTART_LIMIT:
-                raise UpError(f"{child.name} keeps dying; see {child.log_path}")
-            code = child.proc.returncode if child.proc else None
-            say(f"{child.name} exited (status {code}); restarting it")
-            child.restarts.append(now)
-            child.start()
+            if child.due is None:
+                child.restarts = [t for t in child.restarts if now - t < RESTART_WINDOW_S]
+                extra = len(child.restarts) - RESTART_LIMIT + 1
+                delay = min(MAX_BACKOFF_S, 2.0 ** extra) if extra > 0 else 0.0
+                child.due = now + delay
+                code = child.proc.returncode if child.proc else None
+                note = _port_note(self.metrics_port) if child.name == "coordinator" else ""
+                if delay:
+                    say(f"{child.name} exited (status {code}), {len(child.restarts) + 1} times "
+                        f"in {RESTART_WINDOW_S:.0f} s{note}; starting it again in {delay:.0f} s "
+                        f"(running jobs go on); see {child.log_path}")
+                else:
+                    say(f"{child.name} exited (status {code}){note}; restarting it")
+            if now >= child.due:
+                child.due = None
+                child.restarts.append(now)
+                child.start()
+        if watch:
+            self.watch_metrics(say)
 
     def stop(self) -> None:
-        """Stop newest first, in waves: the daemons, then the jobs still running (their runners
-        outlive the agents, as on a real node; here everything goes), then Valkey."""
+        """Stop newest first, in waves: the daemons; the jobs still running, each by its runner
+        with the usual grace (their runners outlive the agents, as on a real node; here
+        everything goes); whatever else is still below `labq up` (a runner that had not written
+        its state, a job's orphans: labq up is their subreaper); then Valkey and the rest."""
         self.stopping = True
         daemons = [c for c in self.children if c.name != "valkey"]
         for child in daemons:
@@ -291,39 +360,14 @@ class Stack:
 
         stop_runners([self.settings.agent_dir(n.name) for n in self.nodes],
                      self.settings.stop_grace_s + 5.0)
+        valkey = [c.proc.pid for c in self.children if c.name == "valkey" and c.proc]
+        proctree.kill_descendants(5.0, exclude=valkey, keep=valkey)
         for child in self.children:
             if child.name == "valkey":
                 child.stop(STOP_GRACE_S)
-        sweep(f"LABQ_UP_ID={self.up_id}".encode(), grace=5.0)
+        proctree.kill_descendants(2.0)
+        proctree.sweep(f"LABQ_UP_ID={self.up_id}".encode(), grace=5.0)
         with_suppress_unlink(self.settings.run_file)
-
-
-def marked_pids(marker: bytes) -> list[int]:
-    """Live processes whose environment holds `marker` (daemons' children that left their
-    process groups)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if marker not in (entry / "environ").read_bytes().split(b"\0"):
-                continue
-            if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-                continue
-        except OSError:
-            continue
-        found.append(int(entry.name))
-    return found
-
-
-def sweep(marker: bytes, grace: float) -> None:
-    """Give stragglers `grace` seconds to exit on their own, then SIGKILL them."""
-    deadline = time.monotonic() + grace
-    while marked_pids(marker) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    for pid in marked_pids(marker):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
 
 
 def with_suppress_unlink(path: Path) -> None:
@@ -331,61 +375,43 @@ def with_suppress_unlink(path: Path) -> None:
         path.unlink()
 
 
-def choose_ports(metrics_port: int | None, configured: int, exporter_port: int | None,
-                 agents: int) -> tuple[int, list[int]]:
-    """The coordinator's metrics port and the agents' exporter ports, all free and distinct.
-    A port given on the command line must be usable as given; otherwise one is picked."""
-    port = metrics_port if metrics_port is not None else configured
-    if port == 0 or not port_free(port):
-        if metrics_port:
-            raise UpError(f"--metrics-port {port} is in use; pick another")
-        port = free_port()
-    exporter_ports = _exporter_ports(exporter_port, agents)
-    if port in exporter_ports:
-        if metrics_port:
-            raise UpError(f"--exporter-port {exporter_port}: the agents' ports "
-                          f"{exporter_ports[0]}-{exporter_ports[-1]} include the metrics port "
-                          f"{port}; pick another")
-        port = free_port(avoid=exporter_ports)
-    return port, exporter_ports
+def _port_note(port: int) -> str:
+    """`" (metrics port 9464 held by eve (uid 1001))"` when someone else listens there."""
+    if port_free(port):
+        return ""
+    holder = held_by(port)
+    return f" (metrics port {port} held{holder or ' by another process'})"
 
 
-def _exporter_ports(base: int | None, count: int) -> list[int]:
-    """Ports of the agents' GPU exporters: `base`, `base + 1`, ... (one per node), all free."""
-    if base is None:
-        return []
-    ports = list(range(base, base + count))
-    if ports[-1] > 65535:
-        raise UpError(f"--exporter-port {base}: {count} agents need ports up to {ports[-1]}, "
-                      "past 65535; pick a lower port")
-    taken = [p for p in ports if not port_free(p)]
-    if taken:
-        raise UpError(f"--exporter-port {base}: port(s) {', '.join(map(str, taken))} in use; "
-                      f"the agents need {count} consecutive free ports from it")
-    return ports
+def valkey_config(folder: Path, unix_socket: Path, max_memory: int) -> str:
+    """The embedded Valkey's configuration: a Unix socket only, AOF on, and a memory ceiling
+    at which writes are refused (noeviction: no job or usage is ever dropped to make room)."""
+    return "\n".join([
+        "port 0", f"unixsocket {_quoted(unix_socket)}", "unixsocketperm 700",
+        f"dir {_quoted(folder)}", f"aclfile {_quoted(folder / 'users.acl')}",
+        "appendonly yes", "appendfsync everysec", 'save ""', "protected-mode yes",
+        "daemonize no", f"maxmemory {max_memory}", "maxmemory-policy noeviction", ""])
 
 
-def _wait(check: Callable[[], bool], timeout: float, message: str,
-          child: Child | None = None) -> None:
-    """Wait until `check()`; a `child` that dies meanwhile is started again (twice at most)."""
-    deadline = time.monotonic() + timeout
-    retries = 2
-    while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):
-            if check():
-                return
-        if child is not None and not child.alive() and retries:
-            retries -= 1
-            child.start()
-        time.sleep(0.25)
-    raise UpError(message)
+def store_max_memory(settings: Settings) -> int:
+    """`store_max_memory_bytes`, or (0) a quarter of the memory this machine gives labq up:
+    its RAM, or its cgroup's memory.max where that is lower (a container)."""
+    if settings.store_max_memory_bytes:
+        return settings.store_max_memory_bytes
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        group = Path("/proc/self/cgroup").read_text().split("0::", 1)[1].splitlines()[0]
+        limit = (Path("/sys/fs/cgroup") / group.lstrip("/") / "memory.max").read_text().strip()
+        if limit != "max":
+            total = min(total, int(limit))
+    return max(total // 4, 64 << 20)
 
 
 def _redis_ping(path: Path, username: str, password_file: Path) -> bool:
     import redis
 
     client = redis.Redis(unix_socket_path=str(path), username=username,
-                         password=read_secret(password_file), socket_timeout=1)
+                         password=homecheck.read_private(password_file), socket_timeout=1)
     try:
         return bool(client.ping())
     finally:
@@ -398,20 +424,9 @@ def _quoted(path: Path) -> str:
 
 
 def _password(path: Path) -> str:
-    """The password in `path`, made (random, mode 0600) if there is none yet."""
-    if not path.exists():
-        _write_private(path, secrets.token_hex(32) + "\n")
-    return read_secret(path)
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write `text` to `path` (mode 0600) atomically: a reader never sees half of it."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.chmod(tmp, 0o600)
-    tmp.replace(path)
+    """The password in `path`, made (random, mode 0600, O_EXCL) if there is none yet."""
+    homecheck.write_new_private(path, secrets.token_hex(32) + "\n")
+    return homecheck.read_private(path)
 
 
 def _http_ok(url: str) -> bool:
@@ -419,30 +434,61 @@ def _http_ok(url: str) -> bool:
         return bool(response.status == 200)
 
 
-def _lock(home: Path) -> IO[str]:
-    home.mkdir(mode=0o711, parents=True, exist_ok=True)
-    handle = open(home / "up.lock", "w")  # noqa: SIM115 - held for the life of `labq up`
+def _lock(home: Path) -> int:
+    """`$LABQ_HOME/up.lock`, held for the life of `labq up` (made O_EXCL, or opened without
+    following a link and checked; never truncated)."""
+    fd = homecheck.open_lock(home / "up.lock")
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
+        os.close(fd)
         raise UpError(f"labq is already running for LABQ_HOME={home}; stop it first, or use "
                       "another LABQ_HOME") from None
-    return handle
+    return fd
+
+
+def check_installed() -> None:
+    """The daemons import labq as installed for this interpreter, never from the current
+    directory: refuse now, in one line, where that would fail."""
+    done = subprocess.run([*DAEMON[:3], "-c", "import scheduler.cli.daemons, agents.runner"],
+                          cwd="/", stdin=subprocess.DEVNULL, capture_output=True, timeout=120)
+    if done.returncode != 0:
+        raise UpError(f"labq is not installed for {sys.executable} (its daemons run the "
+                      "installed labq, never code from the current directory): pip install "
+                      "labq into it first")
 
 
 def run_up(settings: Settings, simulate: str | None, metrics_port: int | None,
            demo: bool, exporter_port: int | None = None) -> None:
+    os.umask(0o077)  # the store's data, logs, run file: this user's only
+    try:
+        settings = dataclasses.replace(settings, home=homecheck.trusted_home(settings.home))
+        lock = _lock(settings.home)
+        try:
+            _run(settings, simulate, metrics_port, demo, exporter_port)
+        finally:
+            os.close(lock)
+    except (HomeError, PortError) as exc:
+        raise UpError(str(exc)) from None
+
+
+def _run(settings: Settings, simulate: str | None, metrics_port: int | None,
+         demo: bool, exporter_port: int | None) -> None:
     def say(text: str) -> None:
         print(f"labq up: {text}", flush=True)
 
-    os.umask(0o077)  # the store's data, logs, run file: this user's only
-    lock = _lock(settings.home)
+    check_installed()
+    proctree.become_subreaper()  # every process of the stack stays below this one
     nodes = plan_nodes(simulate)
     if simulate:
         say(f"no real GPUs used: SIMULATED {simulate} (for demos, development and tests)")
     port, exporter_ports = choose_ports(metrics_port, settings.metrics_port, exporter_port,
                                         len(nodes))
+    if metrics_port is None and settings.metrics_port and port != settings.metrics_port:
+        say(f"metrics port {settings.metrics_port} is in use{held_by(settings.metrics_port)}; "
+            f"/metrics goes on port {port} instead")
     stack = Stack(settings, nodes, port, exporter_ports)
+
     def on_signal(signum: int, _frame: object) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut cleanup short
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -465,5 +511,4 @@ def run_up(settings: Settings, simulate: str | None, metrics_port: int | None,
     finally:
         say("stopping")
         stack.stop()
-        lock.close()
         say("stopped")
