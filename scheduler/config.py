@@ -450,6 +450,8 @@ _ENV: list[tuple[str, str, Any]] = [
     ("private_data", "LABQ_PRIVATE_DATA", _bool),
     ("max_array_size", "LABQ_MAX_ARRAY_SIZE", int),
     ("kill_invalid_depend", "LABQ_KILL_INVALID_DEPEND", _bool),
+    ("max_stored_jobs_per_user", "LABQ_MAX_STORED_JOBS_PER_USER", int),
+    ("max_stored_bytes_per_user", "LABQ_MAX_STORED_BYTES_PER_USER", int),
     ("operators", "LABQ_OPERATORS", lambda s: [x.strip() for x in s.split(",") if x.strip()]),
     ("max_pending_jobs", "LABQ_MAX_PENDING_JOBS", int),
     ("admins", "LABQ_ADMINS", lambda s: [x.strip() for x in s.split(",") if x.strip()]),
