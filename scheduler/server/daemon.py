@@ -61,12 +61,12 @@ async def _ping(store: Store) -> None:
 
 async def run_coordinator(settings: Settings) -> None:
     private_home(settings)
-    api_limits, metrics_limits = plan_limits(settings)
     try:  # first of all: a second coordinator on this home leaves the first untouched
         api_sock, lock = claim_unix_socket(settings.socket)
     except DoorError as exc:
         raise DaemonError(str(exc)) from None
     try:
+        api_limits, metrics_limits = plan_limits(settings)
         await _serve_coordinator(settings, api_sock, api_limits, metrics_limits)
     finally:
         api_sock.close()

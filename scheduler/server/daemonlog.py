@@ -55,7 +55,7 @@ class RateLimit(logging.Filter):
             _reword(record, "")
             return True
         if window.count == self.burst:
-            _reword(record, f" (more like this are suppressed for up to {self.window_s:.0f} s)")
+            _reword(record, f" (more like this are suppressed for up to {self.window_s:g} s)")
             return True
         window.suppressed += 1
         return False
