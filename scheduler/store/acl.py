@@ -42,9 +42,11 @@ def _safe(what: str, text: str) -> str:
 
 
 def coordinator_rules(keys: Keys) -> list[str]:
-    """Every labq key, every command but the dangerous ones (KEYS, FLUSHALL, CONFIG, ACL...)."""
+    """Every labq key, every command but the dangerous ones (KEYS, FLUSHALL, CONFIG, ACL...);
+    INFO only for the store's memory (/metrics, LabqStoreNearlyFull)."""
     prefix = _safe("key prefix", keys.prefix)
-    return ["resetkeys", f"~{prefix}*", "resetchannels", "-@all", "+@all", "-@dangerous"]
+    return ["resetkeys", f"~{prefix}*", "resetchannels", "-@all", "+@all", "-@dangerous",
+            "+info"]
 
 
 def agent_rules(keys: Keys, node: str) -> list[str]:

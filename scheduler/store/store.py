@@ -474,8 +474,12 @@ class Store(ArrayStore, RetentionStore):
         return int(jobs or 0), int(size or 0)
 
     async def memory(self) -> tuple[int, int]:
-        """(used_memory, maxmemory) in bytes, from INFO memory (0 where not reported)."""
-        info = await self.r.info("memory")
+        """(used_memory, maxmemory) in bytes, from INFO memory (0 where not reported, or
+        where this store user may not run INFO)."""
+        try:
+            info = await self.r.info("memory")
+        except redis_errors.NoPermissionError:
+            return 0, 0
         return int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
 
     async def stats(self) -> dict[str, str]:
