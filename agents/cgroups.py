@@ -5,20 +5,27 @@ Three layouts, chosen once per agent (`detect`):
 - **v2** — a pure cgroup v2 node (a lab's systemd nodes). Under systemd the agent's unit has
   `Delegate=yes` and `KillMode=process` (deploy/systemd/labq-agent.service), so the agent owns
   its own cgroup: it moves itself into `<own>/agent`, runners live in `<own>/runners`, and each
-  job gets `<own>/job_<id>.<attempt>` with the cpu, memory and pids controllers (accounting,
-  `memory.peak`) and `cgroup.kill` at the end. Started by hand as root, the agent uses
-  `<cgroup2 mount>/labq/<node>` instead.
+  job gets `<own>/<install>/job_<id>.<attempt>` with the cpu, memory and pids controllers
+  (accounting, `memory.peak`) and `cgroup.kill` at the end. Started by hand as root, the agent
+  uses `<cgroup2 mount>/labq/<node>` instead.
 - **v2-hybrid** — a hybrid hierarchy (v1 controllers, a v2 tree under
   `/sys/fs/cgroup/unified`): each job still gets its own v2 group, so membership and
   `cgroup.kill` work, but no controller is available there (no accounting).
 - **none** — no writable cgroup v2 tree (an unprivileged `labq up`, a container): the runner
   is a child subreaper and kills every descendant itself.
+
+Every agent works under a directory of its own install (`Layout.for_install`, a random id kept
+in its state directory): runners in `<root>/<install>/runners`, each job attempt in a new
+`<root>/<install>/job_<id>.<attempt>` (never an existing one). A process belongs to a job only
+when its cgroup is exactly one of those: two installs on one host (the same node names, even
+the same job ids) never take each other's processes for their own.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import time
 from dataclasses import dataclass
@@ -28,11 +35,15 @@ CONTROLLERS = ("cpu", "memory", "pids")
 JOB_PREFIX = "job_"
 
 
+_INSTALL_ID = re.compile(r"^[0-9a-f]{16}$")
+
+
 @dataclass(frozen=True)
 class Layout:
     kind: str  # "v2", "v2-hybrid" or "none"
     root: Path | None  # labq's directory: runners/ and job_<key>/ live here
     controllers: tuple[str, ...] = ()
+    mount: Path | None = None  # the cgroup v2 mount `root` is in (None: found when needed)
 
     def describe(self) -> str:
         if self.root is None:
@@ -46,6 +57,38 @@ class Layout:
     @property
     def runners(self) -> Path | None:
         return None if self.root is None else self.root / "runners"
+
+    def for_install(self, install: str) -> Layout:
+        """This layout narrowed to one install's own directory, `<root>/<install>` (made, with
+        its `runners/`, and the same controllers passed on). Raises OSError if it cannot be."""
+        if not _INSTALL_ID.match(install):
+            raise ValueError(f"install id {install!r}: expected 16 hex digits")
+        if self.root is None:
+            return self
+        mount = self.mount or cgroup2_mount() or self.root
+        root = self.root / install
+        root.mkdir(exist_ok=True)
+        (root / "runners").mkdir(exist_ok=True)
+        controllers = _enable_controllers(mount, root) if self.controllers else ()
+        return Layout(self.kind, root, controllers, mount)
+
+    def cgroup_path(self) -> str | None:
+        """`root` as /proc/<pid>/cgroup names it (`/labq/n1/<install>`), or None."""
+        if self.root is None:
+            return None
+        mount = self.mount or cgroup2_mount()
+        if mount is None or not self.root.is_relative_to(mount):
+            return None
+        relative = self.root.relative_to(mount)
+        return "/" if relative == Path(".") else f"/{relative}"
+
+    def job_of_cgroup(self, path: str | None) -> str | None:
+        """The run key (`<id>.<attempt>`) of a process whose v2 cgroup is `path`, if and only
+        if that is one of this layout's job groups: exactly `<root>/job_<id>.<attempt>`."""
+        own = self.cgroup_path()
+        if path is None or own is None:
+            return None
+        return job_of_cgroup(path, own)
 
 
 def cgroup2_mount(mountinfo: str = "/proc/self/mountinfo") -> Path | None:
@@ -99,7 +142,7 @@ def detect(node: str, configured: str = "auto") -> Layout:
         return Layout("none", None)
     controllers = _enable_controllers(mount, root)
     kind = "v2" if mount == Path("/sys/fs/cgroup") else "v2-hybrid"
-    return Layout(kind, root, controllers)
+    return Layout(kind, root, controllers, mount)
 
 
 def _enable_controllers(mount: Path, root: Path) -> tuple[str, ...]:
@@ -129,7 +172,11 @@ class JobGroup:
     path: Path
 
     def create(self) -> None:
-        self.path.mkdir(exist_ok=True)
+        """Make the group: a new one, never one that exists already (whoever made it)."""
+        try:
+            self.path.mkdir()
+        except FileExistsError:
+            raise OSError(f"its cgroup {self.path} exists already (never reused)") from None
 
     def add(self, pid: int) -> None:
         (self.path / "cgroup.procs").write_text(str(pid))
@@ -183,7 +230,15 @@ class JobGroup:
                 time.sleep(0.02)
 
 
-def job_of_cgroup(path: str) -> str | None:
-    """The run key (`<id>.<attempt>`) of a v2 cgroup path made by labq, or None."""
-    last = path.rstrip("/").rsplit("/", 1)[-1]
-    return last[len(JOB_PREFIX):] if last.startswith(JOB_PREFIX) else None
+def job_of_cgroup(path: str, root: str) -> str | None:
+    """The run key (`<id>.<attempt>`) of the v2 cgroup `path` when it is a job group directly
+    under `root` (both as /proc/<pid>/cgroup names them), else None: a `job_*` group anywhere
+    else (another install's, a sub-group) is not this agent's."""
+    parent, _, last = path.rstrip("/").rpartition("/")
+    if (parent or "/") != (root.rstrip("/") or "/") or not last.startswith(JOB_PREFIX):
+        return None
+    key = last[len(JOB_PREFIX):]
+    job_id, dot, attempt = key.rpartition(".")
+    if not dot or not job_id or not attempt.isdigit():
+        return None
+    return key

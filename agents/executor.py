@@ -10,7 +10,13 @@ attempt under `<state dir>/runs/`, see agents.runner) and:
   - reports every attempt's state (report_runs.lua keeps only assigned attempts);
   - removes a finished runner's directory once the coordinator is done with the attempt.
 Runners outlive the agent; a restarted agent finds them all again here (it keeps nothing in
-memory that the directories do not hold).
+memory that the directories do not hold). A runner is known by its pid and that process's
+start time (recorded by the agent when it starts it, and by the runner in its state), never
+by a command line, which anyone can forge.
+
+Each agent has an install id of its own (a random id in its state directory, kept across
+restarts): its cgroups live under `<cgroup root>/<install id>/`, so that two installs on one
+host (the same node names, the same job ids) never touch each other's jobs.
 """
 
 from __future__ import annotations
@@ -20,39 +26,49 @@ import json
 import logging
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from agents.cgroups import Layout, cgroup_of, job_of_cgroup
+from agents.cgroups import Layout, cgroup_of
 from agents.jobdirs import job_dir_path, ray_dir_path, remove_job_dir
-from agents.runner import RunSpec, RunState, parent_of
+from agents.procinfo import parent_of, start_time, started_at
+from agents.runner import RunSpec, RunState
 from scheduler import noderun
+from scheduler.config import login_defs_uid_min
 from scheduler.noderun import RunStatus, StartRecord
 from scheduler.store import Store
 
 log = logging.getLogger(__name__)
 STOP_RESEND_S = 5.0
 RUNNER_MODULE = "agents.runner"
+INSTALL_ID_FILE = "install_id"
+RUNNER_FILE = "runner"  # "<pid> <start time>" of the run's runner, written by the agent
 
 
 class Executor:
+    """`min_job_uid`: no job runs as a uid below it (0: UID_MIN of /etc/login.defs);
+    `job_user_deny`: nor as these users (the runner checks both, besides root)."""
+
     def __init__(self, store: Store, node: str, state_dir: Path, layout: Layout, *,
                  grace_s: float = 10.0, simulated: bool = False, api_socket: str = "",
-                 python: str = sys.executable) -> None:
+                 python: str = sys.executable, min_job_uid: int = 0,
+                 job_user_deny: Sequence[str] = ()) -> None:
         self.store = store
         self.node = node
         self.runs_dir = state_dir / "runs"
-        self.layout = layout
         self.grace_s = grace_s
         self.simulated = simulated
         self.api_socket = api_socket
         self.python = python
+        self.min_job_uid = min_job_uid or login_defs_uid_min()
+        self.job_user_deny = list(job_user_deny)
         self._children: dict[str, subprocess.Popen[bytes]] = {}  # reaped when they exit
         self._stop_sent: dict[str, float] = {}
         old = os.umask(0o077)
@@ -61,6 +77,8 @@ class Executor:
         finally:
             os.umask(old)
         os.chmod(state_dir, 0o700)
+        self.install_id = install_id(state_dir)
+        self.layout = layout.for_install(self.install_id)
 
     # ------------------------------------------------------------------ one pass
 
@@ -132,6 +150,7 @@ class Executor:
             array_task=record.array_task, time_limit_s=record.time_limit_s,
             # Known here too, for `_remove_run_dirs` where the runner had no chance to.
             job_dir=job_dir_path(record.key), ray_dir=ray_dir_path(record.id),
+            min_uid=self.min_job_uid, deny_users=self.job_user_deny,
         )
         (rundir / "spec.json").write_text(json.dumps(asdict(spec)))
         log_file = open(rundir / "runner.log", "ab")  # noqa: SIM115 - the child owns it
@@ -144,6 +163,7 @@ class Executor:
         finally:
             log_file.close()
         self._children[record.key] = proc
+        _write_private(rundir / RUNNER_FILE, f"{proc.pid} {start_time(proc.pid) or 0}")
         log.info("job %s (attempt %d) started for %s on GPUs %s: runner pid %d", record.id,
                  record.attempt, record.user, record.gpu_indices, proc.pid)
         return None
@@ -152,10 +172,7 @@ class Executor:
         child = self._children.get(key)
         if child is not None and child.poll() is None:
             return True
-        if state is not None and state.runner_pid:
-            return _is_runner(state.runner_pid, self.runs_dir / key)
-        # Started by an earlier agent moments ago, no state written yet: look for it.
-        return child is None and _find_runner(self.runs_dir / key) is not None
+        return _is_runner(*runner_of(self.runs_dir / key, state))
 
     def stop(self, key: str, state: RunState | None) -> None:
         """SIGTERM to the runner: it stops the job (SIGTERM, grace, kill). Resent now and then,
@@ -165,8 +182,8 @@ class Executor:
             # A runner that has not written its state yet may not have blocked SIGTERM yet
             # either (it would die without a word): ask again once it has.
             return
-        pid = state.runner_pid
-        if pid and _is_runner(pid, self.runs_dir / key):
+        pid, started = runner_of(self.runs_dir / key, state)
+        if _is_runner(pid, started):
             self._stop_sent[key] = now
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
@@ -245,26 +262,30 @@ class Executor:
         """The job a process belongs to (see `job_of_process`)."""
         if runners is None:
             runners = self._runner_pids()
-        return job_of_process(pid, runners, self.layout.root is not None)
+        return job_of_process(pid, runners, self.layout)
 
     def _runner_pids(self) -> dict[int, str]:
+        """Runner pid -> job id, for the runners alive now."""
         found = {}
         for key, state in self.local_runs().items():
-            if state is not None and state.runner_pid:
-                found[state.runner_pid] = key.rpartition(".")[0]
+            pid, started = runner_of(self.runs_dir / key, state)
+            if _is_runner(pid, started):
+                found[pid] = key.rpartition(".")[0]
         for key, child in self._children.items():
-            found.setdefault(child.pid, key.rpartition(".")[0])
+            if child.poll() is None:
+                found.setdefault(child.pid, key.rpartition(".")[0])
         return found
 
 
-def job_of_process(pid: int, runners: dict[int, str], by_cgroup: bool = True) -> str | None:
-    """The labq job `pid` belongs to: by its cgroup (`job_<id>.<attempt>`, which only root can
-    make or move a process into), else by its place in the process tree (a descendant of a
-    runner in `runners`, runner pid -> job id; a subreaper runner inherits its orphans). Never
-    by the environment, which the process controls."""
-    path = cgroup_of(pid) if by_cgroup else None
-    if path:
-        key = job_of_cgroup(path)
+def job_of_process(pid: int, runners: dict[int, str], layout: Layout | None = None
+                   ) -> str | None:
+    """The labq job `pid` belongs to: by its cgroup, when it is exactly one of `layout`'s
+    job groups (`<root>/<install>/job_<id>.<attempt>`, which only root can make or move a
+    process into; another install's are not), else by its place in the process tree (a
+    descendant of a runner in `runners`, runner pid -> job id; a subreaper runner inherits
+    its orphans). Never by the environment, which the process controls."""
+    if layout is not None and layout.root is not None:
+        key = layout.job_of_cgroup(cgroup_of(pid))
         if key:
             return key.rpartition(".")[0]
     seen = 0
@@ -277,21 +298,58 @@ def job_of_process(pid: int, runners: dict[int, str], by_cgroup: bool = True) ->
     return None
 
 
-def _is_runner(pid: int, rundir: Path) -> bool:
-    """Whether `pid` is still the runner of `rundir` (not a recycled pid)."""
+def install_id(state_dir: Path) -> str:
+    """This agent's install id: made once (16 random hex digits in `<state_dir>/install_id`,
+    0600, O_EXCL), read back ever after, so a restarted agent finds its jobs' cgroups."""
+    path = state_dir / INSTALL_ID_FILE
     try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return RUNNER_MODULE.encode() in argv and str(rundir).encode() in argv
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        text = path.read_text().strip()
+        if len(text) != 16 or any(c not in "0123456789abcdef" for c in text):
+            raise ValueError(f"{path}: not an install id (16 hex digits); remove it only "
+                             f"with no job running on this node") from None
+        return text
+    made = secrets.token_hex(8)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(made + "\n")
+    return made
 
 
-def _find_runner(rundir: Path) -> int | None:
-    """The pid of the runner of `rundir`, found in /proc, or None."""
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit() and _is_runner(int(entry.name), rundir):
-            return int(entry.name)
-    return None
+def runner_of(rundir: Path, state: RunState | None) -> tuple[int, int]:
+    """(pid, start time) of a run's runner: from its state, else (it has not written one
+    yet) from what the agent recorded when it started it; (0, 0) if neither says."""
+    if state is not None and state.runner_pid and state.runner_start:
+        return state.runner_pid, state.runner_start
+    try:
+        pid, started = (rundir / RUNNER_FILE).read_text().split()
+        return int(pid), int(started)
+    except (OSError, ValueError):
+        pass
+    if state is not None and state.runner_pid:
+        # A runner of an earlier labq (no start time recorded): it is the process with that
+        # pid only if that process started within a minute after its spec was written.
+        with contextlib.suppress(OSError):
+            written = (rundir / "spec.json").stat().st_mtime
+            ticks = start_time(state.runner_pid)
+            if ticks is not None and written - 1 <= started_at(ticks) <= written + 60:
+                return state.runner_pid, ticks
+    return 0, 0
+
+
+def _is_runner(pid: int, started: int) -> bool:
+    """Whether the process `pid` that started at `started` (see `start_time`) still runs:
+    the same process, not a recycled pid. (Never by its command line: anyone can forge
+    one.)"""
+    return pid > 0 and started > 0 and start_time(pid) == started
+
+
+def _write_private(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
 
 
 def _runner_env() -> dict[str, str]:
@@ -311,11 +369,13 @@ def stop_runners(state_dirs: list[Path], wait_s: float) -> None:
         if not runs.is_dir():
             continue
         for entry in os.scandir(runs):
-            state = RunState.read(Path(entry.path))
-            if state and state.runner_pid and _is_runner(state.runner_pid, Path(entry.path)):
+            if not entry.is_dir(follow_symlinks=False):
+                continue
+            pid, started = runner_of(Path(entry.path), RunState.read(Path(entry.path)))
+            if _is_runner(pid, started):
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(state.runner_pid, signal.SIGTERM)
-                runners.append((state.runner_pid, Path(entry.path)))
+                    os.kill(pid, signal.SIGTERM)
+                runners.append((pid, started))
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline and any(_is_runner(p, d) for p, d in runners):
         time.sleep(0.1)

@@ -1,7 +1,8 @@
-"""A job attempt's directories on its node: the private Ray directory and the job directory
+"""A job attempt's files on its node: the private Ray directory and the job directory
 (root-owned, 0710, the user's group) that holds the job's TMPDIR and its batch script; made
 before the job starts, removed with everything in it when it ends (by the runner, or by the
-agent for a runner that died), never following a link out of them."""
+agent for a runner that died), never following a link out of them. And its output files
+(`open_output`): new ones the user's, 0600; an existing one only if it is the user's own."""
 
 from __future__ import annotations
 
@@ -86,6 +87,73 @@ def write_script(job_dir: str, text: str, account: pwd.struct_passwd) -> str:
     finally:
         os.close(fd)  # before the fork: a file open for writing cannot be executed (ETXTBSY)
     return path
+
+
+def open_output(path: str, append: bool, what: str, account: pwd.struct_passwd) -> int:
+    """Open a job's output or error file, in the child, as the user (so it can only be where
+    the user may write), and return its descriptor.
+
+    A new file is made O_EXCL|O_NOFOLLOW, 0600. An existing one is used only if it is a
+    regular file of the user's own with one link: never through a symbolic link, never a file
+    someone else made (a 0666 one waiting in a shared directory for the job's output), never
+    a FIFO or a device (opened O_NONBLOCK, so nothing of the kind can keep the job
+    starting), never a hard link to a file elsewhere; then it is truncated, or appended to by
+    a requeued attempt (its own earlier file passes the same checks). Raises OSError with one
+    line saying why, having written nothing."""
+    flags = (os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+             | (os.O_APPEND if append else 0))
+    made = True
+    try:
+        fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        made = False
+        try:
+            fd = os.open(path, flags)
+        except OSError as exc:
+            raise OSError(f"cannot write {what} {path}: {_why_not(path, exc)}") from None
+    except OSError as exc:
+        raise OSError(f"cannot write {what} {path}: {exc.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        problem = ""
+        if made:  # (new, O_EXCL: the user's own by construction)
+            pass
+        elif not stat.S_ISREG(info.st_mode):
+            problem = "it is not a regular file"
+        elif info.st_uid != account.pw_uid:
+            problem = f"it belongs to {_owner(info.st_uid)}, not to {account.pw_name}"
+        elif info.st_nlink != 1:
+            problem = f"it has {info.st_nlink} hard links"
+        if problem:
+            raise OSError(f"refusing {what} {path}: {problem} (remove it, or choose another "
+                          f"path)")
+        if not made and not append:
+            os.ftruncate(fd, 0)
+        os.set_blocking(fd, True)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _why_not(path: str, exc: OSError) -> str:
+    """Why an existing output path cannot be opened, in words."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return exc.strerror or str(exc)
+    if stat.S_ISLNK(info.st_mode):
+        return "it is a symbolic link"
+    if not stat.S_ISREG(info.st_mode):
+        return "it is not a regular file"
+    return exc.strerror or str(exc)
+
+
+def _owner(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
 
 
 def remove_tree(path: str) -> None:

@@ -1,4 +1,5 @@
-"""Best-effort reads of /proc: a process's name and environment, and which job it belongs to.
+"""Best-effort reads of /proc: a process's name, environment, parent and start time, the
+processes below one, and which job each GPU process belongs to.
 
 Every function here tolerates processes that vanish or belong to other users: it returns an
 empty value rather than raising, because a heartbeat must never fail on one odd process.
@@ -34,6 +35,62 @@ def process_name(pid: int, proc_root: str = "/proc") -> str:
             return handle.read().decode(errors="replace").strip()
     except OSError:
         return ""
+
+
+def _stat_fields(pid: int, proc_root: str = "/proc") -> list[bytes] | None:
+    """The fields of /proc/<pid>/stat after the command name (state is [0]), or None."""
+    try:
+        with open(os.path.join(proc_root, str(pid), "stat"), "rb") as handle:
+            return handle.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def parent_of(pid: int) -> int | None:
+    """The parent pid of `pid`, or None if it is gone."""
+    fields = _stat_fields(pid)
+    try:
+        return int(fields[1]) if fields else None
+    except (IndexError, ValueError):
+        return None
+
+
+def start_time(pid: int) -> int | None:
+    """When `pid` started (clock ticks since boot, /proc/<pid>/stat's 22nd field), or None if
+    it is gone or a zombie. A pid and its start time name one process: a pid reused later
+    has another."""
+    fields = _stat_fields(pid)
+    try:
+        return int(fields[19]) if fields and fields[0] != b"Z" else None
+    except (IndexError, ValueError):
+        return None
+
+
+def started_at(ticks: int) -> float:
+    """A start time (see `start_time`) as Unix seconds."""
+    try:
+        with open("/proc/stat", "rb") as handle:
+            boot = next(int(line.split()[1]) for line in handle if line.startswith(b"btime "))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return 0.0
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def descendants(root: int) -> list[int]:
+    """Live processes below `root` (children, grandchildren, ...), from /proc."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        ppid = parent_of(int(entry.name))
+        if ppid is not None:
+            parents.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], list(parents.get(root, []))
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(parents.get(pid, []))
+    return found
 
 
 def tag_processes(gpus: list[GpuInfo], job_of: Callable[[int], str | None]) -> None:

@@ -4,17 +4,20 @@
 outlives it: restarting or killing the agent leaves the job running, and the agent adopts it
 again from RUNDIR. The runner:
 
-1. puts the job in its own cgroup (or, with no cgroup tree, is a child subreaper);
+1. checks who the job runs as (never root, a uid below `min_uid` or a user in `deny_users`),
+   then puts the job in a new cgroup of its own (or, with no cgroup tree, is a child
+   subreaper);
 2. makes the attempt's job directory (`RunSpec.job_dir`, see `make_job_dir`): the job's own
    `TMPDIR`, and its batch script when it has one;
 3. forks the job as its user — uid, primary gid and supplementary groups, `HOME`, `USER`,
    `LOGNAME`, `SHELL`, in its work directory, with the submitter's environment (less what
-   labq sets or never passes, see `job_environment`) and exactly its GPUs visible — with
-   output (and stderr, where asked apart) to files that user owns (opened as the user, so
-   they can only go where the user may write);
+   labq sets or never passes, see `job_environment`) and exactly its GPUs visible, with the
+   limits of a fresh login of that user (agents.limits), never the runner's — with output
+   (and stderr, where asked apart) to files that user owns (see `open_output`);
 4. records RUNNING with the real start time (after a successful exec), then the exit;
 5. on SIGTERM (the agent asks it to stop the job): SIGTERM to every job process, `grace_s`,
-   then kill everything;
+   then kill everything; a stop while it prepares the job ends the attempt at once (nothing
+   the job's user controls, a FIFO or a hung file system, can keep it starting);
 6. when the job's main process ends, kills whatever it left behind (double forks included),
    removes the cgroup, the job's private Ray directory and its job directory, writes the
    final state and exits.
@@ -29,6 +32,7 @@ import ctypes
 import json
 import os
 import pwd
+import select
 import signal
 import sys
 import time
@@ -40,18 +44,26 @@ from agents.jobdirs import (
     job_dir_path,
     make_job_dir,
     make_ray_dir,
+    open_output,
     ray_dir_path,
     remove_job_dir,
     remove_tree,
     write_script,
 )
+from agents.limits import LoginLimits, apply_limits, login_limits
+from agents.procinfo import descendants, parent_of, start_time
+from scheduler.config import login_defs_uid_min
+
+__all__ = ["RunSpec", "RunState", "descendants", "job_environment", "open_output", "parent_of"]
 
 PR_SET_CHILD_SUBREAPER = 36
 SPEC_FILE = "spec.json"
 STATE_FILE = "state.json"
+STOP_FILE = "stop.json"  # the agent's reason, when it stops a job by a policy of its own
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 EXEC_FAILED = 127
-_SIGNALS = {signal.SIGTERM, signal.SIGCHLD, signal.SIGINT, signal.SIGHUP}
+_STOPS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+_SIGNALS = {signal.SIGCHLD, *_STOPS}
 
 
 @dataclass
@@ -84,6 +96,10 @@ class RunSpec:
     time_limit_s: int = 0  # 0: unknown (no LABQ_JOB_END_TIME)
     job_dir: str = ""  # the attempt's job directory (TMPDIR, script); "" = the runner picks one
     ray_dir: str = ""  # the job's private Ray directory; "" = the runner picks one
+    # Who may not run jobs (besides root): uids below `min_uid` (0: UID_MIN of login.defs)
+    # and these names.
+    min_uid: int = 0
+    deny_users: list[str] = field(default_factory=list)
 
     @property
     def key(self) -> str:
@@ -106,9 +122,12 @@ class RunState:
     ended_at: float | None = None
     exit_code: int | None = None  # 128 + signal number when a signal ended it, as a shell says
     signal: int | None = None
-    stop: str = ""  # "requested": the agent stopped it; "lost": the agent found this runner dead
+    # "requested": the agent stopped it; "policy": the agent stopped it by a policy of its own
+    # (`message` says why); "lost": the agent found this runner dead
+    stop: str = ""
     message: str = ""
     usage: dict[str, int] = field(default_factory=dict)  # cgroup accounting, where available
+    runner_start: int = 0  # the runner's start time (/proc/<pid>/stat): pid + this = it
 
     def write(self, rundir: Path) -> None:
         tmp = rundir / f".{STATE_FILE}.tmp"
@@ -118,8 +137,9 @@ class RunState:
     @classmethod
     def read(cls, rundir: Path) -> RunState | None:
         try:
-            return cls(**json.loads((rundir / STATE_FILE).read_text()))
-        except (OSError, ValueError, TypeError):
+            data = json.loads((rundir / STATE_FILE).read_text())
+            return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+        except (OSError, ValueError, TypeError, AttributeError):
             return None
 
 
@@ -197,17 +217,6 @@ def _become(account: pwd.struct_passwd) -> None:
                               f"as {account.pw_name}")
 
 
-def open_output(path: str, append: bool, what: str) -> int:
-    """Open (create) a job's output or error file — in the child, as the user, so it can only
-    be where the user may write. Never through a symbolic link; 0600 when it is made; appended
-    to by a requeued attempt, else truncated."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if append else os.O_TRUNC)
-    try:
-        return os.open(path, flags, 0o600)
-    except OSError as exc:
-        raise OSError(f"cannot write {what} {path}: {exc.strerror}") from None
-
-
 def job_argv(spec: RunSpec, script_path: str) -> list[str]:
     """What the child execs: a batch script's file with the job's arguments (the kernel runs
     the script's `#!` interpreter), a single command line through `/bin/sh -c`, or the
@@ -220,22 +229,23 @@ def job_argv(spec: RunSpec, script_path: str) -> list[str]:
 
 
 def _child(spec: RunSpec, account: pwd.struct_passwd, env: dict[str, str], argv: list[str],
-           err_fd: int) -> None:
+           err_fd: int, limits: LoginLimits) -> None:
     """In the forked child: become the job. Never returns; reports a failure on `err_fd`."""
     try:
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
         os.setsid()
+        apply_limits(limits.rlimits, limits.nice)  # (as root: hard limits may rise)
         _become(account)
         try:
             os.chdir(spec.workdir)
         except OSError as exc:
             raise OSError(f"cannot enter work directory {spec.workdir}: {exc.strerror}") from None
-        out = open_output(spec.output, spec.append, "output file")
+        out = open_output(spec.output, spec.append, "output file", account)
         err = out
         if spec.error:
-            err = open_output(spec.error, spec.append, "error file")
+            err = open_output(spec.error, spec.append, "error file", account)
             if os.path.samestat(os.fstat(out), os.fstat(err)):
                 err = out  # one file named twice: one offset, or each would overwrite the other
         null = os.open(os.devnull, os.O_RDONLY)
@@ -261,7 +271,7 @@ class Runner:
         self.rundir = rundir
         self.spec = RunSpec.load(rundir)
         self.state = RunState(runner_pid=os.getpid())
-        self.group = JobGroup(Path(self.spec.cgroup)) if self.spec.cgroup else None
+        self.group: JobGroup | None = None  # the job's cgroup, once this runner made it
         self.ray_dir = ""
         self.job_dir = ""
         self.main_pid = 0
@@ -277,14 +287,53 @@ class Runner:
         self.save()
         return 1
 
+    def stopped_before_start(self) -> int:
+        """A stop came while the job was being prepared: it never ran, and ends stopped."""
+        self.cleanup()
+        self.state.phase = "EXITED"
+        self.state.ended_at = time.time()
+        self.note_stop("requested")
+        if not self.state.message:
+            self.state.message = "stopped before it started"
+        self.save()
+        return 0
+
+    def stop_pending(self) -> bool:
+        """Whether a stop signal is waiting (taken: it is acted on now)."""
+        return signal.sigtimedwait(_STOPS, 0) is not None
+
+    def note_stop(self, how: str) -> None:
+        """Record a stop: the agent's own reason, if it left one (a policy), else `how`."""
+        try:
+            reason = json.loads((self.rundir / STOP_FILE).read_text()).get("reason", "")
+        except (OSError, ValueError, AttributeError):
+            reason = ""
+        self.state.stop = "policy" if reason else how
+        if reason:
+            self.state.message = str(reason)[:500]
+
+    def check_user(self, account: pwd.struct_passwd) -> str:
+        """Why the job may not run as `account` ("" if it may)."""
+        spec = self.spec
+        if account.pw_uid == 0:
+            return "labq never runs a job as root"
+        floor = spec.min_uid or login_defs_uid_min()
+        if account.pw_uid < floor:
+            return (f"labq never runs a job as {account.pw_name} (uid {account.pw_uid}): uids "
+                    f"below {floor} are the system's (min_job_uid)")
+        if account.pw_name in spec.deny_users:
+            return f"user {account.pw_name} may not run jobs on node {spec.node} (job_user_deny)"
+        return ""
+
     def run(self) -> int:
         spec = self.spec
         os.umask(0o077)
-        # SIGTERM (stop) and SIGCHLD are taken with sigtimedwait: no handler races, and a stop
-        # that comes before the job started waits until it has.
+        # SIGTERM (stop) and SIGCHLD are taken with sigtimedwait: no handler races. A stop
+        # while the job is being prepared is looked for at each step, and ends the attempt.
         signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        self.state.runner_start = start_time(os.getpid()) or 0
         if spec.runners_cgroup:
             with contextlib.suppress(OSError):
                 JobGroup(Path(spec.runners_cgroup)).add(os.getpid())
@@ -293,8 +342,14 @@ class Runner:
             account = pwd.getpwnam(spec.user)
         except KeyError:
             return self.fail(f"user {spec.user!r} does not exist on node {spec.node}")
-        if account.pw_uid == 0:
-            return self.fail("labq never runs a job as root")
+        refused = self.check_user(account)
+        if refused:
+            return self.fail(refused)
+        limits = login_limits(account.pw_name, account.pw_uid, account.pw_gid)
+        for line in limits.skipped:
+            print(f"runner: limits: skipped {line}", file=sys.stderr, flush=True)
+        if self.stop_pending():
+            return self.stopped_before_start()
         try:
             ray_dir = spec.ray_dir or ray_dir_path(spec.job_id)
             make_ray_dir(ray_dir, account)
@@ -303,11 +358,15 @@ class Runner:
             tmp_dir = make_job_dir(job_dir, account)
             self.job_dir = job_dir  # (only once made: the runner never removes what it did not)
             script = write_script(self.job_dir, spec.script, account) if spec.script else ""
-            if self.group:
-                self.group.create()
+            if spec.cgroup:
+                group = JobGroup(Path(spec.cgroup))
+                group.create()  # (new: one that exists is refused, and never removed)
+                self.group = group
         except OSError as exc:
             self.cleanup()
             return self.fail(f"cannot prepare the job on node {spec.node}: {exc}")
+        if self.stop_pending():
+            return self.stopped_before_start()
         env = job_environment(spec, account, self.ray_dir, tmp_dir, time.time())
         argv = job_argv(spec, script)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
@@ -316,9 +375,13 @@ class Runner:
             os.close(err_r)
             if self.group:
                 self.group.add(os.getpid())
-            _child(spec, account, env, argv, err_w)
+            _child(spec, account, env, argv, err_w, limits)
         os.close(err_w)
-        error = _read_all(err_r)
+        error = self.exec_result(err_r)
+        if error is None:  # stopped before the exec: the job never ran
+            self.main_pid = pid
+            self.kill_leftovers()
+            return self.stopped_before_start()
         if error:
             os.waitpid(pid, 0)
             self.cleanup()
@@ -341,6 +404,24 @@ class Runner:
         self.save()
         return 0
 
+    def exec_result(self, fd: int) -> bytes | None:
+        """What the child reported before its exec (b"": it exec'd), or None if a stop came
+        first. Never blocks on the child: a job's user can make its setup hang (a FIFO, a
+        file system of theirs), never the runner."""
+        chunks: list[bytes] = []
+        try:
+            while True:
+                ready, _, _ = select.select([fd], [], [], 0.2)
+                if ready:
+                    chunk = os.read(fd, 4096)
+                    if not chunk:
+                        return b"".join(chunks)
+                    chunks.append(chunk)
+                elif self.stop_pending():
+                    return None
+        finally:
+            os.close(fd)
+
     def wait(self, pid: int) -> int:
         """Wait for the job's main process, reaping every orphan the subreaper inherits; on
         SIGTERM stop the job (SIGTERM to all of it, `grace_s`, then kill)."""
@@ -353,7 +434,7 @@ class Runner:
             timeout = 1.0 if kill_at is None else max(0.01, kill_at - time.monotonic())
             info = signal.sigtimedwait(_SIGNALS, timeout)
             if info is not None and info.si_signo != signal.SIGCHLD and kill_at is None:
-                self.state.stop = "requested"
+                self.note_stop("requested")
                 self.save()
                 self.signal_job(signal.SIGTERM)
                 kill_at = time.monotonic() + self.spec.grace_s
@@ -401,39 +482,6 @@ class Runner:
             remove_tree(self.ray_dir)
         if self.job_dir:
             remove_job_dir(self.job_dir)
-
-
-def _read_all(fd: int) -> bytes:
-    chunks = []
-    while chunk := os.read(fd, 4096):
-        chunks.append(chunk)
-    os.close(fd)
-    return b"".join(chunks)
-
-
-def descendants(root: int) -> list[int]:
-    """Live processes below `root` (children, grandchildren, ...), from /proc."""
-    parents: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        ppid = parent_of(int(entry.name))
-        if ppid is not None:
-            parents.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], list(parents.get(root, []))
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo.extend(parents.get(pid, []))
-    return found
-
-
-def parent_of(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            return int(handle.read().rsplit(b")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -109,7 +109,8 @@ async def test_a_job_runs_as_its_user_with_only_its_gpus_and_leaves_nothing(
     assert not [k for k in env if "REDIS" in k or "PASSWORD" in k or k == "LABQ_UP_ID"]
     assert processes(f"sleep {marker}") == []  # the double fork went with the job
     if layout.root is not None:
-        assert not (layout.root / f"job_{job_id}.0").exists()  # its cgroup is gone too
+        assert executor.layout.root is not None and executor.layout.root.parent == layout.root
+        assert not (executor.layout.root / f"job_{job_id}.0").exists()  # its cgroup is gone
         assert "cpu_usec" in status.usage or layout.kind == "v2-hybrid"
 
 
@@ -192,8 +193,8 @@ def test_processes_are_known_by_process_tree_never_by_environment() -> None:
         time.sleep(5)
         os._exit(0)
     try:
-        assert job_of_process(child, {runner: "9"}, by_cgroup=False) == "9"
-        assert job_of_process(child, {}, by_cgroup=False) is None
+        assert job_of_process(child, {runner: "9"}) == "9"
+        assert job_of_process(child, {}) is None
         assert child in descendants(runner)
     finally:
         os.kill(child, signal.SIGKILL)
