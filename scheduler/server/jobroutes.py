@@ -53,7 +53,8 @@ class JobRoutes:
         """Waiting and running jobs (and with ?done=1 the latest ?done_limit= ended ones, 50
         by default), in id order, a
         page at a time: at most ?limit= lines (PAGE_MAX at most) after the id ?after=. An
-        array's waiting tasks are one line unless ?expand=1. Lines carry no environment."""
+        array's waiting tasks are one line unless ?expand=1. Lines carry no command or
+        environment (GET /v1/jobs/{id} does): a list stays small whatever the jobs hold."""
         caller = await self.caller(request)
         show_all = request.query.get("all") == "1"
         user = request.query.get("user") or (None if show_all else caller.user)
@@ -77,7 +78,7 @@ class JobRoutes:
             start = id_key(job_id_of(after))
             lines = [line for line in lines if id_key(str(line["id"])) > start]
         for line in lines[:limit]:
-            line["env"] = None  # names are served by GET /v1/jobs/{id}
+            line["command"] = line["env"] = None  # served by GET /v1/jobs/{id}
         return web.json_response(lines[:limit])
 
     async def _array_lines(self, caller: Caller, jobs: list[Job], lines: list[dict[str, Any]],

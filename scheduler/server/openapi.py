@@ -66,7 +66,7 @@ OPENAPI: dict[str, Any] = {
                         "or an array (`array`: 0-99%8, one record)", body=_SUBMIT),
             "get": _op("The queue (?all=1, ?user=U, ?done=1&done_limit=N, ?expand=1: each "
                        "array task on its own line), in id order, at most ?limit= lines "
-                       "(1,000 at most) after the id ?after=; no environments; others' "
+                       "(1,000 at most) after the id ?after=; no commands or environments; others' "
                        "commands, work directories and usage are null (private_data)",
                        params=_query("all", "user", "done", "done_limit", "limit", "after",
                                      "expand"),

@@ -38,7 +38,8 @@ from scheduler.store.records import id_key, job_from_spec, nodes_from, parse_dai
 from scheduler.store.retention import RetentionStore
 
 SUBMIT_TOKEN_TTL_S = 86400
-LIST_FIELDS = ("id", *(f for f in Job.__dataclass_fields__ if f not in ("id", "env", "script")))
+LIST_FIELDS = ("id", *(f for f in Job.__dataclass_fields__
+                       if f not in ("id", "command", "env", "script")))
 ID_BLOCK = 256
 
 _SCRIPTS = (
@@ -309,8 +310,8 @@ class Store(ArrayStore, RetentionStore):
         return await self.get_jobs(await self.waiting_ids() + held)
 
     async def list_jobs(self, job_ids: Sequence[str]) -> list[Job]:
-        """Jobs as lists show them: every field but the environment and the script (the
-        largest, and never served in a list)."""
+        """Jobs as lists show them: every field but the command, environment and script (the
+        largest, and never served in a list: GET /v1/jobs/{id} serves them)."""
         if not job_ids:
             return []
         rows = await self.job_fields(job_ids, LIST_FIELDS)
