@@ -21,6 +21,7 @@ import os
 import socket
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 from scheduler.cluster import ClusterState, build_snapshot, read_cluster
 from scheduler.config import Settings
@@ -97,8 +98,9 @@ class Coordinator:
         """A new job can start at once only if some GPU was free after the last cycle. The
         API hands over the jobs just stored, so the next cycle need not read them back."""
         if self.is_leader:
-            for job in jobs:
-                self._waiting_cache.setdefault(job.id, (job, pending_view(job)))
+            for job in jobs:  # without its request's text: the start reads the job again
+                light = replace(job, command=[], env={}, script="")
+                self._waiting_cache.setdefault(job.id, (light, pending_view(light)))
         if self.free_gpus != 0:
             self.kick.set()
 
@@ -319,7 +321,9 @@ class Coordinator:
             self._deps_met.discard(job_id)
         ids = await self.store.waiting_ids()
         missing = [job_id for job_id in ids if job_id not in self._waiting_cache]
-        for job in await self.store.get_jobs(missing):
+        # Without command, environment or script (up to hundreds of KiB a job, and never
+        # needed to decide): the start reads the jobs it starts in full.
+        for job in await self.store.list_jobs(missing):
             self._waiting_cache[job.id] = (job, pending_view(job))
         current = set(ids)
         for job_id in [j for j in self._waiting_cache if j not in current]:
