@@ -9,18 +9,22 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import resource
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e_stack import Stack
+from scheduler.server.frontdoor import METRICS_MAX_CONNECTIONS, RESERVED_FDS
+from tests.e2e_stack import LABQ, Stack, wait_until
 from tests.security_server import (
     SYSTEM_PYTHON,
     ApiServer,
@@ -51,7 +55,8 @@ for _ in range(count):
     socks.append(s)
 print(json.dumps({"opened": len(socks), "seconds": time.monotonic() - start}), flush=True)
 sys.stdin.readline()
-counts = {"refused": 0, "held": 0, "closed": 0, "other": 0}
+time.sleep(0.5)  # the server's answers to the last connections arrive
+counts = {"refused": 0, "full": 0, "held": 0, "closed": 0, "other": 0}
 answer = None
 for s in socks:
     s.setblocking(False)
@@ -65,6 +70,9 @@ for s in socks:
         continue
     if data.startswith(b"HTTP/1.1 429"):
         counts["refused"] += 1
+        answer = answer or data.decode()
+    elif data.startswith(b"HTTP/1.1 503"):
+        counts["full"] += 1
         answer = answer or data.decode()
     elif not data:
         counts["closed"] += 1
@@ -305,3 +313,85 @@ def test_query_numbers_are_plain_short_digits(server: ApiServer, value: str) -> 
     assert status == 400, body
     assert "whole number" in one_line(body["error"]) and len(body["error"]) < 200
     assert server.as_user(FLOODER, "GET", "/v1/jobs?limit=-5")[0] == 200
+
+
+# ------------------------------------------------- the open-file limit and the global cap
+
+
+def _low_file_limit() -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (FILE_LIMIT, FILE_LIMIT))
+
+
+FILE_LIMIT = 600
+
+
+@pytest.mark.skipif(not can_switch_users(), reason="needs root, useradd and /usr/bin/python3")
+def test_the_global_cap_stays_below_the_file_limit_and_idle_connections_close(
+        valkey_url: str) -> None:
+    """A coordinator whose hard open-file limit is 600, configured for 4096 connections (per
+    uid too): it says what fits, refuses the rest at accept with one line (never runs out of
+    files), and closes idle connections after keepalive_s."""
+    ensure_user(FLOODER)
+    home = Path(tempfile.mkdtemp(prefix="labq-nofile-"))
+    os.chmod(home, 0o755)
+    (home / "config.toml").write_text(
+        "[limits]\nmax_connections = 4096\nmax_connections_per_uid = 4096\nkeepalive_s = 2\n")
+    os.chmod(home / "config.toml", 0o644)
+    log_path = home / "coordinator.log"
+    env = {**os.environ, "LABQ_HOME": str(home), "LABQ_REDIS_URL": valkey_url,
+           "LABQ_REDIS_PREFIX": f"nf{uuid.uuid4().hex[:8]}:", "LABQ_METRICS_PORT": "0"}
+    with open(log_path, "wb") as log:
+        coordinator = subprocess.Popen([*LABQ, "coordinator"], env=env, stdout=log,
+                                       stderr=subprocess.STDOUT, preexec_fn=_low_file_limit)
+    sock = home / "labq.sock"
+    try:
+        wait_until(lambda: sock.is_socket() and call_as(FLOODER, str(sock), "GET",
+                                                        "/v1/whoami")[0] == 200,
+                   30, "the API to answer")
+        text = log_path.read_text()
+        assert "max_connections = 4096 does not fit the open-file limit 600" in text
+        most = FILE_LIMIT - METRICS_MAX_CONNECTIONS - RESERVED_FDS
+        assert f"at most {most} in all, {most} per uid" in text
+
+        flood = run_as(FLOODER, FLOOD, str(sock), "1000", stdin=subprocess.PIPE,
+                       stdout=subprocess.PIPE)
+        assert flood.stdin is not None and flood.stdout is not None
+        try:
+            opened = json.loads(flood.stdout.readline())
+            flood.stdin.write("count\n")
+            flood.stdin.flush()
+            result = json.loads(flood.stdout.readline())
+        finally:
+            flood.kill()
+            flood.wait()
+        assert opened["opened"] == 1000
+        assert result["held"] == most and result["refused"] == 0
+        assert result["full"] == 1000 - most and result["other"] == 0
+        error = one_line(json.loads(result["answer"].split("\r\n\r\n", 1)[1])["error"])
+        assert "max_connections" in error
+        text = log_path.read_text()
+        assert "connections open, its limit (max_connections)" in text
+        assert "cannot accept" not in text and "Too many open files" not in text
+
+        # Idle connections are closed after keepalive_s: an idle client finds EOF.
+        code = r'''
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(sys.argv[1])
+start = time.monotonic()
+s.settimeout(30)
+print(s.recv(10), round(time.monotonic() - start, 1))
+'''
+        idle = run_as(FLOODER, code, str(sock), stdout=subprocess.PIPE)
+        out, _ = idle.communicate(timeout=60)
+        data, seconds = out.split()
+        assert data == "b''" and 1.5 <= float(seconds) <= 5, out
+        assert call_as(FLOODER, str(sock), "GET", "/v1/whoami")[0] == 200
+    finally:
+        coordinator.send_signal(signal.SIGTERM)
+        try:
+            coordinator.wait(30)
+        except subprocess.TimeoutExpired:
+            coordinator.kill()
+            coordinator.wait()
+        shutil.rmtree(home, ignore_errors=True)
