@@ -1,11 +1,11 @@
-"""Process entry points: `labq coordinator` and `labq agent`."""
+"""Process entry points: `labq coordinator` and `labq agent`. The coordinator serves its API
+through the front door (scheduler.server.frontdoor: connection caps and deadlines)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
-import socket
 
 from aiohttp import web
 
@@ -13,19 +13,19 @@ from scheduler.config import Settings
 from scheduler.coordinator import Coordinator
 from scheduler.metrics import render
 from scheduler.server.api import Api
-from scheduler.server.daemonlog import setup_logging
+from scheduler.server.daemonlog import setup_logging as setup_logging  # `labq agent` too
 from scheduler.server.frontdoor import (
     DoorError,
     DoorLimits,
     DoorSite,
     claim_unix_socket,
     listen_tcp,
+    listen_unix,
     plan_limits,
     runner_for,
 )
 from scheduler.store import Store, StoreError
 
-__all__ = ["DaemonError", "run_agent", "run_coordinator", "setup_logging"]
 METRICS_RETRY_S = 5.0  # a metrics port that cannot be bound is tried again this often
 
 log = logging.getLogger(__name__)
@@ -62,18 +62,16 @@ async def _ping(store: Store) -> None:
 async def run_coordinator(settings: Settings) -> None:
     private_home(settings)
     try:  # first of all: a second coordinator on this home leaves the first untouched
-        api_sock, lock = claim_unix_socket(settings.socket)
+        lock = claim_unix_socket(settings.socket)
     except DoorError as exc:
         raise DaemonError(str(exc)) from None
     try:
-        api_limits, metrics_limits = plan_limits(settings)
-        await _serve_coordinator(settings, api_sock, api_limits, metrics_limits)
+        await _serve_coordinator(settings, *plan_limits(settings))
     finally:
-        api_sock.close()
         lock.close()
 
 
-async def _serve_coordinator(settings: Settings, api_sock: socket.socket, api_limits: DoorLimits,
+async def _serve_coordinator(settings: Settings, api_limits: DoorLimits,
                              metrics_limits: DoorLimits) -> None:
     store = open_store(settings)
     await _ping(store)
@@ -83,6 +81,12 @@ async def _serve_coordinator(settings: Settings, api_sock: socket.socket, api_li
 
     runner = runner_for(api.app(), api_limits)
     await runner.setup()
+    try:
+        api_sock = listen_unix(settings.socket)
+    except DoorError as exc:
+        await runner.cleanup()
+        await store.close()
+        raise DaemonError(str(exc)) from None
     await DoorSite(runner, api_sock, api_limits, "the API").start()
 
     metrics_app = web.Application()

@@ -9,7 +9,8 @@ byte (else 408 and closed), and is closed after `keepalive_s` idle. Refusals are
 per uid, then counted: a minute's worth in one line.
 
 The sockets themselves: `claim_unix_socket` never replaces a socket something still answers
-on (a second coordinator on the same home refuses instead), and `listen_tcp` binds a port.
+on (a second coordinator on the same home refuses instead), `listen_unix` and `listen_tcp`
+listen.
 """
 
 from __future__ import annotations
@@ -396,12 +397,12 @@ def _probe(path: Path) -> bool:
     return True
 
 
-def claim_unix_socket(path: Path) -> tuple[socket.socket, IO[str]]:
-    """A listening Unix socket at `path` (mode 0666: the peer uid says who calls), and the
-    lock that says this process serves it (`path`.lock, held while the process lives).
+def claim_unix_socket(path: Path) -> IO[str]:
+    """The lock that says this process serves the Unix socket `path` (`path`.lock, held while
+    the process lives), with `path` made free for `listen_unix`.
 
     A socket something answers on is never unlinked: DoorError, one line. Only a dead socket
-    file (its server gone) is replaced; anything else at `path` is left alone."""
+    file (its server gone) is removed; anything else at `path` is left alone."""
     path.parent.mkdir(parents=True, exist_ok=True)
     busy = (f"another coordinator is serving {path} (LABQ_HOME={path.parent}); it was left "
             "running: stop it first, or give this one another LABQ_HOME or socket")
@@ -417,29 +418,32 @@ def claim_unix_socket(path: Path) -> tuple[socket.socket, IO[str]]:
         lock.close()
         raise DoorError(busy) from None
     try:
-        try:
-            mode = path.lstat().st_mode
-        except FileNotFoundError:
-            mode = None
-        if mode is not None:
-            if not stat.S_ISSOCK(mode):
-                raise DoorError(f"{path} exists and is not a socket: move it away, or set "
-                                "another socket path")
-            if _probe(path):
-                raise DoorError(busy)
-            path.unlink()  # a dead socket: its server is gone
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.bind(str(path))
-            os.chmod(path, 0o666)  # every local user may connect; the peer uid says who
-            sock.listen(BACKLOG)
-        except OSError as exc:
-            sock.close()
-            raise DoorError(f"cannot listen on {path}: {exc.strerror}") from None
-    except BaseException:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return lock
+    if not stat.S_ISSOCK(mode):
         lock.close()
-        raise
-    return sock, lock
+        raise DoorError(f"{path} exists and is not a socket: move it away, or set another "
+                        "socket path")
+    if _probe(path):
+        lock.close()
+        raise DoorError(busy)
+    path.unlink()  # a dead socket: its server is gone
+    return lock
+
+
+def listen_unix(path: Path) -> socket.socket:
+    """A listening Unix socket at `path` (claimed first), mode 0666: every local user may
+    connect; the peer uid says who calls."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(path))
+        os.chmod(path, 0o666)
+        sock.listen(BACKLOG)
+    except OSError as exc:
+        sock.close()
+        raise DoorError(f"cannot listen on {path}: {exc.strerror}") from None
+    return sock
 
 
 def listen_tcp(host: str, port: int) -> socket.socket:
