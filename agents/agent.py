@@ -1,7 +1,8 @@
 """The node agent: report the GPUs, run the jobs the coordinator placed here, heartbeat.
 
 Two loops: the heartbeat (GPU read, processes tagged with their labq job by cgroup or process
-tree, one store script), and the job loop (agents.executor), woken at once when the
+tree, a job's process on a GPU it was not given flagged and, by policy, its job stopped; one
+store script), and the job loop (agents.executor), woken at once when the
 coordinator writes a start or stop record for this node, and every second regardless.
 """
 
@@ -41,6 +42,7 @@ class Agent:
         gpus = self.backend.read()
         if self.executor is not None:
             tag_processes(gpus, self.executor.job_resolver())
+            self.executor.check_gpu_use(gpus)  # a job's process on a GPU it was not given
         report = NodeReport(
             name=self.node_name, gpus=gpus, simulated=self.backend.simulated,
             hostname=socket.gethostname(), agent_pid=os.getpid(),

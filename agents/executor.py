@@ -31,6 +31,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -38,10 +39,11 @@ from pathlib import Path
 
 from agents.cgroups import Layout, cgroup_of
 from agents.jobdirs import job_dir_path, ray_dir_path, remove_job_dir
-from agents.procinfo import parent_of, start_time, started_at
-from agents.runner import RunSpec, RunState
+from agents.procinfo import Misuse, misplaced, parent_of, start_time, started_at
+from agents.runner import STOP_FILE, RunSpec, RunState
 from scheduler import noderun
 from scheduler.config import login_defs_uid_min
+from scheduler.model import GpuInfo
 from scheduler.noderun import RunStatus, StartRecord
 from scheduler.store import Store
 
@@ -52,14 +54,22 @@ INSTALL_ID_FILE = "install_id"
 RUNNER_FILE = "runner"  # "<pid> <start time>" of the run's runner, written by the agent
 
 
+MISUSE_POLICIES = ("stop", "warn")
+
+
 class Executor:
     """`min_job_uid`: no job runs as a uid below it (0: UID_MIN of /etc/login.defs);
-    `job_user_deny`: nor as these users (the runner checks both, besides root)."""
+    `job_user_deny`: nor as these users (the runner checks both, besides root).
+    `gpu_misuse_policy`: what a job gets whose process is seen on a GPU it was not given
+    ("warn": logged, and reported on that GPU as a process labq did not start; "stop": that,
+    and the job is stopped, its reason saying why)."""
 
     def __init__(self, store: Store, node: str, state_dir: Path, layout: Layout, *,
                  grace_s: float = 10.0, simulated: bool = False, api_socket: str = "",
                  python: str = sys.executable, min_job_uid: int = 0,
-                 job_user_deny: Sequence[str] = ()) -> None:
+                 job_user_deny: Sequence[str] = (), gpu_misuse_policy: str = "stop") -> None:
+        if gpu_misuse_policy not in MISUSE_POLICIES:
+            raise ValueError(f"gpu_misuse_policy = {gpu_misuse_policy!r}: use stop or warn")
         self.store = store
         self.node = node
         self.runs_dir = state_dir / "runs"
@@ -69,8 +79,13 @@ class Executor:
         self.python = python
         self.min_job_uid = min_job_uid or login_defs_uid_min()
         self.job_user_deny = list(job_user_deny)
+        self.gpu_misuse_policy = gpu_misuse_policy
         self._children: dict[str, subprocess.Popen[bytes]] = {}  # reaped when they exit
         self._stop_sent: dict[str, float] = {}
+        self._specs: dict[str, RunSpec] = {}  # run key -> its spec (never changes)
+        self._misuse_seen: set[tuple[str, int, int]] = set()  # (job, pid, gpu) logged
+        self._misuse_stops: dict[str, str] = {}  # job id -> why (the heartbeat's thread adds)
+        self._lock = threading.Lock()
         old = os.umask(0o077)
         try:
             self.runs_dir.mkdir(parents=True, exist_ok=True)
@@ -87,6 +102,7 @@ class Executor:
         (the caller looks again soon, so RUNNING is reported promptly)."""
         runs, stops, reported = await self.store.node_orders(self.node)
         local = self.local_runs()
+        self._stop_misusers(local)
         statuses: dict[str, RunStatus] = {}
         for job_id, record in runs.items():
             if record.key in local:
@@ -189,11 +205,60 @@ class Executor:
                 os.kill(pid, signal.SIGTERM)
                 log.info("stopping run %s (runner pid %d)", key, pid)
 
+    def stop_for(self, key: str, state: RunState | None, reason: str) -> None:
+        """Stop a run by a policy of the agent's own: its runner records `reason` (from
+        RUNDIR/stop.json) as why the job ended."""
+        rundir = self.runs_dir / key
+        if not (rundir / STOP_FILE).exists():
+            _write_private(rundir / STOP_FILE, json.dumps({"reason": reason}))
+            self._stop_sent.pop(key, None)  # now, whatever was sent before
+        self.stop(key, state)
+
+    # ------------------------------------------------------------------ GPUs not given
+
+    def job_gpus(self) -> dict[str, set[int]]:
+        """Job id -> the GPU indices it was given, for every run of this node."""
+        found: dict[str, set[int]] = {}
+        for key in self.local_runs():
+            spec = self._specs.get(key)
+            if spec is None:
+                try:
+                    spec = self._specs[key] = RunSpec.load(self.runs_dir / key)
+                except (OSError, ValueError, TypeError):
+                    continue
+            found[spec.job_id] = set(spec.gpu_indices)
+        return found
+
+    def check_gpu_use(self, gpus: list[GpuInfo]) -> list[Misuse]:
+        """After `tag_processes`: flag every job process on a GPU its job was not given. It
+        is logged (once), reported on that GPU as a process labq did not start, and, under
+        the "stop" policy, its job is stopped by the next `reconcile` (GpuMisuse)."""
+        found = misplaced(gpus, self.job_gpus())
+        for misuse in found:
+            seen = (misuse.job, misuse.pid, misuse.gpu)
+            if seen not in self._misuse_seen:
+                self._misuse_seen.add(seen)
+                log.warning("node %s: %s%s", self.node, misuse.reason(),
+                            "; stopping the job" if self.gpu_misuse_policy == "stop" else "")
+            if self.gpu_misuse_policy == "stop":
+                with self._lock:
+                    self._misuse_stops.setdefault(misuse.job, misuse.reason())
+        return found
+
+    def _stop_misusers(self, local: dict[str, RunState | None]) -> None:
+        with self._lock:
+            pending, self._misuse_stops = self._misuse_stops, {}
+        for key, state in local.items():
+            job_id = key.rpartition(".")[0]
+            if job_id in pending and self.runner_alive(key, state):
+                self.stop_for(key, state, pending[job_id])
+
     def forget(self, key: str) -> None:
         self._remove_run_dirs(key)  # (a runner that ended removed them; one that died not)
         shutil.rmtree(self.runs_dir / key, ignore_errors=True)
         self._stop_sent.pop(key, None)
         self._children.pop(key, None)
+        self._specs.pop(key, None)
 
     def status_of(self, attempt: int, state: RunState | None, alive: bool) -> RunStatus:
         if state is None:

@@ -8,7 +8,8 @@ empty value rather than raising, because a heartbeat must never fail on one odd 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from scheduler.model import GpuInfo
 
@@ -102,3 +103,36 @@ def tag_processes(gpus: list[GpuInfo], job_of: Callable[[int], str | None]) -> N
             if proc.pid not in cache:
                 cache[proc.pid] = job_of(proc.pid)
             proc.labq_job = cache[proc.pid]
+
+
+@dataclass(frozen=True)
+class Misuse:
+    """A process of labq job `job` seen on GPU `gpu`, which that job was not given."""
+
+    job: str
+    pid: int
+    name: str
+    gpu: int
+    given: tuple[int, ...]
+
+    def reason(self) -> str:
+        given = ",".join(str(i) for i in self.given) or "none"
+        return (f"GpuMisuse: process {self.pid} ({self.name or '?'}) of job {self.job} ran on "
+                f"GPU {self.gpu}, which the job was not given (its GPUs: {given})")
+
+
+def misplaced(gpus: list[GpuInfo], given: Mapping[str, set[int] | frozenset[int]]
+              ) -> list[Misuse]:
+    """The processes of `gpus` (tagged by `tag_processes`) that belong to a job of `given`
+    (job id -> the GPU indices it was given) on a GPU not among them. Each such process is
+    untagged there: on that GPU it is a process labq did not start (so the GPU shows it, and
+    gets no new job under `foreign_gpu_policy = "avoid"`)."""
+    found = []
+    for gpu in gpus:
+        for proc in gpu.processes:
+            job = proc.labq_job
+            if job is None or job not in given or gpu.index in given[job]:
+                continue
+            found.append(Misuse(job, proc.pid, proc.name, gpu.index, tuple(sorted(given[job]))))
+            proc.labq_job = None
+    return found

@@ -293,8 +293,6 @@ class Runner:
         self.state.phase = "EXITED"
         self.state.ended_at = time.time()
         self.note_stop("requested")
-        if not self.state.message:
-            self.state.message = "stopped before it started"
         self.save()
         return 0
 

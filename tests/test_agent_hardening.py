@@ -252,7 +252,6 @@ def test_a_job_stuck_before_it_starts_is_ended_by_a_stop(
         state = wait_state(rundir, {EXITED, FAILED}, timeout=10)
         assert time.monotonic() - began < 5
         assert (state.phase, state.stop, state.started_at) == (EXITED, "requested", None)
-        assert state.message == "stopped before it started"
         ex._children[record.key].wait(5)  # the runner is gone too
         assert not (shared / "ran").exists()
 

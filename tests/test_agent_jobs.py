@@ -141,6 +141,9 @@ async def test_a_restarted_agent_adopts_its_runners_and_a_forgotten_run_is_kille
     epoch, first = await setup(store, tmp_path, Layout("none", None))
     job_id = await start(store, epoch, "sleep 296.5", workdir, [2])
     running = await until(first, store, job_id, {RUNNING})
+    deadline = time.monotonic() + 10
+    while not processes("sleep 296.5") and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)  # (RUNNING is the shell's exec; its sleep comes after)
     [sleeper] = processes("sleep 296.5")
     # A new agent (the old one killed): nothing in memory, only the runners' directories.
     second = Executor(store, NODE, tmp_path / "agent", Layout("none", None), grace_s=1.0)

@@ -4,14 +4,17 @@ Nothing here touches a GPU. Each simulated GPU is labelled as such: its uuid is
 `SIM-<node>-<index>` and the agent reports the node as simulated. So that the scheduler, the
 metrics, idle-GPU detection and the dashboards can be exercised end to end, a simulated GPU is
 "used" by the real processes on this machine whose environment has `LABQ_NODE=<node name>` and
-whose `CUDA_VISIBLE_DEVICES` lists the GPU's index (labq's launcher sets both for every job),
-and its utilization follows those processes' CPU use: the CPU-seconds they (and the children
-they waited for) used since the previous read, per second, capped at 1 (on a process's first
-read, its average over its life so far, at least a second). So a job that sleeps leaves its
-GPUs near 0 and a busy loop drives them near 1. Ray's own processes (titled `ray::...`, e.g.
-the job supervisor) are not the job's work and do not count. Memory, power and temperature
-are made up from that utilization, within plausible ranges. None of these numbers are GPU
-measurements.
+whose `CUDA_VISIBLE_DEVICES` lists the GPU's index or uuid (labq's launcher sets both for
+every job), as the environment was when the process started. So a job process that set
+`CUDA_VISIBLE_DEVICES` to GPUs labq did not give it (`CUDA_VISIBLE_DEVICES=0,1,2,3 python
+train.py` in a 1-GPU job) is on those GPUs, as it would be on real ones, and the agent sees it
+there (agents.executor flags it). A GPU's utilization follows those processes' CPU use: the
+CPU-seconds they (and the children they waited for) used since the previous read, per second,
+capped at 1 (on a process's first read, its average over its life so far, at least a second).
+So a job that sleeps leaves its GPUs near 0 and a busy loop drives them near 1. Ray's own
+processes (titled `ray::...`, e.g. the job supervisor) are not the job's work and do not
+count. Memory, power and temperature are made up from that utilization, within plausible
+ranges. None of these numbers are GPU measurements.
 """
 
 from __future__ import annotations
@@ -102,11 +105,15 @@ def _is_ray_process(pid: int, proc_root: str) -> bool:
         return False
 
 
-def visible_indices(value: str) -> set[int]:
-    """The GPU indices in a `CUDA_VISIBLE_DEVICES` value (entries that are not ints ignored)."""
+def visible_indices(value: str, node: str = "") -> set[int]:
+    """The GPU indices in a `CUDA_VISIBLE_DEVICES` value: indices, and uuids of `node`'s
+    simulated GPUs (`SIM-<node>-<index>`); other entries are ignored."""
     found: set[int] = set()
+    prefix = f"SIM-{node}-" if node else None
     for part in value.split(","):
         part = part.strip()
+        if prefix and part.startswith(prefix):
+            part = part[len(prefix):]
         if part.isdigit():
             found.add(int(part))
     return found
@@ -162,7 +169,7 @@ class SimulatedBackend:
             env = environ_of(int(entry), self._proc_root)
             if env.get("LABQ_NODE") != self.node_name:
                 continue
-            for index in visible_indices(env.get("CUDA_VISIBLE_DEVICES", "")):
+            for index in visible_indices(env.get("CUDA_VISIBLE_DEVICES", ""), self.node_name):
                 if index < self.gpus:
                     users.setdefault(index, []).append(int(entry))
         return users
