@@ -57,6 +57,9 @@ class Agent:
     async def run(self) -> None:
         log.info("agent for node %s: heartbeat every %.1fs (%s GPUs)", self.node_name,
                  self.interval_s, "SIMULATED" if self.backend.simulated else "NVML")
+        if self.executor is not None:
+            log.info("node %s: jobs under %s; %s", self.node_name,
+                     self.executor.layout.describe(), self.executor.device_confinement)
         loops = [self.heartbeat_loop()]
         if self.executor is not None:
             loops.append(self.job_loop(self.executor))

@@ -37,6 +37,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+from agents import devices
 from agents.cgroups import Layout, cgroup_of
 from agents.jobdirs import job_dir_path, ray_dir_path, remove_job_dir
 from agents.procinfo import Misuse, misplaced, parent_of, start_time, started_at
@@ -62,12 +63,15 @@ class Executor:
     `job_user_deny`: nor as these users (the runner checks both, besides root).
     `gpu_misuse_policy`: what a job gets whose process is seen on a GPU it was not given
     ("warn": logged, and reported on that GPU as a process labq did not start; "stop": that,
-    and the job is stopped, its reason saying why)."""
+    and the job is stopped, its reason saying why). `confine_devices`: each job's cgroup
+    gets a device program that lets it open no GPU but its own (agents.devices), where the
+    node allows it (`device_confinement` says what this node does)."""
 
     def __init__(self, store: Store, node: str, state_dir: Path, layout: Layout, *,
                  grace_s: float = 10.0, simulated: bool = False, api_socket: str = "",
                  python: str = sys.executable, min_job_uid: int = 0,
-                 job_user_deny: Sequence[str] = (), gpu_misuse_policy: str = "stop") -> None:
+                 job_user_deny: Sequence[str] = (), gpu_misuse_policy: str = "stop",
+                 confine_devices: bool = True) -> None:
         if gpu_misuse_policy not in MISUSE_POLICIES:
             raise ValueError(f"gpu_misuse_policy = {gpu_misuse_policy!r}: use stop or warn")
         self.store = store
@@ -94,6 +98,16 @@ class Executor:
         os.chmod(state_dir, 0o700)
         self.install_id = install_id(state_dir)
         self.layout = layout.for_install(self.install_id)
+        why_not = ("turned off" if not confine_devices
+                   else "no cgroup v2 group per job" if self.layout.root is None
+                   else devices.available())
+        self.confining = not why_not
+        self.device_confinement = (
+            "each job's cgroup lets it open no NVIDIA GPU but its own (BPF device program)"
+            if self.confining else f"GPUs not confined by the kernel ({why_not}): only "
+            f"CUDA_VISIBLE_DEVICES, and the agent's check of what runs on each GPU")
+        # The driver minor of each GPU index (simulated GPUs: the index itself).
+        self._minors = [] if simulated else devices.nvidia_minors()
 
     # ------------------------------------------------------------------ one pass
 
@@ -167,6 +181,8 @@ class Executor:
             # Known here too, for `_remove_run_dirs` where the runner had no chance to.
             job_dir=job_dir_path(record.key), ray_dir=ray_dir_path(record.id),
             min_uid=self.min_job_uid, deny_users=self.job_user_deny,
+            gpu_minors=(devices.gpu_minors(record.gpu_indices, self._minors)
+                        if self.confining else None),
         )
         (rundir / "spec.json").write_text(json.dumps(asdict(spec)))
         log_file = open(rundir / "runner.log", "ab")  # noqa: SIM115 - the child owns it

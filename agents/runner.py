@@ -5,8 +5,8 @@ outlives it: restarting or killing the agent leaves the job running, and the age
 again from RUNDIR. The runner:
 
 1. checks who the job runs as (never root, a uid below `min_uid` or a user in `deny_users`),
-   then puts the job in a new cgroup of its own (or, with no cgroup tree, is a child
-   subreaper);
+   then puts the job in a new cgroup of its own, whose device program lets it open no GPU
+   but its own (or, with no cgroup tree, is a child subreaper);
 2. makes the attempt's job directory (`RunSpec.job_dir`, see `make_job_dir`): the job's own
    `TMPDIR`, and its batch script when it has one;
 3. forks the job as its user — uid, primary gid and supplementary groups, `HOME`, `USER`,
@@ -40,6 +40,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from agents.cgroups import JobGroup
+from agents.devices import confine
 from agents.jobdirs import (
     job_dir_path,
     make_job_dir,
@@ -100,6 +101,9 @@ class RunSpec:
     # and these names.
     min_uid: int = 0
     deny_users: list[str] = field(default_factory=list)
+    # The driver minors of the job's GPUs: its cgroup gets a device program refusing every
+    # other NVIDIA GPU (agents.devices). None: no device program (no cgroup, or none here).
+    gpu_minors: list[int] | None = None
 
     @property
     def key(self) -> str:
@@ -360,6 +364,8 @@ class Runner:
                 group = JobGroup(Path(spec.cgroup))
                 group.create()  # (new: one that exists is refused, and never removed)
                 self.group = group
+                if spec.gpu_minors is not None:
+                    confine(str(group.path), spec.gpu_minors)
         except OSError as exc:
             self.cleanup()
             return self.fail(f"cannot prepare the job on node {spec.node}: {exc}")
