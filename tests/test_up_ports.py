@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 
 import pytest
 
 from scheduler.server.identity import _names, user_name
-from scheduler.server.ports import PortError, choose_ports, free_port, port_free
+from scheduler.server.ports import PortError, choose_ports, free_port, held_by, port_free
+from tests.security_server import can_switch_users, ensure_user
 
 
 def _free_run(count: int) -> int:
@@ -50,3 +52,32 @@ def test_an_unknown_uid_is_not_cached() -> None:
     uid = 2_000_000_123
     assert user_name(uid) == f"uid{uid}"
     assert uid not in _names
+
+
+def test_a_taken_metrics_port_never_stops_labq_up_from_starting() -> None:
+    """Given on the command line, it is kept (the coordinator binds it once it is free): a user
+    holding it cannot keep the stack down; configured, a free one is used instead."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        taken = held.getsockname()[1]
+        assert choose_ports(taken, 9464, None, 1) == (taken, [])
+        port, _ = choose_ports(None, taken, None, 1)
+        assert port != taken and port_free(port)
+
+
+@pytest.mark.skipif(not can_switch_users(), reason="needs root and useradd")
+def test_who_holds_a_port_is_named() -> None:
+    uid = ensure_user("labq-sec-eve")
+    code = ("import socket, sys; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(); "
+            "print(s.getsockname()[1], flush=True); sys.stdin.read()")
+    holder = subprocess.Popen(["/usr/bin/python3", "-c", code], user=uid, cwd="/",
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None
+        port = int(holder.stdout.readline())
+        assert held_by(port) == f" by labq-sec-eve (uid {uid})"
+    finally:
+        holder.kill()
+        holder.wait()
+    assert held_by(free_port()) == ""

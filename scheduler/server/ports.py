@@ -34,12 +34,12 @@ def port_free(port: int) -> bool:
 
 def choose_ports(metrics_port: int | None, configured: int, exporter_port: int | None,
                  agents: int) -> tuple[int, list[int]]:
-    """The coordinator's metrics port and the agents' exporter ports, all free and distinct.
-    A port given on the command line must be usable as given; otherwise one is picked."""
+    """The coordinator's metrics port and the agents' exporter ports, distinct. A metrics port
+    given on the command line is kept as given even when someone holds it now (the coordinator
+    binds it once it is free: a squatted port must not keep the stack from starting); the
+    configured one is replaced by a free one when taken."""
     port = metrics_port if metrics_port is not None else configured
-    if port == 0 or not port_free(port):
-        if metrics_port:
-            raise PortError(f"--metrics-port {port} is in use{held_by(port)}; pick another")
+    if port == 0 or (not metrics_port and not port_free(port)):
         port = free_port()
     exporter_ports = _exporter_ports(exporter_port, agents)
     if port in exporter_ports:

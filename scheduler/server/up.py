@@ -313,8 +313,12 @@ class Stack:
         if ok:
             say(f"metrics {url}")
         else:
-            say(f"metrics {url} does not answer{_port_note(self.metrics_port)}; jobs and the "
-                "API go on, and the coordinator serves it once the port is free")
+            port = self.metrics_port
+            why = (f"nothing listens on port {port}; see {self.logs / 'coordinator.log'}"
+                   if port_free(port) else
+                   f"port {port} is held{held_by(port) or ' by another process'}")
+            say(f"metrics {url} does not answer ({why}); jobs and the API go on, and the "
+                "coordinator serves it once the port is free")
 
     def supervise_once(self, say: Callable[[str], None], watch: bool = True) -> None:
         """Start again each child that died: at once, or, when it died RESTART_LIMIT times
@@ -333,11 +337,11 @@ class Stack:
                 code = child.proc.returncode if child.proc else None
                 note = _port_note(self.metrics_port) if child.name == "coordinator" else ""
                 if delay:
-                    say(f"{child.name} exited (status {code}), {len(child.restarts) + 1} times "
-                        f"in {RESTART_WINDOW_S:.0f} s{note}; starting it again in {delay:.0f} s "
+                    say(f"{child.name} exited (status {code}, {len(child.restarts) + 1} times "
+                        f"in {RESTART_WINDOW_S:.0f} s{note}); starting it again in {delay:.0f} s "
                         f"(running jobs go on); see {child.log_path}")
                 else:
-                    say(f"{child.name} exited (status {code}){note}; restarting it")
+                    say(f"{child.name} exited (status {code}{note}); restarting it")
             if now >= child.due:
                 child.due = None
                 child.restarts.append(now)
@@ -376,11 +380,10 @@ def with_suppress_unlink(path: Path) -> None:
 
 
 def _port_note(port: int) -> str:
-    """`" (metrics port 9464 held by eve (uid 1001))"` when someone else listens there."""
+    """`"; its metrics port 9464 is held by eve (uid 1001)"` when someone listens there."""
     if port_free(port):
         return ""
-    holder = held_by(port)
-    return f" (metrics port {port} held{holder or ' by another process'})"
+    return f"; its metrics port {port} is held{held_by(port) or ' by another process'}"
 
 
 def valkey_config(folder: Path, unix_socket: Path, max_memory: int) -> str:
@@ -399,12 +402,30 @@ def store_max_memory(settings: Settings) -> int:
     if settings.store_max_memory_bytes:
         return settings.store_max_memory_bytes
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        group = Path("/proc/self/cgroup").read_text().split("0::", 1)[1].splitlines()[0]
-        limit = (Path("/sys/fs/cgroup") / group.lstrip("/") / "memory.max").read_text().strip()
-        if limit != "max":
-            total = min(total, int(limit))
+    for limit in _cgroup_memory_limits():
+        total = min(total, limit)
     return max(total // 4, 64 << 20)
+
+
+def _cgroup_memory_limits() -> list[int]:
+    """The memory limits of this process's cgroup that can be read: v2's memory.max (pure or
+    hybrid mount), v1's memory.limit_in_bytes."""
+    found = []
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            _, controllers, group = line.split(":", 2)
+            group = group.lstrip("/")
+            if controllers == "":
+                files = [Path("/sys/fs/cgroup", group, "memory.max"),
+                         Path("/sys/fs/cgroup/unified", group, "memory.max")]
+            elif "memory" in controllers.split(","):
+                files = [Path("/sys/fs/cgroup/memory", group, "memory.limit_in_bytes")]
+            else:
+                continue
+            for file in files:
+                with contextlib.suppress(OSError, ValueError):
+                    found.append(int(file.read_text().strip()))  # ("max": no limit)
+    return found
 
 
 def _redis_ping(path: Path, username: str, password_file: Path) -> bool:
@@ -487,6 +508,9 @@ def _run(settings: Settings, simulate: str | None, metrics_port: int | None,
     if metrics_port is None and settings.metrics_port and port != settings.metrics_port:
         say(f"metrics port {settings.metrics_port} is in use{held_by(settings.metrics_port)}; "
             f"/metrics goes on port {port} instead")
+    elif metrics_port and not port_free(port):
+        say(f"--metrics-port {port} is in use{held_by(port)}; starting without /metrics, which "
+            "the coordinator serves once the port is free")
     stack = Stack(settings, nodes, port, exporter_ports)
 
     def on_signal(signum: int, _frame: object) -> None:
