@@ -39,3 +39,14 @@ def test_units_pass_systemd_analyze_verify(name: str, tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "Unknown" not in result.stderr and "ignoring" not in result.stderr.lower()
+
+
+@pytest.mark.parametrize("name", ["labq-agent.service", "labq-coordinator.service"])
+def test_units_start_the_installed_entry_point_from_root(name: str) -> None:
+    """Never a module search from a directory others may write: the console script of the
+    install, in /."""
+    service = unit(name)["Service"]
+    assert service["WorkingDirectory"] == "/"
+    command = service["ExecStart"].split()
+    assert Path(command[0]).is_absolute() and command[0].endswith("/bin/labq")
+    assert "-m" not in command and "PYTHONPATH" not in (UNITS / name).read_text()
