@@ -120,6 +120,14 @@ class FrontDoor:
         self._tasks: set[asyncio.Task[None]] = set()
         self._counts: dict[tuple[str, int | None], int] = {}  # events since the last report
         self._report: asyncio.TimerHandle | None = None
+        self._names: dict[int | None, str] = {}  # a name looked up once per report period
+
+    def who(self, uid: int | None) -> str:
+        """How the peer is named in answers and logs (a refusal never asks NSS again)."""
+        known = self._names.get(uid)
+        if known is None:
+            known = self._names[uid] = _who(uid)
+        return known
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -178,7 +186,7 @@ class FrontDoor:
                          "(max_connections): try again in a few seconds")
         elif held >= self.limits.per_uid:
             self._refuse(conn, "cap", uid, 429, "Too Many Requests",
-                         f"{_who(uid)} has {held} connections open to {self.what}, its limit "
+                         f"{self.who(uid)} has {held} connections open to {self.what}, its limit "
                          f"(max_connections_per_uid): close some (idle ones close after "
                          f"{self.limits.keepalive_s:g} s)")
         else:
@@ -233,6 +241,7 @@ class FrontDoor:
 
     def _report_counts(self) -> None:
         self._report = None
+        self._names.clear()
         words = {"full": "connections refused over max_connections",
                  "cap": "connections refused over max_connections_per_uid",
                  "slow": "connections closed for not sending a whole request in time",
@@ -242,7 +251,7 @@ class FrontDoor:
                 del self._counts[key]  # quiet for a whole period: the next one is logged again
                 continue
             kind, uid = key
-            who = "" if kind in ("full", "accept") else f" from {_who(uid)}"
+            who = "" if kind in ("full", "accept") else f" from {self.who(uid)}"
             log.warning("%s: %d more %s%s in the last %.0f s", self.what, count, words[kind],
                         who, REPORT_S)
             self._counts[key] = 0
@@ -309,8 +318,9 @@ class Gate(asyncio.Protocol):
             return
         self.expired = True
         limit = self.door.limits.request_timeout_s
-        self.door.note("slow", self.uid, f"{self.door.what}: {_who(self.uid)} did not send a "
-                       f"whole request within {limit:g} s (request_timeout_s): closed")
+        door = self.door
+        door.note("slow", self.uid, f"{door.what}: {door.who(self.uid)} did not send a whole "
+                  f"request within {limit:g} s (request_timeout_s): closed")
         transport.write(_http_error(408, "Request Timeout", f"the request did not arrive whole "
                                     f"within {limit:g} s (request_timeout_s)"))
         transport.close()
