@@ -271,3 +271,26 @@ def test_write_private_replaces_a_link_and_never_writes_through_it(tmp_path: Pat
     assert not run.is_symlink() and run.read_text() == "{}"
     assert target.read_text() == "keep"
     assert stat.S_IMODE(run.stat().st_mode) == 0o600
+
+
+# ---------------------------------------------------------------- the caller's directory
+
+
+def test_labq_up_run_from_an_uninstalled_checkout_refuses_to_start_daemons() -> None:
+    """`python -m scheduler.cli up` from a checkout imports labq from the current directory;
+    its daemons never would (they start in / with -P), so it refuses in one line rather than
+    start daemons that cannot import labq. (The same interpreter, with labq's dependencies on
+    PYTHONPATH but not labq itself.)"""
+    repo = Path(__file__).resolve().parents[1]
+    site = Path(sys.executable).parent.parent / "lib" / \
+        f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+    if not Path("/usr/bin/python3").resolve().name.startswith(
+            f"python{sys.version_info.major}.{sys.version_info.minor}") or not site.is_dir():
+        pytest.skip("needs the venv made from /usr/bin/python3 (scripts/venv.sh)")
+    home = Path(tempfile.mkdtemp(prefix="labq-checkout-"))
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/root", "LABQ_HOME": str(home),
+           "PYTHONPATH": str(site)}
+    done = subprocess.run(["/usr/bin/python3", "-m", "scheduler.cli", *COMMANDS["up"]],
+                          env=env, cwd=repo, capture_output=True, text=True, timeout=120)
+    assert_refused(done, "labq is not installed for /usr/bin/python3")
+    assert processes_with(home) == []

@@ -1,7 +1,7 @@
 """The daemons `labq up` starts (issue 18, items 4, 8 and 2), on one real stack started by root,
 with the installed `labq`, from a directory where a user planted modules:
 
-- nothing is imported from that directory: the daemons run in `/` as `python -I -m`;
+- nothing is imported from that directory: the daemons run in `/` as `python -P -m`;
 - the embedded Valkey has a memory ceiling, at which it refuses writes and evicts nothing;
 - a user squatting the metrics port while the coordinator restarts stops no running job:
   `labq up` says who holds the port, keeps restarting the coordinator, and /metrics comes back
@@ -121,7 +121,7 @@ def test_nothing_is_imported_from_the_directory_labq_up_runs_in(
     assert len(daemons) == 2  # the coordinator and the agent
     for pid in daemons:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        assert argv[1:4] == [b"-I", b"-u", b"-m"], argv  # isolated: no cwd, no PYTHONPATH
+        assert argv[1:4] == [b"-P", b"-u", b"-m"], argv  # -P: the cwd is not on sys.path
         assert os.readlink(f"/proc/{pid}/cwd") == "/"
     assert not (planted / "IMPORTED").exists(), (planted / "IMPORTED").read_text()
 

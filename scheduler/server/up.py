@@ -9,9 +9,9 @@ SIGTERM stops the daemons, then the jobs still running, then Valkey, then whatev
 data.
 
 Nothing runs from the caller's directory: $LABQ_HOME is checked first (homecheck), the daemons
-start in `/` as `python -I -m scheduler.cli ...` of the interpreter running `labq up` (isolated:
-no current directory, script directory, PYTHONPATH or user site on sys.path, so only the
-installed labq is imported), and every file labq up writes is opened without following links.
+start in `/` as `python -P -m scheduler.cli ...` of the interpreter running `labq up` (-P: the
+current directory is not put on sys.path), and every file labq up writes is opened without
+following links.
 """
 
 from __future__ import annotations
@@ -54,10 +54,12 @@ RESTART_WINDOW_S = 60.0
 MAX_BACKOFF_S = 30.0
 STOP_GRACE_S = 20.0
 METRICS_CHECK_S = 5.0  # how often `labq up` looks whether /metrics answers
-# The daemons: this interpreter, isolated (-I: sys.path has neither the current directory nor
-# PYTHONPATH nor the user's site-packages, so only the installed labq is ever imported), with
-# unbuffered output (-I ignores PYTHONUNBUFFERED), started in `/`.
-DAEMON = [sys.executable, "-I", "-u", "-m", "scheduler.cli"]
+# The daemons: this interpreter with -P (`-m` does not put the current directory first on
+# sys.path, as it otherwise would: a click.py where root typed `labq up` would run as root),
+# unbuffered, started in `/`. Not -I, which would also drop PYTHONPATH: the caller's own
+# environment, as trusted as its PATH, and how labq runs where it is not installed into this
+# interpreter (scripts/gpu-check's rehearsal on a bare machine).
+DAEMON = [sys.executable, "-P", "-u", "-m", "scheduler.cli"]
 
 
 class UpError(RuntimeError):
@@ -469,14 +471,15 @@ def _lock(home: Path) -> int:
 
 
 def check_installed() -> None:
-    """The daemons import labq as installed for this interpreter, never from the current
-    directory: refuse now, in one line, where that would fail."""
+    """The daemons import labq from this interpreter's installation (or PYTHONPATH), never from
+    the current directory: refuse now, in one line, where that would fail (labq up run as
+    `python -m scheduler.cli up` from a checkout that is not installed)."""
     done = subprocess.run([*DAEMON[:3], "-c", "import scheduler.cli.daemons, agents.runner"],
                           cwd="/", stdin=subprocess.DEVNULL, capture_output=True, timeout=120)
     if done.returncode != 0:
-        raise UpError(f"labq is not installed for {sys.executable} (its daemons run the "
-                      "installed labq, never code from the current directory): pip install "
-                      "labq into it first")
+        raise UpError(f"labq is not installed for {sys.executable} (its daemons never import "
+                      "code from the current directory): pip install labq into it, or run "
+                      "labq up from its installed entry point")
 
 
 def run_up(settings: Settings, simulate: str | None, metrics_port: int | None,
