@@ -113,7 +113,6 @@ class FrontDoor:
         self.what = what
         self.open = 0
         self.by_uid: dict[int | None, int] = {}
-        self.refused = 0  # connections refused in all (for tests and benchmarks)
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._paused: asyncio.TimerHandle | None = None
@@ -209,7 +208,6 @@ class FrontDoor:
                 reason: str, message: str) -> None:
         """Answer with one line and close, reading nothing but what is already there (so that
         the client reads the answer rather than a reset)."""
-        self.refused += 1
         self.note(kind, uid, message)
         try:
             conn.setblocking(False)
