@@ -168,6 +168,30 @@ def test_a_file_of_another_user_inside_the_home_is_refused() -> None:
     assert_refused(run_labq(COMMANDS["coordinator"], home), str(planted), f"belongs to {EVE}")
 
 
+def test_the_agents_state_dir_and_the_socket_folder_follow_the_same_rule() -> None:
+    """Configured outside LABQ_HOME, an agent's state directory (where its runners' specs are)
+    and the coordinator's socket folder are refused where others may write."""
+    ensure_user(EVE)
+    home = Path(tempfile.mkdtemp(prefix="labq-good-"))
+    shared = Path(tempfile.mkdtemp(prefix="labq-shared-"))
+    os.chmod(shared, 0o777)
+    squatted = Path(tempfile.gettempdir()) / f"labq-state-{secrets.token_hex(4)}"
+    made = python_as(EVE, f"import os; os.mkdir({str(squatted)!r}, 0o700)")
+    assert made.returncode == 0, made.stderr
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/root", "LABQ_HOME": str(home)}
+    for extra, args, words in (
+            ({"LABQ_AGENT_STATE_DIR": str(squatted)}, COMMANDS["agent"],
+             [f"agent_state_dir {squatted} belongs to {EVE}"]),
+            ({"LABQ_AGENT_STATE_DIR": str(shared / "state")}, COMMANDS["agent"],
+             [f"{shared} is writable by others"]),
+            ({"LABQ_SOCKET": str(shared / "labq.sock")}, COMMANDS["coordinator"],
+             ["the API socket's folder", f"{shared} is writable by others"])):
+        done = subprocess.run([LABQ, *args], env={**env, **extra}, cwd="/", capture_output=True,
+                              text=True, timeout=120)
+        assert_refused(done, *words)
+    assert list(shared.iterdir()) == [] and list(squatted.iterdir()) == []
+
+
 def test_a_user_may_not_use_a_home_root_made() -> None:
     """The same rule for a user's own `labq up`: root's LABQ_HOME is not hers."""
     ensure_user(EVE)

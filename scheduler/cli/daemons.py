@@ -8,6 +8,7 @@ included, and refuses in one line otherwise."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import click
 
@@ -15,15 +16,21 @@ from scheduler.cli.common import fail
 from scheduler.config import ConfigError, Settings
 
 
-def trusted_settings(metrics_port: int | None = None) -> Settings:
+def trusted_settings(metrics_port: int | None = None, role: str = "up") -> Settings:
     """Settings.load, once $LABQ_HOME is checked (and made when missing): what a daemon reads
-    and writes there is then the running user's alone."""
-    from scheduler.server.homecheck import HomeError, home_from_env, trusted_home
+    and writes there is then the running user's alone. The coordinator's socket folder, when
+    configured elsewhere, and an agent's agent_state_dir are held to the same rule."""
+    from scheduler.server.homecheck import HomeError, home_from_env, trusted_dir, trusted_home
 
     os.umask(0o077)
     try:
-        trusted_home(home_from_env())
-        return Settings.load(metrics_port=metrics_port)
+        home = trusted_home(home_from_env())
+        loaded = Settings.load(metrics_port=metrics_port)
+        if role == "coordinator" and Path(os.path.realpath(loaded.socket.parent)) != home:
+            trusted_dir(loaded.socket.parent, "the API socket's folder")
+        if role == "agent" and loaded.agent_state_dir:
+            trusted_home(Path(loaded.agent_state_dir), what="agent_state_dir")
+        return loaded
     except (HomeError, ConfigError) as exc:
         fail(str(exc))
 
@@ -58,7 +65,7 @@ def coordinator(metrics_port: int | None, log_level: str) -> None:
 
     setup_logging(log_level)
     try:
-        asyncio.run(run_coordinator(trusted_settings(metrics_port=metrics_port)))
+        asyncio.run(run_coordinator(trusted_settings(metrics_port, role="coordinator")))
     except DaemonError as exc:
         fail(str(exc))
     except KeyboardInterrupt:
@@ -91,8 +98,9 @@ def agent(node: str | None, sim: str | None, log_level: str, exporter_port: int 
         if not count.isdigit() or not 1 <= int(count) <= 16:
             fail(f"--simulate {sim!r}: write GPUS[:MODEL], e.g. 4:A100-80GB")
         kind, gpus = "simulated", int(count)
+    loaded = trusted_settings(role="agent")
     try:
-        asyncio.run(run_agent(trusted_settings(), node or socket.gethostname(), kind, gpus,
+        asyncio.run(run_agent(loaded, node or socket.gethostname(), kind, gpus,
                               model or "SIM-GPU", None if exporter_port is None
                               else (exporter_host, exporter_port)))
     except (DaemonError, ValueError) as exc:

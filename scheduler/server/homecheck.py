@@ -47,13 +47,15 @@ def home_from_env(env: dict[str, str] | None = None) -> Path:
     return Path(env.get("LABQ_HOME") or Path.home() / ".labq").expanduser()
 
 
-def trusted_home(home: Path, create: bool = True) -> Path:
+def trusted_home(home: Path, create: bool = True, what: str = "LABQ_HOME") -> Path:
     """The real path of `home` once it is checked (and made, when missing and `create`);
-    HomeError when it, a directory above it or anything in it breaks the rule above."""
+    HomeError when it, a directory above it or anything in it breaks the rule above. `what`
+    names it in messages (LABQ_HOME, or a node's agent_state_dir, kept by the same rule)."""
     uid = os.geteuid()
-    real, missing = _resolve(Path(os.path.abspath(home)), uid, home)
+    label = f"{what} {home}"
+    real, missing = _resolve(Path(os.path.abspath(home)), uid, label)
     if missing and not create:
-        raise HomeError(f"LABQ_HOME {home} does not exist")
+        raise HomeError(f"{label} does not exist")
     for name in missing:
         real = real / name
         with contextlib.suppress(FileExistsError):
@@ -61,33 +63,32 @@ def trusted_home(home: Path, create: bool = True) -> Path:
             os.chmod(real, HOME_MODE)  # (the umask took the x bits)
         st = os.lstat(real)
         if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid:
-            raise HomeError(f"LABQ_HOME {home}: {real} was made by someone else meanwhile; "
-                            "use a LABQ_HOME under a directory only you or root can write")
+            raise HomeError(f"{label}: {real} was made by someone else meanwhile; use a "
+                            "place under a directory only you or root can write")
     st = os.lstat(real)
     if not stat.S_ISDIR(st.st_mode):
-        raise HomeError(f"LABQ_HOME {home} is not a directory")
+        raise HomeError(f"{label} is not a directory")
     if st.st_uid != uid:
-        raise HomeError(f"LABQ_HOME {home} belongs to {_owner(st.st_uid)}, not to "
-                        f"{_owner(uid)} who runs labq: use a LABQ_HOME of your own")
+        raise HomeError(f"{label} belongs to {_owner(st.st_uid)}, not to {_owner(uid)} who "
+                        f"runs labq: use a {what} of your own")
     if st.st_mode & 0o022:
-        raise HomeError(f"LABQ_HOME {home} is writable by others (mode "
+        raise HomeError(f"{label} is writable by others (mode "
                         f"{stat.S_IMODE(st.st_mode):o}): chmod {HOME_MODE:o} {real}")
-    _check_tree(real, uid, home)
+    _check_tree(real, uid, label)
     return real
 
 
 def trusted_dir(path: Path, what: str) -> Path:
-    """A directory outside LABQ_HOME that labq writes in (a socket's folder): the directories
-    above it are checked as LABQ_HOME's are, and it must be root's or the running user's and
-    writable by no one else. Returns its real path."""
+    """An existing directory outside LABQ_HOME that labq makes a file in (the API socket's
+    folder): it and every directory above it kept by the rule for the directories above
+    LABQ_HOME (root's or the running user's, writable by no one else unless sticky). Returns
+    its real path."""
     uid = os.geteuid()
-    real, missing = _resolve(Path(os.path.abspath(path)), uid, path)
+    label = f"{what} {path}"
+    real, missing = _resolve(Path(os.path.abspath(path)), uid, label)
     if missing:
-        raise HomeError(f"{what} {path} does not exist")
-    st = os.lstat(real)
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid not in (0, uid) or st.st_mode & 0o022:
-        raise HomeError(f"{what} {path} must be a directory of root or {_owner(uid)} that no "
-                        f"one else may write (it is {_describe(st)})")
+        raise HomeError(f"{label} does not exist")
+    _check_parent(real, os.lstat(real), uid, label)
     return real
 
 
@@ -172,10 +173,10 @@ def write_new_private(path: Path, text: str) -> bool:
 # ----------------------------------------------------------------------------- the rule
 
 
-def _resolve(path: Path, uid: int, given: Path) -> tuple[Path, list[str]]:
+def _resolve(path: Path, uid: int, label: str) -> tuple[Path, list[str]]:
     """Walk `path` from `/`, checking each directory passed and each link followed. Returns the
     real path of the longest part that exists and the names still missing after it."""
-    _check_parent(Path("/"), os.lstat("/"), uid, given)
+    _check_parent(Path("/"), os.lstat("/"), uid, label)
     todo = deque(path.parts[1:])
     current = Path("/")
     links = 0
@@ -192,11 +193,11 @@ def _resolve(path: Path, uid: int, given: Path) -> tuple[Path, list[str]]:
         except FileNotFoundError:
             return current, [name, *todo]
         except OSError as exc:
-            raise HomeError(f"LABQ_HOME {given}: cannot check {candidate}: {_why(exc)}") from None
+            raise HomeError(f"{label}: cannot check {candidate}: {_why(exc)}") from None
         if stat.S_ISLNK(st.st_mode):
             links += 1
             if st.st_uid not in (0, uid) or links > MAX_LINKS:
-                raise HomeError(f"LABQ_HOME {given}: the link {candidate} belongs to "
+                raise HomeError(f"{label}: the link {candidate} belongs to "
                                 f"{_owner(st.st_uid)}; use a path without it")
             target = Path(os.readlink(candidate))
             if target.is_absolute():
@@ -204,23 +205,23 @@ def _resolve(path: Path, uid: int, given: Path) -> tuple[Path, list[str]]:
             todo.extendleft(reversed([p for p in target.parts if p != "/"]))
             continue
         if todo:  # a directory above LABQ_HOME
-            _check_parent(candidate, st, uid, given)
+            _check_parent(candidate, st, uid, label)
         current = candidate
     return current, []
 
 
-def _check_parent(path: Path, st: os.stat_result, uid: int, given: Path) -> None:
+def _check_parent(path: Path, st: os.stat_result, uid: int, label: str) -> None:
     if not stat.S_ISDIR(st.st_mode):
-        raise HomeError(f"LABQ_HOME {given}: {path} is not a directory")
+        raise HomeError(f"{label}: {path} is not a directory")
     if st.st_uid not in (0, uid):
-        raise HomeError(f"LABQ_HOME {given}: {path} belongs to {_owner(st.st_uid)}; only "
-                        f"root or {_owner(uid)} may own the directories above LABQ_HOME")
+        raise HomeError(f"{label}: {path} belongs to {_owner(st.st_uid)}; only "
+                        f"root or {_owner(uid)} may own the directories above it")
     if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
-        raise HomeError(f"LABQ_HOME {given}: {path} is writable by others (mode "
-                        f"{stat.S_IMODE(st.st_mode):o}) and not sticky; use another LABQ_HOME")
+        raise HomeError(f"{label}: {path} is writable by others (mode "
+                        f"{stat.S_IMODE(st.st_mode):o}) and not sticky; use another place")
 
 
-def _check_tree(real: Path, uid: int, given: Path) -> None:
+def _check_tree(real: Path, uid: int, label: str) -> None:
     """Everything under `real`, never following a link: root's or `uid`'s, and writable by
     no one else but the API socket."""
     folders = [real]
@@ -229,19 +230,19 @@ def _check_tree(real: Path, uid: int, given: Path) -> None:
         try:
             entries = list(os.scandir(folder))
         except OSError as exc:
-            raise HomeError(f"LABQ_HOME {given}: cannot list {folder}: {_why(exc)}") from None
+            raise HomeError(f"{label}: cannot list {folder}: {_why(exc)}") from None
         for entry in entries:
             try:
                 st = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue  # gone meanwhile (a log rotated, a run removed)
             if st.st_uid not in (0, uid):
-                raise HomeError(f"LABQ_HOME {given}: {entry.path} belongs to "
-                                f"{_owner(st.st_uid)}; someone else wrote in LABQ_HOME: "
-                                "use a new one")
+                raise HomeError(f"{label}: {entry.path} belongs to "
+                                f"{_owner(st.st_uid)}; someone else wrote there: use a "
+                                "new one")
             if st.st_mode & 0o022 and not (stat.S_ISSOCK(st.st_mode) or
                                           stat.S_ISLNK(st.st_mode)):
-                raise HomeError(f"LABQ_HOME {given}: {entry.path} is writable by others (mode "
+                raise HomeError(f"{label}: {entry.path} is writable by others (mode "
                                 f"{stat.S_IMODE(st.st_mode):o}): chmod go-w {entry.path}")
             if stat.S_ISDIR(st.st_mode):
                 folders.append(Path(entry.path))
