@@ -17,7 +17,7 @@ LABQ = [sys.executable, "-m", "scheduler.cli"]
 # jobs run as in multi-user tests. Jobs never run as root, so tests need real users: made here
 # (tests run as root in CI), idempotently.
 E2E_USER = "labq-e2e"
-JOB_USERS = ("alice", "bob", "sc", "bud", "newcomer", "charge-test")
+JOB_USERS = ("alice", "bob", "carol", "sc", "bud", "newcomer", "charge-test")
 
 
 def ensure_user(name: str) -> Any:

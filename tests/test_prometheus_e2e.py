@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from scheduler.server.up import free_port, port_free
-from tests.e2e_stack import Stack, wait_until
+from tests.e2e_stack import Stack, python_as, wait_until
 from tests.metrics_contract import coordinator_metrics
 
 pytestmark = pytest.mark.e2e
@@ -73,7 +73,8 @@ def free_port_pair() -> int:
     raise AssertionError("no two consecutive free ports")
 
 
-def start_prometheus(target: str, home: Path, gpu_targets: list[str]) -> Prometheus:
+def start_prometheus(target: str, home: Path, gpu_targets: list[str],
+                     token_file: Path) -> Prometheus:
     binary = shutil.which("prometheus") or "/usr/bin/prometheus"
     if not Path(binary).exists():
         pytest.fail("Debian's prometheus is missing: apt-get install prometheus "
@@ -81,7 +82,9 @@ def start_prometheus(target: str, home: Path, gpu_targets: list[str]) -> Prometh
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(RULES)],
+        # As deploy/prometheus does it: the metrics token, for the per-user series.
         "scrape_configs": [{"job_name": "labq-coordinator",
+                            "authorization": {"credentials_file": str(token_file)},
                             "static_configs": [{"targets": [target]}]},
                            {"job_name": "labq-gpus",
                             "static_configs": [{"targets": gpu_targets}]}],
@@ -145,7 +148,8 @@ def cluster() -> Iterator[tuple[Stack, Prometheus]]:
     try:
         target = urllib.parse.urlparse(stack.metrics_url).netloc
         gpu_targets = [f"127.0.0.1:{exporter_base + i}" for i in range(2)]
-        prom = start_prometheus(target, home, gpu_targets)
+        prom = start_prometheus(target, home, gpu_targets,
+                                stack.home / "secrets" / "metrics-token")
         wait_until(lambda: prom and prom.value('up{job="labq-coordinator"}') == 1, 30,
                  "the first successful scrape of the coordinator")
         run_workload(stack)
@@ -258,3 +262,17 @@ def test_agents_gpu_exporters_are_scraped(cluster: tuple[Stack, Prometheus]) -> 
     assert seen == {(f"sim-{n}", str(g)) for n in range(2) for g in range(2)}
     assert all(r["metric"]["UUID"].startswith("SIM-") for r in result)
     assert "dcgm-exporter names" in "".join(stack.output)
+
+
+def test_others_scrape_no_per_user_series(cluster: tuple[Stack, Prometheus]) -> None:
+    """Issue 18: /metrics showed every user's usage, fair share and budget to anyone. Under
+    private_data a scrape without the metrics token (here: as an unprivileged user) gets the
+    cluster and per-account series only; Prometheus, holding the token, gets every series."""
+    stack, prom = cluster
+    code = (f"import urllib.request; print(urllib.request.urlopen({stack.metrics_url!r}, "
+            "timeout=30).read().decode())")
+    seen = python_as("bob", code)
+    assert seen.returncode == 0, seen.stderr
+    assert "labq_jobs{" in seen.stdout and 'account="vision"' in seen.stdout
+    assert 'user="' not in seen.stdout.replace('user=""', "")
+    assert prom.value('count(labq_pending_jobs{user="bob"})') >= 1

@@ -12,6 +12,7 @@ from aiohttp import web
 from scheduler.config import Settings
 from scheduler.coordinator import Coordinator
 from scheduler.metrics import render
+from scheduler.metrics.access import ensure_metrics_token, full_access
 from scheduler.server.api import Api
 from scheduler.server.daemonlog import setup_logging as setup_logging  # `labq agent` too
 from scheduler.server.frontdoor import (
@@ -91,8 +92,11 @@ async def _serve_coordinator(settings: Settings, api_limits: DoorLimits,
 
     metrics_app = web.Application()
 
-    async def metrics(_: web.Request) -> web.Response:
-        body = await render(store, coordinator)
+    ensure_metrics_token(settings)  # per-user series: for the scraper holding it
+
+    async def metrics(request: web.Request) -> web.Response:
+        private = not full_access(request.headers.get("Authorization"), settings)
+        body = await render(store, coordinator, private=private)
         return web.Response(body=body, content_type="text/plain", charset="utf-8")
 
     async def healthz(_: web.Request) -> web.Response:
