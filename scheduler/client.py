@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,14 @@ class UnixConnection(http.client.HTTPConnection):
 
     def connect(self) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
+        # A blocking connect bounded by SO_SNDTIMEO waits its turn in the server's accept
+        # queue (full while someone floods the socket); a socket with a Python timeout is
+        # non-blocking underneath and would fail at once with EAGAIN.
+        seconds = float(self.timeout) if isinstance(self.timeout, int | float) else 30.0
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                        struct.pack("ll", int(seconds), int(seconds % 1 * 1e6)))
         sock.connect(self._path)
+        sock.settimeout(seconds)
         self.sock = sock
 
 
