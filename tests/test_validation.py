@@ -229,3 +229,11 @@ def test_check_user_name_accepts(name: str) -> None:
 def test_check_user_name_rejects(name: str) -> None:
     with pytest.raises(InputError, match=r"bad user name"):
         check_user_name(name)
+
+
+def test_huge_whole_numbers_are_refused_in_one_short_line() -> None:
+    for value in (10**4000, -(10**30), "9" * 5000):
+        with pytest.raises(InputError) as caught:
+            build_spec(body(gpus=value), "alice", NODES, settings())
+        message = str(caught.value)
+        assert "\n" not in message and len(message) < 120, message

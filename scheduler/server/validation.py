@@ -260,10 +260,23 @@ def flag(value: Any, name: str) -> bool:
     raise InputError(f"{name} must be true or false (a JSON boolean)")
 
 
+MAX_WHOLE = 10**9  # no count or size labq takes comes near it
+
+
 def _int(value: Any, flag: str) -> int:
+    shown = _shown(value)
     if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-        raise InputError(f"{flag} {value!r} must be a whole number")
+        raise InputError(f"{flag} {shown} must be a whole number")
     try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{flag} {value!r} must be a whole number") from None
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(f"{flag} {shown} must be a whole number") from None
+    if abs(number) > MAX_WHOLE:
+        raise InputError(f"{flag} {shown}: too large")
+    return number
+
+
+def _shown(value: Any) -> str:
+    """A value as an error shows it: at most 24 characters."""
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10**20 else "(a huge number)"
+    return text if len(text) <= 24 else text[:24] + "..."
