@@ -44,7 +44,8 @@ class InstalledStack(Stack):
     comes (so a test sees what it says while it runs)."""
 
     def __init__(self, simulate: str, cwd: Path, config: str) -> None:
-        super().__init__(simulate)
+        # (Other stacks on this host have a sim-0 too: their jobs must not look like ours.)
+        super().__init__(simulate, LABQ_FOREIGN_GPU_POLICY="ignore")
         self.cwd = cwd
         (self.home / "config.toml").write_text(config)
         self.reader: threading.Thread | None = None

@@ -39,7 +39,8 @@ def parent(pid: int) -> int:
 
 
 def test_no_runner_or_job_process_outlives_labq_up() -> None:
-    stack = Stack("1x2")
+    # (Other stacks on this host have a sim-0 too: their jobs must not look like ours.)
+    stack = Stack("1x2", LABQ_FOREIGN_GPU_POLICY="ignore")
     (stack.home / "config.toml").write_text("[scheduler]\nstop_grace_s = 2\n")
     stack.start()
     # Seconds no other process sleeps: each of this test's processes is known by its own.
@@ -74,3 +75,20 @@ def test_no_runner_or_job_process_outlives_labq_up() -> None:
             **processes(f"sleep {stubborn}"), **processes(f"sleep {escaped}")}
     assert left == {}, left
     assert stack.leftovers() == []
+
+
+def test_labq_up_killed_hard_leaves_no_valkey_or_daemon_and_starts_again() -> None:
+    """SIGKILL gives labq up no chance to stop anything: its Valkey and daemons then stop on
+    their own (a second Valkey on the same data would corrupt it), and the next labq up on the
+    same LABQ_HOME starts."""
+    first = Stack("1x1").start()
+    assert first.proc is not None
+    first.proc.kill()
+    first.proc.wait()
+    wait_until(lambda: first.leftovers() == [], 30, "Valkey and the daemons to stop")
+    second = Stack("1x1", home=first.home).start()
+    try:
+        assert second.labq("nodes").returncode == 0
+    finally:
+        assert second.stop() == 0
+    assert second.leftovers() == []

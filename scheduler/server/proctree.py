@@ -16,9 +16,10 @@ import ctypes
 import os
 import signal
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 
+PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -27,6 +28,22 @@ def become_subreaper() -> bool:
     refuses (then orphans go to init, as before)."""
     libc = ctypes.CDLL(None, use_errno=True)
     return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+
+
+def die_with(parent: int) -> Callable[[], None]:
+    """A `preexec_fn` for a child of `parent` (a single-threaded `labq up`): SIGTERM to the
+    child when `parent` dies, killed so that it could not stop its children (the OOM killer,
+    SIGKILL), so that no Valkey or daemon goes on alone (a second `labq up` would start a second
+    Valkey on the same data). A runner is not a child of `labq up`: the jobs go on, and the
+    next `labq up`'s agent adopts them."""
+    libc = ctypes.CDLL(None, use_errno=True)  # loaded before the fork, not in the child
+
+    def preexec() -> None:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # it died before the line above
+            os._exit(1)
+
+    return preexec
 
 
 def _table() -> dict[int, tuple[int, str]]:

@@ -85,7 +85,8 @@ class Child:
         try:
             self.proc = subprocess.Popen(self.argv, env=self.env, stdout=log,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         start_new_session=True, cwd="/")
+                                         start_new_session=True, cwd="/",
+                                         preexec_fn=proctree.die_with(os.getpid()))
         finally:
             os.close(log)
 
