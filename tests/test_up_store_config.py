@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from scheduler.config import Settings
-from scheduler.server.up import store_max_memory, valkey_config
+from scheduler.server.upvalkey import store_max_memory, valkey_config
 
 
 def test_the_ceiling_is_the_setting_or_a_quarter_of_the_machine(tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scheduler.config import Settings
-from scheduler.server import homecheck, proctree
+from scheduler.server import homecheck, proctree, upvalkey
 from scheduler.server.homecheck import HomeError
 from scheduler.server.ports import PortError, held_by
 from scheduler.server.ports import choose_ports as choose_ports  # (also imported from here)
@@ -203,8 +203,8 @@ class Stack:
         keys = Keys(self.settings.redis_prefix)
         homecheck.write_private(self.valkey_dir / "users.acl",
                                 acl_file(keys, coordinator, agents))
-        homecheck.write_private(self.valkey_dir / "valkey.conf", valkey_config(
-            self.valkey_dir, self.redis_socket, store_max_memory(self.settings)))
+        homecheck.write_private(self.valkey_dir / "valkey.conf", upvalkey.valkey_config(
+            self.valkey_dir, self.redis_socket, upvalkey.store_max_memory(self.settings)))
         return agents
 
     def agent_password_file(self, node: str) -> Path:
@@ -216,7 +216,7 @@ class Stack:
 
         self._add("valkey", [str(get_binary_path()), str(self.valkey_dir / "valkey.conf")])
         coordinator_pass = self.secrets / "coordinator.pass"
-        self._wait(lambda: _redis_ping(self.redis_socket, COORDINATOR_USER, coordinator_pass),
+        self._wait(lambda: upvalkey.ping(self.redis_socket, COORDINATOR_USER, coordinator_pass),
                    20, f"the Valkey server did not start; see {self.logs / 'valkey.log'}", say)
         say(f"valkey  {self.redis_url} (data in {self.valkey_dir}; ACL users "
             f"{COORDINATOR_USER}, {', '.join(agent_user(n.name) for n in self.nodes)}; "
@@ -387,64 +387,6 @@ def _port_note(port: int) -> str:
     if port_free(port):
         return ""
     return f"; its metrics port {port} is held{held_by(port) or ' by another process'}"
-
-
-def valkey_config(folder: Path, unix_socket: Path, max_memory: int) -> str:
-    """The embedded Valkey's configuration: a Unix socket only, AOF on, and a memory ceiling
-    at which writes are refused (noeviction: no job or usage is ever dropped to make room)."""
-    return "\n".join([
-        "port 0", f"unixsocket {_quoted(unix_socket)}", "unixsocketperm 700",
-        f"dir {_quoted(folder)}", f"aclfile {_quoted(folder / 'users.acl')}",
-        "appendonly yes", "appendfsync everysec", 'save ""', "protected-mode yes",
-        "daemonize no", f"maxmemory {max_memory}", "maxmemory-policy noeviction", ""])
-
-
-def store_max_memory(settings: Settings) -> int:
-    """`store_max_memory_bytes`, or (0) a quarter of the memory this machine gives labq up:
-    its RAM, or its cgroup's memory.max where that is lower (a container)."""
-    if settings.store_max_memory_bytes:
-        return settings.store_max_memory_bytes
-    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    for limit in _cgroup_memory_limits():
-        total = min(total, limit)
-    return max(total // 4, 64 << 20)
-
-
-def _cgroup_memory_limits() -> list[int]:
-    """The memory limits of this process's cgroup that can be read: v2's memory.max (pure or
-    hybrid mount), v1's memory.limit_in_bytes."""
-    found = []
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/self/cgroup").read_text().splitlines():
-            _, controllers, group = line.split(":", 2)
-            group = group.lstrip("/")
-            if controllers == "":
-                files = [Path("/sys/fs/cgroup", group, "memory.max"),
-                         Path("/sys/fs/cgroup/unified", group, "memory.max")]
-            elif "memory" in controllers.split(","):
-                files = [Path("/sys/fs/cgroup/memory", group, "memory.limit_in_bytes")]
-            else:
-                continue
-            for file in files:
-                with contextlib.suppress(OSError, ValueError):
-                    found.append(int(file.read_text().strip()))  # ("max": no limit)
-    return found
-
-
-def _redis_ping(path: Path, username: str, password_file: Path) -> bool:
-    import redis
-
-    client = redis.Redis(unix_socket_path=str(path), username=username,
-                         password=homecheck.read_private(password_file), socket_timeout=1)
-    try:
-        return bool(client.ping())
-    finally:
-        client.close()
-
-
-def _quoted(path: Path) -> str:
-    """A path as a quoted string of the Valkey config file."""
-    return '"' + str(path).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _password(path: Path) -> str:
