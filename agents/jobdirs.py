@@ -156,6 +156,17 @@ def _owner(uid: int) -> str:
         return f"uid {uid}"
 
 
+def job_argv(command: list[str], script_path: str) -> list[str]:
+    """What the job's process execs: a batch script's file with the job's arguments (the
+    kernel runs the script's `#!` interpreter), a single command line through `/bin/sh -c`,
+    or the command's words as they are."""
+    if script_path:
+        return [script_path, *command]
+    if len(command) == 1:
+        return ["/bin/sh", "-c", command[0]]
+    return list(command)
+
+
 def remove_tree(path: str) -> None:
     """Remove `path` and everything in it, never following a symbolic link: shutil.rmtree's
     walk by file descriptors unlinks a link rather than entering it, and refuses a directory

@@ -42,6 +42,7 @@ from pathlib import Path
 from agents.cgroups import JobGroup
 from agents.devices import confine
 from agents.jobdirs import (
+    job_argv,
     job_dir_path,
     make_job_dir,
     make_ray_dir,
@@ -52,10 +53,8 @@ from agents.jobdirs import (
     write_script,
 )
 from agents.limits import LoginLimits, apply_limits, login_limits
-from agents.procinfo import descendants, parent_of, start_time
+from agents.procinfo import descendants, start_time
 from scheduler.config import login_defs_uid_min
-
-__all__ = ["RunSpec", "RunState", "descendants", "job_environment", "open_output", "parent_of"]
 
 PR_SET_CHILD_SUBREAPER = 36
 SPEC_FILE = "spec.json"
@@ -221,17 +220,6 @@ def _become(account: pwd.struct_passwd) -> None:
                               f"as {account.pw_name}")
 
 
-def job_argv(spec: RunSpec, script_path: str) -> list[str]:
-    """What the child execs: a batch script's file with the job's arguments (the kernel runs
-    the script's `#!` interpreter), a single command line through `/bin/sh -c`, or the
-    command's words as they are."""
-    if script_path:
-        return [script_path, *spec.command]
-    if len(spec.command) == 1:
-        return ["/bin/sh", "-c", spec.command[0]]
-    return list(spec.command)
-
-
 def _child(spec: RunSpec, account: pwd.struct_passwd, env: dict[str, str], argv: list[str],
            err_fd: int, limits: LoginLimits) -> None:
     """In the forked child: become the job. Never returns; reports a failure on `err_fd`."""
@@ -372,7 +360,7 @@ class Runner:
         if self.stop_pending():
             return self.stopped_before_start()
         env = job_environment(spec, account, self.ray_dir, tmp_dir, time.time())
-        argv = job_argv(spec, script)
+        argv = job_argv(spec.command, script)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:

@@ -22,7 +22,8 @@ import pytest
 
 from agents.cgroups import Layout, detect
 from agents.executor import Executor, job_of_process
-from agents.runner import RunState, descendants
+from agents.procinfo import descendants
+from agents.runner import RunState
 from scheduler.model import GpuInfo, JobSpec, JobState, NodeReport
 from scheduler.noderun import EXITED, FAILED, RUNNING, RunStatus
 from scheduler.store import Store
