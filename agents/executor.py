@@ -53,6 +53,7 @@ STOP_RESEND_S = 5.0
 RUNNER_MODULE = "agents.runner"
 INSTALL_ID_FILE = "install_id"
 RUNNER_FILE = "runner"  # "<pid> <start time>" of the run's runner, written by the agent
+CGROUP_FILE = "cgroup"  # the install's cgroup directory, for `remove_install_cgroup`
 
 
 MISUSE_POLICIES = ("stop", "warn")
@@ -98,6 +99,8 @@ class Executor:
         os.chmod(state_dir, 0o700)
         self.install_id = install_id(state_dir)
         self.layout = layout.for_install(self.install_id)
+        if self.layout.root is not None:
+            _write_private(state_dir / CGROUP_FILE, str(self.layout.root))
         why_not = ("turned off" if not confine_devices
                    else "no cgroup v2 group per job" if self.layout.root is None
                    else devices.available())
@@ -460,3 +463,21 @@ def stop_runners(state_dirs: list[Path], wait_s: float) -> None:
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline and any(_is_runner(p, d) for p, d in runners):
         time.sleep(0.1)
+    for state_dir in state_dirs:
+        remove_install_cgroup(state_dir)
+
+
+def remove_install_cgroup(state_dir: Path) -> None:
+    """Remove the install's cgroup directory (see `Executor`) once nothing is left in it: for
+    `labq up`, whose every run is a new install. (Best effort; a node's agent keeps its own
+    across restarts.)"""
+    try:
+        path = Path((state_dir / CGROUP_FILE).read_text().strip())
+        own = (state_dir / INSTALL_ID_FILE).read_text().strip()
+    except OSError:
+        return
+    if path.name != own or not (path / "cgroup.procs").exists():
+        return
+    for directory in (path / "runners", path):
+        with contextlib.suppress(OSError):
+            directory.rmdir()

@@ -387,6 +387,20 @@ def test_a_job_cgroup_that_exists_already_is_never_reused(
         JobGroup(ex.layout.runners or Path("/")).create()
 
 
+def test_labq_ups_shutdown_removes_its_installs_cgroup_once_empty(
+        tmp_path: Path, shared: Path, alice: Any, cgroup_layout: Layout) -> None:
+    ex = executor(tmp_path, cgroup_layout)
+    root = ex.layout.root
+    assert root is not None and root.parent == cgroup_layout.root and root.is_dir()
+    job = make_job(shared, "sleep 290.5")
+    record = StartRecord.for_job(job, [0])
+    ex.start(record)
+    wait_state(ex.runs_dir / record.key, {RUNNING})
+    stop_runners([tmp_path / "agent"], wait_s=10)
+    assert wait_state(ex.runs_dir / record.key, {EXITED}).stop == "requested"
+    assert not root.exists()
+
+
 # ---------------------------------------------------------------------- resource limits
 
 ULIMITS = "for o in -Sn -Hn -Sc -Hc -Ss -Hs -Sl -Hl -Su -Hu -Si -Sq -Se -Sr; do ulimit $o; done"
