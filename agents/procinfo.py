@@ -125,8 +125,9 @@ def misplaced(gpus: list[GpuInfo], given: Mapping[str, set[int] | frozenset[int]
               ) -> list[Misuse]:
     """The processes of `gpus` (tagged by `tag_processes`) that belong to a job of `given`
     (job id -> the GPU indices it was given) on a GPU not among them. Each such process is
-    untagged there: on that GPU it is a process labq did not start (so the GPU shows it, and
-    gets no new job under `foreign_gpu_policy = "avoid"`)."""
+    untagged there: on that GPU it is a process labq did not start (so the GPU gets no new job
+    under `foreign_gpu_policy = "avoid"`), named for what it is (`labq nodes` shows
+    `python [job 5, not its GPU]` to admins)."""
     found = []
     for gpu in gpus:
         for proc in gpu.processes:
@@ -135,4 +136,5 @@ def misplaced(gpus: list[GpuInfo], given: Mapping[str, set[int] | frozenset[int]
                 continue
             found.append(Misuse(job, proc.pid, proc.name, gpu.index, tuple(sorted(given[job]))))
             proc.labq_job = None
+            proc.name = f"{proc.name or '?'} [job {job}, not its GPU]"
     return found

@@ -84,6 +84,9 @@ async def test_a_job_on_gpus_it_was_not_given_is_flagged_and_stopped(
     # On its own GPU it is the job's; on the others, a process labq did not start there (so
     # `labq nodes` shows it and no new job is placed on those GPUs).
     assert gpus_of(report, pid) == {0: None, 1: job_id, 2: None, 3: None}
+    names = {g.index: p.name for g in report.gpus for p in g.processes if p.pid == pid}
+    flagged = f"sleep [job {job_id}, not its GPU]"
+    assert names == {0: flagged, 1: "sleep", 2: flagged, 3: flagged}
     node_view = report.gpus
     assert {g.index for g in node_view if any(not p.labq_job for p in g.processes)} == {0, 2, 3}
     reason = (f"GpuMisuse: process {pid} (sleep) of job {job_id} ran on GPU 0, which the job "
