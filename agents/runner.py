@@ -221,9 +221,15 @@ def _become(account: pwd.struct_passwd) -> None:
 
 
 def _child(spec: RunSpec, account: pwd.struct_passwd, env: dict[str, str], argv: list[str],
-           err_fd: int, limits: LoginLimits) -> None:
+           err_fd: int, limits: LoginLimits, group: JobGroup | None) -> None:
     """In the forked child: become the job. Never returns; reports a failure on `err_fd`."""
     try:
+        if group is not None:  # (before anything else: the job never runs outside it)
+            try:
+                group.add(os.getpid())
+            except OSError as exc:
+                raise OSError(f"cannot put the job in its cgroup {group.path}: "
+                              f"{exc.strerror}") from None
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
@@ -365,9 +371,7 @@ class Runner:
         pid = os.fork()
         if pid == 0:
             os.close(err_r)
-            if self.group:
-                self.group.add(os.getpid())
-            _child(spec, account, env, argv, err_w, limits)
+            _child(spec, account, env, argv, err_w, limits, self.group)
         os.close(err_w)
         error = self.exec_result(err_r)
         if error is None:  # stopped before the exec: the job never ran
