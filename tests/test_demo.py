@@ -11,6 +11,7 @@ import pytest
 
 from scheduler.client import ClientError
 from scheduler.server import demo
+from tests.e2e_stack import ensure_user
 from tests.security_server import ApiServer
 
 WANT_ACCOUNTS = {"lab": ("root", 1.0), "vision": ("lab", 3.0), "nlp": ("lab", 1.0)}
@@ -27,7 +28,9 @@ def server(valkey_url: str) -> Iterator[ApiServer]:
 def run_demo(server: ApiServer, monkeypatch: pytest.MonkeyPatch,
              unix_users: list[str]) -> tuple[list[str], list[str]]:
     """submit_demo as `labq up --demo` calls it, with the Unix users it would run jobs as
-    (not made here: the API takes the names as they are)."""
+    (real users: the API takes jobs only for known, non-system users)."""
+    for name in set(unix_users):
+        ensure_user(name)
     monkeypatch.setattr(demo, "ensure_demo_users", lambda say: unix_users)
     said: list[str] = []
     return demo.submit_demo(server.settings, said.append), said

@@ -111,7 +111,7 @@ def test_the_store_has_no_tcp_port_and_no_anonymous_user(locked_stack: Stack) ->
 @needs_root
 def test_no_password_in_any_process_environment_or_command_line(locked_stack: Stack) -> None:
     secrets = [read_secret(p) for p in (locked_stack.home / "secrets").iterdir()]
-    assert len(secrets) == 3  # the coordinator and the two agents
+    assert len(secrets) == 4  # the coordinator, the two agents, and the metrics token
     pids = locked_stack.pids()
     assert len(pids) >= 4  # labq up, valkey, the coordinator, the agents
     for pid in pids:

@@ -25,6 +25,7 @@ from scheduler.server.frontdoor import (
     plan_limits,
     runner_for,
 )
+from scheduler.server.homecheck import HomeError, trusted_home
 from scheduler.store import Store, StoreError
 
 METRICS_RETRY_S = 5.0  # a metrics port that cannot be bound is tried again this often
@@ -40,9 +41,11 @@ def private_home(settings: Settings) -> None:
     """umask 077 for everything this daemon writes; $LABQ_HOME traversable but not listable
     (0711), so users reach the API socket in it and nothing else."""
     os.umask(0o077)
-    settings.home.mkdir(parents=True, exist_ok=True)
-    if settings.home.stat().st_uid == os.geteuid():
-        os.chmod(settings.home, 0o711)
+    try:  # made if missing; refused unless this user's and no one else's to write, nor above
+        trusted_home(settings.home)
+    except HomeError as exc:
+        raise DaemonError(str(exc)) from None
+    os.chmod(settings.home, 0o711)
 
 
 def open_store(settings: Settings, node: str | None = None) -> Store:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from enum import StrEnum
 from pathlib import Path
 
@@ -41,12 +42,16 @@ class StoreError(RuntimeError):
 
 def read_secret(path: Path) -> str:
     """A password from its file, which must be private (like ssh's keys: refused otherwise)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:  # never through a link, and never blocked by a FIFO put in its place
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as exc:
         raise StoreError(f"cannot read the store password file {path}: {exc.strerror}") from None
     with os.fdopen(fd) as handle:
-        mode = os.fstat(handle.fileno()).st_mode
+        info = os.fstat(handle.fileno())
+        mode = info.st_mode
+        if not stat.S_ISREG(mode) or info.st_uid not in (os.geteuid(), 0):
+            raise StoreError(f"the store password file {path} must be a plain file of this "
+                             "user's (or root's)")
         if mode & 0o077:
             raise StoreError(f"the store password file {path} is mode {mode & 0o777:o}: others "
                              f"may read it; chmod 600 {path}")
