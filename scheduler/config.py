@@ -128,6 +128,11 @@ class Settings:
     # Under private_data, /metrics serves per-user series only to a scraper sending this file's
     # token (Authorization: Bearer); "" = $LABQ_HOME/secrets/metrics-token, made at start.
     metrics_token_file: str = ""
+    # A job's process seen on a GPU it was not given: "stop" its job (reason GpuMisuse) or only
+    # "warn"; either way no new job goes to that GPU until it is free. On cgroup v2 nodes a BPF
+    # device program also refuses the job every GPU device but its own (confine_gpu_devices).
+    gpu_misuse_policy: str = "stop"
+    confine_gpu_devices: bool = True
     # A job whose dependency can never be met (afterok on a job that failed): cancelled at once
     # when true (Slurm's kill_invalid_depend); otherwise it waits, saying why, until changed.
     kill_invalid_depend: bool = False
@@ -194,6 +199,11 @@ class Settings:
         _check_fair_now(settings)
         _check_limits(settings)
         _check_store(settings)
+        if settings.gpu_misuse_policy not in ("stop", "warn"):
+            raise ConfigError(f"gpu_misuse_policy = {settings.gpu_misuse_policy!r}: use stop "
+                              "or warn")
+        if not isinstance(settings.confine_gpu_devices, bool):
+            raise ConfigError("confine_gpu_devices: use true or false")
         if settings.foreign_gpu_policy not in ("avoid", "ignore"):
             raise ConfigError(f"foreign_gpu_policy = {settings.foreign_gpu_policy!r}: use avoid "
                               "or ignore")
@@ -240,6 +250,8 @@ SECTIONS: dict[str, dict[str, str]] = {
                   "kill_invalid_depend": "kill_invalid_depend",
                   "launch_timeout_s": "launch_timeout_s"},
     "nodes": {"heartbeat_interval_s": "heartbeat_interval_s", "timeout_s": "node_timeout_s",
+              "gpu_misuse_policy": "gpu_misuse_policy",
+              "confine_gpu_devices": "confine_gpu_devices",
               "state_dir": "agent_state_dir", "cgroup_root": "cgroup_root",
               "foreign_gpu_policy": "foreign_gpu_policy"},
     "fairshare": {"algorithm": "fairshare_algorithm", "half_life_s": "usage_half_life_s",
@@ -450,6 +462,7 @@ _ENV: list[tuple[str, str, Any]] = [
     ("private_data", "LABQ_PRIVATE_DATA", _bool),
     ("max_array_size", "LABQ_MAX_ARRAY_SIZE", int),
     ("kill_invalid_depend", "LABQ_KILL_INVALID_DEPEND", _bool),
+    ("gpu_misuse_policy", "LABQ_GPU_MISUSE_POLICY", str),
     ("max_stored_jobs_per_user", "LABQ_MAX_STORED_JOBS_PER_USER", int),
     ("max_stored_bytes_per_user", "LABQ_MAX_STORED_BYTES_PER_USER", int),
     ("operators", "LABQ_OPERATORS", lambda s: [x.strip() for x in s.split(",") if x.strip()]),

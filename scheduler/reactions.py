@@ -115,6 +115,8 @@ def _ended(job: Job, status: RunStatus, ended: float) -> Action:
         return Finish(JobState(job.stop_request), status.exit_code, stop_reason(job), ended)
     if status.lost:
         return EndOrRequeue("RunnerLost", ended)  # its runner died under it
+    if status.stopped and status.message:  # stopped by an agent policy (GpuMisuse): why
+        return Finish(JobState.FAILED, status.exit_code, status.message[:300], ended)
     if status.stopped:
         # The runner stopped it though labq never asked: the node was shut down under it.
         return EndOrRequeue("NodeShutdown", ended)

@@ -161,7 +161,11 @@ async def run_agent(settings: Settings, node: str, backend_kind: str, sim_gpus: 
                  layout.describe())
         executor = Executor(store, node, settings.agent_dir(node), layout,
                             grace_s=settings.stop_grace_s, simulated=backend.simulated,
-                            api_socket=str(settings.socket))
+                            api_socket=str(settings.socket),
+                            min_job_uid=settings.job_uid_floor(),
+                            job_user_deny=settings.job_user_deny,
+                            gpu_misuse_policy=settings.gpu_misuse_policy,
+                            confine_devices=settings.confine_gpu_devices)
         agent = Agent(store, backend, node, settings.heartbeat_interval_s, executor)
         with serving_agent(agent, exporter):  # exporter = (host, port), or None: not served
             await agent.run()
