@@ -191,7 +191,7 @@ class Executor:
         log_file = open(rundir / "runner.log", "ab")  # noqa: SIM115 - the child owns it
         try:
             proc = subprocess.Popen(
-                [self.python, "-m", RUNNER_MODULE, str(rundir)], stdin=subprocess.DEVNULL,
+                [self.python, "-P", "-m", RUNNER_MODULE, str(rundir)], stdin=subprocess.DEVNULL,
                 stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
                 close_fds=True, cwd="/", env=_runner_env(),
             )
