@@ -90,6 +90,17 @@ class Stack:
                 return line.split("metrics ", 1)[1].strip()
         raise RuntimeError("no metrics line")
 
+    def scrape(self) -> str:
+        """/metrics as Prometheus reads it: with the coordinator's metrics token (per-user
+        series included under private_data)."""
+        import urllib.request
+
+        token = (self.home / "secrets" / "metrics-token").read_text().strip()
+        request = urllib.request.Request(self.metrics_url,
+                                         headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return str(response.read().decode())
+
     def stop(self, timeout: float = 90) -> int:
         if self.proc is None:
             return 0

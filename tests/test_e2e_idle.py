@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -45,8 +44,7 @@ def gpu_of(stack: Stack, job: dict[str, Any]) -> dict[str, Any]:
 
 
 def metrics(stack: Stack) -> str:
-    with urllib.request.urlopen(stack.metrics_url, timeout=10) as response:
-        return str(response.read().decode())
+    return stack.scrape()
 
 
 def test_sleeping_job_is_idle_busy_job_is_not_then_the_idle_one_is_stopped(
