@@ -48,6 +48,13 @@ class Settings:
     agent_redis_password_file: str = ""
     socket_path: Path | None = None
     api_host: str = "127.0.0.1"
+    # The TCP API for other hosts (0: none): callers prove their uid with a MUNGE credential,
+    # or a per-user API token; TLS when both files are set.
+    api_port: int = 0
+    api_bind: str = "0.0.0.0"
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    munge_socket: str = ""  # "" = munged's default socket
     metrics_port: int = 9464
     heartbeat_interval_s: float = 2.0
     # A node whose agent is silent this long is DOWN and its jobs end NodeLost (or requeue);
@@ -240,6 +247,8 @@ SECTIONS: dict[str, dict[str, str]] = {
               "agent_username": "agent_redis_username",
               "agent_password_file": "agent_redis_password_file"},
     "api": {"socket": "socket_path", "host": "api_host", "metrics_port": "metrics_port",
+            "port": "api_port", "bind": "api_bind", "tls_cert_file": "tls_cert_file",
+            "tls_key_file": "tls_key_file", "munge_socket": "munge_socket",
             "metrics_token_file": "metrics_token_file",
             "admins": "admins"},
     "scheduler": {"cycle_interval_s": "cycle_interval_s",
@@ -449,6 +458,7 @@ _ENV: list[tuple[str, str, Any]] = [
     ("foreign_gpu_policy", "LABQ_FOREIGN_GPU_POLICY", str),
     ("socket_path", "LABQ_SOCKET", str),
     ("metrics_port", "LABQ_METRICS_PORT", int),
+    ("api_port", "LABQ_API_PORT", int),
     ("node_timeout_s", "LABQ_NODE_TIMEOUT", float),
     ("fairshare_algorithm", "LABQ_FAIRSHARE", str),
     ("usage_half_life_s", "LABQ_HALF_LIFE", float),
