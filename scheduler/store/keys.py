@@ -44,6 +44,7 @@ Every key labq uses is built here and passed to scripts in KEYS, never built ins
     {p}accounts:version         string   bumped by every account/user change (compare-and-set)
     {p}leader                   string   coordinator id holding the leader lease (PX ttl)
     {p}epoch                    string   fencing epoch, incremented on every new lease
+    {p}schema                   string   the store's labq schema version (store.schema)
 """
 
 from __future__ import annotations
@@ -163,3 +164,7 @@ class Keys:
     @property
     def epoch(self) -> str:
         return f"{self.prefix}epoch"
+
+    @property
+    def schema(self) -> str:
+        return f"{self.prefix}schema"
