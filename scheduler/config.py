@@ -220,6 +220,11 @@ class Settings:
                 raise ConfigError(f"{key} = {value!r}: give a number of seconds above 0")
         if settings.node_timeout_s <= 0 or settings.stop_grace_s < 0:
             raise ConfigError("node_timeout_s must be > 0 and stop_grace_s >= 0 seconds")
+        from scheduler.configcheck import settings_problems  # (it imports this module)
+
+        problems = settings_problems(settings)  # every key's range (`labq config check`)
+        if problems:
+            raise ConfigError(f"{'; '.join(problems)} (in {config_file} or LABQ_*)")
         return settings
 
     def job_uid_floor(self) -> int:
