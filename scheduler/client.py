@@ -1,16 +1,34 @@
-"""A small, fast client for the coordinator API over its Unix socket (stdlib only).
+"""A small, fast client for the coordinator API (stdlib only): over its Unix socket, where the
+kernel tells the server who calls, or over TCP (`LABQ_SERVER=host:port`, optionally TLS), where
+each request carries a MUNGE credential bound to it (`request_binding`) or a per-user API token.
 
 Kept free of heavy imports so that `labq submit` starts in a few tens of milliseconds.
 """
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
+import os
+import secrets
+import shutil
 import socket
+import ssl
 import struct
+import subprocess
 from pathlib import Path
 from typing import Any
+
+MUNGE_TIMEOUT_S = 10.0
+
+
+def request_binding(method: str, path: str, body: bytes | None) -> bytes:
+    """What a MUNGE credential's payload starts with for one request (a random nonce of 32 hex
+    digits follows): the server makes the same from the request it reads and refuses a
+    credential made for any other."""
+    digest = hashlib.sha256(body or b"").hexdigest()
+    return f"labq-api-1\n{method.upper()}\n{path}\n{digest}\n".encode()
 
 
 class ClientError(RuntimeError):
@@ -38,10 +56,35 @@ class UnixConnection(http.client.HTTPConnection):
 
 
 class Client:
-    def __init__(self, socket_path: str | Path, timeout: float = 30.0) -> None:
+    """The API over the Unix socket `socket_path`, or over TCP when `server` (host:port) is
+    given: with TLS when `tls_ca_file` is (or `server` starts https://), authenticated by
+    `token` when given, else by a MUNGE credential per request (`munge_socket`: munged's)."""
+
+    def __init__(self, socket_path: str | Path = "", timeout: float = 30.0, *,
+                 server: str = "", tls_ca_file: str = "", token: str = "",
+                 munge_socket: str = "") -> None:
         self.socket_path = str(socket_path)
         self.timeout = timeout
-        self._conn: UnixConnection | None = None
+        self.server = server
+        self.tls_ca_file = tls_ca_file
+        self.token = token
+        self.munge_socket = munge_socket
+        self._conn: http.client.HTTPConnection | None = None
+        self.host, self.port, self.tls = "", 0, False
+        if server:
+            self.host, self.port, self.tls = parse_server(server)
+            self.tls = self.tls or bool(tls_ca_file)
+
+    @property
+    def where(self) -> str:
+        return f"{self.host}:{self.port}" if self.server else self.socket_path
+
+    def _auth(self, method: str, path: str, body: bytes | None) -> dict[str, str]:
+        if not self.server:
+            return {}
+        if self.token:
+            return {"Authorization": f"Bearer {self.token}"}
+        return {"Authorization": f"MUNGE {munge_credential(method, path, body, self.munge_socket)}"}
 
     def request(self, method: str, path: str, body: Any = None, retries: int = 2) -> Any:
         """One JSON request; safe to retry because every write carries its own idempotency."""
@@ -50,16 +93,25 @@ class Client:
         for attempt in range(retries + 1):
             try:
                 conn = self._connection()
-                conn.request(method, path, body=payload, headers=headers)
+                # A new credential each try: munged refuses one used before.
+                conn.request(method, path, body=payload,
+                             headers={**headers, **self._auth(method, path, payload)})
                 response = conn.getresponse()
                 data = response.read()
                 break
             except (FileNotFoundError, ConnectionRefusedError) as exc:
                 self.close()
+                if self.server:
+                    raise ClientError(f"no coordinator answers at {self.where} (LABQ_SERVER or "
+                                      "/etc/labq/client.toml): is its API port open?") from exc
                 raise ClientError(
                     f"labq is not running here (no coordinator at {self.socket_path}): "
                     "start it with `labq up`, or set LABQ_HOME to the one in use"
                 ) from exc
+            except ssl.SSLError as exc:
+                self.close()
+                raise ClientError(f"TLS with {self.where} failed: {exc.reason or exc} (is "
+                                  "tls_ca_file the CA of the coordinator's certificate?)") from exc
             except (http.client.HTTPException, OSError) as exc:
                 self.close()
                 if attempt == retries:
@@ -73,9 +125,17 @@ class Client:
             raise ClientError(message or f"coordinator error HTTP {response.status}")
         return decoded
 
-    def _connection(self) -> UnixConnection:
+    def _connection(self) -> http.client.HTTPConnection:
         if self._conn is None:
-            self._conn = UnixConnection(self.socket_path, self.timeout)
+            if not self.server:
+                self._conn = UnixConnection(self.socket_path, self.timeout)
+            elif self.tls:
+                context = ssl.create_default_context(cafile=self.tls_ca_file or None)
+                self._conn = http.client.HTTPSConnection(self.host, self.port,
+                                                         timeout=self.timeout, context=context)
+            else:
+                self._conn = http.client.HTTPConnection(self.host, self.port,
+                                                        timeout=self.timeout)
         return self._conn
 
     def close(self) -> None:
@@ -98,3 +158,57 @@ def list_jobs(client: Client, query: str = "") -> list[Any]:
         if len(page) < PAGE:
             return lines
         after = f"after={page[-1]['id']}"
+
+
+def parse_server(server: str) -> tuple[str, int, bool]:
+    """`host:port`, `[v6]:port`, or either after https:// (TLS) or http://: (host, port, tls)."""
+    text = server.strip()
+    tls = text.startswith("https://")
+    text = text.removeprefix("https://").removeprefix("http://").rstrip("/")
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ClientError(f"LABQ_SERVER/server = {server!r}: give host:port (e.g. "
+                          "head.lab:7777)")
+    return host, int(port), tls
+
+
+def munge_credential(method: str, path: str, body: bytes | None, munge_socket: str = "") -> str:
+    """A MUNGE credential for one request, from the local munged (as this process's uid)."""
+    munge = shutil.which("munge")
+    if munge is None:
+        raise ClientError("the coordinator is reached over TCP, which needs MUNGE (munge is not "
+                          "installed here) or an API token: set LABQ_TOKEN, or put it in "
+                          "~/.config/labq/token (mode 0600); an admin makes one with "
+                          "`labq admin token create USER`")
+    argv = [munge]
+    if munge_socket:
+        argv += ["--socket", munge_socket]
+    payload = request_binding(method, path, body) + secrets.token_hex(16).encode()
+    try:
+        done = subprocess.run(argv, input=payload, capture_output=True,
+                              timeout=MUNGE_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ClientError(f"munge failed: {exc}") from None
+    if done.returncode != 0:
+        why = done.stderr.decode(errors="replace").strip().splitlines()
+        raise ClientError(f"munge could not make a credential ({why[-1] if why else 'status '}"
+                          f"{'' if why else done.returncode}): is munged running here?")
+    return done.stdout.decode().strip()
+
+
+def read_token_file(path: Path) -> str:
+    """An API token from `path` (the user's own, mode 0600: a token others can read is not
+    used); "" when there is none."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return ""
+    except OSError as exc:
+        raise ClientError(f"cannot read the API token {path}: {exc.strerror}") from None
+    with os.fdopen(fd) as handle:
+        info = os.fstat(handle.fileno())
+        if info.st_uid != os.getuid() or info.st_mode & 0o077:
+            raise ClientError(f"{path} is readable by others or not yours: chmod 600 it (and "
+                              "ask an admin to revoke that token if others may have read it)")
+        return handle.read().strip()

@@ -8,11 +8,12 @@ import sys
 import time
 import unicodedata
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from scheduler.client import Client, ClientError
+from scheduler.client import Client, ClientError, read_token_file
 from scheduler.config import ConfigError, Settings
 
 
@@ -28,8 +29,73 @@ def fail(message: str) -> NoReturn:
     sys.exit(1)
 
 
-def client() -> Client:
-    return Client(settings().socket)
+CLIENT_CONFIG = Path("/etc/labq/client.toml")  # world-readable: where the coordinator is
+RUN_SOCKET = Path("/run/labq/labq.sock")  # the daemons' socket on a head node
+CLIENT_KEYS = {"server", "socket", "tls_ca_file", "munge_socket"}
+
+
+def client_config(path: Path = CLIENT_CONFIG) -> dict[str, str]:
+    """/etc/labq/client.toml: server = "host:port" and/or socket = "/run/labq/labq.sock",
+    tls_ca_file, munge_socket; {} when there is none."""
+    import tomllib
+
+    try:
+        values = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except PermissionError:
+        fail(f"{path} cannot be read: it says where the coordinator is and must be "
+             "world-readable (chmod 644)")
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        fail(f"{path}: {exc}; fix that file")
+    unknown = sorted(set(values) - CLIENT_KEYS)
+    if unknown or not all(isinstance(v, str) for v in values.values()):
+        fail(f"{path}: give only {', '.join(sorted(CLIENT_KEYS))}, each a string"
+             + (f" (not {', '.join(unknown)})" if unknown else ""))
+    return {k: str(v) for k, v in values.items()}
+
+
+def _token() -> str:
+    token = os.environ.get("LABQ_TOKEN", "").strip()
+    if token:
+        return token
+    return read_token_file(Path.home() / ".config" / "labq" / "token")
+
+
+def client(timeout: float = 30.0) -> Client:
+    """The coordinator, found in this order: LABQ_SERVER (host:port, TCP), LABQ_SOCKET (or a
+    readable config.toml's [api] socket), /etc/labq/client.toml (server, else socket),
+    $LABQ_HOME/labq.sock, /run/labq/labq.sock; when none is there, one line says what was
+    tried."""
+    loaded = settings()
+    env = os.environ
+    config: dict[str, str] | None = None
+    try:
+        def tcp(server: str, ca: str) -> Client:
+            return Client(timeout=timeout, server=server, tls_ca_file=ca, token=_token(),
+                          munge_socket=(config or {}).get("munge_socket")
+                          or loaded.munge_socket)
+
+        ca_env = env.get("LABQ_TLS_CA_FILE", "")
+        if env.get("LABQ_SERVER"):
+            config = client_config()
+            return tcp(env["LABQ_SERVER"], ca_env or config.get("tls_ca_file", ""))
+        if loaded.socket_path is not None:
+            return Client(loaded.socket_path, timeout)
+        config = client_config()
+        if config.get("server"):
+            return tcp(config["server"], ca_env or config.get("tls_ca_file", ""))
+        if config.get("socket"):
+            return Client(config["socket"], timeout)
+    except ClientError as exc:
+        fail(str(exc))
+    for path in (loaded.socket, RUN_SOCKET):
+        if path.exists():
+            return Client(path, timeout)
+    fail(f"labq is not running here (tried LABQ_SERVER, LABQ_SOCKET: unset; {CLIENT_CONFIG}: "
+         f"{'no server or socket' if CLIENT_CONFIG.exists() else 'missing'}; {loaded.socket}, "
+         f"{RUN_SOCKET}: missing): start it with `labq up`, set LABQ_HOME to the one in use, "
+         "or set LABQ_SERVER=host:port")
 
 
 def call(method: str, path: str, body: Any = None) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pwd
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -38,6 +39,7 @@ from scheduler.server.http import (
 from scheduler.server.identity import Caller, caller_for_uid, connection_uid
 from scheduler.server.jobroutes import JobRoutes
 from scheduler.server.openapi import OPENAPI
+from scheduler.server.remote import REMOTE_UID
 from scheduler.server.validation import (
     InputError,
     array_spec,
@@ -51,13 +53,16 @@ from scheduler.server.validation import (
 from scheduler.store import Outcome, Store, new_token, parse_totals
 from scheduler.store.records import job_from_spec
 from scheduler.store.store import SUBMIT_TOKEN_TTL_S
+from scheduler.store.tokens import ID_RE as TOKEN_ID_RE
 from scheduler.views import pending_view, running_view
 from scheduler.wire import JOB_FIELDS, PRIVATE_FIELDS
 
 audit = logging.getLogger("labq.audit")  # every act for another user, by whom
 
 NODE_CACHE_S = 1.0
-PENDING_CACHE_S = 2.0  # per-user pending counts for the cap, read again after this long
+PENDING_CACHE_S = 2.0
+TOKEN_DEFAULT_S = 90 * 86400  # an API token lasts this long unless asked otherwise
+TOKEN_MAX_S = 400 * 86400  # per-user pending counts for the cap, read again after this long
 
 
 class Api(JobRoutes):
@@ -95,6 +100,9 @@ class Api(JobRoutes):
             web.get("/v1/priority", self.priority),
             web.get("/v1/accounts", self.accounts_list),
             web.post("/v1/admin/accounts", self.accounts_change),
+            web.get("/v1/admin/tokens", self.tokens_list),
+            web.post("/v1/admin/tokens", self.token_create),
+            web.post("/v1/admin/tokens/{id}/revoke", self.token_revoke),
             web.get("/openapi.json", self.openapi),
         ])
         return app
@@ -114,10 +122,15 @@ class Api(JobRoutes):
 
     async def caller(self, request: web.Request) -> Caller:
         """The peer's uid, as a user; admin if root, the daemon's uid, configured, or given
-        the role in the account tree (read at most a second ago)."""
+        the role in the account tree (read at most a second ago). On the Unix socket the
+        kernel says the uid (SO_PEERCRED); over TCP the request's MUNGE credential or API
+        token, checked by scheduler.server.remote before any handler runs."""
         uid = connection_uid(request.transport) if request.transport else None
         if uid is None:
-            raise ApiError(401, "this API only answers on its Unix socket")
+            uid = request.get(REMOTE_UID)
+        if uid is None:
+            raise ApiError(401, "this API answers on its Unix socket, or over TCP with a MUNGE "
+                                "credential or an API token")
         caller = caller_for_uid(uid, self.settings)
         if not caller.is_admin:
             user = (await self._accounts_cached()).users.get(caller.user)
@@ -468,6 +481,61 @@ class Api(JobRoutes):
                 self._accounts = None
                 return web.json_response({"changed": [[k, n] for k, n, _ in changes]})
         raise ApiError(409, "accounts kept changing under this request; try again")
+
+    async def _admin_only(self, request: web.Request, what: str) -> Caller:
+        caller = await self.caller(request)
+        if not caller.is_admin:
+            raise ApiError(403, f"only admins {what} ({caller.user} is not an admin)")
+        return caller
+
+    async def token_create(self, request: web.Request) -> web.Response:
+        """A new API token for a user: its text is in this answer and nowhere else."""
+        caller = await self.caller(request)
+        # A token acts as its user, jobs included: made only by those who may act for others.
+        if not self.acts_for_others(caller):
+            raise ApiError(403, "only root makes API tokens (or an operator: [limits] "
+                                f"operators); {caller.user} is neither")
+        body = await json_object(request)
+        user = check_user_name(body.get("user"))
+        try:
+            uid = pwd.getpwnam(user).pw_uid
+        except KeyError:
+            raise ApiError(404, f"no user {user} on the coordinator's host: a token is a Unix "
+                                "user's") from None
+        if uid == 0:
+            raise ApiError(400, "no API token for root: root uses the Unix socket or MUNGE")
+        expires_s = body.get("expires_s", TOKEN_DEFAULT_S)
+        if (isinstance(expires_s, bool) or not isinstance(expires_s, int | float)
+                or not 0 <= expires_s <= TOKEN_MAX_S):
+            raise InputError(f"expires_s: give seconds from 0 (never) to {TOKEN_MAX_S}")
+        now = time.time()
+        record, text = await self.store.create_token(user, now,
+                                                     now + expires_s if expires_s else 0.0)
+        audit.info("%s (uid %d) made API token %s for %s", caller.user, caller.uid, record.id,
+                   user)
+        return web.json_response({**record.to_dict(), "token": text})
+
+    async def tokens_list(self, request: web.Request) -> web.Response:
+        await self._admin_only(request, "list API tokens")
+        asked = request.query.get("user")
+        user = check_user_name(asked) if asked else None
+        now = time.time()
+        return web.json_response([{**t.to_dict(), "expired": bool(t.expires and
+                                                                   t.expires <= now)}
+                                  for t in await self.store.tokens(user)])
+
+    async def token_revoke(self, request: web.Request) -> web.Response:
+        caller = await self._admin_only(request, "revoke API tokens")
+        token_id = request.match_info["id"]
+        if not TOKEN_ID_RE.fullmatch(token_id):
+            raise InputError(f"{token_id[:40]!r} is not a token id (16 hex digits): see "
+                             "`labq admin token list`")
+        record = await self.store.revoke_token(token_id)
+        if record is None:
+            raise ApiError(404, f"no API token {token_id}: see `labq admin token list`")
+        audit.info("%s (uid %d) revoked API token %s of %s", caller.user, caller.uid,
+                   token_id, record.user)
+        return web.json_response({"id": token_id, "user": record.user, "revoked": True})
 
     async def openapi(self, request: web.Request) -> web.Response:
         return web.json_response(OPENAPI)

@@ -26,6 +26,7 @@ from scheduler.server.frontdoor import (
     runner_for,
 )
 from scheduler.server.homecheck import HomeError, trusted_home
+from scheduler.server.remote import RemoteAuth, tls_context
 from scheduler.store import Store, StoreError
 
 METRICS_RETRY_S = 5.0  # a metrics port that cannot be bound is tried again this often
@@ -83,15 +84,33 @@ async def _serve_coordinator(settings: Settings, api_limits: DoorLimits,
     api = Api(store, settings, coordinator.kick.set, coordinator.job_submitted,
               coordinator.fresh_fairshare)
 
-    runner = runner_for(api.app(), api_limits)
+    app = api.app()
+    runner = runner_for(app, api_limits)
+    app.middlewares.append(RemoteAuth(store, settings).middleware())  # TCP callers: who
     await runner.setup()
+    tcp_sock = None
     try:
         api_sock = listen_unix(settings.socket)
+        tls = tls_context(settings) if settings.api_port else None
+        if settings.api_port:
+            try:
+                tcp_sock = listen_tcp(settings.api_bind, settings.api_port)
+            except OSError as exc:
+                raise DoorError(f"cannot listen on the API port {settings.api_bind}:"
+                                f"{settings.api_port}: {exc.strerror or exc}") from None
     except DoorError as exc:
         await runner.cleanup()
         await store.close()
         raise DaemonError(str(exc)) from None
     await DoorSite(runner, api_sock, api_limits, "the API").start()
+    if tcp_sock is not None:
+        await DoorSite(runner, tcp_sock, api_limits, "the TCP API", tls=tls,
+                       by_address=True).start()
+        log.info("API on %s://%s:%d too (callers prove who they are with MUNGE or an API "
+                 "token)%s", "https" if tls else "http", settings.api_bind,
+                 tcp_sock.getsockname()[1],
+                 "" if tls else "; no TLS: API tokens cross the network readable, set "
+                 "tls_cert_file and tls_key_file")
 
     metrics_app = web.Application()
 

@@ -8,6 +8,11 @@ must deliver each request whole, headers and body, within `request_timeout_s` of
 byte (else 408 and closed), and is closed after `keepalive_s` idle. Refusals are logged once
 per uid, then counted: a minute's worth in one line.
 
+On the TCP API no kernel names the caller when a connection is accepted: there the cap at accept
+is per remote address (`per_address`: several users share a login node's address), and each
+connection is counted against its user's cap once a request on it authenticates
+(`Gate.claim_user`, from scheduler.server.remote). TLS, when given, is set up here too.
+
 The sockets themselves: `claim_unix_socket` never replaces a socket something still answers
 on (a second coordinator on the same home refuses instead), `listen_unix` and `listen_tcp`
 listen.
@@ -23,6 +28,7 @@ import logging
 import os
 import resource
 import socket
+import ssl
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,6 +45,7 @@ log = logging.getLogger(__name__)
 RESERVED_FDS = 256  # open files besides connections: the store's pool, logs, notify commands
 METRICS_MAX_CONNECTIONS = 64  # the metrics port (Prometheus needs one or two)
 BACKLOG = 1024  # connections the kernel queues until they are accepted
+PER_ADDRESS = 16  # a remote address may hold this many times the per-uid cap (a login node)
 ACCEPT_BATCH = 256  # accepted per wake-up, then other work runs
 ACCEPT_PAUSE_S = 0.5  # out of files or memory when accepting: wait this long
 REPORT_S = 60.0  # refusals of one kind are summed up this often
@@ -98,7 +105,12 @@ def _http_error(status: int, reason: str, message: str) -> bytes:
     return head.encode() + body
 
 
-def _who(uid: int | None) -> str:
+Peer = int | str | None  # a Unix peer's uid, a TCP peer's address, or (metrics) one pool
+
+
+def _who(uid: Peer) -> str:
+    if isinstance(uid, str):
+        return f"address {uid}"
     return "TCP peers" if uid is None else f"uid {uid} ({user_name(uid)})"
 
 
@@ -107,21 +119,25 @@ class FrontDoor:
     handlers), within `limits`."""
 
     def __init__(self, factory: Callable[[], asyncio.Protocol], limits: DoorLimits,
-                 what: str) -> None:
+                 what: str, tls: ssl.SSLContext | None = None, by_address: bool = False) -> None:
         self.factory = factory
         self.limits = limits
         self.what = what
+        self.tls = tls
+        self.by_address = by_address  # TCP peers counted per address, and per user later
+        self.per_address = min(limits.max_connections, limits.per_uid * PER_ADDRESS)
         self.open = 0
-        self.by_uid: dict[int | None, int] = {}
+        self.by_uid: dict[Peer, int] = {}
+        self.by_user: dict[int, int] = {}  # authenticated TCP connections per uid
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._paused: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._counts: dict[tuple[str, int | None], int] = {}  # events since the last report
+        self._counts: dict[tuple[str, Peer], int] = {}  # events since the last report
         self._report: asyncio.TimerHandle | None = None
-        self._names: dict[int | None, str] = {}  # a name looked up once per report period
+        self._names: dict[Peer, str] = {}  # a name looked up once per report period
 
-    def who(self, uid: int | None) -> str:
+    def who(self, uid: Peer) -> str:
         """How the peer is named in answers and logs (a refusal never asks NSS again)."""
         known = self._names.get(uid)
         if known is None:
@@ -174,19 +190,24 @@ class FrontDoor:
 
     def _admit(self, conn: socket.socket) -> None:
         try:
-            uid = peer_uid(conn) if conn.family == socket.AF_UNIX else None
+            uid: Peer = peer_uid(conn) if conn.family == socket.AF_UNIX else None
+            if uid is None and self.by_address:
+                uid = str(conn.getpeername()[0])
         except OSError:
             conn.close()
             return
         held = self.by_uid.get(uid, 0)
+        cap = self.per_address if isinstance(uid, str) else self.limits.per_uid
         if self.open >= self.limits.max_connections:
             self._refuse(conn, "full", None, 503, "Service Unavailable",
                          f"{self.what} has {self.open} connections open, its limit "
                          "(max_connections): try again in a few seconds")
-        elif held >= self.limits.per_uid:
+        elif held >= cap:
+            what = ("max_connections_per_uid x " + str(PER_ADDRESS) if isinstance(uid, str)
+                    else "max_connections_per_uid")
             self._refuse(conn, "cap", uid, 429, "Too Many Requests",
                          f"{self.who(uid)} has {held} connections open to {self.what}, its limit "
-                         f"(max_connections_per_uid): close some (idle ones close after "
+                         f"({what}): close some (idle ones close after "
                          f"{self.limits.keepalive_s:g} s)")
         else:
             self.open += 1
@@ -198,13 +219,18 @@ class FrontDoor:
 
     async def _connect(self, gate: Gate, conn: socket.socket) -> None:
         try:
-            await self.loop.connect_accepted_socket(lambda: gate, sock=conn)
+            if self.tls is None:
+                await self.loop.connect_accepted_socket(lambda: gate, sock=conn)
+            else:
+                await self.loop.connect_accepted_socket(
+                    lambda: gate, sock=conn, ssl=self.tls,
+                    ssl_handshake_timeout=self.limits.request_timeout_s)
         except Exception as exc:  # the peer left meanwhile
             log.debug("%s: connection lost while set up: %s", self.what, exc)
             gate.release()
             conn.close()
 
-    def _refuse(self, conn: socket.socket, kind: str, uid: int | None, status: int,
+    def _refuse(self, conn: socket.socket, kind: str, uid: Peer, status: int,
                 reason: str, message: str) -> None:
         """Answer with one line and close, reading nothing but what is already there (so that
         the client reads the answer rather than a reset)."""
@@ -217,7 +243,7 @@ class FrontDoor:
             pass
         conn.close()
 
-    def release(self, uid: int | None) -> None:
+    def release(self, uid: Peer) -> None:
         self.open -= 1
         left = self.by_uid[uid] - 1
         if left:
@@ -225,7 +251,7 @@ class FrontDoor:
         else:
             del self.by_uid[uid]
 
-    def note(self, kind: str, uid: int | None, line: str) -> None:
+    def note(self, kind: str, uid: Peer, line: str) -> None:
         """Log `line` the first time this kind of event happens to this uid; after that only
         count, and say the count once per REPORT_S while it goes on."""
         key = (kind, uid)
@@ -261,9 +287,10 @@ class Gate(asyncio.Protocol):
     """One admitted connection: passes everything to aiohttp's handler, holds the request
     deadline, and gives the connection's place back when it closes."""
 
-    def __init__(self, door: FrontDoor, uid: int | None, inner: asyncio.Protocol) -> None:
+    def __init__(self, door: FrontDoor, uid: Peer, inner: asyncio.Protocol) -> None:
         self.door = door
         self.uid = uid
+        self.user: int | None = None  # a TCP connection's authenticated uid (claim_user)
         self.inner = inner
         self.transport: asyncio.Transport | None = None
         self.expired = False
@@ -273,7 +300,7 @@ class Gate(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        if self.uid is not None:
+        if isinstance(self.uid, int):
             remember_peer(transport, self.uid)
         self.inner.connection_made(transport)
 
@@ -301,6 +328,29 @@ class Gate(asyncio.Protocol):
         if not self._released:
             self._released = True
             self.door.release(self.uid)
+            self._drop_user()
+
+    def claim_user(self, uid: int) -> bool:
+        """Count this TCP connection against `uid`'s cap, as a request on it proved `uid`;
+        False when that uid holds its cap of connections already."""
+        if self.user == uid or self._released:
+            return True
+        self._drop_user()
+        held = self.door.by_user.get(uid, 0)
+        if held >= self.door.limits.per_uid:
+            return False
+        self.door.by_user[uid] = held + 1
+        self.user = uid
+        return True
+
+    def _drop_user(self) -> None:
+        if self.user is not None:
+            left = self.door.by_user[self.user] - 1
+            if left:
+                self.door.by_user[self.user] = left
+            else:
+                del self.door.by_user[self.user]
+            self.user = None
 
     def request_read(self) -> None:
         """The request is whole (its body read): the next one's clock starts at its first
@@ -362,9 +412,11 @@ class DoorSite(web.BaseSite):
     """A listening socket served through a FrontDoor, as an aiohttp site of `runner`."""
 
     def __init__(self, runner: web.AppRunner, sock: socket.socket, limits: DoorLimits,
-                 what: str) -> None:
+                 what: str, tls: ssl.SSLContext | None = None, by_address: bool = False) -> None:
         super().__init__(runner, backlog=BACKLOG)
         self.sock = sock
+        self.tls = tls
+        self.by_address = by_address
         self.limits = limits
         self.what = what
         self.door: FrontDoor | None = None
@@ -377,7 +429,7 @@ class DoorSite(web.BaseSite):
         await super().start()
         server = self._runner.server
         assert server is not None
-        self.door = FrontDoor(server, self.limits, self.what)
+        self.door = FrontDoor(server, self.limits, self.what, self.tls, self.by_address)
         self.door.serve(self.sock)
 
     async def stop(self) -> None:

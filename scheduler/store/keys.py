@@ -42,6 +42,9 @@ Every key labq uses is built here and passed to scripts in KEYS, never built ins
     {p}users                    hash     user name -> UserConfig JSON
     {p}budgets                  hash     "account:{a}" / "user:{u}" -> BudgetConfig JSON
     {p}accounts:version         string   bumped by every account/user change (compare-and-set)
+    {p}token:{id}               hash     an API token: user, hash (sha256 of its secret), created,
+                                         expires (see store.tokens); expires with it
+    {p}tokens                   set      ids of API tokens
     {p}leader                   string   coordinator id holding the leader lease (PX ttl)
     {p}epoch                    string   fencing epoch, incremented on every new lease
     {p}schema                   string   the store's labq schema version (store.schema)
@@ -156,6 +159,13 @@ class Keys:
     @property
     def accounts_version(self) -> str:
         return f"{self.prefix}accounts:version"
+
+    def token(self, token_id: str) -> str:
+        return f"{self.prefix}token:{token_id}"
+
+    @property
+    def tokens(self) -> str:
+        return f"{self.prefix}tokens"
 
     @property
     def leader(self) -> str:

@@ -36,6 +36,7 @@ from scheduler.store.keys import Keys
 from scheduler.store.outcome import Outcome, StoreError, read_secret
 from scheduler.store.records import id_key, job_from_spec, nodes_from, parse_daily
 from scheduler.store.retention import RetentionStore
+from scheduler.store.tokens import TokenStore
 
 SUBMIT_TOKEN_TTL_S = 86400
 LIST_FIELDS = ("id", *(f for f in Job.__dataclass_fields__
@@ -59,7 +60,7 @@ def _load_script_text(name: str) -> str:
     return lua_lifecycle() + common + "\n" + (folder / f"{name}.lua").read_text()
 
 
-class Store(ArrayStore, RetentionStore):
+class Store(ArrayStore, RetentionStore, TokenStore):
     """Async access to labq's state. One instance per process; cheap to share."""
 
     def __init__(self, client: aioredis.Redis, keys: Keys | None = None) -> None:
