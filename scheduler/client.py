@@ -130,7 +130,12 @@ class Client:
             if not self.server:
                 self._conn = UnixConnection(self.socket_path, self.timeout)
             elif self.tls:
-                context = ssl.create_default_context(cafile=self.tls_ca_file or None)
+                try:
+                    context = ssl.create_default_context(cafile=self.tls_ca_file or None)
+                except (OSError, ssl.SSLError) as exc:
+                    raise ClientError(f"cannot use the CA file {self.tls_ca_file!r} "
+                                      f"(tls_ca_file, LABQ_TLS_CA_FILE): "
+                                      f"{getattr(exc, 'strerror', None) or exc}") from None
                 self._conn = http.client.HTTPSConnection(self.host, self.port,
                                                          timeout=self.timeout, context=context)
             else:

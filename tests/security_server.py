@@ -114,11 +114,80 @@ def can_switch_users() -> bool:
     return os.getuid() == 0 and os.access(SYSTEM_PYTHON, os.X_OK) and bool(shutil.which("useradd"))
 
 
+# Reads {"server", "method", "path", "body", and "munge_socket", "token", "ca" for the labq
+# client, or "headers" (and "raw") for a request made by hand}; prints {"status", "body"}.
+# argv[1]: a folder holding scheduler/client.py as labq_client.py (it is stdlib only).
+REMOTE_CLIENT = r'''
+import http.client, json, ssl, sys
+sys.path.insert(0, sys.argv[1])
+import labq_client
+req = json.load(sys.stdin)
+if req.get("headers") is not None:
+    host, port, _tls = labq_client.parse_server(req["server"])
+    conn = http.client.HTTPConnection(host, port, timeout=30)
+    raw = req.get("raw")
+    body = raw.encode() if raw is not None else (
+        None if req.get("body") is None else json.dumps(req["body"]).encode())
+    conn.request(req["method"], req["path"], body=body, headers=req["headers"])
+    resp = conn.getresponse()
+    data = resp.read()
+    print(json.dumps({"status": resp.status, "body": json.loads(data) if data else None}))
+else:
+    client = labq_client.Client(server=req["server"], munge_socket=req.get("munge_socket", ""),
+                                token=req.get("token", ""), tls_ca_file=req.get("ca", ""))
+    try:
+        answer = client.request(req["method"], req["path"], req.get("body"), retries=0)
+        print(json.dumps({"status": 200, "body": answer}))
+    except labq_client.ClientError as exc:
+        print(json.dumps({"status": 0, "body": {"error": str(exc)}}))
+'''
+
+
+def _shared_file(path: Path, text: str) -> None:
+    if not path.exists() or path.read_text() != text:
+        tmp = path.with_suffix(f".{os.getpid()}")
+        tmp.write_text(text)
+        os.chmod(tmp, 0o644)
+        tmp.replace(path)
+
+
+def remote_as(user: str | int, server: str, method: str, path: str, body: Any = None, *,
+              munge_socket: str = "", token: str = "", ca: str = "",
+              headers: dict[str, str] | None = None, raw: str | None = None
+              ) -> tuple[int, Any]:
+    """One request over TCP from a separate process running as `user`: with the labq client
+    (scheduler/client.py: a MUNGE credential from `munge_socket`, or `token`; status 200 or
+    0 with the client's error line), or by hand with exactly `headers`."""
+    entry = pwd.getpwnam(user) if isinstance(user, str) else None
+    uid, gid = (entry.pw_uid, entry.pw_gid) if entry else (int(user), int(user))
+    folder = Path(tempfile.gettempdir()) / "labq-test-remote"
+    folder.mkdir(exist_ok=True)
+    os.chmod(folder, 0o755)
+    source = Path(__file__).resolve().parent.parent / "scheduler" / "client.py"
+    _shared_file(folder / "labq_client.py", source.read_text())
+    _shared_file(folder / "remote.py", REMOTE_CLIENT)
+    request = {"server": server, "method": method, "path": path, "body": body,
+               "munge_socket": munge_socket, "token": token, "ca": ca, "headers": headers,
+               "raw": raw}
+    result = subprocess.run([SYSTEM_PYTHON, "-I", str(folder / "remote.py"), str(folder)],
+                            input=json.dumps(request), capture_output=True, text=True,
+                            user=uid, group=gid, extra_groups=[], timeout=60, cwd="/")
+    if result.returncode != 0:
+        raise AssertionError(f"remote client as {user} failed: {result.stderr}")
+    answer = json.loads(result.stdout)
+    return int(answer["status"]), answer["body"]
+
+
 class ApiServer:
-    """`Api` served on a Unix socket in a thread, on its own key prefix of a real Valkey."""
+    """`Api` served on a Unix socket in a thread, on its own key prefix of a real Valkey; with
+    `tcp`, also on a TCP port of 127.0.0.1 (`self.server`) as the coordinator serves it: both
+    through the front door, TCP callers authenticated (scheduler.server.remote), TLS when the
+    settings name a certificate and key."""
 
     def __init__(self, valkey_url: str, nodes: tuple[tuple[str, int, str], ...] = (
-            ("n1", 4, "NVIDIA A100-SXM4-80GB"),), **settings: Any) -> None:
+            ("n1", 4, "NVIDIA A100-SXM4-80GB"),), tcp: bool = False, **settings: Any) -> None:
+        self.tcp = tcp
+        self.server = ""
         self.dir = Path(tempfile.mkdtemp(prefix="labq-sec-"))
         os.chmod(self.dir, 0o755)  # other users reach the socket, as on a real machine
         self.socket = str(self.dir / "labq.sock")
@@ -145,10 +214,36 @@ class ApiServer:
                         memory_used_bytes=0, utilization=0.0) for i in range(gpus)])
             await self.store.heartbeat(report, time.time())
         self.api = Api(self.store, self.settings, lambda: None)
+        if self.tcp:
+            await self._start_doors()
+            return
         self._runner = web.AppRunner(self.api.app())
         await self._runner.setup()
         await web.UnixSite(self._runner, self.socket).start()
         os.chmod(self.socket, 0o666)
+
+    async def _start_doors(self) -> None:
+        from scheduler.server.frontdoor import (
+            DoorLimits,
+            DoorSite,
+            listen_tcp,
+            listen_unix,
+            runner_for,
+        )
+        from scheduler.server.remote import RemoteAuth, tls_context
+
+        limits = DoorLimits(256, self.settings.max_connections_per_uid,
+                            self.settings.request_timeout_s, self.settings.keepalive_s)
+        app = self.api.app()
+        self._runner = runner_for(app, limits)
+        app.middlewares.append(RemoteAuth(self.store, self.settings).middleware())
+        await self._runner.setup()
+        await DoorSite(self._runner, listen_unix(Path(self.socket)), limits, "the API").start()
+        sock = listen_tcp("127.0.0.1", 0)
+        tls = tls_context(self.settings)
+        self.server = f"{'https://' if tls else ''}127.0.0.1:{sock.getsockname()[1]}"
+        await DoorSite(self._runner, sock, limits, "the TCP API", tls=tls,
+                       by_address=True).start()
 
     def run(self, coro: Coroutine[Any, Any, Any], timeout: float = 60) -> Any:
         """Run a coroutine on the server's loop (e.g. a store read) and return its result."""

@@ -1,12 +1,16 @@
-"""`labq admin`: accounts, users and budgets (admins only; the coordinator checks)."""
+"""`labq admin`: accounts, users, budgets and API tokens (admins only; the coordinator
+checks)."""
 
 from __future__ import annotations
 
+import re
+import time
 from typing import Any
+from urllib.parse import quote
 
 import click
 
-from scheduler.cli.common import call, fail, plain, print_budgets, print_json
+from scheduler.cli.common import call, fail, plain, print_budgets, print_json, usage_fail
 
 
 @click.group()
@@ -190,3 +194,67 @@ def user_list(as_json: bool) -> None:
         role = " admin" if usr["admin"] else ""
         click.echo(f"{plain(usr['name'])}{role}: {accts}"
                    f"{'; ' + ', '.join(limits) if limits else ''}")
+
+
+@admin.group()
+def token() -> None:
+    """API tokens: a user's identity over the TCP API where MUNGE is not installed."""
+
+
+@token.command("create")
+@click.argument("user_name", metavar="USER")
+@click.option("--expires", default="90d", show_default=True,
+              help="lifetime: 30d, 12h, ...; 'never' for no expiry")
+@click.option("--json", "as_json", is_flag=True)
+def token_create(user_name: str, expires: str, as_json: bool) -> None:
+    """Make an API token for USER and print it (once: only its hash is kept). The token acts
+    as USER over the TCP API: give it to USER alone (LABQ_TOKEN, or ~/.config/labq/token with
+    mode 0600)."""
+    from scheduler.timeparse import TimeLimitError, parse_duration
+
+    if expires.strip().lower() == "never":
+        seconds = 0
+    else:
+        try:
+            seconds = parse_duration(expires)
+        except TimeLimitError as exc:
+            usage_fail(f"--expires: {exc}")
+    made = call("POST", "/v1/admin/tokens", {"user": user_name, "expires_s": seconds})
+    if as_json:
+        print_json(made)
+        return
+    until = (time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(made["expires"]))
+             if made["expires"] else "never")
+    click.echo(f"token {made['id']} for {plain(made['user'])}, expires {until}:", err=True)
+    click.echo(made["token"])
+
+
+@token.command("list")
+@click.argument("user_name", metavar="[USER]", required=False)
+@click.option("--json", "as_json", is_flag=True)
+def token_list(user_name: str | None, as_json: bool) -> None:
+    """API tokens (never their secrets): id, user, made, expiry."""
+    query = f"?user={quote(user_name)}" if user_name else ""
+    rows = call("GET", f"/v1/admin/tokens{query}")
+    if as_json:
+        print_json(rows)
+        return
+
+    def day(when: float | None) -> str:
+        return time.strftime("%Y-%m-%d %H:%M", time.gmtime(when)) if when else "never"
+
+    for row in rows:
+        note = " (expired)" if row["expired"] else ""
+        click.echo(f"{row['id']}  {plain(row['user'])}  made {day(row['created'])}  expires "
+                   f"{day(row['expires'])}{note}")
+
+
+@token.command("revoke")
+@click.argument("token_id", metavar="ID")
+def token_revoke(token_id: str) -> None:
+    """Revoke an API token at once (see `labq admin token list` for ids)."""
+    if not re.fullmatch(r"[0-9a-f]{16}", token_id):
+        usage_fail(f"{plain(token_id)!r} is not a token id (16 hex digits): see "
+                   "`labq admin token list`")
+    done = call("POST", f"/v1/admin/tokens/{token_id}/revoke")
+    click.echo(f"token {done['id']} of {plain(done['user'])}: revoked")

@@ -48,6 +48,10 @@ _ADMIN = {
         "add": {"type": "number"}, "period": {"type": ["string", "null"]},
     }}
 _EMPTY = {"type": "object"}
+_TOKEN = {"type": "object", "required": ["user"], "properties": {
+    "user": {"type": "string"},
+    "expires_s": {"type": "number", "description": "seconds from now; 0: never (default 90 "
+                                                   "days)"}}}
 _UPDATE = {"type": "object", "additionalProperties": False, "properties": {
     "time": {"type": "string"}, "name": {"type": "string"}, "gpus": {"type": "integer"},
     "gpu_type": {"type": ["string", "null"]}, "dependency": {"type": "string"},
@@ -57,8 +61,12 @@ _UPDATE = {"type": "object", "additionalProperties": False, "properties": {
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {"title": "labq coordinator API", "version": "1",
-             "description": "On a Unix socket: the caller is the peer uid. Every refusal is "
-                            "a 4xx with {\"error\": one line}."},
+             "description": "On a Unix socket: the caller is the peer uid. Over TCP (api_port) "
+                            "every request carries `Authorization: MUNGE <credential>` (its "
+                            "payload: labq-api-1, method, path and query, sha256 of the body, "
+                            "each on a line, then a 32-hex-digit nonce) or `Authorization: "
+                            "Bearer <API token>`. Every refusal is a 4xx with {\"error\": one "
+                            "line}."},
     "paths": {
         "/v1/whoami": {"get": _op("The caller as the coordinator sees it (peer uid)")},
         "/v1/jobs": {
@@ -98,5 +106,13 @@ OPENAPI: dict[str, Any] = {
         "/v1/accounts": {"get": _op("The account tree, users and budgets in force")},
         "/v1/admin/accounts": {"post": _op("Admins: change accounts, users or budgets",
                                            body=_ADMIN)},
+        "/v1/admin/tokens": {
+            "post": _op("Root (or an operator): make an API token for a user; its text "
+                        "(labq_<id>_<secret>) is in this answer only", body=_TOKEN),
+            "get": _op("Admins: API tokens (id, user, created, expires; never secrets)",
+                       params=_query("user")),
+        },
+        "/v1/admin/tokens/{id}/revoke": {"post": _op("Admins: revoke an API token",
+                                                     params=[_JOB_ID], body=_EMPTY)},
     },
 }

@@ -40,8 +40,9 @@ from scheduler.store import Store
 
 log = logging.getLogger(__name__)
 
-REMOTE_UID = "labq_remote_uid"  # the request's key: the uid its credential or token proved
-REMOTE_VIA = "labq_remote_via"  # "munge" or "token"
+# The request's keys: the uid its credential or token proved, and which ("munge", "token").
+REMOTE_UID = web.RequestKey("labq_remote_uid", int)
+REMOTE_VIA = web.RequestKey("labq_remote_via", str)
 MAX_CREDENTIAL = 4096  # characters of a MUNGE credential (a request's is ~200)
 NONCE_RE = re.compile(rb"[0-9a-f]{32}")
 UNMUNGE_TIMEOUT_S = 5.0
