@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 
 from scheduler.config import Settings
 from scheduler.store import Store
+from scheduler.store.acl import agent_rules, coordinator_rules
 from scheduler.store.outcome import StoreError
 from scheduler.store.schema import (
     SCHEMA_VERSION,
@@ -55,25 +56,34 @@ async def test_a_store_of_another_schema_is_refused_in_one_line(
     assert await store.r.get(store.keys.schema) == stored  # nothing written
 
 
-async def test_an_agent_whose_user_may_not_read_the_schema_key_skips_it(
+async def test_the_coordinators_and_an_agents_acl_users_pass(
         store: Store, valkey_url: str) -> None:
-    """An agent's ACL user (as scheduler.store.acl makes it: its node's keys, few commands)
-    may run HELLO only: the server's version is still checked, the rest skipped."""
+    """As scheduler.store.acl makes them: the coordinator's user writes the version and reads
+    the clock; an agent's (its node's keys, few commands) may run HELLO only, so the server's
+    version is still checked and the rest skipped."""
     admin = aioredis.Redis.from_url(valkey_url, decode_responses=True)
-    user, password = f"agent-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
-    prefix = store.keys.prefix
-    await admin.execute_command("ACL", "SETUSER", user, "on", f">{password}", "resetkeys",
-                                f"~{prefix}node:n1", f"~{prefix}node:n1:*", "resetchannels",
-                                "-@all", "+ping", "+evalsha", "+hgetall")
-    agent = Store.from_url(valkey_url, prefix, user, password)
+    tag = uuid.uuid4().hex[:8]
+    users = {f"coord-{tag}": coordinator_rules(store.keys),
+             f"agent-{tag}": agent_rules(store.keys, "n1")}
+    logins = {}
     try:
+        for user, rules in users.items():
+            await admin.execute_command("ACL", "SETUSER", user, "on", f">pw-{user}", *rules)
+            logins[user] = Store.from_url(valkey_url, store.keys.prefix, user, f"pw-{user}")
+        coordinator, agent = logins.values()
+        await check_store(agent, _settings(valkey_url), node="n1")  # first: nothing written
+        assert await store.r.get(store.keys.schema) is None
+        await check_store(coordinator, _settings(valkey_url))
+        assert await store.r.get(store.keys.schema) == str(SCHEMA_VERSION)
         assert await server_version(agent) is not None  # HELLO needs no permission
         await check_store(agent, _settings(valkey_url), node="n1")
         with pytest.raises(StoreError, match="refused this user the labq schema key"):
-            await check_store(agent, _settings(valkey_url))  # as a coordinator: refused
+            await check_store(agent, _settings(valkey_url))  # not an agent: refused
     finally:
-        await agent.close()
-        await admin.execute_command("ACL", "DELUSER", user)
+        for login in logins.values():
+            await login.close()
+        for user in users:
+            await admin.execute_command("ACL", "DELUSER", user)
         await admin.aclose()
 
 
