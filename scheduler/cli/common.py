@@ -34,11 +34,17 @@ RUN_SOCKET = Path("/run/labq/labq.sock")  # the daemons' socket on a head node
 CLIENT_KEYS = {"server", "socket", "tls_ca_file", "munge_socket"}
 
 
-def client_config(path: Path = CLIENT_CONFIG) -> dict[str, str]:
+def client_config_path() -> Path:
+    """/etc/labq/client.toml, or the file LABQ_CLIENT_CONFIG names."""
+    return Path(os.environ.get("LABQ_CLIENT_CONFIG") or CLIENT_CONFIG)
+
+
+def client_config(path: Path | None = None) -> dict[str, str]:
     """/etc/labq/client.toml: server = "host:port" and/or socket = "/run/labq/labq.sock",
     tls_ca_file, munge_socket; {} when there is none."""
     import tomllib
 
+    path = path or client_config_path()
     try:
         values = tomllib.loads(path.read_text())
     except FileNotFoundError:
@@ -66,15 +72,17 @@ def client(timeout: float = 30.0) -> Client:
     """The coordinator, found in this order: LABQ_SERVER (host:port, TCP), LABQ_SOCKET (or a
     readable config.toml's [api] socket), /etc/labq/client.toml (server, else socket),
     $LABQ_HOME/labq.sock, /run/labq/labq.sock; when none is there, one line says what was
-    tried."""
+    tried. Over TCP: TLS with LABQ_TLS_CA_FILE or the file's tls_ca_file; the API token in
+    LABQ_TOKEN or ~/.config/labq/token, else a MUNGE credential per request (munged's socket:
+    LABQ_MUNGE_SOCKET, the file's munge_socket, or munge_socket in config.toml)."""
     loaded = settings()
     env = os.environ
     config: dict[str, str] | None = None
     try:
         def tcp(server: str, ca: str) -> Client:
             return Client(timeout=timeout, server=server, tls_ca_file=ca, token=_token(),
-                          munge_socket=(config or {}).get("munge_socket")
-                          or loaded.munge_socket)
+                          munge_socket=env.get("LABQ_MUNGE_SOCKET")
+                          or (config or {}).get("munge_socket") or loaded.munge_socket)
 
         ca_env = env.get("LABQ_TLS_CA_FILE", "")
         if env.get("LABQ_SERVER"):
@@ -92,8 +100,9 @@ def client(timeout: float = 30.0) -> Client:
     for path in (loaded.socket, RUN_SOCKET):
         if path.exists():
             return Client(path, timeout)
-    fail(f"labq is not running here (tried LABQ_SERVER, LABQ_SOCKET: unset; {CLIENT_CONFIG}: "
-         f"{'no server or socket' if CLIENT_CONFIG.exists() else 'missing'}; {loaded.socket}, "
+    where = client_config_path()
+    fail(f"labq is not running here (tried LABQ_SERVER, LABQ_SOCKET: unset; {where}: "
+         f"{'no server or socket' if where.exists() else 'missing'}; {loaded.socket}, "
          f"{RUN_SOCKET}: missing): start it with `labq up`, set LABQ_HOME to the one in use, "
          "or set LABQ_SERVER=host:port")
 
