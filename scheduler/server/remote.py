@@ -110,6 +110,11 @@ class RemoteAuth:
                 await proc.wait()
                 raise ApiError(503, f"munged did not decode the credential within "
                                     f"{UNMUNGE_TIMEOUT_S:g} s: is munged running?") from None
+        if proc.returncode in (6, 7):  # EMUNGE_SOCKET, EMUNGE_TIMEOUT: munged, not the caller
+            log.warning("unmunge cannot reach munged (%s): MUNGE callers are refused",
+                        err.decode(errors="replace").strip())
+            raise ApiError(503, "the coordinator cannot reach its munged now: try again, or "
+                                "tell an admin (is munged running on the coordinator's host?)")
         if proc.returncode in _MUNGE_ERRORS:
             raise _refuse(_MUNGE_ERRORS[proc.returncode])
         if proc.returncode != 0:
