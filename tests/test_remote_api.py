@@ -239,3 +239,37 @@ def test_tls_with_the_ca_file(valkey_url: str, munged: Munged) -> None:
     finally:
         srv.stop()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------ labq up
+
+
+@pytest.mark.e2e
+def test_labq_up_opens_the_tcp_api(munged: Munged, other_munged: Munged) -> None:
+    """A single-machine stack with LABQ_API_PORT (what `labq up --api-port P` sets): a user's
+    own `labq` reaches it over TCP with MUNGE, as on a login node; the socket works as before."""
+    from scheduler.server.ports import free_port
+    from tests.e2e_stack import Stack
+
+    port = free_port()
+    home = Path(tempfile.mkdtemp(prefix="labq-e2e-"))
+    (home / "config.toml").write_text(f'[api]\nmunge_socket = "{munged.socket}"\n')
+    (home / "config.toml").chmod(0o644)
+    stack = Stack("1x1:RTX3090", home=home, LABQ_API_PORT=str(port)).start()
+    try:
+        ensure_user(ALICE)
+        local = dict(stack.env)
+        stack.env.update(LABQ_SERVER=f"127.0.0.1:{port}", LABQ_MUNGE_SOCKET=munged.socket)
+        me = stack.labq("whoami", user=ALICE)
+        assert me.stdout.startswith(f"{ALICE} (uid "), me.stderr
+        job = stack.labq("submit", "--time", "1m", "--", "true", user=ALICE).stdout.strip()
+        stack.env.update(LABQ_MUNGE_SOCKET=other_munged.socket)
+        foreign = stack.labq("whoami", user=ALICE, check=False)
+        assert foreign.returncode == 1 and "MUNGE key" in foreign.stderr
+        assert len(foreign.stderr.strip().splitlines()) == 1
+        stack.env = local
+        assert job in stack.labq("queue", "--all", "--done").stdout
+        assert stack.labq("whoami", user=ALICE).stdout.startswith(ALICE)  # the socket
+    finally:
+        stack.stop()
+        shutil.rmtree(home, ignore_errors=True)
