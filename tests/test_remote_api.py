@@ -273,3 +273,47 @@ def test_labq_up_opens_the_tcp_api(munged: Munged, other_munged: Munged) -> None
     finally:
         stack.stop()
         shutil.rmtree(home, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------ caps
+
+
+def test_tcp_connections_are_capped_per_address_and_per_user(valkey_url: str) -> None:
+    import http.client
+
+    from scheduler.server.frontdoor import PER_ADDRESS
+
+    srv = ApiServer(valkey_url, tcp=True, max_connections_per_uid=2).start()
+    conns: list[http.client.HTTPConnection] = []
+    try:
+        token = make_token(srv, ALICE)
+        port = int(srv.server.rsplit(":", 1)[1])
+
+        def whoami(conn: http.client.HTTPConnection) -> tuple[int, Any]:
+            conn.request("GET", "/v1/whoami", headers={"Authorization": f"Bearer {token}"})
+            resp = conn.getresponse()
+            return resp.status, json.loads(resp.read())
+
+        for _ in range(2):  # alice's cap: 2 connections once they authenticate
+            conns.append(http.client.HTTPConnection("127.0.0.1", port, timeout=10))
+            assert whoami(conns[-1])[0] == 200
+        third = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        status, answer = whoami(third)
+        assert status == 429 and "max_connections_per_uid" in one_line(answer)
+        third.close()  # the server closed it
+        time.sleep(0.3)
+        # the address's cap, at accept: PER_ADDRESS x the per-uid cap
+        for _ in range(2 * PER_ADDRESS - 2):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.connect()
+            conns.append(conn)
+        time.sleep(0.3)
+        over = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        over.request("GET", "/v1/whoami")
+        resp = over.getresponse()
+        assert resp.status == 429 and "address 127.0.0.1" in one_line(json.loads(resp.read()))
+        over.close()
+    finally:
+        for conn in conns:
+            conn.close()
+        srv.stop()

@@ -152,8 +152,11 @@ class RemoteAuth:
             gate = gate_of(request)
             if gate is not None and not gate.claim_user(uid):
                 limit = gate.door.limits.per_uid
-                raise ApiError(429, f"uid {uid} has {limit} connections open to the API, its "
-                                    "limit (max_connections_per_uid): close some")
+                refused = web.json_response(
+                    {"error": f"uid {uid} has {limit} connections open to the API, its limit "
+                              "(max_connections_per_uid): close some"}, status=429)
+                refused.force_close()  # this connection's place is given back
+                return refused
             request[REMOTE_UID] = uid
             request[REMOTE_VIA] = via
             return await handler(request)
