@@ -189,7 +189,8 @@ def parse(text: str, now: float, semesters: list[list[str]]) -> tuple[Wanted, li
         scope, name = entry.get("scope"), entry.get("name")
         hours: Any = entry.get("limit_hours")
         period = entry.get("period", "month")
-        if scope not in ("account", "user") or not isinstance(name, str) or not name:
+        if scope not in ("account", "user") or not isinstance(name, str) or \
+                not _NAME.match(name):
             problems.append(f"{where}: give scope = \"account\" or \"user\" and its name")
             continue
         where = f"budget {scope} {name!r}"
