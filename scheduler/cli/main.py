@@ -28,6 +28,7 @@ from scheduler.cli.common import (
     print_table,
     usage_fail,
 )
+from scheduler.cli.config_cmd import config
 from scheduler.cli.daemons import agent, coordinator, up
 from scheduler.cli.errors import LabqGroup
 from scheduler.cli.jobs import JOB_COMMANDS
@@ -61,6 +62,7 @@ def main() -> None:
 
 
 main.add_command(admin)
+main.add_command(config)
 main.add_command(sim)
 main.add_command(top)
 for command in (up, coordinator, agent, *JOB_COMMANDS):
