@@ -58,9 +58,13 @@ def trusted_home(home: Path, create: bool = True, what: str = "LABQ_HOME") -> Pa
         raise HomeError(f"{label} does not exist")
     for name in missing:
         real = real / name
-        with contextlib.suppress(FileExistsError):
+        try:
             os.mkdir(real, HOME_MODE)
             os.chmod(real, HOME_MODE)  # (the umask took the x bits)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise HomeError(f"{label}: cannot make {real}: {_why(exc)}") from None
         st = os.lstat(real)
         if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid:
             raise HomeError(f"{label}: {real} was made by someone else meanwhile; use a "
