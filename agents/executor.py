@@ -70,6 +70,7 @@ class Executor:
 
     def __init__(self, store: Store, node: str, state_dir: Path, layout: Layout, *,
                  grace_s: float = 10.0, simulated: bool = False, api_socket: str = "",
+                 api_server: str = "",
                  python: str = sys.executable, min_job_uid: int = 0,
                  job_user_deny: Sequence[str] = (), gpu_misuse_policy: str = "stop",
                  confine_devices: bool = True) -> None:
@@ -81,6 +82,7 @@ class Executor:
         self.grace_s = grace_s
         self.simulated = simulated
         self.api_socket = api_socket
+        self.api_server = api_server
         self.python = python
         self.min_job_uid = min_job_uid or login_defs_uid_min()
         self.job_user_deny = list(job_user_deny)
@@ -177,7 +179,8 @@ class Executor:
             gpu_indices=record.gpu_indices, node=self.node, output=record.output,
             grace_s=self.grace_s, cgroup=str(group.path) if group else "",
             runners_cgroup=str(self.layout.runners or ""), simulated=self.simulated,
-            api_socket=self.api_socket, append=record.attempt > 0, error=record.error,
+            api_socket=self.api_socket, api_server=self.api_server,
+            append=record.attempt > 0, error=record.error,
             script=record.script, name=record.name, account=record.account,
             submit_dir=record.submit_dir, array_job=record.array_job,
             array_task=record.array_task, time_limit_s=record.time_limit_s,

@@ -84,6 +84,7 @@ class RunSpec:
     runners_cgroup: str = ""  # where the runner itself lives ("" = stay)
     simulated: bool = False  # simulated GPUs: give Ray the count through RAY_OVERRIDE_RESOURCES
     api_socket: str = ""  # the labq API socket, so the job can run labq as its user
+    api_server: str = ""  # the coordinator's TCP API (host:port), for jobs on other hosts
     append: bool = False  # requeued attempts append to the output (and the error file)
     # Added with batch scripts (an older spec.json has none of these: the defaults hold).
     error: str = ""  # absolute stderr path, %j already replaced ("" = stderr to `output`)
@@ -206,6 +207,8 @@ def job_environment(spec: RunSpec, account: pwd.struct_passwd, ray_dir: str, tmp
         env["RAY_OVERRIDE_RESOURCES"] = json.dumps({"GPU": len(spec.gpu_indices)})
     if spec.api_socket:
         env["LABQ_SOCKET"] = spec.api_socket
+    if spec.api_server:
+        env["LABQ_SERVER"] = spec.api_server
     return env
 
 

@@ -162,7 +162,16 @@ def test_without_a_submitted_path_or_the_new_fields_a_job_gets_the_defaults() ->
     assert env["LABQ_JOB_NAME"] == "labq" and env["LABQ_SUBMIT_DIR"] == "/w"
     assert env["CUDA_VISIBLE_DEVICES"] == "" and env["LABQ_GPUS"] == "0"
     assert not {"LABQ_JOB_END_TIME", "LABQ_ARRAY_JOB_ID", "LABQ_ARRAY_TASK_ID", "LABQ_SOCKET",
-                "RAY_OVERRIDE_RESOURCES"} & set(env)
+                "LABQ_SERVER", "RAY_OVERRIDE_RESOURCES"} & set(env)
+
+
+def test_a_job_on_a_node_with_the_tcp_api_is_told_where_it_is() -> None:
+    """A job on a node other than the coordinator's host runs labq over TCP (LABQ_SERVER)."""
+    spec = RunSpec(job_id="5", attempt=0, user="alice", command=["true"], workdir="/w",
+                   env={"LABQ_SERVER": "evil:1"}, gpu_indices=[], node="n1", output="/w/o",
+                   api_server="labq-head:8642")
+    account = pwd.struct_passwd(("alice", "x", 1001, 1001, "", "/home/alice", ""))
+    assert job_environment(spec, account, "/r", "/t", 1000.0)["LABQ_SERVER"] == "labq-head:8642"
 
 
 def test_a_spec_written_before_these_fields_still_loads(tmp_path: Path) -> None:

@@ -11,11 +11,16 @@ from urllib.parse import quote
 import click
 
 from scheduler.cli.common import call, fail, plain, print_budgets, print_json, usage_fail
+from scheduler.cli.dump import dump, load
 
 
 @click.group()
 def admin() -> None:
     """Admins: accounts, users and their shares and limits."""
+
+
+admin.add_command(dump)  # the account tree, users and budgets to a file
+admin.add_command(load)  # ...and back, all or nothing
 
 
 @admin.group()

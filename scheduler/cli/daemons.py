@@ -42,10 +42,16 @@ def trusted_settings(metrics_port: int | None = None, role: str = "up") -> Setti
 @click.option("--demo", is_flag=True, help="also submit a small demo workload from several users")
 @click.option("--exporter-port", default=None, type=click.IntRange(1, 65535),
               help="agents serve dcgm-exporter-style GPU metrics from this port (one per node)")
+@click.option("--api-port", default=None, type=click.IntRange(1, 65535),
+              help="also serve the API on this TCP port (callers prove who they are with "
+                   "MUNGE or an API token)")
 def up(simulate: str | None, metrics_port: int | None, demo: bool,
-       exporter_port: int | None) -> None:
+       exporter_port: int | None, api_port: int | None) -> None:
     """Run the whole single-machine stack in the foreground (Ctrl-C stops it all)."""
     from scheduler.server.up import UpError, run_up
+
+    if api_port is not None:  # the coordinator reads it (and passes LABQ_SERVER to jobs)
+        os.environ["LABQ_API_PORT"] = str(api_port)
 
     try:
         run_up(trusted_settings(), simulate=simulate, metrics_port=metrics_port, demo=demo,

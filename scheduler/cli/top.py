@@ -272,9 +272,9 @@ def render(data: TopData | None, now: float, *, error: str | None = None,
 
 
 def _client() -> Client:
-    from scheduler.cli.common import settings
+    from scheduler.cli.common import client
 
-    return Client(settings().socket, timeout=10.0)
+    return client(timeout=10.0)
 
 
 def run_live(read: Callable[[], TopData], interval: float, queue_rows: int,

@@ -28,6 +28,7 @@ from scheduler.server.frontdoor import (
 from scheduler.server.homecheck import HomeError, trusted_home
 from scheduler.server.remote import RemoteAuth, tls_context
 from scheduler.store import Store, StoreError
+from scheduler.store.schema import check_store
 
 METRICS_RETRY_S = 5.0  # a metrics port that cannot be bound is tried again this often
 
@@ -56,9 +57,12 @@ def open_store(settings: Settings, node: str | None = None) -> Store:
         raise DaemonError(str(exc)) from None
 
 
-async def _ping(store: Store) -> None:
+async def _ping(store: Store, settings: Settings, node: str | None = None) -> None:
+    """The store answers, is Redis/Valkey 7 or later, holds a schema this labq understands,
+    and keeps the same time as this host (scheduler.store.schema)."""
     try:
         await store.ping()
+        await check_store(store, settings, node)
     except StoreError as exc:
         await store.close()
         raise DaemonError(str(exc)) from None
@@ -79,7 +83,7 @@ async def run_coordinator(settings: Settings) -> None:
 async def _serve_coordinator(settings: Settings, api_limits: DoorLimits,
                              metrics_limits: DoorLimits) -> None:
     store = open_store(settings)
-    await _ping(store)
+    await _ping(store, settings)
     coordinator = Coordinator(store, settings)
     api = Api(store, settings, coordinator.kick.set, coordinator.job_submitted,
               coordinator.fresh_fairshare)
@@ -161,6 +165,20 @@ async def serve_metrics(runner: web.AppRunner, settings: Settings, limits: DoorL
              " (its port is free again)" if said else "")
 
 
+def job_api_server() -> str:
+    """Where a job on this node reaches the coordinator's TCP API (LABQ_SERVER for the job):
+    the agent's own LABQ_SERVER, or the node's /etc/labq/client.toml `server` ("" if none:
+    a job on the coordinator's host uses the socket)."""
+    if os.environ.get("LABQ_SERVER"):
+        return os.environ["LABQ_SERVER"]
+    from scheduler.cli.common import client_config
+
+    try:
+        return client_config().get("server", "")
+    except Exception:  # an unreadable client.toml is the CLI's to report
+        return ""
+
+
 async def run_agent(settings: Settings, node: str, backend_kind: str, sim_gpus: int,
                     sim_model: str, exporter: tuple[str, int] | None = None) -> None:
     from agents.agent import Agent
@@ -173,14 +191,14 @@ async def run_agent(settings: Settings, node: str, backend_kind: str, sim_gpus: 
     store = open_store(settings, node)
     backend = make_backend(backend_kind, node_name=node, sim_gpus=sim_gpus, sim_model=sim_model)
     try:
-        await _ping(store)
+        await _ping(store, settings, node)
         layout = detect(node, settings.cgroup_root)
         log.info("node %s: jobs run as their users (%s); %s", node,
                  "as root" if os.geteuid() == 0 else "unprivileged: only as this user",
                  layout.describe())
         executor = Executor(store, node, settings.agent_dir(node), layout,
                             grace_s=settings.stop_grace_s, simulated=backend.simulated,
-                            api_socket=str(settings.socket),
+                            api_socket=str(settings.socket), api_server=job_api_server(),
                             min_job_uid=settings.job_uid_floor(),
                             job_user_deny=settings.job_user_deny,
                             gpu_misuse_policy=settings.gpu_misuse_policy,
