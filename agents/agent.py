@@ -66,20 +66,55 @@ class Agent:
         await asyncio.gather(*loops)
 
     async def heartbeat_loop(self) -> None:
+        trouble = Trouble("heartbeat")
         while True:
             started = time.monotonic()
             try:
                 await self.beat_once(time.time())
+                trouble.ok()
             except Exception:
-                log.exception("heartbeat failed; retrying")
+                trouble.failed()
             await asyncio.sleep(max(0.0, self.interval_s - (time.monotonic() - started)))
 
     async def job_loop(self, executor: Executor) -> None:
         wake = self.store.keys.node_wake(self.node_name)
+        trouble = Trouble("running this node's jobs")
         while True:
             try:
                 starting = await executor.reconcile()
+                trouble.ok()
                 await self.store.wait_wake(wake, STARTING_LOOP_S if starting else JOB_LOOP_S)
             except Exception:
-                log.exception("running this node's jobs failed; retrying")
+                trouble.failed()
                 await asyncio.sleep(JOB_LOOP_S)
+
+
+class Trouble:
+    """One loop's failures, logged so that an hour without the store is a few lines, not
+    thousands of tracebacks: the first failure in full, then one line a minute while it lasts,
+    and one line when it works again."""
+
+    EVERY_S = 60.0
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.since: float | None = None
+        self.count = 0
+        self.said = 0.0
+
+    def failed(self) -> None:
+        now = time.monotonic()
+        self.count += 1
+        if self.since is None:
+            self.since = self.said = now
+            log.exception("%s failed; retrying (while it fails: one line a minute)", self.what)
+        elif now - self.said >= self.EVERY_S:
+            self.said = now
+            log.warning("%s still failing after %.0f s (%d tries)", self.what, now - self.since,
+                        self.count)
+
+    def ok(self) -> None:
+        if self.since is not None:
+            log.warning("%s works again after %.0f s (%d failed tries)", self.what,
+                        time.monotonic() - self.since, self.count)
+            self.since, self.count = None, 0
