@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 
 from scheduler.client import request_binding
+from scheduler.config import Settings
+from scheduler.server.remote import munge_problem
 from tests.munged import Munged, have_munge
 from tests.security_server import ApiServer, can_switch_users, ensure_user, remote_as
 
@@ -317,3 +319,14 @@ def test_tcp_connections_are_capped_per_address_and_per_user(valkey_url: str) ->
         for conn in conns:
             conn.close()
         srv.stop()
+
+
+def test_the_coordinator_says_at_start_when_munge_does_not_work(tmp_path: Path) -> None:
+    """A startup check (issue 19, item 6): a munged that answers, and one that is not there."""
+    daemon = Munged().start()
+    try:
+        assert munge_problem(Settings(tmp_path, munge_socket=daemon.socket)) is None
+    finally:
+        daemon.stop()
+    problem = munge_problem(Settings(tmp_path, munge_socket=str(tmp_path / "no-munged")))
+    assert problem is not None and "munge" in problem and "\n" not in problem

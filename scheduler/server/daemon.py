@@ -26,7 +26,7 @@ from scheduler.server.frontdoor import (
     runner_for,
 )
 from scheduler.server.homecheck import HomeError, trusted_home
-from scheduler.server.remote import RemoteAuth, tls_context
+from scheduler.server.remote import RemoteAuth, munge_problem, tls_context
 from scheduler.store import Store, StoreError
 from scheduler.store.schema import check_store
 
@@ -115,6 +115,9 @@ async def _serve_coordinator(settings: Settings, api_limits: DoorLimits,
                  tcp_sock.getsockname()[1],
                  "" if tls else "; no TLS: API tokens cross the network readable, set "
                  "tls_cert_file and tls_key_file")
+        problem = await asyncio.to_thread(munge_problem, settings)
+        if problem:
+            log.warning("TCP API: %s", problem)
 
     metrics_app = web.Application()
 

@@ -196,3 +196,27 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
         raise DoorError(f"cannot load the API's TLS certificate {cert} and key {key}: "
                         f"{getattr(exc, 'strerror', None) or exc}") from None
     return context
+
+
+def munge_problem(settings: Settings, timeout_s: float = 5.0) -> str | None:
+    """Why MUNGE does not work on this host (None when a credential made here decodes here):
+    said once at start, so an admin learns of a missing munged or a broken key before a user
+    does. Remote users can still use API tokens."""
+    import subprocess
+
+    munge, unmunge = shutil.which("munge"), shutil.which("unmunge")
+    if not munge or not unmunge:
+        return "MUNGE is not installed here (no munge/unmunge): remote users need API tokens"
+    socket_args = ["--socket", settings.munge_socket] if settings.munge_socket else []
+    try:
+        made = subprocess.run([munge, "--no-input", *socket_args], capture_output=True,
+                              timeout=timeout_s)
+        if made.returncode:
+            return f"munge fails here: {made.stderr.decode(errors='replace').strip()[:200]}"
+        read = subprocess.run([unmunge, *socket_args], input=made.stdout, capture_output=True,
+                              timeout=timeout_s)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"munge does not answer here: {exc}"
+    if read.returncode:
+        return f"unmunge fails here: {read.stderr.decode(errors='replace').strip()[:200]}"
+    return None
