@@ -98,7 +98,7 @@ class JobSpec:
     user: str
     account: str
     command: list[str]
-    gpus: int = 1
+    gpus: int = 1  # in all: `nodes` x the GPUs on each node
     gpu_type: str | None = None
     time_limit_s: int = 3600
     qos: str = "normal"
@@ -114,6 +114,11 @@ class JobSpec:
     dependency: str = ""  # Slurm's --dependency expression, "" = none
     array_job: str = ""  # the array's id, for a task of an array
     array_task: int | None = None  # the task's index in its array
+    nodes: int = 1  # the nodes it runs on, each with gpus // nodes of its GPUs
+
+    @property
+    def gpus_per_node(self) -> int:
+        return self.gpus // max(1, self.nodes)
 
 
 # Job hash fields that hold JSON rather than plain strings.
@@ -128,7 +133,7 @@ class Job:
     user: str
     account: str
     state: JobState
-    gpus: int
+    gpus: int  # in all, on all its nodes (fair share, caps, budgets and charges count these)
     command: list[str]
     submitted_at: float
     time_limit_s: int
@@ -168,6 +173,11 @@ class Job:
     array_task: int | None = None  # a task of an array: its index
     starting_at: float | None = None  # when its GPUs were allocated (it became STARTING)
     stop_requested_at: float | None = None  # when labq or a person asked it to stop
+    nodes: int = 1  # how many nodes it runs on, each with `gpus_per_node` of its GPUs
+
+    @property
+    def gpus_per_node(self) -> int:
+        return self.gpus // max(1, self.nodes)
 
     @property
     def waiting_since(self) -> float:
@@ -248,6 +258,7 @@ class Job:
             array_task=int(raw["array_task"]) if raw.get("array_task") else None,
             starting_at=opt_float("starting_at"),
             stop_requested_at=opt_float("stop_requested_at"),
+            nodes=int(raw.get("nodes") or 1),
         )
 
 

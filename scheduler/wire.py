@@ -20,7 +20,8 @@ class SubmitRequest:
     """POST /v1/jobs. None means "the cluster's default"."""
 
     command: list[str]
-    gpus: int = 1
+    gpus: int = 1  # on each node
+    nodes: int = 1  # --nodes K: `gpus` GPUs on each of K nodes
     gpu_type: str | None = None
     time: str | None = None  # --time as typed: 30s, 2h, 1-12:30, ...
     account: str | None = None
@@ -53,7 +54,9 @@ JOB_FIELDS: dict[str, dict[str, Any]] = {
     "id": _STR, "user": _STR, "account": _STR,
     "state": {"enum": ["PENDING", "HELD", "STARTING", "RUNNING", "SUCCEEDED", "FAILED",
                        "CANCELLED", "TIMEOUT", "PREEMPTED"]},
-    "gpus": {"type": "integer"}, "gpu_type": _OPT_STR, "node": _OPT_STR,
+    "gpus": {"type": "integer"},  # in all: nodes x the GPUs on each
+    "nodes": {"type": "integer"},  # how many nodes it runs on
+    "gpu_type": _OPT_STR, "node": _OPT_STR,
     "gpu_indices": {"type": "array", "items": {"type": "integer"}},
     "submitted_at": {"type": "number"}, "started_at": _TIME, "ended_at": _TIME,
     "time_limit_s": {"type": "integer"}, "reason": _STR,
@@ -94,6 +97,7 @@ def submit_schema() -> dict[str, Any]:
     kinds: dict[str, dict[str, Any]] = {
         "command": {"type": "array", "items": _STR},  # a script's arguments may be none
         "gpus": {"type": "integer", "minimum": 1},
+        "nodes": {"type": "integer", "minimum": 1},
         "name": {"type": ["string", "null"], "maxLength": MAX_NAME},
         "env": {"type": "object", "additionalProperties": _STR},
         "array": {"type": ["string", "null"], "maxLength": 4096},
@@ -125,6 +129,7 @@ class JobJson(TypedDict, total=False):
     account: str
     state: str
     gpus: int
+    nodes: int
     gpu_type: str | None
     node: str | None
     gpu_indices: list[int]

@@ -199,7 +199,7 @@ def on_each_pause(monkeypatch: pytest.MonkeyPatch, *steps: Callable[[], None]) -
     (["-c", "4", "--", "true"], ["-c", "does not reserve CPUs"]),
     (["--cpus-per-task=4", "--", "true"], ["--cpus-per-task", "does not reserve CPUs"]),
     (["--mail-type", "END", "--", "true"], ["--mail-type", "does not send mail"]),
-    (["-N", "2", "--", "true"], ["-N", "one node"]),
+    (["-N", "two", "--", "true"], ["-N", "not a valid integer"]),
     (["--chdir", "/tmp", "--", "true"], ["--chdir", "use --workdir /tmp"]),
     (["--gpu", "2", "--", "true"], ["--gpu", "did you mean --gpus"]),
     (["--frobnicate", "--", "true"], ["--frobnicate", "labq submit -h"]),
@@ -495,7 +495,8 @@ def test_a_script_too_large_or_with_dos_lines_is_refused(
 
 
 @pytest.mark.parametrize(("directive", "code", "parts"), [
-    ("#SBATCH --nodes=2", 2, ["line 2", "#SBATCH --nodes=2", "one node"]),
+    ("#SBATCH --nodes=0", 2, ["line 2", "#SBATCH --nodes=0", "node count"]),
+    ("#SBATCH --nodes=2", 1, ["--nodes 2 --gpus 1", "1 node(s) with 1 GPUs"]),
     ("#LABQ --mem 4G", 2, ["line 2", "#LABQ --mem 4G", "does not limit memory"]),
     ("#LABQ --gpus many", 2, ["job.sh: its directives", "--gpus"]),
     ("#SBATCH --uid=alice", 2, ["--uid", "--as USER"]),

@@ -55,6 +55,8 @@ def words(*lines: str) -> list[str]:
     ("#SBATCH --gres=gpu:a100", ["--gpus", "1", "--gpu-type", "a100"]),
     ("#SBATCH --gres=gres/gpu", ["--gpus", "1"]),
     ("#SBATCH -N 1 --nodes=1-1 -N1-4 -n 1 --ntasks-per-node=1", []),
+    ("#SBATCH -N 2", ["--nodes", "2"]), ("#SBATCH --nodes=3-4", ["--nodes", "3"]),
+    ("#SBATCH -N 2 --gpus-per-node=4", ["--nodes", "2", "--gpus", "4"]),
     ("#SBATCH --gpus-per-task=2", ["--gpus", "2"]),
     ("#SBATCH --time=10   # ten minutes", ["--time", "10"]),
     ("#SBATCH", []),
@@ -109,8 +111,8 @@ def test_a_gpu_gres_beside_another_is_read() -> None:
 
 
 @pytest.mark.parametrize(("line", "part"), [
-    ("#SBATCH -N 2", "one node"), ("#SBATCH --nodes=2-4", "one node"),
-    ("#SBATCH --nodes=x", "node count"), ("#SBATCH --gpus=a100:1,v100:1", "one type"),
+    ("#SBATCH --nodes=x", "node count"), ("#SBATCH -N 0", "node count"),
+    ("#SBATCH --gpus=a100:1,v100:1", "one type"),
     ("#SBATCH --gres=gpu:a100:1,gpu:v100:1", "one type"), ("#SBATCH --gpus=0", "at least 1"),
     ("#SBATCH --uid=alice", "--as USER"), ("#SBATCH --gid=lab", "groups"),
     ("#SBATCH --wrap='python x.py'", "already the command"),
@@ -167,7 +169,7 @@ def test_what_is_a_script() -> None:
     ("--gres", "gpu:2", "use --gpus 2"), ("--gpus-per-node", "2", "use --gpus 2"),
     ("--gres", None, "use --gpus N"), ("--mem", "32G", "labq does not limit memory yet"),
     ("--mem", None, "labq does not limit memory yet"), ("-c", "4", "reserve CPUs"),
-    ("--mail-type", "END", "does not send mail"), ("-N", "2", "one node"),
+    ("--mail-type", "END", "does not send mail"), ("-N", "2", "use --nodes 2"),
     ("-n", "1", "once, on one node"), ("--uid", "x", "--as USER"),
     ("--gpu", None, "did you mean --gpus?"), ("--zzz", None, "see labq submit -h"),
 ])

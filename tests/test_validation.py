@@ -237,3 +237,25 @@ def test_huge_whole_numbers_are_refused_in_one_short_line() -> None:
             build_spec(body(gpus=value), "alice", NODES, settings())
         message = str(caught.value)
         assert "\n" not in message and len(message) < 120, message
+
+
+# ------------------------------------------------------------------------------ --nodes
+
+
+def test_nodes_counts_only_nodes_with_the_gpus_per_node_of_the_type() -> None:
+    nodes = [*NODES, make_node("a100-two", 4, "NVIDIA A100-SXM4-80GB"),
+             make_node("a100-small", 2, "NVIDIA A100-SXM4-80GB")]
+    with pytest.raises(InputError, match=r"--nodes 3 --gpus 4: this cluster has 2 node\(s\) "
+                                         r"of type a100 with 4 GPUs"):
+        build_spec(body(gpus=4, nodes=3, gpu_type="a100"), "bob", nodes, settings())
+    with pytest.raises(InputError, match=r"--nodes 0: a job runs on at least 1 node"):
+        build_spec(body(nodes=0), "bob", nodes, settings())
+    with pytest.raises(InputError, match=r"--nodes"):
+        build_spec(body(nodes="2"), "bob", nodes, settings())
+    with pytest.raises(InputError, match=r"on each of its --nodes"):
+        build_spec(body(gpus=8, nodes=2, gpu_type="a100"), "bob", nodes, settings())
+
+
+def test_one_node_is_the_default_and_its_gpus_are_the_jobs() -> None:
+    spec = build_spec(body(gpus=3), "bob", NODES, settings())
+    assert (spec.nodes, spec.gpus, spec.gpus_per_node) == (1, 3, 3)

@@ -16,7 +16,7 @@ Read (translated to labq's option):
   -G/--gpus and --gpus-per-node (`N` or `TYPE:N`: --gpus N, --gpu-type TYPE), --gpus-per-task
   (times the tasks, as Slurm counts it), --gres (`gpu`, `gpu:N`, `gpu:TYPE:N`; other kinds of
   gres are warned about);
-  -N/--nodes when one node satisfies it (`1`, `1-1`, `1-4`), -n/--ntasks and
+  -N/--nodes (--nodes; a range or list: its fewest, `1-4` is 1), -n/--ntasks and
   --ntasks-per-node when 1.
 
 Warned about and ignored (labq has no such thing; the warning names the line and says why):
@@ -38,7 +38,7 @@ Warned about and ignored (labq has no such thing; the warning names the line and
   -h/--help, --usage, -V/--version), and any option sbatch does not have either.
 
 Refused (labq cannot do what they ask; nothing is submitted):
-  -N/--nodes of more than one node, -G/--gpus (and --gpus-per-node, --gpus-per-task) naming
+  -G/--gpus (and --gpus-per-node, --gpus-per-task) naming
   several GPU types, --gres with several GPU types, --uid/--gid (an admin submits for another
   user with --as USER), --wrap (a script is already the command), --test-only (labq would
   really submit).
@@ -385,9 +385,8 @@ def translate(opt: Sbatch, name: str, value: str | None, state: _State | None = 
     if opt.action == "gres":
         return _gres(value)
     if opt.action == "nodes":
-        if not _one_node_fits(value):
-            raise DirectiveError("labq runs a job on one node: ask for its GPUs with --gpus")
-        return []
+        count = _node_count(value)
+        return [] if count == 1 else ["--nodes", str(count)]
     if opt.action == "ntasks":
         tasks = _count(value, name)
         state.tasks = tasks
@@ -443,15 +442,16 @@ def _gres(value: str) -> list[str] | str:
     return words
 
 
-def _one_node_fits(value: str) -> bool:
-    """Whether one node satisfies Slurm's node count (`N`, `MIN-MAX`, `N,M,...`)."""
+def _node_count(value: str) -> int:
+    """The fewest nodes Slurm's node count allows (`N`, `MIN-MAX`, `N,M,...`): labq gives a
+    job exactly that many."""
+    counts = []
     for part in value.split(","):
         low, _, high = part.partition("-")
-        if not low.isdigit() or (high and not high.isdigit()):
+        if not low.isdigit() or (high and not high.isdigit()) or int(low) < 1:
             raise DirectiveError(f"cannot read the node count {value!r}")
-        if int(low) <= 1 <= (int(high) if high else int(low)):
-            return True
-    return False
+        counts.append(int(low))
+    return min(counts)
 
 
 # ---------------------------------------------------------------------------- hints
@@ -477,7 +477,9 @@ def unknown_option(name: str, value: str | None, options: Mapping[str, bool]) ->
             return f"labq submit has no option {name}: use {opt.target}"
         if opt.action in ("gpus", "gpus-per-task", "gres"):
             return f"labq submit has no option {name}: use --gpus N (and --gpu-type TYPE)"
-        if opt.action in ("nodes", "ntasks"):
+        if opt.action == "nodes":
+            return f"labq submit has no option {name}: use --nodes N (-N N)"
+        if opt.action == "ntasks":
             return f"labq submit has no option {name}: labq runs a job once, on one node"
     close = difflib.get_close_matches(name, [o for o in options if o.startswith("--")], 1, 0.75)
     if close:

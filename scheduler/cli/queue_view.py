@@ -313,6 +313,9 @@ def _identity(job: Job) -> list[tuple[str, str]]:
         ident += f" (task {job['array_task']} of array {plain(array)})"
     gpus = f"{job['gpus']}" + (f" of type {plain(job['gpu_type'])}" if job.get("gpu_type")
                                else "")
+    count = job.get("nodes") or 1
+    if count > 1:
+        gpus += f" ({job['gpus'] // count} on each of {count} nodes)"
     where = f"{plain(job['node'])}, GPU {ranges(job.get('gpu_indices') or [])}" \
         if job.get("node") else "-"
     return [("id", ident), ("name", plain(job.get("name") or "-")), ("user", plain(job["user"])),

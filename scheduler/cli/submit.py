@@ -62,7 +62,10 @@ def _value_after(args: list[str], name: str) -> str | None:
 
 
 @click.command(cls=SubmitCommand, context_settings={"allow_interspersed_args": False})
-@click.option("--gpus", "-G", default=1, show_default=True, type=int, help="GPUs, all on one node")
+@click.option("--gpus", "-G", default=1, show_default=True, type=int,
+              help="GPUs, all on one node (with --nodes: on each node)")
+@click.option("--nodes", "-N", default=1, show_default=True, type=int,
+              help="run on this many nodes, --gpus GPUs on each")
 @click.option("--gpu-type", default=None, help="GPU model or family, e.g. A100")
 @click.option("--time", "-t", "time_limit", default=None,
               help="time limit: 30s, 10m, 2h, 1d or HH:MM:SS (default 1h)")
@@ -276,6 +279,7 @@ def _submit(values: Mapping[str, Any], command: tuple[str, ...], script: str | N
         name = os.path.basename(command[0])
     body = SubmitRequest(
         command=list(command[1:] if script is not None else command), gpus=values["gpus"],
+        nodes=values["nodes"],
         gpu_type=values["gpu_type"], time=values["time_limit"], account=values["account"],
         qos=values["qos"], name=name, workdir=workdir, output=values["output"],
         env=env, array=array, requeue=values["requeue"], error=values["error"],

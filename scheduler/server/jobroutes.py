@@ -274,7 +274,8 @@ class JobRoutes:
     async def _waiting_changes(self, job: Job, body: dict[str, Any]) -> set[str]:
         """Apply `body` to a waiting job (in place), validated as a new submit; the fields
         that changed."""
-        request = {"command": job.command, "script": job.script or None, "gpus": job.gpus,
+        request = {"command": job.command, "script": job.script or None,
+                   "gpus": job.gpus_per_node, "nodes": job.nodes,
                    "gpu_type": job.gpu_type, "time": f"{job.time_limit_s}s",
                    "account": job.account, "qos": job.qos, "name": job.name,
                    "workdir": job.workdir, "output": job.output, "error": job.error,
@@ -292,7 +293,7 @@ class JobRoutes:
                 raise ApiError(403, str(exc)) from None
         spec = build_spec(request, job.user, await self._nodes_cached(), self.settings)
         before = job.to_fields()
-        updated = replace(job, gpus=spec.gpus, gpu_type=spec.gpu_type,
+        updated = replace(job, gpus=spec.gpus, nodes=spec.nodes, gpu_type=spec.gpu_type,
                           time_limit_s=spec.time_limit_s, account=spec.account, qos=spec.qos,
                           name=spec.name, dependency=spec.dependency, requeue=spec.requeue)
         after = updated.to_fields()

@@ -107,10 +107,15 @@ def build_spec(
     gpus = _int(body.get("gpus", 1), "--gpus")
     if gpus < 1:
         raise InputError(f"--gpus {gpus}: a job needs at least 1 GPU")
+    node_count = _int(body.get("nodes", 1), "--nodes")
+    if node_count < 1:
+        raise InputError(f"--nodes {node_count}: a job runs on at least 1 node")
     gpu_type = body.get("gpu_type") or None
     if gpu_type is not None:
         check_text(gpu_type, "--gpu-type", MAX_SHORT)
-    _check_fits(gpus, gpu_type, nodes)
+    _check_fits(gpus, gpu_type, nodes, node_count)
+    if node_count > 1:
+        raise InputError(f"--nodes {node_count}: this labq runs a job on one node")
     time_text = body.get("time")
     if time_text is not None and (isinstance(time_text, bool)
                                   or not isinstance(time_text, int | str)):
@@ -162,7 +167,8 @@ def build_spec(
         if why is not None:
             raise InputError(f"--env {key}: {why}; leave it out")
     return JobSpec(
-        user=user, account=account, command=list(command), gpus=gpus, gpu_type=gpu_type,
+        user=user, account=account, command=list(command), gpus=gpus * node_count,
+        nodes=node_count, gpu_type=gpu_type,
         time_limit_s=limit, qos=qos, name=name, workdir=workdir, env=dict(env),
         requeue=flag(body.get("requeue"), "--requeue"), submitter=user, output=output,
         error=error, script=script, submit_dir=submit_dir, dependency=dependency.strip(),
@@ -235,7 +241,8 @@ def _check_name(name: Any, what: str) -> str:
     return name
 
 
-def _check_fits(gpus: int, gpu_type: str | None, nodes: Sequence[Node]) -> None:
+def _check_fits(gpus: int, gpu_type: str | None, nodes: Sequence[Node], count: int = 1) -> None:
+    """`gpus` GPUs (of the type) on one node, or on each of `count` nodes."""
     if not nodes:
         raise InputError("no GPU node has registered yet: wait for the agents (see `labq nodes`)")
     if gpu_type is not None:
@@ -250,7 +257,14 @@ def _check_fits(gpus: int, gpu_type: str | None, nodes: Sequence[Node]) -> None:
     if gpus > most:
         kind = f" of type {gpu_type}" if gpu_type else ""
         raise InputError(f"--gpus {gpus}: the largest node{kind} has {most} GPUs; "
-                         f"a job's GPUs must all be on one node")
+                         f"a job's GPUs must all be on one node"
+                         + (" (--gpus counts the GPUs on each of its --nodes)" if count > 1
+                            else ""))
+    large = sum(1 for n in nodes if n.gpus_total >= gpus)
+    if count > large:
+        kind = f" of type {gpu_type}" if gpu_type else ""
+        raise InputError(f"--nodes {count} --gpus {gpus}: this cluster has {large} node(s){kind} "
+                         f"with {gpus} GPUs")
 
 
 def flag(value: Any, name: str) -> bool:

@@ -79,5 +79,5 @@ def job_from_spec(spec: JobSpec, job_id: str, now: float) -> Job:
         name=spec.name, workdir=spec.workdir, env=spec.env, requeue=spec.requeue,
         submitter=spec.submitter or spec.user, reason="Submitted", output=spec.output,
         error=spec.error, script=spec.script, submit_dir=spec.submit_dir,
-        dependency=spec.dependency,
+        dependency=spec.dependency, nodes=spec.nodes,
     )
