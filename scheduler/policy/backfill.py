@@ -35,7 +35,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from scheduler.model import Reason
-from scheduler.policy.placement import FreePool, Placement, fits_type, type_matches
+from scheduler.policy.placement import FreePool, Part, Placement, fits_type, type_matches
 from scheduler.policy.snapshot import NodeView, PendingJob, RunningJob, Snapshot
 
 INF = math.inf
@@ -44,21 +44,38 @@ MAX_ESTIMATES = 200  # estimate only this many waiting jobs per cycle, in priori
 
 @dataclass(frozen=True)
 class Reservation:
-    """GPUs set aside for the top blocked job: `indices` on `node`, from `start` (Unix time)."""
+    """GPUs set aside for the top blocked job: `indices` on `node`, from `start` (Unix time);
+    for a multi-node job, `rest` holds the GPUs set aside on its other nodes."""
 
     job_id: str
     node: str
     indices: tuple[int, ...]
     start: float
+    rest: tuple[Part, ...] = ()
+
+    @property
+    def parts(self) -> tuple[Part, ...]:
+        return ((self.node, self.indices), *self.rest)
+
+    @property
+    def where(self) -> str:
+        """The node, or nodes, in words."""
+        return ", ".join(node for node, _ in self.parts)
 
 
 @dataclass(frozen=True)
 class Slot:
-    """Where and when a job could start at the earliest on a timeline."""
+    """Where and when a job could start at the earliest on a timeline (`rest`: a multi-node
+    job's other nodes)."""
 
     node: str
     indices: tuple[int, ...]
     start: float
+    rest: tuple[Part, ...] = ()
+
+    @property
+    def parts(self) -> tuple[Part, ...]:
+        return ((self.node, self.indices), *self.rest)
 
 
 # A node's candidacy in a heap: (start, GPUs free by then, name, the node's version).
@@ -76,9 +93,11 @@ class Timeline:
 
     def __init__(self, nodes: Iterable[NodeView], running: Iterable[RunningJob],
                  now: float) -> None:
-        by_node: dict[str, list[RunningJob]] = {}
+        by_node: dict[str, list[_Held]] = {}
         for job in running:
-            by_node.setdefault(job.node, []).append(job)
+            for node, indices in job.parts:
+                by_node.setdefault(node, []).append(
+                    (job.ends_at, indices, job.gpus // (1 + len(job.rest))))
         up = {n.name: n for n in nodes if n.up}
         self.now = now
         self.models = {name: n.gpu_model for name, n in up.items()}
@@ -119,6 +138,25 @@ class Timeline:
                 return Slot(name, tuple(sorted(ranked[:gpus])), start)
             heapq.heappop(heap)
         return None
+
+    def earliest_many(self, gpus: int, gpu_type: str | None, nodes: int) -> Slot | None:
+        """`earliest` for a job of `nodes` nodes: the nodes where `gpus` GPUs free up first
+        (best fit among equals), from when the last of them has; the first is the head.
+        O(nodes of the type): multi-node jobs are few."""
+        if nodes == 1:
+            return self.earliest(gpus, gpu_type)
+        self._flush()
+        entries = [e for e in (self._entry(name, gpus) for name in self._typed_nodes(gpu_type))
+                   if e is not None]
+        if len(entries) < nodes:
+            return None
+        parts = []
+        chosen = heapq.nsmallest(nodes, entries)
+        for _, _, name, _ in chosen:
+            times = self.times[name]
+            ranked = sorted(range(len(times)), key=times.__getitem__)
+            parts.append((name, tuple(sorted(ranked[:gpus]))))
+        return Slot(parts[0][0], parts[0][1], max(e[0] for e in chosen), tuple(parts[1:]))
 
     def _typed_nodes(self, gpu_type: str | None) -> frozenset[str]:
         names = self._typed.get(gpu_type)
@@ -167,7 +205,11 @@ class Timeline:
         self._sorted[name] = sorted(times)
 
 
-def _gpu_times(node: NodeView, running: Sequence[RunningJob], now: float) -> list[float]:
+# What a running job holds on one node: (its end, its GPUs there, how many).
+_Held = tuple[float, tuple[int, ...], int]
+
+
+def _gpu_times(node: NodeView, running: Sequence[_Held], now: float) -> list[float]:
     """Each GPU's free time: now if free, else its job's end (not before now), else never.
 
     The node's free list wins over a running job that claims a free GPU. A running job that
@@ -176,20 +218,20 @@ def _gpu_times(node: NodeView, running: Sequence[RunningJob], now: float) -> lis
     """
     n = node.gpus_total
     times: list[float | None] = [None] * n
-    for job in running:
-        end = max(job.ends_at, now)
-        for i in job.indices:
+    for ends_at, indices, _ in running:
+        end = max(ends_at, now)
+        for i in indices:
             if 0 <= i < n:
                 held = times[i]
                 times[i] = end if held is None else max(held, end)
     for i in node.free:
         if 0 <= i < len(times):
             times[i] = now
-    for job in running:
-        if not job.indices:
-            unclaimed = [i for i, t in enumerate(times) if t is None][: job.gpus]
+    for ends_at, indices, gpus in running:
+        if not indices:
+            unclaimed = [i for i, t in enumerate(times) if t is None][:gpus]
             for i in unclaimed:
-                times[i] = max(job.ends_at, now)
+                times[i] = max(ends_at, now)
     for i in node.unhealthy:
         if 0 <= i < len(times):
             times[i] = INF
@@ -230,24 +272,25 @@ class Backfill:
     def started(self, job: PendingJob, placement: Placement) -> None:
         """The job starts now on `placement`: those GPUs are busy until its time limit ends."""
         until = self.snapshot.now + job.time_limit_s
-        if self._timeline is None:
-            self._started.append((placement.node, placement.indices, until))
-        else:
-            self._timeline.occupy(placement.node, placement.indices, until)
+        for node, indices in placement.parts:
+            if self._timeline is None:
+                self._started.append((node, indices, until))
+            else:
+                self._timeline.occupy(node, indices, until)
 
     def reserve(self, job: PendingJob, pool: FreePool) -> None:
         """Give the reservation to `job`, which waits for GPUs, unless a job has it already."""
         if self.reservation is not None:
             return
-        slot = self.timeline.earliest(job.gpus, job.gpu_type)
+        slot = self.timeline.earliest_many(job.per_node, job.gpu_type, job.nodes)
         if slot is None:
             return
-        self.reservation = Reservation(job.id, slot.node, slot.indices, slot.start)
+        self.reservation = Reservation(job.id, slot.node, slot.indices, slot.start, slot.rest)
         self._reserved_job = job
         self.delay_reason = Reason(
-            "Reservation",
-            f"would delay job {job.id}, reserved to start at {utc(slot.start)} on {slot.node}")
-        pool.reserve(slot.node, slot.indices)
+            "Reservation", f"would delay job {job.id}, reserved to start at {utc(slot.start)} "
+                           f"on {self.reservation.where}")
+        pool.reserve_parts(slot.parts)
 
     def place(self, job: PendingJob, pool: FreePool) -> Placement | Reason | None:
         """Where `job` can start now without delaying the reservation.
@@ -255,10 +298,14 @@ class Backfill:
         A Placement; the ``Reservation`` reason if only the reservation stops it; None if
         it does not fit in the free GPUs at all. O(GPUs per node + log nodes).
         """
+        if job.nodes > 1:
+            return self._place_many(job, pool)
         placement = pool.best_fit(job.gpus, job.gpu_type)
         res = self.reservation
         if placement is not None or res is None:
             return placement
+        if res.rest:  # a multi-node reservation: the same, on all its nodes
+            return self._place_many(job, pool)
         free = pool.free_on(res.node)
         if len(free) < job.gpus or not fits_type(job, pool.nodes[res.node]):
             return None
@@ -268,6 +315,21 @@ class Backfill:
         outside = [i for i in free if i not in reserved]
         inside = [i for i in free if i in reserved]
         return Placement(res.node, tuple(sorted((outside + inside)[: job.gpus])))
+
+    def _place_many(self, job: PendingJob, pool: FreePool) -> Placement | Reason | None:
+        """`place` for a multi-node job, or under a multi-node reservation: best fit outside
+        the reservation; else, counting the reserved GPUs, only if it ends by the
+        reservation's start."""
+        placement = pool.best_fit(job.per_node, job.gpu_type, job.nodes)
+        res = self.reservation
+        if placement is not None or res is None:
+            return placement
+        placement = pool.fit_all(job.per_node, job.gpu_type, job.nodes)
+        if placement is None:
+            return None
+        if self.snapshot.now + job.time_limit_s > res.start:
+            return self.delay_reason
+        return placement
 
     def estimates(self, waiting: Sequence[PendingJob], limit: int = MAX_ESTIMATES
                   ) -> dict[str, float]:
@@ -282,13 +344,16 @@ class Backfill:
         result: dict[str, float] = {}
         if res is not None and reserved_job is not None:
             result[res.job_id] = res.start
-            timeline.occupy(res.node, res.indices, res.start + reserved_job.time_limit_s)
+            for node, indices in res.parts:
+                timeline.occupy(node, indices, res.start + reserved_job.time_limit_s)
         for job in waiting[: max(0, limit)]:
             if job.id in result:
                 continue
-            slot = timeline.earliest(job.gpus, job.gpu_type)
+            slot = (timeline.earliest(job.gpus, job.gpu_type) if job.nodes == 1
+                    else timeline.earliest_many(job.per_node, job.gpu_type, job.nodes))
             if slot is None:
                 continue
             result[job.id] = slot.start
-            timeline.occupy(slot.node, slot.indices, slot.start + job.time_limit_s)
+            for node, indices in slot.parts:
+                timeline.occupy(node, indices, slot.start + job.time_limit_s)
         return result

@@ -12,7 +12,7 @@ from scheduler.model import Reason
 from scheduler.policy.backfill import MAX_ESTIMATES, Backfill, Reservation, utc
 from scheduler.policy.budget import BudgetGate
 from scheduler.policy.fairshare import FairShareTable
-from scheduler.policy.placement import FreePool, Placement, fits_type, type_matches
+from scheduler.policy.placement import FreePool, Part, Placement, fits_type, type_matches
 from scheduler.policy.preemption import SCAVENGER, Preemption, plan_preemptions
 from scheduler.policy.ranking import fairshare_table, ordered, ranked_totals
 from scheduler.policy.snapshot import NodeView, PendingJob, Snapshot
@@ -20,9 +20,17 @@ from scheduler.policy.snapshot import NodeView, PendingJob, Snapshot
 
 @dataclass(frozen=True)
 class Start:
+    """Start a job with `indices` on `node` (a multi-node job's head node) and, for a job of
+    several nodes, the GPUs in `rest` on its other nodes."""
+
     job_id: str
     node: str
     indices: tuple[int, ...]
+    rest: tuple[Part, ...] = ()
+
+    @property
+    def parts(self) -> tuple[Part, ...]:
+        return ((self.node, self.indices), *self.rest)
 
 
 @dataclass
@@ -107,28 +115,32 @@ def decide(snapshot: Snapshot, max_estimates: int = MAX_ESTIMATES,
             blocked.append(job)
             continue
         placement: Placement | Reason | None = None
-        if job.gpus < smallest_blocked.get(job.gpu_type, job.gpus + 1):
+        if job.nodes > 1 or job.gpus < smallest_blocked.get(job.gpu_type, job.gpus + 1):
             placement = backfill.place(job, pool)
         if isinstance(placement, Reason):  # it fits, but would delay the reserved job
             delayed[job.id] = placement
             blocked.append(job)
             continue
         if placement is None:
-            smallest_blocked[job.gpu_type] = min(job.gpus,
-                                                 smallest_blocked.get(job.gpu_type, job.gpus))
+            if job.nodes == 1:
+                smallest_blocked[job.gpu_type] = min(
+                    job.gpus, smallest_blocked.get(job.gpu_type, job.gpus))
             blocked.append(job)
             if backfill.reservation is None:
                 backfill.reserve(job, pool)
             continue
         if budget.active and job.qos != SCAVENGER:
-            cost = job.gpus * job.time_limit_s * weights.of(placement.node)
+            cost = (job.gpus * job.time_limit_s * weights.of(placement.node)
+                    if not placement.rest else
+                    job.time_limit_s * sum(len(indices) * weights.of(node)
+                                           for node, indices in placement.parts))
             over = budget.check(job.user, job.account, cost)
             if over is not None:  # only a dearer node than the cheapest is free now
                 limited[job.id] = over
                 blocked.append(job)
                 continue
             budget.commit(job.user, job.account, cost)
-        decisions.starts.append(Start(job.id, placement.node, placement.indices))
+        decisions.starts.append(Start(job.id, placement.node, placement.indices, placement.rest))
         pool.take(placement)
         held.add(job)
         backfill.started(job, placement)
@@ -181,8 +193,9 @@ def _reasons(
         elif reservation is not None and job.id == reservation.job_id:
             (lack,) = explain.resources(job)
             reasons.append(Reason(lack.code, f"{lack.detail}; GPUs reserved from "
-                                             f"{utc(reservation.start)} on {reservation.node}"))
-        elif job.id not in limited or not explain.pool.fits(job.gpus, job.gpu_type):
+                                             f"{utc(reservation.start)} on {reservation.where}"))
+        elif job.id not in limited or not explain.pool.fits(job.per_node, job.gpu_type,
+                                                             job.nodes):
             reasons += explain.resources(job)
         if ahead:
             reasons.append(Reason("Priority", f"{ahead} job(s) ahead in line also wait"))
@@ -234,13 +247,30 @@ class _Explainer:
     def __init__(self, nodes: tuple[NodeView, ...], pool: FreePool) -> None:
         self.nodes = nodes
         self.pool = pool
-        self._cache: dict[tuple[str | None, int], tuple[Reason, ...]] = {}
+        self._cache: dict[tuple[str | None, int, int], tuple[Reason, ...]] = {}
 
     def resources(self, job: PendingJob) -> tuple[Reason, ...]:
-        key = (job.gpu_type, job.gpus)
+        key = (job.gpu_type, job.gpus, job.nodes)
         if key not in self._cache:
-            self._cache[key] = (self._why(job),)
+            self._cache[key] = (self._why(job) if job.nodes == 1 else self._why_many(job),)
         return self._cache[key]
+
+    def _why_many(self, job: PendingJob) -> Reason:
+        """Why a multi-node job does not fit: too few nodes of its type are up with its GPUs
+        per node, or too few have them free now."""
+        typed = [n for n in self.nodes if fits_type(job, n)]
+        kind = job.gpu_type or "any type"
+        need = f"needs {job.per_node} GPUs ({kind}) on each of {job.nodes} nodes"
+        if not typed:
+            if job.gpu_type is None:
+                return Reason("Resources", "no GPU node has registered yet")
+            return Reason("GpuTypeUnavailable", f"no node has GPUs of type {job.gpu_type}")
+        large = [n for n in typed if n.up and n.gpus_usable >= job.per_node]
+        if len(large) < job.nodes:
+            return Reason("Resources", f"{need}; {len(large)} node(s) that are up have that "
+                                       "many usable GPUs")
+        free = sum(1 for n in large if len(self.pool.free_on(n.name)) >= job.per_node)
+        return Reason("Resources", f"{need}; {free} node(s) have that many free now")
 
     def _why(self, job: PendingJob) -> Reason:
         typed = [n for n in self.nodes if fits_type(job, n)]

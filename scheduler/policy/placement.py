@@ -1,4 +1,5 @@
-"""Where a job's GPUs go: all on one node, best fit, honouring the GPU type."""
+"""Where a job's GPUs go: all on one node (or the same count on each of K distinct nodes, for
+a job of K nodes), best fit, honouring the GPU type."""
 
 from __future__ import annotations
 
@@ -10,11 +11,21 @@ from dataclasses import dataclass
 from scheduler.config import gpu_type_matches
 from scheduler.policy.snapshot import NodeView, PendingJob
 
+Part = tuple[str, tuple[int, ...]]  # a node and the GPUs a job gets there
+
 
 @dataclass(frozen=True)
 class Placement:
+    """Where a job starts: `indices` on `node` (a multi-node job's head node), and for a job
+    of several nodes the other nodes and their GPUs in `rest`."""
+
     node: str
     indices: tuple[int, ...]
+    rest: tuple[Part, ...] = ()
+
+    @property
+    def parts(self) -> tuple[Part, ...]:
+        return ((self.node, self.indices), *self.rest)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -29,18 +40,17 @@ def fits_type(job: PendingJob, node: NodeView) -> bool:
 
 def best_fit(job: PendingJob, nodes: Iterable[NodeView]) -> Placement | None:
     """The UP node of the right type that is left with the fewest free GPUs; lowest indices.
+    A job of K nodes: the K such nodes, the first of them its head node.
 
     Best fit keeps whole nodes free for the large jobs that need them.
     """
-    best: NodeView | None = None
-    for node in nodes:
-        if not node.up or len(node.free) < job.gpus or not fits_type(job, node):
-            continue
-        if best is None or (len(node.free), node.name) < (len(best.free), best.name):
-            best = node
-    if best is None:
+    need = job.per_node
+    fitting = sorted((len(n.free), n.name, n.free) for n in nodes
+                     if n.up and len(n.free) >= need and fits_type(job, n))
+    if len(fitting) < job.nodes:
         return None
-    return Placement(best.name, best.free[: job.gpus])
+    parts = [(name, free[:need]) for _, name, free in fitting[: job.nodes]]
+    return Placement(parts[0][0], parts[0][1], tuple(parts[1:]))
 
 
 class _Bucket:
@@ -72,9 +82,10 @@ class FreePool:
     buckets by free count, so a best-fit lookup costs O(GPUs per node + log nodes), not
     O(nodes). Ties go to the node whose name sorts first. Free GPUs only shrink in a cycle.
 
-    Once `reserve` has set GPUs aside for a blocked job, `best_fit` no longer hands them out
-    (the buckets count a node's unreserved free GPUs); `free_on` and `most_free` still see them,
-    so the caller can backfill a job that ends in time onto them.
+    Once `reserve` has set GPUs aside for a blocked job (on one node, or on each node of a
+    multi-node job), `best_fit` no longer hands them out (the buckets count a node's
+    unreserved free GPUs); `free_on`, `most_free` and `fit_all` still see them, so the caller
+    can backfill a job that ends in time onto them.
     """
 
     def __init__(self, nodes: Iterable[NodeView]) -> None:
@@ -83,14 +94,14 @@ class FreePool:
         self.left = sum(len(v) for v in self.free.values())  # free GPUs, reserved ones included
         self.width = max((n.gpus_total for n in self.nodes.values()), default=0)
         self._buckets: dict[str | None, list[_Bucket]] = {}
-        self.reserved_node: str | None = None
-        self.reserved: frozenset[int] = frozenset()
+        self.reserved: dict[str, frozenset[int]] = {}  # node -> its reserved GPUs
 
     def _open(self, name: str) -> list[int]:
         """The node's free GPUs that best fit may hand out: all but the reserved ones."""
-        if name != self.reserved_node:
+        held = self.reserved.get(name)
+        if held is None:
             return self.free[name]
-        return [i for i in self.free[name] if i not in self.reserved]
+        return [i for i in self.free[name] if i not in held]
 
     def _buckets_for(self, gpu_type: str | None) -> list[_Bucket]:
         buckets = self._buckets.get(gpu_type)
@@ -103,31 +114,56 @@ class FreePool:
             self._buckets[gpu_type] = buckets
         return buckets
 
-    def best_fit(self, gpus: int, gpu_type: str | None) -> Placement | None:
-        """Best fit on the unreserved free GPUs."""
+    def best_fit(self, gpus: int, gpu_type: str | None, nodes: int = 1) -> Placement | None:
+        """Best fit on the unreserved free GPUs: `gpus` on one node, or on each of `nodes`
+        distinct nodes (those left with the fewest, then by name; the first is the head)."""
         buckets = self._buckets_for(gpu_type)
+        if nodes == 1:
+            for count in range(gpus, len(buckets)):
+                name = buckets[count].first()
+                if name is not None:
+                    return Placement(name, tuple(self._open(name)[:gpus]))
+            return None
+        chosen: list[str] = []
         for count in range(gpus, len(buckets)):
-            name = buckets[count].first()
-            if name is not None:
-                return Placement(name, tuple(self._open(name)[:gpus]))
+            chosen += sorted(buckets[count].members)[: nodes - len(chosen)]
+            if len(chosen) == nodes:
+                parts = [(name, tuple(self._open(name)[:gpus])) for name in chosen]
+                return Placement(parts[0][0], parts[0][1], tuple(parts[1:]))
         return None
+
+    def fit_all(self, gpus: int, gpu_type: str | None, nodes: int = 1) -> Placement | None:
+        """Best fit counting the reserved GPUs too (on each node its unreserved GPUs first)."""
+        probe = PendingJob("", "", "", gpus, 0.0, gpu_type)
+        fitting = sorted((len(free), name) for name, free in self.free.items()
+                         if len(free) >= gpus and fits_type(probe, self.nodes[name]))
+        if len(fitting) < nodes:
+            return None
+        parts = []
+        for _, name in fitting[:nodes]:
+            held = self.reserved.get(name, frozenset())
+            free = self.free[name]
+            ordered = [i for i in free if i not in held] + [i for i in free if i in held]
+            parts.append((name, tuple(sorted(ordered[:gpus]))))
+        return Placement(parts[0][0], parts[0][1], tuple(parts[1:]))
 
     def most_free(self, gpu_type: str | None) -> int:
         """The most free GPUs (reserved ones included) on one node of the type."""
         buckets = self._buckets_for(gpu_type)
         most = max((c for c in range(len(buckets)) if buckets[c].first() is not None), default=0)
-        name = self.reserved_node
-        if name is not None and any(name in b.members for b in buckets):
-            most = max(most, len(self.free[name]))
+        for name in self.reserved:
+            if name in self.free and any(name in b.members for b in buckets):
+                most = max(most, len(self.free[name]))
         return most
 
-    def fits(self, gpus: int, gpu_type: str | None) -> bool:
-        """Whether a node of the type has `gpus` free GPUs, counting reserved ones."""
-        if self.best_fit(gpus, gpu_type) is not None:
+    def fits(self, gpus: int, gpu_type: str | None, nodes: int = 1) -> bool:
+        """Whether `nodes` nodes of the type have `gpus` free GPUs each, counting reserved
+        ones."""
+        if self.best_fit(gpus, gpu_type, nodes) is not None:
             return True
-        name = self.reserved_node
-        return (name is not None and len(self.free[name]) >= gpus
-                and fits_type(PendingJob("", "", "", gpus, 0.0, gpu_type), self.nodes[name]))
+        if not self.reserved:
+            return False
+        return self.fit_all(gpus, gpu_type, nodes) is not None
 
     def free_on(self, name: str) -> tuple[int, ...]:
         """Every free GPU of a node, reserved ones included."""
@@ -135,23 +171,29 @@ class FreePool:
 
     def reserve(self, node: str, indices: Iterable[int]) -> None:
         """Keep these GPUs of the node out of `best_fit` (one reservation per pool)."""
-        if self.reserved_node is not None:
+        self.reserve_parts([(node, tuple(indices))])
+
+    def reserve_parts(self, parts: Iterable[Part]) -> None:
+        """Keep these GPUs of each node out of `best_fit`: one reservation per pool, on one
+        node or, for a multi-node job, on several."""
+        if self.reserved:
             raise ValueError("this pool already has a reservation")
-        if node not in self.free:
-            return
-        before = len(self.free[node])
-        self.reserved_node, self.reserved = node, frozenset(indices)
-        self._move(node, before)
+        for node, indices in parts:
+            if node not in self.free:
+                continue
+            before = len(self.free[node])
+            self.reserved[node] = frozenset(indices)
+            self._move(node, before)
 
     def take(self, placement: Placement) -> None:
         """Remove the placement's GPUs (reserved or not) from the pool."""
-        node = placement.node
-        before = len(self._open(node))
-        taken = set(placement.indices)
-        kept = [i for i in self.free[node] if i not in taken]
-        self.left -= len(self.free[node]) - len(kept)
-        self.free[node] = kept
-        self._move(node, before)
+        for node, indices in placement.parts:
+            before = len(self._open(node))
+            taken = set(indices)
+            kept = [i for i in self.free[node] if i not in taken]
+            self.left -= len(self.free[node]) - len(kept)
+            self.free[node] = kept
+            self._move(node, before)
 
     def _move(self, node: str, before: int) -> None:
         """Move the node from the buckets of `before` open GPUs to those of its open count now."""

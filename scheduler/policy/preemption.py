@@ -1,9 +1,9 @@
 """Preemption: scavenger jobs run on idle GPUs and give them back when normal work needs them.
 
-Pure. After placement, each normal-QOS job still blocked for GPUs (in priority order) may claim
-the GPUs of running scavenger jobs: on the UP node of its type where the fewest scavenger GPUs
-must be freed (youngest scavenger jobs first), if free + scavenger GPUs there are enough. Each
-scavenger job is preempted for at most one waiting job per cycle.
+Pure. After placement, each normal-QOS job of one node still blocked for GPUs (in priority
+order) may claim the GPUs of running scavenger jobs: on the UP node of its type where the
+fewest scavenger GPUs must be freed (youngest scavenger jobs first), if free + scavenger GPUs
+there are enough. Each scavenger job is preempted for at most one waiting job per cycle.
 """
 
 from __future__ import annotations
@@ -52,8 +52,9 @@ def plan_preemptions(blocked: Iterable[PendingJob], nodes: Sequence[NodeView],
     for job in blocked:
         if untaken == 0:
             break
-        if job.qos == SCAVENGER or job.gpus >= smallest_failed.get(job.gpu_type, job.gpus + 1):
-            continue
+        if job.qos == SCAVENGER or job.nodes > 1 \
+                or job.gpus >= smallest_failed.get(job.gpu_type, job.gpus + 1):
+            continue  # (a multi-node job takes no scavenger's GPUs: it waits for free ones)
         if job.gpu_type not in typed:
             typed[job.gpu_type] = [(name, usable, victims[name])
                                    for name, usable, model in candidates

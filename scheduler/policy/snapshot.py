@@ -41,6 +41,7 @@ class PendingJob:
     gpu_type: str | None = None
     qos: str = "normal"
     time_limit_s: int = 3600
+    nodes: int = 1  # `gpus` in all, `per_node` of them on each of this many nodes
     # Derived once, when the job is made: a cycle groups and sorts by them, and the simulator
     # shows the same jobs call after call (the coordinator keeps them between cycles too).
     # (account, user): the association the job is charged to.
@@ -54,6 +55,11 @@ class PendingJob:
         object.__setattr__(self, "own_key", (self.qos == "scavenger", self.gpus,
                                              self.time_limit_s, self.submitted_at,
                                              len(self.id), self.id))
+
+    @property
+    def per_node(self) -> int:
+        """The GPUs it needs on each of its nodes."""
+        return self.gpus // self.nodes if self.nodes > 1 else self.gpus
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,11 +75,18 @@ class RunningJob:
     ends_at: float = float("inf")  # start + time limit: when its GPUs are free at the latest
     qos: str = "normal"
     rate: float = 0.0  # billed units per second (GPUs x billing weight)
+    # A multi-node job's other nodes and their GPUs (`node`, `indices`: its head node's).
+    rest: tuple[tuple[str, tuple[int, ...]], ...] = ()
     # (account, user): the association the job is charged to; derived once.
     assoc: tuple[str, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "assoc", (self.account, self.user))
+
+    @property
+    def parts(self) -> tuple[tuple[str, tuple[int, ...]], ...]:
+        """Each node it holds GPUs on, with those GPUs: the head node first."""
+        return ((self.node, self.indices), *self.rest)
 
 
 @dataclass(frozen=True)
