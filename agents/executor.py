@@ -189,6 +189,7 @@ class Executor:
             min_uid=self.min_job_uid, deny_users=self.job_user_deny,
             gpu_minors=(devices.gpu_minors(record.gpu_indices, self._minors)
                         if self.confining else None),
+            rank=record.rank, hosts=record.hosts, node_names=record.node_names,
         )
         (rundir / "spec.json").write_text(json.dumps(asdict(spec)))
         log_file = open(rundir / "runner.log", "ab")  # noqa: SIM115 - the child owns it

@@ -104,6 +104,11 @@ class RunSpec:
     # The driver minors of the job's GPUs: its cgroup gets a device program refusing every
     # other NVIDIA GPU (agents.devices). None: no device program (no cgroup, or none here).
     gpu_minors: list[int] | None = None
+    # A multi-node job: this node's rank (0 runs the command; the others hold their GPUs with
+    # a process of the user's that waits to be stopped), every node's host and labq names.
+    rank: int = 0
+    hosts: list[str] = field(default_factory=list)
+    node_names: list[str] = field(default_factory=list)
 
     @property
     def key(self) -> str:
@@ -161,6 +166,7 @@ DROPPED_NAMES = frozenset({
 })
 # labq's own names, and Slurm's: a job's tools must not think they run under Slurm.
 DROPPED_PREFIXES = ("LABQ_", "SLURM_")
+HOLD_ARGV = ("sleep", "infinity")  # what a multi-node job's other nodes run
 
 
 def submitted_environment(env: dict[str, str]) -> dict[str, str]:
@@ -205,6 +211,12 @@ def job_environment(spec: RunSpec, account: pwd.struct_passwd, ray_dir: str, tmp
         env["LABQ_ARRAY_TASK_ID"] = str(spec.array_task)
     if spec.simulated:
         env["RAY_OVERRIDE_RESOURCES"] = json.dumps({"GPU": len(spec.gpu_indices)})
+    if spec.hosts:  # across nodes: where the others are (like SLURM_JOB_NODELIST)
+        env["LABQ_NODES"] = ",".join(spec.hosts)
+        env["LABQ_NODE_NAMES"] = ",".join(spec.node_names)
+        env["LABQ_NUM_NODES"] = str(len(spec.hosts))
+        env["LABQ_NODE_RANK"] = str(spec.rank)
+        env["LABQ_HEAD_NODE"] = spec.hosts[0]
     if spec.api_socket:
         env["LABQ_SOCKET"] = spec.api_socket
     if spec.api_server:
@@ -243,9 +255,12 @@ def _child(spec: RunSpec, account: pwd.struct_passwd, env: dict[str, str], argv:
             os.chdir(spec.workdir)
         except OSError as exc:
             raise OSError(f"cannot enter work directory {spec.workdir}: {exc.strerror}") from None
-        out = open_output(spec.output, spec.append, "output file", account)
-        err = out
-        if spec.error:
+        if spec.rank > 0:  # holds its node's GPUs: the head node's run writes the output
+            out = err = os.open(os.devnull, os.O_WRONLY)
+        else:
+            out = open_output(spec.output, spec.append, "output file", account)
+            err = out
+        if spec.error and spec.rank == 0:
             err = open_output(spec.error, spec.append, "error file", account)
             if os.path.samestat(os.fstat(out), os.fstat(err)):
                 err = out  # one file named twice: one offset, or each would overwrite the other
@@ -369,7 +384,8 @@ class Runner:
         if self.stop_pending():
             return self.stopped_before_start()
         env = job_environment(spec, account, self.ray_dir, tmp_dir, time.time())
-        argv = job_argv(spec.command, script)
+        # A part of a multi-node job other than the head's holds its GPUs until stopped.
+        argv = job_argv(spec.command, script) if spec.rank == 0 else list(HOLD_ARGV)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:

@@ -51,6 +51,7 @@ from scheduler.reactions import (
     RequestStop,
     Requeue,
     SendStop,
+    combined_status,
     react,
 )
 from scheduler.store import Store
@@ -205,7 +206,7 @@ class Coordinator:
                                 node.last_heartbeat)
                     down.add(node.name)
         for job in active:
-            if job.node in down:
+            if any(name in down for name in job.node_names):
                 # The node's agent kills the run if it comes back (the record is gone).
                 await self._end_or_requeue(epoch, job, "NodeLost", now)
                 changed = True
@@ -233,10 +234,14 @@ class Coordinator:
     async def _watch(self, epoch: int, active: Sequence[Job], now: float) -> bool:
         """Follow every active job with what its node's agent last reported. Returns whether
         a job gave its GPUs back (ended or was requeued)."""
-        reports = await self.nodes.reports(j.node for j in active if j.node)
+        reports = await self.nodes.reports({name for j in active for name in j.node_names})
         freed = False
         for job in active:
-            status = reports.get(job.node or "", {}).get(job.id)
+            if job.parts:  # across nodes: the head's run, once every node runs its part
+                status = combined_status(job, {name: reports.get(name, {}).get(job.id)
+                                               for name in job.node_names})
+            else:
+                status = reports.get(job.node or "", {}).get(job.id)
             for action in react(job, status, now, self.settings.launch_timeout_s,
                                 self.settings.stop_grace_s):
                 await self._apply(epoch, job, action, now)
@@ -349,18 +354,22 @@ class Coordinator:
         if decisions.fairshare is not None:
             self._fairshare = (now, decisions.fairshare)
         self.free_gpus = sum(len(n.free) for n in snapshot.nodes if n.up) - sum(
-            len(st.indices) for st in decisions.starts)
+            len(indices) for st in decisions.starts for _, indices in st.parts)
         # Start from fresh records: a cached request is stale if the job was requeued since.
         fresh = {j.id: j for j in await self.store.get_jobs([st.job_id for st in decisions.starts])}
         models = {n.name: n.gpu_model for n in nodes}
+        hosts = {n.name: n.hostname for n in nodes}
         for start in decisions.starts:
             job = fresh.get(start.job_id)
             if job is None or job.state not in (JobState.PENDING, JobState.HELD) or job.hold:
                 continue
-            weight = self.settings.billing_weight(models[start.node])
+            # the same GPUs on each node: the mean of their weights bills them exactly
+            weight = sum(self.settings.billing_weight(models[name])
+                         for name, _ in start.parts) / len(start.parts)
             if job.qos == "scavenger":
                 weight *= self.settings.scavenger_billing_factor
-            result = await self.store.start(epoch, job, start.node, start.indices, weight, now)
+            result = await self.store.start(epoch, job, start.node, start.indices, weight, now,
+                                            start.rest, hosts)
             if result != "OK":
                 log.info("start of job %s refused: %s", start.job_id, result)
         await self._preempt(epoch, decisions.preemptions, {j.id: j for j in active}, now)

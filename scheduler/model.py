@@ -122,7 +122,7 @@ class JobSpec:
 
 
 # Job hash fields that hold JSON rather than plain strings.
-_JSON_FIELDS = ("command", "env", "gpu_indices", "reasons", "gpu_idle_since")
+_JSON_FIELDS = ("command", "env", "gpu_indices", "reasons", "gpu_idle_since", "parts")
 
 
 @dataclass
@@ -174,10 +174,20 @@ class Job:
     starting_at: float | None = None  # when its GPUs were allocated (it became STARTING)
     stop_requested_at: float | None = None  # when labq or a person asked it to stop
     nodes: int = 1  # how many nodes it runs on, each with `gpus_per_node` of its GPUs
+    # A multi-node job holding GPUs: [[node, [GPU indices]], ...], by rank (the head node,
+    # which is `node` with `gpu_indices`, first). Empty for a job of one node.
+    parts: list[list[Any]] = field(default_factory=list)
 
     @property
     def gpus_per_node(self) -> int:
         return self.gpus // max(1, self.nodes)
+
+    @property
+    def node_names(self) -> list[str]:
+        """Every node it holds GPUs on, the head node first (none while it waits)."""
+        if self.parts:
+            return [str(part[0]) for part in self.parts]
+        return [self.node] if self.node else []
 
     @property
     def waiting_since(self) -> float:
@@ -259,6 +269,7 @@ class Job:
             starting_at=opt_float("starting_at"),
             stop_requested_at=opt_float("stop_requested_at"),
             nodes=int(raw.get("nodes") or 1),
+            parts=json.loads(raw.get("parts") or "[]"),
         )
 
 

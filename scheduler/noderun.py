@@ -82,6 +82,11 @@ class StartRecord:
     submit_dir: str = ""
     array_job: str = ""
     array_task: int | None = None
+    # A multi-node job: this node's rank (0: the head node, which runs the command; the
+    # others hold their GPUs), and every node's host name and labq name, by rank.
+    rank: int = 0
+    hosts: list[str] = field(default_factory=list)
+    node_names: list[str] = field(default_factory=list)
 
     @property
     def key(self) -> str:
@@ -89,12 +94,15 @@ class StartRecord:
         return f"{self.id}.{self.attempt}"
 
     @classmethod
-    def for_job(cls, job: Job, indices: list[int]) -> StartRecord:
+    def for_job(cls, job: Job, indices: list[int], rank: int = 0,
+                hosts: list[str] | None = None,
+                node_names: list[str] | None = None) -> StartRecord:
         return cls(job.id, job.restarts, job.user, list(job.command), job.workdir,
                    dict(job.env), list(indices), output_path(job), job.time_limit_s,
                    error=error_path(job), script=job.script, name=job.name,
                    account=job.account, submit_dir=job.submit_dir, array_job=job.array_job,
-                   array_task=job.array_task)
+                   array_task=job.array_task, rank=rank, hosts=list(hosts or []),
+                   node_names=list(node_names or []))
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -6,7 +6,8 @@ coordinator applies them with fenced store scripts; tests/test_reactions.py tabl
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 
 from scheduler.model import Job, JobState
 from scheduler.noderun import EXITED, FAILED, RunStatus
@@ -88,6 +89,36 @@ def react(job: Job, status: RunStatus | None, now: float, launch_timeout_s: floa
     elif job.stop_request:
         actions.append(SendStop())
     return actions
+
+
+def combined_status(job: Job, statuses: Mapping[str, RunStatus | None]) -> RunStatus | None:
+    """A multi-node job's run as one status, from what each of its nodes reported: the head
+    node's run (rank 0, the one that runs the command) is the job's; it is not RUNNING until
+    every node runs its part; a part that could not start fails the job; a part that ended
+    under it (its runner died, its node was shut down) ends the job (or requeues it, with
+    --requeue) as `lost`. For a job of one node: that node's status."""
+    names = job.node_names
+    if not names:
+        return None
+
+    def current(name: str) -> RunStatus | None:
+        status = statuses.get(name)
+        return status if status is not None and status.attempt == job.restarts else None
+
+    head = current(names[0])
+    others = [current(name) for name in names[1:]]
+    for part in others:
+        if part is not None and part.phase == FAILED:
+            return part
+    if head is not None and head.ended:
+        return head
+    for part in others:
+        if part is not None and part.phase == EXITED:
+            return replace(part, lost=True, stopped=False)
+    if head is not None and head.started_at is not None and any(
+            part is None or part.started_at is None for part in others):
+        return replace(head, phase=STARTING_PHASE, started_at=None)
+    return head
 
 
 def _launch_overdue(job: Job, now: float, launch_timeout_s: float,

@@ -8,9 +8,10 @@ from scheduler.policy import NodeView, PendingJob, RunningJob
 
 def running_view(job: Job, now: float) -> RunningJob:
     started = job.started_at or now  # STARTING: counts from now
+    rest = tuple((str(node), tuple(indices)) for node, indices in job.parts[1:])
     return RunningJob(job.id, job.user, job.account, job.gpus, job.node or "",
                       tuple(job.gpu_indices), started + job.time_limit_s, job.qos,
-                      job.gpus * job.billing_weight)
+                      job.gpus * job.billing_weight, rest)
 
 
 def node_view(node: Node, billing_weight: float = 1.0, avoid_foreign: bool = True) -> NodeView:
@@ -25,4 +26,4 @@ def node_view(node: Node, billing_weight: float = 1.0, avoid_foreign: bool = Tru
 
 def pending_view(job: Job) -> PendingJob:
     return PendingJob(job.id, job.user, job.account, job.gpus, job.submitted_at, job.gpu_type,
-                      job.qos, job.time_limit_s)
+                      job.qos, job.time_limit_s, job.nodes)

@@ -58,6 +58,8 @@ JOB_FIELDS: dict[str, dict[str, Any]] = {
     "nodes": {"type": "integer"},  # how many nodes it runs on
     "gpu_type": _OPT_STR, "node": _OPT_STR,
     "gpu_indices": {"type": "array", "items": {"type": "integer"}},
+    # a multi-node job's nodes and their GPUs, head first: [[node, [indices]], ...]
+    "parts": {"type": "array", "items": {"type": "array"}},
     "submitted_at": {"type": "number"}, "started_at": _TIME, "ended_at": _TIME,
     "time_limit_s": {"type": "integer"}, "reason": _STR,
     "reasons": {"type": "array", "items": {"type": "object", "properties": {
@@ -133,6 +135,7 @@ class JobJson(TypedDict, total=False):
     gpu_type: str | None
     node: str | None
     gpu_indices: list[int]
+    parts: list[list[Any]]
     submitted_at: float
     started_at: float | None
     ended_at: float | None

@@ -250,8 +250,8 @@ def test_nodes_counts_only_nodes_with_the_gpus_per_node_of_the_type() -> None:
         build_spec(body(gpus=4, nodes=3, gpu_type="a100"), "bob", nodes, settings())
     with pytest.raises(InputError, match=r"--nodes 0: a job runs on at least 1 node"):
         build_spec(body(nodes=0), "bob", nodes, settings())
-    with pytest.raises(InputError, match=r"--nodes"):
-        build_spec(body(nodes="2"), "bob", nodes, settings())
+    with pytest.raises(InputError, match=r"--nodes 1.5 must be a whole number"):
+        build_spec(body(nodes=1.5), "bob", nodes, settings())
     with pytest.raises(InputError, match=r"on each of its --nodes"):
         build_spec(body(gpus=8, nodes=2, gpu_type="a100"), "bob", nodes, settings())
 
@@ -259,3 +259,9 @@ def test_nodes_counts_only_nodes_with_the_gpus_per_node_of_the_type() -> None:
 def test_one_node_is_the_default_and_its_gpus_are_the_jobs() -> None:
     spec = build_spec(body(gpus=3), "bob", NODES, settings())
     assert (spec.nodes, spec.gpus, spec.gpus_per_node) == (1, 3, 3)
+
+
+def test_a_job_across_nodes_counts_its_gpus_on_every_node() -> None:
+    nodes = [*NODES, make_node("a100-two", 4, "NVIDIA A100-SXM4-80GB")]
+    spec = build_spec(body(gpus=4, nodes=2, gpu_type="a100"), "bob", nodes, settings())
+    assert (spec.nodes, spec.gpus, spec.gpus_per_node) == (2, 8, 4)

@@ -201,6 +201,9 @@ def _gpus(job: Job, now: float) -> Cell:
 def _where(job: Job, now: float) -> Cell:
     if not job.get("node"):
         return "-"
+    parts = job.get("parts") or []
+    if len(parts) > 1:  # across nodes: each node and its GPUs, the head first
+        return plain("+".join(f"{node}:{ranges(gpus)}" for node, gpus in parts))
     return Named(job["node"], after=f":{ranges(job.get('gpu_indices') or [])}")
 
 
@@ -318,6 +321,9 @@ def _identity(job: Job) -> list[tuple[str, str]]:
         gpus += f" ({job['gpus'] // count} on each of {count} nodes)"
     where = f"{plain(job['node'])}, GPU {ranges(job.get('gpu_indices') or [])}" \
         if job.get("node") else "-"
+    if len(job.get("parts") or []) > 1:
+        where = "; ".join(f"{plain(node)}, GPU {ranges(gpus)}" + (" (head)" if i == 0 else "")
+                          for i, (node, gpus) in enumerate(job["parts"]))
     return [("id", ident), ("name", plain(job.get("name") or "-")), ("user", plain(job["user"])),
             ("account", plain(job["account"])), ("qos", plain(job.get("qos") or "-")),
             ("state", job["state"]), ("reason", plain(job.get("reason") or "-")),

@@ -114,8 +114,6 @@ def build_spec(
     if gpu_type is not None:
         check_text(gpu_type, "--gpu-type", MAX_SHORT)
     _check_fits(gpus, gpu_type, nodes, node_count)
-    if node_count > 1:
-        raise InputError(f"--nodes {node_count}: this labq runs a job on one node")
     time_text = body.get("time")
     if time_text is not None and (isinstance(time_text, bool)
                                   or not isinstance(time_text, int | str)):

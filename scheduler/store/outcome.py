@@ -22,6 +22,7 @@ class Outcome(StrEnum):
     WRONG_COUNT = "WRONG_COUNT"
     GPU_OUT_OF_RANGE = "GPU_OUT_OF_RANGE"
     GPU_BUSY = "GPU_BUSY"
+    NOT_DISTINCT = "NOT_DISTINCT"  # a multi-node start names a node twice
     ALREADY = "ALREADY"
     ALREADY_DONE = "ALREADY_DONE"
     ALREADY_STOPPING = "ALREADY_STOPPING"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
@@ -172,10 +172,14 @@ class Store(ArrayStore, RetentionStore, TokenStore):
 
     async def start(
         self, epoch: int, job: Job, node: str, indices: Sequence[int], weight: float,
-        now: float,
+        now: float, rest: Sequence[tuple[str, Sequence[int]]] = (),
+        hosts: Mapping[str, str] | None = None,
     ) -> Outcome:
         """Allocate `indices` of `node` to `job` (as last read: the script checks its state)
-        and hand its node the start record, at once."""
+        and hand its node the start record, at once. A multi-node job: `node` is its head
+        node, `rest` its other nodes and their GPUs, by rank; all are allocated and told in
+        the same step, each record saying its rank and every node (`hosts`: node name -> the
+        host name its agent reports)."""
         keys = [
             self.keys.job(job.id), self.keys.waiting, self.keys.active, self.keys.node(node),
             self.keys.node_alloc(node), self.keys.epoch, self.keys.stats,
@@ -186,9 +190,31 @@ class Store(ArrayStore, RetentionStore, TokenStore):
         # tasks share its script, kept once in the array's record.
         if job.array_job:
             job = await self.with_array_request(job)
-        record = StartRecord.for_job(replace(job, node=node), list(indices)).to_json()
-        args = [epoch, job.id, node, json.dumps(list(indices)), now, weight, bounds, record]
+        parts = [(node, list(indices)), *((n, list(i)) for n, i in rest)]
+        names = [name for name, _ in parts]
+        known = hosts or {}
+        host_list = [known.get(name) or name for name in names] if rest else []
+        records = [
+            StartRecord.for_job(replace(job, node=name), gpus, rank,
+                                host_list, names if rest else []).to_json()
+            for rank, (name, gpus) in enumerate(parts)
+        ]
+        args = [epoch, job.id, node, json.dumps(list(indices)), now, weight, bounds, records[0],
+                json.dumps(parts) if rest else ""]
+        for (name, gpus), record in zip(parts[1:], records[1:], strict=True):
+            keys += [self.keys.node(name), self.keys.node_alloc(name),
+                     self.keys.node_runs(name), self.keys.node_wake(name)]
+            args += [name, json.dumps(gpus), record]
         return Outcome(await self._run("start", keys, args))
+
+    def _other_keys(self, job: Job) -> tuple[list[str], str]:
+        """A multi-node job's other nodes for finish and requeue: 5 keys each, and their
+        names as JSON ('' for a job of one node)."""
+        others = job.node_names[1:] if job.parts else []
+        keys: list[str] = []
+        for name in others:
+            keys += [self.keys.node_alloc(name), *self._run_keys(name)]
+        return keys, json.dumps(others) if others else ""
 
     def _run_keys(self, node: str) -> list[str]:
         return [self.keys.node_runs(node), self.keys.node_stops(node),
@@ -207,8 +233,10 @@ class Store(ArrayStore, RetentionStore, TokenStore):
             self.keys.node_alloc(job.node or ""), self.keys.usage, self.keys.epoch,
             self.keys.stats, *self._run_keys(job.node or ""), self.keys.stored,
         ]
+        more, others = self._other_keys(job)
         code = "" if exit_code is None else str(exit_code)
-        args = [epoch, job.id, state.value, code, reason, now, job.node or ""]
+        args = [epoch, job.id, state.value, code, reason, now, job.node or "", others]
+        keys += more
         return Outcome(await self._run("finish", keys, args))
 
     async def requeue(self, epoch: int, job: Job, reason: str, now: float) -> Outcome:
@@ -217,7 +245,9 @@ class Store(ArrayStore, RetentionStore, TokenStore):
             self.keys.node_alloc(job.node or ""), self.keys.usage, self.keys.epoch,
             self.keys.done, self.keys.stats, *self._run_keys(job.node or ""), self.keys.stored,
         ]
-        args = [epoch, job.id, reason, now, job.node or ""]
+        more, others = self._other_keys(job)
+        args = [epoch, job.id, reason, now, job.node or "", others]
+        keys += more
         return Outcome(await self._run("requeue", keys, args))
 
     async def send_stop(self, epoch: int, job: Job) -> Outcome:

@@ -83,3 +83,39 @@ local function drop_request(job_key, stored_key)
     redis.call('HINCRBY', stored_key, 'bytes|' .. user, 2 - size)
   end
 end
+
+-- A multi-node job's other nodes (its parts after the head, by rank): KEYS from `first` on,
+-- 5 per node (alloc hash, runs, stops, status hashes, wake list). `stale(job_key, first,
+-- names)`: whether the caller read other nodes than the job holds now (names: JSON list of
+-- the other nodes' names as read). `release_others`: free their GPUs (entries that still
+-- name the job) and release their runs, so their agents stop what runs there.
+local function job_parts(job_key)
+  local text = redis.call('HGET', job_key, 'parts') or ''
+  if text == '' then return {} end
+  return cjson.decode(text)
+end
+
+local function others_stale(job_key, first, names_json)
+  local parts = job_parts(job_key)
+  local names = cjson.decode(names_json ~= nil and names_json ~= '' and names_json or '[]')
+  local held = math.max(#parts - 1, 0)
+  if held ~= #names or (#KEYS - first + 1) ~= 5 * held then return true end
+  for i = 1, held do
+    if parts[i + 1][1] ~= names[i] then return true end
+  end
+  return false
+end
+
+local function release_others(job_key, job_id, first)
+  local parts = job_parts(job_key)
+  for i = 2, #parts do
+    local base = first + (i - 2) * 5
+    for _, idx in ipairs(parts[i][2]) do
+      local field = tostring(idx)
+      if redis.call('HGET', KEYS[base], field) == job_id then
+        redis.call('HDEL', KEYS[base], field)
+      end
+    end
+    release_run(KEYS[base + 1], KEYS[base + 2], KEYS[base + 3], KEYS[base + 4], job_id)
+  end
+end

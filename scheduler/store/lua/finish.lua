@@ -6,6 +6,8 @@
 -- ARGV[1] epoch  ARGV[2] job id  ARGV[3] final state  ARGV[4] exit code ('' = none)
 -- ARGV[5] reason  ARGV[6] now
 -- ARGV[7] the node the caller read for the job: its alloc hash is KEYS[4]
+-- ARGV[8] a multi-node job's other nodes as the caller read them (JSON list, by rank; '' =
+-- none), with 5 KEYS each from KEYS[13] (see release_others): all are freed and released.
 -- An ended job keeps no environment or script (they may hold secrets, and cost memory).
 -- Ending with reason NodeLost counts an eviction (unless a stop was already asked: counted then).
 -- Returns 'OK', STALE_VIEW (the job moved: read it again), STALE_EPOCH, ALREADY_DONE or NOT_ACTIVE.
@@ -14,6 +16,7 @@ local state = redis.call('HGET', KEYS[1], 'state')
 if is_terminal(state) then return 'ALREADY_DONE' end
 if not holds_gpus(state) then return 'NOT_ACTIVE' end
 if (redis.call('HGET', KEYS[1], 'node') or '') ~= ARGV[7] then return 'STALE_VIEW' end
+if others_stale(KEYS[1], 13, ARGV[8]) then return 'STALE_VIEW' end
 local now = tonumber(ARGV[6])
 local info = redis.call('HMGET', KEYS[1], 'account', 'stop_request')
 if ARGV[5] == 'NodeLost' and (info[2] or '') == '' then
@@ -21,6 +24,7 @@ if ARGV[5] == 'NodeLost' and (info[2] or '') == '' then
 end
 charge(KEYS[1], KEYS[5], now)
 free_gpus(KEYS[1], KEYS[4], ARGV[2])
+release_others(KEYS[1], ARGV[2], 13)
 redis.call('HSET', KEYS[1], 'state', ARGV[3], 'ended_at', ARGV[6], 'exit_code', ARGV[4],
   'reason', ARGV[5], 'reasons', '[]')
 drop_request(KEYS[1], KEYS[12])

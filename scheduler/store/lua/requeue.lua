@@ -5,6 +5,8 @@
 -- KEYS[13] stored-jobs hash
 -- ARGV[1] epoch  ARGV[2] job id  ARGV[3] reason  ARGV[4] now
 -- ARGV[5] the node the caller read for the job: its alloc hash is KEYS[4]
+-- ARGV[6] a multi-node job's other nodes as the caller read them (JSON list, by rank; '' =
+-- none), with 5 KEYS each from KEYS[14] (see release_others): all are freed and released.
 -- A job a person cancelled, or that ran out of time, is not queued again: it ends in that state
 -- (with the stop's recorded reason, e.g. IdleGpu). Requeued for NodeLost counts an eviction.
 -- The requeued job waits from now (queued_at), and forgets its idle-GPU state.
@@ -14,9 +16,11 @@ if not fenced(KEYS[6], ARGV[1]) then return 'STALE_EPOCH' end
 local state = redis.call('HGET', KEYS[1], 'state')
 if not holds_gpus(state) then return 'NOT_ACTIVE' end
 if (redis.call('HGET', KEYS[1], 'node') or '') ~= ARGV[5] then return 'STALE_VIEW' end
+if others_stale(KEYS[1], 14, ARGV[6]) then return 'STALE_VIEW' end
 charge(KEYS[1], KEYS[5], tonumber(ARGV[4]))
 free_gpus(KEYS[1], KEYS[4], ARGV[2])
 release_run(KEYS[9], KEYS[10], KEYS[11], KEYS[12], ARGV[2])
+release_others(KEYS[1], ARGV[2], 14)
 local stop = redis.call('HGET', KEYS[1], 'stop_request') or ''
 if stop == 'CANCELLED' or stop == 'TIMEOUT' then
   local why = redis.call('HGET', KEYS[1], 'stop_reason') or ''
@@ -33,7 +37,8 @@ end
 if ARGV[3] == 'NodeLost' and stop == '' then
   count_eviction(KEYS[8], redis.call('HGET', KEYS[1], 'account') or '', 'NodeLost')
 end
-redis.call('HSET', KEYS[1], 'state', 'PENDING', 'node', '', 'gpu_indices', '[]', 'started_at', '',
+redis.call('HSET', KEYS[1], 'state', 'PENDING', 'node', '', 'gpu_indices', '[]', 'parts', '[]',
+  'started_at', '',
   'charged_until', '', 'stop_request', '', 'stop_reason', '', 'reason', ARGV[3],
   'reasons', cjson.encode({{code = ARGV[3], detail = 'requeued after ' .. ARGV[3]}}),
   'queued_at', ARGV[4], 'gpu_idle_since', '{}', 'idle_notified', '')

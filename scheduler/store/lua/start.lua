@@ -7,6 +7,10 @@
 -- ARGV[7] admission wait histogram bounds in seconds, ascending, comma-separated
 -- ARGV[8] the start record for the node's agent (noderun.StartRecord JSON): written in the same
 -- step as the allocation, so a job is never STARTING without its node being told.
+-- A job of K nodes: ARGV[9] its parts as JSON ([[node, [indices]], ...], head first; '' for one
+-- node), and for each other node, by rank, 4 more KEYS (node hash, alloc hash, runs hash,
+-- wake list) and 3 more ARGV (node name, indices JSON, its start record): all K nodes are
+-- checked, then allocated and told, in this one step (NOT_DISTINCT: a node named twice).
 -- Counts the admission (admissions|{account}) and its wait since the submit or the last
 -- requeue (wait|{account}|{le} for the first bound >= the wait, else +Inf; wait_sum|{account}).
 -- Returns 'OK' or why not: STALE_EPOCH, NOT_PENDING, NODE_NOT_UP, WRONG_COUNT (also for a
@@ -17,26 +21,48 @@ local current = redis.call('HMGET', KEYS[1], 'state', 'hold')
 if not (current[1] == 'PENDING' or (current[1] == 'HELD' and (current[2] or '') == '')) then
   return 'NOT_PENDING'
 end
-if redis.call('HGET', KEYS[4], 'state') ~= 'UP' then return 'NODE_NOT_UP' end
-local total = tonumber(redis.call('HGET', KEYS[4], 'gpus_total') or '0')
-local indices = cjson.decode(ARGV[4])
-if #indices ~= tonumber(redis.call('HGET', KEYS[1], 'gpus')) then return 'WRONG_COUNT' end
-local seen = {}
-for _, idx in ipairs(indices) do
-  if idx < 0 or idx >= total or idx % 1 ~= 0 then return 'GPU_OUT_OF_RANGE' end
-  if seen[idx] then return 'WRONG_COUNT' end
-  seen[idx] = true
-  if redis.call('HEXISTS', KEYS[5], tostring(idx)) == 1 then return 'GPU_BUSY' end
+-- Each node: {node hash, alloc hash, runs hash, wake list, name, indices JSON, record}.
+local nodes = {{KEYS[4], KEYS[5], KEYS[8], KEYS[9], ARGV[3], ARGV[4], ARGV[8]}}
+local others = (#KEYS - 9) / 4
+for i = 1, others do
+  local k, a = 9 + (i - 1) * 4, 9 + (i - 1) * 3
+  nodes[#nodes + 1] = {KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], ARGV[a + 1],
+    ARGV[a + 2], ARGV[a + 3]}
 end
-for _, idx in ipairs(indices) do redis.call('HSET', KEYS[5], tostring(idx), ARGV[2]) end
+local count = tonumber(redis.call('HGET', KEYS[1], 'nodes') or '') or 1
+if count ~= #nodes then return 'WRONG_COUNT' end
+local per = tonumber(redis.call('HGET', KEYS[1], 'gpus')) / count
+local names = {}
+for _, n in ipairs(nodes) do
+  if names[n[5]] then return 'NOT_DISTINCT' end
+  names[n[5]] = true
+  if redis.call('HGET', n[1], 'state') ~= 'UP' then return 'NODE_NOT_UP' end
+  local total = tonumber(redis.call('HGET', n[1], 'gpus_total') or '0')
+  local indices = cjson.decode(n[6])
+  if #indices ~= per then return 'WRONG_COUNT' end
+  local seen = {}
+  for _, idx in ipairs(indices) do
+    if idx < 0 or idx >= total or idx % 1 ~= 0 then return 'GPU_OUT_OF_RANGE' end
+    if seen[idx] then return 'WRONG_COUNT' end
+    seen[idx] = true
+    if redis.call('HEXISTS', n[2], tostring(idx)) == 1 then return 'GPU_BUSY' end
+  end
+end
+for _, n in ipairs(nodes) do
+  for _, idx in ipairs(cjson.decode(n[6])) do redis.call('HSET', n[2], tostring(idx), ARGV[2]) end
+end
+local parts = ARGV[9] or ''
+if parts == '' then parts = '[]' end
 redis.call('HSET', KEYS[1], 'state', 'STARTING', 'node', ARGV[3], 'gpu_indices', ARGV[4],
   'starting_at', ARGV[5], 'billing_weight', ARGV[6], 'reason', '', 'reasons', '[]',
-  'est_start', '')
+  'est_start', '', 'parts', parts)
 redis.call('ZREM', KEYS[2], ARGV[2])
 redis.call('SADD', KEYS[3], ARGV[2])
-redis.call('HSET', KEYS[8], ARGV[2], ARGV[8])
-redis.call('LPUSH', KEYS[9], ARGV[2])
-redis.call('LTRIM', KEYS[9], 0, 99)
+for _, n in ipairs(nodes) do
+  redis.call('HSET', n[3], ARGV[2], n[7])
+  redis.call('LPUSH', n[4], ARGV[2])
+  redis.call('LTRIM', n[4], 0, 99)
+end
 local info = redis.call('HMGET', KEYS[1], 'account', 'queued_at', 'submitted_at')
 local account = info[1] or ''
 local now = tonumber(ARGV[5])

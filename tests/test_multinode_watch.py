@@ -1,0 +1,50 @@
+"""How the coordinator reads a job across nodes: the head node's run is the job's, RUNNING
+once every node runs its part; a part that fails or ends under it ends the whole job."""
+
+from __future__ import annotations
+
+from scheduler.model import Job, JobState
+from scheduler.noderun import EXITED, FAILED, RUNNING, STARTING, RunStatus
+from scheduler.reactions import EndOrRequeue, Finish, MarkRunning, combined_status, react
+
+T0 = 1_000_000.0
+
+
+def job(started: float | None = None) -> Job:
+    return Job("7", "alice", "lab", JobState.RUNNING if started else JobState.STARTING, 4,
+               ["true"], T0 - 60, 3600, node="a", gpu_indices=[0, 1], nodes=2,
+               parts=[["a", [0, 1]], ["b", [2, 3]]], started_at=started, starting_at=T0 - 5)
+
+
+def running(at: float) -> RunStatus:
+    return RunStatus(0, RUNNING, started_at=at)
+
+
+def test_running_only_once_every_node_runs_its_part() -> None:
+    head_only = combined_status(job(), {"a": running(T0), "b": RunStatus(0, STARTING)})
+    assert head_only is not None and head_only.phase == STARTING
+    assert react(job(), head_only, T0 + 1) == []
+    both = combined_status(job(), {"a": running(T0), "b": running(T0 + 1)})
+    assert react(job(), both, T0 + 2) == [MarkRunning(T0)]
+
+
+def test_the_head_nodes_end_is_the_jobs() -> None:
+    ended = RunStatus(0, EXITED, started_at=T0, ended_at=T0 + 50, exit_code=3)
+    status = combined_status(job(T0), {"a": ended, "b": running(T0)})
+    assert react(job(T0), status, T0 + 60) == [
+        Finish(JobState.FAILED, 3, "NonZeroExitCode 3", T0 + 50)]
+
+
+def test_a_part_that_ends_or_fails_under_the_job_ends_it() -> None:
+    lost = RunStatus(0, EXITED, started_at=T0, ended_at=T0 + 20, exit_code=137)
+    status = combined_status(job(T0), {"a": running(T0), "b": lost})
+    assert react(job(T0), status, T0 + 30) == [EndOrRequeue("RunnerLost", T0 + 20)]
+    failed = RunStatus(0, FAILED, message="no such user on b")
+    (action,) = react(job(), combined_status(job(), {"a": running(T0), "b": failed}), T0 + 1)
+    assert isinstance(action, Finish) and "no such user on b" in action.reason
+
+
+def test_an_earlier_attempts_report_is_not_this_ones() -> None:
+    old = RunStatus(1, RUNNING, started_at=T0)  # (job.restarts is 0)
+    status = combined_status(job(), {"a": running(T0), "b": old})
+    assert status is not None and status.phase == STARTING
