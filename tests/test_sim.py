@@ -319,3 +319,21 @@ def test_labq_replays_the_default_and_the_old_names_still_work() -> None:
     assert get_policy("labq").algorithm == "fair_now"
     assert get_policy("labq-fairtree").algorithm == "fair_tree"
     assert get_policy("labq-fairnow") is get_policy("labq")
+
+
+def test_a_job_across_nodes_holds_k_times_g_gpus(tmp_path: Path) -> None:
+    # 2 nodes x 2 GPUs. alice's job 1 needs 2 GPUs on each of 2 nodes for 100 s: the whole
+    # cluster; bob's 1-GPU job waits for it; a job of 3 nodes can never run here.
+    path = tmp_path / "t.csv"
+    path.write_text("job_id,submit_time,user,account,gpus,duration,time_limit,nodes\n"
+                    "1,0,alice,a,2,100,100,2\n2,1,bob,b,1,10,10,1\n3,2,carol,c,1,10,10,3\n")
+    jobs = load_csv(path)
+    assert [(j.gpus, j.nodes) for j in jobs] == [(4, 2), (1, 1), (3, 3)]
+    result = simulate(jobs, Cluster.parse("2x2"), get_policy("labq"), calc_period=0)
+    assert [j.id for j in result.skipped] == ["3"]
+    runs = {r.job.id: r for r in result.runs}
+    first = runs["1"]
+    assert first.start == 0 and {first.node, *(n for n, _ in first.rest)} == {"n0", "n1"}
+    assert runs["2"].start == 100  # all 4 GPUs were the job's
+    summary = summarize(result)
+    assert summary["gpu_utilization"] == pytest.approx((4 * 100 + 10) / (4 * 110), rel=1e-6)

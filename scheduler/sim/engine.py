@@ -89,6 +89,7 @@ class Run:
     node: str
     indices: tuple[int, ...]
     preempted: bool = False
+    rest: tuple[tuple[str, tuple[int, ...]], ...] = ()  # a job across nodes: its other nodes
 
 
 @dataclass
@@ -106,10 +107,18 @@ class SimResult:
     never_started: list[SimJob] = field(default_factory=list)  # still waiting at the end
 
 
-ClassKey = tuple[str, str, int, str | None]
+ClassKey = tuple[str, str, int, str | None, int]  # (account, user, GPUs, type, nodes)
 ClassRank = tuple[float, float, int, str]
 _Queued = tuple[ClassRank, SimJob, PendingJob]  # a queued job, and the view the policy sees
 _MAX_CALLS = 10_000  # policy calls at one event time before the replay gives up
+
+
+def _class_key(job: SimJob) -> ClassKey:
+    return (job.account, job.user, job.gpus, job.gpu_type, job.nodes)
+
+
+def _per_node(job: SimJob) -> int:
+    return job.gpus // job.nodes
 
 
 def _by_submit(job: SimJob) -> ClassRank:
@@ -142,11 +151,16 @@ class _Replay:
         self.free = {name: list(range(cluster.gpus_per_node)) for name in self.names}
         self.views = {name: self._view(name) for name in self.names}
         self.free_total = cluster.gpus
-        fits = [j for j in jobs if j.gpus <= cluster.gpus_per_node
-                and type_matches(j.gpu_type, cluster.model)]
+        # A job across nodes needs its GPUs per node on each of as many nodes (Tiresias
+        # places on one node only: it skips them).
+        def placeable(j: SimJob) -> bool:
+            return (_per_node(j) <= cluster.gpus_per_node and j.nodes <= cluster.nodes
+                    and type_matches(j.gpu_type, cluster.model)
+                    and (j.nodes == 1 or not policy.tiresias))
+
+        fits = [j for j in jobs if placeable(j)]
         self.jobs = fits
-        self.skipped = [j for j in jobs if j.gpus > cluster.gpus_per_node
-                        or not type_matches(j.gpu_type, cluster.model)]
+        self.skipped = [j for j in jobs if not placeable(j)]
         self.by_id = {j.id: j for j in fits}
         self.left = {j.id: min(j.duration, float(j.time_limit)) for j in fits}  # run time left
         self.classes: dict[ClassKey, deque[_Queued]] = {}
@@ -202,14 +216,15 @@ class _Replay:
         if self.tiresias is not None:
             self.tiresias.enqueue(job)
             return
-        key = (job.account, job.user, job.gpus, job.gpu_type)
+        key = _class_key(job)
         q = self.classes.get(key)
         if q is None:
             q = self.classes[key] = deque()
-            self.sizes[job.gpus] = self.sizes.get(job.gpus, 0) + 1
+            self.sizes[_per_node(job)] = self.sizes.get(_per_node(job), 0) + 1
         rank = self.class_order(job)
         item = (rank, job, PendingJob(job.id, job.user, job.account, job.gpus, job.submit,
-                                      job.gpu_type, time_limit_s=job.time_limit))
+                                      job.gpu_type, time_limit_s=job.time_limit,
+                                      nodes=job.nodes))
         if not q or q[-1][0] <= rank:
             q.append(item)
         else:  # a requeued job (or, by time limit, a shorter one) goes back to its place
@@ -232,7 +247,7 @@ class _Replay:
                     view = cache[job.id] = PendingJob(
                         job.id, job.user, job.account, job.gpus,
                         drf_key(job.submit, held + gpus_ahead, entitled), job.gpu_type,
-                        time_limit_s=job.time_limit)
+                        time_limit_s=job.time_limit, nodes=job.nodes)
                 pending.append(view)
         return pending
 
@@ -248,7 +263,7 @@ class _Replay:
             # Strict fifo starts nothing while the first job in submit order does not fit on
             # any node: skip the policy call (exact; it is most events of a blocked queue).
             head = min((q[0] for q in self.classes.values()), key=_submit_order)[1]
-            return head.gpus <= most
+            return _per_node(head) <= most
         return min(self.sizes) <= most
 
     def _shown(self) -> tuple[list[PendingJob], dict[ClassKey, int],
@@ -311,9 +326,9 @@ class _Replay:
             started: dict[ClassKey, int] = {}
             for start in decisions.starts:
                 job = self.by_id[start.job_id]
-                key = (job.account, job.user, job.gpus, job.gpu_type)
+                key = _class_key(job)
                 started[key] = started.get(key, 0) + 1
-                self._start(job, start.node, start.indices, now)
+                self._start(job, start.node, start.indices, now, start.rest)
             for plan in decisions.preemptions:
                 for victim in plan.victims:
                     self._stop(victim, now, preempted=True)
@@ -338,11 +353,12 @@ class _Replay:
         for job_id, node, indices in decision.starts:
             self._start(self.by_id[job_id], node, indices, now)
 
-    def _start(self, job: SimJob, node: str, indices: tuple[int, ...], now: float) -> None:
+    def _start(self, job: SimJob, node: str, indices: tuple[int, ...], now: float,
+               rest: tuple[tuple[str, tuple[int, ...]], ...] = ()) -> None:
         if self.tiresias is not None:
             self.tiresias.started(job, node, tuple(indices), now)
         else:
-            key = (job.account, job.user, job.gpus, job.gpu_type)
+            key = _class_key(job)
             q = self.classes[key]
             for i, (_, queued, _) in enumerate(q):
                 if queued is job:
@@ -350,21 +366,22 @@ class _Replay:
                     break
             if not q:
                 del self.classes[key]
-                self.sizes[job.gpus] -= 1
-                if not self.sizes[job.gpus]:
-                    del self.sizes[job.gpus]
+                self.sizes[_per_node(job)] -= 1
+                if not self.sizes[_per_node(job)]:
+                    del self.sizes[_per_node(job)]
         self.n_pending -= 1
         owner = (job.account, job.user)
         self.queued[owner] -= job.gpus
         if not self.queued[owner]:  # no longer active for fair_now's split: leave it out
             del self.queued[owner]
-        taken = set(indices)
-        self.free[node] = [i for i in self.free[node] if i not in taken]
-        self.views[node] = self._view(node)
+        for name, held in ((node, indices), *rest):
+            taken = set(held)
+            self.free[name] = [i for i in self.free[name] if i not in taken]
+            self.views[name] = self._view(name)
         self.free_total -= job.gpus
         rate = job.gpus * self.cluster.billing_weight
         view = RunningJob(job.id, job.user, job.account, job.gpus, node, tuple(indices),
-                          now + job.time_limit, rate=rate)
+                          now + job.time_limit, rate=rate, rest=tuple(rest))
         self.running[job.id] = (view, now)
         self.run_no[job.id] = number = self.run_no.get(job.id, 0) + 1
         heapq.heappush(self.ends, (now + self.left[job.id], number, job.id))
@@ -378,14 +395,15 @@ class _Replay:
     def _stop(self, job_id: str, now: float, preempted: bool = False) -> None:
         view, start = self.running.pop(job_id)
         job = self.by_id[job_id]
-        self.free[view.node] = sorted(self.free[view.node] + list(view.indices))
-        self.views[view.node] = self._view(view.node)
+        for name, held in view.parts:
+            self.free[name] = sorted(self.free[name] + list(held))
+            self.views[name] = self._view(name)
         self.free_total += job.gpus
         self.usage.add_rate((job.account, job.user), now, -view.rate)
         self.ledger.stopped(job.account, view.rate, start, view.ends_at, now)
         self.held[job.account] -= job.gpus
         self.drf_views.pop(job.account, None)
-        self.runs.append(Run(job, start, now, view.node, view.indices, preempted))
+        self.runs.append(Run(job, start, now, view.node, view.indices, preempted, view.rest))
         if self.tiresias is not None:
             self.tiresias.stopped(job, start, now)
         if preempted:

@@ -7,7 +7,8 @@ of them at random with a seeded RNG (``<vc>-u<k>``): per-user fair share in thes
 therefore over synthetic users, not real people.
 
 Generic CSV: a header with ``job_id,submit_time,user,account,gpus,duration`` and optionally
-``gpu_type,time_limit``; ``submit_time`` is seconds (any origin) or ``YYYY-MM-DD HH:MM:SS``.
+``gpu_type,time_limit,nodes`` (``nodes`` K: ``gpus`` on each of K nodes, K x gpus in all);
+``submit_time`` is seconds (any origin) or ``YYYY-MM-DD HH:MM:SS``.
 
 Times are shifted so that the first kept submission is at 0. A job without a time limit gets
 ``ceil(duration * limit_factor)`` (the "rounded-up" estimate users give), at least 60 s.
@@ -44,6 +45,7 @@ class SimJob:
     duration: float  # true run time, seconds
     time_limit: int  # what the policy is told, seconds
     gpu_type: str | None = None
+    nodes: int = 1  # across nodes: `gpus` in all, gpus // nodes on each of this many nodes
 
 
 def default_limit(duration: float, factor: float = DEFAULT_LIMIT_FACTOR) -> int:
@@ -149,9 +151,10 @@ def load_csv(path: str | Path, *, min_duration: float = 0.0, window_hours: float
             limit_text = (row.get("time_limit") or "").strip()
             limit = (math.ceil(_number(limit_text, "time_limit", positive=True)) if limit_text
                      else default_limit(duration, limit_factor))
-            job = SimJob(job_id, account, user, _gpus(row["gpus"]),
+            nodes = _gpus((row.get("nodes") or "").strip() or "1")
+            job = SimJob(job_id, account, user, _gpus(row["gpus"]) * nodes,
                          _stamp(row["submit_time"] or ""), duration, limit,
-                         (row.get("gpu_type") or "").strip() or None)
+                         (row.get("gpu_type") or "").strip() or None, nodes)
         except ValueError as e:
             raise TraceError(f"{path}, line {n}: {e}; fix or delete that row") from None
         if duration >= min_duration:
