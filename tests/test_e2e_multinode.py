@@ -119,3 +119,22 @@ def test_a_node_lost_mid_job_ends_the_whole_job_and_stops_the_other_node(
     stack.wait(lambda: next(n for n in stack.labq_json("nodes")
                             if n["name"] == other)["state"] == "UP", timeout=30,
                what="node back UP")
+
+
+def test_cancel_stops_every_node_and_frees_all_gpus_together(stack: Stack) -> None:
+    idle(stack)
+    job_id = stack.submit("--as", "alice", "--nodes", "2", "--gpus", "1", "--",
+                          "sleep", "302.5")
+    job = stack.wait_state(job_id, {"RUNNING"}, timeout=60)
+    assert job["gpus"] == 2 and len(job["parts"]) == 2
+    assert allocated(stack) == {"sim-0": 1, "sim-1": 1}
+    # a one-GPU job fits beside it on either node: the two nodes' other GPUs are free
+    beside = stack.submit("--as", "bob", "--", "true")
+    assert stack.wait_state(beside, {"SUCCEEDED"}, timeout=60)["exit_code"] == 0
+    stack.wait(lambda: len(job_processes(job_id)) >= 2, timeout=20, what="both parts running")
+    stack.labq("cancel", job_id)
+    ended = stack.wait_state(job_id, {"CANCELLED"}, timeout=60)
+    assert ended["reason"] == "Cancelled"
+    stack.wait(lambda: allocated(stack) == {"sim-0": 0, "sim-1": 0}, timeout=20,
+               what="both nodes' GPUs freed")
+    stack.wait(lambda: not job_processes(job_id), timeout=30, what="no process of the job")
