@@ -190,6 +190,7 @@ class Executor:
             gpu_minors=(devices.gpu_minors(record.gpu_indices, self._minors)
                         if self.confining else None),
             rank=record.rank, hosts=record.hosts, node_names=record.node_names,
+            ray_port=record.ray_port, ray_token=record.ray_token,
         )
         (rundir / "spec.json").write_text(json.dumps(asdict(spec)))
         log_file = open(rundir / "runner.log", "ab")  # noqa: SIM115 - the child owns it

@@ -21,15 +21,15 @@ def ray_dir_path(job_id: str, base: str | None = None) -> str:
     return os.path.join(base or tempfile.gettempdir(), f"labq-{job_id}-{secrets.token_hex(4)}")
 
 
-def make_ray_dir(path: str, account: pwd.struct_passwd) -> None:
-    """A new 0700 directory at `path` owned by the user, with a random Ray token in a 0600
-    file."""
+def make_ray_dir(path: str, account: pwd.struct_passwd, token_text: str = "") -> None:
+    """A new 0700 directory at `path` owned by the user, with a Ray token in a 0600 file:
+    random, or `token_text` (a job across nodes: the same on each of its nodes)."""
     os.mkdir(path, 0o700)
     try:
         token = os.path.join(path, "token")
         fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
-            handle.write(os.urandom(32).hex())
+            handle.write(token_text or os.urandom(32).hex())
         if os.geteuid() == 0:
             os.chown(token, account.pw_uid, account.pw_gid)
             os.chown(path, account.pw_uid, account.pw_gid)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import importlib.util
 import json
 import os
 import pwd
@@ -109,6 +110,8 @@ class RunSpec:
     rank: int = 0
     hosts: list[str] = field(default_factory=list)
     node_names: list[str] = field(default_factory=list)
+    ray_port: int = 0  # across nodes: the job's Ray head port (0: no Ray started for it)
+    ray_token: str = ""
 
     @property
     def key(self) -> str:
@@ -222,6 +225,22 @@ def job_environment(spec: RunSpec, account: pwd.struct_passwd, ray_dir: str, tmp
     if spec.api_server:
         env["LABQ_SERVER"] = spec.api_server
     return env
+
+
+def part_argv(spec: RunSpec, argv: list[str]) -> list[str]:
+    """What this node runs of the job: the command on one node; across nodes, the command on
+    the head node (rank 0) and, on the others, a process that holds their GPUs until stopped.
+    With Ray on the node and a port for it, the head starts the job's Ray head first (the
+    command gets RAY_ADDRESS) and the others join it as workers (`agents.rayjob`)."""
+    if not spec.hosts:
+        return argv
+    gpus = str(len(spec.gpu_indices))
+    if spec.ray_port and importlib.util.find_spec("ray") is not None:
+        ray = [sys.executable, "-m", "agents.rayjob"]
+        if spec.rank == 0:
+            return [*ray, "head", str(spec.ray_port), gpus, str(len(spec.hosts)), "--", *argv]
+        return [*ray, "worker", f"{spec.hosts[0]}:{spec.ray_port}", gpus]
+    return argv if spec.rank == 0 else list(HOLD_ARGV)
 
 
 def _become(account: pwd.struct_passwd) -> None:
@@ -366,7 +385,7 @@ class Runner:
             return self.stopped_before_start()
         try:
             ray_dir = spec.ray_dir or ray_dir_path(spec.job_id)
-            make_ray_dir(ray_dir, account)
+            make_ray_dir(ray_dir, account, spec.ray_token)
             self.ray_dir = ray_dir
             job_dir = spec.job_dir or job_dir_path(spec.key)
             tmp_dir = make_job_dir(job_dir, account)
@@ -384,8 +403,7 @@ class Runner:
         if self.stop_pending():
             return self.stopped_before_start()
         env = job_environment(spec, account, self.ray_dir, tmp_dir, time.time())
-        # A part of a multi-node job other than the head's holds its GPUs until stopped.
-        argv = job_argv(spec.command, script) if spec.rank == 0 else list(HOLD_ARGV)
+        argv = part_argv(spec, job_argv(spec.command, script))
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:

@@ -87,6 +87,10 @@ class StartRecord:
     rank: int = 0
     hosts: list[str] = field(default_factory=list)
     node_names: list[str] = field(default_factory=list)
+    # Its Ray across the nodes: the head's port on the head node, and the job's token
+    # (the same on every node; only agents read start records).
+    ray_port: int = 0
+    ray_token: str = ""
 
     @property
     def key(self) -> str:
@@ -96,13 +100,14 @@ class StartRecord:
     @classmethod
     def for_job(cls, job: Job, indices: list[int], rank: int = 0,
                 hosts: list[str] | None = None,
-                node_names: list[str] | None = None) -> StartRecord:
+                node_names: list[str] | None = None, ray_port: int = 0,
+                ray_token: str = "") -> StartRecord:
         return cls(job.id, job.restarts, job.user, list(job.command), job.workdir,
                    dict(job.env), list(indices), output_path(job), job.time_limit_s,
                    error=error_path(job), script=job.script, name=job.name,
                    account=job.account, submit_dir=job.submit_dir, array_job=job.array_job,
                    array_task=job.array_task, rank=rank, hosts=list(hosts or []),
-                   node_names=list(node_names or []))
+                   node_names=list(node_names or []), ray_port=ray_port, ray_token=ray_token)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import pwd
 import signal
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -138,3 +139,34 @@ def test_cancel_stops_every_node_and_frees_all_gpus_together(stack: Stack) -> No
     stack.wait(lambda: allocated(stack) == {"sim-0": 0, "sim-1": 0}, timeout=20,
                what="both nodes' GPUs freed")
     stack.wait(lambda: not job_processes(job_id), timeout=30, what="no process of the job")
+
+
+RAY_PROGRAM = """
+import os, time, ray
+ray.init()
+@ray.remote(num_gpus=1)
+def where():
+    time.sleep(3)
+    return os.environ["LABQ_NODE"], ray.get_gpu_ids()
+print("RAY", sorted(ray.get([where.remote() for _ in range(4)])), flush=True)
+print("NODES", len([n for n in ray.nodes() if n["Alive"]]), flush=True)
+"""
+
+
+def test_a_ray_program_spreads_over_exactly_the_jobs_gpus_on_both_nodes(stack: Stack) -> None:
+    idle(stack)
+    script = stack.workdir / "spread.py"
+    script.write_text(RAY_PROGRAM)
+    os.chmod(script, 0o644)
+    job_id = stack.submit("--as", "alice", "--nodes", "2", "--gpus", "2", "--time", "5m",
+                          "--", sys.executable, str(script))
+    done = stack.wait_state(job_id, {"SUCCEEDED", "FAILED"}, timeout=180)
+    log = stack.labq("logs", job_id, as_root=True).stdout
+    assert done["state"] == "SUCCEEDED", log[-3000:]
+    # 4 one-GPU tasks at once on the job's 2 x 2 GPUs: two on each node, one GPU each
+    line = next(x for x in log.splitlines() if x.startswith("RAY "))
+    assert line.count("'sim-0'") == 2 and line.count("'sim-1'") == 2, line
+    assert "NODES 2" in log
+    stack.wait(lambda: allocated(stack) == {"sim-0": 0, "sim-1": 0}, timeout=20,
+               what="both nodes' GPUs freed")
+    stack.wait(lambda: not job_processes(job_id), timeout=40, what="no Ray of the job left")

@@ -3,6 +3,10 @@ once every node runs its part; a part that fails or ends under it ends the whole
 
 from __future__ import annotations
 
+import pwd
+from dataclasses import replace
+
+from agents.runner import HOLD_ARGV, RunSpec, job_environment, part_argv
 from scheduler.model import Job, JobState
 from scheduler.noderun import EXITED, FAILED, RUNNING, STARTING, RunStatus
 from scheduler.reactions import EndOrRequeue, Finish, MarkRunning, combined_status, react
@@ -48,3 +52,27 @@ def test_an_earlier_attempts_report_is_not_this_ones() -> None:
     old = RunStatus(1, RUNNING, started_at=T0)  # (job.restarts is 0)
     status = combined_status(job(), {"a": running(T0), "b": old})
     assert status is not None and status.phase == STARTING
+
+
+def test_each_node_runs_its_part_with_the_node_list() -> None:
+    base = RunSpec(job_id="7", attempt=0, user="alice", command=["true"], workdir="/w",
+                   env={}, gpu_indices=[0, 1], node="b", output="/w/o", node_names=["a", "b"],
+                   hosts=["host-a", "host-b"], rank=1)
+    account = pwd.struct_passwd(("alice", "x", 1001, 1001, "", "/home/alice", "/bin/bash"))
+    env = job_environment(base, account, "/r", "/t", 1000.0)
+    assert (env["LABQ_NODES"], env["LABQ_NODE_NAMES"], env["LABQ_NUM_NODES"],
+            env["LABQ_NODE_RANK"], env["LABQ_HEAD_NODE"]) == (
+        "host-a,host-b", "a,b", "2", "1", "host-a")
+    # without a Ray port: the head runs the command, the others hold their GPUs
+    assert part_argv(replace(base, rank=0), ["python", "x.py"]) == ["python", "x.py"]
+    assert part_argv(base, ["python", "x.py"]) == list(HOLD_ARGV)
+    # with one: the head starts the job's Ray first, the others join it
+    ray = replace(base, ray_port=23456)
+    assert part_argv(replace(ray, rank=0), ["python", "x.py"])[-7:] == [
+        "head", "23456", "2", "2", "--", "python", "x.py"]
+    assert part_argv(ray, ["python", "x.py"])[-3:] == ["worker", "host-a:23456", "2"]
+    # a job of one node: its command, no node list
+    single = RunSpec(job_id="8", attempt=0, user="alice", command=["true"], workdir="/w",
+                     env={}, gpu_indices=[0], node="a", output="/w/o")
+    assert part_argv(single, ["true"]) == ["true"]
+    assert "LABQ_NODES" not in job_environment(single, account, "/r", "/t", 1000.0)

@@ -194,9 +194,12 @@ class Store(ArrayStore, RetentionStore, TokenStore):
         names = [name for name, _ in parts]
         known = hosts or {}
         host_list = [known.get(name) or name for name in names] if rest else []
+        # across nodes: one Ray for the job, its head on a port picked here, its own token
+        port = secrets.randbelow(RAY_PORTS[1] - RAY_PORTS[0]) + RAY_PORTS[0] if rest else 0
+        token = secrets.token_hex(32) if rest else ""
         records = [
             StartRecord.for_job(replace(job, node=name), gpus, rank,
-                                host_list, names if rest else []).to_json()
+                                host_list, names if rest else [], port, token).to_json()
             for rank, (name, gpus) in enumerate(parts)
         ]
         args = [epoch, job.id, node, json.dumps(list(indices)), now, weight, bounds, records[0],
@@ -524,6 +527,9 @@ class Store(ArrayStore, RetentionStore, TokenStore):
     async def leader(self) -> str | None:
         value = await self.r.get(self.keys.leader)
         return None if value is None else str(value)
+
+
+RAY_PORTS = (20000, 30000)  # a multi-node job's Ray head port is picked in this range
 
 
 def new_token() -> str:

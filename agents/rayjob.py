@@ -1,0 +1,90 @@
+"""A job across nodes, Ray's part: run as the job's user by its runner on each node.
+
+    python -m agents.rayjob head PORT GPUS NODES -- COMMAND...   (rank 0)
+    python -m agents.rayjob worker HOST:PORT GPUS           (the other ranks)
+
+The head node starts the job's Ray head (`ray start --head`) on PORT, waits until all NODES
+nodes have joined (so the program sees every GPU of the job from its first task), and execs
+the command with RAY_ADDRESS set to it: `ray.init()` in the driver joins the job's
+Ray. Each other node joins it as a worker (`ray start --address --block`), retrying until the
+head answers, and holds its GPUs so until it is stopped. Every node has the job's token
+(RAY_AUTH_MODE=token, RAY_AUTH_TOKEN_PATH: the same per-job token on each node, written by
+the runner), so no one else's Ray client or node can join. Ray's processes run in the job's
+process tree and cgroup: the runner kills them when the job ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+
+START_WAIT_S = 120.0
+
+
+def _ray(*args: str) -> list[str]:
+    return [sys.executable, "-m", "ray.scripts.scripts", *args]
+
+
+def _common(gpus: str) -> list[str]:
+    tmp = os.environ.get("RAY_TMPDIR", "")
+    return ["--num-gpus", gpus, "--disable-usage-stats",
+            *(["--temp-dir", tmp] if tmp else [])]
+
+
+def head(port: str, gpus: str, nodes: int, command: list[str]) -> int:
+    started = subprocess.run(
+        _ray("start", "--head", "--port", port, "--include-dashboard", "false",
+             *_common(gpus)), stdin=subprocess.DEVNULL, check=False)
+    if started.returncode != 0:
+        print(f"labq: the job's Ray head did not start (exit {started.returncode})",
+              file=sys.stderr, flush=True)
+        return started.returncode
+    os.environ["RAY_ADDRESS"] = address = f"127.0.0.1:{port}"
+    joined = _wait_for_nodes(address, nodes)
+    if joined < nodes:
+        print(f"labq: only {joined} of the job's {nodes} nodes joined its Ray in "
+              f"{START_WAIT_S:.0f} s; running the command anyway", file=sys.stderr, flush=True)
+    os.execvp(command[0], command)
+
+
+def _wait_for_nodes(address: str, nodes: int) -> int:
+    """How many nodes are in the job's Ray once all `nodes` are, or START_WAIT_S passed."""
+    import ray
+
+    ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+    try:
+        deadline = time.monotonic() + START_WAIT_S
+        while True:
+            alive = sum(1 for node in ray.nodes() if node.get("Alive"))
+            if alive >= nodes or time.monotonic() > deadline:
+                return alive
+            time.sleep(0.5)
+    finally:
+        ray.shutdown()
+
+
+def worker(address: str, gpus: str) -> int:
+    deadline = time.monotonic() + START_WAIT_S
+    while True:
+        joined = subprocess.run(_ray("start", "--address", address, "--block", *_common(gpus)),
+                                stdin=subprocess.DEVNULL, check=False)
+        if time.monotonic() > deadline:
+            return joined.returncode
+        time.sleep(2)  # the head was not up yet (or went): try again
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) >= 5 and argv[0] == "head" and argv[4] == "--":
+        return head(argv[1], argv[2], int(argv[3]), argv[5:])
+    if len(argv) == 3 and argv[0] == "worker":
+        return worker(argv[1], argv[2])
+    print("usage: rayjob head PORT GPUS NODES -- COMMAND... | rayjob worker HOST:PORT GPUS",
+          file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
