@@ -57,6 +57,10 @@ def words(*lines: str) -> list[str]:
     ("#SBATCH -N 1 --nodes=1-1 -N1-4 -n 1 --ntasks-per-node=1", []),
     ("#SBATCH -N 2", ["--nodes", "2"]), ("#SBATCH --nodes=3-4", ["--nodes", "3"]),
     ("#SBATCH -N 2 --gpus-per-node=4", ["--nodes", "2", "--gpus", "4"]),
+    # Slurm's -G is the job's GPUs in all: 8 over 2 nodes is 4 on each, whatever the order
+    ("#SBATCH -G 8\n#SBATCH -N 2", ["--gpus", "8", "--nodes", "2", "--gpus", "4"]),
+    ("#SBATCH -N 2 --gpus=a100:8", ["--nodes", "2", "--gpus", "8", "--gpu-type", "a100",
+                                    "--gpus", "4"]),
     ("#SBATCH --gpus-per-task=2", ["--gpus", "2"]),
     ("#SBATCH --time=10   # ten minutes", ["--time", "10"]),
     ("#SBATCH", []),
@@ -112,6 +116,7 @@ def test_a_gpu_gres_beside_another_is_read() -> None:
 
 @pytest.mark.parametrize(("line", "part"), [
     ("#SBATCH --nodes=x", "node count"), ("#SBATCH -N 0", "node count"),
+    ("#SBATCH -N 2 -G 3", "same number of GPUs"),
     ("#SBATCH --gpus=a100:1,v100:1", "one type"),
     ("#SBATCH --gres=gpu:a100:1,gpu:v100:1", "one type"), ("#SBATCH --gpus=0", "at least 1"),
     ("#SBATCH --uid=alice", "--as USER"), ("#SBATCH --gid=lab", "groups"),

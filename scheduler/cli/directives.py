@@ -13,7 +13,8 @@ Read (translated to labq's option):
   -J/--job-name (--name), -t/--time, -A/--account, -q/--qos, -D/--chdir (--workdir),
   -o/--output, -e/--error, -a/--array, -d/--dependency, --export, --requeue, --no-requeue,
   -H/--hold, -W/--wait, --parsable;
-  -G/--gpus and --gpus-per-node (`N` or `TYPE:N`: --gpus N, --gpu-type TYPE), --gpus-per-task
+  -G/--gpus (the job's GPUs in all: N/K on each of -N K nodes) and --gpus-per-node (`N` or
+  `TYPE:N`: --gpus N, --gpu-type TYPE), --gpus-per-task
   (times the tasks, as Slurm counts it), --gres (`gpu`, `gpu:N`, `gpu:TYPE:N`; other kinds of
   gres are warned about);
   -N/--nodes (--nodes; a range or list: its fewest, `1-4` is 1), -n/--ntasks and
@@ -96,7 +97,8 @@ SBATCH_OPTIONS: tuple[Sbatch, ...] = (
     Sbatch(("-H", "--hold"), "flag", "flag", "--hold"),
     Sbatch(("-W", "--wait"), "flag", "flag", "--wait"),
     Sbatch(("--parsable",), "flag", "flag", "--parsable"),
-    Sbatch(("-G", "--gpus", "--gpus-per-node"), action="gpus"),
+    Sbatch(("-G", "--gpus"), action="gpus-total"),  # the job's in all, as Slurm reads it
+    Sbatch(("--gpus-per-node",), action="gpus"),
     Sbatch(("--gpus-per-task",), action="gpus-per-task"),
     Sbatch(("--gres",), action="gres"),
     Sbatch(("-N", "--nodes"), action="nodes"),
@@ -176,6 +178,9 @@ class _State:
 
     per_task: int | None = None
     tasks: int = 1
+    total: int | None = None  # -G/--gpus: the job's GPUs in all, shared out over its nodes
+    total_where: str = ""  # its line, for the message when it cannot be shared out
+    nodes: int = 1
 
 
 # ---------------------------------------------------------------------------- the script
@@ -247,7 +252,19 @@ def parse_directives(text: str, path: str, labq_options: Mapping[str, bool] | No
             words += _labq_line(parts, where, labq_options)
         else:
             words += _sbatch_line(parts, where, state, warnings)
-    return words, warnings
+    return words + _share_out(state), warnings
+
+
+def _share_out(state: _State) -> list[str]:
+    """Slurm's `-G N` is the job's GPUs in all; labq's `--gpus` is per node: with `-N K`, N/K
+    on each (labq gives every node of a job the same number)."""
+    if state.total is None or state.nodes == 1:
+        return []
+    if state.total % state.nodes:
+        raise DirectiveError(f"{state.total_where}: {state.total} GPUs over {state.nodes} "
+                             "nodes: labq gives every node of a job the same number of GPUs; "
+                             "use --gpus-per-node")
+    return ["--gpus", str(state.total // state.nodes)]
 
 
 def _shown(text: str, limit: int = 80) -> str:
@@ -352,6 +369,8 @@ def _sbatch_line(parts: list[str], where: str, state: _State, warnings: list[str
         if isinstance(result, str):
             warnings.append(f"{said}: {result}; ignored")
             continue
+        if opt.action == "gpus-total":
+            state.total_where = said
         if opt.action == "ntasks" and state.tasks > 1:  # its GPUs were counted, yet:
             warnings.append(f"{said}: labq runs the script once and has no srun: start the "
                             f"{state.tasks} processes from the script (torchrun, mpirun)")
@@ -374,8 +393,10 @@ def translate(opt: Sbatch, name: str, value: str | None, state: _State | None = 
     if opt.action == "warn":
         return opt.reason
     assert value is not None
-    if opt.action == "gpus":
+    if opt.action in ("gpus", "gpus-total"):
         count, gpu_type = _gpus(value)
+        if opt.action == "gpus-total":
+            state.total = count  # per node once the node count is known (`_share_out`)
         return ["--gpus", str(count), *(["--gpu-type", gpu_type] if gpu_type else [])]
     if opt.action == "gpus-per-task":
         count, gpu_type = _gpus(value)
@@ -386,6 +407,7 @@ def translate(opt: Sbatch, name: str, value: str | None, state: _State | None = 
         return _gres(value)
     if opt.action == "nodes":
         count = _node_count(value)
+        state.nodes = count
         return [] if count == 1 else ["--nodes", str(count)]
     if opt.action == "ntasks":
         tasks = _count(value, name)
