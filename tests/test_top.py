@@ -167,3 +167,17 @@ def test_top_once_without_a_coordinator_says_so(tmp_path: Any) -> None:
     bad = subprocess.run([sys.executable, "-m", "scheduler.cli", "top", "--interval", "0.1"],
                          env=env, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--interval" in bad.stderr
+
+
+def test_a_job_across_nodes_shows_every_node_in_top() -> None:
+    from scheduler.cli.top import _running_table
+
+    job = {"id": "9", "name": "big", "user": "alice", "account": "lab", "state": "RUNNING",
+           "gpus": 4, "node": "n1", "gpu_indices": [0, 1], "parts": [["n1", [0, 1]],
+                                                                   ["n2", [2, 3]]],
+           "submitted_at": 0.0, "started_at": 10.0, "time_limit_s": 3600}
+    from rich.console import Console
+
+    console = Console(width=120, record=True)
+    console.print(_running_table([job], 100.0, 120))  # type: ignore[list-item]
+    assert "n1:0,1+n2:2,3" in console.export_text()  # each node and its GPUs, the head first

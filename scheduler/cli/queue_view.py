@@ -198,6 +198,11 @@ def _gpus(job: Job, now: float) -> Cell:
     return Named(gpu_type, f"{job['gpus']}:") if gpu_type else str(job["gpus"])
 
 
+def where_cell(job: Job) -> Cell:
+    """Where a job runs: node:GPUs, or every node:GPUs of a job across nodes (head first)."""
+    return _where(job, 0.0)
+
+
 def _where(job: Job, now: float) -> Cell:
     if not job.get("node"):
         return "-"

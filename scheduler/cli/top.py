@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from scheduler.cli.common import Col, Named, fitted_table, out_width, plain
-from scheduler.cli.queue_view import ranges
+from scheduler.cli.queue_view import where_cell
 from scheduler.client import Client, ClientError, list_jobs
 from scheduler.timeparse import format_duration
 from scheduler.wire import JobJson
@@ -150,8 +150,7 @@ RUNNING_COLS = [Col("JOBID"), Col("NAME", cut=6), Col("USER", cut=4),
 def _running_table(running: list[JobJson], now: float, width: int | None) -> Any:
     rows: list[list[Cell]] = []
     for job in sorted(running, key=lambda j: j.get("started_at") or j["submitted_at"]):
-        where: Cell = Named(str(job["node"]), after=f":{ranges(job['gpu_indices'])}") \
-            if job.get("node") else "-"
+        where = where_cell(dict(job))  # every node of a job across nodes
         started = job.get("started_at")
         rows.append([plain(job["id"]), Named(job.get("name") or "-"), Named(job["user"]),
                      Named(job["account"]), job["state"], str(job["gpus"]), where,
