@@ -37,7 +37,6 @@ import select
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from agents.cgroups import JobGroup
@@ -55,131 +54,28 @@ from agents.jobdirs import (
 )
 from agents.limits import LoginLimits, apply_limits, login_limits
 from agents.procinfo import descendants, start_time
+from agents.runspec import SPEC_FILE as SPEC_FILE
+from agents.runspec import STATE_FILE as STATE_FILE
+from agents.runspec import STOP_FILE as STOP_FILE
+from agents.runspec import RunSpec, RunState
 from scheduler.config import login_defs_uid_min
+from scheduler.jobenv import passes
 
 PR_SET_CHILD_SUBREAPER = 36
-SPEC_FILE = "spec.json"
-STATE_FILE = "state.json"
-STOP_FILE = "stop.json"  # the agent's reason, when it stops a job by a policy of its own
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 EXEC_FAILED = 127
 _STOPS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 _SIGNALS = {signal.SIGCHLD, *_STOPS}
 
 
-@dataclass
-class RunSpec:
-    """What the agent hands a runner (RUNDIR/spec.json, root-only)."""
-
-    job_id: str
-    attempt: int
-    user: str
-    command: list[str]
-    workdir: str
-    env: dict[str, str]
-    gpu_indices: list[int]
-    node: str
-    output: str  # absolute path, %j already replaced
-    grace_s: float = 10.0
-    cgroup: str = ""  # the job's cgroup directory ("" = subreaper only)
-    runners_cgroup: str = ""  # where the runner itself lives ("" = stay)
-    simulated: bool = False  # simulated GPUs: give Ray the count through RAY_OVERRIDE_RESOURCES
-    api_socket: str = ""  # the labq API socket, so the job can run labq as its user
-    api_server: str = ""  # the coordinator's TCP API (host:port), for jobs on other hosts
-    append: bool = False  # requeued attempts append to the output (and the error file)
-    # Added with batch scripts (an older spec.json has none of these: the defaults hold).
-    error: str = ""  # absolute stderr path, %j already replaced ("" = stderr to `output`)
-    script: str = ""  # a batch script's text: run as `[its file, *command]`
-    name: str = ""
-    account: str = ""
-    submit_dir: str = ""
-    array_job: str = ""  # the array's id, for a task of an array
-    array_task: int | None = None
-    time_limit_s: int = 0  # 0: unknown (no LABQ_JOB_END_TIME)
-    job_dir: str = ""  # the attempt's job directory (TMPDIR, script); "" = the runner picks one
-    ray_dir: str = ""  # the job's private Ray directory; "" = the runner picks one
-    # Who may not run jobs (besides root): uids below `min_uid` (0: UID_MIN of login.defs)
-    # and these names.
-    min_uid: int = 0
-    deny_users: list[str] = field(default_factory=list)
-    # The driver minors of the job's GPUs: its cgroup gets a device program refusing every
-    # other NVIDIA GPU (agents.devices). None: no device program (no cgroup, or none here).
-    gpu_minors: list[int] | None = None
-    # A multi-node job: this node's rank (0 runs the command; the others hold their GPUs with
-    # a process of the user's that waits to be stopped), every node's host and labq names.
-    rank: int = 0
-    hosts: list[str] = field(default_factory=list)
-    node_names: list[str] = field(default_factory=list)
-    ray_port: int = 0  # across nodes: the job's Ray head port (0: no Ray started for it)
-    ray_token: str = ""
-
-    @property
-    def key(self) -> str:
-        return f"{self.job_id}.{self.attempt}"
-
-    @classmethod
-    def load(cls, rundir: Path) -> RunSpec:
-        data = json.loads((rundir / SPEC_FILE).read_text())
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
-
-
-@dataclass
-class RunState:
-    """RUNDIR/state.json. `phase`: STARTING, RUNNING, EXITED (the job ran and ended) or FAILED
-    (it never started: `message` says why)."""
-
-    phase: str = "STARTING"
-    runner_pid: int = 0
-    started_at: float | None = None
-    ended_at: float | None = None
-    exit_code: int | None = None  # 128 + signal number when a signal ended it, as a shell says
-    signal: int | None = None
-    # "requested": the agent stopped it; "policy": the agent stopped it by a policy of its own
-    # (`message` says why); "lost": the agent found this runner dead
-    stop: str = ""
-    message: str = ""
-    usage: dict[str, int] = field(default_factory=dict)  # cgroup accounting, where available
-    runner_start: int = 0  # the runner's start time (/proc/<pid>/stat): pid + this = it
-
-    def write(self, rundir: Path) -> None:
-        tmp = rundir / f".{STATE_FILE}.tmp"
-        tmp.write_text(json.dumps(asdict(self)))
-        os.replace(tmp, rundir / STATE_FILE)
-
-    @classmethod
-    def read(cls, rundir: Path) -> RunState | None:
-        try:
-            data = json.loads((rundir / STATE_FILE).read_text())
-            return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
-        except (OSError, ValueError, TypeError, AttributeError):
-            return None
-
-
-# Never taken from the submitter's environment: what labq sets itself (the GPUs a job may
-# see, its private Ray, its TMPDIR, PWD), the identity that the passwd entry gives, and what makes
-# the dynamic loader run or load other code in every process of the job (glibc's list of
-# variables unsafe for setuid programs, less LD_LIBRARY_PATH, which CUDA and conda users need).
-DROPPED_NAMES = frozenset({
-    "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES",
-    "RAY_TMPDIR", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "RAY_OVERRIDE_RESOURCES",
-    "RAY_ADDRESS", "TMPDIR", "HOME", "USER", "LOGNAME", "SHELL", "PWD",
-    "LD_PRELOAD", "LD_AUDIT", "LD_DEBUG", "LD_DEBUG_OUTPUT", "LD_DYNAMIC_WEAK",
-    "LD_HWCAP_MASK", "LD_ORIGIN_PATH", "LD_PROFILE", "LD_SHOW_AUXV", "LD_USE_LOAD_BIAS",
-    "GCONV_PATH",
-})
-# labq's own names, and Slurm's: a job's tools must not think they run under Slurm.
-DROPPED_PREFIXES = ("LABQ_", "SLURM_")
 HOLD_ARGV = ("sleep", "infinity")  # what a multi-node job's other nodes run
 
 
 def submitted_environment(env: dict[str, str]) -> dict[str, str]:
     """What the job keeps of the environment it was submitted with (the CLI filters it too;
     the runner does not rely on that)."""
-    return {
-        name: value for name, value in env.items()
-        if name and "=" not in name and "\0" not in name + value
-        and name not in DROPPED_NAMES and not name.startswith(DROPPED_PREFIXES)
-    }
+    return {name: value for name, value in env.items()
+            if passes(name) and "\0" not in value}  # the same rule as the CLI's: one list
 
 
 def job_environment(spec: RunSpec, account: pwd.struct_passwd, ray_dir: str, tmp_dir: str,

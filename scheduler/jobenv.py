@@ -35,7 +35,7 @@ RESERVED: frozenset[str] = frozenset({
     "RAY_ADDRESS", "PWD", "OLDPWD", "SHLVL", "_",
     # glibc's UNSECURE_ENVVARS of the loader, but LD_LIBRARY_PATH
     "LD_DEBUG", "LD_DEBUG_OUTPUT", "LD_DYNAMIC_WEAK", "LD_HWCAP_MASK", "LD_ORIGIN_PATH",
-    "LD_PROFILE", "LD_SHOW_AUXV", "LD_USE_LOAD_BIAS",
+    "LD_PROFILE", "LD_SHOW_AUXV", "LD_USE_LOAD_BIAS", "GCONV_PATH",
 })
 RESERVED_PREFIXES: tuple[str, ...] = ("LABQ_", "SLURM_", "BASH_FUNC_")
 

@@ -223,13 +223,8 @@ class ApiServer:
         os.chmod(self.socket, 0o666)
 
     async def _start_doors(self) -> None:
-        from scheduler.server.frontdoor import (
-            DoorLimits,
-            DoorSite,
-            listen_tcp,
-            listen_unix,
-            runner_for,
-        )
+        from scheduler.server.frontdoor import DoorLimits, DoorSite, runner_for
+        from scheduler.server.listen import listen_tcp, listen_unix
         from scheduler.server.remote import RemoteAuth, tls_context
 
         limits = DoorLimits(256, self.settings.max_connections_per_uid,

@@ -7,9 +7,7 @@ plumbing (errors, strict bodies) is in `scheduler.server.http`.
 from __future__ import annotations
 
 import json
-import logging
 import os
-import pwd
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -18,8 +16,6 @@ from typing import Any
 from aiohttp import web
 
 from scheduler.accounts import Accounts, AccountsError
-from scheduler.admin import account_changes
-from scheduler.budgets import budget_state
 from scheduler.cluster import ClusterState, build_snapshot, read_cluster
 from scheduler.config import Settings
 from scheduler.idle import IdlePolicy, annotate_nodes, job_idle
@@ -29,6 +25,7 @@ from scheduler.policy.explain import standing_texts
 from scheduler.policy.fairshare import FairShareTable
 from scheduler.policy.priority import Priority
 from scheduler.policy.ranking import priorities
+from scheduler.server.adminroutes import AdminRoutes, audit
 from scheduler.server.http import (
     MAX_REQUEST_BYTES,
     ApiError,
@@ -41,7 +38,6 @@ from scheduler.server.jobroutes import JobRoutes
 from scheduler.server.openapi import OPENAPI
 from scheduler.server.remote import REMOTE_UID
 from scheduler.server.validation import (
-    InputError,
     array_spec,
     build_spec,
     check_account_name,
@@ -53,19 +49,14 @@ from scheduler.server.validation import (
 from scheduler.store import Outcome, Store, new_token, parse_totals
 from scheduler.store.records import job_from_spec
 from scheduler.store.store import SUBMIT_TOKEN_TTL_S
-from scheduler.store.tokens import ID_RE as TOKEN_ID_RE
-from scheduler.views import pending_view, running_view
+from scheduler.views import pending_view
 from scheduler.wire import JOB_FIELDS, PRIVATE_FIELDS
 
-audit = logging.getLogger("labq.audit")  # every act for another user, by whom
-
 NODE_CACHE_S = 1.0
-PENDING_CACHE_S = 2.0
-TOKEN_DEFAULT_S = 90 * 86400  # an API token lasts this long unless asked otherwise
-TOKEN_MAX_S = 400 * 86400  # per-user pending counts for the cap, read again after this long
+PENDING_CACHE_S = 2.0  # per-user pending counts for the cap, read again after this long
 
 
-class Api(JobRoutes):
+class Api(JobRoutes, AdminRoutes):
     def __init__(self, store: Store, settings: Settings,
                  kick: Callable[[], None],
                  submitted: Callable[[list[Job]], None] | None = None,
@@ -424,118 +415,6 @@ class Api(JobRoutes):
                         "weighted": None if hidden else prio.weighted,
                         "fair_now": None if hidden else standing.get((job.account, job.user))})
         return web.json_response(out)
-
-    async def accounts_list(self, request: web.Request) -> web.Response:
-        caller = await self.caller(request)
-        state = await self.store.accounts()
-        scopes = None  # every budget; under private_data a user sees only their own and
-        if self.settings.private_data and not caller.is_admin:  # their accounts' budgets
-            mine = state.users.get(caller.user)
-            scopes = {("user", caller.user)} | {("account", a) for a in
-                                                (mine.accounts if mine else ())}
-        users = [asdict(u) for name, u in sorted(state.users.items())
-                 if scopes is None or name == caller.user]  # others' settings: admins only
-        return web.json_response({
-            "accounts": [asdict(a) for _, a in sorted(state.accounts.items())],
-            "users": users,
-            "budgets": await self._budget_rows(state, scopes),
-        })
-
-    async def _budget_rows(self, state: Accounts, scopes: set[tuple[str, str]] | None = None
-                           ) -> list[dict[str, Any]]:
-        """Each budget in force: limit, spent, committed and left in billed GPU-hours."""
-        now = time.time()
-        running = [running_view(j, now) for j in await self.store.active_jobs()]
-        budget = budget_state(state, await self.store.daily_usage(), running, now,
-                              self.settings.semesters)
-        rows = []
-        for b in budget.budgets:
-            if scopes is not None and (b.scope, b.name) not in scopes:
-                continue
-            spent = budget.spent.get((b.scope, b.name), 0.0)
-            committed = budget.committed.get((b.scope, b.name), 0.0)
-            used = (spent + committed) / b.limit if b.limit else 1.0
-            rows.append({
-                "scope": b.scope, "name": b.name, "period": b.period,
-                "period_start": b.start, "period_end": b.end,
-                "limit_hours": b.limit / 3600, "spent_hours": spent / 3600,
-                "committed_hours": committed / 3600,
-                "left_hours": (b.limit - spent - committed) / 3600, "used_ratio": used,
-                "warning": "100%" if used >= 1.0 else "80%" if used >= 0.8 else None,
-            })
-        return rows
-
-    async def accounts_change(self, request: web.Request) -> web.Response:
-        caller = await self.caller(request)
-        if not caller.is_admin:
-            raise ApiError(403, f"only admins change accounts and users ({caller.user} is not "
-                                "an admin)")
-        body = await json_object(request)
-        for _attempt in range(10):
-            state = await self.store.accounts()
-            try:
-                changes = account_changes(state, body, time.time(), self.settings.semesters)
-            except (AccountsError, KeyError, TypeError, ValueError) as exc:
-                raise InputError(str(exc).strip("'\"")) from None
-            if await self.store.put_accounts(state.version, changes):
-                self._accounts = None
-                return web.json_response({"changed": [[k, n] for k, n, _ in changes]})
-        raise ApiError(409, "accounts kept changing under this request; try again")
-
-    async def _admin_only(self, request: web.Request, what: str) -> Caller:
-        caller = await self.caller(request)
-        if not caller.is_admin:
-            raise ApiError(403, f"only admins {what} ({caller.user} is not an admin)")
-        return caller
-
-    async def token_create(self, request: web.Request) -> web.Response:
-        """A new API token for a user: its text is in this answer and nowhere else."""
-        caller = await self.caller(request)
-        # A token acts as its user, jobs included: made only by those who may act for others.
-        if not self.acts_for_others(caller):
-            raise ApiError(403, "only root makes API tokens (or an operator: [limits] "
-                                f"operators); {caller.user} is neither")
-        body = await json_object(request)
-        user = check_user_name(body.get("user"))
-        try:
-            uid = pwd.getpwnam(user).pw_uid
-        except KeyError:
-            raise ApiError(404, f"no user {user} on the coordinator's host: a token is a Unix "
-                                "user's") from None
-        if uid == 0:
-            raise ApiError(400, "no API token for root: root uses the Unix socket or MUNGE")
-        expires_s = body.get("expires_s", TOKEN_DEFAULT_S)
-        if (isinstance(expires_s, bool) or not isinstance(expires_s, int | float)
-                or not 0 <= expires_s <= TOKEN_MAX_S):
-            raise InputError(f"expires_s: give seconds from 0 (never) to {TOKEN_MAX_S}")
-        now = time.time()
-        record, text = await self.store.create_token(user, now,
-                                                     now + expires_s if expires_s else 0.0)
-        audit.info("%s (uid %d) made API token %s for %s", caller.user, caller.uid, record.id,
-                   user)
-        return web.json_response({**record.to_dict(), "token": text})
-
-    async def tokens_list(self, request: web.Request) -> web.Response:
-        await self._admin_only(request, "list API tokens")
-        asked = request.query.get("user")
-        user = check_user_name(asked) if asked else None
-        now = time.time()
-        return web.json_response([{**t.to_dict(), "expired": bool(t.expires and
-                                                                   t.expires <= now)}
-                                  for t in await self.store.tokens(user)])
-
-    async def token_revoke(self, request: web.Request) -> web.Response:
-        caller = await self._admin_only(request, "revoke API tokens")
-        token_id = request.match_info["id"]
-        if not TOKEN_ID_RE.fullmatch(token_id):
-            raise InputError(f"{token_id[:40]!r} is not a token id (16 hex digits): see "
-                             "`labq admin token list`")
-        record = await self.store.revoke_token(token_id)
-        if record is None:
-            raise ApiError(404, f"no API token {token_id}: see `labq admin token list`")
-        audit.info("%s (uid %d) revoked API token %s of %s", caller.user, caller.uid,
-                   token_id, record.user)
-        return web.json_response({"id": token_id, "user": record.user, "revoked": True})
 
     async def openapi(self, request: web.Request) -> web.Response:
         return web.json_response(OPENAPI)

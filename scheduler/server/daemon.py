@@ -19,13 +19,11 @@ from scheduler.server.frontdoor import (
     DoorError,
     DoorLimits,
     DoorSite,
-    claim_unix_socket,
-    listen_tcp,
-    listen_unix,
     plan_limits,
     runner_for,
 )
 from scheduler.server.homecheck import HomeError, trusted_home
+from scheduler.server.listen import claim_unix_socket, listen_tcp, listen_unix
 from scheduler.server.remote import RemoteAuth, munge_problem, tls_context
 from scheduler.store import Store, StoreError
 from scheduler.store.schema import check_store

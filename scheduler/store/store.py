@@ -27,12 +27,12 @@ from scheduler.model import (
     JobSpec,
     JobState,
     Node,
-    NodeReport,
     lua_lifecycle,
 )
-from scheduler.noderun import RunStatus, StartRecord
+from scheduler.noderun import StartRecord
 from scheduler.store.arrays import ArrayStore
 from scheduler.store.keys import Keys
+from scheduler.store.nodestore import NodeStore
 from scheduler.store.outcome import Outcome, StoreError, read_secret
 from scheduler.store.records import id_key, job_from_spec, nodes_from, parse_daily
 from scheduler.store.retention import RetentionStore
@@ -60,7 +60,7 @@ def _load_script_text(name: str) -> str:
     return lua_lifecycle() + common + "\n" + (folder / f"{name}.lua").read_text()
 
 
-class Store(ArrayStore, RetentionStore, TokenStore):
+class Store(ArrayStore, NodeStore, RetentionStore, TokenStore):
     """Async access to labq's state. One instance per process; cheap to share."""
 
     def __init__(self, client: aioredis.Redis, keys: Keys | None = None) -> None:
@@ -377,68 +377,6 @@ class Store(ArrayStore, RetentionStore, TokenStore):
             waiting, active, done = await pipe.execute()
         return {"waiting": waiting, "active": active, "done": done}
 
-    # ---------------------------------------------------------------- node runs
-
-    async def run_statuses(self, nodes: Iterable[str]) -> dict[str, dict[str, RunStatus]]:
-        """node -> job id -> what its agent last reported, for the given nodes."""
-        names = sorted(set(nodes))
-        if not names:
-            return {}
-        async with self.r.pipeline(transaction=False) as pipe:
-            for name in names:
-                pipe.hgetall(self.keys.node_status(name))
-            rows = await pipe.execute()
-        return {name: {job_id: RunStatus.from_json(text) for job_id, text in raw.items()}
-                for name, raw in zip(names, rows, strict=True)}
-
-    async def node_orders(
-        self, node: str
-    ) -> tuple[dict[str, StartRecord], dict[str, str], dict[str, RunStatus]]:
-        """What a node's agent must do: (start records, stop requests, statuses it reported)."""
-        async with self.r.pipeline(transaction=False) as pipe:
-            pipe.hgetall(self.keys.node_runs(node))
-            pipe.hgetall(self.keys.node_stops(node))
-            pipe.hgetall(self.keys.node_status(node))
-            runs, stops, status = await pipe.execute()
-        return ({k: StartRecord.from_json(v) for k, v in runs.items()}, dict(stops),
-                {k: RunStatus.from_json(v) for k, v in status.items()})
-
-    async def report_runs(self, node: str, statuses: dict[str, RunStatus]) -> int:
-        """An agent's report of the attempts it runs (see report_runs.lua)."""
-        args: list[Any] = []
-        for job_id, status in statuses.items():
-            args += [job_id, status.attempt, status.to_json()]
-        keys = [self.keys.node_runs(node), self.keys.node_status(node), self.keys.wake]
-        return int(await self._run("report_runs", keys, args))
-
-    async def wait_wake(self, key: str, timeout_s: float) -> bool:
-        """Block until something is pushed on a wake list (True) or `timeout_s` passes. Drains
-        the list: several pushes make one wake-up."""
-        got = await self.r.blpop([key], timeout=timeout_s)
-        if got:
-            await self.r.delete(key)
-        return bool(got)
-
-    # ---------------------------------------------------------------- nodes
-
-    async def heartbeat(self, report: NodeReport, now: float) -> str:
-        keys = [self.keys.node(report.name), self.keys.nodes]
-        gpus_json = json.dumps([g.to_dict() for g in report.gpus])
-        args = [report.name, now, len(report.gpus), report.gpu_model, gpus_json,
-                "1" if report.simulated else "", report.hostname]
-        return str(await self._run("heartbeat", keys, args))
-
-    async def nodes(self) -> list[Node]:
-        names = sorted(await self.r.smembers(self.keys.nodes))
-        if not names:
-            return []
-        async with self.r.pipeline(transaction=False) as pipe:
-            for name in names:
-                pipe.hgetall(self.keys.node(name))
-                pipe.hgetall(self.keys.node_alloc(name))
-            rows = await pipe.execute()
-        return nodes_from(rows)
-
     async def cluster_reads(self) -> tuple[list[Node], Accounts, list[Job], dict[str, str]]:
         """Nodes, accounts, active jobs and the usage hash, in two round trips (names and
         tables first, then each node and job): what one scheduling cycle reads."""
@@ -463,10 +401,6 @@ class Store(ArrayStore, RetentionStore, TokenStore):
         jobs = [Job.from_fields(raw) for raw in rows[split:] if raw]
         return (nodes_from(rows[:split]), Accounts.from_raw(accounts, users, int(version or 0),
                                                              budgets), jobs, dict(usage))
-
-    async def node_down(self, epoch: int, name: str, cutoff: float) -> Outcome:
-        keys = [self.keys.node(name), self.keys.epoch]
-        return Outcome(await self._run("node_down", keys, [epoch, name, cutoff]))
 
     # ---------------------------------------------------------------- usage, leadership
 

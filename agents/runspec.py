@@ -1,0 +1,102 @@
+"""What the agent and a job's runner say to each other through RUNDIR: the spec the agent
+writes (`RunSpec`, spec.json, root-only), the state the runner keeps (`RunState`,
+state.json, written atomically), and the agent's reason when it stops a job (stop.json)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+SPEC_FILE = "spec.json"
+STATE_FILE = "state.json"
+STOP_FILE = "stop.json"  # the agent's reason, when it stops a job by a policy of its own
+
+
+@dataclass
+class RunSpec:
+    """What the agent hands a runner (RUNDIR/spec.json, root-only)."""
+
+    job_id: str
+    attempt: int
+    user: str
+    command: list[str]
+    workdir: str
+    env: dict[str, str]
+    gpu_indices: list[int]
+    node: str
+    output: str  # absolute path, %j already replaced
+    grace_s: float = 10.0
+    cgroup: str = ""  # the job's cgroup directory ("" = subreaper only)
+    runners_cgroup: str = ""  # where the runner itself lives ("" = stay)
+    simulated: bool = False  # simulated GPUs: give Ray the count through RAY_OVERRIDE_RESOURCES
+    api_socket: str = ""  # the labq API socket, so the job can run labq as its user
+    api_server: str = ""  # the coordinator's TCP API (host:port), for jobs on other hosts
+    append: bool = False  # requeued attempts append to the output (and the error file)
+    # Added with batch scripts (an older spec.json has none of these: the defaults hold).
+    error: str = ""  # absolute stderr path, %j already replaced ("" = stderr to `output`)
+    script: str = ""  # a batch script's text: run as `[its file, *command]`
+    name: str = ""
+    account: str = ""
+    submit_dir: str = ""
+    array_job: str = ""  # the array's id, for a task of an array
+    array_task: int | None = None
+    time_limit_s: int = 0  # 0: unknown (no LABQ_JOB_END_TIME)
+    job_dir: str = ""  # the attempt's job directory (TMPDIR, script); "" = the runner picks one
+    ray_dir: str = ""  # the job's private Ray directory; "" = the runner picks one
+    # Who may not run jobs (besides root): uids below `min_uid` (0: UID_MIN of login.defs)
+    # and these names.
+    min_uid: int = 0
+    deny_users: list[str] = field(default_factory=list)
+    # The driver minors of the job's GPUs: its cgroup gets a device program refusing every
+    # other NVIDIA GPU (agents.devices). None: no device program (no cgroup, or none here).
+    gpu_minors: list[int] | None = None
+    # A multi-node job: this node's rank (0 runs the command; the others hold their GPUs with
+    # a process of the user's that waits to be stopped), every node's host and labq names.
+    rank: int = 0
+    hosts: list[str] = field(default_factory=list)
+    node_names: list[str] = field(default_factory=list)
+    ray_port: int = 0  # across nodes: the job's Ray head port (0: no Ray started for it)
+    ray_token: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.job_id}.{self.attempt}"
+
+    @classmethod
+    def load(cls, rundir: Path) -> RunSpec:
+        data = json.loads((rundir / SPEC_FILE).read_text())
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass
+class RunState:
+    """RUNDIR/state.json. `phase`: STARTING, RUNNING, EXITED (the job ran and ended) or FAILED
+    (it never started: `message` says why)."""
+
+    phase: str = "STARTING"
+    runner_pid: int = 0
+    started_at: float | None = None
+    ended_at: float | None = None
+    exit_code: int | None = None  # 128 + signal number when a signal ended it, as a shell says
+    signal: int | None = None
+    # "requested": the agent stopped it; "policy": the agent stopped it by a policy of its own
+    # (`message` says why); "lost": the agent found this runner dead
+    stop: str = ""
+    message: str = ""
+    usage: dict[str, int] = field(default_factory=dict)  # cgroup accounting, where available
+    runner_start: int = 0  # the runner's start time (/proc/<pid>/stat): pid + this = it
+
+    def write(self, rundir: Path) -> None:
+        tmp = rundir / f".{STATE_FILE}.tmp"
+        tmp.write_text(json.dumps(asdict(self)))
+        os.replace(tmp, rundir / STATE_FILE)
+
+    @classmethod
+    def read(cls, rundir: Path) -> RunState | None:
+        try:
+            data = json.loads((rundir / STATE_FILE).read_text())
+            return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+        except (OSError, ValueError, TypeError, AttributeError):
+            return None
