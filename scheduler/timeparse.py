@@ -68,18 +68,36 @@ def _bad(raw: str) -> TimeLimitError:
     )
 
 
+def _dhms(total: int) -> tuple[int, int, int, int]:
+    days, rest = divmod(max(0, total), 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    return days, hours, minutes, secs
+
+
 def format_duration(seconds: float | None) -> str:
     """Short human form: `45s`, `12:03`, `3:04:05`, `2-03:04:05`."""
     if seconds is None:
         return "-"
-    total = max(0, int(seconds))
-    days, rest = divmod(total, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
+    days, hours, minutes, secs = _dhms(int(seconds))
     if days:
         return f"{days}-{hours:02d}:{minutes:02d}:{secs:02d}"
     if hours:
         return f"{hours}:{minutes:02d}:{secs:02d}"
     if minutes:
         return f"{minutes}:{secs:02d}"
+    return f"{secs}s"
+
+
+def readable_duration(seconds: float | None) -> str:
+    """A duration for a person: `45s`, `12m 03s`, `1h 00m`, `2d 03h 04m`; `-` if unknown."""
+    if seconds is None:
+        return "-"
+    days, hours, minutes, secs = _dhms(round(seconds))
+    if days:
+        return f"{days}d {hours:02d}h {minutes:02d}m"
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    if minutes:
+        return f"{minutes}m {secs:02d}s"
     return f"{secs}s"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import click
@@ -138,15 +139,9 @@ def cancel(job_ids: tuple[str, ...], user: str | None, name: str | None, state: 
         if not targets:
             click.echo("labq: no job matches; nothing cancelled", err=True)
             return
-    failed = False
+    posts = EachJob(api, "cancel")
     stopping: list[str] = []
-    for job_id in targets:
-        try:
-            result = api.request("POST", f"/v1/jobs/{job_id}/cancel", {})
-        except ClientError as exc:
-            click.echo(f"labq: error: {exc}", err=True)
-            failed = True
-            continue
+    for job_id, result in posts(targets):
         if result["result"] == "ALREADY_DONE":
             click.echo(f"job {job_id} had already ended")
         elif result["result"] == "STOPPING" and not no_wait:
@@ -158,8 +153,24 @@ def cancel(job_ids: tuple[str, ...], user: str | None, name: str | None, state: 
     for job_id in stopping:
         state_now = _wait_terminal(api, job_id, max(0.0, deadline - time.monotonic()))
         click.echo(f"job {job_id} {state_now.lower() if state_now else 'is stopping'}")
-    if failed:
+    if posts.failed:
         sys.exit(1)
+
+
+class EachJob:
+    """POST /v1/jobs/{id}/ACTION for one job after another: yields each answer; a refusal is
+    its one line on stderr, and `failed` says there was one (the command then exits 1)."""
+
+    def __init__(self, api: Client, action: str) -> None:
+        self.api, self.action, self.failed = api, action, False
+
+    def __call__(self, job_ids: Iterable[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+        for job_id in job_ids:
+            try:
+                yield job_id, self.api.request("POST", f"/v1/jobs/{job_id}/{self.action}", {})
+            except ClientError as exc:
+                click.echo(f"labq: error: {exc}", err=True)
+                self.failed = True
 
 
 def _wait_terminal(api: Client, job_id: str, timeout: float) -> str | None:
@@ -231,18 +242,11 @@ def update(job_id: str, time_limit: str | None, name: str | None, gpus: int | No
 @click.argument("job_ids", nargs=-1, required=True)
 def requeue(job_ids: tuple[str, ...]) -> None:
     """Put jobs back in the queue (a running one is stopped first), like scontrol requeue."""
-    api = client()
-    failed = False
-    for job_id in job_ids:
-        try:
-            result = api.request("POST", f"/v1/jobs/{job_id}/requeue", {})
-        except ClientError as exc:
-            click.echo(f"labq: error: {exc}", err=True)
-            failed = True
-            continue
+    posts = EachJob(client(), "requeue")
+    for job_id, result in posts(job_ids):
         said = str(result.get("result", "")).lower().replace("_", " ")
         click.echo(f"job {result.get('id', job_id)} {said or 'requeued'}")
-    if failed:
+    if posts.failed:
         sys.exit(1)
 
 

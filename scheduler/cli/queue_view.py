@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from scheduler.cli.common import Col, Named, fitted_table, plain
-from scheduler.timeparse import format_duration
+from scheduler.timeparse import format_duration, readable_duration
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -35,21 +35,7 @@ def age(job: Job, now: float) -> str:
     return format_duration(now - job["submitted_at"])
 
 
-def readable(seconds: float | None) -> str:
-    """A duration for a person: `45s`, `12m 03s`, `1h 00m`, `2d 03h 04m`; `-` if unknown."""
-    if seconds is None:
-        return "-"
-    total = max(0, round(seconds))
-    days, rest = divmod(total, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours:02d}h {minutes:02d}m"
-    if hours:
-        return f"{hours}h {minutes:02d}m"
-    if minutes:
-        return f"{minutes}m {secs:02d}s"
-    return f"{secs}s"
+readable = readable_duration  # (a duration for a person; the views' name for it)
 
 
 def when(stamp: float | None, now: float | None = None) -> str:
