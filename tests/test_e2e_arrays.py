@@ -124,3 +124,15 @@ def test_a_pending_job_is_changed_and_a_running_one_only_shortened(stack: Stack)
     assert show(stack, running)["state"] != "CANCELLED"
     as_alice(stack, "cancel", "--state", "RUNNING,PENDING,STARTING")
     wait_state(stack, running, {"CANCELLED"})
+
+
+def test_a_jobs_environment_never_reaches_a_log(stack: Stack) -> None:
+    """Issue 17: the exported environment is as private as the job, and never logged."""
+    secret = "hf_" + "9f3c1d7e" * 4
+    job_id = as_alice(stack, "submit", "--env", f"HF_TOKEN={secret}", "--",
+                      'test "$HF_TOKEN" = "' + secret + '"').stdout.strip()
+    assert wait_state(stack, job_id, {"SUCCEEDED", "FAILED"})["state"] == "SUCCEEDED"
+    logs = [p for p in (stack.home / "logs").rglob("*") if p.is_file()]
+    assert logs  # the daemons' logs are there to read
+    assert not [p for p in logs if secret in p.read_text(errors="replace")]
+    assert show(stack, job_id)["env"] == []  # an ended job keeps none
