@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import time
+from urllib.parse import urlsplit
 
 from agents.backends import GpuBackend
 from agents.executor import Executor
@@ -28,9 +29,10 @@ STARTING_LOOP_S = 0.05
 class Agent:
     def __init__(
         self, store: Store, backend: GpuBackend, node_name: str, interval_s: float = 2.0,
-        executor: Executor | None = None,
+        executor: Executor | None = None, address: str = "",
     ) -> None:
         self.store = store
+        self.address = address  # where the node's peers reach it (node_address)
         self.backend = backend
         self.node_name = node_name
         self.interval_s = interval_s
@@ -45,7 +47,7 @@ class Agent:
             self.executor.check_gpu_use(gpus)  # a job's process on a GPU it was not given
         report = NodeReport(
             name=self.node_name, gpus=gpus, simulated=self.backend.simulated,
-            hostname=socket.gethostname(), agent_pid=os.getpid(),
+            hostname=socket.gethostname(), agent_pid=os.getpid(), address=self.address,
         )
         self.last_snapshot = (time.time(), report)
         return report
@@ -118,3 +120,23 @@ class Trouble:
             log.warning("%s works again after %.0f s (%d failed tries)", self.what,
                         time.monotonic() - self.since, self.count)
             self.since, self.count = None, 0
+
+
+def node_address(store_url: str, override: str = "") -> str:
+    """The IP address this node's peers reach it at: `override` (LABQ_NODE_ADDRESS) if set,
+    else this host's address on the route to the store (every node reaches the store, so
+    that interface faces the cluster's network; no packet is sent), else "" (the hostname
+    is used). A store on loopback (one machine) gives 127.0.0.1."""
+    if override:
+        return override
+    parts = urlsplit(store_url)
+    if parts.scheme == "unix" or not parts.hostname:
+        return "127.0.0.1"
+    try:
+        infos = socket.getaddrinfo(parts.hostname, parts.port or 6379, type=socket.SOCK_DGRAM)
+        family, _, _, _, where = infos[0]
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.connect(where)
+            return str(probe.getsockname()[0])
+    except OSError:
+        return ""

@@ -1,9 +1,12 @@
 """A job across nodes, Ray's part: run as the job's user by its runner on each node.
 
-    python -m agents.rayjob head PORT GPUS NODES -- COMMAND...   (rank 0)
-    python -m agents.rayjob worker HOST:PORT GPUS           (the other ranks)
+    python -m agents.rayjob head ADDRESS PORT GPUS NODES -- COMMAND...   (rank 0)
+    python -m agents.rayjob worker HEAD:PORT ADDRESS GPUS                (the other ranks)
 
-The head node starts the job's Ray head (`ray start --head`) on PORT, waits until all NODES
+ADDRESS is the node's own address as its agent reports it (what the other nodes reach it at:
+LABQ_NODES), given to Ray as `--node-ip-address`, so Ray never guesses an interface. The head
+node starts the job's Ray head (`ray start --head`) on PORT (refused with one line if that
+port is taken on the node: the job fails rather than join someone else's Ray), waits until all NODES
 nodes have joined (so the program sees every GPU of the job from its first task), and execs
 the command with RAY_ADDRESS set to it: `ray.init()` in the driver joins the job's
 Ray. Each other node joins it as a worker (`ray start --address --block`), retrying until the
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -28,22 +32,46 @@ def _ray(*args: str) -> list[str]:
     return [sys.executable, "-m", "ray.scripts.scripts", *args]
 
 
-def _common(gpus: str) -> list[str]:
+def _ip(address: str) -> str:
+    """An IP address for Ray (an agent too old to report its address gave its host name)."""
+    try:
+        return str(socket.getaddrinfo(address, None)[0][4][0])
+    except OSError:
+        return address
+
+
+def _common(address: str, gpus: str) -> list[str]:
     tmp = os.environ.get("RAY_TMPDIR", "")
-    return ["--num-gpus", gpus, "--disable-usage-stats",
+    return ["--num-gpus", gpus, "--disable-usage-stats", "--node-ip-address", _ip(address),
             *(["--temp-dir", tmp] if tmp else [])]
 
 
-def head(port: str, gpus: str, nodes: int, command: list[str]) -> int:
+def port_taken(address: str, port: int) -> bool:
+    """Whether something on this node already listens on `port` (another job's Ray)."""
+    with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((address, port))
+        except OSError:
+            return True
+    return False
+
+
+def head(address: str, port: str, gpus: str, nodes: int, command: list[str]) -> int:
+    ip = _ip(address)
+    if port_taken(ip, int(port)):
+        print(f"labq: port {port} on {ip} is taken: the job's Ray head cannot start there "
+              "(submit the job again)", file=sys.stderr, flush=True)
+        return 1
     started = subprocess.run(
         _ray("start", "--head", "--port", port, "--include-dashboard", "false",
-             *_common(gpus)), stdin=subprocess.DEVNULL, check=False)
+             *_common(address, gpus)), stdin=subprocess.DEVNULL, check=False)
     if started.returncode != 0:
         print(f"labq: the job's Ray head did not start (exit {started.returncode})",
               file=sys.stderr, flush=True)
         return started.returncode
-    os.environ["RAY_ADDRESS"] = address = f"127.0.0.1:{port}"
-    joined = _wait_for_nodes(address, nodes)
+    os.environ["RAY_ADDRESS"] = ray_address = f"{ip}:{port}"
+    joined = _wait_for_nodes(ray_address, nodes)
     if joined < nodes:
         print(f"labq: only {joined} of the job's {nodes} nodes joined its Ray in "
               f"{START_WAIT_S:.0f} s; running the command anyway", file=sys.stderr, flush=True)
@@ -66,23 +94,24 @@ def _wait_for_nodes(address: str, nodes: int) -> int:
         ray.shutdown()
 
 
-def worker(address: str, gpus: str) -> int:
+def worker(head_address: str, address: str, gpus: str) -> int:
     deadline = time.monotonic() + START_WAIT_S
     while True:
-        joined = subprocess.run(_ray("start", "--address", address, "--block", *_common(gpus)),
-                                stdin=subprocess.DEVNULL, check=False)
+        joined = subprocess.run(
+            _ray("start", "--address", head_address, "--block", *_common(address, gpus)),
+            stdin=subprocess.DEVNULL, check=False)
         if time.monotonic() > deadline:
             return joined.returncode
         time.sleep(2)  # the head was not up yet (or went): try again
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) >= 5 and argv[0] == "head" and argv[4] == "--":
-        return head(argv[1], argv[2], int(argv[3]), argv[5:])
-    if len(argv) == 3 and argv[0] == "worker":
-        return worker(argv[1], argv[2])
-    print("usage: rayjob head PORT GPUS NODES -- COMMAND... | rayjob worker HOST:PORT GPUS",
-          file=sys.stderr)
+    if len(argv) >= 6 and argv[0] == "head" and argv[5] == "--":
+        return head(argv[1], argv[2], argv[3], int(argv[4]), argv[6:])
+    if len(argv) == 4 and argv[0] == "worker":
+        return worker(argv[1], argv[2], argv[3])
+    print("usage: rayjob head ADDRESS PORT GPUS NODES -- COMMAND... | "
+          "rayjob worker HEAD:PORT ADDRESS GPUS", file=sys.stderr)
     return 2
 
 

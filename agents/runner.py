@@ -134,8 +134,9 @@ def part_argv(spec: RunSpec, argv: list[str]) -> list[str]:
     if spec.ray_port and importlib.util.find_spec("ray") is not None:
         ray = [sys.executable, "-m", "agents.rayjob"]
         if spec.rank == 0:
-            return [*ray, "head", str(spec.ray_port), gpus, str(len(spec.hosts)), "--", *argv]
-        return [*ray, "worker", f"{spec.hosts[0]}:{spec.ray_port}", gpus]
+            return [*ray, "head", spec.hosts[0], str(spec.ray_port), gpus, str(len(spec.hosts)),
+                    "--", *argv]
+        return [*ray, "worker", f"{spec.hosts[0]}:{spec.ray_port}", spec.hosts[spec.rank], gpus]
     return argv if spec.rank == 0 else list(HOLD_ARGV)
 
 

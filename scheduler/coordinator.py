@@ -358,7 +358,7 @@ class Coordinator:
         # Start from fresh records: a cached request is stale if the job was requeued since.
         fresh = {j.id: j for j in await self.store.get_jobs([st.job_id for st in decisions.starts])}
         models = {n.name: n.gpu_model for n in nodes}
-        hosts = {n.name: n.hostname for n in nodes}
+        hosts = {n.name: n.address or n.hostname for n in nodes}
         for start in decisions.starts:
             job = fresh.get(start.job_id)
             if job is None or job.state not in (JobState.PENDING, JobState.HELD) or job.hold:

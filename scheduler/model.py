@@ -318,6 +318,8 @@ class NodeReport:
     simulated: bool = False
     hostname: str = ""
     agent_pid: int = 0
+    # the IP address the node's peers reach it at (a job across nodes: its Ray, LABQ_NODES)
+    address: str = ""
 
     @property
     def gpu_model(self) -> str:
@@ -336,6 +338,7 @@ class Node:
     allocations: dict[int, str]  # gpu index -> job id
     simulated: bool = False
     hostname: str = ""
+    address: str = ""  # the agent's: where other nodes reach it (else its hostname)
 
     @property
     def gpus_allocated(self) -> int:
@@ -373,6 +376,7 @@ class Node:
             "last_heartbeat": self.last_heartbeat,
             "simulated": self.simulated,
             "hostname": self.hostname,
+            "address": self.address,
             "allocations": {str(k): v for k, v in sorted(self.allocations.items())},
             "foreign_processes": self.foreign_processes(),
             "gpus": [g.to_dict() for g in self.gpus],

@@ -68,9 +68,9 @@ def test_each_node_runs_its_part_with_the_node_list() -> None:
     assert part_argv(base, ["python", "x.py"]) == list(HOLD_ARGV)
     # with one: the head starts the job's Ray first, the others join it
     ray = replace(base, ray_port=23456)
-    assert part_argv(replace(ray, rank=0), ["python", "x.py"])[-7:] == [
-        "head", "23456", "2", "2", "--", "python", "x.py"]
-    assert part_argv(ray, ["python", "x.py"])[-3:] == ["worker", "host-a:23456", "2"]
+    assert part_argv(replace(ray, rank=0), ["python", "x.py"])[-8:] == [
+        "head", "host-a", "23456", "2", "2", "--", "python", "x.py"]
+    assert part_argv(ray, ["python", "x.py"])[-4:] == ["worker", "host-a:23456", "host-b", "2"]
     # a job of one node: its command, no node list
     single = RunSpec(job_id="8", attempt=0, user="alice", command=["true"], workdir="/w",
                      env={}, gpu_indices=[0], node="a", output="/w/o")

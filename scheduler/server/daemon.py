@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 
 from aiohttp import web
 
@@ -182,7 +183,7 @@ def job_api_server() -> str:
 
 async def run_agent(settings: Settings, node: str, backend_kind: str, sim_gpus: int,
                     sim_model: str, exporter: tuple[str, int] | None = None) -> None:
-    from agents.agent import Agent
+    from agents.agent import Agent, node_address
     from agents.backends import make_backend
     from agents.cgroups import detect
     from agents.dcgm_exporter import serving_agent
@@ -204,7 +205,9 @@ async def run_agent(settings: Settings, node: str, backend_kind: str, sim_gpus: 
                             job_user_deny=settings.job_user_deny,
                             gpu_misuse_policy=settings.gpu_misuse_policy,
                             confine_devices=settings.confine_gpu_devices)
-        agent = Agent(store, backend, node, settings.heartbeat_interval_s, executor)
+        address = node_address(settings.redis_url or "", os.environ.get("LABQ_NODE_ADDRESS", ""))
+        log.info("node %s: its peers reach it at %s", node, address or socket.gethostname())
+        agent = Agent(store, backend, node, settings.heartbeat_interval_s, executor, address)
         with serving_agent(agent, exporter):  # exporter = (host, port), or None: not served
             await agent.run()
     finally:

@@ -71,7 +71,7 @@ class NodeStore:
         keys = [self.keys.node(report.name), self.keys.nodes]
         gpus_json = json.dumps([g.to_dict() for g in report.gpus])
         args = [report.name, now, len(report.gpus), report.gpu_model, gpus_json,
-                "1" if report.simulated else "", report.hostname]
+                "1" if report.simulated else "", report.hostname, report.address]
         return str(await self._run("heartbeat", keys, args))
 
     async def nodes(self) -> list[Node]:

@@ -21,6 +21,7 @@ def nodes_from(rows: Sequence[dict[str, str]]) -> list[Node]:
             gpus=[GpuInfo.from_dict(g) for g in json.loads(raw.get("gpus") or "[]")],
             allocations={int(k): v for k, v in alloc.items()},
             simulated=bool(raw.get("simulated")), hostname=raw.get("hostname", ""),
+            address=raw.get("address", ""),
         ))
     return result
 

@@ -1,12 +1,12 @@
 -- An agent's heartbeat: store the node report; a DOWN node that reports again is UP.
 -- KEYS[1] node hash  KEYS[2] nodes set
 -- ARGV[1] node name  ARGV[2] now  ARGV[3] gpus_total  ARGV[4] gpu model  ARGV[5] gpus JSON
--- ARGV[6] simulated ('1'/'')  ARGV[7] hostname
+-- ARGV[6] simulated ('1'/'')  ARGV[7] hostname  ARGV[8] address (IP its peers reach it at)
 -- Returns the node state after the heartbeat.
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state or state == 'DOWN' then state = 'UP' end
 redis.call('HSET', KEYS[1], 'name', ARGV[1], 'state', state, 'last_heartbeat', ARGV[2],
   'gpus_total', ARGV[3], 'gpu_model', ARGV[4], 'gpus', ARGV[5], 'simulated', ARGV[6],
-  'hostname', ARGV[7])
+  'hostname', ARGV[7], 'address', ARGV[8] or '')
 redis.call('SADD', KEYS[2], ARGV[1])
 return state
