@@ -23,9 +23,9 @@ from pathlib import Path
 
 from common import machine, scratch_valkey, summary
 
-from scheduler.accounts import AccountConfig, BudgetConfig, UserConfig
+from scheduler.accounts.tree import AccountConfig, BudgetConfig, UserConfig
 from scheduler.config import Settings
-from scheduler.coordinator import Coordinator
+from scheduler.coordinator.core import Coordinator
 from scheduler.metrics import ClusterCollector, read_view, render
 from scheduler.model import GpuInfo, GpuProcess, JobSpec, NodeReport
 from scheduler.store import Store

@@ -88,7 +88,7 @@ class Settings:
     priority_weights: dict[str, float] = field(default_factory=dict)
     qos_factors: dict[str, float] = field(
         default_factory=lambda: {"normal": 0.5, "scavenger": 0.0})
-    # Idle GPUs (see scheduler.idle): allocated GPUs below this utilization for this long.
+    # Idle GPUs (scheduler.coordinator.idle): allocated GPUs below this utilization this long.
     idle_gpu_threshold: float = 0.05
     idle_gpu_after_s: float = 1800.0
     idle_gpu_policy: str = "warn"  # "off" | "warn" (show, notify) | "stop" (also stop the job)

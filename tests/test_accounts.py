@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from scheduler.accounts import AccountConfig, Accounts, AccountsError, UserConfig
-from scheduler.admin import account_changes
+from scheduler.accounts.changes import account_changes
+from scheduler.accounts.tree import AccountConfig, Accounts, AccountsError, UserConfig
 from scheduler.model import JobState
 from scheduler.store import Store, parse_decayed
 

@@ -14,7 +14,7 @@ import schemathesis
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from scheduler.accounts import Accounts
+from scheduler.accounts.tree import Accounts
 from scheduler.model import Job
 from scheduler.server.openapi import OPENAPI
 from tests.security_server import ApiServer

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from scheduler.config import Settings
-from scheduler.coordinator import Coordinator
+from scheduler.coordinator.core import Coordinator
+from scheduler.coordinator.nodes import InMemoryNodes
+from scheduler.coordinator.waiting import aggregate, array_tasks
 from scheduler.model import JobState
 from scheduler.noderun import EXITED, RUNNING, RunStatus
-from scheduler.nodes import InMemoryNodes
 from scheduler.policy.arrays import ArraySpecError, format_ranges, parse_array, parse_ranges
 from scheduler.policy.dependency import (
     MET,
@@ -26,7 +27,6 @@ from scheduler.policy.dependency import (
 )
 from scheduler.store import Store
 from scheduler.store.records import job_from_spec
-from scheduler.waiting import aggregate, array_tasks
 from tests.builders import T0, job_of, lead, report, spec, submit_one
 
 # ------------------------------------------------------------------ pure: arrays

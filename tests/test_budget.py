@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from scheduler.accounts import AccountConfig, Accounts, BudgetConfig, UserConfig
-from scheduler.admin import account_changes
-from scheduler.budgets import budget_state, current_budget
+from scheduler.accounts.changes import account_changes
+from scheduler.accounts.tree import AccountConfig, Accounts, BudgetConfig, UserConfig
+from scheduler.cluster.budgets import budget_state, current_budget
 from scheduler.policy.budget import Budget, BudgetGate, BudgetState, PeriodError, period_bounds
 from scheduler.policy.snapshot import RunningJob
 
@@ -118,7 +118,7 @@ def test_bad_budget_requests(body: dict[str, object], message: str) -> None:
 
 
 def test_usage_reset_each_month_forgets_last_months_usage() -> None:
-    from scheduler.shares import usage_since_reset
+    from scheduler.cluster.shares import usage_since_reset
 
     today = int(NOW // 86400)
     daily = [(today, "lab", "alice", 100.0), (today - 30, "lab", "alice", 1e6),

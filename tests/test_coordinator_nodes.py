@@ -1,4 +1,4 @@
-"""The coordinator against nodes played by the test (scheduler.nodes.InMemoryNodes): what it
+"""The coordinator against nodes played by the test (coordinator.nodes.InMemoryNodes): what it
 does with agents' reports, and the stops it sends, with a real store and no process at all."""
 
 from __future__ import annotations
@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from scheduler.config import Settings
-from scheduler.coordinator import Coordinator
+from scheduler.coordinator.core import Coordinator
+from scheduler.coordinator.nodes import InMemoryNodes
 from scheduler.model import JobState
 from scheduler.noderun import EXITED, RUNNING, RunStatus
-from scheduler.nodes import InMemoryNodes
 from scheduler.store import Store
 from tests.builders import T0, job_of, lead, report, submit_one
 
@@ -79,11 +79,11 @@ async def test_a_silent_node_is_lost_only_after_node_timeout(store: Store, tmp_p
 
 async def test_the_last_cycles_fair_share_table_is_reused_while_fresh(
         store: Store, tmp_path: Path) -> None:
-    from scheduler.cluster import build_snapshot, read_cluster
+    from scheduler.cluster.read import build_snapshot, read_cluster
+    from scheduler.cluster.views import pending_view
     from scheduler.metrics import render
     from scheduler.policy.cycle import schedule
     from scheduler.policy.ranking import priorities
-    from scheduler.views import pending_view
 
     coord, _ = await coordinator(store, tmp_path)
     for _ in range(3):  # more than the 2 GPUs: some wait

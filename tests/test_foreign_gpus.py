@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
+from scheduler.cluster.views import node_view
 from scheduler.model import GpuInfo, GpuProcess, Node, NodeState
 from scheduler.policy import PendingJob, Snapshot, schedule
-from scheduler.views import node_view
 
 
 def node(processes_on_1: list[GpuProcess]) -> Node:

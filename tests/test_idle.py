@@ -1,4 +1,4 @@
-"""Idle-GPU decisions (scheduler.idle): table tests with a fake clock, no I/O."""
+"""Idle-GPU decisions (scheduler.coordinator.idle): table tests with a fake clock, no I/O."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from scheduler.config import ConfigError, Settings
-from scheduler.idle import (
+from scheduler.coordinator.idle import (
     IdleDecision,
     IdlePolicy,
     Reading,

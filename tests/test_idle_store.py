@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from scheduler.config import Settings
-from scheduler.coordinator import Coordinator
+from scheduler.coordinator.core import Coordinator
+from scheduler.coordinator.notify import run_notify
 from scheduler.model import GpuInfo, JobState, NodeReport
 from scheduler.noderun import RunStatus
-from scheduler.notify import run_notify
 from scheduler.store import Store
 from tests.builders import A100, job_of, lead, started
 

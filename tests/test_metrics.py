@@ -14,18 +14,18 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from scheduler.admin import account_changes
-from scheduler.cluster import fairshare_usage
+from scheduler.accounts.changes import account_changes
+from scheduler.cluster.read import fairshare_usage
+from scheduler.cluster.shares import share_inputs
+from scheduler.cluster.views import node_view, pending_view
 from scheduler.config import Settings
-from scheduler.coordinator import Coordinator
+from scheduler.coordinator.core import Coordinator
 from scheduler.metrics import render
 from scheduler.metrics.families import EVICTION_REASONS
 from scheduler.model import GpuInfo, GpuProcess, JobState, NodeReport
 from scheduler.policy import Snapshot
 from scheduler.policy.ranking import priorities
-from scheduler.shares import share_inputs
 from scheduler.store import Store
-from scheduler.views import node_view, pending_view
 from tests.builders import A100, T0, job_of, lead, report, start_job, started, submit_one
 
 CONTRACT = Path(__file__).resolve().parent.parent / "docs" / "metrics.md"

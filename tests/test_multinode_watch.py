@@ -7,9 +7,15 @@ import pwd
 from dataclasses import replace
 
 from agents.runner import HOLD_ARGV, RunSpec, job_environment, part_argv
+from scheduler.coordinator.reactions import (
+    EndOrRequeue,
+    Finish,
+    MarkRunning,
+    combined_status,
+    react,
+)
 from scheduler.model import Job, JobState
 from scheduler.noderun import EXITED, FAILED, RUNNING, STARTING, RunStatus
-from scheduler.reactions import EndOrRequeue, Finish, MarkRunning, combined_status, react
 
 T0 = 1_000_000.0
 

@@ -1,6 +1,6 @@
 """The coordinator's reaction to what a node reported: stored job × run status × now → actions.
 
-Pure and table-tested: no store, no processes (scheduler.reactions)."""
+Pure and table-tested: no store, no processes (scheduler.coordinator.reactions)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from scheduler.model import Job, JobState
-from scheduler.noderun import EXITED, FAILED, RUNNING, STARTING, RunStatus
-from scheduler.reactions import (
+from scheduler.coordinator.reactions import (
     Action,
     EndOrRequeue,
     Finish,
@@ -20,6 +18,8 @@ from scheduler.reactions import (
     SendStop,
     react,
 )
+from scheduler.model import Job, JobState
+from scheduler.noderun import EXITED, FAILED, RUNNING, STARTING, RunStatus
 
 NOW = 10_000.0
 

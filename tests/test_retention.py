@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 
 from scheduler.config import Settings
-from scheduler.coordinator import Coordinator
+from scheduler.coordinator.core import Coordinator
 from scheduler.model import GpuInfo, JobSpec, NodeReport
 from scheduler.store import Store
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from scheduler.config import Settings
-from scheduler.coordinator import Coordinator
+from scheduler.coordinator.core import Coordinator
 from scheduler.metrics import render
 from scheduler.metrics.access import ensure_metrics_token, full_access, metrics_token_path
 from scheduler.model import JobState

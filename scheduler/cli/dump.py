@@ -24,7 +24,8 @@ from typing import Any
 
 import click
 
-from scheduler.accounts import (
+from scheduler.accounts.changes import account_changes
+from scheduler.accounts.tree import (
     ROOT,
     AccountConfig,
     Accounts,
@@ -32,7 +33,6 @@ from scheduler.accounts import (
     BudgetConfig,
     UserConfig,
 )
-from scheduler.admin import account_changes
 from scheduler.cli.common import call, client, fail, plain, settings
 from scheduler.client import ClientError
 from scheduler.policy.budget import PeriodError, period_bounds

@@ -12,9 +12,9 @@ import click
 
 from scheduler.cli.common import call, client, fail
 from scheduler.cli.errors import LabqCommand, usage_error
+from scheduler.cli.logtail import TERMINAL
 from scheduler.cli.submit import submit, wait
 from scheduler.client import Client, ClientError, list_jobs
-from scheduler.logtail import TERMINAL
 
 # ---------------------------------------------------------------------------- cancel
 

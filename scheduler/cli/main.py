@@ -32,6 +32,7 @@ from scheduler.cli.config_cmd import config
 from scheduler.cli.daemons import agent, coordinator, up
 from scheduler.cli.errors import LabqGroup
 from scheduler.cli.jobs import JOB_COMMANDS
+from scheduler.cli.logtail import LOG_TAIL_BYTES, TERMINAL, follow_file
 from scheduler.cli.queue_view import (
     FORMAT_HELP,
     job_matches,
@@ -45,7 +46,6 @@ from scheduler.cli.queue_view import (
 from scheduler.cli.sim import sim
 from scheduler.cli.top import top
 from scheduler.client import ClientError, list_jobs
-from scheduler.logtail import LOG_TAIL_BYTES, TERMINAL, follow_file
 from scheduler.timeparse import format_duration
 
 if TYPE_CHECKING:

@@ -22,8 +22,8 @@ from click.core import ParameterSource
 from scheduler import jobenv
 from scheduler.cli.common import client, fail, print_json
 from scheduler.cli.errors import LabqCommand, OneLineUsageError, one_line, usage_error
+from scheduler.cli.logtail import TERMINAL
 from scheduler.client import Client, ClientError
-from scheduler.logtail import TERMINAL
 from scheduler.wire import SubmitRequest
 
 # ---------------------------------------------------------------------------- submit

@@ -14,16 +14,16 @@ from typing import Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-from scheduler.accounts import Accounts
-from scheduler.budgets import budget_state
-from scheduler.cluster import fairshare_usage_of
+from scheduler.accounts.tree import Accounts
+from scheduler.cluster.budgets import budget_state
+from scheduler.cluster.read import fairshare_usage_of
+from scheduler.cluster.shares import share_inputs
 from scheduler.config import Settings
-from scheduler.idle import IdlePolicy
+from scheduler.coordinator.idle import IdlePolicy
 from scheduler.metrics.hist import cumulative
 from scheduler.model import JobState, Node, NodeState
 from scheduler.policy.fairnow import past_algorithm
 from scheduler.policy.fairshare import FairShareTable, compute_fairshare
-from scheduler.shares import share_inputs
 from scheduler.store import WAIT_BUCKETS, parse_daily, parse_totals
 
 Family = GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily

@@ -20,9 +20,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from scheduler.accounts import Accounts
+from scheduler.accounts.tree import Accounts
 from scheduler.config import Settings
-from scheduler.idle import IdlePolicy
+from scheduler.coordinator.idle import IdlePolicy
 from scheduler.metrics.families import (
     counter_families,
     gpu_families,

@@ -12,16 +12,16 @@ from typing import Any
 
 from aiohttp import web
 
-from scheduler.accounts import Accounts, AccountsError
-from scheduler.admin import account_changes
-from scheduler.budgets import budget_state
+from scheduler.accounts.changes import account_changes
+from scheduler.accounts.tree import Accounts, AccountsError
+from scheduler.cluster.budgets import budget_state
+from scheduler.cluster.views import running_view
 from scheduler.config import Settings
 from scheduler.server.http import ApiError, json_object
 from scheduler.server.identity import Caller
 from scheduler.server.validation import InputError, check_user_name
 from scheduler.store import Store
 from scheduler.store.tokens import ID_RE as TOKEN_ID_RE
-from scheduler.views import running_view
 
 audit = logging.getLogger("labq.audit")  # every act for another user, by whom
 

@@ -15,10 +15,11 @@ from typing import Any
 
 from aiohttp import web
 
-from scheduler.accounts import Accounts, AccountsError
-from scheduler.cluster import ClusterState, build_snapshot, read_cluster
+from scheduler.accounts.tree import Accounts, AccountsError
+from scheduler.cluster.read import ClusterState, build_snapshot, read_cluster
+from scheduler.cluster.views import pending_view
 from scheduler.config import Settings
-from scheduler.idle import IdlePolicy, annotate_nodes, job_idle
+from scheduler.coordinator.idle import IdlePolicy, annotate_nodes, job_idle
 from scheduler.model import Job, JobState, Node
 from scheduler.noderun import output_path
 from scheduler.policy.explain import standing_texts
@@ -49,7 +50,6 @@ from scheduler.server.validation import (
 from scheduler.store import Outcome, Store, new_token, parse_totals
 from scheduler.store.records import job_from_spec
 from scheduler.store.store import SUBMIT_TOKEN_TTL_S
-from scheduler.views import pending_view
 from scheduler.wire import JOB_FIELDS, PRIVATE_FIELDS
 
 NODE_CACHE_S = 1.0

@@ -11,7 +11,7 @@ import socket
 from aiohttp import web
 
 from scheduler.config import Settings
-from scheduler.coordinator import Coordinator
+from scheduler.coordinator.core import Coordinator
 from scheduler.metrics import render
 from scheduler.metrics.access import ensure_metrics_token, full_access
 from scheduler.server.api import Api

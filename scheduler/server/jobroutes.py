@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from scheduler.config import Settings
+from scheduler.coordinator.waiting import aggregate, array_line, array_tasks, read_targets
 from scheduler.model import Job, JobState, Node
 from scheduler.policy.arrays import split_task_id
 from scheduler.server.http import ApiError, int_query, job_id_of, json_object
@@ -20,7 +21,6 @@ from scheduler.store import Store
 from scheduler.store.arrays import ArrayRecord
 from scheduler.store.records import id_key
 from scheduler.timeparse import TimeLimitError, parse_duration
-from scheduler.waiting import aggregate, array_line, array_tasks, read_targets
 
 PAGE_MAX = 1000  # lines per page of GET /v1/jobs, whatever ?limit= asks
 DONE_SCAN = 5000  # ended jobs looked through for one user's latest
@@ -283,7 +283,7 @@ class JobRoutes:
                    "dependency": job.dependency, **body}
         if "account" in body:
             accounts = await self.store.accounts()
-            from scheduler.accounts import AccountsError
+            from scheduler.accounts.tree import AccountsError
 
             try:
                 request["account"] = accounts.account_for(

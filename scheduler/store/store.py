@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
 from redis.commands.core import AsyncScript
 
-from scheduler.accounts import Accounts
+from scheduler.accounts.tree import Accounts
 from scheduler.config import Settings
 from scheduler.model import (
     Job,

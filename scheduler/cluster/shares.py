@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from scheduler.accounts import Accounts
+from scheduler.accounts.tree import Accounts
 from scheduler.config import Settings
 from scheduler.policy.budget import DAY, period_bounds
 from scheduler.policy.fairshare import Account, Assoc

@@ -3,9 +3,9 @@
 A cycle, when this coordinator leads:
   1. nodes   — mark nodes whose heartbeats stopped DOWN; their jobs end NodeLost or requeue
   2. watch   — bring STARTING/RUNNING jobs in line with what their nodes' agents report
-               (scheduler.reactions); hand stop requests (cancel, time limit) to the nodes
+               (reactions); hand stop requests (cancel, time limit) to the nodes
   3. charge  — bill running jobs for the GPU time used since the last charge
-  4. idle    — track GPUs running jobs leave idle; warn, notify, or stop them (scheduler.idle)
+  4. idle    — track GPUs running jobs leave idle; warn, notify, or stop them (idle)
   5. decide  — snapshot → policy.schedule() → start decisions: each one fenced script that
                allocates the GPUs and writes the start record for the node's agent
   6. explain — write every waiting job's reasons
@@ -23,9 +23,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 
-from scheduler.cluster import ClusterState, build_snapshot, read_cluster
+from scheduler.cluster.read import ClusterState, build_snapshot, read_cluster
+from scheduler.cluster.views import pending_view
 from scheduler.config import Settings
-from scheduler.idle import (
+from scheduler.coordinator.idle import (
     EVENT_IDLE,
     EVENT_STOPPED,
     IDLE_REASON,
@@ -36,14 +37,9 @@ from scheduler.idle import (
     notify_message,
     running_gpus,
 )
-from scheduler.metrics.hist import CYCLE_BUCKETS, LocalHistogram
-from scheduler.model import Job, JobState, Node, NodeState, Reason
-from scheduler.nodes import NodeChannel, StoreNodes
-from scheduler.notify import run_notify
-from scheduler.policy import PendingJob, schedule
-from scheduler.policy.fairshare import FairShareTable
-from scheduler.policy.preemption import Preemption
-from scheduler.reactions import (
+from scheduler.coordinator.nodes import NodeChannel, StoreNodes
+from scheduler.coordinator.notify import run_notify
+from scheduler.coordinator.reactions import (
     Action,
     EndOrRequeue,
     Finish,
@@ -54,9 +50,13 @@ from scheduler.reactions import (
     combined_status,
     react,
 )
+from scheduler.coordinator.waiting import check_dependencies, dependency_reason, is_met, spawn_count
+from scheduler.metrics.hist import CYCLE_BUCKETS, LocalHistogram
+from scheduler.model import Job, JobState, Node, NodeState, Reason
+from scheduler.policy import PendingJob, schedule
+from scheduler.policy.fairshare import FairShareTable
+from scheduler.policy.preemption import Preemption
 from scheduler.store import Store
-from scheduler.views import pending_view
-from scheduler.waiting import check_dependencies, dependency_reason, is_met, spawn_count
 
 log = logging.getLogger(__name__)
 

@@ -10,15 +10,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
-from scheduler.accounts import Accounts
-from scheduler.budgets import budget_state
+from scheduler.accounts.tree import Accounts
+from scheduler.cluster.budgets import budget_state
+from scheduler.cluster.shares import share_inputs, usage_since_reset
+from scheduler.cluster.views import node_view, running_view
 from scheduler.config import Settings
 from scheduler.model import Job, Node
 from scheduler.policy import Limits, PendingJob, Snapshot
 from scheduler.policy.fairshare import FairShareTable
-from scheduler.shares import share_inputs, usage_since_reset
 from scheduler.store import Store, parse_daily, parse_decayed
-from scheduler.views import node_view, running_view
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from scheduler import accounts as acc
-from scheduler.accounts import Accounts, AccountsError, BudgetConfig
+from scheduler.accounts import tree as acc
+from scheduler.accounts.tree import Accounts, AccountsError, BudgetConfig
 from scheduler.policy.budget import PeriodError, period_bounds
 
 Change = tuple[str, str, str]  # (kind 'account'|'user', name, JSON or '' to delete)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from scheduler.accounts import Accounts, BudgetConfig
+from scheduler.accounts.tree import Accounts, BudgetConfig
 from scheduler.policy.budget import Budget, BudgetState, period_bounds, spent_in
 from scheduler.policy.snapshot import RunningJob
 
