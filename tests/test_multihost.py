@@ -445,3 +445,53 @@ def scenario(cluster: Cluster, how: str) -> None:
     allocations_ok(cluster)
     print(f"multihost ({how}): link down {down_s:.1f} s, NodeLost after {lost_after:.1f} s; "
           f"test body {time.monotonic() - began:.1f} s")
+
+
+RAY_PROGRAM = """
+import os, ray
+ray.init()
+@ray.remote(num_gpus=1)
+def where():
+    import time
+    time.sleep(2)
+    return os.environ["LABQ_NODE"], ray.util.get_node_ip_address(), len(ray.get_gpu_ids())
+tasks = int(ray.cluster_resources().get("GPU", 0))
+print("GPUS", tasks, "NODES", os.environ.get("LABQ_NODES", "-"), flush=True)
+print("RAY", sorted(ray.get([where.remote() for _ in range(tasks)])), flush=True)
+"""
+
+
+def test_ray_jobs_land_where_labq_placed_them(cluster: Cluster) -> None:
+    """A 1-GPU job's own Ray sees its one GPU on its node; a 2-node job's Ray spans exactly
+    the two nodes labq gave it, each joined at the address its agent reported (the route to
+    the store), and its tasks run on both."""
+    with cluster.explained():
+        script = cluster.workdir / "spread.py"
+        script.write_text(RAY_PROGRAM)
+        os.chmod(script, 0o644)
+        addr = {node: cluster.hosts.addr[cluster.node_host[node]] for node in cluster.nodes}
+        reported = {n["name"]: n["address"] for n in cluster.json("nodes")}
+        assert reported == addr, reported
+
+        single = cluster.submit("--gpus", "1", "--time", "5m", "--", sys.executable,
+                                str(script))
+        job = cluster.wait_state(single, ENDED, timeout=120)
+        out = cluster.output(single)
+        assert job["state"] == "SUCCEEDED", out[-3000:]
+        assert "GPUS 1 NODES -" in out, out[-3000:]
+        # (its own Ray, on its node alone: whatever address Ray picks there is private to it)
+        assert f"RAY [('{job['node']}', '" in out and "', 1)]" in out, out[-3000:]
+
+        both = cluster.submit("--nodes", "2", "--gpus", "2", "--time", "5m", "--",
+                              sys.executable, str(script))
+        job = cluster.wait_state(both, ENDED, timeout=180)
+        out = cluster.output(both)
+        assert job["state"] == "SUCCEEDED", out[-3000:]
+        head = job["node"]  # the job's Ray head (rank 0) is on the node it names first
+        other = next(node for node in cluster.nodes if node != head)
+        assert f"GPUS 4 NODES {addr[head]},{addr[other]}" in out, out[-3000:]
+        line = next(x for x in out.splitlines() if x.startswith("RAY "))
+        for node in cluster.nodes:  # two one-GPU tasks on each node, at its own address
+            assert line.count(f"('{node}', '{addr[node]}', 1)") == 2, line
+        wait_until(lambda: not cluster.job_processes(), 40, "no Ray of the jobs left")
+        allocations_ok(cluster)
