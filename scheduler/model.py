@@ -55,9 +55,58 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
 }
 
 
+# The states a job is live in (not ended yet), in the order a person reads them.
+LIVE_STATES = (JobState.PENDING, JobState.HELD, JobState.STARTING, JobState.RUNNING,
+               JobState.PREEMPTED)
+
+
+def state_names(states: frozenset[JobState] | tuple[JobState, ...]) -> frozenset[str]:
+    """A state set as plain strings, for a client comparing the `state` of a JSON record."""
+    return frozenset(s.value for s in states)
+
+
+class ReasonCode(StrEnum):
+    """The reason codes labq itself records when a job ends, is held or is queued again (as
+    squeue and sacct show them). Declared once: the store's scripts get them as `REASON.<code>`
+    (`lua_lifecycle`), the coordinator and the API compare with these members."""
+
+    CANCELLED = "Cancelled"  # ended by a cancel
+    TIME_LIMIT = "TimeLimit"  # ended by its time limit
+    NODE_LOST = "NodeLost"  # its node stopped answering: queued again (--requeue) or ended
+    PREEMPTED = "Preempted"  # stopped to make room, queued again
+    REQUEUED = "Requeued"  # `labq requeue`: stopped and queued again by a person
+    IDLE_GPU = "IdleGpu"  # stopped for leaving its GPUs idle
+    USER_HOLD = "UserHold"  # its owner holds it
+    ADMIN_HOLD = "AdminHold"  # an admin holds it
+    RELEASED = "Released"  # let go from a hold
+    DEPENDENCY_NEVER_SATISFIED = "DependencyNeverSatisfied"  # cancelled: its dependency failed
+
+
+class HoldKind(StrEnum):
+    """Who holds a job (`Job.hold`; "" while no person does): its owner or an admin."""
+
+    USER = "user"
+    ADMIN = "admin"
+
+
+# The reasons a stop or a requeue counts as an eviction in the persisted metrics.
+EVICTION_REASONS = (ReasonCode.IDLE_GPU, ReasonCode.NODE_LOST, ReasonCode.TIME_LIMIT)
+
+
+def lua_table(name: str, values: tuple[str, ...] | list[str],
+              where: str = "scheduler.model") -> str:
+    """`local NAME = {v = 'v', ...}` whose unknown keys raise: a script that names a value not
+    declared in Python fails loudly instead of comparing with nil."""
+    entries = ", ".join(f"{v} = '{v}'" for v in values)
+    return (f"local {name} = setmetatable({{{entries}}}, {{__index = function(_, key) "
+            f"error('{name}.' .. tostring(key) .. ' is not declared in {where}') end}})")
+
+
 def lua_lifecycle() -> str:
     """The state sets as Lua, prepended to every store script: `is_terminal(state)`,
-    `holds_gpus(state)` and `is_waiting(state)` answer from the same sets as `JobState`."""
+    `holds_gpus(state)` and `is_waiting(state)` answer from the same sets as `JobState`;
+    `STATE.<name>`, `REASON.<code>`, `HOLD.<kind>` and `NODE.<state>` are the job states,
+    reason codes, hold kinds and node states declared here."""
     def table(name: str, states: frozenset[JobState]) -> str:
         entries = ", ".join(f"{s.value} = true" for s in sorted(states))
         return f"local {name} = {{{entries}}}"
@@ -70,6 +119,10 @@ def lua_lifecycle() -> str:
         "local function is_terminal(state) return TERMINAL_STATES[state or ''] == true end",
         "local function holds_gpus(state) return GPU_HOLDING_STATES[state or ''] == true end",
         "local function is_waiting(state) return WAITING_STATES[state or ''] == true end",
+        lua_table("STATE", [s.value for s in JobState]),
+        lua_table("REASON", [r.value for r in ReasonCode]),
+        lua_table("HOLD", [h.value for h in HoldKind]),
+        lua_table("NODE", [n.value for n in NodeState]),
         "",
     ])
 

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from importlib import resources
 
 import pytest
+import redis.exceptions as redis_errors
 
 from scheduler.model import (
     GPU_HOLDING_STATES,
@@ -20,9 +21,12 @@ from scheduler.model import (
     WAITING_STATES,
     Job,
     JobState,
+    NodeState,
+    ReasonCode,
     lua_lifecycle,
 )
 from scheduler.store import Outcome, Store
+from scheduler.store.arrays import ARRAY_STATES
 from tests.builders import T0, job_of, lead, report, submit_one
 
 Op = Callable[[Store, int, Job], Awaitable[object]]
@@ -96,3 +100,33 @@ def test_the_scripts_get_the_lifecycle_from_the_model_and_return_known_outcomes(
         assert not re.search(r"state\s*==\s*'SUCCEEDED'\s*or", text), name
         for literal in re.findall(r"return '([A-Z_]+)'", text):
             assert literal in Outcome.__members__, f"{name} returns {literal}: not an Outcome"
+
+
+_DECLARED = {
+    *(s.value for s in JobState), *(r.value for r in ReasonCode), *(n.value for n in NodeState),
+    *ARRAY_STATES,
+}
+
+
+def test_no_script_spells_a_state_or_a_reason_code_that_python_declares() -> None:
+    """States, node states, array states and labq's own reason codes reach the scripts from
+    Python (STATE.x, REASON.x, NODE.x, ARRAY_STATE.x): a script that wrote one as a string
+    literal could drift from the Python side. Outcomes (`return 'X'`) are checked above."""
+    folder = resources.files("scheduler.store") / "lua"
+    for script in folder.iterdir():
+        if not script.name.endswith(".lua"):
+            continue
+        for number, line in enumerate(script.read_text().splitlines(), 1):
+            code = line.split("--", 1)[0]
+            code = re.sub(r"return '[A-Z_]+'", "", code)
+            spelled = set(re.findall(r"'([A-Za-z_]+)'", code)) & _DECLARED
+            assert not spelled, f"{script.name}:{number} spells {sorted(spelled)}: use the tables"
+
+
+async def test_a_script_naming_an_undeclared_value_fails_loudly(store: Store) -> None:
+    script = store.r.register_script(
+        lua_lifecycle() + "return STATE.PENDING .. REASON.NodeLost .. STATE.BOGUS")
+    with pytest.raises(redis_errors.ResponseError, match="STATE.BOGUS is not declared"):
+        await script(keys=[], args=[])
+    ok = store.r.register_script(lua_lifecycle() + "return STATE.HELD .. REASON.UserHold")
+    assert await ok(keys=[], args=[]) == "HELDUserHold"

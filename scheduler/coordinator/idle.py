@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from scheduler.config import Settings
-from scheduler.model import Job, JobState, Node, NodeState
+from scheduler.model import Job, JobState, Node, NodeState, ReasonCode
 
-IDLE_REASON = "IdleGpu"  # the end reason of a job stopped for idle GPUs
+IDLE_REASON = ReasonCode.IDLE_GPU  # the end reason of a job stopped for idle GPUs
 EVENT_IDLE = "gpu_idle"
 EVENT_STOPPED = "gpu_idle_stopped"
 

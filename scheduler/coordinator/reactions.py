@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from scheduler.model import Job, JobState
+from scheduler.model import Job, JobState, ReasonCode
 from scheduler.noderun import EXITED, FAILED, RunStatus
 from scheduler.noderun import STARTING as STARTING_PHASE
 
@@ -130,7 +130,7 @@ def _launch_overdue(job: Job, now: float, launch_timeout_s: float,
     if job.stop_request and job.stop_requested_at is not None and (
             now - job.stop_requested_at > stop_grace_s + STOP_BACKSTOP_S):
         if job.stop_request == JobState.PREEMPTED.value:
-            return Requeue(job.stop_reason or "Preempted", now)
+            return Requeue(job.stop_reason or ReasonCode.PREEMPTED, now)
         return Finish(JobState(job.stop_request), None, stop_reason(job), now)
     if job.starting_at is not None and now - job.starting_at > launch_timeout_s:
         return Finish(JobState.FAILED, None, "LaunchTimeout: its node did not start it within "
@@ -141,7 +141,7 @@ def _launch_overdue(job: Job, now: float, launch_timeout_s: float,
 def _ended(job: Job, status: RunStatus, ended: float) -> Action:
     """The end of a run: as asked if labq stopped it, else as the job's exit says."""
     if status.stopped and job.stop_request == JobState.PREEMPTED.value:
-        return Requeue(job.stop_reason or "Preempted", ended)  # "Requeued": `labq requeue`
+        return Requeue(job.stop_reason or ReasonCode.PREEMPTED, ended)  # or Requeued (by hand)
     if status.stopped and job.stop_request:
         return Finish(JobState(job.stop_request), status.exit_code, stop_reason(job), ended)
     if status.lost:
@@ -163,4 +163,6 @@ def stop_reason(job: Job) -> str:
     """The end reason of a job labq stopped: as recorded with the stop, else the usual one."""
     if job.stop_reason:
         return job.stop_reason
-    return "TimeLimit" if job.stop_request == JobState.TIMEOUT.value else "Cancelled"
+    if job.stop_request == JobState.TIMEOUT:
+        return ReasonCode.TIME_LIMIT
+    return ReasonCode.CANCELLED

@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from scheduler.model import Job, JobState, Reason
+from scheduler.model import Job, JobState, Reason, ReasonCode
 from scheduler.policy.arrays import format_ranges, split_task_id
 from scheduler.policy.dependency import (
     MET,
@@ -114,8 +114,9 @@ def singleton_blocker(job: Job, others: Iterable[Job]) -> str | None:
 
 def dependency_reason(verdict: Verdict) -> Reason:
     if verdict.state == NEVER:
-        return Reason("DependencyNeverSatisfied", f"can never start: {verdict.detail}; cancel "
-                      "it, or change it with `labq update ID --dependency ...`")
+        return Reason(ReasonCode.DEPENDENCY_NEVER_SATISFIED,
+                      f"can never start: {verdict.detail}; cancel it, or change it with "
+                      "`labq update ID --dependency ...`")
     return Reason("Dependency", f"waits for {verdict.detail}")
 
 
@@ -173,7 +174,7 @@ def array_line(array: ArrayRecord, waiting_tasks: Sequence[Job], running: int) -
     ranges = format_ranges(indices)
     throttle = f"%{array.throttle}" if array.throttle else ""
     if array.hold:
-        reason = "UserHold"
+        reason: str = ReasonCode.USER_HOLD
         detail = "the array is held; `labq release` lets it run"
     elif array.throttle and running >= array.throttle:
         reason = "JobArrayTaskLimit"

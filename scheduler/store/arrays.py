@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from scheduler.model import Job, JobState
+from scheduler.model import Job, JobState, ReasonCode
 from scheduler.policy.arrays import ArraySpec, format_ranges, parse_ranges, task_id
 from scheduler.store.outcome import Outcome
 
@@ -152,7 +152,7 @@ class ArrayStore:
         left = [i for i in array.remaining_indices if i != index]
         task = Job(**{**array.template.__dict__, "id": task_id(array.id, index),
                       "array_task": index, "state": JobState.CANCELLED, "ended_at": now,
-                      "reason": "Cancelled", "script": ""})
+                      "reason": ReasonCode.CANCELLED, "script": ""})
         changes = {"remaining": format_ranges(left),
                    "cancelled": format_ranges([*array.cancelled, index])}
         if not left and array.state == "PENDING":

@@ -23,14 +23,17 @@ from redis.commands.core import AsyncScript
 from scheduler.accounts.tree import Accounts
 from scheduler.config import Settings
 from scheduler.model import (
+    HoldKind,
     Job,
     JobSpec,
     JobState,
     Node,
+    ReasonCode,
     lua_lifecycle,
+    lua_table,
 )
 from scheduler.noderun import StartRecord
-from scheduler.store.arrays import ArrayStore
+from scheduler.store.arrays import ARRAY_STATES, ArrayStore
 from scheduler.store.keys import Keys
 from scheduler.store.nodestore import NodeStore
 from scheduler.store.outcome import Outcome, StoreError, read_secret
@@ -57,7 +60,8 @@ WAIT_BUCKETS: tuple[float, ...] = (1, 5, 15, 30, 60, 300, 900, 1800, 3600, 7200,
 def _load_script_text(name: str) -> str:
     folder = resources.files("scheduler.store") / "lua"
     common = (folder / "_common.lua").read_text()
-    return lua_lifecycle() + common + "\n" + (folder / f"{name}.lua").read_text()
+    arrays = lua_table("ARRAY_STATE", ARRAY_STATES, "scheduler.store.arrays")
+    return lua_lifecycle() + arrays + "\n" + common + "\n" + (folder / f"{name}.lua").read_text()
 
 
 class Store(ArrayStore, NodeStore, RetentionStore, TokenStore):
@@ -142,8 +146,9 @@ class Store(ArrayStore, NodeStore, RetentionStore, TokenStore):
         for job_id, spec in zip(ids, specs, strict=True):
             job = job_from_spec(spec, job_id, now)
             if hold:
-                job.state, job.hold, job.reason = JobState.HELD, "user", "UserHold"
-                job.reasons = [{"code": "UserHold",
+                job.state, job.hold, job.reason = JobState.HELD, HoldKind.USER, \
+                    ReasonCode.USER_HOLD
+                job.reasons = [{"code": ReasonCode.USER_HOLD.value,
                                 "detail": "submitted held; `labq release` lets it run"}]
             jobs.append(job)
             keys.append(self.keys.job(job_id))

@@ -16,7 +16,7 @@ for name, value in pairs(cjson.decode(ARGV[5])) do
 end
 if #args > 0 then redis.call('HSET', KEYS[1], unpack(args)) end
 local after = redis.call('HMGET', KEYS[1], 'remaining', 'state', 'hold')
-if (after[1] or '') == '' or after[2] ~= 'PENDING' then
+if (after[1] or '') == '' or after[2] ~= ARRAY_STATE.PENDING then
   redis.call('SREM', KEYS[2], ARGV[1])
 else
   redis.call('SADD', KEYS[2], ARGV[1])

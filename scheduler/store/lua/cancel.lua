@@ -10,10 +10,10 @@ local state, owner = fields[1], fields[2]
 if not state then return 'NO_SUCH_JOB' end
 if owner ~= ARGV[2] and ARGV[3] ~= '1' then return 'FORBIDDEN' end
 if is_terminal(state) then return 'ALREADY_DONE' end
-if state == 'PENDING' or state == 'HELD' then
+if is_waiting(state) then
   local why = ARGV[5]
-  if not why or why == '' then why = 'Cancelled' end
-  redis.call('HSET', KEYS[1], 'state', 'CANCELLED', 'ended_at', ARGV[4], 'reason', why,
+  if not why or why == '' then why = REASON.Cancelled end
+  redis.call('HSET', KEYS[1], 'state', STATE.CANCELLED, 'ended_at', ARGV[4], 'reason', why,
     'reasons', '[]')
   drop_request(KEYS[1], KEYS[5])
   redis.call('ZREM', KEYS[2], ARGV[1])
@@ -23,8 +23,8 @@ if state == 'PENDING' or state == 'HELD' then
 end
 local current = redis.call('HGET', KEYS[1], 'stop_request')
 -- A cancel overrides a preemption: the job then ends CANCELLED instead of being queued again.
-if not current or current == '' or current == 'PREEMPTED' then
-  redis.call('HSET', KEYS[1], 'stop_request', 'CANCELLED', 'stop_requested_at', ARGV[4],
+if not current or current == '' or current == STATE.PREEMPTED then
+  redis.call('HSET', KEYS[1], 'stop_request', STATE.CANCELLED, 'stop_requested_at', ARGV[4],
     'stop_reason', '')
 end
 return 'STOPPING'

@@ -6,7 +6,7 @@ if not fenced(KEYS[2], ARGV[1]) then return 'STALE_EPOCH' end
 local now = tonumber(ARGV[2])
 local total = 0
 for i = 3, #KEYS do
-  if redis.call('HGET', KEYS[i], 'state') == 'RUNNING' then
+  if redis.call('HGET', KEYS[i], 'state') == STATE.RUNNING then
     total = total + charge(KEYS[i], KEYS[1], now)
   end
 end

@@ -19,8 +19,8 @@ if (redis.call('HGET', KEYS[1], 'node') or '') ~= ARGV[7] then return 'STALE_VIE
 if others_stale(KEYS[1], 13, ARGV[8]) then return 'STALE_VIEW' end
 local now = tonumber(ARGV[6])
 local info = redis.call('HMGET', KEYS[1], 'account', 'stop_request')
-if ARGV[5] == 'NodeLost' and (info[2] or '') == '' then
-  count_eviction(KEYS[7], info[1] or '', 'NodeLost')
+if ARGV[5] == REASON.NodeLost and (info[2] or '') == '' then
+  count_eviction(KEYS[7], info[1] or '', REASON.NodeLost)
 end
 charge(KEYS[1], KEYS[5], now)
 free_gpus(KEYS[1], KEYS[4], ARGV[2])
@@ -28,7 +28,7 @@ release_others(KEYS[1], ARGV[2], 13)
 redis.call('HSET', KEYS[1], 'state', ARGV[3], 'ended_at', ARGV[6], 'exit_code', ARGV[4],
   'reason', ARGV[5], 'reasons', '[]')
 drop_request(KEYS[1], KEYS[12])
-if state == 'STARTING' then redis.call('HSET', KEYS[1], 'started_at', '') end
+if state == STATE.STARTING then redis.call('HSET', KEYS[1], 'started_at', '') end
 redis.call('SREM', KEYS[2], ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[6], ARGV[2])
 release_run(KEYS[8], KEYS[9], KEYS[10], KEYS[11], ARGV[2])

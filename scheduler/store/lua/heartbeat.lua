@@ -4,7 +4,7 @@
 -- ARGV[6] simulated ('1'/'')  ARGV[7] hostname  ARGV[8] address (IP its peers reach it at)
 -- Returns the node state after the heartbeat.
 local state = redis.call('HGET', KEYS[1], 'state')
-if not state or state == 'DOWN' then state = 'UP' end
+if not state or state == NODE.DOWN then state = NODE.UP end
 redis.call('HSET', KEYS[1], 'name', ARGV[1], 'state', state, 'last_heartbeat', ARGV[2],
   'gpus_total', ARGV[3], 'gpu_model', ARGV[4], 'gpus', ARGV[5], 'simulated', ARGV[6],
   'hostname', ARGV[7], 'address', ARGV[8] or '')

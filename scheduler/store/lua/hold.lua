@@ -7,21 +7,21 @@ local fields = redis.call('HMGET', KEYS[1], 'state', 'user', 'hold', 'submitted_
 local state, owner, hold, submitted = fields[1], fields[2], fields[3] or '', fields[4]
 if not state then return 'NO_SUCH_JOB' end
 if owner ~= ARGV[2] and ARGV[3] ~= '1' then return 'FORBIDDEN' end
-if state ~= 'PENDING' and state ~= 'HELD' then return 'NOT_WAITING' end
+if not is_waiting(state) then return 'NOT_WAITING' end
 if ARGV[4] == 'hold' then
   if hold ~= '' then return 'ALREADY' end
-  local kind = 'user'
-  local code = 'UserHold'
-  if ARGV[3] == '1' then kind = 'admin'; code = 'AdminHold' end
-  redis.call('HSET', KEYS[1], 'state', 'HELD', 'hold', kind, 'reason', code, 'reasons',
+  local kind = HOLD.user
+  local code = REASON.UserHold
+  if ARGV[3] == '1' then kind = HOLD.admin; code = REASON.AdminHold end
+  redis.call('HSET', KEYS[1], 'state', STATE.HELD, 'hold', kind, 'reason', code, 'reasons',
     cjson.encode({{code = code, detail = 'held by ' .. ARGV[2] .. '; `labq release` lets it run'}}))
   redis.call('ZREM', KEYS[2], ARGV[1])
   redis.call('ZADD', KEYS[3], submitted, ARGV[1])
   return 'OK'
 end
 if hold == '' then return 'ALREADY' end
-if hold == 'admin' and ARGV[3] ~= '1' then return 'FORBIDDEN' end
-redis.call('HSET', KEYS[1], 'state', 'PENDING', 'hold', '', 'reason', 'Released', 'reasons', '[]',
+if hold == HOLD.admin and ARGV[3] ~= '1' then return 'FORBIDDEN' end
+redis.call('HSET', KEYS[1], 'state', STATE.PENDING, 'hold', '', 'reason', REASON.Released, 'reasons', '[]',
   'queued_at', ARGV[5])
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('ZADD', KEYS[2], submitted, ARGV[1])

@@ -5,10 +5,10 @@
 -- Returns 'OK', STALE_EPOCH or NOT_STARTING.
 if not fenced(KEYS[2], ARGV[1]) then return 'STALE_EPOCH' end
 local fields = redis.call('HMGET', KEYS[1], 'state', 'started_at')
-if fields[1] == 'PREEMPTED' and (fields[2] or '') == '' then
+if fields[1] == STATE.PREEMPTED and (fields[2] or '') == '' then
   redis.call('HSET', KEYS[1], 'started_at', ARGV[2], 'charged_until', ARGV[2])
   return 'OK'
 end
-if fields[1] ~= 'STARTING' then return 'NOT_STARTING' end
-redis.call('HSET', KEYS[1], 'state', 'RUNNING', 'started_at', ARGV[2], 'charged_until', ARGV[2])
+if fields[1] ~= STATE.STARTING then return 'NOT_STARTING' end
+redis.call('HSET', KEYS[1], 'state', STATE.RUNNING, 'started_at', ARGV[2], 'charged_until', ARGV[2])
 return 'OK'

@@ -6,8 +6,8 @@
 -- Returns DOWN (newly marked), ALIVE, ALREADY_DOWN or STALE_EPOCH.
 if not fenced(KEYS[2], ARGV[1]) then return 'STALE_EPOCH' end
 local state = redis.call('HGET', KEYS[1], 'state')
-if state == 'DOWN' then return 'ALREADY_DOWN' end
+if state == NODE.DOWN then return 'ALREADY_DOWN' end
 local last = tonumber(redis.call('HGET', KEYS[1], 'last_heartbeat') or '0')
 if last >= tonumber(ARGV[3]) then return 'ALIVE' end
-redis.call('HSET', KEYS[1], 'state', 'DOWN')
+redis.call('HSET', KEYS[1], 'state', NODE.DOWN)
 return 'DOWN'

@@ -8,18 +8,18 @@
 -- Returns 'OK', STALE_EPOCH, NOT_ACTIVE or ALREADY_STOPPING.
 if not fenced(KEYS[2], ARGV[1]) then return 'STALE_EPOCH' end
 local state = redis.call('HGET', KEYS[1], 'state')
-if state ~= 'STARTING' and state ~= 'RUNNING' then return 'NOT_ACTIVE' end
+if state ~= STATE.STARTING and state ~= STATE.RUNNING then return 'NOT_ACTIVE' end
 local current = redis.call('HGET', KEYS[1], 'stop_request')
 if current and current ~= '' then return 'ALREADY_STOPPING' end
 redis.call('HSET', KEYS[1], 'stop_request', ARGV[2], 'stop_requested_at', ARGV[3],
   'stop_reason', ARGV[4])
 local account = redis.call('HGET', KEYS[1], 'account') or ''
-if ARGV[2] == 'PREEMPTED' then
-  redis.call('HSET', KEYS[1], 'state', 'PREEMPTED', 'reason', 'Preempted')
+if ARGV[2] == STATE.PREEMPTED then
+  redis.call('HSET', KEYS[1], 'state', STATE.PREEMPTED, 'reason', REASON.Preempted)
   redis.call('HINCRBY', KEYS[3], 'preemptions|' .. account, 1)
 elseif ARGV[4] ~= '' then
   count_eviction(KEYS[3], account, ARGV[4])
-elseif ARGV[2] == 'TIMEOUT' then
-  count_eviction(KEYS[3], account, 'TimeLimit')
+elseif ARGV[2] == STATE.TIMEOUT then
+  count_eviction(KEYS[3], account, REASON.TimeLimit)
 end
 return 'OK'

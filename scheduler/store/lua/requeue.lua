@@ -22,11 +22,11 @@ free_gpus(KEYS[1], KEYS[4], ARGV[2])
 release_run(KEYS[9], KEYS[10], KEYS[11], KEYS[12], ARGV[2])
 release_others(KEYS[1], ARGV[2], 14)
 local stop = redis.call('HGET', KEYS[1], 'stop_request') or ''
-if stop == 'CANCELLED' or stop == 'TIMEOUT' then
+if stop == STATE.CANCELLED or stop == STATE.TIMEOUT then
   local why = redis.call('HGET', KEYS[1], 'stop_reason') or ''
   if why == '' then
-    why = 'Cancelled'
-    if stop == 'TIMEOUT' then why = 'TimeLimit' end
+    why = REASON.Cancelled
+    if stop == STATE.TIMEOUT then why = REASON.TimeLimit end
   end
   redis.call('HSET', KEYS[1], 'state', stop, 'ended_at', ARGV[4], 'reason', why, 'reasons', '[]')
   drop_request(KEYS[1], KEYS[13])
@@ -34,10 +34,10 @@ if stop == 'CANCELLED' or stop == 'TIMEOUT' then
   redis.call('ZADD', KEYS[7], ARGV[4], ARGV[2])
   return 'ENDED'
 end
-if ARGV[3] == 'NodeLost' and stop == '' then
-  count_eviction(KEYS[8], redis.call('HGET', KEYS[1], 'account') or '', 'NodeLost')
+if ARGV[3] == REASON.NodeLost and stop == '' then
+  count_eviction(KEYS[8], redis.call('HGET', KEYS[1], 'account') or '', REASON.NodeLost)
 end
-redis.call('HSET', KEYS[1], 'state', 'PENDING', 'node', '', 'gpu_indices', '[]', 'parts', '[]',
+redis.call('HSET', KEYS[1], 'state', STATE.PENDING, 'node', '', 'gpu_indices', '[]', 'parts', '[]',
   'started_at', '',
   'charged_until', '', 'stop_request', '', 'stop_reason', '', 'reason', ARGV[3],
   'reasons', cjson.encode({{code = ARGV[3], detail = 'requeued after ' .. ARGV[3]}}),

@@ -12,8 +12,8 @@ if owner ~= ARGV[2] and ARGV[3] ~= '1' then return 'FORBIDDEN' end
 if is_waiting(state) then return 'NOT_ACTIVE' end
 if holds_gpus(state) then
   if (fields[3] or '') ~= '' then return 'ALREADY_STOPPING' end
-  redis.call('HSET', KEYS[1], 'state', 'PREEMPTED', 'stop_request', 'PREEMPTED',
-    'stop_requested_at', ARGV[4], 'stop_reason', 'Requeued', 'reason', 'Requeued')
+  redis.call('HSET', KEYS[1], 'state', STATE.PREEMPTED, 'stop_request', STATE.PREEMPTED,
+    'stop_requested_at', ARGV[4], 'stop_reason', REASON.Requeued, 'reason', REASON.Requeued)
   return 'STOPPING'
 end
 return 'ALREADY_DONE'

@@ -7,7 +7,7 @@
 if not fenced(KEYS[1], ARGV[1]) then return 'STALE_EPOCH' end
 local updated = 0
 for i = 2, #KEYS do
-  if redis.call('HGET', KEYS[i], 'state') == 'RUNNING' then
+  if redis.call('HGET', KEYS[i], 'state') == STATE.RUNNING then
     redis.call('HSET', KEYS[i], 'gpu_idle_since', ARGV[2 * i - 2], 'idle_notified', ARGV[2 * i - 1])
     updated = updated + 1
   end

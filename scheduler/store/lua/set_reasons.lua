@@ -8,7 +8,7 @@ local updated = 0
 for i = 1, #KEYS do
   local fields = redis.call('HMGET', KEYS[i], 'state', 'hold')
   local state, hold = fields[1], fields[2]
-  if (state == 'PENDING' or state == 'HELD') and (not hold or hold == '') then
+  if is_waiting(state) and (not hold or hold == '') then
     redis.call('HSET', KEYS[i], 'reason', ARGV[4 * i - 3], 'reasons', ARGV[4 * i - 2],
       'state', ARGV[4 * i - 1], 'est_start', ARGV[4 * i])
     updated = updated + 1

@@ -7,7 +7,7 @@
 -- Returns OK, STALE_EPOCH, STALE_VIEW (the array changed: read it again) or NOT_PENDING.
 if not fenced(KEYS[4], ARGV[1]) then return 'STALE_EPOCH' end
 local fields = redis.call('HMGET', KEYS[1], 'remaining', 'state', 'hold', 'submitted_at')
-if fields[2] ~= 'PENDING' or (fields[3] or '') ~= '' then return 'NOT_PENDING' end
+if fields[2] ~= ARRAY_STATE.PENDING or (fields[3] or '') ~= '' then return 'NOT_PENDING' end
 if (fields[1] or '') ~= ARGV[3] then return 'STALE_VIEW' end
 local template = cjson.decode(ARGV[5])
 for i = 5, #KEYS do
@@ -27,7 +27,7 @@ for i = 5, #KEYS do
 end
 redis.call('HSET', KEYS[1], 'remaining', ARGV[4])
 if ARGV[4] == '' then
-  redis.call('HSET', KEYS[1], 'state', 'SPAWNED')
+  redis.call('HSET', KEYS[1], 'state', ARRAY_STATE.SPAWNED)
   redis.call('SREM', KEYS[3], ARGV[2])
 end
 return 'OK'

@@ -18,7 +18,7 @@
 if not fenced(KEYS[6], ARGV[1]) then return 'STALE_EPOCH' end
 local current = redis.call('HMGET', KEYS[1], 'state', 'hold')
 -- HELD without a person's hold means a budget held it; the policy found it fits again.
-if not (current[1] == 'PENDING' or (current[1] == 'HELD' and (current[2] or '') == '')) then
+if not (is_waiting(current[1]) and (current[1] == STATE.PENDING or (current[2] or '') == '')) then
   return 'NOT_PENDING'
 end
 -- Each node: {node hash, alloc hash, runs hash, wake list, name, indices JSON, record}.
@@ -36,7 +36,7 @@ local names = {}
 for _, n in ipairs(nodes) do
   if names[n[5]] then return 'NOT_DISTINCT' end
   names[n[5]] = true
-  if redis.call('HGET', n[1], 'state') ~= 'UP' then return 'NODE_NOT_UP' end
+  if redis.call('HGET', n[1], 'state') ~= NODE.UP then return 'NODE_NOT_UP' end
   local total = tonumber(redis.call('HGET', n[1], 'gpus_total') or '0')
   local indices = cjson.decode(n[6])
   if #indices ~= per then return 'WRONG_COUNT' end
@@ -53,7 +53,7 @@ for _, n in ipairs(nodes) do
 end
 local parts = ARGV[9] or ''
 if parts == '' then parts = '[]' end
-redis.call('HSET', KEYS[1], 'state', 'STARTING', 'node', ARGV[3], 'gpu_indices', ARGV[4],
+redis.call('HSET', KEYS[1], 'state', STATE.STARTING, 'node', ARGV[3], 'gpu_indices', ARGV[4],
   'starting_at', ARGV[5], 'billing_weight', ARGV[6], 'reason', '', 'reasons', '[]',
   'est_start', '', 'parts', parts)
 redis.call('ZREM', KEYS[2], ARGV[2])
