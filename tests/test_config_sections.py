@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from scheduler.config import SECTIONS, SPECS, ConfigError, NodesConfig, Settings
+from scheduler.config.check import relations
 from scheduler.config.rules import ENV_PARSERS, PORT, fraction, wrong_type
 from scheduler.config.settings import SECTION_TYPES
 from scheduler.configcheck import file_problems
@@ -27,6 +28,13 @@ def test_each_section_key_has_one_flat_name() -> None:
                               "billing", "idle", "notify", "limits", "retention"]
     assert SECTIONS["nodes"]["timeout_s"] == "node_timeout_s"
     assert SECTIONS["retention"]["keep_s"] == "retention_s"
+
+
+def test_each_relation_names_keys_of_its_section() -> None:
+    assert len(list(relations())) == 4
+    for section, relation in relations():
+        keys = {f.name for f in dataclasses.fields(SECTION_TYPES[section])}
+        assert set(relation[:2]) <= keys, relation
 
 
 def test_every_default_has_its_type_and_meets_its_rule() -> None:

@@ -32,10 +32,9 @@ from scheduler.config.settings import (
 )
 
 SYSTEM_CONFIG = Path("/etc/labq/config.toml")  # read where $LABQ_HOME has no config.toml
-IDLE_POLICIES = ("off", "warn", "stop")
 
 __all__ = [
-    "DEFAULT_BILLING_WEIGHTS", "IDLE_POLICIES", "PRIORITY_WEIGHT_KEYS", "REDIS_SCHEMES",
+    "DEFAULT_BILLING_WEIGHTS", "PRIORITY_WEIGHT_KEYS", "REDIS_SCHEMES",
     "SECTIONS", "SPECS", "SYSTEM_CONFIG", "ApiConfig", "BillingConfig", "ConfigError",
     "FairshareConfig", "IdleConfig", "LimitsConfig", "NodesConfig", "NotifyConfig",
     "PriorityConfig", "RetentionConfig", "SchedulerConfig", "Settings", "StoreConfig",
