@@ -83,7 +83,7 @@ async def test_the_last_cycles_fair_share_table_is_reused_while_fresh(
     from scheduler.cluster.views import pending_view
     from scheduler.metrics import render
     from scheduler.policy.cycle import schedule
-    from scheduler.policy.ranking import priorities
+    from scheduler.policy.fairengine import rank
 
     coord, _ = await coordinator(store, tmp_path)
     for _ in range(3):  # more than the 2 GPUs: some wait
@@ -95,7 +95,7 @@ async def test_the_last_cycles_fair_share_table_is_reused_while_fresh(
     state = await read_cluster(store, T0 + 1)
     waiting = [pending_view(j) for j in await store.waiting_jobs()]
     snapshot = build_snapshot(state, waiting, coord.settings)
-    assert schedule(snapshot).fairshare == priorities(snapshot)[0]
+    assert schedule(snapshot).fairshare == rank(snapshot).table
     assert coord.fresh_fairshare(T0 + 60) is None  # stale: computed again by readers
     coord.epoch = 0
     assert coord.fresh_fairshare(T0 + 2) is None  # a follower has none of its own

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scheduler.policy import NodeView, PendingJob, Snapshot, schedule
+from scheduler.policy.fairengine import rank
 from scheduler.policy.fairshare import Account, Assoc
-from scheduler.policy.ranking import priorities
 from scheduler.policy.snapshot import ShareInputs
 
 
@@ -25,7 +24,7 @@ def test_new_user_runs_before_a_heavy_user_who_queued_first() -> None:
     pending = (PendingJob("1", "heavy", "lab", 1, 100.0), PendingJob("2", "light", "lab", 1, 200.0))
     snapshot = Snapshot((node,), pending, 300.0, shares=inputs({("lab", "heavy"): 5000.0}))
     decisions = schedule(snapshot)
-    _, ranked = priorities(snapshot)
+    ranked = rank(snapshot).breakdown
     assert [s.job_id for s in decisions.starts] == ["2"]
     assert ranked["2"].total > ranked["1"].total
     assert ranked["2"].factors["fairshare"] == 1.0
@@ -62,7 +61,7 @@ def test_priority_order_is_respected_among_jobs_that_fit(
                          usage={("lab", "heavy"): heavy, ("lab", "mid"): mid})
     snapshot = Snapshot((node,), pending, 2000.0, shares=shares)
     decisions = schedule(snapshot)
-    prio = {j: p.total for j, p in priorities(snapshot)[1].items()}
+    prio = {j: p.total for j, p in rank(snapshot).breakdown.items()}
     started = {s.job_id for s in decisions.starts}
     used = sum(len(s.indices) for s in decisions.starts)
     assert used <= free
@@ -78,13 +77,11 @@ def test_priority_order_is_respected_among_jobs_that_fit(
 @given(jobs=jobs_strategy, heavy=st.floats(0, 1e6), now=st.floats(0, 2e6))
 def test_fast_totals_equal_the_full_priorities(jobs: list[tuple[str, int, float]], heavy: float,
                                                now: float) -> None:
-    from scheduler.policy.ranking import priority_totals
-
     pending = tuple(PendingJob(str(i), u, "lab", g, at) for i, (u, g, at) in enumerate(jobs))
     snapshot = Snapshot((NodeView("n1", "A100-80GB", 8, ()),), pending, now,
                         shares=inputs({("lab", "heavy"): heavy}))
-    full = priorities(snapshot)[1]
-    fast = priority_totals(snapshot)
+    ranking = rank(snapshot)
+    full, fast = ranking.breakdown, ranking.totals
     assert fast.keys() == full.keys()
-    for job_id, total in fast.items():
-        assert total == pytest.approx(full[job_id].total)
+    for job_id, total in fast.items():  # the same sum (`priority.Weighing.totals`)
+        assert total == full[job_id].total

@@ -1,10 +1,11 @@
-"""fair_now's fast per-cycle code decides exactly what its straightforward reference decides.
+"""The fair-share engine (`fairengine.FairShare`) decides exactly what its straightforward
+references decide (`tests/fairness_reference.py`).
 
-`fairnow.job_levels` (one pass per tree level, runs merged by one sort, the account tree kept
-between cycles) is checked against `fairnow.reference_job_levels` (the first, plain version:
-per-account lists merged with `heapq.merge`, the tree rebuilt every cycle), and the whole
-`schedule()` with the fast factors and totals (one sort, one pass) against `schedule()` with
-the reference ones (`ranking.reference_fair_now_factors`, `ranking.reference_totals`).
+Fair now's levels (one pass per tree level, runs merged by one sort, the tree and the last
+split kept between cycles) are held to the reference's (per-account lists merged with
+`heapq.merge`, the tree built anew every time); the totals, the band and every job's factors
+to the reference's separate passes; and the whole `schedule()` with an engine kept between
+cycles to one with a fresh engine each time. Malformed snapshots are refused when built.
 """
 
 from __future__ import annotations
@@ -13,19 +14,18 @@ import math
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from scheduler.policy import NodeView, PendingJob, RunningJob, Snapshot, ranking, schedule
+from scheduler.policy import NodeView, PendingJob, RunningJob, Snapshot, schedule
 from scheduler.policy.budget import Budget, BudgetState
 from scheduler.policy.cycle import Decisions
-from scheduler.policy.fairnow import (
-    FAIR_NOW,
-    _Tree,
-    base_tree,
-    job_levels,
-    reference_job_levels,
-)
-from scheduler.policy.fairshare import ROOT, Account, Assoc
+from scheduler.policy.fairengine import FairShare, levels_of, rank
+from scheduler.policy.fairnow import FAIR_NOW, Split
+from scheduler.policy.fairshare import CLASSIC, FAIR_TREE, ROOT, Account, Assoc
+from scheduler.policy.sharetree import AccountTree
 from scheduler.policy.snapshot import Limits, ShareInputs
+from tests.fairness_reference import reference_job_levels, reference_priorities, reference_totals
 
 NOW = 1_000_000.0
 
@@ -102,43 +102,57 @@ def test_the_snapshots_exercise_what_the_fast_code_shortens() -> None:
     assert sum(len(d.preemptions) for d in decisions) > 50
     assert sum(d.reservation is not None for d in decisions) > 100
     assert sum(snap.queued_gpus is not None for snap in SNAPSHOTS) > 40
-    levels = [x for snap in SNAPSHOTS for x in job_levels(snap)[1].values()]
+    levels = [x for snap in SNAPSHOTS for x in levels_of(rank(snap)).values()]
     assert any(math.isinf(x) for x in levels) and any(x < 1 for x in levels)
     assert any(1 <= x < math.inf for x in levels)
 
 
-@pytest.mark.parametrize("seed", range(len(SNAPSHOTS)))
-def test_levels_equal_the_reference_exactly(seed: int) -> None:
-    snap = SNAPSHOTS[seed]
-    fast, reference = job_levels(snap), reference_job_levels(snap)
-    assert fast[1] == reference[1]  # the same floats, not approximately
-    assert fast[0].users == reference[0].users
-    assert fast[0].account_entitled == reference[0].account_entitled
+def _held_to_the_reference(snap: Snapshot, engine: FairShare) -> None:
+    ranking = engine.rank(snap)
+    loads, levels = reference_job_levels(snap)
+    assert levels_of(ranking) == levels  # the same floats, not approximately
+    assert ranking.loads == loads.users
+    assert ranking.standing.account_entitled == loads.account_entitled
+    assert (ranking.totals, ranking.within) == reference_totals(snap)
+    assert ranking.breakdown == reference_priorities(snap)  # every factor, exactly
 
 
-def test_schedule_decides_what_the_reference_decides(monkeypatch: pytest.MonkeyPatch) -> None:
-    fast = [(schedule(snap), schedule(snap, max_estimates=0, explain=False),
-             ranking.priorities(snap)[1]) for snap in SNAPSHOTS]
-    monkeypatch.setattr(ranking, "_fair_now_factors", ranking.reference_fair_now_factors)
-    monkeypatch.setattr(ranking, "_fair_now_totals",
-                        lambda snap, largest: ranking.reference_totals(snap))
-    for snap, (full, quick, ranked) in zip(SNAPSHOTS, fast, strict=True):
-        _same(full, schedule(snap))
-        _same(quick, schedule(snap, max_estimates=0, explain=False))
-        assert ranked == ranking.priorities(snap)[1]  # every factor, exactly
+@pytest.mark.parametrize("seed", range(0, len(SNAPSHOTS), 4))
+def test_a_fresh_engine_equals_the_reference_exactly(seed: int) -> None:
+    _held_to_the_reference(SNAPSHOTS[seed], FairShare())
 
 
-def test_totals_equal_the_reference_exactly() -> None:
+def test_an_engine_kept_between_cycles_equals_the_reference_exactly() -> None:
+    engine = FairShare()
     for snap in SNAPSHOTS:
-        # the same floats, and the same band
-        assert ranking.ranked_totals(snap) == ranking.reference_totals(snap)
+        _held_to_the_reference(snap, engine)
 
 
-def test_a_job_id_given_twice_falls_back_to_the_reference() -> None:
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32), algorithm=st.sampled_from([FAIR_NOW, FAIR_TREE, CLASSIC]))
+def test_the_engine_equals_the_reference_on_any_snapshot(seed: int, algorithm: str) -> None:
+    _held_to_the_reference(random_snapshot(random.Random(seed), algorithm), FairShare())
+
+
+def test_schedule_with_a_kept_engine_decides_what_a_fresh_one_decides() -> None:
+    engine = FairShare()
+    for snap in SNAPSHOTS:
+        _same(schedule(snap, fairshare=engine), schedule(snap))
+        _same(schedule(snap, max_estimates=0, explain=False, fairshare=engine),
+              schedule(snap, max_estimates=0, explain=False))
+
+
+def test_a_malformed_snapshot_is_refused_when_built() -> None:
     snap = SNAPSHOTS[3]
-    twice = Snapshot(snap.nodes, snap.pending + snap.pending[:2], snap.now, snap.running,
-                     snap.limits, snap.shares, snap.budgets, snap.queued_gpus)
-    assert job_levels(twice)[1] == reference_job_levels(twice)[1]
+    assert len(snap.pending) >= 2
+    with pytest.raises(ValueError, match="given twice: 1, 2"):
+        Snapshot(snap.nodes, snap.pending + snap.pending[:2], snap.now)
+    with pytest.raises(ValueError, match="asks for -1 GPUs"):
+        PendingJob("9", "u", "a", -1, NOW)
+    with pytest.raises(ValueError, match="asks for -2 GPUs"):
+        RunningJob("r", "u", "a", -2, "n0")
+    with pytest.raises(ValueError, match="shares of account"):
+        AccountTree((Account("a", ROOT, -1.0),), ())
 
 
 def test_the_tree_is_built_once_per_account_tree_between_cycles() -> None:
@@ -150,12 +164,31 @@ def test_the_tree_is_built_once_per_account_tree_between_cycles() -> None:
 
     snap = next(s for s in SNAPSHOTS if covered(s))
     assert snap.shares is not None
-    assert job_levels(snap)[0].tree is base_tree(snap.shares)
-    assert job_levels(snap)[0].tree is job_levels(snap)[0].tree
+    engine = FairShare()
+    tree = engine.tree(snap.shares)
+    assert engine.rank(snap).standing.tree is tree
+    assert engine.rank(snap).standing.tree is tree
+    again = ShareInputs(tuple(snap.shares.accounts), tuple(snap.shares.assocs))  # equal, anew
+    assert engine.tree(again) is tree
+    other = ShareInputs((*snap.shares.accounts, Account("new", ROOT)), snap.shares.assocs)
+    assert engine.tree(other) is not tree
+
+
+def test_the_table_is_computed_again_only_on_new_usage() -> None:
+    snap = SNAPSHOTS[5]
+    assert snap.shares is not None
+    engine = FairShare()
+    table = engine.table(snap.shares)
+    same = ShareInputs(snap.shares.accounts, snap.shares.assocs, dict(snap.shares.usage),
+                       snap.shares.algorithm)
+    assert engine.table(same) is table
+    newer = ShareInputs(snap.shares.accounts, snap.shares.assocs,
+                        {**snap.shares.usage, ("lab", "u0"): 1.0}, snap.shares.algorithm)
+    assert engine.table(newer) is not table
 
 
 def test_a_split_kept_between_cycles_equals_a_split_anew() -> None:
-    """`_Tree.split` keeps its last split and splits again only the groups on the paths to a
+    """`Split.split` keeps its last split and splits again only the groups on the paths to a
     change. Over 3,000 cycles of a random walk of demands (users come and go, demands and
     the capacity change a little, a lot or not at all), it gives exactly what a tree that
     never split before gives."""
@@ -165,7 +198,7 @@ def test_a_split_kept_between_cycles_equals_a_split_anew() -> None:
     homes = ["lab", "other", "g0", "g1", "g2", ROOT]
     users = [(rng.choice(homes), f"u{k}") for k in range(14)]
     assocs = tuple(Assoc(u, a, rng.choice([0.0, 1.0, 1.0, 2.0])) for a, u in users)
-    kept = _Tree(accounts, assocs, ())
+    kept = Split(AccountTree(accounts, assocs))
     demand: dict[tuple[str, str], float] = {}
     capacity = 16.0
     for _ in range(3000):
@@ -178,5 +211,5 @@ def test_a_split_kept_between_cycles_equals_a_split_anew() -> None:
                 demand[key] = max(0.0, value)
         if rng.random() < 0.05:
             capacity = rng.choice([8.0, 16.0, 24.0])
-        assert kept.split(capacity, dict(demand)) == _Tree(accounts, assocs, ()).split(
+        assert kept.split(capacity, dict(demand)) == Split(AccountTree(accounts, assocs)).split(
             capacity, dict(demand))

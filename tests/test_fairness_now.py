@@ -9,9 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scheduler.policy import NodeView, PendingJob, RunningJob, Snapshot, schedule
-from scheduler.policy.fairnow import FAIR_NOW, factor_of, snapshot_loads, waterfill
+from scheduler.policy.fairengine import rank
+from scheduler.policy.fairnow import FAIR_NOW, factor_of, waterfill
 from scheduler.policy.fairshare import Account, Assoc
-from scheduler.policy.ranking import order_queue, priorities, priority_totals
+from scheduler.policy.ranking import order_queue
 from scheduler.policy.snapshot import DEFAULT_PAST_WEIGHT, ShareInputs
 from scheduler.sim.report import waterfill as report_waterfill
 
@@ -80,7 +81,7 @@ def test_entitlement_splits_down_the_tree_among_those_with_jobs() -> None:
     pending = tuple(job(str(i), u, a, 4) for i, (u, a) in enumerate(
         [("alice", "vision"), ("bob", "vision"), ("carol", "nlp")] * 4))
     snap = Snapshot((node("n1", 8, ()), node("n2", 8, ())), pending, NOW, shares=inputs)
-    loads = snapshot_loads(snap).users
+    loads = rank(snap).loads
     assert loads[("vision", "alice")].entitled == pytest.approx(6)
     assert loads[("vision", "bob")].entitled == pytest.approx(6)
     assert loads[("nlp", "carol")].entitled == pytest.approx(4)
@@ -104,7 +105,7 @@ def test_current_allocation_counts_not_only_the_past() -> None:
     assert tree is not None
     fair_tree = Snapshot(snap.nodes, snap.pending, NOW, running=snap.running,
                          shares=ShareInputs(tree.accounts, tree.assocs, {("b", "b"): 3600.0}))
-    assert order_queue(fair_tree.pending, priority_totals(fair_tree))[0].id == "1"
+    assert order_queue(fair_tree.pending, rank(fair_tree).totals)[0].id == "1"
 
 
 def test_heavy_user_last_week_yields_to_a_light_user_this_week() -> None:
@@ -118,7 +119,7 @@ def test_heavy_user_last_week_yields_to_a_light_user_this_week() -> None:
         NOW, shares=shares({"h": 1, "l": 1}, usage={("h", "heavy"): heavy_used,
                                                    ("l", "light"): 3600.0}))
     assert [s.job_id for s in schedule(snap).starts] == ["2"]
-    _, ranked = priorities(snap)
+    ranked = rank(snap).breakdown
     assert ranked["2"].factors["fairshare"] > ranked["1"].factors["fairshare"]
 
 
@@ -154,7 +155,7 @@ def test_group_level_counts_before_the_users_in_it() -> None:
         (job("1", "g2", "g", 8), job("2", "s1", "s", 8)), NOW,
         running=(held("r1", "g1", "g", 8, "n1", 0), held("r2", "s1", "s", 8, "n2", 0)),
         shares=inputs)
-    _, ranked = priorities(snap)
+    ranked = rank(snap).breakdown
     assert ranked["1"].factors["fairshare"] == pytest.approx(ranked["2"].factors["fairshare"])
 
 
@@ -162,13 +163,13 @@ def test_scavenger_jobs_do_not_count_as_held() -> None:
     running = (RunningJob("r", "a", "a", 4, "n1", (0, 1, 2, 3), NOW + 60, "scavenger"),)
     snap = Snapshot((node("n1", 8, (4, 5, 6, 7)),), (job("1", "a", "a"),), NOW,
                     running=running, shares=shares({"a": 1, "b": 1}))
-    assert snapshot_loads(snap).users[("a", "a")].held == 0
+    assert rank(snap).loads[("a", "a")].held == 0
 
 
 def test_zero_shares_get_factor_zero() -> None:
     snap = Snapshot((node("n1", 8, (0,)),), (job("1", "a", "a"), job("2", "b", "b")), NOW,
                     shares=shares({"a": 0, "b": 1}))
-    _, ranked = priorities(snap)
+    ranked = rank(snap).breakdown
     assert ranked["1"].factors["fairshare"] == 0.0
     assert ranked["2"].factors["fairshare"] == 1.0
 
@@ -176,7 +177,7 @@ def test_zero_shares_get_factor_zero() -> None:
 def test_quota_table_stays_fair_tree_on_past_usage() -> None:
     snap = Snapshot((node("n1", 8, (0,)),), (job("1", "a", "a"),), NOW,
                     shares=shares({"a": 1}, usage={("a", "a"): 10.0}))
-    table, _ = priorities(snap)
+    table = rank(snap).table
     assert table is not None and table.algorithm == "fair_tree"
     row = table.row("a", "a")
     assert row is not None and row.raw_usage == 10.0
@@ -278,11 +279,11 @@ def test_explanation_says_what_you_hold_and_your_share() -> None:
         (job("1", "ann", "vision"), job("2", "bo", "nlp", 8), job("3", "cy", "nlp", 8)), NOW,
         running=(held("r", "ann", "vision", 6, "n1", 0),),
         shares=shares({"vision": 1, "nlp": 3}, {"ann": "vision", "bo": "nlp", "cy": "nlp"}))
-    text = fair_now_text(snapshot_loads(snap).users[("vision", "ann")])
+    text = fair_now_text(rank(snap).loads[("vision", "ann")])
     assert text.startswith("you hold 6 of 16 GPUs, your fair share now is 4; "
                            "your group vision holds 6, its share is 4.")
     assert "1.5x your share" in text
-    below = fair_now_text(snapshot_loads(snap).users[("nlp", "bo")])
+    below = fair_now_text(rank(snap).loads[("nlp", "bo")])
     assert ("you hold 0 of 16 GPUs, your fair share now is 6; your group nlp holds 0, its "
             "share is 12") in below
     assert "below your share" in below
@@ -296,7 +297,7 @@ def test_standing_texts_explain_every_active_user_with_the_past_part() -> None:
         running=(held("r", "ann", "vision", 6, "n1", 0),),
         shares=shares({"vision": 1, "nlp": 1}, {"ann": "vision", "bo": "nlp"},
                       usage={("vision", "ann"): 1e6}))
-    texts = standing_texts(snap)
+    texts = standing_texts(rank(snap))
     assert set(texts) == {("vision", "ann"), ("nlp", "bo")}
     assert texts[("vision", "ann")].startswith("you hold 6 of 16 GPUs, your fair share now is 7")
     assert "(fair-share factor 0.50 on past use)" in texts[("vision", "ann")]

@@ -24,7 +24,7 @@ from scheduler.metrics import render
 from scheduler.metrics.families import EVICTION_REASONS
 from scheduler.model import GpuInfo, GpuProcess, JobState, NodeReport
 from scheduler.policy import Snapshot
-from scheduler.policy.ranking import priorities
+from scheduler.policy.fairengine import rank
 from scheduler.store import Store
 from tests.builders import A100, T0, job_of, lead, report, start_job, started, submit_one
 
@@ -345,13 +345,13 @@ async def test_fairshare_factors_are_the_ones_priority_uses(store: Store, tmp_pa
     settings = Settings(tmp_path)
     got = await scrape(store, coordinator(store, tmp_path), T0 + 600)
 
-    # The table the coordinator's priority ordering computes (policy.ranking.priorities).
+    # The table the coordinator's priority ordering computes (policy.fairengine.Ranking.table).
     pending = await store.waiting_jobs()
     inputs = share_inputs(await store.accounts(),
                           await fairshare_usage(store, settings, T0 + 600), settings,
                           {(j.account, j.user) for j in pending})
-    table, _ = priorities(Snapshot((), tuple(pending_view(j) for j in pending), T0 + 600,
-                                   shares=inputs))
+    table = rank(Snapshot((), tuple(pending_view(j) for j in pending), T0 + 600,
+                          shares=inputs)).table
     assert table is not None and waiting in {j.id for j in pending}
     factors = {u: got.value("labq_fairshare_factor", account="lab", user=u) for u in ("ann", "bob")}
     assert factors == {u: pytest.approx(table.factor("lab", u)) for u in ("ann", "bob")}

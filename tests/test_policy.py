@@ -14,6 +14,7 @@ from scheduler.model import Reason
 from scheduler.policy import Decisions, NodeView, PendingJob, Snapshot, Start, schedule
 from scheduler.policy import cycle as policy_cycle
 from scheduler.policy.budget import Budget, BudgetState
+from scheduler.policy.fairengine import FairShare
 from scheduler.policy.fairshare import CLASSIC, FAIR_TREE, Account, Assoc
 from scheduler.policy.placement import best_fit
 from scheduler.policy.ranking import order_queue
@@ -407,9 +408,10 @@ def test_schedule_pauses_the_garbage_collector_and_restores_its_state(
     seen: list[bool] = []
     original = policy_cycle.decide
 
-    def spy(snapshot: Snapshot, max_estimates: int, explain: bool) -> Decisions:
+    def spy(snapshot: Snapshot, max_estimates: int, explain: bool,
+            fairshare: FairShare | None) -> Decisions:
         seen.append(gc.isenabled())
-        return original(snapshot, max_estimates, explain)
+        return original(snapshot, max_estimates, explain, fairshare)
 
     monkeypatch.setattr(policy_cycle, "decide", spy)
     try:

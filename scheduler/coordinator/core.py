@@ -54,6 +54,7 @@ from scheduler.coordinator.waiting import check_dependencies, dependency_reason,
 from scheduler.metrics.hist import CYCLE_BUCKETS, LocalHistogram
 from scheduler.model import Job, JobState, Node, NodeState, Reason
 from scheduler.policy import PendingJob, schedule
+from scheduler.policy.fairengine import FairShare
 from scheduler.policy.fairshare import FairShareTable
 from scheduler.policy.preemption import Preemption
 from scheduler.store import Store
@@ -94,6 +95,8 @@ class Coordinator:
         self._deps_met: set[str] = set()  # waiting jobs whose dependency was met
         self.free_gpus = -1  # unknown until a cycle has placed jobs
         self._fairshare: tuple[float, FairShareTable] | None = None  # (when, the last table)
+        self.fair = FairShare()  # the cycle's fair-share engine: tree, split, table
+        self.metrics_fair = FairShare()  # /metrics' own (it ranks in a thread of its own)
 
     def job_submitted(self, jobs: Sequence[Job] = ()) -> None:
         """A new job can start at once only if some GPU was free after the last cycle. The
@@ -350,7 +353,7 @@ class Coordinator:
         # Held-by-a-person jobs are not in the queue the policy schedules.
         snapshot = build_snapshot(state, [view for _, view in waiting], self.settings)
         nodes, active = state.nodes, state.active
-        decisions = schedule(snapshot)
+        decisions = schedule(snapshot, fairshare=self.fair)
         if decisions.fairshare is not None:
             self._fairshare = (now, decisions.fairshare)
         self.free_gpus = sum(len(n.free) for n in snapshot.nodes if n.up) - sum(

@@ -22,8 +22,8 @@ from scheduler.config import Settings
 from scheduler.coordinator.idle import IdlePolicy
 from scheduler.metrics.hist import cumulative
 from scheduler.model import JobState, Node, NodeState
-from scheduler.policy.fairnow import past_algorithm
-from scheduler.policy.fairshare import FairShareTable, compute_fairshare
+from scheduler.policy.fairengine import FairShare
+from scheduler.policy.fairshare import FairShareTable
 from scheduler.store import WAIT_BUCKETS, parse_daily, parse_totals
 
 Family = GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily
@@ -235,9 +235,11 @@ def usage_families(usage: dict[str, str], known: Known) -> list[Family]:
 
 def share_families(accounts: Accounts, usage: dict[str, str], waiting: Sequence[JobLike],
                    settings: Settings, now: float,
-                   table: FairShareTable | None = None) -> list[Family]:
+                   table: FairShareTable | None = None,
+                   engine: FairShare | None = None) -> list[Family]:
     """Fair share as the scheduler computes it (same inputs as its cycle; `table`: the
-    leading coordinator's last one, reused), and budgets."""
+    leading coordinator's last one, reused; else `engine`'s, the one /metrics holds, which
+    computes it again only on new usage), and budgets."""
     factor = GaugeMetricFamily("labq_fairshare_factor", "Fair-share factor 0-1 (as priority "
                                "uses it)", labels=["account", "user"])
     effective = GaugeMetricFamily("labq_effective_usage_ratio", "Decayed usage as a share of "
@@ -247,8 +249,7 @@ def share_families(accounts: Accounts, usage: dict[str, str], waiting: Sequence[
     if table is None:
         inputs = share_inputs(accounts, fairshare_usage_of(usage, settings, now), settings,
                               {(j.account, j.user) for j in waiting if not j.hold})
-        table = compute_fairshare(inputs.accounts, inputs.assocs, inputs.usage,
-                                  past_algorithm(inputs.algorithm))
+        table = (engine or FairShare()).table(inputs)
     for row in table.rows:
         if row.user is not None:
             factor.add_metric([row.account, row.user], row.fairshare)

@@ -34,6 +34,7 @@ from scheduler.metrics.families import (
 )
 from scheduler.metrics.hist import LocalHistogram
 from scheduler.model import JobState, Node
+from scheduler.policy.fairengine import FairShare
 from scheduler.policy.fairshare import FairShareTable
 from scheduler.store import Store
 
@@ -46,6 +47,8 @@ class MetricsSource(Protocol):
     settings: Settings
     last_cycle_s: float
     cycle_durations: LocalHistogram
+    # The fair-share engine /metrics ranks with (its own: the cycle's is the leader's).
+    metrics_fair: FairShare
 
     @property
     def is_leader(self) -> bool: ...
@@ -134,7 +137,7 @@ class ClusterCollector(Collector):
             ("usage", lambda: usage_families(v.usage, known)),
             ("fair share and budgets", lambda: share_families(
                 v.accounts, v.usage, v.waiting, v.settings, v.now,
-                self.source.fresh_fairshare(v.now))),
+                self.source.fresh_fairshare(v.now), self.source.metrics_fair)),
         ]
         for what, build in groups:
             # One broken group (say, a bad priority_weights setting) must not blank the rest.

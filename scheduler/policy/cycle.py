@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from scheduler.model import Reason
 from scheduler.policy.backfill import MAX_ESTIMATES, Backfill, Reservation, utc
 from scheduler.policy.budget import BudgetGate
+from scheduler.policy.fairengine import FairShare
 from scheduler.policy.fairshare import FairShareTable
 from scheduler.policy.placement import FreePool, Part, Placement, fits_type, type_matches
 from scheduler.policy.preemption import SCAVENGER, Preemption, plan_preemptions
-from scheduler.policy.ranking import fairshare_table, ordered, ranked_totals
+from scheduler.policy.ranking import ordered
 from scheduler.policy.snapshot import NodeView, PendingJob, Snapshot
 
 
@@ -40,15 +41,15 @@ class Decisions:
     preemptions: list[Preemption] = field(default_factory=list)
     estimates: dict[str, float] = field(default_factory=dict)  # job id -> Unix time
     reservation: Reservation | None = None
-    # The fair-share table the queue was ranked by (`ranking.fairshare_table`), for reuse.
+    # The fair-share table the queue was ranked by (`fairengine.Ranking.table`), for reuse.
     fairshare: FairShareTable | None = None
 
 
 def schedule(snapshot: Snapshot, max_estimates: int = MAX_ESTIMATES,
-             explain: bool = True) -> Decisions:
+             explain: bool = True, fairshare: FairShare | None = None) -> Decisions:
     """`decide`, with Python's cyclic garbage collector paused (see `_collector_paused`)."""
     with _collector_paused():
-        return decide(snapshot, max_estimates, explain)
+        return decide(snapshot, max_estimates, explain, fairshare)
 
 
 @contextmanager
@@ -69,7 +70,7 @@ def _collector_paused() -> Iterator[None]:
 
 
 def decide(snapshot: Snapshot, max_estimates: int = MAX_ESTIMATES,
-           explain: bool = True) -> Decisions:
+           explain: bool = True, fairshare: FairShare | None = None) -> Decisions:
     """Decide which pending jobs start now and where, and why every other one waits.
 
     1. order the queue; 2. for each job, best-fit it on the GPUs still free; a job that fits
@@ -86,6 +87,9 @@ def decide(snapshot: Snapshot, max_estimates: int = MAX_ESTIMATES,
     later job could start or preempt); the starts and preemptions are the same. The
     estimates are not valid then (they cover only the waiting jobs the shortened walk
     reached): pass ``max_estimates=0`` with it and do not use them.
+
+    `fairshare`: the caller's fair-share engine, which keeps the account tree, the last
+    split and the last table between cycles (None: one for this call alone).
     """
     pool = FreePool(snapshot.nodes)
     backfill = Backfill(snapshot)
@@ -100,8 +104,9 @@ def decide(snapshot: Snapshot, max_estimates: int = MAX_ESTIMATES,
     can_stop = not explain and not any(r.qos == SCAVENGER for r in snapshot.running)
     # The totals only order the queue: one job (most cycles of a cluster with GPUs to
     # spare) has nothing to be ordered against.
-    totals, within = ranked_totals(snapshot) if len(snapshot.pending) > 1 else ({}, None)
-    decisions.fairshare = fairshare_table(snapshot)
+    ranking = (fairshare or FairShare()).rank(snapshot)
+    totals, within = (ranking.totals, ranking.within) if len(snapshot.pending) > 1 else ({}, None)
+    decisions.fairshare = ranking.table
     for job in ordered(snapshot.pending, totals, within):
         if can_stop and pool.left == 0:
             break

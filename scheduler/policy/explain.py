@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
-from scheduler.policy.fairnow import FAIR_NOW, UserLoad, snapshot_loads
-from scheduler.policy.ranking import fair_tree_table
-from scheduler.policy.snapshot import ShareInputs, Snapshot
+from scheduler.policy.fairengine import Ranking
+from scheduler.policy.fairnow import FAIR_NOW, UserLoad
 
 
 def _gpus(x: float) -> str:
@@ -41,11 +38,11 @@ def fair_now_text(load: UserLoad, past_factor: float | None = None,
     return text
 
 
-def standing_texts(snapshot: Snapshot) -> dict[tuple[str, str], str]:
+def standing_texts(ranking: Ranking) -> dict[tuple[str, str], str]:
     """`fair_now_text` for every (account, user) with a job pending or running in the
-    snapshot (what `/v1/quota` and `/v1/priority` show)."""
-    inputs = snapshot.shares or ShareInputs()
-    table = fair_tree_table(replace(snapshot, shares=inputs))
-    weight = inputs.past_weight if inputs.algorithm == FAIR_NOW else 0.0
-    return {key: fair_now_text(load, table.factor(*key), weight)
-            for key, load in snapshot_loads(snapshot).users.items()}
+    ranked snapshot (what `/v1/quota` and `/v1/priority` show)."""
+    inputs = ranking.snapshot.shares
+    weight = inputs.past_weight if inputs is not None and inputs.algorithm == FAIR_NOW else 0.0
+    table = ranking.table if weight > 0 else None
+    return {key: fair_now_text(load, table.factor(*key) if table is not None else None, weight)
+            for key, load in ranking.loads.items()}

@@ -50,20 +50,20 @@ from dataclasses import dataclass
 from scheduler.policy.sharetree import (
     ROOT,
     Account,
+    AccountTree,
     Assoc,
     Node,
     build_tree,
     check_usage,
     fair_tree_key,
     set_level_values,
-    skeleton,
     sort_children,
     sum_usage,
     walk,
 )
 
-__all__ = ["ALGORITHMS", "CLASSIC", "FAIR_TREE", "ROOT", "Account", "Assoc", "FairShareTable",
-           "ShareRow", "compute_fairshare"]
+__all__ = ["ALGORITHMS", "CLASSIC", "FAIR_TREE", "ROOT", "Account", "AccountTree", "Assoc",
+           "FairShareTable", "ShareRow", "compute_fairshare"]
 
 FAIR_TREE = "fair_tree"
 CLASSIC = "classic"
@@ -179,20 +179,23 @@ class FairShareTable:
 def compute_fairshare(
     accounts: Sequence[Account], assocs: Sequence[Assoc],
     usage: Mapping[tuple[str, str], float], algorithm: str = FAIR_TREE,
-    *, total_usage: float | None = None,
+    *, total_usage: float | None = None, tree: AccountTree | None = None,
 ) -> FairShareTable:
     """Every association's fair share under `algorithm` ("fair_tree" or "classic").
 
     `usage` maps (account, user) to the association's decayed billed usage. `total_usage` is
     the cluster's total decayed usage, classic's denominator (Slurm's root usage); it defaults
     to the sum of `usage` and is clamped to at least that sum. Fair Tree ignores it.
-    See the module docstring for the rules that make any input a tree.
+    See the module docstring for the rules that make any input a tree. `tree`: the
+    `AccountTree` of `accounts` and `assocs` where the caller keeps one (`FairShare`).
     """
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown fair-share algorithm {algorithm!r}; "
                          f"expected one of {', '.join(ALGORITHMS)}")
     check_usage(usage, total_usage)
-    root = build_tree(skeleton(accounts, assocs, usage), usage)
+    if tree is None:
+        tree = AccountTree(accounts, assocs)
+    root = build_tree(tree, usage)
     sum_usage(root)
     set_level_values(root)
     sort_children(root)

@@ -12,9 +12,10 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import NamedTuple, Protocol
 
 
 @dataclass(frozen=True)
@@ -37,22 +38,79 @@ class Priority:
     weighted: dict[str, float]  # factor * weight
 
 
+class Weighed(Protocol):
+    """What the sum weighs of a job besides its fair share (a `snapshot.PendingJob` is one)."""
+
+    @property
+    def submitted_at(self) -> float: ...
+    @property
+    def gpus(self) -> int: ...
+    @property
+    def qos(self) -> str: ...
+
+
+class _Job(NamedTuple):
+    submitted_at: float
+    gpus: int
+    qos: str
+
+
+class Weighing:
+    """The weighted sum of one ranking (`now`, the weights, the largest node): `totals` is the
+    one place the sum is written; `priority` gives the factors behind one job's total."""
+
+    def __init__(self, weights: PriorityWeights, qos_factors: Mapping[str, float], now: float,
+                 largest_node_gpus: int) -> None:
+        self.weights, self.qos_factors = weights, qos_factors
+        self.now, self.largest = now, largest_node_gpus
+
+    def totals(self, jobs: Sequence[Weighed], fairshare: Sequence[float]) -> list[float]:
+        """w_age * age + w_size * size + w_qos * qos + w_fairshare * fairshare of each job,
+        `fairshare[i]` being job i's fair-share factor (clamped to [0, 1])."""
+        w = self.weights
+        now, max_age, width = self.now, w.max_age_s, max(1, self.largest)
+        age, size, fs_weight = w.age, w.size, w.fairshare
+        qos = {name: w.qos * _unit(f) for name, f in self.qos_factors.items()}
+        sized: dict[int, float] = {}  # the size term per GPU count
+        out: list[float] = []
+        append = out.append
+        for job, fs in zip(jobs, fairshare, strict=True):
+            waited = now - job.submitted_at
+            if max_age > 0:
+                waited = (waited if waited > 0.0 else 0.0) / max_age
+                aged = waited if waited < 1.0 else 1.0
+            else:  # see `age_factor`
+                aged = 1.0 if waited > 0 else 0.0
+            big = sized.get(job.gpus)
+            if big is None:
+                big = sized[job.gpus] = size * _unit(job.gpus / width)
+            append((age * aged + big + qos.get(job.qos, 0.0))
+                   + fs_weight * (fs if 0.0 <= fs <= 1.0 else _unit(fs)))
+        return out
+
+    def priority(self, job: Weighed, fairshare: float) -> Priority:
+        """The job's total (`totals`) and the factors behind it (what `labq priority` shows,
+        as `sprio` would)."""
+        w = self.weights
+        factors = {
+            "fairshare": _unit(fairshare),
+            "age": age_factor(job.submitted_at, self.now, w.max_age_s),
+            "size": size_factor(job.gpus, self.largest),
+            "qos": _unit(self.qos_factors.get(job.qos, 0.0)),
+        }
+        weight_of = {"fairshare": w.fairshare, "age": w.age, "size": w.size, "qos": w.qos}
+        weighted = {name: value * weight_of[name] for name, value in factors.items()}
+        return Priority(self.totals((job,), (fairshare,))[0], factors, weighted)
+
+
 def job_priority(
     *, fairshare: float, submitted_at: float, gpus: int, qos: str, now: float,
     largest_node_gpus: int, weights: PriorityWeights = DEFAULT_WEIGHTS,
     qos_factors: Mapping[str, float] = DEFAULT_QOS_FACTORS,
 ) -> Priority:
-    """The job's priority and the factors behind it (what `labq` shows as `sprio` would)."""
-    factors = {
-        "fairshare": _unit(fairshare),
-        "age": age_factor(submitted_at, now, weights.max_age_s),
-        "size": size_factor(gpus, largest_node_gpus),
-        "qos": _unit(qos_factors.get(qos, 0.0)),
-    }
-    weight_of = {"fairshare": weights.fairshare, "age": weights.age,
-                 "size": weights.size, "qos": weights.qos}
-    weighted = {name: value * weight_of[name] for name, value in factors.items()}
-    return Priority(total=sum(weighted.values()), factors=factors, weighted=weighted)
+    """One job's priority and the factors behind it (`Weighing.priority`)."""
+    return Weighing(weights, qos_factors, now, largest_node_gpus).priority(
+        _Job(submitted_at, gpus, qos), fairshare)
 
 
 def age_factor(submitted_at: float, now: float, max_age_s: float) -> float:
@@ -77,15 +135,3 @@ def _unit(x: float) -> float:
     if math.isnan(x):
         return 0.0
     return min(1.0, max(0.0, x))
-
-
-def priority_total(
-    *, fairshare: float, submitted_at: float, gpus: int, qos: str, now: float,
-    largest_node_gpus: int, weights: PriorityWeights = DEFAULT_WEIGHTS,
-    qos_factors: Mapping[str, float] = DEFAULT_QOS_FACTORS,
-) -> float:
-    """`job_priority(...).total` without building the breakdown (the cycle's hot path)."""
-    return (weights.fairshare * _unit(fairshare)
-            + weights.age * age_factor(submitted_at, now, weights.max_age_s)
-            + weights.size * size_factor(gpus, largest_node_gpus)
-            + weights.qos * _unit(qos_factors.get(qos, 0.0)))

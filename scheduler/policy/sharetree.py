@@ -1,19 +1,24 @@
-"""The account tree one fair-share computation works on (`fairshare.compute_fairshare`):
-accounts and user associations made into a tree by the robustness rules of `fairshare`'s
-docstring, with each node's usage and its Level Fairshare among its siblings.
+"""The account tree fair share works on, built once per accounts version (`AccountTree`), and
+the nodes one Fair Tree or classic computation fills in (`build_tree`).
 
-The tree's shape (`skeleton`) depends only on the accounts, the associations and the usage
-keys without one, which change far more rarely than the usage: it is kept between
-refreshes, and only the nodes are made anew (`build_tree`).
+The robustness rules (`fairshare`'s docstring) are applied once, when the tree is built: the
+root exists, an account with an unknown or missing parent or on a parent cycle hangs under
+root, an association of an unknown account creates that account under root with shares 1, a
+later duplicate replaces an earlier one, and negative or non-finite shares raise ValueError.
+Fair Tree, classic and fair now all read the same tree; an association a computation meets
+that the tree lacks (usage or demand with no `Assoc`) joins a grown copy with shares 1
+(`AccountTree.grown`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 ROOT = "root"
+Key = tuple[str, str]  # (account, user)
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,74 @@ class Assoc:
     user: str
     account: str
     shares: float = 1.0
+
+
+class AccountTree:
+    """Accounts and user associations as one tree, the robustness rules applied.
+
+    `shares` and `parent` are by account (root excluded), `users` the shares of each
+    (account, user); `child_accounts` and `child_users` list each account's children in the
+    order they were given (fair now splits in that order; Fair Tree sorts its own)."""
+
+    def __init__(self, accounts: Sequence[Account], assocs: Sequence[Assoc],
+                 extra: Iterable[Key] = ()) -> None:
+        _check_shares(accounts, assocs)
+        self.accounts, self.assocs = accounts, assocs
+        shares = {a.name: a.shares for a in accounts if a.name != ROOT}
+        parents = {a.name: a.parent for a in accounts if a.name != ROOT}
+        users: dict[Key, float] = {(s.account, s.user): s.shares for s in assocs}
+        for key in extra:
+            users.setdefault(key, 1.0)
+        for account, _ in users:
+            if account != ROOT and account not in shares:
+                shares[account], parents[account] = 1.0, ROOT
+        self.parent = resolve_parents(parents)
+        self.shares = shares
+        self.users = users
+        self.child_accounts: dict[str, list[str]] = {}
+        for name in shares:
+            self.child_accounts.setdefault(self.parent[name], []).append(name)
+        self.child_users: dict[str, list[Key]] = {}
+        for key in users:
+            self.child_users.setdefault(key[0], []).append(key)
+        self.chains: dict[str, list[str]] = {name: self._walk(name) for name in [*shares, ROOT]}
+        self._extra = tuple(extra)
+        self._grown: tuple[frozenset[Key], AccountTree] | None = None
+
+    def grown(self, keys: Iterable[Key]) -> AccountTree:
+        """This tree, or where some of `keys` are not among its users, a tree with them added
+        (shares 1, their accounts under root if unknown), kept for the next ask."""
+        extra = [key for key in keys if key not in self.users]
+        if not extra:
+            return self
+        wanted = frozenset(extra)
+        if self._grown is None or self._grown[0] != wanted:
+            self._grown = (wanted, AccountTree(self.accounts, self.assocs,
+                                               (*self._extra, *extra)))
+        return self._grown[1]
+
+    def chain(self, account: str) -> list[str]:
+        """The account and its ancestors below root, nearest first."""
+        if account not in self.chains:
+            self.chains[account] = self._walk(account)
+        return self.chains[account]
+
+    def _walk(self, account: str) -> list[str]:
+        out = []
+        while account != ROOT and account in self.parent:
+            out.append(account)
+            account = self.parent[account]
+        return out
+
+    @cached_property
+    def sorted_accounts(self) -> tuple[tuple[str, float, str], ...]:
+        """(name, shares, parent) of every account below root, by name."""
+        return tuple((name, self.shares[name], self.parent[name]) for name in sorted(self.shares))
+
+    @cached_property
+    def sorted_users(self) -> tuple[tuple[str, str, float], ...]:
+        """(account, user, shares) of every association, sorted."""
+        return tuple((account, user, s) for (account, user), s in sorted(self.users.items()))
 
 
 @dataclass(slots=True, eq=False)
@@ -87,60 +160,18 @@ def check_usage(usage: Mapping[tuple[str, str], float], total_usage: float | Non
         _check_number("total usage", total_usage)
 
 
-@dataclass(frozen=True)
-class _Skeleton:
-    """The tree's shape, made robust (see the module docstring): what `build_tree` needs
-    besides the usage. It depends on the accounts, the associations and the usage keys
-    that have no association, which change far more rarely than the usage does."""
-
-    accounts: tuple[tuple[str, float, str], ...]  # (name, shares, parent), by name
-    users: tuple[tuple[str, str, float], ...]  # (account, user, shares), sorted
-    known: frozenset[tuple[str, str]]  # the associations given (before the usage's)
-
-
-# The last skeleton made, for the (immutable) accounts and associations it was made from and
-# the usage keys it added: the coordinator and the simulator refresh the table from the same
-# tree every few minutes, only the usage changes.
-_LAST_SKELETON: dict[str, tuple[Sequence[Account], Sequence[Assoc], tuple[tuple[str, str],
-                                                                           ...], _Skeleton]] = {}
-
-
-def skeleton(accounts: Sequence[Account], assocs: Sequence[Assoc],
-              usage: Mapping[tuple[str, str], float]) -> _Skeleton:
-    last = _LAST_SKELETON.get("last")
-    if last is not None and last[0] is accounts and last[1] is assocs:
-        known = last[3].known
-        if tuple(key for key in usage if key not in known) == last[2]:
-            return last[3]
-    _check_shares(accounts, assocs)
-    shares = {a.name: a.shares for a in accounts if a.name != ROOT}
-    parents = {a.name: a.parent for a in accounts if a.name != ROOT}
-    users: dict[tuple[str, str], float] = {(s.account, s.user): s.shares for s in assocs}
-    known = frozenset(users)
-    extra = tuple(key for key in usage if key not in known)
-    for key in extra:
-        users.setdefault(key, 1.0)
-    for account, _user in users:
-        if account != ROOT and account not in shares:
-            shares[account], parents[account] = 1.0, ROOT
-    parent_of = resolve_parents(parents)
-    made = _Skeleton(
-        tuple((name, shares[name], parent_of[name]) for name in sorted(shares)),
-        tuple((account, user, s) for (account, user), s in sorted(users.items())), known)
-    if isinstance(accounts, tuple) and isinstance(assocs, tuple):  # immutable: keep it
-        _LAST_SKELETON["last"] = (accounts, assocs, extra, made)
-    return made
-
-
-def build_tree(shape: _Skeleton, usage: Mapping[tuple[str, str], float]) -> Node:
+def build_tree(tree: AccountTree, usage: Mapping[Key, float]) -> Node:
+    """The nodes of one computation: `tree` (grown by the usage's associations it lacks) with
+    each user's raw usage."""
+    shape = tree.grown(usage)
     root = Node(ROOT, None, 1.0)
     nodes = {ROOT: root}
-    for name, s, _parent in shape.accounts:
+    for name, s, _parent in shape.sorted_accounts:
         nodes[name] = Node(name, None, s)
-    for name, _s, parent in shape.accounts:
+    for name, _s, parent in shape.sorted_accounts:
         nodes[parent].children.append(nodes[name])
     get = usage.get
-    for account, user, s in shape.users:
+    for account, user, s in shape.sorted_users:
         nodes[account].children.append(
             Node(account, user, s, raw_usage=float(get((account, user), 0.0))))
     return root

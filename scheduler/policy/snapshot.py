@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -51,6 +52,7 @@ class PendingJob:
                                                             compare=False)
 
     def __post_init__(self) -> None:
+        _check_gpus("pending", self.id, self.gpus)
         object.__setattr__(self, "assoc", (self.account, self.user))
         object.__setattr__(self, "own_key", (self.qos == "scavenger", self.gpus,
                                              self.time_limit_s, self.submitted_at,
@@ -81,6 +83,7 @@ class RunningJob:
     assoc: tuple[str, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        _check_gpus("running", self.id, self.gpus)
         object.__setattr__(self, "assoc", (self.account, self.user))
 
     @property
@@ -144,3 +147,17 @@ class Snapshot:
     # GPUs of all pending normal-QOS jobs per (account, user), given only when `pending`
     # holds part of the queue (the simulator's cut): fair_now's demand. None: from `pending`.
     queued_gpus: Mapping[tuple[str, str], float] | None = None
+
+    def __post_init__(self) -> None:
+        """A queue with a job id twice is refused: a job's place, level and total are keyed
+        by its id."""
+        if len({job.id for job in self.pending}) != len(self.pending):
+            count = Counter(job.id for job in self.pending)
+            twice = sorted(job_id for job_id, n in count.items() if n > 1)
+            raise ValueError(f"a snapshot's pending jobs have distinct ids; given twice: "
+                             f"{', '.join(twice[:5])}")
+
+
+def _check_gpus(kind: str, job_id: str, gpus: int) -> None:
+    if gpus < 0:
+        raise ValueError(f"{kind} job {job_id} asks for {gpus} GPUs: a GPU count is >= 0")

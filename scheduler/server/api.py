@@ -23,9 +23,9 @@ from scheduler.coordinator.idle import IdlePolicy, annotate_nodes, job_idle
 from scheduler.model import Job, JobState, Node
 from scheduler.noderun import output_path
 from scheduler.policy.explain import standing_texts
+from scheduler.policy.fairengine import FairShare
 from scheduler.policy.fairshare import FairShareTable
 from scheduler.policy.priority import Priority
-from scheduler.policy.ranking import priorities
 from scheduler.server.adminroutes import AdminRoutes, audit
 from scheduler.server.http import (
     MAX_REQUEST_BYTES,
@@ -67,6 +67,7 @@ class Api(JobRoutes, AdminRoutes):
         self.submitted = submitted or (lambda _jobs: kick())
         # The leading coordinator's last fair-share table (reused by quota and priority).
         self.fairshare = fairshare or (lambda _now: None)
+        self.fair = FairShare()  # this API's fair-share engine (quota, priority)
         self._nodes: tuple[float, list[Node]] | None = None
         self._accounts: tuple[float, Accounts] | None = None
         self._pending: tuple[float, dict[str, int]] | None = None
@@ -336,13 +337,14 @@ class Api(JobRoutes, AdminRoutes):
         pending = [pending_view(j) for j in queue]
         last = self.fairshare(now)  # the last cycle's table, when this process leads
         snapshot = build_snapshot(state, pending, self.settings, table=last)
-        table, ranked = priorities(snapshot)
+        ranking = self.fair.rank(snapshot)
+        table, ranked = ranking.table, ranking.breakdown
         assert table is not None
         # Standings in words also for those who only run jobs now.
         assocs = {(p.account, p.user) for p in pending} | {(j.account, j.user)
                                                            for j in state.active}
-        standing = standing_texts(build_snapshot(state, pending, self.settings, assocs,
-                                                 table=last))
+        standing = standing_texts(self.fair.rank(
+            build_snapshot(state, pending, self.settings, assocs, table=last)))
         return PolicyView(state, queue, table, ranked, standing)
 
     async def quota(self, request: web.Request) -> web.Response:

@@ -26,11 +26,12 @@ other policy ignores them (their overruns are reported).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from scheduler.policy.cycle import Decisions
-from scheduler.policy.fairnow import FAIR_NOW, past_algorithm
-from scheduler.policy.fairshare import CLASSIC, FAIR_TREE, Account, Assoc, compute_fairshare
+from scheduler.policy.fairengine import FairShare
+from scheduler.policy.fairnow import FAIR_NOW
+from scheduler.policy.fairshare import CLASSIC, FAIR_TREE, Account, Assoc
 from scheduler.policy.snapshot import DEFAULT_PAST_WEIGHT, PendingJob, ShareInputs
 
 DRF_SCALE = 1e9  # a rank key: allocation share first, then submit time (seconds < 1e9)
@@ -70,7 +71,8 @@ def get_policy(name: str) -> SimPolicy:
 
 class ShareBuilder:
     """A flat tree: each tenant under root with its shares (`tenant_shares`, default 1 each),
-    each user with shares 1."""
+    each user with shares 1. `engine`: the replay's fair-share engine (give it to
+    `schedule`: it keeps the tree and fair now's last split between calls)."""
 
     def __init__(self, policy: SimPolicy, users: Sequence[tuple[str, str]],
                  tenant_shares: Mapping[str, float] | None = None,
@@ -83,17 +85,16 @@ class ShareBuilder:
         self.accounts = tuple(Account(t, "root", float(weights.get(t, 1.0))) for t in tenants)
         self.assocs = tuple(Assoc(u, a, 1.0) for a, u in sorted(set(users)))
         self._cached: tuple[Mapping[tuple[str, str], float], ShareInputs] | None = None
+        self.engine = FairShare()
 
     def build(self, usage: Mapping[tuple[str, str], float]) -> ShareInputs | None:
         """Inputs with their fair-share table, computed once per usage refresh."""
         if self.policy.algorithm is None:
             return None
         if self._cached is None or self._cached[0] is not usage:
-            table = compute_fairshare(self.accounts, self.assocs, usage,
-                                      past_algorithm(self.policy.algorithm))
-            self._cached = (usage, ShareInputs(
-                self.accounts, self.assocs, usage, self.policy.algorithm, table=table,
-                past_weight=self.past_weight))
+            inputs = ShareInputs(self.accounts, self.assocs, usage, self.policy.algorithm,
+                                 past_weight=self.past_weight)
+            self._cached = (usage, replace(inputs, table=self.engine.table(inputs)))
         return self._cached[1]
 
 
