@@ -3,13 +3,15 @@ top`: the submit request and the job record. Standard library only, so the CLI s
 
 Each field is declared once here, with its JSON type; the OpenAPI schemas are generated from
 these declarations (`submit_schema`, `job_schema`), and a test checks that the API serves
-exactly these fields.
+exactly these fields. Job states come from `scheduler.model` (standard library only too).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, TypedDict
+
+from scheduler.model import JobState
 
 MAX_NAME = 128
 MAX_TOKEN = 128
@@ -52,8 +54,7 @@ _OPT_STR = {"type": ["string", "null"]}
 _TIME = {"type": ["number", "null"]}
 JOB_FIELDS: dict[str, dict[str, Any]] = {
     "id": _STR, "user": _STR, "account": _STR,
-    "state": {"enum": ["PENDING", "HELD", "STARTING", "RUNNING", "SUCCEEDED", "FAILED",
-                       "CANCELLED", "TIMEOUT", "PREEMPTED"]},
+    "state": {"enum": [s.value for s in JobState]},  # the lifecycle is scheduler.model's
     "gpus": {"type": "integer"},  # in all: nodes x the GPUs on each
     "nodes": {"type": "integer"},  # how many nodes it runs on
     "gpu_type": _OPT_STR, "node": _OPT_STR,

@@ -115,3 +115,19 @@ def test_labq_queue_with_columns_80_keeps_to_80(server: ApiServer) -> None:
     lines = result.stdout.splitlines()
     assert len(lines) == 3 and max(len(line) for line in lines) <= 80, result.stdout
     assert all(line.split()[-1] == "Submitted" for line in lines[1:]), result.stdout
+
+
+def test_labq_show_marks_as_private_exactly_the_fields_the_api_hides() -> None:
+    """`labq show` of another user's job under private_data: what the API nulls (one list,
+    `wire.PRIVATE_FIELDS`) reads `(private)`; a field it does not hide, unset, reads `-`."""
+    from scheduler.cli.queue_view import show_lines
+    from scheduler.wire import PRIVATE_FIELDS
+
+    hidden = job(state="FAILED", private=True, time_limit_s=3600, qos="normal", nodes=1,
+                 ended_at=NOW, dependency="", **dict.fromkeys(PRIVATE_FIELDS))
+    rows = dict(show_lines(hidden, NOW))
+    private = {label for label, value in rows.items() if value == "(private)"}
+    assert private == {"command", "batch script", "submit dir", "workdir", "output", "error",
+                       "exit code", "GPU time", "billed"}
+    mine = dict(show_lines({**hidden, "private": False}, NOW))
+    assert "(private)" not in mine.values()

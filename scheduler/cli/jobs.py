@@ -15,13 +15,15 @@ from scheduler.cli.errors import LabqCommand, usage_error
 from scheduler.cli.logtail import TERMINAL
 from scheduler.cli.submit import submit, wait
 from scheduler.client import Client, ClientError, list_jobs
+from scheduler.model import LIVE_STATES, JobState
 
 # ---------------------------------------------------------------------------- cancel
 
 
-_STATE_CODES = {"PD": "PENDING", "R": "RUNNING", "CF": "STARTING", "S": "HELD", "H": "HELD",
-                "PR": "PREEMPTED"}
-_LIVE_STATES = ("PENDING", "HELD", "STARTING", "RUNNING", "PREEMPTED")
+# Slurm's codes `labq cancel --state` takes (PD is PENDING alone here: held jobs are S or H).
+_STATE_CODES = {"PD": JobState.PENDING, "R": JobState.RUNNING, "CF": JobState.STARTING,
+                "S": JobState.HELD, "H": JobState.HELD, "PR": JobState.PREEMPTED}
+_LIVE_STATES = LIVE_STATES
 
 
 def _states(text: str) -> set[str]:

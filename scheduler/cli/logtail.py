@@ -6,9 +6,11 @@ import os
 import time
 from collections.abc import Callable, Iterator
 
+from scheduler.model import TERMINAL_STATES
+
 LOG_TAIL_BYTES = 1 << 20
 CHUNK_BYTES = 1 << 16
-TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED", "TIMEOUT"})
+TERMINAL = TERMINAL_STATES  # (the lifecycle is declared once, in scheduler.model)
 
 
 def follow_file(path: str, tail_bytes: int, follow: bool, ended: Callable[[], bool],

@@ -14,7 +14,9 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from scheduler.cli.common import Col, Named, fitted_table, plain
+from scheduler.model import GPU_HOLDING_STATES, TERMINAL_STATES, WAITING_STATES, JobState
 from scheduler.timeparse import format_duration, readable_duration
+from scheduler.wire import PRIVATE_FIELDS
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -22,13 +24,13 @@ if TYPE_CHECKING:
     from scheduler.cli.common import Cell
 
 Job = dict[str, Any]  # a job record as GET /v1/jobs answers it (scheduler.wire.JOB_FIELDS)
-WAITING = ("PENDING", "HELD")
-TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED", "TIMEOUT")
+WAITING = WAITING_STATES  # (the lifecycle is declared once, in scheduler.model)
+TERMINAL = TERMINAL_STATES
 
 
 def age(job: Job, now: float) -> str:
     """Run time (running or ended jobs) or time waited (waiting ones), as squeue's TIME."""
-    if job["state"] in ("RUNNING", "STARTING", "PREEMPTED") and job.get("started_at"):
+    if job["state"] in GPU_HOLDING_STATES and job.get("started_at"):
         return format_duration(now - job["started_at"])
     if job.get("ended_at"):
         return format_duration((job["ended_at"] or now) - (job["started_at"] or job["ended_at"]))
@@ -87,12 +89,12 @@ def _reason_code(job: Job) -> str:
 # Slurm's short state codes (squeue -t), as labq's states. PD is pending or held, as in Slurm,
 # where a held job is pending with a hold reason.
 SHORT_STATES: dict[str, tuple[str, ...]] = {
-    "PD": ("PENDING", "HELD"), "CF": ("STARTING",), "R": ("RUNNING",), "CD": ("SUCCEEDED",),
-    "F": ("FAILED",), "CA": ("CANCELLED",), "TO": ("TIMEOUT",), "PR": ("PREEMPTED",),
+    "PD": (JobState.PENDING, JobState.HELD), "CF": (JobState.STARTING,),
+    "R": (JobState.RUNNING,), "CD": (JobState.SUCCEEDED,), "F": (JobState.FAILED,),
+    "CA": (JobState.CANCELLED,), "TO": (JobState.TIMEOUT,), "PR": (JobState.PREEMPTED,),
 }
-STATES = ("PENDING", "HELD", "STARTING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED",
-          "TIMEOUT", "PREEMPTED")
-_ALIASES = {"COMPLETED": ("SUCCEEDED",), "ALL": STATES}
+STATES: tuple[str, ...] = tuple(JobState)
+_ALIASES = {"COMPLETED": (JobState.SUCCEEDED,), "ALL": STATES}
 
 
 def short_state(state: str) -> str:
@@ -270,7 +272,6 @@ def _paths(job: Job) -> tuple[str, str]:
     """The output and error files, their patterns expanded as the job's runner does
     (`noderun.output_path`); ("", "") when the record does not say."""
     from scheduler.model import Job as ModelJob
-    from scheduler.model import JobState
     from scheduler.noderun import error_path, output_path
 
     if job.get("workdir") is None:
@@ -285,10 +286,11 @@ def _paths(job: Job) -> tuple[str, str]:
     return output_path(model), error_path(model)
 
 
-def _private(job: Job, value: Any, shown: str) -> str:
-    """`shown`, or `(private)` where the API hid the field from this caller, `-` if unset."""
-    if value is None:
-        return "(private)" if job.get("private") else "-"
+def _private(job: Job, name: str, shown: str) -> str:
+    """`shown`, or `(private)` where the API hid the field `name` from this caller (one of
+    `wire.PRIVATE_FIELDS`, declared there once), `-` if unset."""
+    if job.get(name) is None:
+        return "(private)" if job.get("private") and name in PRIVATE_FIELDS else "-"
     return shown
 
 
@@ -324,20 +326,20 @@ def _identity(job: Job) -> list[tuple[str, str]]:
 def _files(job: Job) -> list[tuple[str, str]]:
     command = job.get("command")
     out, err = _paths(job)
-    output = _private(job, job.get("output"), out or "-")
+    output = _private(job, "output", out or "-")
     if out and job.get("output"):
         output += f" (from {plain(job['output'])})"
-    error = _private(job, job.get("error"), err or "-")
+    error = _private(job, "error", err or "-")
     if job.get("error") == "":
         error = "- (with the output)"
     elif err and job.get("error") and err != job.get("error"):
         error += f" (from {plain(job['error'])})"
     script = job.get("script")
     return [
-        ("command", _private(job, command, plain(" ".join(command or [])) or "-")),
-        ("batch script", _private(job, script, "captured at submit" if script else "no")),
-        ("submit dir", _private(job, job.get("submit_dir"), plain(job.get("submit_dir")) or "-")),
-        ("workdir", _private(job, job.get("workdir"), plain(job.get("workdir")))),
+        ("command", _private(job, "command", plain(" ".join(command or [])) or "-")),
+        ("batch script", _private(job, "script", "captured at submit" if script else "no")),
+        ("submit dir", _private(job, "submit_dir", plain(job.get("submit_dir")) or "-")),
+        ("workdir", _private(job, "workdir", plain(job.get("workdir")))),
         ("output", plain(output)), ("error", plain(error)),
     ]
 
@@ -365,10 +367,10 @@ def _times(job: Job, now: float) -> list[tuple[str, str]]:
 def _costs(job: Job) -> list[tuple[str, str]]:
     gpu_s, billed = job.get("gpu_seconds"), job.get("billed")
     return [
-        ("exit code", _private(job, job.get("exit_code"), str(job.get("exit_code")))
+        ("exit code", _private(job, "exit_code", str(job.get("exit_code")))
          if job["state"] in TERMINAL else "-"),
-        ("GPU time", _private(job, gpu_s, f"{(gpu_s or 0) / 3600:.2f} GPU-hours")),
-        ("billed", _private(job, billed, f"{(billed or 0) / 3600:.2f} GPU-hours")),
+        ("GPU time", _private(job, "gpu_seconds", f"{(gpu_s or 0) / 3600:.2f} GPU-hours")),
+        ("billed", _private(job, "billed", f"{(billed or 0) / 3600:.2f} GPU-hours")),
         ("restarts", str(job.get("restarts") or 0)),
     ]
 

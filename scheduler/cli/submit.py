@@ -24,6 +24,7 @@ from scheduler.cli.common import client, fail, print_json
 from scheduler.cli.errors import LabqCommand, OneLineUsageError, one_line, usage_error
 from scheduler.cli.logtail import TERMINAL
 from scheduler.client import Client, ClientError
+from scheduler.model import JobState
 from scheduler.wire import SubmitRequest
 
 # ---------------------------------------------------------------------------- submit
@@ -314,7 +315,7 @@ def exit_status(job: Mapping[str, Any]) -> int:
     """The exit status `labq wait` gives for an ended job: its exit code (a signal's as the
     shell shows it, 128 + N), and 1 for one that did not succeed yet has no failing code."""
     code = job.get("exit_code")
-    if job.get("state") == "SUCCEEDED":
+    if job.get("state") == JobState.SUCCEEDED:
         return _status(code) if code else 0
     return _status(code) if code else 1
 

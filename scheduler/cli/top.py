@@ -22,11 +22,12 @@ import click
 from scheduler.cli.common import Col, Named, fitted_table, out_width, plain
 from scheduler.cli.queue_view import where_cell
 from scheduler.client import Client, ClientError, list_jobs
+from scheduler.model import GPU_HOLDING_STATES, WAITING_STATES, JobState
 from scheduler.timeparse import format_duration
 from scheduler.wire import JobJson
 
-HOLDING = ("STARTING", "RUNNING", "PREEMPTED")  # states whose jobs hold GPUs
-WAITING = ("PENDING", "HELD")
+HOLDING = GPU_HOLDING_STATES  # states whose jobs hold GPUs
+WAITING = WAITING_STATES
 GIB = 2**30
 PIPE_WIDTH = 200  # `--once` into a pipe or file: a width for the rules and words
 
@@ -163,7 +164,7 @@ def queue_head(data: TopData) -> list[JobJson]:
     """Waiting jobs, next first: pending ones by priority, then held ones by age."""
     waiting = [j for j in data.jobs if j["state"] in WAITING]
     rank = {job_id: i for i, job_id in enumerate(data.priority_order)}
-    return sorted(waiting, key=lambda j: (j["state"] != "PENDING",
+    return sorted(waiting, key=lambda j: (j["state"] != JobState.PENDING,
                                           rank.get(j["id"], len(rank)), j["submitted_at"]))
 
 
