@@ -7,7 +7,7 @@ the same inputs, assembled in one place, whoever asks.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from scheduler.accounts.tree import Accounts
@@ -30,6 +30,13 @@ class ClusterState:
     accounts: Accounts
     active: list[Job]  # STARTING, RUNNING, PREEMPTED: they hold GPUs
     usage: dict[str, str]  # the usage hash, raw (fair share and budgets both read it)
+
+    def with_jobs(self, updated: Mapping[str, Job]) -> ClusterState:
+        """This state with the active jobs in `updated` (by id) replaced by those records: what
+        the cycle goes on with after a step changed some (the state read is never edited)."""
+        if not updated:
+            return self
+        return replace(self, active=[updated.get(j.id, j) for j in self.active])
 
 
 async def read_cluster(store: Store, now: float) -> ClusterState:

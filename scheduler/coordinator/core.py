@@ -175,18 +175,21 @@ class Coordinator:
         """One pass.
 
         The cluster is read once (`read_cluster`), and again only if this cycle's own
-        transitions changed it (a job ended or was requeued: its GPUs are free for phase 5)."""
+        transitions changed it (a job ended or was requeued: its GPUs are free for phase 5).
+        The state read is never edited: a step that changes a job (marked running, asked to
+        stop) returns its new record, and the cycle goes on with a new state holding it."""
         began = time.perf_counter()
         epoch = self.epoch
         state = await read_cluster(self.store, now)
         changed = await self._check_nodes(epoch, state.nodes, state.active, now)
         if changed:
             state = await read_cluster(self.store, now)  # jobs of lost nodes ended or requeued
-        changed = await self._watch(epoch, state.active, now)
+        changed, updated = await self._watch(epoch, state.active, now)
+        state = state.with_jobs(updated)
         if now - self._last_charge >= self.settings.charge_interval_s:
             await self.store.charge(epoch, [j.id for j in state.active], now)
             self._last_charge = now
-        await self._check_idle(epoch, state.nodes, state.active, now)
+        state = state.with_jobs(await self._check_idle(epoch, state.nodes, state.active, now))
         await self._retain(epoch, now)
         if changed:
             state = await read_cluster(self.store, now)
@@ -234,11 +237,14 @@ class Coordinator:
         else:
             await self.store.finish(epoch, job, JobState.FAILED, None, reason, now)
 
-    async def _watch(self, epoch: int, active: Sequence[Job], now: float) -> bool:
+    async def _watch(self, epoch: int, active: Sequence[Job], now: float
+                     ) -> tuple[bool, dict[str, Job]]:
         """Follow every active job with what its node's agent last reported. Returns whether
-        a job gave its GPUs back (ended or was requeued)."""
+        a job gave its GPUs back (ended or was requeued), and the new record of each job an
+        action changed."""
         reports = await self.nodes.reports({name for j in active for name in j.node_names})
         freed = False
+        updated: dict[str, Job] = {}
         for job in active:
             if job.parts:  # across nodes: the head's run, once every node runs its part
                 status = combined_status(job, {name: reports.get(name, {}).get(job.id)
@@ -247,14 +253,18 @@ class Coordinator:
                 status = reports.get(job.node or "", {}).get(job.id)
             for action in react(job, status, now, self.settings.launch_timeout_s,
                                 self.settings.stop_grace_s):
-                await self._apply(epoch, job, action, now)
+                after = await self._apply(epoch, job, action, now)
+                if after is not job:
+                    job = updated[job.id] = after
                 freed |= isinstance(action, Finish | Requeue | EndOrRequeue)
-        return freed
+        return freed, updated
 
-    async def _apply(self, epoch: int, job: Job, action: Action, now: float) -> None:
+    async def _apply(self, epoch: int, job: Job, action: Action, now: float) -> Job:
+        """Carry out one action; returns the job's record after it (a new one where the
+        action changed what the cycle reads of it, else `job`)."""
         if isinstance(action, MarkRunning):
             await self.store.mark_running(epoch, job.id, action.at)
-            job.started_at = action.at
+            return replace(job, started_at=action.at)
         elif isinstance(action, Finish):
             await self.store.finish(epoch, job, action.state, action.exit_code, action.reason,
                                     action.at)
@@ -267,9 +277,10 @@ class Coordinator:
             self._ended(job)
         elif isinstance(action, RequestStop):
             if await self.store.request_stop(epoch, job.id, action.state, now) == "OK":
-                job.stop_request = action.state.value
+                return replace(job, stop_request=action.state.value)
         elif isinstance(action, SendStop):
             await self._send_stop(epoch, job, now)
+        return job
 
     def _ended(self, job: Job) -> None:
         self._last_stop_sent.pop(job.id, None)
@@ -282,17 +293,19 @@ class Coordinator:
             await self.nodes.send_stop(epoch, job)
 
     async def _check_idle(self, epoch: int, nodes: Sequence[Node], active: Sequence[Job],
-                          now: float) -> None:
-        """Track idle GPUs of running jobs (state in the store), notify, stop under "stop"."""
+                          now: float) -> dict[str, Job]:
+        """Track idle GPUs of running jobs (state in the store), notify, stop under "stop".
+        Returns the new record of each job asked to stop."""
+        updated: dict[str, Job] = {}
         running = [j for j in active if j.state == JobState.RUNNING]
         if not running:
-            return
+            return updated
         readings = fresh_readings(nodes, now - self.settings.node_timeout_s)
         decisions = check_idle((running_gpus(j) for j in running), readings, self.idle_policy,
                                now)
         writes = {d.job_id: (d.idle_since, d.notified) for d in decisions if d.write}
         if writes and await self.store.set_idle(epoch, writes) == "STALE_EPOCH":
-            return
+            return updated
         jobs = {j.id: j for j in running}
         for decision in decisions:
             job = jobs[decision.job_id]
@@ -301,11 +314,12 @@ class Coordinator:
                                                  IDLE_REASON) == "OK":
                     log.info("stopping job %s: GPUs %s idle for %.0f s", job.id,
                              decision.idle_gpus, decision.idle_for_s)
-                    job.stop_request = JobState.CANCELLED.value
+                    job = updated[job.id] = replace(job, stop_request=JobState.CANCELLED.value)
                     await self._send_stop(epoch, job, now)
                     self._notify(EVENT_STOPPED, job, decision)
             elif decision.notify:
                 self._notify(EVENT_IDLE, job, decision)
+        return updated
 
     def _notify(self, event: str, job: Job, decision: IdleDecision) -> None:
         """Run notify_command in the background: a slow mail server never holds the cycle."""
@@ -428,8 +442,7 @@ class Coordinator:
             for victim in plan.victims:
                 if await self.store.request_stop(epoch, victim, JobState.PREEMPTED, now) == "OK":
                     log.info("preempting scavenger job %s for job %s", victim, plan.for_job)
-                    job = active[victim]
-                    job.stop_request = JobState.PREEMPTED.value
+                    job = replace(active[victim], stop_request=JobState.PREEMPTED.value)
                     await self._send_stop(epoch, job, now)
 
     async def _write_reasons(self, reasons: dict[str, list[Reason]],
