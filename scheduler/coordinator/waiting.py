@@ -11,7 +11,16 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from scheduler.model import Job, JobState, Reason, ReasonCode
+from scheduler.model import (
+    GPU_HOLDING_STATES,
+    TERMINAL_STATES,
+    WAITING_STATES,
+    Job,
+    JobState,
+    Reason,
+    ReasonCode,
+    state_names,
+)
 from scheduler.policy.arrays import format_ranges, split_task_id
 from scheduler.policy.dependency import (
     MET,
@@ -24,18 +33,17 @@ from scheduler.policy.dependency import (
     parse_dependency,
 )
 from scheduler.store import Store
-from scheduler.store.arrays import ArrayRecord
+from scheduler.store.arrays import ArrayRecord, ArrayState
 
 SPAWN_MAX = 256  # tasks made per array per cycle at most
-_ENDED = {s.value for s in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED,
-                            JobState.TIMEOUT)}
+_ENDED = state_names(TERMINAL_STATES)
 
 
 def spawn_count(array: ArrayRecord, waiting: int, active: int, cluster_gpus: int) -> int:
     """How many indices of `array` to make tasks now: up to its throttle counting those that
     wait or run; without one, enough waiting tasks to fill the cluster (the policy then sees
     the array's whole demand that could run), never more than remain."""
-    if array.hold or array.state != "PENDING":
+    if array.hold or array.state != ArrayState.PENDING:
         return 0
     if array.throttle:
         room = array.throttle - waiting - active
@@ -53,7 +61,7 @@ def _ended_badly(state: str, exit_code: str | None) -> str:
 def array_target(array: ArrayRecord, tasks: Sequence[Job | None]) -> Target:
     """An array as one dependency target: started when no task waits, ended when all did."""
     states = [t.state.value for t in tasks if t is not None]
-    waiting = bool(array.remaining) or any(s in ("PENDING", "HELD") for s in states)
+    waiting = bool(array.remaining) or any(s in WAITING_STATES for s in states)
     ended = not array.remaining and all(s in _ENDED for s in states)
     failed = next((f"{_ended_badly(t.state.value, _code(t))} (task {t.id})" for t in tasks
                    if t is not None and t.state.value in _ENDED
@@ -151,17 +159,18 @@ def aggregate(array: ArrayRecord, tasks: Sequence[Job | None]) -> dict[str, Any]
     counts: Counter[str] = Counter(t.state.value for t in tasks if t is not None)
     unmade = len(array.remaining_indices)
     if unmade:
-        counts["HELD" if array.hold else "PENDING"] += unmade
+        counts[JobState.HELD if array.hold else JobState.PENDING] += unmade
     if array.cancelled:
-        counts["CANCELLED"] += len(array.cancelled)
-    if counts["RUNNING"] or counts["STARTING"] or counts["PREEMPTED"]:
-        state = "RUNNING"
-    elif counts["PENDING"]:
-        state = "PENDING"
-    elif counts["HELD"]:
-        state = "HELD"
+        counts[JobState.CANCELLED] += len(array.cancelled)
+    if any(counts[s] for s in GPU_HOLDING_STATES):
+        state = JobState.RUNNING
+    elif counts[JobState.PENDING]:
+        state = JobState.PENDING
+    elif counts[JobState.HELD]:
+        state = JobState.HELD
     else:
-        state = next((s for s in ("FAILED", "TIMEOUT", "CANCELLED") if counts[s]), "SUCCEEDED")
+        state = next((s for s in (JobState.FAILED, JobState.TIMEOUT, JobState.CANCELLED)
+                      if counts[s]), JobState.SUCCEEDED)
     codes = [t.exit_code for t in tasks if t is not None and t.exit_code is not None]
     return {"state": state, "exit_code": max(codes) if codes else None,
             "array_states": dict(counts)}

@@ -12,13 +12,13 @@ from aiohttp import web
 
 from scheduler.config import Settings
 from scheduler.coordinator.waiting import aggregate, array_line, array_tasks, read_targets
-from scheduler.model import Job, JobState, Node
+from scheduler.model import HoldKind, Job, JobState, Node
 from scheduler.policy.arrays import split_task_id
 from scheduler.server.http import ApiError, int_query, job_id_of, json_object
 from scheduler.server.identity import Caller
 from scheduler.server.validation import InputError, build_spec, dependency_of
-from scheduler.store import Store
-from scheduler.store.arrays import ArrayRecord
+from scheduler.store import Outcome, Store
+from scheduler.store.arrays import ArrayRecord, ArrayState
 from scheduler.store.records import id_key
 from scheduler.timeparse import TimeLimitError, parse_duration
 
@@ -130,10 +130,10 @@ class JobRoutes:
             summary = aggregate(array, await array_tasks(self.store, array))
             return web.json_response({**base, **summary, "array_tasks": array.spec,
                                       "array_throttle": array.throttle, "idle": None})
-        state = "CANCELLED" if index in array.cancelled else (
-            "HELD" if array.hold else "PENDING")
+        state = JobState.CANCELLED if index in array.cancelled else (
+            JobState.HELD if array.hold else JobState.PENDING)
         return web.json_response({**base, "id": job_id, "array_task": index, "state": state,
-                                  "reason": "Priority" if state == "PENDING" else state,
+                                  "reason": "Priority" if state == JobState.PENDING else state,
                                   "idle": None})
 
     async def _show_job(self, caller: Caller, job: Job) -> dict[str, Any]:
@@ -158,12 +158,12 @@ class JobRoutes:
         if await self.store.get_job(job_id) is None:
             return web.json_response(await self._cancel_array(caller, job_id, now))
         result = await self.store.cancel(job_id, caller.user, caller.is_admin, now)
-        if result == "FORBIDDEN":
+        if result == Outcome.FORBIDDEN:
             job = await self.store.get_job(job_id)
             owner = job.user if job else "another user"
             raise ApiError(403, f"job {job_id} belongs to {owner}: you may cancel only your "
                                 "own jobs (admins may cancel any)")
-        if result == "NO_SUCH_JOB":
+        if result == Outcome.NO_SUCH_JOB:
             raise ApiError(404, f"no job {job_id}: see `labq queue` for your job ids")
         self.kick()
         return web.json_response({"id": job_id, "result": result})
@@ -178,17 +178,18 @@ class JobRoutes:
                                     "cancel only your own jobs (admins may cancel any)")
             if index is not None:
                 if index in array.cancelled:
-                    return {"id": job_id, "result": "ALREADY_DONE"}
+                    return {"id": job_id, "result": Outcome.ALREADY_DONE}
                 outcome = await self.store.cancel_unmade(array, index, caller.user,
                                                          caller.is_admin, now)
-                if outcome == "OK":
-                    return {"id": job_id, "result": "CANCELLED"}
+                if outcome == Outcome.OK:
+                    return {"id": job_id, "result": Outcome.CANCELLED}
                 continue  # a task was made meanwhile: cancel it as a job
             changes = {"remaining": "", "cancelled": ",".join(
                 filter(None, [",".join(map(str, array.cancelled)), array.remaining]))}
-            if array.state == "PENDING":
-                changes["state"] = "CANCELLED"
-            if await self.store.array_set(array, caller.user, caller.is_admin, changes) == "OK":
+            if array.state == ArrayState.PENDING:
+                changes["state"] = ArrayState.CANCELLED
+            if await self.store.array_set(array, caller.user, caller.is_admin,
+                                          changes) == Outcome.OK:
                 await self.store.uncount(array.template.user, len(array.remaining_indices))
                 break
         else:
@@ -202,25 +203,26 @@ class JobRoutes:
         if index is not None:  # the index became a task meanwhile
             result = await self.store.cancel(job_id, caller.user, caller.is_admin, now)
             return {"id": job_id, "result": str(result)}
-        return {"id": job_id, "result": "STOPPING" if "STOPPING" in results else "CANCELLED"}
+        stopping = Outcome.STOPPING in results
+        return {"id": job_id, "result": Outcome.STOPPING if stopping else Outcome.CANCELLED}
 
-    async def hold_array(self, caller: Caller, array_id: str, release: bool) -> str:
+    async def hold_array(self, caller: Caller, array_id: str, release: bool) -> Outcome:
         """Hold (or release) an array: no more of its tasks are made, and its waiting tasks
         are held (released) too. NO_SUCH_JOB when there is no such array."""
         array = await self.store.array(array_id)
         if array is None:
-            return "NO_SUCH_JOB"
-        kind = "" if release else ("admin" if caller.is_admin else "user")
-        if release and array.hold == "admin" and not caller.is_admin:
-            return "FORBIDDEN"
+            return Outcome.NO_SUCH_JOB
+        kind = "" if release else (HoldKind.ADMIN if caller.is_admin else HoldKind.USER)
+        if release and array.hold == HoldKind.ADMIN and not caller.is_admin:
+            return Outcome.FORBIDDEN
         outcome = await self.store.array_set(array, caller.user, caller.is_admin,
                                              {"hold": kind})
-        if outcome != "OK":
-            return str(outcome)
+        if outcome != Outcome.OK:
+            return outcome
         for task in await array_tasks(self.store, array):
             if task is not None and task.state.is_waiting() and bool(task.hold) != (not release):
                 await self.store.hold(task.id, caller.user, caller.is_admin, release)
-        return "OK" if bool(array.hold) != (not release) else "ALREADY"
+        return Outcome.OK if bool(array.hold) != (not release) else Outcome.ALREADY
 
     async def check_targets(self, text: str) -> None:
         """Every job a --dependency names exists (a job, a task, or an array)."""
@@ -256,8 +258,8 @@ class JobRoutes:
         fields = {k: v for k, v in job.to_fields().items() if k in changed}
         if fields:
             result = await self.store.update_job(job, caller.user, caller.is_admin, fields)
-            if result != "OK":
-                raise ApiError(409, _UPDATE_REFUSED.get(str(result), str(result)).format(
+            if result != Outcome.OK:
+                raise ApiError(409, _UPDATE_REFUSED.get(result, str(result)).format(
                     id=job.id))
             self.kick()
         return web.json_response({"id": job.id, "changed": sorted(fields)})
@@ -321,23 +323,23 @@ class JobRoutes:
         caller = await self.caller(request)
         job = await self._job_or_array_error(request)
         result = await self.store.requeue_job(job.id, caller.user, caller.is_admin, time.time())
-        if result == "FORBIDDEN":
+        if result == Outcome.FORBIDDEN:
             raise ApiError(403, f"job {job.id} belongs to {job.user}: you may requeue only "
                                 "your own jobs (admins may requeue any)")
-        if result == "NOT_ACTIVE":
+        if result == Outcome.NOT_ACTIVE:
             raise ApiError(409, f"job {job.id} is {job.state.value}: it waits already")
-        if result == "ALREADY_DONE":
+        if result == Outcome.ALREADY_DONE:
             raise ApiError(409, f"job {job.id} has ended ({job.state.value}): submit it again "
                                 f"(`labq show {job.id}` shows what it ran)")
-        if result == "ALREADY_STOPPING":
+        if result == Outcome.ALREADY_STOPPING:
             raise ApiError(409, f"job {job.id} is being stopped already")
         self.kick()
         return web.json_response({"id": job.id, "result": str(result)})
 
 
 _UPDATE_REFUSED = {
-    "NOT_WAITING": "job {id} started meanwhile: only its time limit can change now",
-    "STALE_VIEW": "job {id} started meanwhile: only its time limit can change now",
-    "FORBIDDEN": "job {id}: you may only shorten a running job's limit (admins: lengthen)",
-    "ALREADY_DONE": "job {id} has ended",
+    Outcome.NOT_WAITING: "job {id} started meanwhile: only its time limit can change now",
+    Outcome.STALE_VIEW: "job {id} started meanwhile: only its time limit can change now",
+    Outcome.FORBIDDEN: "job {id}: you may only shorten a running job's limit (admins: lengthen)",
+    Outcome.ALREADY_DONE: "job {id} has ended",
 }

@@ -11,13 +11,23 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from typing import Any
 
 from scheduler.model import Job, JobState, ReasonCode
 from scheduler.policy.arrays import ArraySpec, format_ranges, parse_ranges, task_id
 from scheduler.store.outcome import Outcome
 
-ARRAY_STATES = ("PENDING", "SPAWNED", "CANCELLED")  # SPAWNED: every index is a task now
+
+class ArrayState(StrEnum):
+    """An array record's own state (its tasks are jobs, with job states)."""
+
+    PENDING = "PENDING"  # indices remain to be made tasks
+    SPAWNED = "SPAWNED"  # every index is a task now
+    CANCELLED = "CANCELLED"
+
+
+ARRAY_STATES = tuple(s.value for s in ArrayState)  # (the Lua scripts' ARRAY_STATE table)
 
 
 @dataclass(frozen=True)
@@ -155,8 +165,8 @@ class ArrayStore:
                       "reason": ReasonCode.CANCELLED, "script": ""})
         changes = {"remaining": format_ranges(left),
                    "cancelled": format_ranges([*array.cancelled, index])}
-        if not left and array.state == "PENDING":
-            changes["state"] = "SPAWNED"
+        if not left and array.state == ArrayState.PENDING:
+            changes["state"] = ArrayState.SPAWNED
         return await self.array_set(array, caller, is_admin, changes, task, now)
 
     async def update_job(self, job: Job, caller: str, is_admin: bool,
@@ -177,7 +187,7 @@ class ArrayStore:
                                          num=batch)
         gone = 0
         for array in await self.arrays(list(old)):
-            if array.state != "PENDING":
+            if array.state != ArrayState.PENDING:
                 fields = array.template.to_fields()
                 size = (len(fields["command"]) + len(fields["env"])
                         + int(await self.r.hstrlen(self.keys.array(array.id), "script")))

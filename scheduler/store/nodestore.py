@@ -8,7 +8,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from scheduler.model import Node, NodeReport
+from scheduler.model import Node, NodeReport, NodeState
 from scheduler.noderun import RunStatus, StartRecord
 from scheduler.store.outcome import Outcome
 from scheduler.store.records import nodes_from
@@ -67,12 +67,13 @@ class NodeStore:
 
     # ---------------------------------------------------------------- nodes
 
-    async def heartbeat(self, report: NodeReport, now: float) -> str:
+    async def heartbeat(self, report: NodeReport, now: float) -> NodeState:
+        """Store the node's report; the node's state after it (a DOWN node is UP again)."""
         keys = [self.keys.node(report.name), self.keys.nodes]
         gpus_json = json.dumps([g.to_dict() for g in report.gpus])
         args = [report.name, now, len(report.gpus), report.gpu_model, gpus_json,
                 "1" if report.simulated else "", report.hostname, report.address]
-        return str(await self._run("heartbeat", keys, args))
+        return NodeState(await self._run("heartbeat", keys, args))
 
     async def nodes(self) -> list[Node]:
         names = sorted(await self.r.smembers(self.keys.nodes))

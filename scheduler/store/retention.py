@@ -7,6 +7,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from scheduler.store.outcome import Outcome
 from scheduler.store.records import id_key
 
 RETENTION_BATCH = 200  # jobs per expire_done script: ~15 ms of the store's time each
@@ -42,7 +43,7 @@ class RetentionStore:
             keys += [self.keys.job(job_id), self.keys.history(day), self.keys.log(job_id)]
             args += [job_id, repr(ended), int((day + 1) * 86400 + history_s)]
         result = await self._run("expire_done", keys, args)
-        return 0 if result == "STALE_EPOCH" else int(result)
+        return 0 if result == Outcome.STALE_EPOCH else int(result)
 
     async def history(self, first_day: int, last_day: int) -> list[dict[str, str]]:
         """Compact records of the jobs that left the hot store, of UTC days (unix day numbers)

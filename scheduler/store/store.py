@@ -286,7 +286,7 @@ class Store(ArrayStore, NodeStore, RetentionStore, TokenStore):
     async def charge(self, epoch: int, job_ids: Iterable[str], now: float) -> float:
         keys = [self.keys.usage, self.keys.epoch] + [self.keys.job(j) for j in job_ids]
         result = await self._run("charge", keys, [epoch, now])
-        if result == "STALE_EPOCH":
+        if result == Outcome.STALE_EPOCH:
             return 0.0
         return float(result)
 
