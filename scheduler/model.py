@@ -89,6 +89,14 @@ class HoldKind(StrEnum):
     ADMIN = "admin"
 
 
+class ArrayState(StrEnum):
+    """A job array's own record's state (its tasks are jobs, with job states)."""
+
+    PENDING = "PENDING"  # indices remain to be made tasks
+    SPAWNED = "SPAWNED"  # every index is a task now
+    CANCELLED = "CANCELLED"
+
+
 # The reasons a stop or a requeue counts as an eviction in the persisted metrics.
 EVICTION_REASONS = (ReasonCode.IDLE_GPU, ReasonCode.NODE_LOST, ReasonCode.TIME_LIMIT)
 
@@ -105,8 +113,8 @@ def lua_table(name: str, values: tuple[str, ...] | list[str],
 def lua_lifecycle() -> str:
     """The state sets as Lua, prepended to every store script: `is_terminal(state)`,
     `holds_gpus(state)` and `is_waiting(state)` answer from the same sets as `JobState`;
-    `STATE.<name>`, `REASON.<code>`, `HOLD.<kind>` and `NODE.<state>` are the job states,
-    reason codes, hold kinds and node states declared here."""
+    `STATE.<name>`, `REASON.<code>`, `HOLD.<kind>`, `NODE.<state>` and `ARRAY_STATE.<state>`
+    are the job states, reason codes, hold kinds, node states and array states declared here."""
     def table(name: str, states: frozenset[JobState]) -> str:
         entries = ", ".join(f"{s.value} = true" for s in sorted(states))
         return f"local {name} = {{{entries}}}"
@@ -123,6 +131,7 @@ def lua_lifecycle() -> str:
         lua_table("REASON", [r.value for r in ReasonCode]),
         lua_table("HOLD", [h.value for h in HoldKind]),
         lua_table("NODE", [n.value for n in NodeState]),
+        lua_table("ARRAY_STATE", [a.value for a in ArrayState]),
         "",
     ])
 

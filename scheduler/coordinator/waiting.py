@@ -15,6 +15,7 @@ from scheduler.model import (
     GPU_HOLDING_STATES,
     TERMINAL_STATES,
     WAITING_STATES,
+    ArrayState,
     Job,
     JobState,
     Reason,
@@ -33,7 +34,7 @@ from scheduler.policy.dependency import (
     parse_dependency,
 )
 from scheduler.store import Store
-from scheduler.store.arrays import ArrayRecord, ArrayState
+from scheduler.store.arrays import ArrayRecord
 
 SPAWN_MAX = 256  # tasks made per array per cycle at most
 _ENDED = state_names(TERMINAL_STATES)

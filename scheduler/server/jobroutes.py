@@ -12,13 +12,13 @@ from aiohttp import web
 
 from scheduler.config import Settings
 from scheduler.coordinator.waiting import aggregate, array_line, array_tasks, read_targets
-from scheduler.model import HoldKind, Job, JobState, Node
+from scheduler.model import ArrayState, HoldKind, Job, JobState, Node
 from scheduler.policy.arrays import split_task_id
 from scheduler.server.http import ApiError, int_query, job_id_of, json_object
 from scheduler.server.identity import Caller
 from scheduler.server.validation import InputError, build_spec, dependency_of
 from scheduler.store import Outcome, Store
-from scheduler.store.arrays import ArrayRecord, ArrayState
+from scheduler.store.arrays import ArrayRecord
 from scheduler.store.records import id_key
 from scheduler.timeparse import TimeLimitError, parse_duration
 

@@ -1,4 +1,6 @@
-"""The only package that talks to Redis/Valkey: `Store` (store.py), the key schema (keys.py),
+"""The only package that talks to Redis/Valkey: `Store` (store.py: the facade of its roles,
+jobs in jobstore.py, nodes in nodestore.py, accounts in accountstore.py, leadership in
+leadership.py, on the shared core.py), the key schema (keys.py),
 the ACL users (acl.py), the Lua scripts that make every state change (lua/), what they answer
 (outcome.py) and the stored hashes read back as records (records.py)."""
 

@@ -11,21 +11,12 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from enum import StrEnum
 from typing import Any
 
-from scheduler.model import Job, JobState, ReasonCode
+from scheduler.model import ArrayState, HoldKind, Job, JobState, ReasonCode
 from scheduler.policy.arrays import ArraySpec, format_ranges, parse_ranges, task_id
+from scheduler.store.core import StoreCore
 from scheduler.store.outcome import Outcome
-
-
-class ArrayState(StrEnum):
-    """An array record's own state (its tasks are jobs, with job states)."""
-
-    PENDING = "PENDING"  # indices remain to be made tasks
-    SPAWNED = "SPAWNED"  # every index is a task now
-    CANCELLED = "CANCELLED"
-
 
 ARRAY_STATES = tuple(s.value for s in ArrayState)  # (the Lua scripts' ARRAY_STATE table)
 
@@ -64,17 +55,12 @@ class ArrayRecord:
                    hold=raw.get("hold", ""), spec=raw.get("spec", ""))
 
 
-class ArrayStore:
-    """Mixed into `Store`: these methods use its client, keys and scripts."""
+class ArrayStore(StoreCore):
+    """Part of the jobs role (`JobStore`): arrays, and the changes people make to waiting
+    jobs."""
 
-    r: Any
-    keys: Any
-
-    async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        raise NotImplementedError
-
-    async def _next_ids(self, count: int) -> list[str]:
-        raise NotImplementedError
+    SCRIPTS: tuple[str, ...] = ("submit_array", "spawn_tasks", "array_set", "update_job",
+                                "requeue_job")
 
     async def submit_array(self, template: Job, spec: ArraySpec, token: str, ttl_s: int,
                            hold: bool) -> list[str]:
@@ -89,7 +75,8 @@ class ArrayStore:
             "id": array_id, "user": template.user, "template": json.dumps(fields),
             "script": script, "indices": format_ranges(spec.indices),
             "remaining": format_ranges(spec.indices), "cancelled": "",
-            "throttle": str(spec.throttle), "state": "PENDING", "hold": "user" if hold else "",
+            "throttle": str(spec.throttle), "state": ArrayState.PENDING,
+            "hold": HoldKind.USER if hold else "",
             "spec": spec.text, "submitted_at": str(template.submitted_at),
         }
         keys = [self.keys.array(array_id), self.keys.arrays, self.keys.submit_token(token),

@@ -1,27 +1,24 @@
-"""What the store keeps of nodes (mixed into `Store`): heartbeats and the node records, and
+"""The store's nodes role (part of `Store`): heartbeats and the node records, and
 the conversation with each node's agent about its runs (start records, stop requests, the
 statuses it reports, its wake list)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 from scheduler.model import Node, NodeReport, NodeState
 from scheduler.noderun import RunStatus, StartRecord
+from scheduler.store.core import StoreCore
 from scheduler.store.outcome import Outcome
 from scheduler.store.records import nodes_from
 
 
-class NodeStore:
-    """Mixed into `Store`: these methods use its client, keys and scripts."""
+class NodeStore(StoreCore):
+    """The nodes role: heartbeats, node records, and each node's runs."""
 
-    r: Any
-    keys: Any
-
-    async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        raise NotImplementedError
+    SCRIPTS: tuple[str, ...] = ("heartbeat", "node_down", "report_runs")
 
     # ---------------------------------------------------------------- node runs
 

@@ -1,26 +1,22 @@
-"""Retention: finished jobs leave the hot store for a compact per-day history (mixed into
-`Store`; see expire_done.lua)."""
+"""Retention: finished jobs leave the hot store for a compact per-day history (part of the
+jobs role; see expire_done.lua)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from typing import Any
 
+from scheduler.store.core import StoreCore
 from scheduler.store.outcome import Outcome
 from scheduler.store.records import id_key
 
 RETENTION_BATCH = 200  # jobs per expire_done script: ~15 ms of the store's time each
 
 
-class RetentionStore:
-    """Mixed into `Store`: these methods use its client, keys and scripts."""
+class RetentionStore(StoreCore):
+    """Part of the jobs role (`JobStore`): ended jobs leave for the per-day history."""
 
-    r: Any
-    keys: Any
-
-    async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        raise NotImplementedError
+    SCRIPTS: tuple[str, ...] = ("expire_done",)
 
     async def expire_done(self, epoch: int, now: float, keep_s: float, keep_jobs: int,
                           history_s: float, batch: int = RETENTION_BATCH) -> int:

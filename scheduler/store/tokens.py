@@ -15,6 +15,8 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+from scheduler.store.core import StoreCore
+
 TOKEN_RE = re.compile(r"labq_([0-9a-f]{16})_([0-9A-Za-z_-]{43})")
 ID_RE = re.compile(r"[0-9a-f]{16}")
 
@@ -41,11 +43,8 @@ def split_token(text: str) -> tuple[str, str] | None:
     return (match.group(1), match.group(2)) if match else None
 
 
-class TokenStore:
-    """Mixed into `Store`: these methods use its client and keys."""
-
-    r: Any
-    keys: Any
+class TokenStore(StoreCore):
+    """Part of the accounts role (`AccountStore`): users' API tokens."""
 
     async def create_token(self, user: str, now: float, expires: float) -> tuple[TokenRecord, str]:
         """A new token for `user` (expires: unix seconds, 0 for never): its record and its

@@ -1,0 +1,98 @@
+"""What every role of the store shares: the client, the key schema, the Lua scripts and the
+job-id counter. Each role (`JobStore`, `NodeStore`, `AccountStore`, `LeaderStore`) is a
+`StoreCore` that names the scripts it runs; `Store` is all of them behind one facade."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any, Self
+
+import redis.asyncio as aioredis
+import redis.exceptions as redis_errors
+
+from scheduler.config import Settings
+from scheduler.model import lua_lifecycle
+from scheduler.store.keys import Keys
+from scheduler.store.outcome import StoreError, read_secret
+
+ID_BLOCK = 256
+
+
+def load_script_text(name: str) -> str:
+    """A script as the store runs it: the declarations generated from scheduler.model, the
+    shared helpers (`_common.lua`), then the script."""
+    folder = resources.files("scheduler.store") / "lua"
+    common = (folder / "_common.lua").read_text()
+    return lua_lifecycle() + common + "\n" + (folder / f"{name}.lua").read_text()
+
+
+class StoreCore:
+    """Async access to labq's state: the connection and the scripts of the roles it is made
+    of (each role class lists its own in `SCRIPTS`). Cheap to share; one per process."""
+
+    SCRIPTS: tuple[str, ...] = ()
+
+    def __init__(self, client: aioredis.Redis, keys: Keys | None = None) -> None:
+        self.r: Any = client  # decode_responses=True: replies are str, not bytes
+        self.keys = keys or Keys()
+        names = sorted({name for cls in type(self).__mro__
+                        for name in vars(cls).get("SCRIPTS", ())})
+        self._scripts = {name: client.register_script(load_script_text(name))
+                         for name in names}
+        self._id_next = 0
+        self._id_last = -1
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str = "labq:", username: str = "",
+                 password: str = "") -> Self:
+        """`redis://`, `rediss://` (TLS; e.g. `?ssl_ca_certs=/etc/labq/ca.pem`) or
+        `unix:///path/to/valkey.sock`, as the ACL user `username` if given."""
+        client = aioredis.Redis.from_url(url, decode_responses=True, username=username or None,
+                                         password=password or None)
+        return cls(client, Keys(prefix))
+
+    @classmethod
+    def connect(cls, settings: Settings, node: str | None = None) -> Self:
+        """The store as the coordinator's ACL user, or as `node`'s agent's (settings say which
+        user and which password file; no file: no password)."""
+        if not settings.redis_url:
+            raise StoreError("no Redis: set LABQ_REDIS_URL (e.g. redis://host:6379/0 or "
+                             "unix:///path/valkey.sock) or use `labq up`")
+        username, password_file = settings.redis_username, settings.redis_password_file
+        if node is not None and settings.agent_redis_password_file:
+            password_file = settings.agent_redis_password_file
+            from scheduler.store.acl import agent_user  # (acl also runs as a script)
+
+            username = settings.agent_redis_username or agent_user(node)
+        password = read_secret(Path(password_file)) if password_file else ""
+        return cls.from_url(settings.redis_url, settings.redis_prefix, username, password)
+
+    async def close(self) -> None:
+        await self.r.aclose()
+
+    async def ping(self) -> bool:
+        """True if the store answers; a refused login or an unreachable store is a StoreError."""
+        try:
+            return bool(await self.r.ping())
+        except (redis_errors.AuthenticationError, redis_errors.NoPermissionError) as exc:
+            raise StoreError(f"the store refused this login ({exc}): check redis_username and "
+                             "redis_password_file") from None
+        except redis_errors.ConnectionError as exc:
+            raise StoreError(f"cannot reach the store: {exc}") from None
+
+    async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        return await self._scripts[name](keys=list(keys), args=list(args))
+
+    async def _next_ids(self, count: int) -> list[str]:
+        """Job ids, reserved from Redis in blocks so a submit costs one round trip."""
+        ids: list[str] = []
+        while len(ids) < count:
+            if self._id_next > self._id_last:
+                block = max(ID_BLOCK, count - len(ids))
+                last = int(await self.r.incrby(self.keys.ids, block))
+                self._id_next, self._id_last = last - block + 1, last
+            ids.append(str(self._id_next))
+            self._id_next += 1
+        return ids
