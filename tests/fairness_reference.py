@@ -20,6 +20,7 @@ from scheduler.policy.fairnow import (
     Key,
     Split,
     Standing,
+    demand_of,
     factor_of,
     own_order,
     queued_gpus,
@@ -41,11 +42,10 @@ def blend(level: float, past: float, past_weight: float) -> float:
 def reference_standing(snapshot: Snapshot) -> Standing:
     """Fair now's standing with the tree built anew from the snapshot and split afresh."""
     inputs = snapshot.shares or ShareInputs()
-    demand_keys = [j.assoc for j in snapshot.running if j.qos != "scavenger"]
-    queued = queued_gpus(snapshot)
-    tree = AccountTree(inputs.accounts, inputs.assocs, [*demand_keys, *queued])
+    held, demand = demand_of(snapshot.running, queued_gpus(snapshot))
+    tree = AccountTree(inputs.accounts, inputs.assocs, demand)
     capacity = float(sum(n.gpus_usable for n in snapshot.nodes if n.up))
-    return fair_now_standing(Split(tree), snapshot.running, queued, capacity)
+    return fair_now_standing(Split(tree), held, demand, capacity)
 
 
 def reference_levels(loads: Standing, ordered: Iterable[tuple[str, Key, int]]

@@ -14,6 +14,7 @@ each job's level), `fairshare` (the table), `priority` (the weighted sum).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from functools import cached_property
 from operator import attrgetter
 from typing import TypeVar
@@ -24,7 +25,7 @@ from scheduler.policy.fairnow import (
     Split,
     Standing,
     UserLoad,
-    active,
+    demand_of,
     past_algorithm,
     positions,
     queued_gpus,
@@ -33,9 +34,10 @@ from scheduler.policy.fairnow import (
 from scheduler.policy.fairshare import FairShareTable, compute_fairshare
 from scheduler.policy.priority import Priority, Weighing
 from scheduler.policy.sharetree import AccountTree
-from scheduler.policy.snapshot import ShareInputs, Snapshot
+from scheduler.policy.snapshot import PendingJob, ShareInputs, Snapshot
 
 _own_key = attrgetter("own_key")
+_id = attrgetter("id")
 _T = TypeVar("_T")
 
 
@@ -81,11 +83,12 @@ class FairShare:
     def standing(self, snapshot: Snapshot) -> Standing:
         """Fair now's split of the snapshot: each active association's GPUs held and fair
         GPUs now, and each account's (capacity: the usable GPUs of nodes that are up)."""
-        tree = self.tree(snapshot.shares or ShareInputs()).grown(active(snapshot))
+        held, demand = demand_of(snapshot.running, queued_gpus(snapshot))
+        tree = self.tree(snapshot.shares or ShareInputs()).grown(demand)
         if self._split is None or self._split.tree is not tree:
             self._split = Split(tree)
         capacity = float(sum(n.gpus_usable for n in snapshot.nodes if n.up))
-        return standing(self._split, snapshot.running, queued_gpus(snapshot), capacity)
+        return standing(self._split, held, demand, capacity)
 
     def rank(self, snapshot: Snapshot) -> Ranking:
         """The snapshot ranked; each part computed when first asked."""
@@ -131,8 +134,9 @@ class Ranking:
         inputs = self.snapshot.shares
         if inputs is None:
             return {}
-        weigh, factors = self._weighing, self._ranked[2]
-        return {job.id: weigh.priority(job, factors[job.id]) for job in self.snapshot.pending}
+        weigh, (jobs, factors) = self._weighing, self._ranked[2]
+        by_id = {job.id: weigh.priority(job, f) for job, f in zip(jobs, factors, strict=True)}
+        return {job.id: by_id[job.id] for job in self.snapshot.pending}
 
     @cached_property
     def _weighing(self) -> Weighing:
@@ -143,12 +147,13 @@ class Ranking:
                         largest)
 
     @cached_property
-    def _ranked(self) -> tuple[dict[str, float], set[str] | None, dict[str, float]]:
-        """(totals, within, each job's fair-share factor)."""
+    def _ranked(self) -> tuple[dict[str, float], set[str] | None,
+                               tuple[Sequence[PendingJob], Sequence[float]]]:
+        """(totals, within, (the jobs, each one's fair-share factor))."""
         snapshot = self.snapshot
         inputs = snapshot.shares
         if inputs is None:
-            return {}, None, {}
+            return {}, None, ((), ())
         if inputs.algorithm == FAIR_NOW:
             return self._fair_now(inputs)
         table = self.table
@@ -160,10 +165,10 @@ class Ranking:
         factors = [by_key[job.assoc] for job in snapshot.pending]
         totals = self._weighing.totals(snapshot.pending, factors)
         ids = [job.id for job in snapshot.pending]
-        return dict(zip(ids, totals, strict=True)), None, dict(zip(ids, factors, strict=True))
+        return dict(zip(ids, totals, strict=True)), None, (snapshot.pending, factors)
 
-    def _fair_now(self, inputs: ShareInputs
-                  ) -> tuple[dict[str, float], set[str], dict[str, float]]:
+    def _fair_now(self, inputs: ShareInputs) -> tuple[
+            dict[str, float], set[str], tuple[Sequence[PendingJob], Sequence[float]]]:
         """fair_now's factor per job, (1 - p) * 2^-x + p * past (0 for x = inf; see
         `fairnow`), the totals, and the band x < 1. The queue is taken in each user's own
         order (`fairnow.own_order`), where a job's level counts the user's jobs before it as
@@ -172,7 +177,7 @@ class Ranking:
         each total is capped just below the user's previous one."""
         pending = self.snapshot.pending
         if not pending:
-            return {}, set(), {}
+            return {}, set(), ((), ())
         order = sorted(pending, key=_own_key)
         runs = positions([job.assoc for job in order])
         levels = self.standing.run_levels(runs, [job.gpus for job in order])
@@ -181,24 +186,17 @@ class Ranking:
         known, p = table.known, inputs.past_weight
         now_weight, inf = 1.0 - p, math.inf
         factors = [0.0] * len(order)
+        within: set[str] = set()
         for key, run in runs.items():
             past = p * (known[key] if key in known else table.factor(*key))
             for k in run:
                 x = levels[k]  # >= 0, never NaN (`run_levels` only raises it from 0.0)
+                if x < 1.0:
+                    within.add(order[k].id)
                 factors[k] = now_weight * 2.0 ** -x + past if x != inf else 0.0
-        raw = self._weighing.totals(order, factors)
-        totals: dict[str, float] = {}
-        within: set[str] = set()
-        for run in runs.values():
-            previous = inf  # the user's previous total in its own order
-            for k in run:
-                total, job_id = raw[k], order[k].id
-                if total >= previous:
-                    total = previous - 1e-6
-                previous = totals[job_id] = total
-                if levels[k] < 1.0:
-                    within.add(job_id)
-        return totals, within, {job.id: f for job, f in zip(order, factors, strict=True)}
+        raw = self._weighing.totals(order, factors, runs.values())
+        totals = dict(zip(map(_id, order), raw, strict=True))
+        return totals, within, (order, factors)
 
 
 def rank(snapshot: Snapshot) -> Ranking:

@@ -175,12 +175,11 @@ class Standing:
         order = sorted(range(len(merged)), key=levels.__getitem__)
         return [merged[k] for k in order]
 
-def standing(split: Split, running: Iterable[Holding], queued: Mapping[Key, float],
-             capacity: float) -> Standing:
-    """Every active association's load and entitlement (active: has a job pending or
-    running) and every account's GPUs held and entitlement, on `split`'s tree. `queued`: the
-    GPUs of each association's pending normal-QOS jobs (its demand is those plus the GPUs it
-    holds). The tree must hold every active association (`AccountTree.grown`)."""
+def demand_of(running: Iterable[Holding], queued: Mapping[Key, float]
+              ) -> tuple[dict[Key, float], dict[Key, float]]:
+    """(GPUs each association holds now (normal QOS), its demand: those plus `queued`, the
+    GPUs of its pending normal-QOS jobs). The demand's keys are the associations fair now
+    splits among (active: a job pending or running)."""
     held: dict[Key, float] = {}
     for job in running:
         if job.qos != SCAVENGER:
@@ -189,6 +188,14 @@ def standing(split: Split, running: Iterable[Holding], queued: Mapping[Key, floa
     demand = dict(held)
     for key, gpus in queued.items():
         demand[key] = demand.get(key, 0.0) + gpus
+    return held, demand
+
+
+def standing(split: Split, held: dict[Key, float], demand: Mapping[Key, float],
+             capacity: float) -> Standing:
+    """Every active association's load and entitlement and every account's GPUs held and
+    entitlement, on `split`'s tree, which must hold every association of `demand`
+    (`AccountTree.grown`); `held` and `demand` as `demand_of` gives them."""
     tree = split.tree
     entitled, account_entitled = split.split(capacity, demand)
     # Summed per account, then up its chain: GPU counts are whole numbers, so the sums are
@@ -202,12 +209,6 @@ def standing(split: Split, running: Iterable[Holding], queued: Mapping[Key, floa
         for name in chain(account):
             account_held[name] = account_held.get(name, 0.0) + gpus
     return Standing(held, entitled, account_held, account_entitled, tree, capacity)
-
-
-def active(snapshot: Snapshot) -> list[Key]:
-    """The associations fair now splits among: those holding GPUs (normal QOS) or with a job
-    pending, in that order."""
-    return [*(j.assoc for j in snapshot.running if j.qos != SCAVENGER), *queued_gpus(snapshot)]
 
 
 class Split:
@@ -317,11 +318,10 @@ def queued_gpus(snapshot: Snapshot) -> Mapping[Key, float]:
     if snapshot.queued_gpus is not None:
         return snapshot.queued_gpus
     out: dict[Key, float] = {}
+    get = out.get
     for j in snapshot.pending:
-        if j.qos != SCAVENGER:
-            out[(j.account, j.user)] = out.get((j.account, j.user), 0.0) + j.gpus
-        else:
-            out.setdefault((j.account, j.user), 0.0)
+        key = j.assoc
+        out[key] = get(key, 0.0) + j.gpus if j.qos != SCAVENGER else get(key, 0.0)
     return out
 
 

@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import NamedTuple, Protocol
@@ -64,28 +64,46 @@ class Weighing:
         self.weights, self.qos_factors = weights, qos_factors
         self.now, self.largest = now, largest_node_gpus
 
-    def totals(self, jobs: Sequence[Weighed], fairshare: Sequence[float]) -> list[float]:
+    def totals(self, jobs: Sequence[Weighed], fairshare: Sequence[float],
+               runs: Iterable[Sequence[int]] | None = None) -> list[float]:
         """w_age * age + w_size * size + w_qos * qos + w_fairshare * fairshare of each job,
-        `fairshare[i]` being job i's fair-share factor (clamped to [0, 1])."""
+        `fairshare[i]` being job i's fair-share factor (clamped to [0, 1]).
+
+        `runs` (fair now: each association's jobs, as positions in `jobs`, in its own order):
+        every job is in one run, and each total is kept just below (1e-6) the total of the
+        job before it in its run."""
         w = self.weights
         now, max_age, width = self.now, w.max_age_s, max(1, self.largest)
         age, size, fs_weight = w.age, w.size, w.fairshare
         qos = {name: w.qos * _unit(f) for name, f in self.qos_factors.items()}
         sized: dict[int, float] = {}  # the size term per GPU count
-        out: list[float] = []
-        append = out.append
-        for job, fs in zip(jobs, fairshare, strict=True):
-            waited = now - job.submitted_at
-            if max_age > 0:
-                waited = (waited if waited > 0.0 else 0.0) / max_age
-                aged = waited if waited < 1.0 else 1.0
-            else:  # see `age_factor`
-                aged = 1.0 if waited > 0 else 0.0
-            big = sized.get(job.gpus)
-            if big is None:
-                big = sized[job.gpus] = size * _unit(job.gpus / width)
-            append((age * aged + big + qos.get(job.qos, 0.0))
-                   + fs_weight * (fs if 0.0 <= fs <= 1.0 else _unit(fs)))
+        out = [0.0] * len(jobs)
+        capped = runs is not None
+        inf = math.inf
+        for run in runs if runs is not None else (range(len(jobs)),):
+            previous = inf  # the run's previous total (stays inf where not `capped`)
+            for k in run:
+                job = jobs[k]
+                # `age_factor`, written out: min(1, max(0, waited) / max_age), or 0 or 1
+                # where max_age <= 0 (the same floats: x / max_age >= 1 where x >= max_age).
+                waited = now - job.submitted_at
+                if waited <= 0.0:
+                    aged = 0.0
+                elif waited >= max_age:
+                    aged = 1.0
+                else:
+                    aged = waited / max_age
+                big = sized.get(job.gpus)
+                if big is None:
+                    big = sized[job.gpus] = size * _unit(job.gpus / width)
+                fs = fairshare[k]
+                total = ((age * aged + big + qos.get(job.qos, 0.0))
+                         + fs_weight * (fs if 0.0 <= fs <= 1.0 else _unit(fs)))
+                if total >= previous:
+                    total = previous - 1e-6
+                if capped:
+                    previous = total
+                out[k] = total
         return out
 
     def priority(self, job: Weighed, fairshare: float) -> Priority:
