@@ -170,3 +170,21 @@ def test_a_ray_program_spreads_over_exactly_the_jobs_gpus_on_both_nodes(stack: S
     stack.wait(lambda: allocated(stack) == {"sim-0": 0, "sim-1": 0}, timeout=20,
                what="both nodes' GPUs freed")
     stack.wait(lambda: not job_processes(job_id), timeout=40, what="no Ray of the job left")
+
+
+def test_a_job_across_nodes_preempts_scavengers_on_both_nodes(stack: Stack) -> None:
+    """Scavenger jobs fill both nodes; a normal job across the two takes their GPUs back on
+    each node (they are requeued, not lost) and runs; the scavengers run again after it."""
+    idle(stack)
+    scavengers = [stack.submit("--qos", "scavenger", "--as", "sc", "--gpus", "2", "--",
+                               "sleep", "300") for _ in range(2)]
+    on = {stack.wait_state(job_id, {"RUNNING"})["node"] for job_id in scavengers}
+    assert on == {"sim-0", "sim-1"}
+    both = stack.submit("--as", "alice", "--nodes", "2", "--gpus", "2", "--", "sh", "-c",
+                        "echo across $LABQ_NODE_NAMES")
+    done = stack.wait_state(both, {"SUCCEEDED", "FAILED"}, timeout=90)
+    assert done["state"] == "SUCCEEDED", done
+    assert all(stack.job(job_id)["restarts"] == 1 for job_id in scavengers)
+    for job_id in scavengers:  # back on the GPUs the job across nodes gave up
+        stack.wait_state(job_id, {"RUNNING"}, timeout=60)
+    stack.labq("cancel", *scavengers)

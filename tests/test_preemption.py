@@ -47,6 +47,29 @@ def test_normal_running_jobs_are_never_victims() -> None:
                             running) == []
 
 
+def test_a_job_across_nodes_frees_its_gpus_on_as_many_nodes_as_it_must() -> None:
+    running = [scav("a", "n1", 2, 100), scav("b", "n1", 2, 200), scav("c", "n2", 4, 300)]
+    two = PendingJob("9", "u", "lab", 4, 0.0, nodes=2)  # 2 GPUs on each of 2 nodes
+    # nothing free: the youngest 2-GPU scavenger on n1, and n2's only one
+    assert plan_preemptions([two], NODES, {"n1": 0, "n2": 0}, running) == [
+        Preemption("9", "n1", ("b",)), Preemption("9", "n2", ("c",))]
+    # n1 has its 2 GPUs free already: only n2 gives up its scavenger
+    assert plan_preemptions([two], NODES, {"n1": 2, "n2": 0}, running) == [
+        Preemption("9", "n2", ("c",))]
+    # both fit: placement starts it, nobody is preempted
+    assert plan_preemptions([two], NODES, {"n1": 2, "n2": 2}, running) == []
+    # three nodes asked of two: nothing is preempted for a job that still could not start
+    three = PendingJob("9", "u", "lab", 6, 0.0, nodes=3)
+    assert plan_preemptions([three], NODES, {"n1": 0, "n2": 0}, running) == []
+    # the next job across nodes counts what the first left: c freed 4 GPUs on n2 and the
+    # first takes 2, so it needs only n1's last scavenger; a third finds nothing left
+    after = [two, PendingJob("10", "v", "lab", 4, 1.0, nodes=2),
+             PendingJob("11", "w", "lab", 4, 2.0, nodes=2)]
+    assert plan_preemptions(after, NODES, {"n1": 0, "n2": 0}, running) == [
+        Preemption("9", "n1", ("b",)), Preemption("9", "n2", ("c",)),
+        Preemption("10", "n1", ("a",))]
+
+
 def reference_plan_preemptions(blocked: list[PendingJob], nodes: tuple[NodeView, ...],
                                free_after: dict[str, int], running: list[RunningJob]
                                ) -> list[Preemption]:

@@ -3,7 +3,11 @@
 Pure. After placement, each normal-QOS job of one node still blocked for GPUs (in priority
 order) may claim the GPUs of running scavenger jobs: on the UP node of its type where the
 fewest scavenger GPUs must be freed (youngest scavenger jobs first), if free + scavenger GPUs
-there are enough. Each scavenger job is preempted for at most one waiting job per cycle.
+there are enough. A job across K nodes claims them on as few nodes as it must: the nodes of
+its type that already have its per-node GPUs free count first, then the nodes where the
+fewest scavenger GPUs free enough. Each scavenger job is preempted for at most one waiting job
+per cycle. A scavenger job across nodes is counted where its head node is (it frees more than
+counted: never less).
 """
 
 from __future__ import annotations
@@ -52,9 +56,15 @@ def plan_preemptions(blocked: Iterable[PendingJob], nodes: Sequence[NodeView],
     for job in blocked:
         if untaken == 0:
             break
-        if job.qos == SCAVENGER or job.nodes > 1 \
-                or job.gpus >= smallest_failed.get(job.gpu_type, job.gpus + 1):
-            continue  # (a multi-node job takes no scavenger's GPUs: it waits for free ones)
+        if job.qos == SCAVENGER:
+            continue
+        if job.nodes > 1:
+            taken = _across_nodes(job, nodes, free, candidates, victims)
+            untaken -= sum(len(plan.victims) for plan in taken)
+            plans += taken
+            continue
+        if job.gpus >= smallest_failed.get(job.gpu_type, job.gpus + 1):
+            continue
         if job.gpu_type not in typed:
             typed[job.gpu_type] = [(name, usable, victims[name])
                                    for name, usable, model in candidates
@@ -80,6 +90,40 @@ def plan_preemptions(blocked: Iterable[PendingJob], nodes: Sequence[NodeView],
         untaken -= count
         free[node_name] = free.get(node_name, 0) + got - job.gpus  # what is left over
         plans.append(Preemption(job.id, node_name, tuple(v.id for v in chosen)))
+    return plans
+
+
+def _across_nodes(job: PendingJob, nodes: Sequence[NodeView], free: dict[str, int],
+                  candidates: Sequence[tuple[str, int, str]], victims: dict[str, _Victims]
+                  ) -> list[Preemption]:
+    """Preemptions that give a job across `job.nodes` nodes its per-node GPUs on each, taking
+    the fewest scavenger GPUs (none if enough nodes fit already: placement decides); updates
+    `free` and `victims` for the jobs after it. Empty if it cannot be done."""
+    each = job.per_node
+    fitting = sorted(n.name for n in nodes if n.up and n.gpus_usable >= each
+                     and free.get(n.name, 0) >= each and type_matches(job.gpu_type, n.gpu_model))
+    missing = job.nodes - len(fitting)
+    if missing <= 0:
+        return []  # it fits already (placement or a reservation decides)
+    costs = []  # (GPUs freed, node, victims to take) where victims make room
+    for name, usable, model in candidates:
+        there = victims[name]
+        if name in fitting or usable < each or not type_matches(job.gpu_type, model):
+            continue
+        need = each - free.get(name, 0)
+        if not there.cum or there.cum[-1] < need:
+            continue
+        k = bisect_left(there.cum, need)
+        costs.append((there.cum[k], name, k + 1))
+    if len(costs) < missing:
+        return []
+    plans = []
+    for name in fitting:
+        free[name] -= each
+    for got, name, count in sorted(costs)[:missing]:
+        chosen = victims[name].take(count)
+        free[name] = free.get(name, 0) + got - each
+        plans.append(Preemption(job.id, name, tuple(v.id for v in chosen)))
     return plans
 
 
