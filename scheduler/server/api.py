@@ -333,7 +333,8 @@ class Api(JobRoutes, AdminRoutes):
         read once (`scheduler.cluster`), the snapshot built as the cycle builds it."""
         now = time.time()
         state = await read_cluster(self.store, now)
-        queue = [j for j in await self.store.waiting_jobs() if j.state.is_waiting() and not j.hold]
+        waiting = await self.store.waiting_jobs()
+        queue = [j for j in waiting if j.state.is_waiting() and not j.hold]
         pending = [pending_view(j) for j in queue]
         last = self.fairshare(now)  # the last cycle's table, when this process leads
         snapshot = build_snapshot(state, pending, self.settings, table=last)
@@ -345,7 +346,7 @@ class Api(JobRoutes, AdminRoutes):
                                                            for j in state.active}
         standing = standing_texts(self.fair.rank(
             build_snapshot(state, pending, self.settings, assocs, table=last)))
-        return PolicyView(state, queue, table, ranked, standing)
+        return PolicyView(state, waiting, queue, table, ranked, standing)
 
     async def quota(self, request: web.Request) -> web.Response:
         caller = await self.caller(request)
@@ -358,7 +359,7 @@ class Api(JobRoutes, AdminRoutes):
         view = await self._policy_view()
         accounts, table = view.state.accounts, view.table
         mine = parse_totals(view.state.usage)["user"].get(user, {"billed": 0.0, "gpu_s": 0.0})
-        held = [j for j in await self.store.waiting_jobs() if j.user == user and j.hold]
+        held = [j for j in view.waiting if j.user == user and j.hold]
         jobs = [j for j in view.state.active + view.queue + held if j.user == user]
         rows = [asdict(r) for r in table.rows
                 if (r.user == user or (r.user is None and request.query.get("all") == "1")
@@ -427,6 +428,7 @@ class PolicyView:
     """What `labq quota` and `labq priority` show, from one read of the cluster."""
 
     state: ClusterState
+    waiting: list[Job]  # the waiting jobs as read: the queue, then those a person holds
     queue: list[Job]  # what the cycle schedules: PENDING and budget-HELD
     table: FairShareTable
     ranked: dict[str, Priority]
