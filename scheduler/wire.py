@@ -8,6 +8,7 @@ exactly these fields. Job states come from `scheduler.model` (standard library o
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, TypedDict
 
@@ -45,6 +46,17 @@ class SubmitRequest:
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SubmitRequest:
+        """The request a client sent, as the server reads it: its known fields as sent (others
+        ignored), absent ones at their defaults. The values are not checked here: JSON may
+        carry anything, and `scheduler.server.validation.build_spec` checks each one, with
+        one line saying what to fix, before a `JobSpec` is made of it."""
+        known = {f.name for f in fields(cls)}
+        given = {k: v for k, v in data.items() if k in known}
+        given.setdefault("command", None)  # refused by the validation, as an empty command
+        return cls(**given)
 
 
 # The job record as the API serves it: name -> JSON schema. `private` jobs (another user's,

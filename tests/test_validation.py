@@ -265,3 +265,24 @@ def test_a_job_across_nodes_counts_its_gpus_on_every_node() -> None:
     nodes = [*NODES, make_node("a100-two", 4, "NVIDIA A100-SXM4-80GB")]
     spec = build_spec(body(gpus=4, nodes=2, gpu_type="a100"), "bob", nodes, settings())
     assert (spec.nodes, spec.gpus, spec.gpus_per_node) == (2, 8, 4)
+
+
+# ------------------------------------------------------------------------------ the wire type
+
+
+def test_the_server_reads_a_submit_as_the_wire_type_the_cli_sends() -> None:
+    """What the CLI sends (`SubmitRequest.to_json`) parses back into the same request, and a
+    request and its JSON body make the same spec; unknown fields are ignored, as before."""
+    from scheduler.wire import SubmitRequest
+
+    sent = SubmitRequest(command=["python", "train.py"], gpus=2, time="2h", name="run",
+                         env={"SEED": "1"}, requeue=True, token="t1", array="0-3")
+    assert SubmitRequest.from_json(sent.to_json()) == sent
+    assert SubmitRequest.from_json({**sent.to_json(), "colour": "blue"}) == sent
+    assert build_spec(sent, "alice", NODES, settings()) == \
+        build_spec(sent.to_json(), "alice", NODES, settings())
+    spec = array_spec(sent, 100)
+    assert spec is not None and list(spec.indices) == [0, 1, 2, 3]
+    assert SubmitRequest.from_json({}).command is None  # refused by the validation:
+    with pytest.raises(InputError, match="empty command"):
+        build_spec(SubmitRequest.from_json({}), "alice", NODES, settings())

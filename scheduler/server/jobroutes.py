@@ -21,6 +21,7 @@ from scheduler.store import Outcome, Store
 from scheduler.store.arrays import ArrayRecord
 from scheduler.store.records import id_key
 from scheduler.timeparse import TimeLimitError, parse_duration
+from scheduler.wire import SubmitRequest
 
 PAGE_MAX = 1000  # lines per page of GET /v1/jobs, whatever ?limit= asks
 DONE_SCAN = 5000  # ended jobs looked through for one user's latest
@@ -293,7 +294,8 @@ class JobRoutes:
                     enforce=self.settings.enforce_accounts, trusted=False)
             except AccountsError as exc:
                 raise ApiError(403, str(exc)) from None
-        spec = build_spec(request, job.user, await self._nodes_cached(), self.settings)
+        spec = build_spec(SubmitRequest.from_json(request), job.user, await self._nodes_cached(),
+                          self.settings)
         before = job.to_fields()
         updated = replace(job, gpus=spec.gpus, nodes=spec.nodes, gpu_type=spec.gpu_type,
                           time_limit_s=spec.time_limit_s, account=spec.account, qos=spec.qos,

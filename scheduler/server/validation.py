@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from scheduler.config import Settings, gpu_family, gpu_type_matches
@@ -17,16 +17,15 @@ from scheduler.model import JobSpec, Node
 from scheduler.policy.arrays import ArraySpec, ArraySpecError, parse_array
 from scheduler.policy.dependency import Dependency, DependencyError, parse_dependency
 from scheduler.timeparse import TimeLimitError, format_duration, parse_duration
+from scheduler.wire import MAX_NAME, MAX_TOKEN, SubmitRequest
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Control, formatting (bidi overrides, zero-width), line and paragraph separators, and lone
 # surrogates: nothing a name or a path needs, and what terminal tricks and spoofing are made of.
 _UNPRINTABLE = ("Cc", "Cf", "Zl", "Zp", "Cs")
-MAX_NAME = 128
 MAX_PATH = 4096
 MAX_SHORT = 64  # --gpu-type, --time, --qos
-MAX_TOKEN = 128
 
 
 class InputError(ValueError):
@@ -82,14 +81,23 @@ def check_script(value: Any, settings: Settings) -> str:
     return value
 
 
+def submit_request(body: SubmitRequest | Mapping[str, Any]) -> SubmitRequest:
+    """A submit's JSON body parsed into the wire type (a `SubmitRequest` stays as it is)."""
+    return body if isinstance(body, SubmitRequest) else SubmitRequest.from_json(body)
+
+
 def build_spec(
-    body: dict[str, Any], user: str, nodes: Sequence[Node], settings: Settings
+    body: SubmitRequest | Mapping[str, Any], user: str, nodes: Sequence[Node],
+    settings: Settings,
 ) -> JobSpec:
+    """The JobSpec of a submit (`wire.SubmitRequest`, or its JSON body), every field checked;
+    InputError, one line, for the first that will not do."""
     if user == "root":
         raise InputError("labq never runs a job as root: submit as the user the job should run "
                          "as (root: --as USER)")
-    script = check_script(body.get("script"), settings)
-    command = body.get("command")
+    request = submit_request(body)
+    script = check_script(request.script, settings)
+    command: Any = request.command
     if not isinstance(command, list) or not all(isinstance(c, str) for c in command) or (
             not command and not script):
         raise InputError(
@@ -104,17 +112,17 @@ def build_spec(
                          "in a file")
     for word in command:
         check_text(word, "the command", settings.max_command_bytes, one_line=False)
-    gpus = _int(body.get("gpus", 1), "--gpus")
+    gpus = _int(request.gpus, "--gpus")
     if gpus < 1:
         raise InputError(f"--gpus {gpus}: a job needs at least 1 GPU")
-    node_count = _int(body.get("nodes", 1), "--nodes")
+    node_count = _int(request.nodes, "--nodes")
     if node_count < 1:
         raise InputError(f"--nodes {node_count}: a job runs on at least 1 node")
-    gpu_type = body.get("gpu_type") or None
+    gpu_type = request.gpu_type or None
     if gpu_type is not None:
         check_text(gpu_type, "--gpu-type", MAX_SHORT)
     _check_fits(gpus, gpu_type, nodes, node_count)
-    time_text = body.get("time")
+    time_text: Any = request.time
     if time_text is not None and (isinstance(time_text, bool)
                                   or not isinstance(time_text, int | str)):
         raise InputError("--time must be text such as 2h or 1-00:00:00")
@@ -127,28 +135,28 @@ def build_spec(
     if limit > settings.max_time_limit_s:
         raise InputError(f"--time {time_text}: longer than the cluster's maximum of "
                          f"{format_duration(settings.max_time_limit_s)}")
-    qos = body.get("qos") or "normal"
+    qos: Any = request.qos or "normal"
     if not isinstance(qos, str) or qos not in settings.qos_names:
         shown = qos if isinstance(qos, str) and len(qos) <= MAX_SHORT else "given"
         raise InputError(f"unknown --qos {shown!r}: choose one of {', '.join(settings.qos_names)}")
-    account = check_account_name(body.get("account") or settings.default_account)
-    name = body.get("name") or ""
+    account = check_account_name(request.account or settings.default_account)
+    name = request.name or ""
     check_text(name, "--name", MAX_NAME)
-    workdir = body.get("workdir") or "/"
+    workdir = request.workdir or "/"
     check_text(workdir, "--workdir", MAX_PATH)
     if not workdir.startswith("/"):
         raise InputError(f"--workdir {workdir!r} must be an absolute path")
-    output = body.get("output") or ""
+    output = request.output or ""
     check_text(output, "--output", MAX_PATH)
-    error = body.get("error") or ""
+    error = request.error or ""
     check_text(error, "--error", MAX_PATH)
-    submit_dir = body.get("submit_dir") or ""
+    submit_dir = request.submit_dir or ""
     check_text(submit_dir, "the submit directory", MAX_PATH)
-    dependency = body.get("dependency") or ""
+    dependency = request.dependency or ""
     if dependency:
         check_text(dependency, "--dependency", MAX_PATH)
         dependency_of(dependency)
-    env = body.get("env") or {}
+    env: Any = request.env or {}
     if not isinstance(env, dict):
         raise InputError("--env must be given as K=V")
     size = _size([*env, *(v for v in env.values() if isinstance(v, str))])
@@ -168,14 +176,14 @@ def build_spec(
         user=user, account=account, command=list(command), gpus=gpus * node_count,
         nodes=node_count, gpu_type=gpu_type,
         time_limit_s=limit, qos=qos, name=name, workdir=workdir, env=dict(env),
-        requeue=flag(body.get("requeue"), "--requeue"), submitter=user, output=output,
+        requeue=flag(request.requeue, "--requeue"), submitter=user, output=output,
         error=error, script=script, submit_dir=submit_dir, dependency=dependency.strip(),
     )
 
 
-def array_spec(body: dict[str, Any], limit: int) -> ArraySpec | None:
+def array_spec(body: SubmitRequest | Mapping[str, Any], limit: int) -> ArraySpec | None:
     """The request's --array (None: a single job)."""
-    text = body.get("array")
+    text: Any = submit_request(body).array
     if text is None or text == "":
         return None
     if not isinstance(text, str):
