@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -20,7 +21,7 @@ from hypothesis import strategies as st
 from scheduler.policy import NodeView, PendingJob, RunningJob, Snapshot, schedule
 from scheduler.policy.budget import Budget, BudgetState
 from scheduler.policy.cycle import Decisions
-from scheduler.policy.fairengine import FairShare, levels_of, rank
+from scheduler.policy.fairengine import FairShare, Ranking, levels_of, rank
 from scheduler.policy.fairnow import FAIR_NOW, Split
 from scheduler.policy.fairshare import CLASSIC, FAIR_TREE, ROOT, Account, Assoc
 from scheduler.policy.sharetree import AccountTree
@@ -213,3 +214,20 @@ def test_a_split_kept_between_cycles_equals_a_split_anew() -> None:
             capacity = rng.choice([8.0, 16.0, 24.0])
         assert kept.split(capacity, dict(demand)) == Split(AccountTree(accounts, assocs)).split(
             capacity, dict(demand))
+
+
+def test_schedule_ranks_with_the_engine_the_inputs_carry() -> None:
+    """The simulator's `ShareBuilder` gives its engine with the inputs: `schedule` ranks with
+    it, so the tree and the split are kept between the calls of one replay."""
+    ranked: list[Snapshot] = []
+
+    class Spy(FairShare):
+        def rank(self, snapshot: Snapshot) -> Ranking:
+            ranked.append(snapshot)
+            return super().rank(snapshot)
+
+    snap = SNAPSHOTS[7]
+    assert snap.shares is not None
+    carried = replace(snap, shares=replace(snap.shares, engine=Spy()))
+    _same(schedule(carried), schedule(snap))
+    assert ranked == [carried]

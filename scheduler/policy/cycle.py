@@ -89,7 +89,8 @@ def decide(snapshot: Snapshot, max_estimates: int = MAX_ESTIMATES,
     reached): pass ``max_estimates=0`` with it and do not use them.
 
     `fairshare`: the caller's fair-share engine, which keeps the account tree, the last
-    split and the last table between cycles (None: one for this call alone).
+    split and the last table between cycles (None: the inputs' own `ShareInputs.engine`,
+    else one for this call alone).
     """
     pool = FreePool(snapshot.nodes)
     backfill = Backfill(snapshot)
@@ -104,7 +105,8 @@ def decide(snapshot: Snapshot, max_estimates: int = MAX_ESTIMATES,
     can_stop = not explain and not any(r.qos == SCAVENGER for r in snapshot.running)
     # The totals only order the queue: one job (most cycles of a cluster with GPUs to
     # spare) has nothing to be ordered against.
-    ranking = (fairshare or FairShare()).rank(snapshot)
+    engine = fairshare or (snapshot.shares.engine if snapshot.shares else None) or FairShare()
+    ranking = engine.rank(snapshot)
     totals, within = (ranking.totals, ranking.within) if len(snapshot.pending) > 1 else ({}, None)
     decisions.fairshare = ranking.table
     for job in ordered(snapshot.pending, totals, within):

@@ -5,10 +5,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from scheduler.policy.budget import BudgetState
 from scheduler.policy.fairshare import FAIR_TREE, Account, Assoc, FairShareTable
 from scheduler.policy.priority import DEFAULT_QOS_FACTORS, PriorityWeights
+
+if TYPE_CHECKING:
+    from scheduler.policy.fairengine import FairShare
 
 DEFAULT_PAST_WEIGHT = 0.2  # see fairnow and docs/sim-results.md
 
@@ -133,6 +137,10 @@ class ShareInputs:
     # The fair-share table of exactly these inputs, when the caller already has it (the
     # simulator refreshes usage every minute of virtual time but schedules far more often).
     table: FairShareTable | None = None
+    # The fair-share engine of whoever made these inputs (the simulator's `ShareBuilder`),
+    # which `schedule` ranks with when not given one: it keeps the account tree and fair
+    # now's last split between the calls of one replay.
+    engine: FairShare | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

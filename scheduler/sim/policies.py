@@ -71,8 +71,8 @@ def get_policy(name: str) -> SimPolicy:
 
 class ShareBuilder:
     """A flat tree: each tenant under root with its shares (`tenant_shares`, default 1 each),
-    each user with shares 1. `engine`: the replay's fair-share engine (give it to
-    `schedule`: it keeps the tree and fair now's last split between calls)."""
+    each user with shares 1. `engine`: the replay's fair-share engine, given with the inputs
+    (`ShareInputs.engine`): it keeps the tree and fair now's last split between calls."""
 
     def __init__(self, policy: SimPolicy, users: Sequence[tuple[str, str]],
                  tenant_shares: Mapping[str, float] | None = None,
@@ -94,7 +94,8 @@ class ShareBuilder:
         if self._cached is None or self._cached[0] is not usage:
             inputs = ShareInputs(self.accounts, self.assocs, usage, self.policy.algorithm,
                                  past_weight=self.past_weight)
-            self._cached = (usage, replace(inputs, table=self.engine.table(inputs)))
+            self._cached = (usage, replace(inputs, table=self.engine.table(inputs),
+                                           engine=self.engine))
         return self._cached[1]
 
 
