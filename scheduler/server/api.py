@@ -338,15 +338,13 @@ class Api(JobRoutes, AdminRoutes):
         pending = [pending_view(j) for j in queue]
         last = self.fairshare(now)  # the last cycle's table, when this process leads
         snapshot = build_snapshot(state, pending, self.settings, table=last)
+        # One ranking, as the cycle's: its table, each job's factors, and the standings in
+        # words of everyone with a job pending or running (running alone included).
         ranking = self.fair.rank(snapshot)
-        table, ranked = ranking.table, ranking.breakdown
+        table = ranking.table
         assert table is not None
-        # Standings in words also for those who only run jobs now.
-        assocs = {(p.account, p.user) for p in pending} | {(j.account, j.user)
-                                                           for j in state.active}
-        standing = standing_texts(self.fair.rank(
-            build_snapshot(state, pending, self.settings, assocs, table=last)))
-        return PolicyView(state, waiting, queue, table, ranked, standing)
+        return PolicyView(state, waiting, queue, table, ranking.breakdown,
+                          standing_texts(ranking))
 
     async def quota(self, request: web.Request) -> web.Response:
         caller = await self.caller(request)
