@@ -34,14 +34,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
 from pathlib import Path
 
 from agents import devices
 from agents.cgroups import Layout, cgroup_of
 from agents.jobdirs import job_dir_path, ray_dir_path, remove_job_dir
 from agents.procinfo import Misuse, misplaced, parent_of, start_time, started_at
-from agents.runner import STOP_FILE, RunSpec, RunState
+from agents.runner import SPEC_FILE, STOP_FILE, RunSpec, RunState
 from scheduler import noderun
 from scheduler.config import login_defs_uid_min
 from scheduler.model import GpuInfo
@@ -173,26 +172,19 @@ class Executor:
         rundir = self.runs_dir / record.key
         rundir.mkdir(mode=0o700)
         group = self.layout.job_group(record.key)
-        spec = RunSpec(
-            job_id=record.id, attempt=record.attempt, user=record.user,
-            command=record.command, workdir=record.workdir, env=record.env,
-            gpu_indices=record.gpu_indices, node=self.node, output=record.output,
-            grace_s=self.grace_s, cgroup=str(group.path) if group else "",
+        spec = RunSpec(  # the start record, and what only this node knows
+            record, node=self.node, grace_s=self.grace_s,
+            cgroup=str(group.path) if group else "",
             runners_cgroup=str(self.layout.runners or ""), simulated=self.simulated,
             api_socket=self.api_socket, api_server=self.api_server,
-            append=record.attempt > 0, error=record.error,
-            script=record.script, name=record.name, account=record.account,
-            submit_dir=record.submit_dir, array_job=record.array_job,
-            array_task=record.array_task, time_limit_s=record.time_limit_s,
+            append=record.attempt > 0,
             # Known here too, for `_remove_run_dirs` where the runner had no chance to.
             job_dir=job_dir_path(record.key), ray_dir=ray_dir_path(record.id),
-            min_uid=self.min_job_uid, deny_users=self.job_user_deny,
+            min_uid=self.min_job_uid, deny_users=list(self.job_user_deny),
             gpu_minors=(devices.gpu_minors(record.gpu_indices, self._minors)
                         if self.confining else None),
-            rank=record.rank, hosts=record.hosts, node_names=record.node_names,
-            ray_port=record.ray_port, ray_token=record.ray_token,
         )
-        (rundir / "spec.json").write_text(json.dumps(asdict(spec)))
+        (rundir / SPEC_FILE).write_text(spec.to_json())
         log_file = open(rundir / "runner.log", "ab")  # noqa: SIM115 - the child owns it
         try:
             proc = subprocess.Popen(
@@ -250,7 +242,7 @@ class Executor:
                     spec = self._specs[key] = RunSpec.load(self.runs_dir / key)
                 except (OSError, ValueError, TypeError):
                     continue
-            found[spec.job_id] = set(spec.gpu_indices)
+            found[spec.record.id] = set(spec.record.gpu_indices)
         return found
 
     def check_gpu_use(self, gpus: list[GpuInfo]) -> list[Misuse]:
@@ -323,7 +315,7 @@ class Executor:
             return
         remove_job_dir(spec.job_dir)
         try:
-            owner: int | None = pwd.getpwnam(spec.user).pw_uid
+            owner: int | None = pwd.getpwnam(spec.record.user).pw_uid
         except KeyError:
             owner = None
         remove_job_dir(spec.ray_dir, owner)

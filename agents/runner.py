@@ -85,37 +85,38 @@ def job_environment(spec: RunSpec, account: pwd.struct_passwd, ray_dir: str, tmp
     the user's identity, its GPUs, its own TMPDIR, a private Ray, and what it is (`LABQ_*`).
     Nothing of the agent's or the runner's own environment (no store URL, password or token).
     `started_at`: when the job starts, for `LABQ_JOB_END_TIME` (the time limit's end)."""
-    visible = ",".join(str(i) for i in spec.gpu_indices)
-    env = {"PATH": DEFAULT_PATH, "LANG": "C.UTF-8", **submitted_environment(spec.env)}
+    job = spec.record
+    visible = ",".join(str(i) for i in job.gpu_indices)
+    env = {"PATH": DEFAULT_PATH, "LANG": "C.UTF-8", **submitted_environment(job.env)}
     if not env["PATH"]:
         env["PATH"] = DEFAULT_PATH
     env.update({
         "HOME": account.pw_dir, "USER": account.pw_name, "LOGNAME": account.pw_name,
         "SHELL": account.pw_shell or "/bin/sh", "TMPDIR": tmp_dir,
-        "PWD": spec.workdir,  # where the job starts (the submitter's may be elsewhere)
+        "PWD": job.workdir,  # where the job starts (the submitter's may be elsewhere)
         "CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": visible,
-        "LABQ_JOB_ID": spec.job_id, "LABQ_NODE": spec.node, "LABQ_USER": account.pw_name,
-        "LABQ_GPUS": str(len(spec.gpu_indices)),
-        "LABQ_JOB_NAME": spec.name or "labq",  # as the `%x` of output file names
-        "LABQ_ACCOUNT": spec.account, "LABQ_SUBMIT_DIR": spec.submit_dir or spec.workdir,
+        "LABQ_JOB_ID": job.id, "LABQ_NODE": spec.node, "LABQ_USER": account.pw_name,
+        "LABQ_GPUS": str(len(job.gpu_indices)),
+        "LABQ_JOB_NAME": job.name or "labq",  # as the `%x` of output file names
+        "LABQ_ACCOUNT": job.account, "LABQ_SUBMIT_DIR": job.submit_dir or job.workdir,
         # ray.init() in the job starts a Ray of its own: its files in a private directory,
         # only clients holding the job's token (a file only the user can read) may connect.
         "RAY_TMPDIR": ray_dir, "RAY_AUTH_MODE": "token",
         "RAY_AUTH_TOKEN_PATH": os.path.join(ray_dir, "token"),
     })
-    if spec.time_limit_s > 0:
-        env["LABQ_JOB_END_TIME"] = str(int(started_at + spec.time_limit_s))
-    if spec.array_job and spec.array_task is not None:
-        env["LABQ_ARRAY_JOB_ID"] = spec.array_job
-        env["LABQ_ARRAY_TASK_ID"] = str(spec.array_task)
+    if job.time_limit_s > 0:
+        env["LABQ_JOB_END_TIME"] = str(int(started_at + job.time_limit_s))
+    if job.array_job and job.array_task is not None:
+        env["LABQ_ARRAY_JOB_ID"] = job.array_job
+        env["LABQ_ARRAY_TASK_ID"] = str(job.array_task)
     if spec.simulated:
-        env["RAY_OVERRIDE_RESOURCES"] = json.dumps({"GPU": len(spec.gpu_indices)})
-    if spec.hosts:  # across nodes: where the others are (like SLURM_JOB_NODELIST)
-        env["LABQ_NODES"] = ",".join(spec.hosts)
-        env["LABQ_NODE_NAMES"] = ",".join(spec.node_names)
-        env["LABQ_NUM_NODES"] = str(len(spec.hosts))
-        env["LABQ_NODE_RANK"] = str(spec.rank)
-        env["LABQ_HEAD_NODE"] = spec.hosts[0]
+        env["RAY_OVERRIDE_RESOURCES"] = json.dumps({"GPU": len(job.gpu_indices)})
+    if job.hosts:  # across nodes: where the others are (like SLURM_JOB_NODELIST)
+        env["LABQ_NODES"] = ",".join(job.hosts)
+        env["LABQ_NODE_NAMES"] = ",".join(job.node_names)
+        env["LABQ_NUM_NODES"] = str(len(job.hosts))
+        env["LABQ_NODE_RANK"] = str(job.rank)
+        env["LABQ_HEAD_NODE"] = job.hosts[0]
     if spec.api_socket:
         env["LABQ_SOCKET"] = spec.api_socket
     if spec.api_server:
@@ -128,16 +129,17 @@ def part_argv(spec: RunSpec, argv: list[str]) -> list[str]:
     the head node (rank 0) and, on the others, a process that holds their GPUs until stopped.
     With Ray on the node and a port for it, the head starts the job's Ray head first (the
     command gets RAY_ADDRESS) and the others join it as workers (`agents.rayjob`)."""
-    if not spec.hosts:
+    job = spec.record
+    if not job.hosts:
         return argv
-    gpus = str(len(spec.gpu_indices))
-    if spec.ray_port and importlib.util.find_spec("ray") is not None:
+    gpus = str(len(job.gpu_indices))
+    if job.ray_port and importlib.util.find_spec("ray") is not None:
         ray = [sys.executable, "-m", "agents.rayjob"]
-        if spec.rank == 0:
-            return [*ray, "head", spec.hosts[0], str(spec.ray_port), gpus, str(len(spec.hosts)),
+        if job.rank == 0:
+            return [*ray, "head", job.hosts[0], str(job.ray_port), gpus, str(len(job.hosts)),
                     "--", *argv]
-        return [*ray, "worker", f"{spec.hosts[0]}:{spec.ray_port}", spec.hosts[spec.rank], gpus]
-    return argv if spec.rank == 0 else list(HOLD_ARGV)
+        return [*ray, "worker", f"{job.hosts[0]}:{job.ray_port}", job.hosts[job.rank], gpus]
+    return argv if job.rank == 0 else list(HOLD_ARGV)
 
 
 def _become(account: pwd.struct_passwd) -> None:
@@ -154,6 +156,7 @@ def _become(account: pwd.struct_passwd) -> None:
 def _child(spec: RunSpec, account: pwd.struct_passwd, env: dict[str, str], argv: list[str],
            err_fd: int, limits: LoginLimits, group: JobGroup | None) -> None:
     """In the forked child: become the job. Never returns; reports a failure on `err_fd`."""
+    job = spec.record
     try:
         if group is not None:  # (before anything else: the job never runs outside it)
             try:
@@ -168,16 +171,16 @@ def _child(spec: RunSpec, account: pwd.struct_passwd, env: dict[str, str], argv:
         apply_limits(limits.rlimits, limits.nice)  # (as root: hard limits may rise)
         _become(account)
         try:
-            os.chdir(spec.workdir)
+            os.chdir(job.workdir)
         except OSError as exc:
-            raise OSError(f"cannot enter work directory {spec.workdir}: {exc.strerror}") from None
-        if spec.rank > 0:  # holds its node's GPUs: the head node's run writes the output
+            raise OSError(f"cannot enter work directory {job.workdir}: {exc.strerror}") from None
+        if job.rank > 0:  # holds its node's GPUs: the head node's run writes the output
             out = err = os.open(os.devnull, os.O_WRONLY)
         else:
-            out = open_output(spec.output, spec.append, "output file", account)
+            out = open_output(job.output, spec.append, "output file", account)
             err = out
-        if spec.error and spec.rank == 0:
-            err = open_output(spec.error, spec.append, "error file", account)
+        if job.error and job.rank == 0:
+            err = open_output(job.error, spec.append, "error file", account)
             if os.path.samestat(os.fstat(out), os.fstat(err)):
                 err = out  # one file named twice: one offset, or each would overwrite the other
         null = os.open(os.devnull, os.O_RDONLY)
@@ -187,9 +190,9 @@ def _child(spec: RunSpec, account: pwd.struct_passwd, env: dict[str, str], argv:
         try:
             os.execvpe(argv[0], argv, env)
         except FileNotFoundError:
-            if not spec.script:
+            if not job.script:
                 raise
-            line = spec.script.split("\n", 1)[0][:200]
+            line = job.script.split("\n", 1)[0][:200]
             raise OSError(f"cannot run the batch script: its interpreter ({line}) was not "
                           f"found") from None
     except BaseException as exc:  # noqa: BLE001 - anything here means the job did not start
@@ -269,9 +272,9 @@ class Runner:
                 JobGroup(Path(spec.runners_cgroup)).add(os.getpid())
         self.save()
         try:
-            account = pwd.getpwnam(spec.user)
+            account = pwd.getpwnam(spec.record.user)
         except KeyError:
-            return self.fail(f"user {spec.user!r} does not exist on node {spec.node}")
+            return self.fail(f"user {spec.record.user!r} does not exist on node {spec.node}")
         refused = self.check_user(account)
         if refused:
             return self.fail(refused)
@@ -281,13 +284,15 @@ class Runner:
         if self.stop_pending():
             return self.stopped_before_start()
         try:
-            ray_dir = spec.ray_dir or ray_dir_path(spec.job_id)
-            make_ray_dir(ray_dir, account, spec.ray_token)
+            ray_dir = spec.ray_dir or ray_dir_path(spec.record.id)
+            make_ray_dir(ray_dir, account, spec.record.ray_token)
             self.ray_dir = ray_dir
             job_dir = spec.job_dir or job_dir_path(spec.key)
             tmp_dir = make_job_dir(job_dir, account)
             self.job_dir = job_dir  # (only once made: the runner never removes what it did not)
-            script = write_script(self.job_dir, spec.script, account) if spec.script else ""
+            script = ""
+            if spec.record.script:
+                script = write_script(self.job_dir, spec.record.script, account)
             if spec.cgroup:
                 group = JobGroup(Path(spec.cgroup))
                 group.create()  # (new: one that exists is refused, and never removed)
@@ -300,7 +305,7 @@ class Runner:
         if self.stop_pending():
             return self.stopped_before_start()
         env = job_environment(spec, account, self.ray_dir, tmp_dir, time.time())
-        argv = part_argv(spec, job_argv(spec.command, script))
+        argv = part_argv(spec, job_argv(spec.record.command, script))
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:

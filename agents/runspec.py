@@ -9,24 +9,22 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from scheduler.noderun import StartRecord
+
 SPEC_FILE = "spec.json"
 STATE_FILE = "state.json"
 STOP_FILE = "stop.json"  # the agent's reason, when it stops a job by a policy of its own
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunSpec:
-    """What the agent hands a runner (RUNDIR/spec.json, root-only)."""
+    """What the agent hands a runner (RUNDIR/spec.json, root-only): the coordinator's start
+    record as it came (`record`), and what only this node knows (its name, cgroups, sockets,
+    directories, who may not run jobs here). spec.json stays one flat object, as before (the
+    record's `id` is its `job_id`), so a spec written by an older agent still loads."""
 
-    job_id: str
-    attempt: int
-    user: str
-    command: list[str]
-    workdir: str
-    env: dict[str, str]
-    gpu_indices: list[int]
+    record: StartRecord
     node: str
-    output: str  # absolute path, %j already replaced
     grace_s: float = 10.0
     cgroup: str = ""  # the job's cgroup directory ("" = subreaper only)
     runners_cgroup: str = ""  # where the runner itself lives ("" = stay)
@@ -34,15 +32,6 @@ class RunSpec:
     api_socket: str = ""  # the labq API socket, so the job can run labq as its user
     api_server: str = ""  # the coordinator's TCP API (host:port), for jobs on other hosts
     append: bool = False  # requeued attempts append to the output (and the error file)
-    # Added with batch scripts (an older spec.json has none of these: the defaults hold).
-    error: str = ""  # absolute stderr path, %j already replaced ("" = stderr to `output`)
-    script: str = ""  # a batch script's text: run as `[its file, *command]`
-    name: str = ""
-    account: str = ""
-    submit_dir: str = ""
-    array_job: str = ""  # the array's id, for a task of an array
-    array_task: int | None = None
-    time_limit_s: int = 0  # 0: unknown (no LABQ_JOB_END_TIME)
     job_dir: str = ""  # the attempt's job directory (TMPDIR, script); "" = the runner picks one
     ray_dir: str = ""  # the job's private Ray directory; "" = the runner picks one
     # Who may not run jobs (besides root): uids below `min_uid` (0: UID_MIN of login.defs)
@@ -52,22 +41,33 @@ class RunSpec:
     # The driver minors of the job's GPUs: its cgroup gets a device program refusing every
     # other NVIDIA GPU (agents.devices). None: no device program (no cgroup, or none here).
     gpu_minors: list[int] | None = None
-    # A multi-node job: this node's rank (0 runs the command; the others hold their GPUs with
-    # a process of the user's that waits to be stopped), every node's host and labq names.
-    rank: int = 0
-    hosts: list[str] = field(default_factory=list)
-    node_names: list[str] = field(default_factory=list)
-    ray_port: int = 0  # across nodes: the job's Ray head port (0: no Ray started for it)
-    ray_token: str = ""
 
     @property
     def key(self) -> str:
-        return f"{self.job_id}.{self.attempt}"
+        return self.record.key
+
+    def to_json(self) -> str:
+        """spec.json: the record's fields (its `id` as `job_id`) and this node's, flat."""
+        record = asdict(self.record)
+        local = {k: v for k, v in asdict(self).items() if k != "record"}
+        return json.dumps({"job_id": record.pop("id"), **record, **local})
+
+    @classmethod
+    def from_json(cls, text: str) -> RunSpec:
+        """A spec.json of this agent's or an older one's (a field it lacks keeps its default;
+        one it does not know is ignored)."""
+        data = json.loads(text)
+        names = StartRecord.__dataclass_fields__
+        record = {k: v for k, v in data.items() if k in names and k != "id"}
+        record["id"] = data["job_id"]
+        record.setdefault("time_limit_s", 0)  # 0: unknown (no LABQ_JOB_END_TIME)
+        local = {k: v for k, v in data.items()
+                 if k in cls.__dataclass_fields__ and k != "record"}
+        return cls(record=StartRecord(**record), **local)
 
     @classmethod
     def load(cls, rundir: Path) -> RunSpec:
-        data = json.loads((rundir / SPEC_FILE).read_text())
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+        return cls.from_json((rundir / SPEC_FILE).read_text())
 
 
 @dataclass

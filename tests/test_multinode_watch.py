@@ -4,7 +4,8 @@ once every node runs its part; a part that fails or ends under it ends the whole
 from __future__ import annotations
 
 import pwd
-from dataclasses import replace
+from dataclasses import replace as dataclass_replace
+from typing import Any
 
 from agents.runner import HOLD_ARGV, RunSpec, job_environment, part_argv
 from scheduler.coordinator.reactions import (
@@ -15,7 +16,7 @@ from scheduler.coordinator.reactions import (
     react,
 )
 from scheduler.model import Job, JobState
-from scheduler.noderun import EXITED, FAILED, RUNNING, STARTING, RunStatus
+from scheduler.noderun import EXITED, FAILED, RUNNING, STARTING, RunStatus, StartRecord
 
 T0 = 1_000_000.0
 
@@ -61,9 +62,14 @@ def test_an_earlier_attempts_report_is_not_this_ones() -> None:
 
 
 def test_each_node_runs_its_part_with_the_node_list() -> None:
-    base = RunSpec(job_id="7", attempt=0, user="alice", command=["true"], workdir="/w",
-                   env={}, gpu_indices=[0, 1], node="b", output="/w/o", node_names=["a", "b"],
-                   hosts=["host-a", "host-b"], rank=1)
+    base = RunSpec(StartRecord(id="7", attempt=0, user="alice", command=["true"], workdir="/w",
+                               env={}, gpu_indices=[0, 1], output="/w/o", time_limit_s=0,
+                               node_names=["a", "b"], hosts=["host-a", "host-b"], rank=1),
+                   node="b")
+
+    def replace(spec: RunSpec, **changes: Any) -> RunSpec:
+        return dataclass_replace(spec, record=dataclass_replace(spec.record, **changes))
+
     account = pwd.struct_passwd(("alice", "x", 1001, 1001, "", "/home/alice", "/bin/bash"))
     env = job_environment(base, account, "/r", "/t", 1000.0)
     assert (env["LABQ_NODES"], env["LABQ_NODE_NAMES"], env["LABQ_NUM_NODES"],
@@ -78,7 +84,8 @@ def test_each_node_runs_its_part_with_the_node_list() -> None:
         "head", "host-a", "23456", "2", "2", "--", "python", "x.py"]
     assert part_argv(ray, ["python", "x.py"])[-4:] == ["worker", "host-a:23456", "host-b", "2"]
     # a job of one node: its command, no node list
-    single = RunSpec(job_id="8", attempt=0, user="alice", command=["true"], workdir="/w",
-                     env={}, gpu_indices=[0], node="a", output="/w/o")
+    single = RunSpec(StartRecord(id="8", attempt=0, user="alice", command=["true"],
+                                 workdir="/w", env={}, gpu_indices=[0], output="/w/o",
+                                 time_limit_s=0), node="a")
     assert part_argv(single, ["true"]) == ["true"]
     assert "LABQ_NODES" not in job_environment(single, account, "/r", "/t", 1000.0)

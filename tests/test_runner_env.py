@@ -130,11 +130,11 @@ SUBMITTED = {
 
 
 def test_the_exact_environment_a_job_gets() -> None:
-    spec = RunSpec(job_id="17_3", attempt=1, user="alice", command=["true"], workdir="/w",
-                   env=SUBMITTED, gpu_indices=[1, 3], node="n1", output="/w/o",
-                   simulated=True, api_socket="/run/labq/api.sock", name="train",
-                   account="lab", submit_dir="/home/alice/proj", array_job="17",
-                   array_task=3, time_limit_s=3600)
+    record = StartRecord(id="17_3", attempt=1, user="alice", command=["true"], workdir="/w",
+                         env=SUBMITTED, gpu_indices=[1, 3], output="/w/o", time_limit_s=3600,
+                         name="train", account="lab", submit_dir="/home/alice/proj",
+                         array_job="17", array_task=3)
+    spec = RunSpec(record, node="n1", simulated=True, api_socket="/run/labq/api.sock")
     account = pwd.struct_passwd(("alice", "x", 1001, 1001, "", "/home/alice", "/bin/bash"))
     env = job_environment(spec, account, "/tmp/labq-ray", "/tmp/labq-17_3.1-x/tmp", 1000.7)
     assert env == {
@@ -154,8 +154,9 @@ def test_the_exact_environment_a_job_gets() -> None:
 
 
 def test_without_a_submitted_path_or_the_new_fields_a_job_gets_the_defaults() -> None:
-    spec = RunSpec(job_id="5", attempt=0, user="alice", command=["true"], workdir="/w",
-                   env={"PATH": ""}, gpu_indices=[], node="n1", output="/w/o")
+    spec = RunSpec(StartRecord(id="5", attempt=0, user="alice", command=["true"], workdir="/w",
+                               env={"PATH": ""}, gpu_indices=[], output="/w/o",
+                               time_limit_s=0), node="n1")
     account = pwd.struct_passwd(("alice", "x", 1001, 1001, "", "/home/alice", ""))
     env = job_environment(spec, account, "/r", "/t", 1000.0)
     assert env["PATH"] == DEFAULT_PATH and env["SHELL"] == "/bin/sh"
@@ -167,9 +168,10 @@ def test_without_a_submitted_path_or_the_new_fields_a_job_gets_the_defaults() ->
 
 def test_a_job_on_a_node_with_the_tcp_api_is_told_where_it_is() -> None:
     """A job on a node other than the coordinator's host runs labq over TCP (LABQ_SERVER)."""
-    spec = RunSpec(job_id="5", attempt=0, user="alice", command=["true"], workdir="/w",
-                   env={"LABQ_SERVER": "evil:1"}, gpu_indices=[], node="n1", output="/w/o",
-                   api_server="labq-head:8642")
+    record = StartRecord(id="5", attempt=0, user="alice", command=["true"], workdir="/w",
+                         env={"LABQ_SERVER": "evil:1"}, gpu_indices=[], output="/w/o",
+                         time_limit_s=0)
+    spec = RunSpec(record, node="n1", api_server="labq-head:8642")
     account = pwd.struct_passwd(("alice", "x", 1001, 1001, "", "/home/alice", ""))
     assert job_environment(spec, account, "/r", "/t", 1000.0)["LABQ_SERVER"] == "labq-head:8642"
 
@@ -181,10 +183,27 @@ def test_a_spec_written_before_these_fields_still_loads(tmp_path: Path) -> None:
            "append": False}
     (tmp_path / SPEC_FILE).write_text(json.dumps(old))
     spec = RunSpec.load(tmp_path)
-    assert (spec.error, spec.script, spec.job_dir, spec.array_task, spec.time_limit_s) == (
-        "", "", "", None, 0)
+    assert (spec.record.error, spec.record.script, spec.job_dir, spec.record.array_task,
+            spec.record.time_limit_s) == ("", "", "", None, 0)
     (tmp_path / SPEC_FILE).write_text(json.dumps({**old, "from_a_newer_agent": 1}))
-    assert RunSpec.load(tmp_path).job_id == "7"
+    assert RunSpec.load(tmp_path).record.id == "7"
+
+
+def test_a_spec_is_its_start_record_and_what_the_node_knows(tmp_path: Path) -> None:
+    """spec.json stays one flat object (the record's id as job_id): written and read back,
+    the same spec; every field of the start record reaches the runner."""
+    record = StartRecord(id="9", attempt=2, user="alice", command=["python", "x.py"],
+                         workdir="/w", env={"A": "1"}, gpu_indices=[0, 2], output="/w/o",
+                         time_limit_s=60, error="/w/e", script="#!/bin/sh\n", name="n",
+                         account="lab", submit_dir="/s", array_job="8", array_task=1, rank=1,
+                         hosts=["h0", "h1"], node_names=["a", "b"], ray_port=20001,
+                         ray_token="t")
+    spec = RunSpec(record, node="b", append=True, gpu_minors=[3, 5], deny_users=["bob"])
+    (tmp_path / SPEC_FILE).write_text(spec.to_json())
+    flat = json.loads((tmp_path / SPEC_FILE).read_text())
+    assert flat["job_id"] == "9" and "id" not in flat and "record" not in flat
+    assert RunSpec.load(tmp_path) == spec
+    assert spec.key == record.key == "9.2"
 
 
 @as_root
@@ -400,7 +419,7 @@ def test_error_separates_stderr_like_output_and_a_requeue_appends(
     state, spec = run(tmp_path, job, ex=ex)
     assert (state.phase, state.exit_code) == (EXITED, 0), state
     err = workdir / f"err-{job.id}.txt"
-    assert spec.error == str(err)
+    assert spec.record.error == str(err)
     assert (out_of(job), err.read_text()) == ("out\n", "err\n")
     info = err.stat()
     assert (info.st_uid, info.st_gid, info.st_mode & 0o777) == (user.pw_uid, user.pw_gid, 0o600)
