@@ -3,7 +3,9 @@
 Children, in start order: the embedded Valkey server (AOF on, data in $LABQ_HOME/valkey, a
 memory ceiling with noeviction), the coordinator and one agent per node; the agents run the jobs
 (each job as its user, with a Ray of its own only if it calls ray.init()). A child that dies is
-restarted (later and later if it keeps dying; never does that stop the running jobs); Ctrl-C or
+restarted, always, as systemd's Restart=always would: after a delay that doubles while it keeps
+dying soon after each start, up to a cap, and is forgotten once it stays up a while; each
+restart is one line of `labq up`'s output (never does a restart stop the running jobs); Ctrl-C or
 SIGTERM stops the daemons, then the jobs still running, then Valkey, then whatever is left below
 `labq up` (a subreaper: see proctree). Running it again on the same $LABQ_HOME finds the same
 data.
@@ -32,7 +34,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from scheduler.config import Settings
@@ -49,11 +51,16 @@ from scheduler.store.keys import Keys
 _OWN_ENV = ("LABQ_EXPORTER_PORT", "LABQ_REDIS_USERNAME", "LABQ_REDIS_PASSWORD_FILE",
             "LABQ_AGENT_REDIS_USERNAME", "LABQ_AGENT_REDIS_PASSWORD_FILE")
 MAX_UNIX_PATH = 107  # sun_path holds 108 bytes with the final NUL
-RESTART_LIMIT = 5  # restarts of one child within RESTART_WINDOW_S before backing off
-RESTART_WINDOW_S = 60.0
+# A child that dies is started again after FIRST_BACKOFF_S, doubled for each death in a row that
+# came within STABLE_S of its start, up to MAX_BACKOFF_S; a child that stayed up STABLE_S is
+# started again after FIRST_BACKOFF_S, its record forgotten (systemd's Restart=always with
+# RestartSteps and RestartMaxDelaySec).
+FIRST_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 30.0
+STABLE_S = 10.0
 STOP_GRACE_S = 20.0
 METRICS_CHECK_S = 5.0  # how often `labq up` looks whether /metrics answers
+METRICS_GRACE_S = 15.0  # a coordinator started this recently may not serve /metrics yet
 # The daemons: this interpreter with -P (`-m` does not put the current directory first on
 # sys.path, as it otherwise would: a click.py where root typed `labq up` would run as root),
 # unbuffered, started in `/`. Not -I, which would also drop PYTHONPATH: the caller's own
@@ -77,10 +84,12 @@ class Child:
     env: dict[str, str]
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
-    restarts: list[float] = field(default_factory=list)
+    started: float = 0.0  # time.monotonic() of the latest start
+    quick_deaths: int = 0  # deaths in a row, each within STABLE_S of its start
     due: float | None = None  # when to start it again, once it died
 
     def start(self) -> None:
+        self.started = time.monotonic()
         log = homecheck.open_log(self.log_path)
         try:
             self.proc = subprocess.Popen(self.argv, env=self.env, stdout=log,
@@ -309,7 +318,8 @@ class Stack:
         if not force and (coordinator is None or not coordinator.alive()):
             return
         ok = self._metrics_answer()
-        if ok == self.metrics_ok:
+        starting = coordinator is not None and now - coordinator.started < METRICS_GRACE_S
+        if ok == self.metrics_ok or not ok and starting and not force:
             return
         self.metrics_ok = ok
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
@@ -318,37 +328,39 @@ class Stack:
         else:
             port = self.metrics_port
             why = (f"nothing listens on port {port}; see {self.logs / 'coordinator.log'}"
-                   if port_free(port) else
+                   if not _listened_on(port) else
                    f"port {port} is held{held_by(port) or ' by another process'}")
             say(f"metrics {url} does not answer ({why}); jobs and the API go on, and the "
                 "coordinator serves it once the port is free")
 
     def supervise_once(self, say: Callable[[str], None], watch: bool = True) -> None:
-        """Start again each child that died: at once, or, when it died RESTART_LIMIT times
-        within RESTART_WINDOW_S, after a delay that doubles up to MAX_BACKOFF_S. Never gives up:
-        the running jobs do not depend on the daemons (their runners outlive the agents)."""
+        """Start again each child that died, after `restart_delay` (one line each time). Never
+        gives up: the running jobs do not depend on the daemons (their runners outlive the
+        agents), and a child that cannot start now (its store gone, its port held) may later."""
         now = time.monotonic()
         proctree.reap_adopted(keep=[c.proc.pid for c in self.children if c.proc])
         for child in self.children:
             if child.alive() or self.stopping:
                 continue
             if child.due is None:
-                child.restarts = [t for t in child.restarts if now - t < RESTART_WINDOW_S]
-                extra = len(child.restarts) - RESTART_LIMIT + 1
-                delay = min(MAX_BACKOFF_S, 2.0 ** extra) if extra > 0 else 0.0
+                up_s = now - child.started
+                child.quick_deaths = child.quick_deaths + 1 if up_s < STABLE_S else 1
+                delay = restart_delay(child.quick_deaths)
                 child.due = now + delay
-                code = child.proc.returncode if child.proc else None
                 note = _port_note(self.metrics_port) if child.name == "coordinator" else ""
-                if delay:
-                    say(f"{child.name} exited (status {code}, {len(child.restarts) + 1} times "
-                        f"in {RESTART_WINDOW_S:.0f} s{note}); starting it again in {delay:.0f} s "
-                        f"(running jobs go on); see {child.log_path}")
-                else:
-                    say(f"{child.name} exited (status {code}{note}); restarting it")
+                in_a_row = (f", its {_ordinal(child.quick_deaths)} quick exit in a row"
+                            if child.quick_deaths > 1 else "")
+                say(f"{child.name} exited ({_exit_status(child.proc)}) after {up_s:.0f} s up"
+                    f"{in_a_row}{note}; restarting it in {delay:g} s (running jobs go on); "
+                    f"see {child.log_path}")
             if now >= child.due:
                 child.due = None
-                child.restarts.append(now)
-                child.start()
+                try:
+                    child.start()
+                except OSError as exc:  # its log cannot be opened (a full disk): try again later
+                    child.proc = None
+                    say(f"{child.name} could not be started ({exc.strerror or exc}); trying "
+                        "again")
         if watch:
             self.watch_metrics(say)
 
@@ -377,6 +389,29 @@ class Stack:
         with_suppress_unlink(self.settings.run_file)
 
 
+def restart_delay(quick_deaths: int) -> float:
+    """Seconds before a child that died is started again, after `quick_deaths` deaths in a row
+    (1: the first, or the first since it stayed up STABLE_S): FIRST_BACKOFF_S, doubled for
+    each more, at most MAX_BACKOFF_S."""
+    return min(MAX_BACKOFF_S, FIRST_BACKOFF_S * 2.0 ** (max(quick_deaths, 1) - 1))
+
+
+def _exit_status(proc: subprocess.Popen[bytes] | None) -> str:
+    """`status 1`, `killed by SIGKILL`, or `not started`."""
+    if proc is None or proc.returncode is None:
+        return "not started"
+    if proc.returncode < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-proc.returncode).name}"
+        return f"killed by signal {-proc.returncode}"
+    return f"status {proc.returncode}"
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
 def with_suppress_unlink(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
@@ -384,9 +419,22 @@ def with_suppress_unlink(path: Path) -> None:
 
 def _port_note(port: int) -> str:
     """`"; its metrics port 9464 is held by eve (uid 1001)"` when someone listens there."""
-    if port_free(port):
+    if not _listened_on(port):
         return ""
     return f"; its metrics port {port} is held{held_by(port) or ' by another process'}"
+
+
+def _listened_on(port: int) -> bool:
+    """Whether a socket listens on `port` (of 127.0.0.1): binding it with SO_REUSEADDR fails.
+    (A plain bind fails too for the connections of the coordinator that just died, left in
+    TIME_WAIT: no one holds the port then.)"""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+        return False
 
 
 def _password(path: Path) -> str:
