@@ -7,7 +7,9 @@ import asyncio
 import logging
 import os
 import socket
+import time
 
+import redis.exceptions as redis_errors
 from aiohttp import web
 
 from scheduler.config import Settings
@@ -27,9 +29,13 @@ from scheduler.server.homecheck import HomeError, trusted_home
 from scheduler.server.listen import claim_unix_socket, listen_tcp, listen_unix
 from scheduler.server.remote import RemoteAuth, munge_problem, tls_context
 from scheduler.store import Store, StoreError
-from scheduler.store.schema import check_store
+from scheduler.store.schema import check_store, shown_url
 
 METRICS_RETRY_S = 5.0  # a metrics port that cannot be bound is tried again this often
+STORE_WAIT_FIRST_S = 0.5  # a store not reached at start is tried again after this...
+STORE_WAIT_MAX_S = 10.0  # ...doubled each time, up to this
+# What an unreachable store raises (AuthenticationError, a ConnectionError, is caught first).
+UNREACHABLE = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError, TimeoutError)
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +62,40 @@ def open_store(settings: Settings, node: str | None = None) -> Store:
         raise DaemonError(str(exc)) from None
 
 
+async def wait_for_store(store: Store, settings: Settings) -> None:
+    """Return once the store answers a PING. A daemon started before its store (at boot, or
+    while the store restarts) waits for it instead of exiting: one line when the wait starts,
+    one when it ends, tried again after a delay that doubles up to STORE_WAIT_MAX_S. A store
+    that answers but refuses (a wrong password, a missing ACL grant) is not waited for: `_ping`
+    says what is wrong."""
+    delay, since, tries = STORE_WAIT_FIRST_S, 0.0, 0
+    while True:
+        try:
+            await store.r.ping()
+        except (redis_errors.AuthenticationError, redis_errors.ResponseError):
+            return
+        except UNREACHABLE as exc:
+            tries += 1
+            if tries == 1:
+                since = time.monotonic()
+                log.warning("cannot reach the store at %s (%s); waiting for it, trying again "
+                            "every %g-%g s (one line when it answers)",
+                            shown_url(settings.redis_url), " ".join(str(exc).split()),
+                            STORE_WAIT_FIRST_S, STORE_WAIT_MAX_S)
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, STORE_WAIT_MAX_S)
+            continue
+        if tries:
+            log.warning("the store at %s answers, after %.0f s (%d failed tries)",
+                        shown_url(settings.redis_url), time.monotonic() - since, tries)
+        return
+
+
 async def _ping(store: Store, settings: Settings, node: str | None = None) -> None:
-    """The store answers, is Redis/Valkey 7 or later, holds a schema this labq understands,
-    and keeps the same time as this host (scheduler.store.schema)."""
+    """The store answers (waited for), is Redis/Valkey 7 or later, holds a schema this labq
+    understands, and keeps the same time as this host (scheduler.store.schema)."""
     try:
+        await wait_for_store(store, settings)
         await store.ping()
         await check_store(store, settings, node)
     except StoreError as exc:
