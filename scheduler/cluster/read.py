@@ -7,7 +7,7 @@ the same inputs, assembled in one place, whoever asks.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from scheduler.accounts.tree import Accounts
@@ -37,6 +37,12 @@ class ClusterState:
         if not updated:
             return self
         return replace(self, active=[updated.get(j.id, j) for j in self.active])
+
+    def without_jobs(self, ended: Collection[str]) -> ClusterState:
+        """This state without the active jobs in `ended` (ids): ended or requeued since read."""
+        if not ended:
+            return self
+        return replace(self, active=[j for j in self.active if j.id not in ended])
 
 
 async def read_cluster(store: Store, now: float) -> ClusterState:

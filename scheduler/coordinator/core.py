@@ -174,24 +174,24 @@ class Coordinator:
     async def cycle(self, now: float) -> None:
         """One pass.
 
-        The cluster is read once (`read_cluster`), and again only if this cycle's own
+        The cluster is read once (`read_cluster`), and again, once, only if this cycle's own
         transitions changed it (a job ended or was requeued: its GPUs are free for phase 5).
-        The state read is never edited: a step that changes a job (marked running, asked to
-        stop) returns its new record, and the cycle goes on with a new state holding it."""
+        The state read is never edited: a step that changes jobs returns what it changed
+        (the jobs of lost nodes it ended, a job marked running or asked to stop), and the
+        cycle goes on with a new state without or with them."""
         began = time.perf_counter()
         epoch = self.epoch
         state = await read_cluster(self.store, now)
-        changed = await self._check_nodes(epoch, state.nodes, state.active, now)
-        if changed:
-            state = await read_cluster(self.store, now)  # jobs of lost nodes ended or requeued
-        changed, updated = await self._watch(epoch, state.active, now)
+        lost = await self._check_nodes(epoch, state.nodes, state.active, now)
+        state = state.without_jobs(lost)  # the jobs of lost nodes: ended or requeued
+        freed, updated = await self._watch(epoch, state.active, now)
         state = state.with_jobs(updated)
         if now - self._last_charge >= self.settings.charge_interval_s:
             await self.store.charge(epoch, [j.id for j in state.active], now)
             self._last_charge = now
         state = state.with_jobs(await self._check_idle(epoch, state.nodes, state.active, now))
         await self._retain(epoch, now)
-        if changed:
+        if lost or freed:
             state = await read_cluster(self.store, now)
         await self._decide(epoch, state)
         self.last_cycle_s = time.perf_counter() - began
@@ -200,9 +200,9 @@ class Coordinator:
 
     async def _check_nodes(
         self, epoch: int, nodes: Sequence[Node], active: Sequence[Job], now: float
-    ) -> bool:
-        """Mark silent nodes DOWN; end or requeue their jobs. Returns whether a job changed."""
-        changed = False
+    ) -> set[str]:
+        """Mark silent nodes DOWN; end or requeue their jobs. Returns those jobs' ids."""
+        lost: set[str] = set()
         cutoff = now - self.settings.node_timeout_s
         down = {n.name for n in nodes if n.state == NodeState.DOWN}
         for node in nodes:
@@ -215,8 +215,8 @@ class Coordinator:
             if any(name in down for name in job.node_names):
                 # The node's agent kills the run if it comes back (the record is gone).
                 await self._end_or_requeue(epoch, job, "NodeLost", now)
-                changed = True
-        return changed
+                lost.add(job.id)
+        return lost
 
     async def _retain(self, epoch: int, now: float) -> None:
         """Once a minute, move finished jobs past retention out of the hot store, a few bounded
