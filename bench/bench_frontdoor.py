@@ -17,7 +17,8 @@ import subprocess
 import time
 from typing import Any
 
-from common import Stack, machine, summary
+from common import machine, summary
+from stack import Stack, ensure_user
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 ATTACKER, VICTIM = "labq-flood", "alice"
@@ -113,8 +114,6 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--churn-s", type=float, default=10.0)
     args = parser.parse_args()
-    from tests.security_server import ensure_user
-
     ensure_user(ATTACKER)
     print(machine())
     stack = Stack("1x2").start()

@@ -17,7 +17,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from common import Stack, machine, summary
+from common import machine, summary
+from stack import Stack
 
 COMMAND = ["sleep", "2"]
 PEER = Path(__file__).resolve().parent / "slurm_peer" / "start.sh"

@@ -31,9 +31,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from common import Stack, machine
-
-from tests.e2e_stack import E2E_USER
+from common import machine
+from stack import E2E_USER, Stack
 
 Submit = Callable[[dict[str, Any]], list[str]]
 

@@ -20,7 +20,8 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from common import Stack, machine
+from common import machine
+from stack import Stack
 
 USER = "alice"
 

@@ -1,4 +1,5 @@
-"""Helpers shared by the benchmarks: a real labq stack, medians, machine description."""
+"""Helpers shared by the benchmarks: medians, machine description, a scratch Valkey. The labq
+stack they start is stack.py's (the tests' too)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ import tempfile
 import time
 from pathlib import Path
 
+# labq from this checkout, ahead of the venv's editable install (which points at one checkout):
+# a copy of older code, run side by side with the new, benchmarks its own scheduler/.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from tests.e2e_stack import Stack  # noqa: E402 - reuse the tests' stack runner
 
 
 def machine() -> str:
@@ -31,7 +32,7 @@ def summary(values: list[float]) -> str:
             f"min {ordered[0]:.3f}  max {ordered[-1]:.3f}  (n={len(values)})")
 
 
-__all__ = ["Stack", "machine", "scratch_valkey", "summary"]
+__all__ = ["machine", "scratch_valkey", "summary"]
 
 
 def scratch_valkey() -> tuple[subprocess.Popen[bytes], str]:
