@@ -346,7 +346,12 @@ class Coordinator:
         # Without command, environment or script (up to hundreds of KiB a job, and never
         # needed to decide): the start reads the jobs it starts in full.
         for job in await self.store.list_jobs(missing):
-            self._waiting_cache[job.id] = (job, pending_view(job))
+            try:
+                view = pending_view(job)
+            except ValueError as exc:  # a malformed record (the policy refuses it): skip it
+                log.error("job %s cannot be scheduled: %s", job.id, exc)
+                continue
+            self._waiting_cache[job.id] = (job, view)
         current = set(ids)
         for job_id in [j for j in self._waiting_cache if j not in current]:
             del self._waiting_cache[job_id]
