@@ -1,35 +1,69 @@
 """Read the cluster once, and turn it into the policy's pure snapshot.
 
-The scheduling cycle, `labq quota` and `labq priority` all read what they need here, in one
-pipelined round trip (`read_cluster`), and build the policy's input with `build_snapshot`:
-the same inputs, assembled in one place, whoever asks.
+The scheduling cycle, `labq quota`, `labq priority` and `/metrics` all read what they need
+here (`read_cluster`) into one type, `ClusterState`, and the policy's input is built with
+`build_snapshot`: the same inputs, assembled in one place, whoever asks.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from scheduler.accounts.tree import Accounts
 from scheduler.cluster.budgets import budget_state
 from scheduler.cluster.shares import share_inputs, usage_since_reset
 from scheduler.cluster.views import node_view, running_view
 from scheduler.config import Settings
-from scheduler.model import Job, Node
+from scheduler.model import Job, JobState, Node
 from scheduler.policy import Limits, PendingJob, Snapshot
 from scheduler.policy.fairshare import FairShareTable
 from scheduler.store import Store, parse_daily, parse_decayed
 
 
+@dataclass(slots=True)
+class JobRow:
+    """A waiting job as `/metrics` reads it: the few fields it shows (10,000s per scrape)."""
+
+    id: str
+    state: JobState
+    account: str
+    user: str
+    waiting_since: float = 0.0  # submit or last requeue
+    hold: str = ""  # a person holds it
+    gpu_idle_since: dict[int, float] = field(default_factory=dict)
+
+
+ROW_FIELDS = ("state", "account", "user", "submitted_at", "queued_at", "hold", "gpu_idle_since")
+
+
+def job_rows(ids: Sequence[str], values: Sequence[Sequence[str | None]]) -> list[JobRow]:
+    rows = []
+    for job_id, (state, account, user, submitted, queued, hold, idle) in zip(ids, values,
+                                                                             strict=True):
+        if not state:
+            continue  # gone since the ids were read
+        since = {int(k): float(v) for k, v in json.loads(idle).items()} \
+            if idle and idle != "{}" else {}
+        rows.append(JobRow(job_id, JobState(state), account or "", user or "",
+                           float(queued or submitted or 0.0), hold or "", since))
+    return rows
+
+
 @dataclass(frozen=True)
 class ClusterState:
-    """What one cycle or request knows of the cluster: read once, at `now`."""
+    """What one cycle, request or scrape knows of the cluster: read once, at `now`."""
 
     now: float
     nodes: list[Node]
     accounts: Accounts
     active: list[Job]  # STARTING, RUNNING, PREEMPTED: they hold GPUs
     usage: dict[str, str]  # the usage hash, raw (fair share and budgets both read it)
+    # Read only for /metrics (`read_cluster(..., metrics=True)`):
+    waiting: list[JobRow] = field(default_factory=list)  # PENDING and HELD, as rows
+    stats: dict[str, str] = field(default_factory=dict)  # the raw stats hash (counters)
+    store_memory: tuple[int, int] = (0, 0)  # the store's used_memory and maxmemory (0: none)
 
     def with_jobs(self, updated: Mapping[str, Job]) -> ClusterState:
         """This state with the active jobs in `updated` (by id) replaced by those records: what
@@ -45,10 +79,17 @@ class ClusterState:
         return replace(self, active=[j for j in self.active if j.id not in ended])
 
 
-async def read_cluster(store: Store, now: float) -> ClusterState:
-    """Nodes, accounts, active jobs and usage, read once."""
+async def read_cluster(store: Store, now: float, *, metrics: bool = False) -> ClusterState:
+    """Nodes, accounts, active jobs and usage, read once; with `metrics`, also the waiting
+    jobs' rows, the stats hash and the store's memory (what /metrics shows besides)."""
     nodes, accounts, active, usage = await store.cluster_reads()
-    return ClusterState(now, nodes, accounts, active, usage)
+    if not metrics:
+        return ClusterState(now, nodes, accounts, active, usage)
+    _, waiting_ids = await store.queue_ids()
+    rows = job_rows(waiting_ids, await store.job_fields(waiting_ids, ROW_FIELDS))
+    return ClusterState(now, nodes, accounts, active, usage,
+                        [r for r in rows if r.state.is_waiting()], await store.stats(),
+                        await store.memory())
 
 
 async def fairshare_usage(store: Store, settings: Settings,

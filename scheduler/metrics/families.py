@@ -34,7 +34,7 @@ EVICTION_REASONS = ("IdleGpu", "NodeLost", "TimeLimit")
 
 
 class JobLike(Protocol):
-    """What the families read of a job (`metrics.JobRow`; `model.Job` has it too)."""
+    """What the families read of a job (`model.Job`, and `cluster.read.JobRow` of a waiting one)."""
 
     @property
     def id(self) -> str: ...

@@ -1,7 +1,8 @@
 """`/metrics`: a collector built fresh at each scrape from the store (no stale series).
 
 Every coordinator serves it, leader or not; what it shows comes from the store (read once per
-scrape: nodes, active and waiting jobs, the usage hash, the stats hash, the accounts), except
+scrape into the `ClusterState` every reader builds from: nodes, active jobs, the accounts,
+the usage hash, and for /metrics the waiting jobs' rows and the stats hash), except
 the scheduling cycle figures, which are this process's own. docs/metrics.md is the contract:
 names, types and labels as written there.
 """
@@ -9,18 +10,16 @@ names, types and labels as written there.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from scheduler.accounts.tree import Accounts
+from scheduler.cluster.read import ClusterState, read_cluster
 from scheduler.config import Settings
 from scheduler.coordinator.idle import IdlePolicy
 from scheduler.metrics.families import (
@@ -33,7 +32,6 @@ from scheduler.metrics.families import (
     wait_family,
 )
 from scheduler.metrics.hist import LocalHistogram
-from scheduler.model import JobState, Node
 from scheduler.policy.fairengine import FairShare
 from scheduler.policy.fairshare import FairShareTable
 from scheduler.store import Store
@@ -58,85 +56,34 @@ class MetricsSource(Protocol):
         ...
 
 
-@dataclass(slots=True)
-class JobRow:
-    """The few fields of a job the metrics use (read for 10,000s of jobs per scrape)."""
-
-    id: str
-    state: JobState
-    account: str
-    user: str
-    waiting_since: float = 0.0  # submit or last requeue
-    hold: str = ""  # a person holds it
-    gpu_idle_since: dict[int, float] = field(default_factory=dict)
-
-
-ROW_FIELDS = ("state", "account", "user", "submitted_at", "queued_at", "hold", "gpu_idle_since")
-
-
-def job_rows(ids: Sequence[str], values: Sequence[Sequence[str | None]]) -> list[JobRow]:
-    rows = []
-    for job_id, (state, account, user, submitted, queued, hold, idle) in zip(ids, values,
-                                                                             strict=True):
-        if not state:
-            continue  # gone since the ids were read
-        since = {int(k): float(v) for k, v in json.loads(idle).items()} \
-            if idle and idle != "{}" else {}
-        rows.append(JobRow(job_id, JobState(state), account or "", user or "",
-                           float(queued or submitted or 0.0), hold or "", since))
-    return rows
-
-
-@dataclass
-class ClusterView:
-    """Everything one scrape shows, read from the store once."""
-
-    now: float
-    nodes: list[Node]
-    active: list[JobRow]
-    waiting: list[JobRow]  # PENDING and HELD (budget or a person)
-    usage: dict[str, str]  # the raw usage hash
-    stats: dict[str, str]  # the raw stats hash (persisted counters)
-    accounts: Accounts
-    settings: Settings
-    store_memory: tuple[int, int] = (0, 0)  # the store's used_memory and maxmemory (0: none)
-
-    @property
-    def idle_policy(self) -> IdlePolicy:
-        return IdlePolicy.from_settings(self.settings)
-
-
-async def read_view(store: Store, settings: Settings, now: float) -> ClusterView:
-    active_ids, waiting_ids = await store.queue_ids()
-    rows = job_rows([*active_ids, *waiting_ids],
-                    await store.job_fields([*active_ids, *waiting_ids], ROW_FIELDS))
-    return ClusterView(
-        now=now, nodes=await store.nodes(),
-        active=[r for r in rows if r.state.holds_gpus()],
-        waiting=[r for r in rows if r.state.is_waiting()], usage=await store.usage_hash(),
-        stats=await store.stats(), accounts=await store.accounts(), settings=settings,
-        store_memory=await store.memory())
+async def read_view(store: Store, settings: Settings, now: float) -> ClusterState:
+    """What one scrape shows: the cluster read (`cluster.read.read_cluster`) with the waiting
+    jobs' rows, the stats and the store's memory. `settings`: the source's (unused here;
+    kept for callers that pass them)."""
+    return await read_cluster(store, now, metrics=True)
 
 
 class ClusterCollector(Collector):
-    def __init__(self, view: ClusterView, source: MetricsSource) -> None:
-        self.view = view
+    def __init__(self, state: ClusterState, source: MetricsSource) -> None:
+        self.state = state
         self.source = source
 
     def collect(self) -> Iterator[Metric]:
-        v = self.view
+        v, settings = self.state, self.source.settings
+        active = [j for j in v.active if j.state.holds_gpus()]
         # Every known account and user has its counters, from 0: a new cluster's dashboards
         # show 0, not "No data".
-        known = known_names(v.accounts, [*v.active, *v.waiting], v.usage,
-                            v.settings.default_account)
+        known = known_names(v.accounts, [*active, *v.waiting], v.usage,
+                            settings.default_account)
+        idle_policy = IdlePolicy.from_settings(settings)
         groups: list[tuple[str, Callable[[], Iterable[Metric]]]] = [
-            ("GPUs", lambda: gpu_families(v.nodes, v.active, v.idle_policy, v.now)),
-            ("jobs", lambda: job_families(v.active, v.waiting, known, v.now)),
+            ("GPUs", lambda: gpu_families(v.nodes, active, idle_policy, v.now)),
+            ("jobs", lambda: job_families(active, v.waiting, known, v.now)),
             ("admission waits", lambda: [wait_family(v.stats, known)]),
             ("counters", lambda: counter_families(v.stats, known)),
             ("usage", lambda: usage_families(v.usage, known)),
             ("fair share and budgets", lambda: share_families(
-                v.accounts, v.usage, v.waiting, v.settings, v.now,
+                v.accounts, v.usage, v.waiting, settings, v.now,
                 self.source.fresh_fairshare(v.now), self.source.metrics_fair)),
         ]
         for what, build in groups:
@@ -182,8 +129,8 @@ async def render(store: Store, source: MetricsSource, now: float | None = None,
     """One scrape (`private`: without per-user series, for a scraper not holding the metrics
     token). Building and writing out the series is pure CPU (about 0.5 s for 60,000 series):
     it runs in a thread so that the API and the cycle on this loop are not held."""
-    view = await read_view(store, source.settings, time.time() if now is None else now)
+    state = await read_view(store, source.settings, time.time() if now is None else now)
     registry = CollectorRegistry(auto_describe=False)
-    collector: Collector = ClusterCollector(view, source)
+    collector: Collector = ClusterCollector(state, source)
     registry.register(PublicCollector(collector) if private else collector)
     return await asyncio.to_thread(generate_latest, registry)
