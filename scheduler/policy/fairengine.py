@@ -47,7 +47,9 @@ def _same(a: _T, b: _T) -> bool:
 
 class FairShare:
     """Fair share's state between rankings: the account tree, fair now's last split, the last
-    table. Not shared between threads; one per holder."""
+    table; one per holder. `tree` and `table` only replace whole values, so threads may share
+    them (concurrent /metrics scrapes: at worst both compute); `rank` keeps a split that one
+    thread at a time may use."""
 
     def __init__(self) -> None:
         self._tree: AccountTree | None = None
