@@ -70,12 +70,13 @@ def labq_submitter(socket_path: str) -> Submit:
     return lambda body: list(client.request("POST", "/v1/jobs", body)["ids"])
 
 
-def client_loop(socket_path: str, kind: str, count: int, array: int, start_at: float,
-                out: mp.Queue) -> None:
+def client_loop(socket_path: str, workdir: str, kind: str, count: int, array: int,
+                start_at: float, out: mp.Queue) -> None:
     submit = (raw_submitter if kind == "raw" else labq_submitter)(socket_path)
     # As the stack's admin for its test user (labq never runs a job as root); an array is one
-    # record of `array` tasks (`--array 0-99`), each a job once it nears its turn.
-    body: dict[str, Any] = {"command": ["sleep", "600"], "workdir": "/", "time": "1h",
+    # record of `array` tasks (`--array 0-99`), each a job once it nears its turn. It runs in
+    # the stack's work folder, where the user may write its output (not in /).
+    body: dict[str, Any] = {"command": ["sleep", "600"], "workdir": workdir, "time": "1h",
                             "as_user": E2E_USER}
     if array > 1:
         body["array"] = f"0-{array - 1}"
@@ -102,8 +103,8 @@ def run(stack: Stack, kind: str, clients: int, per_client: int, array: int
     out: mp.Queue = mp.Queue()
     start_at = time.time() + 0.5
     procs = [mp.Process(target=client_loop,
-                        args=(str(stack.home / "labq.sock"), kind, per_client, array, start_at,
-                              out))
+                        args=(str(stack.home / "labq.sock"), str(stack.workdir), kind,
+                              per_client, array, start_at, out))
              for _ in range(clients)]
     for p in procs:
         p.start()
@@ -126,7 +127,7 @@ def wait_until_full(stack: Stack, gpus: int, timeout: float = 120) -> None:
     client = Client(stack.home / "labq.sock")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        states = [job["state"] for job in client.request("GET", "/v1/jobs")
+        states = [job["state"] for job in client.request("GET", "/v1/jobs?all=1")
                   if job["state"] in ("STARTING", "RUNNING")]
         if states.count("RUNNING") >= gpus and "STARTING" not in states:
             return
