@@ -283,9 +283,7 @@ class Executor:
             return RunStatus(attempt, noderun.FAILED, ended_at=time.time(),
                              message="the job's runner died before it started the job")
         if state.phase in (noderun.EXITED, noderun.FAILED):
-            return RunStatus(attempt, state.phase, state.started_at, state.ended_at,
-                             state.exit_code, state.signal, bool(state.stop), state.message,
-                             state.usage, lost=state.stop == "lost")
+            return state.reported(attempt)
         if not alive:  # (a RUNNING job's lost runner was recorded by `runner_lost`)
             return RunStatus(attempt, noderun.FAILED, state.started_at, time.time(),
                              message="the job's runner died before it started the job")
@@ -300,7 +298,8 @@ class Executor:
             group.kill()
             group.remove()
         self._remove_run_dirs(key)
-        state.phase, state.ended_at, state.stop = noderun.EXITED, time.time(), "lost"
+        state.phase, state.ended_at = noderun.EXITED, time.time()
+        state.stopped = state.lost = True
         state.message = "the job's runner died; what was left of the job was killed"
         state.write(self.runs_dir / key)
         log.warning("run %s: its runner died; the job ends", key)

@@ -205,7 +205,7 @@ class Runner:
     def __init__(self, rundir: Path) -> None:
         self.rundir = rundir
         self.spec = RunSpec.load(rundir)
-        self.state = RunState(runner_pid=os.getpid())
+        self.state = RunState(self.spec.record.attempt, runner_pid=os.getpid())
         self.group: JobGroup | None = None  # the job's cgroup, once this runner made it
         self.ray_dir = ""
         self.job_dir = ""
@@ -227,7 +227,7 @@ class Runner:
         self.cleanup()
         self.state.phase = "EXITED"
         self.state.ended_at = time.time()
-        self.note_stop("requested")
+        self.note_stop()
         self.save()
         return 0
 
@@ -235,13 +235,13 @@ class Runner:
         """Whether a stop signal is waiting (taken: it is acted on now)."""
         return signal.sigtimedwait(_STOPS, 0) is not None
 
-    def note_stop(self, how: str) -> None:
-        """Record a stop: the agent's own reason, if it left one (a policy), else `how`."""
+    def note_stop(self) -> None:
+        """Record a stop, with the agent's own reason if it left one (a policy)."""
         try:
             reason = json.loads((self.rundir / STOP_FILE).read_text()).get("reason", "")
         except (OSError, ValueError, AttributeError):
             reason = ""
-        self.state.stop = "policy" if reason else how
+        self.state.stopped = True
         if reason:
             self.state.message = str(reason)[:500]
 
@@ -369,7 +369,7 @@ class Runner:
             timeout = 1.0 if kill_at is None else max(0.01, kill_at - time.monotonic())
             info = signal.sigtimedwait(_SIGNALS, timeout)
             if info is not None and info.si_signo != signal.SIGCHLD and kill_at is None:
-                self.note_stop("requested")
+                self.note_stop()
                 self.save()
                 self.signal_job(signal.SIGTERM)
                 kill_at = time.monotonic() + self.spec.grace_s

@@ -1,18 +1,19 @@
 """What the agent and a job's runner say to each other through RUNDIR: the spec the agent
-writes (`RunSpec`, spec.json, root-only), the state the runner keeps (`RunState`,
-state.json, written atomically), and the agent's reason when it stops a job (stop.json)."""
+writes (`RunSpec`, spec.json, root-only: the start record and what only the node knows),
+the state the runner keeps (state.json, written atomically: `RunState`, which is
+`noderun.RunStatus`, the one run-state type), and the agent's reason when it stops a job
+(stop.json)."""
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from scheduler.noderun import StartRecord
+from scheduler.noderun import STATE_FILE as STATE_FILE
+from scheduler.noderun import RunStatus, StartRecord
 
 SPEC_FILE = "spec.json"
-STATE_FILE = "state.json"
 STOP_FILE = "stop.json"  # the agent's reason, when it stops a job by a policy of its own
 
 
@@ -70,33 +71,4 @@ class RunSpec:
         return cls.from_json((rundir / SPEC_FILE).read_text())
 
 
-@dataclass
-class RunState:
-    """RUNDIR/state.json. `phase`: STARTING, RUNNING, EXITED (the job ran and ended) or FAILED
-    (it never started: `message` says why)."""
-
-    phase: str = "STARTING"
-    runner_pid: int = 0
-    started_at: float | None = None
-    ended_at: float | None = None
-    exit_code: int | None = None  # 128 + signal number when a signal ended it, as a shell says
-    signal: int | None = None
-    # "requested": the agent stopped it; "policy": the agent stopped it by a policy of its own
-    # (`message` says why); "lost": the agent found this runner dead
-    stop: str = ""
-    message: str = ""
-    usage: dict[str, int] = field(default_factory=dict)  # cgroup accounting, where available
-    runner_start: int = 0  # the runner's start time (/proc/<pid>/stat): pid + this = it
-
-    def write(self, rundir: Path) -> None:
-        tmp = rundir / f".{STATE_FILE}.tmp"
-        tmp.write_text(json.dumps(asdict(self)))
-        os.replace(tmp, rundir / STATE_FILE)
-
-    @classmethod
-    def read(cls, rundir: Path) -> RunState | None:
-        try:
-            data = json.loads((rundir / STATE_FILE).read_text())
-            return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
-        except (OSError, ValueError, TypeError, AttributeError):
-            return None
+RunState = RunStatus  # the runner's state.json is the one run-state type (scheduler.noderun)

@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from scheduler.model import Job
@@ -118,29 +119,76 @@ class StartRecord:
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
-@dataclass(frozen=True)
-class RunStatus:
-    """What the agent saw of one attempt."""
+STATE_FILE = "state.json"  # in the attempt's RUNDIR on the node: its runner's RunStatus
+_RUNNER_ONLY = ("runner_pid", "runner_start")  # never reported: they mean nothing elsewhere
 
-    attempt: int
-    phase: str
+
+@dataclass
+class RunStatus:
+    """One attempt of a job on a node: the one run-state type. Its runner keeps it in
+    RUNDIR/state.json (written atomically; `write`, `read`), with its own pid; the agent
+    reports it to the coordinator without them (`to_json`, `reported`). `phase`: STARTING,
+    RUNNING, EXITED (the job ran and ended) or FAILED (it never started: `message` says
+    why)."""
+
+    attempt: int = 0
+    phase: str = STARTING
     started_at: float | None = None
     ended_at: float | None = None
-    exit_code: int | None = None
+    exit_code: int | None = None  # 128 + signal number when a signal ended it, as a shell says
     signal: int | None = None
-    stopped: bool = False  # the runner stopped the job (a stop request, or the node shut down)
+    # the runner stopped the job: the agent asked (a stop request, the node shut down), or
+    # stopped it by a policy of its own (`message` says why)
+    stopped: bool = False
     message: str = ""
-    usage: dict[str, int] = field(default_factory=dict)
+    usage: dict[str, int] = field(default_factory=dict)  # cgroup accounting, where available
     lost: bool = False  # the runner died under the job (the agent killed what was left)
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> RunStatus:
-        data: dict[str, Any] = json.loads(text)
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+    runner_pid: int = 0  # the runner's, on its node (state.json only)
+    runner_start: int = 0  # the runner's start time (/proc/<pid>/stat): pid + this = it
 
     @property
     def ended(self) -> bool:
         return self.phase in (EXITED, FAILED)
+
+    @property
+    def stop(self) -> str:
+        """How it was stopped, in words: "lost", "requested" (or by the agent's policy), ""."""
+        return "lost" if self.lost else "requested" if self.stopped else ""
+
+    def reported(self, attempt: int) -> RunStatus:
+        """As the agent reports it: attempt `attempt`, without the runner's own fields."""
+        return replace(self, attempt=attempt, runner_pid=0, runner_start=0)
+
+    def to_json(self) -> str:
+        """The report (the node's status hash): without the runner's own fields."""
+        data = {k: v for k, v in asdict(self).items() if k not in _RUNNER_ONLY}
+        return json.dumps(data, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> RunStatus:
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunStatus:
+        """A report or a state.json, of this labq or an older one: a runner before the one
+        run-state type wrote `stop` ("requested", "policy", "lost") for `stopped` and `lost`;
+        a field not known here is ignored."""
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        how = data.get("stop")
+        if isinstance(how, str) and how:
+            known.setdefault("stopped", True)
+            known.setdefault("lost", how == "lost")
+        return cls(**known)
+
+    def write(self, rundir: Path) -> None:
+        """RUNDIR/state.json, atomically (the runner's, and the agent's when a runner died)."""
+        tmp = rundir / f".{STATE_FILE}.tmp"
+        tmp.write_text(json.dumps(asdict(self)))
+        os.replace(tmp, rundir / STATE_FILE)
+
+    @classmethod
+    def read(cls, rundir: Path) -> RunStatus | None:
+        try:
+            return cls.from_dict(json.loads((rundir / STATE_FILE).read_text()))
+        except (OSError, ValueError, TypeError, AttributeError):
+            return None

@@ -277,7 +277,7 @@ def test_runners_are_known_by_pid_and_start_time_never_by_a_forged_command_line(
     try:
         time.sleep(0.3)
         assert not ex.runner_alive("99999.0", None)  # no runner recorded: none is alive
-        fake = RunState(RUNNING, runner_pid=forger.pid, runner_start=real.runner_start)
+        fake = RunState(phase=RUNNING, runner_pid=forger.pid, runner_start=real.runner_start)
         assert not ex.runner_alive("99999.0", fake)  # (a recycled pid: another start time)
         fake.write(forged_dir)
         stop_runners([tmp_path / "agent"], wait_s=0.5)  # never signalled as a runner

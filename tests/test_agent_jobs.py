@@ -206,7 +206,7 @@ def test_processes_are_known_by_process_tree_never_by_environment() -> None:
 
 
 def test_run_state_round_trips(tmp_path: Path) -> None:
-    state = RunState("RUNNING", 12, 1.0, usage={"cpu_usec": 5})
+    state = RunState(phase="RUNNING", runner_pid=12, started_at=1.0, usage={"cpu_usec": 5})
     state.write(tmp_path)
     assert RunState.read(tmp_path) == state
     assert json.loads((tmp_path / "state.json").read_text())["phase"] == "RUNNING"
@@ -228,3 +228,27 @@ async def test_a_runner_killed_under_its_job_takes_the_job_with_it(
     status = await until(executor, store, job_id, {EXITED})
     assert status.lost and status.stopped and "runner died" in status.message
     assert processes("sleep 294.5") == []  # its cgroup went with it
+
+
+def test_one_run_state_type_for_the_runner_and_the_report(tmp_path: Path) -> None:
+    """The runner's state.json and the agent's report are one type: the report leaves out
+    the runner's own fields; a state.json of an older runner (`stop`) still reads."""
+    from scheduler.noderun import RunStatus
+
+    assert RunState is RunStatus
+    state = RunState(2, "EXITED", 1.0, 5.0, 143, 15, stopped=True, runner_pid=12,
+                     runner_start=99)
+    assert state.stop == "requested"
+    report = json.loads(state.to_json())
+    assert "runner_pid" not in report and "runner_start" not in report
+    assert RunStatus.from_json(state.to_json()) == state.reported(2)
+    assert state.reported(2).runner_pid == 0
+    old = {"phase": "EXITED", "runner_pid": 7, "started_at": 1.0, "ended_at": 2.0,
+           "exit_code": 137, "signal": 9, "stop": "lost", "message": "gone", "usage": {},
+           "runner_start": 3}
+    (tmp_path / "state.json").write_text(json.dumps(old))
+    read = RunState.read(tmp_path)
+    assert read is not None and (read.stopped, read.lost, read.stop) == (True, True, "lost")
+    (tmp_path / "state.json").write_text(json.dumps({**old, "stop": "policy"}))
+    read = RunState.read(tmp_path)
+    assert read is not None and (read.stopped, read.lost) == (True, False)
