@@ -183,6 +183,10 @@ class JobSpec:
         return self.gpus // max(1, self.nodes)
 
 
+# What a user asks for: a Job carries each of these as a field of its own, of the same name
+# (a test holds the two classes to it), so `Job.spec` and `Job.from_spec` copy them by name.
+REQUEST_FIELDS = tuple(JobSpec.__dataclass_fields__)
+
 # Job hash fields that hold JSON rather than plain strings.
 _JSON_FIELDS = ("command", "env", "gpu_indices", "reasons", "gpu_idle_since", "parts")
 
@@ -250,6 +254,19 @@ class Job:
         if self.parts:
             return [str(part[0]) for part in self.parts]
         return [self.node] if self.node else []
+
+    @property
+    def spec(self) -> JobSpec:
+        """What was asked for: the request part of the record, as validated at submit (or
+        changed since by `labq update`)."""
+        return JobSpec(**{name: getattr(self, name) for name in REQUEST_FIELDS})
+
+    @classmethod
+    def from_spec(cls, spec: JobSpec, job_id: str, now: float, **fields: Any) -> Job:
+        """A new PENDING job of a validated request, submitted `now`; `fields` set more."""
+        request = {name: getattr(spec, name) for name in REQUEST_FIELDS}
+        return cls(**{"id": job_id, "state": JobState.PENDING, "submitted_at": now, **request,
+                      **fields})
 
     @property
     def waiting_since(self) -> float:

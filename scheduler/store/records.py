@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from scheduler.model import GpuInfo, Job, JobSpec, JobState, Node, NodeState
+from scheduler.model import GpuInfo, Job, JobSpec, Node, NodeState
 
 
 def nodes_from(rows: Sequence[dict[str, str]]) -> list[Node]:
@@ -73,12 +73,5 @@ def id_key(job_id: str) -> tuple[int, int, str]:
 
 def job_from_spec(spec: JobSpec, job_id: str, now: float) -> Job:
     """A new PENDING job (or an array's template) from a validated request."""
-    return Job(
-        id=job_id, user=spec.user, account=spec.account, state=JobState.PENDING,
-        gpus=spec.gpus, command=spec.command, submitted_at=now,
-        time_limit_s=spec.time_limit_s, gpu_type=spec.gpu_type, qos=spec.qos,
-        name=spec.name, workdir=spec.workdir, env=spec.env, requeue=spec.requeue,
-        submitter=spec.submitter or spec.user, reason="Submitted", output=spec.output,
-        error=spec.error, script=spec.script, submit_dir=spec.submit_dir,
-        dependency=spec.dependency, nodes=spec.nodes,
-    )
+    return Job.from_spec(spec, job_id, now, submitter=spec.submitter or spec.user,
+                         reason="Submitted")
