@@ -58,6 +58,7 @@ from agents.runspec import SPEC_FILE as SPEC_FILE
 from agents.runspec import STATE_FILE as STATE_FILE
 from agents.runspec import STOP_FILE as STOP_FILE
 from agents.runspec import RunSpec, RunState
+from scheduler import noderun
 from scheduler.config import login_defs_uid_min
 from scheduler.jobenv import passes
 
@@ -216,7 +217,7 @@ class Runner:
         self.state.write(self.rundir)
 
     def fail(self, message: str) -> int:
-        self.state.phase = "FAILED"
+        self.state.phase = noderun.FAILED
         self.state.message = message
         self.state.ended_at = time.time()
         self.save()
@@ -225,7 +226,7 @@ class Runner:
     def stopped_before_start(self) -> int:
         """A stop came while the job was being prepared: it never ran, and ends stopped."""
         self.cleanup()
-        self.state.phase = "EXITED"
+        self.state.phase = noderun.EXITED
         self.state.ended_at = time.time()
         self.note_stop()
         self.save()
@@ -321,7 +322,7 @@ class Runner:
             os.waitpid(pid, 0)
             self.cleanup()
             return self.fail(error.decode(errors="replace"))
-        self.state.phase = "RUNNING"
+        self.state.phase = noderun.RUNNING
         self.state.started_at = time.time()
         self.save()
         status = self.wait(pid)
@@ -329,7 +330,7 @@ class Runner:
         if self.group:
             self.state.usage = self.group.stats()
         self.cleanup()
-        self.state.phase = "EXITED"
+        self.state.phase = noderun.EXITED
         self.state.ended_at = time.time()
         if os.WIFSIGNALED(status):
             self.state.signal = os.WTERMSIG(status)

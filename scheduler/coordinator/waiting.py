@@ -196,7 +196,8 @@ def array_line(array: ArrayRecord, waiting_tasks: Sequence[Job], running: int) -
     else:
         reason, detail = "Priority", "its tasks are queued in turn"
     return {"id": f"{array.id}_[{ranges}{throttle}]", "array_tasks": ranges,
-            "array_throttle": array.throttle, "state": "HELD" if array.hold else "PENDING",
+            "array_throttle": array.throttle,
+            "state": JobState.HELD if array.hold else JobState.PENDING,
             "reason": reason, "reasons": [{"code": reason, "detail": detail}],
             "task_count": len(indices)}
 

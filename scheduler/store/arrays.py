@@ -51,7 +51,8 @@ class ArrayRecord:
         return cls(id=raw["id"], template=template, indices=parse_ranges(raw["indices"]),
                    remaining=raw.get("remaining", ""),
                    cancelled=parse_ranges(raw.get("cancelled", "")),
-                   throttle=int(raw.get("throttle") or 0), state=raw.get("state", "PENDING"),
+                   throttle=int(raw.get("throttle") or 0),
+                   state=raw.get("state", ArrayState.PENDING),
                    hold=raw.get("hold", ""), spec=raw.get("spec", ""))
 
 

@@ -208,8 +208,9 @@ class JobStore(ArrayStore, RetentionStore):
         keys, args = [], []
         for job_id, items in reasons.items():
             keys.append(self.keys.job(job_id))
-            args += [items[0]["code"] if items else "", json.dumps(items),
-                     "HELD" if job_id in held else "PENDING", estimates.get(job_id, "")]
+            state = JobState.HELD if job_id in held else JobState.PENDING
+            args += [items[0]["code"] if items else "", json.dumps(items), state,
+                     estimates.get(job_id, "")]
         return int(await self._run("set_reasons", keys, args))
 
     # ---------------------------------------------------------------- jobs: reads
