@@ -21,6 +21,9 @@ from pathlib import Path
 from typing import Any
 
 MUNGE_TIMEOUT_S = 10.0
+# Connecting to one of several coordinators (LABQ_SERVER=a:p,b:p): a host that does not answer
+# within this long is skipped for the next (a request, once connected, has the full timeout).
+CONNECT_TIMEOUT_S = 5.0
 
 
 def request_binding(method: str, path: str, body: bytes | None) -> bytes:
@@ -55,10 +58,23 @@ class UnixConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
+def _connect_quickly(address: tuple[str, int], timeout: Any = None,
+                     source_address: Any = None) -> socket.socket:
+    """socket.create_connection with at most CONNECT_TIMEOUT_S to connect; the socket then
+    keeps the request's own timeout."""
+    full = float(timeout) if isinstance(timeout, int | float) else None
+    sock = socket.create_connection(
+        address, min(full, CONNECT_TIMEOUT_S) if full else CONNECT_TIMEOUT_S, source_address)
+    sock.settimeout(full)
+    return sock
+
+
 class Client:
     """The API over the Unix socket `socket_path`, or over TCP when `server` (host:port) is
     given: with TLS when `tls_ca_file` is (or `server` starts https://), authenticated by
-    `token` when given, else by a MUNGE credential per request (`munge_socket`: munged's)."""
+    `token` when given, else by a MUNGE credential per request (`munge_socket`: munged's).
+    `server` may list several coordinators (`a:7777,b:7777`, each serving the API whether it
+    leads or not): a request goes to the first that answers, and stays with it."""
 
     def __init__(self, socket_path: str | Path = "", timeout: float = 30.0, *,
                  server: str = "", tls_ca_file: str = "", token: str = "",
@@ -71,9 +87,14 @@ class Client:
         self.munge_socket = munge_socket
         self._conn: http.client.HTTPConnection | None = None
         self.host, self.port, self.tls = "", 0, False
-        if server:
-            self.host, self.port, self.tls = parse_server(server)
-            self.tls = self.tls or bool(tls_ca_file)
+        self.servers = parse_servers(server) if server else []
+        if self.servers:
+            self._use(0)
+
+    def _use(self, index: int) -> None:
+        self._at = index
+        self.host, self.port, self.tls = self.servers[index]
+        self.tls = self.tls or bool(self.tls_ca_file)
 
     @property
     def where(self) -> str:
@@ -90,7 +111,9 @@ class Client:
         """One JSON request; safe to retry because every write carries its own idempotency."""
         payload = None if body is None else json.dumps(body).encode()
         headers = {"Content-Type": "application/json"} if payload is not None else {}
-        for attempt in range(retries + 1):
+        unanswered: list[str] = []  # coordinators that did not answer this request
+        attempt = 0
+        while True:
             try:
                 conn = self._connection()
                 # A new credential each try: munged refuses one used before.
@@ -99,11 +122,22 @@ class Client:
                 response = conn.getresponse()
                 data = response.read()
                 break
-            except (FileNotFoundError, ConnectionRefusedError) as exc:
+            except (FileNotFoundError, ConnectionRefusedError, TimeoutError) as exc:
                 self.close()
+                if isinstance(exc, TimeoutError) and not self.server:
+                    if attempt == retries:  # the local socket's queue stayed full
+                        raise ClientError(f"the coordinator at {self.where} is too busy to "
+                                          "answer: try again") from exc
+                    attempt += 1
+                    continue
                 if self.server:
-                    raise ClientError(f"no coordinator answers at {self.where} (LABQ_SERVER or "
-                                      "/etc/labq/client.toml): is its API port open?") from exc
+                    unanswered.append(self.where)
+                    if len(unanswered) < len(self.servers):  # the next coordinator listed
+                        self._use((self._at + 1) % len(self.servers))
+                        continue
+                    raise ClientError(f"no coordinator answers at {', '.join(unanswered)} "
+                                      "(LABQ_SERVER or /etc/labq/client.toml): is its API "
+                                      "port open?") from exc
                 raise ClientError(
                     f"labq is not running here (no coordinator at {self.socket_path}): "
                     "start it with `labq up`, or set LABQ_HOME to the one in use"
@@ -116,6 +150,9 @@ class Client:
                 self.close()
                 if attempt == retries:
                     raise ClientError(f"lost the connection to the coordinator: {exc}") from exc
+                attempt += 1
+                if len(self.servers) > 1:  # it went away mid-request: try the next one
+                    self._use((self._at + 1) % len(self.servers))
         try:
             decoded = json.loads(data) if data else None
         except json.JSONDecodeError as exc:
@@ -141,6 +178,8 @@ class Client:
             else:
                 self._conn = http.client.HTTPConnection(self.host, self.port,
                                                         timeout=self.timeout)
+            if len(self.servers) > 1:
+                self._conn._create_connection = _connect_quickly  # type: ignore[attr-defined]
         return self._conn
 
     def close(self) -> None:
@@ -176,6 +215,14 @@ def parse_server(server: str) -> tuple[str, int, bool]:
         raise ClientError(f"LABQ_SERVER/server = {server!r}: give host:port (e.g. "
                           "head.lab:7777)")
     return host, int(port), tls
+
+
+def parse_servers(text: str) -> list[tuple[str, int, bool]]:
+    """One coordinator (`host:port`) or several, comma-separated, each as `parse_server`."""
+    servers = [parse_server(part) for part in text.split(",") if part.strip()]
+    if not servers:
+        raise ClientError(f"LABQ_SERVER/server = {text!r}: give host:port (e.g. head.lab:7777)")
+    return servers
 
 
 def munge_credential(method: str, path: str, body: bytes | None, munge_socket: str = "") -> str:
