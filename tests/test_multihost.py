@@ -53,9 +53,11 @@ ENDED = {"SUCCEEDED", "FAILED", "CANCELLED", "TIMEOUT"}
 class Cluster:
     """The processes of the hosts, and labq typed on the login host."""
 
-    def __init__(self, hosts: Hosts, munged: Munged) -> None:
+    def __init__(self, hosts: Hosts, munged: Munged,
+                 coordinators: tuple[str, ...] = ("head",)) -> None:
         self.hosts = hosts
         self.munged = munged
+        self.coordinators = coordinators  # the hosts running a coordinator (head: the store)
         self.root = Path(tempfile.mkdtemp(prefix="labq-multihost-"))
         self.workdir = Path(tempfile.mkdtemp(prefix="labq-multihost-work-"))
         os.chmod(self.workdir, 0o1777)  # alice's jobs write here on every "host" (a shared FS)
@@ -63,7 +65,8 @@ class Cluster:
         self.nodes = [f"gpu1-{hosts.suffix}", f"gpu2-{hosts.suffix}"]
         self.node_host = dict(zip(self.nodes, ["gpu1", "gpu2"], strict=True))
         self.head = hosts.addr["head"]
-        self.server = f"{self.head}:{API_PORT}"
+        # every coordinator serves the API (leading or not): the CLI tries them in turn
+        self.server = ",".join(f"{hosts.addr[h]}:{API_PORT}" for h in coordinators)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.user = ensure_user(USER)
 
@@ -78,7 +81,7 @@ class Cluster:
         return path
 
     def _spawn(self, name: str, host: str, argv: list[str], env: dict[str, str]) -> None:
-        log = open(self.root / f"{name}.log", "wb")  # noqa: SIM115 - the child holds it
+        log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115 - the child holds it
         base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONUNBUFFERED": "1",
                 "LABQ_MULTIHOST_RUN": self.hosts.suffix,
                 "LABQ_NODE_TIMEOUT": str(NODE_TIMEOUT_S), "LABQ_HEARTBEAT_INTERVAL": "1"}
@@ -107,15 +110,9 @@ class Cluster:
         url = f"redis://{self.head}:{STORE_PORT}/0"
         self._wait_store(url, coordinator_pass)
 
-        head_home = self.root / "head"
-        head_home.mkdir(mode=0o700)
-        (head_home / "config.toml").write_text(
-            f'[api]\nport = {API_PORT}\nbind = "{self.head}"\n'
-            f'munge_socket = "{self.munged.socket}"\n')
-        self._spawn("coordinator", "head", [*PY, "-m", "scheduler.cli", "coordinator"], {
-            "LABQ_HOME": str(head_home), "LABQ_REDIS_URL": url,
-            "LABQ_REDIS_USERNAME": COORDINATOR_USER,
-            "LABQ_REDIS_PASSWORD_FILE": str(coordinator_pass)})
+        self.store_url, self._coordinator_pass = url, coordinator_pass
+        for host in self.coordinators:
+            self.start_coordinator(host)
         for node in self.nodes:
             home = self.root / node
             home.mkdir(mode=0o700)
@@ -128,6 +125,33 @@ class Cluster:
                          "LABQ_SERVER": self.server})
         wait_until(lambda: self._nodes_up(set(self.nodes)), 60,
                    "both GPU nodes UP, seen from the login host" + self._logs_hint())
+
+    def coordinator_name(self, host: str) -> str:
+        return "coordinator" if host == "head" else f"coordinator-{host}"
+
+    def start_coordinator(self, host: str) -> None:
+        """A coordinator on `host`, with a LABQ_HOME of its own (again, after a kill)."""
+        home = self.root / host
+        if not home.exists():
+            home.mkdir(mode=0o700)
+            (home / "config.toml").write_text(
+                f'[api]\nport = {API_PORT}\nbind = "{self.hosts.addr[host]}"\n'
+                f'munge_socket = "{self.munged.socket}"\n')
+        self._spawn(self.coordinator_name(host), host,
+                    [*PY, "-m", "scheduler.cli", "coordinator"], {
+                        "LABQ_HOME": str(home), "LABQ_REDIS_URL": self.store_url,
+                        "LABQ_REDIS_USERNAME": COORDINATOR_USER,
+                        "LABQ_REDIS_PASSWORD_FILE": str(self._coordinator_pass)})
+
+    def leader(self) -> str:
+        """The host whose coordinator last said it leads (its log's latest such line)."""
+        latest: tuple[str, str] = ("", "")
+        for host in self.coordinators:
+            lines = [x for x in self.log(self.coordinator_name(host)).splitlines()
+                     if "leading with epoch" in x]
+            if lines and lines[-1][:23] > latest[0]:
+                latest = (lines[-1][:23], host)
+        return latest[1]
 
     def _wait_store(self, url: str, password_file: Path) -> None:
         """Valkey answers the coordinator's user on the head's address (and not the default
@@ -297,19 +321,19 @@ class Cluster:
         return pids
 
 
-@pytest.fixture
-def cluster() -> Iterator[Cluster]:
+@contextlib.contextmanager
+def running(names: list[str], coordinators: tuple[str, ...]) -> Iterator[Cluster]:
     why = netns_unavailable()
     if why:
         pytest.skip(why)
     if not have_munge():
         pytest.skip("needs munge (munged, munge, unmunge)")
     munged = Munged().start()
-    hosts = Hosts(["head", "login", "gpu1", "gpu2"])
+    hosts = Hosts(names)
     made: Cluster | None = None
     try:
         hosts.create()
-        made = Cluster(hosts, munged)
+        made = Cluster(hosts, munged, coordinators)
         with made.explained():
             made.start()
         yield made
@@ -319,6 +343,19 @@ def cluster() -> Iterator[Cluster]:
         hosts.destroy()
         munged.stop()
     assert not hosts.leftovers()
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    with running(["head", "login", "gpu1", "gpu2"], ("head",)) as made:
+        yield made
+
+
+@pytest.fixture
+def ha_cluster() -> Iterator[Cluster]:
+    """Two coordinators on two hosts (head, with the store, and head2), one store."""
+    with running(["head", "login", "gpu1", "gpu2", "head2"], ("head", "head2")) as made:
+        yield made
 
 
 def allocations_ok(cluster: Cluster) -> None:
@@ -495,3 +532,57 @@ def test_ray_jobs_land_where_labq_placed_them(cluster: Cluster) -> None:
             assert line.count(f"('{node}', '{addr[node]}', 1)") == 2, line
         wait_until(lambda: not cluster.job_processes(), 40, "no Ray of the jobs left")
         allocations_ok(cluster)
+
+
+LEASE_S = 5.0  # scheduler.coordinator.core.LEASE_TTL_MS
+
+
+def test_two_coordinators_on_two_hosts_one_leads_and_the_other_takes_over(
+        ha_cluster: Cluster) -> None:
+    """kill -9 of the leading coordinator: the other leads within the lease and a few
+    seconds, alice's CLI on the login host goes on through whichever answers (LABQ_SERVER
+    lists both), and a running job is untouched. A leader frozen past its lease (SIGSTOP)
+    and woken again (SIGCONT) finds itself deposed: the other leads on, nothing is held twice."""
+    cluster = ha_cluster
+    with cluster.explained():
+        wait_until(cluster.leader, 30, "one coordinator leading")
+        first = cluster.leader()
+        other = next(h for h in cluster.coordinators if h != first)
+        long = cluster.submit("--gpus", "1", "--", "sleep", "600")
+        cluster.wait_state(long, {"RUNNING"})
+
+        killed = time.monotonic()
+        os.killpg(cluster.procs[cluster.coordinator_name(first)].pid, signal.SIGKILL)
+        job = cluster.submit("--gpus", "1", "--", "sh", "-c", "echo after the kill")
+        done = cluster.wait_state(job, {"SUCCEEDED"}, timeout=LEASE_S + 30)
+        took = time.monotonic() - killed
+        assert cluster.leader() == other
+        assert took < LEASE_S + 15, took
+        assert cluster.output(job).strip() == "after the kill", done
+        assert cluster.job(long)["state"] == "RUNNING"
+        allocations_ok(cluster)
+
+        # the killed one comes back as a follower; then the leader freezes past its lease
+        cluster.start_coordinator(first)
+        wait_until(lambda: cluster.labq("whoami", check=False).returncode == 0, 30, "API")
+        frozen = cluster.procs[cluster.coordinator_name(other)]
+        os.killpg(frozen.pid, signal.SIGSTOP)
+        try:
+            wait_until(lambda: cluster.leader() == first, LEASE_S + 20,
+                       f"{first} leading while {other} is frozen")
+            job = cluster.submit("--gpus", "1", "--", "sh", "-c", "echo while frozen")
+            cluster.wait_state(job, {"SUCCEEDED"}, timeout=30)
+        finally:
+            os.killpg(frozen.pid, signal.SIGCONT)
+        time.sleep(LEASE_S)  # the woken one's late cycle and lease renewal are refused
+        assert cluster.leader() == first
+        assert "leading with epoch" not in cluster.log(
+            cluster.coordinator_name(other)).split("leading with epoch", 1)[1]
+        assert cluster.job(long)["state"] == "RUNNING"
+        allocations_ok(cluster)
+        later = cluster.submit("--gpus", "1", "--", "true")
+        cluster.wait_state(later, {"SUCCEEDED"}, timeout=30)
+        cluster.labq("cancel", long)
+        cluster.wait_state(long, {"CANCELLED"})
+        allocations_ok(cluster)
+        print(f"ha: {other} led {took:.1f} s after {first} was killed")
