@@ -11,15 +11,22 @@ limit (stopped there, as the coordinator times a job out); the policy sees the l
 
 Speed. The queue of a saturated replay holds tens of thousands of jobs, and the policy is
 O(queue) per call. Jobs of one class (account, user, GPUs, GPU type) differ only in submit
-time (and time limit), and every policy here orders a class by submit time, so the global
-priority order is a merge of the classes in submit order. The snapshot holds only the first
-jobs of each class that the free GPUs could start (free GPUs // the class's GPUs, at least
-1), and just the first one if no node has that many GPUs free (it cannot start, but may take
-the backfill reservation). A class's later jobs cannot start in this call unless all those
-ahead of them in the class do, so the starts are exact, with one gap: backfill deeper in a
-class (a job whose shorter time limit would fit before the reservation while its class-mates
-ahead do not) is missed. When a call starts every job shown of a class that has more, the
-engine calls again at the same time.
+time (and time limit), and every policy here orders a class by submit time (fair now: by time
+limit, then submit time, its order of a user's own jobs), so the global priority order is a
+merge of the classes. The snapshot holds the first jobs of each class that the free GPUs
+could start (free GPUs // the class's GPUs) and one more, which may take the backfill
+reservation; just the first one if no node has that many GPUs free (it cannot start, but may
+take the reservation). A class's later jobs cannot start in this call unless all those ahead
+of them in the class do, nor take the reservation before them. Under fair now a job's priority
+also depends on the jobs ahead of it (its user's own, and its tenant's at a lower level: see
+`scheduler.policy.fairnow`), so the snapshot also holds, per tenant, every job whose level is
+at most the highest level of a job shown (`_fair_now_closure`): the same starts as showing the
+whole queue (`show_all=True`, which `tests/test_sim_matches_coordinator.py` checks, with the
+live coordinator). One gap is left for the policies that order a class by submit time
+(`labq-fairtree`, `slurm-classic`, `fifo-backfill`, `drf`): backfill deeper in a class (a job
+whose shorter time limit would fit before the reservation while its class-mates ahead do not)
+is missed. When a call starts every job shown of a class that has more, the engine calls again
+at the same time.
 
 `drf` is progressive filling within a call: a job's key is its tenant's GPUs held plus the
 GPUs of all its tenant's jobs ahead of it in submit order (shown or not), over the tenant's
@@ -43,7 +50,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from scheduler.policy.cycle import schedule
-from scheduler.policy.fairnow import FAIR_NOW
+from scheduler.policy.fairnow import FAIR_NOW, waterfill
 from scheduler.policy.placement import type_matches
 from scheduler.policy.snapshot import (
     DEFAULT_PAST_WEIGHT,
@@ -108,6 +115,7 @@ class SimResult:
 
 
 ClassKey = tuple[str, str, int, str | None, int]  # (account, user, GPUs, type, nodes)
+_LEVEL_MARGIN = 1e-9  # relative: fair now's levels here and in the policy differ by float noise
 ClassRank = tuple[float, float, int, str]
 _Queued = tuple[ClassRank, SimJob, PendingJob]  # a queued job, and the view the policy sees
 _MAX_CALLS = 10_000  # policy calls at one event time before the replay gives up
@@ -144,7 +152,7 @@ class _Replay:
                  half_life: float, calc_period: float,
                  tenant_shares: Mapping[str, float] | None = None,
                  budgets: Mapping[str, float] | None = None,
-                 past_weight: float = DEFAULT_PAST_WEIGHT) -> None:
+                 past_weight: float = DEFAULT_PAST_WEIGHT, show_all: bool = False) -> None:
         self.cluster, self.policy = cluster, policy
         width = len(str(cluster.nodes - 1))
         self.names = [f"n{i:0{width}d}" for i in range(cluster.nodes)]
@@ -199,6 +207,8 @@ class _Replay:
         self.ledger = Ledger(budgets if policy.budgets else None)
         self.tiresias = TiresiasQueues(cluster.gpus) if policy.tiresias else None
         self.class_order = _by_limit if policy.algorithm == FAIR_NOW else _by_submit
+        self.cut = not show_all  # False: every waiting job in every snapshot (slow)
+        self.user_held: dict[tuple[str, str], int] = {}  # GPUs held per (account, user)
 
     def _view(self, name: str) -> NodeView:
         c = self.cluster
@@ -284,20 +294,105 @@ class _Replay:
             if len(head) > free:
                 cutoff = _submit_order(head[free])
             return pending, shown, cutoff
-        drf = self.policy.drf
         for key, q in self.classes.items():
             gpus = key[2]
-            if gpus > most or free < 2 * gpus:  # most classes: one job
+            if not self.cut:
+                shown[key] = len(q)
+            elif gpus > most:  # cannot start: only its first may take the reservation
                 shown[key] = 1
-                if not drf:
-                    pending.append(q[0][2])
-                continue
-            shown[key] = n = min(len(q), free // gpus)
-            if not drf:
-                pending.extend([q[i][2] for i in range(n)])
-        if drf:
-            pending = self._drf_views(shown)
+            else:  # as many as could start, and the next, which may take the reservation
+                shown[key] = min(len(q), free // gpus + 1)
+        if self.cut and self.policy.algorithm == FAIR_NOW:
+            shown = self._fair_now_closure(shown)
+        if self.policy.drf:
+            return self._drf_views(shown), shown, None
+        for key, n in shown.items():
+            q = self.classes[key]
+            pending.extend([q[i][2] for i in range(n)])
         return pending, shown, None
+
+    def _entitled(self) -> dict[tuple[str, str], float]:
+        """Each active user's fair GPUs now, as fair now splits them on the replay's flat tree
+        (tenants by their shares, then users with 1 share each; max-min among those with
+        demand, capped at it): the same `waterfill` as `scheduler.policy.fairnow`."""
+        demand: dict[tuple[str, str], float] = {}
+        for owner, gpus in self.user_held.items():
+            if gpus:
+                demand[owner] = float(gpus)
+        for owner, gpus in self.queued.items():
+            demand[owner] = demand.get(owner, 0.0) + gpus
+        users_of: dict[str, list[tuple[str, str]]] = {}
+        for owner in demand:
+            users_of.setdefault(owner[0], []).append(owner)
+        tenants = list(users_of)
+        got = waterfill(float(self.cluster.gpus),
+                        [(self.tenant_shares.get(t, 1.0), sum(demand[o] for o in users_of[t]))
+                         for t in tenants])
+        entitled: dict[tuple[str, str], float] = {}
+        for tenant, fair in zip(tenants, got, strict=True):
+            owners = users_of[tenant]
+            entitled.update(zip(owners, waterfill(fair, [(1.0, demand[o]) for o in owners]),
+                                strict=True))
+        return entitled
+
+    def _fair_now_closure(self, wanted: dict[ClassKey, int]) -> dict[ClassKey, int]:
+        """`wanted`, grown so that fair now computes every shown job's x as on the whole queue.
+
+        A job's x counts its user's own jobs ahead of it (fewest GPUs, then shortest time
+        limit, then oldest: the classes' order) and, at its tenant's level, the tenant's jobs
+        whose user-level (held + GPUs ahead) / entitled is lower. So for each tenant the
+        snapshot holds every job whose user-level is at most the highest of its wanted jobs
+        (with a margin far above float noise): the jobs ahead of any shown job, at either
+        level, are all shown. Levels only grow along a user's own order, so this is a prefix
+        of each class."""
+        classes_of: dict[tuple[str, str], list[ClassKey]] = {}
+        for key in self.classes:
+            classes_of.setdefault((key[0], key[1]), []).append(key)
+        entitled = self._entitled()
+        runs: dict[tuple[str, str], list[tuple[ClassKey, float]]] = {}  # (class, GPUs before)
+        top: dict[str, float] = {}  # per tenant: the highest user-level of a wanted job
+        for owner, keys in classes_of.items():
+            keys.sort(key=lambda k: (k[2], k[3] or "", k[4]))
+            held, share = float(self.user_held.get(owner, 0)), entitled.get(owner, 0.0)
+            before, run = 0.0, runs.setdefault(owner, [])
+            for i, key in enumerate(keys):
+                q, gpus = self.classes[key], key[2]
+                if i + 1 < len(keys) and keys[i + 1][2] == gpus or i and keys[i - 1][2] == gpus:
+                    return self._same_size_closure(wanted)
+                run.append((key, before))
+                last = (held + before + gpus * (wanted[key] - 1))
+                level = last / share if share > 0 else math.inf
+                if level > top.get(owner[0], -math.inf):
+                    top[owner[0]] = level
+                before += gpus * len(q)
+        shown = dict(wanted)
+        for owner, run in runs.items():
+            bound = top[owner[0]]
+            if math.isinf(bound):
+                for key, _ in run:
+                    shown[key] = len(self.classes[key])
+                continue
+            bound = bound * (1 + _LEVEL_MARGIN) + _LEVEL_MARGIN
+            held, share = float(self.user_held.get(owner, 0)), entitled.get(owner, 0.0)
+            if share <= 0:
+                continue  # every level infinite: none above the bound is wanted
+            for key, before in run:
+                gpus, size = key[2], len(self.classes[key])
+                room = bound * share - held - before  # GPUs ahead a shown job may have
+                if room < 0:
+                    break
+                n = min(size, int(room // gpus) + 1)
+                while n < size and (held + before + gpus * n) / share <= bound:
+                    n += 1
+                while n and (held + before + gpus * (n - 1)) / share > bound:
+                    n -= 1
+                shown[key] = max(shown[key], n)
+        return shown
+
+    def _same_size_closure(self, wanted: dict[ClassKey, int]) -> dict[ClassKey, int]:
+        """A user with two classes of the same GPU count (other GPU types or node counts),
+        whose own order interleaves them: show the whole queue (exact, slower)."""
+        return {key: len(q) for key, q in self.classes.items()}
 
     # -------------------------------------------------------------- cycle
     def cycle(self, now: float) -> None:
@@ -388,6 +483,7 @@ class _Replay:
         self.usage.add_rate((job.account, job.user), now, rate)
         self.ledger.started(job.account, rate, now, view.ends_at)
         self.held[job.account] = self.held.get(job.account, 0) + job.gpus
+        self.user_held[owner] = self.user_held.get(owner, 0) + job.gpus
         if self.policy.drf:
             self.ahead[job.account].add(self.rank[job.id], -job.gpus)
             self.drf_views.pop(job.account, None)
@@ -402,6 +498,7 @@ class _Replay:
         self.usage.add_rate((job.account, job.user), now, -view.rate)
         self.ledger.stopped(job.account, view.rate, start, view.ends_at, now)
         self.held[job.account] -= job.gpus
+        self.user_held[(job.account, job.user)] -= job.gpus
         self.drf_views.pop(job.account, None)
         self.runs.append(Run(job, start, now, view.node, view.indices, preempted, view.rest))
         if self.tiresias is not None:
@@ -463,7 +560,8 @@ def simulate(jobs: Sequence[SimJob], cluster: Cluster, policy: SimPolicy, *,
              calc_period: float = 300.0,
              tenant_shares: Mapping[str, float] | None = None,
              budgets: Mapping[str, float] | None = None,
-             past_weight: float = DEFAULT_PAST_WEIGHT) -> SimResult:
+             past_weight: float = DEFAULT_PAST_WEIGHT,
+             show_all: bool = False) -> SimResult:
     """Replay `jobs` (sorted by submit time) on `cluster` under `policy`.
 
     `calc_period`: how often (virtual seconds) the fair-share usage is refreshed, like
@@ -472,11 +570,13 @@ def simulate(jobs: Sequence[SimJob], cluster: Cluster, policy: SimPolicy, *,
     gets 1, so the default is equal shares. `past_weight`: fair now's weight of past usage
     (``labq`` only, see `scheduler.policy.fairnow`). `budgets`: billed GPU-hours per tenant for the
     whole replay (``--budgets``); only policies that honour budgets (`labq`) see them.
+    `show_all`: every waiting job in every snapshot instead of the class cut (see the module
+    docstring; the same starts for `labq`, far slower: for tests).
     """
     began = time.perf_counter()
     ordered = sorted(jobs, key=lambda j: (j.submit, len(j.id), j.id))  # the queue order
     replay = _Replay(ordered, cluster, policy, half_life, calc_period, tenant_shares, budgets,
-                     past_weight)
+                     past_weight, show_all)
     replay.run()
     return SimResult(policy.name, cluster, replay.jobs, replay.runs, replay.skipped,
                      time.perf_counter() - began, replay.calls, replay.queue_samples,
