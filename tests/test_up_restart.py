@@ -70,6 +70,28 @@ def test_a_child_that_stayed_up_is_restarted_at_once_again(tmp_path: Path,
     assert "in a row" not in said[0]
 
 
+def test_a_child_that_cannot_start_is_tried_again_with_backoff(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(up, "FIRST_BACKOFF_S", 0.05)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    child = Child("agent-y", ["/bin/true"], {}, logs / "agent-y.log")
+    child.start()
+    assert child.proc is not None
+    child.proc.wait()
+    (logs / "agent-y.log").unlink()
+    logs.rmdir()  # its log cannot be opened any more: no start can be made
+    stack, said = supervisor([child]), list[str]()
+    deadline = time.monotonic() + 5
+    while len(said) < 3 and time.monotonic() < deadline:
+        stack.supervise_once(said.append, watch=False)
+        time.sleep(0.01)
+    assert len(said) == 3, said
+    assert "agent-y exited (status 0)" in said[0]
+    assert all("agent-y exited (could not start: cannot open" in x for x in said[1:]), said
+    assert ["in 0.05 s" in said[0], "in 0.1 s" in said[1], "in 0.2 s" in said[2]] == [True] * 3
+
+
 class WatchedStack(Stack):
     """A real `labq up` whose output is read while it runs."""
 

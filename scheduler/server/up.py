@@ -87,9 +87,10 @@ class Child:
     started: float = 0.0  # time.monotonic() of the latest start
     quick_deaths: int = 0  # deaths in a row, each within STABLE_S of its start
     due: float | None = None  # when to start it again, once it died
+    error: str = ""  # why the latest start failed, if it did
 
     def start(self) -> None:
-        self.started = time.monotonic()
+        self.started, self.error = time.monotonic(), ""
         log = homecheck.open_log(self.log_path)
         try:
             self.proc = subprocess.Popen(self.argv, env=self.env, stdout=log,
@@ -350,17 +351,17 @@ class Stack:
                 note = _port_note(self.metrics_port) if child.name == "coordinator" else ""
                 in_a_row = (f", its {_ordinal(child.quick_deaths)} quick exit in a row"
                             if child.quick_deaths > 1 else "")
-                say(f"{child.name} exited ({_exit_status(child.proc)}) after {up_s:.0f} s up"
+                how = f"could not start: {child.error}" if child.error else \
+                    _exit_status(child.proc)
+                say(f"{child.name} exited ({how}) after {up_s:.0f} s up"
                     f"{in_a_row}{note}; restarting it in {delay:g} s (running jobs go on); "
                     f"see {child.log_path}")
             if now >= child.due:
                 child.due = None
                 try:
                     child.start()
-                except OSError as exc:  # its log cannot be opened (a full disk): try again later
-                    child.proc = None
-                    say(f"{child.name} could not be started ({exc.strerror or exc}); trying "
-                        "again")
+                except (OSError, HomeError) as exc:  # its log cannot be opened: try again later
+                    child.proc, child.error = None, str(exc)
         if watch:
             self.watch_metrics(say)
 
