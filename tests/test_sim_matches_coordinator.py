@@ -129,9 +129,9 @@ async def live_starts(store: Store, tmp_path: Path, jobs: list[SimJob], cluster:
     return starts
 
 
-def sim_starts(jobs: list[SimJob], cluster: Cluster, show_all: bool = False
-               ) -> dict[str, list[float]]:
-    result = simulate(jobs, cluster, get_policy("labq"), half_life=HALF_LIFE_S, calc_period=0,
+def sim_starts(jobs: list[SimJob], cluster: Cluster, show_all: bool = False,
+               policy: str = "labq") -> dict[str, list[float]]:
+    result = simulate(jobs, cluster, get_policy(policy), half_life=HALF_LIFE_S, calc_period=0,
                       show_all=show_all)
     out: dict[str, list[float]] = {}
     for run in sorted(result.runs, key=lambda r: r.start):
@@ -177,14 +177,16 @@ async def test_the_simulator_starts_every_job_when_the_coordinator_does(
     assert not diff, f"{len(diff)} of {len(jobs)} jobs start at other times: {diff}"
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_the_class_cut_starts_every_job_as_the_whole_queue_does(seed: int) -> None:
-    """`labq`'s snapshots hold part of the queue, yet every job starts when it would with
-    every waiting job shown, on small clusters and queues of many sizes per user."""
+@pytest.mark.parametrize("policy", ["labq", "labq-fairtree", "fifo-backfill", "drf"])
+@pytest.mark.parametrize("seed", range(4))
+def test_the_class_cut_starts_every_job_as_the_whole_queue_does(seed: int, policy: str
+                                                                  ) -> None:
+    """The snapshots hold part of the queue, yet every job starts when it would with every
+    waiting job shown, on small clusters and queues of many sizes per user."""
     for nodes, per_node, tenants, users, largest in ((2, 8, 2, 2, 8), (1, 8, 3, 1, 4),
                                                      (3, 4, 3, 3, 4)):
         jobs = contended_trace(seed, 150, tenants, users, largest)
         cluster = Cluster(nodes, per_node, MODEL)
-        diff = differences(jobs, sim_starts(jobs, cluster),
-                           sim_starts(jobs, cluster, show_all=True))
+        diff = differences(jobs, sim_starts(jobs, cluster, policy=policy),
+                           sim_starts(jobs, cluster, show_all=True, policy=policy))
         assert not diff, f"{len(diff)} jobs start at other times: {diff}"

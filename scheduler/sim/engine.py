@@ -47,9 +47,9 @@ import re
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from scheduler.policy.cycle import schedule
+from scheduler.policy.cycle import Decisions, schedule
 from scheduler.policy.fairnow import FAIR_NOW, waterfill
 from scheduler.policy.placement import type_matches
 from scheduler.policy.snapshot import (
@@ -172,6 +172,7 @@ class _Replay:
         self.by_id = {j.id: j for j in fits}
         self.left = {j.id: min(j.duration, float(j.time_limit)) for j in fits}  # run time left
         self.classes: dict[ClassKey, deque[_Queued]] = {}
+        self.limits: dict[ClassKey, list[int]] = {}  # each class's time limits, sorted
         self.n_pending = 0
         self.sizes: dict[int, int] = {}  # classes queued per GPU count
         self.running: dict[str, tuple[RunningJob, float]] = {}  # id -> (view, start)
@@ -230,7 +231,9 @@ class _Replay:
         q = self.classes.get(key)
         if q is None:
             q = self.classes[key] = deque()
+            self.limits[key] = []
             self.sizes[_per_node(job)] = self.sizes.get(_per_node(job), 0) + 1
+        bisect.insort(self.limits[key], job.time_limit)
         rank = self.class_order(job)
         item = (rank, job, PendingJob(job.id, job.user, job.account, job.gpus, job.submit,
                                       job.gpu_type, time_limit_s=job.time_limit,
@@ -246,20 +249,25 @@ class _Replay:
         until then."""
         pending = []
         for key, n in shown.items():
-            tenant, q = key[0], self.classes[key]
-            cache = self.drf_views.setdefault(tenant, {})
-            held, entitled, ahead = self.held.get(tenant, 0), self.entitled[tenant], self.ahead
-            for i in range(n):
-                job = q[i][1]
-                view = cache.get(job.id)
-                if view is None:
-                    gpus_ahead = ahead[tenant].prefix(self.rank[job.id] - 1)
-                    view = cache[job.id] = PendingJob(
-                        job.id, job.user, job.account, job.gpus,
-                        drf_key(job.submit, held + gpus_ahead, entitled), job.gpu_type,
-                        time_limit_s=job.time_limit, nodes=job.nodes)
-                pending.append(view)
+            q = self.classes[key]
+            pending += self._drf_jobs(key[0], [q[i][1] for i in range(n)])
         return pending
+
+    def _drf_jobs(self, tenant: str, jobs: Iterable[SimJob]) -> list[PendingJob]:
+        """The views of `tenant`'s `jobs` under drf."""
+        cache = self.drf_views.setdefault(tenant, {})
+        held, entitled, ahead = self.held.get(tenant, 0), self.entitled[tenant], self.ahead
+        out = []
+        for job in jobs:
+            view = cache.get(job.id)
+            if view is None:
+                gpus_ahead = ahead[tenant].prefix(self.rank[job.id] - 1)
+                view = cache[job.id] = PendingJob(
+                    job.id, job.user, job.account, job.gpus,
+                    drf_key(job.submit, held + gpus_ahead, entitled), job.gpu_type,
+                    time_limit_s=job.time_limit, nodes=job.nodes)
+            out.append(view)
+        return out
 
     def _most_free(self) -> int:
         """The most free GPUs on one node (0: none free)."""
@@ -310,6 +318,43 @@ class _Replay:
             q = self.classes[key]
             pending.extend([q[i][2] for i in range(n)])
         return pending, shown, None
+
+    def _deeper_backfill(self, decisions: Decisions, shown: Mapping[ClassKey, int],
+                         now: float) -> list[PendingJob]:
+        """The jobs left out that could backfill under the reservation, where a class is in
+        submit order (every policy but fair now, whose classes are in time-limit order): a job
+        deeper in a class whose class-mate ahead was shown and did not start (so the
+        reservation's job ranks before it, and the reservation stays the same with it shown),
+        whose GPUs per node the reserved node has free and whose time limit ends by the
+        reservation's start. None most of the time."""
+        reservation = decisions.reservation
+        if (reservation is None or not self.cut or self.policy.algorithm == FAIR_NOW
+                or not self.policy.backfill):
+            return []
+        window = reservation.start - now
+        # Outside the reservation it could not fit where its class-mate ahead did not: only
+        # the reserved nodes' GPUs (free before this call) are left to it.
+        room = max(len(self.free[name]) for name, _ in reservation.parts)
+        started: dict[ClassKey, int] = {}
+        for start in decisions.starts:
+            key = _class_key(self.by_id[start.job_id])
+            started[key] = started.get(key, 0) + 1
+        found: list[PendingJob] = []
+        for key, n in shown.items():
+            q, limits = self.classes[key], self.limits[key]
+            if (n >= len(q) or started.get(key, 0) >= n or limits[0] > window
+                    or key[2] // key[4] > room):
+                continue
+            fitting = bisect.bisect_right(limits, window)
+            if fitting <= sum(1 for i in range(n) if q[i][1].time_limit <= window):
+                continue
+            deeper = [item for item in itertools.islice(q, n, None)
+                      if item[1].time_limit <= window]
+            if self.policy.drf:
+                found += self._drf_jobs(key[0], [job for _, job, _ in deeper])
+            else:
+                found += [view for _, _, view in deeper]
+        return found
 
     def _entitled(self) -> dict[tuple[str, str], float]:
         """Each active user's fair GPUs now, as fair now splits them on the replay's flat tree
@@ -416,6 +461,12 @@ class _Replay:
                             budgets=self.ledger.state(now), queued_gpus=self.queued)
             decisions = schedule(snap, max_estimates=0, explain=False)
             self.calls += 1
+            deeper = self._deeper_backfill(decisions, shown, now)
+            if deeper:  # the same call on a snapshot that holds them too
+                pending += deeper
+                snap = replace(snap, pending=tuple(pending))
+                decisions = schedule(snap, max_estimates=0, explain=False)
+                self.calls += 1
             if not self.policy.backfill:
                 fifo_prefix(decisions, pending, cutoff)
             started: dict[ClassKey, int] = {}
@@ -459,8 +510,11 @@ class _Replay:
                 if queued is job:
                     del q[i]
                     break
+            limits = self.limits[key]
+            del limits[bisect.bisect_left(limits, job.time_limit)]
             if not q:
                 del self.classes[key]
+                del self.limits[key]
                 self.sizes[_per_node(job)] -= 1
                 if not self.sizes[_per_node(job)]:
                     del self.sizes[_per_node(job)]
