@@ -105,9 +105,10 @@ class SentinelStore:
         """The Sentinels as labq's config lists them: host:port,host:port,..."""
         return ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports)
 
-    def primary_port(self) -> int:
-        """Where the Sentinels say the primary is now."""
-        s = redis.Redis(port=self.sentinel_ports[0], socket_timeout=2, decode_responses=True)
+    def primary_port(self, sentinel: int = 0) -> int:
+        """Where a Sentinel says the primary is now."""
+        s = redis.Redis(port=self.sentinel_ports[sentinel], socket_timeout=2,
+                        decode_responses=True)
         try:
             where: Any = s.sentinel_get_master_addr_by_name(MASTER)
             return int(where[1])
@@ -121,7 +122,7 @@ class SentinelStore:
         self.procs[old].kill()
         self.procs[old].wait(10)
         new = next(n for n in self.ports if n != old)
-        _wait(lambda: self.primary_port() == self.ports[new]
+        _wait(lambda: all(self.primary_port(i) == self.ports[new] for i in range(3))
               and self.client(new).info("replication")["role"] == "master", timeout,
               "the Sentinels promoting the replica")
         self.primary = new

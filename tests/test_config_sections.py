@@ -21,7 +21,7 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 def test_each_section_key_has_one_flat_name() -> None:
     keys = [(spec.section, spec.key) for spec in SPECS.values()]
-    assert len(keys) == len(set(keys)) == 68
+    assert len(keys) == len(set(keys)) == 70
     assert set(keys) == {(section, f.name) for section, kind in SECTION_TYPES.items()
                          for f in dataclasses.fields(kind)}
     assert list(SECTIONS) == ["store", "api", "scheduler", "nodes", "fairshare", "priority",
@@ -84,7 +84,9 @@ def test_every_variable_is_declared_once_and_read(
     monkeypatch.setenv("LABQ_IDLE_GPU_STOP_AFTER", "10")
     monkeypatch.setenv("LABQ_RETENTION", "9")
     monkeypatch.setenv("LABQ_NODE_TIMEOUT", "30")
+    monkeypatch.setenv("LABQ_REDIS_SENTINELS", "s1:26379, s2:26379")
     settings = Settings.load(tmp_path)
+    assert settings.redis_sentinels == ["s1:26379", "s2:26379"]
     assert settings.socket == Path("/x/labq.sock") and settings.redis_url == "redis://h:1/0"
     assert (settings.metrics_port, settings.retention_s, settings.private_data) == (7, 9, False)
     assert settings.admins == ["a", "b"] and settings.node_timeout_s == 30

@@ -5,8 +5,8 @@ by the socket timeout; and the client states its own policy rather than inherit 
 installed redis-py defaults to (5.x: no socket timeout at all, so a frozen store hangs every
 daemon loop forever).
 
-RECOMMENDED is the policy proposed for `StoreCore.from_url` (scheduler/store/core.py); the
-tests marked xfail check that the client really has it, and flip when it lands."""
+RECOMMENDED is the policy `StoreCore.from_url` (scheduler/store/core.py) states
+(CLIENT_OPTIONS); the tests check that the client really has it."""
 
 from __future__ import annotations
 
@@ -43,7 +43,6 @@ RECOMMENDED: dict[str, Any] = {
 # between them, and some slack for a loaded machine.
 WORST_S = (RETRIES + 1) * SOCKET_TIMEOUT_S + RETRIES * 1.0 + 5.0
 HANG_S = 60.0  # a call still waiting after this is hanging
-NO_TIMEOUT = "store client has no timeout yet"
 
 
 @pytest.fixture
@@ -98,10 +97,9 @@ async def test_a_script_against_a_frozen_store_is_an_error_too(store: Store,
     assert spent <= WORST_S
 
 
-@pytest.mark.xfail(strict=True, reason=NO_TIMEOUT)
 async def test_a_restarted_store_is_reconnected_without_an_error(store: Store,
                                                                  valkey: Valkey) -> None:
-    """Today the first call after a restart fails ("Connection closed by server"): the pooled
+    """Without a retry policy the first call after a restart failed ("Connection closed by
     connection is dead and nothing tries again on a new one."""
     assert await store.ping()
     valkey.stop()
@@ -137,7 +135,6 @@ async def test_the_recommended_policy_works_for_both_kinds_of_url(valkey: Valkey
         await client.aclose()
 
 
-@pytest.mark.xfail(strict=True, reason=NO_TIMEOUT)
 async def test_the_client_states_its_own_timeouts_and_retry_policy(store: Store) -> None:
     """Not the installed redis-py's defaults (they changed: 5.x has no socket timeout)."""
     options = store.r.connection_pool.connection_kwargs
@@ -150,7 +147,6 @@ async def test_the_client_states_its_own_timeouts_and_retry_policy(store: Store)
     assert {redis_errors.ConnectionError, redis_errors.TimeoutError} <= errors
 
 
-@pytest.mark.xfail(strict=True, reason=NO_TIMEOUT)
 async def test_a_frozen_store_is_tried_again_before_it_is_an_error(store: Store,
                                                                    valkey: Valkey) -> None:
     """A store that stops answering for a moment (a fork for a rewrite, a failover) is tried

@@ -76,6 +76,15 @@ def names(value: Any) -> str | None:
     return "give a list of names (none empty)"
 
 
+def host_ports(value: Any) -> str | None:
+    """A list of host:port (Sentinels)."""
+    if isinstance(value, list | tuple) and all(
+            isinstance(v, str) and v.rpartition(":")[0] and v.rpartition(":")[2].isdigit()
+            and 0 < int(v.rpartition(":")[2]) < 65536 for v in value):
+        return None
+    return 'give a list of host:port, e.g. ["10.0.0.1:26379", "10.0.0.2:26379"]'
+
+
 def host(value: Any) -> str | None:
     return None if isinstance(value, str) and value.strip() else "give a host name or address"
 

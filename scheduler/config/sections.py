@@ -20,6 +20,7 @@ from scheduler.config.rules import (
     account_name,
     boolean,
     fraction,
+    host_ports,
     names,
     one_of,
     priority_weights,
@@ -84,6 +85,10 @@ class StoreConfig:
     agent_username: str = setting("", env="LABQ_AGENT_REDIS_USERNAME")
     agent_password_file: str = setting("", env="LABQ_AGENT_REDIS_PASSWORD_FILE",
                                        rule=absolute_path)
+    # A replicated store: the Sentinels to ask where its primary is (url then only says the
+    # scheme and database, e.g. redis:///0), and the name they watch it under.
+    sentinels: list[str] = setting(factory=list, env="LABQ_REDIS_SENTINELS", rule=host_ports)
+    sentinel_master: str = setting("labq", env="LABQ_REDIS_SENTINEL_MASTER", rule=host_name)
 
 
 @dataclass

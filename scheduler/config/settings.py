@@ -91,6 +91,8 @@ class Settings:
     redis_password_file = Flat(lambda s: s.store.password_file)
     agent_redis_username = Flat(lambda s: s.store.agent_username)
     agent_redis_password_file = Flat(lambda s: s.store.agent_password_file)
+    redis_sentinels = Flat(lambda s: s.store.sentinels)
+    redis_sentinel_master = Flat(lambda s: s.store.sentinel_master)
     socket_path = Flat(lambda s: s.api.socket)
     api_host = Flat(lambda s: s.api.host)
     metrics_port = Flat(lambda s: s.api.metrics_port)

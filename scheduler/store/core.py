@@ -8,9 +8,12 @@ from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, Self
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
 from scheduler.config import Settings
 from scheduler.model import lua_lifecycle
@@ -18,6 +21,22 @@ from scheduler.store.keys import Keys
 from scheduler.store.outcome import StoreError, read_secret
 
 ID_BLOCK = 256
+# The store client's timeouts and retries (redis-py's own): a store that stops answering is an
+# error after 3 tries of SOCKET_TIMEOUT_S (with backoff between), never a hang; a connection
+# dropped by a restart or a failover is made again at once. SOCKET_TIMEOUT_S is above the
+# longest blocking wait (1 s) and the slowest script seen (~2.5 s at 100,000 jobs). A script
+# tried again after a lost reply is safe: each one checks the state before it writes.
+SOCKET_TIMEOUT_S = 5.0
+CONNECT_TIMEOUT_S = 2.0
+RETRIES = 2
+REPLICA_WAIT_MS = 1000  # how long a write that must survive a failover waits for a replica
+CLIENT_OPTIONS: dict[str, Any] = {
+    "socket_timeout": SOCKET_TIMEOUT_S,
+    "socket_connect_timeout": CONNECT_TIMEOUT_S,
+    "health_check_interval": 30,
+    "retry": Retry(ExponentialBackoff(cap=1.0, base=0.1), RETRIES),
+    "retry_on_error": [redis_errors.ConnectionError, redis_errors.TimeoutError],
+}
 
 
 def load_script_text(name: str) -> str:
@@ -43,21 +62,39 @@ class StoreCore:
                          for name in names}
         self._id_next = 0
         self._id_last = -1
+        # A store with a replica (Sentinels): what must survive a failover waits for it.
+        self.replicated = False
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "labq:", username: str = "",
-                 password: str = "") -> Self:
+                 password: str = "", sentinels: Sequence[str] = (),
+                 master: str = "labq") -> Self:
         """`redis://`, `rediss://` (TLS; e.g. `?ssl_ca_certs=/etc/labq/ca.pem`) or
-        `unix:///path/to/valkey.sock`, as the ACL user `username` if given."""
-        client = aioredis.Redis.from_url(url, decode_responses=True, username=username or None,
-                                         password=password or None)
-        return cls(client, Keys(prefix))
+        `unix:///path/to/valkey.sock`, as the ACL user `username` if given. With `sentinels`
+        (host:port each), the primary the Sentinels name as `master`, followed through a
+        failover (the URL then gives only the database, e.g. redis:///0). Every call has the
+        timeouts and retry policy of CLIENT_OPTIONS."""
+        auth: dict[str, Any] = {"username": username or None, "password": password or None}
+        if sentinels:
+            from redis.asyncio.sentinel import Sentinel
+
+            db = int(urlsplit(url).path.strip("/") or 0) if url else 0
+            watchers = [(h, int(p)) for h, _, p in (s.rpartition(":") for s in sentinels)]
+            sentinel = Sentinel(watchers, socket_timeout=CONNECT_TIMEOUT_S)
+            client = sentinel.master_for(master, decode_responses=True, db=db, **auth,
+                                         **CLIENT_OPTIONS)
+        else:
+            client = aioredis.Redis.from_url(url, decode_responses=True, **auth,
+                                             **CLIENT_OPTIONS)
+        made = cls(client, Keys(prefix))
+        made.replicated = bool(sentinels)
+        return made
 
     @classmethod
     def connect(cls, settings: Settings, node: str | None = None) -> Self:
         """The store as the coordinator's ACL user, or as `node`'s agent's (settings say which
         user and which password file; no file: no password)."""
-        if not settings.redis_url:
+        if not settings.redis_url and not settings.redis_sentinels:
             raise StoreError("no Redis: set LABQ_REDIS_URL (e.g. redis://host:6379/0 or "
                              "unix:///path/valkey.sock) or use `labq up`")
         username, password_file = settings.redis_username, settings.redis_password_file
@@ -67,7 +104,8 @@ class StoreCore:
 
             username = settings.agent_redis_username or agent_user(node)
         password = read_secret(Path(password_file)) if password_file else ""
-        return cls.from_url(settings.redis_url, settings.redis_prefix, username, password)
+        return cls.from_url(settings.redis_url or "", settings.redis_prefix, username, password,
+                            settings.redis_sentinels, settings.redis_sentinel_master)
 
     async def close(self) -> None:
         await self.r.aclose()
@@ -81,6 +119,16 @@ class StoreCore:
                              "redis_password_file") from None
         except redis_errors.ConnectionError as exc:
             raise StoreError(f"cannot reach the store: {exc}") from None
+
+    async def replicate(self) -> int:
+        """On a replicated store, wait (at most REPLICA_WAIT_MS) until a replica has every
+        write made so far on this connection's primary: an acknowledged submit or a new epoch
+        then survives the primary's loss. Returns how many replicas have it (0 on a store of
+        one: nothing to wait for). Asynchronous replication can lose what was not waited for:
+        see README, "Store failover"."""
+        if not self.replicated:
+            return 0
+        return int(await self.r.execute_command("WAIT", 1, REPLICA_WAIT_MS))
 
     async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         return await self._scripts[name](keys=list(keys), args=list(args))
