@@ -172,7 +172,7 @@ class Run:
         self.hook = hook_present()
         env = {"LABQ_FOREIGN_GPU_POLICY": "ignore"}
         if self.hook:
-            env[HOOK_ENV] = "2"
+            env[HOOK_ENV] = "1"  # seconds the coordinator pauses after each allocation
         self.stack = Stack(plan.simulate, **env)
         (self.stack.home / "config.toml").write_text("[scheduler]\nstop_grace_s = 2\n")
         self.users = [f"fault-u{i}" for i in range(1, plan.users + 1)]
