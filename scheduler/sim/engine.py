@@ -19,14 +19,17 @@ reservation; just the first one if no node has that many GPUs free (it cannot st
 take the reservation). A class's later jobs cannot start in this call unless all those ahead
 of them in the class do, nor take the reservation before them. Under fair now a job's priority
 also depends on the jobs ahead of it (its user's own, and its tenant's at a lower level: see
-`scheduler.policy.fairnow`), so the snapshot also holds, per tenant, every job whose level is
-at most the highest level of a job shown (`_fair_now_closure`): the same starts as showing the
-whole queue (`show_all=True`, which `tests/test_sim_matches_coordinator.py` checks, with the
-live coordinator). One gap is left for the policies that order a class by submit time
-(`labq-fairtree`, `slurm-classic`, `fifo-backfill`, `drf`): backfill deeper in a class (a job
-whose shorter time limit would fit before the reservation while its class-mates ahead do not)
-is missed. When a call starts every job shown of a class that has more, the engine calls again
-at the same time.
+`scheduler.policy.fairnow`), which the cut leaves out: each call, `_fair_now_exact` computes
+every shown job's levels on the cut and on the whole queue; where they differ in a way that
+could matter (the whole queue would rank the job higher, or it started or took the
+reservation), the call is made again with every job of its tenant up to its level shown
+(`_fair_now_closure`). In classes kept in submit order (`labq-fairtree`, `slurm-classic`,
+`fifo-backfill`, `drf`), a job deeper in a class could backfill before the reservation where
+its class-mates ahead cannot (a shorter time limit): such jobs are added and the call made
+again (`_deeper_backfill`). So every call starts what it would with the whole queue shown
+(`show_all=True`; `tests/test_sim_matches_coordinator.py` checks it, and the same starts as the
+live coordinator). When a call starts every job shown of a class that has more, the engine
+calls again at the same time.
 
 `drf` is progressive filling within a call: a job's key is its tenant's GPUs held plus the
 GPUs of all its tenant's jobs ahead of it in submit order (shown or not), over the tenant's
@@ -209,6 +212,7 @@ class _Replay:
         self.tiresias = TiresiasQueues(cluster.gpus) if policy.tiresias else None
         self.class_order = _by_limit if policy.algorithm == FAIR_NOW else _by_submit
         self.cut = not show_all  # False: every waiting job in every snapshot (slow)
+        self._tenant_entitled: dict[str, float] = {}  # fair now's split, last computed
         self.user_held: dict[tuple[str, str], int] = {}  # GPUs held per (account, user)
 
     def _view(self, name: str) -> NodeView:
@@ -310,14 +314,17 @@ class _Replay:
                 shown[key] = 1
             else:  # as many as could start, and the next, which may take the reservation
                 shown[key] = min(len(q), free // gpus + 1)
-        if self.cut and self.policy.algorithm == FAIR_NOW:
-            shown = self._fair_now_closure(shown)
+        return self._views(shown), shown, None
+
+    def _views(self, shown: Mapping[ClassKey, int]) -> list[PendingJob]:
+        """The policy's views of the first `shown[key]` jobs of each class."""
         if self.policy.drf:
-            return self._drf_views(shown), shown, None
+            return self._drf_views(shown)
+        pending: list[PendingJob] = []
         for key, n in shown.items():
             q = self.classes[key]
             pending.extend([q[i][2] for i in range(n)])
-        return pending, shown, None
+        return pending
 
     def _deeper_backfill(self, decisions: Decisions, shown: Mapping[ClassKey, int],
                          now: float) -> list[PendingJob]:
@@ -374,54 +381,139 @@ class _Replay:
                         [(self.tenant_shares.get(t, 1.0), sum(demand[o] for o in users_of[t]))
                          for t in tenants])
         entitled: dict[tuple[str, str], float] = {}
+        self._tenant_entitled = dict(zip(tenants, got, strict=True))
         for tenant, fair in zip(tenants, got, strict=True):
             owners = users_of[tenant]
             entitled.update(zip(owners, waterfill(fair, [(1.0, demand[o]) for o in owners]),
                                 strict=True))
         return entitled
 
-    def _fair_now_closure(self, wanted: dict[ClassKey, int]) -> dict[ClassKey, int]:
-        """`wanted`, grown so that fair now computes every shown job's x as on the whole queue.
+    def _fair_now_exact(self, shown: Mapping[ClassKey, int], decisions: Decisions
+                        ) -> dict[str, float] | None:
+        """Whether fair now decided on the cut as it would on the whole queue.
 
-        A job's x counts its user's own jobs ahead of it (fewest GPUs, then shortest time
-        limit, then oldest: the classes' order) and, at its tenant's level, the tenant's jobs
-        whose user-level (held + GPUs ahead) / entitled is lower. So for each tenant the
-        snapshot holds every job whose user-level is at most the highest of its wanted jobs
-        (with a margin far above float noise): the jobs ahead of any shown job, at either
-        level, are all shown. Levels only grow along a user's own order, so this is a prefix
-        of each class."""
+        Each shown job's levels (user: (held + GPUs of its user's jobs ahead) / entitled;
+        tenant: (held + GPUs of the tenant's jobs at a lower user-level) / entitled) are
+        computed here twice, on the shown jobs and on the whole queue. A job whose levels
+        differ is harmless if the whole queue only lowers its priority (its levels are no
+        lower there) and it neither started nor took the reservation: moved later in the
+        queue it still does nothing. Returns None if so, else per tenant with a job that is
+        not harmless the highest such job's user-level (infinite: show the tenant's whole
+        queue), for `_fair_now_closure`."""
+        started = {st.job_id for st in decisions.starts}
+        held_by = decisions.reservation.job_id if decisions.reservation is not None else None
+        entitled = self._entitled()
+        tenants: dict[str, list[tuple[str, str]]] = {}
+        runs: dict[tuple[str, str], list[tuple[ClassKey, float, float]]] = {}
+        for key in self.classes:
+            owner = (key[0], key[1])
+            if owner not in runs:
+                tenants.setdefault(key[0], []).append(owner)
+            runs.setdefault(owner, []).append((key, 0.0, 0.0))
+        for run in runs.values():
+            run.sort(key=lambda r: r[0][2])
+            before = before_shown = 0.0
+            for i, (key, _, _) in enumerate(run):
+                if i and run[i - 1][0][2] == key[2]:
+                    return {t: math.inf for t in tenants}  # own order interleaves them
+                run[i] = (key, before, before_shown)
+                before += key[2] * len(self.classes[key])
+                before_shown += key[2] * shown[key]
+        bad: dict[str, float] = {}
+        for tenant, owners in tenants.items():
+            owners.sort()
+            if self._tenant_entitled.get(tenant, 0.0) <= 0:
+                bad[tenant] = math.inf
+                continue
+            jobs: list[tuple[float, float, int, int, int, str]] = []  # levels, for the tenant
+            for rank, owner in enumerate(owners):
+                held, share = float(self.user_held.get(owner, 0)), entitled.get(owner, 0.0)
+                if share <= 0:
+                    bad[tenant] = math.inf
+                    continue
+                for key, before, before_shown in runs[owner]:
+                    gpus = key[2]
+                    q = self.classes[key]
+                    for i in range(shown[key]):
+                        jobs.append(((held + before + gpus * i) / share,
+                                     (held + before_shown + gpus * i) / share,
+                                     rank, i, gpus, q[i][1].id))
+            if tenant in bad:
+                continue
+            for level, level_shown, rank, _, _, job_id in jobs:
+                if level == level_shown and self._ahead_same(
+                        owners, runs, shown, entitled, level, level_shown, rank):
+                    continue
+                if not (level < level_shown or job_id in started or job_id == held_by
+                        or self._ahead(owners, runs, entitled, level, rank, shown=None)
+                        < self._ahead(owners, runs, entitled, level_shown, rank, shown)):
+                    continue
+                bad[tenant] = max(bad.get(tenant, -math.inf), level)
+        return bad or None
+
+    def _ahead_same(self, owners: Sequence[tuple[str, str]],
+                    runs: Mapping[tuple[str, str], list[tuple[ClassKey, float, float]]],
+                    shown: Mapping[ClassKey, int], entitled: Mapping[tuple[str, str], float],
+                    level: float, level_shown: float, rank: int) -> bool:
+        return (self._ahead(owners, runs, entitled, level, rank, shown=None)
+                == self._ahead(owners, runs, entitled, level_shown, rank, shown))
+
+    def _ahead(self, owners: Sequence[tuple[str, str]],
+               runs: Mapping[tuple[str, str], list[tuple[ClassKey, float, float]]],
+               entitled: Mapping[tuple[str, str], float], level: float, rank: int,
+               shown: Mapping[ClassKey, int] | None) -> float:
+        """GPUs of the tenant's jobs (all, or the shown ones) before a job of user-level
+        `level` of the `rank`-th user in the tenant's merged order (by level, ties to the
+        user listed first)."""
+        total = 0.0
+        for other, owner in enumerate(owners):
+            held, share = float(self.user_held.get(owner, 0)), entitled[owner]
+            for key, before, before_shown in runs[owner]:
+                gpus, size = key[2], len(self.classes[key])
+                base = held + (before if shown is None else before_shown)
+                n = size if shown is None else shown[key]
+                # the jobs i < n of the class whose level is below (or tied, listed first)
+                lo, hi = 0, n
+                while lo < hi:
+                    mid = (lo + hi) // 2
+                    at = (base + gpus * mid) / share
+                    if at < level or (at == level and other < rank):
+                        lo = mid + 1
+                    else:
+                        hi = mid
+                total += gpus * lo
+                if lo < n:
+                    break  # levels only grow along a user's own order
+        return total
+
+    def _fair_now_closure(self, wanted: Mapping[ClassKey, int],
+                          bounds: Mapping[str, float]) -> dict[ClassKey, int]:
+        """`wanted`, with every job of each tenant of `bounds` whose user-level ((held + GPUs
+        of its user's jobs ahead) / entitled) is at most the tenant's bound (with a margin far
+        above float noise; infinite: all of its jobs). Fair now then computes the levels of
+        those jobs as on the whole queue: the jobs ahead of them, at either level, are all
+        shown. Levels only grow along a user's own order, so this is a prefix of each class."""
+        entitled = self._entitled()
         classes_of: dict[tuple[str, str], list[ClassKey]] = {}
         for key in self.classes:
-            classes_of.setdefault((key[0], key[1]), []).append(key)
-        entitled = self._entitled()
-        runs: dict[tuple[str, str], list[tuple[ClassKey, float]]] = {}  # (class, GPUs before)
-        top: dict[str, float] = {}  # per tenant: the highest user-level of a wanted job
-        for owner, keys in classes_of.items():
-            keys.sort(key=lambda k: (k[2], k[3] or "", k[4]))
-            held, share = float(self.user_held.get(owner, 0)), entitled.get(owner, 0.0)
-            before, run = 0.0, runs.setdefault(owner, [])
-            for i, key in enumerate(keys):
-                q, gpus = self.classes[key], key[2]
-                if i + 1 < len(keys) and keys[i + 1][2] == gpus or i and keys[i - 1][2] == gpus:
-                    return self._same_size_closure(wanted)
-                run.append((key, before))
-                last = (held + before + gpus * (wanted[key] - 1))
-                level = last / share if share > 0 else math.inf
-                if level > top.get(owner[0], -math.inf):
-                    top[owner[0]] = level
-                before += gpus * len(q)
+            if key[0] in bounds:
+                classes_of.setdefault((key[0], key[1]), []).append(key)
         shown = dict(wanted)
-        for owner, run in runs.items():
-            bound = top[owner[0]]
-            if math.isinf(bound):
-                for key, _ in run:
+        for owner, keys in classes_of.items():
+            bound = bounds[owner[0]]
+            held, share = float(self.user_held.get(owner, 0)), entitled.get(owner, 0.0)
+            if math.isinf(bound) or share <= 0:
+                for key in keys:
                     shown[key] = len(self.classes[key])
                 continue
             bound = bound * (1 + _LEVEL_MARGIN) + _LEVEL_MARGIN
-            held, share = float(self.user_held.get(owner, 0)), entitled.get(owner, 0.0)
-            if share <= 0:
-                continue  # every level infinite: none above the bound is wanted
-            for key, before in run:
+            keys.sort(key=lambda k: (k[2], k[3] or "", k[4]))
+            if any(keys[i][2] == keys[i - 1][2] for i in range(1, len(keys))):
+                for key in keys:  # two classes of one size: own order interleaves them
+                    shown[key] = len(self.classes[key])
+                continue
+            before = 0.0
+            for key in keys:
                 gpus, size = key[2], len(self.classes[key])
                 room = bound * share - held - before  # GPUs ahead a shown job may have
                 if room < 0:
@@ -432,12 +524,8 @@ class _Replay:
                 while n and (held + before + gpus * (n - 1)) / share > bound:
                     n -= 1
                 shown[key] = max(shown[key], n)
+                before += gpus * size
         return shown
-
-    def _same_size_closure(self, wanted: dict[ClassKey, int]) -> dict[ClassKey, int]:
-        """A user with two classes of the same GPU count (other GPU types or node counts),
-        whose own order interleaves them: show the whole queue (exact, slower)."""
-        return {key: len(q) for key, q in self.classes.items()}
 
     # -------------------------------------------------------------- cycle
     def cycle(self, now: float) -> None:
@@ -461,6 +549,16 @@ class _Replay:
                             budgets=self.ledger.state(now), queued_gpus=self.queued)
             decisions = schedule(snap, max_estimates=0, explain=False)
             self.calls += 1
+            while self.cut and self.policy.algorithm == FAIR_NOW:
+                bounds = self._fair_now_exact(shown, decisions)
+                if bounds is None:
+                    break
+                # The same call again, with every job of those tenants up to those levels.
+                shown = self._fair_now_closure(shown, bounds)
+                pending = self._views(shown)
+                snap = replace(snap, pending=tuple(pending))
+                decisions = schedule(snap, max_estimates=0, explain=False)
+                self.calls += 1
             deeper = self._deeper_backfill(decisions, shown, now)
             if deeper:  # the same call on a snapshot that holds them too
                 pending += deeper
