@@ -80,6 +80,9 @@ class Seen:
     leaders: set[str | None] = field(default_factory=set)
     beats: int = 0
     beat_errors: int = 0
+    store_busy: int = 0  # polls of the lease that the store did not answer
+    died: str = ""
+    load_before: float = 0.0  # the machine's 1-minute load average when the stream began
     cut_off: bool = False  # the stream did not finish within 4x its planned time (+60 s)
 
 
@@ -172,8 +175,18 @@ def scrape_or_none(port: int) -> str | None:
         return None
 
 
+def stop(coordinator: subprocess.Popen[bytes]) -> None:
+    if coordinator.poll() is None:
+        coordinator.send_signal(signal.SIGTERM)
+        try:
+            coordinator.wait(30)
+        except subprocess.TimeoutExpired:
+            coordinator.kill()
+            coordinator.wait()
+
+
 def scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=120) as answer:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=60) as answer:
         return str(answer.read().decode())
 
 
@@ -282,19 +295,34 @@ async def submitter(path: str, plan: Plan, index: int, began: float, seen: Seen)
         writer.close()
 
 
-async def watch(store: Store, pid: int, stop: asyncio.Event, seen: Seen) -> None:
+async def watch(store: Store, coordinator: subprocess.Popen[bytes], stop: asyncio.Event,
+                seen: Seen) -> None:
     """Every 0.5 s: the coordinator's RSS, the leader and the fencing epoch."""
+    said = time.monotonic()
+    pid = coordinator.pid
     while not stop.is_set():
+        if coordinator.poll() is not None:
+            seen.died = f"the coordinator ENDED during the load (status {coordinator.returncode})"
+            print(seen.died, flush=True)
+            return
+        if time.monotonic() - said >= 15:
+            said = time.monotonic()
+            print(f"  ... {len(seen.acked):,} acknowledged, {len(seen.refused):,} refused",
+                  flush=True)
         seen.rss_bytes.append(status_bytes(pid, "VmRSS"))
-        seen.leaders.add(await store.r.get(store.keys.leader))
-        seen.epochs.add(await store.r.get(store.keys.epoch))
+        try:
+            seen.leaders.add(await store.r.get(store.keys.leader))
+            seen.epochs.add(await store.r.get(store.keys.epoch))
+        except Exception:  # the store busy with a script: polled again in 0.5 s
+            seen.store_busy += 1
         await asyncio.sleep(0.5)
 
 
-async def load(store: Store, socket_path: str, pid: int, plan: Plan, seen: Seen,
-               stop_agents: asyncio.Event) -> float:
+async def load(store: Store, socket_path: str, coordinator: subprocess.Popen[bytes], plan: Plan,
+               seen: Seen) -> float:
+    seen.load_before = os.getloadavg()[0]
     stop_watch = asyncio.Event()
-    watcher = asyncio.create_task(watch(store, pid, stop_watch, seen))
+    watcher = asyncio.create_task(watch(store, coordinator, stop_watch, seen))
     began = time.monotonic()
     stream = asyncio.gather(*(submitter(socket_path, plan, i, began, seen)
                               for i in range(CONNECTIONS)))
@@ -302,24 +330,47 @@ async def load(store: Store, socket_path: str, pid: int, plan: Plan, seen: Seen,
         await asyncio.wait_for(stream, 4 * plan.seconds + 60)
     except TimeoutError:
         seen.cut_off = True
+    except OSError as exc:  # the socket is gone: the coordinator ended
+        seen.refused.append(f"connection: {exc!r}")
+        seen.cut_off = True
     spent = time.monotonic() - began
     stop_watch.set()
     await watcher
     return spent
 
 
+async def patiently(call: Any, *args: Any) -> Any:
+    """`await call(*args)`, tried again while the store is busy running a script or does not
+    answer in time (a long script of the coordinator's), for up to 5 minutes."""
+    import redis.exceptions as redis_errors
+
+    deadline = time.monotonic() + 300
+    while True:
+        try:
+            return await call(*args)
+        except (redis_errors.ResponseError, redis_errors.TimeoutError) as exc:
+            if time.monotonic() > deadline or isinstance(exc, redis_errors.ResponseError) and \
+                    not str(exc).startswith("BUSY"):
+                raise
+            await asyncio.sleep(1)
+
+
 async def used_memory(store: Store) -> int:
-    return int((await store.r.info("memory"))["used_memory"])
+    return int((await patiently(store.r.info, "memory"))["used_memory"])
+
+
+async def exists_each(store: Store, ids: list[str]) -> list[int]:
+    async with store.r.pipeline(transaction=False) as pipe:
+        for job_id in ids:
+            pipe.exists(store.keys.job(job_id))
+        return list(await pipe.execute())
 
 
 async def missing(store: Store, ids: list[str]) -> list[str]:
     lost = []
     for first in range(0, len(ids), 1000):
         chunk = ids[first:first + 1000]
-        async with store.r.pipeline(transaction=False) as pipe:
-            for job_id in chunk:
-                pipe.exists(store.keys.job(job_id))
-            found = await pipe.execute()
+        found = await patiently(exists_each, store, chunk)
         lost += [j for j, there in zip(chunk, found, strict=True) if not there]
     return lost
 
@@ -356,22 +407,20 @@ async def bench(plan: Plan, url: str, home: Path, ready_timeout: float) -> None:
                   f" s; {len(agents)} agents heartbeating", flush=True)
         before_text = await asyncio.to_thread(scrape_or_none, metrics_port)
         cpu0, wall0 = cpu_seconds(coordinator.pid), time.monotonic()
-        spent = await load(store, str(socket_path), coordinator.pid, plan, seen, stop_agents)
-        cpu1, wall1 = cpu_seconds(coordinator.pid), time.monotonic()
+        spent = await load(store, str(socket_path), coordinator, plan, seen)
+        cpu1, wall1 = (cpu0 if coordinator.poll() is not None else
+                       cpu_seconds(coordinator.pid)), time.monotonic()
         after_text = await asyncio.to_thread(scrape_or_none, metrics_port)
-        peak_rss = status_bytes(coordinator.pid, "VmHWM")
+        peak_rss = 0 if coordinator.poll() is not None else status_bytes(coordinator.pid,
+                                                                         "VmHWM")
         stop_agents.set()
         await asyncio.gather(*agents)
+        stop(coordinator)  # the store is read quiet (the last script of the cycle runs out)
         end_memory = await used_memory(store)
-        stored = int(await store.r.zcard(store.keys.waiting)) if await store.r.type(
-            store.keys.waiting) == "zset" else None
+        stored = int(await patiently(store.r.zcard, store.keys.waiting))
         lost = await missing(store, seen.acked)
     finally:
-        coordinator.send_signal(signal.SIGTERM)
-        try:
-            coordinator.wait(30)
-        except subprocess.TimeoutExpired:
-            coordinator.kill()
+        stop(coordinator)
         await store.close()
 
     before, count0, sum0 = cycle_histogram(before_text or "")
@@ -381,7 +430,8 @@ async def bench(plan: Plan, url: str, home: Path, ready_timeout: float) -> None:
     wanted = int(plan.rate * plan.seconds)
     jobs_at_end = plan.jobs + len(seen.acked)
     print()
-    print(f"machine: {machine()}")
+    print(f"machine: {machine()}; load average (1 min) at the start of the stream "
+          f"{seen.load_before:.1f}, at its end {os.getloadavg()[0]:.1f}")
     print(f"load: {plan.jobs:,} queued jobs, {plan.agents:,} agents x {GPUS_PER_NODE} GPUs "
           f"heartbeating every {HEARTBEAT_S:.0f} s, {plan.rate:.0f} submissions/s for "
           f"{plan.seconds:.0f} s through the API ({CONNECTIONS} connections)"
@@ -405,9 +455,10 @@ async def bench(plan: Plan, url: str, home: Path, ready_timeout: float) -> None:
               f" s, p99 {quantile(0.99, before, after):.3f} s (interpolated in the histogram's "
               "buckets: 0.5, 1, 2.5, 5 s, ...)")
     print(f"store: {end_memory / 2**20:.1f} MiB used at the end for {jobs_at_end:,} jobs "
-          f"({(end_memory - empty) / jobs_at_end:,.0f} B per job); waiting set "
-          f"{stored if stored is not None else '?'}")
+          f"({(end_memory - empty) / jobs_at_end:,.0f} B per job); {stored:,} waiting")
     print(f"heartbeats: {seen.beats:,} stored, {seen.beat_errors} failed")
+    if seen.died:
+        print(seen.died)
     print(f"nothing lost: {'yes' if not lost else 'NO'}: {len(seen.acked) - len(lost):,} of "
           f"{len(seen.acked):,} acknowledged submissions exist"
           + (f"; missing {lost[:5]}" if lost else ""))
@@ -415,7 +466,8 @@ async def bench(plan: Plan, url: str, home: Path, ready_timeout: float) -> None:
         None not in seen.leaders and len(seen.leaders) == 1
     epochs = ", ".join(sorted(map(str, seen.epochs)))
     print(f"lease never lost: {'yes' if kept else 'NO'} (fencing epochs seen: {epochs}; "
-          f"leaders seen: {len(seen.leaders)}, polled every 0.5 s)")
+          f"leaders seen: {len(seen.leaders)}, polled every 0.5 s; {seen.store_busy} polls "
+          "unanswered)")
 
 
 def log_summary(log: Path) -> str:
@@ -459,7 +511,7 @@ def main() -> None:
     valkey, url = scratch_valkey()
     home = Path(tempfile.mkdtemp(prefix="labq-load-"))
     try:
-        asyncio.run(bench(plan, url, home, 180.0 if args.quick else 600.0))
+        asyncio.run(bench(plan, url, home, 180.0 if args.quick else 300.0))
     finally:
         valkey.terminate()
         valkey.wait(30)
