@@ -30,9 +30,10 @@ import sys
 import termios
 import time
 
-from scheduler.ttyframes import EOF, EXIT, INPUT, OUTPUT, TOKEN_ENV, WINSIZE, Frames, frame
+from scheduler.jobwire import EOF, EXIT, INPUT, OUTPUT, TOKEN_ENV, WINSIZE, Frames, frame
 
 HANGUP_GRACE_S = 5.0
+FIRST_FRAME_S = 10.0
 
 
 def set_winsize(fd: int, rows: int, cols: int) -> None:
@@ -79,8 +80,33 @@ def _drain(master: int, sock: socket.socket) -> None:
             sock.sendall(frame(OUTPUT, rest))
 
 
+def _first_size(sock: socket.socket, frames: Frames) -> tuple[int, int] | None:
+    """The caller's window size, which it sends first (0 x 0: not a terminal), so the command
+    starts on a pty of the right size; None if the caller said nothing in time."""
+    sock.settimeout(FIRST_FRAME_S)
+    try:
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                return None
+            got = frames.feed(data)
+            if got:
+                kind, body = got[0]
+                frames.buffer = b"".join(frame(k, b) for k, b in got[1:]) + frames.buffer
+                if kind == WINSIZE and len(body) == 4:
+                    rows, cols = struct.unpack("!HH", body)
+                    return (rows, cols) if rows and cols else None
+                return None
+    except TimeoutError:
+        return None
+    finally:
+        sock.settimeout(None)
+
+
 def relay(sock: socket.socket, command: list[str]) -> int:
     """Run `command` on a new pty and relay it over `sock` until it exits; its status."""
+    frames = Frames()
+    size = _first_size(sock, frames)
     pid, master = pty.fork()
     if pid == 0:  # the command: its own session, the pty its controlling terminal
         try:
@@ -88,8 +114,13 @@ def relay(sock: socket.socket, command: list[str]) -> int:
         except OSError as exc:
             os.write(2, f"labq run: {command[0]}: {exc.strerror}\r\n".encode())
         os._exit(127)
-    frames = Frames()
+    if size:
+        set_winsize(master, *size)
     status: int | None = None
+    if frames.buffer:  # what the caller typed before the command started
+        for kind, body in frames.feed(b""):
+            if kind == INPUT:
+                os.write(master, body)
     try:
         while status is None:
             ready, _, _ = select.select([master, sock.fileno()], [], [], 0.5)

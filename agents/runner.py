@@ -118,6 +118,8 @@ def job_environment(spec: RunSpec, account: pwd.struct_passwd, ray_dir: str, tmp
         env["LABQ_NUM_NODES"] = str(len(job.hosts))
         env["LABQ_NODE_RANK"] = str(job.rank)
         env["LABQ_HEAD_NODE"] = job.hosts[0]
+        if job.ray_port:  # `labq step`: where the other nodes' step servers listen
+            env["LABQ_STEP_PORT"] = str(step_port(job.ray_port))
     if spec.api_socket:
         env["LABQ_SOCKET"] = spec.api_socket
     if spec.api_server:
@@ -134,13 +136,26 @@ def part_argv(spec: RunSpec, argv: list[str]) -> list[str]:
     if not job.hosts:
         return argv
     gpus = str(len(job.gpu_indices))
+    worker: list[str] = []
     if job.ray_port and importlib.util.find_spec("ray") is not None:
         ray = [sys.executable, "-m", "agents.rayjob"]
         if job.rank == 0:
             return [*ray, "head", job.hosts[0], str(job.ray_port), gpus, str(len(job.hosts)),
                     "--", *argv]
-        return [*ray, "worker", f"{job.hosts[0]}:{job.ray_port}", job.hosts[job.rank], gpus]
-    return argv if job.rank == 0 else list(HOLD_ARGV)
+        worker = [*ray, "worker", f"{job.hosts[0]}:{job.ray_port}", job.hosts[job.rank], gpus]
+    if job.rank == 0:
+        return argv
+    if not job.ray_port:  # a start record of an older coordinator: no port for steps
+        return worker or list(HOLD_ARGV)
+    # the node's step server (`labq step` from the head), beside the Ray worker if any
+    return [sys.executable, "-m", "agents.steps", "serve", job.hosts[job.rank],
+            str(step_port(job.ray_port) + job.rank), *(["--", *worker] if worker else [])]
+
+
+def step_port(ray_port: int) -> int:
+    """The base of a job's step servers' ports (rank r listens on base + r): beside its Ray
+    head's port, picked at start for the job alone."""
+    return ray_port + 1
 
 
 def _become(account: pwd.struct_passwd) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from agents.attach import set_winsize
-from scheduler.ttyframes import TOKEN_ENV
+from scheduler.jobwire import TOKEN_ENV
 from tests.e2e_stack import wait_until
 
 pytestmark = pytest.mark.unit
@@ -43,6 +43,7 @@ class Session:
     master: int
     port: int
     token: str
+    unread: bytes = b""
 
     def job(self, *command: str, token: str = "") -> subprocess.Popen[bytes]:
         return subprocess.Popen(
@@ -50,15 +51,17 @@ class Session:
             env={**os.environ, TOKEN_ENV: token or self.token})
 
     def read_until(self, text: bytes, timeout: float = 20) -> bytes:
-        seen = b""
+        """What the terminal showed up to and with `text` (the rest is kept for the next)."""
         deadline = time.monotonic() + timeout
-        while text not in seen and time.monotonic() < deadline:
+        while text not in self.unread and time.monotonic() < deadline:
             if select.select([self.master], [], [], 0.2)[0]:
                 try:
-                    seen += os.read(self.master, 4096)
+                    self.unread += os.read(self.master, 4096)
                 except OSError:
                     break
-        assert text in seen, seen
+        assert text in self.unread, self.unread
+        end = self.unread.index(text) + len(text)
+        seen, self.unread = self.unread[:end], self.unread[end:]
         return seen
 
     def status(self) -> int:

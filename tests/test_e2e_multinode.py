@@ -188,3 +188,24 @@ def test_a_job_across_nodes_preempts_scavengers_on_both_nodes(stack: Stack) -> N
     for job_id in scavengers:  # back on the GPUs the job across nodes gave up
         stack.wait_state(job_id, {"RUNNING"}, timeout=60)
     stack.labq("cancel", *scavengers)
+
+
+def test_labq_step_runs_a_command_on_every_node_of_the_job(stack: Stack) -> None:
+    """A job that does not use Ray starts its processes on its other nodes with `labq step`
+    (like srun inside an allocation): each runs in that node's part of the job."""
+    idle(stack)
+    job_id = stack.submit(
+        "--as", "alice", "--nodes", "2", "--gpus", "1", "--time", "5m", "--", sys.executable,
+        "-m", "scheduler.cli", "step", "--", "sh", "-c",
+        'echo "rank $LABQ_NODE_RANK on $LABQ_NODE with GPU $CUDA_VISIBLE_DEVICES"')
+    done = stack.wait_state(job_id, {"SUCCEEDED", "FAILED"}, timeout=120)
+    log = stack.labq("logs", job_id, as_root=True).stdout
+    assert done["state"] == "SUCCEEDED", log[-3000:]
+    lines = sorted(x for x in log.splitlines() if x.startswith("rank "))
+    parts = {node: gpus for node, gpus in done["parts"]} if done.get("parts") else {}
+    assert len(lines) == 2 and lines[0].startswith("rank 0 on ") and \
+        lines[1].startswith("rank 1 on "), log[-3000:]
+    assert {line.split()[3] for line in lines} == {"sim-0", "sim-1"}, lines
+    for line in lines:
+        node, gpu = line.split()[3], line.split()[-1]
+        assert not parts or [int(gpu)] == parts[node], (line, parts)

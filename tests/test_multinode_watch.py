@@ -82,7 +82,12 @@ def test_each_node_runs_its_part_with_the_node_list() -> None:
     ray = replace(base, ray_port=23456)
     assert part_argv(replace(ray, rank=0), ["python", "x.py"])[-8:] == [
         "head", "host-a", "23456", "2", "2", "--", "python", "x.py"]
-    assert part_argv(ray, ["python", "x.py"])[-4:] == ["worker", "host-a:23456", "host-b", "2"]
+    rest = part_argv(ray, ["python", "x.py"])
+    # the other node's step server (`labq step`) on host-b, LABQ_STEP_PORT + its rank, and
+    # beside it the node's Ray worker
+    assert rest[1:6] == ["-m", "agents.steps", "serve", "host-b", "23458"]
+    assert rest[6] == "--" and rest[-4:] == ["worker", "host-a:23456", "host-b", "2"]
+    assert job_environment(ray, account, "/r", "/t", 1000.0)["LABQ_STEP_PORT"] == "23457"
     # a job of one node: its command, no node list
     single = RunSpec(StartRecord(id="8", attempt=0, user="alice", command=["true"],
                                  workdir="/w", env={}, gpu_indices=[0], output="/w/o",

@@ -1,6 +1,6 @@
-"""Steps of a job across nodes (agents.steps, `labq step`): the head runs a command on its
-other nodes through their step servers, proven by the job's token; real processes on
-loopback (two "nodes" on one host, each server on its own port)."""
+"""Steps of a job across nodes (`labq step`, scheduler.cli.step; the servers: agents.steps):
+the head runs a command on its other nodes through their step servers, proven by the job's
+token; real processes on loopback (two "nodes" on one host, each server on its own port)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ import pytest
 from tests.e2e_stack import wait_until
 
 pytestmark = pytest.mark.unit
-PY = [sys.executable, "-m", "agents.steps"]
+SERVER = [sys.executable, "-m", "agents.steps"]
+LABQ_STEP = [sys.executable, "-m", "scheduler.cli", "step"]
 
 
 def free_port_pair() -> int:
@@ -46,7 +47,7 @@ def job(tmp_path: Path) -> Iterator[dict[str, str]]:
     env = {"PATH": os.environ["PATH"], "RAY_AUTH_TOKEN_PATH": str(token),
            "LABQ_NODES": "127.0.0.1,127.0.0.1", "LABQ_NODE_NAMES": "gpu-a,gpu-b",
            "LABQ_STEP_PORT": str(base), "PYTHONPATH": os.getcwd()}
-    server = subprocess.Popen([*PY, "serve", "127.0.0.1", str(base + 1)],
+    server = subprocess.Popen([*SERVER, "serve", "127.0.0.1", str(base + 1)],
                               env={**env, "LABQ_NODE_RANK": "1", "LABQ_NODE": "gpu-b"},
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
@@ -61,7 +62,7 @@ def job(tmp_path: Path) -> Iterator[dict[str, str]]:
 
 
 def step(env: dict[str, str], *args: str, **kw: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*PY, "run", *args], env=env, capture_output=True, text=True,
+    return subprocess.run([*LABQ_STEP, *args], env=env, capture_output=True, text=True,
                           timeout=60, check=False, **kw)  # type: ignore[call-overload]
 
 
@@ -108,7 +109,7 @@ def test_a_caller_without_the_jobs_token_runs_nothing(job: dict[str, str],
 def test_a_caller_that_goes_away_stops_its_step(job: dict[str, str], tmp_path: Path) -> None:
     pidfile = tmp_path / "pid"
     caller = subprocess.Popen(
-        [*PY, "run", "--node", "gpu-b", "--", "sh", "-c", f"echo $$ > {pidfile}; exec sleep 60"],
+        [*LABQ_STEP, "--node", "gpu-b", "--", "sh", "-c", f"echo $$ > {pidfile}; exec sleep 60"],
         env=job, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), 20, "the step")
     pid = int(pidfile.read_text())

@@ -23,7 +23,7 @@ import tty
 from collections.abc import Callable
 from typing import Any
 
-from scheduler.ttyframes import EOF, EXIT, INPUT, OUTPUT, WINSIZE, Frames, frame
+from scheduler.jobwire import EOF, EXIT, INPUT, OUTPUT, WINSIZE, Frames, frame
 
 ACCEPT_TOKEN_S = 10.0
 POLL_S = 1.0
@@ -96,8 +96,9 @@ def relay(conn: socket.socket, stdin: Any = None, stdout: Any = None) -> int:
     saved = termios.tcgetattr(in_fd) if interactive else None
     frames = Frames()
     previous_winch: Any = None
+    # first of all, the window's size (0 x 0: not a terminal): the job's pty starts with it
+    conn.sendall(frame(WINSIZE, _winsize(in_fd) if interactive else struct.pack("!HH", 0, 0)))
     if interactive:
-        conn.sendall(frame(WINSIZE, _winsize(in_fd)))
         previous_winch = signal.signal(
             signal.SIGWINCH, lambda *_: conn.sendall(frame(WINSIZE, _winsize(in_fd))))
         tty.setraw(in_fd)

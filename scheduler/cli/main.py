@@ -44,6 +44,7 @@ from scheduler.cli.queue_view import (
     show_text,
 )
 from scheduler.cli.sim import sim
+from scheduler.cli.step import step
 from scheduler.cli.top import top
 from scheduler.client import ClientError, list_jobs
 from scheduler.timeparse import format_duration
@@ -65,6 +66,7 @@ main.add_command(admin)
 main.add_command(config)
 main.add_command(sim)
 main.add_command(top)
+main.add_command(step)
 for command in (up, coordinator, agent, *JOB_COMMANDS):
     main.add_command(command)
 
