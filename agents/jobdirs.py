@@ -99,7 +99,10 @@ def open_output(path: str, append: bool, what: str, account: pwd.struct_passwd) 
     a FIFO or a device (opened O_NONBLOCK, so nothing of the kind can keep the job
     starting), never a hard link to a file elsewhere; then it is truncated, or appended to by
     a requeued attempt (its own earlier file passes the same checks). Raises OSError with one
-    line saying why, having written nothing."""
+    line saying why, having written nothing. `/dev/null` (Slurm's way to keep nothing, and
+    `labq run`'s: its output goes to the caller's terminal) is the one device allowed."""
+    if path == os.devnull:
+        return os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
     flags = (os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
              | (os.O_APPEND if append else 0))
     made = True

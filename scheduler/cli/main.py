@@ -43,6 +43,7 @@ from scheduler.cli.queue_view import (
     readable,
     show_text,
 )
+from scheduler.cli.run import run
 from scheduler.cli.sim import sim
 from scheduler.cli.step import step
 from scheduler.cli.top import top
@@ -67,6 +68,7 @@ main.add_command(config)
 main.add_command(sim)
 main.add_command(top)
 main.add_command(step)
+main.add_command(run)
 for command in (up, coordinator, agent, *JOB_COMMANDS):
     main.add_command(command)
 

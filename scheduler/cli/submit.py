@@ -250,7 +250,7 @@ def _check_paths(workdir: str, given: bool, output: str | None, error: str | Non
     _check_dir(workdir, "--workdir" if given else "the current directory (the work directory)",
                writable)
     for flag, pattern in (("--output", output), ("--error", error)):
-        if not pattern:
+        if not pattern or pattern == os.devnull:  # nothing kept: nothing to check
             continue
         folder = os.path.dirname(os.path.normpath(os.path.join(workdir, pattern)))
         if "%" not in folder:  # a folder named by the job's id or node is made known only then
@@ -258,6 +258,21 @@ def _check_paths(workdir: str, given: bool, output: str | None, error: str | Non
 
 
 def _submit(values: Mapping[str, Any], command: tuple[str, ...], script: str | None) -> None:
+    result, api = post_submit(submit_body(values, command, script))
+    if values["as_json"]:
+        jobs = result["jobs"]
+        print_json(jobs[0] if len(jobs) == 1 else jobs)
+    else:
+        click.echo("\n".join(result["ids"]))
+    if values["wait_end"]:
+        sys.stdout.flush()
+        sys.exit(wait_jobs(api, list(result["ids"])))
+
+
+def submit_body(values: Mapping[str, Any], command: tuple[str, ...], script: str | None
+                ) -> dict[str, Any]:
+    """The API request for `labq submit`'s options (`values`, by parameter name) and command;
+    a path or user the job could not use is refused here, in one line."""
     as_user = values["as_user"] or None
     # An admin's environment (tokens, keys) is not handed to another user's job unasked.
     export = values["export"] or ("NONE" if as_user else "ALL")
@@ -285,8 +300,13 @@ def _submit(values: Mapping[str, Any], command: tuple[str, ...], script: str | N
         qos=values["qos"], name=name, workdir=workdir, output=values["output"],
         env=env, array=array, requeue=values["requeue"], error=values["error"],
         script=script, submit_dir=here, dependency=values["dependency"], hold=values["hold"],
-        as_user=as_user, token=uuid.uuid4().hex, return_jobs=values["as_json"],
+        as_user=as_user, token=uuid.uuid4().hex, return_jobs=bool(values.get("as_json")),
     ).to_json()
+    return body
+
+
+def post_submit(body: dict[str, Any]) -> tuple[dict[str, Any], Client]:
+    """POST the request; the API's answer (its warnings shown) and the client used."""
     api = client()
     try:
         result = api.request("POST", "/v1/jobs", body)
@@ -298,14 +318,7 @@ def _submit(values: Mapping[str, Any], command: tuple[str, ...], script: str | N
         fail(message)
     for warning in result.get("warnings", []):
         click.echo(f"labq: warning: {warning}", err=True)
-    if values["as_json"]:
-        jobs = result["jobs"]
-        print_json(jobs[0] if len(jobs) == 1 else jobs)
-    else:
-        click.echo("\n".join(result["ids"]))
-    if values["wait_end"]:
-        sys.stdout.flush()
-        sys.exit(wait_jobs(api, list(result["ids"])))
+    return result, api
 
 
 # ---------------------------------------------------------------------------- wait
