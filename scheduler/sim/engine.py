@@ -213,6 +213,8 @@ class _Replay:
         self.class_order = _by_limit if policy.algorithm == FAIR_NOW else _by_submit
         self.cut = not show_all  # False: every waiting job in every snapshot (slow)
         self._tenant_entitled: dict[str, float] = {}  # fair now's split, last computed
+        # users' fair GPUs now (`_entitled`) until a job is queued, started or stopped
+        self._entitled_now: dict[tuple[str, str], float] | None = None
         self.user_held: dict[tuple[str, str], int] = {}  # GPUs held per (account, user)
 
     def _view(self, name: str) -> NodeView:
@@ -223,6 +225,7 @@ class _Replay:
     # -------------------------------------------------------------- queue
     def enqueue(self, job: SimJob) -> None:
         self.n_pending += 1
+        self._entitled_now = None
         owner = (job.account, job.user)
         self.queued[owner] = self.queued.get(owner, 0) + job.gpus
         if self.policy.drf:
@@ -367,6 +370,8 @@ class _Replay:
         """Each active user's fair GPUs now, as fair now splits them on the replay's flat tree
         (tenants by their shares, then users with 1 share each; max-min among those with
         demand, capped at it): the same `waterfill` as `scheduler.policy.fairnow`."""
+        if self._entitled_now is not None:
+            return self._entitled_now
         demand: dict[tuple[str, str], float] = {}
         for owner, gpus in self.user_held.items():
             if gpus:
@@ -386,6 +391,7 @@ class _Replay:
             owners = users_of[tenant]
             entitled.update(zip(owners, waterfill(fair, [(1.0, demand[o]) for o in owners]),
                                 strict=True))
+        self._entitled_now = entitled
         return entitled
 
     def _fair_now_exact(self, shown: Mapping[ClassKey, int], decisions: Decisions
@@ -426,11 +432,14 @@ class _Replay:
                 bad[tenant] = math.inf
                 continue
             jobs: list[tuple[float, float, int, int, int, str]] = []  # levels, for the tenant
+            # The first job left out in the tenant's merged order: (its level, its user's rank).
+            first_out = (math.inf, len(owners))
             for rank, owner in enumerate(owners):
                 held, share = float(self.user_held.get(owner, 0)), entitled.get(owner, 0.0)
                 if share <= 0:
                     bad[tenant] = math.inf
                     continue
+                out = False
                 for key, before, before_shown in runs[owner]:
                     gpus = key[2]
                     q = self.classes[key]
@@ -438,9 +447,17 @@ class _Replay:
                         jobs.append(((held + before + gpus * i) / share,
                                      (held + before_shown + gpus * i) / share,
                                      rank, i, gpus, q[i][1].id))
+                    if not out and shown[key] < len(q):
+                        out = True  # levels grow along the user's order: its first left out
+                        first_out = min(first_out,
+                                        ((held + before + gpus * shown[key]) / share, rank))
             if tenant in bad:
                 continue
             for level, level_shown, rank, _, _, job_id in jobs:
+                if level == level_shown and (level, rank) < first_out:
+                    # Every job before it in the tenant's merged order is shown, at its
+                    # level on the whole queue; a shown job after one left out is after it.
+                    continue
                 if level == level_shown and self._ahead_same(
                         owners, runs, shown, entitled, level, level_shown, rank):
                     continue
@@ -617,6 +634,7 @@ class _Replay:
                 if not self.sizes[_per_node(job)]:
                     del self.sizes[_per_node(job)]
         self.n_pending -= 1
+        self._entitled_now = None
         owner = (job.account, job.user)
         self.queued[owner] -= job.gpus
         if not self.queued[owner]:  # no longer active for fair_now's split: leave it out
@@ -643,6 +661,7 @@ class _Replay:
     def _stop(self, job_id: str, now: float, preempted: bool = False) -> None:
         view, start = self.running.pop(job_id)
         job = self.by_id[job_id]
+        self._entitled_now = None
         for name, held in view.parts:
             self.free[name] = sorted(self.free[name] + list(held))
             self.views[name] = self._view(name)
