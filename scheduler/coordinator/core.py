@@ -52,12 +52,12 @@ from scheduler.coordinator.reactions import (
 )
 from scheduler.coordinator.waiting import check_dependencies, dependency_reason, is_met, spawn_count
 from scheduler.metrics.hist import CYCLE_BUCKETS, LocalHistogram
-from scheduler.model import Job, JobState, Node, NodeState, Reason
+from scheduler.model import Job, JobState, Node, NodeState, Reason, ReasonCode
 from scheduler.policy import PendingJob, schedule
 from scheduler.policy.fairengine import FairShare
 from scheduler.policy.fairshare import FairShareTable
 from scheduler.policy.preemption import Preemption
-from scheduler.store import Store
+from scheduler.store import Outcome, Store
 
 log = logging.getLogger(__name__)
 
@@ -207,14 +207,14 @@ class Coordinator:
         down = {n.name for n in nodes if n.state == NodeState.DOWN}
         for node in nodes:
             if node.state != NodeState.DOWN and node.last_heartbeat < cutoff:
-                if await self.store.node_down(epoch, node.name, cutoff) == "DOWN":
+                if await self.store.node_down(epoch, node.name, cutoff) == Outcome.DOWN:
                     log.warning("node %s missed heartbeats since %.0f: DOWN", node.name,
                                 node.last_heartbeat)
                     down.add(node.name)
         for job in active:
             if any(name in down for name in job.node_names):
                 # The node's agent kills the run if it comes back (the record is gone).
-                await self._end_or_requeue(epoch, job, "NodeLost", now)
+                await self._end_or_requeue(epoch, job, ReasonCode.NODE_LOST, now)
                 lost.add(job.id)
         return lost
 
@@ -276,7 +276,7 @@ class Coordinator:
             await self._end_or_requeue(epoch, job, action.reason, action.at)
             self._ended(job)
         elif isinstance(action, RequestStop):
-            if await self.store.request_stop(epoch, job.id, action.state, now) == "OK":
+            if await self.store.request_stop(epoch, job.id, action.state, now) == Outcome.OK:
                 return replace(job, stop_request=action.state.value)
         elif isinstance(action, SendStop):
             await self._send_stop(epoch, job, now)
@@ -304,14 +304,14 @@ class Coordinator:
         decisions = check_idle((running_gpus(j) for j in running), readings, self.idle_policy,
                                now)
         writes = {d.job_id: (d.idle_since, d.notified) for d in decisions if d.write}
-        if writes and await self.store.set_idle(epoch, writes) == "STALE_EPOCH":
+        if writes and await self.store.set_idle(epoch, writes) == Outcome.STALE_EPOCH:
             return updated
         jobs = {j.id: j for j in running}
         for decision in decisions:
             job = jobs[decision.job_id]
             if decision.stop:
                 if await self.store.request_stop(epoch, job.id, JobState.CANCELLED, now,
-                                                 IDLE_REASON) == "OK":
+                                                 IDLE_REASON) == Outcome.OK:
                     log.info("stopping job %s: GPUs %s idle for %.0f s", job.id,
                              decision.idle_gpus, decision.idle_for_s)
                     job = updated[job.id] = replace(job, stop_request=JobState.CANCELLED.value)
@@ -392,7 +392,7 @@ class Coordinator:
                 weight *= self.settings.scavenger_billing_factor
             result = await self.store.start(epoch, job, start.node, start.indices, weight, now,
                                             start.rest, hosts)
-            if result != "OK":
+            if result != Outcome.OK:
                 log.info("start of job %s refused: %s", start.job_id, result)
         await self._preempt(epoch, decisions.preemptions, {j.id: j for j in active}, now)
         await self._write_reasons({**decisions.reasons, **blocked}, decisions.estimates)
@@ -416,7 +416,7 @@ class Coordinator:
         for array in arrays:
             waits, runs = counts.get(array.id, [0, 0])
             count = spawn_count(array, waits, runs, gpus)
-            if count and await self.store.spawn_tasks(epoch, array, count) == "OK":
+            if count and await self.store.spawn_tasks(epoch, array, count) == Outcome.OK:
                 made = True
         return made
 
@@ -433,8 +433,10 @@ class Coordinator:
                 self._deps_met.add(job_id)
                 continue
             reason = dependency_reason(verdict)
-            if reason.code == "DependencyNeverSatisfied" and self.settings.kill_invalid_depend:
-                if await self.store.cancel(job_id, "labq", True, now, reason.code) == "CANCELLED":
+            never = reason.code == ReasonCode.DEPENDENCY_NEVER_SATISFIED
+            if never and self.settings.kill_invalid_depend:
+                cancelled = await self.store.cancel(job_id, "labq", True, now, reason.code)
+                if cancelled == Outcome.CANCELLED:
                     log.info("job %s cancelled: %s", job_id, reason.detail)
                     continue
             blocked[job_id] = [reason]
@@ -445,7 +447,8 @@ class Coordinator:
         """Ask the victims' nodes to stop them (SIGTERM, grace, kill); `_watch` requeues them."""
         for plan in plans:
             for victim in plan.victims:
-                if await self.store.request_stop(epoch, victim, JobState.PREEMPTED, now) == "OK":
+                asked = await self.store.request_stop(epoch, victim, JobState.PREEMPTED, now)
+                if asked == Outcome.OK:
                     log.info("preempting scavenger job %s for job %s", victim, plan.for_job)
                     job = replace(active[victim], stop_request=JobState.PREEMPTED.value)
                     await self._send_stop(epoch, job, now)

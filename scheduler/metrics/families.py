@@ -21,7 +21,7 @@ from scheduler.cluster.shares import share_inputs
 from scheduler.config import Settings
 from scheduler.coordinator.idle import IdlePolicy
 from scheduler.metrics.hist import cumulative
-from scheduler.model import JobState, Node, NodeState
+from scheduler.model import EVICTION_REASONS, JobState, Node, NodeState
 from scheduler.policy.fairengine import FairShare
 from scheduler.policy.fairshare import FairShareTable
 from scheduler.store import WAIT_BUCKETS, parse_daily, parse_totals
@@ -29,8 +29,7 @@ from scheduler.store import WAIT_BUCKETS, parse_daily, parse_totals
 Family = GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily
 GPU = ["node", "gpu", "model"]
 # The reasons the store scripts count an eviction under (request_stop.lua, finish.lua,
-# requeue.lua); docs/metrics.md lists the same.
-EVICTION_REASONS = ("IdleGpu", "NodeLost", "TimeLimit")
+# requeue.lua) are scheduler.model.EVICTION_REASONS; docs/metrics.md lists the same.
 
 
 class JobLike(Protocol):

@@ -50,7 +50,7 @@ from scheduler.server.validation import (
 from scheduler.store import Outcome, Store, new_token, parse_totals
 from scheduler.store.records import job_from_spec
 from scheduler.store.store import SUBMIT_TOKEN_TTL_S
-from scheduler.wire import JOB_FIELDS, PRIVATE_FIELDS
+from scheduler.wire import JOB_FIELDS, PRIVATE_FIELDS, SubmitRequest
 
 NODE_CACHE_S = 1.0
 PENDING_CACHE_S = 2.0  # per-user pending counts for the cap, read again after this long
@@ -144,10 +144,10 @@ class Api(JobRoutes, AdminRoutes):
     async def submit(self, request: web.Request) -> web.Response:
         caller = await self.caller(request)
         accounts = await self._accounts_cached()
-        body = await json_object(request)
+        req = SubmitRequest.from_json(await json_object(request))
         user = caller.user
-        if body.get("as_user") is not None and body["as_user"] != "":
-            as_user = check_user_name(body["as_user"])
+        if req.as_user is not None and req.as_user != "":
+            as_user = check_user_name(req.as_user)
             if as_user != caller.user:
                 if not self.acts_for_others(caller):
                     raise ApiError(403, f"--as {as_user}: only root acts for another user (or "
@@ -156,24 +156,25 @@ class Api(JobRoutes, AdminRoutes):
                 audit.info("%s (uid %d) submits for %s", caller.user, caller.uid, as_user)
             user = as_user
         check_job_user(user, self.settings)
-        requested = body.get("account") or None
+        requested = req.account or None
         if requested is not None:
             check_account_name(requested)
         try:
-            body["account"] = accounts.account_for(
+            account = accounts.account_for(
                 user, requested, self.settings.default_account,
                 enforce=self.settings.enforce_accounts, trusted=caller.is_admin)
         except AccountsError as exc:
             raise ApiError(403, str(exc)) from None
-        spec = build_spec(body, user, await self._nodes_cached(), self.settings)
+        req = replace(req, account=account)
+        spec = build_spec(req, user, await self._nodes_cached(), self.settings)
         spec.submitter = caller.user
-        array = array_spec(body, self.settings.max_array_size)
+        array = array_spec(req, self.settings.max_array_size)
         count = len(array.indices) if array else 1
-        hold = flag(body.get("hold"), "hold")
+        hold = flag(req.hold, "hold")
         if spec.dependency:
             await self.check_targets(spec.dependency)
-        return_jobs = flag(body.get("return_jobs"), "return_jobs")
-        client_token = check_token(body.get("token"))
+        return_jobs = flag(req.return_jobs, "return_jobs")
+        client_token = check_token(req.token)
         await self._check_job_cap(accounts, user, count)
         if not caller.is_admin:  # trusted, as for accounts: a bulk load or a benchmark
             await self._check_pending_cap(user, count)
@@ -286,14 +287,14 @@ class Api(JobRoutes, AdminRoutes):
         job_id = job_id_of(request.match_info["id"])
         result = await self.store.hold(job_id, caller.user, caller.is_admin, release)
         verb = "release" if release else "hold"
-        if result == "NO_SUCH_JOB" and job_id.isdigit():
+        if result == Outcome.NO_SUCH_JOB and job_id.isdigit():
             result = Outcome(await self.hold_array(caller, job_id, release))
-        if result == "NO_SUCH_JOB":
+        if result == Outcome.NO_SUCH_JOB:
             raise ApiError(404, f"no job {job_id}: see `labq queue` for your job ids")
-        if result == "FORBIDDEN":
+        if result == Outcome.FORBIDDEN:
             raise ApiError(403, f"you may {verb} only your own jobs, and only admins release "
                                 "what an admin held")
-        if result == "NOT_WAITING":
+        if result == Outcome.NOT_WAITING:
             raise ApiError(409, f"job {job_id} is not waiting: only pending jobs can be "
                                 f"{'released' if release else 'held'}")
         self.kick()
