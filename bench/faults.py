@@ -54,6 +54,7 @@ STABLE_S = 10.0  # labq up: a child that stayed up this long is restarted after 
 TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED", "TIMEOUT"}
 HOLDING = {"STARTING", "RUNNING", "PREEMPTED"}
 EXACT_S = 1.0  # a charge within this many seconds of the time run counts as exact
+AGENT_START_S = 5.0  # a restarted agent's first report comes within this (2 busy cores)
 
 
 @dataclass
@@ -149,7 +150,7 @@ class Audit:
     def charge_failures(self) -> list[str]:
         """Charges exact to the second (issue 21, item 1): not true today on a frozen agent."""
         return [f"job {c['job']}: billed {c['billed_s']:+.1f} s against {c['ran_s']:.1f} s run"
-                f"{' (its agent was frozen)' if c['frozen'] else ''}" for c in self.charge_off]
+                f"{' (its agent was silent)' if c['frozen'] else ''}" for c in self.charge_off]
 
 
 def machine() -> str:
@@ -185,6 +186,7 @@ class Run:
         self.states: dict[str, str] = {}  # last state seen in the store
         self.ended_seen: dict[str, float] = {}  # id -> when first seen terminal
         self.seen: dict[str, list[float]] = {}  # job -> [first, last] seen running in /proc
+        # node -> spans its agent was silent: frozen, or killed and not reporting yet
         self.frozen: dict[str, list[tuple[float, float]]] = defaultdict(list)
         self.stop = threading.Event()
         self.submitting = threading.Event()
@@ -446,9 +448,14 @@ class Run:
     def kill_agent(self) -> None:
         node = self.rng.choice(self.nodes)
         pid = self.pid_of(f"agent --node {node}")
+        began = time.time()
         os.kill(pid, signal.SIGKILL)
         self.faults["agent_kills"] += 1
         self.log_fault(f"kill -9 agent of {node} ({pid})")
+        part = f"agent --node {node}"
+        wait_until(lambda: [p for p in self.stack.pids(part) if p != pid], 90, "the agent back")
+        # silent from the kill until the new agent's first report (a few seconds on 2 cores)
+        self.frozen[node].append((began, time.time() + AGENT_START_S))
 
     def freeze_agent(self) -> threading.Thread:
         """SIGSTOP an agent whose node runs a job (the case the charges get wrong), for
@@ -723,10 +730,10 @@ def report(audit: Audit, say: Any = print) -> None:
     say(f"charges              {audit.charged_jobs} ended jobs that ran once: "
         f"{audit.charges_exact} within {EXACT_S:g} s, {len(audit.charge_off)} off; "
         f"most over {audit.charge_max_over_s:+.1f} s, most under {audit.charge_max_under_s:+.1f} s;"
-        f" {audit.charge_frozen_jobs} ran while their agent was frozen")
+        f" {audit.charge_frozen_jobs} ran while their agent was silent (frozen or restarting)")
     for item in sorted(audit.charge_off, key=lambda c: -abs(c["billed_s"]))[:15]:
         say(f"  job {item['job']:>6}: ran {item['ran_s']:6.1f} s on {item['gpus']} GPU(s), "
-            f"billed {item['billed_s']:+7.1f} s more{' (agent frozen)' if item['frozen'] else ''}"
+            f"billed {item['billed_s']:+7.1f} s more{' (agent silent)' if item['frozen'] else ''}"
             f" {item['state']} {item['reason']}")
     say(f"billed, never ran    {len(audit.never_ran_billed)} {audit.never_ran_billed[:5]}")
     say(f"usage vs jobs        {len(audit.usage_mismatches)} {audit.usage_mismatches[:5]}")
