@@ -78,6 +78,11 @@ class Coordinator:
         self.store = store
         self.nodes = nodes or StoreNodes(store)  # agents' reports and stop requests
         self.settings = settings
+        # A test hook for fault injection (bench/faults.py): after allocating a job, this cycle
+        # waits so long, for a kill -9 between the allocation and the job's start on its node.
+        # Unset in production; the lease goes on being renewed meanwhile.
+        self.pause_after_allocate = float(os.environ.get("LABQ_TEST_PAUSE_AFTER_ALLOCATE")
+                                          or 0)
         self.id = f"{socket.gethostname()}:{os.getpid()}:{time.time():.0f}"
         self.epoch = 0
         self.kick = asyncio.Event()
@@ -187,7 +192,8 @@ class Coordinator:
         freed, updated = await self._watch(epoch, state.active, now)
         state = state.with_jobs(updated)
         if now - self._last_charge >= self.settings.charge_interval_s:
-            await self.store.charge(epoch, [j.id for j in state.active], now)
+            shown = last_heard(state.nodes, state.active)
+            await self.store.charge(epoch, [j.id for j in state.active], now, shown)
             self._last_charge = now
         state = state.with_jobs(await self._check_idle(epoch, state.nodes, state.active, now))
         await self._retain(epoch, now)
@@ -211,10 +217,13 @@ class Coordinator:
                     log.warning("node %s missed heartbeats since %.0f: DOWN", node.name,
                                 node.last_heartbeat)
                     down.add(node.name)
+        shown = last_heard(nodes, active)
         for job in active:
             if any(name in down for name in job.node_names):
-                # The node's agent kills the run if it comes back (the record is gone).
-                await self._end_or_requeue(epoch, job, ReasonCode.NODE_LOST, now)
+                # The node's agent kills the run if it comes back (the record is gone). It
+                # is charged for what its nodes showed: up to their last heartbeat.
+                await self._end_or_requeue(epoch, job, ReasonCode.NODE_LOST, now,
+                                           shown.get(job.id))
                 lost.add(job.id)
         return lost
 
@@ -231,11 +240,13 @@ class Coordinator:
                                                 s.retention_history_s):
                 return
 
-    async def _end_or_requeue(self, epoch: int, job: Job, reason: str, now: float) -> None:
+    async def _end_or_requeue(self, epoch: int, job: Job, reason: str, now: float,
+                              charge_until: float | None = None) -> None:
         if job.requeue:
-            await self.store.requeue(epoch, job, reason, now)
+            await self.store.requeue(epoch, job, reason, now, charge_until)
         else:
-            await self.store.finish(epoch, job, JobState.FAILED, None, reason, now)
+            await self.store.finish(epoch, job, JobState.FAILED, None, reason, now,
+                                    charge_until)
 
     async def _watch(self, epoch: int, active: Sequence[Job], now: float
                      ) -> tuple[bool, dict[str, Job]]:
@@ -394,6 +405,11 @@ class Coordinator:
                                             start.rest, hosts)
             if result != Outcome.OK:
                 log.info("start of job %s refused: %s", start.job_id, result)
+            elif self.pause_after_allocate:  # fault injection only (bench/faults.py)
+                log.warning("LABQ_TEST_PAUSE_AFTER_ALLOCATE: job %s allocated on %s GPUs %s; "
+                            "pausing %s s", start.job_id, start.node, list(start.indices),
+                            self.pause_after_allocate)
+                await asyncio.sleep(self.pause_after_allocate)
         await self._preempt(epoch, decisions.preemptions, {j.id: j for j in active}, now)
         await self._write_reasons({**decisions.reasons, **blocked}, decisions.estimates)
 
@@ -472,3 +488,12 @@ class Coordinator:
                 and reasons[job_id][0].code in HOLDING_REASONS}
         await self.store.set_reasons(changed, held, estimates)
         self._written_reasons.update(keys)  # only once written
+
+
+def last_heard(nodes: Sequence[Node], active: Sequence[Job]) -> dict[str, float]:
+    """Each active job's charging limit: the last heartbeat of the node (of all its nodes, the
+    earliest) that runs it. A node that went silent shows nothing after its last heartbeat;
+    its runner's record settles the rest when the run ends."""
+    heard = {n.name: n.last_heartbeat for n in nodes}
+    return {job.id: min(heard.get(name, 0.0) for name in job.node_names)
+            for job in active if job.node_names}

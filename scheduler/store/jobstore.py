@@ -141,8 +141,11 @@ class JobStore(ArrayStore, RetentionStore):
 
     async def finish(
         self, epoch: int, job: Job, state: JobState, exit_code: int | None, reason: str,
-        now: float,
+        now: float, charge_until: float | None = None,
     ) -> Outcome:
+        """End the job at `now` (when its run ended, as its node recorded it), charged exactly
+        up to then, or up to `charge_until` (a lost node's last heartbeat): time charged
+        beyond is given back."""
         keys = [
             self.keys.job(job.id), self.keys.active, self.keys.done,
             self.keys.node_alloc(job.node or ""), self.keys.usage, self.keys.epoch,
@@ -150,18 +153,22 @@ class JobStore(ArrayStore, RetentionStore):
         ]
         more, others = self._other_keys(job)
         code = "" if exit_code is None else str(exit_code)
-        args = [epoch, job.id, state.value, code, reason, now, job.node or "", others]
+        args = [epoch, job.id, state.value, code, reason, now, job.node or "", others,
+                "" if charge_until is None else charge_until]
         keys += more
         return Outcome(await self._run("finish", keys, args))
 
-    async def requeue(self, epoch: int, job: Job, reason: str, now: float) -> Outcome:
+    async def requeue(self, epoch: int, job: Job, reason: str, now: float,
+                      charge_until: float | None = None) -> Outcome:
+        """Queue the job again; its attempt is charged exactly as `finish` charges a run."""
         keys = [
             self.keys.job(job.id), self.keys.active, self.keys.waiting,
             self.keys.node_alloc(job.node or ""), self.keys.usage, self.keys.epoch,
             self.keys.done, self.keys.stats, *self._run_keys(job.node or ""), self.keys.stored,
         ]
         more, others = self._other_keys(job)
-        args = [epoch, job.id, reason, now, job.node or "", others]
+        args = [epoch, job.id, reason, now, job.node or "", others,
+                "" if charge_until is None else charge_until]
         keys += more
         return Outcome(await self._run("requeue", keys, args))
 
@@ -190,9 +197,15 @@ class JobStore(ArrayStore, RetentionStore):
             args += [json.dumps({str(k): v for k, v in since.items()}), "1" if notified else ""]
         return str(await self._run("set_idle", keys, args))
 
-    async def charge(self, epoch: int, job_ids: Iterable[str], now: float) -> float:
-        keys = [self.keys.usage, self.keys.epoch] + [self.keys.job(j) for j in job_ids]
-        result = await self._run("charge", keys, [epoch, now])
+    async def charge(self, epoch: int, job_ids: Iterable[str], now: float,
+                     limits: Mapping[str, float] | None = None) -> float:
+        """Charge the running jobs up to `now`, each at most up to its `limits` entry (its
+        nodes' last heartbeat: nothing is charged that a node has not shown)."""
+        ids = list(job_ids)
+        keys = [self.keys.usage, self.keys.epoch] + [self.keys.job(j) for j in ids]
+        bounds = limits or {}
+        args = [epoch, now, *("" if bounds.get(j) is None else bounds[j] for j in ids)]
+        result = await self._run("charge", keys, args)
         if result == Outcome.STALE_EPOCH:
             return 0.0
         return float(result)

@@ -21,11 +21,15 @@ end
 
 -- Charge a RUNNING job for GPU time since charged_until: GPU-seconds and billed units
 -- (GPU-seconds x the billing weight fixed at start), per job, user and account, and the
--- association's decayed usage that fair share reads.
-local function charge(job_key, usage_key, now)
-  local fields = redis.call('HMGET', job_key, 'charged_until', 'gpus', 'billing_weight', 'user', 'account')
+-- association's decayed usage that fair share reads. `settle` (the end of a run, at the time
+-- its node's runner recorded): charged_until moves to `now` either way, so time charged past
+-- the run's real end (while its node was silent) is given back; never before it started.
+local function charge(job_key, usage_key, now, settle)
+  local fields = redis.call('HMGET', job_key, 'charged_until', 'gpus', 'billing_weight', 'user', 'account', 'started_at')
   local since = tonumber(fields[1])
-  if not since or now <= since then return 0 end
+  if not since then return 0 end
+  if settle then now = math.max(now, tonumber(fields[6]) or now) end
+  if now == since or (now < since and not settle) then return 0 end
   local gpu_s = (now - since) * tonumber(fields[2])
   local billed = gpu_s * (tonumber(fields[3]) or 1)
   redis.call('HINCRBYFLOAT', usage_key, 'user:' .. fields[4] .. ':gpu_s', gpu_s)

@@ -4,10 +4,11 @@
 -- KEYS[8..11] the node's runs, stops, status hashes and wake list (see release_run)
 -- KEYS[12] stored-jobs hash
 -- ARGV[1] epoch  ARGV[2] job id  ARGV[3] final state  ARGV[4] exit code ('' = none)
--- ARGV[5] reason  ARGV[6] now
+-- ARGV[5] reason  ARGV[6] now (when the run ended, as its node recorded it)
 -- ARGV[7] the node the caller read for the job: its alloc hash is KEYS[4]
 -- ARGV[8] a multi-node job's other nodes as the caller read them (JSON list, by rank; '' =
 -- none), with 5 KEYS each from KEYS[13] (see release_others): all are freed and released.
+-- ARGV[9] charge up to this instead of ARGV[6] ('' = ARGV[6]): a lost node's last heartbeat
 -- An ended job keeps no environment or script (they may hold secrets, and cost memory).
 -- Ending with reason NodeLost counts an eviction (unless a stop was already asked: counted then).
 -- Returns 'OK', STALE_VIEW (the job moved: read it again), STALE_EPOCH, ALREADY_DONE or NOT_ACTIVE.
@@ -22,7 +23,7 @@ local info = redis.call('HMGET', KEYS[1], 'account', 'stop_request')
 if ARGV[5] == REASON.NodeLost and (info[2] or '') == '' then
   count_eviction(KEYS[7], info[1] or '', REASON.NodeLost)
 end
-charge(KEYS[1], KEYS[5], now)
+charge(KEYS[1], KEYS[5], tonumber(ARGV[9]) or now, true)
 free_gpus(KEYS[1], KEYS[4], ARGV[2])
 release_others(KEYS[1], ARGV[2], 13)
 redis.call('HSET', KEYS[1], 'state', ARGV[3], 'ended_at', ARGV[6], 'exit_code', ARGV[4],

@@ -3,7 +3,8 @@
 -- KEYS[5] usage hash  KEYS[6] epoch  KEYS[7] done zset  KEYS[8] stats hash
 -- KEYS[9..12] the node's runs, stops, status hashes and wake list (see release_run)
 -- KEYS[13] stored-jobs hash
--- ARGV[1] epoch  ARGV[2] job id  ARGV[3] reason  ARGV[4] now
+-- ARGV[1] epoch  ARGV[2] job id  ARGV[3] reason  ARGV[4] now (when the attempt ended)
+-- ARGV[7] charge up to this instead of ARGV[4] ('' = ARGV[4]): a lost node's last heartbeat
 -- ARGV[5] the node the caller read for the job: its alloc hash is KEYS[4]
 -- ARGV[6] a multi-node job's other nodes as the caller read them (JSON list, by rank; '' =
 -- none), with 5 KEYS each from KEYS[14] (see release_others): all are freed and released.
@@ -17,7 +18,7 @@ local state = redis.call('HGET', KEYS[1], 'state')
 if not holds_gpus(state) then return 'NOT_ACTIVE' end
 if (redis.call('HGET', KEYS[1], 'node') or '') ~= ARGV[5] then return 'STALE_VIEW' end
 if others_stale(KEYS[1], 14, ARGV[6]) then return 'STALE_VIEW' end
-charge(KEYS[1], KEYS[5], tonumber(ARGV[4]))
+charge(KEYS[1], KEYS[5], tonumber(ARGV[7]) or tonumber(ARGV[4]), true)
 free_gpus(KEYS[1], KEYS[4], ARGV[2])
 release_run(KEYS[9], KEYS[10], KEYS[11], KEYS[12], ARGV[2])
 release_others(KEYS[1], ARGV[2], 14)
