@@ -277,7 +277,11 @@ async def submitter(path: str, plan: Plan, index: int, began: float, seen: Seen)
                     name, _, value = line.partition(b":")
                     if name.strip().lower() == b"content-length":
                         length = int(value)
-                answer = json.loads(await reader.readexactly(length)) if length else {}
+                data = await reader.readexactly(length) if length else b"{}"
+                try:
+                    answer = json.loads(data)
+                except ValueError:  # an error page: "500: Internal Server Error"
+                    answer = {"text": data[:80].decode(errors="replace")}
             except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
                 seen.refused.append(f"connection: {exc!r}")
                 writer.close()
