@@ -60,7 +60,6 @@ def test_charges_hold_today_where_the_agent_kept_answering(audit: Audit) -> None
     assert audit.charge_max_under_s > -EXACT_S
 
 
-@pytest.mark.xfail(strict=True, reason="issue 21 item 1: a job is charged until its agent says it "
-                   "ended (a frozen agent: until SIGCONT), not to its runner's end")
 def test_every_charge_is_exact_to_the_second(audit: Audit) -> None:
+    """Each ended job (a frozen agent's too) charged for the time its runner recorded."""
     assert audit.charge_failures() == []
