@@ -53,7 +53,7 @@ from scheduler.coordinator.reactions import (
 from scheduler.coordinator.waiting import check_dependencies, dependency_reason, is_met, spawn_count
 from scheduler.metrics.hist import CYCLE_BUCKETS, LocalHistogram
 from scheduler.model import Job, JobState, Node, NodeState, Reason, ReasonCode
-from scheduler.policy import PendingJob, schedule
+from scheduler.policy import Decisions, PendingJob, Snapshot, schedule
 from scheduler.policy.fairengine import FairShare
 from scheduler.policy.fairshare import FairShareTable
 from scheduler.policy.preemption import Preemption
@@ -380,10 +380,12 @@ class Coordinator:
             self.free_gpus = -1
             await self._write_reasons(blocked, {})
             return
-        # Held-by-a-person jobs are not in the queue the policy schedules.
-        snapshot = build_snapshot(state, [view for _, view in waiting], self.settings)
+        # Held-by-a-person jobs are not in the queue the policy schedules. The policy runs in
+        # a thread of its own: however long it takes (100,000 waiting jobs: about a second),
+        # the event loop goes on renewing the lease and answering the API meanwhile.
+        snapshot, decisions = await asyncio.to_thread(
+            self._plan, state, [view for _, view in waiting])
         nodes, active = state.nodes, state.active
-        decisions = schedule(snapshot, fairshare=self.fair)
         if decisions.fairshare is not None:
             self._fairshare = (now, decisions.fairshare)
         self.free_gpus = sum(len(n.free) for n in snapshot.nodes if n.up) - sum(
@@ -412,6 +414,11 @@ class Coordinator:
                 await asyncio.sleep(self.pause_after_allocate)
         await self._preempt(epoch, decisions.preemptions, {j.id: j for j in active}, now)
         await self._write_reasons({**decisions.reasons, **blocked}, decisions.estimates)
+
+    def _plan(self, state: ClusterState, waiting: list[PendingJob]) -> tuple[Snapshot, Decisions]:
+        """The pure part of `decide`: the snapshot and the policy's decisions on it."""
+        snapshot = build_snapshot(state, waiting, self.settings)
+        return snapshot, schedule(snapshot, fairshare=self.fair)
 
     async def _spawn_tasks(self, epoch: int, state: ClusterState, waiting: Sequence[Job]
                            ) -> bool:

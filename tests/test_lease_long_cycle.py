@@ -1,0 +1,59 @@
+"""The leader lease is renewed however long a cycle's policy takes (issue 21, item 2): the
+policy runs in a thread of its own, so the coordinator's event loop renews the 5 s lease
+while a cycle spends 8 s of CPU deciding; another coordinator finds it still leading, and its
+epoch is unchanged afterwards. The policy is made slow by a busy loop in front of the real
+one; the lease, the store and the coordinator are real."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scheduler.config import Settings
+from scheduler.coordinator import core
+from scheduler.coordinator.core import LEASE_TTL_MS, Coordinator
+from scheduler.coordinator.nodes import InMemoryNodes
+from scheduler.model import JobState
+from scheduler.store import Store
+from tests.builders import job_of, report, submit_one
+
+pytestmark = pytest.mark.store
+BUSY_S = 8.0  # longer than the lease
+
+
+async def test_a_long_cycle_keeps_the_lease(store: Store, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    real = core.schedule
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        deadline = time.monotonic() + BUSY_S
+        while time.monotonic() < deadline:  # CPU, not a sleep: the GIL is contended
+            sum(range(1000))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(core, "schedule", slow)
+    coord = Coordinator(store, Settings(tmp_path), nodes=InMemoryNodes())
+    lease = asyncio.create_task(coord.lease_loop())
+    try:
+        while not coord.is_leader:
+            await asyncio.sleep(0.05)
+        epoch = coord.epoch
+        now = time.time()
+        await store.heartbeat(report("n1", gpus=2), now=now)
+        job_id = await submit_one(store, now=now)
+        cycle = asyncio.create_task(coord.cycle(now))
+        challenges = []
+        while not cycle.done():  # another coordinator tries to take over meanwhile
+            challenges.append(await store.lease("coordinator-2", LEASE_TTL_MS))
+            await asyncio.sleep(0.5)
+        await cycle
+        assert len(challenges) >= BUSY_S  # the cycle did take that long
+        assert set(challenges) == {0}  # ... and nobody else ever got the lease
+        assert coord.epoch == epoch and coord.is_leader
+        assert (await job_of(store, job_id)).state == JobState.STARTING  # its starts landed
+    finally:
+        lease.cancel()
