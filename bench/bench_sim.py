@@ -2,7 +2,7 @@
 256x8 GPUs (64 to 2,048), per policy; the target is <= 60 s per replay on a 2-core machine.
 
 Usage: python bench/bench_sim.py [--trace PATH] [--clusters 8x8,32x8,256x8]
-                                 [--policies labq,fifo,...]
+                                 [--policies labq,fifo,...] [--approximate]
 Prints one line per (cluster, policy): the simulator's wall time (`sim_wall_s`, the replay
 alone; loading the trace is timed apart), policy calls, jobs and average wait.
 """
@@ -27,6 +27,9 @@ def main() -> None:
     parser.add_argument("--trace", type=Path, default=TRACE)
     parser.add_argument("--clusters", default="8x8,32x8,256x8")
     parser.add_argument("--policies", default=",".join(POLICIES))
+    parser.add_argument("--approximate", action="store_true",
+                        help="fair now's class cut unchecked (simulate(exact=False)): faster, "
+                             "not the coordinator's starts")
     args = parser.parse_args()
     if not args.trace.is_file():
         raise SystemExit(f"trace {args.trace} not found: give the Philly table with --trace")
@@ -37,7 +40,7 @@ def main() -> None:
     for text in args.clusters.split(","):
         cluster = Cluster.parse(text)
         for name in args.policies.split(","):
-            result = simulate(jobs, cluster, get_policy(name))
+            result = simulate(jobs, cluster, get_policy(name), exact=not args.approximate)
             s = summarize(result)
             verdict = "ok" if result.wall_s <= 60 else "OVER 60 s"
             print(f"{text:>6} ({cluster.gpus:>4} GPUs)  {name:<14} wall {result.wall_s:6.1f} s  "
