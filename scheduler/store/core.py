@@ -4,6 +4,7 @@ job-id counter. Each role (`JobStore`, `NodeStore`, `AccountStore`, `LeaderStore
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -20,6 +21,7 @@ from scheduler.model import lua_lifecycle
 from scheduler.store.keys import Keys
 from scheduler.store.outcome import StoreError, read_secret
 
+log = logging.getLogger(__name__)
 ID_BLOCK = 256
 # The store client's timeouts and retries (redis-py's own): a store that stops answering is an
 # error after 3 tries of SOCKET_TIMEOUT_S (with backoff between), never a hang; a connection
@@ -64,6 +66,7 @@ class StoreCore:
         self._id_last = -1
         # A store with a replica (Sentinels): what must survive a failover waits for it.
         self.replicated = False
+        self._aof: bool | None = None  # whether the store has an append-only file to wait for
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "labq:", username: str = "",
@@ -119,6 +122,25 @@ class StoreCore:
                              "redis_password_file") from None
         except redis_errors.ConnectionError as exc:
             raise StoreError(f"cannot reach the store: {exc}") from None
+
+    async def durable(self) -> bool:
+        """Wait (at most REPLICA_WAIT_MS) until every write made so far on this connection is
+        on the store's disk (WAITAOF: its append-only file fsynced), so an acknowledged
+        submission survives kill -9 of the store and a power cut, whatever `appendfsync` says.
+        False where the store keeps no append-only file (nothing to wait for: said once in
+        the log, once) or is older than Valkey 8 / Redis 7.2."""
+        if self._aof is False:
+            return False
+        try:
+            local, _ = await self.r.execute_command("WAITAOF", 1, 0, REPLICA_WAIT_MS)
+        except redis_errors.ResponseError as exc:
+            self._aof = False  # appendonly off, or no WAITAOF: an acknowledgement is in memory
+            log.warning("the store cannot say a write is on its disk (%s): an acknowledged "
+                        "submission survives a restart of the store only as its snapshots "
+                        "allow; set appendonly yes (deploy/valkey/labq.conf)", exc)
+            return False
+        self._aof = True
+        return bool(local)
 
     async def replicate(self) -> int:
         """On a replicated store, wait (at most REPLICA_WAIT_MS) until a replica has every

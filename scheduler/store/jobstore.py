@@ -61,7 +61,9 @@ class JobStore(ArrayStore, RetentionStore):
             args += [job_id, now, json.dumps(job.to_fields())]
         keys.append(self.keys.stored)
         result = [str(x) for x in await self._run("submit", keys, args)]
-        await self.replicate()  # acknowledged only once a replica has it (if there is one)
+        # acknowledged only once it is on disk, and on a replica if there is one
+        await self.durable()
+        await self.replicate()
         if created is not None and result == ids:
             created += jobs
         return result
