@@ -17,6 +17,7 @@ import socket
 import ssl
 import struct
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ MUNGE_TIMEOUT_S = 10.0
 # Connecting to one of several coordinators (LABQ_SERVER=a:p,b:p): a host that does not answer
 # within this long is skipped for the next (a request, once connected, has the full timeout).
 CONNECT_TIMEOUT_S = 5.0
+STORE_RETRIES = 4  # a 503 (the store away): tried again after 1, 2, 4, 4 s
 
 
 def request_binding(method: str, path: str, body: bytes | None) -> bytes:
@@ -112,7 +114,7 @@ class Client:
         payload = None if body is None else json.dumps(body).encode()
         headers = {"Content-Type": "application/json"} if payload is not None else {}
         unanswered: list[str] = []  # coordinators that did not answer this request
-        attempt = 0
+        attempt = store_waits = 0
         while True:
             try:
                 conn = self._connection()
@@ -121,6 +123,11 @@ class Client:
                              headers={**headers, **self._auth(method, path, payload)})
                 response = conn.getresponse()
                 data = response.read()
+                if response.status == 503 and store_waits < STORE_RETRIES:
+                    # the store is restarting or failing over: nothing was done; again soon
+                    store_waits += 1
+                    time.sleep(min(0.5 * 2 ** store_waits, 4.0))
+                    continue
                 break
             except (FileNotFoundError, ConnectionRefusedError, TimeoutError) as exc:
                 self.close()

@@ -4,17 +4,20 @@ the path and query values handlers read."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import redis.exceptions as redis_errors
 from aiohttp import web
 
 from scheduler.server.identity import UnknownUser
 from scheduler.server.validation import InputError
 
+log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_REQUEST_BYTES = web.AppKey("max_request_bytes", int)
 _MAX_DIGITS = sys.get_int_max_str_digits() or 4300
@@ -49,6 +52,15 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
             raise
         return _error(exc.status, f"{request.method} {request.path}: {exc.reason}; see "
                                   "GET /openapi.json for the routes")
+    except (redis_errors.ConnectionError, redis_errors.TimeoutError,
+            redis_errors.BusyLoadingError) as exc:
+        # The store is down, restarting or failing over: nothing was done; the CLI tries again.
+        log.warning("%s %s: the store did not answer: %s", request.method, request.path,
+                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return web.json_response(
+            {"error": "the store is not answering (restarting or failing over?): nothing "
+                      "was done; try again in a moment"}, status=503,
+            headers={"Retry-After": "1"})
 
 
 def _no_constants(name: str) -> Any:
