@@ -32,10 +32,16 @@ STARTING_LOOP_S = 0.05
 class Agent:
     def __init__(
         self, store: Store, backend: GpuBackend, node_name: str, interval_s: float = 2.0,
-        executor: Executor | None = None, address: str = "",
+        executor: Executor | None = None, address: str = "", fence_s: float = 0.0,
     ) -> None:
         self.store = store
         self.address = address  # where the node's peers reach it (node_address)
+        # Cut off from the store this long (since the last heartbeat that got through), the
+        # agent stops its node's jobs itself, before the coordinator may give their GPUs to
+        # others (see fence_after); 0: never.
+        self.fence_s = fence_s
+        self.fenced = False
+        self.heard = time.monotonic()  # when the last heartbeat that got through was sent
         self.backend = backend
         self.node_name = node_name
         self.interval_s = interval_s
@@ -68,6 +74,8 @@ class Agent:
         loops = [self.heartbeat_loop()]
         if self.executor is not None:
             loops.append(self.job_loop(self.executor))
+            if self.fence_s:
+                loops.append(self.fence_loop())
         await asyncio.gather(*loops)
 
     async def heartbeat_loop(self) -> None:
@@ -77,9 +85,31 @@ class Agent:
             try:
                 await self.beat_once(time.time())
                 trouble.ok()
+                self.heard, self.fenced = started, False
             except Exception:
                 trouble.failed()
             await asyncio.sleep(max(0.0, self.interval_s - (time.monotonic() - started)))
+
+    async def fence_loop(self) -> None:
+        """Every second, however long a heartbeat hangs (packets dropped on the way): past
+        the fence, the node's jobs are stopped (`fence`)."""
+        while True:
+            self.fence(time.monotonic() - self.heard)
+            await asyncio.sleep(FENCE_CHECK_S)
+
+    def fence(self, silent_s: float) -> None:
+        """Past the fence (cut off from the store for `fence_s`), stop every job of this node:
+        the coordinator will soon end or requeue them and may give their GPUs to others, and
+        a GPU is never used twice. Said once; the stops are sent again while it lasts."""
+        if self.executor is None or not self.fence_s or silent_s < self.fence_s:
+            return
+        if not self.fenced:
+            log.warning("node %s: cut off from the store for %.0f s (fence %.0f s): stopping "
+                        "its jobs before the coordinator gives their GPUs to others",
+                        self.node_name, silent_s, self.fence_s)
+            self.fenced = True
+        self.executor.fence(f"NodeFenced: its node was cut off from the store for "
+                            f"{silent_s:.0f} s")
 
     async def job_loop(self, executor: Executor) -> None:
         wake = self.store.keys.node_wake(self.node_name)
@@ -158,3 +188,15 @@ def node_address(store_url: str, override: str = "") -> str:
             return str(probe.getsockname()[0])
     except OSError:
         return ""
+
+
+FENCE_MARGIN_S = 5.0
+FENCE_CHECK_S = 1.0
+
+
+def fence_after(node_timeout_s: float, stop_grace_s: float) -> float:
+    """When a cut-off agent stops its jobs: early enough that they are gone (SIGTERM, the
+    grace, SIGKILL, and a margin for clocks) before the coordinator declares the node lost
+    (node_timeout_s after its last heartbeat), and never before half of that, so a short
+    partition kills nothing."""
+    return max(node_timeout_s / 2, node_timeout_s - stop_grace_s - FENCE_MARGIN_S)

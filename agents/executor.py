@@ -319,6 +319,13 @@ class Executor:
             owner = None
         remove_job_dir(spec.ray_dir, owner)
 
+    def fence(self, reason: str) -> None:
+        """Stop every job this node runs for `reason` (the agent cut off from the store past
+        its fence): each runner records why."""
+        for key, state in self.local_runs().items():
+            if self.runner_alive(key, state):
+                self.stop_for(key, state, reason)
+
     def stop_all(self) -> None:
         """Stop every job this node runs (`labq up` shutting down): SIGTERM to each runner."""
         for key, state in self.local_runs().items():

@@ -10,9 +10,10 @@ cluster reaches a munged holding the same key.
 
 What it shows: jobs submitted from the login host run where labq placed them; a job submits
 another over LABQ_SERVER; a GPU node whose link is cut for longer than node_timeout_s is DOWN,
-its plain job ends FAILED NodeLost and its --requeue job runs again on the other node; when the
-link is back the agent re-registers, kills the runs the coordinator gave up (README, "the agent
-comes back: it kills them"), and no GPU is held twice.
+its plain job ends FAILED NodeLost and its --requeue job runs again on the other node; the
+cut-off agent stopped both runs itself at its fence, before the node timeout, so nothing of them
+runs when their GPUs go to others; when the link is back the agent re-registers, and no GPU is
+held twice.
 """
 
 from __future__ import annotations
@@ -457,8 +458,11 @@ def scenario(cluster: Cluster, how: str) -> None:
         wait_until(lambda: f"start on {other}" in cluster.output(again), 20,
                    "the requeued job's start on the other node")
         allocations_ok(cluster)
-        # the runs on the cut-off node go on meanwhile (its agent cannot hear anything)
-        assert (plain, lost) in cluster.job_processes()
+        # the cut-off node's agent stopped its runs itself at its fence (before the node
+        # timeout): nothing of them runs while their GPUs are given to others
+        assert not [p for p in cluster.job_processes() if p[1] == lost]
+        assert "stopping its jobs before the coordinator gives their GPUs to others" in \
+            cluster.log(f"agent-{lost}")
     finally:
         cut_off(cluster, how, cluster.node_host[lost], cut=False)
     down_s = time.monotonic() - cut

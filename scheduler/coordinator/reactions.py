@@ -56,6 +56,7 @@ class SendStop:
 Action = MarkRunning | Finish | Requeue | EndOrRequeue | RequestStop | SendStop
 
 
+FENCED = "NodeFenced"  # agents.agent.Agent.fence: the runner's recorded reason starts so
 STOP_BACKSTOP_S = 30.0  # beyond the grace: a stop the node never confirms ends the job anyway
 
 
@@ -146,6 +147,10 @@ def _ended(job: Job, status: RunStatus, ended: float) -> Action:
         return Finish(JobState(job.stop_request), status.exit_code, stop_reason(job), ended)
     if status.lost:
         return EndOrRequeue("RunnerLost", ended)  # its runner died under it
+    if status.stopped and status.message.startswith(FENCED):
+        # its agent, cut off from the store past its fence, stopped it before labq could
+        # declare the node lost: as if it had (requeued with --requeue)
+        return EndOrRequeue(ReasonCode.NODE_LOST, ended)
     if status.stopped and status.message:  # stopped by an agent policy (GpuMisuse): why
         return Finish(JobState.FAILED, status.exit_code, status.message[:300], ended)
     if status.stopped:

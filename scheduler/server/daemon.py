@@ -219,7 +219,7 @@ def job_api_server() -> str:
 
 async def run_agent(settings: Settings, node: str, backend_kind: str, sim_gpus: int,
                     sim_model: str, exporter: tuple[str, int] | None = None) -> None:
-    from agents.agent import Agent, node_address
+    from agents.agent import Agent, fence_after, node_address
     from agents.backends import make_backend
     from agents.cgroups import detect
     from agents.dcgm_exporter import serving_agent
@@ -243,7 +243,9 @@ async def run_agent(settings: Settings, node: str, backend_kind: str, sim_gpus: 
                             confine_devices=settings.confine_gpu_devices)
         address = node_address(settings.redis_url or "", os.environ.get("LABQ_NODE_ADDRESS", ""))
         log.info("node %s: its peers reach it at %s", node, address or socket.gethostname())
-        agent = Agent(store, backend, node, settings.heartbeat_interval_s, executor, address)
+        fence = fence_after(settings.node_timeout_s, settings.stop_grace_s)
+        agent = Agent(store, backend, node, settings.heartbeat_interval_s, executor, address,
+                      fence)
         with serving_agent(agent, exporter):  # exporter = (host, port), or None: not served
             await agent.run()
     finally:
