@@ -27,6 +27,9 @@ WAIT_BUCKETS: tuple[float, ...] = (1, 5, 15, 30, 60, 300, 900, 1800, 3600, 7200,
 RAY_PORTS = (20000, 30000)  # a multi-node job's Ray head port is picked in this range
 
 
+READ_CHUNK = 2000  # job hashes per read_fields script: a few ms of the store's time each
+
+
 class JobStore(ArrayStore, RetentionStore):
     """Jobs: their records, the waiting, active and done sets, and every change of state."""
 
@@ -221,13 +224,18 @@ class JobStore(ArrayStore, RetentionStore):
             return 0
         held = set(held)
         estimates = estimates or {}
-        keys, args = [], []
-        for job_id, items in reasons.items():
-            keys.append(self.keys.job(job_id))
-            state = JobState.HELD if job_id in held else JobState.PENDING
-            args += [items[0]["code"] if items else "", json.dumps(items), state,
-                     estimates.get(job_id, "")]
-        return int(await self._run("set_reasons", keys, args))
+        written = 0
+        items_of = list(reasons.items())
+        for first in range(0, len(items_of), READ_CHUNK):  # bounded scripts, as job_fields
+            keys: list[str] = []
+            args: list[Any] = []
+            for job_id, items in items_of[first:first + READ_CHUNK]:
+                keys.append(self.keys.job(job_id))
+                state = JobState.HELD if job_id in held else JobState.PENDING
+                args += [items[0]["code"] if items else "", json.dumps(items), state,
+                         estimates.get(job_id, "")]
+            written += int(await self._run("set_reasons", keys, args))
+        return written
 
     # ---------------------------------------------------------------- jobs: reads
 
@@ -255,13 +263,17 @@ class JobStore(ArrayStore, RetentionStore):
 
     async def job_fields(self, job_ids: Sequence[str],
                          fields: Sequence[str]) -> list[list[str | None]]:
-        """Some fields of many jobs, in one round trip: per job, the values in `fields` order
+        """Some fields of many jobs, READ_CHUNK per round trip: per job, the values in `fields`
         (None where absent; a job that is gone has all None)."""
-        if not job_ids:
-            return []
-        flat = await self._run("read_fields", [self.keys.job(j) for j in job_ids], fields)
         width = len(fields)
-        return [flat[i * width:(i + 1) * width] for i in range(len(job_ids))]
+        rows: list[list[str | None]] = []
+        # In bounded scripts: one over a 100,000-job queue held the store past its busy limit
+        # (every other client, the leader's lease included, answered BUSY meanwhile).
+        for first in range(0, len(job_ids), READ_CHUNK):
+            chunk = job_ids[first:first + READ_CHUNK]
+            flat = await self._run("read_fields", [self.keys.job(j) for j in chunk], fields)
+            rows += [flat[i * width:(i + 1) * width] for i in range(len(chunk))]
+        return rows
 
     async def waiting_ids(self) -> list[str]:
         return list(await self.r.zrange(self.keys.waiting, 0, -1))
