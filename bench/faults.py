@@ -112,6 +112,7 @@ class Audit:
     left_unsettled: list[str] = field(default_factory=list)
     max_starting_s: float = 0.0
     max_stopping_s: float = 0.0
+    stored_unacknowledged: int = 0  # stored, but the submitter got no answer (a kill between)
     unknown_running: list[str] = field(default_factory=list)
     unknown_at_end: list[str] = field(default_factory=list)
     killed_jobs: dict[str, str] = field(default_factory=dict)
@@ -573,10 +574,14 @@ class Run:
         audit, r = self.audit, self.redis()
         audit.faults = dict(self.faults)
         audit.submitted = len(self.acked)
-        jobs = self.job_hashes(sorted(self.acked, key=job_order))
         members = {name: set(r.zrange(f"labq:jobs:{name}", 0, -1)) for name in
                    ("waiting", "held", "done")}
         members["active"] = set(r.smembers("labq:jobs:active"))
+        # Every job the store holds, acknowledged or not: a submit stored by a coordinator
+        # killed before it could answer runs (and is charged) like any other.
+        stored = set().union(*members.values())
+        audit.stored_unacknowledged = len(stored - set(self.acked))
+        jobs = self.job_hashes(sorted(set(self.acked) | stored, key=job_order))
         by_state: dict[str, int] = defaultdict(int)
         for job_id, raw in jobs.items():
             if not raw:
@@ -606,7 +611,7 @@ class Run:
         self.check_intervals(jobs)
         self.check_charges(jobs)
         audit.unknown_running += [seen for job_id, seen in self.unheard.items()
-                                  if job_id not in self.acked]
+                                  if job_id not in self.acked and job_id not in stored]
         for pid, env in self.job_processes():
             audit.unknown_at_end.append(f"pid {pid} of job {env.get('LABQ_JOB_ID')}")
 
@@ -713,6 +718,8 @@ def report(audit: Audit, say: Any = print) -> None:
     say(f"samples              store {audit.store_samples} (unreachable {audit.store_unreachable})"
         f", labq nodes {audit.nodes_samples}, /proc {audit.proc_samples}")
     say(f"acked missing        {len(audit.missing)} {audit.missing[:10]}")
+    say(f"stored, not acked    {audit.stored_unacknowledged} (their submitter got no answer: "
+        "stored, then the coordinator was killed before it replied; each runs like any job)")
     say(f"not in one state     {len(audit.state_errors)} {audit.state_errors[:5]}")
     say(f"GPU held twice       {len(audit.double_booked)} in samples, "
         f"{len(audit.record_overlaps)} in the jobs' records {audit.double_booked[:3]}"
