@@ -8,11 +8,11 @@ import logging
 import pytest
 import redis.exceptions as redis_errors
 
-from agents.agent import Trouble
+from scheduler.trouble import Trouble
 
 
 def agent_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "agents.agent"]
+    return [r for r in caplog.records if r.name in ("agents.agent", "scheduler.trouble")]
 
 
 def fail(trouble: Trouble, exc: Exception) -> None:
@@ -25,9 +25,9 @@ def fail(trouble: Trouble, exc: Exception) -> None:
 def test_an_hour_long_outage_is_two_lines(caplog: pytest.LogCaptureFixture,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     clock = [1000.0]
-    monkeypatch.setattr("agents.agent.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("scheduler.trouble.time.monotonic", lambda: clock[0])
     trouble = Trouble("heartbeat")
-    with caplog.at_level(logging.INFO, logger="agents.agent"):
+    with caplog.at_level(logging.INFO, logger="scheduler.trouble"):
         for i in range(1800):  # an hour of tries, one every 2 s
             refused = redis_errors.ConnectionError("Error 111 connecting to 127.0.0.1:6379.\n"
                                                    "Connection refused.")
@@ -46,7 +46,7 @@ def test_an_hour_long_outage_is_two_lines(caplog: pytest.LogCaptureFixture,
 def test_a_new_kind_of_failure_is_said_once_and_a_fault_has_its_traceback(
         caplog: pytest.LogCaptureFixture) -> None:
     trouble = Trouble("running this node's jobs")
-    with caplog.at_level(logging.INFO, logger="agents.agent"):
+    with caplog.at_level(logging.INFO, logger="scheduler.trouble"):
         fail(trouble, redis_errors.TimeoutError("Timeout reading from socket"))
         for _ in range(50):
             fail(trouble, KeyError("gpus"))  # the store back, but something in labq is wrong

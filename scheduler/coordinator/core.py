@@ -58,6 +58,7 @@ from scheduler.policy.fairengine import FairShare
 from scheduler.policy.fairshare import FairShareTable
 from scheduler.policy.preemption import Preemption
 from scheduler.store import Outcome, Store
+from scheduler.trouble import Trouble
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,7 @@ class Coordinator:
     # ------------------------------------------------------------------ loops
 
     async def lease_loop(self) -> None:
+        trouble = Trouble("leader lease (not leading until it works again)")
         while True:
             try:
                 epoch = await self.store.lease(self.id, LEASE_TTL_MS)
@@ -141,29 +143,34 @@ class Coordinator:
                     await self.store.set_half_life(self.settings.usage_half_life_s)
                     self.kick.set()
                 self.epoch = epoch
+                trouble.ok()
             except Exception:
-                log.exception("leader lease failed; not leading until it works again")
+                trouble.failed()
                 self.epoch = 0
             await asyncio.sleep(LEASE_TTL_MS / 5000)
 
     async def wake_loop(self) -> None:
         """Run a cycle as soon as an agent reports a change (start, exit), not a tick later."""
+        trouble = Trouble("waiting for agent reports")
         while True:
             try:
                 if await self.store.wait_wake(self.store.keys.wake, WAKE_WAIT_S):
                     self.kick.set()
+                trouble.ok()
             except Exception:
-                log.exception("waiting for agent reports failed; retrying")
+                trouble.failed()
                 await asyncio.sleep(WAKE_WAIT_S)
 
     async def cycle_loop(self) -> None:
+        trouble = Trouble("scheduling cycle")
         while True:
             began = time.monotonic()
             if self.is_leader:
                 try:
                     await self.cycle(time.time())
+                    trouble.ok()
                 except Exception:
-                    log.exception("scheduling cycle failed; retrying")
+                    trouble.failed()
             # Under a stream of submissions, leave the API at least twice a cycle's time.
             spent = time.monotonic() - began
             await asyncio.sleep(max(MIN_CYCLE_GAP_S - spent, 2 * spent))
