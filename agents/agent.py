@@ -16,6 +16,7 @@ import time
 from urllib.parse import urlsplit
 
 from agents.backends import GpuBackend
+from agents.backends.simulated import SimulatedBackend
 from agents.executor import Executor
 from agents.procinfo import tag_processes
 from scheduler.model import NodeReport
@@ -44,6 +45,8 @@ class Agent:
         self.node_name = node_name
         self.interval_s = interval_s
         self.executor = executor
+        if executor is not None and isinstance(backend, SimulatedBackend):
+            backend.own_jobs = executor.job_resolver  # another stack's jobs are not on them
         # (when, report) of the latest GPU read, served by the optional exporter (dcgm_exporter)
         self.last_snapshot: tuple[float, NodeReport] | None = None
 

@@ -348,6 +348,22 @@ def write_proc(root: Path, pid: int, env: dict[str, str] | None, comm: str = "py
         (folder / "environ").write_bytes(b"".join(f"{k}={v}\0".encode() for k, v in env.items()))
 
 
+def test_another_installs_jobs_are_not_on_these_simulated_gpus(tmp_path: Path) -> None:
+    """Two stacks on one machine may both have a node `n1`: a labq job's process (LABQ_JOB_ID)
+    is on this node's simulated GPUs only if this agent resolves it to one of its own jobs;
+    a process started by hand (no LABQ_JOB_ID) stays a foreign user, as on real GPUs."""
+    write_proc(tmp_path, 101, {"LABQ_NODE": "n1", "CUDA_VISIBLE_DEVICES": "0",
+                               "LABQ_JOB_ID": "7"})  # ours
+    write_proc(tmp_path, 102, {"LABQ_NODE": "n1", "CUDA_VISIBLE_DEVICES": "1",
+                               "LABQ_JOB_ID": "7"})  # another install's job 7
+    write_proc(tmp_path, 103, {"LABQ_NODE": "n1", "CUDA_VISIBLE_DEVICES": "1"})  # by hand
+    backend = SimulatedBackend("n1", 2, "T4", proc_root=str(tmp_path), clock=lambda: 1000.0)
+    backend.own_jobs = lambda: {101: "7"}.get
+    assert [[p.pid for p in g.processes] for g in backend.read()] == [[101], [103]]
+    backend.own_jobs = None  # (without an executor: every process of the node counts)
+    assert [sorted(p.pid for p in g.processes) for g in backend.read()] == [[101], [102, 103]]
+
+
 def test_simulated_splits_memory_and_ignores_other_processes(tmp_path: Path) -> None:
     write_proc(tmp_path, 101, {"LABQ_NODE": "n1", "CUDA_VISIBLE_DEVICES": "0,2"})
     write_proc(tmp_path, 102, {"LABQ_NODE": "n1", "CUDA_VISIBLE_DEVICES": "GPU-x, 0 ,9"})

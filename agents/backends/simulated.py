@@ -145,6 +145,10 @@ class SimulatedBackend:
         self._proc_root = proc_root
         self._clock = clock
         self._cpu_seen: dict[int, tuple[float, float]] = {}  # pid -> (CPU-seconds, read at)
+        # Set by the agent: `() -> (pid -> its job of this install, or None)`. A labq job's
+        # process (LABQ_JOB_ID) it does not resolve belongs to another install on this machine
+        # (another stack whose node has the same name): not on these simulated GPUs at all.
+        self.own_jobs: Callable[[], Callable[[int], str | None]] | None = None
 
     def read(self) -> list[GpuInfo]:
         users = self._users()
@@ -163,12 +167,15 @@ class SimulatedBackend:
         except OSError:
             return users
         own_pid = os.getpid()
+        ours = self.own_jobs() if self.own_jobs is not None else None
         for entry in entries:
             if not entry.isdigit() or int(entry) == own_pid:
                 continue
             env = environ_of(int(entry), self._proc_root)
             if env.get("LABQ_NODE") != self.node_name:
                 continue
+            if ours is not None and env.get("LABQ_JOB_ID") and ours(int(entry)) is None:
+                continue  # another install's job (see own_jobs)
             for index in visible_indices(env.get("CUDA_VISIBLE_DEVICES", ""), self.node_name):
                 if index < self.gpus:
                     users.setdefault(index, []).append(int(entry))
