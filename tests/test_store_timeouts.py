@@ -19,26 +19,16 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
 
 from agents.backends.simulated import SimulatedBackend
 from scheduler.model import NodeReport
 from scheduler.store import Store
+from scheduler.store.core import CLIENT_OPTIONS, CONNECT_TIMEOUT_S, RETRIES, SOCKET_TIMEOUT_S
 from tests.valkey_proc import Valkey
 
 pytestmark = pytest.mark.store
 
-SOCKET_TIMEOUT_S = 5.0  # above the longest BLPOP (1 s) and the slowest script seen (~2.5 s)
-CONNECT_TIMEOUT_S = 2.0
-RETRIES = 2  # after the first try: a frozen store is an error after 3 timeouts and backoff
-RECOMMENDED: dict[str, Any] = {
-    "socket_timeout": SOCKET_TIMEOUT_S,
-    "socket_connect_timeout": CONNECT_TIMEOUT_S,
-    "health_check_interval": 30,
-    "retry": Retry(ExponentialBackoff(cap=1.0, base=0.1), RETRIES),
-    "retry_on_error": [redis_errors.ConnectionError, redis_errors.TimeoutError],
-}
+RECOMMENDED = CLIENT_OPTIONS  # the policy the store client states (scheduler.store.core)
 # The longest a call may take against a frozen store: every try times out, with the backoff
 # between them, and some slack for a loaded machine.
 WORST_S = (RETRIES + 1) * SOCKET_TIMEOUT_S + RETRIES * 1.0 + 5.0
