@@ -16,32 +16,27 @@ PriorityCalcPeriod); the coordinator reads it at every cycle: the replay here us
 every second and charges usage every `charge_interval_s`; the harness skips those cycles
 (nothing the policy sees changes but the clock) and charges usage up to the event itself.
 
-The coordinator's fair-share inputs list the associations in the order the store's users hash
-gives them, which Valkey does not keep; fair now's split is sensitive to that order (ties in
-`waterfill` are served in the order asked, so an entitlement can differ in its last bits and
-move a job across x = 1, the band), and one trace gives other start times from one server to
-the next. The test sorts them as `scheduler.cluster.shares.share_inputs` should (and as the
-simulator does): `sorted_assocs` below; it is a no-op once that function sorts.
+The coordinator's fair-share inputs list the associations in name order
+(`scheduler.cluster.shares.share_inputs`), as the simulator does: the store's users hash has an
+order of its own that differs from one server to the next, and fair now's split is sensitive
+to order (ties in `waterfill` are served in the order asked, so an entitlement could differ in
+its last bits and move a job across x = 1); this test found that.
 """
 
 from __future__ import annotations
 
 import random
 import uuid
-from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-import scheduler.cluster.read
 from scheduler.accounts.tree import AccountConfig, UserConfig
 from scheduler.config import Settings
 from scheduler.coordinator.core import Coordinator
 from scheduler.coordinator.nodes import InMemoryNodes
 from scheduler.model import JobSpec, JobState
 from scheduler.noderun import EXITED, RUNNING, RunStatus
-from scheduler.policy.snapshot import ShareInputs
 from scheduler.sim.engine import Cluster, simulate
 from scheduler.sim.policies import get_policy
 from scheduler.sim.trace import SimJob, default_limit
@@ -139,18 +134,6 @@ def sim_starts(jobs: list[SimJob], cluster: Cluster, show_all: bool = False,
     return out
 
 
-def sorted_assocs(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The coordinator's fair-share inputs with their associations sorted (see above)."""
-    unsorted = scheduler.cluster.read.share_inputs
-
-    def share_inputs(*args: Any, **kw: Any) -> ShareInputs:
-        inputs = unsorted(*args, **kw)
-        return replace(inputs, assocs=tuple(sorted(inputs.assocs,
-                                                   key=lambda a: (a.account, a.user))))
-
-    monkeypatch.setattr(scheduler.cluster.read, "share_inputs", share_inputs)
-
-
 def differences(jobs: list[SimJob], a: dict[str, list[float]], b: dict[str, list[float]]
                 ) -> dict[str, tuple[list[float] | None, list[float] | None]]:
     return {j.id: (a.get(j.id), b.get(j.id)) for j in jobs if a.get(j.id) != b.get(j.id)}
@@ -165,9 +148,8 @@ TRACES = [(3, 200, 4, 8, 4, 3, 8), (1, 150, 2, 8, 2, 2, 8)]
 
 @pytest.mark.parametrize("seed,n,nodes,per_node,tenants,users,largest", TRACES)
 async def test_the_simulator_starts_every_job_when_the_coordinator_does(
-        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int, n: int,
+        store: Store, tmp_path: Path, seed: int, n: int,
         nodes: int, per_node: int, tenants: int, users: int, largest: int) -> None:
-    sorted_assocs(monkeypatch)
     cluster = Cluster(nodes, per_node, MODEL)
     jobs = contended_trace(seed, n, tenants, users, largest)
     live = await live_starts(store, tmp_path, jobs, cluster)

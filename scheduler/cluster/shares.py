@@ -34,11 +34,16 @@ def share_inputs(
 ) -> ShareInputs:
     """The tree as configured, plus every (account, user) seen in jobs or usage that is not
     configured: such users join their account (under root if it is unknown) with 1 share."""
-    tree = tuple(Account(a.name, a.parent, a.shares) for a in accounts.accounts.values())
+    # In name order, whatever order the store gave them in: fair now's water-filling hands
+    # equal asks out in the order it gets them, and a replica or a restarted store orders a
+    # hash differently; the same cluster must rank the same way.
+    tree = tuple(Account(a.name, a.parent, a.shares)
+                 for _, a in sorted(accounts.accounts.items()))
     assocs = {(acct, u.name): Assoc(u.name, acct, shares)
               for u in accounts.users.values() for acct, shares in u.accounts.items()}
     for account, user in list(seen) + list(usage):
         assocs.setdefault((account, user), Assoc(user, account, 1.0))
+    assocs = dict(sorted(assocs.items()))
     try:
         weights = PriorityWeights(**settings.priority_weights)
     except TypeError as exc:
