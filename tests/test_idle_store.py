@@ -37,7 +37,7 @@ async def cycle_idle(coord: Coordinator, epoch: int, now: float) -> None:
     """The cycle's idle step on what the store holds now, then wait for notifications."""
     await coord._check_idle(epoch, await coord.store.nodes(), await coord.store.active_jobs(),
                             now)
-    await asyncio.gather(*coord._notifications)
+    await asyncio.gather(*coord.notifier.running)
 
 
 async def test_warn_tracks_in_the_store_and_notifies_once(store: Store, tmp_path: Path) -> None:

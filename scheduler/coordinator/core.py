@@ -37,8 +37,8 @@ from scheduler.coordinator.idle import (
     notify_message,
     running_gpus,
 )
-from scheduler.coordinator.nodes import NodeChannel, StoreNodes
-from scheduler.coordinator.notify import run_notify
+from scheduler.coordinator.nodes import NodeChannel, StoreNodes, last_heard
+from scheduler.coordinator.notify import Notifier
 from scheduler.coordinator.reactions import (
     Action,
     EndOrRequeue,
@@ -90,7 +90,7 @@ class Coordinator:
         self.last_cycle_s = 0.0
         self.cycle_durations = LocalHistogram(CYCLE_BUCKETS)
         self.idle_policy = IdlePolicy.from_settings(settings)
-        self._notifications: set[asyncio.Task[bool]] = set()
+        self.notifier = Notifier(settings.notify_command, settings.notify_timeout_s)
         self.cycles = 0
         self._last_charge = 0.0
         self._last_retention = 0.0
@@ -340,15 +340,8 @@ class Coordinator:
         return updated
 
     def _notify(self, event: str, job: Job, decision: IdleDecision) -> None:
-        """Run notify_command in the background: a slow mail server never holds the cycle."""
-        message = notify_message(event, job, decision, self.idle_policy)
-        log.info("%s: %s", event, message)
-        if not self.settings.notify_command:
-            return
-        task = asyncio.create_task(run_notify(self.settings.notify_command, job.user, job.id,
-                                              event, message, self.settings.notify_timeout_s))
-        self._notifications.add(task)
-        task.add_done_callback(self._notifications.discard)
+        self.notifier.send(event, job.user, job.id,
+                           notify_message(event, job, decision, self.idle_policy))
 
     async def _waiting_jobs(self) -> list[tuple[Job, PendingJob]]:
         """The waiting queue, reading from Redis only the jobs this process has not seen.
@@ -502,12 +495,3 @@ class Coordinator:
                 and reasons[job_id][0].code in HOLDING_REASONS}
         await self.store.set_reasons(changed, held, estimates)
         self._written_reasons.update(keys)  # only once written
-
-
-def last_heard(nodes: Sequence[Node], active: Sequence[Job]) -> dict[str, float]:
-    """Each active job's charging limit: the last heartbeat of the node (of all its nodes, the
-    earliest) that runs it. A node that went silent shows nothing after its last heartbeat;
-    its runner's record settles the rest when the run ends."""
-    heard = {n.name: n.last_heartbeat for n in nodes}
-    return {job.id: min(heard.get(name, 0.0) for name in job.node_names)
-            for job in active if job.node_names}

@@ -8,10 +8,10 @@ store); `InMemoryNodes` is a fake for tests, which play the agents' part by hand
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
-from scheduler.model import Job
+from scheduler.model import Job, Node
 from scheduler.noderun import RunStatus
 from scheduler.store import Store
 
@@ -55,3 +55,12 @@ class InMemoryNodes:
     async def send_stop(self, epoch: int, job: Job) -> str:
         self.stops.append((job.id, job.stop_request))
         return "OK"
+
+
+def last_heard(nodes: Sequence[Node], active: Sequence[Job]) -> dict[str, float]:
+    """Each active job's charging limit: the last heartbeat of the node (of all its nodes, the
+    earliest) that runs it. A node that went silent shows nothing after its last heartbeat;
+    its runner's record settles the rest when the run ends."""
+    heard = {n.name: n.last_heartbeat for n in nodes}
+    return {job.id: min(heard.get(name, 0.0) for name in job.node_names)
+            for job in active if job.node_names}

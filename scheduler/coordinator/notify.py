@@ -62,3 +62,22 @@ async def _bounded_output(proc: asyncio.subprocess.Process) -> bytes:
             kept += chunk[: READ_CAP - len(kept)]
     await proc.wait()
     return kept
+
+
+class Notifier:
+    """Runs notify_command for events in the background, keeping its tasks until they end: a
+    slow mail server never holds the cycle. Every event is logged, command or not."""
+
+    def __init__(self, command: str, timeout_s: float) -> None:
+        self.command = command
+        self.timeout_s = timeout_s
+        self.running: set[asyncio.Task[bool]] = set()
+
+    def send(self, event: str, user: str, job_id: str, message: str) -> None:
+        log.info("%s: %s", event, message)
+        if not self.command:
+            return
+        task = asyncio.create_task(run_notify(self.command, user, job_id, event, message,
+                                              self.timeout_s))
+        self.running.add(task)
+        task.add_done_callback(self.running.discard)
