@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.server import up
-from scheduler.server.up import FIRST_BACKOFF_S, MAX_BACKOFF_S, Child, restart_delay
+from scheduler.server import up, upchild
+from scheduler.server.upchild import FIRST_BACKOFF_S, MAX_BACKOFF_S, Child, restart_delay
 from tests.e2e_stack import Stack, wait_until
 
 
@@ -37,7 +37,7 @@ def supervisor(children: list[Child]) -> up.Stack:
 
 def test_a_child_that_keeps_dying_is_restarted_later_and_later_and_said_each_time(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(up, "FIRST_BACKOFF_S", 0.1)
+    monkeypatch.setattr(upchild, "FIRST_BACKOFF_S", 0.1)
     child = Child("agent-x", ["/bin/sh", "-c", "exit 3"], {"PATH": "/usr/bin:/bin"},
                   tmp_path / "agent-x.log")
     child.start()
@@ -72,7 +72,7 @@ def test_a_child_that_stayed_up_is_restarted_at_once_again(tmp_path: Path,
 
 def test_a_child_that_cannot_start_is_tried_again_with_backoff(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(up, "FIRST_BACKOFF_S", 0.05)
+    monkeypatch.setattr(upchild, "FIRST_BACKOFF_S", 0.05)
     logs = tmp_path / "logs"
     logs.mkdir()
     child = Child("agent-y", ["/bin/true"], {}, logs / "agent-y.log")

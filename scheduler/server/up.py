@@ -44,6 +44,7 @@ from scheduler.server.ports import PortError, held_by
 from scheduler.server.ports import choose_ports as choose_ports  # (also imported from here)
 from scheduler.server.ports import free_port as free_port
 from scheduler.server.ports import port_free as port_free
+from scheduler.server.upchild import STABLE_S, Child, exit_status, ordinal, restart_delay
 from scheduler.store.acl import COORDINATOR_USER, acl_file, agent_user
 from scheduler.store.keys import Keys
 
@@ -51,13 +52,6 @@ from scheduler.store.keys import Keys
 _OWN_ENV = ("LABQ_EXPORTER_PORT", "LABQ_REDIS_USERNAME", "LABQ_REDIS_PASSWORD_FILE",
             "LABQ_AGENT_REDIS_USERNAME", "LABQ_AGENT_REDIS_PASSWORD_FILE")
 MAX_UNIX_PATH = 107  # sun_path holds 108 bytes with the final NUL
-# A child that dies is started again after FIRST_BACKOFF_S, doubled for each death in a row that
-# came within STABLE_S of its start, up to MAX_BACKOFF_S; a child that stayed up STABLE_S is
-# started again after FIRST_BACKOFF_S, its record forgotten (systemd's Restart=always with
-# RestartSteps and RestartMaxDelaySec).
-FIRST_BACKOFF_S = 0.5
-MAX_BACKOFF_S = 30.0
-STABLE_S = 10.0
 STOP_GRACE_S = 20.0
 METRICS_CHECK_S = 5.0  # how often `labq up` looks whether /metrics answers
 METRICS_GRACE_S = 15.0  # a coordinator started this recently may not serve /metrics yet
@@ -75,58 +69,6 @@ class UpError(RuntimeError):
 
 class _Stop(BaseException):
     """Raised by the SIGINT/SIGTERM handler to unwind into the cleanup."""
-
-
-@dataclass
-class Child:
-    name: str
-    argv: list[str]
-    env: dict[str, str]
-    log_path: Path
-    proc: subprocess.Popen[bytes] | None = None
-    started: float = 0.0  # time.monotonic() of the latest start
-    quick_deaths: int = 0  # deaths in a row, each within STABLE_S of its start
-    due: float | None = None  # when to start it again, once it died
-    error: str = ""  # why the latest start failed, if it did
-
-    def start(self) -> None:
-        self.started, self.error = time.monotonic(), ""
-        log = homecheck.open_log(self.log_path)
-        try:
-            self.proc = subprocess.Popen(self.argv, env=self.env, stdout=log,
-                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         start_new_session=True, cwd="/",
-                                         preexec_fn=proctree.die_with(os.getpid()))
-        finally:
-            os.close(log)
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def terminate(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            _signal_group(self.proc.pid, signal.SIGTERM)
-
-    def stop(self, grace: float) -> None:
-        """SIGTERM, wait up to `grace`, then SIGKILL whatever is left in the child's group."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            _signal_group(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                pass
-        _signal_group(self.proc.pid, signal.SIGKILL)  # anything the child left in its group
-        if self.proc.poll() is None:
-            self.proc.wait(5)
-
-
-def _signal_group(pid: int, sig: int) -> None:
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 @dataclass(frozen=True)
@@ -349,10 +291,10 @@ class Stack:
                 delay = restart_delay(child.quick_deaths)
                 child.due = now + delay
                 note = _port_note(self.metrics_port) if child.name == "coordinator" else ""
-                in_a_row = (f", its {_ordinal(child.quick_deaths)} quick exit in a row"
+                in_a_row = (f", its {ordinal(child.quick_deaths)} quick exit in a row"
                             if child.quick_deaths > 1 else "")
                 how = f"could not start: {child.error}" if child.error else \
-                    _exit_status(child.proc)
+                    exit_status(child.proc)
                 say(f"{child.name} exited ({how}) after {up_s:.0f} s up"
                     f"{in_a_row}{note}; restarting it in {delay:g} s (running jobs go on); "
                     f"see {child.log_path}")
@@ -388,29 +330,6 @@ class Stack:
         proctree.kill_descendants(2.0)
         proctree.sweep(f"LABQ_UP_ID={self.up_id}".encode(), grace=5.0)
         with_suppress_unlink(self.settings.run_file)
-
-
-def restart_delay(quick_deaths: int) -> float:
-    """Seconds before a child that died is started again, after `quick_deaths` deaths in a row
-    (1: the first, or the first since it stayed up STABLE_S): FIRST_BACKOFF_S, doubled for
-    each more, at most MAX_BACKOFF_S."""
-    return min(MAX_BACKOFF_S, FIRST_BACKOFF_S * 2.0 ** (max(quick_deaths, 1) - 1))
-
-
-def _exit_status(proc: subprocess.Popen[bytes] | None) -> str:
-    """`status 1`, `killed by SIGKILL`, or `not started`."""
-    if proc is None or proc.returncode is None:
-        return "not started"
-    if proc.returncode < 0:
-        with contextlib.suppress(ValueError):
-            return f"killed by {signal.Signals(-proc.returncode).name}"
-        return f"killed by signal {-proc.returncode}"
-    return f"status {proc.returncode}"
-
-
-def _ordinal(n: int) -> str:
-    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
-    return f"{n}{suffix}"
 
 
 def with_suppress_unlink(path: Path) -> None:
