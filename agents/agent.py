@@ -19,6 +19,7 @@ from agents.backends import GpuBackend
 from agents.backends.simulated import SimulatedBackend
 from agents.executor import Executor
 from agents.procinfo import tag_processes
+from scheduler.client import address_towards
 from scheduler.model import NodeReport
 from scheduler.store import Store
 from scheduler.trouble import Trouble
@@ -135,14 +136,7 @@ def node_address(store_url: str, override: str = "") -> str:
     parts = urlsplit(store_url)
     if parts.scheme == "unix" or not parts.hostname:
         return "127.0.0.1"
-    try:
-        infos = socket.getaddrinfo(parts.hostname, parts.port or 6379, type=socket.SOCK_DGRAM)
-        family, _, _, _, where = infos[0]
-        with socket.socket(family, socket.SOCK_DGRAM) as probe:
-            probe.connect(where)
-            return str(probe.getsockname()[0])
-    except OSError:
-        return ""
+    return address_towards(parts.hostname, parts.port or 6379)
 
 
 FENCE_MARGIN_S = 5.0

@@ -224,6 +224,18 @@ def parse_server(server: str) -> tuple[str, int, bool]:
     return host, int(port), tls
 
 
+def address_towards(host: str, port: int) -> str:
+    """This host's IP address on the route to `host` (no packet is sent): the interface the
+    other side reaches it by. "" if `host` cannot be resolved or routed to."""
+    try:
+        family, _, _, _, where = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.connect(where)
+            return str(probe.getsockname()[0])
+    except OSError:
+        return ""
+
+
 def parse_servers(text: str) -> list[tuple[str, int, bool]]:
     """One coordinator (`host:port`) or several, comma-separated, each as `parse_server`."""
     servers = [parse_server(part) for part in text.split(",") if part.strip()]

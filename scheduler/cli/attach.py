@@ -23,6 +23,7 @@ import tty
 from collections.abc import Callable
 from typing import Any
 
+from scheduler.client import address_towards
 from scheduler.jobwire import EOF, EXIT, INPUT, OUTPUT, WINSIZE, Frames, frame
 
 ACCEPT_TOKEN_S = 10.0
@@ -34,13 +35,8 @@ def listen_address(server_host: str = "") -> str:
     coordinator (`server_host`), or loopback when it is local."""
     if not server_host:
         return "127.0.0.1"
-    try:
-        family, _, _, _, where = socket.getaddrinfo(server_host, 9, type=socket.SOCK_DGRAM)[0]
-        with socket.socket(family, socket.SOCK_DGRAM) as probe:
-            probe.connect(where)
-            return str(probe.getsockname()[0])
-    except OSError:
-        return "0.0.0.0"  # noqa: S104 - nothing better known; the token still guards it
+    # nothing better known: every address (the job's token still guards the connection)
+    return address_towards(server_host, 9) or "0.0.0.0"  # noqa: S104
 
 
 def listener(address: str) -> socket.socket:
