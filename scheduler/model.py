@@ -137,9 +137,12 @@ def lua_lifecycle() -> str:
 
 
 class NodeState(StrEnum):
+    """A node's liveness, from its agent's heartbeats. An admin's drain is apart from it
+    (`Node.drained_by`): a drained node's agent still heartbeats, and a drained node shows as
+    DRAINING while jobs still run there, DRAINED once none do (`Node.shown_state`)."""
+
     UP = "UP"
     DOWN = "DOWN"
-    DRAIN = "DRAIN"
 
 
 @dataclass(frozen=True)
@@ -177,6 +180,7 @@ class JobSpec:
     array_job: str = ""  # the array's id, for a task of an array
     array_task: int | None = None  # the task's index in its array
     nodes: int = 1  # the nodes it runs on, each with gpus // nodes of its GPUs
+    notify: str = ""  # --notify: the events the admin's job_notify_command runs for, "begin,end"
 
     @property
     def gpus_per_node(self) -> int:
@@ -240,6 +244,7 @@ class Job:
     starting_at: float | None = None  # when its GPUs were allocated (it became STARTING)
     stop_requested_at: float | None = None  # when labq or a person asked it to stop
     nodes: int = 1  # how many nodes it runs on, each with `gpus_per_node` of its GPUs
+    notify: str = ""  # --notify: events (begin, end, fail, ...) told to the admin's command
     # A multi-node job holding GPUs: [[node, [GPU indices]], ...], by rank (the head node,
     # which is `node` with `gpu_indices`, first). Empty for a job of one node.
     parts: list[list[Any]] = field(default_factory=list)
@@ -418,10 +423,25 @@ class Node:
     simulated: bool = False
     hostname: str = ""
     address: str = ""  # the agent's: where other nodes reach it (else its hostname)
+    drained_by: str = ""  # who drained it ("" = not drained): no new job starts here
+    drain_reason: str = ""  # why, as the admin said
+    drained_at: float | None = None  # when
 
     @property
     def gpus_allocated(self) -> int:
         return len(self.allocations)
+
+    @property
+    def drained(self) -> bool:
+        return bool(self.drained_by)
+
+    @property
+    def shown_state(self) -> str:
+        """What `labq nodes`, the API and metrics show: UP or DOWN, or for a drained node
+        DRAINING while jobs still hold its GPUs and DRAINED once none do."""
+        if not self.drained:
+            return self.state.value
+        return "DRAINING" if self.allocations else "DRAINED"
 
     def free_indices(self, avoid_foreign: bool = True) -> list[int]:
         """GPUs no job holds that the agent last reported healthy: labq starts nothing on a GPU
@@ -456,6 +476,10 @@ class Node:
             "simulated": self.simulated,
             "hostname": self.hostname,
             "address": self.address,
+            "shown_state": self.shown_state,
+            "drained_by": self.drained_by,
+            "drain_reason": self.drain_reason,
+            "drained_at": self.drained_at,
             "allocations": {str(k): v for k, v in sorted(self.allocations.items())},
             "foreign_processes": self.foreign_processes(),
             "gpus": [g.to_dict() for g in self.gpus],

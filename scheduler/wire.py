@@ -43,6 +43,7 @@ class SubmitRequest:
     as_user: str | None = None  # admins only
     token: str | None = None  # idempotency: the same token (per user) gives the same ids
     return_jobs: bool = False  # answer with the job records, not just the ids
+    notify: str | None = None  # --notify begin,end,fail,timeout,requeue,all (or --mail-type)
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}

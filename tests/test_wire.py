@@ -11,11 +11,12 @@ import pytest
 
 from scheduler.server.openapi import OPENAPI
 from scheduler.wire import JOB_FIELDS, OPTIONAL_JOB_FIELDS, JobJson, SubmitRequest, job_schema
-from tests.security_server import ApiServer
+from tests.security_server import ApiServer, ensure_user
 
 
 @pytest.fixture(scope="module")
 def server(valkey_url: str) -> Iterator[ApiServer]:
+    ensure_user("alice")  # the job below is submitted for her: a known user of this host
     srv = ApiServer(valkey_url).start()
     yield srv
     srv.stop()

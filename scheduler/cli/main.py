@@ -31,6 +31,7 @@ from scheduler.cli.common import (
 from scheduler.cli.config_cmd import config
 from scheduler.cli.daemons import agent, coordinator, up
 from scheduler.cli.errors import LabqGroup
+from scheduler.cli.history import HISTORY_COMMANDS
 from scheduler.cli.jobs import JOB_COMMANDS
 from scheduler.cli.logtail import LOG_TAIL_BYTES, TERMINAL, follow_file
 from scheduler.cli.queue_view import (
@@ -69,7 +70,7 @@ main.add_command(sim)
 main.add_command(top)
 main.add_command(step)
 main.add_command(run)
-for command in (up, coordinator, agent, *JOB_COMMANDS):
+for command in (up, coordinator, agent, *JOB_COMMANDS, *HISTORY_COMMANDS):
     main.add_command(command)
 
 

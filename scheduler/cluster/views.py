@@ -21,7 +21,8 @@ def node_view(node: Node, billing_weight: float = 1.0, avoid_foreign: bool = Tru
                     tuple(node.free_indices(avoid_foreign)), up=node.state == NodeState.UP,
                     billing_weight=billing_weight,
                     unhealthy=tuple(sorted(node.unusable(avoid_foreign))),
-                    foreign=tuple(sorted(node.unusable(avoid_foreign) - node.unusable(False))))
+                    foreign=tuple(sorted(node.unusable(avoid_foreign) - node.unusable(False))),
+                    drained=(node.drain_reason or "drained") if node.drained else "")
 
 
 def pending_view(job: Job) -> PendingJob:

@@ -388,7 +388,7 @@ class Coordinator:
         nodes, active = state.nodes, state.active
         if decisions.fairshare is not None:
             self._fairshare = (now, decisions.fairshare)
-        self.free_gpus = sum(len(n.free) for n in snapshot.nodes if n.up) - sum(
+        self.free_gpus = sum(len(n.free) for n in snapshot.nodes if n.open) - sum(
             len(indices) for st in decisions.starts for _, indices in st.parts)
         # Start from fresh records: a cached request is stale if the job was requeued since.
         fresh = {j.id: j for j in await self.store.get_jobs([st.job_id for st in decisions.starts])}

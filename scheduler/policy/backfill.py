@@ -98,7 +98,7 @@ class Timeline:
             for node, indices in job.parts:
                 by_node.setdefault(node, []).append(
                     (job.ends_at, indices, job.gpus // (1 + len(job.rest))))
-        up = {n.name: n for n in nodes if n.up}
+        up = {n.name: n for n in nodes if n.open}
         self.now = now
         self.models = {name: n.gpu_model for name, n in up.items()}
         self.times = {name: _gpu_times(n, by_node.get(name, ()), now) for name, n in up.items()}

@@ -160,7 +160,7 @@ def decide(snapshot: Snapshot, max_estimates: int = MAX_ESTIMATES,
     wanting = [job for job in blocked if job.id not in limited and job.id not in delayed]
     decisions.preemptions = plan_preemptions(
         wanting, snapshot.nodes, {n.name: len(pool.free_on(n.name)) for n in snapshot.nodes
-                                  if n.up}, snapshot.running)
+                                  if n.open}, snapshot.running)
     for plan in decisions.preemptions if explain else ():
         decisions.reasons[plan.for_job].append(Reason(
             "Preempting", f"stopping scavenger job(s) {', '.join(plan.victims)} on {plan.node} "
@@ -272,10 +272,10 @@ class _Explainer:
             if job.gpu_type is None:
                 return Reason("Resources", "no GPU node has registered yet")
             return Reason("GpuTypeUnavailable", f"no node has GPUs of type {job.gpu_type}")
-        large = [n for n in typed if n.up and n.gpus_usable >= job.per_node]
+        large = [n for n in typed if n.open and n.gpus_usable >= job.per_node]
         if len(large) < job.nodes:
             return Reason("Resources", f"{need}; {len(large)} node(s) that are up have that "
-                                       "many usable GPUs")
+                                       f"many usable GPUs{_drained_note(typed)}")
         free = sum(1 for n in large if len(self.pool.free_on(n.name)) >= job.per_node)
         return Reason("Resources", f"{need}; {free} node(s) have that many free now")
 
@@ -286,8 +286,12 @@ class _Explainer:
             if job.gpu_type is None:
                 return Reason("Resources", "no GPU node has registered yet")
             return Reason("GpuTypeUnavailable", f"no node has GPUs of type {job.gpu_type}")
-        up = [n for n in typed if n.up]
+        up = [n for n in typed if n.open]
         if not up:
+            drained = _drained_note(typed)
+            if drained:
+                return Reason("Resources", f"every node with {kind} GPUs is down or "
+                                           f"drained{drained}")
             if job.gpu_type is None:
                 return Reason("Resources", "every GPU node is down")
             return Reason("GpuTypeUnavailable", f"every node with {kind} GPUs is down")
@@ -297,9 +301,16 @@ class _Explainer:
                                            f"node that is up has that many usable GPUs "
                                            f"({_held_back(up)}: see `labq nodes`)")
             return Reason("Resources", f"needs {job.gpus} GPUs ({kind}) on one node; "
-                                       "no node that is up has that many")
+                                       f"no node that is up has that many{_drained_note(typed)}")
         return Reason("Resources", f"needs {job.gpus} GPUs ({kind}) on one node; "
-                                   f"at most {self.pool.most_free(job.gpu_type)} free now")
+                                   f"at most {self.pool.most_free(job.gpu_type)} free now"
+                                   f"{_drained_note(typed)}")
+
+
+def _drained_note(nodes: Sequence[NodeView]) -> str:
+    """'; drained by an admin: a3 (disk swap)': the up nodes an admin drained."""
+    drained = [f"{n.name} ({n.drained})" for n in nodes if n.up and n.drained]
+    return f"; drained by an admin: {', '.join(drained)}" if drained else ""
 
 
 def _held_back(nodes: Sequence[NodeView]) -> str:

@@ -46,7 +46,7 @@ def best_fit(job: PendingJob, nodes: Iterable[NodeView]) -> Placement | None:
     """
     need = job.per_node
     fitting = sorted((len(n.free), n.name, n.free) for n in nodes
-                     if n.up and len(n.free) >= need and fits_type(job, n))
+                     if n.open and len(n.free) >= need and fits_type(job, n))
     if len(fitting) < job.nodes:
         return None
     parts = [(name, free[:need]) for _, name, free in fitting[: job.nodes]]
@@ -89,7 +89,7 @@ class FreePool:
     """
 
     def __init__(self, nodes: Iterable[NodeView]) -> None:
-        self.nodes = {n.name: n for n in nodes if n.up}
+        self.nodes = {n.name: n for n in nodes if n.open}
         self.free: dict[str, list[int]] = {name: list(n.free) for name, n in self.nodes.items()}
         self.left = sum(len(v) for v in self.free.values())  # free GPUs, reserved ones included
         self.width = max((n.gpus_total for n in self.nodes.values()), default=0)

@@ -43,7 +43,7 @@ def plan_preemptions(blocked: Iterable[PendingJob], nodes: Sequence[NodeView],
         return []
     victims: dict[str, _Victims] = {}
     candidates: list[tuple[str, int, str]] = []  # (name, usable GPUs, model), by name
-    for node in sorted((n for n in nodes if n.up and n.name in by_node), key=lambda n: n.name):
+    for node in sorted((n for n in nodes if n.open and n.name in by_node), key=lambda n: n.name):
         # youngest first: they lose the least work
         ordered = sorted(by_node[node.name], key=lambda j: -j.ends_at)
         victims[node.name] = _Victims(ordered, [_healthy_count(v, node) for v in ordered])
@@ -100,7 +100,7 @@ def _across_nodes(job: PendingJob, nodes: Sequence[NodeView], free: dict[str, in
     the fewest scavenger GPUs (none if enough nodes fit already: placement decides); updates
     `free` and `victims` for the jobs after it. Empty if it cannot be done."""
     each = job.per_node
-    fitting = sorted(n.name for n in nodes if n.up and n.gpus_usable >= each
+    fitting = sorted(n.name for n in nodes if n.open and n.gpus_usable >= each
                      and free.get(n.name, 0) >= each and type_matches(job.gpu_type, n.gpu_model))
     missing = job.nodes - len(fitting)
     if missing <= 0:

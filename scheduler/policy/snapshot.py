@@ -29,6 +29,13 @@ class NodeView:
     # Of those, the GPUs held back only because a process labq did not start runs there
     # (`foreign_gpu_policy = "avoid"`): named apart in the reason a job waits.
     foreign: tuple[int, ...] = ()
+    # An admin drained it (the reason; "" = not drained): up, but no new job starts here.
+    drained: str = ""
+
+    @property
+    def open(self) -> bool:
+        """New jobs may start here: up and not drained."""
+        return self.up and not self.drained
 
     @property
     def gpus_usable(self) -> int:

@@ -39,6 +39,10 @@ class AdminRoutes:
     async def caller(self, request: web.Request) -> Caller:
         raise NotImplementedError
 
+    def node_routes(self) -> list[web.RouteDef]:
+        """The admin's node maintenance routes (drain, resume, remove)."""
+        return []
+
     def acts_for_others(self, caller: Caller) -> bool:
         raise NotImplementedError
 

@@ -27,6 +27,7 @@ from scheduler.policy.fairengine import FairShare
 from scheduler.policy.fairshare import FairShareTable
 from scheduler.policy.priority import Priority
 from scheduler.server.adminroutes import AdminRoutes, audit
+from scheduler.server.historyroutes import HistoryRoutes
 from scheduler.server.http import (
     MAX_REQUEST_BYTES,
     ApiError,
@@ -56,7 +57,7 @@ NODE_CACHE_S = 1.0
 PENDING_CACHE_S = 2.0  # per-user pending counts for the cap, read again after this long
 
 
-class Api(JobRoutes, AdminRoutes):
+class Api(JobRoutes, AdminRoutes, HistoryRoutes):
     def __init__(self, store: Store, settings: Settings,
                  kick: Callable[[], None],
                  submitted: Callable[[list[Job]], None] | None = None,
@@ -96,6 +97,8 @@ class Api(JobRoutes, AdminRoutes):
             web.post("/v1/admin/tokens", self.token_create),
             web.post("/v1/admin/tokens/{id}/revoke", self.token_revoke),
             web.get("/openapi.json", self.openapi),
+            *self.node_routes(),
+            *self.history_routes(),
         ])
         return app
 

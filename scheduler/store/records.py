@@ -21,7 +21,9 @@ def nodes_from(rows: Sequence[dict[str, str]]) -> list[Node]:
             gpus=[GpuInfo.from_dict(g) for g in json.loads(raw.get("gpus") or "[]")],
             allocations={int(k): v for k, v in alloc.items()},
             simulated=bool(raw.get("simulated")), hostname=raw.get("hostname", ""),
-            address=raw.get("address", ""),
+            address=raw.get("address", ""), drained_by=raw.get("drained_by", ""),
+            drain_reason=raw.get("drain_reason", ""),
+            drained_at=float(raw["drained_at"]) if raw.get("drained_at") else None,
         ))
     return result
 
