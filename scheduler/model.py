@@ -245,6 +245,9 @@ class Job:
     stop_requested_at: float | None = None  # when labq or a person asked it to stop
     nodes: int = 1  # how many nodes it runs on, each with `gpus_per_node` of its GPUs
     notify: str = ""  # --notify: events (begin, end, fail, ...) told to the admin's command
+    # What the node measured of its last run (the job's cgroup), None where it could not:
+    cpu_seconds: float | None = None  # CPU time, user + system, of every process of the job
+    memory_peak_bytes: int | None = None  # the most memory the job held at once
     # A multi-node job holding GPUs: [[node, [GPU indices]], ...], by rank (the head node,
     # which is `node` with `gpu_indices`, first). Empty for a job of one node.
     parts: list[list[Any]] = field(default_factory=list)
@@ -353,6 +356,10 @@ class Job:
             starting_at=opt_float("starting_at"),
             stop_requested_at=opt_float("stop_requested_at"),
             nodes=int(raw.get("nodes") or 1),
+            notify=raw.get("notify", ""),
+            cpu_seconds=opt_float("cpu_seconds"),
+            memory_peak_bytes=int(raw["memory_peak_bytes"]) if raw.get("memory_peak_bytes")
+            else None,
             parts=json.loads(raw.get("parts") or "[]"),
         )
 

@@ -89,6 +89,9 @@ JOB_FIELDS: dict[str, dict[str, Any]] = {
     "array_job": _STR,  # a task of an array: the array's id ("" otherwise)
     "array_task": {"type": ["integer", "null"]},  # its index
     "script": {"type": ["boolean", "null"]},  # a batch script was captured (its text is not served)
+    "notify": _STR,  # the events the admin's job_notify_command is run for ("" = none)
+    "cpu_seconds": _TIME,  # CPU time its last run used, as its node measured (null: not measured)
+    "memory_peak_bytes": {"type": ["integer", "null"]},  # the most memory its last run held
 }
 OPTIONAL_JOB_FIELDS: dict[str, dict[str, Any]] = {
     "run_time_s": {"type": "number"},  # a RUNNING job's time so far
@@ -105,7 +108,7 @@ OPTIONAL_JOB_FIELDS: dict[str, dict[str, Any]] = {
 # usage): what they run, where, with what, and what it cost. Who, what state, which GPUs and
 # when stay, so the queue still makes sense.
 PRIVATE_FIELDS = ("command", "workdir", "env", "exit_code", "billed", "gpu_seconds", "output",
-                  "error", "submit_dir", "script")
+                  "error", "submit_dir", "script", "cpu_seconds", "memory_peak_bytes")
 
 
 def submit_schema() -> dict[str, Any]:
@@ -181,5 +184,8 @@ class JobJson(TypedDict, total=False):
     array_job: str
     array_task: int | None
     script: bool | None
+    notify: str
+    cpu_seconds: float | None
+    memory_peak_bytes: int | None
     array_tasks: str
     array_throttle: int
