@@ -28,7 +28,8 @@ Every key labq uses is built here and passed to scripts in KEYS, never built ins
     {p}wake                     list     pushed by agents when a status changes: the leader BLPOPs
     {p}usage                    hash     user:{u}:billed, user:{u}:gpu_s, account:{a}:... totals;
                                          decayed:{a}|{u}, decayed_t:{a}|{u}, half_life_s;
-                                         day:{unix day}:{a}|{u} billed that UTC day
+                                         day:{unix day}:{a}|{u} billed that UTC day,
+                                         dgpu:{unix day}:{a}|{u} GPU-seconds that UTC day
     {p}stats                    hash     persisted metric counters (see metrics_families):
                                          admissions|{a}, preemptions|{a}, evictions|{a}|{reason},
                                          wait|{a}|{le} (admission wait histogram bucket, not

@@ -38,8 +38,9 @@ local function charge(job_key, usage_key, now, settle)
   redis.call('HINCRBYFLOAT', usage_key, 'account:' .. fields[5] .. ':billed', billed)
   add_decayed(usage_key, fields[5] .. '|' .. fields[4], billed, now)
   -- per UTC day, for budgets over any period
-  redis.call('HINCRBYFLOAT', usage_key,
-    'day:' .. math.floor(now / 86400) .. ':' .. fields[5] .. '|' .. fields[4], billed)
+  local day = math.floor(now / 86400) .. ':' .. fields[5] .. '|' .. fields[4]
+  redis.call('HINCRBYFLOAT', usage_key, 'day:' .. day, billed)
+  redis.call('HINCRBYFLOAT', usage_key, 'dgpu:' .. day, gpu_s)
   redis.call('HINCRBYFLOAT', job_key, 'gpu_seconds', gpu_s)
   redis.call('HINCRBYFLOAT', job_key, 'billed', billed)
   redis.call('HSET', job_key, 'charged_until', now)
