@@ -82,6 +82,17 @@ class ReasonCode(StrEnum):
     DEPENDENCY_NEVER_SATISFIED = "DependencyNeverSatisfied"  # cancelled: its dependency failed
 
 
+class NotifyEvent(StrEnum):
+    """What a job's owner may ask to be told of (`--notify`, Slurm's `--mail-type`): the
+    admin's `job_notify_command` runs once for each such event of the job."""
+
+    BEGIN = "begin"  # it started
+    END = "end"  # it ended, however (Slurm's END: success, failure, cancel, time limit)
+    FAIL = "fail"  # it ended FAILED, or was lost with its node
+    TIMEOUT = "timeout"  # it reached its time limit
+    REQUEUE = "requeue"  # it was queued again (preempted, node lost, `labq requeue`)
+
+
 class HoldKind(StrEnum):
     """Who holds a job (`Job.hold`; "" while no person does): its owner or an admin."""
 
