@@ -163,14 +163,15 @@ async def test_start(store: Store, case: StartCase) -> None:
         assert job_id in await waiting_ids(store) and job_id not in await active_ids(store)
 
 
-@pytest.mark.parametrize("node_state", [NodeState.DOWN, NodeState.DRAIN])
-async def test_start_refused_on_node_that_is_not_up(store: Store, node_state: NodeState) -> None:
+@pytest.mark.parametrize("drained", [False, True])
+async def test_start_refused_on_node_that_is_down_or_drained(store: Store, drained: bool) -> None:
     epoch = await lead(store)
     await store.heartbeat(report("n1", gpus=2), now=T0)
-    if node_state is NodeState.DOWN:
+    if not drained:
         assert await store.node_down(epoch, "n1", cutoff=T0 + 1) == "DOWN"
-    else:
-        await store.r.hset(store.keys.node("n1"), "state", "DRAIN")
+    else:  # up, but an admin drained it after the cycle read it
+        await store.r.hset(store.keys.node("n1"), mapping={"drained_by": "root",
+                                                            "drain_reason": "disk"})
     job_id = await submit_one(store)
     assert await start_job(store, epoch, job_id, "n1", [0], 1.0, T0) == "NODE_NOT_UP"
     assert (await job_of(store, job_id)).state is JobState.PENDING
@@ -671,9 +672,13 @@ async def test_node_down_only_when_heartbeat_is_older_than_cutoff(store: Store) 
 
 async def test_heartbeat_keeps_a_drained_node_drained(store: Store) -> None:
     await store.heartbeat(report("n1"), now=T0)
-    await store.r.hset(store.keys.node("n1"), "state", "DRAIN")
-    assert await store.heartbeat(report("n1"), now=T0 + 2) == "DRAIN"
-    assert (await store.nodes())[0].state is NodeState.DRAIN
+    await store.r.hset(store.keys.node("n1"), mapping={"drained_by": "root",
+                                                        "drain_reason": "disk swap",
+                                                        "drained_at": T0 + 1})
+    assert await store.heartbeat(report("n1"), now=T0 + 2) == "UP"
+    node = (await store.nodes())[0]
+    assert node.state is NodeState.UP and node.drained and node.shown_state == "DRAINED"
+    assert (node.drained_by, node.drain_reason, node.drained_at) == ("root", "disk swap", T0 + 1)
 
 
 async def test_nodes_show_allocations(store: Store) -> None:

@@ -20,7 +20,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from scheduler.cluster.read import ClusterState, build_snapshot, read_cluster
@@ -248,12 +248,13 @@ class Coordinator:
                 return
 
     async def _end_or_requeue(self, epoch: int, job: Job, reason: str, now: float,
-                              charge_until: float | None = None) -> None:
+                              charge_until: float | None = None,
+                              usage: Mapping[str, int] | None = None) -> None:
         if job.requeue:
             await self.store.requeue(epoch, job, reason, now, charge_until)
         else:
             await self.store.finish(epoch, job, JobState.FAILED, None, reason, now,
-                                    charge_until)
+                                    charge_until, usage)
 
     async def _watch(self, epoch: int, active: Sequence[Job], now: float
                      ) -> tuple[bool, dict[str, Job]]:
@@ -285,13 +286,14 @@ class Coordinator:
             return replace(job, started_at=action.at)
         elif isinstance(action, Finish):
             await self.store.finish(epoch, job, action.state, action.exit_code, action.reason,
-                                    action.at)
+                                    action.at, usage=action.usage)
             self._ended(job)
         elif isinstance(action, Requeue):
             await self.store.requeue(epoch, job, action.reason, action.at)
             self._ended(job)
         elif isinstance(action, EndOrRequeue):
-            await self._end_or_requeue(epoch, job, action.reason, action.at)
+            await self._end_or_requeue(epoch, job, action.reason, action.at,
+                                       usage=action.usage)
             self._ended(job)
         elif isinstance(action, RequestStop):
             if await self.store.request_stop(epoch, job.id, action.state, now) == Outcome.OK:

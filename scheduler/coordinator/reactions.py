@@ -7,7 +7,7 @@ coordinator applies them with fenced store scripts; tests/test_reactions.py tabl
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from scheduler.model import Job, JobState, ReasonCode
 from scheduler.noderun import EXITED, FAILED, RunStatus
@@ -25,6 +25,8 @@ class Finish:
     exit_code: int | None
     reason: str
     at: float
+    # what its node measured of the run (the cgroup's cpu_usec, memory_peak_bytes), if any
+    usage: Mapping[str, int] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class EndOrRequeue:
 
     reason: str
     at: float
+    usage: Mapping[str, int] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -111,15 +114,28 @@ def combined_status(job: Job, statuses: Mapping[str, RunStatus | None]) -> RunSt
     for part in others:
         if part is not None and part.phase == FAILED:
             return part
+    measured = merged_usage([head, *others])
     if head is not None and head.ended:
-        return head
+        return replace(head, usage=measured)
     for part in others:
         if part is not None and part.phase == EXITED:
-            return replace(part, lost=True, stopped=False)
+            return replace(part, lost=True, stopped=False, usage=measured)
     if head is not None and head.started_at is not None and any(
             part is None or part.started_at is None for part in others):
         return replace(head, phase=STARTING_PHASE, started_at=None)
     return head
+
+
+def merged_usage(parts: list[RunStatus | None]) -> dict[str, int]:
+    """A multi-node job's usage from its parts': CPU time summed, peak memory the largest
+    of one node's (a job's memory limit is per node). Only what every part measured."""
+    measured = [p.usage for p in parts if p is not None]
+    out: dict[str, int] = {}
+    if measured and all("cpu_usec" in u for u in measured):
+        out["cpu_usec"] = sum(u["cpu_usec"] for u in measured)
+    if measured and all("memory_peak_bytes" in u for u in measured):
+        out["memory_peak_bytes"] = max(u["memory_peak_bytes"] for u in measured)
+    return out
 
 
 def _launch_overdue(job: Job, now: float, launch_timeout_s: float,
@@ -140,7 +156,15 @@ def _launch_overdue(job: Job, now: float, launch_timeout_s: float,
 
 
 def _ended(job: Job, status: RunStatus, ended: float) -> Action:
-    """The end of a run: as asked if labq stopped it, else as the job's exit says."""
+    """The end of a run: as asked if labq stopped it, else as the job's exit says; with what
+    its node measured of it."""
+    action = _end_of_run(job, status, ended)
+    if isinstance(action, Finish | EndOrRequeue) and status.usage:
+        return replace(action, usage=dict(status.usage))
+    return action
+
+
+def _end_of_run(job: Job, status: RunStatus, ended: float) -> Action:
     if status.stopped and job.stop_request == JobState.PREEMPTED.value:
         return Requeue(job.stop_reason or ReasonCode.PREEMPTED, ended)  # or Requeued (by hand)
     if status.stopped and job.stop_request:

@@ -74,7 +74,7 @@ class JobStore(ArrayStore, RetentionStore):
     async def cancel(self, job_id: str, caller: str, is_admin: bool, now: float,
                      reason: str = "") -> Outcome:
         keys = [self.keys.job(job_id), self.keys.waiting, self.keys.done, self.keys.held,
-                self.keys.stored]
+                self.keys.stored, self.keys.stats]
         args = [job_id, caller, "1" if is_admin else "", now, reason]
         return Outcome(await self._run("cancel", keys, args))
 
@@ -146,11 +146,12 @@ class JobStore(ArrayStore, RetentionStore):
 
     async def finish(
         self, epoch: int, job: Job, state: JobState, exit_code: int | None, reason: str,
-        now: float, charge_until: float | None = None,
+        now: float, charge_until: float | None = None, usage: Mapping[str, int] | None = None,
     ) -> Outcome:
         """End the job at `now` (when its run ended, as its node recorded it), charged exactly
         up to then, or up to `charge_until` (a lost node's last heartbeat): time charged
-        beyond is given back."""
+        beyond is given back. `usage`: what its node measured of the run (the cgroup's
+        `cpu_usec` and `memory_peak_bytes`), kept on the job."""
         keys = [
             self.keys.job(job.id), self.keys.active, self.keys.done,
             self.keys.node_alloc(job.node or ""), self.keys.usage, self.keys.epoch,
@@ -158,8 +159,12 @@ class JobStore(ArrayStore, RetentionStore):
         ]
         more, others = self._other_keys(job)
         code = "" if exit_code is None else str(exit_code)
+        measured = usage or {}
+        cpu_usec = measured.get("cpu_usec")
+        peak = measured.get("memory_peak_bytes")
         args = [epoch, job.id, state.value, code, reason, now, job.node or "", others,
-                "" if charge_until is None else charge_until]
+                "" if charge_until is None else charge_until,
+                "" if cpu_usec is None else repr(cpu_usec / 1e6), "" if peak is None else peak]
         keys += more
         return Outcome(await self._run("finish", keys, args))
 

@@ -68,6 +68,14 @@ local function count_eviction(stats_key, account, reason)
   redis.call('HINCRBY', stats_key, 'evictions|' .. account .. '|' .. reason, 1)
 end
 
+-- A job ended (a terminal state, once): counted per state, reason code and account, for the
+-- ended-jobs counter. The code is the reason's first word ("NonZeroExitCode 3" counts as
+-- NonZeroExitCode), so a free-text reason never makes a series of its own.
+local function count_ended(stats_key, state, reason, account)
+  local code = string.match(reason or '', '^[%w_]+') or 'None'
+  redis.call('HINCRBY', stats_key, 'ended|' .. state .. '|' .. code .. '|' .. account, 1)
+end
+
 -- A job leaves its node's hands: forget its start record, stop request and reported status,
 -- and wake the agent so it cleans up (and kills the attempt if it still runs).
 local function release_run(runs_key, stops_key, status_key, wake_key, job_id)

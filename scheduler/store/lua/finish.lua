@@ -9,6 +9,8 @@
 -- ARGV[8] a multi-node job's other nodes as the caller read them (JSON list, by rank; '' =
 -- none), with 5 KEYS each from KEYS[13] (see release_others): all are freed and released.
 -- ARGV[9] charge up to this instead of ARGV[6] ('' = ARGV[6]): a lost node's last heartbeat
+-- ARGV[10] CPU seconds and ARGV[11] peak memory bytes its run used, as its node measured
+-- ('' = not measured): kept on the job, for `labq eff` and the history.
 -- An ended job keeps no environment or script (they may hold secrets, and cost memory).
 -- Ending with reason NodeLost counts an eviction (unless a stop was already asked: counted then).
 -- Returns 'OK', STALE_VIEW (the job moved: read it again), STALE_EPOCH, ALREADY_DONE or NOT_ACTIVE.
@@ -28,6 +30,9 @@ free_gpus(KEYS[1], KEYS[4], ARGV[2])
 release_others(KEYS[1], ARGV[2], 13)
 redis.call('HSET', KEYS[1], 'state', ARGV[3], 'ended_at', ARGV[6], 'exit_code', ARGV[4],
   'reason', ARGV[5], 'reasons', '[]')
+count_ended(KEYS[7], ARGV[3], ARGV[5], info[1] or '')
+if (ARGV[10] or '') ~= '' then redis.call('HSET', KEYS[1], 'cpu_seconds', ARGV[10]) end
+if (ARGV[11] or '') ~= '' then redis.call('HSET', KEYS[1], 'memory_peak_bytes', ARGV[11]) end
 drop_request(KEYS[1], KEYS[12])
 if state == STATE.STARTING then redis.call('HSET', KEYS[1], 'started_at', '') end
 redis.call('SREM', KEYS[2], ARGV[2])

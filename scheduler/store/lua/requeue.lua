@@ -30,6 +30,7 @@ if stop == STATE.CANCELLED or stop == STATE.TIMEOUT then
     if stop == STATE.TIMEOUT then why = REASON.TimeLimit end
   end
   redis.call('HSET', KEYS[1], 'state', stop, 'ended_at', ARGV[4], 'reason', why, 'reasons', '[]')
+  count_ended(KEYS[8], stop, why, redis.call('HGET', KEYS[1], 'account') or '')
   drop_request(KEYS[1], KEYS[13])
   redis.call('SREM', KEYS[2], ARGV[2])
   redis.call('ZADD', KEYS[7], ARGV[4], ARGV[2])

@@ -36,7 +36,8 @@ local names = {}
 for _, n in ipairs(nodes) do
   if names[n[5]] then return 'NOT_DISTINCT' end
   names[n[5]] = true
-  if redis.call('HGET', n[1], 'state') ~= NODE.UP then return 'NODE_NOT_UP' end
+  local up = redis.call('HMGET', n[1], 'state', 'drained_by')
+  if up[1] ~= NODE.UP or (up[2] or '') ~= '' then return 'NODE_NOT_UP' end  -- down or drained
   local total = tonumber(redis.call('HGET', n[1], 'gpus_total') or '0')
   local indices = cjson.decode(n[6])
   if #indices ~= per then return 'WRONG_COUNT' end
