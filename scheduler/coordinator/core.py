@@ -3,7 +3,8 @@
 A cycle, when this coordinator leads:
   1. nodes   — mark nodes whose heartbeats stopped DOWN; their jobs end NodeLost or requeue
   2. watch   — bring STARTING/RUNNING jobs in line with what their nodes' agents report
-               (reactions); hand stop requests (cancel, time limit) to the nodes
+               (reactions); hand stop requests (cancel, time limit) to the nodes; tell
+               owners who asked (--notify) that a job began, ended or was requeued (watch)
   3. charge  — bill running jobs for the GPU time used since the last charge
   4. idle    — track GPUs running jobs leave idle; warn, notify, or stop them (idle)
   5. decide  — snapshot → policy.schedule() → start decisions: each one fenced script that
@@ -20,7 +21,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 
 from scheduler.cluster.read import ClusterState, build_snapshot, read_cluster
@@ -39,18 +40,8 @@ from scheduler.coordinator.idle import (
 )
 from scheduler.coordinator.nodes import NodeChannel, StoreNodes, last_heard
 from scheduler.coordinator.notify import Notifier
-from scheduler.coordinator.reactions import (
-    Action,
-    EndOrRequeue,
-    Finish,
-    MarkRunning,
-    RequestStop,
-    Requeue,
-    SendStop,
-    combined_status,
-    react,
-)
 from scheduler.coordinator.waiting import check_dependencies, dependency_reason, is_met, spawn_count
+from scheduler.coordinator.watch import Watching
 from scheduler.metrics.hist import CYCLE_BUCKETS, LocalHistogram
 from scheduler.model import Job, JobState, Node, NodeState, Reason, ReasonCode
 from scheduler.policy import Decisions, PendingJob, Snapshot, schedule
@@ -63,7 +54,6 @@ from scheduler.trouble import Trouble
 log = logging.getLogger(__name__)
 
 LEASE_TTL_MS = 5000
-STOP_RETRY_S = 5.0
 RETENTION_INTERVAL_S = 60.0
 RETENTION_BATCHES = 20  # per pass: up to 4,000 jobs a minute, far above any lab's rate
 WAKE_WAIT_S = 1.0
@@ -73,7 +63,7 @@ REASONS_REFRESH_S = 30.0  # rewrite every waiting job's reasons at least this of
 HOLDING_REASONS = frozenset({"BudgetExhausted"})  # a job waiting for these is HELD, not PENDING
 
 
-class Coordinator:
+class Coordinator(Watching):
     def __init__(self, store: Store, settings: Settings,
                  nodes: NodeChannel | None = None) -> None:
         self.store = store
@@ -246,71 +236,6 @@ class Coordinator:
             if not await self.store.expire_done(epoch, now, s.retention_s, s.retention_jobs,
                                                 s.retention_history_s):
                 return
-
-    async def _end_or_requeue(self, epoch: int, job: Job, reason: str, now: float,
-                              charge_until: float | None = None,
-                              usage: Mapping[str, int] | None = None) -> None:
-        if job.requeue:
-            await self.store.requeue(epoch, job, reason, now, charge_until)
-        else:
-            await self.store.finish(epoch, job, JobState.FAILED, None, reason, now,
-                                    charge_until, usage)
-
-    async def _watch(self, epoch: int, active: Sequence[Job], now: float
-                     ) -> tuple[bool, dict[str, Job]]:
-        """Follow every active job with what its node's agent last reported. Returns whether
-        a job gave its GPUs back (ended or was requeued), and the new record of each job an
-        action changed."""
-        reports = await self.nodes.reports({name for j in active for name in j.node_names})
-        freed = False
-        updated: dict[str, Job] = {}
-        for job in active:
-            if job.parts:  # across nodes: the head's run, once every node runs its part
-                status = combined_status(job, {name: reports.get(name, {}).get(job.id)
-                                               for name in job.node_names})
-            else:
-                status = reports.get(job.node or "", {}).get(job.id)
-            for action in react(job, status, now, self.settings.launch_timeout_s,
-                                self.settings.stop_grace_s):
-                after = await self._apply(epoch, job, action, now)
-                if after is not job:
-                    job = updated[job.id] = after
-                freed |= isinstance(action, Finish | Requeue | EndOrRequeue)
-        return freed, updated
-
-    async def _apply(self, epoch: int, job: Job, action: Action, now: float) -> Job:
-        """Carry out one action; returns the job's record after it (a new one where the
-        action changed what the cycle reads of it, else `job`)."""
-        if isinstance(action, MarkRunning):
-            await self.store.mark_running(epoch, job.id, action.at)
-            return replace(job, started_at=action.at)
-        elif isinstance(action, Finish):
-            await self.store.finish(epoch, job, action.state, action.exit_code, action.reason,
-                                    action.at, usage=action.usage)
-            self._ended(job)
-        elif isinstance(action, Requeue):
-            await self.store.requeue(epoch, job, action.reason, action.at)
-            self._ended(job)
-        elif isinstance(action, EndOrRequeue):
-            await self._end_or_requeue(epoch, job, action.reason, action.at,
-                                       usage=action.usage)
-            self._ended(job)
-        elif isinstance(action, RequestStop):
-            if await self.store.request_stop(epoch, job.id, action.state, now) == Outcome.OK:
-                return replace(job, stop_request=action.state.value)
-        elif isinstance(action, SendStop):
-            await self._send_stop(epoch, job, now)
-        return job
-
-    def _ended(self, job: Job) -> None:
-        self._last_stop_sent.pop(job.id, None)
-        self.kick.set()  # its GPUs are free: schedule now
-
-    async def _send_stop(self, epoch: int, job: Job, now: float) -> None:
-        """Hand a stop to the job's node (again after STOP_RETRY_S: cheap and idempotent)."""
-        if now - self._last_stop_sent.get(job.id, 0.0) >= STOP_RETRY_S:
-            self._last_stop_sent[job.id] = now
-            await self.nodes.send_stop(epoch, job)
 
     async def _check_idle(self, epoch: int, nodes: Sequence[Node], active: Sequence[Job],
                           now: float) -> dict[str, Job]:
