@@ -37,6 +37,13 @@ Every key labq uses is built here and passed to scripts in KEYS, never built ins
     {p}history:{day}            hash     job id -> compact JSON record of a finished job that
                                          left the hot store (retention), by the UTC day it
                                          ended (unix day); expires retention_history_s later
+    {p}history:{day}:user:{u}   set      ids of that day's history records of user u (same
+                                         expiry as the day's hash): one user's history reads
+                                         only their records
+    {p}history:{day}:account:{a} set     ids of that day's history records charged to account a
+    {p}history:where:{n}        hash     job id -> the unix day of its history record, for ids
+                                         whose number // 10000 is n (`labq show` of a job that
+                                         left the hot store); expires with its latest day
     {p}log:{id}                 string   no longer written (job output is the user's file);
                                          retention deletes any an older version left
     {p}accounts                 hash     account name -> AccountConfig JSON
@@ -141,6 +148,17 @@ class Keys:
 
     def history(self, day: int) -> str:
         return f"{self.prefix}history:{day}"
+
+    def history_user(self, day: int, user: str) -> str:
+        return f"{self.prefix}history:{day}:user:{user}"
+
+    def history_account(self, day: int, account: str) -> str:
+        return f"{self.prefix}history:{day}:account:{account}"
+
+    def history_where(self, job_id: str) -> str:
+        """The id -> day index bucket of `job_id` (an array task `17_5` with its array, 17)."""
+        head = job_id.partition("_")[0]
+        return f"{self.prefix}history:where:{int(head) // 10000 if head.isdigit() else 0}"
 
     def log(self, job_id: str) -> str:
         return f"{self.prefix}log:{job_id}"

@@ -1,29 +1,29 @@
 """Retention: finished jobs leave the hot store for a compact per-day history (part of the
-jobs role; see expire_done.lua)."""
+jobs role; see history_retire.lua), and the reads of that history (`HistoryReads`)."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from scheduler.store.core import StoreCore
+from scheduler.store.historyread import DAY, HistoryReads
+from scheduler.store.historyusage import UsageRow, usage_rows
 from scheduler.store.outcome import Outcome
-from scheduler.store.records import id_key
 
-RETENTION_BATCH = 200  # jobs per expire_done script: ~15 ms of the store's time each
+RETENTION_BATCH = 200  # jobs per history_retire script: ~15 ms of the store's time each
 
 
-class RetentionStore(StoreCore):
+class RetentionStore(HistoryReads):
     """Part of the jobs role (`JobStore`): ended jobs leave for the per-day history."""
 
-    SCRIPTS: tuple[str, ...] = ("expire_done",)
+    # expire_done: the script before the history kept indexes (no longer run; see README)
+    SCRIPTS: tuple[str, ...] = ("expire_done", "history_retire")
 
     async def expire_done(self, epoch: int, now: float, keep_s: float, keep_jobs: int,
                           history_s: float, batch: int = RETENTION_BATCH) -> int:
         """Move out of the hot store, oldest first, at most `batch` finished jobs that ended
         more than `keep_s` ago or are beyond the newest `keep_jobs`; each leaves a compact
-        record in its day's history (kept `history_s` after that day). Returns how many moved
-        (0: nothing to do, or not the leader's epoch)."""
+        record in its day's history, indexed by user, account and id (kept `history_s` after
+        that day). Returns how many moved (0: nothing to do, or not the leader's epoch)."""
         async with self.r.pipeline(transaction=False) as pipe:
             pipe.zcard(self.keys.done)
             pipe.zcount(self.keys.done, "-inf", f"({now - keep_s}")
@@ -32,22 +32,24 @@ class RetentionStore(StoreCore):
         if count <= 0:
             return 0
         oldest = await self.r.zrange(self.keys.done, 0, count - 1, withscores=True)
+        # Who each belongs to, read first: the script is given every key it writes.
+        async with self.r.pipeline(transaction=False) as pipe:
+            for job_id, _ in oldest:
+                pipe.hmget(self.keys.job(job_id), "user", "account")
+            owners = await pipe.execute()
         keys = [self.keys.epoch, self.keys.done, self.keys.stored]
         args: list[Any] = [epoch]
-        for job_id, ended in oldest:
-            day = int(ended // 86400)
-            keys += [self.keys.job(job_id), self.keys.history(day), self.keys.log(job_id)]
-            args += [job_id, repr(ended), int((day + 1) * 86400 + history_s)]
-        result = await self._run("expire_done", keys, args)
+        for (job_id, ended), (user, account) in zip(oldest, owners, strict=True):
+            day = int(ended // DAY)
+            user, account = user or "", account or ""
+            keys += [self.keys.job(job_id), self.keys.history(day), self.keys.log(job_id),
+                     self.keys.history_user(day, user), self.keys.history_account(day, account),
+                     self.keys.history_where(job_id)]
+            args += [job_id, repr(ended), int((day + 1) * DAY + history_s), user, account, day]
+        result = await self._run("history_retire", keys, args)
         return 0 if result == Outcome.STALE_EPOCH else int(result)
 
-    async def history(self, first_day: int, last_day: int) -> list[dict[str, str]]:
-        """Compact records of the jobs that left the hot store, of UTC days (unix day numbers)
-        `first_day` to `last_day`, in id order."""
-        days = range(first_day, last_day + 1)
-        async with self.r.pipeline(transaction=False) as pipe:
-            for day in days:
-                pipe.hgetall(self.keys.history(day))
-            rows = await pipe.execute()
-        records = [json.loads(text) for row in rows for text in row.values()]
-        return sorted(records, key=lambda r: id_key(str(r.get("id", ""))))
+    async def usage_report(self, first_day: int, last_day: int) -> list[UsageRow]:
+        """GPU-seconds and billed units per (account, user) charged on UTC days `first_day`
+        to `last_day` (unix day numbers), from the usage hash's per-day fields."""
+        return usage_rows(await self.r.hgetall(self.keys.usage), first_day, last_day)
