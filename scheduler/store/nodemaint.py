@@ -1,0 +1,98 @@
+"""The store's node maintenance role (part of `Store`): an admin drains a node (the jobs there
+run on to their end, nothing new starts there), resumes it, or removes a retired one.
+
+A drain is three fields of the node hash (`drained_by`, `drain_reason`, `drained_at`, read
+into `model.Node`) beside the agent's report: the heartbeat script writes only its own fields,
+so a drain outlives heartbeats and agent restarts, and liveness (UP/DOWN) stays the agent's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from scheduler.store.core import StoreCore
+from scheduler.store.records import id_key
+
+
+class NodeChange(StrEnum):
+    """What a node maintenance script says happened."""
+
+    OK = "OK"
+    ALREADY = "ALREADY"  # drain: it was drained already (who and why are the new ones)
+    NO_SUCH_NODE = "NO_SUCH_NODE"
+    NOT_DRAINED = "NOT_DRAINED"  # resume of a node nobody drained
+    ALIVE = "ALIVE"  # remove: its agent still reports
+    HOLDS_JOBS = "HOLDS_JOBS"  # remove: jobs still hold its GPUs or runs
+
+
+@dataclass(frozen=True)
+class Drained:
+    """A drain's outcome, and how many of the node's GPUs jobs still hold (DRAINING if any)."""
+
+    outcome: NodeChange
+    gpus_allocated: int = 0
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """A resume's outcome, and who had drained the node."""
+
+    outcome: NodeChange
+    drained_by: str = ""
+
+
+@dataclass(frozen=True)
+class Removed:
+    """A removal's outcome; refused: the agent's last heartbeat (ALIVE) or the jobs it holds
+    (HOLDS_JOBS)."""
+
+    outcome: NodeChange
+    last_heartbeat: float = 0.0
+    jobs: tuple[str, ...] = ()
+
+
+class NodeMaintStore(StoreCore):
+    """The node maintenance role: drain, resume, remove. Not fenced by the leader's epoch: an
+    admin's act through any coordinator, like an account change."""
+
+    SCRIPTS: tuple[str, ...] = ("node_drain", "node_resume", "node_remove")
+
+    async def drain_node(self, name: str, by: str, reason: str, now: float) -> Drained:
+        """Keep new jobs off `name`; jobs running there go on. Wakes the leader, whose next
+        cycle names the drain in the waiting jobs' reasons."""
+        keys = [self.keys.node(name), self.keys.nodes, self.keys.node_alloc(name),
+                self.keys.wake]
+        outcome, allocated = await self._run("node_drain", keys, [name, by, reason, now])
+        return Drained(NodeChange(outcome), int(allocated))
+
+    async def resume_node(self, name: str) -> Resumed:
+        """Lift a drain; wakes the leader so that waiting jobs may start there at once."""
+        keys = [self.keys.node(name), self.keys.nodes, self.keys.wake]
+        outcome, by = await self._run("node_resume", keys, [name])
+        return Resumed(NodeChange(outcome), str(by))
+
+    async def remove_node(self, name: str, cutoff: float) -> Removed:
+        """Forget a retired node and its keys, unless its agent reported at or after `cutoff`
+        (now - node_timeout_s: it would join again at once) or jobs still hold it. An agent
+        that reports again later makes it join again, undrained."""
+        keys = [self.keys.node(name), self.keys.nodes, self.keys.node_alloc(name),
+                self.keys.node_runs(name), self.keys.node_stops(name),
+                self.keys.node_status(name), self.keys.node_wake(name)]
+        outcome, detail = await self._run("node_remove", keys, [name, cutoff])
+        change = NodeChange(outcome)
+        if change == NodeChange.ALIVE:
+            return Removed(change, last_heartbeat=float(detail or 0))
+        if change == NodeChange.HOLDS_JOBS:
+            return Removed(change, jobs=tuple(sorted(str(detail).split(","), key=id_key)))
+        return Removed(change)
+
+
+def node_maint(store: StoreCore) -> NodeMaintStore:
+    """`store` as the node maintenance role: itself once `Store` is made with this role,
+    else a view on the same client and keys (its scripts registered on it)."""
+    if isinstance(store, NodeMaintStore):
+        return store
+    view = NodeMaintStore(store.r, store.keys)
+    view.replicated = store.replicated
+    return view
