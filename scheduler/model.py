@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from scheduler.resources import Demand
+
 
 class JobState(StrEnum):
     """Where a job is in its life. The lifecycle is declared once, below (`TRANSITIONS`); the
@@ -192,6 +194,12 @@ class JobSpec:
     array_task: int | None = None  # the task's index in its array
     nodes: int = 1  # the nodes it runs on, each with gpus // nodes of its GPUs
     notify: str = ""  # --notify: the events the admin's job_notify_command runs for, "begin,end"
+    # CPUs and memory (MiB) on each of its nodes, or per GPU there; 0 = not asked (all four
+    # 0: its node's share; see scheduler.resources)
+    cpus: int = 0
+    cpus_per_gpu: int = 0
+    mem: int = 0
+    mem_per_gpu: int = 0
 
     @property
     def gpus_per_node(self) -> int:
@@ -256,6 +264,10 @@ class Job:
     stop_requested_at: float | None = None  # when labq or a person asked it to stop
     nodes: int = 1  # how many nodes it runs on, each with `gpus_per_node` of its GPUs
     notify: str = ""  # --notify: events (begin, end, fail, ...) told to the admin's command
+    cpus: int = 0  # CPUs on each node (0: not asked; see JobSpec)
+    cpus_per_gpu: int = 0  # CPUs per GPU (0: not asked)
+    mem: int = 0  # MiB on each node (0: not asked)
+    mem_per_gpu: int = 0  # MiB per GPU (0: not asked)
     # What the node measured of its last run (the job's cgroup), None where it could not:
     cpu_seconds: float | None = None  # CPU time, user + system, of every process of the job
     memory_peak_bytes: int | None = None  # the most memory the job held at once
@@ -266,6 +278,10 @@ class Job:
     @property
     def gpus_per_node(self) -> int:
         return self.gpus // max(1, self.nodes)
+
+    @property
+    def demand(self) -> Demand:  # CPUs and memory as asked, per node (scheduler.resources)
+        return Demand(self.cpus, self.cpus_per_gpu, self.mem, self.mem_per_gpu)
 
     @property
     def node_names(self) -> list[str]:
@@ -288,8 +304,7 @@ class Job:
                       **fields})
 
     @property
-    def waiting_since(self) -> float:
-        """Start of the current wait: the submit, or the last requeue."""
+    def waiting_since(self) -> float:  # start of the current wait: the submit or last requeue
         return self.queued_at if self.queued_at is not None else self.submitted_at
 
     def to_dict(self) -> dict[str, Any]:
@@ -321,61 +336,48 @@ class Job:
             return float(text) if text else None
 
         exit_text = raw.get("exit_code", "")
+        alike: dict[str, Any] = {key: raw.get(key, "") for key in _TEXT_FIELDS}
+        alike.update({key: int(raw.get(key) or n) for key, n in _INT_FIELDS.items()})
+        alike.update({key: opt_float(key) for key in _OPT_FLOAT_FIELDS})
         return cls(
             id=raw["id"],
             user=raw["user"],
             account=raw.get("account", ""),
             state=JobState(raw["state"]),
-            gpus=int(raw.get("gpus", "0") or 0),
             command=json.loads(raw.get("command") or "[]"),
             submitted_at=float(raw.get("submitted_at") or 0),
-            time_limit_s=int(raw.get("time_limit_s") or 0),
             gpu_type=raw.get("gpu_type") or None,
             qos=raw.get("qos") or "normal",
-            name=raw.get("name", ""),
             workdir=raw.get("workdir") or "/",
             env=json.loads(raw.get("env") or "{}"),
             requeue=bool(raw.get("requeue")),
-            submitter=raw.get("submitter", ""),
             node=raw.get("node") or None,
             gpu_indices=json.loads(raw.get("gpu_indices") or "[]"),
-            started_at=opt_float("started_at"),
-            ended_at=opt_float("ended_at"),
-            reason=raw.get("reason", ""),
             reasons=json.loads(raw.get("reasons") or "[]"),
             exit_code=int(exit_text) if exit_text not in ("", None) else None,
-            stop_request=raw.get("stop_request", ""),
-            charged_until=opt_float("charged_until"),
             billed=float(raw.get("billed") or 0),
             gpu_seconds=float(raw.get("gpu_seconds") or 0),
-            restarts=int(raw.get("restarts") or 0),
             billing_weight=float(raw.get("billing_weight") or 1.0),
-            hold=raw.get("hold", ""),
-            est_start=opt_float("est_start"),
-            queued_at=opt_float("queued_at"),
-            stop_reason=raw.get("stop_reason", ""),
             gpu_idle_since={int(k): float(v) for k, v in
                             json.loads(raw.get("gpu_idle_since") or "{}").items()},
             idle_notified=bool(raw.get("idle_notified")),
-            output=raw.get("output", ""),
-            error=raw.get("error", ""),
-            script=raw.get("script", ""),
-            submit_dir=raw.get("submit_dir", ""),
-            dependency=raw.get("dependency", ""),
-            array_job=raw.get("array_job", ""),
             array_task=int(raw["array_task"]) if raw.get("array_task") else None,
-            starting_at=opt_float("starting_at"),
-            stop_requested_at=opt_float("stop_requested_at"),
-            nodes=int(raw.get("nodes") or 1),
-            notify=raw.get("notify", ""),
-            cpu_seconds=opt_float("cpu_seconds"),
             memory_peak_bytes=int(raw["memory_peak_bytes"]) if raw.get("memory_peak_bytes")
             else None,
             parts=json.loads(raw.get("parts") or "[]"),
+            **alike,
         )
 
 
 _FIELD_NAMES = tuple(Job.__dataclass_fields__)
+# Fields `from_fields` reads alike: plain text ("" when absent), whole numbers (with their
+# default when absent), and times or measures that may be unset (None).
+_TEXT_FIELDS = ("name", "submitter", "reason", "stop_request", "hold", "stop_reason", "output",
+                "error", "script", "submit_dir", "dependency", "array_job", "notify")
+_INT_FIELDS = {"gpus": 0, "time_limit_s": 0, "restarts": 0, "nodes": 1, "cpus": 0,
+               "cpus_per_gpu": 0, "mem": 0, "mem_per_gpu": 0}
+_OPT_FLOAT_FIELDS = ("started_at", "ended_at", "charged_until", "est_start", "queued_at",
+                     "starting_at", "stop_requested_at", "cpu_seconds")
 
 
 @dataclass
@@ -422,6 +424,8 @@ class NodeReport:
     agent_pid: int = 0
     # the IP address the node's peers reach it at (a job across nodes: its Ray, LABQ_NODES)
     address: str = ""
+    cpus: int = 0  # the CPUs jobs may use here (0: not reported)
+    memory_mb: int = 0  # the memory, MiB (0: not reported)
 
     @property
     def gpu_model(self) -> str:
@@ -444,6 +448,8 @@ class Node:
     drained_by: str = ""  # who drained it ("" = not drained): no new job starts here
     drain_reason: str = ""  # why, as the admin said
     drained_at: float | None = None  # when
+    cpus: int = 0  # as its agent reports them (0: not reported, not counted)
+    memory_mb: int = 0  # MiB, as its agent reports it (0: not reported, not counted)
 
     @property
     def gpus_allocated(self) -> int:
@@ -484,21 +490,10 @@ class Node:
         return found
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "state": self.state.value,
-            "gpus_total": self.gpus_total,
-            "gpus_allocated": self.gpus_allocated,
-            "gpu_model": self.gpu_model,
-            "last_heartbeat": self.last_heartbeat,
-            "simulated": self.simulated,
-            "hostname": self.hostname,
-            "address": self.address,
-            "shown_state": self.shown_state,
-            "drained_by": self.drained_by,
-            "drain_reason": self.drain_reason,
-            "drained_at": self.drained_at,
-            "allocations": {str(k): v for k, v in sorted(self.allocations.items())},
-            "foreign_processes": self.foreign_processes(),
-            "gpus": [g.to_dict() for g in self.gpus],
-        }
+        plain = ("name", "gpus_total", "gpus_allocated", "gpu_model", "last_heartbeat",
+                 "simulated", "hostname", "address", "shown_state", "drained_by",
+                 "drain_reason", "drained_at", "cpus", "memory_mb")
+        return {"state": self.state.value, **{key: getattr(self, key) for key in plain},
+                "allocations": {str(k): v for k, v in sorted(self.allocations.items())},
+                "foreign_processes": self.foreign_processes(),
+                "gpus": [g.to_dict() for g in self.gpus]}

@@ -44,6 +44,12 @@ class SubmitRequest:
     token: str | None = None  # idempotency: the same token (per user) gives the same ids
     return_jobs: bool = False  # answer with the job records, not just the ids
     notify: str | None = None  # --notify begin,end,fail,timeout,requeue,all (or --mail-type)
+    # CPUs and memory on each node (scheduler.resources): one of cpus / cpus_per_gpu, one of
+    # mem / mem_per_gpu (sizes as typed: 16G, 512M, a plain number = MiB); None: the default
+    cpus: int | None = None
+    cpus_per_gpu: int | None = None
+    mem: str | None = None
+    mem_per_gpu: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -92,6 +98,10 @@ JOB_FIELDS: dict[str, dict[str, Any]] = {
     "notify": _STR,  # the events the admin's job_notify_command is run for ("" = none)
     "cpu_seconds": _TIME,  # CPU time its last run used, as its node measured (null: not measured)
     "memory_peak_bytes": {"type": ["integer", "null"]},  # the most memory its last run held
+    # CPUs and memory (MiB) asked for on each node, or per GPU (0: not asked; all four 0:
+    # its node's share)
+    "cpus": {"type": "integer"}, "cpus_per_gpu": {"type": "integer"},
+    "mem": {"type": "integer"}, "mem_per_gpu": {"type": "integer"},
 }
 OPTIONAL_JOB_FIELDS: dict[str, dict[str, Any]] = {
     "run_time_s": {"type": "number"},  # a RUNNING job's time so far
@@ -123,6 +133,8 @@ def submit_schema() -> dict[str, Any]:
         "script": {"type": ["string", "null"]}, "hold": {"type": "boolean"},
         "token": {"type": ["string", "null"], "maxLength": MAX_TOKEN},
         "requeue": {"type": "boolean"}, "return_jobs": {"type": "boolean"},
+        "cpus": {"type": ["integer", "null"], "minimum": 1},
+        "cpus_per_gpu": {"type": ["integer", "null"], "minimum": 1},
     }
     props = {f.name: kinds.get(f.name, _OPT_STR) for f in fields(SubmitRequest)}
     return {"type": "object", "required": ["command"], "properties": props}
@@ -187,5 +199,9 @@ class JobJson(TypedDict, total=False):
     notify: str
     cpu_seconds: float | None
     memory_peak_bytes: int | None
+    cpus: int
+    cpus_per_gpu: int
+    mem: int
+    mem_per_gpu: int
     array_tasks: str
     array_throttle: int

@@ -191,14 +191,15 @@ def on_each_pause(monkeypatch: pytest.MonkeyPatch, *steps: Callable[[], None]) -
 
 
 @pytest.mark.parametrize(("args", "parts"), [
-    (["--mem", "32G", "--", "python", "train.py"], ["--mem", "does not limit memory"]),
+    (["--mem-per-cpu", "4G", "--", "python", "train.py"], ["--mem-per-cpu", "memory per CPU"]),
+    (["--mem", "lots", "--", "true"], ["--mem 'lots'", "give a size such as 16G"]),
+    (["--notify", "begin,lunch", "--", "true"], ["unknown event 'lunch'", "begin, end, fail"]),
+    (["--mail-type", "END,NAP", "--", "true"], ["--mail-type", "unknown type 'NAP'"]),
     (["--job-name", "x", "--", "true"], ["--job-name", "use --name x"]),
     (["--job-name=x", "--", "true"], ["--job-name", "use --name x"]),
     (["--gres", "gpu:2", "--", "true"], ["--gres", "use --gpus 2"]),
     (["--gres=gpu:a100:2", "--", "true"], ["--gres", "use --gpus 2 --gpu-type a100"]),
-    (["-c", "4", "--", "true"], ["-c", "does not reserve CPUs"]),
-    (["--cpus-per-task=4", "--", "true"], ["--cpus-per-task", "does not reserve CPUs"]),
-    (["--mail-type", "END", "--", "true"], ["--mail-type", "does not send mail"]),
+    (["--cpus-per-task=4", "--", "true"], ["--cpus-per-task", "use --cpus 4"]),
     (["-N", "two", "--", "true"], ["-N", "not a valid integer"]),
     (["--chdir", "/tmp", "--", "true"], ["--chdir", "use --workdir /tmp"]),
     (["--gpu", "2", "--", "true"], ["--gpu", "did you mean --gpus"]),
@@ -444,8 +445,7 @@ def test_a_script_is_stored_as_its_text_with_its_arguments(server: ApiServer, tm
     assert job.script == SCRIPT and job.command == ["--lr", "3"]
     assert (job.name, job.gpus, job.gpu_type, job.qos) == ("train", 2, "a100", "scavenger")
     assert job.env == {"A": "1"}
-    assert ran.stderr.strip() == ("labq: warning: train.sh line 4: #SBATCH --mem=32G: labq "
-                                  "does not limit memory yet; ignored")
+    assert job.mem == 32 * 1024 and job.cpus == 0 and not ran.stderr.strip()
 
 
 def test_the_command_line_counts_over_the_directives(server: ApiServer, tmp_path: Path) -> None:
@@ -497,7 +497,8 @@ def test_a_script_too_large_or_with_dos_lines_is_refused(
 @pytest.mark.parametrize(("directive", "code", "parts"), [
     ("#SBATCH --nodes=0", 2, ["line 2", "#SBATCH --nodes=0", "node count"]),
     ("#SBATCH --nodes=2", 1, ["--nodes 2 --gpus 1", "1 node(s) with 1 GPUs"]),
-    ("#LABQ --mem 4G", 2, ["line 2", "#LABQ --mem 4G", "does not limit memory"]),
+    ("#LABQ --mem-per-cpu 4G", 2, ["line 2", "#LABQ --mem-per-cpu 4G", "memory per CPU"]),
+    ("#LABQ --notify lunch", 2, ["unknown event 'lunch'"]),
     ("#LABQ --gpus many", 2, ["job.sh: its directives", "--gpus"]),
     ("#SBATCH --uid=alice", 2, ["--uid", "--as USER"]),
 ])
@@ -667,3 +668,36 @@ def test_cancel_by_id_is_as_before(server: ApiServer, queue: dict[str, str], min
     assert ran.code == 0, ran.stderr
     assert ran.stdout == f"job {queue['other']} cancelled\njob {task} cancelled\n"
     assert reached(server, queue) == sorted([queue["other"], task])
+
+
+# ---------------------------------------------------------------------------- CPUs, memory, notify
+
+
+def test_cpus_memory_and_notify_are_stored_as_asked(server: ApiServer) -> None:
+    ran = labq("submit", "--as", USER, "--cpus", "2", "--mem", "1.5G", "--notify", "end,begin",
+               "--", "true")
+    assert ran.code == 0, ran.stderr
+    job = only_job(server)
+    assert (job.cpus, job.cpus_per_gpu, job.mem, job.mem_per_gpu) == (2, 0, 1536, 0)
+    assert job.notify == "begin,end"
+
+
+def test_slurm_mail_types_are_read_as_notify_events_with_a_note_for_the_rest(
+        server: ApiServer) -> None:
+    ran = labq("submit", "--as", USER, "--mail-type", "BEGIN,TIME_LIMIT,TIME_LIMIT_80",
+               "--mail-user", "a@b.c", "--cpus-per-gpu", "3", "--mem-per-gpu", "2048", "--",
+               "true")
+    assert ran.code == 0, ran.stderr
+    notes = ran.stderr.strip().splitlines()
+    assert len(notes) == 2 and "--mail-user is ignored" in notes[0]
+    assert "--mail-type TIME_LIMIT_80: labq has no such event; ignored" in notes[1]
+    job = only_job(server)
+    assert job.notify == "begin,timeout"
+    assert (job.cpus, job.cpus_per_gpu, job.mem, job.mem_per_gpu) == (0, 3, 0, 2048)
+
+
+def test_a_request_asking_both_of_a_pair_is_refused(server: ApiServer) -> None:
+    ran = labq("submit", "--as", USER, "--cpus", "2", "--cpus-per-gpu", "2", "--", "true")
+    assert ran.code == 1 and "give --cpus or --cpus-per-gpu, not both" in ran.stderr
+    ran = labq("submit", "--as", USER, "--mem", "1G", "--mem-per-gpu", "1G", "--", "true")
+    assert ran.code == 1 and "give --mem or --mem-per-gpu, not both" in ran.stderr

@@ -21,7 +21,7 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 def test_each_section_key_has_one_flat_name() -> None:
     keys = [(spec.section, spec.key) for spec in SPECS.values()]
-    assert len(keys) == len(set(keys)) == 70
+    assert len(keys) == len(set(keys)) == 74
     assert set(keys) == {(section, f.name) for section, kind in SECTION_TYPES.items()
                          for f in dataclasses.fields(kind)}
     assert list(SECTIONS) == ["store", "api", "scheduler", "nodes", "fairshare", "priority",

@@ -78,14 +78,9 @@ def test_gpus_per_task_count_for_every_task_as_slurm_counts() -> None:
 
 
 @pytest.mark.parametrize(("line", "part"), [
-    ("#SBATCH --mem=32G", "#SBATCH --mem=32G: labq does not limit memory yet; ignored"),
-    ("#SBATCH --mem-per-gpu 16G", "--mem-per-gpu 16G: labq does not limit memory"),
-    ("#SBATCH --mem-per-cpu=4G", "does not limit memory"),
-    ("#SBATCH -c 8", "#SBATCH -c 8: labq does not reserve CPUs"),
-    ("#SBATCH --cpus-per-task=8", "does not reserve CPUs"),
-    ("#SBATCH --cpus-per-gpu=8", "does not reserve CPUs"),
-    ("#SBATCH --mail-type=END,FAIL", "does not send mail"),
-    ("#SBATCH --mail-user=a@b.c", "does not send mail"),
+    ("#SBATCH --mem-per-cpu=4G", "#SBATCH --mem-per-cpu=4G: labq has no memory per CPU: "
+                                 "use --mem"),
+    ("#SBATCH --mincpus=8", "labq has no minimum CPUs"),
     ("#SBATCH -p gpu", "no partitions"),
     ("#SBATCH --exclusive", "never a whole node"),
     ("#SBATCH --nice=10", "fair share"),
@@ -110,6 +105,21 @@ def test_sbatch_options_labq_lacks_are_named_in_a_warning(line: str, part: str) 
     assert part in warnings[0] and warnings[0].endswith("ignored")
 
 
+@pytest.mark.parametrize(("line", "out"), [
+    ("#SBATCH --mem=32G", ["--mem", "32G"]),
+    ("#SBATCH --mem-per-gpu 16G", ["--mem-per-gpu", "16G"]),
+    ("#SBATCH -c 8", ["--cpus", "8"]),
+    ("#SBATCH --cpus-per-task=8", ["--cpus", "8"]),
+    ("#SBATCH --cpus-per-gpu=4", ["--cpus-per-gpu", "4"]),
+    ("#SBATCH --mail-type=END,FAIL", ["--mail-type", "END,FAIL"]),
+    ("#SBATCH --mail-user=a@b.c", ["--mail-user", "a@b.c"]),
+    ("#LABQ --cpus 2 --mem 1G --notify begin,end", ["--cpus", "2", "--mem", "1G", "--notify",
+                                                    "begin,end"]),
+])
+def test_cpus_memory_and_notify_directives_are_read(line: str, out: list[str]) -> None:
+    assert parse(line) == (out, [])
+
+
 def test_a_gpu_gres_beside_another_is_read() -> None:
     assert words("#SBATCH --gres=gpu:2,shard:1") == ["--gpus", "2"]
 
@@ -123,7 +133,8 @@ def test_a_gpu_gres_beside_another_is_read() -> None:
     ("#SBATCH --wrap='python x.py'", "already the command"),
     ("#SBATCH --test-only", "would queue"), ("#SBATCH --job-name", "give it a value"),
     ("#SBATCH --requeue=yes", "takes no value"), ("#SBATCH -J 'open", "cannot split"),
-    ("#LABQ --mem 32G", "labq submit has no option --mem: labq does not limit memory"),
+    ("#LABQ --mem-per-cpu 4G", "labq submit has no option --mem-per-cpu: labq has no memory "
+                               "per CPU"),
     ("#LABQ --job-name x", "use --name x"), ("#LABQ python", "options only"),
     ("#LABQ --gpus", "give it a value"),
 ])
@@ -172,9 +183,9 @@ def test_what_is_a_script() -> None:
 @pytest.mark.parametrize(("name", "value", "part"), [
     ("--job-name", "x", "use --name x"), ("--job-name", None, "use --name"),
     ("--gres", "gpu:2", "use --gpus 2"), ("--gpus-per-node", "2", "use --gpus 2"),
-    ("--gres", None, "use --gpus N"), ("--mem", "32G", "labq does not limit memory yet"),
-    ("--mem", None, "labq does not limit memory yet"), ("-c", "4", "reserve CPUs"),
-    ("--mail-type", "END", "does not send mail"), ("-N", "2", "use --nodes 2"),
+    ("--gres", None, "use --gpus N"), ("--mem-per-cpu", "4G", "labq has no memory per CPU"),
+    ("--cpus-per-task", "4", "use --cpus 4"), ("--mincpus", "4", "no minimum CPUs"),
+    ("-N", "2", "use --nodes 2"),
     ("-n", "1", "once, on one node"), ("--uid", "x", "--as USER"),
     ("--gpu", None, "did you mean --gpus?"), ("--zzz", None, "see labq submit -h"),
 ])

@@ -18,11 +18,13 @@ Read (translated to labq's option):
   (times the tasks, as Slurm counts it), --gres (`gpu`, `gpu:N`, `gpu:TYPE:N`; other kinds of
   gres are warned about);
   -N/--nodes (--nodes; a range or list: its fewest, `1-4` is 1), -n/--ntasks and
-  --ntasks-per-node when 1.
+  --ntasks-per-node when 1; --mem (per node), --mem-per-gpu, -c/--cpus-per-task (--cpus: labq
+  runs one task per node), --cpus-per-gpu; --mail-type (as labq's --notify: TIME_LIMIT is
+  `timeout`; TIME_LIMIT_50/80/90, ARRAY_TASKS, INVALID_DEPEND noted and ignored) and
+  --mail-user (noted and ignored: the cluster's notify command is told the job's user).
 
 Warned about and ignored (labq has no such thing; the warning names the line and says why):
-  --mem, --mem-per-cpu, --mem-per-gpu, -c/--cpus-per-task, --cpus-per-gpu, --mincpus,
-  --mail-type, --mail-user, -p/--partition, --exclusive, --nice, --priority, -C/--constraint,
+  --mem-per-cpu, --mincpus, -p/--partition, --exclusive, --nice, --priority, -C/--constraint,
   --prefer, --signal, --comment, -w/--nodelist, -x/--exclude, --tmp, --open-mode, -b/--begin,
   --deadline, --time-min, -n/--ntasks and --ntasks-per-node above 1 (labq runs the script once
   and has no srun: start the processes from the script), the options that place tasks, CPUs,

@@ -32,7 +32,8 @@ from scheduler.model import TERMINAL_STATES
 
 # labq submit's options that make sense for one interactive command
 RUN_OPTIONS = ("gpus", "gpu_type", "time_limit", "account", "qos", "name", "workdir",
-               "env_pairs", "export", "as_user")
+               "env_pairs", "export", "as_user", "cpus", "cpus_per_gpu", "mem", "mem_per_gpu",
+               "notify")
 STATE_POLL_S = 2.0
 
 

@@ -19,8 +19,8 @@ class Sbatch:
     reason: str = ""
 
 
-_NO_MEM = "labq does not limit memory yet"
-_NO_CPU = "labq does not reserve CPUs yet: a job gets the node's CPUs, shared"
+_NO_MEM = "labq has no memory per CPU: use --mem (per node) or --mem-per-gpu"
+_NO_CPU = "labq has no minimum CPUs: use --cpus-per-task (-c) or --cpus-per-gpu"
 _PLACE = "labq does not place a job's tasks, CPUs or memory within a node"
 _NO_NODE = "labq picks the node: --gpu-type picks the GPU model"
 _NOT_LABQ = "labq has no such option"
@@ -48,15 +48,15 @@ SBATCH_OPTIONS: tuple[Sbatch, ...] = (
     Sbatch(("--gres",), action="gres"),
     Sbatch(("-N", "--nodes"), action="nodes"),
     Sbatch(("-n", "--ntasks", "--ntasks-per-node"), action="ntasks"),
+    Sbatch(("--mem",), action="labq", target="--mem"),  # per node, as Slurm's
+    Sbatch(("--mem-per-gpu",), action="labq", target="--mem-per-gpu"),
+    Sbatch(("-c", "--cpus-per-task"), action="labq", target="--cpus"),  # one task per node
+    Sbatch(("--cpus-per-gpu",), action="labq", target="--cpus-per-gpu"),
+    Sbatch(("--mail-type",), action="labq", target="--mail-type"),  # read as --notify
+    Sbatch(("--mail-user",), action="labq", target="--mail-user"),  # noted and ignored
     # warned about
-    Sbatch(("--mem",), reason=_NO_MEM),
     Sbatch(("--mem-per-cpu",), reason=_NO_MEM),
-    Sbatch(("--mem-per-gpu",), reason=_NO_MEM),
-    Sbatch(("-c", "--cpus-per-task"), reason=_NO_CPU),
-    Sbatch(("--cpus-per-gpu",), reason=_NO_CPU),
     Sbatch(("--mincpus",), reason=_NO_CPU),
-    Sbatch(("--mail-type",), reason="labq does not send mail"),
-    Sbatch(("--mail-user",), reason="labq does not send mail"),
     Sbatch(("-p", "--partition"),
            reason="labq has one queue, no partitions: --gpu-type picks the GPU model"),
     Sbatch(("--exclusive",), "optional",

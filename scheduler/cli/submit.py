@@ -68,6 +68,12 @@ def _value_after(args: list[str], name: str) -> str | None:
 @click.option("--nodes", "-N", default=1, show_default=True, type=int,
               help="run on this many nodes, --gpus GPUs on each")
 @click.option("--gpu-type", default=None, help="GPU model or family, e.g. A100")
+@click.option("--cpus", "-c", default=None, type=int,
+              help="CPUs on each node (default: the cluster's per GPU, else the node's share)")
+@click.option("--cpus-per-gpu", default=None, type=int, help="CPUs per GPU (instead of --cpus)")
+@click.option("--mem", default=None,
+              help="memory on each node: 16G, 512M, a plain number is MiB (default: as CPUs)")
+@click.option("--mem-per-gpu", default=None, help="memory per GPU (instead of --mem)")
 @click.option("--time", "-t", "time_limit", default=None,
               help="time limit: 30s, 10m, 2h, 1d or HH:MM:SS (default 1h)")
 @click.option("--account", "-A", default=None, help="account to charge")
@@ -89,6 +95,13 @@ def _value_after(args: list[str], name: str) -> str | None:
 @click.option("--requeue/--no-requeue", default=False,
               help="requeue instead of failing if the node is lost")
 @click.option("--hold", "-H", is_flag=True, help="submit held: `labq release ID` lets it run")
+@click.option("--notify", default=None,
+              help="tell you of: begin,end,fail,timeout,requeue, all or none (the cluster's "
+                   "notify command)")
+@click.option("--mail-type", default=None,
+              help="Slurm's spelling of --notify: BEGIN,END,FAIL,REQUEUE,TIME_LIMIT,ALL,NONE")
+@click.option("--mail-user", default=None, hidden=True,
+              help="accepted and ignored: the notify command is told the job's user")
 @click.option("--wait", "-W", "wait_end", is_flag=True,
               help="wait until the job ends, and exit with its exit code")
 @click.option("--parsable", is_flag=True, help="print only the job id (labq always does)")
@@ -290,6 +303,7 @@ def submit_body(values: Mapping[str, Any], command: tuple[str, ...], script: str
     if array is not None and array.strip().isdigit():
         click.echo(f"labq: warning: --array {array} is one task, index {array} (Slurm's "
                    f"meaning); for {array} tasks write --array 0-{int(array) - 1}", err=True)
+    notify = notify_of(values)
     name = values["name"]
     if script is not None and not name:
         name = os.path.basename(command[0])
@@ -301,8 +315,47 @@ def submit_body(values: Mapping[str, Any], command: tuple[str, ...], script: str
         env=env, array=array, requeue=values["requeue"], error=values["error"],
         script=script, submit_dir=here, dependency=values["dependency"], hold=values["hold"],
         as_user=as_user, token=uuid.uuid4().hex, return_jobs=bool(values.get("as_json")),
+        notify=notify, cpus=values.get("cpus"), cpus_per_gpu=values.get("cpus_per_gpu"),
+        mem=_mem(values.get("mem"), "--mem"),
+        mem_per_gpu=_mem(values.get("mem_per_gpu"), "--mem-per-gpu"),
     ).to_json()
     return body
+
+
+def _mem(text: str | None, flag: str) -> str | None:
+    """A memory size, checked here so a typo is one line before anything is sent."""
+    if text is None:
+        return None
+    from scheduler.resources import SizeError, parse_mem
+
+    try:
+        parse_mem(text, flag)
+    except SizeError as exc:
+        raise usage_error(str(exc)) from None
+    return text
+
+
+def notify_of(values: Mapping[str, Any]) -> str | None:
+    """--notify (or Slurm's --mail-type, read as labq's events) as sent; notes on stderr for
+    what labq accepts and ignores (Slurm's types with no labq event, --mail-user)."""
+    from scheduler.notifyspec import NotifyError, from_mail_type, parse_notify
+
+    notify, mail_type = values.get("notify"), values.get("mail_type")
+    if values.get("mail_user"):
+        click.echo("labq: note: --mail-user is ignored: the cluster's notify command is told "
+                   "the job's user", err=True)
+    try:
+        if notify is not None:
+            return parse_notify(notify)
+        if mail_type is None:
+            return None
+        events, ignored = from_mail_type(mail_type)
+        if ignored:
+            click.echo(f"labq: note: --mail-type {','.join(ignored)}: labq has no such "
+                       "event; ignored", err=True)
+        return parse_notify(events, "--mail-type")
+    except NotifyError as exc:
+        raise usage_error(str(exc)) from None
 
 
 def post_submit(body: dict[str, Any]) -> tuple[dict[str, Any], Client]:

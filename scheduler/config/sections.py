@@ -69,6 +69,14 @@ Relation = AtLeast | Both
 SECONDS_WHOLE = "a whole number of seconds"
 
 
+def whole_or_more(least: float) -> Rule:
+    """A number (whole or not) at least `least`."""
+    def rule(value: Any) -> str | None:
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and value >= least
+        return None if ok else f"give a number of at least {least:g}"
+    return rule
+
+
 def _path(value: Any) -> Any:
     return Path(value) if value else None
 
@@ -186,6 +194,19 @@ class BillingConfig:
         rule=table_of(above(0, "x"), "billing weights must be numbers above 0"),
         convert=lambda given: {**DEFAULT_BILLING_WEIGHTS, **given})
     scavenger_factor: float = setting(0.0, rule=fraction)
+    # Slurm's TRESBillingWeights for CPUs and memory: units per CPU-second and per
+    # GiB-second a job is given, on top of its GPUs' (0: GPUs only, the default).
+    cpu: float = setting(0.0, rule=whole_or_more(0.0))
+    mem: float = setting(0.0, rule=whole_or_more(0.0))
+
+
+@dataclass
+class ResourcesConfig:
+    """[resources]: what a job that asks for no CPUs (memory) gets on each node, per GPU it
+    has there (Slurm's DefCpuPerGPU, DefMemPerGPU; memory in MiB); 0: its node's share, the
+    node's CPUs (memory) divided by its GPUs (scheduler.resources)."""
+    def_cpus_per_gpu: int = setting(0, env="LABQ_DEF_CPUS_PER_GPU", rule=whole(0))
+    def_mem_per_gpu: int = setting(0, env="LABQ_DEF_MEM_PER_GPU", rule=whole(0))
 
 
 @dataclass

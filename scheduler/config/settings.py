@@ -24,6 +24,7 @@ from scheduler.config.sections import (
     NodesConfig,
     NotifyConfig,
     PriorityConfig,
+    ResourcesConfig,
     RetentionConfig,
     SchedulerConfig,
     StoreConfig,
@@ -82,6 +83,7 @@ class Settings:
     notify: NotifyConfig
     limits: LimitsConfig
     retention: RetentionConfig
+    resources: ResourcesConfig
 
     # The flat names (and top-level keys of a config.toml of earlier versions): each is one
     # section's key; its type, default, variable and rule are declared there, once.
@@ -128,6 +130,10 @@ class Settings:
     qos_names = Flat(lambda s: s.priority.qos_names)
     billing_weights = Flat(lambda s: s.billing.weights)
     scavenger_billing_factor = Flat(lambda s: s.billing.scavenger_factor)
+    billing_cpu_weight = Flat(lambda s: s.billing.cpu)
+    billing_mem_weight = Flat(lambda s: s.billing.mem)
+    def_cpus_per_gpu = Flat(lambda s: s.resources.def_cpus_per_gpu)
+    def_mem_per_gpu = Flat(lambda s: s.resources.def_mem_per_gpu)
     idle_gpu_policy = Flat(lambda s: s.idle.policy)
     idle_gpu_threshold = Flat(lambda s: s.idle.threshold)
     idle_gpu_after_s = Flat(lambda s: s.idle.after_s)

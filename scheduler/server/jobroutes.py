@@ -283,7 +283,10 @@ class JobRoutes:
                    "account": job.account, "qos": job.qos, "name": job.name,
                    "workdir": job.workdir, "output": job.output, "error": job.error,
                    "env": job.env, "requeue": job.requeue, "submit_dir": job.submit_dir,
-                   "dependency": job.dependency, **body}
+                   "dependency": job.dependency, "notify": job.notify,
+                   "cpus": job.cpus or None, "cpus_per_gpu": job.cpus_per_gpu or None,
+                   "mem": str(job.mem) if job.mem else None,
+                   "mem_per_gpu": str(job.mem_per_gpu) if job.mem_per_gpu else None, **body}
         if "account" in body:
             accounts = await self.store.accounts()
             from scheduler.accounts.tree import AccountsError

@@ -14,8 +14,10 @@ from typing import Any
 from scheduler.config import Settings, gpu_family, gpu_type_matches
 from scheduler.jobenv import why_not
 from scheduler.model import JobSpec, Node
+from scheduler.notifyspec import NotifyError, parse_notify
 from scheduler.policy.arrays import ArraySpec, ArraySpecError, parse_array
 from scheduler.policy.dependency import Dependency, DependencyError, parse_dependency
+from scheduler.resources import Demand, SizeError, format_mem, parse_mem
 from scheduler.timeparse import TimeLimitError, format_duration, parse_duration
 from scheduler.wire import MAX_NAME, MAX_TOKEN, SubmitRequest
 
@@ -172,13 +174,96 @@ def build_spec(
         why = why_not(key)
         if why is not None:
             raise InputError(f"--env {key}: {why}; leave it out")
+    demand = demand_of(request, settings)
+    _check_demand_fits(demand, gpus, gpu_type, nodes, node_count)
     return JobSpec(
         user=user, account=account, command=list(command), gpus=gpus * node_count,
         nodes=node_count, gpu_type=gpu_type,
         time_limit_s=limit, qos=qos, name=name, workdir=workdir, env=dict(env),
         requeue=flag(request.requeue, "--requeue"), submitter=user, output=output,
         error=error, script=script, submit_dir=submit_dir, dependency=dependency.strip(),
+        notify=notify_of(request.notify), cpus=demand.cpus, cpus_per_gpu=demand.cpus_per_gpu,
+        mem=demand.mem, mem_per_gpu=demand.mem_per_gpu,
     )
+
+
+def notify_of(value: Any) -> str:
+    """The request's --notify as the canonical event list ("" = none)."""
+    if value is None or value == "":
+        return ""
+    text = check_text(value, "--notify", MAX_SHORT)
+    try:
+        return parse_notify(text)
+    except NotifyError as exc:
+        raise InputError(str(exc)) from None
+
+
+def demand_of(request: SubmitRequest, settings: Settings) -> Demand:
+    """The CPUs and memory asked for on each node: one of --cpus / --cpus-per-gpu, one of
+    --mem / --mem-per-gpu; what is not asked gets the cluster's default per GPU
+    (`[resources]`), whose 0 means the node's share (`scheduler.resources`)."""
+    cpus = _count(request.cpus, "--cpus")
+    cpus_per_gpu = _count(request.cpus_per_gpu, "--cpus-per-gpu")
+    if cpus and cpus_per_gpu:
+        raise InputError("give --cpus or --cpus-per-gpu, not both")
+    mem = _mem(request.mem, "--mem")
+    mem_per_gpu = _mem(request.mem_per_gpu, "--mem-per-gpu")
+    if mem and mem_per_gpu:
+        raise InputError("give --mem or --mem-per-gpu, not both")
+    if not cpus and not cpus_per_gpu:
+        cpus_per_gpu = settings.def_cpus_per_gpu
+    if not mem and not mem_per_gpu:
+        mem_per_gpu = settings.def_mem_per_gpu
+    return Demand(cpus, cpus_per_gpu, mem, mem_per_gpu)
+
+
+def _count(value: Any, flag_name: str) -> int:
+    if value is None or value == "":
+        return 0
+    number = _int(value, flag_name)
+    if number < 1:
+        raise InputError(f"{flag_name} {number}: give at least 1 CPU")
+    return number
+
+
+def _mem(value: Any, flag_name: str) -> int:
+    if value is None or value == "":
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise InputError(f"{flag_name} must be a size such as 16G or 512M")
+    text = check_text(str(value), flag_name, MAX_SHORT)
+    try:
+        return parse_mem(text, flag_name)
+    except SizeError as exc:
+        raise InputError(str(exc)) from None
+
+
+def _check_demand_fits(demand: Demand, gpus: int, gpu_type: str | None, nodes: Sequence[Node],
+                       count: int) -> None:
+    """Refuse a job whose CPUs or memory no node of its type could ever give it (where nodes
+    report theirs): it would wait for ever. Names the resource that is short."""
+    typed = [n for n in nodes if n.gpus_total >= gpus
+             and (gpu_type is None or gpu_type_matches(gpu_type, n.gpu_model))]
+    cpu_nodes = [n for n in typed if n.cpus]
+    if cpu_nodes:
+        need = [demand.on(gpus, n.gpus_total, n.cpus, n.memory_mb)[0] for n in cpu_nodes]
+        most = max(n.cpus for n in cpu_nodes)
+        if sum(1 for n, k in zip(cpu_nodes, need, strict=True) if k <= n.cpus) < min(
+                count, len(cpu_nodes)):
+            raise InputError(f"not enough CPUs: the job asks for {min(need)} CPUs on a node; "
+                             f"the largest node{_of(gpu_type)} has {most}")
+    mem_nodes = [n for n in typed if n.memory_mb]
+    if mem_nodes:
+        need = [demand.on(gpus, n.gpus_total, n.cpus, n.memory_mb)[1] for n in mem_nodes]
+        most = max(n.memory_mb for n in mem_nodes)
+        if sum(1 for n, k in zip(mem_nodes, need, strict=True) if k <= n.memory_mb) < min(
+                count, len(mem_nodes)):
+            raise InputError(f"not enough memory: the job asks for {format_mem(min(need))} on "
+                             f"a node; the largest node{_of(gpu_type)} has {format_mem(most)}")
+
+
+def _of(gpu_type: str | None) -> str:
+    return f" of type {gpu_type}" if gpu_type else ""
 
 
 def array_spec(body: SubmitRequest | Mapping[str, Any], limit: int) -> ArraySpec | None:
