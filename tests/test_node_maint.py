@@ -122,3 +122,19 @@ async def test_a_drained_node_gets_no_new_job_and_the_reason_names_the_drain(
     assert await store.r.lrange(store.keys.wake, 0, -1) == ["node"]
     await coord.cycle(T0 + 6)
     assert (await job_of(store, second)).node == "n1"
+
+
+def test_labq_nodes_shows_the_drain_with_who_why_and_since_when() -> None:
+    from scheduler.cli.main import node_notes, node_rows
+    from scheduler.model import Node, NodeState
+
+    drained = Node("gpu1", NodeState.UP, 2, "A100", T0, [], {0: "17"},
+                   drained_by="alice", drain_reason="disk swap\x1b[31m", drained_at=T0 - 7200)
+    empty = Node("gpu2", NodeState.DOWN, 2, "A100", T0, [], {}, drained_by="bob",
+                 drain_reason="retired", drained_at=T0 - 60)
+    data = [n.to_dict() for n in (drained, empty)]
+    assert [row[1] for row in node_rows(data, T0)] == ["DRAINING", "DRAINED"]
+    notes = node_notes(data, per_gpu=False, now=T0)
+    assert notes[0] == ("note: gpu1 DRAINING by alice 2h 00m ago: disk swap\\x1b[31m (no new job "
+                        "starts there; `labq admin node resume gpu1`)")
+    assert notes[1].startswith("note: gpu2 DRAINED (its agent is silent: DOWN) by bob 1m 00s ago")

@@ -1,5 +1,5 @@
-"""`labq admin`: accounts, users, budgets and API tokens (admins only; the coordinator
-checks)."""
+"""`labq admin`: accounts, users, budgets, API tokens and node maintenance (admins only; the
+coordinator checks)."""
 
 from __future__ import annotations
 
@@ -263,3 +263,52 @@ def token_revoke(token_id: str) -> None:
                    "`labq admin token list`")
     done = call("POST", f"/v1/admin/tokens/{token_id}/revoke")
     click.echo(f"token {done['id']} of {plain(done['user'])}: revoked")
+
+
+@admin.group()
+def node() -> None:
+    """Node maintenance: drain a node (its jobs finish, no new one starts there), resume it,
+    or remove a retired one."""
+
+
+def _node_path(name: str, act: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}", name):
+        usage_fail(f"{plain(name)!r} is not a node name: see `labq nodes`")
+    return f"/v1/admin/nodes/{quote(name)}/{act}"
+
+
+@node.command("drain")
+@click.argument("name", metavar="NODE")
+@click.option("--reason", required=True,
+              help="why, in one line: shown in `labq nodes` and to the jobs that wait")
+def node_drain(name: str, reason: str) -> None:
+    """Drain NODE: the jobs running there go on to their end, no new job starts there. It
+    shows DRAINING until they have ended, then DRAINED, until `labq admin node resume`.
+    An agent restart (an upgrade) needs no drain: the agent takes its running jobs back."""
+    if not reason.strip():
+        usage_fail("--reason: say why the node is drained")
+    done = call("POST", _node_path(name, "drain"), {"reason": reason})
+    jobs = (f"; jobs still hold {done['gpus_allocated']} of its GPUs and run to their end"
+            if done["gpus_allocated"] else "")
+    again = " (it was drained already: reason updated)" if done["already"] else ""
+    click.echo(f"node {plain(done['name'])}: {done['shown_state']}{again}: no new job starts "
+               f"there{jobs}")
+
+
+@node.command("resume")
+@click.argument("name", metavar="NODE")
+def node_resume(name: str) -> None:
+    """Lift NODE's drain: jobs may start there again."""
+    done = call("POST", _node_path(name, "resume"))
+    click.echo(f"node {plain(done['name'])}: resumed (drained by "
+               f"{plain(done['drained_by'])} until now); jobs may start there again")
+
+
+@node.command("remove")
+@click.argument("name", metavar="NODE")
+def node_remove(name: str) -> None:
+    """Remove a retired NODE from the cluster (`labq nodes`, metrics, alerts). Stop its agent
+    first, and let its jobs end (drain it); if its agent reports again later, the node joins
+    again."""
+    done = call("POST", _node_path(name, "remove"))
+    click.echo(f"node {plain(done['name'])}: removed")

@@ -194,7 +194,9 @@ def _summed(values: list[float | None]) -> float | None:
 
 
 def _node_state(node: dict[str, Any]) -> str:
-    return str(node["state"]) + (" sim" if node.get("simulated") else "")
+    """UP or DOWN, or DRAINING / DRAINED for a node an admin drained (`Node.shown_state`)."""
+    return str(node.get("shown_state") or node["state"]) + (" sim" if node.get("simulated")
+                                                            else "")
 
 
 def _beat(node: dict[str, Any], now: float) -> str:
@@ -259,12 +261,28 @@ def gpu_rows(data: list[dict[str, Any]], now: float) -> list[list[Cell]]:
     return rows
 
 
-def node_notes(data: list[dict[str, Any]], per_gpu: bool) -> list[str]:
-    """What the one-line-per-node table cannot say: processes labq did not start, and (without
-    `per_gpu`, whose columns say it) unhealthy GPUs and allocated GPUs that are idle."""
+def drain_note(node: dict[str, Any], now: float) -> str | None:
+    """`note: gpu1 DRAINED by alice 2h ago: disk swap (...)`, for a drained node."""
+    if not node.get("drained_by"):
+        return None
+    since = f" {readable(now - float(node['drained_at']))} ago" if node.get("drained_at") else ""
+    down = " (its agent is silent: DOWN)" if node.get("state") == "DOWN" else ""
+    return (f"note: {plain(node['name'])} {node.get('shown_state', 'DRAINED')}{down} by "
+            f"{plain(node['drained_by'])}{since}: {plain(node.get('drain_reason') or '-')} "
+            f"(no new job starts there; `labq admin node resume {plain(node['name'])}`)")
+
+
+def node_notes(data: list[dict[str, Any]], per_gpu: bool, now: float | None = None
+               ) -> list[str]:
+    """What the one-line-per-node table cannot say: who drained a node and why, processes labq
+    did not start, and (without `per_gpu`, whose columns say it) unhealthy GPUs and
+    allocated GPUs that are idle."""
     notes = []
     for node in data:
         name = plain(node["name"])
+        drained = drain_note(node, time.time() if now is None else now)
+        if drained:
+            notes.append(drained)
         for gpu in [] if per_gpu else sorted(node.get("gpus") or [], key=lambda g: g["index"]):
             job = node.get("allocations", {}).get(str(gpu["index"]))
             if gpu.get("health", "OK") != "OK":
@@ -292,7 +310,7 @@ def nodes(per_gpu: bool, as_json: bool) -> None:
         print_table(GPU_COLS, gpu_rows(data, now), width)
     else:
         print_table(NODE_COLS, node_rows(data, now), width)
-    for note in node_notes(data, per_gpu):
+    for note in node_notes(data, per_gpu, now):
         echo_wrapped(note, width, indent=6)
 
 

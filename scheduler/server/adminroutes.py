@@ -1,12 +1,15 @@
 """The admin routes of the API, mixed into `Api`: the account tree, users and budgets (read by
-everyone, under private_data each their own; changed by admins) and per-user API tokens (made
-only by those who may act for others, listed and revoked by admins)."""
+everyone, under private_data each their own; changed by admins), per-user API tokens (made
+only by those who may act for others, listed and revoked by admins) and node maintenance
+(drain, resume, remove: admins only, each in the audit log)."""
 
 from __future__ import annotations
 
 import logging
 import pwd
+import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -19,14 +22,17 @@ from scheduler.cluster.views import running_view
 from scheduler.config import Settings
 from scheduler.server.http import ApiError, json_object
 from scheduler.server.identity import Caller
-from scheduler.server.validation import InputError, check_user_name
+from scheduler.server.validation import InputError, check_text, check_user_name
 from scheduler.store import Store
+from scheduler.store.nodemaint import NodeChange, NodeMaintStore, node_maint
 from scheduler.store.tokens import ID_RE as TOKEN_ID_RE
 
 audit = logging.getLogger("labq.audit")  # every act for another user, by whom
 
 TOKEN_DEFAULT_S = 90 * 86400  # an API token lasts this long unless asked otherwise
 TOKEN_MAX_S = 400 * 86400  # the longest an API token may last
+MAX_DRAIN_REASON = 200  # characters of a drain's reason (one line, shown in `labq nodes`)
+NODE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}")
 
 
 class AdminRoutes:
@@ -35,13 +41,16 @@ class AdminRoutes:
     store: Store
     settings: Settings
     _accounts: tuple[float, Accounts] | None
+    kick: Callable[[], None]  # wake this coordinator's cycle
 
     async def caller(self, request: web.Request) -> Caller:
         raise NotImplementedError
 
     def node_routes(self) -> list[web.RouteDef]:
         """The admin's node maintenance routes (drain, resume, remove)."""
-        return []
+        return [web.post("/v1/admin/nodes/{name}/drain", self.node_drain),
+                web.post("/v1/admin/nodes/{name}/resume", self.node_resume),
+                web.post("/v1/admin/nodes/{name}/remove", self.node_remove)]
 
     def acts_for_others(self, caller: Caller) -> bool:
         raise NotImplementedError
@@ -157,3 +166,70 @@ class AdminRoutes:
         audit.info("%s (uid %d) revoked API token %s of %s", caller.user, caller.uid,
                    token_id, record.user)
         return web.json_response({"id": token_id, "user": record.user, "revoked": True})
+
+    # ---------------------------------------------------------------- node maintenance
+
+    def _maint(self) -> NodeMaintStore:
+        return node_maint(self.store)
+
+    async def _node_name(self, request: web.Request, what: str) -> tuple[Caller, str]:
+        caller = await self._admin_only(request, what)
+        name = request.match_info["name"]
+        if not NODE_NAME.fullmatch(name):
+            raise InputError(f"{name[:64]!r} is not a node name: see `labq nodes`")
+        return caller, name
+
+    async def node_drain(self, request: web.Request) -> web.Response:
+        """Keep new jobs off a node; the jobs running there go on to their end."""
+        caller, name = await self._node_name(request, "drain nodes")
+        body = await json_object(request)
+        reason = check_text(body.get("reason"), "reason", MAX_DRAIN_REASON).strip()
+        if not reason:
+            raise InputError("say why the node is drained: --reason TEXT (shown in `labq nodes` "
+                             "and in the waiting jobs' reasons)")
+        done = await self._maint().drain_node(name, caller.user, reason, time.time())
+        if done.outcome == NodeChange.NO_SUCH_NODE:
+            raise ApiError(404, f"no node {name}: see `labq nodes`")
+        audit.info("%s (uid %d) drained node %s (%d GPUs still held): %s", caller.user,
+                   caller.uid, name, done.gpus_allocated, reason)
+        self.kick()
+        return web.json_response({
+            "name": name, "shown_state": "DRAINING" if done.gpus_allocated else "DRAINED",
+            "drained_by": caller.user, "drain_reason": reason,
+            "gpus_allocated": done.gpus_allocated,
+            "already": done.outcome == NodeChange.ALREADY})
+
+    async def node_resume(self, request: web.Request) -> web.Response:
+        """Lift a drain: jobs may start on the node again."""
+        caller, name = await self._node_name(request, "resume nodes")
+        done = await self._maint().resume_node(name)
+        if done.outcome == NodeChange.NO_SUCH_NODE:
+            raise ApiError(404, f"no node {name}: see `labq nodes`")
+        if done.outcome == NodeChange.NOT_DRAINED:
+            raise ApiError(409, f"node {name} is not drained: nothing to resume")
+        audit.info("%s (uid %d) resumed node %s (drained by %s)", caller.user, caller.uid,
+                   name, done.drained_by)
+        self.kick()
+        return web.json_response({"name": name, "resumed": True,
+                                  "drained_by": done.drained_by})
+
+    async def node_remove(self, request: web.Request) -> web.Response:
+        """Forget a retired node: refused while its agent reports or jobs hold it."""
+        caller, name = await self._node_name(request, "remove nodes")
+        now = time.time()
+        timeout = self.settings.node_timeout_s
+        done = await self._maint().remove_node(name, now - timeout)
+        if done.outcome == NodeChange.NO_SUCH_NODE:
+            raise ApiError(404, f"no node {name}: see `labq nodes`")
+        if done.outcome == NodeChange.ALIVE:
+            raise ApiError(409, f"node {name}'s agent reported {now - done.last_heartbeat:.0f} s "
+                                f"ago: stop `labq agent` on {name} first (a node is removed "
+                                f"only after {timeout:.0f} s without a heartbeat, node_timeout_s; "
+                                "a node whose agent reports joins again at once)")
+        if done.outcome == NodeChange.HOLDS_JOBS:
+            jobs = ", ".join(done.jobs[:10]) + (" ..." if len(done.jobs) > 10 else "")
+            raise ApiError(409, f"node {name} still holds job(s) {jobs}: drain it (`labq admin "
+                                f"node drain {name} --reason ...`) and let them end, or cancel "
+                                "them, then remove it")
+        audit.info("%s (uid %d) removed node %s", caller.user, caller.uid, name)
+        return web.json_response({"name": name, "removed": True})
