@@ -21,13 +21,20 @@ from scheduler.cluster.shares import share_inputs
 from scheduler.config import Settings
 from scheduler.coordinator.idle import IdlePolicy
 from scheduler.metrics.hist import cumulative
-from scheduler.model import EVICTION_REASONS, JobState, Node, NodeState
+from scheduler.model import EVICTION_REASONS, JobState, Node, NodeState, ReasonCode
 from scheduler.policy.fairengine import FairShare
 from scheduler.policy.fairshare import FairShareTable
 from scheduler.store import WAIT_BUCKETS, parse_daily, parse_totals
 
 Family = GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily
 GPU = ["node", "gpu", "model"]
+# What a node shows (`model.Node.shown_state`): liveness, or an admin's drain.
+NODE_STATES = (*(s.value for s in NodeState), "DRAINING", "DRAINED")
+# Ended jobs' (state, reason code) every known account counts from 0, so that a rate or an
+# alert sees the first one; other pairs appear when they first happen.
+ENDED_SEEDS = ((JobState.SUCCEEDED, "Completed"), (JobState.FAILED, "NonZeroExitCode"),
+               (JobState.CANCELLED, ReasonCode.CANCELLED), (JobState.TIMEOUT,
+                                                            ReasonCode.TIME_LIMIT))
 # The reasons the store scripts count an eviction under (request_stop.lua, finish.lua,
 # requeue.lua) are scheduler.model.EVICTION_REASONS; docs/metrics.md lists the same.
 
@@ -95,8 +102,12 @@ def gpu_families(nodes: Sequence[Node], active: Sequence[JobLike], policy: IdleP
         ("gpu_healthy", "1 if the agent reports the GPU healthy", GPU),
         ("gpu_foreign_processes", "Processes on the GPU that labq did not start (by default "
          "the GPU gets no new job until there are none)", GPU),
-        ("node_up", "1 if the node is UP", ["node"]),
+        ("node_up", "1 if the node is UP (its agent reports; drained or not)", ["node"]),
         ("node_heartbeat_age_seconds", "Seconds since the node's agent last reported", ["node"]),
+        ("node_state", "1 for the state the node shows (UP, DOWN, or DRAINING/DRAINED once an "
+         "admin drained it), 0 for the others", ["node", "state"]),
+        ("node_drained", "1 while an admin's drain keeps new jobs off the node (drained_by: "
+         "who), else 0", ["node", "drained_by"]),
     )}
     jobs = {j.id: j for j in active}
     tracking = policy.action != "off"
@@ -119,11 +130,16 @@ def gpu_families(nodes: Sequence[Node], active: Sequence[JobLike], policy: IdleP
         g["gpus_capacity"].add_metric(per_node, node.gpus_total)
         g["gpus_allocated"].add_metric(per_node, node.gpus_allocated)
         up = node.state == NodeState.UP
-        g["gpus_idle"].add_metric(per_node, len(node.free_indices()) if up else 0)
+        g["gpus_idle"].add_metric(per_node, len(node.free_indices()) if up and not node.drained
+                                  else 0)
         g["gpus_allocated_idle"].add_metric(per_node, idle_count)
         g["node_heartbeat_age_seconds"].add_metric([node.name],
                                                    max(0.0, now - node.last_heartbeat))
         g["node_up"].add_metric([node.name], 1.0 if up else 0.0)
+        shown = node.shown_state
+        for state in NODE_STATES:
+            g["node_state"].add_metric([node.name, state], 1.0 if state == shown else 0.0)
+        g["node_drained"].add_metric([node.name, node.drained_by], 1.0 if node.drained else 0.0)
         for gpu in node.gpus if up else ():  # a DOWN node's last report is not current
             labels = [node.name, str(gpu.index), gpu.model]
             for name, value in (("gpu_utilization_ratio", gpu.utilization),
@@ -137,6 +153,36 @@ def gpu_families(nodes: Sequence[Node], active: Sequence[JobLike], policy: IdleP
             g["gpu_foreign_processes"].add_metric(
                 labels, sum(1 for p in gpu.processes if not p.labq_job))
     return list(g.values())
+
+
+def user_gpu_families(nodes: Sequence[Node], active: Sequence[JobLike],
+                      known: Known) -> list[Family]:
+    """GPUs each (account, user) holds now and how busy they are: utilized / allocated is the
+    user's GPU utilization. 0 for every known pair holding none."""
+    pair = ["account", "user"]
+    allocated = GaugeMetricFamily("labq_user_gpus_allocated", "GPUs the user's jobs hold now",
+                                  labels=pair)
+    utilized = GaugeMetricFamily("labq_user_gpus_utilized", "Sum of the utilization (0-1) of "
+                                 "the GPUs the user's jobs hold, as their agents report it "
+                                 "(divide by labq_user_gpus_allocated for the mean)",
+                                 labels=pair)
+    jobs = {j.id: j for j in active}
+    held: Counter[tuple[str, str]] = Counter()
+    busy: dict[tuple[str, str], float] = {}
+    for node in nodes:
+        usage = {gpu.index: gpu.utilization for gpu in node.gpus}
+        for index, job_id in node.allocations.items():
+            job = jobs.get(job_id)
+            if job is None:
+                continue
+            key = (job.account, job.user)
+            held[key] += 1
+            value = usage.get(index) if node.state == NodeState.UP else None
+            busy[key] = busy.get(key, 0.0) + (value or 0.0)
+    for key in sorted(known.assocs | set(held)):
+        allocated.add_metric(list(key), held.get(key, 0))
+        utilized.add_metric(list(key), busy.get(key, 0.0))
+    return [allocated, utilized]
 
 
 def job_families(active: Sequence[JobLike], waiting: Sequence[JobLike], known: Known,
@@ -153,14 +199,15 @@ def job_families(active: Sequence[JobLike], waiting: Sequence[JobLike], known: K
         pending.add_metric([account, user], per_assoc.get((account, user), 0))
     oldest = GaugeMetricFamily("labq_pending_oldest_seconds",
                                "Age of the oldest waiting job not held by a person (since "
-                               "its submit, requeue or release)",
+                               "its submit, requeue or release; 0 while none waits)",
                                labels=["account"])
     first: dict[str, float] = {}
     for job in waiting:
         if job.state.is_waiting() and not job.hold:  # a job a person holds is not stuck
             first[job.account] = min(first.get(job.account, math.inf), job.waiting_since)
-    for account, since in sorted(first.items()):
-        oldest.add_metric([account], max(0.0, now - since))
+    for account in sorted(known.accounts | set(first)):  # 0 while none of theirs waits
+        since = first.get(account)
+        oldest.add_metric([account], 0.0 if since is None else max(0.0, now - since))
     return [jobs, pending, oldest]
 
 
@@ -192,7 +239,10 @@ _COUNTERS = {  # stats hash field kind -> (help, labels); its fields are kind|la
     "admissions": ("Jobs started", ["account"]),
     "preemptions": ("Running jobs preempted (scavenger victims)", ["account"]),
     "evictions": ("Running jobs ended by labq", ["account", "reason"]),
+    "jobs_ended": ("Jobs that ended, by final state and reason code (the reason's first "
+                   "word)", ["state", "reason", "account"]),
 }
+_FIELD_KIND = {"ended": "jobs_ended"}  # a stats field's kind, where the family is named apart
 
 
 def counter_families(stats: dict[str, str], known: Known) -> list[Family]:
@@ -200,9 +250,12 @@ def counter_families(stats: dict[str, str], known: Known) -> list[Family]:
         "admissions": {(a,): 0.0 for a in known.accounts},
         "preemptions": {(a,): 0.0 for a in known.accounts},
         "evictions": {(a, r): 0.0 for a in known.accounts for r in EVICTION_REASONS},
+        "jobs_ended": {(state.value, reason, a): 0.0 for a in known.accounts
+                       for state, reason in ENDED_SEEDS},
     }
     for field_name, value in stats.items():
         kind, *labels = _split(field_name)
+        kind = _FIELD_KIND.get(kind, kind)
         if kind in _COUNTERS and len(labels) == len(_COUNTERS[kind][1]):
             counts[kind][tuple(labels)] = float(value)
     out: list[Family] = []

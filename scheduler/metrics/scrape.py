@@ -5,16 +5,22 @@ scrape into the `ClusterState` every reader builds from: nodes, active jobs, the
 the usage hash, and for /metrics the waiting jobs' rows and the stats hash), except
 the scheduling cycle figures, which are this process's own. docs/metrics.md is the contract:
 names, types and labels as written there.
+
+A scrape while the store does not answer still answers: this process's own series, with
+`labq_store_up` 0 (an alert says so), rather than an error that looks like a coordinator down.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import platform
 import time
 from collections.abc import Callable, Iterable, Iterator
+from importlib import metadata
 from typing import Protocol
 
+import redis.exceptions as redis_errors
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -29,6 +35,7 @@ from scheduler.metrics.families import (
     known_names,
     share_families,
     usage_families,
+    user_gpu_families,
     wait_family,
 )
 from scheduler.metrics.hist import LocalHistogram
@@ -78,6 +85,7 @@ class ClusterCollector(Collector):
         idle_policy = IdlePolicy.from_settings(settings)
         groups: list[tuple[str, Callable[[], Iterable[Metric]]]] = [
             ("GPUs", lambda: gpu_families(v.nodes, active, idle_policy, v.now)),
+            ("GPUs per user", lambda: user_gpu_families(v.nodes, active, known)),
             ("jobs", lambda: job_families(active, v.waiting, known, v.now)),
             ("admission waits", lambda: [wait_family(v.stats, known)]),
             ("counters", lambda: counter_families(v.stats, known)),
@@ -92,17 +100,45 @@ class ClusterCollector(Collector):
                 yield from list(build())
             except Exception:
                 log.exception("metrics: cannot build the %s series; the others are served", what)
-        s = self.source
-        yield s.cycle_durations.family("labq_scheduling_cycle_duration_seconds",
-                                       "Duration of each scheduling cycle of this coordinator")
-        yield _gauge("labq_scheduling_cycle_last_seconds", "Duration of the last scheduling cycle",
-                     s.last_cycle_s)
-        yield _gauge("labq_coordinator_leader", "1 if this coordinator leads",
-                     1.0 if s.is_leader else 0.0)
+        yield from local_families(self.source, store_up=True)
         used, ceiling = v.store_memory
         yield _gauge("labq_store_memory_used_bytes", "Memory the store (Redis/Valkey) uses", used)
         yield _gauge("labq_store_memory_max_bytes", "The store's maxmemory (0: no ceiling); at "
                      "it, writes are refused (noeviction)", ceiling)
+
+
+def local_families(s: MetricsSource, store_up: bool) -> Iterator[Metric]:
+    """This process's own series: its cycles, whether it leads, its build, and whether the
+    store answered this scrape."""
+    yield s.cycle_durations.family("labq_scheduling_cycle_duration_seconds",
+                                   "Duration of each scheduling cycle of this coordinator")
+    yield _gauge("labq_scheduling_cycle_last_seconds", "Duration of the last scheduling cycle",
+                 s.last_cycle_s)
+    yield _gauge("labq_coordinator_leader", "1 if this coordinator leads",
+                 1.0 if s.is_leader else 0.0)
+    yield _gauge("labq_store_up", "1 if the store (Redis/Valkey) answered this scrape",
+                 1.0 if store_up else 0.0)
+    info = GaugeMetricFamily("labq_build_info", "Always 1: this coordinator's labq and Python "
+                             "versions", labels=["version", "python"])
+    info.add_metric([labq_version(), platform.python_version()], 1.0)
+    yield info
+
+
+def labq_version() -> str:
+    try:
+        return metadata.version("labq")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+class StoreDownCollector(Collector):
+    """What a scrape serves while the store does not answer."""
+
+    def __init__(self, source: MetricsSource) -> None:
+        self.source = source
+
+    def collect(self) -> Iterator[Metric]:
+        yield from local_families(self.source, store_up=False)
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
@@ -129,8 +165,15 @@ async def render(store: Store, source: MetricsSource, now: float | None = None,
     """One scrape (`private`: without per-user series, for a scraper not holding the metrics
     token). Building and writing out the series is pure CPU (about 0.5 s for 60,000 series):
     it runs in a thread so that the API and the cycle on this loop are not held."""
-    state = await read_view(store, source.settings, time.time() if now is None else now)
     registry = CollectorRegistry(auto_describe=False)
-    collector: Collector = ClusterCollector(state, source)
+    collector: Collector
+    try:
+        state = await read_view(store, source.settings, time.time() if now is None else now)
+        collector = ClusterCollector(state, source)
+    except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
+        # (BusyLoadingError, a store loading its data, is a ConnectionError.)
+        log.warning("metrics: the store did not answer (%s): serving labq_store_up 0",
+                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        collector = StoreDownCollector(source)
     registry.register(PublicCollector(collector) if private else collector)
     return await asyncio.to_thread(generate_latest, registry)
