@@ -131,6 +131,8 @@ class Coordinator(Watching):
                 if epoch and not self.epoch:
                     log.info("leading with epoch %s", epoch)
                     await self.store.set_half_life(self.settings.usage_half_life_s)
+                    if await self.store.count_waiting() >= 0:  # once per store, then kept
+                        log.info("counted every user's waiting jobs for the pending cap")
                     self.kick.set()
                 self.epoch = epoch
                 trouble.ok()

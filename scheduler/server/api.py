@@ -48,13 +48,12 @@ from scheduler.server.validation import (
     check_user_name,
     flag,
 )
-from scheduler.store import Outcome, Store, new_token, parse_totals
+from scheduler.store import Outcome, PendingCapError, Store, new_token, parse_totals
 from scheduler.store.records import job_from_spec
 from scheduler.store.store import SUBMIT_TOKEN_TTL_S
 from scheduler.wire import JOB_FIELDS, PRIVATE_FIELDS, SubmitRequest
 
 NODE_CACHE_S = 1.0
-PENDING_CACHE_S = 2.0  # per-user pending counts for the cap, read again after this long
 
 
 class Api(JobRoutes, AdminRoutes, HistoryRoutes):
@@ -71,7 +70,6 @@ class Api(JobRoutes, AdminRoutes, HistoryRoutes):
         self.fair = FairShare()  # this API's fair-share engine (quota, priority)
         self._nodes: tuple[float, list[Node]] | None = None
         self._accounts: tuple[float, Accounts] | None = None
-        self._pending: tuple[float, dict[str, int]] | None = None
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[errors_middleware],
@@ -179,8 +177,9 @@ class Api(JobRoutes, AdminRoutes, HistoryRoutes):
         return_jobs = flag(req.return_jobs, "return_jobs")
         client_token = check_token(req.token)
         await self._check_job_cap(accounts, user, count)
-        if not caller.is_admin:  # trusted, as for accounts: a bulk load or a benchmark
-            await self._check_pending_cap(user, count)
+        # trusted, as for accounts: a bulk load or a benchmark
+        pending_cap = 0 if caller.is_admin else self.settings.max_pending_jobs
+        if not caller.is_admin:
             per_job = len(json.dumps(spec.command)) + len(json.dumps(spec.env)) + len(spec.script)
             await self._check_stored_cap(user, count, per_job * (1 if array else count))
         # A token names one client's request: scoped to who sent it and for whom, so another
@@ -188,13 +187,19 @@ class Api(JobRoutes, AdminRoutes, HistoryRoutes):
         token = f"{caller.user}/{user}/{client_token}" if client_token else new_token()
         created: list[Job] = []
         now = time.time()
-        if array is not None:  # one record; the leader makes its tasks as they near their turn
-            ids = await self.store.submit_array(job_from_spec(spec, "", now), array, token,
-                                                SUBMIT_TOKEN_TTL_S, hold)
-            self.kick()
-        else:
-            ids = await self.store.submit([spec], token, now, created, hold=hold)
-            self.submitted(created)  # the jobs as stored: the coordinator need not read them
+        try:
+            if array is not None:  # one record; the leader makes tasks as they near their turn
+                ids = await self.store.submit_array(job_from_spec(spec, "", now), array, token,
+                                                    SUBMIT_TOKEN_TTL_S, hold, pending_cap)
+                self.kick()
+            else:
+                ids = await self.store.submit([spec], token, now, created, hold=hold,
+                                              pending_cap=pending_cap)
+                self.submitted(created)  # the jobs as stored: the coordinator need not read
+        except PendingCapError as exc:
+            raise ApiError(429, f"{user} has {exc.has:,} waiting jobs and may have "
+                                f"{pending_cap:,} (max_pending_jobs): {count:,} more would be "
+                                "over; wait for some to start, or cancel some") from None
         warnings = [
             f"{row['scope']} {row['name']} has used {row['used_ratio']:.0%} of its "
             f"{row['period']} budget: {max(0.0, row['left_hours']):.1f} billed GPU-hours left"
@@ -239,32 +244,6 @@ class Api(JobRoutes, AdminRoutes, HistoryRoutes):
                                 f"environments and scripts in the store and may keep "
                                 f"{byte_cap / 2**20:,.0f} MiB (max_stored_bytes_per_user): "
                                 "cancel waiting jobs, or send less (--export NAMES)")
-
-    async def _check_pending_cap(self, user: str, adding: int) -> None:
-        """At most `max_pending_jobs` waiting (pending or held) jobs per user. Counts are read
-        for every user at once, at most every PENDING_CACHE_S, plus what this process accepted
-        since; several coordinators may each overshoot by one refresh's submissions."""
-        cap = self.settings.max_pending_jobs
-        if not cap:
-            return
-        now = time.monotonic()
-        if self._pending is None or now - self._pending[0] > PENDING_CACHE_S:
-            _active, waiting = await self.store.queue_ids()
-            counts: dict[str, int] = {}
-            for (owner,) in await self.store.job_fields(waiting, ["user"]):
-                if owner is not None:
-                    counts[owner] = counts.get(owner, 0) + 1
-            for array in await self.store.arrays():  # indices not made tasks yet count too
-                owner = array.template.user
-                counts[owner] = counts.get(owner, 0) + len(array.remaining_indices)
-            self._pending = (now, counts)
-        counts = self._pending[1]
-        has = counts.get(user, 0)
-        if has + adding > cap:
-            raise ApiError(429, f"{user} has {has:,} waiting jobs and may have {cap:,} "
-                                f"(max_pending_jobs): {adding:,} more would be over; wait for "
-                                "some to start, or cancel some")
-        counts[user] = has + adding
 
     def _hides(self, caller: Caller, owner: str) -> bool:
         """Whether `caller` sees only the public part of `owner`'s jobs and usage."""

@@ -13,10 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import redis.exceptions as redis_errors
+
 from scheduler.model import ArrayState, HoldKind, Job, JobState, ReasonCode
 from scheduler.policy.arrays import ArraySpec, format_ranges, parse_ranges, task_id
 from scheduler.store.core import StoreCore
-from scheduler.store.outcome import Outcome
+from scheduler.store.outcome import Outcome, pending_cap_refusal
 
 ARRAY_STATES = tuple(s.value for s in ArrayState)  # (the Lua scripts' ARRAY_STATE table)
 
@@ -64,9 +66,9 @@ class ArrayStore(StoreCore):
                                 "requeue_job")
 
     async def submit_array(self, template: Job, spec: ArraySpec, token: str, ttl_s: int,
-                           hold: bool) -> list[str]:
+                           hold: bool, pending_cap: int = 0) -> list[str]:
         """Store one array record for all its tasks; returns [its id] (the same for a token
-        seen before)."""
+        seen before). Each task counts against the owner's `pending_cap` (PendingCapError)."""
         (array_id,) = await self._next_ids(1)
         template.id = array_id
         template.array_job = array_id
@@ -81,9 +83,12 @@ class ArrayStore(StoreCore):
             "spec": spec.text, "submitted_at": str(template.submitted_at),
         }
         keys = [self.keys.array(array_id), self.keys.arrays, self.keys.submit_token(token),
-                self.keys.arrays_all, self.keys.stored]
-        return [str(x) for x in await self._run(
-            "submit_array", keys, [ttl_s, array_id, json.dumps(record), len(spec.indices)])]
+                self.keys.arrays_all, self.keys.stored, self.keys.stats]
+        args = [ttl_s, array_id, json.dumps(record), len(spec.indices), pending_cap]
+        try:
+            return [str(x) for x in await self._run("submit_array", keys, args)]
+        except redis_errors.ResponseError as exc:
+            raise pending_cap_refusal(exc) or exc from None
 
     async def array(self, array_id: str) -> ArrayRecord | None:
         raw = await self.r.hgetall(self.keys.array(array_id))
@@ -137,7 +142,7 @@ class ArrayStore(StoreCore):
         """Compare-and-set on the array's remaining indices: `changes` to its fields, and a
         task record to write at once (one cancelled before it was made)."""
         keys = [self.keys.array(array.id), self.keys.arrays, self.keys.done,
-                self.keys.job(task.id if task else "")]
+                self.keys.job(task.id if task else ""), self.keys.stats]
         args = [array.id, caller, "1" if is_admin else "", array.remaining,
                 json.dumps(changes), json.dumps(task.to_fields()) if task else "",
                 task.id if task else "", now]

@@ -11,10 +11,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+import redis.exceptions as redis_errors
+
 from scheduler.model import HoldKind, Job, JobSpec, JobState, ReasonCode
 from scheduler.noderun import StartRecord
 from scheduler.store.arrays import ArrayStore
-from scheduler.store.outcome import Outcome
+from scheduler.store.outcome import Outcome, pending_cap_refusal
 from scheduler.store.records import id_key, job_from_spec
 from scheduler.store.retention import RetentionStore
 
@@ -36,21 +38,26 @@ class JobStore(ArrayStore, RetentionStore):
     SCRIPTS: tuple[str, ...] = (
         "submit", "start", "mark_running", "finish", "requeue", "cancel", "request_stop",
         "charge", "set_reasons", "hold", "set_idle", "read_fields", "send_stop",
+        "count_waiting",
     )
 
     # ---------------------------------------------------------------- writes
 
     async def submit(self, specs: Sequence[JobSpec], token: str, now: float,
-                     created: list[Job] | None = None, hold: bool = False) -> list[str]:
+                     created: list[Job] | None = None, hold: bool = False,
+                     pending_cap: int = 0) -> list[str]:
         """Store validated specs as PENDING jobs, all or none. Same token, same ids.
 
         `created`, if given, receives the jobs as stored when this call stored them (not when
-        the token was seen before), so the coordinator need not read them back."""
+        the token was seen before), so the coordinator need not read them back.
+        `pending_cap`: each owner's most waiting jobs (0: none); past it, PendingCapError
+        and nothing stored, checked in the same step as the store (exact, whichever
+        coordinator's API takes the submits)."""
         if not specs:
             return []
         ids = await self._next_ids(len(specs))
         keys = [self.keys.held if hold else self.keys.waiting, self.keys.submit_token(token)]
-        args: list[Any] = [SUBMIT_TOKEN_TTL_S, len(specs)]
+        args: list[Any] = [SUBMIT_TOKEN_TTL_S, len(specs), pending_cap]
         jobs = []
         for job_id, spec in zip(ids, specs, strict=True):
             job = job_from_spec(spec, job_id, now)
@@ -62,14 +69,28 @@ class JobStore(ArrayStore, RetentionStore):
             jobs.append(job)
             keys.append(self.keys.job(job_id))
             args += [job_id, now, json.dumps(job.to_fields())]
-        keys.append(self.keys.stored)
-        result = [str(x) for x in await self._run("submit", keys, args)]
+        keys += [self.keys.stored, self.keys.stats]
+        try:
+            result = [str(x) for x in await self._run("submit", keys, args)]
+        except redis_errors.ResponseError as exc:
+            raise pending_cap_refusal(exc) or exc from None
         # acknowledged only once it is on disk, and on a replica if there is one
         await self.durable()
         await self.replicate()
         if created is not None and result == ids:
             created += jobs
         return result
+
+    async def count_waiting(self) -> int:
+        """Count every user's waiting jobs once (a store an older labq wrote): how many users
+        wait, or -1 when the store keeps the count already. A new leader calls it."""
+        keys = [self.keys.waiting, self.keys.held, self.keys.arrays, self.keys.stats]
+        return int(await self._run("count_waiting", keys, [self.keys.job(""),
+                                                            self.keys.array("")]))
+
+    async def waiting_count(self, user: str) -> int:
+        """`user`'s waiting jobs (pending, held, and array indices not made tasks yet)."""
+        return int(await self.r.hget(self.keys.stats, f"waiting|{user}") or 0)
 
     async def cancel(self, job_id: str, caller: str, is_admin: bool, now: float,
                      reason: str = "") -> Outcome:

@@ -41,6 +41,25 @@ class StoreError(RuntimeError):
     """The store refused an operation (stale leader, duplicate ids, ...)."""
 
 
+class PendingCapError(Exception):
+    """A submit refused for the owner's pending cap, in the same step that would have added
+    the jobs: `has` waiting jobs already."""
+
+    def __init__(self, has: int) -> None:
+        super().__init__(f"{has} waiting jobs")
+        self.has = has
+
+
+def pending_cap_refusal(exc: Exception) -> PendingCapError | None:
+    """The PendingCapError a script's error reply `PENDING_CAP <has>` stands for, else None."""
+    text = str(exc)
+    marker = "PENDING_CAP "
+    if marker not in text:
+        return None
+    head = text[text.index(marker) + len(marker):].split()[0]
+    return PendingCapError(int(head)) if head.isdigit() else None
+
+
 def read_secret(path: Path) -> str:
     """A password from its file, which must be private (like ssh's keys: refused otherwise)."""
     try:  # never through a link, and never blocked by a FIFO put in its place

@@ -68,6 +68,37 @@ local function count_eviction(stats_key, account, reason)
   redis.call('HINCRBY', stats_key, 'evictions|' .. account .. '|' .. reason, 1)
 end
 
+-- A user's waiting jobs (PENDING or HELD, and an array's indices not made tasks yet) in the
+-- stats hash (waiting|{user}), kept exact by every script that moves a job into or out of
+-- waiting, so that the per-user pending cap is checked in the same step that adds jobs
+-- (submit, submit_array) whichever coordinator's API takes them.
+local function add_waiting(stats_key, user, n)
+  if n ~= 0 and user and user ~= '' then
+    redis.call('HINCRBY', stats_key, 'waiting|' .. user, n)
+  end
+end
+
+-- How many of an array's indices wait to be made tasks: its `remaining` ranges text
+-- ("1,3,5-7") while the array is PENDING, else none.
+local function array_waiting(remaining, state)
+  if state ~= ARRAY_STATE.PENDING then return 0 end
+  local n = 0
+  for item in string.gmatch(remaining or '', '[^,]+') do
+    local first, last = string.match(item, '^(%d+)-(%d+)$')
+    if first then n = n + tonumber(last) - tonumber(first) + 1 else n = n + 1 end
+  end
+  return n
+end
+
+-- The pending cap: refuse (an error reply 'PENDING_CAP <has>') adding `adding` waiting jobs
+-- for `user` past `cap` (0 = no cap).
+local function over_pending_cap(stats_key, user, adding, cap)
+  if not cap or cap <= 0 then return nil end
+  local has = tonumber(redis.call('HGET', stats_key, 'waiting|' .. user) or '0') or 0
+  if has + adding > cap then return 'PENDING_CAP ' .. has end
+  return nil
+end
+
 -- A job ended (a terminal state, once): counted per state, reason code and account, for the
 -- ended-jobs counter. The code is the reason's first word ("NonZeroExitCode 3" counts as
 -- NonZeroExitCode), so a free-text reason never makes a series of its own.

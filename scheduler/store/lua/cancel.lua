@@ -1,7 +1,7 @@
 -- A user's cancel: a waiting job ends CANCELLED at once; a running one is marked for stopping
 -- (the leader stops it on Ray, then finishes it CANCELLED and frees its GPUs).
 -- KEYS[1] job hash  KEYS[2] waiting zset  KEYS[3] done zset  KEYS[4] held zset
--- KEYS[5] stored-jobs hash  KEYS[6] stats hash (the ended-jobs counter)
+-- KEYS[5] stored-jobs hash  KEYS[6] stats hash (the ended-jobs counter, waiting|{user})
 -- ARGV[1] job id  ARGV[2] caller  ARGV[3] caller is admin ('1'/'')  ARGV[4] now
 -- ARGV[5] the end reason of a waiting job ('' = Cancelled; e.g. DependencyNeverSatisfied)
 -- Returns NO_SUCH_JOB, FORBIDDEN, ALREADY_DONE, CANCELLED or STOPPING.
@@ -16,6 +16,7 @@ if is_waiting(state) then
   redis.call('HSET', KEYS[1], 'state', STATE.CANCELLED, 'ended_at', ARGV[4], 'reason', why,
     'reasons', '[]')
   count_ended(KEYS[6], STATE.CANCELLED, why, fields[3] or '')
+  add_waiting(KEYS[6], owner, -1)
   drop_request(KEYS[1], KEYS[5])
   redis.call('ZREM', KEYS[2], ARGV[1])
   redis.call('ZREM', KEYS[4], ARGV[1])

@@ -45,6 +45,7 @@ redis.call('HSET', KEYS[1], 'state', STATE.PENDING, 'node', '', 'gpu_indices', '
   'reasons', cjson.encode({{code = ARGV[3], detail = 'requeued after ' .. ARGV[3]}}),
   'queued_at', ARGV[4], 'gpu_idle_since', '{}', 'idle_notified', '')
 redis.call('HINCRBY', KEYS[1], 'restarts', 1)
+add_waiting(KEYS[8], redis.call('HGET', KEYS[1], 'user'), 1)
 redis.call('SREM', KEYS[2], ARGV[2])
 redis.call('ZADD', KEYS[3], redis.call('HGET', KEYS[1], 'submitted_at'), ARGV[2])
 return 'OK'

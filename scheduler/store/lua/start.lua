@@ -11,6 +11,7 @@
 -- node), and for each other node, by rank, 4 more KEYS (node hash, alloc hash, runs hash,
 -- wake list) and 3 more ARGV (node name, indices JSON, its start record): all K nodes are
 -- checked, then allocated and told, in this one step (NOT_DISTINCT: a node named twice).
+-- It waits no more (waiting|{user}, see add_waiting).
 -- Counts the admission (admissions|{account}) and its wait since the submit or the last
 -- requeue (wait|{account}|{le} for the first bound >= the wait, else +Inf; wait_sum|{account}).
 -- Returns 'OK' or why not: STALE_EPOCH, NOT_PENDING, NODE_NOT_UP, WRONG_COUNT (also for a
@@ -64,8 +65,9 @@ for _, n in ipairs(nodes) do
   redis.call('LPUSH', n[4], ARGV[2])
   redis.call('LTRIM', n[4], 0, 99)
 end
-local info = redis.call('HMGET', KEYS[1], 'account', 'queued_at', 'submitted_at')
+local info = redis.call('HMGET', KEYS[1], 'account', 'queued_at', 'submitted_at', 'user')
 local account = info[1] or ''
+add_waiting(KEYS[7], info[4], -1)
 local now = tonumber(ARGV[5])
 local since = tonumber(info[2] or '') or tonumber(info[3] or '') or now
 local wait = math.max(0, now - since)

@@ -1,10 +1,11 @@
 -- Store new jobs as PENDING, all or none; a repeated token returns the first call's ids.
 -- KEYS[1] waiting zset   KEYS[2] submit token key   KEYS[3..] one job hash per job
--- KEYS[#KEYS] stored-jobs hash (user -> how many of their jobs the store keeps; bytes|user ->
---   the bytes of their commands, environments and scripts in it)
--- ARGV[1] token ttl (s)  ARGV[2] job count
+-- KEYS[#KEYS - 1] stored-jobs hash (user -> how many of their jobs the store keeps; bytes|user
+--   -> the bytes of their commands, environments and scripts in it)
+-- KEYS[#KEYS] stats hash (waiting|user: their waiting jobs, see add_waiting)
+-- ARGV[1] token ttl (s)  ARGV[2] job count  ARGV[3] each owner's pending cap (0 = none)
 --   then per job: id, submitted_at, the job's hash fields as one JSON object
--- Returns the list of job ids.
+-- Returns the list of job ids, or the error PENDING_CAP <has> (nothing stored).
 local seen = redis.call('GET', KEYS[2])
 if seen then return cjson.decode(seen) end
 local count = tonumber(ARGV[2])
@@ -13,9 +14,19 @@ for i = 1, count do
     return redis.error_reply('DUPLICATE job key ' .. KEYS[2 + i])
   end
 end
+local stored, stats = KEYS[#KEYS - 1], KEYS[#KEYS]
+local adding = {}
+for i = 1, count do
+  local user = cjson.decode(ARGV[3 * i + 3])['user']
+  adding[user] = (adding[user] or 0) + 1
+end
+for user, n in pairs(adding) do
+  local over = over_pending_cap(stats, user, n, tonumber(ARGV[3]))
+  if over then return redis.error_reply(over) end
+end
 local ids = {}
 for i = 1, count do
-  local pos = 3 * i
+  local pos = 3 * i + 1
   local id, score = ARGV[pos], ARGV[pos + 1]
   local args = {}
   for name, value in pairs(cjson.decode(ARGV[pos + 2])) do
@@ -24,8 +35,9 @@ for i = 1, count do
   end
   redis.call('HSET', KEYS[2 + i], unpack(args))
   local job = cjson.decode(ARGV[pos + 2])
-  redis.call('HINCRBY', KEYS[#KEYS], job['user'], 1)
-  redis.call('HINCRBY', KEYS[#KEYS], 'bytes|' .. job['user'], string.len(job['command'] or '')
+  redis.call('HINCRBY', stored, job['user'], 1)
+  add_waiting(stats, job['user'], 1)
+  redis.call('HINCRBY', stored, 'bytes|' .. job['user'], string.len(job['command'] or '')
     + string.len(job['env'] or '') + string.len(job['script'] or ''))
   redis.call('ZADD', KEYS[1], score, id)
   ids[#ids + 1] = id

@@ -2,8 +2,9 @@
 -- leader makes tasks as they near their turn, see spawn_tasks.lua). A repeated token returns
 -- the first call's id.
 -- KEYS[1] array hash  KEYS[2] arrays set (arrays with indices left)  KEYS[3] submit token key
--- KEYS[4] every array by submit time (retention)  KEYS[5] stored-jobs hash
--- ARGV[4] how many tasks (each counts as a stored job of its user)
+-- KEYS[4] every array by submit time (retention)  KEYS[5] stored-jobs hash  KEYS[6] stats hash
+-- ARGV[4] how many tasks (each counts as a stored job of its user, and a waiting one)
+-- ARGV[5] the owner's pending cap (0 = none): past it, the error PENDING_CAP <has>
 -- ARGV[1] token ttl (s)  ARGV[2] array id  ARGV[3] the array hash's fields as one JSON object
 -- Returns the list {array id}.
 local seen = redis.call('GET', KEYS[3])
@@ -11,6 +12,9 @@ if seen then return cjson.decode(seen) end
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return redis.error_reply('DUPLICATE array key ' .. KEYS[1])
 end
+local record = cjson.decode(ARGV[3])
+local over = over_pending_cap(KEYS[6], record['user'], tonumber(ARGV[4]), tonumber(ARGV[5]))
+if over then return redis.error_reply(over) end
 local args = {}
 for name, value in pairs(cjson.decode(ARGV[3])) do
   args[#args + 1] = name
@@ -18,8 +22,8 @@ for name, value in pairs(cjson.decode(ARGV[3])) do
 end
 redis.call('HSET', KEYS[1], unpack(args))
 redis.call('SADD', KEYS[2], ARGV[2])
-local record = cjson.decode(ARGV[3])
 redis.call('HINCRBY', KEYS[5], record['user'], tonumber(ARGV[4]))
+add_waiting(KEYS[6], record['user'], tonumber(ARGV[4]))
 local template = cjson.decode(record['template'])
 redis.call('HINCRBY', KEYS[5], 'bytes|' .. record['user'], string.len(template['command'] or '')
   + string.len(template['env'] or '') + string.len(record['script'] or ''))

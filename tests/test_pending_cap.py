@@ -1,0 +1,102 @@
+"""The per-user pending cap (max_pending_jobs) holds exactly: the store keeps each user's
+waiting count (waiting|{user}) in the same scripts that move jobs into and out of waiting, and
+a submit is checked against it in the step that stores it, whichever coordinator's API takes
+it. Tried with two APIs on one store and a burst of concurrent submits from a real user."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+from scheduler.policy.arrays import parse_array
+from scheduler.store import PendingCapError, Store
+from scheduler.store.records import job_from_spec
+from tests.builders import T0, job_of, lead, report, spec, start_job, submit_one
+from tests.security_server import ApiServer, ensure_user
+
+USER = "labq-cap-cat"
+JOB = {"command": ["python", "train.py"], "workdir": "/tmp"}
+
+
+async def recount(store: Store, user: str) -> int:
+    """The user's waiting jobs, counted from the queue itself."""
+    _active, waiting = await store.queue_ids()
+    owners = [row[0] for row in await store.job_fields(waiting, ["user"])]
+    arrays = sum(len(a.remaining_indices) for a in await store.arrays()
+                 if a.template.user == user and a.state == "PENDING")
+    return owners.count(user) + arrays
+
+
+async def test_every_way_in_and_out_of_waiting_keeps_the_count(store: Store) -> None:
+    epoch = await lead(store)
+    await store.heartbeat(report("n1", gpus=4), now=T0)
+    steps: list[tuple[str, int]] = []
+
+    async def check(step: str) -> None:
+        steps.append((step, await store.waiting_count("alice")))
+        assert steps[-1][1] == await recount(store, "alice"), steps
+
+    first = await submit_one(store)
+    second = await submit_one(store)
+    await check("two submitted")
+    assert await store.hold(second, "alice", False, False, T0) == "OK"
+    await check("one held")
+    assert await store.cancel(second, "alice", False, T0 + 1) == "CANCELLED"
+    await check("the held one cancelled")
+    assert await start_job(store, epoch, first, "n1", [0], 1.0, T0 + 2) == "OK"
+    await check("one started")
+    assert await store.requeue(epoch, await job_of(store, first), "NodeLost", T0 + 3) == "OK"
+    await check("requeued")
+    template = job_from_spec(spec(), "", T0)
+    [array_id] = await store.submit_array(template, parse_array("0-9", 100), "tok-a", 60, False)
+    await check("an array of 10")
+    array = await store.array(array_id)
+    assert array is not None
+    assert await store.spawn_tasks(epoch, array, 4) == "OK"
+    await check("4 tasks made")
+    array = await store.array(array_id)
+    assert array is not None
+    assert await store.cancel_unmade(array, 9, "alice", False, T0 + 4) == "OK"
+    await check("an unmade index cancelled")
+    array = await store.array(array_id)
+    assert array is not None
+    assert await store.array_set(array, "alice", False, {"state": "CANCELLED"}) == "OK"
+    await check("the array's rest cancelled")
+    assert [n for _, n in steps] == [2, 2, 1, 0, 1, 11, 11, 10, 5]
+    # counted from scratch (a store an older labq wrote): the same
+    await store.r.hdel(store.keys.stats, "waiting_counted", "waiting|alice")
+    assert await store.count_waiting() == 1
+    assert await store.waiting_count("alice") == 5
+    assert await store.count_waiting() == -1  # once per store
+
+
+async def test_the_store_refuses_past_the_cap_and_stores_nothing(store: Store) -> None:
+    await store.submit([spec(), spec()], "t1", T0, pending_cap=3)
+    try:
+        await store.submit([spec(), spec()], "t2", T0, pending_cap=3)
+    except PendingCapError as exc:
+        assert exc.has == 2
+    else:
+        raise AssertionError("a submit past the cap was stored")
+    assert await store.waiting_count("alice") == 2
+    assert (await store.job_counts())["waiting"] == 2
+
+
+def test_two_apis_on_one_store_accept_exactly_the_cap(valkey_url: str) -> None:
+    ensure_user(USER)
+    one = ApiServer(valkey_url, max_pending_jobs=10).start()
+    two = ApiServer(valkey_url, max_pending_jobs=10)
+    two.prefix = one.prefix  # a second coordinator of the same install
+    two.start()
+    try:
+        with ThreadPoolExecutor(max_workers=12) as pool:
+            answers = list(pool.map(
+                lambda i: (one if i % 2 else two).as_user(USER, "POST", "/v1/jobs", JOB),
+                range(30)))
+        statuses = sorted(status for status, _ in answers)
+        assert statuses.count(200) == 10 and statuses.count(429) == 20, answers
+        assert all("may have 10 (max_pending_jobs)" in str(answer)
+                   for status, answer in answers if status == 429)
+        assert one.run(one.store.waiting_count(USER)) == 10
+    finally:
+        two.stop()
+        one.stop()
