@@ -17,7 +17,7 @@ if not fenced(KEYS[1], ARGV[1]) then return 'STALE_EPOCH' end
 local fields = {'id', 'user', 'account', 'state', 'reason', 'exit_code', 'name', 'gpus', 'nodes',
   'node', 'parts', 'gpu_indices', 'gpu_type', 'qos', 'submitted_at', 'started_at', 'ended_at',
   'time_limit_s', 'billed', 'gpu_seconds', 'cpu_seconds', 'memory_peak_bytes', 'array_job',
-  'array_task', 'workdir', 'restarts', 'cpus'}
+  'array_task', 'workdir', 'restarts', 'cpus', 'cpus_per_gpu'}
 local function expire_at_least(key, at)
   local now_at = redis.call('EXPIRETIME', key)
   if now_at < 0 or now_at < tonumber(at) then redis.call('EXPIREAT', key, at) end
