@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from agents.backends import GpuBackend
 from agents.backends.simulated import SimulatedBackend
 from agents.executor import Executor
+from agents.noderes import NodeResources, limits_enforced, measure
 from agents.procinfo import tag_processes
 from scheduler.client import address_towards
 from scheduler.model import NodeReport
@@ -33,8 +34,11 @@ class Agent:
     def __init__(
         self, store: Store, backend: GpuBackend, node_name: str, interval_s: float = 2.0,
         executor: Executor | None = None, address: str = "", fence_s: float = 0.0,
+        resources: NodeResources | None = None,
     ) -> None:
         self.store = store
+        # the CPUs and memory reported (placement counts them), and the executor's limits
+        self.resources = resources or (executor.resources if executor else None) or measure()
         self.address = address  # where the node's peers reach it (node_address)
         # Cut off from the store this long (since the last heartbeat that got through), the
         # agent stops its node's jobs itself, before the coordinator may give their GPUs to
@@ -54,11 +58,13 @@ class Agent:
     def report(self) -> NodeReport:
         gpus = self.backend.read()
         if self.executor is not None:
+            self.executor.node_gpus = len(gpus)  # what a job's share of CPUs and memory is of
             tag_processes(gpus, self.executor.job_resolver())
             self.executor.check_gpu_use(gpus)  # a job's process on a GPU it was not given
         report = NodeReport(
             name=self.node_name, gpus=gpus, simulated=self.backend.simulated,
             hostname=socket.gethostname(), agent_pid=os.getpid(), address=self.address,
+            cpus=self.resources.cpus, memory_mb=self.resources.memory_mb,
         )
         self.last_snapshot = (time.time(), report)
         return report
@@ -73,6 +79,11 @@ class Agent:
         if self.executor is not None:
             log.info("node %s: jobs under %s; %s", self.node_name,
                      self.executor.layout.describe(), self.executor.device_confinement)
+            log.info("node %s: %d CPUs, %d MiB for jobs; %s", self.node_name,
+                     self.resources.cpus, self.resources.memory_mb,
+                     limits_enforced(self.executor.layout, self.executor.install_id))
+            if not self.executor.node_gpus:  # before any job starts: its share is of these
+                self.executor.node_gpus = len(await asyncio.to_thread(self.backend.read))
         loops = [self.heartbeat_loop()]
         if self.executor is not None:
             loops.append(self.job_loop(self.executor))

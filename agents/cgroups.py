@@ -68,6 +68,7 @@ class Layout:
         mount = self.mount or cgroup2_mount() or self.root
         root = self.root / install
         root.mkdir(exist_ok=True)
+        root.chmod(0o755)  # (so a job can reach its own group: see JobGroup.create)
         (root / "runners").mkdir(exist_ok=True)
         controllers = _enable_controllers(mount, root) if self.controllers else ()
         return Layout(self.kind, root, controllers, mount)
@@ -177,6 +178,7 @@ class JobGroup:
             self.path.mkdir()
         except FileExistsError:
             raise OSError(f"its cgroup {self.path} exists already (never reused)") from None
+        self.path.chmod(0o755)  # the job reads its own limits and usage (root owns the files)
 
     def add(self, pid: int) -> None:
         (self.path / "cgroup.procs").write_text(str(pid))

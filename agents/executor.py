@@ -39,6 +39,7 @@ from pathlib import Path
 from agents import devices
 from agents.cgroups import Layout, cgroup_of
 from agents.jobdirs import job_dir_path, ray_dir_path, remove_job_dir
+from agents.noderes import NodeResources, measure
 from agents.procinfo import Misuse, misplaced, parent_of, start_time, started_at
 from agents.runner import SPEC_FILE, STOP_FILE, RunSpec, RunState
 from scheduler import noderun
@@ -72,7 +73,7 @@ class Executor:
                  api_server: str = "",
                  python: str = sys.executable, min_job_uid: int = 0,
                  job_user_deny: Sequence[str] = (), gpu_misuse_policy: str = "stop",
-                 confine_devices: bool = True) -> None:
+                 confine_devices: bool = True, resources: NodeResources | None = None) -> None:
         if gpu_misuse_policy not in MISUSE_POLICIES:
             raise ValueError(f"gpu_misuse_policy = {gpu_misuse_policy!r}: use stop or warn")
         self.store = store
@@ -86,6 +87,8 @@ class Executor:
         self.min_job_uid = min_job_uid or login_defs_uid_min()
         self.job_user_deny = list(job_user_deny)
         self.gpu_misuse_policy = gpu_misuse_policy
+        self.resources = resources or measure()  # what jobs' CPU and memory shares are of
+        self.node_gpus = 0  # the node's GPUs (set by the agent from its GPU read)
         self._children: dict[str, subprocess.Popen[bytes]] = {}  # reaped when they exit
         self._stop_sent: dict[str, float] = {}
         self._specs: dict[str, RunSpec] = {}  # run key -> its spec (never changes)
@@ -172,6 +175,7 @@ class Executor:
         rundir = self.runs_dir / record.key
         rundir.mkdir(mode=0o700)
         group = self.layout.job_group(record.key)
+        limits = self.resources.for_job(record.demand, len(record.gpu_indices), self.node_gpus)
         spec = RunSpec(  # the start record, and what only this node knows
             record, node=self.node, grace_s=self.grace_s,
             cgroup=str(group.path) if group else "",
@@ -182,7 +186,9 @@ class Executor:
             job_dir=job_dir_path(record.key), ray_dir=ray_dir_path(record.id),
             min_uid=self.min_job_uid, deny_users=list(self.job_user_deny),
             gpu_minors=(devices.gpu_minors(record.gpu_indices, self._minors)
-                        if self.confining else None),
+                        if self.confining else None), cpus=limits.cpus,
+            memory_bytes=limits.memory_bytes,
+            v1_install=self.install_id if self.layout.kind == "v2-hybrid" else "",
         )
         (rundir / SPEC_FILE).write_text(spec.to_json())
         log_file = open(rundir / "runner.log", "ab")  # noqa: SIM115 - the child owns it

@@ -22,11 +22,13 @@ both on this machine's real v1 hierarchy.
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 PERIOD_US = 100_000
+READABLE = 0o755  # a job's cgroup directories: its user reads its limits (root owns the files)
 V1_MOUNT = Path("/sys/fs/cgroup")
 
 
@@ -105,6 +107,8 @@ class V1Groups:
                 continue
             group = self.path(hierarchy)
             group.mkdir(parents=True, exist_ok=True)
+            for directory in (group.parent.parent, group.parent, group):
+                directory.chmod(READABLE)  # the job may read its own limits, never write them
             for name, value in files.items():
                 try:
                     (group / name).write_text(value)
@@ -150,3 +154,45 @@ def what_is_enforced(kind: str, controllers: tuple[str, ...], v1: list[str]) -> 
         return ("CPU and memory limits: " + (" and ".join(v1) + " enforced (cgroup v1)"
                                              if v1 else "not enforced (no v1 cpu/memory)"))
     return "CPU and memory limits: not enforced (no cgroup tree); counted when placing jobs"
+
+
+def limit_job(group: Path | None, res: Resources, v1_install: str, key: str
+              ) -> V1Groups | None:
+    """Put the limits on a new job's cgroup (`group`, its v2 group, when it has one): the
+    v2 files where the controllers are; on a v2-hybrid node (`v1_install` set) the job's v1
+    cpu and memory groups too, which are returned (the runner adds the job's first process to
+    them before it execs, and removes them at the end)."""
+    if not res.limited:
+        return None
+    if group is not None:
+        apply_v2(group, res)
+    if not v1_install:
+        return None
+    v1 = V1Groups(v1_install, key)
+    return v1 if v1.create(res) else None
+
+
+RAY_OBJECT_STORE_SHARE = 0.3  # Ray's own default share of a node's memory
+RAY_OBJECT_STORE_LEAST = 80 << 20  # Ray refuses an object store under 75 MiB
+
+
+def job_resource_env(res: Resources, simulated_gpus: int | None) -> dict[str, str]:
+    """The job's environment for its CPUs and memory: `LABQ_CPUS`, `LABQ_MEM_MB` (as Slurm's
+    SLURM_CPUS_ON_NODE, SLURM_MEM_PER_NODE), and `RAY_OVERRIDE_RESOURCES`, so a Ray the job
+    starts (its `ray.init()`, or `ray start` across nodes) counts exactly the job's CPUs,
+    memory and an object store inside it, not the node's (and, on simulated GPUs, the GPUs)."""
+    env: dict[str, str] = {}
+    ray: dict[str, float] = {}
+    if simulated_gpus is not None:
+        ray["GPU"] = simulated_gpus
+    if res.cpus > 0:
+        env["LABQ_CPUS"] = f"{res.cpus:g}"
+        ray["CPU"] = res.cpus
+    if res.memory_bytes > 0:
+        env["LABQ_MEM_MB"] = str(res.memory_bytes >> 20)
+        store = max(RAY_OBJECT_STORE_LEAST, int(res.memory_bytes * RAY_OBJECT_STORE_SHARE))
+        ray["object_store_memory"] = min(store, res.memory_bytes // 2)
+        ray["memory"] = res.memory_bytes - ray["object_store_memory"]
+    if ray:
+        env["RAY_OVERRIDE_RESOURCES"] = json.dumps(ray)
+    return env

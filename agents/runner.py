@@ -52,6 +52,7 @@ from agents.jobdirs import (
     remove_tree,
     write_script,
 )
+from agents.jobres import Resources, V1Groups, job_resource_env, limit_job
 from agents.limits import LoginLimits, apply_limits, login_limits
 from agents.procinfo import descendants, start_time
 from agents.runspec import SPEC_FILE as SPEC_FILE
@@ -110,8 +111,8 @@ def job_environment(spec: RunSpec, account: pwd.struct_passwd, ray_dir: str, tmp
     if job.array_job and job.array_task is not None:
         env["LABQ_ARRAY_JOB_ID"] = job.array_job
         env["LABQ_ARRAY_TASK_ID"] = str(job.array_task)
-    if spec.simulated:
-        env["RAY_OVERRIDE_RESOURCES"] = json.dumps({"GPU": len(job.gpu_indices)})
+    env.update(job_resource_env(Resources(spec.cpus, spec.memory_bytes),
+                                len(job.gpu_indices) if spec.simulated else None))
     if job.hosts:  # across nodes: where the others are (like SLURM_JOB_NODELIST)
         env["LABQ_NODES"] = ",".join(job.hosts)
         env["LABQ_NODE_NAMES"] = ",".join(job.node_names)
@@ -170,7 +171,8 @@ def _become(account: pwd.struct_passwd) -> None:
 
 
 def _child(spec: RunSpec, account: pwd.struct_passwd, env: dict[str, str], argv: list[str],
-           err_fd: int, limits: LoginLimits, group: JobGroup | None) -> None:
+           err_fd: int, limits: LoginLimits, group: JobGroup | None,
+           v1: V1Groups | None = None) -> None:
     """In the forked child: become the job. Never returns; reports a failure on `err_fd`."""
     job = spec.record
     try:
@@ -180,6 +182,8 @@ def _child(spec: RunSpec, account: pwd.struct_passwd, env: dict[str, str], argv:
             except OSError as exc:
                 raise OSError(f"cannot put the job in its cgroup {group.path}: "
                               f"{exc.strerror}") from None
+        if v1 is not None:  # its CPU and memory limits on a v2-hybrid node
+            v1.add(os.getpid())
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
@@ -223,6 +227,7 @@ class Runner:
         self.spec = RunSpec.load(rundir)
         self.state = RunState(self.spec.record.attempt, runner_pid=os.getpid())
         self.group: JobGroup | None = None  # the job's cgroup, once this runner made it
+        self.v1: V1Groups | None = None  # its v1 cpu and memory groups (v2-hybrid), if made
         self.ray_dir = ""
         self.job_dir = ""
         self.main_pid = 0
@@ -315,6 +320,8 @@ class Runner:
                 self.group = group
                 if spec.gpu_minors is not None:
                     confine(str(group.path), spec.gpu_minors)
+            self.v1 = limit_job(self.group.path if self.group else None,
+                                Resources(spec.cpus, spec.memory_bytes), spec.v1_install, spec.key)
         except OSError as exc:
             self.cleanup()
             return self.fail(f"cannot prepare the job on node {spec.node}: {exc}")
@@ -326,7 +333,7 @@ class Runner:
         pid = os.fork()
         if pid == 0:
             os.close(err_r)
-            _child(spec, account, env, argv, err_w, limits, self.group)
+            _child(spec, account, env, argv, err_w, limits, self.group, self.v1)
         os.close(err_w)
         error = self.exec_result(err_r)
         if error is None:  # stopped before the exec: the job never ran
@@ -344,6 +351,10 @@ class Runner:
         self.kill_leftovers()
         if self.group:
             self.state.usage = self.group.stats()
+        if self.v1 and "memory_peak_bytes" not in (self.state.usage or {}):
+            peak = self.v1.peak_memory_bytes()
+            if peak is not None:
+                self.state.usage = {**(self.state.usage or {}), "memory_peak_bytes": peak}
         self.cleanup()
         self.state.phase = noderun.EXITED
         self.state.ended_at = time.time()
@@ -429,6 +440,8 @@ class Runner:
     def cleanup(self) -> None:
         if self.group:
             self.group.remove()
+        if self.v1:
+            self.v1.remove()
         if self.ray_dir:
             remove_tree(self.ray_dir)
         if self.job_dir:

@@ -42,6 +42,12 @@ class RunSpec:
     # The driver minors of the job's GPUs: its cgroup gets a device program refusing every
     # other NVIDIA GPU (agents.devices). None: no device program (no cgroup, or none here).
     gpu_minors: list[int] | None = None
+    # Its CPU and memory limits here (0: none; agents.jobres), resolved by the agent from the
+    # request and this node's CPUs and memory; on a v2-hybrid node the install id its v1
+    # cpu and memory groups are made under ("": no v1 groups).
+    cpus: float = 0.0
+    memory_bytes: int = 0
+    v1_install: str = ""
 
     @property
     def key(self) -> str:

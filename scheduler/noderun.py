@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from scheduler.model import Job
+from scheduler.resources import Demand
 
 # RunStatus.phase
 STARTING = "STARTING"  # the runner is preparing the job
@@ -92,6 +93,15 @@ class StartRecord:
     # (the same on every node; only agents read start records).
     ray_port: int = 0
     ray_token: str = ""
+    # Its CPUs and memory as asked, per node (scheduler.resources; all 0: the node's share).
+    cpus: int = 0
+    cpus_per_gpu: int = 0
+    mem: int = 0
+    mem_per_gpu: int = 0
+
+    @property
+    def demand(self) -> Demand:
+        return Demand(self.cpus, self.cpus_per_gpu, self.mem, self.mem_per_gpu)
 
     @property
     def key(self) -> str:
@@ -108,7 +118,9 @@ class StartRecord:
                    error=error_path(job), script=job.script, name=job.name,
                    account=job.account, submit_dir=job.submit_dir, array_job=job.array_job,
                    array_task=job.array_task, rank=rank, hosts=list(hosts or []),
-                   node_names=list(node_names or []), ray_port=ray_port, ray_token=ray_token)
+                   node_names=list(node_names or []), ray_port=ray_port, ray_token=ray_token,
+                   cpus=job.cpus, cpus_per_gpu=job.cpus_per_gpu, mem=job.mem,
+                   mem_per_gpu=job.mem_per_gpu)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

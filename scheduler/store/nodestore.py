@@ -69,7 +69,8 @@ class NodeStore(StoreCore):
         keys = [self.keys.node(report.name), self.keys.nodes]
         gpus_json = json.dumps([g.to_dict() for g in report.gpus])
         args = [report.name, now, len(report.gpus), report.gpu_model, gpus_json,
-                "1" if report.simulated else "", report.hostname, report.address]
+                "1" if report.simulated else "", report.hostname, report.address, report.cpus,
+                report.memory_mb]
         return NodeState(await self._run("heartbeat", keys, args))
 
     async def nodes(self) -> list[Node]:

@@ -24,6 +24,7 @@ def nodes_from(rows: Sequence[dict[str, str]]) -> list[Node]:
             address=raw.get("address", ""), drained_by=raw.get("drained_by", ""),
             drain_reason=raw.get("drain_reason", ""),
             drained_at=float(raw["drained_at"]) if raw.get("drained_at") else None,
+            cpus=int(raw.get("cpus") or 0), memory_mb=int(raw.get("memory_mb") or 0),
         ))
     return result
 

@@ -2,11 +2,13 @@
 -- KEYS[1] node hash  KEYS[2] nodes set
 -- ARGV[1] node name  ARGV[2] now  ARGV[3] gpus_total  ARGV[4] gpu model  ARGV[5] gpus JSON
 -- ARGV[6] simulated ('1'/'')  ARGV[7] hostname  ARGV[8] address (IP its peers reach it at)
+-- ARGV[9] CPUs jobs may use  ARGV[10] memory in MiB (both '0' or absent: not reported)
 -- Returns the node state after the heartbeat.
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state or state == NODE.DOWN then state = NODE.UP end
 redis.call('HSET', KEYS[1], 'name', ARGV[1], 'state', state, 'last_heartbeat', ARGV[2],
   'gpus_total', ARGV[3], 'gpu_model', ARGV[4], 'gpus', ARGV[5], 'simulated', ARGV[6],
-  'hostname', ARGV[7], 'address', ARGV[8] or '')
+  'hostname', ARGV[7], 'address', ARGV[8] or '', 'cpus', ARGV[9] or '0',
+  'memory_mb', ARGV[10] or '0')
 redis.call('SADD', KEYS[2], ARGV[1])
 return state

@@ -1,0 +1,69 @@
+"""The CPUs and memory a node offers its jobs, as its agent reports them each heartbeat, and
+what one job gets of them here (the same resolution the coordinator placed it with).
+
+Measured once at the agent's start: the CPUs this process may run on (its affinity, which
+honours a cpuset the agent was started in), and MemTotal of /proc/meminfo. `LABQ_NODE_CPUS`
+and `LABQ_NODE_MEMORY` (a size: `8G`, `512M`, MiB) override them: a simulated node (`labq up
+--simulate`), or a node that keeps some of its CPUs or memory for itself.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from agents.cgroups import Layout
+from agents.jobres import Resources, V1Groups, what_is_enforced
+from scheduler.resources import MIB, Demand, parse_mem
+
+CPUS_ENV = "LABQ_NODE_CPUS"
+MEMORY_ENV = "LABQ_NODE_MEMORY"
+
+
+@dataclass(frozen=True)
+class NodeResources:
+    """What this node offers jobs: CPUs and MiB (0: unknown, not counted)."""
+
+    cpus: int = 0
+    memory_mb: int = 0
+
+    def for_job(self, demand: Demand, gpus: int, node_gpus: int) -> Resources:
+        """The cgroup limits of a job with `gpus` of this node's `node_gpus` GPUs."""
+        cpus, mem = demand.on(gpus, node_gpus, self.cpus, self.memory_mb)
+        return Resources(cpus=float(cpus), memory_bytes=mem * MIB)
+
+
+def measure(env: Mapping[str, str] | None = None, meminfo: str = "/proc/meminfo"
+            ) -> NodeResources:
+    """This node's CPUs and memory: the overrides in `env` (default: the process's), else
+    measured. A bad override raises ValueError naming it."""
+    env = os.environ if env is None else env
+    cpus_text, mem_text = env.get(CPUS_ENV, ""), env.get(MEMORY_ENV, "")
+    if cpus_text:
+        if not cpus_text.isdigit() or int(cpus_text) < 1:
+            raise ValueError(f"{CPUS_ENV}={cpus_text!r}: give a whole number of CPUs, at least 1")
+        cpus = int(cpus_text)
+    else:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+            os.cpu_count() or 0)
+    memory = parse_mem(mem_text, MEMORY_ENV) if mem_text else _mem_total(meminfo)
+    return NodeResources(cpus, memory)
+
+
+def _mem_total(meminfo: str) -> int:
+    """MemTotal in MiB (0 if it cannot be read)."""
+    try:
+        with open(meminfo) as handle:
+            for line in handle:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) // 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def limits_enforced(layout: Layout, install: str) -> str:
+    """One line for the agent's start: which CPU and memory limits this node's jobs get."""
+    v1 = V1Groups(install, "").available() if layout.kind == "v2-hybrid" else []
+    return what_is_enforced(layout.kind, layout.controllers, v1)
