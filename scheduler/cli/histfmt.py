@@ -50,7 +50,8 @@ def size(value: Any) -> str:
 
 def elapsed(job: Record) -> float | None:
     started, ended = job.get("started_at"), job.get("ended_at")
-    return float(ended) - float(started) if started and ended else None
+    return float(ended) - float(started) if started is not None and ended is not None \
+        else None
 
 
 def _hours(value: Any) -> str:
