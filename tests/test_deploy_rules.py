@@ -20,7 +20,8 @@ RULES = PROM / "rules" / "labq.rules.yml"
 RULE_TESTS = PROM / "tests" / "labq.rules.test.yml"
 ALERTS = {"LabqNodeDown", "LabqGpuAllocatedIdle", "LabqBudgetAlmostSpent",
           "LabqNoCoordinatorLeader", "LabqQueueWaitHigh", "LabqJobWaitingLong",
-          "LabqStoreNearlyFull"}
+          "LabqStoreNearlyFull", "LabqGpuUnhealthy", "LabqSeveralCoordinatorLeaders",
+          "LabqStoreDown", "LabqTargetDown", "LabqJobsFailing"}
 
 
 def promtool() -> str:
@@ -53,10 +54,12 @@ def test_config_is_valid_and_loads_the_rules(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 rule files found" in result.stdout
     config = yaml.safe_load((PROM / "prometheus.yml").read_text())
-    targets = {job["job_name"]: job["static_configs"][0]["targets"]
-               for job in config["scrape_configs"]}
-    assert all(t.endswith(":9464") for t in targets["labq-coordinator"])
-    assert all(t.endswith(":9400") for t in targets["labq-gpu-exporter"])
+    jobs = {job["job_name"]: job["static_configs"] for job in config["scrape_configs"]}
+    assert all(t.endswith(":9464") for c in jobs["labq-coordinator"] for t in c["targets"])
+    # Each GPU exporter carries its labq node name, so a drained node's raises no alert.
+    for entry in jobs["labq-gpu-exporter"]:
+        [target] = entry["targets"]
+        assert target.endswith(":9400") and entry["labels"]["node"] == target.split(":")[0]
 
 
 def test_rules_are_valid() -> None:
@@ -74,6 +77,15 @@ def test_every_alert_says_what_happened_and_what_to_do() -> None:
         assert set(annotations) == {"summary", "description"}, rule["alert"]
         assert len(annotations["description"]) > 150, rule["alert"]
         assert rule["labels"]["severity"] in ("warning", "critical"), rule["alert"]  # type: ignore[index]
+
+
+def test_no_node_alert_fires_for_a_drained_node() -> None:
+    """An admin's drain takes a node down or idle on purpose: every alert about a node or its
+    GPUs or exporter leaves drained nodes out (a removed node has no series at all)."""
+    for rule in rules():
+        expr = str(rule["expr"])
+        if rule["alert"] in ("LabqNodeDown", "LabqGpuUnhealthy", "LabqTargetDown"):
+            assert "unless on (node) max by (node) (labq_node_drained) == 1" in expr, rule
 
 
 def test_rule_unit_tests_pass() -> None:
