@@ -10,6 +10,7 @@ from grafana.panels import single as stat
 RATE = "$__rate_interval"
 NODE = 'node=~"$node"'
 ACCOUNT = 'account=~"$account"'
+USER = 'user=~"$user"'
 
 RATIO = Look(unit="percentunit", min=0, max=1)
 SECONDS = Look(unit="s")
@@ -23,6 +24,8 @@ HEALTH = Look(unit="short", decimals=0, steps=((None, "red"), (1, "green")),
               mappings={"0": ("unhealthy", "red"), "1": ("healthy", "green")})
 UP = Look(unit="short", decimals=0, steps=((None, "red"), (1, "green")),
           mappings={"0": ("DOWN", "red"), "1": ("UP", "green")})
+DRAINED = Look(unit="short", decimals=0, steps=((None, "green"), (1, "orange")),
+               mappings={"0": ("no", "green"), "1": ("drained", "orange")})
 HIDE_TIME_AND_JOB = {"Time": True, "job": True}
 
 
@@ -38,6 +41,14 @@ def cycle_quantile(q: float) -> str:
     """Each coordinator's own cycles (followers run none: their quantile is NaN)."""
     return (f"histogram_quantile({q}, sum by (le, instance) "
             f"(rate(labq_scheduling_cycle_duration_seconds_bucket[{RATE}])))")
+
+
+def in_range(metric: str, selector: str) -> str:
+    return f"increase({metric}{{{selector}}}[$__range])"
+
+
+def node_state(states: str) -> str:
+    return f'labq_node_state{{state=~"{states}"}}'
 
 
 def per_hour(metric: str, by: str = "", selector: str = "") -> str:
@@ -61,8 +72,12 @@ def cluster_overview() -> m.Dashboard:
         stat("Running jobs", "", Query(f"sum({one(running)})"), COUNT),
         stat("Waiting jobs", "PENDING and HELD jobs.", Query(f"sum({one(waiting)})"), COUNT),
         stat("Nodes up", "", Query(f"sum({one('labq_node_up')})"), COUNT),
-        stat("Nodes down", "Nodes whose agent stopped reporting: they get no new jobs.",
-             Query(f"sum(1 - {one('labq_node_up')})"), BAD_IF_ANY),
+        stat("Nodes down", "Nodes whose agent stopped reporting and that no admin drained: they "
+             "get no new jobs.", Query(f"sum({one(node_state('DOWN'))})"), BAD_IF_ANY),
+        stat("Nodes drained", "Nodes an admin drained (`labq admin node drain`): DRAINING while "
+             "jobs still run there, DRAINED once none do; no new job starts there. `labq nodes` "
+             "says who and why.", Query(f"sum({one(node_state('DRAINING|DRAINED'))})"),
+             WARN_IF_ANY),
         stat("Unhealthy GPUs", "GPUs the agents report unhealthy (NVML).",
              Query(f"sum(1 - {one('labq_gpu_healthy')})"), BAD_IF_ANY),
         stat("Leading coordinators", "Exactly one coordinator must lead; 0 means nothing is "
@@ -90,6 +105,12 @@ def cluster_overview() -> m.Dashboard:
         graph("Jobs started per hour by account", "",
               [Query(per_hour("labq_admissions_total", "account"), "{{account}}")],
               Look(unit="short")),
+        graph("Jobs ended per hour by outcome", "SUCCEEDED, FAILED, CANCELLED, TIMEOUT.",
+              [Query(per_hour("labq_jobs_ended_total", "state"), "{{state}}")],
+              Look(unit="short"), stacked=True),
+        graph("Nodes by state", "UP, DOWN, and DRAINING/DRAINED for nodes an admin drained.",
+              [Query(f"sum by (state) ({one('labq_node_state')})", "{{state}}")], COUNT,
+              stacked=True),
     ])
     return board("labq-overview", "labq / Cluster overview",
                  "The lab's GPUs, jobs and queue at a glance.", [now, trends])
@@ -112,19 +133,28 @@ def users_and_budgets() -> m.Dashboard:
     usage = Row("Usage", [
         graph("GPUs in use by user", "GPU-seconds used per second, i.e. GPUs held "
               "(all accounts: per-user usage has no account label).",
-              [Query(f"sum by (user) ({one(f'rate(labq_user_gpu_seconds_total[{RATE}])')})",
+              [Query("sum by (user) "
+                     f"({one(f'rate(labq_user_gpu_seconds_total{{{USER}}}[{RATE}])')})",
                      "{{user}}")], Look(unit="short"), stacked=True),
+        graph("GPU utilization by user", "Mean utilization of the GPUs each user's jobs hold "
+              "(as their agents report it); a user holding none has no line.",
+              [Query(f"sum by (user) ({one(f'labq_user_gpus_utilized{{{USER}}}')}) / "
+                     f"(sum by (user) ({one(f'labq_user_gpus_allocated{{{USER}}}')}) > 0)",
+                     "{{user}}")], RATIO),
+        graph("GPUs held by user", "", [Query(
+            f"sum by (user) ({one(f'labq_user_gpus_allocated{{{USER}}}')})", "{{user}}")],
+              COUNT, stacked=True),
         graph("Billing rate by account", "Billed GPU-hours charged per hour.",
               [Query(f"sum by (account) ("
                      f"{one(f'rate(labq_account_billed_units_total{{{ACCOUNT}}}[{RATE}])')})",
                      "{{account}}")], Look(unit="short"), stacked=True),
         bars("GPU-hours in the time range by user", "",
              Query("sort_desc(sum by (user) "
-                   f"({one('increase(labq_user_gpu_seconds_total[$__range])')}) / 3600)",
+                   f"({one(in_range('labq_user_gpu_seconds_total', USER))}) / 3600)",
                    "{{user}}", instant=True), Look(unit="short", decimals=1), w=8),
         bars("Billed GPU-hours in the time range by user", "",
              Query("sort_desc(sum by (user) "
-                   f"({one('increase(labq_user_billed_units_total[$__range])')}) / 3600)",
+                   f"({one(in_range('labq_user_billed_units_total', USER))}) / 3600)",
                    "{{user}}", instant=True), Look(unit="short", decimals=1), w=8),
         bars("Billed GPU-hours in the time range by account", "",
              Query("sort_desc(sum by (account) "
@@ -134,14 +164,16 @@ def users_and_budgets() -> m.Dashboard:
     ])
     fairness = Row("Fair share and queue", [
         graph("Fair-share factor", "The factor priority uses (0-1): low after heavy recent use.",
-              [Query(one(f"labq_fairshare_factor{{{ACCOUNT}}}"), "{{account}} / {{user}}")],
+              [Query(one(f"labq_fairshare_factor{{{ACCOUNT}, {USER}}}"),
+                     "{{account}} / {{user}}")],
               RATIO),
         graph("Effective usage", "Decayed usage as a share of the parent account's "
               "(Slurm's EffectvUsage).",
-              [Query(one(f"labq_effective_usage_ratio{{{ACCOUNT}}}"), "{{account}} / {{user}}")],
+              [Query(one(f"labq_effective_usage_ratio{{{ACCOUNT}, {USER}}}"),
+                     "{{account}} / {{user}}")],
               RATIO),
         graph("Waiting jobs by user", "",
-              [Query(f"sum by (account, user) ({one(f'labq_pending_jobs{{{ACCOUNT}}}')})",
+              [Query(f"sum by (account, user) ({one(f'labq_pending_jobs{{{ACCOUNT}, {USER}}}')})",
                      "{{account}} / {{user}}")], COUNT, stacked=True),
         graph("Oldest waiting job by account", "",
               [Query(one(f"labq_pending_oldest_seconds{{{ACCOUNT}}}"), "{{account}}")], SECONDS),
@@ -153,9 +185,10 @@ def users_and_budgets() -> m.Dashboard:
               [Query(wait_quantile(0.9, "account", ACCOUNT), "{{account}}")], SECONDS),
     ])
     account = label_variable("account", "Account", '{__name__=~"labq_.*"}')
+    user = label_variable("user", "User", "labq_user_gpus_allocated")
     return board("labq-users", "labq / Users and budgets",
-                 "Who used the GPUs, what it cost against each budget, and fair share.",
-                 [budgets, usage, fairness], [account])
+                 "Who used the GPUs, how busy they kept them, what it cost against each budget, "
+                 "and fair share.", [budgets, usage, fairness], [account, user])
 
 
 def nodes_and_gpus() -> m.Dashboard:
@@ -167,16 +200,27 @@ def nodes_and_gpus() -> m.Dashboard:
 
     gpu_legend = "{{node}} GPU {{gpu}}"
     nodes = Row("Nodes", [
-        grid("Nodes", "", [Query(f"max by (node) (labq_node_up{{{NODE}}})"),
-                           Query(f"max by (node) (labq_node_heartbeat_age_seconds{{{NODE}}})"),
-                           Query(by_node("labq_gpus_capacity")),
-                           Query(by_node("labq_gpus_allocated")),
-                           Query(by_node("labq_gpus_idle")),
-                           Query(by_node("labq_gpus_allocated_idle"))],
-             Look(unit="short", decimals=0), organize={"excludeByName": {"Time": True},
-                                                       "renameByName": {
+        grid("Nodes", "Each node's state: UP, DOWN (its agent is silent), or DRAINING / "
+             "DRAINED when an admin drained it (`labq nodes` says who and why).",
+             [Query(f"max by (node) (labq_node_up{{{NODE}}})"),
+              Query(f"max by (node) (labq_node_heartbeat_age_seconds{{{NODE}}})"),
+              Query(by_node("labq_gpus_capacity")),
+              Query(by_node("labq_gpus_allocated")),
+              Query(by_node("labq_gpus_idle")),
+              Query(by_node("labq_gpus_allocated_idle")),
+              Query(f"max by (node, state) (labq_node_state{{{NODE}}} == 1)")],
+             Look(unit="short", decimals=0), organize={"excludeByName": {
+                 "Time": True, "Value #G": True}, "renameByName": {
                  "Value #A": "up", "Value #B": "heartbeat age (s)", "Value #C": "GPUs",
                  "Value #D": "allocated", "Value #E": "free", "Value #F": "allocated but idle"}}),
+        grid("Drains", "Who drained each node (`labq admin node drain`); the reason is in "
+             "`labq nodes`. `labq admin node resume NODE` lifts a drain.",
+             [Query(f"max by (node, drained_by) (labq_node_drained{{{NODE}}})")], DRAINED,
+             w=12, organize={"excludeByName": {"Time": True}, "renameByName": {
+                 "Value": "drained", "drained_by": "drained by"}}),
+        graph("Node state over time", "1 while the node shows the state.",
+              [Query(f"max by (node, state) (labq_node_state{{{NODE}}}) == 1",
+                     "{{node}} {{state}}")], COUNT, w=12),
         graph("Heartbeat age", "Seconds since each node's agent last reported; the node is "
               "marked DOWN after node_timeout_s.",
               [Query(f"max by (node) (labq_node_heartbeat_age_seconds{{{NODE}}})", "{{node}}")],
@@ -232,12 +276,28 @@ def scheduler_health() -> m.Dashboard:
         stat("Last cycle (leader)", "Duration of the leader's last scheduling cycle.",
              Query("max(labq_scheduling_cycle_last_seconds and on (instance) "
                    "(labq_coordinator_leader == 1))"), SECONDS, w=6, h=6),
-        grid("Coordinators", "Every coordinator Prometheus scrapes.",
+        grid("Coordinators", "Every coordinator Prometheus scrapes, its versions and whether "
+             "it reaches the store.",
              [Query("max by (instance) (labq_coordinator_leader)"),
-              Query("max by (instance) (labq_scheduling_cycle_last_seconds)")],
-             Look(unit="short"), w=12, h=6, organize={"excludeByName": {"Time": True},
-                                                       "renameByName": {
-                 "Value #A": "leader", "Value #B": "last cycle (s)"}}),
+              Query("max by (instance) (labq_scheduling_cycle_last_seconds)"),
+              Query("max by (instance) (labq_store_up)"),
+              Query("max by (instance, version, python) (labq_build_info)")],
+             Look(unit="short"), w=12, h=6, organize={"excludeByName": {
+                 "Time": True, "Value #D": True}, "renameByName": {
+                 "Value #A": "leader", "Value #B": "last cycle (s)",
+                 "Value #C": "store up"}}),
+    ])
+    store = Row("Store", [
+        stat("Store answers", "Coordinators that reached the store (Redis/Valkey) at their "
+             "last scrape, of all scraped; fewer: LabqStoreDown.",
+             Query("sum(labq_store_up) / count(labq_store_up)"), Look(
+                 unit="percentunit", min=0, max=1, steps=((None, "red"), (1, "green"))),
+             w=6, h=6),
+        graph("Store memory", "Used, and the store's maxmemory (0: no ceiling): at it, writes "
+              "are refused (LabqStoreNearlyFull warns at 80 %).",
+              [Query("max(labq_store_memory_used_bytes)", "used"),
+               Query("max(labq_store_memory_max_bytes)", "maxmemory")],
+              Look(unit="bytes"), w=18, h=6),
     ])
     cycles = Row("Scheduling cycles", [
         graph("Cycle duration quantiles", "Per coordinator; followers run no cycles.",
@@ -256,6 +316,10 @@ def scheduler_health() -> m.Dashboard:
                Query(per_hour("labq_preemptions_total"), "preempted"),
                Query(per_hour("labq_evictions_total", "reason"), "evicted: {{reason}}")],
               Look(unit="short")),
+        graph("Jobs ended per hour by outcome", "Final state and reason code (the reason's "
+              "first word: NonZeroExitCode, Signal, NodeLost, TimeLimit, ...).",
+              [Query(per_hour("labq_jobs_ended_total", "state, reason"),
+                     "{{state}} {{reason}}")], Look(unit="short")),
         graph("Wait to start quantiles (1 h window)", "From submit (or requeue) to start.",
               [Query(wait_quantile(q), f"p{int(q * 100)}") for q in (0.5, 0.9, 0.99)], SECONDS),
         buckets("Wait to start", "How many jobs started after each wait.",
@@ -269,8 +333,8 @@ def scheduler_health() -> m.Dashboard:
                                Query(f"count({one('labq_node_up')})", "known")], COUNT),
     ])
     return board("labq-scheduler", "labq / Scheduler health",
-                 "The coordinators: leader, scheduling cycles, admissions and agents.",
-                 [coordinators, cycles, admissions, agents])
+                 "The coordinators: leader, store, scheduling cycles, admissions, job outcomes "
+                 "and agents.", [coordinators, store, cycles, admissions, agents])
 
 
 DASHBOARDS = {

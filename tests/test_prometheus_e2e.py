@@ -38,7 +38,7 @@ DASHBOARDS = sorted((ROOT / "grafana" / "dashboards").glob("*.json"))
 GRAFANA_VARIABLES = {
     "$__rate_interval": "1m", "$__interval_ms": "15000", "$__interval": "15s",
     "$__range_s": "3600", "$__range": "1h", "${node}": ".*", "$node": ".*",
-    "${account}": ".*", "$account": ".*",
+    "${account}": ".*", "$account": ".*", "${user}": ".*", "$user": ".*",
 }
 
 
