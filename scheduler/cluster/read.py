@@ -17,7 +17,7 @@ from scheduler.cluster.shares import share_inputs, usage_since_reset
 from scheduler.cluster.views import node_view, running_view
 from scheduler.config import Settings
 from scheduler.model import Job, JobState, Node
-from scheduler.policy import Limits, PendingJob, Snapshot
+from scheduler.policy import Limits, PendingJob, RunningJob, Snapshot
 from scheduler.policy.fairshare import FairShareTable
 from scheduler.store import Store, parse_daily, parse_decayed
 
@@ -121,8 +121,13 @@ def build_snapshot(state: ClusterState, pending: Sequence[PendingJob], settings:
     assocs = set(waiting_assocs) if waiting_assocs is not None else {
         (p.account, p.user) for p in pending}
     avoid_foreign = settings.foreign_gpu_policy == "avoid"
+    on_node: dict[str, list[RunningJob]] = {}  # the jobs holding GPUs on each node
+    for run in running:
+        for name in run.node_names:
+            on_node.setdefault(name, []).append(run)
     return Snapshot(
-        nodes=tuple(node_view(n, settings.billing_weight(n.gpu_model), avoid_foreign)
+        nodes=tuple(node_view(n, settings.billing_weight(n.gpu_model), avoid_foreign,
+                              on_node.get(n.name, ()))
                     for n in state.nodes),
         pending=tuple(pending),
         now=now,

@@ -21,6 +21,13 @@ missing, or a running job with no time limit. `Timeline` keeps these times.
   its GPUs free up first; a job's GPUs are then busy until its estimate + its time limit.
   The reserved job's estimate is T. A job that can never start gets none.
 
+CPUs and memory (where nodes report them) count too: a job's slot is the later of when its
+GPUs and when its CPUs and memory are free on the node (`restime.ResourceTimeline`: running
+jobs give theirs back at their ends; the jobs the cycle starts, reserves or estimates take
+theirs), so a job that can never have its memory on any node takes no reservation. The
+reservation sets aside GPUs only: a lower job placed beside it on the reserved node may take
+CPUs or memory the reserved job will need, and delay it.
+
 Times only move later in a cycle (a GPU taken is busy until a time >= when it was free), and
 a GPU held for ever stays so: a job that has no finite start once never gets one later.
 """
@@ -36,7 +43,9 @@ from dataclasses import dataclass
 
 from scheduler.model import Reason
 from scheduler.policy.placement import FreePool, Part, Placement, fits_type, type_matches
+from scheduler.policy.restime import ResourceTimeline
 from scheduler.policy.snapshot import NodeView, PendingJob, RunningJob, Snapshot
+from scheduler.resources import Demand
 
 INF = math.inf
 MAX_ESTIMATES = 200  # estimate only this many waiting jobs per cycle, in priority order
@@ -98,7 +107,9 @@ class Timeline:
             for node, indices in job.parts:
                 by_node.setdefault(node, []).append(
                     (job.ends_at, indices, job.gpus // (1 + len(job.rest))))
+        nodes, running = tuple(nodes), tuple(running)
         up = {n.name: n for n in nodes if n.open}
+        self.resources = ResourceTimeline(nodes, running, now)  # CPUs and memory over time
         self.now = now
         self.models = {name: n.gpu_model for name, n in up.items()}
         self.times = {name: _gpu_times(n, by_node.get(name, ()), now) for name, n in up.items()}
@@ -110,25 +121,35 @@ class Timeline:
         self._heaps: dict[tuple[str | None, int], list[_Entry]] = {}
         self._dirty: set[str] = set()
 
-    def occupy(self, node: str, indices: Iterable[int], until: float) -> None:
-        """The node's GPUs `indices` are busy until `until` (never earlier than they were)."""
+    def occupy(self, node: str, indices: Iterable[int], until: float,
+               demand: Demand | None = None, start: float | None = None) -> None:
+        """The node's GPUs `indices` are busy until `until` (never earlier than they were),
+        and with `demand`, the CPUs and memory of a job on them, from `start` (now)."""
         times = self.times.get(node)
         if times is None:
             return
+        indices = tuple(indices)
+        if demand is not None:
+            self.resources.take(node, demand, len(indices), self.now if start is None
+                                else start, until)
         for i in indices:
             if 0 <= i < len(times):
                 times[i] = max(times[i], until)
         self._version[node] += 1
         self._dirty.add(node)
 
-    def earliest(self, gpus: int, gpu_type: str | None) -> Slot | None:
-        """The earliest time some UP node of the type has `gpus` GPUs free, and those GPUs.
+    def earliest(self, gpus: int, gpu_type: str | None, demand: Demand | None = None
+                 ) -> Slot | None:
+        """The earliest time some UP node of the type has `gpus` GPUs free, and those GPUs
+        (with `demand`, and its CPUs and memory free too: see `_earliest_with`).
 
         On a node, the GPUs that free up earliest (ties: lowest index). Among nodes free at
         the same time, best fit: the one with the fewest GPUs free by then, then by name.
         None if no node of the type will ever have that many GPUs free.
         """
         self._flush()
+        if demand is not None and self.resources.counted:
+            return self._earliest_with(gpus, gpu_type, demand)
         heap = self._heap(gpu_type, gpus)
         while heap:
             start, _free, name, version = heap[0]
@@ -139,15 +160,45 @@ class Timeline:
             heapq.heappop(heap)
         return None
 
-    def earliest_many(self, gpus: int, gpu_type: str | None, nodes: int) -> Slot | None:
-        """`earliest` for a job of `nodes` nodes: the nodes where `gpus` GPUs free up first
-        (best fit among equals), from when the last of them has; the first is the head.
-        O(nodes of the type): multi-node jobs are few."""
+    def _earliest_with(self, gpus: int, gpu_type: str | None, demand: Demand) -> Slot | None:
+        """`earliest` where CPUs and memory count: the nodes in order of their GPUs' time,
+        each at the later of that and when its CPUs and memory are free for the job; looked
+        at until the next node's GPU time is past the best found (the heap is left whole)."""
+        heap = self._heap(gpu_type, gpus)
+        taken: list[_Entry] = []
+        best: tuple[float, int, str] | None = None
+        while heap and (best is None or heap[0][0] < best[0]):
+            entry = heapq.heappop(heap)
+            start, free, name, version = entry
+            if version != self._version[name]:
+                continue
+            taken.append(entry)
+            ready = max(start, self.resources.ready_at(name, demand, gpus, start))
+            if ready != INF and (best is None or (ready, free, name) < best):
+                best = (ready, free, name)
+        for entry in taken:
+            heapq.heappush(heap, entry)
+        if best is None:
+            return None
+        times = self.times[best[2]]
+        ranked = sorted(range(len(times)), key=times.__getitem__)
+        return Slot(best[2], tuple(sorted(ranked[:gpus])), best[0])
+
+    def earliest_many(self, gpus: int, gpu_type: str | None, nodes: int,
+                      demand: Demand | None = None) -> Slot | None:
+        """`earliest` for a job of `nodes` nodes: the nodes where `gpus` GPUs (and, with
+        `demand`, its CPUs and memory) free up first (best fit among equals), from when the
+        last of them has; the first is the head. O(nodes of the type): multi-node jobs are
+        few."""
         if nodes == 1:
-            return self.earliest(gpus, gpu_type)
+            return self.earliest(gpus, gpu_type, demand)
         self._flush()
         entries = [e for e in (self._entry(name, gpus) for name in self._typed_nodes(gpu_type))
                    if e is not None]
+        if demand is not None and self.resources.counted:
+            entries = [(ready, free, name, version) for ready, free, name, version in (
+                (max(start, self.resources.ready_at(name, demand, gpus, start)), free, name,
+                 version) for start, free, name, version in entries) if ready != INF]
         if len(entries) < nodes:
             return None
         parts = []
@@ -257,32 +308,33 @@ class Backfill:
         self.delay_reason: Reason | None = None  # what a job held back by the reservation shows
         self._reserved_job: PendingJob | None = None
         self._timeline: Timeline | None = None
-        self._started: list[tuple[str, tuple[int, ...], float]] = []
+        self._started: list[tuple[str, tuple[int, ...], float, Demand]] = []
 
     @property
     def timeline(self) -> Timeline:
         if self._timeline is None:
             snap = self.snapshot
             self._timeline = Timeline(snap.nodes, snap.running, snap.now)
-            for node, indices, until in self._started:
-                self._timeline.occupy(node, indices, until)
+            for node, indices, until, demand in self._started:
+                self._timeline.occupy(node, indices, until, demand)
             self._started.clear()
         return self._timeline
 
     def started(self, job: PendingJob, placement: Placement) -> None:
-        """The job starts now on `placement`: those GPUs are busy until its time limit ends."""
+        """The job starts now on `placement`: those GPUs (and its CPUs and memory there) are
+        busy until its time limit ends."""
         until = self.snapshot.now + job.time_limit_s
         for node, indices in placement.parts:
             if self._timeline is None:
-                self._started.append((node, indices, until))
+                self._started.append((node, indices, until, job.demand))
             else:
-                self._timeline.occupy(node, indices, until)
+                self._timeline.occupy(node, indices, until, job.demand)
 
     def reserve(self, job: PendingJob, pool: FreePool) -> None:
         """Give the reservation to `job`, which waits for GPUs, unless a job has it already."""
         if self.reservation is not None:
             return
-        slot = self.timeline.earliest_many(job.per_node, job.gpu_type, job.nodes)
+        slot = self.timeline.earliest_many(job.per_node, job.gpu_type, job.nodes, job.demand)
         if slot is None:
             return
         self.reservation = Reservation(job.id, slot.node, slot.indices, slot.start, slot.rest)
@@ -300,14 +352,15 @@ class Backfill:
         """
         if job.nodes > 1:
             return self._place_many(job, pool)
-        placement = pool.best_fit(job.gpus, job.gpu_type)
+        placement = pool.best_fit(job.gpus, job.gpu_type, demand=job.demand)
         res = self.reservation
         if placement is not None or res is None:
             return placement
         if res.rest:  # a multi-node reservation: the same, on all its nodes
             return self._place_many(job, pool)
         free = pool.free_on(res.node)
-        if len(free) < job.gpus or not fits_type(job, pool.nodes[res.node]):
+        if len(free) < job.gpus or not fits_type(job, pool.nodes[res.node]) or not pool.room(
+                res.node, job.gpus, job.demand):
             return None
         if self.snapshot.now + job.time_limit_s > res.start:
             return self.delay_reason
@@ -320,11 +373,11 @@ class Backfill:
         """`place` for a multi-node job, or under a multi-node reservation: best fit outside
         the reservation; else, counting the reserved GPUs, only if it ends by the
         reservation's start."""
-        placement = pool.best_fit(job.per_node, job.gpu_type, job.nodes)
+        placement = pool.best_fit(job.per_node, job.gpu_type, job.nodes, job.demand)
         res = self.reservation
         if placement is not None or res is None:
             return placement
-        placement = pool.fit_all(job.per_node, job.gpu_type, job.nodes)
+        placement = pool.fit_all(job.per_node, job.gpu_type, job.nodes, job.demand)
         if placement is None:
             return None
         if self.snapshot.now + job.time_limit_s > res.start:
@@ -345,15 +398,18 @@ class Backfill:
         if res is not None and reserved_job is not None:
             result[res.job_id] = res.start
             for node, indices in res.parts:
-                timeline.occupy(node, indices, res.start + reserved_job.time_limit_s)
+                timeline.occupy(node, indices, res.start + reserved_job.time_limit_s,
+                                reserved_job.demand, res.start)
         for job in waiting[: max(0, limit)]:
             if job.id in result:
                 continue
-            slot = (timeline.earliest(job.gpus, job.gpu_type) if job.nodes == 1
-                    else timeline.earliest_many(job.per_node, job.gpu_type, job.nodes))
+            slot = (timeline.earliest(job.gpus, job.gpu_type, job.demand) if job.nodes == 1
+                    else timeline.earliest_many(job.per_node, job.gpu_type, job.nodes,
+                                                job.demand))
             if slot is None:
                 continue
             result[job.id] = slot.start
             for node, indices in slot.parts:
-                timeline.occupy(node, indices, slot.start + job.time_limit_s)
+                timeline.occupy(node, indices, slot.start + job.time_limit_s, job.demand,
+                                slot.start)
         return result

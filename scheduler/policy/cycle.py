@@ -17,6 +17,7 @@ from scheduler.policy.placement import FreePool, Part, Placement, fits_type, typ
 from scheduler.policy.preemption import SCAVENGER, Preemption, plan_preemptions
 from scheduler.policy.ranking import ordered
 from scheduler.policy.snapshot import NodeView, PendingJob, Snapshot
+from scheduler.resources import Demand, format_mem
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,7 @@ def decide(snapshot: Snapshot, max_estimates: int = MAX_ESTIMATES,
             blocked.append(job)
             continue
         if placement is None:
-            if job.nodes == 1:
+            if job.nodes == 1 and not pool.counted:  # (with CPUs counted, fewer may fit)
                 smallest_blocked[job.gpu_type] = min(
                     job.gpus, smallest_blocked.get(job.gpu_type, job.gpus))
             blocked.append(job)
@@ -148,7 +149,7 @@ def decide(snapshot: Snapshot, max_estimates: int = MAX_ESTIMATES,
                 continue
             budget.commit(job.user, job.account, cost)
         decisions.starts.append(Start(job.id, placement.node, placement.indices, placement.rest))
-        pool.take(placement)
+        pool.take(placement, job.demand)
         held.add(job)
         backfill.started(job, placement)
     decisions.reservation = backfill.reservation
@@ -202,7 +203,7 @@ def _reasons(
             reasons.append(Reason(lack.code, f"{lack.detail}; GPUs reserved from "
                                              f"{utc(reservation.start)} on {reservation.where}"))
         elif job.id not in limited or not explain.pool.fits(job.per_node, job.gpu_type,
-                                                             job.nodes):
+                                                             job.nodes, job.demand):
             reasons += explain.resources(job)
         if ahead:
             reasons.append(Reason("Priority", f"{ahead} job(s) ahead in line also wait"))
@@ -254,13 +255,45 @@ class _Explainer:
     def __init__(self, nodes: tuple[NodeView, ...], pool: FreePool) -> None:
         self.nodes = nodes
         self.pool = pool
-        self._cache: dict[tuple[str | None, int, int], tuple[Reason, ...]] = {}
+        self._cache: dict[tuple[str | None, int, int, Demand], tuple[Reason, ...]] = {}
 
     def resources(self, job: PendingJob) -> tuple[Reason, ...]:
-        key = (job.gpu_type, job.gpus, job.nodes)
+        key = (job.gpu_type, job.gpus, job.nodes, job.demand)
         if key not in self._cache:
-            self._cache[key] = (self._why(job) if job.nodes == 1 else self._why_many(job),)
+            short = self._short(job) if self.pool.counted else None
+            self._cache[key] = (short or (self._why(job) if job.nodes == 1
+                                          else self._why_many(job)),)
         return self._cache[key]
+
+    def _short(self, job: PendingJob) -> Reason | None:
+        """Why a job whose GPUs are free (on enough nodes of its type) waits: the CPUs or the
+        memory it asks for, named, with the most any such node has free now (or ever)."""
+        need = job.per_node
+        nodes = [self.pool.nodes[name] for name in self.pool.nodes
+                 if len(self.pool.free_on(name)) >= need and fits_type(job, self.pool.nodes[name])]
+        if len(nodes) < job.nodes or not nodes:
+            return None
+        asks = {n.name: n.need(job.demand, need) for n in nodes}
+        cpu_ok = [n for n in nodes if not n.cpus or asks[n.name][0] <= self.pool.cpus_free[n.name]]
+        mem_ok = [n for n in nodes if not n.mem or asks[n.name][1] <= self.pool.mem_free[n.name]]
+        both = [n for n in cpu_ok if n in mem_ok]
+        if len(both) >= job.nodes:
+            return None  # (the reservation holds it, or its GPUs are reserved)
+        where = f"on each of {job.nodes} nodes" if job.nodes > 1 else "on one node"
+        parts = []
+        for index, (ok, total, left) in enumerate((
+                (cpu_ok, "cpus", self.pool.cpus_free), (mem_ok, "mem", self.pool.mem_free))):
+            show = _cpus if index == 0 else _memory
+            counted = [n for n in nodes if getattr(n, total)]
+            if len(ok) >= job.nodes or not counted:
+                continue
+            least = min(asks[n.name][index] for n in counted)
+            most = max(getattr(n, total) for n in counted)
+            now = max(0, max(left[n.name] for n in counted))
+            parts.append(f"needs {show(least)} {where}: the nodes with its GPUs free have "
+                         f"{show(now)} free at most" + (f", {show(most)} in all" if least > most
+                                                         else ""))
+        return Reason("Resources", "; ".join(parts)) if parts else None
 
     def _why_many(self, job: PendingJob) -> Reason:
         """Why a multi-node job does not fit: too few nodes of its type are up with its GPUs
@@ -305,6 +338,14 @@ class _Explainer:
         return Reason("Resources", f"needs {job.gpus} GPUs ({kind}) on one node; "
                                    f"at most {self.pool.most_free(job.gpu_type)} free now"
                                    f"{_drained_note(typed)}")
+
+
+def _cpus(count: int) -> str:
+    return f"{count} CPUs"
+
+
+def _memory(mib: int) -> str:
+    return f"{format_mem(mib)} memory"
 
 
 def _drained_note(nodes: Sequence[NodeView]) -> str:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from scheduler.config import gpu_type_matches
 from scheduler.policy.snapshot import NodeView, PendingJob
+from scheduler.resources import Demand
 
 Part = tuple[str, tuple[int, ...]]  # a node and the GPUs a job gets there
 
@@ -39,18 +40,29 @@ def fits_type(job: PendingJob, node: NodeView) -> bool:
 
 
 def best_fit(job: PendingJob, nodes: Iterable[NodeView]) -> Placement | None:
-    """The UP node of the right type that is left with the fewest free GPUs; lowest indices.
-    A job of K nodes: the K such nodes, the first of them its head node.
+    """The UP node of the right type, with the job's CPUs and memory free, that is left with
+    the fewest free GPUs; lowest indices. A job of K nodes: the K such nodes, the first of
+    them its head node.
 
     Best fit keeps whole nodes free for the large jobs that need them.
     """
     need = job.per_node
     fitting = sorted((len(n.free), n.name, n.free) for n in nodes
-                     if n.open and len(n.free) >= need and fits_type(job, n))
+                     if n.open and len(n.free) >= need and fits_type(job, n)
+                     and has_room(n, job.demand, need, n.cpus_free, n.mem_free))
     if len(fitting) < job.nodes:
         return None
     parts = [(name, free[:need]) for _, name, free in fitting[: job.nodes]]
     return Placement(parts[0][0], parts[0][1], tuple(parts[1:]))
+
+
+def has_room(node: NodeView, demand: Demand, gpus: int, cpus_free: int, mem_free: int) -> bool:
+    """Whether a job asking `demand`, with `gpus` GPUs here, finds its CPUs and memory among
+    the node's free ones (a resource the node does not report is not counted)."""
+    if not node.cpus and not node.mem:
+        return True
+    cpus, mem = node.need(demand, gpus)
+    return (not node.cpus or cpus <= cpus_free) and (not node.mem or mem <= mem_free)
 
 
 class _Bucket:
@@ -91,6 +103,10 @@ class FreePool:
     def __init__(self, nodes: Iterable[NodeView]) -> None:
         self.nodes = {n.name: n for n in nodes if n.open}
         self.free: dict[str, list[int]] = {name: list(n.free) for name, n in self.nodes.items()}
+        # CPUs and memory left per node (counted only where some node reports them)
+        self.counted = any(n.cpus or n.mem for n in self.nodes.values())
+        self.cpus_free = {name: n.cpus_free for name, n in self.nodes.items()}
+        self.mem_free = {name: n.mem_free for name, n in self.nodes.items()}
         self.left = sum(len(v) for v in self.free.values())  # free GPUs, reserved ones included
         self.width = max((n.gpus_total for n in self.nodes.values()), default=0)
         self._buckets: dict[str | None, list[_Bucket]] = {}
@@ -114,29 +130,46 @@ class FreePool:
             self._buckets[gpu_type] = buckets
         return buckets
 
-    def best_fit(self, gpus: int, gpu_type: str | None, nodes: int = 1) -> Placement | None:
+    def room(self, name: str, gpus: int, demand: Demand | None) -> bool:
+        """Whether the node has the CPUs and memory a job asking `demand` needs with `gpus` of
+        its GPUs (None, or nothing reported: not counted)."""
+        if demand is None or not self.counted:
+            return True
+        return has_room(self.nodes[name], demand, gpus, self.cpus_free[name],
+                        self.mem_free[name])
+
+    def best_fit(self, gpus: int, gpu_type: str | None, nodes: int = 1,
+                 demand: Demand | None = None) -> Placement | None:
         """Best fit on the unreserved free GPUs: `gpus` on one node, or on each of `nodes`
-        distinct nodes (those left with the fewest, then by name; the first is the head)."""
+        distinct nodes (those left with the fewest, then by name; the first is the head),
+        each with the CPUs and memory of `demand` free. A bucket's first node is tried
+        first; only when it lacks CPUs or memory are the others of its bucket looked at."""
         buckets = self._buckets_for(gpu_type)
         if nodes == 1:
             for count in range(gpus, len(buckets)):
                 name = buckets[count].first()
+                if name is not None and not self.room(name, gpus, demand):
+                    name = next((other for other in sorted(buckets[count].members)
+                                 if self.room(other, gpus, demand)), None)
                 if name is not None:
                     return Placement(name, tuple(self._open(name)[:gpus]))
             return None
         chosen: list[str] = []
         for count in range(gpus, len(buckets)):
-            chosen += sorted(buckets[count].members)[: nodes - len(chosen)]
+            chosen += [name for name in sorted(buckets[count].members)
+                       if self.room(name, gpus, demand)][: nodes - len(chosen)]
             if len(chosen) == nodes:
                 parts = [(name, tuple(self._open(name)[:gpus])) for name in chosen]
                 return Placement(parts[0][0], parts[0][1], tuple(parts[1:]))
         return None
 
-    def fit_all(self, gpus: int, gpu_type: str | None, nodes: int = 1) -> Placement | None:
+    def fit_all(self, gpus: int, gpu_type: str | None, nodes: int = 1,
+                demand: Demand | None = None) -> Placement | None:
         """Best fit counting the reserved GPUs too (on each node its unreserved GPUs first)."""
         probe = PendingJob("", "", "", gpus, 0.0, gpu_type)
         fitting = sorted((len(free), name) for name, free in self.free.items()
-                         if len(free) >= gpus and fits_type(probe, self.nodes[name]))
+                         if len(free) >= gpus and fits_type(probe, self.nodes[name])
+                         and self.room(name, gpus, demand))
         if len(fitting) < nodes:
             return None
         parts = []
@@ -156,14 +189,15 @@ class FreePool:
                 most = max(most, len(self.free[name]))
         return most
 
-    def fits(self, gpus: int, gpu_type: str | None, nodes: int = 1) -> bool:
+    def fits(self, gpus: int, gpu_type: str | None, nodes: int = 1,
+             demand: Demand | None = None) -> bool:
         """Whether `nodes` nodes of the type have `gpus` free GPUs each, counting reserved
-        ones."""
-        if self.best_fit(gpus, gpu_type, nodes) is not None:
+        ones (and, with `demand`, its CPUs and memory free)."""
+        if self.best_fit(gpus, gpu_type, nodes, demand) is not None:
             return True
         if not self.reserved:
             return False
-        return self.fit_all(gpus, gpu_type, nodes) is not None
+        return self.fit_all(gpus, gpu_type, nodes, demand) is not None
 
     def free_on(self, name: str) -> tuple[int, ...]:
         """Every free GPU of a node, reserved ones included."""
@@ -185,9 +219,14 @@ class FreePool:
             self.reserved[node] = frozenset(indices)
             self._move(node, before)
 
-    def take(self, placement: Placement) -> None:
-        """Remove the placement's GPUs (reserved or not) from the pool."""
+    def take(self, placement: Placement, demand: Demand | None = None) -> None:
+        """Remove the placement's GPUs (reserved or not) from the pool, and the CPUs and
+        memory a job asking `demand` gets with them."""
         for node, indices in placement.parts:
+            if demand is not None and self.counted and node in self.nodes:
+                cpus, mem = self.nodes[node].need(demand, len(indices))
+                self.cpus_free[node] -= cpus
+                self.mem_free[node] -= mem
             before = len(self._open(node))
             taken = set(indices)
             kept = [i for i in self.free[node] if i not in taken]

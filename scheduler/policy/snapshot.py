@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from scheduler.policy.budget import BudgetState
 from scheduler.policy.fairshare import FAIR_TREE, Account, Assoc, FairShareTable
 from scheduler.policy.priority import DEFAULT_QOS_FACTORS, PriorityWeights
+from scheduler.resources import Demand
 
 if TYPE_CHECKING:
     from scheduler.policy.fairengine import FairShare
@@ -31,6 +32,16 @@ class NodeView:
     foreign: tuple[int, ...] = ()
     # An admin drained it (the reason; "" = not drained): up, but no new job starts here.
     drained: str = ""
+    # Its CPUs and memory (MiB) as its agent reports them (0: not reported, not counted), and
+    # what the jobs holding GPUs here leave of them (`cluster.read`: total - theirs).
+    cpus: int = 0
+    mem: int = 0
+    cpus_free: int = 0
+    mem_free: int = 0
+
+    def need(self, demand: Demand, gpus: int) -> tuple[int, int]:
+        """(CPUs, MiB) a job asking `demand` gets here with `gpus` of this node's GPUs."""
+        return demand.on(gpus, self.gpus_total, self.cpus, self.mem)
 
     @property
     def open(self) -> bool:
@@ -54,6 +65,7 @@ class PendingJob:
     qos: str = "normal"
     time_limit_s: int = 3600
     nodes: int = 1  # `gpus` in all, `per_node` of them on each of this many nodes
+    demand: Demand = Demand()  # its CPUs and memory on each node (all 0: the node's share)
     # Derived once, when the job is made: a cycle groups and sorts by them, and the simulator
     # shows the same jobs call after call (the coordinator keeps them between cycles too).
     # (account, user): the association the job is charged to.
@@ -90,6 +102,7 @@ class RunningJob:
     rate: float = 0.0  # billed units per second (GPUs x billing weight)
     # A multi-node job's other nodes and their GPUs (`node`, `indices`: its head node's).
     rest: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    demand: Demand = Demand()  # its CPUs and memory on each node (all 0: the node's share)
     # (account, user): the association the job is charged to; derived once.
     assoc: tuple[str, str] = field(init=False, repr=False, compare=False)
 
@@ -101,6 +114,10 @@ class RunningJob:
     def parts(self) -> tuple[tuple[str, tuple[int, ...]], ...]:
         """Each node it holds GPUs on, with those GPUs: the head node first."""
         return ((self.node, self.indices), *self.rest)
+
+    @property
+    def node_names(self) -> tuple[str, ...]:
+        return (self.node, *(name for name, _ in self.rest))
 
 
 @dataclass(frozen=True)
