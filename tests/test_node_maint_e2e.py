@@ -1,0 +1,115 @@
+"""End to end, on a real `labq up --simulate 2x1`: an admin drains a node while a job runs
+there; the job runs to its end, the node shows DRAINING then DRAINED with who and why (in
+`labq nodes` and /metrics), a new job does not start there and says so; a user who is not an
+admin cannot drain; resume lets the job start there; a node whose agent still reports cannot
+be removed, and once its agent is stopped `labq admin node remove` drops it from `labq nodes`
+and /metrics, until its agent reports again and it joins again."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e_stack import Stack
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    s = Stack("2x1", LABQ_NODE_TIMEOUT="5", LABQ_HEARTBEAT_INTERVAL="1").start()
+    yield s
+    s.stop()
+
+
+def waiter(stack: Stack, name: str) -> tuple[str, Path]:
+    """A job that runs until the test touches its file."""
+    go = stack.workdir / f"go-{name}"
+    job_id = stack.submit("--", "sh", "-c", f"while [ ! -e {go} ]; do sleep 0.2; done")
+    return job_id, go
+
+
+def node_of(stack: Stack, name: str) -> dict[str, Any] | None:
+    return next((n for n in stack.labq_json("nodes") if n["name"] == name), None)
+
+
+def shown(stack: Stack, name: str) -> str:
+    node = node_of(stack, name)
+    return node["shown_state"] if node else "GONE"
+
+
+def test_drain_resume_and_remove_a_node(stack: Stack) -> None:
+    first, go_first = waiter(stack, "first")
+    drained = stack.wait_state(first, {"RUNNING"})["node"]
+    other, go_other = waiter(stack, "other")
+    assert stack.wait_state(other, {"RUNNING"})["node"] != drained
+
+    said = stack.labq("admin", "node", "drain", drained, "--reason", "disk swap").stdout
+    assert said.startswith(f"node {drained}: DRAINING: no new job starts there")
+    node = node_of(stack, drained)
+    assert node is not None and (node["shown_state"], node["drained_by"],
+                                 node["drain_reason"]) == ("DRAINING", "labq-e2e", "disk swap")
+    refused = stack.labq("admin", "node", "drain", drained, "--reason", "mine", user="alice",
+                         check=False)
+    assert refused.returncode != 0
+    assert refused.stderr.strip() == "labq: error: only admins drain nodes (alice is not an admin)"
+    assert node_of(stack, drained)["drain_reason"] == "disk swap"  # type: ignore[index]
+
+    # The running job goes on to its end; then the node is DRAINED.
+    go_first.touch()
+    assert stack.wait_state(first, {"SUCCEEDED", "FAILED"})["state"] == "SUCCEEDED"
+    stack.wait(lambda: shown(stack, drained) == "DRAINED", 30, "the node DRAINED")
+    table = stack.labq("nodes").stdout
+    assert "DRAINED" in table and f"note: {drained} DRAINED by labq-e2e" in table
+    assert "disk swap" in table
+    metrics = stack.scrape()
+    assert f'labq_node_state{{node="{drained}",state="DRAINED"}} 1.0' in metrics
+    assert f'labq_node_drained{{drained_by="labq-e2e",node="{drained}"}} 1.0' in metrics
+    assert f'labq_node_up{{node="{drained}"}} 1.0' in metrics  # its agent still reports
+
+    # A new job waits rather than go to the drained (free) node, and says why.
+    late = stack.submit("--", "sleep", "300")
+    stack.wait(lambda: any(f"drained by an admin: {drained} (disk swap)" in r["detail"]
+                           for r in stack.job(late)["reasons"]), 30, "the drain in its reason")
+    assert stack.job(late)["state"] == "PENDING"
+
+    # Resume: it starts there.
+    said = stack.labq("admin", "node", "resume", drained).stdout
+    assert said.startswith(f"node {drained}: resumed (drained by labq-e2e until now)")
+    assert stack.wait_state(late, {"RUNNING"}, timeout=30)["node"] == drained
+    assert shown(stack, drained) == "UP"
+
+    # Removal: refused while its agent reports, and while it holds a job.
+    alive = stack.labq("admin", "node", "remove", drained, check=False)
+    assert alive.returncode != 0 and len(alive.stderr.strip().splitlines()) == 1
+    assert f"stop `labq agent` on {drained} first" in alive.stderr
+    stack.labq("cancel", late)
+    stack.wait_state(late, {"CANCELLED"}, timeout=30)
+    stack.wait(lambda: node_of(stack, drained)["gpus_allocated"] == 0,  # type: ignore[index]
+               30, "its GPU freed")
+    agents = stack.pids(f"agent --node {drained}")
+    assert agents
+    for pid in agents:
+        os.kill(pid, signal.SIGSTOP)  # alive to the supervisor, silent to the coordinator
+    try:
+        stack.wait(lambda: node_of(stack, drained)["state"] == "DOWN",  # type: ignore[index]
+                   30, "the stopped agent's node DOWN")
+        said = stack.labq("admin", "node", "remove", drained).stdout
+        assert said.strip() == f"node {drained}: removed"
+        assert node_of(stack, drained) is None
+        assert f'node="{drained}"' not in stack.scrape()
+        gone = stack.labq("admin", "node", "resume", drained, check=False)
+        assert gone.returncode != 0
+        assert gone.stderr.strip() == f"labq: error: no node {drained}: see `labq nodes`"
+    finally:
+        for pid in agents:
+            os.kill(pid, signal.SIGCONT)
+    # Its agent reports again: the node joins again, not drained.
+    stack.wait(lambda: shown(stack, drained) == "UP", 30, "the node back")
+    go_other.touch()
+    assert stack.wait_state(other, {"SUCCEEDED", "FAILED"})["state"] == "SUCCEEDED"
