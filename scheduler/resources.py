@@ -90,3 +90,16 @@ def _one(total: int, per_gpu: int, gpus: int, node_gpus: int, node_has: int, lea
     if node_has <= 0 or node_gpus <= 0:
         return 0
     return max(least, node_has * gpus // node_gpus)
+
+
+def billing_weight(gpu_weight: float, gpus: int, cpus: int, mem: int, cpu_weight: float,
+                   mem_weight: float) -> float:
+    """A job's billing weight per GPU-second with its CPUs and memory folded in (Slurm's
+    TRESBillingWeights, summed): the charge multiplies GPUs x this weight per second, so
+    `gpu_weight + (cpus x cpu_weight + GiB x mem_weight) / gpus`. `cpus`, `mem` (MiB): what
+    the job was given on all its nodes together; with both weights 0 (the default), GPUs
+    alone are billed."""
+    if not cpu_weight and not mem_weight:
+        return gpu_weight
+    extra = cpus * cpu_weight + mem / 1024 * mem_weight
+    return gpu_weight + extra / max(1, gpus)

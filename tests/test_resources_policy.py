@@ -149,3 +149,11 @@ def test_a_job_that_can_never_have_its_memory_takes_no_reservation() -> None:
     got = schedule(Snapshot(tuple(nodes), (job("1", mem=1 << 20), job("2")), 1000.0, running))
     assert got.reservation is not None and got.reservation.job_id == "2"
     assert "1" not in got.estimates and got.estimates["2"] == 5000.0
+
+
+def test_billing_may_weigh_cpus_and_memory_beside_gpus() -> None:
+    from scheduler.resources import billing_weight
+
+    assert billing_weight(3.0, 2, 16, 65536, 0.0, 0.0) == 3.0  # GPUs only, the default
+    # 2 GPUs at 3, 16 CPUs at 0.1, 64 GiB at 0.05: (6 + 1.6 + 3.2) / 2 per GPU
+    assert billing_weight(3.0, 2, 16, 65536, 0.1, 0.05) == pytest.approx(5.4)

@@ -286,3 +286,62 @@ def test_the_server_reads_a_submit_as_the_wire_type_the_cli_sends() -> None:
     assert SubmitRequest.from_json({}).command is None  # refused by the validation:
     with pytest.raises(InputError, match="empty command"):
         build_spec(SubmitRequest.from_json({}), "alice", NODES, settings())
+
+
+# ---------------------------------------------------------------------------- CPUs, memory, notify
+
+
+def sized(name: str, gpus: int, cpus: int, mem: int) -> Node:
+    return Node(name, NodeState.UP, gpus, "NVIDIA A100-SXM4-80GB", 0.0, [], {}, cpus=cpus,
+                memory_mb=mem)
+
+
+def test_cpus_and_memory_are_kept_as_asked_and_defaults_fill_in_per_gpu() -> None:
+    spec = build_spec(body(cpus=4, mem="16G"), "alice", NODES, settings())
+    assert (spec.cpus, spec.cpus_per_gpu, spec.mem, spec.mem_per_gpu) == (4, 0, 16384, 0)
+    spec = build_spec(body(cpus_per_gpu=2, mem_per_gpu="512M"), "alice", NODES, settings())
+    assert (spec.cpus, spec.cpus_per_gpu, spec.mem, spec.mem_per_gpu) == (0, 2, 0, 512)
+    spec = build_spec(body(), "alice", NODES, settings())
+    assert (spec.cpus, spec.cpus_per_gpu, spec.mem, spec.mem_per_gpu) == (0, 0, 0, 0)  # share
+    spec = build_spec(body(cpus=3), "alice", NODES,
+                      settings(def_cpus_per_gpu=6, def_mem_per_gpu=4096))
+    assert (spec.cpus, spec.cpus_per_gpu, spec.mem, spec.mem_per_gpu) == (3, 0, 0, 4096)
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"cpus": 0}, "--cpus 0: give at least 1 CPU"),
+    ({"cpus": "two"}, "--cpus 'two' must be a whole number"),
+    ({"cpus": 2, "cpus_per_gpu": 2}, "give --cpus or --cpus-per-gpu, not both"),
+    ({"mem": "lots"}, "--mem 'lots': give a size such as 16G, 512M or 2048 (MiB)"),
+    ({"mem": 1.5}, "--mem must be a size such as 16G or 512M"),
+    ({"mem": "1G", "mem_per_gpu": "1G"}, "give --mem or --mem-per-gpu, not both"),
+    ({"notify": "begin,lunch"}, "--notify: unknown event 'lunch': choose from begin, end, "
+                                "fail, timeout, requeue, all, none"),
+    ({"notify": 3}, "--notify must be text"),
+])
+def test_bad_cpus_memory_or_notify_is_one_line(fields: dict[str, Any], message: str) -> None:
+    with pytest.raises(InputError) as caught:
+        build_spec(body(**fields), "alice", NODES, settings())
+    assert str(caught.value) == message
+
+
+def test_notify_is_kept_in_its_canonical_order() -> None:
+    assert build_spec(body(notify="end,BEGIN"), "alice", NODES, settings()).notify == "begin,end"
+    assert build_spec(body(notify="all"), "alice", NODES, settings()).notify == \
+        "begin,end,fail,timeout,requeue"
+    assert build_spec(body(notify="none"), "alice", NODES, settings()).notify == ""
+
+
+def test_a_job_no_node_could_ever_hold_is_refused_naming_the_resource() -> None:
+    nodes = [sized("a", 4, 16, 65536), sized("b", 8, 32, 131072)]
+    with pytest.raises(InputError) as caught:
+        build_spec(body(mem="200G"), "alice", nodes, settings())
+    assert str(caught.value) == ("not enough memory: the job asks for 200G on a node; the "
+                                 "largest node has 128G")
+    with pytest.raises(InputError) as caught:
+        build_spec(body(cpus_per_gpu=8, gpus=8), "alice", nodes, settings())
+    assert str(caught.value) == ("not enough CPUs: the job asks for 64 CPUs on a node; the "
+                                 "largest node has 32")
+    with pytest.raises(InputError, match="not enough CPUs"):  # 2 nodes of 24 CPUs: only b
+        build_spec(body(cpus=24, nodes=2), "alice", nodes, settings())
+    assert build_spec(body(cpus=32, mem="128G"), "alice", nodes, settings()).cpus == 32
