@@ -60,6 +60,20 @@ def test_drain_resume_and_remove_a_node(stack: Stack) -> None:
     assert refused.stderr.strip() == "labq: error: only admins drain nodes (alice is not an admin)"
     assert node_of(stack, drained)["drain_reason"] == "disk swap"  # type: ignore[index]
 
+    # An agent restart (an upgrade) needs no drain and keeps one: the new agent takes the
+    # running job back, and the node is still drained.
+    agents = stack.pids(f"agent --node {drained}")
+    for pid in agents:
+        os.kill(pid, signal.SIGKILL)
+    stack.wait(lambda: [p for p in stack.pids(f"agent --node {drained}") if p not in agents],
+               30, "the agent restarted")
+    stack.wait(lambda: node_of(stack, drained)["last_heartbeat"]  # type: ignore[index]
+               > node["last_heartbeat"] + 1, 30, "a heartbeat of the new agent")
+    again = node_of(stack, drained)
+    assert again is not None and (again["shown_state"], again["drained_by"]) == (
+        "DRAINING", "labq-e2e")
+    assert stack.job(first)["state"] == "RUNNING"
+
     # The running job goes on to its end; then the node is DRAINED.
     go_first.touch()
     assert stack.wait_state(first, {"SUCCEEDED", "FAILED"})["state"] == "SUCCEEDED"
@@ -113,3 +127,22 @@ def test_drain_resume_and_remove_a_node(stack: Stack) -> None:
     stack.wait(lambda: shown(stack, drained) == "UP", 30, "the node back")
     go_other.touch()
     assert stack.wait_state(other, {"SUCCEEDED", "FAILED"})["state"] == "SUCCEEDED"
+
+
+@pytest.mark.parametrize(("args", "status", "message"), [
+    (("drain", "sim-1"), 2, "Missing option '--reason'"),
+    (("drain", "sim-1", "--reason", " "), 2, "--reason: say why the node is drained"),
+    (("drain", "sim-1", "--reason", "x" * 300), 1,
+     "labq: error: --reason must be at most 200 characters: it has 300"),
+    (("drain", "sim-1", "--reason", "a\x1b[2Jb"), 1, "--reason must be one line of printable"),
+    (("drain", "nosuch", "--reason", "x"), 1, "labq: error: no node nosuch: see `labq nodes`"),
+    (("drain", "bad/name", "--reason", "x"), 2, "'bad/name' is not a node name"),
+    (("resume", "sim-1"), 1, "labq: error: node sim-1 is not drained: nothing to resume"),
+    (("remove", "nosuch"), 1, "labq: error: no node nosuch: see `labq nodes`"),
+])
+def test_bad_node_maintenance_requests_say_why_in_one_line(
+        stack: Stack, args: tuple[str, ...], status: int, message: str) -> None:
+    result = stack.labq("admin", "node", *args, check=False)
+    assert result.returncode == status, result
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result
+    assert node_of(stack, "sim-1")["drained_by"] == ""  # type: ignore[index]

@@ -183,7 +183,7 @@ class AdminRoutes:
         """Keep new jobs off a node; the jobs running there go on to their end."""
         caller, name = await self._node_name(request, "drain nodes")
         body = await json_object(request)
-        reason = check_text(body.get("reason"), "reason", MAX_DRAIN_REASON).strip()
+        reason = check_text(body.get("reason"), "--reason", MAX_DRAIN_REASON).strip()
         if not reason:
             raise InputError("say why the node is drained: --reason TEXT (shown in `labq nodes` "
                              "and in the waiting jobs' reasons)")
