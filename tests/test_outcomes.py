@@ -33,3 +33,23 @@ def test_no_store_caller_compares_an_outcome_with_a_string() -> None:
 def test_outcomes_are_their_own_names() -> None:
     """The scripts return the member's name; the member's value is the same text."""
     assert all(member.value == name for name, member in Outcome.__members__.items())
+
+
+# Scripts whose answers are not plain outcomes (a state, a list, counts), or whose owners move
+# them to OUTCOME next.
+_RETURNS_OTHER = {"heartbeat.lua", "node_drain.lua", "node_resume.lua", "node_remove.lua",
+                  "history_retire.lua"}
+
+
+def test_the_scripts_return_outcomes_python_declares() -> None:
+    """A script returns `OUTCOME.<name>` (generated from `Outcome`: an undeclared name raises
+    in the store), never an outcome spelt as a string."""
+    spelled = re.compile(r"return\s+'([A-Z][A-Z_]+)'")
+    found = []
+    for path in sorted((ROOT / "scheduler/store/lua").glob("*.lua")):
+        if path.name in _RETURNS_OTHER:
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.lstrip().startswith("--") and spelled.search(line):
+                found.append(f"{path.name}:{number}: {line.strip()}")
+    assert not found, "return OUTCOME.<name>:\n" + "\n".join(found)

@@ -8,9 +8,9 @@
 -- ARGV[7] the task's id  ARGV[8] now
 -- Returns NO_SUCH_JOB, FORBIDDEN, STALE_VIEW or OK.
 local fields = redis.call('HMGET', KEYS[1], 'user', 'remaining', 'state')
-if not fields[1] then return 'NO_SUCH_JOB' end
-if fields[1] ~= ARGV[2] and ARGV[3] ~= '1' then return 'FORBIDDEN' end
-if (fields[2] or '') ~= ARGV[4] then return 'STALE_VIEW' end
+if not fields[1] then return OUTCOME.NO_SUCH_JOB end
+if fields[1] ~= ARGV[2] and ARGV[3] ~= '1' then return OUTCOME.FORBIDDEN end
+if (fields[2] or '') ~= ARGV[4] then return OUTCOME.STALE_VIEW end
 local args = {}
 for name, value in pairs(cjson.decode(ARGV[5])) do
   args[#args + 1] = name
@@ -26,7 +26,7 @@ else
   redis.call('SADD', KEYS[2], ARGV[1])
 end
 if ARGV[6] ~= '' then
-  if redis.call('EXISTS', KEYS[4]) == 1 then return 'STALE_VIEW' end
+  if redis.call('EXISTS', KEYS[4]) == 1 then return OUTCOME.STALE_VIEW end
   local targs = {}
   for name, value in pairs(cjson.decode(ARGV[6])) do
     targs[#targs + 1] = name
@@ -35,4 +35,4 @@ if ARGV[6] ~= '' then
   redis.call('HSET', KEYS[4], unpack(targs))
   redis.call('ZADD', KEYS[3], ARGV[8], ARGV[7])
 end
-return 'OK'
+return OUTCOME.OK

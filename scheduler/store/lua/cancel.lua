@@ -7,9 +7,9 @@
 -- Returns NO_SUCH_JOB, FORBIDDEN, ALREADY_DONE, CANCELLED or STOPPING.
 local fields = redis.call('HMGET', KEYS[1], 'state', 'user', 'account')
 local state, owner = fields[1], fields[2]
-if not state then return 'NO_SUCH_JOB' end
-if owner ~= ARGV[2] and ARGV[3] ~= '1' then return 'FORBIDDEN' end
-if is_terminal(state) then return 'ALREADY_DONE' end
+if not state then return OUTCOME.NO_SUCH_JOB end
+if owner ~= ARGV[2] and ARGV[3] ~= '1' then return OUTCOME.FORBIDDEN end
+if is_terminal(state) then return OUTCOME.ALREADY_DONE end
 if is_waiting(state) then
   local why = ARGV[5]
   if not why or why == '' then why = REASON.Cancelled end
@@ -21,7 +21,7 @@ if is_waiting(state) then
   redis.call('ZREM', KEYS[2], ARGV[1])
   redis.call('ZREM', KEYS[4], ARGV[1])
   redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
-  return 'CANCELLED'
+  return OUTCOME.CANCELLED
 end
 local current = redis.call('HGET', KEYS[1], 'stop_request')
 -- A cancel overrides a preemption: the job then ends CANCELLED instead of being queued again.
@@ -29,4 +29,4 @@ if not current or current == '' or current == STATE.PREEMPTED then
   redis.call('HSET', KEYS[1], 'stop_request', STATE.CANCELLED, 'stop_requested_at', ARGV[4],
     'stop_reason', '')
 end
-return 'STOPPING'
+return OUTCOME.STOPPING

@@ -5,7 +5,7 @@
 -- KEYS[1] usage hash  KEYS[2] epoch  KEYS[3..] job hashes
 -- ARGV[1] epoch  ARGV[2] now  ARGV[3..] each job's limit, in KEYS' order ('' = now)
 -- Returns the total billed units added, as a string.
-if not fenced(KEYS[2], ARGV[1]) then return 'STALE_EPOCH' end
+if not fenced(KEYS[2], ARGV[1]) then return OUTCOME.STALE_EPOCH end
 local now = tonumber(ARGV[2])
 local total = 0
 for i = 3, #KEYS do

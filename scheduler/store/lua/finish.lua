@@ -14,12 +14,12 @@
 -- An ended job keeps no environment or script (they may hold secrets, and cost memory).
 -- Ending with reason NodeLost counts an eviction (unless a stop was already asked: counted then).
 -- Returns 'OK', STALE_VIEW (the job moved: read it again), STALE_EPOCH, ALREADY_DONE or NOT_ACTIVE.
-if not fenced(KEYS[6], ARGV[1]) then return 'STALE_EPOCH' end
+if not fenced(KEYS[6], ARGV[1]) then return OUTCOME.STALE_EPOCH end
 local state = redis.call('HGET', KEYS[1], 'state')
-if is_terminal(state) then return 'ALREADY_DONE' end
-if not holds_gpus(state) then return 'NOT_ACTIVE' end
-if (redis.call('HGET', KEYS[1], 'node') or '') ~= ARGV[7] then return 'STALE_VIEW' end
-if others_stale(KEYS[1], 13, ARGV[8]) then return 'STALE_VIEW' end
+if is_terminal(state) then return OUTCOME.ALREADY_DONE end
+if not holds_gpus(state) then return OUTCOME.NOT_ACTIVE end
+if (redis.call('HGET', KEYS[1], 'node') or '') ~= ARGV[7] then return OUTCOME.STALE_VIEW end
+if others_stale(KEYS[1], 13, ARGV[8]) then return OUTCOME.STALE_VIEW end
 local now = tonumber(ARGV[6])
 local info = redis.call('HMGET', KEYS[1], 'account', 'stop_request')
 if ARGV[5] == REASON.NodeLost and (info[2] or '') == '' then
@@ -38,4 +38,4 @@ if state == STATE.STARTING then redis.call('HSET', KEYS[1], 'started_at', '') en
 redis.call('SREM', KEYS[2], ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[6], ARGV[2])
 release_run(KEYS[8], KEYS[9], KEYS[10], KEYS[11], ARGV[2])
-return 'OK'
+return OUTCOME.OK

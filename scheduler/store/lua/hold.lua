@@ -5,11 +5,11 @@
 -- Returns NO_SUCH_JOB, FORBIDDEN, NOT_WAITING, ALREADY, or OK.
 local fields = redis.call('HMGET', KEYS[1], 'state', 'user', 'hold', 'submitted_at')
 local state, owner, hold, submitted = fields[1], fields[2], fields[3] or '', fields[4]
-if not state then return 'NO_SUCH_JOB' end
-if owner ~= ARGV[2] and ARGV[3] ~= '1' then return 'FORBIDDEN' end
-if not is_waiting(state) then return 'NOT_WAITING' end
+if not state then return OUTCOME.NO_SUCH_JOB end
+if owner ~= ARGV[2] and ARGV[3] ~= '1' then return OUTCOME.FORBIDDEN end
+if not is_waiting(state) then return OUTCOME.NOT_WAITING end
 if ARGV[4] == 'hold' then
-  if hold ~= '' then return 'ALREADY' end
+  if hold ~= '' then return OUTCOME.ALREADY end
   local kind = HOLD.user
   local code = REASON.UserHold
   if ARGV[3] == '1' then kind = HOLD.admin; code = REASON.AdminHold end
@@ -17,12 +17,12 @@ if ARGV[4] == 'hold' then
     cjson.encode({{code = code, detail = 'held by ' .. ARGV[2] .. '; `labq release` lets it run'}}))
   redis.call('ZREM', KEYS[2], ARGV[1])
   redis.call('ZADD', KEYS[3], submitted, ARGV[1])
-  return 'OK'
+  return OUTCOME.OK
 end
-if hold == '' then return 'ALREADY' end
-if hold == HOLD.admin and ARGV[3] ~= '1' then return 'FORBIDDEN' end
+if hold == '' then return OUTCOME.ALREADY end
+if hold == HOLD.admin and ARGV[3] ~= '1' then return OUTCOME.FORBIDDEN end
 redis.call('HSET', KEYS[1], 'state', STATE.PENDING, 'hold', '', 'reason', REASON.Released, 'reasons', '[]',
   'queued_at', ARGV[5])
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('ZADD', KEYS[2], submitted, ARGV[1])
-return 'OK'
+return OUTCOME.OK

@@ -4,10 +4,10 @@
 -- KEYS[1] node hash  KEYS[2] epoch
 -- ARGV[1] epoch  ARGV[2] node name  ARGV[3] cutoff time
 -- Returns DOWN (newly marked), ALIVE, ALREADY_DOWN or STALE_EPOCH.
-if not fenced(KEYS[2], ARGV[1]) then return 'STALE_EPOCH' end
+if not fenced(KEYS[2], ARGV[1]) then return OUTCOME.STALE_EPOCH end
 local state = redis.call('HGET', KEYS[1], 'state')
-if state == NODE.DOWN then return 'ALREADY_DOWN' end
+if state == NODE.DOWN then return OUTCOME.ALREADY_DOWN end
 local last = tonumber(redis.call('HGET', KEYS[1], 'last_heartbeat') or '0')
-if last >= tonumber(ARGV[3]) then return 'ALIVE' end
+if last >= tonumber(ARGV[3]) then return OUTCOME.ALIVE end
 redis.call('HSET', KEYS[1], 'state', NODE.DOWN)
-return 'DOWN'
+return OUTCOME.DOWN

@@ -6,11 +6,11 @@
 -- ARGV[1] epoch  ARGV[2] stop request (PREEMPTED or the terminal state to end in)  ARGV[3] now
 -- ARGV[4] the end reason to record ('' = the state's usual one: TimeLimit, Cancelled)
 -- Returns 'OK', STALE_EPOCH, NOT_ACTIVE or ALREADY_STOPPING.
-if not fenced(KEYS[2], ARGV[1]) then return 'STALE_EPOCH' end
+if not fenced(KEYS[2], ARGV[1]) then return OUTCOME.STALE_EPOCH end
 local state = redis.call('HGET', KEYS[1], 'state')
-if state ~= STATE.STARTING and state ~= STATE.RUNNING then return 'NOT_ACTIVE' end
+if state ~= STATE.STARTING and state ~= STATE.RUNNING then return OUTCOME.NOT_ACTIVE end
 local current = redis.call('HGET', KEYS[1], 'stop_request')
-if current and current ~= '' then return 'ALREADY_STOPPING' end
+if current and current ~= '' then return OUTCOME.ALREADY_STOPPING end
 redis.call('HSET', KEYS[1], 'stop_request', ARGV[2], 'stop_requested_at', ARGV[3],
   'stop_reason', ARGV[4])
 local account = redis.call('HGET', KEYS[1], 'account') or ''
@@ -22,4 +22,4 @@ elseif ARGV[4] ~= '' then
 elseif ARGV[2] == STATE.TIMEOUT then
   count_eviction(KEYS[3], account, REASON.TimeLimit)
 end
-return 'OK'
+return OUTCOME.OK

@@ -13,11 +13,11 @@
 -- The requeued job waits from now (queued_at), and forgets its idle-GPU state.
 -- Returns 'OK', ENDED (it ended instead), STALE_VIEW (the job moved: read it again),
 -- STALE_EPOCH or NOT_ACTIVE.
-if not fenced(KEYS[6], ARGV[1]) then return 'STALE_EPOCH' end
+if not fenced(KEYS[6], ARGV[1]) then return OUTCOME.STALE_EPOCH end
 local state = redis.call('HGET', KEYS[1], 'state')
-if not holds_gpus(state) then return 'NOT_ACTIVE' end
-if (redis.call('HGET', KEYS[1], 'node') or '') ~= ARGV[5] then return 'STALE_VIEW' end
-if others_stale(KEYS[1], 14, ARGV[6]) then return 'STALE_VIEW' end
+if not holds_gpus(state) then return OUTCOME.NOT_ACTIVE end
+if (redis.call('HGET', KEYS[1], 'node') or '') ~= ARGV[5] then return OUTCOME.STALE_VIEW end
+if others_stale(KEYS[1], 14, ARGV[6]) then return OUTCOME.STALE_VIEW end
 charge(KEYS[1], KEYS[5], tonumber(ARGV[7]) or tonumber(ARGV[4]), true)
 free_gpus(KEYS[1], KEYS[4], ARGV[2])
 release_run(KEYS[9], KEYS[10], KEYS[11], KEYS[12], ARGV[2])
@@ -34,7 +34,7 @@ if stop == STATE.CANCELLED or stop == STATE.TIMEOUT then
   drop_request(KEYS[1], KEYS[13])
   redis.call('SREM', KEYS[2], ARGV[2])
   redis.call('ZADD', KEYS[7], ARGV[4], ARGV[2])
-  return 'ENDED'
+  return OUTCOME.ENDED
 end
 if ARGV[3] == REASON.NodeLost and stop == '' then
   count_eviction(KEYS[8], redis.call('HGET', KEYS[1], 'account') or '', REASON.NodeLost)
@@ -48,4 +48,4 @@ redis.call('HINCRBY', KEYS[1], 'restarts', 1)
 add_waiting(KEYS[8], redis.call('HGET', KEYS[1], 'user'), 1)
 redis.call('SREM', KEYS[2], ARGV[2])
 redis.call('ZADD', KEYS[3], redis.call('HGET', KEYS[1], 'submitted_at'), ARGV[2])
-return 'OK'
+return OUTCOME.OK

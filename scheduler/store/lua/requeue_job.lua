@@ -7,13 +7,13 @@
 -- ALREADY_DONE or STOPPING.
 local fields = redis.call('HMGET', KEYS[1], 'state', 'user', 'stop_request')
 local state, owner = fields[1], fields[2]
-if not state then return 'NO_SUCH_JOB' end
-if owner ~= ARGV[2] and ARGV[3] ~= '1' then return 'FORBIDDEN' end
-if is_waiting(state) then return 'NOT_ACTIVE' end
+if not state then return OUTCOME.NO_SUCH_JOB end
+if owner ~= ARGV[2] and ARGV[3] ~= '1' then return OUTCOME.FORBIDDEN end
+if is_waiting(state) then return OUTCOME.NOT_ACTIVE end
 if holds_gpus(state) then
-  if (fields[3] or '') ~= '' then return 'ALREADY_STOPPING' end
+  if (fields[3] or '') ~= '' then return OUTCOME.ALREADY_STOPPING end
   redis.call('HSET', KEYS[1], 'state', STATE.PREEMPTED, 'stop_request', STATE.PREEMPTED,
     'stop_requested_at', ARGV[4], 'stop_reason', REASON.Requeued, 'reason', REASON.Requeued)
-  return 'STOPPING'
+  return OUTCOME.STOPPING
 end
-return 'ALREADY_DONE'
+return OUTCOME.ALREADY_DONE

@@ -4,7 +4,7 @@
 -- KEYS[1] epoch  KEYS[2..] job hashes
 -- ARGV[1] epoch, then per job: gpu_idle_since JSON object, idle_notified ('1'/'')
 -- Returns how many jobs were updated, or STALE_EPOCH.
-if not fenced(KEYS[1], ARGV[1]) then return 'STALE_EPOCH' end
+if not fenced(KEYS[1], ARGV[1]) then return OUTCOME.STALE_EPOCH end
 local updated = 0
 for i = 2, #KEYS do
   if redis.call('HGET', KEYS[i], 'state') == STATE.RUNNING then

@@ -16,11 +16,11 @@
 -- requeue (wait|{account}|{le} for the first bound >= the wait, else +Inf; wait_sum|{account}).
 -- Returns 'OK' or why not: STALE_EPOCH, NOT_PENDING, NODE_NOT_UP, WRONG_COUNT (also for a
 -- repeated index), GPU_OUT_OF_RANGE, GPU_BUSY
-if not fenced(KEYS[6], ARGV[1]) then return 'STALE_EPOCH' end
+if not fenced(KEYS[6], ARGV[1]) then return OUTCOME.STALE_EPOCH end
 local current = redis.call('HMGET', KEYS[1], 'state', 'hold')
 -- HELD without a person's hold means a budget held it; the policy found it fits again.
 if not (is_waiting(current[1]) and (current[1] == STATE.PENDING or (current[2] or '') == '')) then
-  return 'NOT_PENDING'
+  return OUTCOME.NOT_PENDING
 end
 -- Each node: {node hash, alloc hash, runs hash, wake list, name, indices JSON, record}.
 local nodes = {{KEYS[4], KEYS[5], KEYS[8], KEYS[9], ARGV[3], ARGV[4], ARGV[8]}}
@@ -31,23 +31,23 @@ for i = 1, others do
     ARGV[a + 2], ARGV[a + 3]}
 end
 local count = tonumber(redis.call('HGET', KEYS[1], 'nodes') or '') or 1
-if count ~= #nodes then return 'WRONG_COUNT' end
+if count ~= #nodes then return OUTCOME.WRONG_COUNT end
 local per = tonumber(redis.call('HGET', KEYS[1], 'gpus')) / count
 local names = {}
 for _, n in ipairs(nodes) do
-  if names[n[5]] then return 'NOT_DISTINCT' end
+  if names[n[5]] then return OUTCOME.NOT_DISTINCT end
   names[n[5]] = true
   local up = redis.call('HMGET', n[1], 'state', 'drained_by')
-  if up[1] ~= NODE.UP or (up[2] or '') ~= '' then return 'NODE_NOT_UP' end  -- down or drained
+  if up[1] ~= NODE.UP or (up[2] or '') ~= '' then return OUTCOME.NODE_NOT_UP end  -- down or drained
   local total = tonumber(redis.call('HGET', n[1], 'gpus_total') or '0')
   local indices = cjson.decode(n[6])
-  if #indices ~= per then return 'WRONG_COUNT' end
+  if #indices ~= per then return OUTCOME.WRONG_COUNT end
   local seen = {}
   for _, idx in ipairs(indices) do
-    if idx < 0 or idx >= total or idx % 1 ~= 0 then return 'GPU_OUT_OF_RANGE' end
-    if seen[idx] then return 'WRONG_COUNT' end
+    if idx < 0 or idx >= total or idx % 1 ~= 0 then return OUTCOME.GPU_OUT_OF_RANGE end
+    if seen[idx] then return OUTCOME.WRONG_COUNT end
     seen[idx] = true
-    if redis.call('HEXISTS', n[2], tostring(idx)) == 1 then return 'GPU_BUSY' end
+    if redis.call('HEXISTS', n[2], tostring(idx)) == 1 then return OUTCOME.GPU_BUSY end
   end
 end
 for _, n in ipairs(nodes) do
@@ -78,4 +78,4 @@ end
 redis.call('HINCRBY', KEYS[7], 'admissions|' .. account, 1)
 redis.call('HINCRBY', KEYS[7], 'wait|' .. account .. '|' .. le, 1)
 redis.call('HINCRBYFLOAT', KEYS[7], 'wait_sum|' .. account, wait)
-return 'OK'
+return OUTCOME.OK

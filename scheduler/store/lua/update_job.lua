@@ -7,17 +7,17 @@
 -- Returns NO_SUCH_JOB, FORBIDDEN, STALE_VIEW, ALREADY_DONE, NOT_WAITING, or OK.
 local fields = redis.call('HMGET', KEYS[1], 'state', 'user', 'time_limit_s')
 local state, owner = fields[1], fields[2]
-if not state then return 'NO_SUCH_JOB' end
-if owner ~= ARGV[2] and ARGV[3] ~= '1' then return 'FORBIDDEN' end
-if is_terminal(state) then return 'ALREADY_DONE' end
+if not state then return OUTCOME.NO_SUCH_JOB end
+if owner ~= ARGV[2] and ARGV[3] ~= '1' then return OUTCOME.FORBIDDEN end
+if is_terminal(state) then return OUTCOME.ALREADY_DONE end
 local changes = cjson.decode(ARGV[4])
 if not is_waiting(state) then
   for name, value in pairs(changes) do
-    if name ~= 'time_limit_s' then return 'NOT_WAITING' end
-    if ARGV[3] ~= '1' and tonumber(value) > tonumber(fields[3]) then return 'FORBIDDEN' end
+    if name ~= 'time_limit_s' then return OUTCOME.NOT_WAITING end
+    if ARGV[3] ~= '1' and tonumber(value) > tonumber(fields[3]) then return OUTCOME.FORBIDDEN end
   end
 elseif not is_waiting(ARGV[5]) then
-  return 'STALE_VIEW'
+  return OUTCOME.STALE_VIEW
 end
 local args = {}
 for name, value in pairs(changes) do
@@ -27,4 +27,4 @@ end
 if #args > 0 then redis.call('HSET', KEYS[1], unpack(args)) end
 redis.call('LPUSH', KEYS[2], ARGV[1])
 redis.call('LTRIM', KEYS[2], 0, 9999)
-return 'OK'
+return OUTCOME.OK
