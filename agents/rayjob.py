@@ -13,7 +13,10 @@ Ray. Each other node joins it as a worker (`ray start --address --block`), retry
 head answers, and holds its GPUs so until it is stopped. Every node has the job's token
 (RAY_AUTH_MODE=token, RAY_AUTH_TOKEN_PATH: the same per-job token on each node, written by
 the runner), so no one else's Ray client or node can join. Ray's processes run in the job's
-process tree and cgroup: the runner kills them when the job ends.
+process tree and cgroup: the runner kills them when the job ends. Each node's Ray counts the
+job's CPUs, memory and an object store within it, not the node's: the runner gives the job
+RAY_OVERRIDE_RESOURCES (agents.jobres.job_resource_env), which `ray start` reads. No dashboard
+starts unless the job asks for one (LABQ_RAY_DASHBOARD=1).
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 
 START_WAIT_S = 120.0
+DASHBOARD_ENV = "LABQ_RAY_DASHBOARD"
 
 
 def _ray(*args: str) -> list[str]:
@@ -46,6 +51,12 @@ def _common(address: str, gpus: str) -> list[str]:
             *(["--temp-dir", tmp] if tmp else [])]
 
 
+def dashboard(env: Mapping[str, str]) -> str:
+    """Whether the job's Ray head starts Ray's dashboard: only when the job asks for it
+    (`LABQ_RAY_DASHBOARD=1` in its environment); it listens on the node for anyone there."""
+    return "true" if env.get(DASHBOARD_ENV, "") in ("1", "true", "yes") else "false"
+
+
 def port_taken(address: str, port: int) -> bool:
     """Whether something on this node already listens on `port` (another job's Ray)."""
     with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET) as probe:
@@ -64,7 +75,7 @@ def head(address: str, port: str, gpus: str, nodes: int, command: list[str]) -> 
               "(submit the job again)", file=sys.stderr, flush=True)
         return 1
     started = subprocess.run(
-        _ray("start", "--head", "--port", port, "--include-dashboard", "false",
+        _ray("start", "--head", "--port", port, "--include-dashboard", dashboard(os.environ),
              *_common(address, gpus)), stdin=subprocess.DEVNULL, check=False)
     if started.returncode != 0:
         print(f"labq: the job's Ray head did not start (exit {started.returncode})",

@@ -104,3 +104,22 @@ def test_past_its_memory_limit_the_job_alone_is_killed(groups: V1Groups) -> None
     assert proc.wait(60) == -9  # the kernel's OOM killer, inside the group
     peak = groups.peak_memory_bytes()
     assert peak is not None and peak <= 64 * MIB
+
+
+def test_a_job_and_its_ray_are_told_its_cpus_and_memory() -> None:
+    import json
+
+    from agents.jobres import job_resource_env
+    from agents.rayjob import dashboard
+
+    env = job_resource_env(Resources(cpus=4, memory_bytes=16384 * MIB), 2)
+    assert (env["LABQ_CPUS"], env["LABQ_MEM_MB"]) == ("4", "16384")
+    ray = json.loads(env["RAY_OVERRIDE_RESOURCES"])
+    assert ray["GPU"] == 2 and ray["CPU"] == 4
+    assert ray["object_store_memory"] == int(16384 * MIB * 0.3)  # Ray's own share
+    assert ray["memory"] + ray["object_store_memory"] == 16384 * MIB
+    small = json.loads(job_resource_env(Resources(memory_bytes=100 * MIB), None)
+                       ["RAY_OVERRIDE_RESOURCES"])
+    assert small == {"object_store_memory": 50 * MIB, "memory": 50 * MIB}  # half, at most
+    assert job_resource_env(Resources(), None) == {}  # nothing asked or known: Ray's own
+    assert dashboard({}) == "false" and dashboard({"LABQ_RAY_DASHBOARD": "1"}) == "true"
