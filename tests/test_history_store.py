@@ -174,3 +174,21 @@ def test_usage_rows_read_only_the_days_asked_and_ignore_other_fields() -> None:
     assert [(r.account, r.user, r.gpu_seconds, r.billed) for r in rows] == [
         ("lab", "alice", 10.0, 30.0)]
     assert json.dumps([r.__dict__ for r in usage_rows(raw, 99, 101)])  # plain values
+
+
+async def test_a_short_report_reads_its_days_alone_and_agrees_with_a_whole_read(
+        store: Store) -> None:
+    fields = {}
+    for day in range(1000, 1060):
+        for assoc in ("lab|alice", "lab|bob", "other|alice"):
+            fields[f"day:{day}:{assoc}"] = str(day * 3)
+            fields[f"dgpu:{day}:{assoc}"] = str(day)
+    for assoc in ("lab|alice", "lab|bob", "other|alice"):
+        fields[f"decayed:{assoc}"] = "1"
+    await store.r.hset(store.keys.usage, mapping=fields)
+    whole = usage_rows(fields, 1010, 1011)
+    assert [(r.account, r.user, r.gpu_seconds) for r in whole] == [
+        ("lab", "alice", 2021.0), ("lab", "bob", 2021.0), ("other", "alice", 2021.0)]
+    assert await store.usage_report(1010, 1011) == whole  # its own days' fields only
+    assert await store.usage_report(900, 2000) == usage_rows(fields, 900, 2000)  # all
+    assert await store.usage_report(2000, 2001) == []

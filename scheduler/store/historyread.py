@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from scheduler.store.core import StoreCore
 from scheduler.store.records import id_key
@@ -24,6 +23,7 @@ HISTORY_FIELDS = ("id", "user", "account", "state", "reason", "exit_code", "name
                   "cpu_seconds", "memory_peak_bytes", "array_job", "array_task", "workdir",
                   "restarts", "cpus", "cpus_per_gpu")
 DAYS_PER_ROUND = 8  # history days read per round trip (a busy day is ~1,400 records)
+INDEXED_DAYS_PER_ROUND = 64  # as many for one user or account (a few records a day)
 HOT_CHUNK = 2000  # job hashes per read_fields script (as jobstore.READ_CHUNK)
 
 Record = dict[str, str]
@@ -39,11 +39,13 @@ def _ended(record: Record) -> float:
 class HistoryReads(StoreCore):
     """Ended jobs by time range, user and account; one job from the history by id."""
 
+    SCRIPTS: tuple[str, ...] = ("history_hot_ids",)
+
     async def history(self, first_day: int, last_day: int) -> list[Record]:
         """Compact records of the jobs that left the hot store, of UTC days (unix day numbers)
         `first_day` to `last_day`, in id order."""
         records: list[Record] = []
-        for chunk in _rounds(range(first_day, last_day + 1)):
+        for chunk in _rounds(range(first_day, last_day + 1), DAYS_PER_ROUND):
             async with self.r.pipeline(transaction=False) as pipe:
                 for day in chunk:
                     pipe.hgetall(self.keys.history(day))
@@ -83,7 +85,9 @@ class HistoryReads(StoreCore):
                 found[record["id"]] = record
         complete = True
         first, last = int(since // DAY), int(until // DAY)
-        for days in _rounds(range(last, first - 1, -1)):  # newest day first
+        per_round = DAYS_PER_ROUND if user is None and account is None \
+            else INDEXED_DAYS_PER_ROUND
+        for days in _rounds(range(last, first - 1, -1), per_round):  # newest day first
             if len(found) > limit:  # the older days cannot make the latest `limit` newer
                 complete = False
                 break
@@ -96,12 +100,16 @@ class HistoryReads(StoreCore):
     async def _hot_ended(self, since: float, until: float, user: str | None,
                          account: str | None) -> list[Record]:
         """Ended jobs still in the hot store, by the done zset's end times: for one user or
-        account, their ids are picked by a read of two fields before the records are read."""
+        account, the store picks their ids (history_hot_ids.lua) before their records are
+        read."""
         ids: list[str] = list(await self.r.zrangebyscore(self.keys.done, since, until))
         if user is not None or account is not None:
-            owners = await self._read_fields(ids, ("user", "account"))
-            ids = [job_id for job_id, (owner, charged) in zip(ids, owners, strict=True)
-                   if (user is None or owner == user) and (account is None or charged == account)]
+            theirs: list[str] = []
+            for first in range(0, len(ids), HOT_CHUNK):
+                chunk = ids[first:first + HOT_CHUNK]
+                theirs += await self._run("history_hot_ids", [self.keys.job(j) for j in chunk],
+                                          [user or "", account or "", *chunk])
+            ids = theirs
         rows = await self._read_fields(ids, HISTORY_FIELDS)
         return [{k: v for k, v in zip(HISTORY_FIELDS, row, strict=True) if v not in (None, "")}
                 for row in rows if row[0] is not None and row[3]]
@@ -139,14 +147,6 @@ class HistoryReads(StoreCore):
         return [json.loads(text) for row in rows for text in row if text]
 
 
-def _rounds(days: range) -> list[range]:
-    return [days[i:i + DAYS_PER_ROUND] for i in range(0, len(days), DAYS_PER_ROUND)]
+def _rounds(days: range, size: int) -> list[range]:
+    return [days[i:i + size] for i in range(0, len(days), size)]
 
-
-def record_number(record: Record, name: str) -> float | None:
-    """A numeric field of a record (None where absent or not a number)."""
-    value: Any = record.get(name)
-    try:
-        return float(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
-        return None

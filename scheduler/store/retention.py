@@ -10,6 +10,7 @@ from scheduler.store.historyusage import UsageRow, usage_rows
 from scheduler.store.outcome import Outcome
 
 RETENTION_BATCH = 200  # jobs per history_retire script: ~15 ms of the store's time each
+USAGE_SCAN = 5000  # usage hash fields per HSCAN step or HMGET
 
 
 class RetentionStore(HistoryReads):
@@ -51,5 +52,27 @@ class RetentionStore(HistoryReads):
 
     async def usage_report(self, first_day: int, last_day: int) -> list[UsageRow]:
         """GPU-seconds and billed units per (account, user) charged on UTC days `first_day`
-        to `last_day` (unix day numbers), from the usage hash's per-day fields."""
-        return usage_rows(await self.r.hgetall(self.keys.usage), first_day, last_day)
+        to `last_day` (unix day numbers), from the usage hash's per-day fields.
+
+        The hash holds every day of every association: a short range reads only its own days'
+        fields (of the associations the hash has decayed usage for, which every charge
+        writes), a long one the whole hash."""
+        size = int(await self.r.hlen(self.keys.usage))
+        days = last_day - first_day + 1
+        assocs: list[str] = []
+        if days > 0:
+            async for name, _ in self.r.hscan_iter(self.keys.usage, match="decayed:*",
+                                                   count=USAGE_SCAN):
+                assocs.append(name[len("decayed:"):])
+        wanted = [f"{kind}:{day}:{assoc}" for day in range(first_day, last_day + 1)
+                  for assoc in assocs for kind in ("day", "dgpu")]
+        if len(wanted) * 2 >= size:
+            return usage_rows(await self.r.hgetall(self.keys.usage), first_day, last_day)
+        async with self.r.pipeline(transaction=False) as pipe:
+            for first in range(0, len(wanted), USAGE_SCAN):
+                pipe.hmget(self.keys.usage, wanted[first:first + USAGE_SCAN])
+            replies = await pipe.execute()
+        values = [value for reply in replies for value in reply]
+        raw = {name: value for name, value in zip(wanted, values, strict=True)
+               if value is not None}
+        return usage_rows(raw, first_day, last_day)
