@@ -260,3 +260,31 @@ def test_labq_eff_of_a_job_in_the_history_and_in_the_store(server: Any) -> None:
     result = labq_as(srv, ANN, "eff", ids["ben_new"])
     assert "CPU time: hidden (private_data)" in result.stdout
     one_error(labq_as(srv, ANN, "eff", "987654"), 1, "no job 987654")
+
+
+def test_show_falls_back_to_the_history_for_a_job_that_left_the_store(server: Any) -> None:
+    """`job_or_history` (what `labq show` calls) and `show_text` on the record it gets."""
+    srv, ids = server
+    code = ("import json, sys; from scheduler.cli.eff import job_or_history; "
+            "from scheduler.cli.queue_view import show_text; "
+            "job = job_or_history(sys.argv[1]); print(json.dumps(job)); "
+            "print('\\n'.join(show_text(job, 0, None)))")
+    entry = pwd.getpwnam(ANN)
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/", "LABQ_HOME": str(srv.dir),
+           "LABQ_SOCKET": srv.socket, "TZ": "UTC"}
+    def run(job_id: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", code, job_id], env=env, cwd="/",
+                              user=entry.pw_uid, group=entry.pw_gid, extra_groups=[],
+                              capture_output=True, text=True, timeout=60)
+    result = run(ids["ann_old"])
+    assert result.returncode == 0, result.stderr
+    first, *text = result.stdout.splitlines()
+    assert json.loads(first)["history"] is True
+    shown = dict(line.strip().split(": ", 1) for line in text if ": " in line)
+    assert shown["name"] == "old-bert" and shown["state"] == "SUCCEEDED"
+    assert shown["command"] == "-" and shown["exit code"] == "0"
+    assert shown["GPU time"] == "2.00 GPU-hours"
+    result = run(ids["ann_new"])
+    assert json.loads(result.stdout.splitlines()[0])["command"] == ["python", "secret.py"]
+    result = run("987654")
+    assert result.returncode == 1 and result.stderr.strip().startswith("labq: error: no job")
