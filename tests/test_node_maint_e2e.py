@@ -127,6 +127,11 @@ def test_drain_resume_and_remove_a_node(stack: Stack) -> None:
     stack.wait(lambda: shown(stack, drained) == "UP", 30, "the node back")
     go_other.touch()
     assert stack.wait_state(other, {"SUCCEEDED", "FAILED"})["state"] == "SUCCEEDED"
+    # Each act is in the audit log, with who did it.
+    logs = "".join(p.read_text(errors="replace") for p in (stack.home / "logs").glob("*"))
+    for act in (f"drained node {drained} (jobs still hold 1 of its GPUs): disk swap",
+                f"resumed node {drained} (drained by labq-e2e)", f"removed node {drained}"):
+        assert f"labq-e2e (uid {stack.user.pw_uid}) {act}" in logs, act
 
 
 @pytest.mark.parametrize(("args", "status", "message"), [

@@ -190,7 +190,7 @@ class AdminRoutes:
         done = await self._maint().drain_node(name, caller.user, reason, time.time())
         if done.outcome == NodeChange.NO_SUCH_NODE:
             raise ApiError(404, f"no node {name}: see `labq nodes`")
-        audit.info("%s (uid %d) drained node %s (%d GPUs still held): %s", caller.user,
+        audit.info("%s (uid %d) drained node %s (jobs still hold %d of its GPUs): %s", caller.user,
                    caller.uid, name, done.gpus_allocated, reason)
         self.kick()
         return web.json_response({
