@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from scheduler.policy.snapshot import PendingJob
+from scheduler.resources import Demand
 from scheduler.sim.policies import drf_key
 from scheduler.sim.trace import SimJob
 
@@ -48,6 +49,7 @@ class DrfViews:
                 view = cache[job.id] = PendingJob(
                     job.id, job.user, job.account, job.gpus,
                     drf_key(job.submit, held + gpus_ahead, entitled), job.gpu_type,
-                    time_limit_s=job.time_limit, nodes=job.nodes)
+                    time_limit_s=job.time_limit, nodes=job.nodes,
+                    demand=Demand(cpus=job.cpus, mem=job.mem))
             out.append(view)
         return out

@@ -46,11 +46,10 @@ import bisect
 import heapq
 import itertools
 import math
-import re
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from scheduler.policy.cycle import schedule
 from scheduler.policy.fairnow import FAIR_NOW
@@ -62,67 +61,38 @@ from scheduler.policy.snapshot import (
     RunningJob,
     Snapshot,
 )
+from scheduler.resources import Demand
 from scheduler.sim.budgets import Ledger
+from scheduler.sim.cluster import Cluster, Run, SimResult
 from scheduler.sim.exactcut import ClassKey, ClassRank, ExactCut, Fenwick, _class_key, _Queued
 from scheduler.sim.policies import ShareBuilder, SimPolicy, fifo_prefix
 from scheduler.sim.tiresias import TiresiasQueues
 from scheduler.sim.trace import SimJob
 from scheduler.sim.usage import Usage
 
-
-@dataclass(frozen=True)
-class Cluster:
-    nodes: int
-    gpus_per_node: int
-    model: str = "gpu"
-    billing_weight: float = 1.0
-
-    @property
-    def gpus(self) -> int:
-        return self.nodes * self.gpus_per_node
-
-    @classmethod
-    def parse(cls, text: str) -> Cluster:
-        """``NODESxGPUS[:MODEL]``, e.g. ``8x8:A100``."""
-        m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*(?::\s*(\S+))?\s*", text)
-        if not m or int(m[1]) < 1 or int(m[2]) < 1:
-            raise ValueError(f"bad --cluster {text!r}: use NODESxGPUS[:MODEL], e.g. 8x8:A100")
-        return cls(int(m[1]), int(m[2]), m[3] or "gpu")
-
-
-@dataclass(frozen=True)
-class Run:
-    """One run of a job: it started at `start` and ended (or was preempted) at `end`."""
-
-    job: SimJob
-    start: float
-    end: float
-    node: str
-    indices: tuple[int, ...]
-    preempted: bool = False
-    rest: tuple[tuple[str, tuple[int, ...]], ...] = ()  # a job across nodes: its other nodes
-
-
-@dataclass
-class SimResult:
-    policy: str
-    cluster: Cluster
-    jobs: list[SimJob]  # the jobs replayed (placeable ones)
-    runs: list[Run]
-    skipped: list[SimJob]  # jobs no node could ever hold (too many GPUs, unknown type)
-    wall_s: float = 0.0
-    policy_calls: int = 0
-    queue_samples: list[tuple[float, int]] = field(default_factory=list)  # (time, pending)
-    tenant_shares: dict[str, float] = field(default_factory=dict)  # every tenant's shares
-    budgets: dict[str, float] | None = None  # --budgets: billed GPU-hours per tenant
-    never_started: list[SimJob] = field(default_factory=list)  # still waiting at the end
-
-
 _MAX_CALLS = 10_000  # policy calls at one event time before the replay gives up
 
 
 def _per_node(job: SimJob) -> int:
     return job.gpus // job.nodes
+
+
+def _demand(job: SimJob) -> Demand:
+    return Demand(cpus=job.cpus, mem=job.mem)
+
+
+def _needs(job: SimJob, c: Cluster) -> tuple[int, int]:
+    """The CPUs and MiB a job gets on each of its nodes (none where the cluster counts none)."""
+    return _demand(job).on(_per_node(job), c.gpus_per_node, c.cpus, c.mem)
+
+
+def _has_room(job: SimJob, c: Cluster) -> bool:
+    cpus, mem = _needs(job, c)
+    return (not c.cpus or cpus <= c.cpus) and (not c.mem or mem <= c.mem)
+
+
+def _plus(used: tuple[int, int], need: tuple[int, int], sign: int) -> tuple[int, int]:
+    return (used[0] + sign * need[0], used[1] + sign * need[1])
 
 
 def _by_submit(job: SimJob) -> ClassRank:
@@ -154,13 +124,14 @@ class _Replay(ExactCut):
         width = len(str(cluster.nodes - 1))
         self.names = [f"n{i:0{width}d}" for i in range(cluster.nodes)]
         self.free = {name: list(range(cluster.gpus_per_node)) for name in self.names}
+        self.used = {name: (0, 0) for name in self.names}  # CPUs and MiB given to its jobs
         self.views = {name: self._view(name) for name in self.names}
         self.free_total = cluster.gpus
         # A job across nodes needs its GPUs per node on each of as many nodes (Tiresias
         # places on one node only: it skips them).
         def placeable(j: SimJob) -> bool:
             return (_per_node(j) <= cluster.gpus_per_node and j.nodes <= cluster.nodes
-                    and type_matches(j.gpu_type, cluster.model)
+                    and type_matches(j.gpu_type, cluster.model) and _has_room(j, cluster)
                     and (j.nodes == 1 or not policy.tiresias))
 
         fits = [j for j in jobs if placeable(j)]
@@ -213,9 +184,10 @@ class _Replay(ExactCut):
         self.user_held: dict[tuple[str, str], int] = {}  # GPUs held per (account, user)
 
     def _view(self, name: str) -> NodeView:
-        c = self.cluster
+        c, (cpus, mem) = self.cluster, self.used[name]
         return NodeView(name, c.model, c.gpus_per_node, tuple(self.free[name]),
-                        billing_weight=c.billing_weight)
+                        billing_weight=c.billing_weight, cpus=c.cpus, mem=c.mem,
+                        cpus_free=c.cpus - cpus, mem_free=c.mem - mem)
 
     # -------------------------------------------------------------- queue
     def enqueue(self, job: SimJob) -> None:
@@ -239,7 +211,7 @@ class _Replay(ExactCut):
         rank = self.class_order(job)
         item = (rank, job, PendingJob(job.id, job.user, job.account, job.gpus, job.submit,
                                       job.gpu_type, time_limit_s=job.time_limit,
-                                      nodes=job.nodes))
+                                      nodes=job.nodes, demand=_demand(job)))
         if not q or q[-1][0] <= rank:
             q.append(item)
         else:  # a requeued job (or, by time limit, a shorter one) goes back to its place
@@ -395,11 +367,12 @@ class _Replay(ExactCut):
         for name, held in ((node, indices), *rest):
             taken = set(held)
             self.free[name] = [i for i in self.free[name] if i not in taken]
+            self.used[name] = _plus(self.used[name], _needs(job, self.cluster), 1)
             self.views[name] = self._view(name)
         self.free_total -= job.gpus
         rate = job.gpus * self.cluster.billing_weight
         view = RunningJob(job.id, job.user, job.account, job.gpus, node, tuple(indices),
-                          now + job.time_limit, rate=rate, rest=tuple(rest))
+                          now + job.time_limit, rate=rate, rest=tuple(rest), demand=_demand(job))
         self.running[job.id] = (view, now)
         self.run_no[job.id] = number = self.run_no.get(job.id, 0) + 1
         heapq.heappush(self.ends, (now + self.left[job.id], number, job.id))
@@ -417,6 +390,7 @@ class _Replay(ExactCut):
         self._entitled_now = None
         for name, held in view.parts:
             self.free[name] = sorted(self.free[name] + list(held))
+            self.used[name] = _plus(self.used[name], _needs(job, self.cluster), -1)
             self.views[name] = self._view(name)
         self.free_total += job.gpus
         self.usage.add_rate((job.account, job.user), now, -view.rate)

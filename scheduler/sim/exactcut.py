@@ -24,14 +24,15 @@ if TYPE_CHECKING:
     from scheduler.sim.engine import Cluster
     from scheduler.sim.policies import SimPolicy
 
-ClassKey = tuple[str, str, int, str | None, int]  # (account, user, GPUs, type, nodes)
+ClassKey = tuple[str, str, int, str | None, int, int, int]  # (account, user, GPUs, type,
+# nodes, CPUs, memory)
 _LEVEL_MARGIN = 1e-9  # relative: fair now's levels here and in the policy differ by float noise
 ClassRank = tuple[float, float, int, str]
 _Queued = tuple[ClassRank, SimJob, PendingJob]  # a queued job, and the view the policy sees
 
 
 def _class_key(job: SimJob) -> ClassKey:
-    return (job.account, job.user, job.gpus, job.gpu_type, job.nodes)
+    return (job.account, job.user, job.gpus, job.gpu_type, job.nodes, job.cpus, job.mem)
 
 
 class ExactCut(DrfViews):

@@ -7,7 +7,8 @@ of them at random with a seeded RNG (``<vc>-u<k>``): per-user fair share in thes
 therefore over synthetic users, not real people.
 
 Generic CSV: a header with ``job_id,submit_time,user,account,gpus,duration`` and optionally
-``gpu_type,time_limit,nodes`` (``nodes`` K: ``gpus`` on each of K nodes, K x gpus in all);
+``gpu_type,time_limit,nodes,cpus,mem`` (``nodes`` K: ``gpus`` on each of K nodes, K x gpus in
+all; ``cpus``, ``mem`` as `labq submit --cpus --mem` on each node, empty: its node's share);
 ``submit_time`` is seconds (any origin) or ``YYYY-MM-DD HH:MM:SS``.
 
 Times are shifted so that the first kept submission is at 0. A job without a time limit gets
@@ -24,6 +25,8 @@ import random
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+
+from scheduler.resources import parse_mem
 
 PHILLY_COLUMNS = ("timestamp", "duration", "num_gpus", "cluster")
 CSV_COLUMNS = ("job_id", "submit_time", "user", "account", "gpus", "duration")
@@ -46,6 +49,8 @@ class SimJob:
     time_limit: int  # what the policy is told, seconds
     gpu_type: str | None = None
     nodes: int = 1  # across nodes: `gpus` in all, gpus // nodes on each of this many nodes
+    cpus: int = 0  # CPUs on each of its nodes (0: its node's share)
+    mem: int = 0  # memory on each of its nodes, MiB (0: its node's share)
 
 
 def default_limit(duration: float, factor: float = DEFAULT_LIMIT_FACTOR) -> int:
@@ -152,9 +157,12 @@ def load_csv(path: str | Path, *, min_duration: float = 0.0, window_hours: float
             limit = (math.ceil(_number(limit_text, "time_limit", positive=True)) if limit_text
                      else default_limit(duration, limit_factor))
             nodes = _gpus((row.get("nodes") or "").strip() or "1")
+            cpus_text, mem_text = (row.get("cpus") or "").strip(), (row.get("mem") or "").strip()
             job = SimJob(job_id, account, user, _gpus(row["gpus"]) * nodes,
                          _stamp(row["submit_time"] or ""), duration, limit,
-                         (row.get("gpu_type") or "").strip() or None, nodes)
+                         (row.get("gpu_type") or "").strip() or None, nodes,
+                         _gpus(cpus_text) if cpus_text else 0,
+                         parse_mem(mem_text, "mem") if mem_text else 0)
         except ValueError as e:
             raise TraceError(f"{path}, line {n}: {e}; fix or delete that row") from None
         if duration >= min_duration:
