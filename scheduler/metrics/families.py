@@ -89,7 +89,8 @@ def gpu_families(nodes: Sequence[Node], active: Sequence[JobLike], policy: IdleP
     g = {name: GaugeMetricFamily(f"labq_{name}", doc, labels=labels) for name, doc, labels in (
         ("gpus_capacity", "GPUs on the node", ["node", "model"]),
         ("gpus_allocated", "GPUs held by labq jobs", ["node", "model"]),
-        ("gpus_idle", "GPUs free for labq jobs (not allocated, node UP)", ["node", "model"]),
+        ("gpus_idle", "GPUs free for labq jobs (not allocated, node UP and not drained)",
+         ["node", "model"]),
         ("gpus_allocated_idle", "Allocated GPUs below idle_gpu_threshold for idle_gpu_after_s",
          ["node", "model"]),
         ("gpu_allocated_idle_seconds", "How long an allocated GPU has been below the idle "
