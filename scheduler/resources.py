@@ -5,9 +5,10 @@ Semantics (Slurm's, per node): `--cpus N` is the CPUs the job gets on each of it
 there; `--mem SIZE` the memory on each node, `--mem-per-gpu SIZE` per GPU. One of each pair.
 A job that asks neither gets the cluster's default per GPU (`[resources] def_cpus_per_gpu`,
 `def_mem_per_gpu`, filled in at submit), and where that is 0 its node's share: the node's CPUs
-(memory) x its GPUs there / the node's GPUs. A job's needs are resolved on the node it is
-placed on, by the coordinator (placement) and by that node's agent (its cgroup), with the same
-function (`Demand.on`) from the same numbers (the node's reported totals), so the two agree.
+(memory) x its GPUs there / the node's GPUs, rounded down (0: not counted, not limited). A
+job's needs are resolved on the node it is placed on, by the coordinator (placement) and by
+that node's agent (its cgroup), with the same function (`Demand.on`) from the same numbers
+(the node's reported totals), so the two agree.
 
 Sizes are MiB, as Slurm's: a plain number is MiB; `K`, `M`, `G`, `T` suffixes (optionally
 with `B` or `iB`) are binary units. Standard library only: the CLI imports this.
@@ -65,8 +66,8 @@ class Demand:
         """(CPUs, MiB) the job gets on a node where it has `gpus` of the node's `node_gpus`
         GPUs, the node having `node_cpus` CPUs and `node_mem` MiB (0: not reported, then the
         share of it is 0, i.e. not counted, and explicit asks stand as asked)."""
-        return (_one(self.cpus, self.cpus_per_gpu, gpus, node_gpus, node_cpus, 1),
-                _one(self.mem, self.mem_per_gpu, gpus, node_gpus, node_mem, 1))
+        return (_one(self.cpus, self.cpus_per_gpu, gpus, node_gpus, node_cpus),
+                _one(self.mem, self.mem_per_gpu, gpus, node_gpus, node_mem))
 
     def describe(self) -> str:
         """The ask in words, as `labq show` and a reason print it ("" = the node's share)."""
@@ -82,14 +83,17 @@ class Demand:
         return ", ".join(parts)
 
 
-def _one(total: int, per_gpu: int, gpus: int, node_gpus: int, node_has: int, least: int) -> int:
+def _one(total: int, per_gpu: int, gpus: int, node_gpus: int, node_has: int) -> int:
+    """One resource: as asked, or the node's share, rounded down, so that jobs taking their
+    shares never block each other (on a node with fewer CPUs than GPUs a 1-GPU job's share
+    is 0 CPUs: not counted, and no CPU limit)."""
     if total:
         return total
     if per_gpu:
         return per_gpu * max(1, gpus)
     if node_has <= 0 or node_gpus <= 0:
         return 0
-    return max(least, node_has * gpus // node_gpus)
+    return node_has * gpus // node_gpus
 
 
 def billing_weight(gpu_weight: float, gpus: int, cpus: int, mem: int, cpu_weight: float,

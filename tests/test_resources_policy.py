@@ -55,7 +55,8 @@ def test_what_a_job_gets_on_a_node() -> None:
     assert Demand(cpus=3, mem=100).on(1, 4, 8, 32768) == (3, 100)
     assert Demand(cpus_per_gpu=3, mem_per_gpu=1000).on(2, 4, 8, 32768) == (6, 2000)
     assert Demand().on(1, 4, 8, 32768) == (2, 8192)
-    assert Demand().on(3, 4, 2, 1000) == (1, 750)  # at least 1 CPU; a share floors
+    assert Demand().on(3, 4, 2, 1000) == (1, 750)  # a share is rounded down...
+    assert Demand().on(1, 4, 2, 1000) == (0, 250)  # ...so shares never block each other
     assert Demand().on(1, 4, 0, 0) == (0, 0)  # a node that reports nothing: nothing counted
     assert Demand(cpus=2).on(1, 4, 0, 0) == (2, 0)
     assert format_mem(16384) == "16G" and format_mem(1536) == "1.5G" and format_mem(512) == "512M"
