@@ -16,7 +16,7 @@ from scheduler.cli.dump import dump, load
 
 @click.group()
 def admin() -> None:
-    """Admins: accounts, users and their shares and limits."""
+    """Admins: accounts, users, budgets, API tokens and node maintenance."""
 
 
 admin.add_command(dump)  # the account tree, users and budgets to a file
