@@ -79,6 +79,7 @@ async def fill(store: Store, jobs: int, now: float) -> tuple[float, int]:
                 usage[f"day:{assoc}"] = usage.get(f"day:{assoc}", 0.0) + float(fields["billed"])
                 usage[f"dgpu:{assoc}"] = usage.get(f"dgpu:{assoc}", 0.0) + float(
                     fields["gpu_seconds"])
+                usage[f"decayed:{fields['account']}|{fields['user']}"] = 1.0  # as charge writes
             await pipe.execute()
         while await store.expire_done(epoch, min(now, first + (base + CHUNK) * step), KEEP_S,
                                       KEEP_JOBS, HISTORY_S):
