@@ -169,8 +169,13 @@ class AdminRoutes:
 
     # ---------------------------------------------------------------- node maintenance
 
+    _node_maint: NodeMaintStore | None = None
+
     def _maint(self) -> NodeMaintStore:
-        return node_maint(self.store)
+        """The store as its node maintenance role (made once)."""
+        if self._node_maint is None:
+            self._node_maint = node_maint(self.store)
+        return self._node_maint
 
     async def _node_name(self, request: web.Request, what: str) -> tuple[Caller, str]:
         caller = await self._admin_only(request, what)
