@@ -39,7 +39,7 @@ from pathlib import Path
 from agents import devices
 from agents.cgroups import Layout, cgroup_of
 from agents.jobdirs import job_dir_path, ray_dir_path, remove_job_dir
-from agents.noderes import NodeResources, measure
+from agents.noderes import NodeResources, measure, remove_v1_groups
 from agents.procinfo import Misuse, misplaced, parent_of, start_time, started_at
 from agents.runner import SPEC_FILE, STOP_FILE, RunSpec, RunState
 from scheduler import noderun
@@ -303,6 +303,7 @@ class Executor:
         if group is not None:
             group.kill()
             group.remove()
+        remove_v1_groups(self.install_id, key)  # (v2-hybrid: its CPU and memory limits)
         self._remove_run_dirs(key)
         state.phase, state.ended_at = noderun.EXITED, time.time()
         state.stopped = state.lost = True
@@ -490,3 +491,4 @@ def remove_install_cgroup(state_dir: Path) -> None:
     for directory in (path / "runners", path):
         with contextlib.suppress(OSError):
             directory.rmdir()
+    remove_v1_groups(own)

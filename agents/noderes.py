@@ -9,6 +9,7 @@ and `LABQ_NODE_MEMORY` (a size: `8G`, `512M`, MiB) override them: a simulated no
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -67,3 +68,15 @@ def limits_enforced(layout: Layout, install: str) -> str:
     """One line for the agent's start: which CPU and memory limits this node's jobs get."""
     v1 = V1Groups(install, "").available() if layout.kind == "v2-hybrid" else []
     return what_is_enforced(layout.kind, layout.controllers, v1)
+
+
+def remove_v1_groups(install: str, key: str = "") -> None:
+    """Remove a job's v1 cpu and memory groups (v2-hybrid nodes; `key` its run), once its
+    processes are gone, or with no `key` the install's own v1 directories once empty. Best
+    effort: what does not exist, or is still in use, stays."""
+    if key:
+        V1Groups(install, key).remove()
+        return
+    for hierarchy in ("cpu", "memory"):
+        with contextlib.suppress(OSError):
+            V1Groups(install, "").path(hierarchy).parent.rmdir()

@@ -128,3 +128,22 @@ async def test_a_job_that_asks_nothing_gets_its_share_of_the_node(
     assert read["LABQ_CPUS"] == "2" and read["LABQ_MEM_MB"] == "1024"
     if "not enforced" not in limits_enforced(layout, "0" * 16):
         assert enforced(read, layout.kind) == ("200000", str(1024 * MIB)), read
+
+
+def test_a_jobs_v1_groups_and_then_its_installs_are_removed() -> None:
+    import secrets
+
+    from agents.jobres import Resources, V1Groups
+    from agents.noderes import remove_v1_groups
+
+    install = secrets.token_hex(8)
+    groups = V1Groups(install, "5.0")
+    if os.geteuid() != 0 or groups.available() != ["cpu", "memory"]:
+        pytest.skip("needs root and the v1 cpu and memory hierarchies (a v2-hybrid node)")
+    assert groups.create(Resources(cpus=1, memory_bytes=64 * MIB))
+    remove_v1_groups(install)  # its job's groups are still there: the install's stay
+    assert groups.path("cpu").is_dir() and groups.path("memory").is_dir()
+    remove_v1_groups(install, "5.0")
+    assert not groups.path("cpu").exists() and not groups.path("memory").exists()
+    remove_v1_groups(install)
+    assert not groups.path("cpu").parent.exists() and not groups.path("memory").parent.exists()
