@@ -11,7 +11,6 @@ import pytest
 from scheduler.metrics import render
 from scheduler.model import GpuInfo, JobState, NodeReport
 from scheduler.store import Store
-from scheduler.store.nodemaint import node_maint
 from tests.builders import A100, T0, job_of, lead, report, started
 from tests.test_metrics import admin, coordinator, parse, scrape
 
@@ -22,7 +21,7 @@ async def test_a_drained_node_shows_draining_then_drained_and_who_drained_it(
     await store.heartbeat(report("n1", gpus=2), now=T0)
     await store.heartbeat(report("n2", gpus=1), now=T0)
     job_id = await started(store, epoch, [0])
-    await node_maint(store).drain_node("n1", "alice", "disk swap", T0)
+    await store.drain_node("n1", "alice", "disk swap", T0)
     got = await scrape(store, coordinator(store, tmp_path), T0 + 1)
     states = {s: got.value("labq_node_state", node="n1", state=s)
               for s in ("UP", "DOWN", "DRAINING", "DRAINED")}
@@ -37,7 +36,7 @@ async def test_a_drained_node_shows_draining_then_drained_and_who_drained_it(
     got = await scrape(store, coordinator(store, tmp_path), T0 + 3)
     assert got.value("labq_node_state", node="n1", state="DRAINED") == 1
     assert got.value("labq_node_state", node="n1", state="DRAINING") == 0
-    await node_maint(store).resume_node("n1")
+    await store.resume_node("n1")
     got = await scrape(store, coordinator(store, tmp_path), T0 + 4)
     assert got.value("labq_node_drained", node="n1", drained_by="") == 0
     assert got.value("labq_node_drained", node="n1", drained_by="alice") is None
@@ -47,7 +46,7 @@ async def test_a_drained_node_shows_draining_then_drained_and_who_drained_it(
 async def test_a_removed_node_has_no_series(store: Store, tmp_path: Path) -> None:
     await store.heartbeat(report("n1", gpus=2), now=T0)
     await store.heartbeat(report("old", gpus=1), now=T0 - 900)
-    assert (await node_maint(store).remove_node("old", T0 - 300)).outcome == "OK"
+    assert (await store.remove_node("old", T0 - 300)).outcome == "OK"
     text = (await render(store, coordinator(store, tmp_path), now=T0)).decode()
     assert 'node="n1"' in text and 'node="old"' not in text
 

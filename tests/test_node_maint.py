@@ -13,8 +13,7 @@ from scheduler.coordinator.core import Coordinator
 from scheduler.coordinator.nodes import InMemoryNodes
 from scheduler.model import JobState
 from scheduler.noderun import EXITED, RUNNING, RunStatus
-from scheduler.store import Store
-from scheduler.store.nodemaint import NodeChange, node_maint
+from scheduler.store import Outcome, Store
 from tests.builders import T0, job_of, lead, report, started, submit_one
 
 
@@ -23,12 +22,11 @@ async def shown_node(store: Store, name: str) -> dict[str, object]:
 
 
 async def test_a_drain_outlives_heartbeats_and_shows_draining_then_drained(store: Store) -> None:
-    maint = node_maint(store)
     epoch = await lead(store)
     await store.heartbeat(report("n1", gpus=2), now=T0)
     job_id = await started(store, epoch, [0])
-    drained = await maint.drain_node("n1", "root", "disk swap", T0 + 1)
-    assert (drained.outcome, drained.gpus_allocated) == (NodeChange.OK, 1)
+    drained = await store.drain_node("n1", "root", "disk swap", T0 + 1)
+    assert (drained.outcome, drained.gpus_allocated) == (Outcome.OK, 1)
     shown = await shown_node(store, "n1")
     assert (shown["shown_state"], shown["drained_by"], shown["drain_reason"],
             shown["drained_at"]) == ("DRAINING", "root", "disk swap", T0 + 1)
@@ -41,44 +39,42 @@ async def test_a_drain_outlives_heartbeats_and_shows_draining_then_drained(store
                               "Completed", T0 + 6) == "OK"
     assert (await shown_node(store, "n1"))["shown_state"] == "DRAINED"
     # Drained again: who and why are the new ones, since when is kept.
-    again = await maint.drain_node("n1", "alice", "new PSU", T0 + 9)
-    assert (again.outcome, again.gpus_allocated) == (NodeChange.ALREADY, 0)
+    again = await store.drain_node("n1", "alice", "new PSU", T0 + 9)
+    assert (again.outcome, again.gpus_allocated) == (Outcome.ALREADY, 0)
     shown = await shown_node(store, "n1")
     assert (shown["drained_by"], shown["drain_reason"], shown["drained_at"]) == (
         "alice", "new PSU", T0 + 1)
-    resumed = await maint.resume_node("n1")
-    assert (resumed.outcome, resumed.drained_by) == (NodeChange.OK, "alice")
+    resumed = await store.resume_node("n1")
+    assert (resumed.outcome, resumed.drained_by) == (Outcome.OK, "alice")
     shown = await shown_node(store, "n1")
     assert (shown["shown_state"], shown["drained_by"], shown["drain_reason"],
             shown["drained_at"]) == ("UP", "", "", None)
-    assert (await maint.resume_node("n1")).outcome == NodeChange.NOT_DRAINED
+    assert (await store.resume_node("n1")).outcome == Outcome.NOT_DRAINED
 
 
 async def test_unknown_nodes_are_refused_and_nothing_is_made(store: Store) -> None:
-    maint = node_maint(store)
-    assert (await maint.drain_node("ghost", "root", "x", T0)).outcome == NodeChange.NO_SUCH_NODE
-    assert (await maint.resume_node("ghost")).outcome == NodeChange.NO_SUCH_NODE
-    assert (await maint.remove_node("ghost", T0)).outcome == NodeChange.NO_SUCH_NODE
+    assert (await store.drain_node("ghost", "root", "x", T0)).outcome == Outcome.NO_SUCH_NODE
+    assert (await store.resume_node("ghost")).outcome == Outcome.NO_SUCH_NODE
+    assert (await store.remove_node("ghost", T0)).outcome == Outcome.NO_SUCH_NODE
     assert await store.nodes() == []
     assert not await store.r.exists(store.keys.node("ghost"))
 
 
 async def test_remove_refuses_a_reporting_agent_and_held_jobs_then_forgets_the_node(
         store: Store) -> None:
-    maint = node_maint(store)
     epoch = await lead(store)
     await store.heartbeat(report("n1", gpus=2), now=T0)
     await store.heartbeat(report("n2", gpus=1), now=T0)
     job_id = await started(store, epoch, [0])
-    alive = await maint.remove_node("n1", cutoff=T0 - 300)  # it reported after the cutoff
-    assert (alive.outcome, alive.last_heartbeat) == (NodeChange.ALIVE, T0)
-    held = await maint.remove_node("n1", cutoff=T0 + 1)  # silent, but a job holds it
-    assert (held.outcome, held.jobs) == (NodeChange.HOLDS_JOBS, (job_id,))
+    alive = await store.remove_node("n1", cutoff=T0 - 300)  # it reported after the cutoff
+    assert (alive.outcome, alive.last_heartbeat) == (Outcome.ALIVE, T0)
+    held = await store.remove_node("n1", cutoff=T0 + 1)  # silent, but a job holds it
+    assert (held.outcome, held.jobs) == (Outcome.HOLDS_JOBS, (job_id,))
     assert {n.name for n in await store.nodes()} == {"n1", "n2"}
     assert await store.finish(epoch, await job_of(store, job_id), JobState.FAILED, None,
                               "NodeLost", T0 + 2) == "OK"
-    await maint.drain_node("n1", "root", "retired", T0 + 2)
-    assert (await maint.remove_node("n1", cutoff=T0 + 1)).outcome == NodeChange.OK
+    await store.drain_node("n1", "root", "retired", T0 + 2)
+    assert (await store.remove_node("n1", cutoff=T0 + 1)).outcome == Outcome.OK
     assert [n.name for n in await store.nodes()] == ["n2"]
     for key in (store.keys.node("n1"), store.keys.node_alloc("n1"), store.keys.node_runs("n1"),
                 store.keys.node_stops("n1"), store.keys.node_status("n1"),
@@ -92,14 +88,13 @@ async def test_remove_refuses_a_reporting_agent_and_held_jobs_then_forgets_the_n
 
 async def test_a_drained_node_gets_no_new_job_and_the_reason_names_the_drain(
         store: Store, tmp_path: Path) -> None:
-    maint = node_maint(store)
     nodes = InMemoryNodes()
     coord = Coordinator(store, Settings(tmp_path), nodes=nodes)  # type: ignore[arg-type]
     coord.epoch = epoch = await lead(store)
     await store.heartbeat(report("n1", gpus=2), now=T0)
     await store.heartbeat(report("n2", gpus=2), now=T0)
     running = await started(store, epoch, [0], node="n1")
-    await maint.drain_node("n1", "root", "disk swap", T0)
+    await store.drain_node("n1", "root", "disk swap", T0)
     await store.r.delete(store.keys.wake)
     first = await submit_one(store, now=T0 + 1, gpus=2)
     second = await submit_one(store, now=T0 + 2, gpus=2)
@@ -118,7 +113,7 @@ async def test_a_drained_node_gets_no_new_job_and_the_reason_names_the_drain(
     assert (await job_of(store, second)).state == JobState.PENDING
     assert (await shown_node(store, "n1"))["shown_state"] == "DRAINED"
     # Resume wakes the leader, and the waiting job starts on n1.
-    assert (await maint.resume_node("n1")).outcome == NodeChange.OK
+    assert (await store.resume_node("n1")).outcome == Outcome.OK
     assert await store.r.lrange(store.keys.wake, 0, -1) == ["node"]
     await coord.cycle(T0 + 6)
     assert (await job_of(store, second)).node == "n1"

@@ -96,7 +96,9 @@ def _node_state(node: dict[str, Any], now: float) -> Any:
     from rich.text import Text
 
     beat = now - float(node.get("last_heartbeat") or 0)
-    state = Text(plain(node["state"]), style="green" if node["state"] == "UP" else "bold red")
+    shown = str(node.get("shown_state") or node["state"])  # DRAINING/DRAINED for a drained node
+    style = {"UP": "green", "DRAINING": "yellow", "DRAINED": "yellow"}.get(shown, "bold red")
+    state = Text(plain(shown), style=style)
     if node.get("simulated"):
         state.append(" sim", style="dim")
     if node["state"] == "UP" and beat > 10:

@@ -23,8 +23,7 @@ from scheduler.config import Settings
 from scheduler.server.http import ApiError, json_object
 from scheduler.server.identity import Caller
 from scheduler.server.validation import InputError, check_text, check_user_name
-from scheduler.store import Store
-from scheduler.store.nodemaint import NodeChange, NodeMaintStore, node_maint
+from scheduler.store import Outcome, Store
 from scheduler.store.tokens import ID_RE as TOKEN_ID_RE
 
 audit = logging.getLogger("labq.audit")  # every act for another user, by whom
@@ -169,14 +168,6 @@ class AdminRoutes:
 
     # ---------------------------------------------------------------- node maintenance
 
-    _node_maint: NodeMaintStore | None = None
-
-    def _maint(self) -> NodeMaintStore:
-        """The store as its node maintenance role (made once)."""
-        if self._node_maint is None:
-            self._node_maint = node_maint(self.store)
-        return self._node_maint
-
     async def _node_name(self, request: web.Request, what: str) -> tuple[Caller, str]:
         caller = await self._admin_only(request, what)
         name = request.match_info["name"]
@@ -192,8 +183,8 @@ class AdminRoutes:
         if not reason:
             raise InputError("say why the node is drained: --reason TEXT (shown in `labq nodes` "
                              "and in the waiting jobs' reasons)")
-        done = await self._maint().drain_node(name, caller.user, reason, time.time())
-        if done.outcome == NodeChange.NO_SUCH_NODE:
+        done = await self.store.drain_node(name, caller.user, reason, time.time())
+        if done.outcome == Outcome.NO_SUCH_NODE:
             raise ApiError(404, f"no node {name}: see `labq nodes`")
         audit.info("%s (uid %d) drained node %s (jobs still hold %d of its GPUs): %s", caller.user,
                    caller.uid, name, done.gpus_allocated, reason)
@@ -202,15 +193,15 @@ class AdminRoutes:
             "name": name, "shown_state": "DRAINING" if done.gpus_allocated else "DRAINED",
             "drained_by": caller.user, "drain_reason": reason,
             "gpus_allocated": done.gpus_allocated,
-            "already": done.outcome == NodeChange.ALREADY})
+            "already": done.outcome == Outcome.ALREADY})
 
     async def node_resume(self, request: web.Request) -> web.Response:
         """Lift a drain: jobs may start on the node again."""
         caller, name = await self._node_name(request, "resume nodes")
-        done = await self._maint().resume_node(name)
-        if done.outcome == NodeChange.NO_SUCH_NODE:
+        done = await self.store.resume_node(name)
+        if done.outcome == Outcome.NO_SUCH_NODE:
             raise ApiError(404, f"no node {name}: see `labq nodes`")
-        if done.outcome == NodeChange.NOT_DRAINED:
+        if done.outcome == Outcome.NOT_DRAINED:
             raise ApiError(409, f"node {name} is not drained: nothing to resume")
         audit.info("%s (uid %d) resumed node %s (drained by %s)", caller.user, caller.uid,
                    name, done.drained_by)
@@ -223,15 +214,15 @@ class AdminRoutes:
         caller, name = await self._node_name(request, "remove nodes")
         now = time.time()
         timeout = self.settings.node_timeout_s
-        done = await self._maint().remove_node(name, now - timeout)
-        if done.outcome == NodeChange.NO_SUCH_NODE:
+        done = await self.store.remove_node(name, now - timeout)
+        if done.outcome == Outcome.NO_SUCH_NODE:
             raise ApiError(404, f"no node {name}: see `labq nodes`")
-        if done.outcome == NodeChange.ALIVE:
+        if done.outcome == Outcome.ALIVE:
             raise ApiError(409, f"node {name}'s agent reported {now - done.last_heartbeat:.0f} s "
                                 f"ago: stop `labq agent` on {name} first (a node is removed "
                                 f"only after {timeout:.0f} s without a heartbeat, node_timeout_s; "
                                 "a node whose agent reports joins again at once)")
-        if done.outcome == NodeChange.HOLDS_JOBS:
+        if done.outcome == Outcome.HOLDS_JOBS:
             jobs = ", ".join(done.jobs[:10]) + (" ..." if len(done.jobs) > 10 else "")
             raise ApiError(409, f"node {name} still holds job(s) {jobs}: drain it (`labq admin "
                                 f"node drain {name} --reason ...`) and let them end, or cancel "

@@ -13,6 +13,10 @@ _ERROR = {"description": "Refused: one line saying what is wrong and what to do"
               "properties": {"error": {"type": "string"}}}}}}
 _OK = {"description": "OK", "content": {"application/json": {"schema": {}}}}
 _JOB_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+_NODE = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+_DRAIN = {"type": "object", "required": ["reason"],
+          "properties": {"reason": {"type": "string", "maxLength": 200}},
+          "additionalProperties": False}
 
 
 def _query(*names: str) -> list[dict[str, Any]]:
@@ -114,5 +118,15 @@ OPENAPI: dict[str, Any] = {
         },
         "/v1/admin/tokens/{id}/revoke": {"post": _op("Admins: revoke an API token",
                                                      params=[_JOB_ID], body=_EMPTY)},
+        "/v1/admin/nodes/{name}/drain": {"post": _op(
+            "Admins: drain a node (its jobs finish, nothing new starts there); answers "
+            "{name, shown_state, drained_by, drain_reason, gpus_allocated, already}; 404 an "
+            "unknown node", params=[_NODE], body=_DRAIN)},
+        "/v1/admin/nodes/{name}/resume": {"post": _op(
+            "Admins: let jobs start on a drained node again; answers {name, resumed, "
+            "drained_by}; 409 a node nobody drained", params=[_NODE], body=_EMPTY)},
+        "/v1/admin/nodes/{name}/remove": {"post": _op(
+            "Admins: forget a retired node; answers {name, removed}; 409 while its agent "
+            "reports or jobs hold it", params=[_NODE], body=_EMPTY)},
     },
 }

@@ -9,28 +9,17 @@ so a drain outlives heartbeats and agent restarts, and liveness (UP/DOWN) stays 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 
 from scheduler.store.core import StoreCore
+from scheduler.store.outcome import Outcome
 from scheduler.store.records import id_key
-
-
-class NodeChange(StrEnum):
-    """What a node maintenance script says happened."""
-
-    OK = "OK"
-    ALREADY = "ALREADY"  # drain: it was drained already (who and why are the new ones)
-    NO_SUCH_NODE = "NO_SUCH_NODE"
-    NOT_DRAINED = "NOT_DRAINED"  # resume of a node nobody drained
-    ALIVE = "ALIVE"  # remove: its agent still reports
-    HOLDS_JOBS = "HOLDS_JOBS"  # remove: jobs still hold its GPUs or runs
 
 
 @dataclass(frozen=True)
 class Drained:
     """A drain's outcome, and how many of the node's GPUs jobs still hold (DRAINING if any)."""
 
-    outcome: NodeChange
+    outcome: Outcome
     gpus_allocated: int = 0
 
 
@@ -38,7 +27,7 @@ class Drained:
 class Resumed:
     """A resume's outcome, and who had drained the node."""
 
-    outcome: NodeChange
+    outcome: Outcome
     drained_by: str = ""
 
 
@@ -47,7 +36,7 @@ class Removed:
     """A removal's outcome; refused: the agent's last heartbeat (ALIVE) or the jobs it holds
     (HOLDS_JOBS)."""
 
-    outcome: NodeChange
+    outcome: Outcome
     last_heartbeat: float = 0.0
     jobs: tuple[str, ...] = ()
 
@@ -64,13 +53,13 @@ class NodeMaintStore(StoreCore):
         keys = [self.keys.node(name), self.keys.nodes, self.keys.node_alloc(name),
                 self.keys.wake]
         outcome, allocated = await self._run("node_drain", keys, [name, by, reason, now])
-        return Drained(NodeChange(outcome), int(allocated))
+        return Drained(Outcome(outcome), int(allocated))
 
     async def resume_node(self, name: str) -> Resumed:
         """Lift a drain; wakes the leader so that waiting jobs may start there at once."""
         keys = [self.keys.node(name), self.keys.nodes, self.keys.wake]
         outcome, by = await self._run("node_resume", keys, [name])
-        return Resumed(NodeChange(outcome), str(by))
+        return Resumed(Outcome(outcome), str(by))
 
     async def remove_node(self, name: str, cutoff: float) -> Removed:
         """Forget a retired node and its keys, unless its agent reported at or after `cutoff`
@@ -80,19 +69,9 @@ class NodeMaintStore(StoreCore):
                 self.keys.node_runs(name), self.keys.node_stops(name),
                 self.keys.node_status(name), self.keys.node_wake(name)]
         outcome, detail = await self._run("node_remove", keys, [name, cutoff])
-        change = NodeChange(outcome)
-        if change == NodeChange.ALIVE:
+        change = Outcome(outcome)
+        if change == Outcome.ALIVE:
             return Removed(change, last_heartbeat=float(detail or 0))
-        if change == NodeChange.HOLDS_JOBS:
+        if change == Outcome.HOLDS_JOBS:
             return Removed(change, jobs=tuple(sorted(str(detail).split(","), key=id_key)))
         return Removed(change)
-
-
-def node_maint(store: StoreCore) -> NodeMaintStore:
-    """`store` as the node maintenance role: itself once `Store` is made with this role,
-    else a view on the same client and keys (its scripts registered on it)."""
-    if isinstance(store, NodeMaintStore):
-        return store
-    view = NodeMaintStore(store.r, store.keys)
-    view.replicated = store.replicated
-    return view

@@ -34,7 +34,10 @@ class Outcome(StrEnum):
     STOPPING = "STOPPING"  # a cancel: the running job will be stopped
     ENDED = "ENDED"  # a requeue of a job that had to end instead (cancelled, timed out)
     DOWN = "DOWN"
-    ALIVE = "ALIVE"
+    ALIVE = "ALIVE"  # node_down: it reported since; node_remove: its agent still reports
+    NO_SUCH_NODE = "NO_SUCH_NODE"
+    NOT_DRAINED = "NOT_DRAINED"  # a resume of a node nobody drained
+    HOLDS_JOBS = "HOLDS_JOBS"  # a removal of a node jobs still hold
 
 
 class StoreError(RuntimeError):

@@ -5,7 +5,8 @@ are plain pipelined commands. Leader-only scripts carry the fencing epoch and re
 under a stale one.
 
 The store is split by role, one class each (as rq's registries are): jobs (`JobStore`, with
-arrays and retention), nodes (`NodeStore`), accounts (`AccountStore`, with tokens) and
+arrays and retention), nodes (`NodeStore`), node maintenance (`NodeMaintStore`: drains),
+accounts (`AccountStore`, with tokens) and
 leadership (`LeaderStore`), all on one `StoreCore` (client, keys, scripts). `Store` is all of
 them, with the reads that span roles, so callers keep one object and today's method names.
 """
@@ -28,6 +29,7 @@ from scheduler.store.jobstore import (
     JobStore,
 )
 from scheduler.store.leadership import LeaderStore
+from scheduler.store.nodemaint import NodeMaintStore
 from scheduler.store.nodestore import NodeStore
 from scheduler.store.records import id_key, nodes_from
 
@@ -39,7 +41,7 @@ __all__ = [
 _load_script_text = load_script_text  # (its name before the split)
 
 
-class Store(JobStore, NodeStore, AccountStore, LeaderStore):
+class Store(JobStore, NodeStore, NodeMaintStore, AccountStore, LeaderStore):
     """Async access to labq's state. One instance per process; cheap to share."""
 
     async def cluster_reads(self) -> tuple[list[Node], Accounts, list[Job], dict[str, str]]:
@@ -83,7 +85,8 @@ class Store(JobStore, NodeStore, AccountStore, LeaderStore):
         return dict(await self.r.hgetall(self.keys.stats))
 
 
-ROLES: tuple[type[StoreCore], ...] = (JobStore, NodeStore, AccountStore, LeaderStore)
+ROLES: tuple[type[StoreCore], ...] = (JobStore, NodeStore, NodeMaintStore, AccountStore,
+                                       LeaderStore)
 
 
 def new_token() -> str:

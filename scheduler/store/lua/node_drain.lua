@@ -6,11 +6,11 @@
 -- Returns {outcome, GPUs still allocated there}: OK (drained now), ALREADY (it was drained:
 -- who and why are the new ones, since when is kept) or NO_SUCH_NODE.
 if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 0 or redis.call('EXISTS', KEYS[1]) == 0 then
-  return {'NO_SUCH_NODE', 0}
+  return {OUTCOME.NO_SUCH_NODE, 0}
 end
-local outcome = 'OK'
+local outcome = OUTCOME.OK
 if (redis.call('HGET', KEYS[1], 'drained_by') or '') ~= '' then
-  outcome = 'ALREADY'
+  outcome = OUTCOME.ALREADY
   redis.call('HSET', KEYS[1], 'drained_by', ARGV[2], 'drain_reason', ARGV[3])
 else
   redis.call('HSET', KEYS[1], 'drained_by', ARGV[2], 'drain_reason', ARGV[3],

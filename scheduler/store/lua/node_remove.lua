@@ -7,9 +7,9 @@
 -- ARGV[1] node name  ARGV[2] cutoff: a heartbeat at or after it is an agent still reporting
 -- Returns {outcome, detail}: {'OK', ''}, {'NO_SUCH_NODE', ''}, {'ALIVE', last heartbeat} or
 -- {'HOLDS_JOBS', job ids, comma-separated}.
-if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 0 then return {'NO_SUCH_NODE', ''} end
+if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 0 then return {OUTCOME.NO_SUCH_NODE, ''} end
 local last = redis.call('HGET', KEYS[1], 'last_heartbeat') or '0'
-if tonumber(last) >= tonumber(ARGV[2]) then return {'ALIVE', last} end
+if tonumber(last) >= tonumber(ARGV[2]) then return {OUTCOME.ALIVE, last} end
 local jobs, seen = {}, {}
 local function add(job_id)
   if not seen[job_id] then seen[job_id] = true; table.insert(jobs, job_id) end
@@ -18,8 +18,8 @@ for _, job_id in ipairs(redis.call('HVALS', KEYS[3])) do add(job_id) end  -- GPU
 for _, job_id in ipairs(redis.call('HKEYS', KEYS[4])) do add(job_id) end  -- runs it was given
 if #jobs > 0 then
   table.sort(jobs)
-  return {'HOLDS_JOBS', table.concat(jobs, ',')}
+  return {OUTCOME.HOLDS_JOBS, table.concat(jobs, ',')}
 end
 redis.call('DEL', KEYS[1], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7])
 redis.call('SREM', KEYS[2], ARGV[1])
-return {'OK', ''}
+return {OUTCOME.OK, ''}

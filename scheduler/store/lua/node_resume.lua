@@ -3,12 +3,12 @@
 -- ARGV[1] node name
 -- Returns {outcome, who had drained it}: OK, NOT_DRAINED or NO_SUCH_NODE.
 if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 0 or redis.call('EXISTS', KEYS[1]) == 0 then
-  return {'NO_SUCH_NODE', ''}
+  return {OUTCOME.NO_SUCH_NODE, ''}
 end
 local by = redis.call('HGET', KEYS[1], 'drained_by') or ''
-if by == '' then return {'NOT_DRAINED', ''} end
+if by == '' then return {OUTCOME.NOT_DRAINED, ''} end
 redis.call('HDEL', KEYS[1], 'drained_by', 'drain_reason', 'drained_at')
 -- The leader runs a cycle at once: waiting jobs may start there now.
 redis.call('LPUSH', KEYS[3], 'node')
 redis.call('LTRIM', KEYS[3], 0, 99)
-return {'OK', by}
+return {OUTCOME.OK, by}
