@@ -10,7 +10,7 @@ gets each association's GPU-seconds and billed units per day. Then each typical 
 
   last 7 days, one user       (hot store)          a month, one account (history)
   one day, everyone (history)  one day, everyone (hot store)
-  a year, one user            (hot store + history) the report over a semester (usage hash)
+  a year, one user            (hot store + history) the report over a month, a semester
 
 A query reads only the days of its range (and one user's or account's records of them), so
 its time follows what it returns, not how much is stored: the figures at 50 and at 500,000
@@ -115,6 +115,8 @@ def queries(store: Store, now: float) -> dict[str, Callable[[], Awaitable[Any]]]
         "a year, one user": lambda: store.ended_jobs(now - 366 * DAY, now, user="user7"),
         "a year, one user, FAILED only": lambda: store.ended_jobs(
             now - 366 * DAY, now, user="user7", match=lambda r: r.get("state") == "FAILED"),
+        "report over a month": lambda: store.usage_report(
+            int(now // DAY) - 30, int(now // DAY)),
         "report over a semester": lambda: store.usage_report(
             int(now // DAY) - 180, int(now // DAY)),
     }

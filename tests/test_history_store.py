@@ -192,3 +192,17 @@ async def test_a_short_report_reads_its_days_alone_and_agrees_with_a_whole_read(
     assert await store.usage_report(1010, 1011) == whole  # its own days' fields only
     assert await store.usage_report(900, 2000) == usage_rows(fields, 900, 2000)  # all
     assert await store.usage_report(2000, 2001) == []
+
+
+async def test_an_array_task_is_found_in_the_history_by_its_id(store: Store) -> None:
+    epoch = await lead(store)
+    ended = T0 - 40 * DAY
+    await store.r.hset(store.keys.job("17_5"), mapping={
+        "id": "17_5", "user": "alice", "account": "lab", "state": "SUCCEEDED", "gpus": "1",
+        "array_job": "17", "array_task": "5", "ended_at": repr(ended), "command": "[]"})
+    await store.r.zadd(store.keys.done, {"17_5": ended})
+    assert await store.expire_done(epoch, T0, KEEP, 100_000, HISTORY) == 1
+    record = await store.history_job("17_5")
+    assert record is not None and record["array_job"] == "17" and record["array_task"] == "5"
+    assert store.keys.history_where("17_5") == store.keys.history_where("17")
+    assert await store.history_job("17_6") is None

@@ -70,6 +70,11 @@ def efficiency(job: dict[str, Any], nodes: list[dict[str, Any]] | None) -> dict[
     }
 
 
+def _span(seconds: float) -> str:
+    """A duration as sacct shows it, and in seconds where that says too little."""
+    return clock(seconds) + (f" ({float(seconds):.2f} s)" if float(seconds) < 60 else "")
+
+
 def eff_lines(fig: dict[str, Any]) -> list[str]:
     where = plain(fig["node"]) if fig["node"] else "no node"
     unmeasured = ("hidden (private_data)" if fig["private"] else
@@ -86,7 +91,7 @@ def eff_lines(fig: dict[str, Any]) -> list[str]:
     else:
         used = f", {fig['time_used']:.0%} of its limit {clock(fig['time_limit_s'])}" \
             if fig["time_used"] is not None else ""
-        lines.append(f"Wall time: {clock(wall)}{used}")
+        lines.append(f"Wall time: {_span(wall)}{used}")
     if fig["gpu_seconds"] is None:
         lines.append(f"GPU time: {unmeasured if fig['private'] else '-'}")
     else:
@@ -95,14 +100,14 @@ def eff_lines(fig: dict[str, Any]) -> list[str]:
     if fig["cpu_seconds"] is None:
         lines += [f"CPU time: {unmeasured}", "CPU efficiency: n/a"]
     else:
-        lines.append(f"CPU time: {clock(fig['cpu_seconds'])} (measured on {where})")
+        lines.append(f"CPU time: {_span(fig['cpu_seconds'])} (measured on {where})")
         if fig["cpu_efficiency"] is None:
             lines.append("CPU efficiency: n/a (" + ("it never ran" if not wall else
                          "how many CPUs it had is not known") + ")")
         else:
             lines.append(f"CPU efficiency: {fig['cpu_efficiency']:.1%} of "
-                         f"{clock(wall * fig['cpus'])} core-walltime ({fig['cpus']} CPUs, "
-                         f"{fig['cpus_from']})")
+                         f"{clock(wall * fig['cpus'])} core-walltime ({fig['cpus']} "
+                         f"CPU{'s' if fig['cpus'] != 1 else ''}, {fig['cpus_from']})")
     peak = fig["memory_peak_bytes"]
     lines.append(f"Peak memory: {unmeasured}" if peak is None else
                  f"Peak memory: {size(peak)}B ({int(peak):,} bytes)")
