@@ -158,3 +158,20 @@ def test_billing_may_weigh_cpus_and_memory_beside_gpus() -> None:
     assert billing_weight(3.0, 2, 16, 65536, 0.0, 0.0) == 3.0  # GPUs only, the default
     # 2 GPUs at 3, 16 CPUs at 0.1, 64 GiB at 0.05: (6 + 1.6 + 3.2) / 2 per GPU
     assert billing_weight(3.0, 2, 16, 65536, 0.1, 0.05) == pytest.approx(5.4)
+
+
+def test_scavenger_jobs_are_preempted_until_the_jobs_cpus_are_free_too() -> None:
+    """3 GPUs and 3 CPUs wanted on a node of 4 and 4 where two scavenger jobs hold a GPU each,
+    the youngest 1 CPU and the other 3: freeing the youngest gives the GPUs, not the CPUs."""
+    young = RunningJob("s1", "v", "a", 1, "a", (0,), ends_at=9000.0, qos="scavenger",
+                       demand=Demand(cpus=1))
+    old = RunningJob("s2", "v", "a", 1, "a", (1,), ends_at=5000.0, qos="scavenger",
+                     demand=Demand(cpus=3))
+    nodes = [node("a", cpus=4, free=(2, 3), used=(4, 0))]
+    got = schedule(Snapshot(tuple(nodes), (job("1", gpus=3, cpus=3),), 1000.0, (young, old)))
+    assert [(p.node, p.victims) for p in got.preemptions] == [("a", ("s1", "s2"))]
+    plain = [NodeView("a", "A100", 4, (2, 3))]  # CPUs not counted: the youngest is enough
+    got = schedule(Snapshot(tuple(plain), (job("1", gpus=3, cpus=3),), 1000.0, (young, old)))
+    assert [(p.node, p.victims) for p in got.preemptions] == [("a", ("s1",))]
+    more = (job("1", gpus=3, cpus=5),)  # more than the node has: none is preempted for it
+    assert schedule(Snapshot(tuple(nodes), more, 1000.0, (young, old))).preemptions == []

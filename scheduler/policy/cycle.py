@@ -161,7 +161,9 @@ def decide(snapshot: Snapshot, max_estimates: int = MAX_ESTIMATES,
     wanting = [job for job in blocked if job.id not in limited and job.id not in delayed]
     decisions.preemptions = plan_preemptions(
         wanting, snapshot.nodes, {n.name: len(pool.free_on(n.name)) for n in snapshot.nodes
-                                  if n.open}, snapshot.running)
+                                  if n.open}, snapshot.running,
+        {name: (pool.cpus_free[name], pool.mem_free[name]) for name in pool.nodes}
+        if pool.counted else None)
     for plan in decisions.preemptions if explain else ():
         decisions.reasons[plan.for_job].append(Reason(
             "Preempting", f"stopping scavenger job(s) {', '.join(plan.victims)} on {plan.node} "
