@@ -11,7 +11,14 @@ import click
 from scheduler.cli.common import call, out_width, plain, print_json, print_table, usage_fail
 from scheduler.cli.eff import eff
 from scheduler.cli.errors import LabqCommand
-from scheduler.cli.histfmt import DEFAULT_FORMAT, FormatError, id_order, parse_format, table
+from scheduler.cli.histfmt import (
+    COLUMNS,
+    DEFAULT_FORMAT,
+    FormatError,
+    id_order,
+    parse_format,
+    table,
+)
 from scheduler.cli.histfmt import parsable as parsable_lines
 from scheduler.cli.histtime import WhenError, parse_when
 from scheduler.cli.report import report
@@ -73,19 +80,24 @@ def _when(option: str, text: str, now: float) -> float:
 @click.option("--name", default=None, help="jobs of these names, comma-separated")
 @click.option("--jobs", "-j", default=None, help="these job ids, comma-separated (any time)")
 @click.option("--format", "-o", "fmt", default=DEFAULT_FORMAT, show_default=True,
-              help="columns as sacct names them; NAME%N: N characters wide")
+              help="columns as sacct names them (--helpformat lists them); NAME%N: N "
+                   "characters wide")
 @click.option("--parsable", "-p", is_flag=True, help="'|'-separated, each line ending in '|'")
 @click.option("--parsable2", "-P", is_flag=True, help="'|'-separated, no '|' at the end")
 @click.option("--noheader", "-n", is_flag=True, help="no header line")
 @click.option("--json", "as_json", is_flag=True, help="the job records as JSON")
 @click.option("--limit", default=10_000, show_default=True, type=click.IntRange(1, 100_000),
               help="at most this many jobs, the latest ended")
+@click.option("--helpformat", "-e", is_flag=True, help="list the --format columns")
 def history(since: str | None, until: str | None, user: str | None, all_users: bool,
             account: str | None, state: str | None, name: str | None, jobs: str | None,
             fmt: str, parsable: bool, parsable2: bool, noheader: bool, as_json: bool,
-            limit: int) -> None:
-    """Your ended jobs, from the last 30 days' store and the 400-day history alike (sacct):
-    when they ran, how they ended, what they used. Times are local."""
+            limit: int, helpformat: bool) -> None:
+    """Your ended jobs, from the store and the 400-day history alike (sacct): when they ran,
+    how they ended, what they used. Times are local."""
+    if helpformat:
+        click.echo(" ".join(c.header for c in COLUMNS.values()))
+        return
     try:
         columns = parse_format(fmt)
     except FormatError as exc:
