@@ -13,7 +13,7 @@ import pytest
 from scheduler.cli.eff import cpus_given, efficiency
 from scheduler.cli.histfmt import clock, id_order, parsable, parse_format, size
 from scheduler.cli.histtime import WhenError, month_start, parse_when
-from scheduler.cli.report import summarize
+from scheduler.cli.report import summarize, utc_days
 
 
 @pytest.fixture(autouse=True)
@@ -132,3 +132,11 @@ def test_cpu_efficiency_is_cpu_time_over_wall_time_and_cpus() -> None:
     assert figures["cpu_efficiency"] == 0.25 and figures["time_used"] == 0.25
     assert efficiency({**job, "cpu_seconds": None}, None)["cpu_efficiency"] is None
     assert efficiency({**job, "started_at": None}, None)["wall_seconds"] is None
+
+
+def test_the_reports_plain_dates_are_utc_days_and_until_includes_its_day() -> None:
+    start, end = utc_days("2026-09-01", "2026-09-30")
+    assert start == datetime.fromisoformat("2026-09-01T00:00:00+00:00").timestamp()
+    assert end == datetime.fromisoformat("2026-09-30T23:59:59+00:00").timestamp()
+    start, _ = utc_days("2026-09-01T10:00", None)  # any other form: local, as history's
+    assert start == datetime.fromisoformat("2026-09-01T10:00:00+02:00").timestamp()

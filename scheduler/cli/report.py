@@ -4,7 +4,9 @@ range of days, from the usage the coordinator charged (the same seconds it adds 
 
 from __future__ import annotations
 
+import calendar
 import csv
+import re
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -12,12 +14,38 @@ from urllib.parse import urlencode
 
 import click
 
-from scheduler.cli.common import Col, call, out_width, print_json, print_table
+from scheduler.cli.common import Col, call, out_width, print_json, print_table, usage_fail
 from scheduler.cli.errors import LabqCommand
 from scheduler.cli.histtime import month_start
 
 if TYPE_CHECKING:
     from scheduler.cli.common import Cell
+
+
+_DATE = re.compile(r"^\s*([0-9]{4})-([0-9]{1,2})-([0-9]{1,2})\s*$")
+
+
+def utc_days(since: str | None, until: str | None) -> tuple[float, float]:
+    """The report's range: a plain date (2026-09-01) is that UTC day, as usage is kept by
+    UTC day (--until's day included); any other form as `labq history` reads it."""
+    from scheduler.cli.history import time_range
+
+    def day_of(text: str | None) -> float | None:
+        match = _DATE.match(text or "")
+        if match is None:
+            return None
+        try:
+            return float(calendar.timegm((*(int(g) for g in match.groups()), 0, 0, 0)))
+        except (ValueError, OverflowError):
+            return None
+
+    start, end = time_range(since, until, month_start())
+    first, last = day_of(since), day_of(until)
+    start = start if first is None else first
+    end = end if last is None else last + 86399
+    if start > end:
+        usage_fail("--since is after --until: give the earlier day first")
+    return start, end
 
 
 def _day(day: int) -> str:
@@ -63,9 +91,7 @@ def report(since: str | None, until: str | None, user: str | None, account: str 
            as_csv: bool, as_json: bool) -> None:
     """GPU-hours and billed GPU-hours per account and user (sreport): what was charged on
     each UTC day of the range. Under private_data, yours only unless you are an admin."""
-    from scheduler.cli.history import time_range
-
-    start, end = time_range(since, until, month_start())
+    start, end = utc_days(since, until)
     query = {"since": repr(start), "until": repr(end)}
     if user:
         query["user"] = user
