@@ -102,7 +102,10 @@ def decide(snapshot: Snapshot, max_estimates: int = MAX_ESTIMATES,
     held = _Held(snapshot)
     budget = BudgetGate(snapshot.budgets, snapshot.limits.account_chain)
     weights = _Weights(snapshot.nodes)
-    smallest_blocked: dict[str | None, int] = {}  # free GPUs only shrink within a cycle
+    # The fewest GPUs a job of a GPU type (and CPU and memory ask) found no room for: free
+    # GPUs, CPUs and memory only shrink within a cycle, and a job's CPUs and memory do not
+    # shrink with more GPUs, so a job of as many GPUs or more finds none either.
+    smallest_blocked: dict[tuple[str | None, Demand], int] = {}
     can_stop = not explain and not any(r.qos == SCAVENGER for r in snapshot.running)
     # The totals only order the queue: one job (most cycles of a cluster with GPUs to
     # spare) has nothing to be ordered against.
@@ -123,16 +126,16 @@ def decide(snapshot: Snapshot, max_estimates: int = MAX_ESTIMATES,
             blocked.append(job)
             continue
         placement: Placement | Reason | None = None
-        if job.nodes > 1 or job.gpus < smallest_blocked.get(job.gpu_type, job.gpus + 1):
+        kind = (job.gpu_type, job.demand)
+        if job.nodes > 1 or job.gpus < smallest_blocked.get(kind, job.gpus + 1):
             placement = backfill.place(job, pool)
         if isinstance(placement, Reason):  # it fits, but would delay the reserved job
             delayed[job.id] = placement
             blocked.append(job)
             continue
         if placement is None:
-            if job.nodes == 1 and not pool.counted:  # (with CPUs counted, fewer may fit)
-                smallest_blocked[job.gpu_type] = min(
-                    job.gpus, smallest_blocked.get(job.gpu_type, job.gpus))
+            if job.nodes == 1:
+                smallest_blocked[kind] = min(job.gpus, smallest_blocked.get(kind, job.gpus))
             blocked.append(job)
             if backfill.reservation is None:
                 backfill.reserve(job, pool)
