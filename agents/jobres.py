@@ -12,8 +12,13 @@ What each cgroup layout (agents.cgroups) gets:
   `cpu.cfs_period_us`, and `memory.limit_in_bytes` (with `memory.memsw.limit_in_bytes`
   equal, where swap accounting is on). The runner puts the job's first process in both
   before it execs; its children follow.
-- **none** (no writable cgroup tree): nothing is enforced; the limits are still what the
-  scheduler counted when it placed the job. The agent says so once at start.
+- **none** (no writable cgroup v2 tree: an unprivileged `labq up`, a container, a v1-only
+  node, `cgroup_root = "none"`): nothing is enforced; the limits are still what the scheduler
+  counted when it placed the job, and what the job and its Ray are told. The agent says so
+  once at start (`what_is_enforced`).
+
+On every layout the job's environment says what it was given (`job_resource_env`), and its
+cgroup directories are readable by it (never writable), so a job can read its own limits.
 
 Pure functions that decide what to write, and small classes that write it: the tests check
 both on this machine's real v1 hierarchy.
