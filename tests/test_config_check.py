@@ -102,12 +102,25 @@ def test_the_readme_example_is_ok(tmp_path: Path) -> None:
     ("[scheduler]\ndefault_account = 'root'\n", "not root"),
     ("[limits]\nmax_connections = 3\n", "at least 16"),
     ("[fairshare]\nreset = 'weekly'\n", "use none or month or semester"),
+    ("[resources]\ndef_cpus_per_gpu = -1\n", "[resources] def_cpus_per_gpu = -1"),
+    ("[resources]\ndef_mem_per_gpu = '16G'\n", "[resources] def_mem_per_gpu = '16G'"),
+    ("[billing]\ncpu = -0.5\n", "[billing] cpu = -0.5: give a number of at least 0"),
 ])
 def test_each_bad_value_is_refused(tmp_path: Path, text: str, words: str) -> None:
     path = tmp_path / "config.toml"
     path.write_text(text)
     code, lines = _check(path)
     assert code == 1 and len(lines) == 1 and words in lines[0], lines
+
+
+def test_cpus_memory_and_their_billing_load(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text("[resources]\ndef_cpus_per_gpu = 8\ndef_mem_per_gpu = 65536\n"
+                    "[billing]\ncpu = 0.1\nmem = 0.05\n")
+    assert _check(path) == (0, [f"ok: {path}"])
+    settings = Settings.load(tmp_path)
+    assert (settings.def_cpus_per_gpu, settings.def_mem_per_gpu) == (8, 65536)
+    assert (settings.billing_cpu_weight, settings.billing_mem_weight) == (0.1, 0.05)
 
 
 def test_a_missing_file_is_one_line(tmp_path: Path) -> None:
