@@ -31,7 +31,7 @@ MIB = 1 << 20
 
 
 def test_the_node_reports_its_cpus_and_memory_or_what_it_is_told(tmp_path: Path) -> None:
-    found = measure({})
+    found = measure({}, cgroup_dir=False)
     assert found.cpus == len(os.sched_getaffinity(0))
     meminfo = Path("/proc/meminfo").read_text()
     total = next(int(line.split()[1]) for line in meminfo.splitlines()
@@ -44,6 +44,21 @@ def test_the_node_reports_its_cpus_and_memory_or_what_it_is_told(tmp_path: Path)
         measure({MEMORY_ENV: "lots"})
     (tmp_path / "meminfo").write_text("nothing here\n")
     assert measure({CPUS_ENV: "1"}, str(tmp_path / "meminfo")).memory_mb == 0
+
+
+def test_the_agents_own_cgroup_limits_bound_what_it_reports(tmp_path: Path) -> None:
+    """Under systemd the jobs' groups are below the agent's own: its unit's CPUQuota and
+    MemoryMax (`cpu.max`, `memory.max` there) bound what the node offers."""
+    unbounded = measure({}, cgroup_dir=False)
+    (tmp_path / "cpu.max").write_text("150000 100000\n")  # 1.5 CPUs: 1 whole
+    (tmp_path / "memory.max").write_text(f"{512 * MIB}\n")
+    assert measure({}, cgroup_dir=tmp_path) == NodeResources(1, min(512,
+                                                                     unbounded.memory_mb))
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    (tmp_path / "memory.max").write_text("max\n")
+    assert measure({}, cgroup_dir=tmp_path) == unbounded
+    assert measure({CPUS_ENV: "6", MEMORY_ENV: "8G"}, cgroup_dir=tmp_path) == \
+        NodeResources(6, 8192)  # what the admin says wins
 
 
 @pytest.fixture(scope="module")
