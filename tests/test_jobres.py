@@ -123,3 +123,20 @@ def test_a_job_and_its_ray_are_told_its_cpus_and_memory() -> None:
     assert small == {"object_store_memory": 50 * MIB, "memory": 50 * MIB}  # half, at most
     assert job_resource_env(Resources(), None) == {}  # nothing asked or known: Ray's own
     assert dashboard({}) == "false" and dashboard({"LABQ_RAY_DASHBOARD": "1"}) == "true"
+
+
+def test_on_a_pure_v2_node_the_jobs_own_group_gets_the_limits(tmp_path: Path) -> None:
+    """What the runner writes where the job's v2 group has the cpu and memory controllers
+    (a lab's systemd nodes; this machine's v2 tree has none, so a directory stands in for the
+    group, with the files the kernel makes there)."""
+    from agents.jobres import limit_job
+
+    for name in ("cpu.max", "memory.max", "memory.swap.max"):
+        (tmp_path / name).write_text("max\n")
+    assert limit_job(tmp_path, Resources(cpus=2, memory_bytes=256 * MIB), "", "3.0") is None
+    assert (tmp_path / "cpu.max").read_text() == "200000 100000"
+    assert (tmp_path / "memory.max").read_text() == str(256 * MIB)
+    assert (tmp_path / "memory.swap.max").read_text() == "0"
+    (tmp_path / "cpu.max").write_text("max\n")
+    assert limit_job(tmp_path, Resources(), "", "3.0") is None  # nothing asked or known
+    assert (tmp_path / "cpu.max").read_text() == "max\n"
