@@ -44,7 +44,9 @@ def parse_mem(text: str, flag: str = "--mem") -> int:
 
 
 def format_mem(mib: int) -> str:
-    """MiB as a person reads it: 512M, 16G, 1.5G."""
+    """MiB as a person reads it: 512M, 16G, 1.5G, 2T."""
+    if mib >= 1 << 20 and mib % (1 << 20) == 0:
+        return f"{mib >> 20}T"
     if mib >= 1024 and mib % 1024 == 0:
         return f"{mib // 1024}G"
     if mib >= 1024:

@@ -25,7 +25,7 @@ def test_each_section_key_has_one_flat_name() -> None:
     assert set(keys) == {(section, f.name) for section, kind in SECTION_TYPES.items()
                          for f in dataclasses.fields(kind)}
     assert list(SECTIONS) == ["store", "api", "scheduler", "nodes", "fairshare", "priority",
-                              "billing", "idle", "notify", "limits", "retention"]
+                              "billing", "idle", "notify", "limits", "retention", "resources"]
     assert SECTIONS["nodes"]["timeout_s"] == "node_timeout_s"
     assert SECTIONS["retention"]["keep_s"] == "retention_s"
 

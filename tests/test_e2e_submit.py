@@ -69,13 +69,17 @@ def one_line(result: subprocess.CompletedProcess[str], code: int, *parts: str) -
 
 
 def test_an_unknown_option_is_refused_and_nothing_is_queued(stack: Stack) -> None:
-    result = labq_as(stack, "alice", "submit", "--name", "refused-mem", "--mem", "32G", "--",
+    result = labq_as(stack, "alice", "submit", "--name", "refused-ex", "--exclusive", "--",
                      "python", "train.py")
-    one_line(result, 2, "--mem", "does not limit memory")
+    one_line(result, 2, "--exclusive", "its GPUs only")
+    # an option labq has, asking what no node holds: refused by the server, naming the resource
+    result = labq_as(stack, "alice", "submit", "--name", "refused-mem", "--mem", "100T", "--",
+                     "python", "train.py")
+    one_line(result, 1, "not enough memory", "100T", "the largest node has")
     result = labq_as(stack, "alice", "submit", "--name", "refused-jn", "--job-name", "x", "--",
                      "true")
     one_line(result, 2, "--job-name", "use --name")
-    assert named(stack, "refused-mem") == [] and named(stack, "refused-jn") == []
+    assert [named(stack, n) for n in ("refused-ex", "refused-mem", "refused-jn")] == [[]] * 3
 
 
 def test_root_without_as_is_refused_at_submit(stack: Stack) -> None:
@@ -200,11 +204,11 @@ def test_new_server_a_batch_script_runs_with_its_directives_as_it_was_submitted(
     os.chmod(script, 0o644)  # not executable: its text is what runs
     result = labq_as(stack, "alice", "submit", "--hold", "e2e-job.sh", "a", "b")
     assert result.returncode == 0, result.stderr
-    assert "#SBATCH --mem=4G: labq does not limit memory yet; ignored" in result.stderr
+    assert result.stderr == ""  # every directive is one labq reads
     job_id = result.stdout.strip()
     job = stack.job(job_id)
-    assert (job["state"], job["name"], job["gpus"], job["time_limit_s"]) == (
-        "HELD", "scripted", 2, 120)
+    assert (job["state"], job["name"], job["gpus"], job["time_limit_s"], job["mem"]) == (
+        "HELD", "scripted", 2, 120, 4096)
     script.write_text(SCRIPT.replace("VERSION=1", "VERSION=2"))  # edited after submit
     assert labq_as(stack, "alice", "release", job_id).returncode == 0
     job = stack.wait_state(job_id, ENDED)

@@ -60,6 +60,7 @@ def test_what_a_job_gets_on_a_node() -> None:
     assert Demand().on(1, 4, 0, 0) == (0, 0)  # a node that reports nothing: nothing counted
     assert Demand(cpus=2).on(1, 4, 0, 0) == (2, 0)
     assert format_mem(16384) == "16G" and format_mem(1536) == "1.5G" and format_mem(512) == "512M"
+    assert format_mem(100 << 20) == "100T" and format_mem(1536 << 10) == "1536G"
     assert Demand(cpus_per_gpu=2, mem=512).describe() == "2 CPUs per GPU, 512M memory"
 
 
