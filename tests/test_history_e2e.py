@@ -128,6 +128,13 @@ def test_history_report_and_eff_before_and_after_retention(
     check_history(stack, jobs)
     check_report(stack, jobs)
     check_eff(stack, jobs["busy"], from_history=True)
+    shown = stack.labq("show", jobs["busy"]["id"])
+    assert "from the history" in shown.stdout and jobs["busy"]["workdir"] in shown.stdout
+    as_json = json.loads(stack.labq("show", "--json", jobs["busy"]["id"]).stdout)
+    assert as_json["history"] is True and as_json["command"] is None
+    assert as_json["gpu_seconds"] == jobs["busy"]["gpu_seconds"]
+    gone = stack.labq("show", "999999", check=False)
+    assert gone.returncode == 1 and gone.stderr.count("\n") == 1, gone.stderr
     kept = stack.labq_json("history", "-j", jobs["busy"]["id"])[0]
     for field in ("user", "account", "state", "gpus", "node", "started_at", "ended_at",
                   "billed", "gpu_seconds", "cpu_seconds", "memory_peak_bytes", "workdir",

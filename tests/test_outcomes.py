@@ -37,7 +37,7 @@ def test_outcomes_are_their_own_names() -> None:
 
 # Scripts whose answers are not plain outcomes (a state, a list, counts), or whose owners move
 # them to OUTCOME next.
-_RETURNS_OTHER = {"heartbeat.lua", "history_retire.lua"}
+_RETURNS_OTHER = {"heartbeat.lua"}
 
 
 def test_the_scripts_return_outcomes_python_declares() -> None:

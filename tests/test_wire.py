@@ -44,3 +44,19 @@ def test_openapi_uses_the_wire_schemas() -> None:
     jsonschema.validate(SubmitRequest(command=["true"]).to_json(), schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"command": "true"}, schema)
+
+
+def test_the_openapi_document_lists_every_route_the_api_serves() -> None:
+    from pathlib import Path
+    from typing import Any
+
+    from scheduler.config import Settings
+    from scheduler.server.api import Api
+
+    store: Any = None  # the routes are made without touching the store
+    app = Api(store, Settings(Path("/nonexistent")), lambda: None).app()
+    served = {(route.method.lower(), route.resource.canonical)
+              for route in app.router.routes()
+              if route.resource is not None and route.method != "HEAD"}
+    documented = {(method, path) for path, ops in OPENAPI["paths"].items() for method in ops}
+    assert served - {("get", "/openapi.json")} == documented

@@ -114,6 +114,22 @@ def call(method: str, path: str, body: Any = None) -> Any:
         fail(str(exc))
 
 
+def job_anywhere(job_id: str) -> dict[str, Any]:
+    """One job as `GET /v1/jobs/{id}` shows it, or, once it has left the hot store, as its
+    history keeps it (`GET /v1/history/{id}`: `history` true, what the history does not keep
+    null). Neither: the first answer's error, one line, exit 1."""
+    from urllib.parse import quote
+
+    api = client()
+    try:
+        return dict(api.request("GET", f"/v1/jobs/{quote(job_id, safe='')}"))
+    except ClientError as first:
+        try:
+            return dict(api.request("GET", f"/v1/history/{quote(job_id, safe='')}"))
+        except ClientError:
+            fail(str(first))
+
+
 # Control and formatting characters (ESC of terminal codes, bidi overrides, zero-width ones),
 # line and paragraph separators, lone surrogates: shown as escapes, never sent to the terminal.
 _HIDDEN = ("Cc", "Cf", "Zl", "Zp", "Cs")

@@ -9,25 +9,9 @@ from urllib.parse import quote
 
 import click
 
-from scheduler.cli.common import call, client, fail, plain, print_json
+from scheduler.cli.common import call, plain, print_json
 from scheduler.cli.errors import LabqCommand
 from scheduler.cli.histfmt import clock, elapsed, size
-
-
-def job_or_history(job_id: str) -> dict[str, Any]:
-    """One job as `GET /v1/jobs/{id}` shows it, or, once it has left the hot store, as its
-    history keeps it (`GET /v1/history/{id}`: `history` true, what the history does not keep
-    null). Neither: the first answer's error, one line, exit 1."""
-    from scheduler.client import ClientError
-
-    api = client()
-    try:
-        return dict(api.request("GET", f"/v1/jobs/{quote(job_id, safe='')}"))
-    except ClientError as first:
-        try:
-            return dict(api.request("GET", f"/v1/history/{quote(job_id, safe='')}"))
-        except ClientError:
-            fail(str(first))
 
 
 def cpus_given(job: dict[str, Any], nodes: list[dict[str, Any]] | None) -> tuple[int | None,

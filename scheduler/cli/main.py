@@ -20,6 +20,7 @@ from scheduler.cli.common import (
     fail,
     fit_columns,
     fitted_table,
+    job_anywhere,
     out_width,
     plain,
     print_budgets,
@@ -137,8 +138,9 @@ def queue(show_all: bool, user: str | None, states: str | None, job_ids: str | N
 @click.argument("job_id")
 @click.option("--json", "as_json", is_flag=True)
 def show(job_id: str, as_json: bool) -> None:
-    """Everything about one job: its files, times, deadline, costs and why it waits."""
-    job = call("GET", f"/v1/jobs/{job_id}")
+    """Everything about one job: its files, times, deadline, costs and why it waits (a job
+    that has left the store: what its history record keeps, for 400 days)."""
+    job = job_anywhere(job_id)
     if as_json:
         print_json(job)
         return

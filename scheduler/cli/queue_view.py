@@ -377,7 +377,12 @@ def _costs(job: Job) -> list[tuple[str, str]]:
 
 def show_lines(job: Job, now: float) -> list[tuple[str, str]]:
     """`labq show`'s (label, value) lines: durations and costs in words, times local, the
-    output and error files, the deadline of a running job, why a waiting one waits."""
+    output and error files, the deadline of a running job, why a waiting one waits; of a job
+    read from the history, what the history keeps."""
+    if job.get("history"):  # it left the hot store: no command, script or output paths kept
+        kept = [("history", "from the history: its command, environment, script and output "
+                            "file are not kept"), ("workdir", plain(job.get("workdir")))]
+        return [*_identity(job), *kept, *_times(job, now), *_costs(job)]
     rows = [*_identity(job), *_files(job), *_times(job, now), *_costs(job)]
     for reason in job.get("reasons") or [] if job["state"] in WAITING else []:
         rows.append(("waiting", f"{plain(reason['code'])}: {plain(reason['detail'])}"))

@@ -21,7 +21,8 @@ _DRAIN = {"type": "object", "required": ["reason"],
 
 def _query(*names: str) -> list[dict[str, Any]]:
     kinds = {"all": {"enum": ["0", "1"]}, "done": {"enum": ["0", "1"]},
-             "limit": {"type": "integer"}, "offset": {"type": "integer"}}
+             "limit": {"type": "integer"}, "offset": {"type": "integer"},
+             "since": {"type": "number"}, "until": {"type": "number"}}
     return [{"name": n, "in": "query", "required": False,
              "schema": kinds.get(n, {"type": "string"})} for n in names]
 
@@ -107,6 +108,21 @@ OPENAPI: dict[str, Any] = {
                                  params=_query("user", "account", "all"))},
         "/v1/priority": {"get": _op("Pending jobs' priority factors (?job=ID | ?all=1)",
                                     params=_query("job", "all"))},
+        "/v1/history": {"get": _op(
+            "Ended jobs from ?since= to ?until= (Unix seconds; default the last 7 days), from "
+            "the hot store and the per-day history: the caller's own unless ?all=1 or ?user=; "
+            "?account=, ?state=, ?name= (comma lists); the latest ?limit= (default 10,000), "
+            "newest first; answers {since, until, complete, jobs}",
+            params=_query("since", "until", "user", "account", "state", "name", "all",
+                          "limit"))},
+        "/v1/history/{id}": {"get": _op(
+            "One job wherever it is kept: as GET /v1/jobs/{id} shows it, or from the history "
+            "(`history` true; its command, environment, script and output paths null)",
+            params=[_JOB_ID])},
+        "/v1/report": {"get": _op(
+            "GPU-seconds and billed units per account and user charged on the UTC days from "
+            "?since= to ?until= (default the last 7 days), of ?user= and ?account=",
+            params=_query("since", "until", "user", "account"))},
         "/v1/accounts": {"get": _op("The account tree, users and budgets in force")},
         "/v1/admin/accounts": {"post": _op("Admins: change accounts, users or budgets",
                                            body=_ADMIN)},

@@ -20,6 +20,7 @@ from scheduler.config import Settings
 from scheduler.model import lua_lifecycle, lua_table
 from scheduler.store.keys import Keys
 from scheduler.store.outcome import Outcome, StoreError, read_secret
+from scheduler.store.records import HISTORY_FIELDS
 
 log = logging.getLogger(__name__)
 ID_BLOCK = 256
@@ -44,11 +45,13 @@ CLIENT_OPTIONS: dict[str, Any] = {
 def load_script_text(name: str) -> str:
     """A script as the store runs it: the declarations generated from scheduler.model and the
     outcomes from `Outcome` (`OUTCOME.<name>`: a script returns only what Python declares),
-    the shared helpers (`_common.lua`), then the script."""
+    the fields a history record keeps (`HISTORY_FIELDS`), the shared helpers (`_common.lua`),
+    then the script."""
     folder = resources.files("scheduler.store") / "lua"
     common = (folder / "_common.lua").read_text()
     outcomes = lua_table("OUTCOME", [o.value for o in Outcome], "scheduler.store.outcome")
-    return (lua_lifecycle() + outcomes + "\n" + common + "\n"
+    fields = "local HISTORY_FIELDS = {" + ", ".join(f"'{f}'" for f in HISTORY_FIELDS) + "}"
+    return (lua_lifecycle() + outcomes + "\n" + fields + "\n" + common + "\n"
             + (folder / f"{name}.lua").read_text())
 
 

@@ -12,16 +12,9 @@ import json
 from collections.abc import Callable, Sequence
 
 from scheduler.store.core import StoreCore
-from scheduler.store.records import id_key
+from scheduler.store.records import HISTORY_FIELDS, id_key
 
 DAY = 86400
-# What a compact history record keeps (history_retire.lua keeps the same; `cpus` where the
-# job has them): what `labq history`, `labq eff` and `labq show` of an old job need.
-HISTORY_FIELDS = ("id", "user", "account", "state", "reason", "exit_code", "name", "gpus",
-                  "nodes", "node", "parts", "gpu_indices", "gpu_type", "qos", "submitted_at",
-                  "started_at", "ended_at", "time_limit_s", "billed", "gpu_seconds",
-                  "cpu_seconds", "memory_peak_bytes", "array_job", "array_task", "workdir",
-                  "restarts", "cpus", "cpus_per_gpu")
 DAYS_PER_ROUND = 8  # history days read per round trip (a busy day is ~1,400 records)
 INDEXED_DAYS_PER_ROUND = 64  # as many for one user or account (a few records a day)
 HOT_CHUNK = 2000  # job hashes per read_fields script (as jobstore.READ_CHUNK)

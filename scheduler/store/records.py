@@ -7,6 +7,15 @@ from collections.abc import Sequence
 
 from scheduler.model import GpuInfo, Job, JobSpec, Node, NodeState
 
+# What a compact history record keeps (given to history_retire.lua as `HISTORY_FIELDS`, so the
+# script and the readers name the same fields): what `labq history`, `labq eff` and `labq show`
+# of an old job need; never its command, environment or script.
+HISTORY_FIELDS = ("id", "user", "account", "state", "reason", "exit_code", "name", "gpus",
+                  "nodes", "node", "parts", "gpu_indices", "gpu_type", "qos", "submitted_at",
+                  "started_at", "ended_at", "time_limit_s", "billed", "gpu_seconds",
+                  "cpu_seconds", "memory_peak_bytes", "array_job", "array_task", "workdir",
+                  "restarts", "cpus", "cpus_per_gpu", "mem", "mem_per_gpu")
+
 
 def nodes_from(rows: Sequence[dict[str, str]]) -> list[Node]:
     """Nodes from (node hash, alloc hash) pairs, as `nodes` reads them."""

@@ -7,7 +7,7 @@
 -- KEYS[1] epoch  KEYS[2] done zset  KEYS[3] stored-jobs hash (the user's count goes down)
 -- then per job, 3 keys: its job hash, its day's history hash, its legacy log key
 -- ARGV[1] epoch  then per job, 3 values: job id, its done score, the history hash's expire-at
--- Returns how many jobs left the done zset, or 'STALE_EPOCH'.
+-- Returns how many jobs left the done zset, or OUTCOME.STALE_EPOCH.
 if not fenced(KEYS[1], ARGV[1]) then return OUTCOME.STALE_EPOCH end
 local fields = {'id', 'user', 'account', 'state', 'gpus', 'gpu_type', 'qos', 'node',
   'gpu_indices', 'submitted_at', 'started_at', 'ended_at', 'billed', 'gpu_seconds', 'exit_code',

@@ -12,12 +12,9 @@
 -- user set, its day's account set, its id -> day index bucket
 -- ARGV[1] epoch  then per job, 6 values: job id, its done score, the history keys' expire-at,
 -- its user and account as the caller read them, its unix day
--- Returns how many jobs left the done zset, or 'STALE_EPOCH'.
-if not fenced(KEYS[1], ARGV[1]) then return 'STALE_EPOCH' end
-local fields = {'id', 'user', 'account', 'state', 'reason', 'exit_code', 'name', 'gpus', 'nodes',
-  'node', 'parts', 'gpu_indices', 'gpu_type', 'qos', 'submitted_at', 'started_at', 'ended_at',
-  'time_limit_s', 'billed', 'gpu_seconds', 'cpu_seconds', 'memory_peak_bytes', 'array_job',
-  'array_task', 'workdir', 'restarts', 'cpus', 'cpus_per_gpu'}
+-- Returns how many jobs left the done zset, or OUTCOME.STALE_EPOCH.
+if not fenced(KEYS[1], ARGV[1]) then return OUTCOME.STALE_EPOCH end
+local fields = HISTORY_FIELDS  -- generated from scheduler.store.records
 local function expire_at_least(key, at)
   local now_at = redis.call('EXPIRETIME', key)
   if now_at < 0 or now_at < tonumber(at) then redis.call('EXPIREAT', key, at) end
