@@ -20,7 +20,8 @@ from scheduler.model import TERMINAL_STATES, Job
 from scheduler.server.http import ApiError, int_query, job_id_of
 from scheduler.server.identity import Caller
 from scheduler.store import Store
-from scheduler.store.historyread import DAY, HISTORY_FIELDS, Record
+from scheduler.store.historyread import DAY, Record
+from scheduler.store.records import HISTORY_FIELDS
 
 DEFAULT_RANGE_S = 7 * DAY  # no ?since=: the last 7 days (`labq history`'s default too)
 HISTORY_LIMIT = 10_000  # jobs per answer unless ?limit= asks otherwise
