@@ -206,33 +206,24 @@ class JobSpec:
         return self.gpus // max(1, self.nodes)
 
 
-# What a user asks for: a Job carries each of these as a field of its own, of the same name
-# (a test holds the two classes to it), so `Job.spec` and `Job.from_spec` copy them by name.
+# What a user asks for: a Job is its JobSpec and more (a subclass), so `Job.spec` and
+# `Job.from_spec` copy these by name.
 REQUEST_FIELDS = tuple(JobSpec.__dataclass_fields__)
 
 # Job hash fields that hold JSON rather than plain strings.
 _JSON_FIELDS = ("command", "env", "gpu_indices", "reasons", "gpu_idle_since", "parts")
 
 
-@dataclass
-class Job:
-    """A job as stored. Times are Unix seconds; `None` where not reached yet."""
+@dataclass(kw_only=True)
+class Job(JobSpec):
+    """A job as stored: its request (the `JobSpec` it is, field for field, declared once there)
+    and what became of it. Times are Unix seconds; `None` where not reached yet. (`dependency`
+    is what is still to be met; `gpus` counts every node's: fair share, caps, budgets and
+    charges count these.)"""
 
     id: str
-    user: str
-    account: str
     state: JobState
-    gpus: int  # in all, on all its nodes (fair share, caps, budgets and charges count these)
-    command: list[str]
     submitted_at: float
-    time_limit_s: int
-    gpu_type: str | None = None
-    qos: str = "normal"
-    name: str = ""
-    workdir: str = "/"
-    env: dict[str, str] = field(default_factory=dict)
-    requeue: bool = False
-    submitter: str = ""
     node: str | None = None
     gpu_indices: list[int] = field(default_factory=list)
     started_at: float | None = None
@@ -253,31 +244,14 @@ class Job:
     # GPU index -> since when its utilization has stayed below the idle threshold (running jobs)
     gpu_idle_since: dict[int, float] = field(default_factory=dict)
     idle_notified: bool = False  # the owner was told its GPUs are idle (this idle spell)
-    output: str = ""  # output file pattern as submitted (see scheduler.noderun.output_path)
-    error: str = ""  # stderr file pattern as submitted ("" = with the output)
-    script: str = ""  # the batch script captured at submit ("" = `command` is the command)
-    submit_dir: str = ""  # where `labq submit` ran
-    dependency: str = ""  # the --dependency expression still to be met ("" = none)
-    array_job: str = ""  # a task of an array: the array's id ("17" for task "17_5")
-    array_task: int | None = None  # a task of an array: its index
     starting_at: float | None = None  # when its GPUs were allocated (it became STARTING)
     stop_requested_at: float | None = None  # when labq or a person asked it to stop
-    nodes: int = 1  # how many nodes it runs on, each with `gpus_per_node` of its GPUs
-    notify: str = ""  # --notify: events (begin, end, fail, ...) told to the admin's command
-    cpus: int = 0  # CPUs on each node (0: not asked; see JobSpec)
-    cpus_per_gpu: int = 0  # CPUs per GPU (0: not asked)
-    mem: int = 0  # MiB on each node (0: not asked)
-    mem_per_gpu: int = 0  # MiB per GPU (0: not asked)
     # What the node measured of its last run (the job's cgroup), None where it could not:
     cpu_seconds: float | None = None  # CPU time, user + system, of every process of the job
     memory_peak_bytes: int | None = None  # the most memory the job held at once
     # A multi-node job holding GPUs: [[node, [GPU indices]], ...], by rank (the head node,
     # which is `node` with `gpu_indices`, first). Empty for a job of one node.
     parts: list[list[Any]] = field(default_factory=list)
-
-    @property
-    def gpus_per_node(self) -> int:
-        return self.gpus // max(1, self.nodes)
 
     @property
     def demand(self) -> Demand:  # CPUs and memory as asked, per node (scheduler.resources)

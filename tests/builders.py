@@ -93,5 +93,7 @@ async def usage_totals(store: Store) -> dict[str, dict[str, dict[str, float]]]:
 async def start_job(store: Store, epoch: int, job_id: str, node: str, indices: list[int],
                     weight: float, now: float) -> str:
     """`Store.start` for a job known by id (a missing one is refused as not pending)."""
-    job = await store.get_job(job_id) or Job(job_id, "", "", JobState.FAILED, 0, [], 0.0, 0)
+    job = await store.get_job(job_id) or Job(
+        id=job_id, user="", account="", state=JobState.FAILED, gpus=0, command=[], submitted_at=0.0,
+        time_limit_s=0)
     return await store.start(epoch, job, node, indices, weight, now)

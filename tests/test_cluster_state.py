@@ -15,7 +15,8 @@ pytestmark = pytest.mark.unit
 
 
 def job(job_id: str) -> Job:
-    return Job(job_id, "ann", "lab", JobState.RUNNING, 1, ["true"], 0.0, 60)
+    return Job(id=job_id, user="ann", account="lab", state=JobState.RUNNING, gpus=1,
+               command=["true"], submitted_at=0.0, time_limit_s=60)
 
 
 def state() -> ClusterState:

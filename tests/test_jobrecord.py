@@ -1,4 +1,4 @@
-"""The job-record family: a Job carries its JobSpec (the request) field for field, and gives
+"""The job-record family: a Job is its JobSpec (the request, declared once) and more, and gives
 it back; a new job is made from a spec by name, not by a hand-written copy."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ SPEC = JobSpec(user="alice", account="lab", command=["python", "x.py"], gpus=4,
 
 
 def test_every_request_field_is_a_job_field_of_the_same_type() -> None:
+    assert issubclass(Job, JobSpec)  # the request fields are declared once, on JobSpec
     job_types = {f.name: f.type for f in fields(Job)}
     for field in fields(JobSpec):
         assert field.name in job_types, field.name

@@ -22,8 +22,10 @@ T0 = 1_000_000.0
 
 
 def job(started: float | None = None) -> Job:
-    return Job("7", "alice", "lab", JobState.RUNNING if started else JobState.STARTING, 4,
-               ["true"], T0 - 60, 3600, node="a", gpu_indices=[0, 1], nodes=2,
+    return Job(id="7", user="alice", account="lab",
+               state=JobState.RUNNING if started else JobState.STARTING, gpus=4,
+               command=["true"], submitted_at=T0 - 60, time_limit_s=3600, node="a",
+               gpu_indices=[0, 1], nodes=2,
                parts=[["a", [0, 1]], ["b", [2, 3]]], started_at=started, starting_at=T0 - 5)
 
 
