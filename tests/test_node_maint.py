@@ -2,10 +2,12 @@
 new jobs off a node while its jobs run on, outlives heartbeats (an agent restart is one), shows
 DRAINING then DRAINED, and is named in waiting jobs' reasons; resume lifts it; remove forgets
 a retired node unless its agent still reports or it holds jobs, and a node that reports again
-joins again."""
+joins again. A drain is kept in the drains hash, never in the node hash its agent writes (see
+test_drain_security)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from scheduler.config import Settings
@@ -27,6 +29,9 @@ async def test_a_drain_outlives_heartbeats_and_shows_draining_then_drained(store
     job_id = await started(store, epoch, [0])
     drained = await store.drain_node("n1", "root", "disk swap", T0 + 1)
     assert (drained.outcome, drained.gpus_allocated) == (Outcome.OK, 1)
+    assert json.loads(await store.r.hget(store.keys.drains, "n1")) == {
+        "by": "root", "reason": "disk swap", "at": T0 + 1}
+    assert not await store.r.hexists(store.keys.node("n1"), "drained_by")
     shown = await shown_node(store, "n1")
     assert (shown["shown_state"], shown["drained_by"], shown["drain_reason"],
             shown["drained_at"]) == ("DRAINING", "root", "disk swap", T0 + 1)
@@ -49,7 +54,32 @@ async def test_a_drain_outlives_heartbeats_and_shows_draining_then_drained(store
     shown = await shown_node(store, "n1")
     assert (shown["shown_state"], shown["drained_by"], shown["drain_reason"],
             shown["drained_at"]) == ("UP", "", "", None)
+    assert await store.r.hgetall(store.keys.drains) == {}
     assert (await store.resume_node("n1")).outcome == Outcome.NOT_DRAINED
+
+
+async def test_drained_fields_an_earlier_version_left_in_the_node_hash_are_ignored(
+        store: Store) -> None:
+    """An earlier labq kept a drain in the node hash, where the node's agent may write: such
+    fields drain nothing (shown UP, a job starts there) and drain, resume and remove delete
+    them."""
+    legacy = {"drained_by": "root", "drain_reason": "old", "drained_at": T0}
+    epoch = await lead(store)
+    await store.heartbeat(report("n1", gpus=2), now=T0)
+    await store.r.hset(store.keys.node("n1"), mapping=legacy)
+    shown = await shown_node(store, "n1")
+    assert (shown["shown_state"], shown["drained_by"], shown["drained_at"]) == ("UP", "", None)
+    job_id = await started(store, epoch, [0], now=T0 + 1)
+    assert (await job_of(store, job_id)).node == "n1"
+    assert (await store.drain_node("n1", "alice", "new PSU", T0 + 2)).outcome == Outcome.OK
+    assert await store.r.hmget(store.keys.node("n1"), *legacy) == [None] * 3
+    await store.r.hset(store.keys.node("n1"), mapping=legacy)
+    resumed = await store.resume_node("n1")
+    assert (resumed.outcome, resumed.drained_by) == (Outcome.OK, "alice")
+    assert await store.r.hmget(store.keys.node("n1"), *legacy) == [None] * 3
+    await store.r.hset(store.keys.node("n1"), mapping=legacy)
+    assert (await store.resume_node("n1")).outcome == Outcome.NOT_DRAINED
+    assert await store.r.hmget(store.keys.node("n1"), *legacy) == [None] * 3
 
 
 async def test_unknown_nodes_are_refused_and_nothing_is_made(store: Store) -> None:
@@ -74,8 +104,10 @@ async def test_remove_refuses_a_reporting_agent_and_held_jobs_then_forgets_the_n
     assert await store.finish(epoch, await job_of(store, job_id), JobState.FAILED, None,
                               "NodeLost", T0 + 2) == "OK"
     await store.drain_node("n1", "root", "retired", T0 + 2)
+    await store.drain_node("n2", "root", "kept", T0 + 2)
     assert (await store.remove_node("n1", cutoff=T0 + 1)).outcome == Outcome.OK
     assert [n.name for n in await store.nodes()] == ["n2"]
+    assert list(await store.r.hgetall(store.keys.drains)) == ["n2"]  # its drain went with it
     for key in (store.keys.node("n1"), store.keys.node_alloc("n1"), store.keys.node_runs("n1"),
                 store.keys.node_stops("n1"), store.keys.node_status("n1"),
                 store.keys.node_wake("n1")):

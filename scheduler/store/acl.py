@@ -10,7 +10,9 @@ the few commands its code and scripts use; outside them, only what its scripts m
 in a selector of its own: SADD to `{p}nodes` (heartbeat.lua), LPUSH and LTRIM to the
 coordinator's wake list `{p}wake` (report_runs.lua). Everything else (a job, the usage, another
 node) is NOPERM. A node's liveness is the heartbeat time in its own hash, so no agent can keep
-another node alive.
+another node alive. An admin's drain of a node is not in the node's hash (its agent writes
+that) but in the drains hash `{p}drains`, which no agent pattern matches: a node can neither
+lift its drain nor forge one.
 """
 
 from __future__ import annotations

@@ -121,7 +121,7 @@ class JobStore(ArrayStore, RetentionStore):
         keys = [
             self.keys.job(job.id), self.keys.waiting, self.keys.active, self.keys.node(node),
             self.keys.node_alloc(node), self.keys.epoch, self.keys.stats,
-            self.keys.node_runs(node), self.keys.node_wake(node),
+            self.keys.node_runs(node), self.keys.node_wake(node), self.keys.drains,
         ]
         bounds = ",".join(f"{b:g}" for b in WAIT_BUCKETS)
         # The record names its node (`%N` in output patterns is the node's name); an array's

@@ -19,13 +19,20 @@ Every key labq uses is built here and passed to scripts in KEYS, never built ins
                                          requeue): the leader forgets its cached copy
     {p}submit:{token}           string   ids made by one submit request (idempotent retries)
     {p}nodes                    set      node names ever seen
-    {p}node:{name}              hash     node state and its last heartbeat report
+    {p}node:{name}              hash     node state and its last heartbeat report, written by
+                                         the node's agent (heartbeat.lua); any drained_by,
+                                         drain_reason, drained_at an earlier labq kept here are
+                                         never read (drains below)
     {p}node:{name}:alloc        hash     gpu index -> job id holding it
     {p}node:{name}:runs         hash     job id -> start record JSON (noderun.StartRecord)
     {p}node:{name}:stops        hash     job id -> stop request (CANCELLED, TIMEOUT, PREEMPTED)
     {p}node:{name}:status       hash     job id -> RunStatus JSON, written by the node's agent
     {p}node:{name}:wake         list     pushed when runs/stops change: the agent BLPOPs it
     {p}wake                     list     pushed by agents when a status changes: the leader BLPOPs
+    {p}drains                   hash     node name -> an admin's drain JSON {"by", "reason", "at"}
+                                         (node maintenance): coordinator-only, out of every
+                                         agent's ACL patterns, so no node lifts or forges its
+                                         own drain
     {p}usage                    hash     user:{u}:billed, user:{u}:gpu_s, account:{a}:... totals;
                                          decayed:{a}|{u}, decayed_t:{a}|{u}, half_life_s;
                                          day:{unix day}:{a}|{u} billed that UTC day,
@@ -33,7 +40,10 @@ Every key labq uses is built here and passed to scripts in KEYS, never built ins
     {p}stats                    hash     persisted metric counters (see metrics_families):
                                          admissions|{a}, preemptions|{a}, evictions|{a}|{reason},
                                          wait|{a}|{le} (admission wait histogram bucket, not
-                                         cumulative; le = bound or +Inf), wait_sum|{a}
+                                         cumulative; le = bound or +Inf), wait_sum|{a},
+                                         ended|{state}|{code}|{a} (jobs ended, by terminal state
+                                         and the reason's first word), waiting|{u} (the user's
+                                         waiting jobs, for the pending cap)
     {p}history:{day}            hash     job id -> compact JSON record of a finished job that
                                          left the hot store (retention), by the UTC day it
                                          ended (unix day); expires retention_history_s later
@@ -137,6 +147,10 @@ class Keys:
     @property
     def wake(self) -> str:
         return f"{self.prefix}wake"
+
+    @property
+    def drains(self) -> str:
+        return f"{self.prefix}drains"
 
     @property
     def usage(self) -> str:

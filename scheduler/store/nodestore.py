@@ -74,6 +74,8 @@ class NodeStore(StoreCore):
         return NodeState(await self._run("heartbeat", keys, args))
 
     async def nodes(self) -> list[Node]:
+        """Every node, with its allocations and its drain (read from the drains hash only,
+        never from the node hash its agent writes: see `records.nodes_from`)."""
         names = sorted(await self.r.smembers(self.keys.nodes))
         if not names:
             return []
@@ -81,8 +83,9 @@ class NodeStore(StoreCore):
             for name in names:
                 pipe.hgetall(self.keys.node(name))
                 pipe.hgetall(self.keys.node_alloc(name))
-            rows = await pipe.execute()
-        return nodes_from(rows)
+            pipe.hgetall(self.keys.drains)
+            *rows, drains = await pipe.execute()
+        return nodes_from(rows, drains, names)
 
     async def node_down(self, epoch: int, name: str, cutoff: float) -> Outcome:
         keys = [self.keys.node(name), self.keys.epoch]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from scheduler.model import GpuInfo, Job, JobSpec, Node, NodeState
 
@@ -17,25 +17,48 @@ HISTORY_FIELDS = ("id", "user", "account", "state", "reason", "exit_code", "name
                   "restarts", "cpus", "cpus_per_gpu", "mem", "mem_per_gpu")
 
 
-def nodes_from(rows: Sequence[dict[str, str]]) -> list[Node]:
-    """Nodes from (node hash, alloc hash) pairs, as `nodes` reads them."""
+def nodes_from(rows: Sequence[dict[str, str]], drains: Mapping[str, str] | None = None,
+               names: Sequence[str] | None = None) -> list[Node]:
+    """Nodes from (node hash, alloc hash) pairs, as `nodes` reads them, with their drains from
+    the drains hash (`keys.drains`: node name -> drain JSON; None: no drain read). `names`:
+    each pair's node, as the nodes set names it (the key it was read from). The node hash is
+    its agent's to write, so it never says the node's drain: drained_by, drain_reason and
+    drained_at fields an earlier labq kept there are ignored; with `names`, its `name` field
+    decides neither which node it is nor whose drain applies."""
     result = []
-    for raw, alloc in zip(rows[0::2], rows[1::2], strict=True):
+    pairs = zip(rows[0::2], rows[1::2], strict=True)
+    for i, (raw, alloc) in enumerate(pairs):
         if not raw:
             continue
+        name = names[i] if names is not None else raw["name"]
+        text = (drains or {}).get(name)
+        by, reason, at = drain_of(text) if text is not None else ("", "", None)
         result.append(Node(
-            name=raw["name"], state=NodeState(raw.get("state", "DOWN")),
+            name=name, state=NodeState(raw.get("state", "DOWN")),
             gpus_total=int(raw.get("gpus_total") or 0), gpu_model=raw.get("gpu_model", ""),
             last_heartbeat=float(raw.get("last_heartbeat") or 0),
             gpus=[GpuInfo.from_dict(g) for g in json.loads(raw.get("gpus") or "[]")],
             allocations={int(k): v for k, v in alloc.items()},
             simulated=bool(raw.get("simulated")), hostname=raw.get("hostname", ""),
-            address=raw.get("address", ""), drained_by=raw.get("drained_by", ""),
-            drain_reason=raw.get("drain_reason", ""),
-            drained_at=float(raw["drained_at"]) if raw.get("drained_at") else None,
+            address=raw.get("address", ""), drained_by=by, drain_reason=reason, drained_at=at,
             cpus=int(raw.get("cpus") or 0), memory_mb=int(raw.get("memory_mb") or 0),
         ))
     return result
+
+
+def drain_of(text: str) -> tuple[str, str, float | None]:
+    """(who, why, since when) of a drain, from its JSON in the drains hash. The entry is the
+    drain: one that cannot be read is still one (the start script refuses the node whatever
+    it holds), by "unknown"."""
+    try:
+        drain = json.loads(text)
+    except ValueError:
+        drain = None
+    if not isinstance(drain, dict):
+        drain = {}
+    at = drain.get("at")
+    return (str(drain.get("by") or "") or "unknown", str(drain.get("reason") or ""),
+            float(at) if isinstance(at, int | float) and not isinstance(at, bool) else None)
 
 
 def parse_decayed(raw: dict[str, str], now: float) -> dict[tuple[str, str], float]:

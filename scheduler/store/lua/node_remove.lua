@@ -1,9 +1,9 @@
 -- An admin removes a retired node: it leaves the cluster (`labq nodes`, /metrics, alerts).
 -- Refused while its agent still reports (it would join again at once: stop the agent first)
 -- and while it holds jobs (drain it and let them end, or cancel them). A removed node whose
--- agent reports again later joins again, as a new node (not drained).
+-- agent reports again later joins again, as a new node (not drained: its drain goes too).
 -- KEYS[1] node hash  KEYS[2] nodes set  KEYS[3] alloc hash  KEYS[4] runs hash
--- KEYS[5] stops hash  KEYS[6] status hash  KEYS[7] the node's wake list
+-- KEYS[5] stops hash  KEYS[6] status hash  KEYS[7] the node's wake list  KEYS[8] drains hash
 -- ARGV[1] node name  ARGV[2] cutoff: a heartbeat at or after it is an agent still reporting
 -- Returns {outcome, detail}: {'OK', ''}, {'NO_SUCH_NODE', ''}, {'ALIVE', last heartbeat} or
 -- {'HOLDS_JOBS', job ids, comma-separated}.
@@ -20,6 +20,8 @@ if #jobs > 0 then
   table.sort(jobs)
   return {OUTCOME.HOLDS_JOBS, table.concat(jobs, ',')}
 end
+-- (DEL of the node hash takes any drained_* fields an earlier labq kept there, too.)
 redis.call('DEL', KEYS[1], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7])
+redis.call('HDEL', KEYS[8], ARGV[1])
 redis.call('SREM', KEYS[2], ARGV[1])
 return {OUTCOME.OK, ''}

@@ -1,16 +1,17 @@
 -- PENDING (or budget-HELD) -> STARTING: allocate exactly the given GPU indices of a node to a job.
 -- KEYS[1] job hash  KEYS[2] waiting zset  KEYS[3] active set  KEYS[4] node hash
 -- KEYS[5] node alloc hash  KEYS[6] epoch  KEYS[7] stats hash  KEYS[8] node runs hash
--- KEYS[9] node wake list
+-- KEYS[9] node wake list  KEYS[10] drains hash (an admin's drains, by node name)
 -- ARGV[1] epoch  ARGV[2] job id  ARGV[3] node name  ARGV[4] indices (JSON list)
 -- ARGV[5] now  ARGV[6] billing weight of the node's GPU model
 -- ARGV[7] admission wait histogram bounds in seconds, ascending, comma-separated
 -- ARGV[8] the start record for the node's agent (noderun.StartRecord JSON): written in the same
 -- step as the allocation, so a job is never STARTING without its node being told.
 -- A job of K nodes: ARGV[9] its parts as JSON ([[node, [indices]], ...], head first; '' for one
--- node), and for each other node, by rank, 4 more KEYS (node hash, alloc hash, runs hash,
--- wake list) and 3 more ARGV (node name, indices JSON, its start record): all K nodes are
--- checked, then allocated and told, in this one step (NOT_DISTINCT: a node named twice).
+-- node), and for each other node, by rank, 4 more KEYS after KEYS[10] (node hash, alloc hash,
+-- runs hash, wake list) and 3 more ARGV (node name, indices JSON, its start record): all K
+-- nodes are checked, then allocated and told, in this one step (NOT_DISTINCT: a node named
+-- twice).
 -- It waits no more (waiting|{user}, see add_waiting).
 -- Counts the admission (admissions|{account}) and its wait since the submit or the last
 -- requeue (wait|{account}|{le} for the first bound >= the wait, else +Inf; wait_sum|{account}).
@@ -24,9 +25,9 @@ if not (is_waiting(current[1]) and (current[1] == STATE.PENDING or (current[2] o
 end
 -- Each node: {node hash, alloc hash, runs hash, wake list, name, indices JSON, record}.
 local nodes = {{KEYS[4], KEYS[5], KEYS[8], KEYS[9], ARGV[3], ARGV[4], ARGV[8]}}
-local others = (#KEYS - 9) / 4
+local others = (#KEYS - 10) / 4
 for i = 1, others do
-  local k, a = 9 + (i - 1) * 4, 9 + (i - 1) * 3
+  local k, a = 10 + (i - 1) * 4, 9 + (i - 1) * 3
   nodes[#nodes + 1] = {KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], ARGV[a + 1],
     ARGV[a + 2], ARGV[a + 3]}
 end
@@ -37,8 +38,12 @@ local names = {}
 for _, n in ipairs(nodes) do
   if names[n[5]] then return OUTCOME.NOT_DISTINCT end
   names[n[5]] = true
-  local up = redis.call('HMGET', n[1], 'state', 'drained_by')
-  if up[1] ~= NODE.UP or (up[2] or '') ~= '' then return OUTCOME.NODE_NOT_UP end  -- down or drained
+  -- Down, or an admin drained it: the drains hash says so, never the node hash (its agent
+  -- writes that one; drained_* fields an earlier labq left there are not read).
+  local state = redis.call('HGET', n[1], 'state')
+  if state ~= NODE.UP or redis.call('HEXISTS', KEYS[10], n[5]) == 1 then
+    return OUTCOME.NODE_NOT_UP
+  end
   local total = tonumber(redis.call('HGET', n[1], 'gpus_total') or '0')
   local indices = cjson.decode(n[6])
   if #indices ~= per then return OUTCOME.WRONG_COUNT end
