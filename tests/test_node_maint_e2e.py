@@ -1,9 +1,10 @@
 """End to end, on a real `labq up --simulate 2x1`: an admin drains a node while a job runs
 there; the job runs to its end, the node shows DRAINING then DRAINED with who and why (in
 `labq nodes` and /metrics), a new job does not start there and says so; a user who is not an
-admin cannot drain; resume lets the job start there; a node whose agent still reports cannot
-be removed, and once its agent is stopped `labq admin node remove` drops it from `labq nodes`
-and /metrics, until its agent reports again and it joins again."""
+admin cannot drain, nor can the drained node's own agent login lift the drain; resume lets the
+job start there; a node whose agent still reports cannot be removed, and once its agent is
+stopped `labq admin node remove` drops it from `labq nodes` and /metrics, until its agent
+reports again and it joins again."""
 
 from __future__ import annotations
 
@@ -14,7 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
+from scheduler.store import read_secret
+from scheduler.store.acl import agent_user
 from tests.e2e_stack import Stack
 
 pytestmark = pytest.mark.e2e
@@ -85,6 +89,19 @@ def test_drain_resume_and_remove_a_node(stack: Stack) -> None:
     assert f'labq_node_state{{node="{drained}",state="DRAINED"}} 1.0' in metrics
     assert f'labq_node_drained{{drained_by="labq-e2e",node="{drained}"}} 1.0' in metrics
     assert f'labq_node_up{{node="{drained}"}} 1.0' in metrics  # its agent still reports
+
+    # The node's agent login (what whoever holds its password there has) cannot lift the
+    # drain: the node hash is its own, but the drain is not kept there.
+    agent = redis.Redis(unix_socket_path=str(stack.home / "valkey" / "valkey.sock"),
+                        username=agent_user(drained), decode_responses=True,
+                        password=read_secret(stack.home / "secrets" / f"agent-{drained}.pass"))
+    try:
+        agent.hdel(f"labq:node:{drained}", "drained_by", "drain_reason", "drained_at")
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            agent.hdel("labq:drains", drained)
+    finally:
+        agent.close()
+    assert shown(stack, drained) == "DRAINED"
 
     # A new job waits rather than go to the drained (free) node, and says why.
     late = stack.submit("--", "sleep", "300")
