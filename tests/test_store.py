@@ -10,7 +10,7 @@ import redis.exceptions
 
 from scheduler.model import GpuProcess, JobState, NodeReport, NodeState
 from scheduler.noderun import RunStatus
-from scheduler.store import Store
+from scheduler.store import Outcome, Store
 from tests.builders import (
     A100,
     T0,
@@ -170,8 +170,7 @@ async def test_start_refused_on_node_that_is_down_or_drained(store: Store, drain
     if not drained:
         assert await store.node_down(epoch, "n1", cutoff=T0 + 1) == "DOWN"
     else:  # up, but an admin drained it after the cycle read it
-        await store.r.hset(store.keys.node("n1"), mapping={"drained_by": "root",
-                                                            "drain_reason": "disk"})
+        assert (await store.drain_node("n1", "root", "disk", T0)).outcome == Outcome.OK
     job_id = await submit_one(store)
     assert await start_job(store, epoch, job_id, "n1", [0], 1.0, T0) == "NODE_NOT_UP"
     assert (await job_of(store, job_id)).state is JobState.PENDING
@@ -672,9 +671,7 @@ async def test_node_down_only_when_heartbeat_is_older_than_cutoff(store: Store) 
 
 async def test_heartbeat_keeps_a_drained_node_drained(store: Store) -> None:
     await store.heartbeat(report("n1"), now=T0)
-    await store.r.hset(store.keys.node("n1"), mapping={"drained_by": "root",
-                                                        "drain_reason": "disk swap",
-                                                        "drained_at": T0 + 1})
+    assert (await store.drain_node("n1", "root", "disk swap", T0 + 1)).outcome == Outcome.OK
     assert await store.heartbeat(report("n1"), now=T0 + 2) == "UP"
     node = (await store.nodes())[0]
     assert node.state is NodeState.UP and node.drained and node.shown_state == "DRAINED"

@@ -55,7 +55,9 @@ class Store(JobStore, NodeStore, NodeMaintStore, AccountStore, LeaderStore):
             pipe.get(self.keys.accounts_version)
             pipe.hgetall(self.keys.budgets)
             pipe.hgetall(self.keys.usage)
-            names, active, accounts, users, version, budgets, usage = await pipe.execute()
+            pipe.hgetall(self.keys.drains)
+            (names, active, accounts, users, version, budgets, usage,
+             drains) = await pipe.execute()
         names, active = sorted(names), sorted(active, key=id_key)
         async with self.r.pipeline(transaction=False) as pipe:
             for name in names:
@@ -66,8 +68,8 @@ class Store(JobStore, NodeStore, NodeMaintStore, AccountStore, LeaderStore):
             rows = await pipe.execute()
         split = 2 * len(names)
         jobs = [Job.from_fields(raw) for raw in rows[split:] if raw]
-        return (nodes_from(rows[:split]), Accounts.from_raw(accounts, users, int(version or 0),
-                                                             budgets), jobs, dict(usage))
+        accounts_now = Accounts.from_raw(accounts, users, int(version or 0), budgets)
+        return nodes_from(rows[:split], drains, names), accounts_now, jobs, dict(usage)
 
     # ---------------------------------------------------------------- the server
 
