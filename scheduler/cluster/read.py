@@ -147,5 +147,4 @@ def limits_of(accounts: Accounts) -> Limits:
                    if u.max_running_gpus is not None},
         account_gpus={a.name: a.max_running_gpus for a in accounts.accounts.values()
                       if a.max_running_gpus is not None},
-        account_parent={a.name: a.parent for a in accounts.accounts.values()},
     )

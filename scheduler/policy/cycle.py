@@ -4,7 +4,7 @@ waits."""
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -16,7 +16,7 @@ from scheduler.policy.fairshare import FairShareTable
 from scheduler.policy.placement import FreePool, Part, Placement, fits_type, type_matches
 from scheduler.policy.preemption import SCAVENGER, Preemption, plan_preemptions
 from scheduler.policy.ranking import ordered
-from scheduler.policy.snapshot import NodeView, PendingJob, Snapshot
+from scheduler.policy.snapshot import NodeView, PendingJob, ShareInputs, Snapshot
 from scheduler.resources import Demand, format_mem
 
 
@@ -99,17 +99,18 @@ def decide(snapshot: Snapshot, max_estimates: int = MAX_ESTIMATES,
     blocked: list[PendingJob] = []
     limited: dict[str, Reason] = {}
     delayed: dict[str, Reason] = {}
-    held = _Held(snapshot)
-    budget = BudgetGate(snapshot.budgets, snapshot.limits.account_chain)
+    # The totals only order the queue: one job (most cycles of a cluster with GPUs to
+    # spare) has nothing to be ordered against.
+    engine = fairshare or (snapshot.shares.engine if snapshot.shares else None) or FairShare()
+    covering = engine.tree(snapshot.shares or ShareInputs()).covering  # caps' and budgets'
+    held = _Held(snapshot, covering)
+    budget = BudgetGate(snapshot.budgets, covering)
     weights = _Weights(snapshot.nodes)
     # The fewest GPUs a job of a GPU type (and CPU and memory ask) found no room for: free
     # GPUs, CPUs and memory only shrink within a cycle, and a job's CPUs and memory do not
     # shrink with more GPUs, so a job of as many GPUs or more finds none either.
     smallest_blocked: dict[tuple[str | None, Demand], int] = {}
     can_stop = not explain and not any(r.qos == SCAVENGER for r in snapshot.running)
-    # The totals only order the queue: one job (most cycles of a cluster with GPUs to
-    # spare) has nothing to be ordered against.
-    engine = fairshare or (snapshot.shares.engine if snapshot.shares else None) or FairShare()
     ranking = engine.rank(snapshot)
     totals, within = (ranking.totals, ranking.within) if len(snapshot.pending) > 1 else ({}, None)
     decisions.fairshare = ranking.table
@@ -221,8 +222,9 @@ def _reasons(
 class _Held:
     """GPUs held per user and per account (with its ancestors), against their caps."""
 
-    def __init__(self, snapshot: Snapshot) -> None:
+    def __init__(self, snapshot: Snapshot, covering: Callable[[str], list[str]]) -> None:
         self.limits = snapshot.limits
+        self.covering = covering  # the account, its ancestors and root: whose caps count
         self.capped = bool(self.limits.user_gpus or self.limits.account_gpus)
         self.user: dict[str, int] = {}
         self.account: dict[str, int] = {}
@@ -233,7 +235,7 @@ class _Held:
         if not self.capped:  # nothing to hold against: no need to count
             return
         self.user[user] = self.user.get(user, 0) + gpus
-        for name in self.limits.account_chain(account):
+        for name in self.covering(account):
             self.account[name] = self.account.get(name, 0) + gpus
 
     def add(self, job: PendingJob) -> None:
@@ -246,7 +248,7 @@ class _Held:
         if cap is not None and self.user.get(job.user, 0) + job.gpus > cap:
             return Reason("UserGpuLimit", f"{job.user} may hold {cap} GPUs at once and holds "
                                           f"{self.user.get(job.user, 0)}")
-        for name in self.limits.account_chain(job.account):
+        for name in self.covering(job.account):
             cap = self.limits.account_gpus.get(name)
             if cap is not None and self.account.get(name, 0) + job.gpus > cap:
                 return Reason("AccountGpuLimit", f"account {name} may hold {cap} GPUs at once "

@@ -66,6 +66,7 @@ class AccountTree:
         for key in users:
             self.child_users.setdefault(key[0], []).append(key)
         self.chains: dict[str, list[str]] = {name: self._walk(name) for name in [*shares, ROOT]}
+        self._covering: dict[str, list[str]] = {}
         self._extra = tuple(extra)
         self._grown: tuple[frozenset[Key], AccountTree] | None = None
 
@@ -86,6 +87,16 @@ class AccountTree:
         if account not in self.chains:
             self.chains[account] = self._walk(account)
         return self.chains[account]
+
+    def covering(self, account: str) -> list[str]:
+        """Whose GPU caps and budgets cover a job of `account`: the account, its ancestors and
+        root, nearest first (an account the tree does not know: itself, then root)."""
+        if account == ROOT:
+            return [ROOT]
+        covers = self._covering.get(account)
+        if covers is None:
+            covers = self._covering[account] = [*(self.chain(account) or [account]), ROOT]
+        return covers
 
     def _walk(self, account: str) -> list[str]:
         out = []

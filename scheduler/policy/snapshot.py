@@ -122,27 +122,11 @@ class RunningJob:
 
 @dataclass(frozen=True)
 class Limits:
-    """Caps on GPUs held at once. An account's cap covers its sub-accounts' jobs too."""
+    """Caps on GPUs held at once. An account's cap covers its sub-accounts' jobs too: which
+    accounts are above which is the share inputs' account tree (`AccountTree.covering`)."""
 
     user_gpus: Mapping[str, int] = field(default_factory=dict)
     account_gpus: Mapping[str, int] = field(default_factory=dict)
-    account_parent: Mapping[str, str] = field(default_factory=dict)
-
-    def account_chain(self, account: str) -> list[str]:
-        """The account and its ancestors, nearest first (stops at the root or a loop)."""
-        cache: dict[str, list[str]] = self.__dict__.setdefault("_chains", {})
-        if account not in cache:
-            cache[account] = self._walk(account)
-        return cache[account]
-
-    def _walk(self, account: str) -> list[str]:
-        chain, seen = [], set()
-        walk: str | None = account
-        while walk and walk not in seen:
-            chain.append(walk)
-            seen.add(walk)
-            walk = self.account_parent.get(walk)
-        return chain
 
 
 @dataclass(frozen=True)
