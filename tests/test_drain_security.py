@@ -174,3 +174,19 @@ def test_no_agent_key_pattern_matches_the_drains_hash(node: str, prefix: str) ->
     patterns = re.findall(r"(?:^|[\s(])%?[RW]*~([^\s)]+)", rules)
     assert keys.node(node) in patterns and keys.wake in patterns  # the patterns were found
     assert not [p for p in patterns if fnmatchcase(keys.drains, p)], patterns
+
+
+async def test_a_node_hash_its_agent_garbled_is_that_node_down_not_an_error_for_all(
+        store: Store, agent: Agent) -> None:
+    """A hostile or broken agent writes junk into its own node hash (it may): the cluster read
+    shows that node DOWN with nothing to offer, and every other node as before."""
+    await store.heartbeat(report(agent.node), now=T0)
+    await store.heartbeat(report("other"), now=T0)
+    for field, junk in (("state", "BOGUS"), ("gpus", "{not json"), ("gpus_total", "many")):
+        await agent.store.r.hset(store.keys.node(agent.node), field, junk)
+        garbled = await node_of(store, agent.node)
+        assert (garbled.state, garbled.gpus_total) == (NodeState.DOWN, 0), field
+        assert (await node_of(store, "other")).state is NodeState.UP
+        assert {n.name for n in (await store.cluster_reads())[0]} >= {agent.node, "other"}
+        await store.heartbeat(report(agent.node), now=T0)  # its next report mends it
+        assert (await node_of(store, agent.node)).state is NodeState.UP

@@ -30,20 +30,35 @@ def nodes_from(rows: Sequence[dict[str, str]], drains: Mapping[str, str] | None 
     for i, (raw, alloc) in enumerate(pairs):
         if not raw:
             continue
-        name = names[i] if names is not None else raw["name"]
+        name = names[i] if names is not None else raw.get("name", "")
         text = (drains or {}).get(name)
         by, reason, at = drain_of(text) if text is not None else ("", "", None)
-        result.append(Node(
-            name=name, state=NodeState(raw.get("state", "DOWN")),
-            gpus_total=int(raw.get("gpus_total") or 0), gpu_model=raw.get("gpu_model", ""),
-            last_heartbeat=float(raw.get("last_heartbeat") or 0),
-            gpus=[GpuInfo.from_dict(g) for g in json.loads(raw.get("gpus") or "[]")],
-            allocations={int(k): v for k, v in alloc.items()},
-            simulated=bool(raw.get("simulated")), hostname=raw.get("hostname", ""),
-            address=raw.get("address", ""), drained_by=by, drain_reason=reason, drained_at=at,
-            cpus=int(raw.get("cpus") or 0), memory_mb=int(raw.get("memory_mb") or 0),
-        ))
+        try:
+            node = Node(
+                name=name, state=NodeState(raw.get("state", "DOWN")),
+                gpus_total=int(raw.get("gpus_total") or 0), gpu_model=raw.get("gpu_model", ""),
+                last_heartbeat=float(raw.get("last_heartbeat") or 0),
+                gpus=[GpuInfo.from_dict(g) for g in json.loads(raw.get("gpus") or "[]")],
+                allocations={int(k): v for k, v in alloc.items()},
+                simulated=bool(raw.get("simulated")), hostname=raw.get("hostname", ""),
+                address=raw.get("address", ""), drained_by=by, drain_reason=reason,
+                drained_at=at, cpus=int(raw.get("cpus") or 0),
+                memory_mb=int(raw.get("memory_mb") or 0),
+            )
+        except (ValueError, TypeError, KeyError, AttributeError):
+            # The node hash is its agent's to write: one that cannot be read (a broken or
+            # hostile agent) is that node DOWN with nothing to offer, never an error that
+            # stops the cycle, `labq nodes` and /metrics for the whole cluster.
+            node = Node(name=name, state=NodeState.DOWN, gpus_total=0, gpu_model="",
+                        last_heartbeat=0.0, gpus=[], allocations=_allocations(alloc),
+                        drained_by=by, drain_reason=reason, drained_at=at)
+        result.append(node)
     return result
+
+
+def _allocations(alloc: dict[str, str]) -> dict[int, str]:
+    """The GPU index -> job id pairs of an allocation hash that can be read."""
+    return {int(k): v for k, v in alloc.items() if k.isdigit()}
 
 
 def drain_of(text: str) -> tuple[str, str, float | None]:

@@ -4,8 +4,8 @@
 -- ARGV[6] simulated ('1'/'')  ARGV[7] hostname  ARGV[8] address (IP its peers reach it at)
 -- ARGV[9] CPUs jobs may use  ARGV[10] memory in MiB (both '0' or absent: not reported)
 -- Returns the node state after the heartbeat.
-local state = redis.call('HGET', KEYS[1], 'state')
-if not state or state == NODE.DOWN then state = NODE.UP end
+-- (A node that reports is UP: whatever was there before, DOWN or a value nobody declared.)
+local state = NODE.UP
 redis.call('HSET', KEYS[1], 'name', ARGV[1], 'state', state, 'last_heartbeat', ARGV[2],
   'gpus_total', ARGV[3], 'gpu_model', ARGV[4], 'gpus', ARGV[5], 'simulated', ARGV[6],
   'hostname', ARGV[7], 'address', ARGV[8] or '', 'cpus', ARGV[9] or '0',
