@@ -5,6 +5,7 @@ said so and submits go on. Real valkey-server processes of the test's own."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import pytest
@@ -28,9 +29,11 @@ async def test_an_acknowledged_submit_is_fsynced_and_survives_kill_9(
         durable_valkey: Valkey) -> None:
     store = Store.from_url(durable_valkey.url)
     try:
-        ids = [await submit_one(store) for _ in range(5)]
-        assert await store.durable()  # WAITAOF: fsynced on the store's disk
-        durable_valkey.stop()  # kill -9, no shutdown save
+        # at once, on as many pooled connections: each submit waits (WAITAOF) on the
+        # connection that wrote it, so each is fsynced when acknowledged
+        ids = await asyncio.gather(*(submit_one(store) for _ in range(200)))
+        assert store.on_disk is True
+        durable_valkey.stop()  # kill -9 at once, no shutdown save
         durable_valkey.start()  # the same directory: it reloads its append-only file
         for job_id in ids:
             assert (await job_of(store, job_id)).state == JobState.PENDING
@@ -39,6 +42,52 @@ async def test_an_acknowledged_submit_is_fsynced_and_survives_kill_9(
 
 
 async def test_a_store_without_an_append_only_file_is_not_waited_for(store: Store) -> None:
+    assert store.on_disk is None  # not asked yet
     job_id = await submit_one(store)  # (the session's store has appendonly no)
-    assert await store.durable() is False
+    assert store.on_disk is False
     assert (await job_of(store, job_id)).state == JobState.PENDING
+
+
+async def test_each_submit_waits_for_the_disk_on_the_connection_that_wrote_it(
+        durable_valkey: Valkey) -> None:
+    """WAITAOF counts the writes of the connection that asks. With concurrent submits from one
+    pool, a WAITAOF sent on its own could go out on another connection and answer at once,
+    before the submit's own write is fsynced (kill -9 keeps such writes in the page cache; a
+    power cut does not). The store's MONITOR shows which connection sent what: every submit
+    script is followed, on its own connection, by its WAITAOF."""
+    import threading
+
+    import redis
+
+    seen: list[tuple[str, str]] = []  # (client, command)
+    watcher = redis.Redis.from_url(durable_valkey.url, decode_responses=True)
+    ready = threading.Event()
+
+    def watch() -> None:
+        with watcher.monitor() as monitor:
+            ready.set()
+            for record in monitor.listen():
+                name = str(record.get("command", "")).split(" ")[0].upper()
+                if name in ("EVALSHA", "WAITAOF", "QUIT"):
+                    seen.append((f"{record['client_address']}:{record['client_port']}", name))
+                if len(seen) >= 2 * 40:
+                    return
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    ready.wait(5)
+    store = Store.from_url(durable_valkey.url)
+    try:
+        await asyncio.gather(*(submit_one(store) for _ in range(40)))
+    finally:
+        await store.close()
+    thread.join(10)
+    pending: dict[str, int] = {}  # client -> submit scripts not yet followed by a WAITAOF
+    for client, name in seen:
+        if name == "EVALSHA":
+            pending[client] = pending.get(client, 0) + 1
+        else:
+            assert pending.get(client, 0) == 1, (client, seen)
+            pending[client] = 0
+    assert sum(pending.values()) == 0 and len(seen) == 80
+    assert len({client for client, _ in seen}) > 1  # the submits did use several connections

@@ -56,8 +56,10 @@ async def test_a_failover_loses_no_acknowledged_submit_and_moves_the_epoch_on(
     epoch = await store.lease("coordinator-1", 5000)
     assert epoch == 1
     assert await store.lease("coordinator-1", 5000) == 1  # renewed, same primary
-    ids = [await submit_one(store) for _ in range(20)]
-    assert await store.replicate() == 1  # the replica has everything written so far
+    replica = replicated.client(next(n for n in replicated.ports if n != replicated.primary))
+    ids = await asyncio.gather(*(submit_one(store) for _ in range(20)))  # on several connections
+    # each acknowledged only once the replica had it (WAIT on the connection that wrote it)
+    assert all(replica.exists(store.keys.job(job_id)) for job_id in ids)
 
     took = replicated.kill_primary()
     # the client asks the Sentinels again and goes on with the new primary (a call made

@@ -76,14 +76,22 @@ class ExactCut(DrfViews):
         found: list[PendingJob] = []
         for key, n in shown.items():
             q, limits = self.classes[key], self.limits[key]
+            per_node = key[2] // key[4]
             if (n >= len(q) or started.get(key, 0) >= n or limits[0] > window
-                    or key[2] // key[4] > room):
+                    or per_node > room):
                 continue
             fitting = bisect.bisect_right(limits, window)
-            if fitting <= sum(1 for i in range(n) if q[i][1].time_limit <= window):
+            fitting -= sum(1 for i in range(n) if q[i][1].time_limit <= window)
+            if fitting <= 0:
                 continue
-            deeper = [item for item in itertools.islice(q, n, None)
-                      if item[1].time_limit <= window]
+            # Walked in class order, each that starts takes its GPUs per node on a reserved
+            # node (it found no room outside the reservation): no more than those nodes' free
+            # GPUs hold can start, and the jobs after them find no room.
+            wanted = min(fitting, sum(len(self.free[name]) // per_node
+                                      for name, _ in reservation.parts))
+            deeper = list(itertools.islice(
+                (item for item in itertools.islice(q, n, None) if item[1].time_limit <= window),
+                wanted))
             if self.policy.drf:
                 found += self._drf_jobs(key[0], [job for _, job, _ in deeper])
             else:

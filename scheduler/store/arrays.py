@@ -86,7 +86,8 @@ class ArrayStore(StoreCore):
                 self.keys.arrays_all, self.keys.stored, self.keys.stats]
         args = [ttl_s, array_id, json.dumps(record), len(spec.indices), pending_cap]
         try:
-            return [str(x) for x in await self._run("submit_array", keys, args)]
+            # acknowledged only once on disk, and on a replica if there is one (as a submit)
+            return [str(x) for x in await self._run_durably("submit_array", keys, args)]
         except redis_errors.ResponseError as exc:
             raise pending_cap_refusal(exc) or exc from None
 

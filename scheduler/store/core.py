@@ -33,6 +33,7 @@ SOCKET_TIMEOUT_S = 5.0
 CONNECT_TIMEOUT_S = 2.0
 RETRIES = 2
 REPLICA_WAIT_MS = 1000  # how long a write that must survive a failover waits for a replica
+POOL_CONNECTIONS = 128  # connections one process holds to the store at most
 CLIENT_OPTIONS: dict[str, Any] = {
     "socket_timeout": SOCKET_TIMEOUT_S,
     "socket_connect_timeout": CONNECT_TIMEOUT_S,
@@ -93,8 +94,12 @@ class StoreCore:
             client = sentinel.master_for(master, decode_responses=True, db=db, **auth,
                                          **CLIENT_OPTIONS)
         else:
-            client = aioredis.Redis.from_url(url, decode_responses=True, **auth,
-                                             **CLIENT_OPTIONS)
+            # More callers at once than POOL_CONNECTIONS (a burst of submits through an API
+            # that takes thousands of connections) wait their turn instead of failing.
+            pool = aioredis.BlockingConnectionPool.from_url(
+                url, decode_responses=True, max_connections=POOL_CONNECTIONS,
+                timeout=SOCKET_TIMEOUT_S, **auth, **CLIENT_OPTIONS)
+            client = aioredis.Redis.from_pool(pool)
         made = cls(client, Keys(prefix))
         made.replicated = bool(sentinels)
         return made
@@ -129,37 +134,49 @@ class StoreCore:
         except redis_errors.ConnectionError as exc:
             raise StoreError(f"cannot reach the store: {exc}") from None
 
-    async def durable(self) -> bool:
-        """Wait (at most REPLICA_WAIT_MS) until every write made so far on this connection is
-        on the store's disk (WAITAOF: its append-only file fsynced), so an acknowledged
-        submission survives kill -9 of the store and a power cut, whatever `appendfsync` says.
-        False where the store keeps no append-only file (nothing to wait for: said once in
-        the log, once) or is older than Valkey 8 / Redis 7.2."""
-        if self._aof is False:
-            return False
-        try:
-            local, _ = await self.r.execute_command("WAITAOF", 1, 0, REPLICA_WAIT_MS)
-        except redis_errors.ResponseError as exc:
-            self._aof = False  # appendonly off, or no WAITAOF: an acknowledgement is in memory
-            log.warning("the store cannot say a write is on its disk (%s): an acknowledged "
-                        "submission survives a restart of the store only as its snapshots "
-                        "allow; set appendonly yes (deploy/valkey/labq.conf)", exc)
-            return False
-        self._aof = True
-        return bool(local)
-
-    async def replicate(self) -> int:
-        """On a replicated store, wait (at most REPLICA_WAIT_MS) until a replica has every
-        write made so far on this connection's primary: an acknowledged submit or a new epoch
-        then survives the primary's loss. Returns how many replicas have it (0 on a store of
-        one: nothing to wait for). Asynchronous replication can lose what was not waited for:
-        see README, "Store failover"."""
-        if not self.replicated:
-            return 0
-        return int(await self.r.execute_command("WAIT", 1, REPLICA_WAIT_MS))
-
     async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         return await self._scripts[name](keys=list(keys), args=list(args))
+
+    async def _run_durably(self, name: str, keys: Sequence[str], args: Sequence[Any],
+                           disk: bool = True) -> Any:
+        """Run a script, then wait (at most REPLICA_WAIT_MS each) until its writes are on the
+        store's disk (WAITAOF: its append-only file fsynced) and, on a replicated store, on a
+        replica (WAIT), so what the caller acknowledges survives kill -9 of the store, a power
+        cut, whatever `appendfsync` says, and the primary's loss. WAITAOF and WAIT count the
+        writes of the connection that asks, so all three go in one pipeline: one connection
+        and one round trip (from the pool, a separate call could wait on another connection
+        and return at once). A store with no append-only file (or older than Valkey 8 /
+        Redis 7.2) has nothing to wait for: said in the log once. Asynchronous replication
+        can lose what was not waited for: see README, "Store failover". `disk=False`: the
+        replica only (a lease renewal, each few seconds, need not wait for the disk)."""
+        async with self.r.pipeline(transaction=False) as pipe:
+            await self._scripts[name](keys=list(keys), args=list(args), client=pipe)
+            aof = disk and self._aof is not False
+            if aof:
+                pipe.execute_command("WAITAOF", 1, 0, REPLICA_WAIT_MS)
+            if self.replicated:
+                pipe.execute_command("WAIT", 1, REPLICA_WAIT_MS)
+            replies = await pipe.execute(raise_on_error=False)
+        if isinstance(replies[0], Exception):
+            raise replies[0]
+        if aof:
+            self._aof_answered(replies[1])
+        return replies[0]
+
+    @property
+    def on_disk(self) -> bool | None:
+        """Whether the store says an acknowledged submit is on its disk (WAITAOF answered);
+        False: it keeps no append-only file; None: no submit asked yet."""
+        return self._aof
+
+    def _aof_answered(self, reply: Any) -> None:
+        if not isinstance(reply, redis_errors.ResponseError):
+            self._aof = True
+            return
+        self._aof = False  # appendonly off, or no WAITAOF: an acknowledgement is in memory
+        log.warning("the store cannot say a write is on its disk (%s): an acknowledged "
+                    "submission survives a restart of the store only as its snapshots allow; "
+                    "set appendonly yes (deploy/valkey/labq.conf)", reply)
 
     async def _next_ids(self, count: int) -> list[str]:
         """Job ids, reserved from Redis in blocks so a submit costs one round trip."""

@@ -70,13 +70,10 @@ class JobStore(ArrayStore, RetentionStore):
             keys.append(self.keys.job(job_id))
             args += [job_id, now, json.dumps(job.to_fields())]
         keys += [self.keys.stored, self.keys.stats]
-        try:
-            result = [str(x) for x in await self._run("submit", keys, args)]
+        try:  # acknowledged only once on disk, and on a replica if there is one
+            result = [str(x) for x in await self._run_durably("submit", keys, args)]
         except redis_errors.ResponseError as exc:
             raise pending_cap_refusal(exc) or exc from None
-        # acknowledged only once it is on disk, and on a replica if there is one
-        await self.durable()
-        await self.replicate()
         if created is not None and result == ids:
             created += jobs
         return result

@@ -22,10 +22,11 @@ class LeaderStore(StoreCore):
         if self.replicated:
             primary = str((await self.r.info("server")).get("run_id", ""))
             fresh, self._primary = ("1" if primary != self._primary else ""), primary
-        epoch = int(await self._run("lease", [self.keys.leader, self.keys.epoch],
-                                    [holder, ttl_ms, fresh]))
-        if epoch and epoch != self._leased:
-            await self.replicate()
+        keys, args = [self.keys.leader, self.keys.epoch], [holder, ttl_ms, fresh]
+        if self.replicated:  # a new epoch (any call may take one) is on a replica when answered
+            epoch = int(await self._run_durably("lease", keys, args, disk=False))
+        else:
+            epoch = int(await self._run("lease", keys, args))
         self._leased = epoch
         return epoch
 
