@@ -341,7 +341,7 @@ def test_a_job_no_node_could_ever_hold_is_refused_naming_the_resource() -> None:
     with pytest.raises(InputError) as caught:
         build_spec(body(cpus_per_gpu=8, gpus=8), "alice", nodes, settings())
     assert str(caught.value) == ("not enough CPUs: the job asks for 64 CPUs on a node; the "
-                                 "largest node has 32")
+                                 "largest node has 32 CPUs")
     with pytest.raises(InputError, match="not enough CPUs"):  # 2 nodes of 24 CPUs: only b
         build_spec(body(cpus=24, nodes=2), "alice", nodes, settings())
     assert build_spec(body(cpus=32, mem="128G"), "alice", nodes, settings()).cpus == 32

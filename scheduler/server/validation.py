@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from scheduler.config import Settings, gpu_family, gpu_type_matches
@@ -244,22 +244,19 @@ def _check_demand_fits(demand: Demand, gpus: int, gpu_type: str | None, nodes: S
     report theirs): it would wait for ever. Names the resource that is short."""
     typed = [n for n in nodes if n.gpus_total >= gpus
              and (gpu_type is None or gpu_type_matches(gpu_type, n.gpu_model))]
-    cpu_nodes = [n for n in typed if n.cpus]
-    if cpu_nodes:
-        need = [demand.on(gpus, n.gpus_total, n.cpus, n.memory_mb)[0] for n in cpu_nodes]
-        most = max(n.cpus for n in cpu_nodes)
-        if sum(1 for n, k in zip(cpu_nodes, need, strict=True) if k <= n.cpus) < min(
-                count, len(cpu_nodes)):
-            raise InputError(f"not enough CPUs: the job asks for {min(need)} CPUs on a node; "
-                             f"the largest node{_of(gpu_type)} has {most}")
-    mem_nodes = [n for n in typed if n.memory_mb]
-    if mem_nodes:
-        need = [demand.on(gpus, n.gpus_total, n.cpus, n.memory_mb)[1] for n in mem_nodes]
-        most = max(n.memory_mb for n in mem_nodes)
-        if sum(1 for n, k in zip(mem_nodes, need, strict=True) if k <= n.memory_mb) < min(
-                count, len(mem_nodes)):
-            raise InputError(f"not enough memory: the job asks for {format_mem(min(need))} on "
-                             f"a node; the largest node{_of(gpu_type)} has {format_mem(most)}")
+    shown: tuple[tuple[str, Callable[[int], str]], ...] = (
+        ("CPUs", lambda cpus: f"{cpus} CPUs"), ("memory", format_mem))
+    for which, (resource, show) in enumerate(shown):  # 0: CPUs, 1: memory (MiB)
+        reporting = [(n, (n.cpus, n.memory_mb)[which]) for n in typed]
+        reporting = [(n, has) for n, has in reporting if has]
+        if not reporting:
+            continue
+        need = [demand.on(gpus, n.gpus_total, n.cpus, n.memory_mb)[which] for n, _ in reporting]
+        if sum(1 for (_, has), k in zip(reporting, need, strict=True) if k <= has) < min(
+                count, len(reporting)):
+            most = max(has for _, has in reporting)
+            raise InputError(f"not enough {resource}: the job asks for {show(min(need))} on a "
+                             f"node; the largest node{_of(gpu_type)} has {show(most)}")
 
 
 def _of(gpu_type: str | None) -> str:

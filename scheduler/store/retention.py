@@ -16,8 +16,7 @@ USAGE_SCAN = 5000  # usage hash fields per HSCAN step or HMGET
 class RetentionStore(HistoryReads):
     """Part of the jobs role (`JobStore`): ended jobs leave for the per-day history."""
 
-    # expire_done: the script before the history kept indexes (no longer run; see README)
-    SCRIPTS: tuple[str, ...] = ("expire_done", "history_retire")
+    SCRIPTS: tuple[str, ...] = ("history_retire",)
 
     async def expire_done(self, epoch: int, now: float, keep_s: float, keep_jobs: int,
                           history_s: float, batch: int = RETENTION_BATCH) -> int:
