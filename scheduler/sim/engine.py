@@ -141,6 +141,8 @@ class _Replay(ExactCut):
         self.left = {j.id: min(j.duration, float(j.time_limit)) for j in fits}  # run time left
         self.classes: dict[ClassKey, deque[_Queued]] = {}
         self.limits: dict[ClassKey, list[int]] = {}  # each class's time limits, sorted
+        self.user_classes: dict[tuple[str, str], list[ClassKey]] = {}  # each user's classes
+        self.node_index = {name: i for i, name in enumerate(self.names)}
         self.n_pending = 0
         self.sizes: dict[int, int] = {}  # classes queued per GPU count
         self.running: dict[str, tuple[RunningJob, float]] = {}  # id -> (view, start)
@@ -178,9 +180,6 @@ class _Replay(ExactCut):
         self.class_order = _by_limit if policy.algorithm == FAIR_NOW else _by_submit
         self.cut = not show_all  # False: every waiting job in every snapshot (slow)
         self.exact = exact  # False: fair now's cut unchecked (faster, not exact)
-        self._tenant_entitled: dict[str, float] = {}  # fair now's split, last computed
-        # users' fair GPUs now (`_entitled`) until a job is queued, started or stopped
-        self._entitled_now: dict[tuple[str, str], float] | None = None
         self.user_held: dict[tuple[str, str], int] = {}  # GPUs held per (account, user)
 
     def _view(self, name: str) -> NodeView:
@@ -192,7 +191,6 @@ class _Replay(ExactCut):
     # -------------------------------------------------------------- queue
     def enqueue(self, job: SimJob) -> None:
         self.n_pending += 1
-        self._entitled_now = None
         owner = (job.account, job.user)
         self.queued[owner] = self.queued.get(owner, 0) + job.gpus
         if self.policy.drf:
@@ -206,6 +204,7 @@ class _Replay(ExactCut):
         if q is None:
             q = self.classes[key] = deque()
             self.limits[key] = []
+            self.user_classes.setdefault(owner, []).append(key)
             self.sizes[_per_node(job)] = self.sizes.get(_per_node(job), 0) + 1
         bisect.insort(self.limits[key], job.time_limit)
         rank = self.class_order(job)
@@ -282,31 +281,28 @@ class _Replay(ExactCut):
                     f"the replay made {_MAX_CALLS} policy calls at t={now:g} s and could still "
                     "start a job; this is a simulator bug: please report it with the trace and "
                     "the command")
-            pending, shown, cutoff = self._shown()
             if now - self._usage_at >= self.calc_period:
                 self._usage_now, self._usage_at = self.usage.at_time(now), now
-            snap = Snapshot(tuple(self.views.values()), tuple(pending), now,
+            fair_now = self.cut and self.policy.algorithm == FAIR_NOW
+            snap = Snapshot(tuple(self.views.values()), (), now,
                             tuple(r for r, _ in self.running.values()),
                             shares=self.shares.build(self._usage_now),
                             budgets=self.ledger.state(now), queued_gpus=self.queued)
-            decisions = schedule(snap, max_estimates=0, explain=False)
-            self.calls += 1
-            while self.cut and self.exact and self.policy.algorithm == FAIR_NOW:
-                bounds = self._fair_now_exact(shown, decisions)
-                if bounds is None:
-                    break
-                # The same call again, with every job of those tenants up to those levels.
-                shown = self._fair_now_closure(shown, bounds)
-                pending = self._views(shown)
+            if fair_now:
+                decisions, shown = self._fair_now_call(snap)
+                pending: list[PendingJob] = []
+                cutoff: tuple[float, int, str] | None = None
+            else:
+                pending, shown, cutoff = self._shown()
                 snap = replace(snap, pending=tuple(pending))
                 decisions = schedule(snap, max_estimates=0, explain=False)
                 self.calls += 1
-            deeper = self._deeper_backfill(decisions, shown, now)
-            if deeper:  # the same call on a snapshot that holds them too
-                pending += deeper
-                snap = replace(snap, pending=tuple(pending))
-                decisions = schedule(snap, max_estimates=0, explain=False)
-                self.calls += 1
+                deeper = self._deeper_backfill(decisions, shown, now)
+                if deeper:  # the same call on a snapshot that holds them too
+                    pending += deeper
+                    snap = replace(snap, pending=tuple(pending))
+                    decisions = schedule(snap, max_estimates=0, explain=False)
+                    self.calls += 1
             if not self.policy.backfill:
                 fifo_prefix(decisions, pending, cutoff)
             started: dict[ClassKey, int] = {}
@@ -320,6 +316,8 @@ class _Replay(ExactCut):
                     self._stop(victim, now, preempted=True)
             if decisions.preemptions:
                 continue
+            if fair_now and self.exact:
+                return  # the whole queue's decisions: a call again would start nothing more
             if not self.policy.backfill:  # strict fifo: until the cut stops it
                 if not decisions.starts or cutoff is None:
                     return
@@ -355,11 +353,14 @@ class _Replay(ExactCut):
             if not q:
                 del self.classes[key]
                 del self.limits[key]
+                mine = self.user_classes[(job.account, job.user)]
+                mine.remove(key)
+                if not mine:
+                    del self.user_classes[(job.account, job.user)]
                 self.sizes[_per_node(job)] -= 1
                 if not self.sizes[_per_node(job)]:
                     del self.sizes[_per_node(job)]
         self.n_pending -= 1
-        self._entitled_now = None
         owner = (job.account, job.user)
         self.queued[owner] -= job.gpus
         if not self.queued[owner]:  # no longer active for fair_now's split: leave it out
@@ -387,7 +388,6 @@ class _Replay(ExactCut):
     def _stop(self, job_id: str, now: float, preempted: bool = False) -> None:
         view, start = self.running.pop(job_id)
         job = self.by_id[job_id]
-        self._entitled_now = None
         for name, held in view.parts:
             self.free[name] = sorted(self.free[name] + list(held))
             self.used[name] = _plus(self.used[name], _needs(job, self.cluster), -1)

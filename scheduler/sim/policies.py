@@ -29,10 +29,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from scheduler.policy.cycle import Decisions
-from scheduler.policy.fairengine import FairShare
+from scheduler.policy.fairengine import FairShare, Ranking
 from scheduler.policy.fairnow import FAIR_NOW
 from scheduler.policy.fairshare import CLASSIC, FAIR_TREE, Account, Assoc
-from scheduler.policy.snapshot import DEFAULT_PAST_WEIGHT, PendingJob, ShareInputs
+from scheduler.policy.snapshot import DEFAULT_PAST_WEIGHT, PendingJob, ShareInputs, Snapshot
 
 DRF_SCALE = 1e9  # a rank key: allocation share first, then submit time (seconds < 1e9)
 
@@ -69,10 +69,24 @@ def get_policy(name: str) -> SimPolicy:
         raise ValueError(f"unknown policy {name!r}; use one of {', '.join(POLICIES)}") from None
 
 
+class KeptRanking(FairShare):
+    """A fair-share engine that keeps the last snapshot it ranked (`last`): the simulator's
+    exact cut reads the totals and the band the policy ordered that queue by."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last: Ranking | None = None
+
+    def rank(self, snapshot: Snapshot) -> Ranking:
+        self.last = super().rank(snapshot)
+        return self.last
+
+
 class ShareBuilder:
     """A flat tree: each tenant under root with its shares (`tenant_shares`, default 1 each),
     each user with shares 1. `engine`: the replay's fair-share engine, given with the inputs
-    (`ShareInputs.engine`): it keeps the tree and fair now's last split between calls."""
+    (`ShareInputs.engine`): it keeps the tree and fair now's last split between calls, and
+    the last ranking (`KeptRanking`)."""
 
     def __init__(self, policy: SimPolicy, users: Sequence[tuple[str, str]],
                  tenant_shares: Mapping[str, float] | None = None,
@@ -85,7 +99,7 @@ class ShareBuilder:
         self.accounts = tuple(Account(t, "root", float(weights.get(t, 1.0))) for t in tenants)
         self.assocs = tuple(Assoc(u, a, 1.0) for a, u in sorted(set(users)))
         self._cached: tuple[Mapping[tuple[str, str], float], ShareInputs] | None = None
-        self.engine = FairShare()
+        self.engine = KeptRanking()
 
     def build(self, usage: Mapping[tuple[str, str], float]) -> ShareInputs | None:
         """Inputs with their fair-share table, computed once per usage refresh."""
