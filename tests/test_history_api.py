@@ -263,11 +263,11 @@ def test_labq_eff_of_a_job_in_the_history_and_in_the_store(server: Any) -> None:
 
 
 def test_show_falls_back_to_the_history_for_a_job_that_left_the_store(server: Any) -> None:
-    """`job_or_history` (what `labq show` calls) and `show_text` on the record it gets."""
+    """`job_anywhere` (what `labq show` calls) and `show_text` on the record it gets."""
     srv, ids = server
-    code = ("import json, sys; from scheduler.cli.eff import job_or_history; "
+    code = ("import json, sys; from scheduler.cli.common import job_anywhere; "
             "from scheduler.cli.queue_view import show_text; "
-            "job = job_or_history(sys.argv[1]); print(json.dumps(job)); "
+            "job = job_anywhere(sys.argv[1]); print(json.dumps(job)); "
             "print('\\n'.join(show_text(job, 0, None)))")
     entry = pwd.getpwnam(ANN)
     env = {"PATH": "/usr/bin:/bin", "HOME": "/", "LABQ_HOME": str(srv.dir),
@@ -282,7 +282,8 @@ def test_show_falls_back_to_the_history_for_a_job_that_left_the_store(server: An
     assert json.loads(first)["history"] is True
     shown = dict(line.strip().split(": ", 1) for line in text if ": " in line)
     assert shown["name"] == "old-bert" and shown["state"] == "SUCCEEDED"
-    assert shown["command"] == "-" and shown["exit code"] == "0"
+    assert "command" not in shown and shown["exit code"] == "0"
+    assert shown["history"].startswith("from the history: its command")
     assert shown["GPU time"] == "2.00 GPU-hours"
     result = run(ids["ann_new"])
     assert json.loads(result.stdout.splitlines()[0])["command"] == ["python", "secret.py"]

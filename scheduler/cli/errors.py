@@ -54,10 +54,28 @@ class LabqCommand(click.Command):
 
 class LabqGroup(click.Group):
     """A group whose commands' (and subgroups') usage errors are one line, exit status 2:
-    `@click.group(cls=LabqGroup)`."""
+    `@click.group(cls=LabqGroup)`. `lazy` names commands by "module:attribute", imported only
+    when one is used or listed: `labq submit` (a new Python process each time) need not import
+    the daemons, the simulator, `labq top` or the admin tools."""
 
     command_class = LabqCommand
     group_class = type  # subgroups are LabqGroups too
+
+    def __init__(self, *args: Any, lazy: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        where = self.lazy.pop(cmd_name, None)
+        if where is not None:
+            import importlib
+
+            module, _, attribute = where.partition(":")
+            self.add_command(getattr(importlib.import_module(module), attribute), cmd_name)
+        return super().get_command(ctx, cmd_name)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         with _one_line_errors():

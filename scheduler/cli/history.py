@@ -1,5 +1,5 @@
-"""`labq history`, `labq report` and `labq eff`: a semester's jobs and usage (sacct, sreport,
-seff). Registered by `scheduler.cli.main` from `HISTORY_COMMANDS`."""
+"""`labq history` (sacct): a semester's ended jobs. (`labq report` and `labq eff` are in
+report.py and eff.py; `scheduler.cli.main` names all three.)"""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from urllib.parse import quote, urlencode
 import click
 
 from scheduler.cli.common import call, out_width, plain, print_json, print_table, usage_fail
-from scheduler.cli.eff import eff
 from scheduler.cli.errors import LabqCommand
 from scheduler.cli.histfmt import (
     COLUMNS,
@@ -21,7 +20,6 @@ from scheduler.cli.histfmt import (
 )
 from scheduler.cli.histfmt import parsable as parsable_lines
 from scheduler.cli.histtime import WhenError, parse_when
-from scheduler.cli.report import report
 
 DEFAULT_DAYS = 7  # no --since: the last 7 days (sacct's default is since midnight)
 ENDED = ("SUCCEEDED", "FAILED", "CANCELLED", "TIMEOUT")
@@ -138,5 +136,3 @@ def history(since: str | None, until: str | None, user: str | None, all_users: b
         if rows or not noheader:
             print_table(cols, rows, out_width(), header=not noheader)
 
-
-HISTORY_COMMANDS: list[click.Command] = [history, report, eff]

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from scheduler.cli.admin import admin
 from scheduler.cli.common import (
     Col,
     Named,
@@ -29,10 +28,7 @@ from scheduler.cli.common import (
     print_table,
     usage_fail,
 )
-from scheduler.cli.config_cmd import config
-from scheduler.cli.daemons import agent, coordinator, up
 from scheduler.cli.errors import LabqGroup
-from scheduler.cli.history import HISTORY_COMMANDS
 from scheduler.cli.jobs import JOB_COMMANDS
 from scheduler.cli.logtail import LOG_TAIL_BYTES, TERMINAL, follow_file
 from scheduler.cli.queue_view import (
@@ -45,10 +41,6 @@ from scheduler.cli.queue_view import (
     readable,
     show_text,
 )
-from scheduler.cli.run import run
-from scheduler.cli.sim import sim
-from scheduler.cli.step import step
-from scheduler.cli.top import top
 from scheduler.client import ClientError, list_jobs
 from scheduler.timeparse import format_duration
 
@@ -59,19 +51,24 @@ T = TypeVar("T")
 GIB = 2**30
 
 
-@click.group(cls=LabqGroup, context_settings={"help_option_names": ["-h", "--help"]})
+# Commands imported only when used (each `labq` call is a new process: `labq submit` starts
+# faster without the daemons, the simulator, the dashboards or the admin tools).
+LAZY = {"admin": "scheduler.cli.admin:admin", "config": "scheduler.cli.config_cmd:config",
+        "sim": "scheduler.cli.sim:sim", "top": "scheduler.cli.top:top",
+        "step": "scheduler.cli.step:step", "run": "scheduler.cli.run:run",
+        "up": "scheduler.cli.daemons:up", "coordinator": "scheduler.cli.daemons:coordinator",
+        "agent": "scheduler.cli.daemons:agent", "history": "scheduler.cli.history:history",
+        "report": "scheduler.cli.report:report", "eff": "scheduler.cli.eff:eff"}
+
+
+@click.group(cls=LabqGroup, context_settings={"help_option_names": ["-h", "--help"]},
+             lazy=LAZY)
 @click.version_option(package_name="labq")
 def main() -> None:
     """labq: a fair-share GPU queue for a lab's shared cluster."""
 
 
-main.add_command(admin)
-main.add_command(config)
-main.add_command(sim)
-main.add_command(top)
-main.add_command(step)
-main.add_command(run)
-for command in (up, coordinator, agent, *JOB_COMMANDS, *HISTORY_COMMANDS):
+for command in JOB_COMMANDS:
     main.add_command(command)
 
 
