@@ -37,6 +37,8 @@ async def test_an_acknowledged_submit_is_fsynced_and_survives_kill_9(
         durable_valkey.start()  # the same directory: it reloads its append-only file
         for job_id in ids:
             assert (await job_of(store, job_id)).state == JobState.PENDING
+        # the restarted store has no scripts: a submit loads its script and goes on
+        assert (await job_of(store, await submit_one(store))).state == JobState.PENDING
     finally:
         await store.close()
 

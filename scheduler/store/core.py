@@ -149,19 +149,27 @@ class StoreCore:
         Redis 7.2) has nothing to wait for: said in the log once. Asynchronous replication
         can lose what was not waited for: see README, "Store failover". `disk=False`: the
         replica only (a lease renewal, each few seconds, need not wait for the disk)."""
-        async with self.r.pipeline(transaction=False) as pipe:
-            await self._scripts[name](keys=list(keys), args=list(args), client=pipe)
-            aof = disk and self._aof is not False
+        script = self._scripts[name]
+        for attempt in range(2):
+            # EVALSHA queued as a plain command: a pipeline that registers the script asks
+            # SCRIPT EXISTS first, one more round trip per submit.
+            async with self.r.pipeline(transaction=False) as pipe:
+                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                aof = disk and self._aof is not False
+                if aof:
+                    pipe.execute_command("WAITAOF", 1, 0, REPLICA_WAIT_MS)
+                if self.replicated:
+                    pipe.execute_command("WAIT", 1, REPLICA_WAIT_MS)
+                replies = await pipe.execute(raise_on_error=False)
+            if isinstance(replies[0], redis_errors.NoScriptError) and attempt == 0:
+                await self.r.script_load(script.script)  # a store restarted, or new: again
+                continue
+            if isinstance(replies[0], Exception):
+                raise replies[0]
             if aof:
-                pipe.execute_command("WAITAOF", 1, 0, REPLICA_WAIT_MS)
-            if self.replicated:
-                pipe.execute_command("WAIT", 1, REPLICA_WAIT_MS)
-            replies = await pipe.execute(raise_on_error=False)
-        if isinstance(replies[0], Exception):
-            raise replies[0]
-        if aof:
-            self._aof_answered(replies[1])
-        return replies[0]
+                self._aof_answered(replies[1])
+            return replies[0]
+        raise AssertionError("unreachable")  # the loop returns or raises
 
     @property
     def on_disk(self) -> bool | None:
