@@ -54,6 +54,7 @@ from dataclasses import replace
 from scheduler.policy.cycle import schedule
 from scheduler.policy.fairnow import FAIR_NOW
 from scheduler.policy.placement import type_matches
+from scheduler.policy.sharetree import AccountTree
 from scheduler.policy.snapshot import (
     DEFAULT_PAST_WEIGHT,
     NodeView,
@@ -64,7 +65,15 @@ from scheduler.policy.snapshot import (
 from scheduler.resources import Demand
 from scheduler.sim.budgets import Ledger
 from scheduler.sim.cluster import Cluster, Run, SimResult
-from scheduler.sim.exactcut import ClassKey, ClassRank, ExactCut, Fenwick, _class_key, _Queued
+from scheduler.sim.exactcut import (
+    ClassKey,
+    ClassRank,
+    ExactCut,
+    Fenwick,
+    _class_key,
+    _Own,
+    _Queued,
+)
 from scheduler.sim.policies import ShareBuilder, SimPolicy, fifo_prefix
 from scheduler.sim.tiresias import TiresiasQueues
 from scheduler.sim.trace import SimJob
@@ -142,7 +151,9 @@ class _Replay(ExactCut):
         self.classes: dict[ClassKey, deque[_Queued]] = {}
         self.limits: dict[ClassKey, list[int]] = {}  # each class's time limits, sorted
         self.user_classes: dict[tuple[str, str], list[ClassKey]] = {}  # each user's classes
-        self.node_index = {name: i for i, name in enumerate(self.names)}
+        self.owns: dict[tuple[str, str], _Own] = {}  # fair now: each user's own order, kept
+        self._ranks: tuple[AccountTree | None, dict[tuple[str, str], int]] = (None, {})
+        self._grouping: dict[str, list[_Own]] | None = None  # fair now: users by tenant
         self.n_pending = 0
         self.sizes: dict[int, int] = {}  # classes queued per GPU count
         self.running: dict[str, tuple[RunningJob, float]] = {}  # id -> (view, start)
@@ -193,6 +204,8 @@ class _Replay(ExactCut):
         self.n_pending += 1
         owner = (job.account, job.user)
         self.queued[owner] = self.queued.get(owner, 0) + job.gpus
+        if owner in self.owns:
+            self.owns[owner].stale = True
         if self.policy.drf:
             self.ahead[job.account].add(self.rank[job.id], job.gpus)
             self.drf_views.pop(job.account, None)
@@ -204,6 +217,8 @@ class _Replay(ExactCut):
         if q is None:
             q = self.classes[key] = deque()
             self.limits[key] = []
+            if owner not in self.user_classes:
+                self._grouping = None  # a user more
             self.user_classes.setdefault(owner, []).append(key)
             self.sizes[_per_node(job)] = self.sizes.get(_per_node(job), 0) + 1
         bisect.insort(self.limits[key], job.time_limit)
@@ -357,11 +372,15 @@ class _Replay(ExactCut):
                 mine.remove(key)
                 if not mine:
                     del self.user_classes[(job.account, job.user)]
+                    self.owns.pop((job.account, job.user), None)
+                    self._grouping = None  # a user less
                 self.sizes[_per_node(job)] -= 1
                 if not self.sizes[_per_node(job)]:
                     del self.sizes[_per_node(job)]
         self.n_pending -= 1
         owner = (job.account, job.user)
+        if owner in self.owns:
+            self.owns[owner].stale = True
         self.queued[owner] -= job.gpus
         if not self.queued[owner]:  # no longer active for fair_now's split: leave it out
             del self.queued[owner]

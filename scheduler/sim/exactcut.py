@@ -20,6 +20,7 @@ from scheduler.policy.backfill import Reservation
 from scheduler.policy.cycle import Decisions, Start, schedule
 from scheduler.policy.fairnow import FAIR_NOW, Standing
 from scheduler.policy.fairshare import FairShareTable
+from scheduler.policy.sharetree import AccountTree
 from scheduler.policy.snapshot import PendingJob, ShareInputs, Snapshot
 from scheduler.sim.drfviews import DrfViews
 from scheduler.sim.trace import SimJob
@@ -33,6 +34,9 @@ ClassKey = tuple[str, str, int, str | None, int, int, int]  # (account, user, GP
 ClassRank = tuple[float, float, int, str]
 _Queued = tuple[ClassRank, SimJob, PendingJob]  # a queued job, and the view the policy sees
 _Key = tuple[bool, float, float, int, str]  # a job's place in the policy's order (`ranking`)
+# A user in `_pick`'s heap: the best its next job can rank, a tie-break, whether that bound
+# counts its tenant's jobs below it, the user, its tenant's users.
+_Entry = tuple[tuple[bool, float], int, bool, "_Own", list["_Own"]]
 
 
 def _class_key(job: SimJob) -> ClassKey:
@@ -44,19 +48,25 @@ class ExactCut(DrfViews):
 
     classes: dict[ClassKey, deque[_Queued]]
     user_classes: dict[tuple[str, str], list[ClassKey]]
+    owns: dict[tuple[str, str], _Own]
+    _grouping: dict[str, list[_Own]] | None
+    _ranks: tuple[AccountTree | None, dict[tuple[str, str], int]]
+    sizes: dict[int, int]
     cluster: Cluster
     cut: bool
     exact: bool
     calls: int
     free: dict[str, list[int]]
     free_total: int
-    node_index: dict[str, int]
     limits: dict[ClassKey, list[int]]
     by_id: dict[str, SimJob]
     policy: SimPolicy
     shares: ShareBuilder
 
     def _views(self, shown: Mapping[ClassKey, int]) -> list[PendingJob]:
+        raise NotImplementedError  # the replay's
+
+    def _most_free(self) -> int:
         raise NotImplementedError  # the replay's
 
     def _deeper_backfill(self, decisions: Decisions, shown: Mapping[ClassKey, int],
@@ -109,78 +119,163 @@ class ExactCut(DrfViews):
     def _fair_now_call(self, snap: Snapshot) -> tuple[Decisions, dict[ClassKey, int]]:
         """One policy call under fair now with an exact cut (see the module docstring): the
         decisions, and how many jobs of each class were shown."""
-        engine = self.shares.engine
-        # The policy's own split (the same floats it ranks by; it does not read `pending`).
-        standing = engine.standing(snap)
-        tenants = self._own_queues(standing)
-        free = self.free_total
-        for users in tenants.values():
-            for own in users:
-                own.n = own.first(free)
+        # The policy's own split (it does not read the pending jobs): the same floats.
+        standing = self.shares.engine.keep(snap)
+        inputs = snap.shares
+        assert inputs is not None and inputs.table is not None
+        bound = _Bound(inputs, inputs.table, snap.now, self.cluster.gpus_per_node, standing)
+        tenants, heap = self._users(standing, bound)
+        rest: list[_Entry] | None = heap
+        picked = self._pick(tenants, heap, bound)
         while True:
             shown: dict[ClassKey, int] = {}
-            for users in tenants.values():
-                top = max((own.level(own.n - 1) for own in users if own.n and own.share > 0),
-                          default=-math.inf)
-                for own in users:
-                    if top > -math.inf:
-                        own.n = max(own.n, own.upto(top))
-                    own.count(shown)
+            for tenant in picked:
+                _close(tenants[tenant], shown)
             decisions = schedule(replace(snap, pending=tuple(self._views(shown))),
                                  max_estimates=0, explain=False)
             self.calls += 1
-            if not self.exact or not self._hidden_matter(tenants, shown, decisions, snap):
+            if not self.exact:
                 return decisions, shown
+            more = self._hidden_matter(tenants, shown, decisions, snap, bound, rest)
+            if not more:
+                return decisions, shown
+            picked |= more
+            rest = None
 
-    def _own_queues(self, standing: Standing) -> dict[str, list[_Own]]:
-        """Each tenant's users with jobs queued, each user's queue in fair now's own order."""
+    def _users(self, standing: Standing, bound: _Bound
+               ) -> tuple[dict[str, list[_Own]], list[_Entry]]:
+        """Each tenant's users with jobs queued, none shown yet, each user's queue in fair
+        now's own order (kept from call to call, made again when the user queues or starts a
+        job); and a heap of the users by the most their first job can rank (`_Bound.first`,
+        written out here: it is most of this)."""
         held, entitled = standing.held, standing.entitled
-        tenants: dict[str, list[_Own]] = {}
-        classes = self.classes
-        for owner, keys in self.user_classes.items():
-            if len(keys) > 1:
-                keys.sort(key=_by_gpus)
-            runs: list[tuple[int, Sequence[_Queued], list[ClassKey]]] = []
-            i = 0
-            while i < len(keys):
-                gpus = keys[i][2]
-                j = i + 1
-                while j < len(keys) and keys[j][2] == gpus:
-                    j += 1
-                if j == i + 1:
-                    runs.append((gpus, classes[keys[i]], [keys[i]]))
-                else:  # classes of one size (GPU type, nodes, CPUs, memory): interleaved
-                    group = keys[i:j]
-                    runs.append((gpus, list(heapq.merge(*(classes[k] for k in group),
-                                                        key=_rank_of)), group))
-                i = j
-            tenants.setdefault(owner[0], []).append(
-                _Own(owner, held.get(owner, 0.0), entitled.get(owner, 0.0), runs))
-        return tenants
+        tree = standing.tree
+        if self._ranks[0] is not tree:  # fair now merges a tenant's users in this order
+            self._ranks = (tree, {key: i for keys in tree.child_users.values()
+                                  for i, key in enumerate(keys)})
+            self._grouping = None
+        ranks = self._ranks[1]
+        tenants = self._grouping
+        if tenants is None:
+            tenants = {}
+            for owner in self.user_classes:
+                own = self.owns.get(owner)
+                if own is None:
+                    own = self.owns[owner] = _Own(owner)
+                own.rank = ranks[owner]
+                tenants.setdefault(owner[0], []).append(own)
+            self._grouping = tenants
+        bound.rivals(len(tenants) > 1)
+        floors = bound.floor
+        inf = math.inf
+        table, known, p, nw = bound.table, bound.known, bound.p, 1.0 - bound.p
+        now, max_age, age, fairshare = bound.now, bound.max_age, bound.age, bound.fairshare
+        constant = bound.qos + 1e-6
+        heap: list[_Entry] = []
+        for tenant, users in tenants.items():
+            floor = floors.get(tenant, inf) if floors else 0.0
+            for own in users:
+                if own.stale:
+                    own.rebuild(self._runs(self.user_classes[own.owner]), bound)
+                owner = own.owner
+                own.held = h = held.get(owner, 0.0)
+                own.share = share = entitled.get(owner, 0.0)
+                own.n = own.cum = own.run = own.at = 0
+                x = h / share if share > 0 else inf
+                if floor > x:
+                    x = floor
+                if x == inf:
+                    fs = 0.0
+                else:
+                    if own.table is not table:
+                        own.table = table
+                        own.past = p * (known[owner] if owner in known
+                                        else table.factor(*owner))
+                    fs = nw * 2.0 ** -x + own.past
+                    fs = 1.0 if fs > 1.0 else 0.0 if fs < 0.0 else fs
+                waited = now - own.submit
+                aged = (0.0 if waited <= 0.0 else 1.0 if waited >= max_age
+                        else waited / max_age)
+                total = age * aged + own.size + fairshare * fs + constant
+                heap.append(((x >= 1.0, -total), len(heap), False, own, users))
+        heapq.heapify(heap)
+        return tenants, heap
+
+    def _runs(self, keys: list[ClassKey]) -> list[tuple[int, Sequence[_Queued], list[ClassKey]]]:
+        """A user's classes as runs of one GPU count in its own order (fewest GPUs first;
+        classes of one size, other GPU types, nodes, CPUs or memory, interleaved)."""
+        keys.sort(key=_by_gpus)
+        runs: list[tuple[int, Sequence[_Queued], list[ClassKey]]] = []
+        i = 0
+        while i < len(keys):
+            gpus = keys[i][2]
+            j = i + 1
+            while j < len(keys) and keys[j][2] == gpus:
+                j += 1
+            if j == i + 1:
+                runs.append((gpus, self.classes[keys[i]], [keys[i]]))
+            else:
+                group = keys[i:j]
+                runs.append((gpus, list(heapq.merge(*(self.classes[k] for k in group),
+                                                    key=_rank_of)), group))
+            i = j
+        return runs
+
+    def _pick(self, tenants: Mapping[str, list[_Own]], heap: list[_Entry], bound: _Bound
+              ) -> set[str]:
+        """Mark the jobs to show first (`_Own.n`): users' next jobs, best bound first, until
+        the jobs that fit a node's free GPUs ask for every free GPU; and a job of a second
+        tenant (with two or more queued, fair now ranks tenants against each other only when
+        the snapshot holds jobs of two). The heap keeps the rest, whose bounds bound every
+        job left out. Returns the tenants with jobs marked."""
+        free, most, covered = self.free_total, self._most_free(), 0
+        picked: set[str] = set()
+        mixed = len(tenants) < 2
+        while heap and (covered < free or not mixed):
+            entry = heapq.heappop(heap)
+            if covered >= free:  # only a second tenant is missing: the best of another's
+                aside = []
+                while entry[3].owner[0] in picked:
+                    aside.append(entry)
+                    entry = heapq.heappop(heap)
+                for other in aside:
+                    heapq.heappush(heap, other)
+            elif not entry[2]:  # its bound counting its tenant's jobs below it
+                heapq.heappush(heap, _refined(entry, bound))
+                continue
+            most_of, i, _, own, users = entry
+            job = own.runs[own.run][1][own.at][1]
+            if job.gpus // job.nodes <= most:
+                covered += job.gpus
+            picked.add(own.owner[0])
+            mixed = mixed or len(picked) > 1
+            own.seek(own.n + 1)
+            if own.n < own.total:
+                # its next jobs rank below this one (the policy caps each user's totals)
+                heapq.heappush(heap, (max(bound.of(own, None), most_of), i, False, own, users))
+        return picked
 
     def _hidden_matter(self, tenants: Mapping[str, list[_Own]], shown: Mapping[ClassKey, int],
-                       decisions: Decisions, snap: Snapshot) -> bool:
+                       decisions: Decisions, snap: Snapshot, bound: _Bound,
+                       rest: list[_Entry] | None) -> set[str]:
         """Whether a job left out could have changed the call's decisions; if so, more jobs
-        of the users concerned are marked to be shown (`_Own.n`).
+        of the users concerned are marked to be shown (`_Own.n`), and their tenants are
+        returned (none: the decisions are the whole queue's).
 
         Every shown job has the level, band and total the whole queue gives it (each user's
         shown jobs are the first of its own order, and each tenant's every job at or below
         the highest user-level shown), so the policy walked the shown jobs in their order on
         the whole queue. A user's jobs left out come after its last shown one in that order
         (the policy keeps each total below the one before it in the user's own order) and
-        after every job whose key beats the most their fair-share factor can be (their
-        level is at least their user-level). They change nothing if the walk stopped before
-        them (every free GPU taken), or if the reservation was taken before them and none of
-        them fits in the GPUs still free then, nor, ending by the reservation's start, on
-        the reserved GPUs."""
+        after every job whose key beats the most they can have (`_Bound`). They change
+        nothing if the walk stopped before them (every free GPU taken), or if the
+        reservation was taken before them and none of them fits in the GPUs still free then,
+        nor, ending by the reservation's start, on the reserved GPUs. `rest`: the users not
+        yet examined, by bound (None: every user is examined)."""
         ranking = self.shares.engine.last
-        inputs = snap.shares
-        assert ranking is not None and inputs is not None
+        assert ranking is not None
         totals, within = ranking.totals, ranking.within or set()
-        table = ranking.table
-        assert table is not None
-        now = snap.now
-        by_id = self.by_id
+        now, by_id = snap.now, self.by_id
 
         def key_of(job_id: str) -> _Key:
             job = by_id[job_id]
@@ -192,76 +287,181 @@ class ExactCut(DrfViews):
         res = decisions.reservation
         res_key = key_of(res.job_id) if res is not None else None
         barrier = start_keys[-1] if stopped else res_key
-        bound = _Bound(inputs, table, now, self.cluster.gpus_per_node)
-        pools: dict[int, tuple[list[int], list[int]]] = {}
-        again = False
-        for users in tenants.values():
+        pools: dict[int, _Pool] = {}
+        if rest is not None and self._none_matter(rest, bound, starts, start_keys, stopped, res,
+                                                  res_key, pools):
+            return set()
+        # The bounds the heap holds still bound each user's jobs left out (more shown since
+        # only moves its first left out later, whose total is below the one before it).
+        known = {entry[3]: entry[0] for entry in rest} if rest is not None else {}
+        more: set[str] = set()
+        for tenant, users in tenants.items():
             for own in users:
                 if own.n >= own.total:
                     continue
                 last = key_of(own.job(own.n - 1).id) if own.n else None
-                most = bound.of(own, own.n, last)
-                # The starts and the reservation surely before its jobs left out.
-                j = 0
-                while j < len(starts) and _before(start_keys[j], most, last):
-                    j += 1
-                if stopped and j == len(starts):
-                    continue  # the walk ended before them
-                if res_key is not None and _before(res_key, most, last):
-                    assert res is not None
-                    if j not in pools:
-                        pools[j] = self._pool_after(starts[:j], res)
-                    outside, counted = pools[j]
-                    if not any(self._could_start(key, self.classes[key][shown[key]][1],
-                                                 outside, counted, res, now)
-                               for key in own.classes() if shown[key] < len(self.classes[key])):
-                        continue
-                # Show more of this user: at least its next job, and those whose key could
-                # beat the call's last start (if it took every free GPU) or the reservation.
-                n = own.n + max(1, own.n)
+                most = known.get(own)
+                if most is None:
+                    most = bound.of(own, last)
+                elif last is not None:
+                    most = (most[0] or last[0], max(most[1], last[1]))
+                if not self._left_out_matter(own, most, last, shown, decisions, start_keys,
+                                             stopped, res_key, pools, now):
+                    continue
+                need = self._left_out_matter(own, bound.of(own, last, users), last, shown,
+                                             decisions, start_keys, stopped, res_key, pools, now)
+                if not need:
+                    continue
+                # Show more of this user: its jobs up to one that could start, or at least
+                # its next job and those whose key could beat the call's last start (if it
+                # took every free GPU) or the reservation.
+                own.seek(max(need, own.n + 1))
                 if barrier is not None:
-                    while n < own.total and (barrier[0], barrier[1]) >= bound.of(own, n, None):
-                        n += 1
-                own.n = min(own.total, n)
-                again = True
-        return again
+                    while own.n < own.total and (barrier[0], barrier[1]) >= bound.of(own, None):
+                        own.seek(own.n + 1)
+                more.add(tenant)
+        return more
 
-    def _pool_after(self, starts: Sequence[Start], res: Reservation
-                    ) -> tuple[list[int], list[int]]:
-        """Each node's free GPUs after `starts`: outside the reservation, and counting it."""
+    def _none_matter(self, rest: list[_Entry], bound: _Bound, starts: Sequence[Start],
+                     start_keys: Sequence[_Key], stopped: bool, res: Reservation | None,
+                     res_key: _Key | None, pools: dict[int, _Pool]
+                     ) -> bool:
+        """Whether every job left out comes after the walk ended, or after the reservation
+        and fits nowhere: `_hidden_matter` at once for all of them, on the best bound of
+        the users `rest` (a heap), first as it is, then closer (`_refined`)."""
+        for refine in (False, True):
+            while rest:
+                top = rest[0]
+                if top[3].n >= top[3].total:
+                    heapq.heappop(rest)  # shown whole since (`_close`)
+                elif refine and not top[2]:
+                    heapq.heapreplace(rest, _refined(top, bound))
+                else:
+                    break
+            if not rest:
+                return True
+            best = rest[0][0]  # the most any job left out can have
+            if stopped and _before(start_keys[-1], best, None):
+                return True  # the walk ended before all of them
+            if res is not None and res_key is not None and _before(res_key, best, None):
+                j = sum(1 for key in start_keys if _before(key, best, None))
+                if j not in pools:
+                    pools[j] = self._pool_after(starts[:j], res)
+                return min(self.sizes) > pools[j].counted[-1]  # none of them fits anywhere
+        return False
+
+    def _left_out_matter(self, own: _Own, most: tuple[bool, float], last: _Key | None,
+                         shown: Mapping[ClassKey, int], decisions: Decisions,
+                         start_keys: Sequence[_Key], stopped: bool, res_key: _Key | None,
+                         pools: dict[int, _Pool], now: float) -> int:
+        """Whether the user's jobs left out, which rank at best `most` and after `last`,
+        could change the call's decisions (see `_hidden_matter`): 0 if not, else how many of
+        its first jobs to show (its next one; or up to the first that could start)."""
+        starts, res = decisions.starts, decisions.reservation
+        # The starts and the reservation surely before its jobs left out.
+        j = 0
+        while j < len(starts) and _before(start_keys[j], most, last):
+            j += 1
+        if stopped and j == len(starts):
+            return 0  # the walk ended before them
+        if res is None or res_key is None or not _before(res_key, most, last):
+            return own.n + 1  # they could take the reservation
+        if j not in pools:
+            pools[j] = self._pool_after(starts[:j], res)
+        pool = pools[j]
+        if own.smallest > pool.counted[-1]:
+            return 0  # none of its jobs fits anywhere
+        need = 0
+        at = 0  # where each run begins in its own order
+        for _, jobs, keys in own.runs:
+            for key in keys:
+                n = shown.get(key, 0)
+                q = self.classes[key]
+                if n < len(q) and pool.could_start(key, q[n][1], res, now):
+                    # the first job left out of the class, in the user's own order
+                    place = at + n if len(keys) == 1 else at + jobs.index(q[n])
+                    need = place + 1 if not need else min(need, place + 1)
+            at += len(jobs)
+        return need
+
+    def _pool_after(self, starts: Sequence[Start], res: Reservation) -> _Pool:
+        """The free GPUs after `starts`, with the reservation taken."""
         taken: dict[str, set[int]] = {}
         for st in starts:
             for node, indices in st.parts:
                 taken.setdefault(node, set()).update(indices)
         reserved = {node: set(indices) for node, indices in res.parts}
         outside, counted = [], []
+        on_reserved = 0
         for name, free in self.free.items():
             left = [i for i in free if i not in taken[name]] if name in taken else free
             counted.append(len(left))
+            if name == res.node:
+                on_reserved = len(left)
             if name in reserved:
                 outside.append(sum(1 for i in left if i not in reserved[name]))
             else:
                 outside.append(len(left))
-        return outside, counted
+        return _Pool(sorted(outside), sorted(counted), on_reserved)
 
-    def _could_start(self, key: ClassKey, job: SimJob, outside: Sequence[int],
-                     counted: Sequence[int], res: Reservation, now: float) -> bool:
+
+class _Pool:
+    """Each node's free GPUs after some starts, the reservation taken: outside it, and
+    counting it (each sorted), and on the reserved node."""
+
+    __slots__ = ("outside", "counted", "on_reserved")
+
+    def __init__(self, outside: list[int], counted: list[int], on_reserved: int) -> None:
+        self.outside, self.counted, self.on_reserved = outside, counted, on_reserved
+
+    def could_start(self, key: ClassKey, job: SimJob, res: Reservation, now: float) -> bool:
         """Whether `job` (of class `key`), walked after the reservation was taken, could
-        start with at most these free GPUs per node (`backfill.place`, on GPU counts: CPUs
-        and memory could only stop it)."""
+        start with at most these free GPUs (`backfill.place`, on GPU counts: CPUs and
+        memory could only stop it)."""
         per_node, nodes = key[2] // key[4], key[4]
-        if sum(1 for n in outside if n >= per_node) >= nodes:
+        outside, counted = self.outside, self.counted
+        if len(outside) - bisect.bisect_left(outside, per_node) >= nodes:
             return True  # it may fit outside the reservation
         if now + job.time_limit > res.start:
             return False  # it would delay the reserved job
         if nodes == 1 and not res.rest:  # on the reserved node, its reserved GPUs counted
-            return counted[self.node_index[res.node]] >= per_node
-        return sum(1 for n in counted if n >= per_node) >= nodes
+            return self.on_reserved >= per_node
+        return len(counted) - bisect.bisect_left(counted, per_node) >= nodes
+
+
+def _refined(entry: _Entry, bound: _Bound) -> _Entry:
+    """A heap entry's bound, closer: its tenant's jobs below it counted."""
+    most, i, _, own, users = entry
+    return (max(bound.of(own, None, users), most), i, True, own, users)
+
+
+def _close(users: Sequence[_Own], shown: dict[ClassKey, int]) -> None:
+    """Show, of every user of one tenant, each job whose user-level is at most the highest
+    of a job shown: the jobs at a lower level, which fair now counts in a job's tenant-level,
+    are all shown then. Adds each class's count to `shown`."""
+    top = -math.inf
+    for own in users:
+        if own.n and own.share > 0:
+            level = own.level(own.n - 1)
+            if level > top:
+                top = level
+    for own in users:
+        # (its first job's level is held / share: none of its jobs is at most `top` above)
+        if top > -math.inf and own.share > 0 and own.held / own.share <= top:
+            n = own.upto(top)
+            if n > own.n:
+                own.seek(n)
+        if own.n:
+            own.count(shown)
+
+
+def _under(level: float, top: float, tied: bool) -> bool:
+    return level < top or (tied and level == top)
 
 
 def _before(key: _Key, most: tuple[bool, float], last: _Key | None) -> bool:
     """Whether a job of policy order `key` is walked before a user's jobs left out: those
-    rank at best `most` (band, -total), and after `last`, its last job shown."""
+    rank at best `most` (not in the band, -total), and after `last`, its last job shown."""
     return (key[0], key[1]) < most or (last is not None and key <= last)
 
 
@@ -275,22 +475,55 @@ def _rank_of(item: _Queued) -> ClassRank:
 
 class _Own:
     """One user's queue in fair now's own order (fewest GPUs, then shortest time limit, then
-    oldest: `fairnow.own_order`), as runs of one GPU count, with the user's GPUs held and
-    fair GPUs now, and `n`: how many of its first jobs are shown."""
+    oldest: `fairnow.own_order`), as runs of one GPU count; its GPUs held and fair GPUs now,
+    and its place among its tenant's users; and `n`: how many of its first jobs are shown
+    (with `cum`, their GPUs, and where the next one is: run `run`, place `at`)."""
 
-    __slots__ = ("owner", "held", "share", "runs", "total", "n")
+    __slots__ = ("owner", "runs", "total", "held", "share", "rank", "n", "cum", "run", "at",
+                 "stale", "submit", "size", "table", "past", "smallest")
 
-    def __init__(self, owner: tuple[str, str], held: float, share: float,
-                 runs: list[tuple[int, Sequence[_Queued], list[ClassKey]]]) -> None:
-        self.owner, self.held, self.share, self.runs = owner, held, share, runs
+    def __init__(self, owner: tuple[str, str]) -> None:
+        self.owner = owner
+        self.runs: list[tuple[int, Sequence[_Queued], list[ClassKey]]] = []
+        self.total = 0
+        self.stale = True  # its queue changed: `rebuild` before use
+        self.held = self.share = 0.0
+        self.rank = 0  # its place among its tenant's users (fair now's order of ties)
+        self.n = self.cum = self.run = self.at = 0
+        # its first job's submit time and size term, its past factor's part, and the table
+        # that is from (`_Bound`)
+        self.submit = self.size = self.past = 0.0
+        self.table: FairShareTable | None = None
+        self.smallest = 0  # the fewest GPUs per node a job of its asks for
+
+    def rebuild(self, runs: list[tuple[int, Sequence[_Queued], list[ClassKey]]],
+                bound: _Bound) -> None:
+        self.runs, self.stale = runs, False
         self.total = sum(len(jobs) for _, jobs, _ in runs)
-        self.n = 0
+        first = runs[0][1][0][1]
+        self.submit = first.submit
+        self.size = bound.size * min(1.0, first.gpus / bound.largest)
+        self.smallest = min(key[2] // key[4] for _, _, keys in runs for key in keys)
+
+    def seek(self, n: int) -> None:
+        """Show its first `n` jobs."""
+        self.n = n
+        cum = 0
+        for r, (gpus, jobs, _) in enumerate(self.runs):
+            if n < len(jobs):
+                self.cum, self.run, self.at = cum + gpus * n, r, n
+                return
+            n -= len(jobs)
+            cum += gpus * len(jobs)
+        self.cum, self.run, self.at = cum, len(self.runs), 0
 
     def classes(self) -> list[ClassKey]:
         return [key for _, _, keys in self.runs for key in keys]
 
-    def job(self, i: int) -> SimJob:
-        """Its i-th job in its own order."""
+    def job(self, i: int | None = None) -> SimJob:
+        """Its i-th job in its own order (None: its first not shown)."""
+        if i is None:
+            return self.runs[self.run][1][self.at][1]
         for _, jobs, _ in self.runs:
             if i < len(jobs):
                 return jobs[i][1]
@@ -309,17 +542,6 @@ class _Own:
             i -= len(jobs)
             before += gpus * len(jobs)
         raise IndexError(i)
-
-    def first(self, free: int) -> int:
-        """How many of its first jobs `free` GPUs could all start, and one more."""
-        n = used = 0
-        for gpus, jobs, _ in self.runs:
-            k = len(jobs) if gpus == 0 else min(len(jobs), (free - used) // gpus)
-            n += k
-            if k < len(jobs):
-                return n + 1
-            used += gpus * k
-        return n
 
     def upto(self, top: float) -> int:
         """How many of its jobs have a user-level of at most `top` (a prefix)."""
@@ -345,10 +567,36 @@ class _Own:
             before += gpus * size
         return n
 
+    def below(self, top: float, tied: bool) -> int:
+        """The GPUs of its jobs whose user-level is below `top` (`tied`: or at it): fair now
+        counts them in the tenant-level of another user's job at level `top` (those tied
+        with it where this user comes first in its tenant)."""
+        if self.share <= 0:
+            return 0
+        held, share = self.held, self.share
+        cum = 0
+        for gpus, jobs, _ in self.runs:
+            size = len(jobs)
+            if top == math.inf or gpus == 0:
+                level = (held + cum) / share
+                k = size if level < top or (tied and level == top) else 0
+            else:
+                k = min(size, max(0, math.ceil((top * share - held - cum) / gpus)))
+                while k < size and _under((held + (cum + gpus * k)) / share, top, tied):
+                    k += 1
+                while k > 0 and not _under((held + (cum + gpus * (k - 1))) / share, top, tied):
+                    k -= 1
+            cum += gpus * k
+            if k < size:
+                return cum
+        return cum
+
     def count(self, shown: dict[ClassKey, int]) -> None:
         """Add how many jobs of each of its classes its first `n` are."""
         left = self.n
         for _, jobs, keys in self.runs:
+            if left <= 0:
+                return
             if len(keys) == 1:
                 shown[keys[0]] = min(left, len(jobs))
             else:
@@ -356,39 +604,86 @@ class _Own:
                     shown[key] = 0
                 for _, job, _ in itertools.islice(jobs, min(left, len(jobs))):
                     shown[_class_key(job)] += 1
-            left = max(0, left - len(jobs))
+            left -= len(jobs)
 
 
 class _Bound:
-    """The most a user's job could rank (band, total) given its user-level: its fair-share
-    factor is highest at the lowest x it can have (x is at least its user-level)."""
+    """The best place in the policy's order (not in the band, -total) a user's first job
+    not shown, and every job after it, can have: its fair-share factor is highest at the
+    lowest x it can have, x being at least its user-level and, where fair now ranks tenants
+    against each other (`rivals`), its tenant-level counting its tenant's GPUs held and its
+    own jobs before it (and, closer, its tenant's other jobs below it: `of` with them); its
+    total is below that of the user's last job shown. The same sum as the policy's
+    (`priority.Weighing.totals`), each term at least the policy's."""
 
     def __init__(self, inputs: ShareInputs, table: FairShareTable, now: float,
-                 largest: int) -> None:
+                 largest: int, standing: Standing) -> None:
         w = inputs.weights
-        self.table, self.p, self.now = table, inputs.past_weight, now
-        self.w, self.largest = w, max(1, largest)
+        self.now, self.max_age, self.largest = now, w.max_age_s, max(1, largest)
+        self.age, self.size, self.fairshare = w.age, w.size, w.fairshare
         self.qos = w.qos * min(1.0, max(0.0, inputs.qos_factors.get("normal", 0.0)))
+        self.p, self.known, self.table = inputs.past_weight, table.known, table
+        self.load, self.entitled = standing.account_load, standing.account_entitled
+        self.tenants = False
+        self.floor: dict[str, float] = {}  # each tenant's GPUs held / fair GPUs
 
-    def of(self, own: _Own, i: int, last: _Key | None) -> tuple[bool, float]:
-        """(not in the band, -total) at best for the user's i-th job and those after it;
-        `last`: the key of the job before it, which bounds it too."""
-        w, job = self.w, own.job(i)
-        x = own.level(i)
-        key = own.owner
-        known = self.table.known
-        past = self.p * (known[key] if key in known else self.table.factor(*key))
-        fs = (1.0 - self.p) * 2.0 ** -x + past if x != math.inf else 0.0
-        waited = self.now - job.submit
-        aged = (0.0 if waited <= 0.0 else 1.0 if waited >= w.max_age_s
-                else waited / w.max_age_s)
-        total = (w.age * aged + w.size * min(1.0, job.gpus / self.largest) + self.qos
-                 + w.fairshare * min(1.0, max(0.0, fs))) + 1e-6
-        band = x < 1.0
+    def rivals(self, tenants: bool) -> None:
+        """Whether fair now ranks tenants against each other (two or more have jobs)."""
+        self.tenants = tenants
+        if tenants:
+            self.floor = {t: (self.load.get(t, 0.0) / e if e > 0 else math.inf)
+                          for t, e in self.entitled.items()}
+
+    def first(self, own: _Own) -> tuple[bool, float]:
+        """`of` the user's first job, none shown, its tenant's other jobs not counted."""
+        share = own.share
+        x = own.held / share if share > 0 else math.inf
+        if self.tenants:
+            floor = self.floor.get(own.owner[0], math.inf)
+            if floor > x:
+                x = floor
+        return self._most(own, x, own.runs[0][1][0][1])
+
+    def of(self, own: _Own, last: _Key | None, rivals: Sequence[_Own] = ()
+           ) -> tuple[bool, float]:
+        """The bound of the user's first job not shown; `last`: its last job shown's key;
+        `rivals`: its tenant's users, whose jobs below its user-level then count in its
+        tenant-level too (closer, and dearer to compute)."""
+        cum = own.cum
+        x = (own.held + cum) / own.share if own.share > 0 else math.inf
+        if self.tenants:
+            tenant = own.owner[0]
+            entitled = self.entitled.get(tenant, 0.0)
+            if entitled <= 0:
+                x = math.inf
+            else:
+                ahead = cum
+                for other in rivals:  # their jobs below it, and tied with it before it
+                    if other is not own:
+                        ahead += other.below(x, other.rank < own.rank)
+                x = max(x, (self.load.get(tenant, 0.0) + ahead) / entitled)
+        most = self._most(own, x, own.runs[own.run][1][own.at][1])
         if last is not None:
-            band = band and not last[0]
-            total = min(total, -last[1])
-        return (not band, -total)
+            return (most[0] or last[0], max(most[1], last[1]))
+        return most
+
+    def _most(self, own: _Own, x: float, job: SimJob) -> tuple[bool, float]:
+        """(not in the band, -total) of `job` of the user, at level `x`."""
+        if x == math.inf:
+            fs = 0.0
+        else:
+            key = own.owner
+            known = self.known
+            past = known[key] if key in known else self.table.factor(*key)
+            fs = (1.0 - self.p) * 2.0 ** -x + self.p * past
+            fs = 1.0 if fs > 1.0 else 0.0 if fs < 0.0 else fs
+        waited = self.now - job.submit
+        aged = (0.0 if waited <= 0.0 else 1.0 if waited >= self.max_age
+                else waited / self.max_age)
+        gpus = job.gpus / self.largest
+        total = (self.age * aged + self.size * (gpus if gpus < 1.0 else 1.0) + self.qos
+                 + self.fairshare * fs) + 1e-6
+        return (x >= 1.0, -total)
 
 
 class Fenwick:

@@ -30,9 +30,15 @@ from dataclasses import dataclass, replace
 
 from scheduler.policy.cycle import Decisions
 from scheduler.policy.fairengine import FairShare, Ranking
-from scheduler.policy.fairnow import FAIR_NOW
+from scheduler.policy.fairnow import FAIR_NOW, Standing
 from scheduler.policy.fairshare import CLASSIC, FAIR_TREE, Account, Assoc
-from scheduler.policy.snapshot import DEFAULT_PAST_WEIGHT, PendingJob, ShareInputs, Snapshot
+from scheduler.policy.snapshot import (
+    DEFAULT_PAST_WEIGHT,
+    PendingJob,
+    RunningJob,
+    ShareInputs,
+    Snapshot,
+)
 
 DRF_SCALE = 1e9  # a rank key: allocation share first, then submit time (seconds < 1e9)
 
@@ -71,15 +77,31 @@ def get_policy(name: str) -> SimPolicy:
 
 class KeptRanking(FairShare):
     """A fair-share engine that keeps the last snapshot it ranked (`last`): the simulator's
-    exact cut reads the totals and the band the policy ordered that queue by."""
+    exact cut reads the totals and the band the policy ordered that queue by. `keep`: the
+    standing (fair now's split) the cut computed for the snapshots of one time step, given
+    back to the policy's ranking of them (it does not read the pending jobs)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.last: Ranking | None = None
+        self._kept: tuple[tuple[RunningJob, ...], Standing] | None = None
 
     def rank(self, snapshot: Snapshot) -> Ranking:
         self.last = super().rank(snapshot)
         return self.last
+
+    def keep(self, snapshot: Snapshot) -> Standing:
+        """The snapshot's standing, kept for the snapshots that share its running jobs (the
+        same tuple: made anew at each step)."""
+        standing = super().standing(snapshot)
+        self._kept = (snapshot.running, standing)
+        return standing
+
+    def standing(self, snapshot: Snapshot) -> Standing:
+        kept = self._kept
+        if kept is not None and kept[0] is snapshot.running:
+            return kept[1]
+        return super().standing(snapshot)
 
 
 class ShareBuilder:
