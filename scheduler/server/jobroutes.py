@@ -304,7 +304,8 @@ class JobRoutes:
                           time_limit_s=spec.time_limit_s, account=spec.account, qos=spec.qos,
                           name=spec.name, dependency=spec.dependency, requeue=spec.requeue)
         after = updated.to_fields()
-        job.__dict__.update(updated.__dict__)
+        for name in after:  # the caller's record becomes the updated one
+            setattr(job, name, getattr(updated, name))
         return {k for k in after if after[k] != before[k]}
 
     def _running_changes(self, job: Job, body: dict[str, Any], caller: Caller) -> set[str]:

@@ -154,9 +154,9 @@ class ArrayStore(StoreCore):
         """Cancel one index that is not a task yet: it leaves the remaining indices and a
         CANCELLED task record says so."""
         left = [i for i in array.remaining_indices if i != index]
-        task = Job(**{**array.template.__dict__, "id": task_id(array.id, index),
-                      "array_task": index, "state": JobState.CANCELLED, "ended_at": now,
-                      "reason": ReasonCode.CANCELLED, "script": ""})
+        task = replace(array.template, id=task_id(array.id, index), array_task=index,
+                       state=JobState.CANCELLED, ended_at=now, reason=ReasonCode.CANCELLED,
+                       script="")
         changes = {"remaining": format_ranges(left),
                    "cancelled": format_ranges([*array.cancelled, index])}
         if not left and array.state == ArrayState.PENDING:
