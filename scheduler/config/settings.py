@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -332,8 +333,23 @@ def check_type(name: str, value: Any, source: Path | str) -> None:
         raise ConfigError(f"{where(name)} = {value!r} in {source}: expected {expected}")
 
 
+_UID_MIN_READ: dict[str, tuple[float, int]] = {}  # path -> (when read, UID_MIN)
+UID_MIN_TTL_S = 60.0  # login.defs is read again at most once a minute (not on every submit)
+
+
 def login_defs_uid_min(path: str = "/etc/login.defs") -> int:
-    """UID_MIN from login.defs (1000 where it is missing or unreadable)."""
+    """UID_MIN from login.defs (1000 where it is missing or unreadable), read at most once a
+    minute: the API checks it for every submitted job."""
+    now = time.monotonic()
+    known = _UID_MIN_READ.get(path)
+    if known is not None and now - known[0] < UID_MIN_TTL_S:
+        return known[1]
+    value = _read_uid_min(path)
+    _UID_MIN_READ[path] = (now, value)
+    return value
+
+
+def _read_uid_min(path: str) -> int:
     try:
         for line in Path(path).read_text().splitlines():
             words = line.split()
