@@ -6,6 +6,7 @@ plumbing (errors, strict bodies) is in `scheduler.server.http`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -69,6 +70,7 @@ class Api(JobRoutes, AdminRoutes, HistoryRoutes):
         self.fairshare = fairshare or (lambda _now: None)
         self.fair = FairShare()  # this API's fair-share engine (quota, priority)
         self._nodes: tuple[float, list[Node]] | None = None
+        self._nodes_read: asyncio.Future[list[Node]] | None = None  # the read under way
         self._accounts: tuple[float, Accounts] | None = None
 
     def app(self) -> web.Application:
@@ -101,11 +103,21 @@ class Api(JobRoutes, AdminRoutes, HistoryRoutes):
         return app
 
     async def _nodes_cached(self) -> list[Node]:
-        """Nodes for validating submissions; a second old at most (they change slowly)."""
+        """Nodes for validating submissions; a second old at most (they change slowly). One
+        read at a time: a request that finds them stale while a read is under way waits for
+        that read (32 submits at once each reading 1,000 nodes held the event loop for
+        seconds, the lease renewal and the cycle with it)."""
         now = time.monotonic()
-        if self._nodes is None or now - self._nodes[0] > NODE_CACHE_S:
-            self._nodes = (now, await self.store.nodes())
-        return self._nodes[1]
+        if self._nodes is not None and now - self._nodes[0] <= NODE_CACHE_S:
+            return self._nodes[1]
+        if self._nodes_read is None or self._nodes_read.done():
+            self._nodes_read = asyncio.ensure_future(self._read_nodes(now))
+        return await asyncio.shield(self._nodes_read)
+
+    async def _read_nodes(self, now: float) -> list[Node]:
+        nodes = await self.store.nodes()
+        self._nodes = (now, nodes)
+        return nodes
 
     async def _accounts_cached(self) -> Accounts:
         now = time.monotonic()
