@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 
 from scheduler.model import Job, Node, NodeState
 from scheduler.policy import NodeView, PendingJob, RunningJob
+from scheduler.resources import Demand
 
 
 def running_view(job: Job, now: float) -> RunningJob:
@@ -38,6 +40,16 @@ def node_view(node: Node, billing_weight: float = 1.0, avoid_foreign: bool = Tru
                     mem_free=node.memory_mb - mem)
 
 
+_DEMANDS: dict[Demand, Demand] = {}  # each distinct demand once (most jobs ask the same)
+
+
 def pending_view(job: Job) -> PendingJob:
-    return PendingJob(job.id, job.user, job.account, job.gpus, job.submitted_at, job.gpu_type,
-                      job.qos, job.time_limit_s, job.nodes, job.demand)
+    """The policy's view of a waiting job. The leader keeps one per waiting job between
+    cycles: the names many jobs share (user, account, QoS, GPU type) and their demands are
+    kept once, not once per job as each record's read gave them."""
+    demand = job.demand
+    if len(_DEMANDS) < 10_000:
+        demand = _DEMANDS.setdefault(demand, demand)
+    return PendingJob(job.id, sys.intern(job.user), sys.intern(job.account), job.gpus,
+                      job.submitted_at, job.gpu_type and sys.intern(job.gpu_type),
+                      sys.intern(job.qos), job.time_limit_s, job.nodes, demand)

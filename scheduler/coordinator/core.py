@@ -9,7 +9,7 @@ A cycle, when this coordinator leads:
   4. idle    — track GPUs running jobs leave idle; warn, notify, or stop them (idle)
   5. decide  — snapshot → policy.schedule() → start decisions: each one fenced script that
                allocates the GPUs and writes the start record for the node's agent
-  6. explain — write every waiting job's reasons
+  6. explain — write the waiting jobs' reasons that changed since this coordinator wrote them
 Every write is a fenced store script, so a deposed leader's late writes are refused. The
 coordinator never starts or signals a process and never waits on a node: agents do that.
 """
@@ -17,7 +17,9 @@ coordinator never starts or signals a process and never waits on a node: agents 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import math
 import os
 import socket
 import time
@@ -25,7 +27,6 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from scheduler.cluster.read import ClusterState, build_snapshot, read_cluster
-from scheduler.cluster.views import pending_view
 from scheduler.config import Settings
 from scheduler.coordinator.idle import (
     EVENT_IDLE,
@@ -40,7 +41,14 @@ from scheduler.coordinator.idle import (
 )
 from scheduler.coordinator.nodes import NodeChannel, StoreNodes, last_heard
 from scheduler.coordinator.notify import Notifier
-from scheduler.coordinator.waiting import check_dependencies, dependency_reason, is_met, spawn_count
+from scheduler.coordinator.waiting import (
+    QUEUE_FIELDS,
+    Queued,
+    check_dependencies,
+    dependency_reason,
+    is_met,
+    spawn_count,
+)
 from scheduler.coordinator.watch import Watching
 from scheduler.metrics.hist import CYCLE_BUCKETS, LocalHistogram
 from scheduler.model import Job, JobState, Node, NodeState, Reason, ReasonCode
@@ -49,6 +57,7 @@ from scheduler.policy.fairengine import FairShare
 from scheduler.policy.fairshare import FairShareTable
 from scheduler.policy.preemption import Preemption
 from scheduler.store import Outcome, Store
+from scheduler.store.jobstore import READ_CHUNK
 from scheduler.trouble import Trouble
 
 log = logging.getLogger(__name__)
@@ -59,7 +68,7 @@ RETENTION_BATCHES = 20  # per pass: up to 4,000 jobs a minute, far above any lab
 WAKE_WAIT_S = 1.0
 FAIRSHARE_FRESH_S = 10.0
 MIN_CYCLE_GAP_S = 0.05
-REASONS_REFRESH_S = 30.0  # rewrite every waiting job's reasons at least this often
+REASONS_REFRESH_S = 30.0  # every waiting job's reasons are written again within about this
 HOLDING_REASONS = frozenset({"BudgetExhausted"})  # a job waiting for these is HELD, not PENDING
 
 
@@ -85,9 +94,10 @@ class Coordinator(Watching):
         self._last_charge = 0.0
         self._last_retention = 0.0
         self._last_stop_sent: dict[str, float] = {}
-        self._written_reasons: dict[str, tuple[object, ...]] = {}
+        # job id -> a fingerprint of the reasons and estimate last written, oldest write first
+        self._written_reasons: dict[str, int] = {}
         self._reasons_refreshed = time.monotonic()
-        self._waiting_cache: dict[str, tuple[Job, PendingJob]] = {}
+        self._waiting_cache: dict[str, Queued] = {}
         self._deps_met: set[str] = set()  # waiting jobs whose dependency was met
         self.free_gpus = -1  # unknown until a cycle has placed jobs
         self._fairshare: tuple[float, FairShareTable] | None = None  # (when, the last table)
@@ -99,8 +109,10 @@ class Coordinator(Watching):
         API hands over the jobs just stored, so the next cycle need not read them back."""
         if self.is_leader:
             for job in jobs:  # without its request's text: the start reads the job again
-                light = replace(job, command=[], env={}, script="")
-                self._waiting_cache.setdefault(job.id, (light, pending_view(light)))
+                try:
+                    self._waiting_cache.setdefault(job.id, Queued.of(job))
+                except ValueError:
+                    pass  # the next cycle reads it, and says why it cannot be scheduled
         if self.free_gpus != 0:
             self.kick.set()
 
@@ -272,7 +284,7 @@ class Coordinator(Watching):
         self.notifier.send(event, job.user, job.id,
                            notify_message(event, job, decision, self.idle_policy))
 
-    async def _waiting_jobs(self) -> list[tuple[Job, PendingJob]]:
+    async def _waiting_jobs(self) -> list[Queued]:
         """The waiting queue, reading from Redis only the jobs this process has not seen.
 
         What the policy and the start record use of a waiting job (its request) never changes
@@ -282,29 +294,40 @@ class Coordinator(Watching):
             self._waiting_cache.pop(job_id, None)
             self._deps_met.discard(job_id)
         ids = await self.store.waiting_ids()
-        missing = [job_id for job_id in ids if job_id not in self._waiting_cache]
-        # Without command, environment or script (up to hundreds of KiB a job, and never
-        # needed to decide): the start reads the jobs it starts in full.
-        for job in await self.store.list_jobs(missing):
-            try:
-                view = pending_view(job)
-            except ValueError as exc:  # a malformed record (the policy refuses it): skip it
-                log.error("job %s cannot be scheduled: %s", job.id, exc)
-                continue
-            self._waiting_cache[job.id] = (job, view)
-        current = set(ids)
-        for job_id in [j for j in self._waiting_cache if j not in current]:
-            del self._waiting_cache[job_id]
-        return [self._waiting_cache[j] for j in ids if j in self._waiting_cache]
+        cache = self._waiting_cache
+        missing = [job_id for job_id in ids if job_id not in cache]
+        # Only the fields a waiting job is scheduled by (not the command, environment or
+        # script: up to hundreds of KiB a job; the start reads the jobs it starts in full),
+        # a chunk at a time, each kept as a `Queued` at once: a new leader's first read of
+        # 100,000 jobs never holds them all as raw fields, nor the event loop for long.
+        for first in range(0, len(missing), READ_CHUNK):
+            chunk = missing[first:first + READ_CHUNK]
+            rows = await self.store.job_fields(chunk, QUEUE_FIELDS)
+            for job_id, row in zip(chunk, rows, strict=True):
+                if row[0] is None:
+                    continue  # gone since the ids were read
+                try:
+                    queued = Queued.of(Job.from_fields(
+                        {k: v for k, v in zip(QUEUE_FIELDS, row, strict=True) if v is not None}))
+                    cache[queued.id] = queued  # (keyed by its own id: one string, not two)
+                except (ValueError, KeyError, TypeError) as exc:
+                    # a malformed record (the policy refuses it): skip it
+                    log.error("job %s cannot be scheduled: %s", job_id, exc)
+        if len(cache) > len(ids) - len(missing):  # some left the queue
+            current = set(ids)
+            for job_id in [j for j in cache if j not in current]:
+                del cache[job_id]
+        return [cache[j] for j in ids if j in cache]
 
     async def _decide(self, epoch: int, state: ClusterState) -> None:
         """Schedule the waiting jobs: each start is one fenced script (GPUs and start record)."""
         now = state.now
         waiting = await self._waiting_jobs()
-        if await self._spawn_tasks(epoch, state, [job for job, _ in waiting]):
+        if await self._spawn_tasks(epoch, state, waiting):
             waiting = await self._waiting_jobs()
-        blocked = await self._dependencies([job for job, _ in waiting], state.active, now)
-        waiting = [item for item in waiting if item[0].id not in blocked]
+        blocked = await self._dependencies(waiting, state.active, now)
+        if blocked:
+            waiting = [job for job in waiting if job.id not in blocked]
         if not waiting:
             self.free_gpus = -1
             await self._write_reasons(blocked, {})
@@ -313,7 +336,7 @@ class Coordinator(Watching):
         # a thread of its own: however long it takes (100,000 waiting jobs: about a second),
         # the event loop goes on renewing the lease and answering the API meanwhile.
         snapshot, decisions = await asyncio.to_thread(
-            self._plan, state, [view for _, view in waiting])
+            self._plan, state, [job.view for job in waiting])
         nodes, active = state.nodes, state.active
         if decisions.fairshare is not None:
             self._fairshare = (now, decisions.fairshare)
@@ -349,7 +372,7 @@ class Coordinator(Watching):
         snapshot = build_snapshot(state, waiting, self.settings)
         return snapshot, schedule(snapshot, fairshare=self.fair)
 
-    async def _spawn_tasks(self, epoch: int, state: ClusterState, waiting: Sequence[Job]
+    async def _spawn_tasks(self, epoch: int, state: ClusterState, waiting: Sequence[Queued]
                            ) -> bool:
         """Make the next tasks of arrays with indices left (up to each one's throttle).
         Returns whether any task was made."""
@@ -357,9 +380,9 @@ class Coordinator(Watching):
         if not arrays:
             return False
         counts: dict[str, list[int]] = {}
-        for job in waiting:
-            if job.array_job:
-                counts.setdefault(job.array_job, [0, 0])[0] += 1
+        for queued in waiting:
+            if queued.array_job:
+                counts.setdefault(queued.array_job, [0, 0])[0] += 1
         for job in state.active:
             if job.array_job:
                 counts.setdefault(job.array_job, [0, 0])[1] += 1
@@ -372,7 +395,7 @@ class Coordinator(Watching):
                 made = True
         return made
 
-    async def _dependencies(self, waiting: Sequence[Job], active: Sequence[Job],
+    async def _dependencies(self, waiting: Sequence[Queued], active: Sequence[Job],
                             now: float) -> dict[str, list[Reason]]:
         """Waiting jobs whose dependency is not met, with the reason; a job that can never
         start is cancelled under kill_invalid_depend. Met dependencies are remembered."""
@@ -407,20 +430,36 @@ class Coordinator(Watching):
 
     async def _write_reasons(self, reasons: dict[str, list[Reason]],
                              estimates: dict[str, float]) -> None:
-        """Write only reasons (and estimates) that changed since this coordinator wrote them."""
-        if time.monotonic() - self._reasons_refreshed > REASONS_REFRESH_S:
-            # A hold and release between two cycles, or another writer, is corrected here.
-            self._written_reasons.clear()
-            self._reasons_refreshed = time.monotonic()
+        """Write only reasons (and estimates) that changed since this coordinator wrote them,
+        and a share of the others each cycle (`_refresh_reasons`)."""
+        written = self._written_reasons
+        self._refresh_reasons()
         changed, keys = {}, {}
         for job_id, items in reasons.items():
-            key = (*items, round(estimates.get(job_id, 0.0)))
-            if self._written_reasons.get(job_id) != key:
+            # A fingerprint, not the reasons: the reasons of 100,000 jobs are not kept from
+            # one cycle to the next. (Two different reasons alike in it: rewritten later.)
+            key = hash((*items, round(estimates.get(job_id, 0.0))))
+            if written.get(job_id) != key:
                 changed[job_id] = [r.to_dict() for r in items]
                 keys[job_id] = key
-        for job_id in set(self._written_reasons) - set(reasons):
-            del self._written_reasons[job_id]  # started, cancelled or gone
+        if len(written) > len(reasons) - len(changed):
+            for job_id in [j for j in written if j not in reasons]:
+                del written[job_id]  # started, cancelled or gone
         held = {job_id for job_id in changed if reasons[job_id]
                 and reasons[job_id][0].code in HOLDING_REASONS}
         await self.store.set_reasons(changed, held, estimates)
-        self._written_reasons.update(keys)  # only once written
+        for job_id, key in keys.items():  # only once written; the oldest writes first
+            written.pop(job_id, None)
+            written[job_id] = key
+
+    def _refresh_reasons(self) -> None:
+        """Forget the oldest writes, so that those jobs' reasons are written again: each cycle
+        a share of them as large as the share of REASONS_REFRESH_S since the last, so each
+        job's are rewritten about every REASONS_REFRESH_S (a hold and release between two
+        cycles, or another writer, is corrected so), a few at a time, never all at once."""
+        now = time.monotonic()
+        share = min(1.0, (now - self._reasons_refreshed) / REASONS_REFRESH_S)
+        self._reasons_refreshed = now
+        due = math.ceil(len(self._written_reasons) * share)
+        for job_id in list(itertools.islice(self._written_reasons, due)):
+            del self._written_reasons[job_id]
