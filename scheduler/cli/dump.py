@@ -119,97 +119,110 @@ def parse(text: str, now: float, semesters: list[list[str]]) -> tuple[Wanted, li
     if not isinstance(budgets, list):
         return wanted, problems + ["budgets must be [[budgets]] entries"]
     for name, entry in accounts.items():
-        where = f"account {name!r}"
-        if not _NAME.match(name) or name == ROOT:
-            problems.append(f"{where}: a name of letters, digits, '_', '.', '@', '-' (not root)")
-            continue
-        if not isinstance(entry, dict):
-            problems.append(f"{where}: must be a table")
-            continue
-        bad = sorted(set(entry) - set(ACCOUNT_KEYS))
-        if bad:
-            problems.append(f"{where}: unknown key(s) {', '.join(bad)} (known: "
-                            f"{', '.join(ACCOUNT_KEYS)})")
-        parent, shares, limit = (entry.get("parent", ROOT), entry.get("shares", 1.0),
-                                 entry.get("max_running_gpus"))
-        if not isinstance(parent, str):
-            problems.append(f"{where}: parent must be an account name")
-            continue
-        if not _number(shares):
-            problems.append(f"{where}: shares = {shares!r}: give a number of zero or more")
-            continue
-        if not _limit(limit):
-            problems.append(f"{where}: max_running_gpus = {limit!r}: give a whole number of "
-                            "zero or more (leave it out for none)")
-            continue
-        wanted.accounts[name] = AccountConfig(name, parent, float(shares), limit)
+        _parse_account(wanted, problems, name, entry)
     for name, entry in users.items():
-        where = f"user {name!r}"
-        if not _NAME.match(name):
-            problems.append(f"{where}: a name of letters, digits, '_', '.', '@', '-'")
-            continue
-        if not isinstance(entry, dict):
-            problems.append(f"{where}: must be a table")
-            continue
-        bad = sorted(set(entry) - set(USER_KEYS))
-        if bad:
-            problems.append(f"{where}: unknown key(s) {', '.join(bad)} (known: "
-                            f"{', '.join(USER_KEYS)})")
-        member = entry.get("accounts")
-        if not isinstance(member, dict) or not member or not all(
-                isinstance(k, str) and _number(v) for k, v in member.items()):
-            problems.append(f"{where}: accounts must be a table of account = shares (at least "
-                            "one; shares zero or more)")
-            continue
-        default = entry.get("default_account", sorted(member)[0])
-        if default not in member:
-            problems.append(f"{where}: default_account {default!r} is not one of its accounts")
-            continue
-        admin = entry.get("admin", False)
-        if not isinstance(admin, bool):
-            problems.append(f"{where}: admin = {admin!r}: use true or false")
-            continue
-        limits = {k: entry.get(k) for k in ("max_running_gpus", "max_jobs")}
-        wrong = [k for k, v in limits.items() if not _limit(v)]
-        if wrong:
-            problems += [f"{where}: {k} = {limits[k]!r}: give a whole number of zero or more "
-                         "(leave it out for none)" for k in wrong]
-            continue
-        wanted.users[name] = UserConfig(name, {k: float(v) for k, v in member.items()}, default,
-                                        admin, limits["max_running_gpus"], limits["max_jobs"])
+        _parse_user(wanted, problems, name, entry)
     for number, entry in enumerate(budgets, 1):
-        where = f"budget {number}"
-        if not isinstance(entry, dict):
-            problems.append(f"{where}: must be a table")
-            continue
-        bad = sorted(set(entry) - set(BUDGET_KEYS))
-        if bad:
-            problems.append(f"{where}: unknown key(s) {', '.join(bad)} (known: "
-                            f"{', '.join(BUDGET_KEYS)})")
-        scope, name = entry.get("scope"), entry.get("name")
-        hours: Any = entry.get("limit_hours")
-        period = entry.get("period", "month")
-        if scope not in ("account", "user") or not isinstance(name, str) or \
-                not _NAME.match(name):
-            problems.append(f"{where}: give scope = \"account\" or \"user\" and its name")
-            continue
-        where = f"budget {scope} {name!r}"
-        if not _number(hours):
-            problems.append(f"{where}: limit_hours = {hours!r}: give billed GPU-hours, zero or "
-                            "more")
-            continue
-        try:
-            if not isinstance(period, str):
-                raise PeriodError("period: use month, semester or YYYY-MM-DD:YYYY-MM-DD")
-            period_bounds(period, now, [(a, b) for a, b in semesters])
-        except PeriodError as exc:
-            problems.append(f"{where}: {exc}")
-            continue
-        if f"{scope}:{name}" in wanted.budgets:
-            problems.append(f"{where}: given twice")
-            continue
-        wanted.budgets[f"{scope}:{name}"] = BudgetConfig(scope, name, float(hours), period)
+        _parse_budget(wanted, problems, number, entry, now, semesters)
     return wanted, problems
+
+
+def _entry_problems(where: str, entry: Any, known: tuple[str, ...]) -> list[str] | None:
+    """An entry's problems of form (unknown keys: reported, the rest still read), or None
+    when it is no table at all (nothing more can be read of it)."""
+    if not isinstance(entry, dict):
+        return None
+    bad = sorted(set(entry) - set(known))
+    return [f"{where}: unknown key(s) {', '.join(bad)} (known: {', '.join(known)})"] if bad \
+        else []
+
+
+def _parse_account(wanted: Wanted, problems: list[str], name: str, entry: Any) -> None:
+    where = f"account {name!r}"
+    if not _NAME.match(name) or name == ROOT:
+        problems.append(f"{where}: a name of letters, digits, '_', '.', '@', '-' (not root)")
+        return
+    form = _entry_problems(where, entry, ACCOUNT_KEYS)
+    if form is None:
+        problems.append(f"{where}: must be a table")
+        return
+    problems += form
+    parent, shares, limit = (entry.get("parent", ROOT), entry.get("shares", 1.0),
+                             entry.get("max_running_gpus"))
+    if not isinstance(parent, str):
+        problems.append(f"{where}: parent must be an account name")
+    elif not _number(shares):
+        problems.append(f"{where}: shares = {shares!r}: give a number of zero or more")
+    elif not _limit(limit):
+        problems.append(f"{where}: max_running_gpus = {limit!r}: give a whole number of "
+                        "zero or more (leave it out for none)")
+    else:
+        wanted.accounts[name] = AccountConfig(name, parent, float(shares), limit)
+
+
+def _parse_user(wanted: Wanted, problems: list[str], name: str, entry: Any) -> None:
+    where = f"user {name!r}"
+    if not _NAME.match(name):
+        problems.append(f"{where}: a name of letters, digits, '_', '.', '@', '-'")
+        return
+    form = _entry_problems(where, entry, USER_KEYS)
+    if form is None:
+        problems.append(f"{where}: must be a table")
+        return
+    problems += form
+    member = entry.get("accounts")
+    if not isinstance(member, dict) or not member or not all(
+            isinstance(k, str) and _number(v) for k, v in member.items()):
+        problems.append(f"{where}: accounts must be a table of account = shares (at least "
+                        "one; shares zero or more)")
+        return
+    default = entry.get("default_account", sorted(member)[0])
+    admin = entry.get("admin", False)
+    limits = {k: entry.get(k) for k in ("max_running_gpus", "max_jobs")}
+    wrong = [k for k, v in limits.items() if not _limit(v)]
+    if default not in member:
+        problems.append(f"{where}: default_account {default!r} is not one of its accounts")
+    elif not isinstance(admin, bool):
+        problems.append(f"{where}: admin = {admin!r}: use true or false")
+    elif wrong:
+        problems += [f"{where}: {k} = {limits[k]!r}: give a whole number of zero or more "
+                     "(leave it out for none)" for k in wrong]
+    else:
+        wanted.users[name] = UserConfig(name, {k: float(v) for k, v in member.items()},
+                                        default, admin, limits["max_running_gpus"],
+                                        limits["max_jobs"])
+
+
+def _parse_budget(wanted: Wanted, problems: list[str], number: int, entry: Any, now: float,
+                  semesters: list[list[str]]) -> None:
+    form = _entry_problems(f"budget {number}", entry, BUDGET_KEYS)
+    if form is None:
+        problems.append(f"budget {number}: must be a table")
+        return
+    problems += form
+    scope, name = entry.get("scope"), entry.get("name")
+    hours: Any = entry.get("limit_hours")
+    period = entry.get("period", "month")
+    if scope not in ("account", "user") or not isinstance(name, str) or \
+            not _NAME.match(name):
+        problems.append(f"budget {number}: give scope = \"account\" or \"user\" and its name")
+        return
+    where = f"budget {scope} {name!r}"
+    if not _number(hours):
+        problems.append(f"{where}: limit_hours = {hours!r}: give billed GPU-hours, zero or "
+                        "more")
+        return
+    try:
+        if not isinstance(period, str):
+            raise PeriodError("period: use month, semester or YYYY-MM-DD:YYYY-MM-DD")
+        period_bounds(period, now, [(a, b) for a, b in semesters])
+    except PeriodError as exc:
+        problems.append(f"{where}: {exc}")
+        return
+    if f"{scope}:{name}" in wanted.budgets:
+        problems.append(f"{where}: given twice")
+        return
+    wanted.budgets[f"{scope}:{name}"] = BudgetConfig(scope, name, float(hours), period)
 
 
 # ------------------------------------------------------------------------------- the plan
