@@ -20,6 +20,7 @@ from scheduler.model import Job, JobState, Node
 from scheduler.policy import Limits, PendingJob, RunningJob, Snapshot
 from scheduler.policy.fairshare import FairShareTable
 from scheduler.store import Store, parse_daily, parse_decayed
+from scheduler.store.jobstore import READ_CHUNK
 
 
 @dataclass(slots=True)
@@ -86,7 +87,12 @@ async def read_cluster(store: Store, now: float, *, metrics: bool = False) -> Cl
     if not metrics:
         return ClusterState(now, nodes, accounts, active, usage)
     _, waiting_ids = await store.queue_ids()
-    rows = job_rows(waiting_ids, await store.job_fields(waiting_ids, ROW_FIELDS))
+    rows: list[JobRow] = []
+    # Made into rows a chunk at a time, as read: the event loop is never held for the whole
+    # queue at once (0.3 s of it for 100,000 waiting jobs).
+    for first in range(0, len(waiting_ids), READ_CHUNK):
+        chunk = waiting_ids[first:first + READ_CHUNK]
+        rows += job_rows(chunk, await store.job_fields(chunk, ROW_FIELDS))
     return ClusterState(now, nodes, accounts, active, usage,
                         [r for r in rows if r.state.is_waiting()], await store.stats(),
                         await store.memory())
