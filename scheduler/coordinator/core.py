@@ -63,6 +63,7 @@ from scheduler.trouble import Trouble
 log = logging.getLogger(__name__)
 
 LEASE_TTL_MS = 5000
+LEASE_LATE_S = LEASE_TTL_MS / 2000  # a renewal later than this after the last is logged
 RETENTION_INTERVAL_S = 60.0
 RETENTION_BATCHES = 20  # per pass: up to 4,000 jobs a minute, far above any lab's rate
 WAKE_WAIT_S = 1.0
@@ -132,9 +133,16 @@ class Coordinator(Watching):
 
     async def lease_loop(self) -> None:
         trouble = Trouble("leader lease (not leading until it works again)")
+        renewed = 0.0  # when the lease was last renewed (monotonic; 0: not leading)
         while True:
             try:
                 epoch = await self.store.lease(self.id, LEASE_TTL_MS)
+                now = time.monotonic()
+                if epoch and epoch == self.epoch and now - renewed > LEASE_LATE_S:
+                    # Nearly lost: something held the event loop (CPU work on it) or the store.
+                    log.warning("leader lease renewed %.1f s after the last; it lasts %.1f s",
+                                now - renewed, LEASE_TTL_MS / 1000)
+                renewed = now if epoch else 0.0
                 if epoch != self.epoch:
                     # Another leader may have written meanwhile: forget what we believed.
                     self._written_reasons.clear()
