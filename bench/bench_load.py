@@ -78,6 +78,7 @@ class Seen:
     rss_bytes: list[int] = field(default_factory=list)
     epochs: set[str | None] = field(default_factory=set)
     leaders: set[str | None] = field(default_factory=set)
+    lease_left_ms: list[int] = field(default_factory=list)  # the leader key's PTTL, each poll
     beats: int = 0
     beat_errors: int = 0
     store_busy: int = 0  # polls of the lease that the store did not answer
@@ -301,7 +302,9 @@ async def submitter(path: str, plan: Plan, index: int, began: float, seen: Seen)
 
 async def watch(store: Store, coordinator: subprocess.Popen[bytes], stop: asyncio.Event,
                 seen: Seen) -> None:
-    """Every 0.5 s: the coordinator's RSS, the leader and the fencing epoch."""
+    """Every 0.5 s: the coordinator's RSS, the leader, the fencing epoch and how long the
+    lease has left (renewed every second, it lasts 5 s: what is left says how late the last
+    renewal was)."""
     said = time.monotonic()
     pid = coordinator.pid
     while not stop.is_set():
@@ -317,6 +320,7 @@ async def watch(store: Store, coordinator: subprocess.Popen[bytes], stop: asynci
         try:
             seen.leaders.add(await store.r.get(store.keys.leader))
             seen.epochs.add(await store.r.get(store.keys.epoch))
+            seen.lease_left_ms.append(int(await store.r.pttl(store.keys.leader)))
         except Exception:  # the store busy with a script: polled again in 0.5 s
             seen.store_busy += 1
         await asyncio.sleep(0.5)
@@ -472,6 +476,11 @@ async def bench(plan: Plan, url: str, home: Path, ready_timeout: float) -> None:
     print(f"lease never lost: {'yes' if kept else 'NO'} (fencing epochs seen: {epochs}; "
           f"leaders seen: {len(seen.leaders)}, polled every 0.5 s; {seen.store_busy} polls "
           "unanswered)")
+    if seen.lease_left_ms:
+        left = sorted(seen.lease_left_ms)
+        print(f"lease time left when polled: least {left[0] / 1000:.2f} s, median "
+              f"{left[len(left) // 2] / 1000:.2f} s of 5 s (renewed every second; below 0: "
+              "none held)")
 
 
 def log_summary(log: Path) -> str:
