@@ -71,6 +71,7 @@ from scheduler.sim.exactcut import (
     ExactCut,
     Fenwick,
     _class_key,
+    _Last,
     _Own,
     _Queued,
 )
@@ -154,6 +155,11 @@ class _Replay(ExactCut):
         self.owns: dict[tuple[str, str], _Own] = {}  # fair now: each user's own order, kept
         self._ranks: tuple[AccountTree | None, dict[tuple[str, str], int]] = (None, {})
         self._grouping: dict[str, list[_Own]] | None = None  # fair now: users by tenant
+        # fair now: users whose queue, or GPUs held, changed since the last call
+        self.changed: set[tuple[str, str]] = set()
+        self.held_changed: set[tuple[str, str]] = set()
+        self._last: _Last | None = None  # fair now: what the last call's bounds are of
+        self._touched: list[_Own] = []  # fair now: users with jobs shown in the last call
         self.n_pending = 0
         self.sizes: dict[int, int] = {}  # classes queued per GPU count
         self.running: dict[str, tuple[RunningJob, float]] = {}  # id -> (view, start)
@@ -204,8 +210,7 @@ class _Replay(ExactCut):
         self.n_pending += 1
         owner = (job.account, job.user)
         self.queued[owner] = self.queued.get(owner, 0) + job.gpus
-        if owner in self.owns:
-            self.owns[owner].stale = True
+        self.changed.add(owner)
         if self.policy.drf:
             self.ahead[job.account].add(self.rank[job.id], job.gpus)
             self.drf_views.pop(job.account, None)
@@ -379,8 +384,7 @@ class _Replay(ExactCut):
                     del self.sizes[_per_node(job)]
         self.n_pending -= 1
         owner = (job.account, job.user)
-        if owner in self.owns:
-            self.owns[owner].stale = True
+        self.changed.add(owner)
         self.queued[owner] -= job.gpus
         if not self.queued[owner]:  # no longer active for fair_now's split: leave it out
             del self.queued[owner]
@@ -416,6 +420,7 @@ class _Replay(ExactCut):
         self.ledger.stopped(job.account, view.rate, start, view.ends_at, now)
         self.held[job.account] -= job.gpus
         self.user_held[(job.account, job.user)] -= job.gpus
+        self.held_changed.add((job.account, job.user))
         self.drf_views.pop(job.account, None)
         self.runs.append(Run(job, start, now, view.node, view.indices, preempted, view.rest))
         if self.tiresias is not None:

@@ -34,6 +34,23 @@ ClassKey = tuple[str, str, int, str | None, int, int, int]  # (account, user, GP
 ClassRank = tuple[float, float, int, str]
 _Queued = tuple[ClassRank, SimJob, PendingJob]  # a queued job, and the view the policy sees
 _Key = tuple[bool, float, float, int, str]  # a job's place in the policy's order (`ranking`)
+# From this x on, 2 ** -x is 0.0 in floating point (below the least subnormal, 2 ** -1074):
+# fair now's factor of a job is then its past part alone, whatever its tenant-level.
+_FLAT = 1100.0
+
+
+def _flat(past: float, now_weight: float) -> float:
+    """The level from which fair now's factor, now_weight * 2 ** -x + past, is `past` to the
+    last bit (the first term under a quarter of past's last bit; at least 1, the band's
+    edge): a job's total is then the same whatever its tenant-level. `_FLAT` for no past."""
+    if now_weight <= 0:
+        return 1.0
+    if past <= 0:
+        return _FLAT
+    return max(1.0, math.ceil(math.log2(4 * now_weight / math.ulp(past))) + 1.0)
+_NEAR = 32  # a user's jobs shown at once when a later one could change a decision
+_numbers = itertools.count()
+_HORIZON = 900.0  # seconds a user's bound is kept for (its jobs age 0.15 % of a week)
 # A user in `_pick`'s heap: the best its next job can rank, a tie-break, whether that bound
 # counts its tenant's jobs below it, the user, its tenant's users.
 _Entry = tuple[tuple[bool, float], int, bool, "_Own", list["_Own"]]
@@ -50,6 +67,10 @@ class ExactCut(DrfViews):
     user_classes: dict[tuple[str, str], list[ClassKey]]
     owns: dict[tuple[str, str], _Own]
     _grouping: dict[str, list[_Own]] | None
+    _touched: list[_Own]
+    _last: _Last | None
+    changed: set[tuple[str, str]]
+    held_changed: set[tuple[str, str]]
     _ranks: tuple[AccountTree | None, dict[tuple[str, str], int]]
     sizes: dict[int, int]
     cluster: Cluster
@@ -135,9 +156,11 @@ class ExactCut(DrfViews):
                                  max_estimates=0, explain=False)
             self.calls += 1
             if not self.exact:
+                self._touched = [own for tenant in picked for own in tenants[tenant]]
                 return decisions, shown
             more = self._hidden_matter(tenants, shown, decisions, snap, bound, rest)
             if not more:
+                self._touched = [own for tenant in picked for own in tenants[tenant]]
                 return decisions, shown
             picked |= more
             rest = None
@@ -146,60 +169,89 @@ class ExactCut(DrfViews):
                ) -> tuple[dict[str, list[_Own]], list[_Entry]]:
         """Each tenant's users with jobs queued, none shown yet, each user's queue in fair
         now's own order (kept from call to call, made again when the user queues or starts a
-        job); and a heap of the users by the most their first job can rank (`_Bound.first`,
-        written out here: it is most of this)."""
-        held, entitled = standing.held, standing.entitled
+        job); and a heap of the users by the most their first job can rank (`_Bound`; each
+        kept from call to call while what it is made of stays: the user's and its tenant's
+        GPUs held and fair GPUs, its queue, the fair-share table, until a horizon)."""
+        for own in self._touched:
+            own.n = own.cum = own.run = own.at = 0
+        self._touched = []
         tree = standing.tree
         if self._ranks[0] is not tree:  # fair now merges a tenant's users in this order
             self._ranks = (tree, {key: i for keys in tree.child_users.values()
                                   for i, key in enumerate(keys)})
             self._grouping = None
-        ranks = self._ranks[1]
         tenants = self._grouping
+        last = self._last
         if tenants is None:
+            ranks = self._ranks[1]
             tenants = {}
             for owner in self.user_classes:
-                own = self.owns.get(owner)
-                if own is None:
-                    own = self.owns[owner] = _Own(owner)
-                own.rank = ranks[owner]
-                tenants.setdefault(owner[0], []).append(own)
+                user = self.owns.get(owner)
+                if user is None:
+                    user = self.owns[owner] = _Own(owner)
+                user.rank = ranks[owner]
+                tenants.setdefault(owner[0], []).append(user)
             self._grouping = tenants
+            last = None
         bound.rivals(len(tenants) > 1)
+        held, entitled = standing.held, standing.entitled
+        load, fair = standing.account_load, standing.account_entitled
+        full = last is None or bound.now > last.until or last.rivals != bound.tenants
+        if full:
+            dirty: set[str] = set(tenants)
+            last = self._last = _Last(bound.table, bound.horizon, bound.tenants)
+        else:
+            assert last is not None
+            # A user's fair GPUs change only with its tenant's, or a demand in its tenant.
+            dirty = {key for key, _ in load.items() ^ last.load.items()}
+            dirty.update(key for key, _ in fair.items() ^ last.fair.items())
+            dirty.update(owner[0] for owner in self.changed)
+            dirty.update(owner[0] for owner in self.held_changed)
+            if last.table is not bound.table:  # new usage: few users' past factors change
+                last.table = bound.table
+                for tenant, users in tenants.items():
+                    if tenant not in dirty and any(bound.past(own) != own.past
+                                                   for own in users):
+                        dirty.add(tenant)
+        last.load, last.fair = load, fair
+        for owner in self.changed:
+            if owner in self.owns:
+                self.owns[owner].stale = True
+        self.changed, self.held_changed = set(), set()
+        entries = last.entries
         floors = bound.floor
-        inf = math.inf
-        table, known, p, nw = bound.table, bound.known, bound.p, 1.0 - bound.p
-        now, max_age, age, fairshare = bound.now, bound.max_age, bound.age, bound.fairshare
-        constant = bound.qos + 1e-6
-        heap: list[_Entry] = []
-        for tenant, users in tenants.items():
-            floor = floors.get(tenant, inf) if floors else 0.0
-            for own in users:
+        for tenant in dirty:
+            mine = tenants.get(tenant)
+            if mine is None:
+                continue
+            floor = floors.get(tenant, math.inf) if floors else 0.0
+            for own in mine:
                 if own.stale:
                     own.rebuild(self._runs(self.user_classes[own.owner]), bound)
-                owner = own.owner
-                own.held = h = held.get(owner, 0.0)
-                own.share = share = entitled.get(owner, 0.0)
-                own.n = own.cum = own.run = own.at = 0
-                x = h / share if share > 0 else inf
-                if floor > x:
-                    x = floor
-                if x == inf:
-                    fs = 0.0
-                else:
-                    if own.table is not table:
-                        own.table = table
-                        own.past = p * (known[owner] if owner in known
-                                        else table.factor(*owner))
-                    fs = nw * 2.0 ** -x + own.past
-                    fs = 1.0 if fs > 1.0 else 0.0 if fs < 0.0 else fs
-                waited = now - own.submit
-                aged = (0.0 if waited <= 0.0 else 1.0 if waited >= max_age
-                        else waited / max_age)
-                total = age * aged + own.size + fairshare * fs + constant
-                heap.append(((x >= 1.0, -total), len(heap), False, own, users))
+                own.held = held.get(own.owner, 0.0)
+                own.share = entitled.get(own.owner, 0.0)
+                past = bound.past(own)
+                if past != own.past:
+                    own.past, own.flat = past, _flat(past, 1.0 - bound.p)
+                seen = (own.held, own.share, floor, past)
+                if full or own.first is None or seen != own.seen:
+                    own.first, own.seen = bound.first(own), seen
+                # (the closer bound counts its tenant's other jobs: it is made anew)
+                entries[own] = (own.first, own.index, False, own, mine)
+        heap = list(entries.values())
         heapq.heapify(heap)
         return tenants, heap
+
+    def _refined(self, entry: _Entry, bound: _Bound) -> _Entry:
+        """A heap entry's bound, closer: its tenant's jobs below it counted (for a user none
+        of whose jobs is shown, kept for the next calls until its tenant changes)."""
+        most, i, _, own, users = entry
+        if own.n == 0:
+            closer = (max(bound.of(own, None, users, bound.horizon), most), i, True, own, users)
+            if self._last is not None:
+                self._last.entries[own] = closer
+            return closer
+        return (max(bound.of(own, None, users), most), i, True, own, users)
 
     def _runs(self, keys: list[ClassKey]) -> list[tuple[int, Sequence[_Queued], list[ClassKey]]]:
         """A user's classes as runs of one GPU count in its own order (fewest GPUs first;
@@ -241,7 +293,7 @@ class ExactCut(DrfViews):
                 for other in aside:
                     heapq.heappush(heap, other)
             elif not entry[2]:  # its bound counting its tenant's jobs below it
-                heapq.heappush(heap, _refined(entry, bound))
+                heapq.heappush(heap, self._refined(entry, bound))
                 continue
             most_of, i, _, own, users = entry
             job = own.runs[own.run][1][own.at][1]
@@ -251,8 +303,9 @@ class ExactCut(DrfViews):
             mixed = mixed or len(picked) > 1
             own.seek(own.n + 1)
             if own.n < own.total:
-                # its next jobs rank below this one (the policy caps each user's totals)
-                heapq.heappush(heap, (max(bound.of(own, None), most_of), i, False, own, users))
+                # its next jobs rank below this one (the policy caps each user's totals): its
+                # bound, made closer when it comes up again (`_refined`)
+                heapq.heappush(heap, (most_of, i, False, own, users))
         return picked
 
     def _hidden_matter(self, tenants: Mapping[str, list[_Own]], shown: Mapping[ClassKey, int],
@@ -292,34 +345,46 @@ class ExactCut(DrfViews):
                                                   res_key, pools):
             return set()
         # The bounds the heap holds still bound each user's jobs left out (more shown since
-        # only moves its first left out later, whose total is below the one before it).
-        known = {entry[3]: entry[0] for entry in rest} if rest is not None else {}
+        # only moves its first left out later, whose total is below the one before it);
+        # where the walk took every free GPU, those below its last start need no look.
+        users_left: list[tuple[_Own, tuple[bool, float] | None, list[_Own]]]
+        if rest is not None:
+            users_left = [(entry[3], entry[0], entry[4]) for entry in rest
+                          if not (stopped and _before(start_keys[-1], entry[0], None))]
+        else:
+            users_left = [(own, None, users) for users in tenants.values() for own in users]
+        failing: list[tuple[int, _Own, str]] = []  # (jobs to show, the user, its tenant)
+        for own, most, users in users_left:
+            if own.n >= own.total:
+                continue
+            last = key_of(own.job(own.n - 1).id) if own.n else None
+            if most is None:
+                most = bound.of(own, last)
+            elif last is not None:
+                most = (most[0] or last[0], max(most[1], last[1]))
+            if not self._left_out_matter(own, most, last, shown, decisions, start_keys,
+                                         stopped, res_key, pools, now, bound):
+                continue
+            need = self._left_out_matter(own, bound.of(own, last, users), last, shown,
+                                         decisions, start_keys, stopped, res_key, pools, now,
+                                         bound)
+            if need:
+                failing.append((max(need, own.n + 1), own, own.owner[0]))
+        # Show more of these users: their jobs up to one that could start, or at least the
+        # next and those whose key could beat the call's last start (if it took every free
+        # GPU) or the reservation. Those far down a user's own order (all the user's jobs
+        # before them shown, and their tenant's up to their level) only once no nearer one
+        # is left: the nearer ones, shown, may take the free GPUs first.
+        if not failing:
+            return set()
+        near = [f for f in failing if f[0] - f[1].n <= _NEAR]
         more: set[str] = set()
-        for tenant, users in tenants.items():
-            for own in users:
-                if own.n >= own.total:
-                    continue
-                last = key_of(own.job(own.n - 1).id) if own.n else None
-                most = known.get(own)
-                if most is None:
-                    most = bound.of(own, last)
-                elif last is not None:
-                    most = (most[0] or last[0], max(most[1], last[1]))
-                if not self._left_out_matter(own, most, last, shown, decisions, start_keys,
-                                             stopped, res_key, pools, now):
-                    continue
-                need = self._left_out_matter(own, bound.of(own, last, users), last, shown,
-                                             decisions, start_keys, stopped, res_key, pools, now)
-                if not need:
-                    continue
-                # Show more of this user: its jobs up to one that could start, or at least
-                # its next job and those whose key could beat the call's last start (if it
-                # took every free GPU) or the reservation.
-                own.seek(max(need, own.n + 1))
-                if barrier is not None:
-                    while own.n < own.total and (barrier[0], barrier[1]) >= bound.of(own, None):
-                        own.seek(own.n + 1)
-                more.add(tenant)
+        for need, own, tenant in near or [min(failing, key=lambda f: f[0] - f[1].n)]:
+            own.seek(need)
+            if barrier is not None:
+                while own.n < own.total and (barrier[0], barrier[1]) >= bound.of(own, None):
+                    own.seek(own.n + 1)
+            more.add(tenant)
         return more
 
     def _none_matter(self, rest: list[_Entry], bound: _Bound, starts: Sequence[Start],
@@ -335,7 +400,7 @@ class ExactCut(DrfViews):
                 if top[3].n >= top[3].total:
                     heapq.heappop(rest)  # shown whole since (`_close`)
                 elif refine and not top[2]:
-                    heapq.heapreplace(rest, _refined(top, bound))
+                    heapq.heapreplace(rest, self._refined(top, bound))
                 else:
                     break
             if not rest:
@@ -353,7 +418,7 @@ class ExactCut(DrfViews):
     def _left_out_matter(self, own: _Own, most: tuple[bool, float], last: _Key | None,
                          shown: Mapping[ClassKey, int], decisions: Decisions,
                          start_keys: Sequence[_Key], stopped: bool, res_key: _Key | None,
-                         pools: dict[int, _Pool], now: float) -> int:
+                         pools: dict[int, _Pool], now: float, bound: _Bound) -> int:
         """Whether the user's jobs left out, which rank at best `most` and after `last`,
         could change the call's decisions (see `_hidden_matter`): 0 if not, else how many of
         its first jobs to show (its next one; or up to the first that could start)."""
@@ -380,6 +445,9 @@ class ExactCut(DrfViews):
                 if n < len(q) and pool.could_start(key, q[n][1], res, now):
                     # the first job left out of the class, in the user's own order
                     place = at + n if len(keys) == 1 else at + jobs.index(q[n])
+                    if (stopped and place > own.n
+                            and _before(start_keys[-1], bound.job_at(own, place), None)):
+                        continue  # the walk ends before it (and the others of its class)
                     need = place + 1 if not need else min(need, place + 1)
             at += len(jobs)
         return need
@@ -429,20 +497,28 @@ class _Pool:
         return len(counted) - bisect.bisect_left(counted, per_node) >= nodes
 
 
-def _refined(entry: _Entry, bound: _Bound) -> _Entry:
-    """A heap entry's bound, closer: its tenant's jobs below it counted."""
-    most, i, _, own, users = entry
-    return (max(bound.of(own, None, users), most), i, True, own, users)
+
+
+class _Last:
+    """What the users' bounds kept from the last call are of (`ExactCut._users`), and the
+    heap entries made of them."""
+
+    def __init__(self, table: FairShareTable, until: float, rivals: bool) -> None:
+        self.table, self.until, self.rivals = table, until, rivals
+        self.load: Mapping[str, float] = {}
+        self.fair: Mapping[str, float] = {}
+        self.entries: dict[_Own, _Entry] = {}
 
 
 def _close(users: Sequence[_Own], shown: dict[ClassKey, int]) -> None:
     """Show, of every user of one tenant, each job whose user-level is at most the highest
     of a job shown: the jobs at a lower level, which fair now counts in a job's tenant-level,
-    are all shown then. Adds each class's count to `shown`."""
+    are all shown then. Not above a user's `flat` level: there its job's factor is the same
+    whatever its tenant-level. Adds each class's count to `shown`."""
     top = -math.inf
     for own in users:
         if own.n and own.share > 0:
-            level = own.level(own.n - 1)
+            level = min(own.level(own.n - 1), own.flat)
             if level > top:
                 top = level
     for own in users:
@@ -480,7 +556,8 @@ class _Own:
     (with `cum`, their GPUs, and where the next one is: run `run`, place `at`)."""
 
     __slots__ = ("owner", "runs", "total", "held", "share", "rank", "n", "cum", "run", "at",
-                 "stale", "submit", "size", "table", "past", "smallest")
+                 "stale", "submit", "size", "past", "smallest", "first", "index", "flat",
+                 "seen")
 
     def __init__(self, owner: tuple[str, str]) -> None:
         self.owner = owner
@@ -490,11 +567,14 @@ class _Own:
         self.held = self.share = 0.0
         self.rank = 0  # its place among its tenant's users (fair now's order of ties)
         self.n = self.cum = self.run = self.at = 0
-        # its first job's submit time and size term, its past factor's part, and the table
-        # that is from (`_Bound`)
-        self.submit = self.size = self.past = 0.0
-        self.table: FairShareTable | None = None
+        # its first job's submit time and size term, and its past part (`_Bound.past`)
+        self.submit = self.size = 0.0
+        self.past = -1.0
         self.smallest = 0  # the fewest GPUs per node a job of its asks for
+        self.first: tuple[bool, float] | None = None  # its first job's bound (`_Bound`)
+        self.index = next(_numbers)  # a tie-break in heaps
+        self.flat = _FLAT  # the level from which its jobs' factor is its past part (`_flat`)
+        self.seen: tuple[float, ...] = ()  # what `first` is of
 
     def rebuild(self, runs: list[tuple[int, Sequence[_Queued], list[ClassKey]]],
                 bound: _Bound) -> None:
@@ -503,6 +583,7 @@ class _Own:
         first = runs[0][1][0][1]
         self.submit = first.submit
         self.size = bound.size * min(1.0, first.gpus / bound.largest)
+        self.first = None
         self.smallest = min(key[2] // key[4] for _, _, keys in runs for key in keys)
 
     def seek(self, n: int) -> None:
@@ -528,6 +609,16 @@ class _Own:
             if i < len(jobs):
                 return jobs[i][1]
             i -= len(jobs)
+        raise IndexError(i)
+
+    def locate(self, i: int) -> tuple[SimJob, int]:
+        """Its i-th job in its own order, and the GPUs of its jobs before it."""
+        cum = 0
+        for gpus, jobs, _ in self.runs:
+            if i < len(jobs):
+                return jobs[i][1], cum + gpus * i
+            i -= len(jobs)
+            cum += gpus * len(jobs)
         raise IndexError(i)
 
     def level(self, i: int) -> float:
@@ -620,6 +711,7 @@ class _Bound:
                  largest: int, standing: Standing) -> None:
         w = inputs.weights
         self.now, self.max_age, self.largest = now, w.max_age_s, max(1, largest)
+        self.horizon = now + _HORIZON
         self.age, self.size, self.fairshare = w.age, w.size, w.fairshare
         self.qos = w.qos * min(1.0, max(0.0, inputs.qos_factors.get("normal", 0.0)))
         self.p, self.known, self.table = inputs.past_weight, table.known, table
@@ -634,21 +726,27 @@ class _Bound:
             self.floor = {t: (self.load.get(t, 0.0) / e if e > 0 else math.inf)
                           for t, e in self.entitled.items()}
 
+    def past(self, own: _Own) -> float:
+        """The user's past part of fair now's factor, as the policy computes it."""
+        key = own.owner
+        return self.p * (self.known[key] if key in self.known else self.table.factor(*key))
+
     def first(self, own: _Own) -> tuple[bool, float]:
-        """`of` the user's first job, none shown, its tenant's other jobs not counted."""
-        share = own.share
-        x = own.held / share if share > 0 else math.inf
+        """The bound of the user's first job, none shown, until the horizon, its tenant's
+        other jobs not counted (cheaper)."""
+        x = own.held / own.share if own.share > 0 else math.inf
         if self.tenants:
             floor = self.floor.get(own.owner[0], math.inf)
             if floor > x:
                 x = floor
-        return self._most(own, x, own.runs[0][1][0][1])
+        return self._most(own, x, own.runs[0][1][0][1], self.horizon)
 
-    def of(self, own: _Own, last: _Key | None, rivals: Sequence[_Own] = ()
-           ) -> tuple[bool, float]:
+    def of(self, own: _Own, last: _Key | None, rivals: Sequence[_Own] = (),
+           at: float | None = None) -> tuple[bool, float]:
         """The bound of the user's first job not shown; `last`: its last job shown's key;
         `rivals`: its tenant's users, whose jobs below its user-level then count in its
-        tenant-level too (closer, and dearer to compute)."""
+        tenant-level too (closer, and dearer to compute); `at`: a bound until then (its age
+        then), not only now."""
         cum = own.cum
         x = (own.held + cum) / own.share if own.share > 0 else math.inf
         if self.tenants:
@@ -662,13 +760,31 @@ class _Bound:
                     if other is not own:
                         ahead += other.below(x, other.rank < own.rank)
                 x = max(x, (self.load.get(tenant, 0.0) + ahead) / entitled)
-        most = self._most(own, x, own.runs[own.run][1][own.at][1])
+        most = self._most(own, x, own.runs[own.run][1][own.at][1], at)
         if last is not None:
             return (most[0] or last[0], max(most[1], last[1]))
         return most
 
-    def _most(self, own: _Own, x: float, job: SimJob) -> tuple[bool, float]:
-        """(not in the band, -total) of `job` of the user, at level `x`."""
+    def job_at(self, own: _Own, i: int) -> tuple[bool, float]:
+        """The bound of the user's i-th job, left out, and those after it: below that of its
+        job before it, if that is left out too."""
+        most = self._level_bound(own, *own.locate(i))
+        if i - 1 >= own.n:
+            most = max(most, self._level_bound(own, *own.locate(i - 1)))
+        return most
+
+    def _level_bound(self, own: _Own, job: SimJob, cum: int) -> tuple[bool, float]:
+        x = (own.held + cum) / own.share if own.share > 0 else math.inf
+        if self.tenants:
+            tenant = own.owner[0]
+            entitled = self.entitled.get(tenant, 0.0)
+            x = max(x, (self.load.get(tenant, 0.0) + cum) / entitled if entitled > 0
+                    else math.inf)
+        return self._most(own, x, job)
+
+    def _most(self, own: _Own, x: float, job: SimJob, at: float | None = None
+              ) -> tuple[bool, float]:
+        """(not in the band, -total) of `job` of the user, at level `x` (aged until `at`)."""
         if x == math.inf:
             fs = 0.0
         else:
@@ -677,7 +793,7 @@ class _Bound:
             past = known[key] if key in known else self.table.factor(*key)
             fs = (1.0 - self.p) * 2.0 ** -x + self.p * past
             fs = 1.0 if fs > 1.0 else 0.0 if fs < 0.0 else fs
-        waited = self.now - job.submit
+        waited = (self.now if at is None else at) - job.submit
         aged = (0.0 if waited <= 0.0 else 1.0 if waited >= self.max_age
                 else waited / self.max_age)
         gpus = job.gpus / self.largest
