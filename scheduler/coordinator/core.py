@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import math
 import os
 import socket
 import time
@@ -69,7 +68,10 @@ RETENTION_BATCHES = 20  # per pass: up to 4,000 jobs a minute, far above any lab
 WAKE_WAIT_S = 1.0
 FAIRSHARE_FRESH_S = 10.0
 MIN_CYCLE_GAP_S = 0.05
-REASONS_REFRESH_S = 30.0  # every waiting job's reasons are written again within about this
+# Every waiting job's reasons are written again within about this long, whether or not they
+# changed: what a writer other than this leader wrote is corrected so (a deposed leader's late
+# write; a release tells the leader itself, through the changed list).
+REASONS_REFRESH_S = 300.0
 HOLDING_REASONS = frozenset({"BudgetExhausted"})  # a job waiting for these is HELD, not PENDING
 
 
@@ -98,6 +100,7 @@ class Coordinator(Watching):
         # job id -> a fingerprint of the reasons and estimate last written, oldest write first
         self._written_reasons: dict[str, int] = {}
         self._reasons_refreshed = time.monotonic()
+        self._refresh_due = 0.0  # how many written reasons are due to be written again
         self._waiting_cache: dict[str, Queued] = {}
         self._deps_met: set[str] = set()  # waiting jobs whose dependency was met
         self.free_gpus = -1  # unknown until a cycle has placed jobs
@@ -301,6 +304,7 @@ class Coordinator(Watching):
         for job_id in await self.store.pop_changed():  # a person changed it: read it again
             self._waiting_cache.pop(job_id, None)
             self._deps_met.discard(job_id)
+            self._written_reasons.pop(job_id, None)  # (a release wrote its reason)
         ids = await self.store.waiting_ids()
         cache = self._waiting_cache
         missing = [job_id for job_id in ids if job_id not in cache]
@@ -468,6 +472,9 @@ class Coordinator(Watching):
         now = time.monotonic()
         share = min(1.0, (now - self._reasons_refreshed) / REASONS_REFRESH_S)
         self._reasons_refreshed = now
-        due = math.ceil(len(self._written_reasons) * share)
+        self._refresh_due = min(self._refresh_due + len(self._written_reasons) * share,
+                                len(self._written_reasons))  # (a fraction carried over)
+        due = int(self._refresh_due)
+        self._refresh_due -= due
         for job_id in list(itertools.islice(self._written_reasons, due)):
             del self._written_reasons[job_id]

@@ -100,7 +100,7 @@ class JobStore(ArrayStore, RetentionStore):
                    now: float | None = None) -> Outcome:
         """Hold or release a waiting job; a released job waits from `now` (the time a person
         held it is not queue wait in the metrics)."""
-        keys = [self.keys.job(job_id), self.keys.waiting, self.keys.held]
+        keys = [self.keys.job(job_id), self.keys.waiting, self.keys.held, self.keys.changed]
         args = [job_id, caller, "1" if is_admin else "", "release" if release else "hold",
                 time.time() if now is None else now]
         return Outcome(await self._run("hold", keys, args))

@@ -16,7 +16,8 @@ Every key labq uses is built here and passed to scripts in KEYS, never built ins
     {p}stored                   hash     user -> how many of their jobs the store keeps (submit
                                          adds, each task of an array too; retention subtracts)
     {p}jobs:changed             list     ids of waiting jobs a person changed (`labq update`,
-                                         requeue): the leader forgets its cached copy
+                                         requeue, release): the leader forgets its cached
+                                         copy and the reasons it wrote
     {p}submit:{token}           string   ids made by one submit request (idempotent retries)
     {p}nodes                    set      node names ever seen
     {p}node:{name}              hash     node state and its last heartbeat report, written by

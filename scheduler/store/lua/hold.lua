@@ -1,5 +1,7 @@
--- Put a waiting job on hold (it leaves the queue the scheduler reads) or release it.
--- KEYS[1] job hash  KEYS[2] waiting zset  KEYS[3] held zset
+-- Put a waiting job on hold (it leaves the queue the scheduler reads) or release it. A
+-- release tells the leader through the changed list: it wrote the job's reason ("Released"),
+-- which the leader writes again (held and released between two cycles, it never saw it go).
+-- KEYS[1] job hash  KEYS[2] waiting zset  KEYS[3] held zset  KEYS[4] changed list
 -- ARGV[1] job id  ARGV[2] caller  ARGV[3] caller is admin ('1'/'')  ARGV[4] 'hold'|'release'
 -- ARGV[5] now: a released job waits from now (queued_at), so held time is not queue wait
 -- Returns NO_SUCH_JOB, FORBIDDEN, NOT_WAITING, ALREADY, or OK.
@@ -25,4 +27,6 @@ redis.call('HSET', KEYS[1], 'state', STATE.PENDING, 'hold', '', 'reason', REASON
   'queued_at', ARGV[5])
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('ZADD', KEYS[2], submitted, ARGV[1])
+redis.call('LPUSH', KEYS[4], ARGV[1])
+redis.call('LTRIM', KEYS[4], 0, 9999)
 return OUTCOME.OK
