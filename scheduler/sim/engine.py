@@ -51,6 +51,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 
+from scheduler.policy.backfill import Reservation
 from scheduler.policy.cycle import schedule
 from scheduler.policy.fairnow import FAIR_NOW
 from scheduler.policy.placement import type_matches
@@ -160,6 +161,7 @@ class _Replay(ExactCut):
         self.held_changed: set[tuple[str, str]] = set()
         self._last: _Last | None = None  # fair now: what the last call's bounds are of
         self._touched: list[_Own] = []  # fair now: users with jobs shown in the last call
+        self._last_res: Reservation | None = None  # fair now: the last call's reservation
         self.n_pending = 0
         self.sizes: dict[int, int] = {}  # classes queued per GPU count
         self.running: dict[str, tuple[RunningJob, float]] = {}  # id -> (view, start)

@@ -71,6 +71,8 @@ class ExactCut(DrfViews):
     _last: _Last | None
     changed: set[tuple[str, str]]
     held_changed: set[tuple[str, str]]
+    _last_res: Reservation | None
+    run_no: dict[str, int]
     _ranks: tuple[AccountTree | None, dict[tuple[str, str], int]]
     sizes: dict[int, int]
     cluster: Cluster
@@ -155,12 +157,11 @@ class ExactCut(DrfViews):
             decisions = schedule(replace(snap, pending=tuple(self._views(shown))),
                                  max_estimates=0, explain=False)
             self.calls += 1
-            if not self.exact:
-                self._touched = [own for tenant in picked for own in tenants[tenant]]
-                return decisions, shown
-            more = self._hidden_matter(tenants, shown, decisions, snap, bound, rest)
+            more = self._hidden_matter(tenants, shown, decisions, snap, bound,
+                                       rest) if self.exact else None
             if not more:
                 self._touched = [own for tenant in picked for own in tenants[tenant]]
+                self._last_res = decisions.reservation
                 return decisions, shown
             picked |= more
             rest = None
@@ -306,7 +307,36 @@ class ExactCut(DrfViews):
                 # its next jobs rank below this one (the policy caps each user's totals): its
                 # bound, made closer when it comes up again (`_refined`)
                 heapq.heappush(heap, (most_of, i, False, own, users))
+        self._pick_backfill(heap, picked, bound)
         return picked
+
+    def _pick_backfill(self, heap: list[_Entry], picked: set[str], bound: _Bound) -> None:
+        """Mark too the jobs that may backfill before the last call's reservation, if it
+        still stands (the next call most often has the same): best (closer) bound first, a
+        user's first job that ends by its start and fits the GPUs free on its node, until
+        those GPUs are asked for (not past `_NEAR` jobs down a user's own order)."""
+        res, now = self._last_res, bound.now
+        if res is None or res.rest or res.start <= now or res.job_id in self.run_no:
+            return
+        hole = len(self.free[res.node])
+        window = res.start - now
+        seen: list[_Entry] = []
+        while hole > 0 and heap:
+            entry = heapq.heappop(heap)
+            if not entry[2]:
+                heapq.heappush(heap, self._refined(entry, bound))
+                continue
+            seen.append(entry)
+            own = entry[3]
+            found = own.backfill(window, hole)
+            if found is None or found[0] - own.n >= _NEAR:
+                continue
+            own.seek(found[0] + 1)
+            picked.add(own.owner[0])
+            hole -= found[1]
+        for entry in seen:
+            if entry[3].n < entry[3].total:
+                heapq.heappush(heap, entry)
 
     def _hidden_matter(self, tenants: Mapping[str, list[_Own]], shown: Mapping[ClassKey, int],
                        decisions: Decisions, snap: Snapshot, bound: _Bound,
@@ -611,6 +641,22 @@ class _Own:
             i -= len(jobs)
         raise IndexError(i)
 
+    def backfill(self, window: float, room: int) -> tuple[int, int] | None:
+        """Its first job not shown that ends within `window` and needs at most `room` GPUs
+        on a node: (its place in its own order, its GPUs per node), or None."""
+        at = 0
+        for r, (_, jobs, _) in enumerate(self.runs):
+            start = self.at if r == self.run else 0
+            if r >= self.run:
+                for k in range(start, len(jobs)):
+                    job = jobs[k][1]
+                    if job.time_limit > window:
+                        break  # a run is in time-limit order
+                    if job.gpus // job.nodes <= room:
+                        return at + k, job.gpus // job.nodes
+            at += len(jobs)
+        return None
+
     def locate(self, i: int) -> tuple[SimJob, int]:
         """Its i-th job in its own order, and the GPUs of its jobs before it."""
         cum = 0
@@ -662,9 +708,9 @@ class _Own:
         """The GPUs of its jobs whose user-level is below `top` (`tied`: or at it): fair now
         counts them in the tenant-level of another user's job at level `top` (those tied
         with it where this user comes first in its tenant)."""
-        if self.share <= 0:
-            return 0
         held, share = self.held, self.share
+        if share <= 0 or not _under(held / share, top, tied):
+            return 0  # (its first job's level is held / share)
         cum = 0
         for gpus, jobs, _ in self.runs:
             size = len(jobs)
@@ -755,10 +801,13 @@ class _Bound:
             if entitled <= 0:
                 x = math.inf
             else:
-                ahead = cum
+                ahead, rank = cum, own.rank
                 for other in rivals:  # their jobs below it, and tied with it before it
-                    if other is not own:
-                        ahead += other.below(x, other.rank < own.rank)
+                    share = other.share
+                    if other is not own and share > 0:
+                        first = other.held / share  # (its first job's level)
+                        if first < x or (first == x and other.rank < rank):
+                            ahead += other.below(x, other.rank < rank)
                 x = max(x, (self.load.get(tenant, 0.0) + ahead) / entitled)
         most = self._most(own, x, own.runs[own.run][1][own.at][1], at)
         if last is not None:
