@@ -14,13 +14,14 @@ from scheduler.sim.policies import drf_key
 from scheduler.sim.trace import SimJob
 
 if TYPE_CHECKING:
-    from scheduler.sim.exactcut import ClassKey, Fenwick, _Queued
+    from scheduler.sim.classes import ClassKey, Queued
+    from scheduler.sim.exactcut import Fenwick
 
 
 class DrfViews:
     """The policy's views of jobs under drf, kept per tenant until its keys change."""
 
-    classes: dict[ClassKey, deque[_Queued]]
+    classes: dict[ClassKey, deque[Queued]]
     drf_views: dict[str, dict[str, PendingJob]]
     held: dict[str, int]
     entitled: dict[str, float]

@@ -17,19 +17,21 @@ merge of the classes. The snapshot holds the first jobs of each class that the f
 could start (free GPUs // the class's GPUs) and one more, which may take the backfill
 reservation; just the first one if no node has that many GPUs free (it cannot start, but may
 take the reservation). A class's later jobs cannot start in this call unless all those ahead
-of them in the class do, nor take the reservation before them. Under fair now a job's priority
-also depends on the jobs ahead of it (its user's own, and its tenant's at a lower level: see
-`scheduler.policy.fairnow`), which the cut leaves out: each call, `_fair_now_exact` computes
-every shown job's levels on the cut and on the whole queue; where they differ in a way that
-could matter (the whole queue would rank the job higher, or it started or took the
-reservation), the call is made again with every job of its tenant up to its level shown
-(`_fair_now_closure`). In classes kept in submit order (`labq-fairtree`, `slurm-classic`,
-`fifo-backfill`, `drf`), a job deeper in a class could backfill before the reservation where
-its class-mates ahead cannot (a shorter time limit): such jobs are added and the call made
-again (`_deeper_backfill`). So every call starts what it would with the whole queue shown
+of them in the class do, nor take the reservation before them. In classes kept in submit
+order (`labq-fairtree`, `slurm-classic`, `fifo-backfill`, `drf`), a job deeper in a class could
+backfill before the reservation where its class-mates ahead cannot (a shorter time limit):
+such jobs are added and the call made again (`scheduler.sim.exactcut`). When a call starts
+every job shown of a class that has more, the engine calls again at the same time.
+
+Under fair now a job's priority also depends on the jobs ahead of it (its user's own, and its
+tenant's at a lower level: see `scheduler.policy.fairnow`), so its cut is made otherwise
+(`scheduler.sim.fairnowcut`): each user's first jobs in its own order and each tenant's jobs up
+to the highest level shown, so every shown job has its priority on the whole queue, chosen by
+the most each user's next job can rank; after the call, the jobs left out are checked against
+the call's last start and reservation, and where one could have changed a decision the call
+is made again with more shown. So every call starts what it would with the whole queue shown
 (`show_all=True`; `tests/test_sim_matches_coordinator.py` checks it, and the same starts as the
-live coordinator). When a call starts every job shown of a class that has more, the engine
-calls again at the same time.
+live coordinator).
 
 `drf` is progressive filling within a call: a job's key is its tenant's GPUs held plus the
 GPUs of all its tenant's jobs ahead of it in submit order (shown or not), over the tenant's
@@ -51,11 +53,9 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 
-from scheduler.policy.backfill import Reservation
 from scheduler.policy.cycle import schedule
 from scheduler.policy.fairnow import FAIR_NOW
 from scheduler.policy.placement import type_matches
-from scheduler.policy.sharetree import AccountTree
 from scheduler.policy.snapshot import (
     DEFAULT_PAST_WEIGHT,
     NodeView,
@@ -65,17 +65,9 @@ from scheduler.policy.snapshot import (
 )
 from scheduler.resources import Demand
 from scheduler.sim.budgets import Ledger
+from scheduler.sim.classes import ClassKey, ClassRank, Queued, class_key, rank_of
 from scheduler.sim.cluster import Cluster, Run, SimResult
-from scheduler.sim.exactcut import (
-    ClassKey,
-    ClassRank,
-    ExactCut,
-    Fenwick,
-    _class_key,
-    _Last,
-    _Own,
-    _Queued,
-)
+from scheduler.sim.exactcut import ExactCut, Fenwick
 from scheduler.sim.policies import ShareBuilder, SimPolicy, fifo_prefix
 from scheduler.sim.tiresias import TiresiasQueues
 from scheduler.sim.trace import SimJob
@@ -115,11 +107,7 @@ def _by_limit(job: SimJob) -> ClassRank:
     return (float(job.time_limit), job.submit, len(job.id), job.id)
 
 
-def _rank_of(item: _Queued) -> ClassRank:
-    return item[0]
-
-
-def _submit_order(item: _Queued) -> tuple[float, int, str]:
+def _submit_order(item: Queued) -> tuple[float, int, str]:
     job = item[1]
     return (job.submit, len(job.id), job.id)
 
@@ -150,18 +138,10 @@ class _Replay(ExactCut):
         self.skipped = [j for j in jobs if not placeable(j)]
         self.by_id = {j.id: j for j in fits}
         self.left = {j.id: min(j.duration, float(j.time_limit)) for j in fits}  # run time left
-        self.classes: dict[ClassKey, deque[_Queued]] = {}
+        self.classes: dict[ClassKey, deque[Queued]] = {}
         self.limits: dict[ClassKey, list[int]] = {}  # each class's time limits, sorted
         self.user_classes: dict[tuple[str, str], list[ClassKey]] = {}  # each user's classes
-        self.owns: dict[tuple[str, str], _Own] = {}  # fair now: each user's own order, kept
-        self._ranks: tuple[AccountTree | None, dict[tuple[str, str], int]] = (None, {})
-        self._grouping: dict[str, list[_Own]] | None = None  # fair now: users by tenant
-        # fair now: users whose queue, or GPUs held, changed since the last call
-        self.changed: set[tuple[str, str]] = set()
-        self.held_changed: set[tuple[str, str]] = set()
-        self._last: _Last | None = None  # fair now: what the last call's bounds are of
-        self._touched: list[_Own] = []  # fair now: users with jobs shown in the last call
-        self._last_res: Reservation | None = None  # fair now: the last call's reservation
+        self._fair_now_state()
         self.n_pending = 0
         self.sizes: dict[int, int] = {}  # classes queued per GPU count
         self.running: dict[str, tuple[RunningJob, float]] = {}  # id -> (view, start)
@@ -212,14 +192,14 @@ class _Replay(ExactCut):
         self.n_pending += 1
         owner = (job.account, job.user)
         self.queued[owner] = self.queued.get(owner, 0) + job.gpus
-        self.changed.add(owner)
+        self.changed.add(owner)  # (fair now's cut makes its own order again)
         if self.policy.drf:
             self.ahead[job.account].add(self.rank[job.id], job.gpus)
             self.drf_views.pop(job.account, None)
         if self.tiresias is not None:
             self.tiresias.enqueue(job)
             return
-        key = _class_key(job)
+        key = class_key(job)
         q = self.classes.get(key)
         if q is None:
             q = self.classes[key] = deque()
@@ -236,7 +216,7 @@ class _Replay(ExactCut):
         if not q or q[-1][0] <= rank:
             q.append(item)
         else:  # a requeued job (or, by time limit, a shorter one) goes back to its place
-            q.insert(bisect.bisect_right(q, rank, key=_rank_of), item)
+            q.insert(bisect.bisect_right(q, rank, key=rank_of), item)
 
     def _most_free(self) -> int:
         """The most free GPUs on one node (0: none free)."""
@@ -330,7 +310,7 @@ class _Replay(ExactCut):
             started: dict[ClassKey, int] = {}
             for start in decisions.starts:
                 job = self.by_id[start.job_id]
-                key = _class_key(job)
+                key = class_key(job)
                 started[key] = started.get(key, 0) + 1
                 self._start(job, start.node, start.indices, now, start.rest)
             for plan in decisions.preemptions:
@@ -364,7 +344,7 @@ class _Replay(ExactCut):
         if self.tiresias is not None:
             self.tiresias.started(job, node, tuple(indices), now)
         else:
-            key = _class_key(job)
+            key = class_key(job)
             q = self.classes[key]
             for i, (_, queued, _) in enumerate(q):
                 if queued is job:
@@ -379,14 +359,14 @@ class _Replay(ExactCut):
                 mine.remove(key)
                 if not mine:
                     del self.user_classes[(job.account, job.user)]
-                    self.owns.pop((job.account, job.user), None)
+                    self.owns.pop((job.account, job.user), None)  # (fair now's cut)
                     self._grouping = None  # a user less
                 self.sizes[_per_node(job)] -= 1
                 if not self.sizes[_per_node(job)]:
                     del self.sizes[_per_node(job)]
         self.n_pending -= 1
         owner = (job.account, job.user)
-        self.changed.add(owner)
+        self.changed.add(owner)  # (fair now's cut makes its own order again)
         self.queued[owner] -= job.gpus
         if not self.queued[owner]:  # no longer active for fair_now's split: leave it out
             del self.queued[owner]
@@ -474,9 +454,9 @@ def simulate(jobs: Sequence[SimJob], cluster: Cluster, policy: SimPolicy, *,
     (``labq`` only, see `scheduler.policy.fairnow`). `budgets`: billed GPU-hours per tenant for the
     whole replay (``--budgets``); only policies that honour budgets (`labq`) see them.
     `show_all`: every waiting job in every snapshot instead of the class cut (see the module
-    docstring; the same starts, far slower: for tests). `exact=False`: fair now's cut is not
-    checked against the whole queue (`_fair_now_exact`): several times faster on long queues
-    (the full Philly table), but its starts are not the coordinator's.
+    docstring; the same starts, far slower: for tests). `exact=False`: fair now's jobs left
+    out are not checked (`scheduler.sim.fairnowcut`): one call per step on the jobs it picks,
+    a little faster, but its starts are not the coordinator's.
     """
     began = time.perf_counter()
     ordered = sorted(jobs, key=lambda j: (j.submit, len(j.id), j.id))  # the queue order
