@@ -25,6 +25,7 @@ its last bits and move a job across x = 1); this test found that.
 
 from __future__ import annotations
 
+import math
 import random
 import uuid
 from pathlib import Path
@@ -172,3 +173,61 @@ def test_the_class_cut_starts_every_job_as_the_whole_queue_does(seed: int, polic
         diff = differences(jobs, sim_starts(jobs, cluster, policy=policy),
                            sim_starts(jobs, cluster, show_all=True, policy=policy))
         assert not diff, f"{len(diff)} jobs start at other times: {diff}"
+
+
+def mixed_trace(seed: int, n: int, nodes: int, per_node: int) -> list[SimJob]:
+    """`n` bursty jobs of 4 tenants x 3 users: sizes 1 to `per_node` (3 among them), some
+    across nodes, some asking CPUs or memory (so one user has classes of one size that differ
+    otherwise), time limits shorter and longer than the run, for `nodes` x `per_node` GPUs
+    with 16 CPUs and 64 GiB a node."""
+    rng = random.Random(f"sim-mixed-{seed}")
+    sizes = [g for g in (1, 2, 3, 4, 8) if g <= per_node]
+    jobs, t = [], T0
+    for i in range(1, n + 1):
+        if rng.random() < 0.3:
+            t += rng.choice((0, 30, 120, 600, 1800))
+        tenant = rng.randrange(4)
+        duration = float(rng.choice((60, 300, 900, 1800, 3600)) + rng.randrange(60))
+        gpus, spread = rng.choice(sizes), 1
+        if nodes > 1 and rng.random() < 0.1:
+            spread = rng.randint(2, nodes)
+            gpus = per_node * spread
+        jobs.append(SimJob(str(i), f"t{tenant}", f"u{tenant}{rng.randrange(3)}", gpus, t,
+                           duration, max(60, int(duration * rng.choice((0.8, 1.0, 1.5, 3.0)))),
+                           nodes=spread, cpus=rng.choice((0, 0, 2, 8)),
+                           mem=rng.choice((0, 0, 0, 32768))))
+    return jobs
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fair_nows_cut_starts_every_job_as_the_whole_queue_does_with_mixed_asks(
+        seed: int) -> None:
+    """Fair now's cut on queues where a user has several classes of one size (other CPUs,
+    memory or nodes), jobs across nodes and unequal tenant shares: the same starts as with
+    every waiting job shown, with fair-share usage read at every call and every 5 minutes."""
+    nodes, per_node = ((2, 8), (3, 4), (4, 8))[seed % 3]
+    cluster = Cluster(nodes, per_node, MODEL, cpus=16, mem=65536)
+    jobs = mixed_trace(seed, 200, nodes, per_node)
+    shares = {"t0": 1.0, "t1": 2.0, "t2": 1.0, "t3": 3.0}
+    for calc_period in (0.0, 300.0):
+        got = [simulate(jobs, cluster, get_policy("labq"), half_life=HALF_LIFE_S,
+                        calc_period=calc_period, tenant_shares=shares, show_all=show_all)
+               for show_all in (False, True)]
+        cut, whole = ({r.job.id: r.start for r in result.runs} for result in got)
+        assert cut == whole, {j: (cut.get(j), whole.get(j)) for j in cut.keys() | whole.keys()
+                              if cut.get(j) != whole.get(j)}
+
+
+def test_fair_nows_factor_is_flat_from_the_cuts_level() -> None:
+    """From `_flat(past, 1 - p)` on, fair now's factor ((1 - p) 2^-x + past, as the policy
+    computes it) is past to the last bit, whatever x: the cut shows no tenant's jobs above
+    that level for the tenant-levels of those shown."""
+    from scheduler.sim.fairnowcut import _flat
+
+    for p in (0.2, 0.5, 0.9):
+        for factor in (1.0, 0.75, 0.3, 1e-3, 1e-9):
+            past = p * factor
+            level = _flat(past, 1.0 - p)
+            assert 1.0 <= level < 1100
+            for x in (level, level + 0.37, level + 5, 2 * level, 1e4, math.inf):
+                assert (1.0 - p) * 2.0 ** -x + past == past
