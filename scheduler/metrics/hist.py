@@ -10,7 +10,8 @@ from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
 # Bounds in seconds, as docs/metrics.md fixes them (+Inf is implicit).
-CYCLE_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+CYCLE_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
+                                   60)
 
 
 def cumulative(bounds: Sequence[float], counts: Mapping[float, float]) -> list[tuple[str, float]]:
