@@ -461,7 +461,7 @@ async def bench(plan: Plan, url: str, home: Path, ready_timeout: float) -> None:
         print(f"cycles during the load: {cycles:.0f}, mean "
               f"{(sum1 - sum0) / max(cycles, 1):.3f} s; p50 {quantile(0.5, before, after):.3f}"
               f" s, p99 {quantile(0.99, before, after):.3f} s (interpolated in the histogram's "
-              "buckets: 0.5, 1, 2.5, 5 s, ...)")
+              "buckets: ..., 0.5, 1, 2.5, 5, 10, 30, 60 s)")
     print(f"store: {end_memory / 2**20:.1f} MiB used at the end for {jobs_at_end:,} jobs "
           f"({(end_memory - empty) / jobs_at_end:,.0f} B per job); {stored:,} waiting")
     print(f"heartbeats: {seen.beats:,} stored, {seen.beat_errors} failed")
