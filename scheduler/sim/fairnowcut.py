@@ -58,6 +58,8 @@ def _flat(past: float, now_weight: float) -> float:
         return _FLAT
     return max(1.0, math.ceil(math.log2(4 * now_weight / math.ulp(past))) + 1.0)
 _NEAR = 32  # a user's jobs shown at once when a later one could change a decision
+_BLOCKERS = 2  # jobs picked first that no node has the GPUs free for (one may reserve)
+_SMALL = 48  # waiting jobs the cut shows all of
 _numbers = itertools.count()
 _HORIZON = 900.0  # seconds a user's bound is kept for (its jobs age 0.15 % of a week)
 # A user in `_pick`'s heap: the best its next job can rank, a tie-break, whether that bound
@@ -86,6 +88,7 @@ class FairNowCut:
     calls: int
     free: dict[str, list[int]]
     free_total: int
+    n_pending: int
     by_id: dict[str, SimJob]
     shares: ShareBuilder
 
@@ -110,6 +113,13 @@ class FairNowCut:
     def _fair_now_call(self, snap: Snapshot) -> tuple[Decisions, dict[ClassKey, int]]:
         """One policy call under fair now with an exact cut (see the module docstring): the
         decisions, and how many jobs of each class were shown."""
+        if self.n_pending <= _SMALL:  # the whole queue: cheaper than choosing
+            whole = {key: len(q) for key, q in self.classes.items()}
+            decisions = schedule(replace(snap, pending=tuple(self._views(whole))),
+                                 max_estimates=0, explain=False)
+            self.calls += 1
+            self._last_res = decisions.reservation
+            return decisions, whole
         # The policy's own split (it does not read the pending jobs): the same floats.
         standing = self.shares.engine.keep(snap)
         inputs = snap.shares
@@ -252,7 +262,13 @@ class FairNowCut:
         free, most, covered = self.free_total, self._most_free(), 0
         picked: set[str] = set()
         mixed = len(tenants) < 2
+        blockers = 0  # jobs picked that no node has the GPUs free for
+        parked: list[_Entry] = []  # users whose next job is such a job, once enough are
         while heap and (covered < free or not mixed):
+            if covered >= free and parked:
+                for entry in parked:
+                    heapq.heappush(heap, entry)
+                parked = []
             entry = heapq.heappop(heap)
             if covered >= free:  # only a second tenant is missing: the best of another's
                 aside = []
@@ -268,6 +284,13 @@ class FairNowCut:
             job = own.runs[own.run][1][own.at][1]
             if job.gpus // job.nodes <= most:
                 covered += job.gpus
+            elif covered < free:
+                # It cannot start; only the first such job walked takes the reservation (and
+                # the user's later jobs ask as many GPUs or more): the first few are shown.
+                if blockers >= _BLOCKERS:
+                    parked.append(entry)
+                    continue
+                blockers += 1
             picked.add(own.owner[0])
             mixed = mixed or len(picked) > 1
             own.seek(own.n + 1)
@@ -275,6 +298,8 @@ class FairNowCut:
                 # its next jobs rank below this one (the policy caps each user's totals): its
                 # bound, made closer when it comes up again (`_refined`)
                 heapq.heappush(heap, (most_of, i, False, own, users))
+        for entry in parked:
+            heapq.heappush(heap, entry)
         self._pick_backfill(heap, picked, bound)
         return picked
 
