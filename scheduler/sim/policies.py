@@ -34,6 +34,7 @@ from scheduler.policy.fairnow import FAIR_NOW, Standing
 from scheduler.policy.fairshare import CLASSIC, FAIR_TREE, Account, Assoc
 from scheduler.policy.snapshot import (
     DEFAULT_PAST_WEIGHT,
+    NodeView,
     PendingJob,
     RunningJob,
     ShareInputs,
@@ -84,23 +85,24 @@ class KeptRanking(FairShare):
     def __init__(self) -> None:
         super().__init__()
         self.last: Ranking | None = None
-        self._kept: tuple[tuple[RunningJob, ...], Standing] | None = None
+        self._kept: tuple[tuple[NodeView, ...], tuple[RunningJob, ...], Standing] | None = None
 
     def rank(self, snapshot: Snapshot) -> Ranking:
         self.last = super().rank(snapshot)
         return self.last
 
     def keep(self, snapshot: Snapshot) -> Standing:
-        """The snapshot's standing, kept for the snapshots that share its running jobs (the
-        same tuple: made anew at each step)."""
+        """The snapshot's standing, kept for the snapshots that share its nodes and running
+        jobs (the same tuples: the replay makes them anew at each step, and a tuple of
+        nodes is never the empty one, which is shared)."""
         standing = super().standing(snapshot)
-        self._kept = (snapshot.running, standing)
+        self._kept = (snapshot.nodes, snapshot.running, standing)
         return standing
 
     def standing(self, snapshot: Snapshot) -> Standing:
         kept = self._kept
-        if kept is not None and kept[0] is snapshot.running:
-            return kept[1]
+        if kept is not None and kept[0] is snapshot.nodes and kept[1] is snapshot.running:
+            return kept[2]
         return super().standing(snapshot)
 
 
