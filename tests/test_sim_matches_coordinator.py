@@ -191,7 +191,7 @@ def mixed_trace(seed: int, n: int, nodes: int, per_node: int) -> list[SimJob]:
         gpus, spread = rng.choice(sizes), 1
         if nodes > 1 and rng.random() < 0.1:
             spread = rng.randint(2, nodes)
-            gpus = per_node * spread
+            gpus = per_node // rng.choice((1, 2)) * spread  # whole nodes, or halves
         jobs.append(SimJob(str(i), f"t{tenant}", f"u{tenant}{rng.randrange(3)}", gpus, t,
                            duration, max(60, int(duration * rng.choice((0.8, 1.0, 1.5, 3.0)))),
                            nodes=spread, cpus=rng.choice((0, 0, 2, 8)),
@@ -199,18 +199,30 @@ def mixed_trace(seed: int, n: int, nodes: int, per_node: int) -> list[SimJob]:
     return jobs
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_fair_nows_cut_starts_every_job_as_the_whole_queue_does_with_mixed_asks(
-        seed: int) -> None:
-    """Fair now's cut on queues where a user has several classes of one size (other CPUs,
-    memory or nodes), jobs across nodes and unequal tenant shares: the same starts as with
-    every waiting job shown, with fair-share usage read at every call and every 5 minutes."""
-    nodes, per_node = ((2, 8), (3, 4), (4, 8))[seed % 3]
-    cluster = Cluster(nodes, per_node, MODEL, cpus=16, mem=65536)
-    jobs = mixed_trace(seed, 200, nodes, per_node)
-    shares = {"t0": 1.0, "t1": 2.0, "t2": 1.0, "t3": 3.0}
-    for calc_period in (0.0, 300.0):
-        got = [simulate(jobs, cluster, get_policy("labq"), half_life=HALF_LIFE_S,
+MIXED = [(seed, cluster) for seed in range(6) for cluster in [((2, 8), (3, 4), (4, 8))[seed % 3]]]
+# (a Fair Tree and a classic replay that the cut once left jobs across nodes out of)
+MIXED_SUBMIT_ORDER = [(seed, cluster) for seed in (4, 8) for cluster in ((4, 8), (4, 4))]
+
+
+@pytest.mark.parametrize("policy,cases", [("labq", MIXED),
+                                          *((p, MIXED_SUBMIT_ORDER) for p in (
+                                              "labq-fairtree", "slurm-classic",
+                                              "fifo-backfill", "drf"))])
+def test_the_class_cut_starts_every_job_as_the_whole_queue_does_with_mixed_asks(
+        policy: str, cases: list[tuple[int, tuple[int, int]]]) -> None:
+    """The cut on queues where a user has several classes of one size (other CPUs, memory or
+    nodes) and jobs across nodes (a class of them whose GPUs per node a node has free is not
+    cut to one job): the same starts as with every waiting job shown."""
+    for seed, (nodes, per_node) in cases:
+        cluster = Cluster(nodes, per_node, MODEL, cpus=16, mem=65536)
+        check_cut(policy, mixed_trace(seed, 200, nodes, per_node), cluster)
+
+
+def check_cut(policy: str, jobs: list[SimJob], cluster: Cluster) -> None:
+    """The same starts with the cut as with the whole queue: usage read at every call with
+    equal shares, and every 5 minutes with unequal ones."""
+    for calc_period, shares in ((0.0, None), (300.0, {"t0": 1.0, "t1": 2.0, "t3": 3.0})):
+        got = [simulate(jobs, cluster, get_policy(policy), half_life=HALF_LIFE_S,
                         calc_period=calc_period, tenant_shares=shares, show_all=show_all)
                for show_all in (False, True)]
         cut, whole = ({r.job.id: r.start for r in result.runs} for result in got)

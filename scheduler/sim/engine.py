@@ -255,8 +255,8 @@ class _Replay(ExactCut):
             gpus = key[2]
             if not self.cut:
                 shown[key] = len(q)
-            elif gpus > most:  # cannot start: only its first may take the reservation
-                shown[key] = 1
+            elif gpus // key[4] > most:  # cannot start (no node has its GPUs per node
+                shown[key] = 1  # free): only its first may take the reservation
             else:  # as many as could start, and the next, which may take the reservation
                 shown[key] = min(len(q), free // gpus + 1)
         return self._views(shown), shown, None
