@@ -258,7 +258,10 @@ class _Replay(ExactCut):
             elif gpus // key[4] > most:  # cannot start (no node has its GPUs per node
                 shown[key] = 1  # free): only its first may take the reservation
             else:  # as many as could start, and the next, which may take the reservation
-                shown[key] = min(len(q), free // gpus + 1)
+                # unless those take every free GPU (the walk ends with them if they all start,
+                # and if one does not, it takes the reservation or finds it taken)
+                can = free // gpus if gpus else len(q)
+                shown[key] = min(len(q), can + (can * gpus < free))
         return self._views(shown), shown, None
 
     def _views(self, shown: Mapping[ClassKey, int]) -> list[PendingJob]:
