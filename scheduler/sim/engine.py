@@ -242,6 +242,7 @@ class _Replay(ExactCut):
         shown: dict[ClassKey, int] = {}
         cutoff: tuple[float, int, str] | None = None
         most, free = self._most_free(), self.free_total
+        budgets = bool(self.ledger.budgets)
         if not self.policy.backfill:
             # Strict fifo starts a prefix of the submit order, at most one job per free GPU:
             # the first `free` jobs are exactly what it can start (the first left out: cutoff).
@@ -259,9 +260,10 @@ class _Replay(ExactCut):
                 shown[key] = 1  # free): only its first may take the reservation
             else:  # as many as could start, and the next, which may take the reservation
                 # unless those take every free GPU (the walk ends with them if they all start,
-                # and if one does not, it takes the reservation or finds it taken)
+                # and if one does not, it takes the reservation or finds it taken; not so
+                # under budgets: one held by its budget leaves the reservation to the next)
                 can = free // gpus if gpus else len(q)
-                shown[key] = min(len(q), can + (can * gpus < free))
+                shown[key] = min(len(q), can + (can * gpus < free or budgets))
         return self._views(shown), shown, None
 
     def _views(self, shown: Mapping[ClassKey, int]) -> list[PendingJob]:
