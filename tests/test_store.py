@@ -773,3 +773,15 @@ async def test_requeue_gives_the_next_attempt_a_new_record(store: Store) -> None
     assert (runs[job_id].attempt, runs[job_id].key) == (1, f"{job_id}.1")
     # The earlier attempt's report is not this attempt's.
     assert await store.report_runs("n1", {job_id: RunStatus(0, "EXITED", T0, T0 + 1, 0)}) == 0
+
+
+async def test_a_late_report_older_than_the_stored_one_changes_nothing(store: Store) -> None:
+    """A heartbeat the agent made earlier, delivered after a newer one (its client tried it
+    again; a connection given up on, retransmitted once the link came back), would put the
+    node's last heartbeat back in time and make it look lost: it is ignored. A report older
+    by 30 s or more is taken (the agent's clock was set back)."""
+    await store.heartbeat(report("n1"), now=T0 + 10)
+    assert await store.heartbeat(report("n1"), now=T0 + 4) == "UP"
+    assert (await store.nodes())[0].last_heartbeat == T0 + 10
+    await store.heartbeat(report("n1"), now=T0 - 60)
+    assert (await store.nodes())[0].last_heartbeat == T0 - 60

@@ -4,6 +4,17 @@
 -- ARGV[6] simulated ('1'/'')  ARGV[7] hostname  ARGV[8] address (IP its peers reach it at)
 -- ARGV[9] CPUs jobs may use  ARGV[10] memory in MiB (both '0' or absent: not reported)
 -- Returns the node state after the heartbeat.
+-- A report older than the one stored, by less than STEP_BACK_S, is one the agent made
+-- before it: its client tried it again, or the network delivered it late (a connection the
+-- client gave up on, retransmitted once a cut link came back). It changes nothing: it would
+-- put the node's last heartbeat back in time, and the coordinator would take the node for
+-- lost. (Older by more: the agent's clock was set back; the report is taken.)
+local STEP_BACK_S = 30
+local last = tonumber(redis.call('HGET', KEYS[1], 'last_heartbeat') or '')
+local stamp = tonumber(ARGV[2])
+if last and stamp < last and last - stamp < STEP_BACK_S then
+  return redis.call('HGET', KEYS[1], 'state') == NODE.UP and NODE.UP or NODE.DOWN
+end
 -- (A node that reports is UP: whatever was there before, DOWN or a value nobody declared.)
 local state = NODE.UP
 redis.call('HSET', KEYS[1], 'name', ARGV[1], 'state', state, 'last_heartbeat', ARGV[2],
