@@ -176,6 +176,7 @@ class FairNowCut:
         held, entitled = standing.held, standing.entitled
         load, fair = standing.account_load, standing.account_entitled
         full = last is None or bound.now > last.until or last.rivals != bound.tenants
+        new_table = full or last is None or last.table is not bound.table
         if full:
             dirty: set[str] = set(tenants)
             last = self._last = _Last(bound.table, bound.horizon, bound.tenants)
@@ -209,9 +210,11 @@ class FairNowCut:
                     own.rebuild(self._runs(self.user_classes[own.owner]), bound)
                 own.held = held.get(own.owner, 0.0)
                 own.share = entitled.get(own.owner, 0.0)
-                past = bound.past(own)
-                if past != own.past:
-                    own.past, own.flat = past, _flat(past, 1.0 - bound.p)
+                past = own.past
+                if new_table or past < 0:  # (its past part changes only with the table)
+                    past = bound.past(own)
+                    if past != own.past:
+                        own.past, own.flat = past, _flat(past, 1.0 - bound.p)
                 seen = (own.held, own.share, floor, past)
                 if full or own.first is None or seen != own.seen:
                     own.first, own.seen = bound.first(own), seen
@@ -293,7 +296,7 @@ class FairNowCut:
                 blockers += 1
             picked.add(own.owner[0])
             mixed = mixed or len(picked) > 1
-            own.seek(own.n + 1)
+            own.advance()
             if own.n < own.total:
                 # its next jobs rank below this one (the policy caps each user's totals): its
                 # bound, made closer when it comes up again (`_refined`)
@@ -406,7 +409,7 @@ class FairNowCut:
             own.seek(need)
             if barrier is not None:
                 while own.n < own.total and (barrier[0], barrier[1]) >= bound.of(own, None):
-                    own.seek(own.n + 1)
+                    own.advance()
             more.add(tenant)
         return more
 
@@ -616,6 +619,16 @@ class _Own:
             n -= len(jobs)
             cum += gpus * len(jobs)
         self.cum, self.run, self.at = cum, len(self.runs), 0
+
+    def advance(self) -> None:
+        """Show one job more (`seek(n + 1)`, where its first not shown is)."""
+        gpus, jobs, _ = self.runs[self.run]
+        self.n += 1
+        self.cum += gpus
+        self.at += 1
+        if self.at == len(jobs):
+            self.run += 1
+            self.at = 0
 
     def classes(self) -> list[ClassKey]:
         return [key for _, _, keys in self.runs for key in keys]
