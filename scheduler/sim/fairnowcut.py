@@ -557,10 +557,6 @@ def _close(users: Sequence[_Own], shown: dict[ClassKey, int]) -> None:
             own.count(shown)
 
 
-def _under(level: float, top: float, tied: bool) -> bool:
-    return level < top or (tied and level == top)
-
-
 def _before(key: _Key, most: tuple[bool, float], last: _Key | None) -> bool:
     """Whether a job of policy order `key` is walked before a user's jobs left out: those
     rank at best `most` (not in the band, -total), and after `last`, its last job shown."""
@@ -711,8 +707,11 @@ class _Own:
         counts them in the tenant-level of another user's job at level `top` (those tied
         with it where this user comes first in its tenant)."""
         held, share = self.held, self.share
-        if share <= 0 or not _under(held / share, top, tied):
-            return 0  # (its first job's level is held / share)
+        if share <= 0:
+            return 0
+        level = held / share  # its first job's
+        if not (level < top or (tied and level == top)):
+            return 0
         cum = 0
         for gpus, jobs, _ in self.runs:
             size = len(jobs)
@@ -721,9 +720,15 @@ class _Own:
                 k = size if level < top or (tied and level == top) else 0
             else:
                 k = min(size, max(0, math.ceil((top * share - held - cum) / gpus)))
-                while k < size and _under((held + (cum + gpus * k)) / share, top, tied):
+                while k < size:  # (a level under `top`, or at it where `tied`)
+                    level = (held + (cum + gpus * k)) / share
+                    if not (level < top or (tied and level == top)):
+                        break
                     k += 1
-                while k > 0 and not _under((held + (cum + gpus * (k - 1))) / share, top, tied):
+                while k > 0:
+                    level = (held + (cum + gpus * (k - 1))) / share
+                    if level < top or (tied and level == top):
+                        break
                     k -= 1
             cum += gpus * k
             if k < size:
