@@ -231,15 +231,15 @@ def check_cut(policy: str, jobs: list[SimJob], cluster: Cluster) -> None:
 
 
 def test_fair_nows_factor_is_flat_from_the_cuts_level() -> None:
-    """From `_flat(past, 1 - p)` on, fair now's factor ((1 - p) 2^-x + past, as the policy
+    """From `flat_level(past, 1 - p)` on, fair now's factor ((1 - p) 2^-x + past, as the policy
     computes it) is past to the last bit, whatever x: the cut shows no tenant's jobs above
     that level for the tenant-levels of those shown."""
-    from scheduler.sim.fairnowcut import _flat
+    from scheduler.sim.fairnowusers import flat_level
 
     for p in (0.2, 0.5, 0.9):
         for factor in (1.0, 0.75, 0.3, 1e-3, 1e-9):
             past = p * factor
-            level = _flat(past, 1.0 - p)
+            level = flat_level(past, 1.0 - p)
             assert 1.0 <= level < 1100
             for x in (level, level + 0.37, level + 5, 2 * level, 1e4, math.inf):
                 assert (1.0 - p) * 2.0 ** -x + past == past
