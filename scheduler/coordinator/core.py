@@ -38,6 +38,7 @@ from scheduler.coordinator.idle import (
     notify_message,
     running_gpus,
 )
+from scheduler.coordinator.lease import LeaseKeeper
 from scheduler.coordinator.nodes import NodeChannel, StoreNodes, last_heard
 from scheduler.coordinator.notify import Notifier
 from scheduler.coordinator.waiting import (
@@ -61,8 +62,6 @@ from scheduler.trouble import Trouble
 
 log = logging.getLogger(__name__)
 
-LEASE_TTL_MS = 5000
-LEASE_LATE_S = LEASE_TTL_MS / 2000  # a renewal later than this after the last is logged
 RETENTION_INTERVAL_S = 60.0
 RETENTION_BATCHES = 20  # per pass: up to 4,000 jobs a minute, far above any lab's rate
 WAKE_WAIT_S = 1.0
@@ -87,7 +86,9 @@ class Coordinator(Watching):
         self.pause_after_allocate = float(os.environ.get("LABQ_TEST_PAUSE_AFTER_ALLOCATE")
                                           or 0)
         self.id = f"{socket.gethostname()}:{os.getpid()}:{time.time():.0f}"
-        self.epoch = 0
+        self.epoch = 0  # the epoch this coordinator leads under (0: it does not lead)
+        self._lease_epoch = 0  # the last lease renewal's answer
+        self._leading: asyncio.Task[None] | None = None  # a new leader's setup
         self.kick = asyncio.Event()
         self.last_cycle_s = 0.0
         self.cycle_durations = LocalHistogram(CYCLE_BUCKETS)
@@ -135,34 +136,39 @@ class Coordinator(Watching):
     # ------------------------------------------------------------------ loops
 
     async def lease_loop(self) -> None:
-        trouble = Trouble("leader lease (not leading until it works again)")
-        renewed = 0.0  # when the lease was last renewed (monotonic; 0: not leading)
-        while True:
-            try:
-                epoch = await self.store.lease(self.id, LEASE_TTL_MS)
-                now = time.monotonic()
-                if epoch and epoch == self.epoch and now - renewed > LEASE_LATE_S:
-                    # Nearly lost: something held the event loop (CPU work on it) or the store.
-                    log.warning("leader lease renewed %.1f s after the last; it lasts %.1f s",
-                                now - renewed, LEASE_TTL_MS / 1000)
-                renewed = now if epoch else 0.0
-                if epoch != self.epoch:
-                    # Another leader may have written meanwhile: forget what we believed.
-                    self._written_reasons.clear()
-                    self._waiting_cache.clear()
-                    self._deps_met.clear()
-                if epoch and not self.epoch:
-                    log.info("leading with epoch %s", epoch)
-                    await self.store.set_half_life(self.settings.usage_half_life_s)
-                    if await self.store.count_waiting() >= 0:  # once per store, then kept
-                        log.info("counted every user's waiting jobs for the pending cap")
-                    self.kick.set()
-                self.epoch = epoch
-                trouble.ok()
-            except Exception:
-                trouble.failed()
-                self.epoch = 0
-            await asyncio.sleep(LEASE_TTL_MS / 5000)
+        """Take and keep the leader lease (renewed on a thread of its own: `LeaseKeeper`)."""
+        await LeaseKeeper(self.store, self.id, self._lease_answered).run()
+
+    def _lease_answered(self, epoch: int) -> None:
+        """A lease renewal's answer (on this loop): the epoch this coordinator leads under,
+        or 0. A new leader sets up (the usage half-life, the pending counts) before its first
+        cycle; until that is done it does not lead."""
+        if epoch == self._lease_epoch:
+            return
+        self._lease_epoch = epoch
+        # Another leader may have written meanwhile: forget what we believed.
+        self._written_reasons.clear()
+        self._waiting_cache.clear()
+        self._deps_met.clear()
+        if epoch and not self.epoch:
+            self._leading = asyncio.create_task(self._begin_leading(epoch))
+        else:
+            self.epoch = epoch
+
+    async def _begin_leading(self, epoch: int) -> None:
+        try:
+            await self.store.set_half_life(self.settings.usage_half_life_s)
+            if await self.store.count_waiting() >= 0:  # once per store, then kept
+                log.info("counted every user's waiting jobs for the pending cap")
+        except Exception as exc:
+            log.warning("could not set up as the leader (tried again at the next renewal): "
+                        "%s", " ".join(f"{type(exc).__name__}: {exc}".split()))
+            self._lease_epoch = 0  # the next renewal's answer sets up again
+            return
+        if self._lease_epoch == epoch:  # still ours
+            log.info("leading with epoch %s", epoch)
+            self.epoch = epoch
+            self.kick.set()
 
     async def wake_loop(self) -> None:
         """Run a cycle as soon as an agent reports a change (start, exit), not a tick later."""

@@ -74,6 +74,7 @@ class StoreCore:
         # A store with a replica (Sentinels): what must survive a failover waits for it.
         self.replicated = False
         self._aof: bool | None = None  # whether the store has an append-only file to wait for
+        self._opened: tuple[Any, ...] | None = None  # from_url's arguments, for `reopen`
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "labq:", username: str = "",
@@ -102,7 +103,16 @@ class StoreCore:
             client = aioredis.Redis.from_pool(pool)
         made = cls(client, Keys(prefix))
         made.replicated = bool(sentinels)
+        made._opened = (url, prefix, username, password, tuple(sentinels), master)
         return made
+
+    def reopen(self) -> Self:
+        """Another client of the same store, as the same user, with connections of its own:
+        for another thread's event loop (a client belongs to the loop that made it)."""
+        if self._opened is None:
+            raise StoreError("this store client was not made by from_url: it cannot be "
+                             "opened again")
+        return type(self).from_url(*self._opened)
 
     @classmethod
     def connect(cls, settings: Settings, node: str | None = None) -> Self:
