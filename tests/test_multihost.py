@@ -544,7 +544,7 @@ def test_ray_jobs_land_where_labq_placed_them(cluster: Cluster) -> None:
         allocations_ok(cluster)
 
 
-LEASE_S = 5.0  # scheduler.coordinator.core.LEASE_TTL_MS
+LEASE_S = 5.0  # scheduler.coordinator.lease.LEASE_TTL_MS
 
 
 def test_two_coordinators_on_two_hosts_one_leads_and_the_other_takes_over(
