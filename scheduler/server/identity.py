@@ -26,6 +26,7 @@ class Caller:
 
 
 _names: dict[int, tuple[float, str]] = {}
+_uids: dict[str, tuple[float, int]] = {}
 # The peer of a connection never changes: ask the kernel once per connection, not per request.
 _peers: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
 
@@ -74,6 +75,21 @@ def known_user_name(uid: int) -> str | None:
         return None
     _names[uid] = (now, name)
     return name
+
+
+def known_uid(name: str) -> int | None:
+    """The user's uid, or None when there is no such user now (not cached: a user added is
+    found at once; a known one is asked again after NAME_TTL_S)."""
+    now = time.monotonic()
+    known = _uids.get(name)
+    if known is not None and now - known[0] < NAME_TTL_S:
+        return known[1]
+    try:
+        uid = pwd.getpwnam(name).pw_uid
+    except KeyError:
+        return None
+    _uids[name] = (now, uid)
+    return uid
 
 
 def user_name(uid: int) -> str:

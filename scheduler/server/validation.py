@@ -18,6 +18,7 @@ from scheduler.notifyspec import NotifyError, parse_notify
 from scheduler.policy.arrays import ArraySpec, ArraySpecError, parse_array
 from scheduler.policy.dependency import Dependency, DependencyError, parse_dependency
 from scheduler.resources import Demand, SizeError, format_mem, parse_mem
+from scheduler.server.identity import known_uid
 from scheduler.timeparse import TimeLimitError, format_duration, parse_duration
 from scheduler.wire import MAX_NAME, MAX_TOKEN, SubmitRequest
 
@@ -295,13 +296,10 @@ def check_job_user(user: str, settings: Settings) -> None:
     """A job may run as `user`: a known user, not root, no system uid (below min_job_uid,
     default UID_MIN of /etc/login.defs), not in job_user_deny. The node's runner checks the
     same again."""
-    import pwd
-
-    try:
-        uid = pwd.getpwnam(user).pw_uid
-    except KeyError:
+    uid = known_uid(user)
+    if uid is None:
         raise InputError(f"no user {user!r} on the coordinator's host: jobs run as known "
-                         "users only") from None
+                         "users only")
     floor = settings.job_uid_floor()
     if uid == 0 or user == "root":
         raise InputError("labq never runs a job as root: submit as the user the job should run "

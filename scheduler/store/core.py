@@ -18,6 +18,7 @@ from redis.backoff import ExponentialBackoff
 
 from scheduler.config import Settings
 from scheduler.model import lua_lifecycle, lua_table
+from scheduler.store.groupcommit import GroupCommit, Write
 from scheduler.store.keys import Keys
 from scheduler.store.outcome import Outcome, StoreError, read_secret
 from scheduler.store.records import HISTORY_FIELDS
@@ -32,7 +33,6 @@ ID_BLOCK = 256
 SOCKET_TIMEOUT_S = 5.0
 CONNECT_TIMEOUT_S = 2.0
 RETRIES = 2
-REPLICA_WAIT_MS = 1000  # how long a write that must survive a failover waits for a replica
 POOL_CONNECTIONS = 128  # connections one process holds to the store at most
 CLIENT_OPTIONS: dict[str, Any] = {
     "socket_timeout": SOCKET_TIMEOUT_S,
@@ -73,7 +73,7 @@ class StoreCore:
         self._id_last = -1
         # A store with a replica (Sentinels): what must survive a failover waits for it.
         self.replicated = False
-        self._aof: bool | None = None  # whether the store has an append-only file to wait for
+        self._group: GroupCommit | None = None  # durable writes (made on first use)
         self._opened: tuple[Any, ...] | None = None  # from_url's arguments, for `reopen`
 
     @classmethod
@@ -149,52 +149,24 @@ class StoreCore:
 
     async def _run_durably(self, name: str, keys: Sequence[str], args: Sequence[Any],
                            disk: bool = True) -> Any:
-        """Run a script, then wait (at most REPLICA_WAIT_MS each) until its writes are on the
-        store's disk (WAITAOF: its append-only file fsynced) and, on a replicated store, on a
-        replica (WAIT), so what the caller acknowledges survives kill -9 of the store, a power
-        cut, whatever `appendfsync` says, and the primary's loss. WAITAOF and WAIT count the
-        writes of the connection that asks, so all three go in one pipeline: one connection
-        and one round trip (from the pool, a separate call could wait on another connection
-        and return at once). A store with no append-only file (or older than Valkey 8 /
-        Redis 7.2) has nothing to wait for: said in the log once. Asynchronous replication
-        can lose what was not waited for: see README, "Store failover". `disk=False`: the
-        replica only (a lease renewal, each few seconds, need not wait for the disk)."""
+        """Run a script, acknowledged only once its writes are on the store's disk (WAITAOF:
+        its append-only file fsynced) and, on a replicated store, on a replica (WAIT), so
+        what the caller acknowledges survives kill -9 of the store, a power cut, whatever
+        `appendfsync` says, and the primary's loss; concurrent callers share the waits
+        (`GroupCommit`). A store with no append-only file (or older than Valkey 8 / Redis
+        7.2) has nothing to wait for: said in the log once. Asynchronous replication can lose
+        what was not waited for: see README, "Store failover". `disk=False`: the replica only
+        (a lease renewal, each second, need not wait for the disk)."""
         script = self._scripts[name]
-        for attempt in range(2):
-            # EVALSHA queued as a plain command: a pipeline that registers the script asks
-            # SCRIPT EXISTS first, one more round trip per submit.
-            async with self.r.pipeline(transaction=False) as pipe:
-                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-                aof = disk and self._aof is not False
-                if aof:
-                    pipe.execute_command("WAITAOF", 1, 0, REPLICA_WAIT_MS)
-                if self.replicated:
-                    pipe.execute_command("WAIT", 1, REPLICA_WAIT_MS)
-                replies = await pipe.execute(raise_on_error=False)
-            if isinstance(replies[0], redis_errors.NoScriptError) and attempt == 0:
-                await self.r.script_load(script.script)  # a store restarted, or new: again
-                continue
-            if isinstance(replies[0], Exception):
-                raise replies[0]
-            if aof:
-                self._aof_answered(replies[1])
-            return replies[0]
-        raise AssertionError("unreachable")  # the loop returns or raises
+        if self._group is None or self._group.replicated != self.replicated:
+            self._group = GroupCommit(self.r, self.replicated)
+        return await self._group.run(Write(script.sha, script.script, keys, args, disk))
 
     @property
     def on_disk(self) -> bool | None:
         """Whether the store says an acknowledged submit is on its disk (WAITAOF answered);
         False: it keeps no append-only file; None: no submit asked yet."""
-        return self._aof
-
-    def _aof_answered(self, reply: Any) -> None:
-        if not isinstance(reply, redis_errors.ResponseError):
-            self._aof = True
-            return
-        self._aof = False  # appendonly off, or no WAITAOF: an acknowledgement is in memory
-        log.warning("the store cannot say a write is on its disk (%s): an acknowledged "
-                    "submission survives a restart of the store only as its snapshots allow; "
-                    "set appendonly yes (deploy/valkey/labq.conf)", reply)
+        return None if self._group is None else self._group.aof
 
     async def _next_ids(self, count: int) -> list[str]:
         """Job ids, reserved from Redis in blocks so a submit costs one round trip."""
