@@ -10,7 +10,8 @@ import pytest
 
 from scheduler.accounts.changes import account_changes
 from scheduler.accounts.tree import AccountConfig, Accounts, BudgetConfig, UserConfig
-from scheduler.cluster.budgets import budget_state, current_budget
+from scheduler.cluster.budgets import account_nodes, budget_state, current_budget
+from scheduler.policy.sharetree import AccountTree
 from scheduler.policy.budget import Budget, BudgetGate, BudgetState, PeriodError, period_bounds
 from scheduler.policy.snapshot import RunningJob
 
@@ -82,6 +83,37 @@ def test_budget_state_sums_subtree_usage_in_the_period_and_running_commitments()
     assert limits == {("account", "lab"): 100 * H, ("user", "alice"): 15 * H}  # top-up counts
     assert state.spent == {("account", "lab"): 2 * H, ("user", "alice"): 2 * H}
     assert state.committed == {("user", "alice"): 6.0 * 1800, ("account", "lab"): 6.0 * 1800}
+
+
+def test_budget_spending_counts_the_accounts_the_gate_charges() -> None:
+    """Spending and the gate read one tree (`AccountTree.covering`): an account whose parent
+    is unknown or on a cycle hangs where the tree hangs it for both, so no budget counts usage
+    of an account whose jobs its gate would not charge, or the other way round."""
+    accounts = Accounts(
+        {"lab": AccountConfig("lab"), "vision": AccountConfig("vision", "lab"),
+         # a cycle, cut where it closes: a under root, b under a (config says a under b)
+         "a": AccountConfig("a", "b"), "b": AccountConfig("b", "a"),
+         "lost": AccountConfig("lost", "gone")},  # an unknown parent: under root
+        {}, 1,
+        {f"account:{n}": BudgetConfig("account", n, 100.0) for n in ("lab", "b", "gone")})
+    today = int(NOW // 86400)
+    daily = [(today, "vision", "u", 1 * H), (today, "a", "u", 2 * H), (today, "b", "u", 4 * H),
+             (today, "lost", "u", 8 * H)]
+    running = [RunningJob(str(i), "u", acct, 1, "n1", (0,), NOW + 3600, rate=1.0)
+               for i, acct in enumerate(("vision", "a", "b", "lost"))]
+    state = budget_state(accounts, daily, running, NOW)
+    assert state.spent == {("account", "lab"): 1 * H, ("account", "b"): 4 * H,
+                           ("account", "gone"): 0.0}
+    assert state.committed == {("account", "lab"): 3600.0, ("account", "b"): 3600.0,
+                               ("user", "u"): 4 * 3600.0}
+    gate = BudgetGate(state, budget_tree(accounts).covering)
+    assert gate.check("u", "a", 1e9) is None  # b's budget does not gate a's jobs either
+    assert gate.check("u", "b", 200 * H) is not None
+    assert gate.check("u", "vision", 200 * H) is not None  # lab's gates vision's
+
+
+def budget_tree(accounts: Accounts) -> AccountTree:
+    return AccountTree(account_nodes(accounts), ())
 
 
 def test_admin_budget_set_topup_rm() -> None:

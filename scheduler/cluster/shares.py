@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 
 from scheduler.accounts.tree import Accounts
+from scheduler.cluster.budgets import account_nodes
 from scheduler.config import Settings
 from scheduler.policy.budget import DAY, period_bounds
-from scheduler.policy.fairshare import Account, Assoc
+from scheduler.policy.fairshare import Assoc
 from scheduler.policy.priority import PriorityWeights
 from scheduler.policy.snapshot import ShareInputs
 
@@ -34,11 +35,7 @@ def share_inputs(
 ) -> ShareInputs:
     """The tree as configured, plus every (account, user) seen in jobs or usage that is not
     configured: such users join their account (under root if it is unknown) with 1 share."""
-    # In name order, whatever order the store gave them in: fair now's water-filling hands
-    # equal asks out in the order it gets them, and a replica or a restarted store orders a
-    # hash differently; the same cluster must rank the same way.
-    tree = tuple(Account(a.name, a.parent, a.shares)
-                 for _, a in sorted(accounts.accounts.items()))
+    tree = account_nodes(accounts)  # in name order, whatever order the store gave them in
     assocs = {(acct, u.name): Assoc(u.name, acct, shares)
               for u in accounts.users.values() for acct, shares in u.accounts.items()}
     for account, user in list(seen) + list(usage):

@@ -87,18 +87,17 @@ def period_bounds(period: str, now: float,
 
 
 def spent_in(daily: Iterable[tuple[int, str, str, float]], budget: Budget,
-             account_members: Mapping[str, set[str]]) -> float:
-    """Billed usage of the budget's scope in its period, from (day, account, user, billed)."""
+             covering: Callable[[str], Sequence[str]]) -> float:
+    """Billed usage of the budget's scope in its period, from (day, account, user, billed).
+    An account's budget covers the usage of every account whose `covering` (itself and its
+    ancestors, `AccountTree.covering`: the tree the gate admits jobs by) names it."""
     first, last = int(budget.start // DAY), int(budget.end // DAY)
     total = 0.0
     for day, account, user, billed in daily:
         if not first <= day < last:
             continue
-        if budget.scope == "user":
-            mine = user == budget.name
-        else:
-            mine = account in account_members.get(budget.name, {budget.name})
-        if mine:
+        if (user == budget.name if budget.scope == "user"
+                else budget.name in covering(account)):
             total += billed
     return total
 
