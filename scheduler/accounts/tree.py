@@ -79,16 +79,6 @@ class Accounts:
             {k: BudgetConfig(**json.loads(v)) for k, v in (budgets or {}).items()},
         )
 
-    def subtree(self, account: str) -> set[str]:
-        """The account and every account below it."""
-        found, todo = {account}, [account]
-        while todo:
-            for child in self.children(todo.pop()):
-                if child not in found:
-                    found.add(child)
-                    todo.append(child)
-        return found
-
     def children(self, name: str) -> list[str]:
         return sorted(a.name for a in self.accounts.values() if a.parent == name)
 
