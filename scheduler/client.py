@@ -37,7 +37,12 @@ def request_binding(method: str, path: str, body: bytes | None) -> bytes:
 
 
 class ClientError(RuntimeError):
-    """The coordinator answered with an error, or could not be reached."""
+    """The coordinator answered with an error (`status`: its HTTP status), or could not be
+    reached (`status` None)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class UnixConnection(http.client.HTTPConnection):
@@ -166,7 +171,8 @@ class Client:
             raise ClientError(f"coordinator sent something not JSON: {data[:200]!r}") from exc
         if response.status >= 400:
             message = decoded.get("error") if isinstance(decoded, dict) else None
-            raise ClientError(message or f"coordinator error HTTP {response.status}")
+            raise ClientError(message or f"coordinator error HTTP {response.status}",
+                              response.status)
         return decoded
 
     def _connection(self) -> http.client.HTTPConnection:
