@@ -137,16 +137,28 @@ def _entry_problems(where: str, entry: Any, known: tuple[str, ...]) -> list[str]
         else []
 
 
-def _parse_account(wanted: Wanted, problems: list[str], name: str, entry: Any) -> None:
-    where = f"account {name!r}"
-    if not _NAME.match(name) or name == ROOT:
-        problems.append(f"{where}: a name of letters, digits, '_', '.', '@', '-' (not root)")
-        return
-    form = _entry_problems(where, entry, ACCOUNT_KEYS)
+def _named_table(problems: list[str], kind: str, name: str, entry: Any,
+                 known: tuple[str, ...]) -> dict[str, Any] | None:
+    """An account's or user's entry if its name and form can be read (unknown keys reported,
+    the rest still read), else None with the problem reported."""
+    where = f"{kind} {name!r}"
+    if not _NAME.match(name) or (kind == "account" and name == ROOT):
+        problems.append(f"{where}: a name of letters, digits, '_', '.', '@', '-'"
+                        + (" (not root)" if kind == "account" else ""))
+        return None
+    form = _entry_problems(where, entry, known)
     if form is None:
         problems.append(f"{where}: must be a table")
-        return
+        return None
     problems += form
+    return dict(entry)
+
+
+def _parse_account(wanted: Wanted, problems: list[str], name: str, raw: Any) -> None:
+    where = f"account {name!r}"
+    entry = _named_table(problems, "account", name, raw, ACCOUNT_KEYS)
+    if entry is None:
+        return
     parent, shares, limit = (entry.get("parent", ROOT), entry.get("shares", 1.0),
                              entry.get("max_running_gpus"))
     if not isinstance(parent, str):
@@ -160,16 +172,11 @@ def _parse_account(wanted: Wanted, problems: list[str], name: str, entry: Any) -
         wanted.accounts[name] = AccountConfig(name, parent, float(shares), limit)
 
 
-def _parse_user(wanted: Wanted, problems: list[str], name: str, entry: Any) -> None:
+def _parse_user(wanted: Wanted, problems: list[str], name: str, raw: Any) -> None:
     where = f"user {name!r}"
-    if not _NAME.match(name):
-        problems.append(f"{where}: a name of letters, digits, '_', '.', '@', '-'")
+    entry = _named_table(problems, "user", name, raw, USER_KEYS)
+    if entry is None:
         return
-    form = _entry_problems(where, entry, USER_KEYS)
-    if form is None:
-        problems.append(f"{where}: must be a table")
-        return
-    problems += form
     member = entry.get("accounts")
     if not isinstance(member, dict) or not member or not all(
             isinstance(k, str) and _number(v) for k, v in member.items()):
