@@ -184,6 +184,21 @@ def test_jobs_behind_a_blocked_job_are_told_their_place() -> None:
     assert decisions.reasons["3"][-1] == Reason("Priority", "2 job(s) ahead in line also wait")
 
 
+def test_a_place_far_back_is_rounded_so_the_head_starting_rewrites_few_reasons() -> None:
+    jobs = [job(str(i)) for i in range(1, 2001)]
+    before = schedule(snap([node("n", 1, free=())], jobs)).reasons
+    after = schedule(snap([node("n", 1, free=())], jobs[1:])).reasons  # the head started
+    assert after["2"] == [Reason("Resources", after["2"][0].detail)]  # the new head
+    assert after["101"][-1].detail == "99 job(s) ahead in line also wait"  # exact near it
+    assert after["1500"][-1].detail == "about 1,500 jobs ahead in line also wait"
+    assert before["1500"][-1].detail == "about 1,500 jobs ahead in line also wait"
+    changed = [j for j in after if after[j] != before[j]]
+    # of 1,999 (every one, told exactly): the 100 nearest the head, one in ten of the next
+    # 900 (told in tens), one in a hundred of the rest
+    assert len(changed) <= 100 + 90 + 10
+    assert all(after[j][-1].detail.startswith("about") for j in ("110", "1000", "2000"))
+
+
 def test_started_jobs_do_not_count_as_ahead_in_line() -> None:
     decisions = schedule(snap([node("n", 2)], [job("1"), job("2", 4), job("3"), job("4", 4)]))
     assert [s.job_id for s in decisions.starts] == ["1", "3"]

@@ -212,11 +212,25 @@ def _reasons(
                                                              job.nodes, job.demand):
             reasons += explain.resources(job)
         if ahead:
-            reasons.append(Reason("Priority", f"{ahead} job(s) ahead in line also wait"))
+            reasons.append(Reason("Priority", ahead_in_line(ahead)))
         if job.id not in limited:
             ahead += 1
         result[job.id] = reasons
     return result
+
+
+EXACT_AHEAD = 100  # a place in line further back is told to two significant digits
+
+
+def ahead_in_line(ahead: int) -> str:
+    """How many jobs ahead in line also wait: exact near the head, else rounded to two
+    significant digits ("about 12,000"). When the head of a long queue starts, every later
+    job moves up one: told exactly, each one's reason would change (100,000 writes in one
+    cycle); rounded, about one in a hundred does."""
+    if ahead < EXACT_AHEAD:
+        return f"{ahead} job(s) ahead in line also wait"
+    step = 10 ** (len(str(ahead)) - 2)
+    return f"about {round(ahead / step) * step:,} jobs ahead in line also wait"
 
 
 class _Held:
