@@ -9,6 +9,7 @@ import pytest
 
 from scheduler.config import Settings
 from scheduler.model import JobSpec, Node, NodeState
+from scheduler.server.fits import node_shapes
 from scheduler.server.validation import InputError, array_spec, build_spec, check_user_name
 
 
@@ -345,3 +346,36 @@ def test_a_job_no_node_could_ever_hold_is_refused_naming_the_resource() -> None:
     with pytest.raises(InputError, match="not enough CPUs"):  # 2 nodes of 24 CPUs: only b
         build_spec(body(cpus=24, nodes=2), "alice", nodes, settings())
     assert build_spec(body(cpus=32, mem="128G"), "alice", nodes, settings()).cpus == 32
+
+
+def test_shapes_decide_as_the_nodes_they_stand_for() -> None:
+    """The API keeps the nodes' shapes (a submit's checks walk a few shapes, not 1,000 nodes):
+    every check counts a shape's nodes as the nodes themselves would count."""
+    nodes = ([sized(f"a{i}", 4, 16, 65536) for i in range(500)]
+             + [sized(f"b{i}", 8, 32, 131072) for i in range(300)])
+    shapes = node_shapes(nodes)
+    assert sorted((s.gpus_total, s.count) for s in shapes) == [(4, 500), (8, 300)]
+    asks = [body(gpus=8, nodes=300), body(gpus=8, nodes=301), body(gpus=4, nodes=800),
+            body(gpus=4, nodes=801), body(cpus=24, nodes=300), body(cpus=24, nodes=301),
+            body(mem="100G", gpus=2, nodes=300), body(mem="100G", nodes=301)]
+    for ask in asks:
+        outcomes = []
+        for given in (nodes, shapes):
+            try:
+                spec = build_spec(ask, "alice", given, settings())
+                outcomes.append(("ok", spec.nodes, spec.gpus, spec.cpus, spec.mem))
+            except InputError as exc:
+                outcomes.append(("refused", str(exc)))
+        assert outcomes[0] == outcomes[1], ask
+    refused = [a for a in asks
+               if isinstance(_try(a, shapes), str)]
+    assert len(refused) == 4  # each second ask of a pair is one node too many
+    assert _try(body(gpus=8, nodes=301), shapes) == (
+        "--nodes 301 --gpus 8: this cluster has 300 node(s) with 8 GPUs")
+
+
+def _try(ask: dict[str, Any], nodes: Any) -> Any:
+    try:
+        return build_spec(ask, "alice", nodes, settings())
+    except InputError as exc:
+        return str(exc)

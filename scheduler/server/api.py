@@ -21,13 +21,14 @@ from scheduler.cluster.read import ClusterState, build_snapshot, read_cluster
 from scheduler.cluster.views import pending_view
 from scheduler.config import Settings
 from scheduler.coordinator.idle import IdlePolicy, annotate_nodes, job_idle
-from scheduler.model import Job, JobState, Node
+from scheduler.model import Job, JobState
 from scheduler.noderun import output_path
 from scheduler.policy.explain import standing_texts
 from scheduler.policy.fairengine import FairShare
 from scheduler.policy.fairshare import FairShareTable
 from scheduler.policy.priority import Priority
 from scheduler.server.adminroutes import AdminRoutes, audit
+from scheduler.server.fits import NodeShape, node_shapes
 from scheduler.server.historyroutes import HistoryRoutes
 from scheduler.server.http import (
     MAX_REQUEST_BYTES,
@@ -69,8 +70,8 @@ class Api(JobRoutes, AdminRoutes, HistoryRoutes):
         # The leading coordinator's last fair-share table (reused by quota and priority).
         self.fairshare = fairshare or (lambda _now: None)
         self.fair = FairShare()  # this API's fair-share engine (quota, priority)
-        self._nodes: tuple[float, list[Node]] | None = None
-        self._nodes_read: asyncio.Future[list[Node]] | None = None  # the read under way
+        self._nodes: tuple[float, tuple[NodeShape, ...]] | None = None
+        self._nodes_read: asyncio.Future[tuple[NodeShape, ...]] | None = None  # under way
         self._accounts: tuple[float, Accounts] | None = None
 
     def app(self) -> web.Application:
@@ -102,8 +103,9 @@ class Api(JobRoutes, AdminRoutes, HistoryRoutes):
         ])
         return app
 
-    async def _nodes_cached(self) -> list[Node]:
-        """Nodes for validating submissions; a second old at most (they change slowly). One
+    async def _nodes_cached(self) -> tuple[NodeShape, ...]:
+        """The nodes' shapes for validating submissions (a submit's checks walk a few shapes,
+        not every node); a second old at most (they change slowly). One
         read at a time: a request that finds them stale while a read is under way waits for
         that read (32 submits at once each reading 1,000 nodes held the event loop for
         seconds, the lease renewal and the cycle with it)."""
@@ -114,10 +116,10 @@ class Api(JobRoutes, AdminRoutes, HistoryRoutes):
             self._nodes_read = asyncio.ensure_future(self._read_nodes(now))
         return await asyncio.shield(self._nodes_read)
 
-    async def _read_nodes(self, now: float) -> list[Node]:
-        nodes = await self.store.nodes()
-        self._nodes = (now, nodes)
-        return nodes
+    async def _read_nodes(self, now: float) -> tuple[NodeShape, ...]:
+        shapes = node_shapes(await self.store.nodes())
+        self._nodes = (now, shapes)
+        return shapes
 
     async def _accounts_cached(self) -> Accounts:
         now = time.monotonic()

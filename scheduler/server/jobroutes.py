@@ -12,8 +12,9 @@ from aiohttp import web
 
 from scheduler.config import Settings
 from scheduler.coordinator.waiting import aggregate, array_line, array_tasks, read_targets
-from scheduler.model import ArrayState, HoldKind, Job, JobState, Node
+from scheduler.model import ArrayState, HoldKind, Job, JobState
 from scheduler.policy.arrays import split_task_id
+from scheduler.server.fits import NodeShape
 from scheduler.server.http import ApiError, int_query, job_id_of, json_object
 from scheduler.server.identity import Caller
 from scheduler.server.validation import InputError, build_spec, dependency_of
@@ -39,7 +40,7 @@ class JobRoutes:
     async def caller(self, request: web.Request) -> Caller:
         raise NotImplementedError
 
-    async def _nodes_cached(self) -> list[Node]:
+    async def _nodes_cached(self) -> tuple[NodeShape, ...]:
         raise NotImplementedError
 
     def _hides(self, caller: Caller, owner: str) -> bool:

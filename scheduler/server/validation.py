@@ -8,16 +8,23 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from scheduler.config import Settings, gpu_family, gpu_type_matches
+from scheduler.config import Settings
 from scheduler.jobenv import why_not
 from scheduler.model import JobSpec, Node
 from scheduler.notifyspec import NotifyError, parse_notify
 from scheduler.policy.arrays import ArraySpec, ArraySpecError, parse_array
 from scheduler.policy.dependency import Dependency, DependencyError, parse_dependency
-from scheduler.resources import Demand, SizeError, format_mem, parse_mem
+from scheduler.resources import Demand, SizeError, parse_mem
+from scheduler.server.fits import (
+    DoesNotFit,
+    NodeShape,
+    check_demand_fits,
+    check_fits,
+    node_shapes,
+)
 from scheduler.server.identity import known_uid
 from scheduler.timeparse import TimeLimitError, format_duration, parse_duration
 from scheduler.wire import MAX_NAME, MAX_TOKEN, SubmitRequest
@@ -90,11 +97,13 @@ def submit_request(body: SubmitRequest | Mapping[str, Any]) -> SubmitRequest:
 
 
 def build_spec(
-    body: SubmitRequest | Mapping[str, Any], user: str, nodes: Sequence[Node],
+    body: SubmitRequest | Mapping[str, Any], user: str,
+    nodes: Sequence[Node] | Sequence[NodeShape],
     settings: Settings,
 ) -> JobSpec:
     """The JobSpec of a submit (`wire.SubmitRequest`, or its JSON body), every field checked;
-    InputError, one line, for the first that will not do."""
+    InputError, one line, for the first that will not do. `nodes`: the cluster's nodes, or
+    their shapes (`node_shapes`: what an API keeps, so a submit need not walk every node)."""
     if user == "root":
         raise InputError("labq never runs a job as root: submit as the user the job should run "
                          "as (root: --as USER)")
@@ -124,7 +133,11 @@ def build_spec(
     gpu_type = request.gpu_type or None
     if gpu_type is not None:
         check_text(gpu_type, "--gpu-type", MAX_SHORT)
-    _check_fits(gpus, gpu_type, nodes, node_count)
+    shapes = node_shapes(nodes)
+    try:
+        check_fits(gpus, gpu_type, shapes, node_count)
+    except DoesNotFit as exc:
+        raise InputError(str(exc)) from None
     time_text: Any = request.time
     if time_text is not None and (isinstance(time_text, bool)
                                   or not isinstance(time_text, int | str)):
@@ -176,7 +189,10 @@ def build_spec(
         if why is not None:
             raise InputError(f"--env {key}: {why}; leave it out")
     demand = demand_of(request, settings)
-    _check_demand_fits(demand, gpus, gpu_type, nodes, node_count)
+    try:
+        check_demand_fits(demand, gpus, gpu_type, shapes, node_count)
+    except DoesNotFit as exc:
+        raise InputError(str(exc)) from None
     return JobSpec(
         user=user, account=account, command=list(command), gpus=gpus * node_count,
         nodes=node_count, gpu_type=gpu_type,
@@ -237,31 +253,6 @@ def _mem(value: Any, flag_name: str) -> int:
         return parse_mem(text, flag_name)
     except SizeError as exc:
         raise InputError(str(exc)) from None
-
-
-def _check_demand_fits(demand: Demand, gpus: int, gpu_type: str | None, nodes: Sequence[Node],
-                       count: int) -> None:
-    """Refuse a job whose CPUs or memory no node of its type could ever give it (where nodes
-    report theirs): it would wait for ever. Names the resource that is short."""
-    typed = [n for n in nodes if n.gpus_total >= gpus
-             and (gpu_type is None or gpu_type_matches(gpu_type, n.gpu_model))]
-    shown: tuple[tuple[str, Callable[[int], str]], ...] = (
-        ("CPUs", lambda cpus: f"{cpus} CPUs"), ("memory", format_mem))
-    for which, (resource, show) in enumerate(shown):  # 0: CPUs, 1: memory (MiB)
-        reporting = [(n, (n.cpus, n.memory_mb)[which]) for n in typed]
-        reporting = [(n, has) for n, has in reporting if has]
-        if not reporting:
-            continue
-        need = [demand.on(gpus, n.gpus_total, n.cpus, n.memory_mb)[which] for n, _ in reporting]
-        if sum(1 for (_, has), k in zip(reporting, need, strict=True) if k <= has) < min(
-                count, len(reporting)):
-            most = max(has for _, has in reporting)
-            raise InputError(f"not enough {resource}: the job asks for {show(min(need))} on a "
-                             f"node; the largest node{_of(gpu_type)} has {show(most)}")
-
-
-def _of(gpu_type: str | None) -> str:
-    return f" of type {gpu_type}" if gpu_type else ""
 
 
 def array_spec(body: SubmitRequest | Mapping[str, Any], limit: int) -> ArraySpec | None:
@@ -325,32 +316,6 @@ def _check_name(name: Any, what: str) -> str:
         raise InputError(f"bad {what} {shown!r}: use at most 64 letters, digits, '_', '.', "
                          "'-', '@'")
     return name
-
-
-def _check_fits(gpus: int, gpu_type: str | None, nodes: Sequence[Node], count: int = 1) -> None:
-    """`gpus` GPUs (of the type) on one node, or on each of `count` nodes."""
-    if not nodes:
-        raise InputError("no GPU node has registered yet: wait for the agents (see `labq nodes`)")
-    if gpu_type is not None:
-        typed = [n for n in nodes if gpu_type_matches(gpu_type, n.gpu_model)]
-        if not typed:
-            known = sorted({gpu_family(n.gpu_model) for n in nodes} | {n.gpu_model for n in nodes})
-            raise InputError(
-                f"unknown --gpu-type {gpu_type!r}: this cluster has {', '.join(known)}"
-            )
-        nodes = typed
-    most = max(n.gpus_total for n in nodes)
-    if gpus > most:
-        kind = f" of type {gpu_type}" if gpu_type else ""
-        raise InputError(f"--gpus {gpus}: the largest node{kind} has {most} GPUs; "
-                         f"a job's GPUs must all be on one node"
-                         + (" (--gpus counts the GPUs on each of its --nodes)" if count > 1
-                            else ""))
-    large = sum(1 for n in nodes if n.gpus_total >= gpus)
-    if count > large:
-        kind = f" of type {gpu_type}" if gpu_type else ""
-        raise InputError(f"--nodes {count} --gpus {gpus}: this cluster has {large} node(s){kind} "
-                         f"with {gpus} GPUs")
 
 
 def flag(value: Any, name: str) -> bool:
