@@ -21,7 +21,9 @@ of them in the class do, nor take the reservation before them. In classes kept i
 order (`labq-fairtree`, `slurm-classic`, `fifo-backfill`, `drf`), a job deeper in a class could
 backfill before the reservation where its class-mates ahead cannot (a shorter time limit):
 such jobs are added and the call made again (`scheduler.sim.exactcut`). When a call starts
-every job shown of a class that has more, the engine calls again at the same time.
+every job shown of a class that has more, the engine calls again at the same time. Under
+budgets a job may be held (skipped by the walk): those classes are cut by
+`scheduler.sim.budgetcut`.
 
 Under fair now a job's priority also depends on the jobs ahead of it (its user's own, and its
 tenant's at a lower level: see `scheduler.policy.fairnow`), so its cut is made otherwise
@@ -64,6 +66,7 @@ from scheduler.policy.snapshot import (
     Snapshot,
 )
 from scheduler.resources import Demand
+from scheduler.sim.budgetcut import BudgetCut
 from scheduler.sim.budgets import Ledger
 from scheduler.sim.classes import ClassKey, ClassRank, Queued, class_key, rank_of
 from scheduler.sim.cluster import Cluster, Run, SimResult
@@ -112,7 +115,7 @@ def _submit_order(item: Queued) -> tuple[float, int, str]:
     return (job.submit, len(job.id), job.id)
 
 
-class _Replay(ExactCut):
+class _Replay(ExactCut, BudgetCut):
     def __init__(self, jobs: Sequence[SimJob], cluster: Cluster, policy: SimPolicy,
                  half_life: float, calc_period: float,
                  tenant_shares: Mapping[str, float] | None = None,
@@ -179,6 +182,9 @@ class _Replay(ExactCut):
         self.class_order = _by_limit if policy.algorithm == FAIR_NOW else _by_submit
         self.cut = not show_all  # False: every waiting job in every snapshot (slow)
         self.exact = exact  # False: fair now's cut unchecked (faster, not exact)
+        # submit order under budgets: a job may be held (`scheduler.sim.budgetcut`)
+        self.gated = (self.cut and bool(self.ledger.budgets) and policy.backfill
+                      and policy.algorithm != FAIR_NOW)
         self.user_held: dict[tuple[str, str], int] = {}  # GPUs held per (account, user)
 
     def _view(self, name: str) -> NodeView:
@@ -238,20 +244,23 @@ class _Replay(ExactCut):
         """The pending jobs the snapshot holds (see the module docstring), how many of each
         class, and, for strict fifo, the queue order of the first job left out (None: none
         is, or a policy with backfill, which does not use it)."""
-        pending: list[PendingJob] = []
-        shown: dict[ClassKey, int] = {}
-        cutoff: tuple[float, int, str] | None = None
-        most, free = self._most_free(), self.free_total
-        budgets = bool(self.ledger.budgets)
+        free = self.free_total
         if not self.policy.backfill:
             # Strict fifo starts a prefix of the submit order, at most one job per free GPU:
             # the first `free` jobs are exactly what it can start (the first left out: cutoff).
             order = heapq.merge(*self.classes.values(), key=_submit_order)
             head = list(itertools.islice(order, free + 1))
-            pending = [view for _, _, view in head[:free]]
-            if len(head) > free:
-                cutoff = _submit_order(head[free])
-            return pending, shown, cutoff
+            cutoff = _submit_order(head[free]) if len(head) > free else None
+            return [view for _, _, view in head[:free]], {}, cutoff
+        shown = self._counts()
+        return self._views(shown), shown, None
+
+    def _counts(self) -> dict[ClassKey, int]:
+        """How many jobs of each class the snapshot holds, under a policy with backfill (see
+        the module docstring; under budgets `scheduler.sim.budgetcut` shows those of a class
+        whose tenant has a budget otherwise)."""
+        shown: dict[ClassKey, int] = {}
+        most, free = self._most_free(), self.free_total
         for key, q in self.classes.items():
             gpus = key[2]
             if not self.cut:
@@ -260,11 +269,10 @@ class _Replay(ExactCut):
                 shown[key] = 1  # free): only its first may take the reservation
             else:  # as many as could start, and the next, which may take the reservation
                 # unless those take every free GPU (the walk ends with them if they all start,
-                # and if one does not, it takes the reservation or finds it taken; not so
-                # under budgets: one held by its budget leaves the reservation to the next)
+                # and if one does not, it takes the reservation or finds it taken)
                 can = free // gpus if gpus else len(q)
-                shown[key] = min(len(q), can + (can * gpus < free or budgets))
-        return self._views(shown), shown, None
+                shown[key] = min(len(q), can + (can * gpus < free))
+        return shown
 
     def _views(self, shown: Mapping[ClassKey, int]) -> list[PendingJob]:
         """The policy's views of the first `shown[key]` jobs of each class."""
@@ -295,8 +303,9 @@ class _Replay(ExactCut):
                             tuple(r for r, _ in self.running.values()),
                             shares=self.shares.build(self._usage_now),
                             budgets=self.ledger.state(now), queued_gpus=self.queued)
-            if fair_now:
-                decisions, shown = self._fair_now_call(snap)
+            if fair_now or self.gated:
+                decisions, shown = (self._fair_now_call(snap) if fair_now
+                                    else self._budget_call(snap))
                 pending: list[PendingJob] = []
                 cutoff: tuple[float, int, str] | None = None
             else:
@@ -457,7 +466,8 @@ def simulate(jobs: Sequence[SimJob], cluster: Cluster, policy: SimPolicy, *,
     `tenant_shares`: each tenant's fair-share shares (``--accounts``); a tenant not named
     gets 1, so the default is equal shares. `past_weight`: fair now's weight of past usage
     (``labq`` only, see `scheduler.policy.fairnow`). `budgets`: billed GPU-hours per tenant for the
-    whole replay (``--budgets``); only policies that honour budgets (`labq`) see them.
+    whole replay (``--budgets``); only policies that honour budgets (`labq`, `labq-fairtree`)
+    see them.
     `show_all`: every waiting job in every snapshot instead of the class cut (see the module
     docstring; the same starts, far slower: for tests). `exact=False`: fair now's jobs left
     out are not checked (`scheduler.sim.fairnowcut`): one call per step on the jobs it picks,

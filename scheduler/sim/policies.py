@@ -50,7 +50,7 @@ class SimPolicy:
     algorithm: str | None  # fair-share algorithm, None: submit order
     backfill: bool = True
     drf: bool = False
-    budgets: bool = False  # gates admission on --budgets (only labq: the baselines ignore them)
+    budgets: bool = False  # gates admission on --budgets (labq's: the baselines ignore them)
     tiresias: bool = False  # decided by `scheduler.sim.tiresias`, not `schedule()`
     resumes: bool = False  # a preempted job resumes with its remaining duration
 

@@ -1,0 +1,271 @@
+"""The exact class cut under budgets, where a class is in submit order (``labq-fairtree``: fair
+now's cut, `scheduler.sim.fairnowcut`, checks its calls' decisions and needs nothing more). A
+mixin of `scheduler.sim.engine._Replay`, whose state it reads (declared below).
+
+A job held by its budget is skipped by the policy's walk: it neither starts nor takes the
+reservation, and the jobs behind it in its class (cheaper: a shorter time limit) may start or
+take the reservation in its stead. So the engine's cut (as many as the free GPUs could start
+and one more) is not enough for a class whose tenant has a budget (a gated class); it is
+chosen here, and the call made again with more shown until the jobs left out cannot matter:
+
+- A job whose cost (GPUs x billing weight x time limit, as the policy's `BudgetGate` counts
+  it) exceeds what its budget had left before the call is held wherever the walk meets it
+  (what is left only shrinks in a call): it is never shown.
+- A shown job that costs no more than its budget has left after the call's starts was not
+  held (surely free). A class's jobs left out change nothing if one such job of its shown
+  ones did not start (the later ones, of the same size, find no room outside the
+  reservation and cannot take it), unless they may backfill before the reservation's start
+  on the reserved nodes: then one such job with a time limit that ends by it must not have
+  started either, or those after the first one that did not start and that ended by it must
+  have filled the reserved nodes' free GPUs (a class on one node each).
+- Else more are shown: the class's next jobs not surely held, until as many surely free as
+  the free GPUs could start and one more; or its next jobs that may backfill.
+
+The classes of tenants without a budget keep the engine's cut (a job of theirs is never held;
+if the first jobs of a class that the free GPUs could start all start, they take every free
+GPU and the walk ends) and its deeper-backfill check, made again on each call's decisions.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+from scheduler.policy.cycle import Decisions, schedule
+from scheduler.policy.fairengine import FairShare
+from scheduler.policy.snapshot import PendingJob, ShareInputs, Snapshot
+from scheduler.sim.classes import ClassKey, Queued
+from scheduler.sim.trace import SimJob
+
+if TYPE_CHECKING:
+    from scheduler.sim.cluster import Cluster
+    from scheduler.sim.policies import SimPolicy
+
+Scope = tuple[str, str]
+_REL = 1e-9  # float noise in a budget's sums, relative to the amounts summed
+
+
+@dataclass
+class _Gated:
+    """A gated class's jobs shown in one event's calls: positions in its queue `q` (which does
+    not change meanwhile). `pre`: every job not surely held before `cursor` (`seen` of them);
+    `extra`: jobs at or after it shown as they may backfill."""
+
+    q: deque[Queued]
+    limits: list[int]  # the class's time limits, sorted
+    per_limit: float  # what a second of time limit costs: GPUs x billing weight (as a check)
+    gpus: int
+    top: float  # a job costing more is held wherever the walk meets it
+    passing: int  # jobs not surely held
+    base: int  # surely free jobs to show at least: as many as could start, and one more
+    scopes: list[Scope]
+    cursor: int = 0
+    seen: int = 0
+    pre: list[int] = field(default_factory=list)
+    extra: list[int] = field(default_factory=list)
+
+    def cost(self, p: int) -> float:
+        return self.gpus * self.q[p][1].time_limit * self.per_limit
+
+    def grow(self, want: int, free_below: float) -> bool:
+        """Show the next jobs not surely held until `want` more of them cost `free_below` or
+        less (surely free); whether any was added (if not, none is left out)."""
+        q, added = self.q, False
+        while want > 0 and self.seen < self.passing and self.cursor < len(q):
+            p = self.cursor
+            self.cursor += 1
+            cost = self.cost(p)
+            if cost > self.top:
+                continue
+            self.seen += 1
+            self.pre.append(p)
+            if p in self.extra:  # shown already (it may backfill)
+                self.extra.remove(p)
+                continue
+            added = True
+            if cost <= free_below:
+                want -= 1
+        return added
+
+    def left_out(self) -> int:
+        return self.passing - self.seen - len(self.extra)
+
+
+class BudgetCut:
+    """The exact cut under budgets (see the module docstring), on the replay's state."""
+
+    classes: dict[ClassKey, deque[Queued]]
+    limits: dict[ClassKey, list[int]]
+    free: dict[str, list[int]]
+    free_total: int
+    by_id: dict[str, SimJob]
+    cluster: Cluster
+    policy: SimPolicy
+    calls: int
+
+    def _counts(self) -> dict[ClassKey, int]:
+        raise NotImplementedError  # the replay's
+
+    def _most_free(self) -> int:
+        raise NotImplementedError  # the replay's
+
+    def _views(self, shown: Mapping[ClassKey, int]) -> list[PendingJob]:
+        raise NotImplementedError  # the replay's
+
+    def _drf_jobs(self, tenant: str, jobs: list[SimJob]) -> list[PendingJob]:
+        raise NotImplementedError  # `DrfViews`'
+
+    def _deeper_backfill(self, decisions: Decisions, shown: Mapping[ClassKey, int],
+                         now: float) -> list[PendingJob]:
+        raise NotImplementedError  # `ExactCut`'s
+
+    def _budget_call(self, snap: Snapshot) -> tuple[Decisions, dict[ClassKey, int]]:
+        """One policy call under budgets with an exact cut: the decisions, and how many jobs
+        of each class were shown (for a gated class more than it holds: the engine's call
+        again for a class whose shown jobs all started is not needed for it)."""
+        state = snap.budgets
+        assert state is not None
+        now = snap.now
+        left0: dict[Scope, float] = {}
+        size: dict[Scope, float] = {}  # the amounts summed, for the float noise
+        for b in state.budgets:
+            scope = (b.scope, b.name)
+            spent, committed = state.spent.get(scope, 0.0), state.committed.get(scope, 0.0)
+            left0[scope] = b.limit - spent - committed
+            size[scope] = abs(b.limit) + abs(spent) + abs(committed)
+        engine = (snap.shares.engine if snap.shares is not None else None) or FairShare()
+        covering = engine.tree(snap.shares or ShareInputs()).covering
+        cache: dict[tuple[str, str], list[Scope]] = {}
+
+        def scopes_of(user: str, account: str) -> list[Scope]:
+            found = cache.get((user, account))
+            if found is None:  # the policy's: its user's, its account's and those above
+                found = [s for s in [("user", user), *(("account", a) for a in covering(account))]
+                         if s in left0]
+                cache[(user, account)] = found
+            return found
+
+        counts = self._counts()
+        free, most = self.free_total, self._most_free()
+        weight = self.cluster.billing_weight
+        gated: dict[ClassKey, _Gated] = {}
+        for key in counts:
+            scopes = scopes_of(key[1], key[0])
+            if not scopes:
+                continue
+            gpus, limits = key[2], self.limits[key]
+            top = min(left0[s] + _REL * size[s] for s in scopes)
+            passing = bisect.bisect_right(limits, top, key=lambda t: gpus * t * weight)
+            if key[2] // key[4] > most:  # cannot start: only its first may take the
+                base = 1  # reservation
+            elif gpus:
+                base = free // gpus + 1
+            else:
+                base = passing
+            g = gated[key] = _Gated(self.classes[key], limits, weight, gpus, top, passing, base,
+                                    scopes)
+            g.grow(base, top)
+        plain = {key: n for key, n in counts.items() if key not in gated}
+        extra: dict[str, PendingJob] = {}  # plain classes' jobs that may backfill
+        while True:
+            pending = self._views(plain) + list(extra.values())
+            for key, g in gated.items():
+                items = [g.q[p] for p in sorted(g.pre + g.extra)]
+                pending += (self._drf_jobs(key[0], [job for _, job, _ in items])
+                            if self.policy.drf else [view for _, _, view in items])
+            decisions = schedule(replace(snap, pending=tuple(pending)), max_estimates=0,
+                                 explain=False)
+            self.calls += 1
+            more = False
+            ahead = (replace(decisions, starts=[s for s in decisions.starts
+                                                if s.job_id not in extra])
+                     if extra else decisions)  # (the starts of the plain classes' cut)
+            for view in self._deeper_backfill(ahead, plain, now):
+                if view.id not in extra:
+                    extra[view.id] = view
+                    more = True
+            if gated and self._gated_more(gated, decisions, now, left0, size, scopes_of):
+                more = True
+            if not more:
+                shown = dict(plain)
+                shown.update((key, len(g.q) + 1) for key, g in gated.items())
+                return decisions, shown
+
+    def _gated_more(self, gated: Mapping[ClassKey, _Gated], decisions: Decisions, now: float,
+                    left0: Mapping[Scope, float], size: Mapping[Scope, float],
+                    scopes_of: Callable[[str, str], list[Scope]]) -> bool:
+        """Whether a gated class's jobs left out could have changed the call's decisions (see
+        the module docstring); if so, more of them are shown."""
+        started: set[str] = set()
+        charged: dict[Scope, float] = {}
+        weight = self.cluster.billing_weight
+        for st in decisions.starts:
+            started.add(st.job_id)
+            job = self.by_id[st.job_id]
+            cost = (job.gpus * job.time_limit * weight if not st.rest else
+                    job.time_limit * sum(len(indices) * weight for _, indices in st.parts))
+            for scope in scopes_of(job.user, job.account):
+                charged[scope] = charged.get(scope, 0.0) + cost
+        res = decisions.reservation
+        more = False
+        for key, g in gated.items():
+            if g.left_out() <= 0:
+                continue
+            # a job costing this or less was not held where the walk met it
+            free_below = min(left0[s] - charged.get(s, 0.0)
+                             - _REL * (size[s] + charged.get(s, 0.0)) - 1e-6 for s in g.scopes)
+            q = g.q
+            first = next((p for p in g.pre
+                          if g.cost(p) <= free_below and q[p][1].id not in started), None)
+            if first is None:  # none of the jobs behind may be kept from starting
+                more = g.grow(g.base, free_below) or more
+                continue
+            if res is None:
+                continue
+            per_node = key[2] // key[4]
+            if per_node > max(len(self.free[name]) for name, _ in res.parts):
+                continue  # no room on the reserved nodes either
+            window = res.start - now
+            shown = sorted(g.pre + g.extra)
+            fitting = min(bisect.bisect_right(g.limits, window), g.passing)
+            if sum(1 for p in shown if q[p][1].time_limit <= window) >= fitting:
+                continue  # every job that may backfill is shown
+            chosen = set(shown)
+            at = next(p for p in range(g.cursor, len(q))
+                      if p not in chosen and q[p][1].time_limit <= window and g.cost(p) <= g.top)
+            before = [p for p in shown if p < at and q[p][1].time_limit <= window
+                      and g.cost(p) <= free_below]
+            if any(q[p][1].id not in started for p in before):
+                continue  # one that ends by the reservation found no room: none after does
+            want = 1
+            if key[4] == 1:  # those after `first` started on the reserved nodes
+                room = sum(len(self.free[name]) // per_node for name, _ in res.parts)
+                want = room - sum(1 for p in before if p > first)
+                if want <= 0:
+                    continue
+            more = self._grow_backfill(g, at, window, want, free_below) or more
+        return more
+
+    @staticmethod
+    def _grow_backfill(g: _Gated, at: int, window: float, want: int, free_below: float
+                       ) -> bool:
+        """Show the class's jobs from `at` on that may backfill (not surely held, ending by
+        the reservation's start) until `want` of them are surely free."""
+        q, added = g.q, False
+        chosen = set(g.pre) | set(g.extra)
+        for p in range(at, len(q)):
+            if want <= 0:
+                break
+            if p in chosen or q[p][1].time_limit > window:
+                continue
+            cost = g.cost(p)
+            if cost > g.top:
+                continue
+            g.extra.append(p)
+            added = True
+            if cost <= free_below:
+                want -= 1
+        return added
