@@ -29,6 +29,7 @@ GPU and the walk ends) and its deeper-backfill check, made again on each call's 
 from __future__ import annotations
 
 import bisect
+import math
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -48,17 +49,24 @@ Scope = tuple[str, str]
 _REL = 1e-9  # float noise in a budget's sums, relative to the amounts summed
 
 
+def _limit(cost: float, per_second: float) -> float:
+    """The longest time limit whose cost (`per_second` x limit) is `cost` or less."""
+    if per_second:
+        return cost / per_second
+    return math.inf if cost >= 0 else -math.inf
+
+
 @dataclass
 class _Gated:
     """A gated class's jobs shown in one event's calls: positions in its queue `q` (which does
     not change meanwhile). `pre`: every job not surely held before `cursor` (`seen` of them);
-    `extra`: jobs at or after it shown as they may backfill."""
+    `extra`: jobs at or after it shown as they may backfill. Costs are compared as time
+    limits (a cost over a class's GPUs x billing weight; the tolerances cover the division)."""
 
     q: deque[Queued]
     limits: list[int]  # the class's time limits, sorted
-    per_limit: float  # what a second of time limit costs: GPUs x billing weight (as a check)
-    gpus: int
-    top: float  # a job costing more is held wherever the walk meets it
+    per_second: float  # what a second of time limit costs: GPUs x billing weight
+    top: float  # a job with a longer time limit is held wherever the walk meets it
     passing: int  # jobs not surely held
     base: int  # surely free jobs to show at least: as many as could start, and one more
     scopes: list[Scope]
@@ -67,18 +75,15 @@ class _Gated:
     pre: list[int] = field(default_factory=list)
     extra: list[int] = field(default_factory=list)
 
-    def cost(self, p: int) -> float:
-        return self.gpus * self.q[p][1].time_limit * self.per_limit
-
-    def grow(self, want: int, free_below: float) -> bool:
-        """Show the next jobs not surely held until `want` more of them cost `free_below` or
-        less (surely free); whether any was added (if not, none is left out)."""
+    def grow(self, want: int, free: float) -> bool:
+        """Show the next jobs not surely held until `want` more of them have a time limit of
+        `free` or less (surely free); whether any was added (if not, none is left out)."""
         q, added = self.q, False
         while want > 0 and self.seen < self.passing and self.cursor < len(q):
             p = self.cursor
             self.cursor += 1
-            cost = self.cost(p)
-            if cost > self.top:
+            limit = q[p][1].time_limit
+            if limit > self.top:
                 continue
             self.seen += 1
             self.pre.append(p)
@@ -86,7 +91,7 @@ class _Gated:
                 self.extra.remove(p)
                 continue
             added = True
-            if cost <= free_below:
+            if limit <= free:
                 want -= 1
         return added
 
@@ -105,6 +110,7 @@ class BudgetCut:
     cluster: Cluster
     policy: SimPolicy
     calls: int
+    _scopes: dict[tuple[str, str], list[Scope]] | None = None  # each user's budgets' scopes
 
     def _counts(self) -> dict[ClassKey, int]:
         raise NotImplementedError  # the replay's
@@ -138,7 +144,10 @@ class BudgetCut:
             size[scope] = abs(b.limit) + abs(spent) + abs(committed)
         engine = (snap.shares.engine if snap.shares is not None else None) or FairShare()
         covering = engine.tree(snap.shares or ShareInputs()).covering
-        cache: dict[tuple[str, str], list[Scope]] = {}
+        # (the replay's tree and budgets do not change: kept from call to call)
+        cache = self._scopes
+        if cache is None:
+            cache = self._scopes = {}
 
         def scopes_of(user: str, account: str) -> list[Scope]:
             found = cache.get((user, account))
@@ -151,21 +160,33 @@ class BudgetCut:
         counts = self._counts()
         free, most = self.free_total, self._most_free()
         weight = self.cluster.billing_weight
-        gated: dict[ClassKey, _Gated] = {}
+        # The most a call can commit under a budget: every free GPU, for its longest limit.
+        budgeted: dict[ClassKey, list[Scope]] = {}
+        longest: dict[Scope, int] = {}
         for key in counts:
             scopes = scopes_of(key[1], key[0])
-            if not scopes:
-                continue
+            if scopes:
+                budgeted[key] = scopes
+                for s in scopes:
+                    longest[s] = max(longest.get(s, 0), self.limits[key][-1])
+        safe = {s: left0[s] - free * most_s * weight - _REL * size[s] - 1e-6
+                for s, most_s in longest.items()}
+        gated: dict[ClassKey, _Gated] = {}
+        for key, scopes in budgeted.items():
             gpus, limits = key[2], self.limits[key]
-            top = min(left0[s] + _REL * size[s] for s in scopes)
-            passing = bisect.bisect_right(limits, top, key=lambda t: gpus * t * weight)
-            if key[2] // key[4] > most:  # cannot start: only its first may take the
+            per_second = gpus * weight
+            if per_second * limits[-1] <= (safe[scopes[0]] if len(scopes) == 1 else
+                                           min(safe[s] for s in scopes)):
+                continue  # none of its jobs can be held in this call: the engine's cut
+            top = _limit(min(left0[s] + _REL * size[s] for s in scopes), per_second)
+            passing = bisect.bisect_right(limits, top)
+            if gpus // key[4] > most:  # cannot start: only its first may take the
                 base = 1  # reservation
             elif gpus:
                 base = free // gpus + 1
             else:
                 base = passing
-            g = gated[key] = _Gated(self.classes[key], limits, weight, gpus, top, passing, base,
+            g = gated[key] = _Gated(self.classes[key], limits, per_second, top, passing, base,
                                     scopes)
             g.grow(base, top)
         plain = {key: n for key, n in counts.items() if key not in gated}
@@ -214,14 +235,15 @@ class BudgetCut:
         for key, g in gated.items():
             if g.left_out() <= 0:
                 continue
-            # a job costing this or less was not held where the walk met it
-            free_below = min(left0[s] - charged.get(s, 0.0)
-                             - _REL * (size[s] + charged.get(s, 0.0)) - 1e-6 for s in g.scopes)
+            # a job of this time limit or less was not held where the walk met it
+            free = _limit(min(left0[s] - charged.get(s, 0.0)
+                              - _REL * (size[s] + charged.get(s, 0.0)) - 1e-6
+                              for s in g.scopes), g.per_second)
             q = g.q
             first = next((p for p in g.pre
-                          if g.cost(p) <= free_below and q[p][1].id not in started), None)
+                          if q[p][1].time_limit <= free and q[p][1].id not in started), None)
             if first is None:  # none of the jobs behind may be kept from starting
-                more = g.grow(g.base, free_below) or more
+                more = g.grow(g.base, free) or more
                 continue
             if res is None:
                 continue
@@ -229,15 +251,14 @@ class BudgetCut:
             if per_node > max(len(self.free[name]) for name, _ in res.parts):
                 continue  # no room on the reserved nodes either
             window = res.start - now
-            shown = sorted(g.pre + g.extra)
             fitting = min(bisect.bisect_right(g.limits, window), g.passing)
-            if sum(1 for p in shown if q[p][1].time_limit <= window) >= fitting:
+            shown = [p for p in sorted(g.pre + g.extra) if q[p][1].time_limit <= window]
+            if len(shown) >= fitting:
                 continue  # every job that may backfill is shown
             chosen = set(shown)
-            at = next(p for p in range(g.cursor, len(q))
-                      if p not in chosen and q[p][1].time_limit <= window and g.cost(p) <= g.top)
-            before = [p for p in shown if p < at and q[p][1].time_limit <= window
-                      and g.cost(p) <= free_below]
+            at = next(p for p in range(g.cursor, len(q)) if p not in chosen
+                      and q[p][1].time_limit <= window and q[p][1].time_limit <= g.top)
+            before = [p for p in shown if p < at and q[p][1].time_limit <= free]
             if any(q[p][1].id not in started for p in before):
                 continue  # one that ends by the reservation found no room: none after does
             want = 1
@@ -246,26 +267,24 @@ class BudgetCut:
                 want = room - sum(1 for p in before if p > first)
                 if want <= 0:
                     continue
-            more = self._grow_backfill(g, at, window, want, free_below) or more
+            more = self._grow_backfill(g, at, window, want, free) or more
         return more
 
     @staticmethod
-    def _grow_backfill(g: _Gated, at: int, window: float, want: int, free_below: float
-                       ) -> bool:
+    def _grow_backfill(g: _Gated, at: int, window: float, want: int, free: float) -> bool:
         """Show the class's jobs from `at` on that may backfill (not surely held, ending by
-        the reservation's start) until `want` of them are surely free."""
+        the reservation's start) until `want` of them are surely free (a time limit of
+        `free` or less)."""
         q, added = g.q, False
         chosen = set(g.pre) | set(g.extra)
         for p in range(at, len(q)):
             if want <= 0:
                 break
-            if p in chosen or q[p][1].time_limit > window:
-                continue
-            cost = g.cost(p)
-            if cost > g.top:
+            limit = q[p][1].time_limit
+            if p in chosen or limit > window or limit > g.top:
                 continue
             g.extra.append(p)
             added = True
-            if cost <= free_below:
+            if limit <= free:
                 want -= 1
         return added
