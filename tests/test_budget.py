@@ -11,8 +11,8 @@ import pytest
 from scheduler.accounts.changes import account_changes
 from scheduler.accounts.tree import AccountConfig, Accounts, BudgetConfig, UserConfig
 from scheduler.cluster.budgets import account_nodes, budget_state, current_budget
-from scheduler.policy.sharetree import AccountTree
 from scheduler.policy.budget import Budget, BudgetGate, BudgetState, PeriodError, period_bounds
+from scheduler.policy.sharetree import AccountTree
 from scheduler.policy.snapshot import RunningJob
 
 H = 3600.0
