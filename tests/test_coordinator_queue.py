@@ -96,7 +96,7 @@ async def test_a_burst_of_submits_reads_the_nodes_once(store: Store, tmp_path: P
 
     api = Api(SlowNodes(), Settings(tmp_path), lambda: None)  # type: ignore[arg-type]
     answers = await asyncio.gather(*(api._nodes_cached() for _ in range(32)))
-    assert reads == 1 and answers == [[]] * 32
-    api._nodes = (0.0, [])  # stale: read again, once
+    assert reads == 1 and answers == [()] * 32  # (no node: no shape)
+    api._nodes = (0.0, ())  # stale: read again, once
     await asyncio.gather(*(api._nodes_cached() for _ in range(8)))
     assert reads == 2
