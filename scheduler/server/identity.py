@@ -8,8 +8,9 @@ import socket
 import struct
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from scheduler.config import Settings
 
@@ -25,6 +26,8 @@ class Caller:
     is_admin: bool
 
 
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 _names: dict[int, tuple[float, str]] = {}
 _uids: dict[str, tuple[float, int]] = {}
 # The peer of a connection never changes: ask the kernel once per connection, not per request.
@@ -65,31 +68,29 @@ class UnknownUser(LookupError):
 def known_user_name(uid: int) -> str | None:
     """The uid's user name, or None when it cannot be resolved now (not cached: a passing
     NSS/LDAP failure is asked again next time)."""
-    now = time.monotonic()
-    known = _names.get(uid)
-    if known is not None and now - known[0] < NAME_TTL_S:
-        return known[1]
-    try:
-        name = pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return None
-    _names[uid] = (now, name)
-    return name
+    return _looked_up(_names, uid, lambda u: pwd.getpwuid(u).pw_name)
 
 
 def known_uid(name: str) -> int | None:
     """The user's uid, or None when there is no such user now (not cached: a user added is
     found at once; a known one is asked again after NAME_TTL_S)."""
+    return _looked_up(_uids, name, lambda n: pwd.getpwnam(n).pw_uid)
+
+
+def _looked_up(table: dict[_K, tuple[float, _V]], key: _K,
+               lookup: Callable[[_K], _V]) -> _V | None:
+    """`lookup(key)` as last answered within NAME_TTL_S, else asked again (KeyError: None,
+    and nothing kept)."""
     now = time.monotonic()
-    known = _uids.get(name)
+    known = table.get(key)
     if known is not None and now - known[0] < NAME_TTL_S:
         return known[1]
     try:
-        uid = pwd.getpwnam(name).pw_uid
+        value = lookup(key)
     except KeyError:
         return None
-    _uids[name] = (now, uid)
-    return uid
+    table[key] = (now, value)
+    return value
 
 
 def user_name(uid: int) -> str:
