@@ -93,3 +93,39 @@ def test_the_cut_starts_every_job_as_the_whole_queue_does(policy: str, budgets: 
     for seed in seeds:
         diff = cut_differs(policy, random_case(seed, budgets))
         assert not diff, f"seed {seed}: {len(diff)} jobs differ: {diff}"
+
+
+def test_first_fit_finds_the_first_job_ending_by_a_time() -> None:
+    """`FirstFit` against a walk down the class, as jobs come, leave and are put back."""
+    from collections import deque
+
+    from scheduler.policy.snapshot import PendingJob
+    from scheduler.sim.classes import Queued
+    from scheduler.sim.firstfit import FirstFit
+
+    rng = random.Random("first-fit")
+    q: deque[Queued] = deque()
+    fit = FirstFit()
+    for i in range(600):
+        if q and rng.random() < 0.4:
+            gone = q[rng.randrange(len(q))]
+            q.remove(gone)
+            fit.remove(gone[1].id)
+        else:
+            job = SimJob(str(i), "t", "u", 1, float(i), 60.0, rng.choice((60, 120, 600, 3600)))
+            item: Queued = ((0.0, job.submit, len(job.id), job.id), job,
+                            PendingJob(job.id, "u", "t", 1, job.submit))
+            if q and rng.random() < 0.05:  # put back before the last one
+                q.insert(len(q) - 1, item)
+                fit.rebuild(q)
+            else:
+                q.append(item)
+                fit.append(item)
+        for _ in range(3):
+            if not q:
+                break
+            n, window = rng.randrange(len(q)), rng.choice((59, 60, 300, 1000, 5000))
+            walked = [item for item in list(q)[n:] if item[1].time_limit <= window]
+            assert fit.first(q[n][1].id, window) == (walked[0] if walked else None)
+            after = [item for item in list(q)[n + 1:] if item[1].time_limit <= window]
+            assert fit.after(q[n][1].id, window) == (after[0] if after else None)

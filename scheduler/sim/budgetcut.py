@@ -125,7 +125,7 @@ class BudgetCut:
         raise NotImplementedError  # `DrfViews`'
 
     def _deeper_backfill(self, decisions: Decisions, shown: Mapping[ClassKey, int],
-                         now: float) -> list[PendingJob]:
+                         snap: Snapshot, added: set[ClassKey]) -> list[PendingJob]:
         raise NotImplementedError  # `ExactCut`'s
 
     def _budget_call(self, snap: Snapshot) -> tuple[Decisions, dict[ClassKey, int]]:
@@ -190,24 +190,20 @@ class BudgetCut:
                                     scopes)
             g.grow(base, top)
         plain = {key: n for key, n in counts.items() if key not in gated}
-        extra: dict[str, PendingJob] = {}  # plain classes' jobs that may backfill
+        extra: list[PendingJob] = []  # plain classes' jobs that may backfill
+        added: set[ClassKey] = set()  # their classes
         while True:
-            pending = self._views(plain) + list(extra.values())
+            pending = self._views(plain) + extra
             for key, g in gated.items():
                 items = [g.q[p] for p in sorted(g.pre + g.extra)]
                 pending += (self._drf_jobs(key[0], [job for _, job, _ in items])
                             if self.policy.drf else [view for _, _, view in items])
-            decisions = schedule(replace(snap, pending=tuple(pending)), max_estimates=0,
-                                 explain=False)
+            called = replace(snap, pending=tuple(pending))
+            decisions = schedule(called, max_estimates=0, explain=False)
             self.calls += 1
-            more = False
-            ahead = (replace(decisions, starts=[s for s in decisions.starts
-                                                if s.job_id not in extra])
-                     if extra else decisions)  # (the starts of the plain classes' cut)
-            for view in self._deeper_backfill(ahead, plain, now):
-                if view.id not in extra:
-                    extra[view.id] = view
-                    more = True
+            deeper = self._deeper_backfill(decisions, plain, called, added)
+            extra += deeper
+            more = bool(deeper)
             if gated and self._gated_more(gated, decisions, now, left0, size, scopes_of):
                 more = True
             if not more:

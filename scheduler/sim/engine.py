@@ -53,9 +53,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import replace
 
-from scheduler.policy.cycle import schedule
 from scheduler.policy.fairnow import FAIR_NOW
 from scheduler.policy.placement import type_matches
 from scheduler.policy.snapshot import (
@@ -71,6 +69,7 @@ from scheduler.sim.budgets import Ledger
 from scheduler.sim.classes import ClassKey, ClassRank, Queued, class_key, rank_of
 from scheduler.sim.cluster import Cluster, Run, SimResult
 from scheduler.sim.exactcut import ExactCut, Fenwick
+from scheduler.sim.firstfit import FirstFit
 from scheduler.sim.policies import ShareBuilder, SimPolicy, fifo_prefix
 from scheduler.sim.tiresias import TiresiasQueues
 from scheduler.sim.trace import SimJob
@@ -143,6 +142,8 @@ class _Replay(ExactCut, BudgetCut):
         self.left = {j.id: min(j.duration, float(j.time_limit)) for j in fits}  # run time left
         self.classes: dict[ClassKey, deque[Queued]] = {}
         self.limits: dict[ClassKey, list[int]] = {}  # each class's time limits, sorted
+        self.first_fit: dict[ClassKey, FirstFit] | None = (  # (`scheduler.sim.exactcut`)
+            {} if not show_all and policy.backfill and policy.algorithm != FAIR_NOW else None)
         self.user_classes: dict[tuple[str, str], list[ClassKey]] = {}  # each user's classes
         self._fair_now_state()
         self.n_pending = 0
@@ -210,6 +211,8 @@ class _Replay(ExactCut, BudgetCut):
         if q is None:
             q = self.classes[key] = deque()
             self.limits[key] = []
+            if self.first_fit is not None:
+                self.first_fit[key] = FirstFit()
             if owner not in self.user_classes:
                 self._grouping = None  # a user more
             self.user_classes.setdefault(owner, []).append(key)
@@ -219,10 +222,15 @@ class _Replay(ExactCut, BudgetCut):
         item = (rank, job, PendingJob(job.id, job.user, job.account, job.gpus, job.submit,
                                       job.gpu_type, time_limit_s=job.time_limit,
                                       nodes=job.nodes, demand=_demand(job)))
+        fits = self.first_fit
         if not q or q[-1][0] <= rank:
             q.append(item)
+            if fits is not None:
+                fits[key].append(item)
         else:  # a requeued job (or, by time limit, a shorter one) goes back to its place
             q.insert(bisect.bisect_right(q, rank, key=rank_of), item)
+            if fits is not None:
+                fits[key].rebuild(q)
 
     def _most_free(self) -> int:
         """The most free GPUs on one node (0: none free)."""
@@ -279,9 +287,12 @@ class _Replay(ExactCut, BudgetCut):
         if self.policy.drf:
             return self._drf_views(shown)
         pending: list[PendingJob] = []
+        classes = self.classes
         for key, n in shown.items():
-            q = self.classes[key]
-            pending.extend([q[i][2] for i in range(n)])
+            if n == 1:
+                pending.append(classes[key][0][2])
+            else:
+                pending.extend([item[2] for item in itertools.islice(classes[key], n)])
         return pending
 
     def cycle(self, now: float) -> None:
@@ -310,15 +321,7 @@ class _Replay(ExactCut, BudgetCut):
                 cutoff: tuple[float, int, str] | None = None
             else:
                 pending, shown, cutoff = self._shown()
-                snap = replace(snap, pending=tuple(pending))
-                decisions = schedule(snap, max_estimates=0, explain=False)
-                self.calls += 1
-                deeper = self._deeper_backfill(decisions, shown, now)
-                if deeper:  # the same call on a snapshot that holds them too
-                    pending += deeper
-                    snap = replace(snap, pending=tuple(pending))
-                    decisions = schedule(snap, max_estimates=0, explain=False)
-                    self.calls += 1
+                decisions = self._submit_order_call(snap, pending, shown)
             if not self.policy.backfill:
                 fifo_prefix(decisions, pending, cutoff)
             started: dict[ClassKey, int] = {}
@@ -366,9 +369,13 @@ class _Replay(ExactCut, BudgetCut):
                     break
             limits = self.limits[key]
             del limits[bisect.bisect_left(limits, job.time_limit)]
+            if self.first_fit is not None:
+                self.first_fit[key].remove(job.id)
             if not q:
                 del self.classes[key]
                 del self.limits[key]
+                if self.first_fit is not None:
+                    del self.first_fit[key]
                 mine = self.user_classes[(job.account, job.user)]
                 mine.remove(key)
                 if not mine:

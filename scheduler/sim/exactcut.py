@@ -1,27 +1,37 @@
 """The simulator's exact class cut where a class is in submit order (every backfill policy
 but fair now, whose cut is `scheduler.sim.fairnowcut`): the replay shows the policy only some
 waiting jobs per class; a job deeper in a class may backfill under the reservation where its
-class-mates ahead cannot, and `_deeper_backfill` finds those for a second call. A mixin of
-`scheduler.sim.engine._Replay`, whose state it reads (declared below)."""
+class-mates ahead cannot, and `_deeper_backfill` finds those for another call. Only a class
+one of whose jobs could find room on a reserved node where the policy's walk meets it gets
+them (the walk meets a class's jobs in class order, and the call's starts before a job, in
+walk order, tell how many GPUs the reserved nodes still had there); its first job that ends
+by the reservation's start comes from `scheduler.sim.firstfit`. The call is made again until
+no such class is left. A mixin of `scheduler.sim.engine._Replay`, whose state it reads
+(declared below)."""
 
 from __future__ import annotations
 
-import bisect
-import itertools
+import math
 from collections import deque
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from scheduler.policy.cycle import Decisions
+from scheduler.policy.cycle import Decisions, schedule
 from scheduler.policy.fairnow import FAIR_NOW
-from scheduler.policy.snapshot import PendingJob
+from scheduler.policy.priority import Weighing
+from scheduler.policy.snapshot import PendingJob, Snapshot
 from scheduler.sim.classes import ClassKey, Queued, class_key
 from scheduler.sim.drfviews import DrfViews
 from scheduler.sim.fairnowcut import FairNowCut
+from scheduler.sim.firstfit import FirstFit
 from scheduler.sim.trace import SimJob
 
 if TYPE_CHECKING:
-    from scheduler.sim.policies import SimPolicy
+    from scheduler.sim.policies import ShareBuilder, SimPolicy
+
+
+WalkKey = tuple[float, float, int, str]  # a job's place in the policy's walk
 
 
 class ExactCut(FairNowCut, DrfViews):
@@ -31,53 +41,145 @@ class ExactCut(FairNowCut, DrfViews):
     cut: bool
     free: dict[str, list[int]]
     limits: dict[ClassKey, list[int]]
+    first_fit: dict[ClassKey, FirstFit] | None
     by_id: dict[str, SimJob]
     policy: SimPolicy
+    shares: ShareBuilder
+    calls: int
+
+    def _submit_order_call(self, snap: Snapshot, pending: list[PendingJob],
+                           shown: Mapping[ClassKey, int]) -> Decisions:
+        """One policy call on the engine's cut of classes in submit order, made again with the
+        jobs deeper in a class that could backfill (`_deeper_backfill`) until none is left
+        out; `pending` gets them too."""
+        added: set[ClassKey] = set()
+        while True:
+            called = replace(snap, pending=tuple(pending))
+            decisions = schedule(called, max_estimates=0, explain=False)
+            self.calls += 1
+            deeper = self._deeper_backfill(decisions, shown, called, added)
+            if not deeper:
+                return decisions
+            pending += deeper
 
     def _deeper_backfill(self, decisions: Decisions, shown: Mapping[ClassKey, int],
-                         now: float) -> list[PendingJob]:
-        """The jobs left out that could backfill under the reservation, where a class is in
-        submit order (every policy but fair now, whose classes are in time-limit order): a job
-        deeper in a class whose class-mate ahead was shown and did not start (so the
-        reservation's job ranks before it, and the reservation stays the same with it shown),
-        whose GPUs per node the reserved node has free and whose time limit ends by the
-        reservation's start. None most of the time."""
+                         snap: Snapshot, added: set[ClassKey]) -> list[PendingJob]:
+        """The jobs left out of the call on `snap` that could backfill under the reservation,
+        where a class is in submit order (every policy but fair now, whose classes are in
+        time-limit order): a job deeper in a class whose class-mate ahead was shown and did not
+        start (so the reservation's job ranks before it, and the reservation stays the same
+        with it shown), whose GPUs per node a reserved node has free where the walk meets it
+        (the GPUs free before the call less those the call's starts before it took) and whose
+        time limit ends by the reservation's start. Of such a class, the first of them that
+        the reserved nodes' free GPUs could hold are returned, and the class joins `added` (no
+        more of it can start: those, walked in class order, fill them or one finds no room).
+        None most of the time."""
         reservation = decisions.reservation
         if (reservation is None or not self.cut or self.policy.algorithm == FAIR_NOW
                 or not self.policy.backfill):
             return []
+        now = snap.now
         window = reservation.start - now
+        fits = self.first_fit
+        assert fits is not None
         # Outside the reservation it could not fit where its class-mate ahead did not: only
-        # the reserved nodes' GPUs (free before this call) are left to it.
-        room = max(len(self.free[name]) for name, _ in reservation.parts)
+        # the reserved nodes' GPUs are left to it.
+        reserved = [name for name, _ in reservation.parts]
+        room = max(len(self.free[name]) for name in reserved)
         started: dict[ClassKey, int] = {}
+        ids = set()
         for start in decisions.starts:
+            ids.add(start.job_id)
             key = class_key(self.by_id[start.job_id])
             started[key] = started.get(key, 0) + 1
+        walk: _Walk | None = None
         found: list[PendingJob] = []
+        classes, limits = self.classes, self.limits
         for key, n in shown.items():
-            q, limits = self.classes[key], self.limits[key]
             per_node = key[2] // key[4]
-            if (n >= len(q) or started.get(key, 0) >= n or limits[0] > window
-                    or per_node > room):
+            if per_node > room or limits[key][0] > window:
                 continue
-            fitting = bisect.bisect_right(limits, window)
-            fitting -= sum(1 for i in range(n) if q[i][1].time_limit <= window)
-            if fitting <= 0:
+            q = classes[key]
+            if n >= len(q) or started.get(key, 0) >= n or key in added:
                 continue
+            if any(q[i][1].time_limit <= window and q[i][1].id not in ids for i in range(n)):
+                continue  # one shown that ends by its start found no room: none after does
+            fit = fits[key]
+            first = fit.first(q[n][1].id, window)
+            if first is None:
+                continue
+            if walk is None:
+                walk = _Walk(self, snap, decisions, reserved)
+            # The walk meets a class's jobs in class order (a later one's total is no higher:
+            # it waited less): if it meets the first after the start after which no reserved
+            # node has its GPUs per node free, none finds room.
+            full = walk.full(per_node)
+            if full is not None and (walk.key(self._views_of(key, [q[n - 1]])[0]) > full
+                                     or self._walk_key(walk, key, first) > full):
+                continue  # (the last shown is met before it)
             # Walked in class order, each that starts takes its GPUs per node on a reserved
             # node (it found no room outside the reservation): no more than those nodes' free
             # GPUs hold can start, and the jobs after them find no room.
-            wanted = min(fitting, sum(len(self.free[name]) // per_node
-                                      for name, _ in reservation.parts))
-            deeper = list(itertools.islice(
-                (item for item in itertools.islice(q, n, None) if item[1].time_limit <= window),
-                wanted))
-            if self.policy.drf:
-                found += self._drf_jobs(key[0], [job for _, job, _ in deeper])
-            else:
-                found += [view for _, _, view in deeper]
+            deeper = [first]
+            for _ in range(sum(len(self.free[name]) // per_node for name in reserved) - 1):
+                after = fit.after(deeper[-1][1].id, window)
+                if after is None:
+                    break
+                deeper.append(after)
+            found += self._views_of(key, deeper)
+            added.add(key)
         return found
+
+    def _walk_key(self, walk: _Walk, key: ClassKey, item: Queued) -> WalkKey:
+        return walk.key(self._views_of(key, [item])[0])
+
+    def _views_of(self, key: ClassKey, items: list[Queued]) -> list[PendingJob]:
+        if self.policy.drf:
+            return self._drf_jobs(key[0], [job for _, job, _ in items])
+        return [view for _, _, view in items]
+
+
+class _Walk:
+    """Where the call's walk meets a job (its key in the policy's order), and the most GPUs
+    free on one reserved node there: those free before the call less those taken by the
+    starts before it (`Decisions.starts` is in walk order)."""
+
+    def __init__(self, replay: ExactCut, snap: Snapshot, decisions: Decisions,
+                 reserved: list[str]) -> None:
+        ranking = replay.shares.engine.last if snap.shares is not None else None
+        self.totals = ranking.totals if ranking is not None else {}
+        self.table = ranking.table if ranking is not None else None
+        self.weighing: Weighing | None = None
+        if snap.shares is not None:
+            largest = max((n.gpus_total for n in snap.nodes), default=1)
+            self.weighing = Weighing(snap.shares.weights, snap.shares.qos_factors, snap.now,
+                                     largest)
+        views = {view.id: view for view in snap.pending}
+        self.keys: list[WalkKey] = []
+        left = {name: len(replay.free[name]) for name in reserved}
+        self.left: list[int] = [max(left.values())]  # after the first i starts
+        for start in decisions.starts:
+            self.keys.append(self.key(views[start.job_id]))
+            for name, indices in start.parts:
+                if name in left:
+                    left[name] -= len(indices)
+            self.left.append(max(left.values()))
+
+    def key(self, view: PendingJob) -> WalkKey:
+        total = self.totals.get(view.id)
+        if total is None:
+            total = 0.0
+            if self.weighing is not None and self.table is not None:
+                total = self.weighing.totals((view,), (self.table.factor(*view.assoc),))[0]
+        return (-total, view.submitted_at, len(view.id), view.id)
+
+    def full(self, per_node: int) -> WalkKey | None:
+        """The key of the start after which no reserved node has `per_node` GPUs free (None:
+        one still has at the end of the walk)."""
+        for i, left in enumerate(self.left):
+            if left < per_node:
+                return self.keys[i - 1] if i else (-math.inf, -math.inf, 0, "")
+        return None
 
 
 class Fenwick:
