@@ -260,40 +260,11 @@ class _Replay(ExactCut, BudgetCut):
             head = list(itertools.islice(order, free + 1))
             cutoff = _submit_order(head[free]) if len(head) > free else None
             return [view for _, _, view in head[:free]], {}, cutoff
-        shown = self._counts()
-        return self._views(shown), shown, None
-
-    def _counts(self) -> dict[ClassKey, int]:
-        """How many jobs of each class the snapshot holds, under a policy with backfill (see
-        the module docstring; under budgets `scheduler.sim.budgetcut` shows those of a class
-        whose tenant has a budget otherwise)."""
-        shown: dict[ClassKey, int] = {}
-        most, free = self._most_free(), self.free_total
-        for key, q in self.classes.items():
-            gpus = key[2]
-            if not self.cut:
-                shown[key] = len(q)
-            elif gpus // key[4] > most:  # cannot start (no node has its GPUs per node
-                shown[key] = 1  # free): only its first may take the reservation
-            else:  # as many as could start, and the next, which may take the reservation
-                # unless those take every free GPU (the walk ends with them if they all start,
-                # and if one does not, it takes the reservation or finds it taken)
-                can = free // gpus if gpus else len(q)
-                shown[key] = min(len(q), can + (can * gpus < free))
-        return shown
-
-    def _views(self, shown: Mapping[ClassKey, int]) -> list[PendingJob]:
-        """The policy's views of the first `shown[key]` jobs of each class."""
         if self.policy.drf:
-            return self._drf_views(shown)
+            shown = self._counts()
+            return self._drf_views(shown), shown, None
         pending: list[PendingJob] = []
-        classes = self.classes
-        for key, n in shown.items():
-            if n == 1:
-                pending.append(classes[key][0][2])
-            else:
-                pending.extend([item[2] for item in itertools.islice(classes[key], n)])
-        return pending
+        return pending, self._counts(pending), None
 
     def cycle(self, now: float) -> None:
         if self.tiresias is not None:
@@ -310,18 +281,17 @@ class _Replay(ExactCut, BudgetCut):
             if now - self._usage_at >= self.calc_period:
                 self._usage_now, self._usage_at = self.usage.at_time(now), now
             fair_now = self.cut and self.policy.algorithm == FAIR_NOW
-            snap = Snapshot(tuple(self.views.values()), (), now,
+            plain = not (fair_now or self.gated)  # (else the snapshot's jobs are chosen there)
+            pending, shown, cutoff = self._shown() if plain else ([], {}, None)
+            snap = Snapshot(tuple(self.views.values()), tuple(pending), now,
                             tuple(r for r, _ in self.running.values()),
                             shares=self.shares.build(self._usage_now),
                             budgets=self.ledger.state(now), queued_gpus=self.queued)
-            if fair_now or self.gated:
+            if plain:
+                decisions = self._submit_order_call(snap, pending, shown)
+            else:
                 decisions, shown = (self._fair_now_call(snap) if fair_now
                                     else self._budget_call(snap))
-                pending: list[PendingJob] = []
-                cutoff: tuple[float, int, str] | None = None
-            else:
-                pending, shown, cutoff = self._shown()
-                decisions = self._submit_order_call(snap, pending, shown)
             if not self.policy.backfill:
                 fifo_prefix(decisions, pending, cutoff)
             started: dict[ClassKey, int] = {}

@@ -11,6 +11,7 @@ no such class is left. A mixin of `scheduler.sim.engine._Replay`, whose state it
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 from collections.abc import Mapping
@@ -42,25 +43,66 @@ class ExactCut(FairNowCut, DrfViews):
     free: dict[str, list[int]]
     limits: dict[ClassKey, list[int]]
     first_fit: dict[ClassKey, FirstFit] | None
+    sizes: dict[int, int]
+    free_total: int
     by_id: dict[str, SimJob]
     policy: SimPolicy
     shares: ShareBuilder
     calls: int
 
+    def _counts(self, pending: list[PendingJob] | None = None) -> dict[ClassKey, int]:
+        """How many jobs of each class the snapshot holds, under a policy with backfill (see
+        the module docstring; under budgets `scheduler.sim.budgetcut` shows those of a class
+        whose tenant has a budget otherwise); their views go to `pending` if given."""
+        shown: dict[ClassKey, int] = {}
+        most, free, cut = self._most_free(), self.free_total, self.cut
+        for key, q in self.classes.items():
+            gpus = key[2]
+            if not cut:
+                n = len(q)
+            elif gpus >= free or gpus // key[4] > most:  # at most one could start (or none:
+                n = 1  # no node has its GPUs per node free); the first may take the reservation
+            else:  # as many as could start, and the next, which may take the reservation
+                # unless those take every free GPU (the walk ends with them if they all start,
+                # and if one does not, it takes the reservation or finds it taken)
+                can = free // gpus if gpus else len(q)
+                n = min(len(q), can + (can * gpus < free))
+            shown[key] = n
+            if pending is None:
+                continue
+            if n == 1:
+                pending.append(q[0][2])
+            else:
+                pending.extend([item[2] for item in itertools.islice(q, n)])
+        return shown
+
+    def _views(self, shown: Mapping[ClassKey, int]) -> list[PendingJob]:
+        """The policy's views of the first `shown[key]` jobs of each class."""
+        if self.policy.drf:
+            return self._drf_views(shown)
+        pending: list[PendingJob] = []
+        classes = self.classes
+        for key, n in shown.items():
+            if n == 1:
+                pending.append(classes[key][0][2])
+            else:
+                pending.extend([item[2] for item in itertools.islice(classes[key], n)])
+        return pending
+
     def _submit_order_call(self, snap: Snapshot, pending: list[PendingJob],
                            shown: Mapping[ClassKey, int]) -> Decisions:
-        """One policy call on the engine's cut of classes in submit order, made again with the
-        jobs deeper in a class that could backfill (`_deeper_backfill`) until none is left
-        out; `pending` gets them too."""
+        """One policy call on the engine's cut of classes in submit order (`snap` holds
+        `pending`), made again with the jobs deeper in a class that could backfill
+        (`_deeper_backfill`) until none is left out; `pending` gets them too."""
         added: set[ClassKey] = set()
         while True:
-            called = replace(snap, pending=tuple(pending))
-            decisions = schedule(called, max_estimates=0, explain=False)
+            decisions = schedule(snap, max_estimates=0, explain=False)
             self.calls += 1
-            deeper = self._deeper_backfill(decisions, shown, called, added)
+            deeper = self._deeper_backfill(decisions, shown, snap, added)
             if not deeper:
                 return decisions
             pending += deeper
+            snap = replace(snap, pending=tuple(pending))
 
     def _deeper_backfill(self, decisions: Decisions, shown: Mapping[ClassKey, int],
                          snap: Snapshot, added: set[ClassKey]) -> list[PendingJob]:
@@ -86,6 +128,8 @@ class ExactCut(FairNowCut, DrfViews):
         # the reserved nodes' GPUs are left to it.
         reserved = [name for name, _ in reservation.parts]
         room = max(len(self.free[name]) for name in reserved)
+        if room < min(self.sizes):  # (the fewest GPUs per node a class asks)
+            return []
         started: dict[ClassKey, int] = {}
         ids = set()
         for start in decisions.starts:
