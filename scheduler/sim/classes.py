@@ -4,7 +4,10 @@ type, node count, CPUs and memory, which differ only in submit time and time lim
 
 from __future__ import annotations
 
+import functools
+
 from scheduler.policy.snapshot import PendingJob
+from scheduler.resources import Demand
 from scheduler.sim.trace import SimJob
 
 ClassKey = tuple[str, str, int, str | None, int, int, int]  # (account, user, GPUs, type,
@@ -19,3 +22,10 @@ def class_key(job: SimJob) -> ClassKey:
 
 def rank_of(item: Queued) -> ClassRank:
     return item[0]
+
+
+@functools.cache
+def demand(cpus: int, mem: int) -> Demand:
+    """One `Demand` per ask: the policy looks jobs' asks up in dicts many times a call, and an
+    object is found equal to itself at once."""
+    return Demand(cpus=cpus, mem=mem)

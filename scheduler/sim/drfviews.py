@@ -4,12 +4,13 @@ tenant's GPUs held plus those of its jobs ahead of it, against the tenant's enti
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from scheduler.policy.snapshot import PendingJob
-from scheduler.resources import Demand
+from scheduler.sim.classes import demand
 from scheduler.sim.policies import drf_key
 from scheduler.sim.trace import SimJob
 
@@ -32,25 +33,28 @@ class DrfViews:
         """The shown jobs under drf, keyed by progressive filling (see the module docstring).
         A tenant's keys change only when it starts, stops or queues a job, so they are kept
         until then."""
-        pending = []
+        pending: list[PendingJob] = []
+        caches, classes = self.drf_views, self.classes
         for key, n in shown.items():
-            q = self.classes[key]
-            pending += self._drf_jobs(key[0], [q[i][1] for i in range(n)])
+            tenant = key[0]
+            cache = caches.get(tenant)
+            if cache is None:
+                cache = caches[tenant] = {}
+            for _, job, _ in itertools.islice(classes[key], n):
+                view = cache.get(job.id)
+                pending.append(view if view is not None else self._drf_view(tenant, cache, job))
         return pending
 
     def _drf_jobs(self, tenant: str, jobs: Iterable[SimJob]) -> list[PendingJob]:
         """The views of `tenant`'s `jobs` under drf."""
         cache = self.drf_views.setdefault(tenant, {})
-        held, entitled, ahead = self.held.get(tenant, 0), self.entitled[tenant], self.ahead
-        out = []
-        for job in jobs:
-            view = cache.get(job.id)
-            if view is None:
-                gpus_ahead = ahead[tenant].prefix(self.rank[job.id] - 1)
-                view = cache[job.id] = PendingJob(
-                    job.id, job.user, job.account, job.gpus,
-                    drf_key(job.submit, held + gpus_ahead, entitled), job.gpu_type,
-                    time_limit_s=job.time_limit, nodes=job.nodes,
-                    demand=Demand(cpus=job.cpus, mem=job.mem))
-            out.append(view)
-        return out
+        return [cache.get(job.id) or self._drf_view(tenant, cache, job) for job in jobs]
+
+    def _drf_view(self, tenant: str, cache: dict[str, PendingJob], job: SimJob) -> PendingJob:
+        gpus_ahead = self.ahead[tenant].prefix(self.rank[job.id] - 1)
+        view = cache[job.id] = PendingJob(
+            job.id, job.user, job.account, job.gpus,
+            drf_key(job.submit, self.held.get(tenant, 0) + gpus_ahead, self.entitled[tenant]),
+            job.gpu_type, time_limit_s=job.time_limit, nodes=job.nodes,
+            demand=demand(job.cpus, job.mem))
+        return view

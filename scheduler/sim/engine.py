@@ -66,7 +66,7 @@ from scheduler.policy.snapshot import (
 from scheduler.resources import Demand
 from scheduler.sim.budgetcut import BudgetCut
 from scheduler.sim.budgets import Ledger
-from scheduler.sim.classes import ClassKey, ClassRank, Queued, class_key, rank_of
+from scheduler.sim.classes import ClassKey, ClassRank, Queued, class_key, demand, rank_of
 from scheduler.sim.cluster import Cluster, Run, SimResult
 from scheduler.sim.exactcut import ExactCut, Fenwick
 from scheduler.sim.firstfit import FirstFit
@@ -83,7 +83,7 @@ def _per_node(job: SimJob) -> int:
 
 
 def _demand(job: SimJob) -> Demand:
-    return Demand(cpus=job.cpus, mem=job.mem)
+    return demand(job.cpus, job.mem)
 
 
 def _needs(job: SimJob, c: Cluster) -> tuple[int, int]:
