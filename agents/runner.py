@@ -282,6 +282,7 @@ class Runner:
     def run(self) -> int:
         spec = self.spec
         os.umask(0o077)
+        sys.dont_write_bytecode = True  # no caches only root can read (homecheck.private_umask)
         # SIGTERM (stop) and SIGCHLD are taken with sigtimedwait: no handler races. A stop
         # while the job is being prepared is looked for at each step, and ends the attempt.
         signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)

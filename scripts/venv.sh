@@ -36,3 +36,11 @@ make_venv() {
     done
   fi
 }
+
+# Compile labq's modules once, readable by every user: a user's labq command then loads them
+# instead of compiling them at each call (it cannot write caches in this checkout), and a cache
+# folder left unreadable by an earlier version is opened up. The daemons write no caches.
+compile_labq() {
+  find scheduler agents -type d -name __pycache__ -exec chmod -R go+rX {} + 2>/dev/null || true
+  (umask 022 && .venv/bin/python -m compileall -q scheduler agents >/dev/null)
+}

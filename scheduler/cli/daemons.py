@@ -20,9 +20,15 @@ def trusted_settings(metrics_port: int | None = None, role: str = "up") -> Setti
     """Settings.load, once $LABQ_HOME is checked (and made when missing): what a daemon reads
     and writes there is then the running user's alone. The coordinator's socket folder, when
     configured elsewhere, and an agent's agent_state_dir are held to the same rule."""
-    from scheduler.server.homecheck import HomeError, home_from_env, trusted_dir, trusted_home
+    from scheduler.server.homecheck import (
+        HomeError,
+        home_from_env,
+        private_umask,
+        trusted_dir,
+        trusted_home,
+    )
 
-    os.umask(0o077)
+    private_umask()
     try:
         home = trusted_home(home_from_env())
         loaded = Settings.load(metrics_port=metrics_port)

@@ -25,7 +25,7 @@ from scheduler.server.frontdoor import (
     plan_limits,
     runner_for,
 )
-from scheduler.server.homecheck import HomeError, trusted_home
+from scheduler.server.homecheck import HomeError, private_umask, trusted_home
 from scheduler.server.listen import claim_unix_socket, listen_tcp, listen_unix
 from scheduler.server.remote import RemoteAuth, munge_problem, tls_context
 from scheduler.store import Store, StoreError
@@ -46,8 +46,9 @@ class DaemonError(RuntimeError):
 
 def private_home(settings: Settings) -> None:
     """umask 077 for everything this daemon writes; $LABQ_HOME traversable but not listable
-    (0711), so users reach the API socket in it and nothing else."""
-    os.umask(0o077)
+    (0711), so users reach the API socket in it and nothing else; no bytecode caches
+    (homecheck.private_umask)."""
+    private_umask()
     try:  # made if missing; refused unless this user's and no one else's to write, nor above
         trusted_home(settings.home)
     except HomeError as exc:

@@ -29,6 +29,7 @@ import errno
 import os
 import pwd
 import stat
+import sys
 from collections import deque
 from pathlib import Path
 
@@ -39,6 +40,20 @@ HOME_MODE = 0o711  # users traverse it to reach the API socket, and list nothing
 
 class HomeError(RuntimeError):
     """$LABQ_HOME, or a file in it, cannot be trusted: one line that says why and what to do."""
+
+
+def private_umask() -> None:
+    """umask 077 for everything this process writes from now on, and no bytecode caches.
+
+    Python writes a module's `__pycache__` folder and `.pyc` file with the process's umask: a
+    daemon running as root that imports a module of an install from a checkout for the first
+    time under umask 077 would leave a cache folder only root can read, and every user's labq
+    command would then compile those modules from source at each call (`labq submit --help`
+    0.33-0.40 s instead of 0.10 s on a 2-core VM). So a process that makes its files private
+    writes no caches; `scripts/demo` and `scripts/test` compile them, readable by all, at
+    install."""
+    os.umask(0o077)
+    sys.dont_write_bytecode = True
 
 
 def home_from_env(env: dict[str, str] | None = None) -> Path:
