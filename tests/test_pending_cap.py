@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+from scheduler.model import JobSpec
 from scheduler.policy.arrays import parse_array
-from scheduler.store import PendingCapError, Store
+from scheduler.store import PendingCapError, Store, StoredCapError, SubmitCaps
 from scheduler.store.records import job_from_spec
 from tests.builders import T0, job_of, lead, report, spec, start_job, submit_one
 from tests.security_server import ApiServer, ensure_user
@@ -70,9 +71,9 @@ async def test_every_way_in_and_out_of_waiting_keeps_the_count(store: Store) -> 
 
 
 async def test_the_store_refuses_past_the_cap_and_stores_nothing(store: Store) -> None:
-    await store.submit([spec(), spec()], "t1", T0, pending_cap=3)
+    await store.submit([spec(), spec()], "t1", T0, caps=SubmitCaps(pending=3))
     try:
-        await store.submit([spec(), spec()], "t2", T0, pending_cap=3)
+        await store.submit([spec(), spec()], "t2", T0, caps=SubmitCaps(pending=3))
     except PendingCapError as exc:
         assert exc.has == 2
     else:
@@ -100,3 +101,41 @@ def test_two_apis_on_one_store_accept_exactly_the_cap(valkey_url: str) -> None:
     finally:
         two.stop()
         one.stop()
+
+
+def test_two_apis_on_one_store_keep_exactly_the_stored_cap(valkey_url: str) -> None:
+    """What a user may keep in the store (max_stored_jobs_per_user, ended jobs included) is
+    checked in the step that stores, too: a burst through two APIs never passes it."""
+    user = f"{USER}-kept"
+    ensure_user(user)
+    one = ApiServer(valkey_url, max_stored_jobs_per_user=7).start()
+    two = ApiServer(valkey_url, max_stored_jobs_per_user=7)
+    two.prefix = one.prefix
+    two.start()
+    try:
+        with ThreadPoolExecutor(max_workers=12) as pool:
+            answers = list(pool.map(
+                lambda i: (one if i % 2 else two).as_user(user, "POST", "/v1/jobs", JOB),
+                range(30)))
+        statuses = sorted(status for status, _ in answers)
+        assert statuses.count(200) == 7 and statuses.count(429) == 23, answers
+        assert all("may have 7 (max_stored_jobs_per_user)" in str(answer)
+                   for status, answer in answers if status == 429)
+        assert one.run(one.store.stored_jobs(user))[0] == 7
+    finally:
+        two.stop()
+        one.stop()
+
+
+async def test_the_store_refuses_past_the_stored_bytes_and_stores_nothing(store: Store) -> None:
+    big = JobSpec(user="alice", account="lab", command=["python", "x" * 500])
+    await store.submit([big], "b1", T0, caps=SubmitCaps(stored_bytes=1200))
+    try:
+        await store.submit([big, big], "b2", T0, caps=SubmitCaps(stored_bytes=1200))
+    except StoredCapError as exc:
+        assert exc.what == "bytes" and 500 < exc.has < 600
+    else:
+        raise AssertionError("a submit past the stored bytes was stored")
+    jobs, kept = await store.stored_jobs("alice")
+    assert jobs == 1 and 500 < kept < 600
+    assert (await store.job_counts())["waiting"] == 1

@@ -100,3 +100,28 @@ async def test_each_submit_waits_for_the_disk_on_the_connection_that_wrote_it(
     assert sum(pending.values()) == 0  # no submit was left without its wait
     assert sum(name == "EVALSHA" for _, name in seen) == 40
     assert 1 <= waits < 40  # the concurrent submits shared their waits
+
+
+async def test_a_group_whose_connection_was_killed_is_sent_again_on_a_new_one(
+        durable_valkey: Valkey) -> None:
+    """The store drops every client connection (a restarted proxy, a failover, `CLIENT KILL`)
+    while submits are about to go: each is sent again on a fresh connection, acknowledged once
+    on disk, and stored once."""
+    store = Store.from_url(durable_valkey.url)
+    killer = Store.from_url(durable_valkey.url)
+    try:
+        await submit_one(store)  # the pool holds a connection now
+        before = int(await killer.r.execute_command("DBSIZE"))
+        killed = await killer.r.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME",
+                                                "yes")
+        assert int(killed) >= 1
+        ids = await asyncio.gather(*(submit_one(store) for _ in range(20)))
+        assert len(set(ids)) == 20
+        for job_id in ids:
+            assert (await job_of(store, job_id)).state == JobState.PENDING
+        assert store.on_disk is True
+        # 20 job hashes and 20 submit tokens more, nothing twice
+        assert int(await killer.r.execute_command("DBSIZE")) == before + 40
+    finally:
+        await store.close()
+        await killer.close()

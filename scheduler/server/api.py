@@ -7,7 +7,6 @@ plumbing (errors, strict bodies) is in `scheduler.server.http`.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 from collections.abc import Callable
@@ -50,7 +49,16 @@ from scheduler.server.validation import (
     check_user_name,
     flag,
 )
-from scheduler.store import Outcome, PendingCapError, Store, new_token, parse_totals
+from scheduler.store import (
+    Outcome,
+    PendingCapError,
+    Store,
+    StoredCapError,
+    SubmitCaps,
+    new_token,
+    parse_totals,
+)
+from scheduler.store.outcome import NO_CAPS
 from scheduler.store.records import job_from_spec
 from scheduler.store.store import SUBMIT_TOKEN_TTL_S
 from scheduler.wire import JOB_FIELDS, PRIVATE_FIELDS, SubmitRequest
@@ -192,10 +200,9 @@ class Api(JobRoutes, AdminRoutes, HistoryRoutes):
         client_token = check_token(req.token)
         await self._check_job_cap(accounts, user, count)
         # trusted, as for accounts: a bulk load or a benchmark
-        pending_cap = 0 if caller.is_admin else self.settings.max_pending_jobs
-        if not caller.is_admin:
-            per_job = len(json.dumps(spec.command)) + len(json.dumps(spec.env)) + len(spec.script)
-            await self._check_stored_cap(user, count, per_job * (1 if array else count))
+        caps = NO_CAPS if caller.is_admin else SubmitCaps(
+            self.settings.max_pending_jobs, self.settings.max_stored_jobs_per_user,
+            self.settings.max_stored_bytes_per_user)
         # A token names one client's request: scoped to who sent it and for whom, so another
         # user's token (seen in `ps`, a shared script) neither returns nor blocks their jobs.
         token = f"{caller.user}/{user}/{client_token}" if client_token else new_token()
@@ -204,16 +211,18 @@ class Api(JobRoutes, AdminRoutes, HistoryRoutes):
         try:
             if array is not None:  # one record; the leader makes tasks as they near their turn
                 ids = await self.store.submit_array(job_from_spec(spec, "", now), array, token,
-                                                    SUBMIT_TOKEN_TTL_S, hold, pending_cap)
+                                                    SUBMIT_TOKEN_TTL_S, hold, caps)
                 self.kick()
             else:
                 ids = await self.store.submit([spec], token, now, created, hold=hold,
-                                              pending_cap=pending_cap)
+                                              caps=caps)
                 self.submitted(created)  # the jobs as stored: the coordinator need not read
         except PendingCapError as exc:
             raise ApiError(429, f"{user} has {exc.has:,} waiting jobs and may have "
-                                f"{pending_cap:,} (max_pending_jobs): {count:,} more would be "
+                                f"{caps.pending:,} (max_pending_jobs): {count:,} more would be "
                                 "over; wait for some to start, or cancel some") from None
+        except StoredCapError as exc:
+            raise stored_cap_refused(exc, user, count, caps) from None
         warnings = [
             f"{row['scope']} {row['name']} has used {row['used_ratio']:.0%} of its "
             f"{row['period']} budget: {max(0.0, row['left_hours']):.1f} billed GPU-hours left"
@@ -240,24 +249,6 @@ class Api(JobRoutes, AdminRoutes, HistoryRoutes):
         if has + adding > config.max_jobs:
             raise ApiError(429, f"{user} may have {config.max_jobs} pending and running jobs "
                                 f"and has {has}: wait for some to end, or cancel some")
-
-    async def _check_stored_cap(self, user: str, adding: int, size: int) -> None:
-        """What one user may keep in the store: every job counts until retention removes it
-        (max_stored_jobs_per_user), and the bytes of its command, environment and script
-        (max_stored_bytes_per_user), so ended jobs, too, are bounded per user."""
-        jobs, stored = await self.store.stored_jobs(user)
-        cap = self.settings.max_stored_jobs_per_user
-        byte_cap = self.settings.max_stored_bytes_per_user
-        if cap and jobs + adding > cap:
-            raise ApiError(429, f"{user} has {jobs:,} jobs in the store (waiting, running and "
-                                f"ended) and may have {cap:,} (max_stored_jobs_per_user): "
-                                f"{adding:,} more would be over; ended jobs leave it after "
-                                "retention")
-        if byte_cap and stored + size > byte_cap:
-            raise ApiError(429, f"{user}'s jobs keep {stored / 2**20:,.1f} MiB of commands, "
-                                f"environments and scripts in the store and may keep "
-                                f"{byte_cap / 2**20:,.0f} MiB (max_stored_bytes_per_user): "
-                                "cancel waiting jobs, or send less (--export NAMES)")
 
     def _hides(self, caller: Caller, owner: str) -> bool:
         """Whether `caller` sees only the public part of `owner`'s jobs and usage."""
@@ -454,3 +445,18 @@ def public(job: Job, private: bool = False) -> dict[str, Any]:
 def _has_member(table: FairShareTable, account: str, user: str) -> bool:
     """Whether `user` has an association in `account`."""
     return any(r.user == user and r.account == account for r in table.rows)
+
+
+def stored_cap_refused(exc: StoredCapError, user: str, count: int, caps: SubmitCaps) -> ApiError:
+    """What one user may keep in the store: every job counts until retention removes it
+    (max_stored_jobs_per_user), and the bytes of its command, environment and script
+    (max_stored_bytes_per_user), so ended jobs, too, are bounded per user."""
+    if exc.what == "jobs":
+        return ApiError(429, f"{user} has {exc.has:,} jobs in the store (waiting, running and "
+                             f"ended) and may have {caps.stored_jobs:,} "
+                             f"(max_stored_jobs_per_user): {count:,} more would be over; ended "
+                             "jobs leave it after retention")
+    return ApiError(429, f"{user}'s jobs keep {exc.has / 2**20:,.1f} MiB of commands, "
+                         f"environments and scripts in the store and may keep "
+                         f"{caps.stored_bytes / 2**20:,.0f} MiB (max_stored_bytes_per_user): "
+                         "cancel waiting jobs, or send less (--export NAMES)")

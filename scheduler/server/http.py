@@ -67,13 +67,16 @@ def _no_constants(name: str) -> Any:
     raise InputError(f"request body has {name}, which JSON does not allow: send a number")
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _check_unicode(value: Any) -> None:
     """Refuse lone surrogates (valid in JSON escapes, not in UTF-8: nothing could store them)."""
     todo = [value]
     while todo:
         item = todo.pop()
         if isinstance(item, str):
-            if any("\ud800" <= c <= "\udfff" for c in item):
+            if _SURROGATE.search(item):
                 raise InputError("request body has text with a lone surrogate (\\udXXX), which "
                                  "is not Unicode: send UTF-8 text")
         elif isinstance(item, dict):

@@ -34,6 +34,7 @@ _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Control, formatting (bidi overrides, zero-width), line and paragraph separators, and lone
 # surrogates: nothing a name or a path needs, and what terminal tricks and spoofing are made of.
 _UNPRINTABLE = ("Cc", "Cf", "Zl", "Zp", "Cs")
+_UNGIVABLE = re.compile("[\0\ud800-\udfff]")  # NUL and lone surrogates
 MAX_PATH = 4096
 MAX_SHORT = 64  # --gpu-type, --time, --qos
 
@@ -44,6 +45,8 @@ class InputError(ValueError):
 
 def unprintable(text: str) -> str | None:
     """The first control or formatting character in `text`, as `U+XXXX`, or None."""
+    if text.isprintable():  # none of _UNPRINTABLE's categories (it refuses a few more)
+        return None
     for char in text:
         if unicodedata.category(char) in _UNPRINTABLE:
             return f"U+{ord(char):04X}"
@@ -63,10 +66,10 @@ def check_text(value: Any, flag: str, limit: int, *, one_line: bool = True) -> s
             raise InputError(f"{flag} must be one line of printable characters: it has the "
                              f"control or formatting character {bad}")
         return value
-    for char in value:
-        if char == "\0" or "\ud800" <= char <= "\udfff":
-            raise InputError(f"{flag} has the character U+{ord(char):04X}, which no program "
-                             "can be given")
+    found = _UNGIVABLE.search(value)
+    if found:
+        raise InputError(f"{flag} has the character U+{ord(found.group()):04X}, which no "
+                         "program can be given")
     return value
 
 

@@ -18,7 +18,7 @@ import redis.exceptions as redis_errors
 from scheduler.model import ArrayState, HoldKind, Job, JobState, ReasonCode
 from scheduler.policy.arrays import ArraySpec, format_ranges, parse_ranges, task_id
 from scheduler.store.core import StoreCore
-from scheduler.store.outcome import Outcome, pending_cap_refusal
+from scheduler.store.outcome import NO_CAPS, Outcome, SubmitCaps, cap_refusal
 
 ARRAY_STATES = tuple(s.value for s in ArrayState)  # (the Lua scripts' ARRAY_STATE table)
 
@@ -66,9 +66,10 @@ class ArrayStore(StoreCore):
                                 "requeue_job")
 
     async def submit_array(self, template: Job, spec: ArraySpec, token: str, ttl_s: int,
-                           hold: bool, pending_cap: int = 0) -> list[str]:
+                           hold: bool, caps: SubmitCaps = NO_CAPS) -> list[str]:
         """Store one array record for all its tasks; returns [its id] (the same for a token
-        seen before). Each task counts against the owner's `pending_cap` (PendingCapError)."""
+        seen before). Each task counts against the owner's `caps` as a job (as JobStore.submit);
+        its command, environment and script count once."""
         (array_id,) = await self._next_ids(1)
         template.id = array_id
         template.array_job = array_id
@@ -84,12 +85,12 @@ class ArrayStore(StoreCore):
         }
         keys = [self.keys.array(array_id), self.keys.arrays, self.keys.submit_token(token),
                 self.keys.arrays_all, self.keys.stored, self.keys.stats]
-        args = [ttl_s, array_id, json.dumps(record), len(spec.indices), pending_cap]
+        args = [ttl_s, array_id, json.dumps(record), len(spec.indices), *caps.args()]
         try:
             # acknowledged only once on disk, and on a replica if there is one (as a submit)
             return [str(x) for x in await self._run_durably("submit_array", keys, args)]
         except redis_errors.ResponseError as exc:
-            raise pending_cap_refusal(exc) or exc from None
+            raise cap_refusal(exc) or exc from None
 
     async def array(self, array_id: str) -> ArrayRecord | None:
         raw = await self.r.hgetall(self.keys.array(array_id))

@@ -16,7 +16,7 @@ import redis.exceptions as redis_errors
 from scheduler.model import HoldKind, Job, JobSpec, JobState, ReasonCode
 from scheduler.noderun import StartRecord
 from scheduler.store.arrays import ArrayStore
-from scheduler.store.outcome import Outcome, pending_cap_refusal
+from scheduler.store.outcome import NO_CAPS, Outcome, SubmitCaps, cap_refusal
 from scheduler.store.records import id_key, job_from_spec
 from scheduler.store.retention import RetentionStore
 
@@ -45,19 +45,19 @@ class JobStore(ArrayStore, RetentionStore):
 
     async def submit(self, specs: Sequence[JobSpec], token: str, now: float,
                      created: list[Job] | None = None, hold: bool = False,
-                     pending_cap: int = 0) -> list[str]:
+                     caps: SubmitCaps = NO_CAPS) -> list[str]:
         """Store validated specs as PENDING jobs, all or none. Same token, same ids.
 
         `created`, if given, receives the jobs as stored when this call stored them (not when
         the token was seen before), so the coordinator need not read them back.
-        `pending_cap`: each owner's most waiting jobs (0: none); past it, PendingCapError
-        and nothing stored, checked in the same step as the store (exact, whichever
-        coordinator's API takes the submits)."""
+        `caps`: each owner's most waiting jobs, and jobs and bytes kept (0: none); past one,
+        PendingCapError or StoredCapError and nothing stored, checked in the same step as the
+        store (exact, whichever coordinator's API takes the submits)."""
         if not specs:
             return []
         ids = await self._next_ids(len(specs))
         keys = [self.keys.held if hold else self.keys.waiting, self.keys.submit_token(token)]
-        args: list[Any] = [SUBMIT_TOKEN_TTL_S, len(specs), pending_cap]
+        args: list[Any] = [SUBMIT_TOKEN_TTL_S, len(specs), *caps.args()]
         jobs = []
         for job_id, spec in zip(ids, specs, strict=True):
             job = job_from_spec(spec, job_id, now)
@@ -73,7 +73,7 @@ class JobStore(ArrayStore, RetentionStore):
         try:  # acknowledged only once on disk, and on a replica if there is one
             result = [str(x) for x in await self._run_durably("submit", keys, args)]
         except redis_errors.ResponseError as exc:
-            raise pending_cap_refusal(exc) or exc from None
+            raise cap_refusal(exc) or exc from None
         if created is not None and result == ids:
             created += jobs
         return result

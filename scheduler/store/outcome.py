@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
@@ -53,14 +54,46 @@ class PendingCapError(Exception):
         self.has = has
 
 
-def pending_cap_refusal(exc: Exception) -> PendingCapError | None:
-    """The PendingCapError a script's error reply `PENDING_CAP <has>` stands for, else None."""
+class StoredCapError(Exception):
+    """A submit refused for what its owner may keep in the store, in the same step that would
+    have added the jobs: `what` is "jobs" (max_stored_jobs_per_user) or "bytes" (of commands,
+    environments and scripts: max_stored_bytes_per_user), `has` what the owner keeps already."""
+
+    def __init__(self, what: str, has: int) -> None:
+        super().__init__(f"{has} stored {what}")
+        self.what = what
+        self.has = has
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitCaps:
+    """An owner's caps that a submit is held to in the step that stores it (0: none), so they
+    hold exactly whichever coordinator's API takes the submits."""
+
+    pending: int = 0  # waiting jobs (max_pending_jobs)
+    stored_jobs: int = 0  # jobs kept, ended ones included (max_stored_jobs_per_user)
+    stored_bytes: int = 0  # bytes of their commands, environments, scripts (..._bytes_...)
+
+    def args(self) -> list[int]:
+        return [self.pending, self.stored_jobs, self.stored_bytes]
+
+
+NO_CAPS = SubmitCaps()
+
+
+def cap_refusal(exc: Exception) -> PendingCapError | StoredCapError | None:
+    """The error a script's reply `PENDING_CAP <has>` or `STORED_CAP jobs|bytes <has>` stands
+    for, else None."""
     text = str(exc)
-    marker = "PENDING_CAP "
-    if marker not in text:
-        return None
-    head = text[text.index(marker) + len(marker):].split()[0]
-    return PendingCapError(int(head)) if head.isdigit() else None
+    for marker in ("PENDING_CAP ", "STORED_CAP jobs ", "STORED_CAP bytes "):
+        if marker in text:
+            head = text[text.index(marker) + len(marker):].split()[0]
+            if not head.isdigit():
+                return None
+            if marker == "PENDING_CAP ":
+                return PendingCapError(int(head))
+            return StoredCapError(marker.split()[1], int(head))
+    return None
 
 
 def read_secret(path: Path) -> str:

@@ -99,6 +99,27 @@ local function over_pending_cap(stats_key, user, adding, cap)
   return nil
 end
 
+-- The stored caps: refuse (an error reply 'STORED_CAP jobs <has>' or 'STORED_CAP bytes <has>')
+-- adding `jobs` jobs whose commands, environments and scripts take `bytes` bytes for `user`
+-- past `job_cap` jobs or `byte_cap` bytes kept in the stored-jobs hash (0 = no cap).
+local function over_stored_cap(stored_key, user, jobs, bytes, job_cap, byte_cap)
+  if job_cap and job_cap > 0 then
+    local has = tonumber(redis.call('HGET', stored_key, user) or '0') or 0
+    if has + jobs > job_cap then return 'STORED_CAP jobs ' .. has end
+  end
+  if byte_cap and byte_cap > 0 then
+    local has = tonumber(redis.call('HGET', stored_key, 'bytes|' .. user) or '0') or 0
+    if has + bytes > byte_cap then return 'STORED_CAP bytes ' .. has end
+  end
+  return nil
+end
+
+-- The bytes a job keeps in the store for the stored caps: its command, environment and script.
+local function job_bytes(fields)
+  return string.len(fields['command'] or '') + string.len(fields['env'] or '')
+    + string.len(fields['script'] or '')
+end
+
 -- A job ended (a terminal state, once): counted per state, reason code and account, for the
 -- ended-jobs counter. The code is the reason's first word ("NonZeroExitCode 3" counts as
 -- NonZeroExitCode), so a free-text reason never makes a series of its own.

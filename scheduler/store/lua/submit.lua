@@ -4,8 +4,10 @@
 --   -> the bytes of their commands, environments and scripts in it)
 -- KEYS[#KEYS] stats hash (waiting|user: their waiting jobs, see add_waiting)
 -- ARGV[1] token ttl (s)  ARGV[2] job count  ARGV[3] each owner's pending cap (0 = none)
+-- ARGV[4], ARGV[5] each owner's stored caps, jobs and bytes (0 = none; see over_stored_cap)
 --   then per job: id, submitted_at, the job's hash fields as one JSON object
--- Returns the list of job ids, or the error PENDING_CAP <has> (nothing stored).
+-- Returns the list of job ids, or the error PENDING_CAP <has> or STORED_CAP jobs|bytes <has>
+-- (nothing stored).
 local seen = redis.call('GET', KEYS[2])
 if seen then return cjson.decode(seen) end
 local count = tonumber(ARGV[2])
@@ -15,30 +17,31 @@ for i = 1, count do
   end
 end
 local stored, stats = KEYS[#KEYS - 1], KEYS[#KEYS]
-local adding = {}
+local jobs, adding, bytes = {}, {}, {}
 for i = 1, count do
-  local user = cjson.decode(ARGV[3 * i + 3])['user']
-  adding[user] = (adding[user] or 0) + 1
+  local job = cjson.decode(ARGV[3 * i + 5])
+  jobs[i] = job
+  adding[job['user']] = (adding[job['user']] or 0) + 1
+  bytes[job['user']] = (bytes[job['user']] or 0) + job_bytes(job)
 end
 for user, n in pairs(adding) do
   local over = over_pending_cap(stats, user, n, tonumber(ARGV[3]))
+    or over_stored_cap(stored, user, n, bytes[user], tonumber(ARGV[4]), tonumber(ARGV[5]))
   if over then return redis.error_reply(over) end
 end
 local ids = {}
 for i = 1, count do
-  local pos = 3 * i + 1
-  local id, score = ARGV[pos], ARGV[pos + 1]
+  local pos = 3 * i + 3
+  local id, score, job = ARGV[pos], ARGV[pos + 1], jobs[i]
   local args = {}
-  for name, value in pairs(cjson.decode(ARGV[pos + 2])) do
+  for name, value in pairs(job) do
     args[#args + 1] = name
     args[#args + 1] = value
   end
   redis.call('HSET', KEYS[2 + i], unpack(args))
-  local job = cjson.decode(ARGV[pos + 2])
   redis.call('HINCRBY', stored, job['user'], 1)
   add_waiting(stats, job['user'], 1)
-  redis.call('HINCRBY', stored, 'bytes|' .. job['user'], string.len(job['command'] or '')
-    + string.len(job['env'] or '') + string.len(job['script'] or ''))
+  redis.call('HINCRBY', stored, 'bytes|' .. job['user'], job_bytes(job))
   redis.call('ZADD', KEYS[1], score, id)
   ids[#ids + 1] = id
 end
