@@ -24,6 +24,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import pwd
 import socket
 import time
 import uuid
@@ -71,13 +72,18 @@ def labq_submitter(socket_path: str) -> Submit:
 
 
 def client_loop(socket_path: str, workdir: str, kind: str, count: int, array: int,
-                start_at: float, out: mp.Queue) -> None:
+                start_at: float, out: mp.Queue, student: str = "") -> None:
+    body: dict[str, Any] = {"command": ["sleep", "600"], "workdir": workdir, "time": "1h"}
+    if student:  # as that user, no admin: a student's script (its caps checked)
+        entry = pwd.getpwnam(student)
+        os.setgroups([])
+        os.setgid(entry.pw_gid)
+        os.setuid(entry.pw_uid)
+    else:  # as root, the stack's admin, for its test user (labq never runs a job as root)
+        body["as_user"] = E2E_USER
     submit = (raw_submitter if kind == "raw" else labq_submitter)(socket_path)
-    # As the stack's admin for its test user (labq never runs a job as root); an array is one
-    # record of `array` tasks (`--array 0-99`), each a job once it nears its turn. It runs in
-    # the stack's work folder, where the user may write its output (not in /).
-    body: dict[str, Any] = {"command": ["sleep", "600"], "workdir": workdir, "time": "1h",
-                            "as_user": E2E_USER}
+    # An array is one record of `array` tasks (`--array 0-99`), each a job once it nears its
+    # turn. It runs in the stack's work folder, where the user may write its output (not in /).
     if array > 1:
         body["array"] = f"0-{array - 1}"
     while time.time() < start_at:
@@ -95,16 +101,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run(stack: Stack, kind: str, clients: int, per_client: int, array: int
-        ) -> tuple[float, float, float]:
+def run(stack: Stack, kind: str, clients: int, per_client: int, array: int,
+        student: str = "") -> tuple[float, float, float]:
     """(jobs accepted per second, the clients' own CPU seconds per 1,000 requests, the
-    coordinator's CPU seconds per 1,000 requests)."""
+    coordinator's CPU seconds per 1,000 requests). `student`: the clients submit as that
+    user (not an admin of the stack), not as root for the stack's test user."""
     coordinator = stack.pids("scheduler.cli coordinator")[0]  # the one serving the API
     out: mp.Queue = mp.Queue()
     start_at = time.time() + 0.5
     procs = [mp.Process(target=client_loop,
                         args=(str(stack.home / "labq.sock"), str(stack.workdir), kind,
-                              per_client, array, start_at, out))
+                              per_client, array, start_at, out, student))
              for _ in range(clients)]
     for p in procs:
         p.start()

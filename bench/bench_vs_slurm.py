@@ -11,16 +11,21 @@ machine:
   one after another as the same unprivileged user (a loop over submissions, as a student's
   script does); a submission counts when sbatch printed its id;
 - labq through its API: 4 clients at once, each one job per `POST /v1/jobs` over a keep-alive
-  connection (bench_throughput.py's raw client), the answer read and decoded;
+  connection (bench_throughput.py's raw client), as that same user (no admin: its caps are
+  checked, as a student's script's), the answer read and decoded;
 - labq through its CLI: 4 shells at once, each running `labq submit -- sleep 600` one after
   another as that user (a Python process started per submission).
 
-Each round's jobs are cancelled afterwards (scancel / labq cancel). Then, in the store alone
+Each round's jobs are cancelled afterwards (scancel / labq cancel), and the next is measured
+only once both have ended every job and their daemons are idle (`settle`): else one side's
+round would pay for the other's clean-up. Each side starts its first jobs during its round
+(Slurm's slurmd, labq's agent), so a round should be long enough to be mostly submissions
+(--per-client 1000: about 30 s of sbatch). Then, in the store alone
 (Store.submit from 8 concurrent clients on a scratch valkey-server): submissions per second
 with no AOF, with AOF `always` + WAITAOF as labq runs it, and with AOF `everysec` + WAITAOF,
 and one client's submit latency with each.
 
-Usage: python bench/bench_vs_slurm.py [--rounds 3] [--per-client 200] [--cli-per-client 20]
+Usage: python bench/bench_vs_slurm.py [--rounds 3] [--per-client 1000] [--cli-per-client 20]
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing as mp
+import pwd
 import shutil
 import statistics
 import subprocess
@@ -35,12 +41,14 @@ import time
 import uuid
 from pathlib import Path
 
+from bench_throughput import cpu_seconds
 from bench_throughput import run as labq_api_rate
 from common import machine, scratch_valkey
-from stack import LABQ, Stack
+from stack import JOB_USERS, LABQ, Stack
 
 PEER = Path(__file__).resolve().parent / "slurm_peer" / "start.sh"
 CLIENTS = 4
+STUDENT = JOB_USERS[0]
 RUNUSER = shutil.which("runuser") or "/usr/sbin/runuser"
 
 
@@ -69,6 +77,29 @@ def shells_rate(argv: list[str], user: str, cwd: str, env: dict[str, str], count
     for p in procs:
         p.join()
     return sum(r[0] for r in results) / max(r[1] for r in results)
+
+
+def settle(stack: Stack, user: str, timeout: float = 120) -> float:
+    """Wait until neither Slurm nor labq holds a job of `user` (what a round's cancel left to
+    clean up: slurmctld ending its jobs, labq's coordinator ending its own) and their daemons
+    are idle for a second, so that no round is measured while the other side still works on
+    the last one; the seconds waited."""
+    began = time.monotonic()
+    deadline = began + timeout
+    daemons = stack.pids("scheduler.cli")
+    slurm = [int(p) for p in subprocess.run(["pgrep", "-x", "slurmctld"], capture_output=True,
+                                            text=True).stdout.split()]
+    while time.monotonic() < deadline:
+        queued = subprocess.run(["squeue", "-h", "-u", user], capture_output=True,
+                                text=True).stdout.strip()
+        active = stack.labq("queue", "-u", user, "--json", check=False,
+                            as_root=True).stdout.count('"id"')
+        before = sum(cpu_seconds(p) for p in daemons + slurm)
+        time.sleep(1.0)
+        busy = sum(cpu_seconds(p) for p in daemons + slurm) - before
+        if not queued and not active and busy < 0.05:
+            break
+    return time.monotonic() - began
 
 
 def store_rates(appendonly: bool, fsync: str = "always", submits: int = 2000,
@@ -111,25 +142,34 @@ def store_rates(appendonly: bool, fsync: str = "always", submits: int = 2000,
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--per-client", type=int, default=200, help="sbatch and API submits")
+    parser.add_argument("--per-client", type=int, default=1000, help="sbatch and API submits")
     parser.add_argument("--cli-per-client", type=int, default=20, help="`labq submit` runs")
     args = parser.parse_args()
     subprocess.run(["bash", str(PEER)], check=True, capture_output=True)
-    stack = Stack("1x4:A100-80GB").start()
-    user, workdir = stack.user.pw_name, str(stack.workdir)
-    env = {"PATH": "/usr/bin:/bin", "HOME": stack.user.pw_dir, "USER": user}
+    # caps far above the rounds' submissions: checked at each submit, never reached
+    stack = Stack("1x4:A100-80GB", LABQ_MAX_PENDING_JOBS="1000000",
+                  LABQ_MAX_STORED_JOBS_PER_USER="1000000").start()
+    # every submitter is one student, no admin of the stack: its caps are checked
+    user, workdir = STUDENT, str(stack.workdir)
+    env = {"PATH": "/usr/bin:/bin", "HOME": pwd.getpwnam(user).pw_dir, "USER": user}
     sbatch = ["sbatch", "--parsable", "--gpus=1", "-D", workdir, "-o", "/dev/null",
               "--wrap", "sleep 600"]
     rows: list[tuple[float, float, float]] = []
     try:
         for _ in range(args.rounds):
+            settled = settle(stack, user)
             slurm = shells_rate(sbatch, user, workdir, env, args.per_client)
             subprocess.run(["scancel", "-u", user], check=False)
-            api, _, _ = labq_api_rate(stack, "raw", CLIENTS, args.per_client, 1)
+            settled += settle(stack, user)
+            api, _, _ = labq_api_rate(stack, "raw", CLIENTS, args.per_client, 1, student=user)
+            stack.labq("cancel", "-u", user, check=False, as_root=True)
+            settled += settle(stack, user)
             cli = shells_rate([*LABQ, "submit", "--", "sleep", "600"], user, workdir,
                               {**stack.env, **env}, args.cli_per_client)
             stack.labq("cancel", "-u", user, check=False, as_root=True)
             rows.append((slurm, api, cli))
+            print(f"round {len(rows)}: waited {settled:.0f} s in all for both to settle",
+                  flush=True)
     finally:
         stack.stop()
     without = store_rates(appendonly=False)
