@@ -5,7 +5,9 @@ it. Tried with two APIs on one store and a burst of concurrent submits from a re
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from scheduler.model import JobSpec
 from scheduler.policy.arrays import parse_array
@@ -82,49 +84,48 @@ async def test_the_store_refuses_past_the_cap_and_stores_nothing(store: Store) -
     assert (await store.job_counts())["waiting"] == 2
 
 
-def test_two_apis_on_one_store_accept_exactly_the_cap(valkey_url: str) -> None:
-    ensure_user(USER)
-    one = ApiServer(valkey_url, max_pending_jobs=10).start()
-    two = ApiServer(valkey_url, max_pending_jobs=10)
-    two.prefix = one.prefix  # a second coordinator of the same install
-    two.start()
-    try:
-        with ThreadPoolExecutor(max_workers=12) as pool:
-            answers = list(pool.map(
-                lambda i: (one if i % 2 else two).as_user(USER, "POST", "/v1/jobs", JOB),
-                range(30)))
-        statuses = sorted(status for status, _ in answers)
-        assert statuses.count(200) == 10 and statuses.count(429) == 20, answers
-        assert all("may have 10 (max_pending_jobs)" in str(answer)
-                   for status, answer in answers if status == 429)
-        assert one.run(one.store.waiting_count(USER)) == 10
-    finally:
-        two.stop()
-        one.stop()
-
-
-def test_two_apis_on_one_store_keep_exactly_the_stored_cap(valkey_url: str) -> None:
-    """What a user may keep in the store (max_stored_jobs_per_user, ended jobs included) is
-    checked in the step that stores, too: a burst through two APIs never passes it."""
-    user = f"{USER}-kept"
+def burst_through_two_apis(valkey_url: str, user: str, cap: str,
+                           count: Callable[[Store], Awaitable[Any]],
+                           **settings: Any) -> tuple[list[int], Any]:
+    """30 submits at once as `user`, half through each of two APIs of one install (two
+    coordinators on one store), each refusal checked to name `cap` with its limit; the answers'
+    statuses and what `count(store)` reads of the store afterwards."""
     ensure_user(user)
-    one = ApiServer(valkey_url, max_stored_jobs_per_user=7).start()
-    two = ApiServer(valkey_url, max_stored_jobs_per_user=7)
-    two.prefix = one.prefix
+    one = ApiServer(valkey_url, **settings).start()
+    two = ApiServer(valkey_url, **settings)
+    two.prefix = one.prefix  # a second coordinator of the same install
     two.start()
     try:
         with ThreadPoolExecutor(max_workers=12) as pool:
             answers = list(pool.map(
                 lambda i: (one if i % 2 else two).as_user(user, "POST", "/v1/jobs", JOB),
                 range(30)))
-        statuses = sorted(status for status, _ in answers)
-        assert statuses.count(200) == 7 and statuses.count(429) == 23, answers
-        assert all("may have 7 (max_stored_jobs_per_user)" in str(answer)
-                   for status, answer in answers if status == 429)
-        assert one.run(one.store.stored_jobs(user))[0] == 7
+        limit = settings[cap]
+        assert all(f"may have {limit} ({cap})" in str(answer)
+                   for status, answer in answers if status != 200), answers
+        return sorted(status for status, _ in answers), one.run(count(one.store))
     finally:
         two.stop()
         one.stop()
+
+
+def test_two_apis_on_one_store_accept_exactly_the_cap(valkey_url: str) -> None:
+    statuses, waiting = burst_through_two_apis(
+        valkey_url, USER, "max_pending_jobs", lambda store: store.waiting_count(USER),
+        max_pending_jobs=10)
+    assert statuses.count(200) == 10 and statuses.count(429) == 20
+    assert waiting == 10
+
+
+def test_two_apis_on_one_store_keep_exactly_the_stored_cap(valkey_url: str) -> None:
+    """What a user may keep in the store (max_stored_jobs_per_user, ended jobs included) is
+    checked in the step that stores, too: a burst through two APIs never passes it."""
+    user = f"{USER}-kept"
+    statuses, (kept, _bytes) = burst_through_two_apis(
+        valkey_url, user, "max_stored_jobs_per_user", lambda store: store.stored_jobs(user),
+        max_stored_jobs_per_user=7)
+    assert statuses.count(200) == 7 and statuses.count(429) == 23
+    assert kept == 7
 
 
 async def test_the_store_refuses_past_the_stored_bytes_and_stores_nothing(store: Store) -> None:
