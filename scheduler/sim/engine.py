@@ -141,6 +141,7 @@ class _Replay(ExactCut, BudgetCut):
         self.by_id = {j.id: j for j in fits}
         self.left = {j.id: min(j.duration, float(j.time_limit)) for j in fits}  # run time left
         self.classes: dict[ClassKey, deque[Queued]] = {}
+        self.shapes: dict[tuple[int, int], dict[ClassKey, deque[Queued]]] = {}  # by GPUs, nodes
         self.limits: dict[ClassKey, list[int]] = {}  # each class's time limits, sorted
         self.first_fit: dict[ClassKey, FirstFit] | None = (  # (`scheduler.sim.exactcut`)
             {} if not show_all and policy.backfill and policy.algorithm != FAIR_NOW else None)
@@ -210,6 +211,7 @@ class _Replay(ExactCut, BudgetCut):
         q = self.classes.get(key)
         if q is None:
             q = self.classes[key] = deque()
+            self.shapes.setdefault((job.gpus, job.nodes), {})[key] = q
             self.limits[key] = []
             if self.first_fit is not None:
                 self.first_fit[key] = FirstFit()
@@ -333,16 +335,22 @@ class _Replay(ExactCut, BudgetCut):
         else:
             key = class_key(job)
             q = self.classes[key]
-            for i, (_, queued, _) in enumerate(q):
-                if queued is job:
-                    del q[i]
-                    break
+            if q[0][1] is job:
+                q.popleft()
+            else:  # (a job of the class is found by its rank, which is its own)
+                i = bisect.bisect_left(q, self.class_order(job), key=rank_of)
+                assert q[i][1] is job
+                del q[i]
             limits = self.limits[key]
             del limits[bisect.bisect_left(limits, job.time_limit)]
             if self.first_fit is not None:
                 self.first_fit[key].remove(job.id)
             if not q:
                 del self.classes[key]
+                shape = self.shapes[(job.gpus, job.nodes)]
+                del shape[key]
+                if not shape:
+                    del self.shapes[(job.gpus, job.nodes)]
                 del self.limits[key]
                 if self.first_fit is not None:
                     del self.first_fit[key]

@@ -39,6 +39,7 @@ class ExactCut(FairNowCut, DrfViews):
     """The exact cut's checks (see the module docstrings), on the replay's state."""
 
     classes: dict[ClassKey, deque[Queued]]
+    shapes: dict[tuple[int, int], dict[ClassKey, deque[Queued]]]  # classes by GPUs and nodes
     cut: bool
     free: dict[str, list[int]]
     limits: dict[ClassKey, list[int]]
@@ -56,24 +57,28 @@ class ExactCut(FairNowCut, DrfViews):
         whose tenant has a budget otherwise); their views go to `pending` if given."""
         shown: dict[ClassKey, int] = {}
         most, free, cut = self._most_free(), self.free_total, self.cut
-        for key, q in self.classes.items():
-            gpus = key[2]
-            if not cut:
-                n = len(q)
-            elif gpus >= free or gpus // key[4] > most:  # at most one could start (or none:
-                n = 1  # no node has its GPUs per node free); the first may take the reservation
-            else:  # as many as could start, and the next, which may take the reservation
-                # unless those take every free GPU (the walk ends with them if they all start,
-                # and if one does not, it takes the reservation or finds it taken)
-                can = free // gpus if gpus else len(q)
-                n = min(len(q), can + (can * gpus < free))
-            shown[key] = n
-            if pending is None:
+        for (gpus, nodes), group in self.shapes.items():
+            if cut and (gpus >= free or gpus // nodes > most):  # at most one could start (or
+                # none: no node has its GPUs per node free); the first may take the reservation
+                shown.update(dict.fromkeys(group, 1))
+                if pending is not None:
+                    pending += [q[0][2] for q in group.values()]
                 continue
-            if n == 1:
-                pending.append(q[0][2])
-            else:
-                pending.extend([item[2] for item in itertools.islice(q, n)])
+            for key, q in group.items():
+                if not cut:
+                    n = len(q)
+                else:  # as many as could start, and the next, which may take the reservation
+                    # unless those take every free GPU (the walk ends with them if they all
+                    # start, and if one does not, it takes the reservation or finds it taken)
+                    can = free // gpus if gpus else len(q)
+                    n = min(len(q), can + (can * gpus < free))
+                shown[key] = n
+                if pending is None:
+                    continue
+                if n == 1:
+                    pending.append(q[0][2])
+                else:
+                    pending.extend([item[2] for item in itertools.islice(q, n)])
         return shown
 
     def _views(self, shown: Mapping[ClassKey, int]) -> list[PendingJob]:
@@ -120,22 +125,18 @@ class ExactCut(FairNowCut, DrfViews):
         if (reservation is None or not self.cut or self.policy.algorithm == FAIR_NOW
                 or not self.policy.backfill):
             return []
-        now = snap.now
-        window = reservation.start - now
-        fits = self.first_fit
-        assert fits is not None
         # Outside the reservation it could not fit where its class-mate ahead did not: only
         # the reserved nodes' GPUs are left to it.
+        free = self.free
         reserved = [name for name, _ in reservation.parts]
-        room = max(len(self.free[name]) for name in reserved)
+        room = max(len(free[name]) for name in reserved)
         if room < min(self.sizes):  # (the fewest GPUs per node a class asks)
             return []
-        started: dict[ClassKey, int] = {}
-        ids = set()
-        for start in decisions.starts:
-            ids.add(start.job_id)
-            key = class_key(self.by_id[start.job_id])
-            started[key] = started.get(key, 0) + 1
+        window = reservation.start - snap.now
+        fits = self.first_fit
+        assert fits is not None
+        started: dict[ClassKey, int] | None = None
+        ids: set[str] = set()
         walk: _Walk | None = None
         found: list[PendingJob] = []
         classes, limits = self.classes, self.limits
@@ -144,28 +145,39 @@ class ExactCut(FairNowCut, DrfViews):
             if per_node > room or limits[key][0] > window:
                 continue
             q = classes[key]
-            if n >= len(q) or started.get(key, 0) >= n or key in added:
+            if n >= len(q) or key in added:
                 continue
-            if any(q[i][1].time_limit <= window and q[i][1].id not in ids for i in range(n)):
+            if started is None:
+                started = {}
+                for start in decisions.starts:
+                    ids.add(start.job_id)
+                    k = class_key(self.by_id[start.job_id])
+                    started[k] = started.get(k, 0) + 1
+            went = started.get(key, 0)
+            if went >= n:
+                continue
+            if n == 1 and not went:
+                if q[0][1].time_limit <= window:
+                    continue  # the one shown ends by its start and found no room
+            elif any(q[i][1].time_limit <= window and q[i][1].id not in ids for i in range(n)):
                 continue  # one shown that ends by its start found no room: none after does
-            fit = fits[key]
-            first = fit.first(q[n][1].id, window)
-            if first is None:
-                continue
             if walk is None:
                 walk = _Walk(self, snap, decisions, reserved)
             # The walk meets a class's jobs in class order (a later one's total is no higher:
             # it waited less): if it meets the first after the start after which no reserved
             # node has its GPUs per node free, none finds room.
             full = walk.full(per_node)
-            if full is not None and (walk.key(self._views_of(key, [q[n - 1]])[0]) > full
-                                     or self._walk_key(walk, key, first) > full):
+            if full is not None and self._walk_key(walk, key, q[n - 1]) > full:
                 continue  # (the last shown is met before it)
+            fit = fits[key]
+            first = fit.first(q[n][1].id, window)
+            if first is None or (full is not None and self._walk_key(walk, key, first) > full):
+                continue
             # Walked in class order, each that starts takes its GPUs per node on a reserved
             # node (it found no room outside the reservation): no more than those nodes' free
             # GPUs hold can start, and the jobs after them find no room.
             deeper = [first]
-            for _ in range(sum(len(self.free[name]) // per_node for name in reserved) - 1):
+            for _ in range(sum(len(free[name]) // per_node for name in reserved) - 1):
                 after = fit.after(deeper[-1][1].id, window)
                 if after is None:
                     break
@@ -202,6 +214,7 @@ class _Walk:
         self.keys: list[WalkKey] = []
         left = {name: len(replay.free[name]) for name in reserved}
         self.left: list[int] = [max(left.values())]  # after the first i starts
+        self._full: dict[int, WalkKey | None] = {}
         for start in decisions.starts:
             self.keys.append(self.key(views[start.job_id]))
             for name, indices in start.parts:
@@ -220,10 +233,15 @@ class _Walk:
     def full(self, per_node: int) -> WalkKey | None:
         """The key of the start after which no reserved node has `per_node` GPUs free (None:
         one still has at the end of the walk)."""
+        if per_node in self._full:
+            return self._full[per_node]
+        found: WalkKey | None = None
         for i, left in enumerate(self.left):
             if left < per_node:
-                return self.keys[i - 1] if i else (-math.inf, -math.inf, 0, "")
-        return None
+                found = self.keys[i - 1] if i else (-math.inf, -math.inf, 0, "")
+                break
+        self._full[per_node] = found
+        return found
 
 
 class Fenwick:
