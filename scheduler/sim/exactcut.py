@@ -139,14 +139,15 @@ class ExactCut(FairNowCut, DrfViews):
         ids: set[str] = set()
         walk: _Walk | None = None
         found: list[PendingJob] = []
-        classes, limits = self.classes, self.limits
-        for key, n in shown.items():
-            per_node = key[2] // key[4]
-            if per_node > room or limits[key][0] > window:
-                continue
-            q = classes[key]
-            if n >= len(q) or key in added:
-                continue
+        # The classes whose GPUs per node a reserved node has free, with a job deeper than
+        # those shown whose time limit may end by the reservation's start.
+        limits = self.limits
+        candidates = [(key, q, n, gpus // nodes)
+                      for (gpus, nodes), group in self.shapes.items() if gpus // nodes <= room
+                      for key, q in group.items()
+                      if (n := shown.get(key)) is not None and limits[key][0] <= window
+                      and n < len(q) and key not in added]
+        for key, q, n, per_node in candidates:
             if started is None:
                 started = {}
                 for start in decisions.starts:
@@ -167,7 +168,7 @@ class ExactCut(FairNowCut, DrfViews):
             # it waited less): if it meets the first after the start after which no reserved
             # node has its GPUs per node free, none finds room.
             full = walk.full(per_node)
-            if full is not None and self._walk_key(walk, key, q[n - 1]) > full:
+            if full is not None and walk.key(walk.views[q[n - 1][1].id]) > full:
                 continue  # (the last shown is met before it)
             fit = fits[key]
             first = fit.first(q[n][1].id, window)
@@ -210,13 +211,12 @@ class _Walk:
             largest = max((n.gpus_total for n in snap.nodes), default=1)
             self.weighing = Weighing(snap.shares.weights, snap.shares.qos_factors, snap.now,
                                      largest)
-        views = {view.id: view for view in snap.pending}
-        self.keys: list[WalkKey] = []
+        self.views = {view.id: view for view in snap.pending}  # the jobs shown
+        self.starts = decisions.starts
         left = {name: len(replay.free[name]) for name in reserved}
         self.left: list[int] = [max(left.values())]  # after the first i starts
         self._full: dict[int, WalkKey | None] = {}
         for start in decisions.starts:
-            self.keys.append(self.key(views[start.job_id]))
             for name, indices in start.parts:
                 if name in left:
                     left[name] -= len(indices)
@@ -238,7 +238,8 @@ class _Walk:
         found: WalkKey | None = None
         for i, left in enumerate(self.left):
             if left < per_node:
-                found = self.keys[i - 1] if i else (-math.inf, -math.inf, 0, "")
+                found = (self.key(self.views[self.starts[i - 1].job_id]) if i
+                         else (-math.inf, -math.inf, 0, ""))
                 break
         self._full[per_node] = found
         return found
