@@ -50,6 +50,15 @@ class DrfViews:
         cache = self.drf_views.setdefault(tenant, {})
         return [cache.get(job.id) or self._drf_view(tenant, cache, job) for job in jobs]
 
+    def _drf_submitted(self, tenant: str, job: SimJob) -> float:
+        """The `submitted_at` of `tenant`'s `job` under drf, without making its view."""
+        cache = self.drf_views.get(tenant)
+        view = cache.get(job.id) if cache is not None else None
+        if view is not None:
+            return view.submitted_at
+        gpus_ahead = self.ahead[tenant].prefix(self.rank[job.id] - 1)
+        return drf_key(job.submit, self.held.get(tenant, 0) + gpus_ahead, self.entitled[tenant])
+
     def _drf_view(self, tenant: str, cache: dict[str, PendingJob], job: SimJob) -> PendingJob:
         gpus_ahead = self.ahead[tenant].prefix(self.rank[job.id] - 1)
         view = cache[job.id] = PendingJob(

@@ -68,7 +68,7 @@ from scheduler.sim.budgetcut import BudgetCut
 from scheduler.sim.budgets import Ledger
 from scheduler.sim.classes import ClassKey, ClassRank, Queued, class_key, demand, rank_of
 from scheduler.sim.cluster import Cluster, Run, SimResult
-from scheduler.sim.exactcut import ExactCut, Fenwick
+from scheduler.sim.exactcut import ExactCut, Fenwick, Heads
 from scheduler.sim.firstfit import FirstFit
 from scheduler.sim.policies import ShareBuilder, SimPolicy, fifo_prefix
 from scheduler.sim.tiresias import TiresiasQueues
@@ -142,6 +142,7 @@ class _Replay(ExactCut, BudgetCut):
         self.left = {j.id: min(j.duration, float(j.time_limit)) for j in fits}  # run time left
         self.classes: dict[ClassKey, deque[Queued]] = {}
         self.shapes: dict[tuple[int, int], dict[ClassKey, deque[Queued]]] = {}  # by GPUs, nodes
+        self.heads: dict[tuple[int, int], Heads] = {}  # kept while no class's first job changes
         self.limits: dict[ClassKey, list[int]] = {}  # each class's time limits, sorted
         self.first_fit: dict[ClassKey, FirstFit] | None = (  # (`scheduler.sim.exactcut`)
             {} if not show_all and policy.backfill and policy.algorithm != FAIR_NOW else None)
@@ -233,6 +234,8 @@ class _Replay(ExactCut, BudgetCut):
             q.insert(bisect.bisect_right(q, rank, key=rank_of), item)
             if fits is not None:
                 fits[key].rebuild(q)
+        if q[0] is item:
+            self.heads.pop((job.gpus, job.nodes), None)
 
     def _most_free(self) -> int:
         """The most free GPUs on one node (0: none free)."""
@@ -337,6 +340,7 @@ class _Replay(ExactCut, BudgetCut):
             q = self.classes[key]
             if q[0][1] is job:
                 q.popleft()
+                self.heads.pop((job.gpus, job.nodes), None)
             else:  # (a job of the class is found by its rank, which is its own)
                 i = bisect.bisect_left(q, self.class_order(job), key=rank_of)
                 assert q[i][1] is job
@@ -369,10 +373,11 @@ class _Replay(ExactCut, BudgetCut):
         self.queued[owner] -= job.gpus
         if not self.queued[owner]:  # no longer active for fair_now's split: leave it out
             del self.queued[owner]
+        need = _needs(job, self.cluster)
         for name, held in ((node, indices), *rest):
             taken = set(held)
             self.free[name] = [i for i in self.free[name] if i not in taken]
-            self.used[name] = _plus(self.used[name], _needs(job, self.cluster), 1)
+            self.used[name] = _plus(self.used[name], need, 1)
             self.views[name] = self._view(name)
         self.free_total -= job.gpus
         rate = job.gpus * self.cluster.billing_weight
@@ -392,9 +397,10 @@ class _Replay(ExactCut, BudgetCut):
     def _stop(self, job_id: str, now: float, preempted: bool = False) -> None:
         view, start = self.running.pop(job_id)
         job = self.by_id[job_id]
+        need = _needs(job, self.cluster)
         for name, held in view.parts:
             self.free[name] = sorted(self.free[name] + list(held))
-            self.used[name] = _plus(self.used[name], _needs(job, self.cluster), -1)
+            self.used[name] = _plus(self.used[name], need, -1)
             self.views[name] = self._view(name)
         self.free_total += job.gpus
         self.usage.add_rate((job.account, job.user), now, -view.rate)

@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
 
 WalkKey = tuple[float, float, int, str]  # a job's place in the policy's walk
+Heads = tuple[dict[ClassKey, int], list[PendingJob]]  # a group's classes at one job each, and
+# their first jobs (empty until asked for)
 
 
 class ExactCut(FairNowCut, DrfViews):
@@ -40,6 +42,7 @@ class ExactCut(FairNowCut, DrfViews):
 
     classes: dict[ClassKey, deque[Queued]]
     shapes: dict[tuple[int, int], dict[ClassKey, deque[Queued]]]  # classes by GPUs and nodes
+    heads: dict[tuple[int, int], Heads]  # (kept until a class of the group changes its first)
     cut: bool
     free: dict[str, list[int]]
     limits: dict[ClassKey, list[int]]
@@ -57,12 +60,19 @@ class ExactCut(FairNowCut, DrfViews):
         whose tenant has a budget otherwise); their views go to `pending` if given."""
         shown: dict[ClassKey, int] = {}
         most, free, cut = self._most_free(), self.free_total, self.cut
-        for (gpus, nodes), group in self.shapes.items():
+        heads = self.heads
+        for shape, group in self.shapes.items():
+            gpus, nodes = shape
             if cut and (gpus >= free or gpus // nodes > most):  # at most one could start (or
                 # none: no node has its GPUs per node free); the first may take the reservation
-                shown.update(dict.fromkeys(group, 1))
+                kept = heads.get(shape)
+                if kept is None:
+                    kept = heads[shape] = (dict.fromkeys(group, 1), [])
+                shown.update(kept[0])
                 if pending is not None:
-                    pending += [q[0][2] for q in group.values()]
+                    if not kept[1]:
+                        kept[1].extend([q[0][2] for q in group.values()])
+                    pending += kept[1]
                 continue
             for key, q in group.items():
                 if not cut:
@@ -188,7 +198,10 @@ class ExactCut(FairNowCut, DrfViews):
         return found
 
     def _walk_key(self, walk: _Walk, key: ClassKey, item: Queued) -> WalkKey:
-        return walk.key(self._views_of(key, [item])[0])
+        if self.policy.drf:  # (no totals: the key the policy sees is its submit time)
+            job = item[1]
+            return (-0.0, self._drf_submitted(key[0], job), len(job.id), job.id)
+        return walk.key(item[2])
 
     def _views_of(self, key: ClassKey, items: list[Queued]) -> list[PendingJob]:
         if self.policy.drf:
