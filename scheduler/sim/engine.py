@@ -188,6 +188,9 @@ class _Replay(ExactCut, BudgetCut):
         # submit order under budgets: a job may be held (`scheduler.sim.budgetcut`)
         self.gated = (self.cut and bool(self.ledger.budgets) and policy.backfill
                       and policy.algorithm != FAIR_NOW)
+        # submit order or drf's keys, no CPUs or memory counted (`ExactCut._counts`)
+        self.lone = (self.cut and policy.backfill and policy.algorithm is None
+                     and not policy.tiresias and not cluster.cpus and not cluster.mem)
         self.user_held: dict[tuple[str, str], int] = {}  # GPUs held per (account, user)
 
     def _view(self, name: str) -> NodeView:

@@ -6,8 +6,12 @@ one of whose jobs could find room on a reserved node where the policy's walk mee
 them (the walk meets a class's jobs in class order, and the call's starts before a job, in
 walk order, tell how many GPUs the reserved nodes still had there); its first job that ends
 by the reservation's start comes from `scheduler.sim.firstfit`. The call is made again until
-no such class is left. A mixin of `scheduler.sim.engine._Replay`, whose state it reads
-(declared below)."""
+no such class is left. Where the policy walks the queue by its jobs' own keys (`fifo-backfill`
+and `drf`: no fair share) and no CPUs or memory are counted, of the classes none of whose jobs
+can start (more GPUs than are free, or more per node than a node has free) only the first
+job the walk meets is shown: it takes the reservation if no job has it yet, and the others,
+met later, neither start (no room even on the reserved GPUs) nor take it. A mixin of
+`scheduler.sim.engine._Replay`, whose state it reads (declared below)."""
 
 from __future__ import annotations
 
@@ -43,6 +47,7 @@ class ExactCut(FairNowCut, DrfViews):
     classes: dict[ClassKey, deque[Queued]]
     shapes: dict[tuple[int, int], dict[ClassKey, deque[Queued]]]  # classes by GPUs and nodes
     heads: dict[tuple[int, int], Heads]  # (kept until a class of the group changes its first)
+    lone: bool  # the policy walks the queue by its jobs' keys alone (no fair share)
     cut: bool
     free: dict[str, list[int]]
     limits: dict[ClassKey, list[int]]
@@ -60,9 +65,20 @@ class ExactCut(FairNowCut, DrfViews):
         whose tenant has a budget otherwise); their views go to `pending` if given."""
         shown: dict[ClassKey, int] = {}
         most, free, cut = self._most_free(), self.free_total, self.cut
-        heads = self.heads
+        heads, lone = self.heads, self.lone
+        first: tuple[float, int, str, ClassKey] | None = None
         for shape, group in self.shapes.items():
             gpus, nodes = shape
+            if lone and (gpus > free or gpus // nodes > most):
+                # None of these can start; the first the walk meets takes the reservation if
+                # no job has it yet, and then the others do nothing (see the module docstring)
+                for key, q in group.items():
+                    job = q[0][1]
+                    at = (self._drf_submitted(key[0], job) if self.policy.drf else job.submit,
+                          len(job.id), job.id, key)
+                    if first is None or at < first:
+                        first = at
+                continue
             if cut and (gpus >= free or gpus // nodes > most):  # at most one could start (or
                 # none: no node has its GPUs per node free); the first may take the reservation
                 kept = heads.get(shape)
@@ -89,6 +105,10 @@ class ExactCut(FairNowCut, DrfViews):
                     pending.append(q[0][2])
                 else:
                     pending.extend([item[2] for item in itertools.islice(q, n)])
+        if first is not None:
+            shown[first[3]] = 1
+            if pending is not None:
+                pending.append(self.classes[first[3]][0][2])
         return shown
 
     def _views(self, shown: Mapping[ClassKey, int]) -> list[PendingJob]:
