@@ -188,9 +188,11 @@ class _Replay(ExactCut, BudgetCut):
         # submit order under budgets: a job may be held (`scheduler.sim.budgetcut`)
         self.gated = (self.cut and bool(self.ledger.budgets) and policy.backfill
                       and policy.algorithm != FAIR_NOW)
-        # submit order or drf's keys, no CPUs or memory counted (`ExactCut._counts`)
-        self.lone = (self.cut and policy.backfill and policy.algorithm is None
-                     and not policy.tiresias and not cluster.cpus and not cluster.mem)
+        # classes in submit order, no budgets, no CPUs or memory counted (`ExactCut._counts`)
+        self.lone = (self.cut and policy.backfill and policy.algorithm != FAIR_NOW
+                     and not self.gated and not policy.tiresias and not cluster.cpus
+                     and not cluster.mem)
+        self.now = 0.0  # the time of the call being made
         self.user_held: dict[tuple[str, str], int] = {}  # GPUs held per (account, user)
 
     def _view(self, name: str) -> NodeView:
@@ -288,7 +290,7 @@ class _Replay(ExactCut, BudgetCut):
                     "the command")
             if now - self._usage_at >= self.calc_period:
                 self._usage_now, self._usage_at = self.usage.at_time(now), now
-            fair_now = self.cut and self.policy.algorithm == FAIR_NOW
+            fair_now, self.now = self.cut and self.policy.algorithm == FAIR_NOW, now
             plain = not (fair_now or self.gated)  # (else the snapshot's jobs are chosen there)
             pending, shown, cutoff = self._shown() if plain else ([], {}, None)
             snap = Snapshot(tuple(self.views.values()), tuple(pending), now,

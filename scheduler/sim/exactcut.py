@@ -6,11 +6,12 @@ one of whose jobs could find room on a reserved node where the policy's walk mee
 them (the walk meets a class's jobs in class order, and the call's starts before a job, in
 walk order, tell how many GPUs the reserved nodes still had there); its first job that ends
 by the reservation's start comes from `scheduler.sim.firstfit`. The call is made again until
-no such class is left. Where the policy walks the queue by its jobs' own keys (`fifo-backfill`
-and `drf`: no fair share) and no CPUs or memory are counted, of the classes none of whose jobs
-can start (more GPUs than are free, or more per node than a node has free) only the first
-job the walk meets is shown: it takes the reservation if no job has it yet, and the others,
-met later, neither start (no room even on the reserved GPUs) nor take it. A mixin of
+no such class is left. Without budgets and where no CPUs or memory are counted, of the
+classes none of whose jobs can start (more GPUs than are free, or more per node than a node
+has free) only the first job the walk meets is shown (by the policy's own key: its total
+from the fair-share table, submit time, id; drf's key): it takes the reservation if no job
+has it yet, and the others, met later, neither start (no room even on the reserved GPUs)
+nor take it. A mixin of
 `scheduler.sim.engine._Replay`, whose state it reads (declared below)."""
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING
 from scheduler.policy.cycle import Decisions, schedule
 from scheduler.policy.fairnow import FAIR_NOW
 from scheduler.policy.priority import Weighing
-from scheduler.policy.snapshot import PendingJob, Snapshot
+from scheduler.policy.snapshot import NodeView, PendingJob, Snapshot
 from scheduler.sim.classes import ClassKey, Queued, class_key
 from scheduler.sim.drfviews import DrfViews
 from scheduler.sim.fairnowcut import FairNowCut
@@ -58,6 +59,9 @@ class ExactCut(FairNowCut, DrfViews):
     policy: SimPolicy
     shares: ShareBuilder
     calls: int
+    views: dict[str, NodeView]
+    now: float
+    _usage_now: dict[tuple[str, str], float]
 
     def _counts(self, pending: list[PendingJob] | None = None) -> dict[ClassKey, int]:
         """How many jobs of each class the snapshot holds, under a policy with backfill (see
@@ -66,18 +70,13 @@ class ExactCut(FairNowCut, DrfViews):
         shown: dict[ClassKey, int] = {}
         most, free, cut = self._most_free(), self.free_total, self.cut
         heads, lone = self.heads, self.lone
-        first: tuple[float, int, str, ClassKey] | None = None
+        stuck: list[Queued] = []  # the first jobs of classes none of whose jobs can start
         for shape, group in self.shapes.items():
             gpus, nodes = shape
             if lone and (gpus > free or gpus // nodes > most):
                 # None of these can start; the first the walk meets takes the reservation if
                 # no job has it yet, and then the others do nothing (see the module docstring)
-                for key, q in group.items():
-                    job = q[0][1]
-                    at = (self._drf_submitted(key[0], job) if self.policy.drf else job.submit,
-                          len(job.id), job.id, key)
-                    if first is None or at < first:
-                        first = at
+                stuck += [q[0] for q in group.values()]
                 continue
             if cut and (gpus >= free or gpus // nodes > most):  # at most one could start (or
                 # none: no node has its GPUs per node free); the first may take the reservation
@@ -105,11 +104,33 @@ class ExactCut(FairNowCut, DrfViews):
                     pending.append(q[0][2])
                 else:
                     pending.extend([item[2] for item in itertools.islice(q, n)])
-        if first is not None:
-            shown[first[3]] = 1
+        if stuck:
+            item = self._first_met(stuck)
+            shown[class_key(item[1])] = 1
             if pending is not None:
-                pending.append(self.classes[first[3]][0][2])
+                pending.append(item[2])
         return shown
+
+    def _first_met(self, items: list[Queued]) -> Queued:
+        """Of `items` (jobs in the queue), the one the policy's walk meets first: by its key
+        (`scheduler.policy.ranking.ordered`: highest total, then submit time, then id)."""
+        if self.policy.drf:
+            keys = [-0.0] * len(items)
+            submitted = [self._drf_submitted(job.account, job) for _, job, _ in items]
+        else:
+            submitted = [job.submit for _, job, _ in items]
+            keys = [-0.0] * len(items)
+            inputs = self.shares.build(self._usage_now)
+            if inputs is not None and len(items) > 1:
+                table = self.shares.engine.table(inputs)
+                views = [view for _, _, view in items]
+                largest = max((v.gpus_total for v in self.views.values()), default=1)
+                weighing = Weighing(inputs.weights, inputs.qos_factors, self.now, largest)
+                keys = [-total for total in weighing.totals(
+                    views, [table.factor(*view.assoc) for view in views])]
+        best = min(range(len(items)), key=lambda i: (keys[i], submitted[i],
+                                                      len(items[i][1].id), items[i][1].id))
+        return items[best]
 
     def _views(self, shown: Mapping[ClassKey, int]) -> list[PendingJob]:
         """The policy's views of the first `shown[key]` jobs of each class."""
