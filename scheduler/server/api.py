@@ -50,6 +50,7 @@ from scheduler.server.validation import (
     flag,
 )
 from scheduler.store import (
+    NO_CAPS,
     Outcome,
     PendingCapError,
     Store,
@@ -58,7 +59,6 @@ from scheduler.store import (
     new_token,
     parse_totals,
 )
-from scheduler.store.outcome import NO_CAPS
 from scheduler.store.records import job_from_spec
 from scheduler.store.store import SUBMIT_TOKEN_TTL_S
 from scheduler.wire import JOB_FIELDS, PRIVATE_FIELDS, SubmitRequest

@@ -5,6 +5,7 @@ the ACL users (acl.py), the Lua scripts that make every state change (lua/), wha
 (outcome.py) and the stored hashes read back as records (records.py)."""
 
 from scheduler.store.outcome import (
+    NO_CAPS,
     Outcome,
     PendingCapError,
     StoredCapError,
@@ -17,7 +18,7 @@ from scheduler.store.retention import RETENTION_BATCH
 from scheduler.store.store import WAIT_BUCKETS, Store, new_token
 
 __all__ = [
-    "RETENTION_BATCH", "WAIT_BUCKETS", "Outcome", "PendingCapError", "Store", "StoreError",
-    "StoredCapError", "SubmitCaps", "new_token", "parse_daily", "parse_decayed", "parse_totals",
-    "read_secret",
+    "NO_CAPS", "RETENTION_BATCH", "WAIT_BUCKETS", "Outcome", "PendingCapError", "Store",
+    "StoreError", "StoredCapError", "SubmitCaps", "new_token", "parse_daily", "parse_decayed",
+    "parse_totals", "read_secret",
 ]

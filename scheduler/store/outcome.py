@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 from dataclasses import dataclass
 from enum import StrEnum
@@ -81,19 +82,17 @@ class SubmitCaps:
 NO_CAPS = SubmitCaps()
 
 
+_CAP_REPLY = re.compile(r"(PENDING_CAP|STORED_CAP (jobs|bytes)) (\d+)")
+
+
 def cap_refusal(exc: Exception) -> PendingCapError | StoredCapError | None:
     """The error a script's reply `PENDING_CAP <has>` or `STORED_CAP jobs|bytes <has>` stands
     for, else None."""
-    text = str(exc)
-    for marker in ("PENDING_CAP ", "STORED_CAP jobs ", "STORED_CAP bytes "):
-        if marker in text:
-            head = text[text.index(marker) + len(marker):].split()[0]
-            if not head.isdigit():
-                return None
-            if marker == "PENDING_CAP ":
-                return PendingCapError(int(head))
-            return StoredCapError(marker.split()[1], int(head))
-    return None
+    found = _CAP_REPLY.search(str(exc))
+    if found is None:
+        return None
+    has = int(found.group(3))
+    return StoredCapError(found.group(2), has) if found.group(2) else PendingCapError(has)
 
 
 def read_secret(path: Path) -> str:
