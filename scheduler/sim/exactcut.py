@@ -98,12 +98,8 @@ class ExactCut(FairNowCut, DrfViews):
                     can = free // gpus if gpus else len(q)
                     n = min(len(q), can + (can * gpus < free))
                 shown[key] = n
-                if pending is None:
-                    continue
-                if n == 1:
-                    pending.append(q[0][2])
-                else:
-                    pending.extend([item[2] for item in itertools.islice(q, n)])
+                if pending is not None:
+                    _take(q, n, pending)
         if stuck:
             item = self._first_met(stuck)
             shown[class_key(item[1])] = 1
@@ -114,12 +110,11 @@ class ExactCut(FairNowCut, DrfViews):
     def _first_met(self, items: list[Queued]) -> Queued:
         """Of `items` (jobs in the queue), the one the policy's walk meets first: by its key
         (`scheduler.policy.ranking.ordered`: highest total, then submit time, then id)."""
+        keys = [-0.0] * len(items)  # (no totals under drf: its key is its submit time)
         if self.policy.drf:
-            keys = [-0.0] * len(items)
             submitted = [self._drf_submitted(job.account, job) for _, job, _ in items]
         else:
             submitted = [job.submit for _, job, _ in items]
-            keys = [-0.0] * len(items)
             inputs = self.shares.build(self._usage_now)
             if inputs is not None and len(items) > 1:
                 table = self.shares.engine.table(inputs)
@@ -137,12 +132,8 @@ class ExactCut(FairNowCut, DrfViews):
         if self.policy.drf:
             return self._drf_views(shown)
         pending: list[PendingJob] = []
-        classes = self.classes
         for key, n in shown.items():
-            if n == 1:
-                pending.append(classes[key][0][2])
-            else:
-                pending.extend([item[2] for item in itertools.islice(classes[key], n)])
+            _take(self.classes[key], n, pending)
         return pending
 
     def _submit_order_call(self, snap: Snapshot, pending: list[PendingJob],
@@ -248,6 +239,14 @@ class ExactCut(FairNowCut, DrfViews):
         if self.policy.drf:
             return self._drf_jobs(key[0], [job for _, job, _ in items])
         return [view for _, _, view in items]
+
+
+def _take(q: deque[Queued], n: int, out: list[PendingJob]) -> None:
+    """The policy's views of the first `n` jobs of class `q`, onto `out`."""
+    if n == 1:
+        out.append(q[0][2])
+    else:
+        out.extend([item[2] for item in itertools.islice(q, n)])
 
 
 class _Walk:
