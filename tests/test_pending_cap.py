@@ -5,13 +5,13 @@ it. Tried with two APIs on one store and a burst of concurrent submits from a re
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from scheduler.model import JobSpec
 from scheduler.policy.arrays import parse_array
-from scheduler.store import PendingCapError, Store, StoredCapError, SubmitCaps
+from scheduler.store import JobCapError, PendingCapError, Store, StoredCapError, SubmitCaps
 from scheduler.store.records import job_from_spec
 from tests.builders import T0, job_of, lead, report, spec, start_job, submit_one
 from tests.security_server import ApiServer, ensure_user
@@ -86,22 +86,27 @@ async def test_the_store_refuses_past_the_cap_and_stores_nothing(store: Store) -
 
 def burst_through_two_apis(valkey_url: str, user: str, cap: str,
                            count: Callable[[Store], Awaitable[Any]],
+                           admin: Sequence[dict[str, Any]] = (), refusal: str = "",
                            **settings: Any) -> tuple[list[int], Any]:
     """30 submits at once as `user`, half through each of two APIs of one install (two
-    coordinators on one store), each refusal checked to name `cap` with its limit; the answers'
-    statuses and what `count(store)` reads of the store afterwards."""
+    coordinators on one store), each refusal checked to say `refusal` (by default, that `user`
+    may have the setting `cap`'s limit); the answers' statuses and what `count(store)` reads of
+    the store afterwards. `admin`: accounts requests root makes first."""
     ensure_user(user)
     one = ApiServer(valkey_url, **settings).start()
     two = ApiServer(valkey_url, **settings)
     two.prefix = one.prefix  # a second coordinator of the same install
     two.start()
     try:
+        for body in admin:
+            status, answer = one.call("POST", "/v1/admin/accounts", body)
+            assert status == 200, answer
         with ThreadPoolExecutor(max_workers=12) as pool:
             answers = list(pool.map(
                 lambda i: (one if i % 2 else two).as_user(user, "POST", "/v1/jobs", JOB),
                 range(30)))
-        limit = settings[cap]
-        assert all(f"may have {limit} ({cap})" in str(answer)
+        refusal = refusal or f"may have {settings[cap]} ({cap})"
+        assert all(refusal in str(answer)
                    for status, answer in answers if status != 200), answers
         return sorted(status for status, _ in answers), one.run(count(one.store))
     finally:
@@ -140,3 +145,40 @@ async def test_the_store_refuses_past_the_stored_bytes_and_stores_nothing(store:
     jobs, kept = await store.stored_jobs("alice")
     assert jobs == 1 and 500 < kept < 600
     assert (await store.job_counts())["waiting"] == 1
+
+
+def test_two_apis_on_one_store_keep_exactly_a_users_max_jobs(valkey_url: str) -> None:
+    """The accounts file's max_jobs (waiting and running together) is checked in the step that
+    stores, too: before, it was a count read first, which two APIs overran by a burst."""
+    user = f"{USER}-max"
+    admin = [{"target": "account", "op": "add", "name": "capped"},
+             {"target": "user", "op": "add", "name": user, "account": "capped"},
+             {"target": "user", "op": "set", "name": user, "max_jobs": 6}]
+    statuses, waiting = burst_through_two_apis(
+        valkey_url, user, "max_jobs", lambda store: store.waiting_count(user), admin,
+        f"{user} may have 6 pending and running jobs")
+    assert statuses.count(200) == 6 and statuses.count(429) == 24
+    assert waiting == 6
+
+
+async def test_max_jobs_counts_running_jobs_and_arrays_and_stores_nothing_past_it(
+        store: Store) -> None:
+    epoch = await lead(store)
+    await store.heartbeat(report("n1", gpus=4), now=T0)
+    caps = SubmitCaps(live=4)
+    first = await submit_one(store)
+    await store.submit([spec()], "l1", T0, caps=caps)
+    assert await start_job(store, epoch, first, "n1", [0], 1.0, T0 + 1) == "OK"
+    template = job_from_spec(spec(), "", T0)
+    await store.submit_array(template, parse_array("0-1", 100), "l2", 60, False, caps)
+    refused: list[int] = []
+    for attempt in (store.submit([spec()], "l3", T0, caps=caps),
+                    store.submit_array(template, parse_array("0-1", 100), "l4", 60, False,
+                                       caps)):
+        try:
+            await attempt
+        except JobCapError as exc:
+            refused.append(exc.has)
+    assert refused == [4, 4]  # one running, one waiting job, an array of two waiting
+    assert await store.waiting_count("alice") == 3
+    assert await store.submit([spec()], "l5", T0, caps=SubmitCaps(live=5))

@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from scheduler.accounts.tree import Accounts, AccountsError
+from scheduler.accounts.tree import Accounts, AccountsError, UserConfig
 from scheduler.cluster.read import ClusterState, build_snapshot, read_cluster
 from scheduler.cluster.views import pending_view
 from scheduler.config import Settings
@@ -50,7 +50,7 @@ from scheduler.server.validation import (
     flag,
 )
 from scheduler.store import (
-    NO_CAPS,
+    JobCapError,
     Outcome,
     PendingCapError,
     Store,
@@ -198,11 +198,7 @@ class Api(JobRoutes, AdminRoutes, HistoryRoutes):
             await self.check_targets(spec.dependency)
         return_jobs = flag(req.return_jobs, "return_jobs")
         client_token = check_token(req.token)
-        await self._check_job_cap(accounts, user, count)
-        # trusted, as for accounts: a bulk load or a benchmark
-        caps = NO_CAPS if caller.is_admin else SubmitCaps(
-            self.settings.max_pending_jobs, self.settings.max_stored_jobs_per_user,
-            self.settings.max_stored_bytes_per_user)
+        caps = self._caps(caller, accounts.users.get(user))
         # A token names one client's request: scoped to who sent it and for whom, so another
         # user's token (seen in `ps`, a shared script) neither returns nor blocks their jobs.
         token = f"{caller.user}/{user}/{client_token}" if client_token else new_token()
@@ -223,6 +219,10 @@ class Api(JobRoutes, AdminRoutes, HistoryRoutes):
                                 "over; wait for some to start, or cancel some") from None
         except StoredCapError as exc:
             raise stored_cap_refused(exc, user, count, caps) from None
+        except JobCapError as exc:
+            raise ApiError(429, f"{user} may have {caps.live:,} pending and running jobs "
+                                f"(max_jobs) and has {exc.has:,}: {count:,} more would be "
+                                "over; wait for some to end, or cancel some") from None
         warnings = [
             f"{row['scope']} {row['name']} has used {row['used_ratio']:.0%} of its "
             f"{row['period']} budget: {max(0.0, row['left_hours']):.1f} billed GPU-hours left"
@@ -241,14 +241,15 @@ class Api(JobRoutes, AdminRoutes, HistoryRoutes):
                                       "warnings": warnings})
         return web.json_response({"ids": ids, "warnings": warnings})
 
-    async def _check_job_cap(self, accounts: Accounts, user: str, adding: int) -> None:
-        config = accounts.users.get(user)
-        if config is None or config.max_jobs is None:
-            return
-        has = await self.store.count_user_jobs(user)
-        if has + adding > config.max_jobs:
-            raise ApiError(429, f"{user} may have {config.max_jobs} pending and running jobs "
-                                f"and has {has}: wait for some to end, or cancel some")
+    def _caps(self, caller: Caller, owner: UserConfig | None) -> SubmitCaps:
+        """The caps a submit is held to in the step that stores it: the site's per-user caps
+        (none for an admin: a bulk load or a benchmark is trusted, as for accounts), and the
+        owner's own max_jobs from the accounts file, which holds whoever submits."""
+        live = owner.max_jobs if owner is not None and owner.max_jobs is not None else 0
+        if caller.is_admin:
+            return SubmitCaps(live=live)
+        return SubmitCaps(self.settings.max_pending_jobs, self.settings.max_stored_jobs_per_user,
+                          self.settings.max_stored_bytes_per_user, live)
 
     def _hides(self, caller: Caller, owner: str) -> bool:
         """Whether `caller` sees only the public part of `owner`'s jobs and usage."""

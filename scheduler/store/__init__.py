@@ -6,6 +6,7 @@ the ACL users (acl.py), the Lua scripts that make every state change (lua/), wha
 
 from scheduler.store.outcome import (
     NO_CAPS,
+    JobCapError,
     Outcome,
     PendingCapError,
     StoredCapError,
@@ -18,7 +19,7 @@ from scheduler.store.retention import RETENTION_BATCH
 from scheduler.store.store import WAIT_BUCKETS, Store, new_token
 
 __all__ = [
-    "NO_CAPS", "RETENTION_BATCH", "WAIT_BUCKETS", "Outcome", "PendingCapError", "Store",
-    "StoreError", "StoredCapError", "SubmitCaps", "new_token", "parse_daily", "parse_decayed",
-    "parse_totals", "read_secret",
+    "NO_CAPS", "RETENTION_BATCH", "WAIT_BUCKETS", "JobCapError", "Outcome", "PendingCapError",
+    "Store", "StoreError", "StoredCapError", "SubmitCaps", "new_token", "parse_daily",
+    "parse_decayed", "parse_totals", "read_secret",
 ]

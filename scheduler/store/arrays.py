@@ -84,8 +84,9 @@ class ArrayStore(StoreCore):
             "spec": spec.text, "submitted_at": str(template.submitted_at),
         }
         keys = [self.keys.array(array_id), self.keys.arrays, self.keys.submit_token(token),
-                self.keys.arrays_all, self.keys.stored, self.keys.stats]
-        args = [ttl_s, array_id, json.dumps(record), len(spec.indices), *caps.args()]
+                self.keys.arrays_all, self.keys.stored, self.keys.stats, self.keys.active]
+        args = [ttl_s, array_id, json.dumps(record), len(spec.indices), *caps.args(),
+                self.keys.job("")]
         try:
             # acknowledged only once on disk, and on a replica if there is one (as a submit)
             return [str(x) for x in await self._run_durably("submit_array", keys, args)]

@@ -50,14 +50,15 @@ class JobStore(ArrayStore, RetentionStore):
 
         `created`, if given, receives the jobs as stored when this call stored them (not when
         the token was seen before), so the coordinator need not read them back.
-        `caps`: each owner's most waiting jobs, and jobs and bytes kept (0: none); past one,
-        PendingCapError or StoredCapError and nothing stored, checked in the same step as the
-        store (exact, whichever coordinator's API takes the submits)."""
+        `caps`: each owner's most waiting jobs, jobs and bytes kept, and jobs waiting and
+        running together (0: none); past one, PendingCapError, StoredCapError or JobCapError
+        and nothing stored, checked in the same step as the store (exact, whichever
+        coordinator's API takes the submits)."""
         if not specs:
             return []
         ids = await self._next_ids(len(specs))
         keys = [self.keys.held if hold else self.keys.waiting, self.keys.submit_token(token)]
-        args: list[Any] = [SUBMIT_TOKEN_TTL_S, len(specs), *caps.args()]
+        args: list[Any] = [SUBMIT_TOKEN_TTL_S, len(specs), *caps.args(), self.keys.job("")]
         jobs = []
         for job_id, spec in zip(ids, specs, strict=True):
             job = job_from_spec(spec, job_id, now)
@@ -69,7 +70,7 @@ class JobStore(ArrayStore, RetentionStore):
             jobs.append(job)
             keys.append(self.keys.job(job_id))
             args += [job_id, now, json.dumps(job.to_fields())]
-        keys += [self.keys.stored, self.keys.stats]
+        keys += [self.keys.stored, self.keys.stats, self.keys.active]
         try:  # acknowledged only once on disk, and on a replica if there is one
             result = [str(x) for x in await self._run_durably("submit", keys, args)]
         except redis_errors.ResponseError as exc:
@@ -317,12 +318,6 @@ class JobStore(ArrayStore, RetentionStore):
 
     async def active_jobs(self) -> list[Job]:
         return await self.get_jobs(sorted(await self.r.smembers(self.keys.active), key=id_key))
-
-    async def count_user_jobs(self, user: str) -> int:
-        """A user's waiting and active jobs (reads the whole queue: call only for capped users)."""
-        active, waiting = await self.queue_ids()
-        return sum(1 for (owner,) in await self.job_fields(active + waiting, ["user"])
-                   if owner == user)
 
     async def done_ids(self, limit: int = 100) -> list[str]:
         """The latest ended jobs' ids, newest first."""

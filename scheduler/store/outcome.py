@@ -66,6 +66,16 @@ class StoredCapError(Exception):
         self.has = has
 
 
+class JobCapError(Exception):
+    """A submit refused for the owner's cap on jobs waiting and running together (an accounts
+    file's `max_jobs`), in the same step that would have added the jobs: `has` such jobs
+    already."""
+
+    def __init__(self, has: int) -> None:
+        super().__init__(f"{has} waiting and running jobs")
+        self.has = has
+
+
 @dataclass(frozen=True, slots=True)
 class SubmitCaps:
     """An owner's caps that a submit is held to in the step that stores it (0: none), so they
@@ -74,25 +84,28 @@ class SubmitCaps:
     pending: int = 0  # waiting jobs (max_pending_jobs)
     stored_jobs: int = 0  # jobs kept, ended ones included (max_stored_jobs_per_user)
     stored_bytes: int = 0  # bytes of their commands, environments, scripts (..._bytes_...)
+    live: int = 0  # waiting and running jobs together (the accounts file's max_jobs)
 
     def args(self) -> list[int]:
-        return [self.pending, self.stored_jobs, self.stored_bytes]
+        return [self.pending, self.stored_jobs, self.stored_bytes, self.live]
 
 
 NO_CAPS = SubmitCaps()
 
 
-_CAP_REPLY = re.compile(r"(PENDING_CAP|STORED_CAP (jobs|bytes)) (\d+)")
+_CAP_REPLY = re.compile(r"(PENDING_CAP|JOB_CAP|STORED_CAP (jobs|bytes)) (\d+)")
 
 
-def cap_refusal(exc: Exception) -> PendingCapError | StoredCapError | None:
-    """The error a script's reply `PENDING_CAP <has>` or `STORED_CAP jobs|bytes <has>` stands
-    for, else None."""
+def cap_refusal(exc: Exception) -> PendingCapError | StoredCapError | JobCapError | None:
+    """The error a script's reply `PENDING_CAP <has>`, `JOB_CAP <has>` or
+    `STORED_CAP jobs|bytes <has>` stands for, else None."""
     found = _CAP_REPLY.search(str(exc))
     if found is None:
         return None
     has = int(found.group(3))
-    return StoredCapError(found.group(2), has) if found.group(2) else PendingCapError(has)
+    if found.group(2):
+        return StoredCapError(found.group(2), has)
+    return JobCapError(has) if found.group(1) == "JOB_CAP" else PendingCapError(has)
 
 
 def read_secret(path: Path) -> str:

@@ -99,6 +99,20 @@ local function over_pending_cap(stats_key, user, adding, cap)
   return nil
 end
 
+-- A user's own cap on live jobs (an accounts file's max_jobs): refuse (an error reply
+-- 'JOB_CAP <has>') adding `adding` jobs for `user` past `cap` waiting (the exact count in
+-- the stats hash) and active jobs (read from the active set: the jobs started and not ended,
+-- no more than the cluster has room for) together (0 = no cap).
+local function over_live_cap(stats_key, active_key, job_prefix, user, adding, cap)
+  if not cap or cap <= 0 then return nil end
+  local has = tonumber(redis.call('HGET', stats_key, 'waiting|' .. user) or '0') or 0
+  for _, id in ipairs(redis.call('SMEMBERS', active_key)) do
+    if redis.call('HGET', job_prefix .. id, 'user') == user then has = has + 1 end
+  end
+  if has + adding > cap then return 'JOB_CAP ' .. has end
+  return nil
+end
+
 -- The stored caps: refuse (an error reply 'STORED_CAP jobs <has>' or 'STORED_CAP bytes <has>')
 -- adding `jobs` jobs whose commands, environments and scripts take `bytes` bytes for `user`
 -- past `job_cap` jobs or `byte_cap` bytes kept in the stored-jobs hash (0 = no cap).
