@@ -19,6 +19,7 @@ from scheduler.policy.fairshare import CLASSIC, FAIR_TREE, Account, Assoc
 from scheduler.policy.placement import best_fit
 from scheduler.policy.ranking import order_queue
 from scheduler.policy.snapshot import Limits, RunningJob, ShareInputs
+from scheduler.policy.walk import More
 
 A100 = "NVIDIA A100-SXM4-80GB"
 H100 = "NVIDIA H100 80GB HBM3"
@@ -424,9 +425,9 @@ def test_schedule_pauses_the_garbage_collector_and_restores_its_state(
     original = policy_cycle.decide
 
     def spy(snapshot: Snapshot, max_estimates: int, explain: bool,
-            fairshare: FairShare | None) -> Decisions:
+            fairshare: FairShare | None, more: More | None) -> Decisions:
         seen.append(gc.isenabled())
-        return original(snapshot, max_estimates, explain, fairshare)
+        return original(snapshot, max_estimates, explain, fairshare, more)
 
     monkeypatch.setattr(policy_cycle, "decide", spy)
     try:

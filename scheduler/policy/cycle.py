@@ -17,6 +17,7 @@ from scheduler.policy.placement import FreePool, Part, Placement, fits_type, typ
 from scheduler.policy.preemption import SCAVENGER, Preemption, plan_preemptions
 from scheduler.policy.ranking import ordered
 from scheduler.policy.snapshot import NodeView, PendingJob, ShareInputs, Snapshot
+from scheduler.policy.walk import More, Walk
 from scheduler.resources import Demand, format_mem
 
 
@@ -47,10 +48,11 @@ class Decisions:
 
 
 def schedule(snapshot: Snapshot, max_estimates: int = MAX_ESTIMATES,
-             explain: bool = True, fairshare: FairShare | None = None) -> Decisions:
+             explain: bool = True, fairshare: FairShare | None = None,
+             more: More | None = None) -> Decisions:
     """`decide`, with Python's cyclic garbage collector paused (see `_collector_paused`)."""
     with _collector_paused():
-        return decide(snapshot, max_estimates, explain, fairshare)
+        return decide(snapshot, max_estimates, explain, fairshare, more)
 
 
 @contextmanager
@@ -71,7 +73,8 @@ def _collector_paused() -> Iterator[None]:
 
 
 def decide(snapshot: Snapshot, max_estimates: int = MAX_ESTIMATES,
-           explain: bool = True, fairshare: FairShare | None = None) -> Decisions:
+           explain: bool = True, fairshare: FairShare | None = None,
+           more: More | None = None) -> Decisions:
     """Decide which pending jobs start now and where, and why every other one waits.
 
     1. order the queue; 2. for each job, best-fit it on the GPUs still free; a job that fits
@@ -92,6 +95,11 @@ def decide(snapshot: Snapshot, max_estimates: int = MAX_ESTIMATES,
     `fairshare`: the caller's fair-share engine, which keeps the account tree, the last
     split and the last table between cycles (None: the inputs' own `ShareInputs.engine`,
     else one for this call alone).
+
+    `more` (a caller that shows only part of its queue, the simulator): asked, for each job
+    the reservation delays, for jobs left out of the snapshot that rank after it, which the
+    walk then meets in their places as if they had been in the snapshot (`walk`); not under
+    fair_now, whose totals depend on the whole queue.
     """
     pool = FreePool(snapshot.nodes)
     backfill = Backfill(snapshot)
@@ -114,7 +122,8 @@ def decide(snapshot: Snapshot, max_estimates: int = MAX_ESTIMATES,
     ranking = engine.rank(snapshot)
     totals, within = (ranking.totals, ranking.within) if len(snapshot.pending) > 1 else ({}, None)
     decisions.fairshare = ranking.table
-    for job in ordered(snapshot.pending, totals, within):
+    walk = Walk(snapshot.pending, totals, within) if more is not None else None
+    for job in walk if walk is not None else ordered(snapshot.pending, totals, within):
         if can_stop and pool.left == 0:
             break
         over = held.over_limit(job)
@@ -133,6 +142,10 @@ def decide(snapshot: Snapshot, max_estimates: int = MAX_ESTIMATES,
         if isinstance(placement, Reason):  # it fits, but would delay the reserved job
             delayed[job.id] = placement
             blocked.append(job)
+            if walk is not None and backfill.reservation is not None:
+                extra = more(job, backfill.reservation) if more is not None else ()
+                if extra:  # (one job alone is ranked without totals: those added neither)
+                    walk.add(extra, ranking.totals_of(extra) if totals else [0.0] * len(extra))
             continue
         if placement is None:
             if job.nodes == 1:

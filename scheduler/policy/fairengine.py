@@ -130,6 +130,19 @@ class Ranking:
         None under the other algorithms."""
         return self._ranked[1]
 
+    def totals_of(self, jobs: Sequence[PendingJob]) -> list[float]:
+        """The totals of jobs left out of the snapshot, as they would rank in it (`totals`):
+        0 each without fair-share inputs. Not under fair_now, whose totals depend on the
+        whole queue (ValueError)."""
+        inputs = self.snapshot.shares
+        if inputs is None:
+            return [0.0] * len(jobs)
+        if inputs.algorithm == FAIR_NOW:
+            raise ValueError("fair_now's totals depend on the whole queue")
+        table = self.table
+        assert table is not None
+        return self._weighing.totals(jobs, [table.factor(*job.assoc) for job in jobs])
+
     @cached_property
     def breakdown(self) -> dict[str, Priority]:
         """Each pending job's total and the factors behind it (`labq priority`)."""

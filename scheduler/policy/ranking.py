@@ -26,17 +26,26 @@ def order_queue(
 
 
 def ordered(pending: Sequence[PendingJob], totals: Mapping[str, float],
-             first: set[str] | None) -> list[PendingJob]:
+            first: set[str] | None) -> list[PendingJob]:
     """`order_queue` on totals that are numbers already (the cycle's own): the sort keys
-    are built in one comprehension rather than a key function called per job. Ids are
-    numbers as strings: shorter first, then by text, is numeric order; the position breaks
-    the tie of an id given twice."""
+    (`order_keys`) are built in one comprehension rather than a key function called per job."""
+    return [pending[k[-1]] for k in order_keys(pending, totals, first)]
+
+
+WalkKey = tuple[int, bool, float, float, int, str, int]  # a job's place in the cycle's walk
+
+
+def order_keys(pending: Sequence[PendingJob], totals: Mapping[str, float],
+               first: set[str] | None, start: int = 0) -> list[WalkKey]:
+    """The sort keys of `ordered`, sorted: (QOS rank, not in `first`, -total, submitted,
+    len(id), id, position + `start`). Ids are numbers as strings: shorter first, then by
+    text, is numeric order; the position breaks the tie of an id given twice."""
     rank, total = QOS_RANK.get, totals.get
     if first is None:
-        keys = [(rank(j.qos, 0), False, -total(j.id, 0.0), j.submitted_at, len(j.id), j.id, i)
-                for i, j in enumerate(pending)]
+        keys = [(rank(j.qos, 0), False, -total(j.id, 0.0), j.submitted_at, len(j.id), j.id,
+                 i) for i, j in enumerate(pending, start)]
     else:
         keys = [(rank(j.qos, 0), j.id not in first, -total(j.id, 0.0), j.submitted_at,
-                 len(j.id), j.id, i) for i, j in enumerate(pending)]
+                 len(j.id), j.id, i) for i, j in enumerate(pending, start)]
     keys.sort()
-    return [pending[k[-1]] for k in keys]
+    return keys

@@ -23,7 +23,7 @@ chosen here, and the call made again with more shown until the jobs left out can
 
 The classes of tenants without a budget keep the engine's cut (a job of theirs is never held;
 if the first jobs of a class that the free GPUs could start all start, they take every free
-GPU and the walk ends) and its deeper-backfill check, made again on each call's decisions.
+GPU and the walk ends) and its deeper-backfill jobs, told to each call's walk.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from scheduler.policy.cycle import Decisions, schedule
+from scheduler.policy.cycle import Decisions
 from scheduler.policy.fairengine import FairShare
 from scheduler.policy.snapshot import PendingJob, ShareInputs, Snapshot
 from scheduler.sim.classes import ClassKey, Queued
@@ -124,8 +124,7 @@ class BudgetCut:
     def _drf_jobs(self, tenant: str, jobs: list[SimJob]) -> list[PendingJob]:
         raise NotImplementedError  # `DrfViews`'
 
-    def _deeper_backfill(self, decisions: Decisions, shown: Mapping[ClassKey, int],
-                         snap: Snapshot, added: set[ClassKey]) -> list[PendingJob]:
+    def _submit_order_call(self, snap: Snapshot, shown: Mapping[ClassKey, int]) -> Decisions:
         raise NotImplementedError  # `ExactCut`'s
 
     def _budget_call(self, snap: Snapshot) -> tuple[Decisions, dict[ClassKey, int]]:
@@ -190,23 +189,15 @@ class BudgetCut:
                                     scopes)
             g.grow(base, top)
         plain = {key: n for key, n in counts.items() if key not in gated}
-        extra: list[PendingJob] = []  # plain classes' jobs that may backfill
-        added: set[ClassKey] = set()  # their classes
         while True:
-            pending = self._views(plain) + extra
+            pending = self._views(plain)
             for key, g in gated.items():
                 items = [g.q[p] for p in sorted(g.pre + g.extra)]
                 pending += (self._drf_jobs(key[0], [job for _, job, _ in items])
                             if self.policy.drf else [view for _, _, view in items])
-            called = replace(snap, pending=tuple(pending))
-            decisions = schedule(called, max_estimates=0, explain=False)
-            self.calls += 1
-            deeper = self._deeper_backfill(decisions, plain, called, added)
-            extra += deeper
-            more = bool(deeper)
-            if gated and self._gated_more(gated, decisions, now, left0, size, scopes_of):
-                more = True
-            if not more:
+            # (the plain classes' jobs that may backfill are told to the walk there)
+            decisions = self._submit_order_call(replace(snap, pending=tuple(pending)), plain)
+            if not (gated and self._gated_more(gated, decisions, now, left0, size, scopes_of)):
                 shown = dict(plain)
                 shown.update((key, len(g.q) + 1) for key, g in gated.items())
                 return decisions, shown

@@ -20,8 +20,9 @@ take the reservation). A class's later jobs cannot start in this call unless all
 of them in the class do, nor take the reservation before them. In classes kept in submit
 order (`labq-fairtree`, `slurm-classic`, `fifo-backfill`, `drf`), a job deeper in a class could
 backfill before the reservation where its class-mates ahead cannot (a shorter time limit):
-such jobs are added and the call made again (`scheduler.sim.exactcut`). When a call starts
-every job shown of a class that has more, the engine calls again at the same time. Under
+the policy's walk is told those as it meets their class-mates, in the same call
+(`scheduler.sim.exactcut`). When a call starts every job shown of a class that has more, the
+engine calls again at the same time. Under
 budgets a job may be held (skipped by the walk): those classes are cut by
 `scheduler.sim.budgetcut`.
 
@@ -298,7 +299,7 @@ class _Replay(ExactCut, BudgetCut):
                             shares=self.shares.build(self._usage_now),
                             budgets=self.ledger.state(now), queued_gpus=self.queued)
             if plain:
-                decisions = self._submit_order_call(snap, pending, shown)
+                decisions = self._submit_order_call(snap, shown)
             else:
                 decisions, shown = (self._fair_now_call(snap) if fair_now
                                     else self._budget_call(snap))
