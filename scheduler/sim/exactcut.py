@@ -16,12 +16,14 @@ reads (declared below)."""
 from __future__ import annotations
 
 import itertools
+import math
 from collections import deque
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from scheduler.policy.backfill import Reservation
 from scheduler.policy.cycle import Decisions, schedule
+from scheduler.policy.fairshare import FairShareTable
 from scheduler.policy.priority import Weighing
 from scheduler.policy.snapshot import NodeView, PendingJob, Snapshot
 from scheduler.sim.classes import ClassKey, Queued, class_key
@@ -34,8 +36,20 @@ if TYPE_CHECKING:
     from scheduler.sim.policies import ShareBuilder, SimPolicy
 
 
-Heads = tuple[dict[ClassKey, int], list[PendingJob]]  # a group's classes at one job each, and
-# their first jobs (empty until asked for)
+class Heads:
+    """A group of classes (one GPU count and node count) shown at one job each: their counts,
+    their first jobs' views (empty until asked for), and, for a group none of whose jobs can
+    start, those of its first jobs the walk may meet first (`ExactCut._first_met`). Kept
+    until a class of the group changes its first job."""
+
+    __slots__ = ("counts", "views", "order", "front", "front_of")
+
+    def __init__(self, group: Mapping[ClassKey, deque[Queued]]) -> None:
+        self.counts = dict.fromkeys(group, 1)
+        self.views: list[PendingJob] = []
+        self.order: list[Queued] = []  # the first jobs in queue order (empty until asked for)
+        self.front: list[Queued] = []
+        self.front_of: object = None  # the fair-share table `front` was chosen by
 
 
 class ExactCut(FairNowCut, DrfViews):
@@ -66,24 +80,28 @@ class ExactCut(FairNowCut, DrfViews):
         shown: dict[ClassKey, int] = {}
         most, free, cut = self._most_free(), self.free_total, self.cut
         heads, lone = self.heads, self.lone
-        stuck: list[Queued] = []  # the first jobs of classes none of whose jobs can start
+        stuck: list[tuple[Heads, dict[ClassKey, deque[Queued]]]] = []  # the groups none of
+        # whose jobs can start
         for shape, group in self.shapes.items():
             gpus, nodes = shape
             if lone and (gpus > free or gpus // nodes > most):
                 # None of these can start; the first the walk meets takes the reservation if
                 # no job has it yet, and then the others do nothing (see the module docstring)
-                stuck += [q[0] for q in group.values()]
+                kept = heads.get(shape)
+                if kept is None:
+                    kept = heads[shape] = Heads(group)
+                stuck.append((kept, group))
                 continue
             if cut and (gpus >= free or gpus // nodes > most):  # at most one could start (or
                 # none: no node has its GPUs per node free); the first may take the reservation
                 kept = heads.get(shape)
                 if kept is None:
-                    kept = heads[shape] = (dict.fromkeys(group, 1), [])
-                shown.update(kept[0])
+                    kept = heads[shape] = Heads(group)
+                shown.update(kept.counts)
                 if pending is not None:
-                    if not kept[1]:
-                        kept[1].extend([q[0][2] for q in group.values()])
-                    pending += kept[1]
+                    if not kept.views:
+                        kept.views.extend([q[0][2] for q in group.values()])
+                    pending += kept.views
                 continue
             for key, q in group.items():
                 if not cut:
@@ -103,17 +121,26 @@ class ExactCut(FairNowCut, DrfViews):
                 pending.append(item[2])
         return shown
 
-    def _first_met(self, items: list[Queued]) -> Queued:
-        """Of `items` (jobs in the queue), the one the policy's walk meets first: by its key
-        (`scheduler.policy.ranking.ordered`: highest total, then submit time, then id)."""
+    def _first_met(self, groups: list[tuple[Heads, dict[ClassKey, deque[Queued]]]]
+                   ) -> Queued:
+        """Of the first jobs of `groups`' classes, the one the policy's walk meets first: by
+        its key (`scheduler.policy.ranking.ordered`: highest total, then submit time, then
+        id), computed for each group's front (`_front`) alone."""
+        inputs = self.shares.build(self._usage_now) if not self.policy.drf else None
+        table = self.shares.engine.table(inputs) if inputs is not None else None
+        items: list[Queued] = []
+        for heads, group in groups:
+            if heads.front_of is not table or not heads.front:
+                heads.front, heads.front_of = self._front(heads, group, table), table
+            items += heads.front
+        if len(items) == 1:
+            return items[0]
         keys = [-0.0] * len(items)  # (no totals under drf: its key is its submit time)
         if self.policy.drf:
             submitted = [self._drf_submitted(job.account, job) for _, job, _ in items]
         else:
             submitted = [job.submit for _, job, _ in items]
-            inputs = self.shares.build(self._usage_now)
-            if inputs is not None and len(items) > 1:
-                table = self.shares.engine.table(inputs)
+            if inputs is not None and table is not None:
                 views = [view for _, _, view in items]
                 largest = max((v.gpus_total for v in self.views.values()), default=1)
                 weighing = Weighing(inputs.weights, inputs.qos_factors, self.now, largest)
@@ -122,6 +149,46 @@ class ExactCut(FairNowCut, DrfViews):
         best = min(range(len(items)), key=lambda i: (keys[i], submitted[i],
                                                       len(items[i][1].id), items[i][1].id))
         return items[best]
+
+    def _front(self, heads: Heads, group: Mapping[ClassKey, deque[Queued]],
+               table: FairShareTable | None) -> list[Queued]:
+        """The first jobs of a group's classes that the walk may meet before the others,
+        whatever the time: of two, one that is earlier in the queue (submit time, id) is met
+        first where its key can be no lower.
+
+        The group's jobs ask for as many GPUs, and their QOS is the same: by `table` (fair
+        share), a job's total is its size's term, the same for all, and terms that grow with
+        its wait and its fair-share factor (each float operation of `Weighing.totals` keeps
+        the order), so an earlier job with a factor as high is met first (a tie goes by submit
+        time, then id). Under drf (no totals) a tenant's earlier job has a key no higher (its
+        tenant's GPUs ahead of it, then its submit time), and is met first where its id
+        sorts first. Without either the key is the submit time: the earliest is met first."""
+        order = heads.order
+        if not order:
+            order += sorted((q[0] for q in group.values()), key=_queue_order)
+        if table is not None:
+            front: list[Queued] = []
+            known, factor, best = table.known, table.factor, -math.inf
+            for item in order:
+                assoc = item[2].assoc
+                fs = known[assoc] if assoc in known else factor(*assoc)
+                if not best >= fs:  # (a NaN factor is kept, and keeps none out)
+                    front.append(item)
+                if fs > best:
+                    best = fs
+            return front
+        if not self.policy.drf:
+            return order[:1]
+        front = []
+        least: dict[str, tuple[int, str]] = {}  # each tenant's least id so far
+        for item in order:
+            job = item[1]
+            own = (len(job.id), job.id)
+            seen = least.get(job.account)
+            if seen is None or own < seen:
+                front.append(item)
+                least[job.account] = own
+        return front
 
     def _views(self, shown: Mapping[ClassKey, int]) -> list[PendingJob]:
         """The policy's views of the first `shown[key]` jobs of each class."""
@@ -190,6 +257,11 @@ class ExactCut(FairNowCut, DrfViews):
         if self.policy.drf:
             return self._drf_jobs(key[0], [job for _, job, _ in items])
         return [view for _, _, view in items]
+
+
+def _queue_order(item: Queued) -> tuple[float, int, str]:
+    job = item[1]
+    return (job.submit, len(job.id), job.id)
 
 
 def _take(q: deque[Queued], n: int, out: list[PendingJob]) -> None:
