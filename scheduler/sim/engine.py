@@ -295,7 +295,7 @@ class _Replay(ExactCut, BudgetCut):
             plain = not (fair_now or self.gated)  # (else the snapshot's jobs are chosen there)
             pending, shown, cutoff = self._shown() if plain else ([], {}, None)
             snap = Snapshot(tuple(self.views.values()), tuple(pending), now,
-                            tuple(r for r, _ in self.running.values()),
+                            tuple([r for r, _ in self.running.values()]),
                             shares=self.shares.build(self._usage_now),
                             budgets=self.ledger.state(now), queued_gpus=self.queued)
             if plain:

@@ -33,6 +33,7 @@ from scheduler.sim.firstfit import FirstFit
 from scheduler.sim.trace import SimJob
 
 if TYPE_CHECKING:
+    from scheduler.sim.cluster import Cluster
     from scheduler.sim.policies import ShareBuilder, SimPolicy
 
 
@@ -67,6 +68,7 @@ class ExactCut(FairNowCut, DrfViews):
     free_total: int
     by_id: dict[str, SimJob]
     policy: SimPolicy
+    cluster: Cluster
     shares: ShareBuilder
     calls: int
     views: dict[str, NodeView]
@@ -135,20 +137,21 @@ class ExactCut(FairNowCut, DrfViews):
             items += heads.front
         if len(items) == 1:
             return items[0]
-        keys = [-0.0] * len(items)  # (no totals under drf: its key is its submit time)
-        if self.policy.drf:
-            submitted = [self._drf_submitted(job.account, job) for _, job, _ in items]
-        else:
-            submitted = [job.submit for _, job, _ in items]
-            if inputs is not None and table is not None:
-                views = [view for _, _, view in items]
-                largest = max((v.gpus_total for v in self.views.values()), default=1)
-                weighing = Weighing(inputs.weights, inputs.qos_factors, self.now, largest)
-                keys = [-total for total in weighing.totals(
-                    views, [table.factor(*view.assoc) for view in views])]
-        best = min(range(len(items)), key=lambda i: (keys[i], submitted[i],
-                                                      len(items[i][1].id), items[i][1].id))
-        return items[best]
+        if self.policy.drf:  # (no totals: its key is its submit time, drf's)
+            keys = [(self._drf_submitted(job.account, job), 0.0, len(job.id), job.id)
+                    for _, job, _ in items]
+        elif inputs is None or table is None:
+            return min(items, key=_queue_order)  # (no totals: by submit time)
+        else:  # (every node has the largest node's GPUs)
+            weighing = Weighing(inputs.weights, inputs.qos_factors, self.now,
+                                self.cluster.gpus_per_node)
+            known, factor = table.known, table.factor
+            views = [view for _, _, view in items]
+            totals = weighing.totals(views, [known[v.assoc] if v.assoc in known
+                                             else factor(*v.assoc) for v in views])
+            keys = [(-total, view.submitted_at, len(view.id), view.id)
+                    for total, view in zip(totals, views, strict=True)]
+        return items[min(range(len(items)), key=keys.__getitem__)]
 
     def _front(self, heads: Heads, group: Mapping[ClassKey, deque[Queued]],
                table: FairShareTable | None) -> list[Queued]:
