@@ -18,16 +18,17 @@ class Usage:
         self.acc: dict[tuple[str, str], float] = {}  # scaled integral up to self.at[key]
         self.rate: dict[tuple[str, str], float] = {}
         self.at: dict[tuple[str, str], float] = {}
+        self.g_at: dict[tuple[str, str], float] = {}  # 2^((at - ref)/h) of each key's `at`
 
     def _g(self, t: float) -> float:
         return float(2.0 ** ((t - self.ref) / self.h))
 
     def _settle(self, key: tuple[str, str], t: float) -> None:
         rate = self.rate.get(key, 0.0)
+        g = self._g(t)
         if rate:
-            self.acc[key] = self.acc.get(key, 0.0) + rate * self.h / LN2 * (
-                self._g(t) - self._g(self.at[key]))
-        self.at[key] = t
+            self.acc[key] = self.acc.get(key, 0.0) + rate * self.h / LN2 * (g - self.g_at[key])
+        self.at[key], self.g_at[key] = t, g
 
     def add_rate(self, key: tuple[str, str], t: float, delta: float) -> None:
         if t - self.ref > 200 * self.h:  # keep 2^(t/h) finite
@@ -41,14 +42,16 @@ class Usage:
         scale = self._g(t)
         self.acc = {k: v / scale for k, v in self.acc.items()}
         self.ref = t
+        self.g_at = {k: self._g(at) for k, at in self.at.items()}
 
     def at_time(self, t: float) -> dict[tuple[str, str], float]:
-        g = self._g(t)
+        g, h = self._g(t), self.h
+        acc, rates, g_at = self.acc, self.rate, self.g_at
         out = {}
-        for key, start in self.at.items():
-            value = self.acc.get(key, 0.0)
-            rate = self.rate.get(key, 0.0)
+        for key in self.at:
+            value = acc.get(key, 0.0)
+            rate = rates.get(key, 0.0)
             if rate:
-                value += rate * self.h / LN2 * (g - self._g(start))
+                value += rate * h / LN2 * (g - g_at[key])
             out[key] = max(0.0, value / g)
         return out
