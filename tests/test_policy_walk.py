@@ -62,13 +62,13 @@ def test_a_job_added_must_rank_after_the_job_walked() -> None:
     walk = Walk((LONG, OTHER), {}, None)
     met = iter(walk)
     assert next(met) is LONG
-    walk.add([SHORT[0]], [0.0])  # submitted after LONG: met next, before OTHER
+    walk.add(LONG, [SHORT[0]], [0.0])  # submitted after LONG: met next, before OTHER
     assert list(met) == [SHORT[0], OTHER]
     walk = Walk((SHORT[0], OTHER), {}, None)
     met = iter(walk)
     assert next(met) is SHORT[0]
     with pytest.raises(ValueError, match="ranks before"):
-        walk.add([LONG], [0.0])
+        walk.add(SHORT[0], [LONG], [0.0])
 
 
 def test_the_walk_alone_is_the_queue_in_order() -> None:

@@ -145,7 +145,8 @@ def decide(snapshot: Snapshot, max_estimates: int = MAX_ESTIMATES,
             if walk is not None and backfill.reservation is not None:
                 extra = more(job, backfill.reservation) if more is not None else ()
                 if extra:  # (one job alone is ranked without totals: those added neither)
-                    walk.add(extra, ranking.totals_of(extra) if totals else [0.0] * len(extra))
+                    walk.add(job, extra,
+                             ranking.totals_of(extra) if totals else [0.0] * len(extra))
             continue
         if placement is None:
             if job.nodes == 1:

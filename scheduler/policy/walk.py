@@ -31,31 +31,29 @@ class Walk:
                  first: set[str] | None) -> None:
         self._jobs = list(pending)
         self._keys = order_keys(pending, totals, first)
-        self._first = first
+        self._totals, self._first = totals, first
         self._added: list[WalkKey] = []  # a heap of the keys of the jobs added, not yet met
-        self._at: WalkKey | None = None  # the key of the job met last
 
     def __iter__(self) -> Iterator[PendingJob]:
         jobs, added = self._jobs, self._added
         for key in self._keys:
             while added and added[0] < key:
-                self._at = heapq.heappop(added)
-                yield jobs[self._at[-1]]
-            self._at = key
+                yield jobs[heapq.heappop(added)[-1]]
             yield jobs[key[-1]]
         while added:
-            self._at = heapq.heappop(added)
-            yield jobs[self._at[-1]]
+            yield jobs[heapq.heappop(added)[-1]]
 
-    def add(self, jobs: Sequence[PendingJob], totals: Sequence[float]) -> None:
-        """Jobs the snapshot left out, and their totals, to be met in their places: after
-        the job met last (ValueError if one ranks before it)."""
+    def add(self, after: PendingJob, jobs: Sequence[PendingJob], totals: Sequence[float]
+            ) -> None:
+        """Jobs the snapshot left out, and their totals, to be met in their places: each
+        must rank after `after`, the job being walked (ValueError if one does not)."""
         ids = [job.id for job in jobs]
         keys = order_keys(jobs, dict(zip(ids, totals, strict=True)), self._first,
                           len(self._jobs))
-        if self._at is not None and keys and keys[0] < self._at:
-            raise ValueError(f"job {keys[0][5]} ranks before job {self._at[5]}, "
-                             "which the walk has met")
+        (at,) = order_keys((after,), self._totals, self._first)
+        if keys and keys[0][:-1] < at[:-1]:  # (the position only breaks a tie of ids)
+            raise ValueError(f"job {keys[0][5]} ranks before job {after.id}, which the walk "
+                             "has met")
         self._jobs += jobs
         for key in keys:
             heapq.heappush(self._added, key)
