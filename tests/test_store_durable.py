@@ -125,3 +125,59 @@ async def test_a_group_whose_connection_was_killed_is_sent_again_on_a_new_one(
     finally:
         await store.close()
         await killer.close()
+
+
+async def test_a_group_waiting_for_its_replica_does_not_hold_back_the_next(
+        durable_valkey: Valkey, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two groups may be in flight, each on its own connection: a submit that comes while the
+    first group waits (here for a replica that is not there: WAIT holds it for its timeout)
+    reaches the store before the first is answered; a third waits for one of the two."""
+    import threading
+
+    import redis
+
+    import scheduler.store.groupcommit as groupcommit
+
+    monkeypatch.setattr(groupcommit, "REPLICA_WAIT_MS", 4000)
+    seen: list[str] = []
+    watcher = redis.Redis.from_url(durable_valkey.url, decode_responses=True)
+    ready = threading.Event()
+
+    def watch() -> None:
+        with watcher.monitor() as monitor:
+            ready.set()
+            for record in monitor.listen():
+                command = str(record.get("command", ""))
+                seen.append(command.split(" ")[0].upper())
+                if "labq-test-end" in command:
+                    return
+
+    async def until(count: int, name: str) -> None:
+        for _ in range(500):
+            if seen.count(name) >= count:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"the store saw {seen.count(name)} {name}, not {count}: {seen}")
+
+    store = Store.from_url(durable_valkey.url)
+    await submit_one(store)  # the scripts loaded, the store's append-only file seen
+    store.replicated = True  # each group now waits up to 4 s for a replica: there is none
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    ready.wait(5)
+    try:
+        first = asyncio.ensure_future(submit_one(store))
+        await until(1, "WAIT")
+        second = asyncio.ensure_future(submit_one(store))
+        await until(2, "EVALSHA")  # the second group went out ...
+        third = asyncio.ensure_future(submit_one(store))
+        await until(2, "WAIT")
+        assert not first.done() and not second.done()  # ... while the first still waited
+        await asyncio.sleep(0.3)
+        assert seen.count("EVALSHA") == 2  # two in flight at most: the third waits its turn
+        ids = await asyncio.gather(first, second, third)
+        assert len(set(ids)) == 3 and seen.count("EVALSHA") == 3
+    finally:
+        await store.close()
+    redis.Redis.from_url(durable_valkey.url).echo("labq-test-end")
+    thread.join(10)
