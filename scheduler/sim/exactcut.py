@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING
 from scheduler.policy.backfill import Reservation
 from scheduler.policy.cycle import Decisions, schedule
 from scheduler.policy.fairshare import FairShareTable
-from scheduler.policy.priority import Weighing
-from scheduler.policy.snapshot import NodeView, PendingJob, Snapshot
+from scheduler.policy.priority import PriorityWeights, Weighing
+from scheduler.policy.snapshot import NodeView, PendingJob, ShareInputs, Snapshot
 from scheduler.sim.classes import ClassKey, Queued, class_key
 from scheduler.sim.drfviews import DrfViews
 from scheduler.sim.fairnowcut import FairNowCut
@@ -43,7 +43,7 @@ class Heads:
     start, those of its first jobs the walk may meet first (`ExactCut._first_met`). Kept
     until a class of the group changes its first job."""
 
-    __slots__ = ("counts", "views", "order", "front", "front_of")
+    __slots__ = ("counts", "views", "order", "front", "front_of", "base")
 
     def __init__(self, group: Mapping[ClassKey, deque[Queued]]) -> None:
         self.counts = dict.fromkeys(group, 1)
@@ -51,6 +51,7 @@ class Heads:
         self.order: list[Queued] = []  # the first jobs in queue order (empty until asked for)
         self.front: list[Queued] = []
         self.front_of: object = None  # the fair-share table `front` was chosen by
+        self.base: list[float] = []  # each front job's fair-share and size terms, by it
 
 
 class ExactCut(FairNowCut, DrfViews):
@@ -131,30 +132,35 @@ class ExactCut(FairNowCut, DrfViews):
         inputs = self.shares.build(self._usage_now) if not self.policy.drf else None
         table = self.shares.engine.table(inputs) if inputs is not None else None
         items: list[Queued] = []
+        base: list[float] = []
         for heads, group in groups:
             if heads.front_of is not table or not heads.front:
-                heads.front, heads.front_of = self._front(heads, group, table), table
+                heads.front, heads.front_of = self._front(heads, group, inputs, table), table
             items += heads.front
+            base += heads.base
         if len(items) == 1:
             return items[0]
         if self.policy.drf:  # (no totals: its key is its submit time, drf's)
             keys = [(self._drf_submitted(job.account, job), 0.0, len(job.id), job.id)
                     for _, job, _ in items]
-        elif inputs is None or table is None:
+            return items[min(range(len(items)), key=keys.__getitem__)]
+        if inputs is None or table is None:
             return min(items, key=_queue_order)  # (no totals: by submit time)
-        else:  # (every node has the largest node's GPUs)
-            weighing = Weighing(inputs.weights, inputs.qos_factors, self.now,
-                                self.cluster.gpus_per_node)
-            known, factor = table.known, table.factor
-            views = [view for _, _, view in items]
-            totals = weighing.totals(views, [known[v.assoc] if v.assoc in known
-                                             else factor(*v.assoc) for v in views])
-            keys = [(-total, view.submitted_at, len(view.id), view.id)
-                    for total, view in zip(totals, views, strict=True)]
+        items = _contenders(items, base, inputs.weights, self.now)
+        if len(items) == 1:
+            return items[0]
+        views = [view for _, _, view in items]
+        weighing = Weighing(inputs.weights, inputs.qos_factors, self.now,
+                            self.cluster.gpus_per_node)  # (every node has the largest's GPUs)
+        known, factor = table.known, table.factor
+        totals = weighing.totals(views, [known[v.assoc] if v.assoc in known
+                                         else factor(*v.assoc) for v in views])
+        keys = [(-total, view.submitted_at, len(view.id), view.id)
+                for total, view in zip(totals, views, strict=True)]
         return items[min(range(len(items)), key=keys.__getitem__)]
 
     def _front(self, heads: Heads, group: Mapping[ClassKey, deque[Queued]],
-               table: FairShareTable | None) -> list[Queued]:
+               inputs: ShareInputs | None, table: FairShareTable | None) -> list[Queued]:
         """The first jobs of a group's classes that the walk may meet before the others,
         whatever the time: of two, one that is earlier in the queue (submit time, id) is met
         first where its key can be no lower.
@@ -165,18 +171,25 @@ class ExactCut(FairNowCut, DrfViews):
         the order), so an earlier job with a factor as high is met first (a tie goes by submit
         time, then id). Under drf (no totals) a tenant's earlier job has a key no higher (its
         tenant's GPUs ahead of it, then its submit time), and is met first where its id
-        sorts first. Without either the key is the submit time: the earliest is met first."""
+        sorts first. Without either the key is the submit time: the earliest is met first.
+        `heads.base` gets each front job's fair-share and size terms (`_contenders`)."""
         order = heads.order
         if not order:
             order += sorted((q[0] for q in group.values()), key=_queue_order)
-        if table is not None:
+        if table is not None and inputs is not None:
             front: list[Queued] = []
+            base = heads.base = []
+            w = inputs.weights
+            gpus = order[0][1].gpus / self.cluster.gpus_per_node
+            size = w.size * (0.0 if not gpus > 0.0 else gpus if gpus < 1.0 else 1.0)
             known, factor, best = table.known, table.factor, -math.inf
             for item in order:
                 assoc = item[2].assoc
                 fs = known[assoc] if assoc in known else factor(*assoc)
                 if not best >= fs:  # (a NaN factor is kept, and keeps none out)
                     front.append(item)
+                    base.append(w.fairshare * (fs if 0.0 <= fs <= 1.0 else
+                                               1.0 if fs > 1.0 else 0.0) + size)
                 if fs > best:
                     best = fs
             return front
@@ -260,6 +273,26 @@ class ExactCut(FairNowCut, DrfViews):
         if self.policy.drf:
             return self._drf_jobs(key[0], [job for _, job, _ in items])
         return [view for _, _, view in items]
+
+
+def _contenders(items: list[Queued], base: list[float], w: PriorityWeights, now: float
+                ) -> list[Queued]:
+    """Of `items` (the fronts' jobs, of one QOS), those whose totals may be the highest: a
+    total is its fair-share and size terms (`base`) plus its wait's term and the QOS's (the
+    same for all), as `Weighing.totals` sums them, each sum rounded a few times at most (far
+    below 1e-9 of the weights' sum); a job whose sum here is lower than the highest by more
+    than that ranks lower (all of them where the weights are not finite)."""
+    span = abs(w.age) + abs(w.size) + abs(w.qos) + abs(w.fairshare)
+    if not math.isfinite(span):
+        return items
+    age, max_age = w.age, w.max_age_s
+    bound = []
+    for item, b in zip(items, base, strict=True):
+        waited = now - item[1].submit  # (`Weighing.totals`' age factor)
+        bound.append(b + age * (0.0 if waited <= 0.0 else 1.0 if waited >= max_age
+                                else waited / max_age))
+    least = max(bound) - 1e-9 * (span + 1.0)
+    return [item for item, b in zip(items, bound, strict=True) if b >= least]
 
 
 def _queue_order(item: Queued) -> tuple[float, int, str]:
