@@ -6,6 +6,7 @@ said so and submits go on. Real valkey-server processes of the test's own."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -16,6 +17,44 @@ from tests.builders import job_of, submit_one
 from tests.valkey_proc import Valkey
 
 pytestmark = pytest.mark.store
+
+
+class StoreMonitor:
+    """The store's MONITOR in a thread: each command's (client address, name), in the order
+    the store ran them, until `stop`."""
+
+    def __init__(self, url: str) -> None:
+        import redis
+
+        self.url = url
+        self.seen: list[tuple[str, str]] = []
+        self._watcher = redis.Redis.from_url(url, decode_responses=True)
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def start(self) -> StoreMonitor:
+        self._thread.start()
+        self._ready.wait(5)
+        return self
+
+    def _watch(self) -> None:
+        with self._watcher.monitor() as monitor:
+            self._ready.set()
+            for record in monitor.listen():
+                command = str(record.get("command", ""))
+                self.seen.append((f"{record['client_address']}:{record['client_port']}",
+                                  command.split(" ")[0].upper()))
+                if "labq-test-end" in command:
+                    return
+
+    def names(self) -> list[str]:
+        return [name for _, name in self.seen]
+
+    def stop(self) -> None:
+        import redis
+
+        redis.Redis.from_url(self.url).echo("labq-test-end")  # after all the others
+        self._thread.join(10)
 
 
 @pytest.fixture
@@ -58,36 +97,16 @@ async def test_each_submit_waits_for_the_disk_on_the_connection_that_wrote_it(
     power cut does not). The store's MONITOR shows which connection sent what: every submit
     script is followed, on its own connection, by a WAITAOF before that connection's client
     hears back; and concurrent submits share one (group commit: fewer waits than submits)."""
-    import threading
-
-    import redis
-
-    seen: list[tuple[str, str]] = []  # (client, command)
-    watcher = redis.Redis.from_url(durable_valkey.url, decode_responses=True)
-    ready = threading.Event()
-
-    def watch() -> None:
-        with watcher.monitor() as monitor:
-            ready.set()
-            for record in monitor.listen():
-                name = str(record.get("command", "")).split(" ")[0].upper()
-                if name in ("EVALSHA", "WAITAOF"):
-                    seen.append((f"{record['client_address']}:{record['client_port']}", name))
-                if name == "ECHO" and "labq-test-end" in str(record.get("command")):
-                    return  # (the store logs commands in the order it ran them)
-
     store = Store.from_url(durable_valkey.url)
     await submit_one(store)  # the scripts loaded: each submit below is one EVALSHA
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    ready.wait(5)
+    monitor = StoreMonitor(durable_valkey.url).start()
     try:
         ids = await asyncio.gather(*(submit_one(store) for _ in range(40)))
         assert len(set(ids)) == 40
     finally:
         await store.close()
-    redis.Redis.from_url(durable_valkey.url).echo("labq-test-end")  # after all of them
-    thread.join(10)
+    monitor.stop()
+    seen = [(client, name) for client, name in monitor.seen if name in ("EVALSHA", "WAITAOF")]
     pending: dict[str, int] = {}  # client -> submit scripts not yet followed by a WAITAOF
     waits = 0
     for client, name in seen:
@@ -132,39 +151,22 @@ async def test_a_group_waiting_for_its_replica_does_not_hold_back_the_next(
     """Two groups may be in flight, each on its own connection: a submit that comes while the
     first group waits (here for a replica that is not there: WAIT holds it for its timeout)
     reaches the store before the first is answered; a third waits for one of the two."""
-    import threading
-
-    import redis
-
     import scheduler.store.groupcommit as groupcommit
 
     monkeypatch.setattr(groupcommit, "REPLICA_WAIT_MS", 4000)
-    seen: list[str] = []
-    watcher = redis.Redis.from_url(durable_valkey.url, decode_responses=True)
-    ready = threading.Event()
-
-    def watch() -> None:
-        with watcher.monitor() as monitor:
-            ready.set()
-            for record in monitor.listen():
-                command = str(record.get("command", ""))
-                seen.append(command.split(" ")[0].upper())
-                if "labq-test-end" in command:
-                    return
+    monitor = StoreMonitor(durable_valkey.url)
 
     async def until(count: int, name: str) -> None:
         for _ in range(500):
-            if seen.count(name) >= count:
+            if monitor.names().count(name) >= count:
                 return
             await asyncio.sleep(0.01)
-        raise AssertionError(f"the store saw {seen.count(name)} {name}, not {count}: {seen}")
+        raise AssertionError(f"the store saw {monitor.names()}, not {count} {name}")
 
     store = Store.from_url(durable_valkey.url)
     await submit_one(store)  # the scripts loaded, the store's append-only file seen
     store.replicated = True  # each group now waits up to 4 s for a replica: there is none
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    ready.wait(5)
+    monitor.start()
     try:
         first = asyncio.ensure_future(submit_one(store))
         await until(1, "WAIT")
@@ -174,10 +176,9 @@ async def test_a_group_waiting_for_its_replica_does_not_hold_back_the_next(
         await until(2, "WAIT")
         assert not first.done() and not second.done()  # ... while the first still waited
         await asyncio.sleep(0.3)
-        assert seen.count("EVALSHA") == 2  # two in flight at most: the third waits its turn
-        ids = await asyncio.gather(first, second, third)
-        assert len(set(ids)) == 3 and seen.count("EVALSHA") == 3
+        assert monitor.names().count("EVALSHA") == 2  # two in flight at most: the third
+        ids = await asyncio.gather(first, second, third)  # waits its turn
+        assert len(set(ids)) == 3 and monitor.names().count("EVALSHA") == 3
     finally:
         await store.close()
-    redis.Redis.from_url(durable_valkey.url).echo("labq-test-end")
-    thread.join(10)
+        monitor.stop()
