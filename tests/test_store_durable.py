@@ -47,9 +47,6 @@ class StoreMonitor:
                 if "labq-test-end" in command:
                     return
 
-    def names(self) -> list[str]:
-        return [name for _, name in self.seen]
-
     def stop(self) -> None:
         import redis
 
@@ -145,40 +142,3 @@ async def test_a_group_whose_connection_was_killed_is_sent_again_on_a_new_one(
         await store.close()
         await killer.close()
 
-
-async def test_a_group_waiting_for_its_replica_does_not_hold_back_the_next(
-        durable_valkey: Valkey, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two groups may be in flight, each on its own connection: a submit that comes while the
-    first group waits (here for a replica that is not there: WAIT holds it for its timeout)
-    reaches the store before the first is answered; a third waits for one of the two."""
-    import scheduler.store.groupcommit as groupcommit
-
-    monkeypatch.setattr(groupcommit, "REPLICA_WAIT_MS", 4000)
-    monitor = StoreMonitor(durable_valkey.url)
-
-    async def until(count: int, name: str) -> None:
-        for _ in range(500):
-            if monitor.names().count(name) >= count:
-                return
-            await asyncio.sleep(0.01)
-        raise AssertionError(f"the store saw {monitor.names()}, not {count} {name}")
-
-    store = Store.from_url(durable_valkey.url)
-    await submit_one(store)  # the scripts loaded, the store's append-only file seen
-    store.replicated = True  # each group now waits up to 4 s for a replica: there is none
-    monitor.start()
-    try:
-        first = asyncio.ensure_future(submit_one(store))
-        await until(1, "WAIT")
-        second = asyncio.ensure_future(submit_one(store))
-        await until(2, "EVALSHA")  # the second group went out ...
-        third = asyncio.ensure_future(submit_one(store))
-        await until(2, "WAIT")
-        assert not first.done() and not second.done()  # ... while the first still waited
-        await asyncio.sleep(0.3)
-        assert monitor.names().count("EVALSHA") == 2  # two in flight at most: the third
-        ids = await asyncio.gather(first, second, third)  # waits its turn
-        assert len(set(ids)) == 3 and monitor.names().count("EVALSHA") == 3
-    finally:
-        await store.close()
-        monitor.stop()

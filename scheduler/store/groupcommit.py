@@ -6,12 +6,10 @@ file fsynced) and, on a replicated store, `WAIT` (a replica has it): both count 
 the connection that asks, so a wait sent on another connection could answer before the write
 is safe. Sending each write with its own waits costs a pipeline and a wait per submission;
 under a burst that is most of the API's time in the store client. So writes that arrive while
-groups are in flight wait for one to come back, then go together as the next group: one
-pipeline, their scripts in arrival order, one `WAITAOF` and one `WAIT` after them all (a
-database's group commit). Alone, a write goes at once, as before. At most `IN_FLIGHT` groups
-are in flight, each on its own connection. Each script still runs on its own, atomically; one
-that fails fails only its own caller; writes in flight together have no order between them
-(a caller's next write waits for the answer to its last).
+one group is in flight wait for it, then go together as the next group: one pipeline, their
+scripts in arrival order, one `WAITAOF` and one `WAIT` after them all (a database's group
+commit). Alone, a write goes at once, as before. Each script still runs on its own, atomically;
+one that fails fails only its own caller.
 """
 
 from __future__ import annotations
@@ -28,11 +26,6 @@ log = logging.getLogger(__name__)
 
 REPLICA_WAIT_MS = 1000  # how long a write that must survive a failover waits for a replica
 GROUP_MAX = 256  # writes in one group at most (one pipeline; a burst makes several)
-# Groups in flight at once, each on a connection of its own. With two, a group waiting for its
-# fsync no longer holds back the writes that came meanwhile (the store fsyncs once for whatever
-# arrived together anyway). The store alone, 4 concurrent submitters: 4,300-4,700
-# durable submits/s with one in flight, 5,900-6,400/s with two, the same with four.
-IN_FLIGHT = 2
 
 
 @dataclass(slots=True)
@@ -47,41 +40,38 @@ class Write:
 
 
 class GroupCommit:
-    """Sends durable writes on `client`, at most IN_FLIGHT groups in flight at a time."""
+    """Sends durable writes on `client`, one group in flight at a time."""
 
     def __init__(self, client: Any, replicated: bool = False) -> None:
         self.r = client
         self.replicated = replicated
         self.aof: bool | None = None  # whether the store has an append-only file to wait for
         self._queue: list[Write] = []
-        self._senders: set[asyncio.Task[None]] = set()  # (a task is kept only if referenced)
-        self._in_flight = 0  # senders that have not yet stopped taking groups
+        self._busy = False
+        self._sender: asyncio.Task[None] | None = None  # (a task is kept only if referenced)
 
     async def run(self, write: Write) -> Any:
         """The script's reply, once the write is as safe as the store can make it."""
         self._queue.append(write)
-        if self._in_flight < IN_FLIGHT:  # a task of its own: a cancelled caller cancels
-            self._in_flight += 1  # no other's write
-            sender = asyncio.get_running_loop().create_task(self._send_queued())
-            self._senders.add(sender)
-            sender.add_done_callback(self._senders.discard)
+        if not self._busy:  # a task of its own: a caller cancelled cancels no other's write
+            self._busy = True
+            self._sender = asyncio.get_running_loop().create_task(self._send_queued())
         return await write.done
 
     async def _send_queued(self) -> None:
-        try:
-            while self._queue:  # what came while a group was in flight goes next
-                group, self._queue = self._queue[:GROUP_MAX], self._queue[GROUP_MAX:]
-                try:
-                    await self._send(group)
-                except Exception as exc:  # the connection failed after its retries: all
-                    for write in group:
-                        _settle(write.done, exc)
-                except BaseException as exc:
-                    for write in group:
-                        _settle(write.done, exc)
-                    raise
-        finally:
-            self._in_flight -= 1
+        while self._queue:  # what came while a group was in flight goes next
+            group, self._queue = self._queue[:GROUP_MAX], self._queue[GROUP_MAX:]
+            try:
+                await self._send(group)
+            except Exception as exc:  # the connection failed after its retries: all of them
+                for write in group:
+                    _settle(write.done, exc)
+            except BaseException as exc:
+                for write in group:
+                    _settle(write.done, exc)
+                self._busy = False
+                raise
+        self._busy = False
 
     async def _send(self, group: list[Write]) -> None:
         replies = await self._pipeline(group)
