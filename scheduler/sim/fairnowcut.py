@@ -190,26 +190,30 @@ class FairNowCut:
         self.changed, self.held_changed = set(), set()
         entries = last.entries
         floors = bound.floor
+        first_of, past_of = bound.first, bound.past
         for tenant in dirty:
             mine = tenants.get(tenant)
             if mine is None:
                 continue
             floor = floors.get(tenant, math.inf) if floors else 0.0
             for own in mine:
+                owner = own.owner
                 if own.stale:
-                    own.rebuild(self._runs(self.user_classes[own.owner]), bound)
-                own.held = held.get(own.owner, 0.0)
-                own.share = entitled.get(own.owner, 0.0)
+                    own.rebuild(self._runs(self.user_classes[owner]), bound)
+                own_held = own.held = held.get(owner, 0.0)
+                own_share = own.share = entitled.get(owner, 0.0)
                 past = own.past
                 if new_table or past < 0:  # (its past part changes only with the table)
-                    past = bound.past(own)
+                    past = past_of(own)
                     if past != own.past:
                         own.past, own.flat = past, flat_level(past, 1.0 - bound.p)
-                seen = (own.held, own.share, floor, past)
-                if full or own.first is None or seen != own.seen:
-                    own.first, own.seen = bound.first(own), seen
+                seen = (own_held, own_share, floor, past)
+                first = own.first
+                if full or first is None or seen != own.seen:
+                    first = own.first = first_of(own)
+                    own.seen = seen
                 # (the closer bound counts its tenant's other jobs: it is made anew)
-                entries[own] = (own.first, own.index, False, own, mine)
+                entries[own] = (first, own.index, False, own, mine)
         heap = list(entries.values())
         heapq.heapify(heap)
         return tenants, heap
@@ -440,8 +444,11 @@ class FairNowCut:
         its first jobs to show (its next one; or up to the first that could start)."""
         starts, res = decisions.starts, decisions.reservation
         # The starts and the reservation surely before its jobs left out.
-        j = 0
-        while j < len(starts) and ranks_before(start_keys[j], most, last):
+        j, n_starts = 0, len(starts)
+        while j < n_starts:  # (`ranks_before`, written out)
+            before = start_keys[j]
+            if not ((before[0], before[1]) < most or (last is not None and before <= last)):
+                break
             j += 1
         if stopped and j == len(starts):
             return 0  # the walk ended before them

@@ -89,7 +89,7 @@ def close_levels(users: Sequence[UserJobs], shown: dict[ClassKey, int]) -> None:
     top = -math.inf
     for own in users:
         if own.n and own.share > 0:
-            level = min(own.level(own.n - 1), own.flat)
+            level = min(own.last_level(), own.flat)
             if level > top:
                 top = level
     for own in users:
@@ -188,9 +188,19 @@ class UserJobs:
         """Its first job not shown that ends within `window` and needs at most `room` GPUs
         on a node: (its place in its own order, its GPUs per node), or None."""
         at = 0
-        for r, (_, jobs, _) in enumerate(self.runs):
+        for r, (_, jobs, keys) in enumerate(self.runs):
             start = self.at if r == self.run else 0
             if r >= self.run:
+                if len(keys) == 1:  # one class: one GPUs per node, the first job decides
+                    key = keys[0]
+                    per_node = key[2] // key[4]
+                    if per_node <= room and start < len(jobs):
+                        if jobs[start][1].time_limit > window:
+                            at += len(jobs)
+                            continue
+                        return at + start, per_node
+                    at += len(jobs)
+                    continue
                 for k in range(start, len(jobs)):
                     job = jobs[k][1]
                     if job.time_limit > window:
@@ -222,6 +232,12 @@ class UserJobs:
             i -= len(jobs)
             before += gpus * len(jobs)
         raise IndexError(i)
+
+    def last_level(self) -> float:
+        """`level(n - 1)` (n > 0, a share), from the GPUs of its first n jobs."""
+        runs = self.runs
+        gpus = runs[self.run][0] if self.at else runs[self.run - 1][0]
+        return (self.held + (self.cum - gpus)) / self.share
 
     def upto(self, top: float) -> int:
         """How many of its jobs have a user-level of at most `top` (a prefix)."""
@@ -313,6 +329,7 @@ class Bound:
         self.age, self.size, self.fairshare = w.age, w.size, w.fairshare
         self.qos = w.qos * min(1.0, max(0.0, inputs.qos_factors.get("normal", 0.0)))
         self.p, self.known, self.table = inputs.past_weight, table.known, table
+        self.now_weight = 1.0 - self.p
         self.load, self.entitled = standing.account_load, standing.account_entitled
         self.tenants = False
         self.floor: dict[str, float] = {}  # each tenant's GPUs held / fair GPUs
@@ -356,11 +373,15 @@ class Bound:
                 ahead, rank = cum, own.rank
                 for other in rivals:  # their jobs below it, and tied with it before it
                     share = other.share
-                    if other is not own and share > 0:
+                    if share > 0 and other is not own:
                         first = other.held / share  # (its first job's level)
-                        if first < x or (first == x and other.rank < rank):
+                        if first < x:
                             ahead += other.below(x, other.rank < rank)
-                x = max(x, (self.load.get(tenant, 0.0) + ahead) / entitled)
+                        elif first == x and other.rank < rank:
+                            ahead += other.below(x, True)
+                tenant_x = (self.load.get(tenant, 0.0) + ahead) / entitled
+                if tenant_x > x:
+                    x = tenant_x
         most = self._most(own, x, own.runs[own.run][1][own.at][1], at)
         if last is not None:
             return (most[0] or last[0], max(most[1], last[1]))
@@ -385,18 +406,17 @@ class Bound:
 
     def _most(self, own: UserJobs, x: float, job: SimJob, at: float | None = None
               ) -> tuple[bool, float]:
-        """(not in the band, -total) of `job` of the user, at level `x` (aged until `at`)."""
+        """(not in the band, -total) of `job` of the user, at level `x` (aged until `at`).
+        The user's past part is `own.past` (`_users` keeps it `past(own)` on this table: the
+        same product as the policy's)."""
         if x == math.inf:
             fs = 0.0
         else:
-            key = own.owner
-            known = self.known
-            past = known[key] if key in known else self.table.factor(*key)
-            fs = (1.0 - self.p) * 2.0 ** -x + self.p * past
+            fs = self.now_weight * 2.0 ** -x + own.past
             fs = 1.0 if fs > 1.0 else 0.0 if fs < 0.0 else fs
         waited = (self.now if at is None else at) - job.submit
-        aged = (0.0 if waited <= 0.0 else 1.0 if waited >= self.max_age
-                else waited / self.max_age)
+        max_age = self.max_age
+        aged = (0.0 if waited <= 0.0 else 1.0 if waited >= max_age else waited / max_age)
         gpus = job.gpus / self.largest
         total = (self.age * aged + self.size * (gpus if gpus < 1.0 else 1.0) + self.qos
                  + self.fairshare * fs) + 1e-6
