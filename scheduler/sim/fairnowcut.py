@@ -24,7 +24,7 @@ import heapq
 import math
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import fields
 from typing import TYPE_CHECKING
 
 from scheduler.policy.backfill import Reservation
@@ -55,7 +55,18 @@ from scheduler.sim.fairnowusers import (
 _NEAR = 32  # a user's jobs shown at once when a later one could change a decision
 _BLOCKERS = 2  # jobs picked first that no node has the GPUs free for (one may reserve)
 _SMALL = 48  # waiting jobs the cut shows all of
+# `Snapshot`'s fields, in order: `_with_pending` is `dataclasses.replace` written out (cheaper)
+_SNAPSHOT_FIELDS = ("nodes", "pending", "now", "running", "limits", "shares", "budgets",
+                    "queued_gpus")
 
+
+def _with_pending(snap: Snapshot, pending: tuple[PendingJob, ...]) -> Snapshot:
+    """`snap` with these pending jobs (`dataclasses.replace(snap, pending=pending)`)."""
+    return Snapshot(snap.nodes, pending, snap.now, snap.running, snap.limits, snap.shares,
+                    snap.budgets, snap.queued_gpus)
+
+
+assert tuple(f.name for f in fields(Snapshot)) == _SNAPSHOT_FIELDS  # (else see above)
 
 
 class FairNowCut:
@@ -105,7 +116,7 @@ class FairNowCut:
         decisions, and how many jobs of each class were shown."""
         if self.n_pending <= _SMALL:  # the whole queue: cheaper than choosing
             whole = {key: len(q) for key, q in self.classes.items()}
-            decisions = schedule(replace(snap, pending=tuple(self._views(whole))),
+            decisions = schedule(_with_pending(snap, tuple(self._views(whole))),
                                  max_estimates=0, explain=False)
             self.calls += 1
             self._last_res = decisions.reservation
@@ -122,7 +133,7 @@ class FairNowCut:
             shown: dict[ClassKey, int] = {}
             for tenant in picked:
                 close_levels(tenants[tenant], shown)
-            decisions = schedule(replace(snap, pending=tuple(self._views(shown))),
+            decisions = schedule(_with_pending(snap, tuple(self._views(shown))),
                                  max_estimates=0, explain=False)
             self.calls += 1
             more = self._hidden_matter(tenants, shown, decisions, snap, bound,
@@ -266,6 +277,9 @@ class FairNowCut:
                 for entry in parked:
                     heapq.heappush(heap, entry)
                 parked = []
+            if covered < free and not heap[0][2]:  # its bound counting its tenant's jobs below
+                heapq.heapreplace(heap, self._refined(heap[0], bound))  # (it is the first)
+                continue
             entry = heapq.heappop(heap)
             if covered >= free:  # only a second tenant is missing: the best of another's
                 aside = []
@@ -274,9 +288,6 @@ class FairNowCut:
                     entry = heapq.heappop(heap)
                 for other in aside:
                     heapq.heappush(heap, other)
-            elif not entry[2]:  # its bound counting its tenant's jobs below it
-                heapq.heappush(heap, self._refined(entry, bound))
-                continue
             most_of, i, _, own, users = entry
             job = own.runs[own.run][1][own.at][1]
             if job.gpus // job.nodes <= most:
@@ -312,10 +323,10 @@ class FairNowCut:
         window = res.start - now
         seen: list[HeapEntry] = []
         while hole > 0 and heap:
-            entry = heapq.heappop(heap)
-            if not entry[2]:
-                heapq.heappush(heap, self._refined(entry, bound))
+            if not heap[0][2]:
+                heapq.heapreplace(heap, self._refined(heap[0], bound))
                 continue
+            entry = heapq.heappop(heap)
             seen.append(entry)
             own = entry[3]
             found = own.backfill(window, hole)
