@@ -129,3 +129,14 @@ def test_first_fit_finds_the_first_job_ending_by_a_time() -> None:
             assert fit.first(q[n][1].id, window) == (walked[0] if walked else None)
             after = [item for item in list(q)[n + 1:] if item[1].time_limit <= window]
             assert fit.after(q[n][1].id, window) == (after[0] if after else None)
+
+
+def test_the_fair_now_cut_copies_every_field_of_a_snapshot() -> None:
+    """`_with_pending` writes `dataclasses.replace` out for speed: a field added to `Snapshot`
+    must be added there too."""
+    from dataclasses import fields
+
+    from scheduler.policy.snapshot import Snapshot
+    from scheduler.sim.fairnowcut import _SNAPSHOT_FIELDS
+
+    assert tuple(f.name for f in fields(Snapshot)) == _SNAPSHOT_FIELDS
