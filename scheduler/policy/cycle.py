@@ -142,8 +142,8 @@ def decide(snapshot: Snapshot, max_estimates: int = MAX_ESTIMATES,
         if isinstance(placement, Reason):  # it fits, but would delay the reserved job
             delayed[job.id] = placement
             blocked.append(job)
-            if walk is not None and backfill.reservation is not None:
-                extra = more(job, backfill.reservation) if more is not None else ()
+            if more is not None and walk is not None and backfill.reservation is not None:
+                extra = more(job, backfill.reservation)
                 if extra:  # (one job alone is ranked without totals: those added neither)
                     walk.add(job, extra,
                              ranking.totals_of(extra) if totals else [0.0] * len(extra))
